@@ -1,0 +1,102 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "Freight",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "freight", targets: ["freight"]),
+        .library(name: "FreightClient", targets: ["FreightClient"]),
+        .library(name: "FreightNode", targets: ["FreightNode"]),
+        .library(name: "FreightTesting", targets: ["FreightTesting"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .target(name: "FreightCore", swiftSettings: strict),
+        .target(name: "CFreightCRC32C"),
+        .target(
+            name: "FreightWire",
+            dependencies: [
+                "FreightCore", "CFreightCRC32C",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(name: "FreightDirectory", dependencies: ["FreightCore"], swiftSettings: strict),
+        .target(name: "FreightRouting", dependencies: ["FreightCore", "FreightDirectory"], swiftSettings: strict),
+        .target(
+            name: "FreightTransport",
+            dependencies: [
+                "FreightCore", "FreightWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "FreightNode",
+            dependencies: [
+                "FreightCore", "FreightWire", "FreightDirectory", "FreightRouting", "FreightTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "FreightClient",
+            dependencies: [
+                "FreightCore", "FreightWire", "FreightTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "FreightTesting",
+            dependencies: ["FreightCore", "FreightNode", "FreightClient"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "freight",
+            dependencies: [
+                "FreightCore", "FreightNode", "FreightClient", "FreightWire", "FreightTransport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "FreightCoreTests", dependencies: ["FreightCore"], swiftSettings: strict),
+        .testTarget(
+            name: "FreightWireTests",
+            dependencies: [
+                "FreightWire", "FreightCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "FreightDirectoryTests", dependencies: ["FreightDirectory", "FreightCore"], swiftSettings: strict),
+        .testTarget(name: "FreightRoutingTests", dependencies: ["FreightRouting", "FreightDirectory", "FreightCore"], swiftSettings: strict),
+        .testTarget(
+            name: "FreightIntegrationTests",
+            dependencies: ["FreightTesting", "FreightClient", "FreightNode", "FreightCore"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,37 @@
+/// Every limit Freight enforces, named in one place. Each is checked where data enters and tested at its edge.
+public enum Limits {
+    /// Segments in an address or pattern.
+    public static let addressSegmentsMax = 16
+    /// Bytes in an address or pattern.
+    public static let addressBytesMax = 255
+    /// Smallest and largest body chunk, and the default.
+    public static let chunkBytesMin = 64 * 1024
+    public static let chunkBytesMax = 64 * 1024 * 1024
+    public static let chunkBytesDefault = 4 * 1024 * 1024
+    /// Largest control frame (everything that is not a body chunk): the protobuf payload.
+    public static let controlFrameBytesMax = 64 * 1024
+    /// Largest message header (protobuf), within a control frame.
+    public static let headerBytesMax = 16 * 1024
+    /// Attributes on one message header.
+    public static let attributesMax = 64
+    /// Default per-message window: body bytes a sender may have in flight beyond the acknowledged offset.
+    public static let windowBytesDefault = 32 * 1024 * 1024
+    /// Bounds on a receiver's window.
+    public static let windowBytesMin = 64 * 1024
+    public static let windowBytesMax = 1024 * 1024 * 1024
+    /// Memory a node commits to messages in flight; each message reserves its window.
+    public static let nodeMemoryBudgetDefault = 1024 * 1024 * 1024
+    /// Endpoints one app session may register.
+    public static let registrationsPerSessionMax = 4096
+    /// Endpoints a node accepts from one peer in the mesh directory.
+    public static let endpointsPerPeerMax = 2_000_000
+    /// Members in one cluster's mesh.
+    public static let membersMax = 1024
+    /// Concurrent messages one connection may have open in each direction.
+    public static let messagesPerConnectionMax = 1024
+    /// Stripes (TCP connections) between two nodes.
+    public static let streamsMax = 64
+    public static let streamsDefault = 4
+    /// Attempts to reach a member learned from gossip before forgetting it.
+    public static let dialAttemptsMax = 5
+}

@@ -1,0 +1,69 @@
+import FreightCore
+
+/// Maps addresses to endpoints. The `mesh` directory (``EndpointIndex`` fed by peers' announcements) implements it
+/// today; an etcd-backed directory implements the same lookups over etcd's keys.
+public protocol Directory {
+    /// Endpoints whose pattern matches `address`.
+    func match(_ address: Address) -> [EndpointRecord]
+    /// Endpoints whose pattern some address matching `pattern` would match (for `freight resolve`).
+    func overlapping(_ pattern: AddressPattern) -> [EndpointRecord]
+    /// All endpoints held at `node`.
+    func endpoints(at node: String) -> [EndpointRecord]
+    var count: Int { get }
+}
+
+/// The local index of a directory: every endpoint known to this node, looked up through a ``PatternTrie``.
+public final class EndpointIndex: Directory {
+    private let trie = PatternTrie<EndpointKey>()
+    private var records: [EndpointKey: EndpointRecord] = [:]
+    private var byNode: [String: Set<EndpointKey>] = [:]
+
+    public init() {}
+
+    public var count: Int { records.count }
+
+    public func count(at node: String) -> Int { byNode[node]?.count ?? 0 }
+
+    public func record(_ key: EndpointKey) -> EndpointRecord? { records[key] }
+
+    /// Adds or replaces an endpoint.
+    public func upsert(_ record: EndpointRecord) {
+        if let old = records[record.key] {
+            trie.remove(old.pattern, old.key)
+        }
+        records[record.key] = record
+        trie.insert(record.pattern, record.key)
+        byNode[record.key.node, default: []].insert(record.key)
+    }
+
+    @discardableResult
+    public func remove(_ key: EndpointKey) -> EndpointRecord? {
+        guard let old = records.removeValue(forKey: key) else { return nil }
+        trie.remove(old.pattern, key)
+        byNode[key.node]?.remove(key)
+        if byNode[key.node]?.isEmpty == true { byNode[key.node] = nil }
+        return old
+    }
+
+    /// Drops every endpoint of `node` (it went away, or it sent a full snapshot); returns how many.
+    @discardableResult
+    public func removeAll(at node: String) -> Int {
+        guard let keys = byNode.removeValue(forKey: node) else { return 0 }
+        for key in keys {
+            if let old = records.removeValue(forKey: key) { trie.remove(old.pattern, key) }
+        }
+        return keys.count
+    }
+
+    public func match(_ address: Address) -> [EndpointRecord] {
+        trie.match(address).compactMap { records[$0] }
+    }
+
+    public func overlapping(_ pattern: AddressPattern) -> [EndpointRecord] {
+        records.values.filter { $0.pattern.overlaps(pattern) }
+    }
+
+    public func endpoints(at node: String) -> [EndpointRecord] {
+        (byNode[node] ?? []).compactMap { records[$0] }
+    }
+}

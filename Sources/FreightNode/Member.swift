@@ -1,0 +1,66 @@
+import FreightCore
+import FreightTransport
+import FreightWire
+
+/// A peer node of the cluster, and the links to it: `egress` stripes that this node dialed and sends on, and
+/// `ingress` connections the peer dialed and sends on.
+final class Member: @unchecked Sendable {  // confined to the node's event loop
+    let name: String
+    let listen: NodeAddress
+    let incarnation: UInt64
+    var egress: [FrameConnection?]
+    var ingress: Set<FrameConnection> = []
+    var dialAttempts = 0
+    var bytesOut: UInt64 = 0
+    private var nextStripe = 0
+
+    init(name: String, listen: NodeAddress, incarnation: UInt64, streams: Int) {
+        self.name = name
+        self.listen = listen
+        self.incarnation = incarnation
+        self.egress = Array(repeating: nil, count: streams)
+    }
+
+    var allConnections: [FrameConnection] { egress.compactMap { $0 } + ingress }
+
+    func owns(_ connection: FrameConnection) -> Bool {
+        ingress.contains(connection) || egress.contains { $0 === connection }
+    }
+
+    /// Control frames go on stripe 0 so that they keep their order.
+    var control: FrameConnection? { egress[0] }
+
+    var isUp: Bool { egress[0] != nil }
+
+    /// The connected stripe with the fewest bytes waiting for the kernel; ties rotate.
+    func stripeForData() -> FrameConnection? {
+        var best: FrameConnection?
+        for step in 0..<egress.count {
+            let candidate = egress[(nextStripe + step) % egress.count]
+            guard let candidate else { continue }
+            if best == nil || candidate.pendingBytes < best!.pendingBytes { best = candidate }
+        }
+        nextStripe = (nextStripe + 1) % egress.count
+        return best
+    }
+}
+
+/// A seed given with `--join`: dialed until this node learns who answers there.
+struct SeedState {
+    var probe: FrameConnection?
+    var attempts = 0
+}
+
+/// An app attached to this node.
+final class AppSession: @unchecked Sendable {  // confined to the node's event loop
+    let id: UInt64
+    let connection: FrameConnection
+    let label: String
+    var endpoints: Set<UInt64> = []
+
+    init(id: UInt64, connection: FrameConnection, label: String) {
+        self.id = id
+        self.connection = connection
+        self.label = label.isEmpty ? "app-\(id)" : label
+    }
+}

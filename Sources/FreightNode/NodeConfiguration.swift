@@ -1,0 +1,91 @@
+import FreightCore
+import FreightTransport
+import Logging
+
+/// Everything `freight node` is told on its command line.
+public struct NodeConfiguration: Sendable {
+    public var cluster: String
+    public var name: String
+    /// Where peers and TCP apps connect. Port 0 picks a free port.
+    public var listen: NodeAddress
+    /// Seeds to join; the rest of the cluster is learned from them.
+    public var joins: [NodeAddress]
+    /// Unix socket for apps on this machine; nil for none.
+    public var socketPath: String?
+    /// TCP connections per peer link.
+    public var streams: Int
+    /// Chunk size this node uses for messages whose sender did not choose.
+    public var chunkBytes: Int
+    /// Most body bytes in flight per message through this node.
+    public var windowBytes: Int
+    /// Memory this node commits to messages in flight; each message reserves up to its window.
+    public var memoryBudgetBytes: Int
+    public var tuning: SocketTuning
+    public var logger: Logger
+
+    public init(
+        cluster: String = "default",
+        name: String,
+        listen: NodeAddress,
+        joins: [NodeAddress] = [],
+        socketPath: String? = nil,
+        streams: Int = Limits.streamsDefault,
+        chunkBytes: Int = Limits.chunkBytesDefault,
+        windowBytes: Int = Limits.windowBytesDefault,
+        memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
+        tuning: SocketTuning = .default,
+        logger: Logger = Logger(label: "freight.node")
+    ) {
+        self.cluster = cluster
+        self.name = name
+        self.listen = listen
+        self.joins = joins
+        self.socketPath = socketPath
+        self.streams = streams
+        self.chunkBytes = chunkBytes
+        self.windowBytes = windowBytes
+        self.memoryBudgetBytes = memoryBudgetBytes
+        self.tuning = tuning
+        self.logger = logger
+    }
+
+    /// Checks every value against its limit, with a message that names the flag.
+    public func validate() throws(FreightError) {
+        guard !name.isEmpty, name.utf8.allSatisfy({ AddressGrammarCheck.isAllowed($0) }) else {
+            throw FreightError(.invalidArgument, "invalid --name '\(name)': use a-z 0-9 . _ -")
+        }
+        guard !cluster.isEmpty, cluster.utf8.allSatisfy({ AddressGrammarCheck.isAllowed($0) }) else {
+            throw FreightError(.invalidArgument, "invalid --cluster '\(cluster)': use a-z 0-9 . _ -")
+        }
+        guard (1...Limits.streamsMax).contains(streams) else {
+            throw FreightError(.invalidArgument, "--streams \(streams) is out of range 1...\(Limits.streamsMax)")
+        }
+        guard (Limits.chunkBytesMin...Limits.chunkBytesMax).contains(chunkBytes) else {
+            throw FreightError(
+                .invalidArgument,
+                "chunk size \(chunkBytes) is out of range \(Limits.chunkBytesMin)...\(Limits.chunkBytesMax)"
+            )
+        }
+        guard windowBytes >= chunkBytes, windowBytes <= Limits.windowBytesMax else {
+            throw FreightError(.invalidArgument, "window \(windowBytes) must be at least one chunk and at most \(Limits.windowBytesMax)")
+        }
+        guard memoryBudgetBytes >= windowBytes else {
+            throw FreightError(.invalidArgument, "memory budget \(memoryBudgetBytes) is smaller than one window")
+        }
+        guard case .tcp = listen else {
+            throw FreightError(.invalidArgument, "--listen must be HOST:PORT")
+        }
+    }
+}
+
+enum AddressGrammarCheck {
+    static func isAllowed(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+            true
+        default:
+            false
+        }
+    }
+}

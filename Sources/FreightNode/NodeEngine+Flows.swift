@@ -1,0 +1,283 @@
+import FreightCore
+import FreightDirectory
+import FreightRouting
+import FreightTransport
+import FreightWire
+
+/// Messages through this node: open, forward chunk by chunk, carry credits and acknowledgements back, finish.
+extension NodeEngine {
+    func flowFrame(_ frame: Frame, from port: Port) {
+        switch frame {
+        case .open(let open): openReceived(open, from: port)
+        case .data(let chunk): dataReceived(chunk, from: port)
+        case .ack(let ack): ackReceived(ack, from: port)
+        case .done(let done): doneReceived(done, from: port)
+        case .abort(let abort): abortReceived(abort, from: port)
+        default: break
+        }
+    }
+
+    // MARK: Open
+
+    func openReceived(_ open: Freight_Wire_V1_Open, from port: Port) {
+        var header = open.header
+        let id = header.id
+        do throws(FreightError) {
+            guard id != 0 else { throw FreightError(.protocolViolation, "message id 0 is reserved") }
+            guard flows[id] == nil else { throw FreightError(.duplicate, "message id \(id) is already in flight here") }
+            let destination = try Address(header.destination)
+            if header.chunkBytes == 0 { header.chunkBytes = UInt32(configuration.chunkBytes) }
+            guard (Limits.chunkBytesMin...Limits.chunkBytesMax).contains(Int(header.chunkBytes)) else {
+                throw FreightError(.invalidArgument, "chunk size \(header.chunkBytes) is out of range \(Limits.chunkBytesMin)...\(Limits.chunkBytesMax)")
+            }
+            guard header.length <= UInt64(Int64.max) else { throw FreightError(.invalidArgument, "length \(header.length) is too large") }
+            guard header.attributes.count <= Limits.attributesMax else {
+                throw FreightError(.invalidArgument, "\(header.attributes.count) attributes, at most \(Limits.attributesMax)")
+            }
+            guard open.path.count < Limits.membersMax else { throw FreightError(.protocolViolation, "path too long") }
+
+            let targets: [EndpointRecord]
+            switch port {
+            case .session:
+                let matches = index.match(destination)
+                tieBreak &+= 1
+                targets = planner.plan(matches: matches, load: { self.endpointLoad[$0, default: 0] }, tieBreak: tieBreak)
+                guard !targets.isEmpty else { throw FreightError.noRoute(destination.description) }
+            case .peer:
+                targets = open.targets.filter { $0.node == name }.compactMap { localEndpoints[$0.id]?.record }
+                guard !targets.isEmpty else {
+                    throw FreightError(.noRoute, "no route to \(destination): its endpoint on node \(name) is gone")
+                }
+            }
+
+            let reserve = Int(min(header.length, UInt64(configuration.windowBytes)))
+            guard reservedBytes + reserve <= configuration.memoryBudgetBytes else {
+                throw FreightError(
+                    .resourceExhausted,
+                    "node \(name) is at its memory budget (\(ByteCount.format(Int64(configuration.memoryBudgetBytes))) in flight); try again"
+                )
+            }
+            startFlow(id: id, header: header, upstream: port, targets: targets, path: open.path + [name], reserve: reserve)
+        } catch {
+            failed += 1
+            send(.abort(id, error), to: port)
+        }
+    }
+
+    private func startFlow(
+        id: UInt64,
+        header: Freight_Wire_V1_MessageHeader,
+        upstream: Port,
+        targets: [EndpointRecord],
+        path: [String],
+        reserve: Int
+    ) {
+        var branches: [Flow.Branch] = []
+        var remote: [String: [EndpointKey]] = [:]
+        var local: [UInt64: [EndpointKey]] = [:]
+        for target in targets {
+            if target.key.node == name {
+                if let session = localEndpoints[target.key.id]?.session { local[session, default: []].append(target.key) }
+            } else {
+                remote[target.key.node, default: []].append(target.key)
+            }
+        }
+        for (session, keys) in local.sorted(by: { $0.key < $1.key }) {
+            branches.append(Flow.Branch(port: .session(session), targets: keys))
+        }
+        for (node, keys) in remote.sorted(by: { $0.key < $1.key }) {
+            var branch = Flow.Branch(port: .peer(node), targets: keys)
+            if members[node]?.isUp != true {
+                branch.state = .failed(FreightError(.nodeGone, "node \(node) is not reachable"), acked: 0)
+            }
+            branches.append(branch)
+        }
+        reservedBytes += reserve
+        for target in targets { endpointLoad[target.key, default: 0] += 1 }
+        flows[id] = Flow(id: id, header: header, upstream: upstream, branches: branches, path: path, reservedBytes: reserve)
+
+        for branch in branches where branch.isOpen {
+            var open = Freight_Wire_V1_Open()
+            open.header = header
+            open.path = path
+            open.targets = branch.targets.map { key in
+                var ref = Freight_Wire_V1_EndpointRef()
+                ref.node = key.node
+                ref.id = key.id
+                return ref
+            }
+            send(.open(open), to: branch.port)
+        }
+        finishIfComplete(id)
+    }
+
+    // MARK: Data
+
+    func dataReceived(_ chunk: DataChunk, from port: Port) {
+        // Chunks of a message that already ended (aborted elsewhere) are still in the pipe: drop them.
+        guard var flow = flows[chunk.messageID] else { return }
+        guard flow.upstream == port else {
+            logger.warning("\(port) sent a chunk of message \(chunk.messageID) it does not send; dropped")
+            return
+        }
+        let count = UInt64(chunk.bytes.readableBytes)
+        let (end, overflow) = chunk.offset.addingReportingOverflow(count)
+        guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= UInt64(Limits.chunkBytesMax) else {
+            return abortFlow(
+                chunk.messageID,
+                FreightError(.protocolViolation, "chunk [\(chunk.offset), +\(count)) is beyond the credit \(flow.upstreamCredit)"),
+                notifyUpstream: true
+            )
+        }
+        bytesIn += count
+        flow.bytesForwarded += count
+        flows[chunk.messageID] = flow
+        for branch in flow.branches where branch.isOpen {
+            sendData(chunk, to: branch.port)
+        }
+    }
+
+    private func sendData(_ chunk: DataChunk, to port: Port) {
+        let count = UInt64(chunk.bytes.readableBytes)
+        switch port {
+        case .session(let id):
+            sessions[id]?.connection.sendData(chunk, promise: nil)
+        case .peer(let node):
+            guard let member = members[node], let stripe = member.stripeForData() else { return }
+            member.bytesOut += count
+            stripe.sendData(chunk, promise: nil)
+        }
+        bytesOut += count
+    }
+
+    // MARK: Acknowledgements and outcomes
+
+    func ackReceived(_ ack: Freight_Wire_V1_Ack, from port: Port) {
+        guard var flow = flows[ack.messageID],
+            let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen })
+        else { return }
+        guard ack.ackedOffset <= flow.length, ack.ackedOffset <= ack.creditOffset || ack.creditOffset == 0 else {
+            return abortFlow(ack.messageID, FreightError(.protocolViolation, "\(port) acknowledged past the message"), notifyUpstream: true)
+        }
+        flow.branches[index].ackedOffset = max(flow.branches[index].ackedOffset, ack.ackedOffset)
+        flow.branches[index].creditOffset = max(flow.branches[index].creditOffset, min(ack.creditOffset, flow.length))
+        let update = flow.upstreamUpdate(windowBytes: UInt64(configuration.windowBytes))
+        flows[ack.messageID] = flow
+        if let update {
+            send(.ack(ack.messageID, acked: update.acked, credit: update.credit), to: flow.upstream)
+        }
+    }
+
+    func doneReceived(_ done: Freight_Wire_V1_Done, from port: Port) {
+        guard var flow = flows[done.messageID],
+            let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen })
+        else { return }
+        var done = done
+        if case .session(let session) = port {
+            // The app speaks for its own endpoints only.
+            let label = sessions[session]?.label ?? ""
+            done.deliveries = flow.branches[index].targets.map { key in
+                var delivery = Freight_Wire_V1_Delivery()
+                delivery.endpoint.node = key.node
+                delivery.endpoint.id = key.id
+                delivery.address = localEndpoints[key.id]?.record.pattern.description ?? ""
+                delivery.app = label
+                return delivery
+            }
+            done.failures = []
+        }
+        flow.branches[index].ackedOffset = flow.length
+        flow.branches[index].state = .done(done)
+        flows[done.messageID] = flow
+        finishIfComplete(done.messageID)
+    }
+
+    func abortReceived(_ abort: Freight_Wire_V1_Abort, from port: Port) {
+        guard var flow = flows[abort.messageID] else { return }
+        if flow.upstream == port {
+            return abortFlow(abort.messageID, abort.error, notifyUpstream: false)
+        }
+        guard let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen }) else { return }
+        flow.branches[index].state = .failed(abort.error, acked: abort.ackedOffset)
+        let update = flow.upstreamUpdate(windowBytes: UInt64(configuration.windowBytes))
+        flows[abort.messageID] = flow
+        if let update, !flow.allBranchesFinished {
+            send(.ack(abort.messageID, acked: update.acked, credit: update.credit), to: flow.upstream)
+        }
+        finishIfComplete(abort.messageID)
+    }
+
+    /// Reports the outcome upstream once every branch has finished, and releases the flow.
+    func finishIfComplete(_ id: UInt64) {
+        guard let flow = flows[id], flow.allBranchesFinished else { return }
+        let outcome = flow.outcome(nodeName: name)
+        if case .abort = outcome { failed += 1 } else { delivered += 1 }
+        release(flow)
+        send(outcome, to: flow.upstream)
+    }
+
+    /// Ends a flow everywhere: its open branches are told, and upstream too when `notifyUpstream`.
+    func abortFlow(_ id: UInt64, _ error: FreightError, notifyUpstream: Bool) {
+        guard let flow = flows[id] else { return }
+        failed += 1
+        release(flow)
+        for branch in flow.branches where branch.isOpen {
+            send(.abort(id, error, ackedOffset: branch.ackedOffset), to: branch.port)
+        }
+        if notifyUpstream {
+            send(.abort(id, error, ackedOffset: flow.upstreamAcked), to: flow.upstream)
+        }
+    }
+
+    private func release(_ flow: Flow) {
+        flows[flow.id] = nil
+        reservedBytes -= flow.reservedBytes
+        for branch in flow.branches {
+            for target in branch.targets {
+                if let load = endpointLoad[target], load > 1 { endpointLoad[target] = load - 1 } else { endpointLoad[target] = nil }
+            }
+        }
+    }
+
+    /// An app or a peer is gone: flows it sent are aborted downstream; branches to it fail.
+    func portGone(_ port: Port, error: FreightError) {
+        for id in Array(flows.keys) {
+            guard var flow = flows[id] else { continue }
+            if flow.upstream == port {
+                let upstreamError: FreightError
+                switch port {
+                case .session: upstreamError = FreightError(.senderGone, "the sending app went away")
+                case .peer(let node): upstreamError = FreightError(.nodeGone, "node \(node), which relayed the message, went away")
+                }
+                abortFlow(id, FreightError(upstreamError.code, "\(upstreamError.message) after \(flow.bytesForwarded) of \(flow.length) bytes"), notifyUpstream: false)
+                continue
+            }
+            var changed = false
+            for index in flow.branches.indices where flow.branches[index].port == port && flow.branches[index].isOpen {
+                let acked = flow.branches[index].ackedOffset
+                flow.branches[index].state = .failed(
+                    FreightError(error.code, "\(error.message); \(acked) of \(flow.length) bytes acknowledged"),
+                    acked: acked
+                )
+                changed = true
+            }
+            guard changed else { continue }
+            let update = flow.upstreamUpdate(windowBytes: UInt64(configuration.windowBytes))
+            flows[id] = flow
+            if let update, !flow.allBranchesFinished {
+                send(.ack(id, acked: update.acked, credit: update.credit), to: flow.upstream)
+            }
+            finishIfComplete(id)
+        }
+    }
+
+    /// Sends a control frame to a port; a port that is gone drops it.
+    func send(_ frame: Frame, to port: Port) {
+        switch port {
+        case .session(let id):
+            sessions[id]?.connection.send(frame)
+        case .peer(let node):
+            members[node]?.control?.send(frame)
+        }
+    }
+}

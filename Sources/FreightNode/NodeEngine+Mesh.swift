@@ -1,0 +1,258 @@
+import FreightCore
+import FreightDirectory
+import FreightTransport
+import FreightWire
+import NIOCore
+
+/// Membership and the mesh directory: who is in the cluster, the links to them, and their endpoints.
+extension NodeEngine {
+    /// Runs every second: dials seeds and members that have no link yet.
+    func maintain() {
+        for (address, seed) in seeds where seed.probe == nil {
+            if members.values.contains(where: { $0.listen == address && $0.isUp }) { continue }
+            if address == boundListen { continue }
+            seeds[address]?.attempts += 1
+            dialSeed(address)
+        }
+        for member in members.values where member.isUp && member.egress.contains(where: { $0 == nil }) {
+            dial(member)
+        }
+        for member in members.values where !member.isUp {
+            member.dialAttempts += 1
+            if member.dialAttempts > Limits.dialAttemptsMax {
+                logger.info("forgetting node \(member.name) at \(member.listen): unreachable")
+                peerDown(member.name, reason: "unreachable")
+                continue
+            }
+            dial(member)
+        }
+    }
+
+    func dialSeed(_ address: NodeAddress) {
+        transport.connect(to: address) { [self] channel in
+            let connection = makeConnection(channel)
+            connection.isDialed = true
+            return connection
+        }.whenComplete { [self] result in
+            switch result {
+            case .success(let connection):
+                seeds[address]?.probe = connection
+                connection.sendPreface()
+                connection.send(helloFrame(role: .node, stream: 0))
+            case .failure(let error):
+                if seeds[address]?.attempts ?? 0 <= 3 || (seeds[address]?.attempts ?? 0) % 30 == 0 {
+                    logger.info("seed \(address) not reachable yet: \(error)")
+                }
+            }
+        }
+    }
+
+    /// Dials every missing stripe of the egress link to `member`.
+    func dial(_ member: Member) {
+        for stripe in member.egress.indices where member.egress[stripe] == nil {
+            transport.connect(to: member.listen) { [self] channel in
+                let connection = makeConnection(channel)
+                connection.isDialed = true
+                return connection
+            }.whenComplete { [self] result in
+                switch result {
+                case .success(let connection):
+                    guard let current = members[member.name], current === member, member.egress[stripe] == nil else {
+                        connection.close()
+                        return
+                    }
+                    connection.sendPreface()
+                    connection.send(helloFrame(role: .node, stream: stripe))
+                    member.egress[stripe] = connection
+                    if stripe == 0 { linkUp(member) }
+                case .failure(let error):
+                    logger.debug("dial \(member.name) stripe \(stripe) failed: \(error)")
+                }
+            }
+        }
+    }
+
+    /// The reply hello on a connection this node dialed.
+    func dialedHelloReceived(_ hello: Freight_Wire_V1_Hello, on connection: FrameConnection) {
+        guard hello.cluster == configuration.cluster else {
+            return reject(connection, "peer \(hello.name) is in cluster \(hello.cluster), not \(configuration.cluster)")
+        }
+        // A seed probe: now its name is known.
+        if let (address, _) = seeds.first(where: { $0.value.probe === connection }) {
+            seeds[address]?.probe = nil
+            seeds[address]?.attempts = 0
+            if hello.name == name {
+                connection.close()
+                return
+            }
+            let member = learn(name: hello.name, listen: (try? NodeAddress(hello.listen)) ?? address, incarnation: hello.incarnation)
+            if let member, member.egress[0] == nil {
+                member.egress[0] = connection
+                linkUp(member)
+                dial(member)
+            } else {
+                connection.close()
+            }
+        }
+    }
+
+    /// A peer's stripe arrived.
+    func acceptedPeerHello(_ hello: Freight_Wire_V1_Hello, on connection: FrameConnection) {
+        connection.sendPreface()
+        connection.send(helloFrame(role: .node))
+        guard hello.cluster == configuration.cluster else {
+            return reject(connection, "peer \(hello.name) is in cluster \(hello.cluster), not \(configuration.cluster)")
+        }
+        guard hello.name != name else {
+            // Our own seed probe, when a node is told to join itself.
+            return
+        }
+        guard let listen = try? NodeAddress(hello.listen) else {
+            return reject(connection, "peer \(hello.name) sent listen address '\(hello.listen)'")
+        }
+        guard let member = learn(name: hello.name, listen: listen, incarnation: hello.incarnation) else {
+            return reject(connection, "too many members")
+        }
+        member.ingress.insert(connection)
+        if !member.isUp { dial(member) }
+    }
+
+    /// Records a member, replacing an earlier incarnation of the same name. Returns nil past the member limit.
+    @discardableResult
+    func learn(name: String, listen: NodeAddress, incarnation: UInt64) -> Member? {
+        if let known = members[name] {
+            if known.incarnation == incarnation || incarnation == 0 { return known }
+            peerDown(name, reason: "restarted")
+        }
+        guard members.count < Limits.membersMax else { return nil }
+        let member = Member(name: name, listen: listen, incarnation: incarnation, streams: configuration.streams)
+        members[name] = member
+        logger.info("member \(name) at \(listen)")
+        return member
+    }
+
+    /// Stripe 0 is up: tell the peer who we know and what we serve.
+    func linkUp(_ member: Member) {
+        guard let control = member.control else { return }
+        var list = Freight_Wire_V1_Members()
+        for known in members.values.prefix(Limits.membersMax) where known.name != member.name {
+            var entry = Freight_Wire_V1_Member()
+            entry.name = known.name
+            entry.listen = known.listen.description
+            entry.incarnation = known.incarnation
+            list.members.append(entry)
+        }
+        if !list.members.isEmpty { control.send(.members(list)) }
+        let records = localEndpoints.values.map(\.record)
+        for (index, batch) in Self.batches(records).enumerated() {
+            var update = Freight_Wire_V1_Endpoints()
+            update.full = index == 0
+            update.added = batch.map(Self.wireEndpoint)
+            control.send(.endpoints(update))
+        }
+        if records.isEmpty {
+            var update = Freight_Wire_V1_Endpoints()
+            update.full = true
+            control.send(.endpoints(update))
+        }
+    }
+
+    /// Splits endpoint announcements so that each frame stays under the control-frame limit.
+    static func batches(_ records: [EndpointRecord]) -> [[EndpointRecord]] {
+        var result: [[EndpointRecord]] = []
+        var current: [EndpointRecord] = []
+        var bytes = 0
+        for record in records {
+            let size = record.pattern.description.utf8.count + (record.group?.utf8.count ?? 0) + record.app.utf8.count + record.key.node.utf8.count + 32
+            if bytes + size > Limits.controlFrameBytesMax / 2, !current.isEmpty {
+                result.append(current)
+                current = []
+                bytes = 0
+            }
+            current.append(record)
+            bytes += size
+        }
+        if !current.isEmpty { result.append(current) }
+        return result
+    }
+
+    static func wireEndpoint(_ record: EndpointRecord) -> Freight_Wire_V1_Endpoint {
+        var endpoint = Freight_Wire_V1_Endpoint()
+        endpoint.node = record.key.node
+        endpoint.id = record.key.id
+        endpoint.pattern = record.pattern.description
+        endpoint.group = record.group ?? ""
+        endpoint.app = record.app
+        return endpoint
+    }
+
+    /// Sends an endpoint change to every peer that has a link.
+    func announce(added: [EndpointRecord], removed: [UInt64]) {
+        for batch in Self.batches(added) {
+            var update = Freight_Wire_V1_Endpoints()
+            update.added = batch.map(Self.wireEndpoint)
+            for member in members.values { member.control?.send(.endpoints(update)) }
+        }
+        if !removed.isEmpty {
+            for start in stride(from: 0, to: removed.count, by: 4096) {
+                var update = Freight_Wire_V1_Endpoints()
+                update.removed = Array(removed[start..<min(removed.count, start + 4096)])
+                for member in members.values { member.control?.send(.endpoints(update)) }
+            }
+        }
+    }
+
+    func peerReceived(_ frame: Frame, from peer: String, on connection: FrameConnection) {
+        guard let member = members[peer], member.owns(connection) else {
+            // A stripe of a peer that was dropped; nothing it says can be trusted any more.
+            return connection.close()
+        }
+        switch frame {
+        case .endpoints(let update):
+            applyEndpoints(update, from: member)
+        case .members(let list):
+            for entry in list.members where entry.name != name {
+                guard members[entry.name] == nil, let listen = try? NodeAddress(entry.listen) else { continue }
+                if let learned = learn(name: entry.name, listen: listen, incarnation: entry.incarnation) {
+                    dial(learned)
+                }
+            }
+        case .open, .data, .ack, .done, .abort:
+            flowFrame(frame, from: .peer(peer))
+        case .hello, .request, .reply:
+            reject(connection, "unexpected \(frame.type) frame from node \(peer)")
+        }
+    }
+
+    func applyEndpoints(_ update: Freight_Wire_V1_Endpoints, from member: Member) {
+        if update.full { index.removeAll(at: member.name) }
+        for key in update.removed { index.remove(EndpointKey(node: member.name, id: key)) }
+        for endpoint in update.added {
+            guard index.count(at: member.name) < Limits.endpointsPerPeerMax else {
+                logger.warning("node \(member.name) announced over \(Limits.endpointsPerPeerMax) endpoints; ignoring the rest")
+                break
+            }
+            guard let pattern = try? AddressPattern(endpoint.pattern) else {
+                logger.warning("node \(member.name) announced invalid pattern '\(endpoint.pattern)'")
+                continue
+            }
+            index.upsert(
+                EndpointRecord(
+                    key: EndpointKey(node: member.name, id: endpoint.id),
+                    pattern: pattern,
+                    group: endpoint.group.isEmpty ? nil : endpoint.group,
+                    app: endpoint.app
+                )
+            )
+        }
+    }
+
+    /// A peer went away (or restarted): drop its endpoints, fail the flows through it, close its links.
+    func peerDown(_ peer: String, reason: String) {
+        guard let member = members.removeValue(forKey: peer) else { return }
+        let dropped = index.removeAll(at: peer)
+        logger.info("node \(peer) left (\(reason)); dropped \(dropped) endpoints")
+        for connection in member.allConnections { connection.close() }
+        portGone(.peer(peer), error: FreightError(.nodeGone, "node \(peer) went away (\(reason))"))
+    }
+}

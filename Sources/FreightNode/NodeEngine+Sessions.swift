@@ -1,0 +1,98 @@
+import FreightCore
+import FreightDirectory
+import FreightTransport
+import FreightWire
+
+/// Apps attached to this node: their requests, and their messages in and out.
+extension NodeEngine {
+    func sessionReceived(_ frame: Frame, on connection: FrameConnection) {
+        guard let session = sessions[connection.id] else { return connection.close() }
+        switch frame {
+        case .request(let request):
+            connection.send(.reply(handle(request, from: session)))
+        case .open, .data, .ack, .done, .abort:
+            flowFrame(frame, from: .session(session.id))
+        case .hello, .reply, .endpoints, .members:
+            reject(connection, "unexpected \(frame.type) frame from app \(session.label)")
+        }
+    }
+
+    func handle(_ request: Freight_Wire_V1_Request, from session: AppSession) -> Freight_Wire_V1_Reply {
+        var reply = Freight_Wire_V1_Reply()
+        reply.requestID = request.requestID
+        do throws(FreightError) {
+            switch request.kind {
+            case .register(let register):
+                reply.endpointID = try registerEndpoint(register, for: session)
+            case .unregister(let unregister):
+                unregisterEndpoint(unregister.endpointID, for: session)
+            case .resolve(let resolve):
+                reply.endpoints = try self.resolve(resolve.pattern).map(Self.wireEndpoint)
+            case .status:
+                reply.status = status()
+            case nil:
+                throw FreightError(.invalidArgument, "empty request")
+            }
+        } catch {
+            reply.errorCode = error.code.rawValue
+            reply.error = error.message
+        }
+        return reply
+    }
+
+    func registerEndpoint(_ register: Freight_Wire_V1_Register, for session: AppSession) throws(FreightError) -> UInt64 {
+        let pattern = try AddressPattern(register.pattern)
+        if !register.group.isEmpty {
+            guard register.group.utf8.count <= 64, register.group.utf8.allSatisfy(AddressGrammarCheck.isAllowed) else {
+                throw FreightError(.invalidArgument, "invalid group '\(register.group.prefix(64))': use up to 64 of a-z 0-9 . _ -")
+            }
+        }
+        guard session.endpoints.count < Limits.registrationsPerSessionMax else {
+            throw FreightError(.resourceExhausted, "an app may register at most \(Limits.registrationsPerSessionMax) endpoints")
+        }
+        let id = nextEndpointID
+        nextEndpointID += 1
+        let record = EndpointRecord(
+            key: EndpointKey(node: name, id: id),
+            pattern: pattern,
+            group: register.group.isEmpty ? nil : register.group,
+            app: session.label
+        )
+        index.upsert(record)
+        localEndpoints[id] = (record, session.id)
+        session.endpoints.insert(id)
+        announce(added: [record], removed: [])
+        logger.debug("endpoint \(id) \(pattern) registered by \(session.label)")
+        return id
+    }
+
+    func unregisterEndpoint(_ id: UInt64, for session: AppSession) {
+        guard session.endpoints.remove(id) != nil else { return }
+        localEndpoints[id] = nil
+        index.remove(EndpointKey(node: name, id: id))
+        announce(added: [], removed: [id])
+    }
+
+    func resolve(_ text: String) throws(FreightError) -> [EndpointRecord] {
+        let pattern = try AddressPattern(text)
+        let found: [EndpointRecord]
+        if pattern.isLiteral {
+            found = index.match(try Address(text))
+        } else {
+            found = index.overlapping(pattern)
+        }
+        return found.sorted { ($0.key.node, $0.key.id) < ($1.key.node, $1.key.id) }
+    }
+
+    func sessionClosed(_ session: AppSession) {
+        sessions[session.id] = nil
+        let ids = Array(session.endpoints)
+        for id in ids {
+            localEndpoints[id] = nil
+            index.remove(EndpointKey(node: name, id: id))
+        }
+        if !ids.isEmpty { announce(added: [], removed: ids) }
+        logger.debug("app \(session.label) detached; \(ids.count) endpoints removed")
+        portGone(.session(session.id), error: FreightError(.receiverGone, "app \(session.label) on node \(name) went away"))
+    }
+}

@@ -1,0 +1,240 @@
+import FreightCore
+import FreightDirectory
+import FreightRouting
+import FreightTransport
+import FreightWire
+import Logging
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A Freight node: accepts apps and peers, keeps the cluster's mesh and directory, and relays messages.
+///
+/// All state is confined to one event loop; every connection of the node runs on that loop, so no state is shared
+/// between threads. Methods marked "on loop" must be called there.
+public final class NodeEngine: @unchecked Sendable {
+    public let configuration: NodeConfiguration
+    public let eventLoop: any EventLoop
+    let transport: Transport
+    var logger: Logger
+    let incarnation = UInt64.random(in: 1...UInt64.max)
+    let startedAt = NIODeadline.now()
+
+    // Listeners.
+    var listenChannel: Channel?
+    var socketChannel: Channel?
+    /// The address peers reach this node at (the bound port when configured with port 0).
+    public private(set) var boundListen: NodeAddress
+
+    // Connections.
+    var nextConnectionID: UInt64 = 1
+    var sessions: [UInt64: AppSession] = [:]
+    var members: [String: Member] = [:]
+    var seeds: [NodeAddress: SeedState] = [:]
+
+    // Directory and flows.
+    let index = EndpointIndex()
+    var localEndpoints: [UInt64: (record: EndpointRecord, session: UInt64)] = [:]
+    var nextEndpointID: UInt64 = 1
+    var flows: [UInt64: Flow] = [:]
+    var endpointLoad: [EndpointKey: Int] = [:]
+    var reservedBytes = 0
+    var planner: DeliveryPlanner
+    var tieBreak: UInt64 = 0
+    var maintenance: RepeatedTask?
+
+    // Counters.
+    var bytesIn: UInt64 = 0
+    var bytesOut: UInt64 = 0
+    var delivered: UInt64 = 0
+    var failed: UInt64 = 0
+
+    public init(configuration: NodeConfiguration, eventLoop: any EventLoop) {
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        self.logger = configuration.logger
+        self.logger[metadataKey: "node"] = "\(configuration.name)"
+        self.transport = Transport(eventLoop: eventLoop, tuning: configuration.tuning, logger: logger)
+        self.boundListen = configuration.listen
+        self.planner = DeliveryPlanner(localNode: configuration.name)
+    }
+
+    public var name: String { configuration.name }
+
+    // MARK: Start and stop
+
+    /// Binds the listeners and starts joining seeds.
+    public func start() async throws {
+        try configuration.validate()
+        let listen = try await transport.listen(on: configuration.listen) { [self] channel in
+            makeConnection(channel)
+        }.get()
+        if case .tcp(let host, _) = configuration.listen, let port = listen.localAddress?.port {
+            boundListen = .tcp(host: host, port: port)
+        }
+        let socket: Channel?
+        if let path = configuration.socketPath {
+            socket = try await transport.listen(on: .unix(path: path)) { [self] channel in
+                makeConnection(channel)
+            }.get()
+        } else {
+            socket = nil
+        }
+        try await eventLoop.submit { [self] in
+            listenChannel = listen
+            socketChannel = socket
+            for seed in configuration.joins { seeds[seed] = SeedState() }
+            maintain()
+            maintenance = eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
+                maintain()
+            }
+        }.get()
+        logger.info("node \(name) listening on \(boundListen)\(configuration.socketPath.map { " and \($0)" } ?? "")")
+    }
+
+    /// Closes every listener and connection; flows in progress fail.
+    public func stop() async {
+        let closing: [EventLoopFuture<Void>] = (try? await eventLoop.submit { [self] in
+            maintenance?.cancel()
+            maintenance = nil
+            var futures: [EventLoopFuture<Void>] = []
+            for channel in [listenChannel, socketChannel].compactMap({ $0 }) {
+                futures.append(channel.close().recover { _ in })
+            }
+            listenChannel = nil
+            socketChannel = nil
+            for session in sessions.values { futures.append(session.connection.channel.close().recover { _ in }) }
+            for member in members.values {
+                for connection in member.allConnections { futures.append(connection.channel.close().recover { _ in }) }
+            }
+            for seed in seeds.values { if let probe = seed.probe { futures.append(probe.channel.close().recover { _ in }) } }
+            return futures
+        }.get()) ?? []
+        for future in closing { try? await future.get() }
+        if let path = configuration.socketPath { unlink(path) }
+    }
+
+    // MARK: Connections
+
+    /// Creates the connection object for a new channel (accepted or dialed); on loop.
+    func makeConnection(_ channel: Channel) -> FrameConnection {
+        let connection = FrameConnection(channel: channel, id: nextConnectionID)
+        nextConnectionID += 1
+        connection.delegate = self
+        return connection
+    }
+
+    func helloFrame(role: Freight_Wire_V1_Hello.Role, stream: Int = 0) -> Frame {
+        var hello = Freight_Wire_V1_Hello()
+        hello.role = role
+        hello.name = name
+        hello.cluster = configuration.cluster
+        hello.listen = boundListen.description
+        hello.streamIndex = UInt32(stream)
+        hello.streamCount = UInt32(configuration.streams)
+        hello.incarnation = incarnation
+        return .hello(hello)
+    }
+
+    /// Closes a connection whose peer broke the protocol, with the reason logged.
+    func reject(_ connection: FrameConnection, _ reason: String) {
+        logger.warning("closing \(connection): \(reason)")
+        connection.close()
+    }
+
+    // MARK: Status
+
+    func status() -> Freight_Wire_V1_NodeStatus {
+        var status = Freight_Wire_V1_NodeStatus()
+        status.name = name
+        status.cluster = configuration.cluster
+        status.listen = boundListen.description
+        status.localEndpoints = UInt64(localEndpoints.count)
+        status.knownEndpoints = UInt64(index.count)
+        status.messagesInFlight = UInt64(flows.count)
+        status.bytesIn = bytesIn
+        status.bytesOut = bytesOut
+        status.messagesDelivered = delivered
+        status.messagesFailed = failed
+        status.peakRssBytes = ProcessStats.peakResidentBytes()
+        status.memoryReservedBytes = UInt64(reservedBytes)
+        status.memoryBudgetBytes = UInt64(configuration.memoryBudgetBytes)
+        status.streams = UInt32(configuration.streams)
+        status.uptimeMillis = UInt64((NIODeadline.now() - startedAt).nanoseconds / 1_000_000)
+        for member in members.values.sorted(by: { $0.name < $1.name }) {
+            var peer = Freight_Wire_V1_PeerStatus()
+            peer.name = member.name
+            peer.listen = member.listen.description
+            peer.streamsUp = UInt32(member.egress.compactMap { $0 }.count)
+            peer.endpoints = UInt64(index.count(at: member.name))
+            peer.bytesOut = member.bytesOut
+            status.peers.append(peer)
+        }
+        return status
+    }
+
+    /// Snapshot for callers off the loop (tests, the demo).
+    public func statusSnapshot() async throws -> Freight_Wire_V1_NodeStatus {
+        try await eventLoop.submit { [self] in status() }.get()
+    }
+}
+
+
+extension NodeEngine: FrameConnectionDelegate {
+    public func connection(_ connection: FrameConnection, didReceive frame: Frame) {
+        guard let hello = connection.hello else {
+            guard case .hello(let hello) = frame else {
+                return reject(connection, "first frame was \(frame.type), expected hello")
+            }
+            connection.hello = hello
+            return helloReceived(hello, on: connection)
+        }
+        switch hello.role {
+        case .app:
+            sessionReceived(frame, on: connection)
+        case .node:
+            peerReceived(frame, from: hello.name, on: connection)
+        default:
+            reject(connection, "unknown role")
+        }
+    }
+
+    public func connectionDidClose(_ connection: FrameConnection, error: (any Error)?) {
+        if let session = sessions.values.first(where: { $0.connection === connection }) {
+            sessionClosed(session)
+            return
+        }
+        for (seedAddress, seed) in seeds where seed.probe === connection {
+            seeds[seedAddress]?.probe = nil
+        }
+        for member in members.values where member.owns(connection) {
+            // The peer's process is gone or a stripe broke: either way the link can no longer carry its flows.
+            peerDown(member.name, reason: error.map { "\($0)" } ?? "connection closed")
+            return
+        }
+    }
+
+    func helloReceived(_ hello: Freight_Wire_V1_Hello, on connection: FrameConnection) {
+        switch hello.role {
+        case .app:
+            // An app attached; answer with this node's hello.
+            connection.sendPreface()
+            connection.send(helloFrame(role: .node))
+            let session = AppSession(id: connection.id, connection: connection, label: String(hello.name.prefix(128)))
+            sessions[session.id] = session
+            logger.debug("app \(session.label) attached as session \(session.id)")
+        case .node:
+            if connection.isDialed {
+                // The reply on a connection this node opened: the peer's identity.
+                dialedHelloReceived(hello, on: connection)
+            } else {
+                acceptedPeerHello(hello, on: connection)
+            }
+        default:
+            reject(connection, "hello with unknown role \(hello.role.rawValue)")
+        }
+    }
+}

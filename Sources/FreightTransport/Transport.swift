@@ -1,0 +1,79 @@
+import FreightCore
+import FreightWire
+import Logging
+import NIOCore
+import NIOPosix
+
+/// Opens and accepts wire-protocol connections on one event loop.
+public struct Transport: Sendable {
+    public let eventLoop: any EventLoop
+    public let tuning: SocketTuning
+    public let limits: FrameLimits
+    public let logger: Logger
+
+    public init(eventLoop: any EventLoop, tuning: SocketTuning = .default, limits: FrameLimits = FrameLimits(), logger: Logger) {
+        self.eventLoop = eventLoop
+        self.tuning = tuning
+        self.limits = limits
+        self.logger = logger
+    }
+
+    /// Installs the decoder and handler on a new channel; `make` creates the connection object and sets its delegate.
+    @preconcurrency
+    public func configure(
+        _ channel: Channel,
+        isTCP: Bool,
+        make: @escaping @Sendable (Channel) -> FrameConnection
+    ) -> EventLoopFuture<Void> {
+        tuning.apply(to: channel, isTCP: isTCP).flatMapThrowing {
+            let connection = make(channel)
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits)))
+            try sync.addHandler(FrameConnectionHandler(connection: connection, logger: logger))
+        }
+    }
+
+    /// Connects to `address`; the connection has its delegate set by `make` before any frame is read.
+    public func connect(
+        to address: NodeAddress,
+        timeout: TimeAmount = .seconds(5),
+        make: @escaping @Sendable (Channel) -> FrameConnection
+    ) -> EventLoopFuture<FrameConnection> {
+        let isTCP: Bool
+        if case .tcp = address { isTCP = true } else { isTCP = false }
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelInitializer { [self] channel in
+                configure(channel, isTCP: isTCP, make: make)
+            }
+        let connected: EventLoopFuture<Channel>
+        switch address {
+        case .unix(let path): connected = bootstrap.connect(unixDomainSocketPath: path)
+        case .tcp(let host, let port): connected = bootstrap.connect(host: host, port: port)
+        }
+        return connected.flatMap { channel in
+            channel.pipeline.handler(type: FrameConnectionHandler.self).map { $0.connection }
+        }
+    }
+
+    /// Listens on `address`; each accepted connection gets a delegate from `make`.
+    public func listen(
+        on address: NodeAddress,
+        make: @escaping @Sendable (Channel) -> FrameConnection
+    ) -> EventLoopFuture<Channel> {
+        let isTCP: Bool
+        if case .tcp = address { isTCP = true } else { isTCP = false }
+        let bootstrap = ServerBootstrap(group: eventLoop, childGroup: eventLoop)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { [self] channel in
+                configure(channel, isTCP: isTCP, make: make)
+            }
+        switch address {
+        case .unix(let path):
+            return bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+        case .tcp(let host, let port):
+            return bootstrap.bind(host: host, port: port)
+        }
+    }
+}

@@ -1,0 +1,20 @@
+import CFreightCRC32C
+import NIOCore
+
+/// CRC32C (Castagnoli), with the CPU's crc32 instruction where present.
+public enum CRC32C {
+    public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+        freight_crc32c(crc, bytes.baseAddress, bytes.count)
+    }
+
+    public static func checksum(_ buffer: ByteBuffer) -> UInt32 {
+        buffer.withUnsafeReadableBytes { checksum($0) }
+    }
+
+    public static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        bytes.withUnsafeBytes { checksum($0) }
+    }
+
+    /// Whether the hardware instruction is in use.
+    public static var isHardwareAccelerated: Bool { freight_crc32c_hardware() != 0 }
+}

@@ -1,0 +1,74 @@
+import FreightCore
+import NIOCore
+
+/// One body chunk: `bytes` of message `messageID` starting at `offset`, with their CRC32C.
+public struct DataChunk: Sendable {
+    public var messageID: UInt64
+    public var offset: UInt64
+    public var crc32c: UInt32
+    public var isLast: Bool
+    public var bytes: ByteBuffer
+
+    public init(messageID: UInt64, offset: UInt64, crc32c: UInt32, isLast: Bool, bytes: ByteBuffer) {
+        self.messageID = messageID
+        self.offset = offset
+        self.crc32c = crc32c
+        self.isLast = isLast
+        self.bytes = bytes
+    }
+
+    /// Whether the bytes still have the checksum they were sent with.
+    public var checksumMatches: Bool { CRC32C.checksum(bytes) == crc32c }
+}
+
+/// A decoded frame of wire protocol v1.
+public enum Frame: Sendable {
+    case data(DataChunk)
+    case hello(Freight_Wire_V1_Hello)
+    case open(Freight_Wire_V1_Open)
+    case ack(Freight_Wire_V1_Ack)
+    case done(Freight_Wire_V1_Done)
+    case abort(Freight_Wire_V1_Abort)
+    case request(Freight_Wire_V1_Request)
+    case reply(Freight_Wire_V1_Reply)
+    case endpoints(Freight_Wire_V1_Endpoints)
+    case members(Freight_Wire_V1_Members)
+
+    public var type: WireV1.FrameType {
+        switch self {
+        case .data: .data
+        case .hello: .hello
+        case .open: .open
+        case .ack: .ack
+        case .done: .done
+        case .abort: .abort
+        case .request: .request
+        case .reply: .reply
+        case .endpoints: .endpoints
+        case .members: .members
+        }
+    }
+}
+
+extension Frame {
+    public static func abort(_ messageID: UInt64, _ error: FreightError, ackedOffset: UInt64 = 0) -> Frame {
+        var abort = Freight_Wire_V1_Abort()
+        abort.messageID = messageID
+        abort.code = error.code.rawValue
+        abort.reason = error.message
+        abort.ackedOffset = ackedOffset
+        return .abort(abort)
+    }
+
+    public static func ack(_ messageID: UInt64, acked: UInt64, credit: UInt64) -> Frame {
+        var ack = Freight_Wire_V1_Ack()
+        ack.messageID = messageID
+        ack.ackedOffset = acked
+        ack.creditOffset = credit
+        return .ack(ack)
+    }
+}
+
+extension Freight_Wire_V1_Abort {
+    public var error: FreightError { FreightError(.init(rawValue: code), reason) }
+}

@@ -1,0 +1,66 @@
+import FreightCore
+import NIOCore
+import SwiftProtobuf
+
+/// Writes frames of wire protocol v1. A DATA frame is written as a small header buffer followed by the chunk's own
+/// buffer, so the body is never copied.
+public enum FrameEncoder {
+    public static func prefaceBuffer(allocator: ByteBufferAllocator) -> ByteBuffer {
+        allocator.buffer(bytes: WireV1.preface)
+    }
+
+    /// The 28 bytes that precede a chunk's bytes.
+    public static func dataHeader(_ chunk: DataChunk, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(WireV1.dataPrefixBytes + chunk.bytes.readableBytes))
+        buffer.writeInteger(WireV1.FrameType.data.rawValue)
+        buffer.writeInteger(chunk.isLast ? WireV1.flagLastChunk : 0)
+        buffer.writeInteger(UInt16(0))
+        buffer.writeInteger(chunk.messageID)
+        buffer.writeInteger(chunk.offset)
+        buffer.writeInteger(chunk.crc32c)
+    }
+
+    /// Encodes a control frame. Throws when its payload would exceed the control-frame limit.
+    public static func control(_ frame: Frame, into buffer: inout ByteBuffer) throws(FreightError) {
+        let payload: [UInt8]
+        do {
+            switch frame {
+            case .data: preconditionFailure("DATA frames are written with dataHeader(_:into:)")
+            case .hello(let m): payload = try m.serializedBytes()
+            case .open(let m): payload = try m.serializedBytes()
+            case .ack(let m): payload = try m.serializedBytes()
+            case .done(let m): payload = try m.serializedBytes()
+            case .abort(let m): payload = try m.serializedBytes()
+            case .request(let m): payload = try m.serializedBytes()
+            case .reply(let m): payload = try m.serializedBytes()
+            case .endpoints(let m): payload = try m.serializedBytes()
+            case .members(let m): payload = try m.serializedBytes()
+            }
+        } catch {
+            throw FreightError(.internalError, "cannot encode \(frame.type) frame: \(error)")
+        }
+        guard payload.count <= Limits.controlFrameBytesMax else {
+            throw FreightError(
+                .resourceExhausted,
+                "\(frame.type) frame of \(payload.count) bytes is over the \(Limits.controlFrameBytesMax)-byte limit"
+            )
+        }
+        buffer.writeInteger(UInt32(payload.count))
+        buffer.writeInteger(frame.type.rawValue)
+        buffer.writeInteger(UInt8(0))
+        buffer.writeInteger(UInt16(0))
+        buffer.writeBytes(payload)
+    }
+
+    /// Whole frame as one buffer (copies DATA bytes; for tests and small frames).
+    public static func encode(_ frame: Frame, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws(FreightError) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 64)
+        if case .data(var chunk) = frame {
+            dataHeader(chunk, into: &buffer)
+            buffer.writeBuffer(&chunk.bytes)
+        } else {
+            try control(frame, into: &buffer)
+        }
+        return buffer
+    }
+}

@@ -1,0 +1,38 @@
+import FreightCore
+
+/// Flow control at the sender of one message: which chunk may go next, given the credit the receiver granted.
+public struct SendWindow: Sendable {
+    public let length: UInt64
+    public let chunkBytes: UInt64
+    public private(set) var nextOffset: UInt64 = 0
+    public private(set) var creditOffset: UInt64 = 0
+    public private(set) var ackedOffset: UInt64 = 0
+
+    public init(length: UInt64, chunkBytes: UInt64) {
+        precondition(chunkBytes > 0)
+        self.length = length
+        self.chunkBytes = chunkBytes
+    }
+
+    public var allSent: Bool { nextOffset >= length }
+    public var isAcknowledged: Bool { ackedOffset == length }
+
+    /// The next chunk to send, when the credit allows all of it.
+    public mutating func nextChunk() -> (offset: UInt64, count: UInt64, isLast: Bool)? {
+        guard nextOffset < length else { return nil }
+        let count = min(chunkBytes, length - nextOffset)
+        guard nextOffset + count <= creditOffset else { return nil }
+        let offset = nextOffset
+        nextOffset += count
+        return (offset, count, nextOffset == length)
+    }
+
+    /// Applies an acknowledgement. Offsets never go backwards; an acknowledgement past what was sent is a protocol error.
+    public mutating func ack(acked: UInt64, credit: UInt64) throws(FreightError) {
+        guard acked <= nextOffset, acked <= length else {
+            throw FreightError(.protocolViolation, "acknowledged offset \(acked) is past the \(nextOffset) bytes sent")
+        }
+        ackedOffset = max(ackedOffset, acked)
+        creditOffset = max(creditOffset, min(credit, length))
+    }
+}

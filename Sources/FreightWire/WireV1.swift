@@ -1,0 +1,40 @@
+import FreightCore
+import NIOCore
+
+/// Constants of wire protocol v1 (docs/wire-protocol.md).
+public enum WireV1 {
+    /// Every connection starts with this preface from each side: "FRGT", version 1 (u16), flags 0 (u16).
+    public static let preface: [UInt8] = Array("FRGT".utf8) + [0, 1, 0, 0]
+    public static let version: UInt16 = 1
+    /// u32 payload length, u8 type, u8 flags, u16 reserved.
+    public static let frameHeaderBytes = 8
+    /// u64 message id, u64 offset, u32 crc32c, before the chunk bytes of a DATA frame.
+    public static let dataPrefixBytes = 20
+
+    public enum FrameType: UInt8, Sendable {
+        case data = 1
+        case hello = 2
+        case open = 3
+        case ack = 4
+        case done = 5
+        case abort = 6
+        case request = 7
+        case reply = 8
+        case endpoints = 9
+        case members = 10
+    }
+
+    /// DATA flag: this chunk is the last of its message.
+    public static let flagLastChunk: UInt8 = 0x1
+}
+
+/// Limits the decoder enforces on one connection.
+public struct FrameLimits: Sendable, Hashable {
+    public var chunkBytesMax: Int
+    public var controlFrameBytesMax: Int
+
+    public init(chunkBytesMax: Int = Limits.chunkBytesMax, controlFrameBytesMax: Int = Limits.controlFrameBytesMax) {
+        self.chunkBytesMax = chunkBytesMax
+        self.controlFrameBytesMax = controlFrameBytesMax
+    }
+}

@@ -1,0 +1,1 @@
+// The package exists to build protoc-gen-swift.
