@@ -22,6 +22,7 @@ let package = Package(
     targets: [
         .target(name: "FreightCore", swiftSettings: strict),
         .target(name: "CFreightCRC32C"),
+        .target(name: "CFreightSystem"),
         .target(
             name: "FreightWire",
             dependencies: [
@@ -36,7 +37,7 @@ let package = Package(
         .target(
             name: "FreightTransport",
             dependencies: [
-                "FreightCore", "FreightWire",
+                "FreightCore", "FreightWire", "CFreightSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

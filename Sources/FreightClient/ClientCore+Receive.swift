@@ -1,0 +1,111 @@
+import FreightCore
+import FreightTransport
+import FreightWire
+import NIOCore
+
+/// A message arriving at this app.
+struct Incoming {
+    var window: ReceiveWindow
+    var continuation: AsyncThrowingStream<BodyChunk, any Error>.Continuation
+    var receivedBytes: UInt64 = 0
+    var accepted = false
+    var endpoints: [UInt64]
+}
+
+extension ClientCore {
+    func openReceived(_ open: Freight_Wire_V1_Open) {
+        let header = open.header
+        let endpoints = open.targets.map(\.id)
+        guard incoming[header.id] == nil,
+            let subscription = endpoints.lazy.compactMap({ self.subscriptions[$0] }).first
+        else {
+            connection?.send(.abort(header.id, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint")))
+            return
+        }
+        let window = UInt64(max(windowBytes, 2 * Int(header.chunkBytes)))
+        let (stream, continuation) = AsyncThrowingStream<BodyChunk, any Error>.makeStream()
+        incoming[header.id] = Incoming(
+            window: ReceiveWindow(length: header.length, windowBytes: window),
+            continuation: continuation,
+            endpoints: endpoints
+        )
+        let id = header.id
+        let loop = eventLoop
+        let body = MessageBody(stream: stream) { [self] offset in
+            loop.execute { self.consumed(id, offset: offset) }
+        }
+        let message = IncomingMessage(
+            id: id,
+            source: header.source,
+            destination: header.destination,
+            length: header.length,
+            contentType: header.contentType,
+            attributes: header.attributes,
+            path: open.path,
+            body: body
+        )
+        if case .terminated = subscription.yield(message) {
+            incoming[id] = nil
+            connection?.send(.abort(id, FreightError(.receiverGone, "app \(label) stopped receiving")))
+        }
+    }
+
+    /// The app took the message from its subscription: grant the first credit.
+    func accepted(_ id: UInt64) {
+        guard var message = incoming[id], !message.accepted else { return }
+        message.accepted = true
+        incoming[id] = message
+        if message.window.length == 0 {
+            message.continuation.finish()
+            complete(id)
+            return
+        }
+        connection?.send(.ack(id, acked: 0, credit: message.window.creditOffset))
+    }
+
+    func dataReceived(_ chunk: DataChunk) {
+        guard var message = incoming[chunk.messageID] else { return }
+        let count = UInt64(chunk.bytes.readableBytes)
+        do throws(FreightError) {
+            try message.window.accept(offset: chunk.offset, count: count)
+        } catch {
+            return fail(chunk.messageID, error)
+        }
+        guard chunk.checksumMatches else {
+            return fail(chunk.messageID, FreightError(.checksumMismatch, "chunk at offset \(chunk.offset) failed its CRC32C check"))
+        }
+        message.receivedBytes += count
+        incoming[chunk.messageID] = message
+        message.continuation.yield(BodyChunk(offset: chunk.offset, bytes: chunk.bytes))
+        if message.receivedBytes == message.window.length {
+            message.continuation.finish()
+        }
+    }
+
+    /// The app took a chunk: acknowledge what is now contiguous, and finish when all is held.
+    func consumed(_ id: UInt64, offset: UInt64) {
+        guard var message = incoming[id] else { return }
+        let update = message.window.consume(offset: offset)
+        incoming[id] = message
+        guard let update else { return }
+        if message.window.isComplete {
+            complete(id)
+        } else {
+            connection?.send(.ack(id, acked: update.acked, credit: update.credit))
+        }
+    }
+
+    private func complete(_ id: UInt64) {
+        guard let message = incoming.removeValue(forKey: id) else { return }
+        var done = Freight_Wire_V1_Done()
+        done.messageID = id
+        connection?.send(.ack(id, acked: message.window.length, credit: message.window.length), flush: false)
+        connection?.send(.done(done))
+    }
+
+    private func fail(_ id: UInt64, _ error: FreightError) {
+        guard let message = incoming.removeValue(forKey: id) else { return }
+        message.continuation.finish(throwing: error)
+        connection?.send(.abort(id, error, ackedOffset: message.window.ackedOffset))
+    }
+}

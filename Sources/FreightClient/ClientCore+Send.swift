@@ -1,0 +1,205 @@
+import FreightCore
+import FreightTransport
+import FreightWire
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A message this app is sending: its window and where its bytes come from.
+final class Outgoing: @unchecked Sendable {  // confined to the client's event loop
+    let id: UInt64
+    let destination: String
+    var window: SendWindow
+    let body: OutgoingBody
+    let promise: EventLoopPromise<DeliveryReport>
+    let onProgress: (@Sendable (UInt64) -> Void)?
+    let started = NIODeadline.now()
+    /// Reused chunk buffers: fresh buffers per chunk cost a page fault per page.
+    var pool: [ByteBuffer] = []
+    var inFlight: [UInt64: ByteBuffer] = [:]
+    let buffersMax: Int
+    var fd: Int32 = -1
+
+    init(id: UInt64, destination: String, window: SendWindow, body: OutgoingBody, promise: EventLoopPromise<DeliveryReport>,
+         onProgress: (@Sendable (UInt64) -> Void)?, buffersMax: Int) {
+        self.id = id
+        self.destination = destination
+        self.window = window
+        self.body = body
+        self.promise = promise
+        self.onProgress = onProgress
+        self.buffersMax = buffersMax
+    }
+
+    func fail(_ error: FreightError) {
+        closeFile()
+        promise.fail(error)
+    }
+
+    func closeFile() {
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+    }
+}
+
+extension ClientCore {
+    func send(
+        to destination: Address,
+        body: OutgoingBody,
+        length: UInt64,
+        options: SendOptions
+    ) -> EventLoopFuture<DeliveryReport> {
+        eventLoop.assertInEventLoop()
+        if let closedError { return eventLoop.makeFailedFuture(closedError) }
+        var id = UInt64.random(in: 1...UInt64.max)
+        while outgoing[id] != nil { id = UInt64.random(in: 1...UInt64.max) }
+        let promise = eventLoop.makePromise(of: DeliveryReport.self)
+        let chunkBytes = UInt64(options.chunkBytes)
+        let transfer = Outgoing(
+            id: id,
+            destination: destination.description,
+            window: SendWindow(length: length, chunkBytes: chunkBytes),
+            body: body,
+            promise: promise,
+            onProgress: options.onProgress,
+            buffersMax: max(2, windowBytes / options.chunkBytes + 1)
+        )
+        if case .file(let path) = body {
+            transfer.fd = open(path, O_RDONLY)
+            guard transfer.fd >= 0 else {
+                return eventLoop.makeFailedFuture(FreightError(.io, "cannot open \(path): \(String(cString: strerror(errno)))"))
+            }
+        }
+        outgoing[id] = transfer
+        var header = Freight_Wire_V1_MessageHeader()
+        header.id = id
+        header.source = "\(nodeHello?.name ?? "")/\(label)"
+        header.destination = destination.description
+        header.length = length
+        header.contentType = options.contentType
+        header.attributes = options.attributes
+        header.chunkBytes = UInt32(chunkBytes)
+        var open = Freight_Wire_V1_Open()
+        open.header = header
+        if let error = connection?.send(.open(open)) {
+            outgoing[id] = nil
+            transfer.fail(error)
+        }
+        return promise.futureResult
+    }
+
+    func ackReceived(_ ack: Freight_Wire_V1_Ack) {
+        guard let transfer = outgoing[ack.messageID] else { return }
+        let before = transfer.window.ackedOffset
+        do throws(FreightError) {
+            try transfer.window.ack(acked: ack.ackedOffset, credit: ack.creditOffset)
+        } catch {
+            outgoing[ack.messageID] = nil
+            connection?.send(.abort(ack.messageID, error))
+            return transfer.fail(error)
+        }
+        if transfer.window.ackedOffset > before { transfer.onProgress?(transfer.window.ackedOffset) }
+        pump(transfer)
+    }
+
+    /// Sends every chunk the credit and the buffer pool allow.
+    func pump(_ transfer: Outgoing) {
+        guard let connection, outgoing[transfer.id] === transfer else { return }
+        while !transfer.window.allSent {
+            let needsBuffer: Bool
+            if case .bytes = transfer.body { needsBuffer = false } else { needsBuffer = true }
+            if needsBuffer && transfer.pool.isEmpty && transfer.inFlight.count >= transfer.buffersMax { return }
+            guard let next = transfer.window.nextChunk() else { return }
+            let count = Int(next.count)
+            var bytes: ByteBuffer
+            switch transfer.body {
+            case .bytes(let buffer):
+                bytes = buffer.getSlice(at: buffer.readerIndex + Int(next.offset), length: count)!
+            case .pattern(let seed, _):
+                bytes = transfer.pool.popLast() ?? connection.channel.allocator.buffer(capacity: Int(transfer.window.chunkBytes))
+                bytes.clear()
+                bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+                    PatternFill.fill(UnsafeMutableRawBufferPointer(rebasing: raw[..<count]), seed: seed, offset: Int64(next.offset))
+                    return count
+                }
+            case .file(let path):
+                bytes = transfer.pool.popLast() ?? connection.channel.allocator.buffer(capacity: Int(transfer.window.chunkBytes))
+                bytes.clear()
+                var readError: Int32 = 0
+                bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+                    var done = 0
+                    while done < count {
+                        let n = pread(transfer.fd, raw.baseAddress! + done, count - done, off_t(next.offset) + off_t(done))
+                        if n <= 0 {
+                            readError = n == 0 ? EIO : errno
+                            break
+                        }
+                        done += n
+                    }
+                    return done
+                }
+                guard readError == 0 else {
+                    let error = FreightError(.io, "cannot read \(path) at \(next.offset): \(String(cString: strerror(readError)))")
+                    outgoing[transfer.id] = nil
+                    connection.send(.abort(transfer.id, error))
+                    return transfer.fail(error)
+                }
+            }
+            let chunk = DataChunk(
+                messageID: transfer.id,
+                offset: next.offset,
+                crc32c: CRC32C.checksum(bytes),
+                isLast: next.isLast,
+                bytes: bytes
+            )
+            if needsBuffer {
+                transfer.inFlight[next.offset] = bytes
+                let written = eventLoop.makePromise(of: Void.self)
+                written.futureResult.whenComplete { [self] _ in
+                    if let buffer = transfer.inFlight.removeValue(forKey: next.offset) { transfer.pool.append(buffer) }
+                    pump(transfer)
+                }
+                connection.sendData(chunk, promise: written)
+            } else {
+                connection.sendData(chunk, promise: nil)
+            }
+        }
+    }
+
+    func doneReceived(_ done: Freight_Wire_V1_Done) {
+        guard let transfer = outgoing.removeValue(forKey: done.messageID) else { return }
+        transfer.closeFile()
+        transfer.onProgress?(transfer.window.length)
+        let report = DeliveryReport(
+            messageID: done.messageID,
+            destination: transfer.destination,
+            bytes: transfer.window.length,
+            seconds: Double((NIODeadline.now() - transfer.started).nanoseconds) / 1e9,
+            deliveries: done.deliveries.map {
+                DeliveryReport.Delivery(node: $0.endpoint.node, endpointID: $0.endpoint.id, address: $0.address, app: $0.app, path: $0.path)
+            },
+            failures: done.failures.map {
+                DeliveryReport.Failure(
+                    node: $0.endpoint.node,
+                    endpointID: $0.endpoint.id,
+                    error: FreightError(.init(rawValue: $0.code), $0.reason),
+                    ackedBytes: $0.ackedOffset
+                )
+            }
+        )
+        transfer.promise.succeed(report)
+    }
+
+    func abortReceived(_ abort: Freight_Wire_V1_Abort) {
+        if let transfer = outgoing.removeValue(forKey: abort.messageID) {
+            transfer.fail(abort.error)
+        }
+        if let message = incoming.removeValue(forKey: abort.messageID) {
+            message.continuation.finish(throwing: abort.error)
+        }
+    }
+}

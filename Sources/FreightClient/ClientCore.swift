@@ -1,0 +1,104 @@
+import FreightCore
+import FreightTransport
+import FreightWire
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The client's state, confined to its event loop: requests waiting for replies, messages being sent and received.
+final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
+    let eventLoop: any EventLoop
+    let label: String
+    let windowBytes: Int
+    var connection: FrameConnection?
+    var nodeHello: Freight_Wire_V1_Hello?
+    var helloPromise: EventLoopPromise<Freight_Wire_V1_Hello>?
+    var closedError: FreightError?
+
+    var nextRequestID: UInt64 = 1
+    var requests: [UInt64: EventLoopPromise<Freight_Wire_V1_Reply>] = [:]
+    var subscriptions: [UInt64: AsyncThrowingStream<IncomingMessage, any Error>.Continuation] = [:]
+    var incoming: [UInt64: Incoming] = [:]
+    var outgoing: [UInt64: Outgoing] = [:]
+
+    init(eventLoop: any EventLoop, label: String, windowBytes: Int) {
+        self.eventLoop = eventLoop
+        self.label = label
+        self.windowBytes = windowBytes
+        self.helloPromise = eventLoop.makePromise()
+    }
+
+    // MARK: Requests
+
+    func request(_ kind: Freight_Wire_V1_Request.OneOf_Kind) -> EventLoopFuture<Freight_Wire_V1_Reply> {
+        eventLoop.assertInEventLoop()
+        if let closedError { return eventLoop.makeFailedFuture(closedError) }
+        var request = Freight_Wire_V1_Request()
+        request.requestID = nextRequestID
+        request.kind = kind
+        nextRequestID += 1
+        let promise = eventLoop.makePromise(of: Freight_Wire_V1_Reply.self)
+        requests[request.requestID] = promise
+        connection?.send(.request(request))
+        return promise.futureResult.flatMapThrowing { reply in
+            guard reply.errorCode == 0 else { throw FreightError(.init(rawValue: reply.errorCode), reply.error) }
+            return reply
+        }
+    }
+
+    // MARK: Frames from the node
+
+    func connection(_ connection: FrameConnection, didReceive frame: Frame) {
+        switch frame {
+        case .hello(let hello):
+            nodeHello = hello
+            helloPromise?.succeed(hello)
+            helloPromise = nil
+        case .reply(let reply):
+            requests.removeValue(forKey: reply.requestID)?.succeed(reply)
+        case .open(let open):
+            openReceived(open)
+        case .data(let chunk):
+            dataReceived(chunk)
+        case .ack(let ack):
+            ackReceived(ack)
+        case .done(let done):
+            doneReceived(done)
+        case .abort(let abort):
+            abortReceived(abort)
+        case .request, .endpoints, .members:
+            connection.close()
+        }
+    }
+
+    func connectionDidClose(_ connection: FrameConnection, error: (any Error)?) {
+        let reason = FreightError(
+            .connectionFailed,
+            "connection to node \(nodeHello?.name ?? "") lost\(error.map { ": \($0)" } ?? "")"
+        )
+        closedError = reason
+        helloPromise?.fail(reason)
+        helloPromise = nil
+        for promise in requests.values { promise.fail(reason) }
+        requests = [:]
+        for continuation in subscriptions.values { continuation.finish(throwing: reason) }
+        subscriptions = [:]
+        for message in incoming.values { message.continuation.finish(throwing: reason) }
+        incoming = [:]
+        for transfer in outgoing.values { transfer.fail(reason) }
+        outgoing = [:]
+    }
+
+    // MARK: Subscriptions
+
+    func subscribe(endpointID: UInt64, continuation: AsyncThrowingStream<IncomingMessage, any Error>.Continuation) {
+        subscriptions[endpointID] = continuation
+    }
+
+    func unsubscribe(endpointID: UInt64) {
+        subscriptions.removeValue(forKey: endpointID)?.finish()
+        _ = request(.unregister(.with { $0.endpointID = endpointID }))
+    }
+}

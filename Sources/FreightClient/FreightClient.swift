@@ -1,0 +1,147 @@
+import FreightCore
+import FreightTransport
+import FreightWire
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// An app's handle on its Freight node: register addresses, receive, send, resolve.
+///
+/// ```swift
+/// let client = try await FreightClient.connect(to: .unix(path: "/tmp/freight.sock"), label: "decoder")
+/// let inbox = try await client.receive("llm/decode/3")
+/// let report = try await client.send(to: "llm/decode/3", body: .file(path: "kv.bin"))
+/// ```
+public final class FreightClient: Sendable {
+    let core: ClientCore
+    let group: MultiThreadedEventLoopGroup?
+    public let nodeName: String
+    private let closed = Atomic<Bool>(false)
+
+    private init(core: ClientCore, group: MultiThreadedEventLoopGroup?, nodeName: String) {
+        self.core = core
+        self.group = group
+        self.nodeName = nodeName
+    }
+
+    /// Attaches to a node over its Unix socket or TCP port.
+    /// - Parameter windowBytes: how many body bytes of one incoming message may be in flight to this app.
+    public static func connect(
+        to address: NodeAddress,
+        label: String = "app",
+        windowBytes: Int = Limits.windowBytesDefault,
+        tuning: SocketTuning = .default,
+        eventLoop: (any EventLoop)? = nil,
+        logger: Logger = Logger(label: "freight.client")
+    ) async throws -> FreightClient {
+        let group = eventLoop == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
+        let loop = eventLoop ?? group!.next()
+        let core = ClientCore(eventLoop: loop, label: label, windowBytes: windowBytes)
+        let transport = Transport(eventLoop: loop, tuning: tuning, logger: logger)
+        do {
+            let connection = try await transport.connect(to: address) { channel in
+                let connection = FrameConnection(channel: channel, id: 1)
+                connection.delegate = core
+                connection.isDialed = true
+                return connection
+            }.get()
+            let hello = try await loop.flatSubmit {
+                core.connection = connection
+                connection.sendPreface()
+                var hello = Freight_Wire_V1_Hello()
+                hello.role = .app
+                hello.name = label
+                connection.send(.hello(hello))
+                return core.helloPromise!.futureResult
+            }.get()
+            return FreightClient(core: core, group: group, nodeName: hello.name)
+        } catch {
+            try? await group?.shutdownGracefully()
+            if error is FreightError { throw error }
+            throw FreightError(.connectionFailed, "cannot reach node at \(address): \(error)")
+        }
+    }
+
+    /// Registers an endpoint on `pattern` (an address or a pattern) and returns its messages as they arrive.
+    /// Receivers with the same `group` on the same pattern share messages: each goes to one of them.
+    public func receive(_ pattern: String, group: String? = nil) async throws -> Subscription {
+        let parsed = try AddressPattern(pattern)
+        let (stream, continuation) = AsyncThrowingStream<IncomingMessage, any Error>.makeStream(
+            bufferingPolicy: .bufferingOldest(Limits.messagesPerConnectionMax)
+        )
+        let core = self.core
+        let reply = try await core.eventLoop.flatSubmit {
+            core.request(.register(.with {
+                $0.pattern = pattern
+                $0.group = group ?? ""
+            }))
+        }.get()
+        let id = reply.endpointID
+        try await core.eventLoop.submit { core.subscribe(endpointID: id, continuation: continuation) }.get()
+        continuation.onTermination = { @Sendable _ in
+            core.eventLoop.execute { core.unsubscribe(endpointID: id) }
+        }
+        return Subscription(endpointID: id, pattern: parsed, stream: stream) { messageID in
+            core.eventLoop.execute { core.accepted(messageID) }
+        }
+    }
+
+    /// Sends a message and waits until every chosen endpoint holds all of it, or until it fails.
+    public func send(to address: String, body: OutgoingBody, options: SendOptions = SendOptions()) async throws -> DeliveryReport {
+        let destination = try Address(address)
+        guard (Limits.chunkBytesMin...Limits.chunkBytesMax).contains(options.chunkBytes) else {
+            throw FreightError(.invalidArgument, "chunk size \(options.chunkBytes) is out of range \(Limits.chunkBytesMin)...\(Limits.chunkBytesMax)")
+        }
+        let length: UInt64
+        switch body {
+        case .bytes(let buffer): length = UInt64(buffer.readableBytes)
+        case .pattern(_, let count):
+            guard count >= 0 else { throw FreightError(.invalidArgument, "negative length") }
+            length = UInt64(count)
+        case .file(let path): length = try Self.fileSize(path)
+        }
+        let core = self.core
+        return try await core.eventLoop.flatSubmit {
+            core.send(to: destination, body: body, length: length, options: options)
+        }.get()
+    }
+
+    /// Endpoints whose pattern matches `pattern` (or an address), across the cluster.
+    public func resolve(_ pattern: String) async throws -> [EndpointInfo] {
+        _ = try AddressPattern(pattern)
+        let core = self.core
+        let reply = try await core.eventLoop.flatSubmit { core.request(.resolve(.with { $0.pattern = pattern })) }.get()
+        return reply.endpoints.map {
+            EndpointInfo(node: $0.node, id: $0.id, pattern: $0.pattern, group: $0.group.isEmpty ? nil : $0.group, app: $0.app)
+        }
+    }
+
+    /// The node's view of itself and its peers.
+    public func status() async throws -> Freight_Wire_V1_NodeStatus {
+        let core = self.core
+        return try await core.eventLoop.flatSubmit { core.request(.status(.init())) }.get().status
+    }
+
+    /// Detaches from the node; messages in progress fail.
+    public func close() async {
+        guard !closed.exchange(true, ordering: .relaxed) else { return }
+        let core = self.core
+        try? await core.eventLoop.flatSubmit {
+            core.connection?.channel.close() ?? core.eventLoop.makeSucceededVoidFuture()
+        }.get()
+        try? await group?.shutdownGracefully()
+    }
+
+    static func fileSize(_ path: String) throws -> UInt64 {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw FreightError(.io, "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        return UInt64(info.st_size)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

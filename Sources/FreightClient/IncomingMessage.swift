@@ -1,0 +1,127 @@
+import FreightCore
+import FreightWire
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One chunk of a message body: `bytes` starting at `offset`. Chunks of a striped message may arrive out of order.
+public struct BodyChunk: Sendable {
+    public var offset: UInt64
+    public var bytes: ByteBuffer
+}
+
+/// A message delivered to this app. Read its body once; the sender is credited as the app takes chunks, so an
+/// app that reads slowly slows its sender instead of filling memory.
+public struct IncomingMessage: Sendable {
+    public let id: UInt64
+    public let source: String
+    public let destination: String
+    public let length: UInt64
+    public let contentType: String
+    public let attributes: [String: String]
+    /// The nodes the message passed.
+    public let path: [String]
+    public let body: MessageBody
+
+    /// Writes the body to `path` (each chunk at its offset) and returns the byte count.
+    public func write(toFile path: String) async throws -> UInt64 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw FreightError(.io, "cannot create \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var total: UInt64 = 0
+        for try await chunk in body {
+            let written = chunk.bytes.withUnsafeReadableBytes { raw -> Int in
+                var done = 0
+                while done < raw.count {
+                    let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(chunk.offset) + off_t(done))
+                    if n <= 0 { return -1 }
+                    done += n
+                }
+                return done
+            }
+            guard written >= 0 else { throw FreightError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+            total += UInt64(written)
+        }
+        if length == 0 { ftruncate(fd, 0) }
+        return total
+    }
+
+    /// Collects the body in order into one buffer; refuses bodies over `limit` bytes.
+    public func collect(upTo limit: Int) async throws -> ByteBuffer {
+        guard length <= UInt64(limit) else {
+            throw FreightError(.resourceExhausted, "message of \(length) bytes is over the \(limit)-byte limit")
+        }
+        var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
+        buffer.writeRepeatingByte(0, count: Int(length))
+        for try await chunk in body {
+            buffer.setBuffer(chunk.bytes, at: Int(chunk.offset))
+        }
+        return buffer
+    }
+
+    /// Reads the whole body and checks it against a generated pattern; returns whether every byte matched.
+    public func checkPattern(seed: UInt64) async throws -> Bool {
+        var matches = true
+        for try await chunk in body {
+            let ok = chunk.bytes.withUnsafeReadableBytes { PatternFill.check($0, seed: seed, offset: Int64(chunk.offset)) }
+            if !ok { matches = false }
+        }
+        return matches
+    }
+
+    /// Reads and discards the body (it was still checked chunk by chunk).
+    public func drain() async throws -> UInt64 {
+        var total: UInt64 = 0
+        for try await chunk in body { total += UInt64(chunk.bytes.readableBytes) }
+        return total
+    }
+}
+
+/// The chunks of a message body. Taking a chunk tells the client the app holds it, which acknowledges it and
+/// grants the sender more credit.
+public struct MessageBody: AsyncSequence, Sendable {
+    public typealias Element = BodyChunk
+    let stream: AsyncThrowingStream<BodyChunk, any Error>
+    let consumed: @Sendable (UInt64) -> Void
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncThrowingStream<BodyChunk, any Error>.AsyncIterator
+        let consumed: @Sendable (UInt64) -> Void
+
+        public mutating func next() async throws -> BodyChunk? {
+            guard let chunk = try await base.next() else { return nil }
+            consumed(chunk.offset)
+            return chunk
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: stream.makeAsyncIterator(), consumed: consumed)
+    }
+}
+
+/// Messages arriving at one registered endpoint.
+public struct Subscription: AsyncSequence, Sendable {
+    public typealias Element = IncomingMessage
+    public let endpointID: UInt64
+    public let pattern: AddressPattern
+    let stream: AsyncThrowingStream<IncomingMessage, any Error>
+    let accepted: @Sendable (UInt64) -> Void
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncThrowingStream<IncomingMessage, any Error>.AsyncIterator
+        let accepted: @Sendable (UInt64) -> Void
+
+        public mutating func next() async throws -> IncomingMessage? {
+            guard let message = try await base.next() else { return nil }
+            accepted(message.id)
+            return message
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: stream.makeAsyncIterator(), accepted: accepted)
+    }
+}

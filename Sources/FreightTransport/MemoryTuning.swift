@@ -1,0 +1,10 @@
+import CFreightSystem
+
+/// Keeps the C allocator from handing chunk-sized buffers back to the kernel after every write. Without this,
+/// glibc returns freed memory of an event loop's arena each time its write queue drains, and every page of the next
+/// chunk faults back in (docs/performance.md).
+public enum MemoryTuning {
+    public static func apply() {
+        freight_tune_malloc(32 * 1024 * 1024, 512 * 1024 * 1024)
+    }
+}

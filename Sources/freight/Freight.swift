@@ -1,0 +1,55 @@
+import ArgumentParser
+import FreightCore
+import FreightTransport
+import Foundation
+
+@main
+struct Freight: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "freight",
+        abstract: "A message fabric for AI platforms: large messages, by name, over the fastest path.",
+        subcommands: [
+            NodeCommand.self, SendCommand.self, RecvCommand.self, ResolveCommand.self, StatusCommand.self,
+            DemoCommand.self, BenchCommand.self,
+        ]
+    )
+}
+
+/// Where commands find their node: `--via`, else `$FREIGHT_NODE`, else the default socket.
+struct ViaOption: ParsableArguments {
+    @Option(name: .customLong("via"), help: "The node: a Unix socket path or HOST:PORT (default $FREIGHT_NODE or /tmp/freight.sock).")
+    var via: String?
+
+    func address() throws -> NodeAddress {
+        let text = via ?? ProcessInfo.processInfo.environment["FREIGHT_NODE"] ?? defaultSocketPath
+        return try NodeAddress(text)
+    }
+}
+
+let defaultSocketPath = "/tmp/freight.sock"
+
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .customLong("json"), help: "Print one JSON object per line.")
+    var json = false
+}
+
+/// Prints a one-line reason on stderr and exits non-zero: the contract of every command.
+func fail(_ error: any Error) -> Never {
+    let message: String
+    if let error = error as? FreightError {
+        message = error.message
+    } else {
+        message = "\(error)"
+    }
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+    exit(1)
+}
+
+func printLine(_ text: String) {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}
+
+func printJSON(_ object: [String: Any]) {
+    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
+}

@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import FreightCore
+import FreightNode
+import FreightTransport
+import Logging
+import NIOPosix
+import ServiceLifecycle
+
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "node", abstract: "Run a node agent.")
+
+    @Option(name: .customLong("cluster"), help: "Cluster name; nodes only peer within one cluster.")
+    var cluster = "default"
+    @Option(name: .customLong("name"), help: "This node's name, unique in the cluster.")
+    var name: String
+    @Option(name: .customLong("listen"), help: "HOST:PORT for peers and TCP apps (port 0 picks one).")
+    var listen: String
+    @Option(name: .customLong("join"), help: "HOST:PORT of a node to join; repeatable.")
+    var join: [String] = []
+    @Option(name: .customLong("socket"), help: "Unix socket for apps on this machine.")
+    var socket = defaultSocketPath
+    @Option(name: .customLong("directory"), help: "Endpoint directory: mesh (etcd://HOST:PORT comes later).")
+    var directory = "mesh"
+    @Option(name: .customLong("streams"), help: "TCP connections per peer link.")
+    var streams = Limits.streamsDefault
+    @Option(name: .customLong("chunk-size"), help: "Default body chunk size (64KiB...64MiB).")
+    var chunkSize = "4MiB"
+    @Option(name: .customLong("window"), help: "Most body bytes of one message in flight through this node.")
+    var window = "32MiB"
+    @Option(name: .customLong("memory-budget"), help: "Memory this node commits to messages in flight.")
+    var memoryBudget = "1GiB"
+    @Option(name: .customLong("congestion"), help: "TCP congestion control of links: reno, cubic, bbr or system.")
+    var congestion = "reno"
+    @Option(name: .customLong("grpc"), help: "HOST:PORT for the gRPC API (not yet available).")
+    var grpc: String?
+    @Option(name: .customLong("admin"), help: "HOST:PORT for /metrics and /healthz (not yet available).")
+    var admin: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
+    var logLevel = "info"
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        MemoryTuning.apply()
+        do {
+            guard directory == "mesh" else {
+                throw FreightError(.invalidArgument, "--directory \(directory) is not supported yet; use mesh")
+            }
+            guard grpc == nil, admin == nil else {
+                throw FreightError(.invalidArgument, "--grpc and --admin are not available in this version")
+            }
+            var logger = Logger(label: "freight.node")
+            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            let configuration = NodeConfiguration(
+                cluster: cluster,
+                name: name,
+                listen: try NodeAddress(listen),
+                joins: try join.map { text throws(FreightError) in try NodeAddress(text) },
+                socketPath: socket.isEmpty ? nil : socket,
+                streams: streams,
+                chunkBytes: Int(try ByteCount.parse(chunkSize)),
+                windowBytes: Int(try ByteCount.parse(window)),
+                memoryBudgetBytes: Int(try ByteCount.parse(memoryBudget)),
+                tuning: SocketTuning(congestionControl: congestion == "system" ? nil : congestion),
+                logger: logger
+            )
+            try configuration.validate()
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
+            let service = NodeService(engine: engine) { engine in
+                if output.json {
+                    printJSON([
+                        "event": "listening", "name": engine.name, "listen": engine.boundListen.description,
+                        "socket": configuration.socketPath ?? "", "pid": Int(getpid()),
+                    ])
+                } else {
+                    printLine("node \(engine.name) listening on \(engine.boundListen)\(configuration.socketPath.map { ", apps on \($0)" } ?? "")")
+                }
+            }
+            let serviceGroup = ServiceGroup(
+                configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            )
+            try await serviceGroup.run()
+            try await group.shutdownGracefully()
+        } catch {
+            fail(error)
+        }
+    }
+}

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import FreightClient
+import FreightCore
+import FreightTransport
+
+struct RecvCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "recv", abstract: "Receive messages on an address or pattern.")
+
+    @Argument(help: "An address or a pattern (llm/*/3, llm/**).")
+    var pattern: String
+    @Option(name: .customLong("out"), help: "Write each body to its own file in this folder.")
+    var out: String?
+    @Option(name: .customLong("count"), help: "Exit after this many messages.")
+    var count: Int?
+    @Option(name: .customLong("group"), help: "Share the address with other receivers of this group.")
+    var group: String?
+    @Option(name: .customLong("label"), help: "This app's label, shown to senders.")
+    var label = "recv"
+    @Flag(name: .customLong("check"), help: "Check generated bodies (freight send --size) byte by byte.")
+    var check = false
+    @OptionGroup var via: ViaOption
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        MemoryTuning.apply()
+        do {
+            if let count, count < 1 { throw FreightError(.invalidArgument, "--count must be at least 1") }
+            if let out {
+                try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            }
+            let client = try await FreightClient.connect(to: try via.address(), label: label)
+            let subscription = try await client.receive(pattern, group: group)
+            if output.json {
+                printJSON(["event": "ready", "pattern": pattern, "endpoint": subscription.endpointID, "node": client.nodeName])
+            } else {
+                printLine("receiving on \(pattern) at node \(client.nodeName)\(group.map { " in group \($0)" } ?? "")")
+            }
+            var received = 0
+            for try await message in subscription {
+                let started = ContinuousClock.now
+                var file: String?
+                var checked: Bool?
+                if let out {
+                    let name = message.destination.replacingOccurrences(of: "/", with: "_") + "-" + String(message.id, radix: 16)
+                    let path = (out as NSString).appendingPathComponent(name)
+                    _ = try await message.write(toFile: path)
+                    file = path
+                } else if check, let seed = message.attributes["freight-seed"].flatMap(UInt64.init) {
+                    checked = try await message.checkPattern(seed: seed)
+                } else {
+                    _ = try await message.drain()
+                }
+                let elapsed = ContinuousClock.now - started
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                report(message, seconds: seconds, file: file, checked: checked)
+                if checked == false { throw FreightError(.checksumMismatch, "message \(String(message.id, radix: 16)) differs from its generated pattern") }
+                received += 1
+                if let count, received >= count { break }
+            }
+            await client.close()
+        } catch {
+            fail(error)
+        }
+    }
+
+    private func report(_ message: IncomingMessage, seconds: Double, file: String?, checked: Bool?) {
+        let rate = ByteCount.megabytesPerSecond(bytes: Int64(message.length), seconds: seconds)
+        if output.json {
+            var object: [String: Any] = [
+                "event": "received", "id": String(message.id, radix: 16), "address": message.destination,
+                "source": message.source, "bytes": message.length, "seconds": seconds, "mbps": rate,
+                "path": message.path, "peak_rss_bytes": ProcessStats.peakResidentBytes(),
+            ]
+            if let file { object["file"] = file }
+            if let checked { object["checked"] = checked }
+            printJSON(object)
+        } else {
+            var line = "received \(ByteCount.format(Int64(message.length))) on \(message.destination) from \(message.source)"
+            line += " via \(message.path.joined(separator: " → ")) in \(seconds.formatted(decimals: 3)) s (\(rate.formatted(decimals: 0)) MB/s)"
+            if let file { line += " → \(file)" }
+            if let checked { line += checked ? ", every byte checked" : ", BYTES DIFFER" }
+            printLine(line)
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import FreightClient
+import FreightCore
+import FreightTransport
+
+struct SendCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "send", abstract: "Send messages to an address.")
+
+    @Argument(help: "The destination address.")
+    var address: String
+    @Option(name: .customLong("file"), help: "Send this file as the body.")
+    var file: String?
+    @Option(name: .customLong("size"), help: "Send a generated body of this size (4096, 64KiB, 1GiB).")
+    var size: String?
+    @Option(name: .customLong("count"), help: "How many messages to send.")
+    var count = 1
+    @Option(name: .customLong("chunk-size"), help: "Body chunk size (64KiB...64MiB).")
+    var chunkSize = "4MiB"
+    @Option(name: .customLong("seed"), help: "Seed of a generated body; receivers can check it with --check-seed.")
+    var seed: UInt64 = 1
+    @Option(name: .customLong("label"), help: "This app's label, shown to receivers.")
+    var label = "send"
+    @OptionGroup var via: ViaOption
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        MemoryTuning.apply()
+        do {
+            let body: OutgoingBody
+            switch (file, size) {
+            case (let path?, nil): body = .file(path: path)
+            case (nil, let size?): body = .pattern(seed: seed, length: try ByteCount.parse(size))
+            default: throw FreightError(.invalidArgument, "give exactly one of --file PATH or --size BYTES")
+            }
+            guard count >= 1 else { throw FreightError(.invalidArgument, "--count must be at least 1") }
+            _ = try Address(address)
+            let chunkBytes = Int(try ByteCount.parse(chunkSize))
+            let client = try await FreightClient.connect(to: try via.address(), label: label)
+            for _ in 0..<count {
+                let total: UInt64
+                switch body {
+                case .pattern(_, let length): total = UInt64(length)
+                case .file(let path): total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
+                case .bytes(let buffer): total = UInt64(buffer.readableBytes)
+                }
+                let bar = ProgressBar(total: total, label: "sending")
+                let drawing = Task { await bar.run() }
+                let report: DeliveryReport
+                do {
+                    report = try await client.send(
+                        to: address,
+                        body: body,
+                        options: SendOptions(
+                            attributes: file == nil ? ["freight-seed": "\(seed)"] : [:],
+                            chunkBytes: chunkBytes,
+                            onProgress: { bar.update($0) }
+                        )
+                    )
+                } catch {
+                    drawing.cancel()
+                    await drawing.value
+                    throw error
+                }
+                drawing.cancel()
+                await drawing.value
+                printReport(report)
+            }
+            await client.close()
+        } catch {
+            fail(error)
+        }
+    }
+
+    private func printReport(_ report: DeliveryReport) {
+        if output.json {
+            printJSON([
+                "event": "delivered",
+                "id": String(report.messageID, radix: 16),
+                "address": report.destination,
+                "bytes": report.bytes,
+                "seconds": report.seconds,
+                "mbps": report.megabytesPerSecond,
+                "deliveries": report.deliveries.map {
+                    ["node": $0.node, "endpoint": $0.endpointID, "address": $0.address, "app": $0.app, "path": $0.path] as [String: Any]
+                },
+                "failures": report.failures.map {
+                    ["node": $0.node, "endpoint": $0.endpointID, "reason": $0.error.message, "acked": $0.ackedBytes] as [String: Any]
+                },
+                "peak_rss_bytes": ProcessStats.peakResidentBytes(),
+            ])
+        } else {
+            let receivers = report.deliveries.map { "\($0.app)@\($0.node)" }.joined(separator: ", ")
+            var line = "delivered \(ByteCount.format(Int64(report.bytes))) to \(report.destination) → \(receivers) via \(report.route)"
+            line += " in \(report.seconds.formatted(decimals: 3)) s (\(report.megabytesPerSecond.formatted(decimals: 0)) MB/s)"
+            printLine(line)
+            for failure in report.failures {
+                printLine("  not delivered to endpoint \(failure.endpointID)@\(failure.node): \(failure.error.message)")
+            }
+        }
+    }
+}
