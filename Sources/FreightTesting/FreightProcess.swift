@@ -1,0 +1,126 @@
+import Foundation
+import FreightCore
+import Synchronization
+
+final class OutputBox: Sendable {
+    let state = Mutex<(stdout: [String], partial: String, stderr: String)>(([], "", ""))
+}
+
+/// A `freight` child process with its output collected line by line. Stopped by its PID, never by name.
+public final class FreightProcess: Sendable {
+    public let arguments: [String]
+    private let process: Process
+    private let output = OutputBox()
+
+    /// The `freight` executable next to the running test bundle, or `$FREIGHT_BIN`.
+    public static var binaryPath: String {
+        if let path = ProcessInfo.processInfo.environment["FREIGHT_BIN"] { return path }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        // In a test bundle on Linux the executable sits beside the .xctest.
+        while directory.path != "/" {
+            let candidate = directory.appendingPathComponent("freight").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            directory.deleteLastPathComponent()
+        }
+        return "freight"
+    }
+
+    public init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        self.arguments = arguments
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binaryPath)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { $1 }
+        process.environment = env
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        out.fileHandleForReading.readabilityHandler = { [output] handle in
+            let data = handle.availableData
+            guard !data.isEmpty else { return }
+            output.state.withLock { state in
+                state.partial += String(decoding: data, as: UTF8.self)
+                while let newline = state.partial.firstIndex(of: "\n") {
+                    state.stdout.append(String(state.partial[..<newline]))
+                    state.partial = String(state.partial[state.partial.index(after: newline)...])
+                }
+            }
+        }
+        err.fileHandleForReading.readabilityHandler = { [output] handle in
+            let data = handle.availableData
+            guard !data.isEmpty else { return }
+            output.state.withLock { state in
+                state.stderr += String(decoding: data, as: UTF8.self)
+                if state.stderr.utf8.count > 1 << 20 { state.stderr = String(state.stderr.suffix(1 << 19)) }
+            }
+        }
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { process.isRunning }
+    public var stdoutLines: [String] { output.state.withLock { $0.stdout } }
+    public var stderr: String { output.state.withLock { $0.stderr } }
+
+    /// Waits for a line of stdout that satisfies `predicate`.
+    public func waitForLine(timeout: Duration = .seconds(30), where predicate: (String) -> Bool) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let line = stdoutLines.first(where: predicate) { return line }
+            if !process.isRunning {
+                try await Task.sleep(for: .milliseconds(50))
+                if let line = stdoutLines.first(where: predicate) { return line }
+                throw FreightError(.internalError, "freight \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(stderr)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw FreightError(.internalError, "timed out waiting for output of freight \(arguments.joined(separator: " ")); stderr: \(stderr)")
+    }
+
+    /// Waits for the process to exit and returns its status; kills it past the timeout.
+    @discardableResult
+    public func waitForExit(timeout: Duration = .seconds(120)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now > deadline {
+                kill(SIGKILL)
+                throw FreightError(.internalError, "freight \(arguments.joined(separator: " ")) did not exit within \(timeout)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await Task.sleep(for: .milliseconds(50))  // let the pipes drain
+        return process.terminationStatus
+    }
+
+    /// Sends a signal to this process (by PID).
+    public func kill(_ signal: Int32) {
+        if process.isRunning { _ = Foundation.kill(process.processIdentifier, signal) }
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period.
+    public func stop() {
+        guard process.isRunning else { return }
+        kill(SIGTERM)
+        for _ in 0..<100 where process.isRunning { usleep(20_000) }
+        kill(SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Lines of stdout parsed as JSON objects.
+    public var jsonLines: [[String: Any]] {
+        stdoutLines.compactMap { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+        }
+    }
+
+    /// Runs `freight ARGS` to completion.
+    public static func run(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> (status: Int32, stdout: [String], stderr: String) {
+        let process = try FreightProcess(arguments)
+        let status = try await process.waitForExit(timeout: timeout)
+        return (status, process.stdoutLines, process.stderr)
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import FreightCore
+
+/// Real `freight node` processes on 127.0.0.1, 127.0.0.2, ..., each with its own Unix socket in a temporary folder.
+/// `stop()` ends every process it started, by PID, and removes the folder.
+public final class ProcessCluster: Sendable {
+    public struct Node: Sendable {
+        public let name: String
+        public let listen: String
+        public let socket: String
+        public let process: FreightProcess
+    }
+
+    public let directory: String
+    private let nodesStore = Mutex<[Node]>([])
+    public let cluster: String
+
+    public init(cluster: String = "test") throws {
+        self.cluster = cluster
+        let path = NSTemporaryDirectory() + "freight-test-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        self.directory = path
+    }
+
+    public var nodes: [Node] { nodesStore.withLock { $0 } }
+
+    public func node(_ name: String) -> Node { nodes.first { $0.name == name }! }
+
+    /// Starts `count` nodes named n1...; every node after the first joins the first.
+    public static func start(nodes count: Int, streams: Int = 4, extraArguments: [String] = []) async throws -> ProcessCluster {
+        let cluster = try ProcessCluster()
+        do {
+            var first: String?
+            for index in 1...count {
+                let node = try await cluster.startNode(
+                    name: "n\(index)", host: "127.0.0.\(index)", join: first.map { [$0] } ?? [],
+                    extraArguments: ["--streams", "\(streams)"] + extraArguments
+                )
+                if first == nil { first = node.listen }
+            }
+            try await cluster.waitForMesh()
+            return cluster
+        } catch {
+            cluster.stop()
+            throw error
+        }
+    }
+
+    @discardableResult
+    public func startNode(name: String, host: String, join: [String], extraArguments: [String] = []) async throws -> Node {
+        let socket = "\(directory)/\(name).sock"
+        var arguments = ["node", "--cluster", cluster, "--name", name, "--listen", "\(host):0", "--socket", socket, "--json"]
+        for seed in join { arguments += ["--join", seed] }
+        arguments += extraArguments
+        let process = try FreightProcess(arguments)
+        let line = try await process.waitForLine { $0.contains("\"listening\"") }
+        let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+        let node = Node(name: name, listen: object["listen"] as! String, socket: socket, process: process)
+        nodesStore.withLock { $0.append(node) }
+        return node
+    }
+
+    /// Waits until every running node has a full link to every other one.
+    public func waitForMesh(timeout: Duration = .seconds(20)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        let live = nodes.filter { $0.process.isRunning }
+        while ContinuousClock.now < deadline {
+            var complete = true
+            for node in live {
+                let status = try await self.status(node.name)
+                let peers = (status["peers"] as? [[String: Any]]) ?? []
+                let up = peers.filter { ($0["streams_up"] as? Int) == (status["streams"] as? Int) }
+                if up.count < live.count - 1 { complete = false }
+            }
+            if complete { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw FreightError(.internalError, "nodes did not form a full mesh within \(timeout)")
+    }
+
+    /// Waits until `node` resolves `pattern` to `count` endpoints.
+    public func waitForEndpoints(_ pattern: String, count: Int, at node: String, timeout: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let result = try await FreightProcess.run(["resolve", pattern, "--via", self.node(node).socket, "--json"])
+            if result.status == 0 && result.stdout.count == count { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw FreightError(.internalError, "\(node) did not see \(count) endpoints on \(pattern) within \(timeout)")
+    }
+
+    public func status(_ node: String) async throws -> [String: Any] {
+        let result = try await FreightProcess.run(["status", "--via", self.node(node).socket, "--json"])
+        guard result.status == 0, let line = result.stdout.first,
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        else { throw FreightError(.internalError, "status of \(node) failed: \(result.stderr)") }
+        return object
+    }
+
+    /// Ends every node by PID and removes the folder.
+    public func stop() {
+        for node in nodes { node.process.stop() }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+import Synchronization

@@ -1,0 +1,84 @@
+import FreightCore
+import Testing
+
+@Suite struct AddressTests {
+    @Test(arguments: ["llm", "llm/decode/3", "a.b_c-d/0", String(repeating: "a/", count: 15) + "a"])
+    func validAddressesParse(_ text: String) throws {
+        #expect(try Address(text).description == text)
+    }
+
+    @Test func errorsNameTheSegmentAndTheReason() {
+        func message(_ text: String) -> String {
+            do {
+                _ = try Address(text)
+                return "parsed"
+            } catch {
+                #expect(error.code == .invalidAddress)
+                return error.message
+            }
+        }
+        #expect(message("llm/Decode/3").contains("segment 2 'Decode' has 'D'"))
+        #expect(message("llm//3").contains("segment 2 is empty"))
+        #expect(message("").contains("empty"))
+        #expect(message("llm/*/3").contains("wildcards belong in patterns"))
+        #expect(message(String(repeating: "a/", count: 16) + "a").contains("17 segments, at most 16"))
+        #expect(message(String(repeating: "a", count: 256)).contains("256 bytes, at most 255"))
+        #expect(message("llm/dé").contains("segment 2"))
+        #expect(message("/llm").contains("segment 1 is empty"))
+    }
+
+    @Test func patternGrammar() throws {
+        #expect(try AddressPattern("llm/*/3").description == "llm/*/3")
+        #expect(try AddressPattern("llm/**").description == "llm/**")
+        #expect(try AddressPattern("**").description == "**")
+        #expect(throws: FreightError.self) { try AddressPattern("llm/**/3") }
+        #expect(throws: FreightError.self) { try AddressPattern("llm/a*") }
+        #expect(try AddressPattern("llm/x").isLiteral)
+        #expect(try !AddressPattern("llm/*").isLiteral)
+    }
+
+    @Test(arguments: [
+        ("llm/*/3", "llm/decode/3", true),
+        ("llm/*/3", "llm/decode/4", false),
+        ("llm/*/3", "llm/3", false),
+        ("llm/**", "llm", true),
+        ("llm/**", "llm/a/b/c", true),
+        ("llm/**", "ll", false),
+        ("**", "anything/at/all", true),
+        ("a/*", "a/b/c", false),
+        ("a/b", "a/b", true),
+    ])
+    func patternMatching(pattern: String, address: String, expected: Bool) throws {
+        #expect(try AddressPattern(pattern).matches(Address(address)) == expected)
+    }
+
+    @Test func overlaps() throws {
+        #expect(try AddressPattern("llm/**").overlaps(AddressPattern("llm/*/3")))
+        #expect(try AddressPattern("llm/*/3").overlaps(AddressPattern("llm/x/*")))
+        #expect(try !AddressPattern("llm/*/3").overlaps(AddressPattern("llm/x/4")))
+        #expect(try !AddressPattern("a/b").overlaps(AddressPattern("a/b/c")))
+    }
+
+    @Test func sizesParseAndPrint() throws {
+        #expect(try ByteCount.parse("4096") == 4096)
+        #expect(try ByteCount.parse("64KiB") == 65536)
+        #expect(try ByteCount.parse("1MiB") == 1 << 20)
+        #expect(try ByteCount.parse("1GiB") == 1 << 30)
+        #expect(try ByteCount.parse("1.5KiB") == 1536)
+        #expect(throws: FreightError.self) { try ByteCount.parse("12XB") }
+        #expect(throws: FreightError.self) { try ByteCount.parse("abc") }
+        #expect(ByteCount.format(1 << 30) == "1 GiB")
+        #expect(ByteCount.format(1536) == "1.5 KiB")
+        #expect(ByteCount.format(17) == "17 B")
+    }
+
+    @Test func patternFillChecksEveryByte() {
+        var bytes = [UInt8](repeating: 0, count: 1000)
+        bytes.withUnsafeMutableBytes { PatternFill.fill($0, seed: 7, offset: 4096) }
+        #expect(bytes.withUnsafeBytes { PatternFill.check($0, seed: 7, offset: 4096) })
+        #expect(!bytes.withUnsafeBytes { PatternFill.check($0, seed: 8, offset: 4096) })
+        #expect(!bytes.withUnsafeBytes { PatternFill.check($0, seed: 7, offset: 4104) })
+        bytes[999] ^= 1
+        #expect(!bytes.withUnsafeBytes { PatternFill.check($0, seed: 7, offset: 4096) })
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+import FreightCore
+import FreightTesting
+import Testing
+
+/// Real `freight node` processes on 127.0.0.1-3, driven through the CLI as a user would.
+@Suite(.serialized) struct ClusterTests {
+    static let mebibyte: Int64 = 1 << 20
+
+    /// 256 MiB from an app on n1 to an app on n3 arrives byte-identical, and the sender learns the route.
+    @Test func largeFileCrossesNodesByteIdentical() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 3)
+        defer { cluster.stop() }
+        let source = "\(cluster.directory)/source.bin"
+        let out = "\(cluster.directory)/out"
+        try TestFiles.write(source, bytes: 256 * Self.mebibyte, seed: 11)
+        let recv = try FreightProcess(["recv", "data/shard/1", "--via", cluster.node("n3").socket, "--out", out, "--count", "1", "--json"])
+        defer { recv.stop() }
+        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
+        try await cluster.waitForEndpoints("data/shard/1", count: 1, at: "n1")
+
+        let send = try await FreightProcess.run(["send", "data/shard/1", "--file", source, "--via", cluster.node("n1").socket, "--json"])
+        #expect(send.status == 0, "\(send.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(send.stdout.first!.utf8)) as! [String: Any]
+        let delivery = (report["deliveries"] as! [[String: Any]]).first!
+        #expect(delivery["path"] as? [String] == ["n1", "n3"])
+        #expect(report["bytes"] as? Int == 256 << 20)
+
+        #expect(try await recv.waitForExit(timeout: .seconds(60)) == 0)
+        let file = recv.jsonLines.first { $0["event"] as? String == "received" }?["file"] as! String
+        #expect(try TestFiles.identical(source, file))
+    }
+
+    /// A 1 GiB message arrives byte-identical while every process stays under 256 MiB of resident memory.
+    @Test func oneGibibyteInBoundedMemory() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 2)
+        defer { cluster.stop() }
+        let source = "\(cluster.directory)/source.bin"
+        let out = "\(cluster.directory)/out"
+        try TestFiles.write(source, bytes: 1024 * Self.mebibyte, seed: 12)
+        let recv = try FreightProcess(["recv", "ckpt/full", "--via", cluster.node("n2").socket, "--out", out, "--count", "1", "--json"])
+        defer { recv.stop() }
+        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
+        try await cluster.waitForEndpoints("ckpt/full", count: 1, at: "n1")
+        let send = try await FreightProcess.run(["send", "ckpt/full", "--file", source, "--via", cluster.node("n1").socket, "--json"], timeout: .seconds(300))
+        #expect(send.status == 0, "\(send.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(60)) == 0)
+        let received = recv.jsonLines.first { $0["event"] as? String == "received" }!
+        #expect(try TestFiles.identical(source, received["file"] as! String))
+
+        let limit = 256 << 20
+        let sendReport = try JSONSerialization.jsonObject(with: Data(send.stdout.first!.utf8)) as! [String: Any]
+        #expect((sendReport["peak_rss_bytes"] as! Int) < limit, "sender peak RSS")
+        #expect((received["peak_rss_bytes"] as! Int) < limit, "receiver peak RSS")
+        for node in ["n1", "n2"] {
+            let status = try await cluster.status(node)
+            #expect((status["peak_rss_bytes"] as! Int) < limit, "\(node) peak RSS \(status["peak_rss_bytes"]!)")
+        }
+    }
+
+    /// Group members share messages; a pattern receiver gets every message its pattern matches.
+    @Test func groupsAndPatterns() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 3)
+        defer { cluster.stop() }
+        let memberA = try FreightProcess(["recv", "jobs/train", "--group", "workers", "--via", cluster.node("n2").socket, "--check", "--json"])
+        let memberB = try FreightProcess(["recv", "jobs/train", "--group", "workers", "--via", cluster.node("n3").socket, "--check", "--json"])
+        let watcher = try FreightProcess(["recv", "jobs/**", "--via", cluster.node("n3").socket, "--check", "--json", "--count", "4"])
+        defer {
+            memberA.stop()
+            memberB.stop()
+            watcher.stop()
+        }
+        for process in [memberA, memberB, watcher] { _ = try await process.waitForLine { $0.contains("\"ready\"") } }
+        try await cluster.waitForEndpoints("jobs/train", count: 3, at: "n1")
+
+        let send = try await FreightProcess.run(["send", "jobs/train", "--size", "3MiB", "--count", "4", "--via", cluster.node("n1").socket, "--json"])
+        #expect(send.status == 0, "\(send.stderr)")
+        #expect(send.stdout.count == 4)
+        #expect(try await watcher.waitForExit(timeout: .seconds(30)) == 0)
+        try await Task.sleep(for: .milliseconds(300))
+        let a = memberA.jsonLines.filter { $0["event"] as? String == "received" }
+        let b = memberB.jsonLines.filter { $0["event"] as? String == "received" }
+        #expect(a.count + b.count == 4, "each message reaches exactly one member of the group")
+        #expect(a.count >= 1 && b.count >= 1, "both members take a share")
+        for line in a + b + watcher.jsonLines.filter({ $0["event"] as? String == "received" }) {
+            #expect(line["checked"] as? Bool == true)
+        }
+    }
+
+    /// Nobody serves the address: the send fails at once with `no route to ADDRESS`.
+    @Test func noRouteFailsAtOnce() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 2)
+        defer { cluster.stop() }
+        let started = ContinuousClock.now
+        let send = try await FreightProcess.run(["send", "nobody/home", "--size", "1KiB", "--via", cluster.node("n1").socket])
+        #expect(send.status != 0)
+        #expect(send.stderr.trimmingCharacters(in: .whitespacesAndNewlines) == "no route to nobody/home")
+        #expect(ContinuousClock.now - started < .seconds(10))
+        let resolve = try await FreightProcess.run(["resolve", "nobody/**", "--via", cluster.node("n2").socket])
+        #expect(resolve.status != 0)
+        let bad = try await FreightProcess.run(["send", "Bad/Address", "--size", "1KiB", "--via", cluster.node("n1").socket])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("segment 1 'Bad'"))
+    }
+
+    /// The receiver's node is killed mid-transfer: the sender is told why; the rest of the cluster goes on.
+    @Test func nodeKilledMidTransfer() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 3)
+        defer { cluster.stop() }
+        let doomed = try FreightProcess(["recv", "victim", "--via", cluster.node("n3").socket, "--json"])
+        let survivor = try FreightProcess(["recv", "survivor", "--via", cluster.node("n2").socket, "--check", "--json", "--count", "1"])
+        defer {
+            doomed.stop()
+            survivor.stop()
+        }
+        _ = try await doomed.waitForLine { $0.contains("\"ready\"") }
+        _ = try await survivor.waitForLine { $0.contains("\"ready\"") }
+        try await cluster.waitForEndpoints("victim", count: 1, at: "n1")
+        try await cluster.waitForEndpoints("survivor", count: 1, at: "n1")
+
+        // A slow-enough transfer: 4 GiB generated, killed long before it ends.
+        let send = try FreightProcess(["send", "victim", "--size", "4GiB", "--via", cluster.node("n1").socket])
+        defer { send.stop() }
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(send.isRunning, "the transfer must still be going when the node dies")
+        cluster.node("n3").process.kill(SIGKILL)
+        #expect(try await send.waitForExit(timeout: .seconds(20)) != 0)
+        #expect(send.stderr.contains("node n3 went away"), "\(send.stderr)")
+
+        let other = try await FreightProcess.run(["send", "survivor", "--size", "32MiB", "--via", cluster.node("n1").socket])
+        #expect(other.status == 0, "\(other.stderr)")
+        #expect(try await survivor.waitForExit(timeout: .seconds(20)) == 0)
+        // n3's endpoints are gone from the directory.
+        let resolve = try await FreightProcess.run(["resolve", "victim", "--via", cluster.node("n1").socket])
+        #expect(resolve.status != 0)
+    }
+
+    /// The receiving app dies mid-transfer: the sender fails with the acknowledged offset; the node serves on.
+    @Test func receiverKilledMidTransfer() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 2)
+        defer { cluster.stop() }
+        let recv = try FreightProcess(["recv", "fragile", "--via", cluster.node("n2").socket, "--json"])
+        defer { recv.stop() }
+        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
+        try await cluster.waitForEndpoints("fragile", count: 1, at: "n1")
+        let send = try FreightProcess(["send", "fragile", "--size", "4GiB", "--via", cluster.node("n1").socket])
+        defer { send.stop() }
+        try await Task.sleep(for: .milliseconds(1500))
+        recv.kill(SIGKILL)
+        #expect(try await send.waitForExit(timeout: .seconds(20)) != 0)
+        #expect(send.stderr.contains("went away"), "\(send.stderr)")
+        #expect(send.stderr.contains("bytes acknowledged"), "\(send.stderr)")
+        let status = try await cluster.status("n2")
+        #expect(status["messages_in_flight"] as? Int == 0)
+    }
+
+    /// Garbage on a node's port closes that one connection; the node and its other links go on.
+    @Test func hostileBytesCloseOnlyTheirConnection() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 2)
+        defer { cluster.stop() }
+        let listen = cluster.node("n1").listen
+        let parts = listen.split(separator: ":")
+        for payload in [Array("GET / HTTP/1.1\r\n\r\n".utf8), Array("FRGT".utf8) + [0, 1, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 2, 0, 0, 0]] {
+            try RawSocket.send(payload, host: String(parts[0]), port: Int(parts[1])!)
+        }
+        let recv = try FreightProcess(["recv", "after/garbage", "--via", cluster.node("n2").socket, "--count", "1", "--check"])
+        defer { recv.stop() }
+        _ = try await recv.waitForLine { $0.contains("receiving") }
+        try await cluster.waitForEndpoints("after/garbage", count: 1, at: "n1")
+        let send = try await FreightProcess.run(["send", "after/garbage", "--size", "8MiB", "--via", cluster.node("n1").socket])
+        #expect(send.status == 0, "\(send.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(20)) == 0)
+    }
+}
+
+/// Sends bytes on a plain TCP connection and waits for the peer to close it.
+enum RawSocket {
+    static func send(_ bytes: [UInt8], host: String, port: Int) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw FreightError(.io, "socket failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        inet_pton(AF_INET, host, &address.sin_addr)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw FreightError(.io, "connect to \(host):\(port) failed") }
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        // The node answers with its preface and hello, then closes: read until EOF.
+        while read(fd, &buffer, buffer.count) > 0 {}
+    }
+}

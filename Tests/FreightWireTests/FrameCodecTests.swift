@@ -1,0 +1,140 @@
+import FreightCore
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@testable import FreightWire
+
+@Suite struct FrameCodecTests {
+    static func sampleFrames() -> [Frame] {
+        var header = Freight_Wire_V1_MessageHeader()
+        header.id = 0xDEAD_BEEF
+        header.destination = "llm/decode/3"
+        header.length = 123_456
+        header.attributes = ["k": "v"]
+        var open = Freight_Wire_V1_Open()
+        open.header = header
+        open.path = ["n1"]
+        var hello = Freight_Wire_V1_Hello()
+        hello.role = .node
+        hello.name = "n1"
+        var request = Freight_Wire_V1_Request()
+        request.requestID = 9
+        request.kind = .register(.with { $0.pattern = "a/**" })
+        let body = ByteBuffer(bytes: (0..<1000).map { UInt8(truncatingIfNeeded: $0) })
+        return [
+            .hello(hello),
+            .open(open),
+            .data(DataChunk(messageID: 7, offset: 4096, crc32c: CRC32C.checksum(body), isLast: true, bytes: body)),
+            .ack(7, acked: 10, credit: 20),
+            .abort(7, FreightError(.noRoute, "no route to x")),
+            .request(request),
+            .done(.with { $0.messageID = 7 }),
+            .endpoints(.with { $0.full = true }),
+            .members(.with { $0.members = [.with { $0.name = "n2" }] }),
+        ]
+    }
+
+    static func stream(_ frames: [Frame]) throws -> ByteBuffer {
+        var buffer = ByteBuffer(bytes: WireV1.preface)
+        for frame in frames {
+            var encoded = try FrameEncoder.encode(frame)
+            buffer.writeBuffer(&encoded)
+        }
+        return buffer
+    }
+
+    static func describe(_ frame: Frame) -> String {
+        if case .data(let chunk) = frame {
+            return "data \(chunk.messageID) \(chunk.offset) \(chunk.crc32c) \(chunk.isLast) \(Array(chunk.bytes.readableBytesView))"
+        }
+        return "\(frame)"
+    }
+
+    @Test func manyFramesInOneBuffer() throws {
+        let frames = Self.sampleFrames()
+        var buffer = try Self.stream(frames)
+        var parser = FrameParser()
+        var decoded: [Frame] = []
+        while let frame = try parser.next(from: &buffer) { decoded.append(frame) }
+        #expect(decoded.map(Self.describe) == frames.map(Self.describe))
+        #expect(buffer.readableBytes == 0)
+    }
+
+    @Test func oneByteAtATime() throws {
+        let frames = Self.sampleFrames()
+        let all = try Self.stream(frames)
+        var parser = FrameParser()
+        var pending = ByteBuffer()
+        var decoded: [Frame] = []
+        for byte in all.readableBytesView {
+            pending.writeInteger(byte)
+            while let frame = try parser.next(from: &pending) { decoded.append(frame) }
+        }
+        #expect(decoded.map(Self.describe) == frames.map(Self.describe))
+    }
+
+    @Test func decoderInAChannel() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder()))
+        try channel.writeInbound(try Self.stream(Self.sampleFrames()))
+        var count = 0
+        while try channel.readInbound(as: Frame.self) != nil { count += 1 }
+        #expect(count == Self.sampleFrames().count)
+        _ = try channel.finish()
+    }
+
+    @Test func rejectsWhatBreaksTheRules() throws {
+        func parse(_ bytes: [UInt8], limits: FrameLimits = FrameLimits()) -> FrameParser.ParseError? {
+            var parser = FrameParser(limits: limits)
+            var buffer = ByteBuffer(bytes: bytes)
+            do {
+                while try parser.next(from: &buffer) != nil {}
+                return nil
+            } catch {
+                return error
+            }
+        }
+        let preface = WireV1.preface
+        #expect(parse(Array("GET / HTTP/1.1\r\n".utf8)) == .badPreface)
+        #expect(parse([70, 82, 71, 84, 0, 2, 0, 0]) == .unsupportedVersion(2))
+        #expect(parse(preface + [0, 0, 0, 0, 99, 0, 0, 0]) == .unknownFrameType(99))
+        #expect(parse(preface + [0, 0, 0, 0, 2, 0, 0, 1]) == .reservedBitsSet)
+        // A control frame over 64 KiB is refused from its header alone, before its bytes arrive.
+        #expect(parse(preface + [0, 1, 0, 1, 2, 0, 0, 0]) == .frameTooLarge(type: 2, bytes: 65537, limit: 65536))
+        // A DATA frame over the chunk limit, likewise.
+        let limits = FrameLimits(chunkBytesMax: 1024)
+        #expect(parse(preface + [0, 0, 4, 21, 1, 0, 0, 0], limits: limits) == .frameTooLarge(type: 1, bytes: 1045, limit: 1044))
+        #expect(parse(preface + [0, 0, 0, 3, 1, 0, 0, 0, 1, 2, 3]) == .dataFrameTooShort(3))
+        if case .malformedControlFrame = parse(preface + [0, 0, 0, 2, 2, 0, 0, 0, 0xFF, 0xFF]) {} else {
+            Issue.record("garbage protobuf must be refused")
+        }
+        // A truncated frame is not an error: the parser waits for the rest.
+        #expect(parse(preface + [0, 0, 0, 10, 2, 0, 0, 0, 1]) == nil)
+    }
+
+    /// Random and mutated bytes end in a frame, a wait for more, or a parse error: never a crash.
+    @Test func randomAndMutatedBytesNeverCrash() throws {
+        var rng = SystemRandomNumberGenerator()
+        let valid = Array(try Self.stream(Self.sampleFrames()).readableBytesView)
+        for round in 0..<3000 {
+            var bytes: [UInt8]
+            if round % 2 == 0 {
+                bytes = valid
+                for _ in 0..<Int.random(in: 1...8, using: &rng) {
+                    let index = Int.random(in: 0..<bytes.count, using: &rng)
+                    bytes[index] = UInt8.random(in: 0...255, using: &rng)
+                }
+                if round % 4 == 0 { bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &rng))) }
+            } else {
+                bytes = WireV1.preface + (0..<Int.random(in: 0...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            }
+            var parser = FrameParser()
+            var buffer = ByteBuffer(bytes: bytes)
+            do {
+                while try parser.next(from: &buffer) != nil {}
+            } catch {
+                // refused: the connection would close
+            }
+        }
+    }
+}

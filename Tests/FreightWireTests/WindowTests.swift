@@ -1,0 +1,41 @@
+import FreightCore
+import FreightWire
+import Testing
+
+@Suite struct WindowTests {
+    @Test func senderStaysWithinCredit() throws {
+        var window = SendWindow(length: 10, chunkBytes: 4)
+        #expect(window.nextChunk() == nil)
+        try window.ack(acked: 0, credit: 8)
+        #expect(window.nextChunk()! == (0, 4, false))
+        #expect(window.nextChunk()! == (4, 4, false))
+        #expect(window.nextChunk() == nil)
+        try window.ack(acked: 8, credit: 100)
+        #expect(window.creditOffset == 10)
+        #expect(window.nextChunk()! == (8, 2, true))
+        #expect(window.allSent)
+        #expect(throws: FreightError.self) { try window.ack(acked: 11, credit: 12) }
+    }
+
+    @Test func receiverAcknowledgesTheContiguousPrefix() throws {
+        var window = ReceiveWindow(length: 12, windowBytes: 8)
+        #expect(window.creditOffset == 8)
+        try window.accept(offset: 4, count: 4)
+        try window.accept(offset: 0, count: 4)
+        #expect(window.consume(offset: 4) == nil)
+        let update = window.consume(offset: 0)
+        #expect(update?.acked == 8 && update?.credit == 12)
+        try window.accept(offset: 8, count: 4)
+        #expect(window.consume(offset: 8)?.acked == 12)
+        #expect(window.isComplete)
+    }
+
+    @Test func receiverRefusesOverrunsAndRepeats() throws {
+        var window = ReceiveWindow(length: 100, windowBytes: 10)
+        #expect(throws: FreightError.self) { try window.accept(offset: 8, count: 4) }
+        #expect(throws: FreightError.self) { try window.accept(offset: 98, count: 4) }
+        #expect(throws: FreightError.self) { try window.accept(offset: UInt64.max - 1, count: 4) }
+        try window.accept(offset: 0, count: 4)
+        #expect(throws: FreightError.self) { try window.accept(offset: 0, count: 4) }
+    }
+}
