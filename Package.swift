@@ -67,13 +67,18 @@ let package = Package(
         ),
         .target(
             name: "FreightTesting",
-            dependencies: ["FreightCore", "FreightNode", "FreightClient"],
+            dependencies: [
+                "FreightCore", "FreightNode", "FreightClient", "FreightTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "freight",
             dependencies: [
-                "FreightCore", "FreightNode", "FreightClient", "FreightWire", "FreightTransport",
+                "FreightCore", "FreightNode", "FreightClient", "FreightWire", "FreightTransport", "FreightTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -111,7 +111,10 @@ extension ClientCore {
         guard let connection, outgoing[transfer.id] === transfer else { return }
         while !transfer.window.allSent {
             let needsBuffer: Bool
-            if case .bytes = transfer.body { needsBuffer = false } else { needsBuffer = true }
+            switch transfer.body {
+            case .bytes, .repeating: needsBuffer = false
+            case .file, .pattern: needsBuffer = true
+            }
             if needsBuffer && transfer.pool.isEmpty && transfer.inFlight.count >= transfer.buffersMax { return }
             guard let next = transfer.window.nextChunk() else { return }
             let count = Int(next.count)
@@ -119,6 +122,8 @@ extension ClientCore {
             switch transfer.body {
             case .bytes(let buffer):
                 bytes = buffer.getSlice(at: buffer.readerIndex + Int(next.offset), length: count)!
+            case .repeating(let block, _):
+                bytes = block.getSlice(at: block.readerIndex, length: count)!
             case .pattern(let seed, _):
                 bytes = transfer.pool.popLast() ?? connection.channel.allocator.buffer(capacity: Int(transfer.window.chunkBytes))
                 bytes.clear()

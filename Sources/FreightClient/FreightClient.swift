@@ -100,6 +100,11 @@ public final class FreightClient: Sendable {
             guard count >= 0 else { throw FreightError(.invalidArgument, "negative length") }
             length = UInt64(count)
         case .file(let path): length = try Self.fileSize(path)
+        case .repeating(let block, let count):
+            guard count >= 0, block.readableBytes >= options.chunkBytes else {
+                throw FreightError(.invalidArgument, "a repeated block must hold one chunk (\(options.chunkBytes) bytes)")
+            }
+            length = UInt64(count)
         }
         let core = self.core
         return try await core.eventLoop.flatSubmit {

@@ -6,11 +6,17 @@ import FreightWire
 enum Port: Hashable, CustomStringConvertible {
     case session(UInt64)
     case peer(String)
+    /// An in-process endpoint or sender (``LocalPort``).
+    case local(UInt64)
+
+    /// On this node: an app session or an in-process port.
+    var isLocal: Bool { if case .peer = self { false } else { true } }
 
     var description: String {
         switch self {
         case .session(let id): "app session \(id)"
         case .peer(let name): "node \(name)"
+        case .local(let id): "in-process port \(id)"
         }
     }
 }

@@ -38,7 +38,7 @@ extension NodeEngine {
 
             let targets: [EndpointRecord]
             switch port {
-            case .session:
+            case .session, .local:
                 let matches = index.match(destination)
                 tieBreak &+= 1
                 targets = planner.plan(matches: matches, load: { self.endpointLoad[$0, default: 0] }, tieBreak: tieBreak)
@@ -74,16 +74,16 @@ extension NodeEngine {
     ) {
         var branches: [Flow.Branch] = []
         var remote: [String: [EndpointKey]] = [:]
-        var local: [UInt64: [EndpointKey]] = [:]
+        var local: [Port: [EndpointKey]] = [:]
         for target in targets {
             if target.key.node == name {
-                if let session = localEndpoints[target.key.id]?.session { local[session, default: []].append(target.key) }
+                if let port = localEndpoints[target.key.id]?.port { local[port, default: []].append(target.key) }
             } else {
                 remote[target.key.node, default: []].append(target.key)
             }
         }
-        for (session, keys) in local.sorted(by: { $0.key < $1.key }) {
-            branches.append(Flow.Branch(port: .session(session), targets: keys))
+        for (port, keys) in local.sorted(by: { $0.key.description < $1.key.description }) {
+            branches.append(Flow.Branch(port: port, targets: keys))
         }
         for (node, keys) in remote.sorted(by: { $0.key < $1.key }) {
             var branch = Flow.Branch(port: .peer(node), targets: keys)
@@ -142,6 +142,8 @@ extension NodeEngine {
         switch port {
         case .session(let id):
             sessions[id]?.connection.sendData(chunk, promise: nil)
+        case .local(let id):
+            if let local = localPorts[id] { eventLoop.execute { local.deliver(.data(chunk)) } }
         case .peer(let node):
             guard let member = members[node], let stripe = member.stripeForData() else { return }
             member.bytesOut += count
@@ -173,9 +175,9 @@ extension NodeEngine {
             let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen })
         else { return }
         var done = done
-        if case .session(let session) = port {
-            // The app speaks for its own endpoints only.
-            let label = sessions[session]?.label ?? ""
+        if port.isLocal {
+            // An app speaks for its own endpoints only.
+            let label = localEndpoints[flow.branches[index].targets[0].id]?.record.app ?? ""
             done.deliveries = flow.branches[index].targets.map { key in
                 var delivery = Freight_Wire_V1_Delivery()
                 delivery.endpoint.node = key.node
@@ -246,7 +248,7 @@ extension NodeEngine {
             if flow.upstream == port {
                 let upstreamError: FreightError
                 switch port {
-                case .session: upstreamError = FreightError(.senderGone, "the sending app went away")
+                case .session, .local: upstreamError = FreightError(.senderGone, "the sending app went away")
                 case .peer(let node): upstreamError = FreightError(.nodeGone, "node \(node), which relayed the message, went away")
                 }
                 abortFlow(id, FreightError(upstreamError.code, "\(upstreamError.message) after \(flow.bytesForwarded) of \(flow.length) bytes"), notifyUpstream: false)
@@ -276,6 +278,8 @@ extension NodeEngine {
         switch port {
         case .session(let id):
             sessions[id]?.connection.send(frame)
+        case .local(let id):
+            if let local = localPorts[id] { eventLoop.execute { local.deliver(frame) } }
         case .peer(let node):
             members[node]?.control?.send(frame)
         }

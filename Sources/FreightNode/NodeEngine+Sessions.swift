@@ -59,7 +59,7 @@ extension NodeEngine {
             app: session.label
         )
         index.upsert(record)
-        localEndpoints[id] = (record, session.id)
+        localEndpoints[id] = (record, .session(session.id))
         session.endpoints.insert(id)
         announce(added: [record], removed: [])
         logger.debug("endpoint \(id) \(pattern) registered by \(session.label)")

@@ -37,7 +37,10 @@ public final class NodeEngine: @unchecked Sendable {
 
     // Directory and flows.
     let index = EndpointIndex()
-    var localEndpoints: [UInt64: (record: EndpointRecord, session: UInt64)] = [:]
+    var localEndpoints: [UInt64: (record: EndpointRecord, port: Port)] = [:]
+    /// In-process endpoints and senders (the in-process transport).
+    var localPorts: [UInt64: any LocalPort] = [:]
+    var nextLocalPortID: UInt64 = 1
     var nextEndpointID: UInt64 = 1
     var flows: [UInt64: Flow] = [:]
     var endpointLoad: [EndpointKey: Int] = [:]
@@ -236,5 +239,12 @@ extension NodeEngine: FrameConnectionDelegate {
         default:
             reject(connection, "hello with unknown role \(hello.role.rawValue)")
         }
+    }
+}
+
+extension NodeEngine {
+    /// How many endpoints match `address` here (for tests and the demo to wait on propagation).
+    public func matchCount(_ address: Address) async throws -> Int {
+        try await eventLoop.submit { [self] in index.match(address).count }.get()
     }
 }

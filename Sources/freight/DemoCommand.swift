@@ -1,11 +1,169 @@
 import ArgumentParser
+import Foundation
+import FreightClient
+import FreightCore
+import FreightTesting
+import FreightTransport
 
+/// `freight demo`: three nodes on loopback in one process, receivers on addresses, a group and a pattern, messages
+/// from 1 KiB to 256 MiB with every byte checked, and a table of what went where.
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "demo", abstract: "Run a whole fabric of three nodes in one process.")
-    func run() async throws {}
-}
 
-struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Measure throughput.")
-    func run() async throws {}
+    @OptionGroup var output: OutputOptions
+
+    struct Row {
+        var from: String
+        var address: String
+        var receivers: String
+        var route: String
+        var bytes: Int64
+        var seconds: Double
+        var checked: Bool
+    }
+
+    /// Receivers report each message's byte check here.
+    actor Checks {
+        var results: [UInt64: [(receiver: String, ok: Bool)]] = [:]
+        func record(_ id: UInt64, receiver: String, ok: Bool) { results[id, default: []].append((receiver, ok)) }
+        func results(for id: UInt64) -> [(receiver: String, ok: Bool)] { results[id] ?? [] }
+    }
+
+    func run() async throws {
+        MemoryTuning.apply()
+        do {
+            try await runDemo()
+        } catch {
+            fail(error)
+        }
+    }
+
+    func runDemo() async throws {
+        say("starting nodes n1 (127.0.0.1), n2 (127.0.0.2), n3 (127.0.0.3) and joining them into one cluster…")
+        let fabric = try await InProcessFabric.start(nodes: 3)
+        let checks = Checks()
+        var tasks: [Task<Void, Never>] = []
+        var clients: [FreightClient] = []
+        do {
+            // Receivers: an address on n2, a group across n2 and n3, a pattern on n3, an address on n1 itself.
+            let receivers: [(node: Int, label: String, pattern: String, group: String?)] = [
+                (1, "tensor-rx", "demo/tensor/1", nil),
+                (1, "decoder-a", "demo/kv", "decoders"),
+                (2, "decoder-b", "demo/kv", "decoders"),
+                (2, "shard-watch", "demo/shard/**", nil),
+                (0, "local-rx", "demo/local", nil),
+            ]
+            for receiver in receivers {
+                let client = try await FreightClient.connect(to: fabric.socket(receiver.node), label: receiver.label)
+                clients.append(client)
+                let subscription = try await client.receive(receiver.pattern, group: receiver.group)
+                let name = "\(receiver.label)@n\(receiver.node + 1)"
+                tasks.append(Task {
+                    do {
+                        for try await message in subscription {
+                            let seed = message.attributes["freight-seed"].flatMap(UInt64.init) ?? 0
+                            let ok = (try? await message.checkPattern(seed: seed)) ?? false
+                            await checks.record(message.id, receiver: name, ok: ok)
+                        }
+                    } catch {}
+                })
+            }
+            for (address, count) in [("demo/tensor/1", 1), ("demo/kv", 2), ("demo/shard/7", 1), ("demo/local", 1)] {
+                try await fabric.waitForEndpoints(try Address(address), count: count)
+            }
+            say("receivers: demo/tensor/1 on n2, group 'decoders' on demo/kv (n2, n3), pattern demo/shard/** on n3, demo/local on n1")
+
+            let sender1 = try await FreightClient.connect(to: fabric.socket(0), label: "trainer")
+            let sender2 = try await FreightClient.connect(to: fabric.socket(1), label: "loader")
+            clients += [sender1, sender2]
+            let KiB: Int64 = 1024
+            let MiB: Int64 = 1024 * 1024
+            let plan: [(FreightClient, String, Int64)] = [
+                (sender1, "demo/tensor/1", 1 * KiB),
+                (sender1, "demo/tensor/1", 1 * MiB),
+                (sender1, "demo/tensor/1", 64 * MiB),
+                (sender1, "demo/tensor/1", 256 * MiB),
+                (sender1, "demo/kv", 16 * MiB),
+                (sender1, "demo/kv", 16 * MiB),
+                (sender1, "demo/kv", 16 * MiB),
+                (sender1, "demo/kv", 16 * MiB),
+                (sender1, "demo/shard/7", 32 * MiB),
+                (sender2, "demo/shard/9", 64 * MiB),
+                (sender1, "demo/local", 8 * MiB),
+            ]
+            var rows: [Row] = []
+            for (index, (client, address, size)) in plan.enumerated() {
+                let seed = UInt64(index + 1)
+                let report = try await client.send(
+                    to: address,
+                    body: .pattern(seed: seed, length: size),
+                    options: SendOptions(attributes: ["freight-seed": "\(seed)"])
+                )
+                var results: [(receiver: String, ok: Bool)] = []
+                let deadline = ContinuousClock.now + .seconds(10)
+                while results.count < report.deliveries.count && ContinuousClock.now < deadline {
+                    results = await checks.results(for: report.messageID)
+                    if results.count < report.deliveries.count { try await Task.sleep(for: .milliseconds(5)) }
+                }
+                let checked = !results.isEmpty && results.count == report.deliveries.count && results.allSatisfy(\.ok) && report.failures.isEmpty
+                rows.append(Row(
+                    from: "\(client === sender1 ? "trainer" : "loader")@\(client.nodeName)",
+                    address: address,
+                    receivers: results.map(\.receiver).sorted().joined(separator: ","),
+                    route: report.route,
+                    bytes: size,
+                    seconds: report.seconds,
+                    checked: checked
+                ))
+            }
+            printTable(rows)
+            let members = Set(rows.filter { $0.address == "demo/kv" }.map(\.receivers))
+            let allChecked = rows.allSatisfy(\.checked)
+            for client in clients { await client.close() }
+            for task in tasks { task.cancel() }
+            await fabric.stop()
+            guard allChecked else { throw FreightError(.checksumMismatch, "demo: some message was not delivered intact") }
+            guard members.count == 2 else { throw FreightError(.internalError, "demo: the group did not share its messages") }
+            say("every byte of every message checked; the group shared its messages; the pattern caught demo/shard/*")
+        } catch {
+            for client in clients { await client.close() }
+            for task in tasks { task.cancel() }
+            await fabric.stop()
+            throw error
+        }
+    }
+
+    private func say(_ text: String) {
+        if !output.json { printLine(text) }
+    }
+
+    private func printTable(_ rows: [Row]) {
+        if output.json {
+            for row in rows {
+                printJSON([
+                    "from": row.from, "to": row.address, "receivers": row.receivers, "route": row.route, "bytes": row.bytes,
+                    "seconds": row.seconds, "mbps": ByteCount.megabytesPerSecond(bytes: row.bytes, seconds: row.seconds), "checked": row.checked,
+                ])
+            }
+            return
+        }
+        let header = ["from", "to", "received by", "route", "size", "time", "throughput", "check"]
+        let cells = rows.map { row in
+            [
+                row.from, row.address, row.receivers, row.route, ByteCount.format(row.bytes),
+                "\((row.seconds * 1000).formatted(decimals: 1)) ms",
+                "\(ByteCount.megabytesPerSecond(bytes: row.bytes, seconds: row.seconds).formatted(decimals: 0)) MB/s",
+                row.checked ? "ok" : "FAILED",
+            ]
+        }
+        let widths = header.indices.map { column in ([header] + cells).map { $0[column].count }.max()! }
+        func line(_ values: [String]) -> String {
+            values.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+        }
+        printLine("")
+        printLine(line(header))
+        printLine(line(widths.map { String(repeating: "-", count: $0) }))
+        for row in cells { printLine(line(row)) }
+        printLine("")
+    }
 }

@@ -43,6 +43,7 @@ struct SendCommand: AsyncParsableCommand {
                 case .pattern(_, let length): total = UInt64(length)
                 case .file(let path): total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
                 case .bytes(let buffer): total = UInt64(buffer.readableBytes)
+                case .repeating(_, let length): total = UInt64(length)
                 }
                 let bar = ProgressBar(total: total, label: "sending")
                 let drawing = Task { await bar.run() }

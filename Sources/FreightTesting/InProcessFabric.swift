@@ -1,0 +1,95 @@
+import Foundation
+import FreightCore
+import FreightNode
+import FreightTransport
+import Logging
+import NIOCore
+import NIOPosix
+
+/// A whole fabric in one process: nodes n1...nN on 127.0.0.1...N with real TCP links between them and a Unix
+/// socket each for apps. Used by `freight demo`, `freight bench` and tests.
+public final class InProcessFabric: Sendable {
+    public let engines: [NodeEngine]
+    public let directory: String
+    let group: MultiThreadedEventLoopGroup
+
+    private init(engines: [NodeEngine], directory: String, group: MultiThreadedEventLoopGroup) {
+        self.engines = engines
+        self.directory = directory
+        self.group = group
+    }
+
+    public static func start(
+        nodes count: Int,
+        cluster: String = "demo",
+        streams: Int = Limits.streamsDefault,
+        windowBytes: Int = Limits.windowBytesDefault,
+        logLevel: Logger.Level = .warning
+    ) async throws -> InProcessFabric {
+        let directory = NSTemporaryDirectory() + "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: count)
+        var logger = Logger(label: "freight.fabric")
+        logger.logLevel = logLevel
+        var engines: [NodeEngine] = []
+        do {
+            for index in 1...count {
+                let configuration = NodeConfiguration(
+                    cluster: cluster,
+                    name: "n\(index)",
+                    listen: .tcp(host: "127.0.0.\(index)", port: 0),
+                    joins: engines.first.map { [$0.boundListen] } ?? [],
+                    socketPath: "\(directory)/n\(index).sock",
+                    streams: streams,
+                    windowBytes: windowBytes,
+                    logger: logger
+                )
+                let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
+                try await engine.start()
+                engines.append(engine)
+            }
+            let fabric = InProcessFabric(engines: engines, directory: directory, group: group)
+            try await fabric.waitForMesh()
+            return fabric
+        } catch {
+            for engine in engines { await engine.stop() }
+            try? await group.shutdownGracefully()
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+    }
+
+    public func socket(_ index: Int) -> NodeAddress { .unix(path: engines[index].configuration.socketPath!) }
+
+    public func waitForMesh(timeout: Duration = .seconds(20)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            var complete = true
+            for engine in engines {
+                let status = try await engine.statusSnapshot()
+                if status.peers.filter({ $0.streamsUp == status.streams }).count < engines.count - 1 { complete = false }
+            }
+            if complete { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw FreightError(.internalError, "the in-process fabric did not form a full mesh within \(timeout)")
+    }
+
+    /// Waits until every node resolves `pattern` to `count` endpoints.
+    public func waitForEndpoints(_ address: Address, count: Int, timeout: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            var seen = true
+            for engine in engines where try await engine.matchCount(address) < count { seen = false }
+            if seen { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw FreightError(.internalError, "endpoints of \(address) did not reach every node within \(timeout)")
+    }
+
+    public func stop() async {
+        for engine in engines { await engine.stop() }
+        try? await group.shutdownGracefully()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}

@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import FreightClient
+import FreightCore
+import FreightTesting
+import FreightTransport
+import NIOCore
+
+/// `freight bench`: throughput and CPU cost per GiB for message sizes from 1 MiB to 1 GiB, on two paths:
+/// node to node (the node's own traffic over one hop) and app to app through two nodes.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure throughput: node to node and app to app through two nodes, on loopback."
+    )
+
+    @Option(name: .customLong("sizes"), help: "Message sizes, comma-separated.")
+    var sizes = "1MiB,16MiB,256MiB,1GiB"
+    @Option(name: .customLong("paths"), help: "Paths to measure: node, app (comma-separated).")
+    var paths = "node,app"
+    @Option(name: .customLong("total"), help: "Bytes sent per measurement (at least one message).")
+    var total = "2GiB"
+    @Option(name: .customLong("streams"), help: "TCP connections between the two nodes.")
+    var streams = Limits.streamsDefault
+    @OptionGroup var output: OutputOptions
+
+    struct Result {
+        var path: String
+        var size: Int64
+        var messages: Int
+        var seconds: Double
+        var cpuSeconds: Double
+
+        var megabytesPerSecond: Double { ByteCount.megabytesPerSecond(bytes: size * Int64(messages), seconds: seconds) }
+        var cpuSecondsPerGiB: Double { cpuSeconds / (Double(size * Int64(messages)) / Double(1 << 30)) }
+    }
+
+    func run() async throws {
+        MemoryTuning.apply()
+        do {
+            let sizeList = try sizes.split(separator: ",").map { text throws(FreightError) in try ByteCount.parse(String(text)) }
+            let totalBytes = try ByteCount.parse(total)
+            let pathList = paths.split(separator: ",").map(String.init)
+            for path in pathList where !["node", "app"].contains(path) {
+                throw FreightError(.invalidArgument, "unknown path '\(path)': use node or app")
+            }
+            if !output.json {
+                printLine("path  size      messages  MB/s      CPU s/GiB")
+            }
+            for path in pathList {
+                let fabric = try await InProcessFabric.start(nodes: 2, cluster: "bench", streams: streams)
+                do {
+                    for size in sizeList {
+                        let count = Int(max(1, totalBytes / size))
+                        let result = path == "node"
+                            ? try await nodeToNode(fabric, size: size, count: count)
+                            : try await appToApp(fabric, size: size, count: count)
+                        report(result)
+                    }
+                    await fabric.stop()
+                } catch {
+                    await fabric.stop()
+                    throw error
+                }
+            }
+        } catch {
+            fail(error)
+        }
+    }
+
+    /// The node's own traffic: generated inside n1, checked and dropped inside n2; only the link is between them.
+    func nodeToNode(_ fabric: InProcessFabric, size: Int64, count: Int) async throws -> Result {
+        let address = try Address("bench/node/\(size)")
+        _ = try await fabric.engines[1].attachSink(AddressPattern(address))
+        try await fabric.waitForEndpoints(address, count: 1)
+        _ = try await fabric.engines[0].sendFromNode(to: address, length: UInt64(min(size, 64 << 20)))  // warm-up
+        let cpu = ProcessStats.cpuSeconds()
+        let started = ContinuousClock.now
+        for _ in 0..<count {
+            _ = try await fabric.engines[0].sendFromNode(to: address, length: UInt64(size))
+        }
+        return Result(path: "node", size: size, messages: count, seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
+    }
+
+    /// An app on n1 sends to an app on n2: app → n1 → n2 → app, over the nodes' Unix sockets and one TCP hop.
+    func appToApp(_ fabric: InProcessFabric, size: Int64, count: Int) async throws -> Result {
+        let address = "bench/app/\(size)"
+        let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "bench-rx")
+        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "bench-tx")
+        let subscription = try await receiver.receive(address)
+        let draining = Task {
+            for try await message in subscription { _ = try await message.drain() }
+        }
+        try await fabric.waitForEndpoints(try Address(address), count: 1)
+        let chunk = Limits.chunkBytesDefault
+        var block = ByteBufferAllocator().buffer(capacity: chunk)
+        block.writeWithUnsafeMutableBytes(minimumWritableBytes: chunk) { raw in
+            PatternFill.fill(UnsafeMutableRawBufferPointer(rebasing: raw[..<chunk]), seed: 99, offset: 0)
+            return chunk
+        }
+        _ = try await sender.send(to: address, body: .repeating(block: block, length: min(size, 64 << 20)))  // warm-up
+        let cpu = ProcessStats.cpuSeconds()
+        let started = ContinuousClock.now
+        for _ in 0..<count {
+            _ = try await sender.send(to: address, body: .repeating(block: block, length: size))
+        }
+        let result = Result(path: "app", size: size, messages: count, seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
+        draining.cancel()
+        await sender.close()
+        await receiver.close()
+        return result
+    }
+
+    func seconds(since start: ContinuousClock.Instant) -> Double {
+        let elapsed = ContinuousClock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    func report(_ result: Result) {
+        if output.json {
+            printJSON([
+                "path": result.path, "bytes": result.size, "messages": result.messages, "seconds": result.seconds,
+                "mbps": result.megabytesPerSecond, "cpu_s_per_gib": result.cpuSecondsPerGiB,
+            ])
+        } else {
+            let columns = [
+                result.path, ByteCount.format(result.size), "\(result.messages)",
+                result.megabytesPerSecond.formatted(decimals: 0), result.cpuSecondsPerGiB.formatted(decimals: 3),
+            ]
+            let widths = [6, 10, 10, 10, 10]
+            printLine(columns.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined())
+        }
+    }
+}
