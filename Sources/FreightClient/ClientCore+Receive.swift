@@ -65,9 +65,13 @@ extension ClientCore {
 
     func dataReceived(_ chunk: DataChunk) {
         guard var message = incoming[chunk.messageID] else { return }
-        let count = UInt64(chunk.bytes.readableBytes)
+        let count = UInt64(chunk.count)
         do throws(FreightError) {
-            try message.window.accept(offset: chunk.offset, count: count)
+            var offset = chunk.offset
+            for piece in chunk.pieces {
+                try message.window.accept(offset: offset, count: UInt64(piece.readableBytes))
+                offset += UInt64(piece.readableBytes)
+            }
         } catch {
             return fail(chunk.messageID, error)
         }
@@ -76,7 +80,11 @@ extension ClientCore {
         }
         message.receivedBytes += count
         incoming[chunk.messageID] = message
-        message.continuation.yield(BodyChunk(offset: chunk.offset, bytes: chunk.bytes))
+        var offset = chunk.offset
+        for piece in chunk.pieces {
+            message.continuation.yield(BodyChunk(offset: offset, bytes: piece))
+            offset += UInt64(piece.readableBytes)
+        }
         if message.receivedBytes == message.window.length {
             message.continuation.finish()
         }

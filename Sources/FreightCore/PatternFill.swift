@@ -1,47 +1,56 @@
 /// A deterministic body: the bytes at any offset follow from a seed, so a receiver can check every byte of a
 /// generated message without the sender keeping it. Used by `freight send --size`, the demo and benchmarks.
+///
+/// Byte `i` of message `seed` is byte `i % 8` (little-endian) of word `i / 8`, a splitmix64 of the word's index.
 public enum PatternFill {
-    /// Fills `buffer` with the bytes of the message `seed` starting at `offset` (which must be a multiple of 8).
+    /// Fills `buffer` with the bytes of message `seed` starting at `offset`.
     public static func fill(_ buffer: UnsafeMutableRawBufferPointer, seed: UInt64, offset: Int64) {
-        precondition(offset % 8 == 0, "pattern offsets are multiples of 8")
-        let words = buffer.count / 8
-        var index = UInt64(offset / 8)
-        if words > 0 {
-            let typed = buffer.baseAddress!.bindMemory(to: UInt64.self, capacity: words)
-            for i in 0..<words {
-                typed[i] = word(seed: seed, index: index)
-                index &+= 1
-            }
+        var position = 0
+        var at = UInt64(offset)
+        while position < buffer.count && at % 8 != 0 {
+            buffer[position] = byte(seed: seed, at: at)
+            position += 1
+            at += 1
         }
-        let tail = buffer.count - words * 8
-        if tail > 0 {
-            var last = word(seed: seed, index: index)
-            withUnsafeBytes(of: &last) { bytes in
-                for i in 0..<tail { buffer[words * 8 + i] = bytes[i] }
-            }
+        while buffer.count - position >= 8 {
+            buffer.storeBytes(of: word(seed: seed, index: at / 8).littleEndian, toByteOffset: position, as: UInt64.self)
+            position += 8
+            at += 8
+        }
+        while position < buffer.count {
+            buffer[position] = byte(seed: seed, at: at)
+            position += 1
+            at += 1
         }
     }
 
     /// Whether `buffer` holds exactly the bytes of message `seed` at `offset`.
     public static func check(_ buffer: UnsafeRawBufferPointer, seed: UInt64, offset: Int64) -> Bool {
-        precondition(offset % 8 == 0, "pattern offsets are multiples of 8")
-        let words = buffer.count / 8
-        var index = UInt64(offset / 8)
-        for i in 0..<words {
-            if buffer.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != word(seed: seed, index: index) {
+        var position = 0
+        var at = UInt64(offset)
+        while position < buffer.count && at % 8 != 0 {
+            if buffer[position] != byte(seed: seed, at: at) { return false }
+            position += 1
+            at += 1
+        }
+        while buffer.count - position >= 8 {
+            if UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: position, as: UInt64.self)) != word(seed: seed, index: at / 8) {
                 return false
             }
-            index &+= 1
+            position += 8
+            at += 8
         }
-        let tail = buffer.count - words * 8
-        if tail > 0 {
-            var last = word(seed: seed, index: index)
-            let equal = withUnsafeBytes(of: &last) { bytes in
-                (0..<tail).allSatisfy { buffer[words * 8 + $0] == bytes[$0] }
-            }
-            if !equal { return false }
+        while position < buffer.count {
+            if buffer[position] != byte(seed: seed, at: at) { return false }
+            position += 1
+            at += 1
         }
         return true
+    }
+
+    @inline(__always)
+    static func byte(seed: UInt64, at: UInt64) -> UInt8 {
+        UInt8(truncatingIfNeeded: word(seed: seed, index: at / 8) >> ((at % 8) * 8))
     }
 
     /// splitmix64 of the word index, keyed by the seed.

@@ -36,9 +36,13 @@ final class InProcessSink: LocalPort, @unchecked Sendable {  // confined to the 
             }
         case .data(let chunk):
             guard var window = windows[chunk.messageID] else { return }
-            let count = UInt64(chunk.bytes.readableBytes)
+            let count = UInt64(chunk.count)
             do throws(FreightError) {
-                try window.accept(offset: chunk.offset, count: count)
+                var offset = chunk.offset
+                for piece in chunk.pieces {
+                    try window.accept(offset: offset, count: UInt64(piece.readableBytes))
+                    offset += UInt64(piece.readableBytes)
+                }
                 guard chunk.checksumMatches else {
                     throw FreightError(.checksumMismatch, "chunk at offset \(chunk.offset) failed its CRC32C check")
                 }
@@ -48,7 +52,12 @@ final class InProcessSink: LocalPort, @unchecked Sendable {  // confined to the 
                 return engine.flowFrame(.abort(chunk.messageID, error), from: .local(portID))
             }
             bytesReceived += count
-            let update = window.consume(offset: chunk.offset)
+            var update: (acked: UInt64, credit: UInt64)?
+            var offset = chunk.offset
+            for piece in chunk.pieces {
+                update = window.consume(offset: offset) ?? update
+                offset += UInt64(piece.readableBytes)
+            }
             windows[chunk.messageID] = window
             if window.isComplete {
                 finish(chunk.messageID)
@@ -86,6 +95,10 @@ final class InProcessSource: LocalPort, @unchecked Sendable {  // confined to th
         self.portID = portID
         self.window = SendWindow(length: length, chunkBytes: UInt64(chunkBytes))
         self.promise = promise
+        if let cached = engine.sourceBlocks[chunkBytes] {
+            self.buffers = cached
+            return
+        }
         var rng = SystemRandomNumberGenerator()
         self.buffers = (0..<4).map { _ in
             var buffer = ByteBufferAllocator().buffer(capacity: chunkBytes)
@@ -95,6 +108,7 @@ final class InProcessSource: LocalPort, @unchecked Sendable {  // confined to th
             }
             return (buffer, CRC32C.checksum(buffer))
         }
+        engine.sourceBlocks = [chunkBytes: buffers]
     }
 
     func deliver(_ frame: Frame) {

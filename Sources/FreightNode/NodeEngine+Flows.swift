@@ -120,7 +120,7 @@ extension NodeEngine {
             logger.warning("\(port) sent a chunk of message \(chunk.messageID) it does not send; dropped")
             return
         }
-        let count = UInt64(chunk.bytes.readableBytes)
+        let count = UInt64(chunk.count)
         let (end, overflow) = chunk.offset.addingReportingOverflow(count)
         guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= UInt64(Limits.chunkBytesMax) else {
             return abortFlow(
@@ -138,7 +138,7 @@ extension NodeEngine {
     }
 
     private func sendData(_ chunk: DataChunk, to port: Port) {
-        let count = UInt64(chunk.bytes.readableBytes)
+        let count = UInt64(chunk.count)
         switch port {
         case .session(let id):
             sessions[id]?.connection.sendData(chunk, promise: nil)

@@ -41,6 +41,8 @@ public final class NodeEngine: @unchecked Sendable {
     /// In-process endpoints and senders (the in-process transport).
     var localPorts: [UInt64: any LocalPort] = [:]
     var nextLocalPortID: UInt64 = 1
+    /// Pre-filled chunk buffers of in-process sources, by chunk size (one size kept).
+    var sourceBlocks: [Int: [(bytes: ByteBuffer, crc: UInt32)]] = [:]
     var nextEndpointID: UInt64 = 1
     var flows: [UInt64: Flow] = [:]
     var endpointLoad: [EndpointKey: Int] = [:]

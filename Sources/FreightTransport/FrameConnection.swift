@@ -67,9 +67,10 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         channel.eventLoop.assertInEventLoop()
         var header = allocator.buffer(capacity: WireV1.frameHeaderBytes + WireV1.dataPrefixBytes)
         FrameEncoder.dataHeader(chunk, into: &header)
-        let count = chunk.bytes.readableBytes
+        let count = chunk.count
         pendingBytes += count
         channel.write(header, promise: nil)
+        for piece in chunk.pieces.dropLast() { channel.write(piece, promise: nil) }
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenComplete { [self] result in
             pendingBytes -= count
@@ -78,7 +79,12 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
             case .failure(let error): promise?.fail(error)
             }
         }
-        channel.writeAndFlush(chunk.bytes, promise: written)
+        if let last = chunk.pieces.last {
+            channel.writeAndFlush(last, promise: written)
+        } else {
+            channel.flush()
+            written.succeed()
+        }
     }
 
     public func close() {

@@ -28,7 +28,7 @@ public struct Transport: Sendable {
         tuning.apply(to: channel, isTCP: isTCP).flatMapThrowing {
             let connection = make(channel)
             let sync = channel.pipeline.syncOperations
-            try sync.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits)))
+            try sync.addHandler(FrameReader(limits: limits))
             try sync.addHandler(FrameConnectionHandler(connection: connection, logger: logger))
         }
     }

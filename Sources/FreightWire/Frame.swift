@@ -1,24 +1,46 @@
 import FreightCore
 import NIOCore
 
-/// One body chunk: `bytes` of message `messageID` starting at `offset`, with their CRC32C.
+/// One body chunk of message `messageID` starting at `offset`, with the CRC32C of all its bytes.
+///
+/// The bytes are `pieces`: slices of the buffers they arrived in, never copied. A chunk read from one socket read
+/// has one piece; one that spanned several reads has several.
 public struct DataChunk: Sendable {
     public var messageID: UInt64
     public var offset: UInt64
     public var crc32c: UInt32
     public var isLast: Bool
-    public var bytes: ByteBuffer
+    public var pieces: [ByteBuffer]
 
-    public init(messageID: UInt64, offset: UInt64, crc32c: UInt32, isLast: Bool, bytes: ByteBuffer) {
+    public init(messageID: UInt64, offset: UInt64, crc32c: UInt32, isLast: Bool, pieces: [ByteBuffer]) {
         self.messageID = messageID
         self.offset = offset
         self.crc32c = crc32c
         self.isLast = isLast
-        self.bytes = bytes
+        self.pieces = pieces
     }
 
+    public init(messageID: UInt64, offset: UInt64, crc32c: UInt32, isLast: Bool, bytes: ByteBuffer) {
+        self.init(messageID: messageID, offset: offset, crc32c: crc32c, isLast: isLast, pieces: [bytes])
+    }
+
+    /// Body bytes in the chunk.
+    public var count: Int { pieces.reduce(0) { $0 + $1.readableBytes } }
+
     /// Whether the bytes still have the checksum they were sent with.
-    public var checksumMatches: Bool { CRC32C.checksum(bytes) == crc32c }
+    public var checksumMatches: Bool {
+        var crc: UInt32 = 0
+        for piece in pieces { crc = piece.withUnsafeReadableBytes { CRC32C.checksum($0, continuing: crc) } }
+        return crc == crc32c
+    }
+
+    /// The bytes in one buffer (copies when there are several pieces; for tests and small chunks).
+    public var joined: ByteBuffer {
+        if pieces.count == 1 { return pieces[0] }
+        var buffer = ByteBuffer()
+        for var piece in pieces { buffer.writeBuffer(&piece) }
+        return buffer
+    }
 }
 
 /// A decoded frame of wire protocol v1.

@@ -11,7 +11,7 @@ public enum FrameEncoder {
 
     /// The 28 bytes that precede a chunk's bytes.
     public static func dataHeader(_ chunk: DataChunk, into buffer: inout ByteBuffer) {
-        buffer.writeInteger(UInt32(WireV1.dataPrefixBytes + chunk.bytes.readableBytes))
+        buffer.writeInteger(UInt32(WireV1.dataPrefixBytes + chunk.count))
         buffer.writeInteger(WireV1.FrameType.data.rawValue)
         buffer.writeInteger(chunk.isLast ? WireV1.flagLastChunk : 0)
         buffer.writeInteger(UInt16(0))
@@ -55,9 +55,9 @@ public enum FrameEncoder {
     /// Whole frame as one buffer (copies DATA bytes; for tests and small frames).
     public static func encode(_ frame: Frame, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws(FreightError) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 64)
-        if case .data(var chunk) = frame {
+        if case .data(let chunk) = frame {
             dataHeader(chunk, into: &buffer)
-            buffer.writeBuffer(&chunk.bytes)
+            for var piece in chunk.pieces { buffer.writeBuffer(&piece) }
         } else {
             try control(frame, into: &buffer)
         }

@@ -2,8 +2,11 @@ import FreightCore
 import NIOCore
 import SwiftProtobuf
 
-/// Turns a byte stream into frames. Pure: it takes bytes and returns frames or an error, and never trusts a length
-/// before checking it against its limits. Any error is final for the connection.
+/// Turns a byte stream into frames. Pure: it takes bytes and emits frames or throws, and never trusts a length before
+/// checking it against its limits. Any error is final for the connection.
+///
+/// Chunk bytes are never copied: a DATA frame's body is handed on as slices of the buffers it arrived in (one slice
+/// per read it spanned). Only headers and control frames split across reads are gathered into a small buffer.
 public struct FrameParser: Sendable {
     public enum ParseError: Error, Equatable, CustomStringConvertible {
         case badPreface
@@ -27,75 +30,143 @@ public struct FrameParser: Sendable {
         }
     }
 
-    private var prefaceSeen: Bool
+    enum State: Sendable {
+        case preface
+        case header
+        case dataPrefix(length: Int, flags: UInt8)
+        case dataBody(DataChunk, remaining: Int)
+        case control(WireV1.FrameType, length: Int)
+    }
+
+    private var state: State
+    /// Bytes of a header or control frame that arrived split across reads.
+    private var pending = ByteBuffer()
     public let limits: FrameLimits
 
     public init(limits: FrameLimits = FrameLimits(), expectPreface: Bool = true) {
         self.limits = limits
-        self.prefaceSeen = !expectPreface
+        self.state = expectPreface ? .preface : .header
     }
 
-    /// Reads one frame from `buffer` if a whole one is there; leaves the reader index untouched otherwise.
-    public mutating func next(from buffer: inout ByteBuffer) throws(ParseError) -> Frame? {
-        if !prefaceSeen {
-            guard buffer.readableBytes >= WireV1.preface.count else {
-                // Reject early when the bytes so far already differ.
-                let seen = buffer.readableBytesView
-                if !seen.elementsEqual(WireV1.preface.prefix(seen.count)) { throw .badPreface }
-                return nil
-            }
-            let bytes = buffer.readBytes(length: WireV1.preface.count)!
-            guard bytes.prefix(4).elementsEqual(WireV1.preface.prefix(4)) else { throw .badPreface }
-            let version = UInt16(bytes[4]) << 8 | UInt16(bytes[5])
-            guard version == WireV1.version else { throw .unsupportedVersion(version) }
-            prefaceSeen = true
-        }
-        guard buffer.readableBytes >= WireV1.frameHeaderBytes else { return nil }
-        let start = buffer.readerIndex
-        let length = Int(buffer.getInteger(at: start, as: UInt32.self)!)
-        let rawType = buffer.getInteger(at: start + 4, as: UInt8.self)!
-        let flags = buffer.getInteger(at: start + 5, as: UInt8.self)!
-        let reserved = buffer.getInteger(at: start + 6, as: UInt16.self)!
-        guard let type = WireV1.FrameType(rawValue: rawType) else { throw .unknownFrameType(rawType) }
-        guard reserved == 0 else { throw .reservedBitsSet }
-        let limit = type == .data ? limits.chunkBytesMax + WireV1.dataPrefixBytes : limits.controlFrameBytesMax
-        guard length <= limit else { throw .frameTooLarge(type: rawType, bytes: length, limit: limit) }
-        if type != .data && flags != 0 { throw .reservedBitsSet }
-        guard buffer.readableBytes >= WireV1.frameHeaderBytes + length else { return nil }
-        buffer.moveReaderIndex(forwardBy: WireV1.frameHeaderBytes)
-        var payload = buffer.readSlice(length: length)!
-        return try Self.decodePayload(type: type, flags: flags, payload: &payload)
-    }
-
-    static func decodePayload(type: WireV1.FrameType, flags: UInt8, payload: inout ByteBuffer) throws(ParseError) -> Frame {
-        if type == .data {
-            guard payload.readableBytes >= WireV1.dataPrefixBytes else { throw .dataFrameTooShort(payload.readableBytes) }
-            guard flags & ~WireV1.flagLastChunk == 0 else { throw .reservedBitsSet }
-            let id = payload.readInteger(as: UInt64.self)!
-            let offset = payload.readInteger(as: UInt64.self)!
-            let crc = payload.readInteger(as: UInt32.self)!
-            guard offset <= UInt64(Int64.max) else {
-                throw .malformedControlFrame(type: type.rawValue, reason: "offset \(offset) out of range")
-            }
-            return .data(
-                DataChunk(messageID: id, offset: offset, crc32c: crc, isLast: flags & WireV1.flagLastChunk != 0, bytes: payload)
-            )
-        }
-        do {
-            return try payload.withUnsafeReadableBytes { raw in
-                let bytes = [UInt8](raw)
-                switch type {
-                case .data: fatalError("handled above")
-                case .hello: return .hello(try Freight_Wire_V1_Hello(serializedBytes: bytes))
-                case .open: return .open(try Freight_Wire_V1_Open(serializedBytes: bytes))
-                case .ack: return .ack(try Freight_Wire_V1_Ack(serializedBytes: bytes))
-                case .done: return .done(try Freight_Wire_V1_Done(serializedBytes: bytes))
-                case .abort: return .abort(try Freight_Wire_V1_Abort(serializedBytes: bytes))
-                case .request: return .request(try Freight_Wire_V1_Request(serializedBytes: bytes))
-                case .reply: return .reply(try Freight_Wire_V1_Reply(serializedBytes: bytes))
-                case .endpoints: return .endpoints(try Freight_Wire_V1_Endpoints(serializedBytes: bytes))
-                case .members: return .members(try Freight_Wire_V1_Members(serializedBytes: bytes))
+    /// Consumes all of `input`, calling `emit` for every frame completed.
+    public mutating func feed(_ input: ByteBuffer, emit: (Frame) -> Void) throws(ParseError) {
+        var input = input
+        while true {
+            if case .dataBody(var chunk, let remaining) = state {
+                guard input.readableBytes > 0 else { return }
+                let take = min(remaining, input.readableBytes)
+                chunk.pieces.append(input.readSlice(length: take)!)
+                if remaining == take {
+                    state = .header
+                    emit(.data(chunk))
+                } else {
+                    state = .dataBody(chunk, remaining: remaining - take)
                 }
+                continue
+            }
+            let needed: Int
+            switch state {
+            case .preface: needed = WireV1.preface.count
+            case .header: needed = WireV1.frameHeaderBytes
+            case .dataPrefix: needed = WireV1.dataPrefixBytes
+            case .control(_, let length): needed = length
+            case .dataBody: preconditionFailure("handled above")
+            }
+            if case .preface = state { try checkPrefacePrefix(input) }
+            guard var block = gather(needed, from: &input) else { return }
+            switch state {
+            case .preface:
+                let bytes = block.readBytes(length: WireV1.preface.count)!
+                guard bytes.prefix(4).elementsEqual(WireV1.preface.prefix(4)) else { throw .badPreface }
+                let version = UInt16(bytes[4]) << 8 | UInt16(bytes[5])
+                guard version == WireV1.version else { throw .unsupportedVersion(version) }
+                state = .header
+            case .header:
+                let length = Int(block.readInteger(as: UInt32.self)!)
+                let rawType = block.readInteger(as: UInt8.self)!
+                let flags = block.readInteger(as: UInt8.self)!
+                let reserved = block.readInteger(as: UInt16.self)!
+                guard let type = WireV1.FrameType(rawValue: rawType) else { throw .unknownFrameType(rawType) }
+                guard reserved == 0 else { throw .reservedBitsSet }
+                let limit = type == .data ? limits.chunkBytesMax + WireV1.dataPrefixBytes : limits.controlFrameBytesMax
+                guard length <= limit else { throw .frameTooLarge(type: rawType, bytes: length, limit: limit) }
+                if type == .data {
+                    guard length >= WireV1.dataPrefixBytes else { throw .dataFrameTooShort(length) }
+                    guard flags & ~WireV1.flagLastChunk == 0 else { throw .reservedBitsSet }
+                    state = .dataPrefix(length: length, flags: flags)
+                } else {
+                    guard flags == 0 else { throw .reservedBitsSet }
+                    if length == 0 {
+                        state = .header
+                        emit(try Self.decodeControl(type: type, payload: ByteBuffer()))
+                    } else {
+                        state = .control(type, length: length)
+                    }
+                }
+            case .dataPrefix(let length, let flags):
+                let id = block.readInteger(as: UInt64.self)!
+                let offset = block.readInteger(as: UInt64.self)!
+                let crc = block.readInteger(as: UInt32.self)!
+                guard offset <= UInt64(Int64.max) else {
+                    throw .malformedControlFrame(type: WireV1.FrameType.data.rawValue, reason: "offset \(offset) out of range")
+                }
+                let chunk = DataChunk(
+                    messageID: id, offset: offset, crc32c: crc, isLast: flags & WireV1.flagLastChunk != 0, pieces: []
+                )
+                let bodyBytes = length - WireV1.dataPrefixBytes
+                if bodyBytes == 0 {
+                    state = .header
+                    emit(.data(chunk))
+                } else {
+                    state = .dataBody(chunk, remaining: bodyBytes)
+                }
+            case .control(let type, _):
+                state = .header
+                emit(try Self.decodeControl(type: type, payload: block))
+            case .dataBody:
+                preconditionFailure("handled above")
+            }
+        }
+    }
+
+    /// Exactly `count` bytes: a slice of `input` when they are all there and nothing is pending, else gathered
+    /// (copied) into `pending` across calls. Nil until all have arrived.
+    private mutating func gather(_ count: Int, from input: inout ByteBuffer) -> ByteBuffer? {
+        if pending.readableBytes == 0 && input.readableBytes >= count {
+            return input.readSlice(length: count)!
+        }
+        let take = min(count - pending.readableBytes, input.readableBytes)
+        if take > 0 {
+            var slice = input.readSlice(length: take)!
+            pending.writeBuffer(&slice)
+        }
+        guard pending.readableBytes == count else { return nil }
+        let block = pending
+        pending = ByteBuffer()
+        return block
+    }
+
+    /// Rejects a wrong preface as soon as its first bytes differ, before all eight have arrived.
+    private func checkPrefacePrefix(_ input: ByteBuffer) throws(ParseError) {
+        let seen = pending.readableBytesView + input.readableBytesView.prefix(WireV1.preface.count - pending.readableBytes)
+        let magic = Array(seen.prefix(4))
+        if !magic.elementsEqual(WireV1.preface.prefix(magic.count)) { throw .badPreface }
+    }
+
+    static func decodeControl(type: WireV1.FrameType, payload: ByteBuffer) throws(ParseError) -> Frame {
+        do {
+            let bytes = [UInt8](payload.readableBytesView)
+            switch type {
+            case .data: preconditionFailure("DATA is not a control frame")
+            case .hello: return .hello(try Freight_Wire_V1_Hello(serializedBytes: bytes))
+            case .open: return .open(try Freight_Wire_V1_Open(serializedBytes: bytes))
+            case .ack: return .ack(try Freight_Wire_V1_Ack(serializedBytes: bytes))
+            case .done: return .done(try Freight_Wire_V1_Done(serializedBytes: bytes))
+            case .abort: return .abort(try Freight_Wire_V1_Abort(serializedBytes: bytes))
+            case .request: return .request(try Freight_Wire_V1_Request(serializedBytes: bytes))
+            case .reply: return .reply(try Freight_Wire_V1_Reply(serializedBytes: bytes))
+            case .endpoints: return .endpoints(try Freight_Wire_V1_Endpoints(serializedBytes: bytes))
+            case .members: return .members(try Freight_Wire_V1_Members(serializedBytes: bytes))
             }
         } catch {
             throw .malformedControlFrame(type: type.rawValue, reason: "\(error)")
