@@ -91,7 +91,7 @@ let package = Package(
         .testTarget(
             name: "FreightWireTests",
             dependencies: [
-                "FreightWire", "FreightCore",
+                "FreightWire", "FreightCore", "FreightTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

@@ -12,13 +12,15 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     var ingress: Set<FrameConnection> = []
     var dialAttempts = 0
     var bytesOut: UInt64 = 0
-    private var nextStripe = 0
+    /// Body bytes sent on each stripe.
+    var stripeBytes: [UInt64]
 
     init(name: String, listen: NodeAddress, incarnation: UInt64, streams: Int) {
         self.name = name
         self.listen = listen
         self.incarnation = incarnation
         self.egress = Array(repeating: nil, count: streams)
+        self.stripeBytes = Array(repeating: 0, count: streams)
     }
 
     var allConnections: [FrameConnection] { egress.compactMap { $0 } + ingress }
@@ -32,16 +34,9 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
 
     var isUp: Bool { egress[0] != nil }
 
-    /// The connected stripe with the fewest bytes waiting for the kernel; ties rotate.
-    func stripeForData() -> FrameConnection? {
-        var best: FrameConnection?
-        for step in 0..<egress.count {
-            let candidate = egress[(nextStripe + step) % egress.count]
-            guard let candidate else { continue }
-            if best == nil || candidate.pendingBytes < best!.pendingBytes { best = candidate }
-        }
-        nextStripe = (nextStripe + 1) % egress.count
-        return best
+    /// The stripe that takes the next chunk (``StripeChooser``: fill first, spill over).
+    func stripeForData(spillBytes: Int) -> Int? {
+        StripeChooser.choose(pending: egress.map { $0?.pendingBytes }, spillBytes: spillBytes)
     }
 }
 

@@ -145,9 +145,12 @@ extension NodeEngine {
         case .local(let id):
             if let local = localPorts[id] { eventLoop.execute { local.deliver(.data(chunk)) } }
         case .peer(let node):
-            guard let member = members[node], let stripe = member.stripeForData() else { return }
+            guard let member = members[node],
+                let stripe = member.stripeForData(spillBytes: 2 * Int(flows[chunk.messageID]?.header.chunkBytes ?? 0))
+            else { return }
             member.bytesOut += count
-            stripe.sendData(chunk, promise: nil)
+            member.stripeBytes[stripe] += count
+            member.egress[stripe]!.sendData(chunk, promise: nil)
         }
         bytesOut += count
     }

@@ -176,6 +176,7 @@ public final class NodeEngine: @unchecked Sendable {
             peer.streamsUp = UInt32(member.egress.compactMap { $0 }.count)
             peer.endpoints = UInt64(index.count(at: member.name))
             peer.bytesOut = member.bytesOut
+            peer.stripeBytes = member.stripeBytes
             status.peers.append(peer)
         }
         return status

@@ -22,6 +22,10 @@ struct BenchCommand: AsyncParsableCommand {
     var total = "2GiB"
     @Option(name: .customLong("streams"), help: "TCP connections between the two nodes.")
     var streams = Limits.streamsDefault
+    @Option(name: .customLong("chunk-size"), help: "Body chunk size.")
+    var chunkSize = "4MiB"
+    @Option(name: .customLong("window"), help: "Per-message window of nodes and receiving apps.")
+    var window = "32MiB"
     @OptionGroup var output: OutputOptions
 
     struct Result {
@@ -41,6 +45,8 @@ struct BenchCommand: AsyncParsableCommand {
             let sizeList = try sizes.split(separator: ",").map { text throws(FreightError) in try ByteCount.parse(String(text)) }
             let totalBytes = try ByteCount.parse(total)
             let pathList = paths.split(separator: ",").map(String.init)
+            let chunkBytes = Int(try ByteCount.parse(chunkSize))
+            let windowBytes = Int(try ByteCount.parse(window))
             for path in pathList where !["node", "app"].contains(path) {
                 throw FreightError(.invalidArgument, "unknown path '\(path)': use node or app")
             }
@@ -48,13 +54,15 @@ struct BenchCommand: AsyncParsableCommand {
                 printLine("path  size      messages  MB/s      CPU s/GiB")
             }
             for path in pathList {
-                let fabric = try await InProcessFabric.start(nodes: 2, cluster: "bench", streams: streams)
+                let fabric = try await InProcessFabric.start(
+                    nodes: 2, cluster: "bench", streams: streams, windowBytes: windowBytes
+                )
                 do {
                     for size in sizeList {
                         let count = Int(max(1, totalBytes / size))
                         let result = path == "node"
-                            ? try await nodeToNode(fabric, size: size, count: count)
-                            : try await appToApp(fabric, size: size, count: count)
+                            ? try await nodeToNode(fabric, size: size, count: count, chunkBytes: chunkBytes)
+                            : try await appToApp(fabric, size: size, count: count, chunkBytes: chunkBytes, windowBytes: windowBytes)
                         report(result)
                     }
                     await fabric.stop()
@@ -69,40 +77,41 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     /// The node's own traffic: generated inside n1, checked and dropped inside n2; only the link is between them.
-    func nodeToNode(_ fabric: InProcessFabric, size: Int64, count: Int) async throws -> Result {
+    func nodeToNode(_ fabric: InProcessFabric, size: Int64, count: Int, chunkBytes: Int) async throws -> Result {
         let address = try Address("bench/node/\(size)")
         _ = try await fabric.engines[1].attachSink(AddressPattern(address))
         try await fabric.waitForEndpoints(address, count: 1)
-        _ = try await fabric.engines[0].sendFromNode(to: address, length: UInt64(min(size, 64 << 20)))  // warm-up
+        _ = try await fabric.engines[0].sendFromNode(to: address, length: UInt64(min(size, 64 << 20)), chunkBytes: chunkBytes)  // warm-up
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
         for _ in 0..<count {
-            _ = try await fabric.engines[0].sendFromNode(to: address, length: UInt64(size))
+            _ = try await fabric.engines[0].sendFromNode(to: address, length: UInt64(size), chunkBytes: chunkBytes)
         }
         return Result(path: "node", size: size, messages: count, seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
     }
 
     /// An app on n1 sends to an app on n2: app → n1 → n2 → app, over the nodes' Unix sockets and one TCP hop.
-    func appToApp(_ fabric: InProcessFabric, size: Int64, count: Int) async throws -> Result {
+    func appToApp(_ fabric: InProcessFabric, size: Int64, count: Int, chunkBytes: Int, windowBytes: Int) async throws -> Result {
         let address = "bench/app/\(size)"
-        let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "bench-rx")
+        let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "bench-rx", windowBytes: windowBytes)
         let sender = try await FreightClient.connect(to: fabric.socket(0), label: "bench-tx")
         let subscription = try await receiver.receive(address)
         let draining = Task {
             for try await message in subscription { _ = try await message.drain() }
         }
         try await fabric.waitForEndpoints(try Address(address), count: 1)
-        let chunk = Limits.chunkBytesDefault
+        let chunk = chunkBytes
         var block = ByteBufferAllocator().buffer(capacity: chunk)
         block.writeWithUnsafeMutableBytes(minimumWritableBytes: chunk) { raw in
             PatternFill.fill(UnsafeMutableRawBufferPointer(rebasing: raw[..<chunk]), seed: 99, offset: 0)
             return chunk
         }
-        _ = try await sender.send(to: address, body: .repeating(block: block, length: min(size, 64 << 20)))  // warm-up
+        let options = SendOptions(chunkBytes: chunk)
+        _ = try await sender.send(to: address, body: .repeating(block: block, length: min(size, 64 << 20)), options: options)  // warm-up
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
         for _ in 0..<count {
-            _ = try await sender.send(to: address, body: .repeating(block: block, length: size))
+            _ = try await sender.send(to: address, body: .repeating(block: block, length: size), options: options)
         }
         let result = Result(path: "app", size: size, messages: count, seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
         draining.cancel()

@@ -54,7 +54,10 @@ struct StatusCommand: AsyncParsableCommand {
                     "peak_rss_bytes": status.peakRssBytes, "memory_reserved_bytes": status.memoryReservedBytes,
                     "memory_budget_bytes": status.memoryBudgetBytes, "streams": status.streams, "uptime_ms": status.uptimeMillis,
                     "peers": status.peers.map {
-                        ["name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints, "bytes_out": $0.bytesOut] as [String: Any]
+                        [
+                            "name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints,
+                            "bytes_out": $0.bytesOut, "stripe_bytes": $0.stripeBytes,
+                        ] as [String: Any]
                     },
                 ])
             } else {

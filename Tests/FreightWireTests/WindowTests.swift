@@ -1,4 +1,5 @@
 import FreightCore
+import FreightTransport
 import FreightWire
 import Testing
 
@@ -37,5 +38,16 @@ import Testing
         #expect(throws: FreightError.self) { try window.accept(offset: UInt64.max - 1, count: 4) }
         try window.accept(offset: 0, count: 4)
         #expect(throws: FreightError.self) { try window.accept(offset: 0, count: 4) }
+    }
+}
+
+@Suite struct StripeChooserTests {
+    @Test func fillsTheFirstStripeThenSpills() {
+        #expect(StripeChooser.choose(pending: [0, 0, 0], spillBytes: 8) == 0)
+        #expect(StripeChooser.choose(pending: [8, 0, 0], spillBytes: 8) == 1)
+        #expect(StripeChooser.choose(pending: [9, 8, 3], spillBytes: 8) == 2)
+        #expect(StripeChooser.choose(pending: [nil, 5, 0], spillBytes: 8) == 1)
+        #expect(StripeChooser.choose(pending: [20, 9, 30], spillBytes: 8) == 1, "all full: the least queued")
+        #expect(StripeChooser.choose(pending: [nil, nil], spillBytes: 8) == nil)
     }
 }

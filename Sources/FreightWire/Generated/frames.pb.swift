@@ -569,6 +569,9 @@ public nonisolated struct Freight_Wire_V1_PeerStatus: Sendable {
 
   public var bytesOut: UInt64 = 0
 
+  /// body bytes sent on each egress stripe
+  public var stripeBytes: [UInt64] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1616,7 +1619,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PeerStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{3}streams_up\0\u{1}endpoints\0\u{3}bytes_out\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{3}streams_up\0\u{1}endpoints\0\u{3}bytes_out\0\u{3}stripe_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1629,6 +1632,7 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.streamsUp) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.endpoints) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.bytesOut) }()
+      case 6: try { try decoder.decodeRepeatedUInt64Field(value: &self.stripeBytes) }()
       default: break
       }
     }
@@ -1650,6 +1654,9 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
     if self.bytesOut != 0 {
       try visitor.visitSingularUInt64Field(value: self.bytesOut, fieldNumber: 5)
     }
+    if !self.stripeBytes.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.stripeBytes, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1659,6 +1666,7 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
     if lhs.streamsUp != rhs.streamsUp {return false}
     if lhs.endpoints != rhs.endpoints {return false}
     if lhs.bytesOut != rhs.bytesOut {return false}
+    if lhs.stripeBytes != rhs.stripeBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
