@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "FreightClient", targets: ["FreightClient"]),
         .library(name: "FreightNode", targets: ["FreightNode"]),
         .library(name: "FreightTesting", targets: ["FreightTesting"]),
+        .library(name: "FreightDirectory", targets: ["FreightDirectory"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

@@ -14,6 +14,7 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     var bytesOut: UInt64 = 0
     /// Body bytes sent on each stripe.
     var stripeBytes: [UInt64]
+    private var rotation = 0
 
     init(name: String, listen: NodeAddress, incarnation: UInt64, streams: Int) {
         self.name = name
@@ -35,8 +36,9 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     var isUp: Bool { egress[0] != nil }
 
     /// The stripe that takes the next chunk (``StripeChooser``: fill first, spill over).
-    func stripeForData(spillBytes: Int) -> Int? {
-        StripeChooser.choose(pending: egress.map { $0?.pendingBytes }, spillBytes: spillBytes)
+    func stripeForData(spillBytes: Int, policy: StripeChooser.Policy) -> Int? {
+        rotation &+= 1
+        return StripeChooser.choose(pending: egress.map { $0?.pendingBytes }, spillBytes: spillBytes, policy: policy, rotation: rotation)
     }
 }
 

@@ -21,6 +21,8 @@ public struct NodeConfiguration: Sendable {
     /// Memory this node commits to messages in flight; each message reserves up to its window.
     public var memoryBudgetBytes: Int
     public var tuning: SocketTuning
+    /// How chunks are spread over a link's stripes.
+    public var striping: StripeChooser.Policy
     public var logger: Logger
 
     public init(
@@ -34,8 +36,10 @@ public struct NodeConfiguration: Sendable {
         windowBytes: Int = Limits.windowBytesDefault,
         memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
         tuning: SocketTuning = .default,
+        striping: StripeChooser.Policy = .fill,
         logger: Logger = Logger(label: "freight.node")
     ) {
+        self.striping = striping
         self.cluster = cluster
         self.name = name
         self.listen = listen

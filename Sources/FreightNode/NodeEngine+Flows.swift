@@ -146,7 +146,9 @@ extension NodeEngine {
             if let local = localPorts[id] { eventLoop.execute { local.deliver(.data(chunk)) } }
         case .peer(let node):
             guard let member = members[node],
-                let stripe = member.stripeForData(spillBytes: 2 * Int(flows[chunk.messageID]?.header.chunkBytes ?? 0))
+                let stripe = member.stripeForData(
+                    spillBytes: 2 * Int(flows[chunk.messageID]?.header.chunkBytes ?? 0), policy: configuration.striping
+                )
             else { return }
             member.bytesOut += count
             member.stripeBytes[stripe] += count

@@ -6,6 +6,30 @@
 /// by its window (a WAN), queues grow and every stripe carries its share. Measured on loopback with 4 stripes:
 /// spreading every chunk over all stripes cost a third of the throughput of filling one first.
 public enum StripeChooser {
+    public enum Policy: String, Sendable, CaseIterable {
+        /// Fill the first stripe, spill to the next when it is full (the default).
+        case fill
+        /// Every chunk to the stripe with the least queued, starting from a rotating index, so that consecutive
+        /// chunks take different connections.
+        case spread
+    }
+
+    /// The stripe for the next chunk under `policy`; `rotation` advances with every chunk.
+    public static func choose(pending: [Int?], spillBytes: Int, policy: Policy, rotation: Int) -> Int? {
+        switch policy {
+        case .fill:
+            return choose(pending: pending, spillBytes: spillBytes)
+        case .spread:
+            var least: (index: Int, bytes: Int)?
+            for step in pending.indices {
+                let index = (rotation + step) % pending.count
+                guard let bytes = pending[index] else { continue }
+                if least == nil || bytes < least!.bytes { least = (index, bytes) }
+            }
+            return least?.index
+        }
+    }
+
     /// - Parameter pending: bytes queued per stripe; nil for a stripe that is not connected.
     /// - Returns: the index of the stripe to use, or nil when none is connected.
     public static func choose(pending: [Int?], spillBytes: Int) -> Int? {

@@ -30,6 +30,8 @@ struct NodeCommand: AsyncParsableCommand {
     var window = "32MiB"
     @Option(name: .customLong("memory-budget"), help: "Memory this node commits to messages in flight.")
     var memoryBudget = "1GiB"
+    @Option(name: .customLong("striping"), help: "How chunks use a link's streams: fill (one, then spill) or spread.")
+    var striping = "fill"
     @Option(name: .customLong("congestion"), help: "TCP congestion control of links: reno, cubic, bbr or system.")
     var congestion = "reno"
     @Option(name: .customLong("grpc"), help: "HOST:PORT for the gRPC API (not yet available).")
@@ -39,6 +41,13 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel = "info"
     @OptionGroup var output: OutputOptions
+
+    func stripingPolicy() throws(FreightError) -> StripeChooser.Policy {
+        guard let policy = StripeChooser.Policy(rawValue: striping) else {
+            throw FreightError(.invalidArgument, "--striping \(striping): use fill or spread")
+        }
+        return policy
+    }
 
     func run() async throws {
         MemoryTuning.apply()
@@ -62,6 +71,7 @@ struct NodeCommand: AsyncParsableCommand {
                 windowBytes: Int(try ByteCount.parse(window)),
                 memoryBudgetBytes: Int(try ByteCount.parse(memoryBudget)),
                 tuning: SocketTuning(congestionControl: congestion == "system" ? nil : congestion),
+                striping: try stripingPolicy(),
                 logger: logger
             )
             try configuration.validate()

@@ -195,3 +195,39 @@ enum RawSocket {
         while read(fd, &buffer, buffer.count) > 0 {}
     }
 }
+
+/// Striping and apps over TCP.
+@Suite(.serialized) struct StripingTests {
+    /// With `--striping spread` every stripe carries chunks; the receiver reassembles them out of order.
+    @Test func spreadStripingUsesEveryStream() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 2, streams: 4, extraArguments: ["--striping", "spread"])
+        defer { cluster.stop() }
+        let recv = try FreightProcess(["recv", "striped", "--via", cluster.node("n2").socket, "--count", "1", "--check", "--json"])
+        defer { recv.stop() }
+        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
+        try await cluster.waitForEndpoints("striped", count: 1, at: "n1")
+        let send = try await FreightProcess.run(["send", "striped", "--size", "128MiB", "--chunk-size", "1MiB", "--via", cluster.node("n1").socket])
+        #expect(send.status == 0, "\(send.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0)
+        #expect(recv.jsonLines.first { $0["event"] as? String == "received" }?["checked"] as? Bool == true)
+        let peers = try await cluster.status("n1")["peers"] as! [[String: Any]]
+        let stripes = peers.first!["stripe_bytes"] as! [Int]
+        #expect(stripes.count == 4)
+        #expect(stripes.allSatisfy { $0 > 0 }, "bytes per stripe: \(stripes)")
+        #expect(stripes.reduce(0, +) == 128 << 20)
+    }
+
+    /// An app attaches over the node's TCP port as well as its Unix socket.
+    @Test func appsAttachOverTCP() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 2)
+        defer { cluster.stop() }
+        let recv = try FreightProcess(["recv", "over/tcp", "--via", cluster.node("n2").listen, "--count", "1", "--check"])
+        defer { recv.stop() }
+        _ = try await recv.waitForLine { $0.contains("receiving") }
+        try await cluster.waitForEndpoints("over/tcp", count: 1, at: "n1")
+        let send = try await FreightProcess.run(["send", "over/tcp", "--size", "16MiB", "--via", cluster.node("n1").listen])
+        #expect(send.status == 0, "\(send.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(20)) == 0)
+        #expect(recv.stdoutLines.last?.contains("every byte checked") == true)
+    }
+}
