@@ -61,7 +61,8 @@ for (path, nbytes), rows in sorted(freight.items(), key=lambda kv: (kv[0][0] != 
     met = ratio >= targets[path]
     ok = ok and met
     name = "node to node" if path == "node" else "app to app (2 nodes)"
-    lines.append(f"| {name} | {size(nbytes)} | {mbps:.0f} | {', '.join(f'{r['mbps']:.0f}' for r in rows)} | {cpu:.2f} | "
+    each = ", ".join("%.0f" % r["mbps"] for r in rows)
+    lines.append(f"| {name} | {size(nbytes)} | {mbps:.0f} | {each} | {cpu:.2f} | "
                  f"{ratio * 100:.0f}% | ≥ {targets[path] * 100:.0f}% {'met' if met else 'NOT met'} |")
 text = "\n".join(lines)
 print(text)

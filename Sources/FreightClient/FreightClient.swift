@@ -38,7 +38,9 @@ public final class FreightClient: Sendable {
         let group = eventLoop == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let loop = eventLoop ?? group!.next()
         let core = ClientCore(eventLoop: loop, label: label, windowBytes: windowBytes)
-        let transport = Transport(eventLoop: loop, tuning: tuning, logger: logger)
+        let transport = Transport(
+            eventLoop: loop, tuning: tuning, limits: FrameLimits(verifyChecksumsOnArrival: true), logger: logger
+        )
         do {
             let connection = try await transport.connect(to: address) { channel in
                 let connection = FrameConnection(channel: channel, id: 1)

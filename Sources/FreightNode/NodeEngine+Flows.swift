@@ -147,7 +147,7 @@ extension NodeEngine {
         case .peer(let node):
             guard let member = members[node],
                 let stripe = member.stripeForData(
-                    spillBytes: 2 * Int(flows[chunk.messageID]?.header.chunkBytes ?? 0), policy: configuration.striping
+                    spillBytes: configuration.windowBytes / 2, policy: configuration.striping
                 )
             else { return }
             member.bytesOut += count

@@ -62,7 +62,10 @@ public final class NodeEngine: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.logger = configuration.logger
         self.logger[metadataKey: "node"] = "\(configuration.name)"
-        self.transport = Transport(eventLoop: eventLoop, tuning: configuration.tuning, logger: logger)
+        self.transport = Transport(
+            eventLoop: eventLoop, tuning: configuration.tuning,
+            limits: FrameLimits(verifyChecksumsOnArrival: false), logger: logger
+        )
         self.boundListen = configuration.listen
         self.planner = DeliveryPlanner(localNode: configuration.name)
     }

@@ -1,10 +1,10 @@
 /// Picks the connection of a striped link that takes the next chunk: fill first, spill over.
 ///
 /// A stripe takes chunks while fewer than `spillBytes` wait in its send queue beyond what the kernel took; when
-/// the first is that full, the next one takes them, and so on. On a link one TCP connection can fill (loopback,
-/// inside a rack) chunks stay on one connection and caches stay warm; on a link where each connection is held back
-/// by its window (a WAN), queues grow and every stripe carries its share. Measured on loopback with 4 stripes:
-/// spreading every chunk over all stripes cost a third of the throughput of filling one first.
+/// the first is that full, the next one takes them, and so on. A node runs on one event loop, so more connections
+/// add no CPU; they add capacity only where one connection is held back by its TCP window (high bandwidth-delay
+/// links). The node spills at half a message window: on loopback and inside a rack chunks stay on one
+/// connection and caches stay warm; on a window-limited link queues grow and the next stripes take their share.
 public enum StripeChooser {
     public enum Policy: String, Sendable, CaseIterable {
         /// Fill the first stripe, spill to the next when it is full (the default).

@@ -11,6 +11,8 @@ public struct DataChunk: Sendable {
     public var crc32c: UInt32
     public var isLast: Bool
     public var pieces: [ByteBuffer]
+    /// Set when the CRC was computed as the bytes arrived (``FrameLimits/verifyChecksumsOnArrival``).
+    public var checksumVerified: Bool?
 
     public init(messageID: UInt64, offset: UInt64, crc32c: UInt32, isLast: Bool, pieces: [ByteBuffer]) {
         self.messageID = messageID
@@ -29,6 +31,7 @@ public struct DataChunk: Sendable {
 
     /// Whether the bytes still have the checksum they were sent with.
     public var checksumMatches: Bool {
+        if let checksumVerified { return checksumVerified }
         var crc: UInt32 = 0
         for piece in pieces { crc = piece.withUnsafeReadableBytes { CRC32C.checksum($0, continuing: crc) } }
         return crc == crc32c

@@ -34,7 +34,7 @@ public struct FrameParser: Sendable {
         case preface
         case header
         case dataPrefix(length: Int, flags: UInt8)
-        case dataBody(DataChunk, remaining: Int)
+        case dataBody(DataChunk, remaining: Int, crc: UInt32)
         case control(WireV1.FrameType, length: Int)
     }
 
@@ -52,15 +52,21 @@ public struct FrameParser: Sendable {
     public mutating func feed(_ input: ByteBuffer, emit: (Frame) -> Void) throws(ParseError) {
         var input = input
         while true {
-            if case .dataBody(var chunk, let remaining) = state {
+            if case .dataBody(var chunk, let remaining, var crc) = state {
                 guard input.readableBytes > 0 else { return }
                 let take = min(remaining, input.readableBytes)
-                chunk.pieces.append(input.readSlice(length: take)!)
+                let piece = input.readSlice(length: take)!
+                if limits.verifyChecksumsOnArrival {
+                    // While the bytes are still in cache from the socket read.
+                    crc = piece.withUnsafeReadableBytes { CRC32C.checksum($0, continuing: crc) }
+                }
+                chunk.pieces.append(piece)
                 if remaining == take {
+                    if limits.verifyChecksumsOnArrival { chunk.checksumVerified = crc == chunk.crc32c }
                     state = .header
                     emit(.data(chunk))
                 } else {
-                    state = .dataBody(chunk, remaining: remaining - take)
+                    state = .dataBody(chunk, remaining: remaining - take, crc: crc)
                 }
                 continue
             }
@@ -118,7 +124,7 @@ public struct FrameParser: Sendable {
                     state = .header
                     emit(.data(chunk))
                 } else {
-                    state = .dataBody(chunk, remaining: bodyBytes)
+                    state = .dataBody(chunk, remaining: bodyBytes, crc: 0)
                 }
             case .control(let type, _):
                 state = .header

@@ -32,9 +32,18 @@ public enum WireV1 {
 public struct FrameLimits: Sendable, Hashable {
     public var chunkBytesMax: Int
     public var controlFrameBytesMax: Int
+    /// Compute each chunk's CRC32C piece by piece as it is read, while the bytes are in cache, instead of once the
+    /// whole chunk is there (measured: the later pass runs on bytes that left the cache and cost the receiving
+    /// thread as much as the kernel's copy). Endpoints turn it on; relays that only forward leave it off.
+    public var verifyChecksumsOnArrival: Bool
 
-    public init(chunkBytesMax: Int = Limits.chunkBytesMax, controlFrameBytesMax: Int = Limits.controlFrameBytesMax) {
+    public init(
+        chunkBytesMax: Int = Limits.chunkBytesMax,
+        controlFrameBytesMax: Int = Limits.controlFrameBytesMax,
+        verifyChecksumsOnArrival: Bool = false
+    ) {
         self.chunkBytesMax = chunkBytesMax
         self.controlFrameBytesMax = controlFrameBytesMax
+        self.verifyChecksumsOnArrival = verifyChecksumsOnArrival
     }
 }
