@@ -101,6 +101,14 @@ let package = Package(
         .testTarget(name: "FreightDirectoryTests", dependencies: ["FreightDirectory", "FreightCore"], swiftSettings: strict),
         .testTarget(name: "FreightRoutingTests", dependencies: ["FreightRouting", "FreightDirectory", "FreightCore"], swiftSettings: strict),
         .testTarget(
+            name: "FreightNodeTests",
+            dependencies: [
+                "FreightTesting", "FreightClient", "FreightNode", "FreightCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "FreightIntegrationTests",
             dependencies: ["FreightTesting", "FreightClient", "FreightNode", "FreightCore"],
             swiftSettings: strict

@@ -24,6 +24,7 @@ public final class InProcessFabric: Sendable {
         cluster: String = "demo",
         streams: Int = Limits.streamsDefault,
         windowBytes: Int = Limits.windowBytesDefault,
+        memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
         logLevel: Logger.Level = .warning
     ) async throws -> InProcessFabric {
         let directory = NSTemporaryDirectory() + "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
@@ -42,6 +43,7 @@ public final class InProcessFabric: Sendable {
                     socketPath: "\(directory)/n\(index).sock",
                     streams: streams,
                     windowBytes: windowBytes,
+                    memoryBudgetBytes: memoryBudgetBytes,
                     logger: logger
                 )
                 let engine = NodeEngine(configuration: configuration, eventLoop: group.next())

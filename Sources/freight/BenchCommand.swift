@@ -26,6 +26,8 @@ struct BenchCommand: AsyncParsableCommand {
     var chunkSize = "4MiB"
     @Option(name: .customLong("window"), help: "Per-message window of nodes and receiving apps.")
     var window = "32MiB"
+    @Option(name: .customLong("in-flight"), help: "Messages kept in flight at once (senders working in parallel).")
+    var inFlight = 4
     @OptionGroup var output: OutputOptions
 
     struct Result {
@@ -82,10 +84,11 @@ struct BenchCommand: AsyncParsableCommand {
         _ = try await fabric.engines[1].attachSink(AddressPattern(address))
         try await fabric.waitForEndpoints(address, count: 1)
         _ = try await fabric.engines[0].sendFromNode(to: address, length: UInt64(min(size, 64 << 20)), chunkBytes: chunkBytes)  // warm-up
+        let engine = fabric.engines[0]
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
-        for _ in 0..<count {
-            _ = try await fabric.engines[0].sendFromNode(to: address, length: UInt64(size), chunkBytes: chunkBytes)
+        try await inParallel(count: count) {
+            _ = try await engine.sendFromNode(to: address, length: UInt64(size), chunkBytes: chunkBytes)
         }
         return Result(path: "node", size: size, messages: count, seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
     }
@@ -107,17 +110,32 @@ struct BenchCommand: AsyncParsableCommand {
             return chunk
         }
         let options = SendOptions(chunkBytes: chunk)
+        let repeated = block
         _ = try await sender.send(to: address, body: .repeating(block: block, length: min(size, 64 << 20)), options: options)  // warm-up
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
-        for _ in 0..<count {
-            _ = try await sender.send(to: address, body: .repeating(block: block, length: size), options: options)
+        try await inParallel(count: count) {
+            _ = try await sender.send(to: address, body: .repeating(block: repeated, length: size), options: options)
         }
         let result = Result(path: "app", size: size, messages: count, seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
         draining.cancel()
         await sender.close()
         await receiver.close()
         return result
+    }
+
+    /// Runs `count` sends, at most `--in-flight` at a time.
+    func inParallel(count: Int, _ send: @escaping @Sendable () async throws -> Void) async throws {
+        let workers = max(1, min(inFlight, count))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<workers {
+                let share = count / workers + (worker < count % workers ? 1 : 0)
+                group.addTask {
+                    for _ in 0..<share { try await send() }
+                }
+            }
+            try await group.waitForAll()
+        }
     }
 
     func seconds(since start: ContinuousClock.Instant) -> Double {

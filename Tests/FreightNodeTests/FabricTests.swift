@@ -1,0 +1,107 @@
+import FreightClient
+import FreightCore
+import FreightNode
+import FreightTesting
+import NIOCore
+import Synchronization
+import Testing
+
+/// The fabric in one process: real TCP between nodes on 127.0.0.x, apps on Unix sockets.
+@Suite(.serialized) struct FabricTests {
+    /// A receiver that does not read holds its sender at one window: nothing queues without bound.
+    @Test func slowReceiverSlowsItsSender() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 2, cluster: "slow", windowBytes: 8 << 20)
+        let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "slow", windowBytes: 8 << 20)
+        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "fast")
+        let inbox = try await receiver.receive("slow/consumer")
+        try await fabric.waitForEndpoints(try Address("slow/consumer"), count: 1)
+
+        let acked = Atomic<UInt64>(0)
+        let sending = Task {
+            try await sender.send(
+                to: "slow/consumer", body: .pattern(seed: 5, length: 256 << 20),
+                options: SendOptions(chunkBytes: 1 << 20, onProgress: { acked.store($0, ordering: .relaxed) })
+            )
+        }
+        var iterator = inbox.makeAsyncIterator()
+        let message = try #require(try await iterator.next())
+        var body = message.body.makeAsyncIterator()
+        // Take 4 MiB, then stop reading for a while.
+        var taken: UInt64 = 0
+        while taken < 4 << 20, let chunk = try await body.next() { taken += UInt64(chunk.bytes.readableBytes) }
+        try await Task.sleep(for: .milliseconds(500))
+        let stalled = acked.load(ordering: .relaxed)
+        #expect(stalled <= 8 << 20, "acknowledged \(stalled) bytes while the receiver held only \(taken)")
+        let status = try await fabric.engines[0].statusSnapshot()
+        #expect(status.bytesOut <= (4 << 20) + (8 << 20) + (1 << 20), "node n1 forwarded \(status.bytesOut) bytes")
+        // Reading again lets the rest through, every byte intact.
+        var intact = true
+        while let chunk = try await body.next() {
+            intact = intact && chunk.bytes.withUnsafeReadableBytes { PatternFill.check($0, seed: 5, offset: Int64(chunk.offset)) }
+        }
+        let report = try await sending.value
+        #expect(intact)
+        #expect(report.bytes == 256 << 20)
+        await sender.close()
+        await receiver.close()
+        await fabric.stop()
+    }
+
+    /// One message to an address that a plain receiver, a pattern receiver and a group match: each gets one copy.
+    @Test func fanOutReportsEveryDelivery() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 3, cluster: "fanout")
+        var clients: [FreightClient] = []
+        var drains: [Task<Int, any Error>] = []
+        for (node, pattern, group) in [(1, "model/out", nil), (2, "model/**", nil), (1, "model/out", "g"), (2, "model/out", "g")] as [(Int, String, String?)] {
+            let client = try await FreightClient.connect(to: fabric.socket(node), label: "rx\(clients.count)")
+            clients.append(client)
+            let inbox = try await client.receive(pattern, group: group)
+            drains.append(Task {
+                var count = 0
+                for try await message in inbox {
+                    #expect(try await message.checkPattern(seed: 9))
+                    count += 1
+                    if count == 1 { break }
+                }
+                return count
+            })
+        }
+        try await fabric.waitForEndpoints(try Address("model/out"), count: 4)
+        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+        let report = try await sender.send(to: "model/out", body: .pattern(seed: 9, length: 10 << 20))
+        #expect(report.deliveries.count == 3, "plain, pattern, and one group member: \(report.deliveries)")
+        #expect(report.failures.isEmpty)
+        #expect(Set(report.deliveries.map(\.path)) == [["n1", "n2"], ["n1", "n3"]])
+        await sender.close()
+        for client in clients { await client.close() }
+        for drain in drains { drain.cancel() }
+        await fabric.stop()
+    }
+
+    /// Messages beyond the node's memory budget are refused with a reason, never queued.
+    @Test func memoryBudgetRefusesWithAReason() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "budget", windowBytes: 8 << 20, memoryBudgetBytes: 16 << 20)
+        let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx", windowBytes: 8 << 20)
+        let inbox = try await receiver.receive("budget/x")
+        try await fabric.waitForEndpoints(try Address("budget/x"), count: 1)
+        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+        // Two messages the receiver takes but does not read hold 8 MiB each: the budget is full.
+        let held = (0..<2).map { _ in
+            Task { try await sender.send(to: "budget/x", body: .pattern(seed: 1, length: 64 << 20)) }
+        }
+        var iterator = inbox.makeAsyncIterator()
+        let first = try #require(try await iterator.next())
+        let second = try #require(try await iterator.next())
+        await #expect {
+            try await sender.send(to: "budget/x", body: .pattern(seed: 1, length: 64 << 20))
+        } throws: { error in
+            (error as? FreightError)?.code == .resourceExhausted && "\(error)".contains("memory budget")
+        }
+        _ = try await first.drain()
+        _ = try await second.drain()
+        for task in held { _ = try await task.value }
+        await sender.close()
+        await receiver.close()
+        await fabric.stop()
+    }
+}
