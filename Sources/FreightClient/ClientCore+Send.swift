@@ -21,6 +21,8 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     var inFlight: [UInt64: ByteBuffer] = [:]
     let buffersMax: Int
     var fd: Int32 = -1
+    /// CRC32C of a repeated block's slices, by length: the bytes never change, so each is computed once.
+    var repeatedChecksums: [Int: UInt32] = [:]
 
     init(id: UInt64, destination: String, window: SendWindow, body: OutgoingBody, promise: EventLoopPromise<DeliveryReport>,
          onProgress: (@Sendable (UInt64) -> Void)?, buffersMax: Int) {
@@ -154,10 +156,21 @@ extension ClientCore {
                     return transfer.fail(error)
                 }
             }
+            let checksum: UInt32
+            if case .repeating = transfer.body {
+                if let known = transfer.repeatedChecksums[count] {
+                    checksum = known
+                } else {
+                    checksum = CRC32C.checksum(bytes)
+                    transfer.repeatedChecksums[count] = checksum
+                }
+            } else {
+                checksum = CRC32C.checksum(bytes)
+            }
             let chunk = DataChunk(
                 messageID: transfer.id,
                 offset: next.offset,
-                crc32c: CRC32C.checksum(bytes),
+                crc32c: checksum,
                 isLast: next.isLast,
                 bytes: bytes
             )

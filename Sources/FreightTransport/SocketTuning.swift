@@ -31,8 +31,9 @@ public struct SocketTuning: Sendable, Hashable {
 
     public static let `default` = SocketTuning()
 
-    /// Reads grow from 64 KiB to 4 MiB as the peer keeps the socket full.
-    public static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64 * 1024, initial: 1024 * 1024, maximum: 4 * 1024 * 1024)
+    /// Reads of up to 1 MiB: a relay forwards what it read while the bytes are still in the core's L2 cache (1 MiB per core here).
+    /// (Measured with `freight bench`, 1 GiB messages: 1 MiB reads matched or beat 4 MiB reads on both paths.)
+    public static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64 * 1024, initial: 1024 * 1024, maximum: 1024 * 1024)
 
     /// Options for a TCP channel (client or accepted child), applied before connect.
     public func apply(to channel: Channel, isTCP: Bool) -> EventLoopFuture<Void> {

@@ -26,8 +26,8 @@ struct BenchCommand: AsyncParsableCommand {
     var chunkSize = "4MiB"
     @Option(name: .customLong("window"), help: "Per-message window of nodes and receiving apps.")
     var window = "32MiB"
-    @Option(name: .customLong("in-flight"), help: "Messages kept in flight at once (senders working in parallel).")
-    var inFlight = 4
+    @Option(name: .customLong("in-flight"), help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 4.")
+    var inFlight: Int?
     @OptionGroup var output: OutputOptions
 
     struct Result {
@@ -62,9 +62,12 @@ struct BenchCommand: AsyncParsableCommand {
                 do {
                     for size in sizeList {
                         let count = Int(max(1, totalBytes / size))
+                        let parallel = inFlight ?? Int(max(1, min(4, (64 << 20) / size)))
                         let result = path == "node"
-                            ? try await nodeToNode(fabric, size: size, count: count, chunkBytes: chunkBytes)
-                            : try await appToApp(fabric, size: size, count: count, chunkBytes: chunkBytes, windowBytes: windowBytes)
+                            ? try await nodeToNode(fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes)
+                            : try await appToApp(
+                                fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes, windowBytes: windowBytes
+                            )
                         report(result)
                     }
                     await fabric.stop()
@@ -79,7 +82,7 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     /// The node's own traffic: generated inside n1, checked and dropped inside n2; only the link is between them.
-    func nodeToNode(_ fabric: InProcessFabric, size: Int64, count: Int, chunkBytes: Int) async throws -> Result {
+    func nodeToNode(_ fabric: InProcessFabric, size: Int64, count: Int, parallel: Int, chunkBytes: Int) async throws -> Result {
         let address = try Address("bench/node/\(size)")
         _ = try await fabric.engines[1].attachSink(AddressPattern(address))
         try await fabric.waitForEndpoints(address, count: 1)
@@ -87,14 +90,16 @@ struct BenchCommand: AsyncParsableCommand {
         let engine = fabric.engines[0]
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
-        try await inParallel(count: count) {
+        try await inParallel(count: count, workers: parallel) {
             _ = try await engine.sendFromNode(to: address, length: UInt64(size), chunkBytes: chunkBytes)
         }
         return Result(path: "node", size: size, messages: count, seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
     }
 
     /// An app on n1 sends to an app on n2: app → n1 → n2 → app, over the nodes' Unix sockets and one TCP hop.
-    func appToApp(_ fabric: InProcessFabric, size: Int64, count: Int, chunkBytes: Int, windowBytes: Int) async throws -> Result {
+    func appToApp(
+        _ fabric: InProcessFabric, size: Int64, count: Int, parallel: Int, chunkBytes: Int, windowBytes: Int
+    ) async throws -> Result {
         let address = "bench/app/\(size)"
         let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "bench-rx", windowBytes: windowBytes)
         let sender = try await FreightClient.connect(to: fabric.socket(0), label: "bench-tx")
@@ -114,7 +119,7 @@ struct BenchCommand: AsyncParsableCommand {
         _ = try await sender.send(to: address, body: .repeating(block: block, length: min(size, 64 << 20)), options: options)  // warm-up
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
-        try await inParallel(count: count) {
+        try await inParallel(count: count, workers: parallel) {
             _ = try await sender.send(to: address, body: .repeating(block: repeated, length: size), options: options)
         }
         let result = Result(path: "app", size: size, messages: count, seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
@@ -124,9 +129,9 @@ struct BenchCommand: AsyncParsableCommand {
         return result
     }
 
-    /// Runs `count` sends, at most `--in-flight` at a time.
-    func inParallel(count: Int, _ send: @escaping @Sendable () async throws -> Void) async throws {
-        let workers = max(1, min(inFlight, count))
+    /// Runs `count` sends, at most `workers` at a time.
+    func inParallel(count: Int, workers: Int, _ send: @escaping @Sendable () async throws -> Void) async throws {
+        let workers = max(1, min(workers, count))
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in 0..<workers {
                 let share = count / workers + (worker < count % workers ? 1 : 0)
