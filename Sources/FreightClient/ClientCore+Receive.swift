@@ -76,7 +76,16 @@ extension ClientCore {
             return fail(chunk.messageID, error)
         }
         guard chunk.checksumMatches else {
-            return fail(chunk.messageID, FreightError(.checksumMismatch, "chunk at offset \(chunk.offset) failed its CRC32C check"))
+            let id = chunk.messageID
+            checksumFailure = (id, FreightError(.checksumMismatch, "chunk at offset \(chunk.offset) failed its CRC32C check"))
+            // With no frame behind it, the checksum failure is the verdict.
+            eventLoop.scheduleTask(in: .milliseconds(200)) { [self] in
+                if let failure = checksumFailure, failure.messageID == id {
+                    checksumFailure = nil
+                    fail(id, failure.error)
+                }
+            }
+            return
         }
         message.receivedBytes += count
         incoming[chunk.messageID] = message
@@ -111,7 +120,7 @@ extension ClientCore {
         connection?.send(.done(done))
     }
 
-    private func fail(_ id: UInt64, _ error: FreightError) {
+    func fail(_ id: UInt64, _ error: FreightError) {
         guard let message = incoming.removeValue(forKey: id) else { return }
         message.continuation.finish(throwing: error)
         connection?.send(.abort(id, error, ackedOffset: message.window.ackedOffset))

@@ -22,6 +22,10 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     var subscriptions: [UInt64: AsyncThrowingStream<IncomingMessage, any Error>.Continuation] = [:]
     var incoming: [UInt64: Incoming] = [:]
     var outgoing: [UInt64: Outgoing] = [:]
+    /// A chunk that failed its checksum, judged when the next frame arrives: a relay whose sender vanished
+    /// mid-chunk completes that chunk with filler and sends the message's ABORT right behind it, and the ABORT's
+    /// reason is the one to report.
+    var checksumFailure: (messageID: UInt64, error: FreightError)?
 
     init(eventLoop: any EventLoop, label: String, windowBytes: Int) {
         self.eventLoop = eventLoop
@@ -51,6 +55,13 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     // MARK: Frames from the node
 
     func connection(_ connection: FrameConnection, didReceive frame: Frame) {
+        if let failure = checksumFailure {
+            checksumFailure = nil
+            if case .abort(let abort) = frame, abort.messageID == failure.messageID {
+                return abortReceived(abort)
+            }
+            fail(failure.messageID, failure.error)
+        }
         switch frame {
         case .hello(let hello):
             nodeHello = hello

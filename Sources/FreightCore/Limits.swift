@@ -32,6 +32,8 @@ public enum Limits {
     /// Stripes (TCP connections) between two nodes.
     public static let streamsMax = 64
     public static let streamsDefault = 4
+    /// Seconds a sender may take to finish a chunk it started before its connection is closed.
+    public static let chunkStallSeconds = 10
     /// Attempts to reach a member learned from gossip before forgetting it.
     public static let dialAttemptsMax = 5
 }

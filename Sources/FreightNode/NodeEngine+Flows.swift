@@ -114,27 +114,35 @@ extension NodeEngine {
     // MARK: Data
 
     func dataReceived(_ chunk: DataChunk, from port: Port) {
-        // Chunks of a message that already ended (aborted elsewhere) are still in the pipe: drop them.
-        guard var flow = flows[chunk.messageID] else { return }
-        guard flow.upstream == port else {
-            logger.warning("\(port) sent a chunk of message \(chunk.messageID) it does not send; dropped")
-            return
-        }
-        let count = UInt64(chunk.count)
-        let (end, overflow) = chunk.offset.addingReportingOverflow(count)
-        guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= UInt64(Limits.chunkBytesMax) else {
-            return abortFlow(
-                chunk.messageID,
-                FreightError(.protocolViolation, "chunk [\(chunk.offset), +\(count)) is beyond the credit \(flow.upstreamCredit)"),
-                notifyUpstream: true
-            )
-        }
-        bytesIn += count
-        flow.bytesForwarded += count
-        flows[chunk.messageID] = flow
+        guard let flow = admit(messageID: chunk.messageID, offset: chunk.offset, count: chunk.count, from: port) else { return }
         for branch in flow.branches where branch.isOpen {
             sendData(chunk, to: branch.port)
         }
+    }
+
+    /// Checks a chunk against its flow before it is forwarded: the flow exists (chunks of a message that already
+    /// ended are still in the pipe and are dropped), the port sends it, and the chunk lies within the credit.
+    /// Returns the flow with the chunk counted, or nil to drop it.
+    func admit(messageID: UInt64, offset: UInt64, count: Int, from port: Port) -> Flow? {
+        guard var flow = flows[messageID] else { return nil }
+        guard flow.upstream == port else {
+            logger.warning("\(port) sent a chunk of message \(messageID) it does not send; dropped")
+            return nil
+        }
+        let bytes = UInt64(count)
+        let (end, overflow) = offset.addingReportingOverflow(bytes)
+        guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= Limits.chunkBytesMax else {
+            abortFlow(
+                messageID,
+                FreightError(.protocolViolation, "chunk [\(offset), +\(count)) is beyond the credit \(flow.upstreamCredit)"),
+                notifyUpstream: true
+            )
+            return nil
+        }
+        bytesIn += bytes
+        flow.bytesForwarded += bytes
+        flows[messageID] = flow
+        return flow
     }
 
     private func sendData(_ chunk: DataChunk, to port: Port) {

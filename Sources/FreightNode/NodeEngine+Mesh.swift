@@ -8,6 +8,7 @@ import NIOCore
 extension NodeEngine {
     /// Runs every second: dials seeds and members that have no link yet.
     func maintain() {
+        closeStalledStreams()
         for (address, seed) in seeds where seed.probe == nil {
             if members.values.contains(where: { $0.listen == address && $0.isUp }) { continue }
             if address == boundListen { continue }

@@ -43,6 +43,9 @@ public final class NodeEngine: @unchecked Sendable {
     var nextLocalPortID: UInt64 = 1
     /// Pre-filled chunk buffers of in-process sources, by chunk size (one size kept).
     var sourceBlocks: [Int: [(bytes: ByteBuffer, crc: UInt32)]] = [:]
+    /// Chunks being relayed piece by piece, by inbound connection id.
+    var inboundStreams: [UInt64: InboundStream] = [:]
+    var nextStreamToken: UInt64 = 1
     var nextEndpointID: UInt64 = 1
     var flows: [UInt64: Flow] = [:]
     var endpointLoad: [EndpointKey: Int] = [:]
@@ -64,7 +67,7 @@ public final class NodeEngine: @unchecked Sendable {
         self.logger[metadataKey: "node"] = "\(configuration.name)"
         self.transport = Transport(
             eventLoop: eventLoop, tuning: configuration.tuning,
-            limits: FrameLimits(verifyChecksumsOnArrival: false), logger: logger
+            limits: FrameLimits(verifyChecksumsOnArrival: false, streamsChunks: true), logger: logger
         )
         self.boundListen = configuration.listen
         self.planner = DeliveryPlanner(localNode: configuration.name)
@@ -212,6 +215,7 @@ extension NodeEngine: FrameConnectionDelegate {
     }
 
     public func connectionDidClose(_ connection: FrameConnection, error: (any Error)?) {
+        inboundClosed(connection)
         if let session = sessions.values.first(where: { $0.connection === connection }) {
             sessionClosed(session)
             return

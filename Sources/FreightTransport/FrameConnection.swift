@@ -6,15 +6,25 @@ import NIOCore
 /// Receives what a ``FrameConnection`` reads, on the connection's event loop.
 public protocol FrameConnectionDelegate: AnyObject, Sendable {
     func connection(_ connection: FrameConnection, didReceive frame: Frame)
+    /// A DATA frame in pieces, when the connection streams chunks (``FrameLimits/streamsChunks``).
+    func connection(_ connection: FrameConnection, didStream event: ParserEvent)
     /// The connection is gone; `error` says why when it did not close cleanly.
     func connectionDidClose(_ connection: FrameConnection, error: (any Error)?)
 }
 
+extension FrameConnectionDelegate {
+    public func connection(_ connection: FrameConnection, didStream event: ParserEvent) {}
+}
+
 /// One connection that speaks wire protocol v1. Loop-confined: every method is called on `channel.eventLoop`.
+///
+/// Writes keep frames whole on the wire even when a chunk is streamed onto the connection piece by piece: while one
+/// streamed frame is open, every other write (control frames, whole chunks, other streamed frames) waits in a queue,
+/// in order, and goes out when that frame ends.
 public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringConvertible {
     public let channel: Channel
     public let id: UInt64
-    /// Body bytes written but not yet handed to the kernel; used to pick the least-loaded stripe.
+    /// Body bytes written but not yet handed to the kernel; used to pick a stripe.
     public private(set) var pendingBytes = 0
     public weak var delegate: (any FrameConnectionDelegate)?
     /// What the peer said in its Hello, once it did.
@@ -24,6 +34,18 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     public var isDialed = false
     public private(set) var isClosed = false
     private let allocator: ByteBufferAllocator
+
+    /// A write that waits for the streamed frame in progress to end.
+    private enum Queued {
+        case whole([ByteBuffer], body: Int, promise: EventLoopPromise<Void>?)
+        case begin(token: UInt64, header: ByteBuffer)
+        case piece(token: UInt64, ByteBuffer)
+        case end(token: UInt64)
+    }
+
+    /// The streamed frame now on the wire, if any.
+    private var activeStream: UInt64?
+    private var queue: [Queued] = []
 
     public init(channel: Channel, id: UInt64) {
         self.channel = channel
@@ -54,23 +76,80 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         } catch {
             return error
         }
-        if flush {
-            channel.writeAndFlush(buffer, promise: nil)
-        } else {
-            channel.write(buffer, promise: nil)
-        }
+        writeWhole([buffer], body: 0, promise: nil)
         return nil
     }
 
-    /// Writes a chunk without copying its bytes; `promise` completes when the kernel took them.
+    /// Writes a whole chunk without copying its bytes; `promise` completes when the kernel took them.
     public func sendData(_ chunk: DataChunk, promise: EventLoopPromise<Void>?) {
         channel.eventLoop.assertInEventLoop()
         var header = allocator.buffer(capacity: WireV1.frameHeaderBytes + WireV1.dataPrefixBytes)
         FrameEncoder.dataHeader(chunk, into: &header)
-        let count = chunk.count
+        writeWhole([header] + chunk.pieces, body: chunk.count, promise: promise)
+    }
+
+    // MARK: Streamed chunks
+
+    /// Starts a DATA frame whose `bodyBytes` follow in ``streamPiece(_:token:)`` calls and ``endStream(token:)``.
+    /// `token` names the frame among others that may be streamed onto this connection at the same time.
+    public func beginStream(_ chunk: DataChunk, bodyBytes: Int, token: UInt64) {
+        var header = allocator.buffer(capacity: WireV1.frameHeaderBytes + WireV1.dataPrefixBytes)
+        FrameEncoder.dataHeader(chunk, bodyBytes: bodyBytes, into: &header)
+        if activeStream == nil && queue.isEmpty {
+            activeStream = token
+            channel.write(header, promise: nil)
+        } else {
+            queue.append(.begin(token: token, header: header))
+        }
+    }
+
+    public func streamPiece(_ piece: ByteBuffer, token: UInt64) {
+        if activeStream == token {
+            writeBody(piece, flush: true, promise: nil)
+        } else {
+            queue.append(.piece(token: token, piece))
+        }
+    }
+
+    public func endStream(token: UInt64) {
+        if activeStream == token {
+            activeStream = nil
+            drain()
+        } else {
+            queue.append(.end(token: token))
+        }
+    }
+
+    // MARK: Writing
+
+    private func writeWhole(_ buffers: [ByteBuffer], body: Int, promise: EventLoopPromise<Void>?) {
+        guard activeStream == nil && queue.isEmpty else {
+            queue.append(.whole(buffers, body: body, promise: promise))
+            return
+        }
+        emitWhole(buffers, body: body, promise: promise)
+    }
+
+    private func emitWhole(_ buffers: [ByteBuffer], body: Int, promise: EventLoopPromise<Void>?) {
+        guard body > 0 else {
+            for buffer in buffers.dropLast() { channel.write(buffer, promise: nil) }
+            if let last = buffers.last { channel.writeAndFlush(last, promise: promise) } else { promise?.succeed() }
+            return
+        }
+        channel.write(buffers[0], promise: nil)
+        for piece in buffers.dropFirst().dropLast() { writeBody(piece, flush: false, promise: nil) }
+        if buffers.count > 1 {
+            writeBody(buffers[buffers.count - 1], flush: true, promise: promise)
+        } else {
+            channel.flush()
+            promise?.succeed()
+        }
+    }
+
+    /// Writes body bytes, counting them as pending until the kernel takes them.
+    private func writeBody(_ buffer: ByteBuffer, flush: Bool, promise: EventLoopPromise<Void>?) {
+        let count = buffer.readableBytes
         pendingBytes += count
-        channel.write(header, promise: nil)
-        for piece in chunk.pieces.dropLast() { channel.write(piece, promise: nil) }
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenComplete { [self] result in
             pendingBytes -= count
@@ -79,11 +158,42 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
             case .failure(let error): promise?.fail(error)
             }
         }
-        if let last = chunk.pieces.last {
-            channel.writeAndFlush(last, promise: written)
+        if flush {
+            channel.writeAndFlush(buffer, promise: written)
         } else {
-            channel.flush()
-            written.succeed()
+            channel.write(buffer, promise: written)
+        }
+    }
+
+    /// Writes queued entries in order until a streamed frame that has not ended yet is on the wire.
+    private func drain() {
+        while activeStream == nil, !queue.isEmpty {
+            switch queue.removeFirst() {
+            case .whole(let buffers, let body, let promise):
+                emitWhole(buffers, body: body, promise: promise)
+            case .begin(let token, let header):
+                activeStream = token
+                channel.write(header, promise: nil)
+                // Everything this frame queued meanwhile goes now, in order; others keep waiting.
+                var index = 0
+                while index < queue.count {
+                    switch queue[index] {
+                    case .piece(token, let piece):
+                        queue.remove(at: index)
+                        writeBody(piece, flush: false, promise: nil)
+                    case .end(token):
+                        queue.remove(at: index)
+                        activeStream = nil
+                        index = queue.count
+                    default:
+                        index += 1
+                    }
+                }
+                channel.flush()
+            case .piece, .end:
+                // A piece or end of a frame that began earlier and is no longer active cannot be queued first.
+                assertionFailure("stream entries queued without their start")
+            }
         }
     }
 
@@ -99,10 +209,10 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     }
 }
 
-/// Carries frames from the decoder to the connection's delegate; closes the connection on a decode error with a
+/// Carries frames from the reader to the connection's delegate; closes the connection on a decode error with a
 /// logged reason. Nothing it reads can crash the process: errors end this one connection.
 public final class FrameConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
-    public typealias InboundIn = Frame
+    public typealias InboundIn = ParserEvent
     public let connection: FrameConnection
     private let logger: Logger
 
@@ -111,13 +221,14 @@ public final class FrameConnectionHandler: ChannelInboundHandler, @unchecked Sen
         self.logger = logger
     }
 
-    public func channelActive(context: ChannelHandlerContext) {
-        context.fireChannelActive()
-    }
-
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !connection.isClosed else { return }
-        connection.delegate?.connection(connection, didReceive: unwrapInboundIn(data))
+        switch unwrapInboundIn(data) {
+        case .frame(let frame):
+            connection.delegate?.connection(connection, didReceive: frame)
+        case let event:
+            connection.delegate?.connection(connection, didStream: event)
+        }
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {

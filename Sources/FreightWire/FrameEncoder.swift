@@ -11,7 +11,12 @@ public enum FrameEncoder {
 
     /// The 28 bytes that precede a chunk's bytes.
     public static func dataHeader(_ chunk: DataChunk, into buffer: inout ByteBuffer) {
-        buffer.writeInteger(UInt32(WireV1.dataPrefixBytes + chunk.count))
+        dataHeader(chunk, bodyBytes: chunk.count, into: &buffer)
+    }
+
+    /// The header of a chunk whose `bodyBytes` are written after it (streamed, or from `chunk.pieces`).
+    public static func dataHeader(_ chunk: DataChunk, bodyBytes: Int, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(WireV1.dataPrefixBytes + bodyBytes))
         buffer.writeInteger(WireV1.FrameType.data.rawValue)
         buffer.writeInteger(chunk.isLast ? WireV1.flagLastChunk : 0)
         buffer.writeInteger(UInt16(0))

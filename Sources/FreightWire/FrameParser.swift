@@ -2,6 +2,15 @@ import FreightCore
 import NIOCore
 import SwiftProtobuf
 
+/// What the parser reads: whole frames, or a DATA frame in pieces when chunks are streamed.
+public enum ParserEvent: Sendable {
+    case frame(Frame)
+    /// A DATA frame's header; `chunk.pieces` is empty and `bodyBytes` will follow in `dataPiece`s.
+    case dataStart(DataChunk, bodyBytes: Int)
+    case dataPiece(ByteBuffer)
+    case dataEnd
+}
+
 /// Turns a byte stream into frames. Pure: it takes bytes and emits frames or throws, and never trusts a length before
 /// checking it against its limits. Any error is final for the connection.
 ///
@@ -48,8 +57,17 @@ public struct FrameParser: Sendable {
         self.state = expectPreface ? .preface : .header
     }
 
-    /// Consumes all of `input`, calling `emit` for every frame completed.
+    /// Consumes all of `input`, calling `emit` for every frame completed (chunks assembled from their pieces).
     public mutating func feed(_ input: ByteBuffer, emit: (Frame) -> Void) throws(ParseError) {
+        try feedEvents(input) { event in
+            if case .frame(let frame) = event { emit(frame) }
+        }
+    }
+
+    /// Consumes all of `input`. With ``FrameLimits/streamsChunks`` a DATA frame comes as `dataStart`, one
+    /// `dataPiece` per read it spans, and `dataEnd`, so that a relay can pass each piece on as it arrives;
+    /// otherwise every frame comes whole.
+    public mutating func feedEvents(_ input: ByteBuffer, emit: (ParserEvent) -> Void) throws(ParseError) {
         var input = input
         while true {
             if case .dataBody(var chunk, let remaining, var crc) = state {
@@ -60,11 +78,15 @@ public struct FrameParser: Sendable {
                     // While the bytes are still in cache from the socket read.
                     crc = piece.withUnsafeReadableBytes { CRC32C.checksum($0, continuing: crc) }
                 }
-                chunk.pieces.append(piece)
+                if limits.streamsChunks {
+                    emit(.dataPiece(piece))
+                } else {
+                    chunk.pieces.append(piece)
+                }
                 if remaining == take {
                     if limits.verifyChecksumsOnArrival { chunk.checksumVerified = crc == chunk.crc32c }
                     state = .header
-                    emit(.data(chunk))
+                    emit(limits.streamsChunks ? .dataEnd : .frame(.data(chunk)))
                 } else {
                     state = .dataBody(chunk, remaining: remaining - take, crc: crc)
                 }
@@ -104,7 +126,7 @@ public struct FrameParser: Sendable {
                     guard flags == 0 else { throw .reservedBitsSet }
                     if length == 0 {
                         state = .header
-                        emit(try Self.decodeControl(type: type, payload: ByteBuffer()))
+                        emit(.frame(try Self.decodeControl(type: type, payload: ByteBuffer())))
                     } else {
                         state = .control(type, length: length)
                     }
@@ -120,15 +142,16 @@ public struct FrameParser: Sendable {
                     messageID: id, offset: offset, crc32c: crc, isLast: flags & WireV1.flagLastChunk != 0, pieces: []
                 )
                 let bodyBytes = length - WireV1.dataPrefixBytes
+                if limits.streamsChunks { emit(.dataStart(chunk, bodyBytes: bodyBytes)) }
                 if bodyBytes == 0 {
                     state = .header
-                    emit(.data(chunk))
+                    emit(limits.streamsChunks ? .dataEnd : .frame(.data(chunk)))
                 } else {
                     state = .dataBody(chunk, remaining: bodyBytes, crc: 0)
                 }
             case .control(let type, _):
                 state = .header
-                emit(try Self.decodeControl(type: type, payload: block))
+                emit(.frame(try Self.decodeControl(type: type, payload: block)))
             case .dataBody:
                 preconditionFailure("handled above")
             }

@@ -4,7 +4,7 @@ import NIOCore
 /// connection handler closes that one connection); nothing is read after it.
 public final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
-    public typealias InboundOut = Frame
+    public typealias InboundOut = ParserEvent
     private var parser: FrameParser
     private var failed = false
 
@@ -16,8 +16,8 @@ public final class FrameReader: ChannelInboundHandler, RemovableChannelHandler {
         guard !failed else { return }
         let buffer = unwrapInboundIn(data)
         do {
-            try parser.feed(buffer) { frame in
-                context.fireChannelRead(wrapInboundOut(frame))
+            try parser.feedEvents(buffer) { event in
+                context.fireChannelRead(wrapInboundOut(event))
             }
         } catch {
             failed = true

@@ -36,14 +36,19 @@ public struct FrameLimits: Sendable, Hashable {
     /// whole chunk is there (measured: the later pass runs on bytes that left the cache and cost the receiving
     /// thread as much as the kernel's copy). Endpoints turn it on; relays that only forward leave it off.
     public var verifyChecksumsOnArrival: Bool
+    /// Hand DATA frames on piece by piece (``ParserEvent/dataPiece(_:)``) instead of whole: what a relay wants,
+    /// so that it writes each piece on while the bytes are in cache and the read buffer can be reused.
+    public var streamsChunks: Bool
 
     public init(
         chunkBytesMax: Int = Limits.chunkBytesMax,
         controlFrameBytesMax: Int = Limits.controlFrameBytesMax,
-        verifyChecksumsOnArrival: Bool = false
+        verifyChecksumsOnArrival: Bool = false,
+        streamsChunks: Bool = false
     ) {
         self.chunkBytesMax = chunkBytesMax
         self.controlFrameBytesMax = controlFrameBytesMax
         self.verifyChecksumsOnArrival = verifyChecksumsOnArrival
+        self.streamsChunks = streamsChunks
     }
 }

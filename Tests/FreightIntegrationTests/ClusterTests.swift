@@ -154,6 +154,32 @@ import Testing
         #expect(status["messages_in_flight"] as? Int == 0)
     }
 
+    /// The sending app dies mid-transfer (mid-chunk, most likely): the receiver is told, and the same link then
+    /// carries the next message intact (relays completed the cut chunk so every frame stayed whole).
+    @Test func senderKilledMidTransfer() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 2)
+        defer { cluster.stop() }
+        let recv = try FreightProcess(["recv", "cut", "--via", cluster.node("n2").socket, "--check", "--json"])
+        defer { recv.stop() }
+        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
+        try await cluster.waitForEndpoints("cut", count: 1, at: "n1")
+        let send = try FreightProcess(["send", "cut", "--size", "4GiB", "--via", cluster.node("n1").socket])
+        defer { send.stop() }
+        try await Task.sleep(for: .milliseconds(1500))
+        send.kill(SIGKILL)
+        #expect(try await recv.waitForExit(timeout: .seconds(20)) != 0)
+        #expect(recv.stderr.contains("sending app went away"), "\(recv.stderr)")
+
+        let again = try FreightProcess(["recv", "cut", "--via", cluster.node("n2").socket, "--check", "--count", "1", "--json"])
+        defer { again.stop() }
+        _ = try await again.waitForLine { $0.contains("\"ready\"") }
+        try await cluster.waitForEndpoints("cut", count: 1, at: "n1")
+        let next = try await FreightProcess.run(["send", "cut", "--size", "64MiB", "--via", cluster.node("n1").socket])
+        #expect(next.status == 0, "\(next.stderr)")
+        #expect(try await again.waitForExit(timeout: .seconds(20)) == 0)
+        #expect(again.jsonLines.first { $0["event"] as? String == "received" }?["checked"] as? Bool == true)
+    }
+
     /// Garbage on a node's port closes that one connection; the node and its other links go on.
     @Test func hostileBytesCloseOnlyTheirConnection() async throws {
         let cluster = try await ProcessCluster.start(nodes: 2)

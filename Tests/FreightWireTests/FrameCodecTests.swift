@@ -78,7 +78,7 @@ import Testing
         let channel = EmbeddedChannel(handler: FrameReader())
         try channel.writeInbound(try Self.stream(Self.sampleFrames()))
         var count = 0
-        while try channel.readInbound(as: Frame.self) != nil { count += 1 }
+        while try channel.readInbound(as: ParserEvent.self) != nil { count += 1 }
         #expect(count == Self.sampleFrames().count)
         _ = try channel.finish()
     }

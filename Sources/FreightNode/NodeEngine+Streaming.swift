@@ -1,0 +1,120 @@
+import FreightCore
+import FreightTransport
+import FreightWire
+import NIOCore
+
+/// A chunk being relayed piece by piece from one inbound connection: each piece read is written on at once to every
+/// branch, so the bytes leave while they are still in cache and the read buffer can be reused.
+struct InboundStream {
+    let messageID: UInt64
+    var header: DataChunk
+    /// Connections the chunk is streamed onto, with the token that names it there.
+    var outputs: [(connection: FrameConnection, token: UInt64)] = []
+    /// In-process ports take the chunk whole.
+    var localPorts: [UInt64] = []
+    var remaining: Int
+    /// True when the chunk was refused: its pieces are dropped.
+    var discard: Bool
+    let started = NIODeadline.now()
+}
+
+extension NodeEngine {
+    public func connection(_ connection: FrameConnection, didStream event: ParserEvent) {
+        switch event {
+        case .dataStart(let chunk, let bodyBytes):
+            streamStarted(chunk, bodyBytes: bodyBytes, on: connection)
+        case .dataPiece(let piece):
+            guard var stream = inboundStreams[connection.id] else { return }
+            stream.remaining -= piece.readableBytes
+            if !stream.discard {
+                for output in stream.outputs { output.connection.streamPiece(piece, token: output.token) }
+                if !stream.localPorts.isEmpty { stream.header.pieces.append(piece) }
+            }
+            inboundStreams[connection.id] = stream
+        case .dataEnd:
+            guard let stream = inboundStreams.removeValue(forKey: connection.id) else { return }
+            for output in stream.outputs { output.connection.endStream(token: output.token) }
+            for id in stream.localPorts {
+                if let local = localPorts[id] {
+                    let chunk = stream.header
+                    eventLoop.execute { local.deliver(.data(chunk)) }
+                }
+            }
+        case .frame(let frame):
+            self.connection(connection, didReceive: frame)
+        }
+    }
+
+    private func streamStarted(_ chunk: DataChunk, bodyBytes: Int, on connection: FrameConnection) {
+        var stream = InboundStream(messageID: chunk.messageID, header: chunk, remaining: bodyBytes, discard: true)
+        defer { inboundStreams[connection.id] = stream }
+        guard let port = port(of: connection),
+            let flow = admit(messageID: chunk.messageID, offset: chunk.offset, count: bodyBytes, from: port)
+        else { return }
+        stream.discard = false
+        let count = UInt64(bodyBytes)
+        for branch in flow.branches where branch.isOpen {
+            switch branch.port {
+            case .session(let id):
+                guard let output = sessions[id]?.connection else { continue }
+                stream.outputs.append((output, nextStreamToken))
+            case .peer(let node):
+                guard let member = members[node],
+                    let stripe = member.stripeForData(spillBytes: configuration.windowBytes / 2, policy: configuration.striping),
+                    let output = member.egress[stripe]
+                else { continue }
+                member.bytesOut += count
+                member.stripeBytes[stripe] += count
+                stream.outputs.append((output, nextStreamToken))
+            case .local(let id):
+                stream.localPorts.append(id)
+            }
+            nextStreamToken &+= 1
+            bytesOut += count
+        }
+        for output in stream.outputs { output.connection.beginStream(chunk, bodyBytes: bodyBytes, token: output.token) }
+    }
+
+    /// Closes inbound connections that started a chunk and did not finish it within `Limits.chunkStallSeconds`:
+    /// while a chunk is streamed onto a connection every other write to it waits, so a stalled sender must not
+    /// hold it.
+    func closeStalledStreams() {
+        let deadline = NIODeadline.now() - .seconds(Int64(Limits.chunkStallSeconds))
+        for (id, stream) in inboundStreams where stream.started < deadline {
+            let connection = sessions[id]?.connection ?? members.values.lazy.flatMap(\.ingress).first { $0.id == id }
+            logger.warning("closing \(connection.map { "\($0)" } ?? "connection \(id)"): a chunk stalled for over \(Limits.chunkStallSeconds) s")
+            if let connection {
+                connection.close()
+            } else {
+                inboundStreams[id] = nil
+            }
+        }
+    }
+
+    /// The port a connection speaks for, once it said hello.
+    func port(of connection: FrameConnection) -> Port? {
+        switch connection.hello?.role {
+        case .app?: sessions[connection.id] != nil ? .session(connection.id) : nil
+        case .node?: members[connection.hello!.name]?.owns(connection) == true ? .peer(connection.hello!.name) : nil
+        default: nil
+        }
+    }
+
+    /// An inbound connection closed in the middle of a chunk: the chunk is completed with zeros on every output so
+    /// that their frames stay whole (the message itself is aborted as its sender is gone; a receiver that still
+    /// sees the chunk finds that its checksum fails).
+    func inboundClosed(_ connection: FrameConnection) {
+        guard let stream = inboundStreams.removeValue(forKey: connection.id) else { return }
+        if stream.remaining > 0 && !stream.outputs.isEmpty {
+            var left = stream.remaining
+            while left > 0 {
+                let count = min(left, 1 << 20)
+                var zeros = connection.channel.allocator.buffer(capacity: count)
+                zeros.writeRepeatingByte(0, count: count)
+                for output in stream.outputs { output.connection.streamPiece(zeros, token: output.token) }
+                left -= count
+            }
+        }
+        for output in stream.outputs { output.connection.endStream(token: output.token) }
+    }
+}
