@@ -29,6 +29,7 @@ extension NodeEngine {
             if !stream.discard {
                 for output in stream.outputs { output.connection.streamPiece(piece, token: output.token) }
                 if !stream.localPorts.isEmpty { stream.header.pieces.append(piece) }
+                pauseIfOutputsFull(connection, stream)
             }
             inboundStreams[connection.id] = stream
         case .dataEnd:
@@ -87,6 +88,30 @@ extension NodeEngine {
                 connection.close()
             } else {
                 inboundStreams[id] = nil
+            }
+        }
+    }
+
+    /// An app that sends faster than a branch takes its bytes stops being read until that branch drains, so what a
+    /// relay holds stays within the write water marks (and in cache) rather than growing to the message's window.
+    /// Only app sessions are paused: a peer's stripe carries many messages, and one slow branch must not stall them.
+    func pauseIfOutputsFull(_ input: FrameConnection, _ stream: InboundStream) {
+        guard input.hello?.role == .app else { return }
+        let full = Set(stream.outputs.filter { !$0.connection.channel.isWritable }.map(\.connection.id))
+        guard !full.isEmpty else { return }
+        if readPaused[input.id] == nil { input.setReading(false) }
+        readPaused[input.id, default: (input, [])].waitingOn.formUnion(full)
+    }
+
+    public func connectionWritabilityChanged(_ connection: FrameConnection) {
+        guard connection.channel.isWritable, !readPaused.isEmpty else { return }
+        for (id, paused) in readPaused where paused.waitingOn.contains(connection.id) {
+            let waiting = paused.waitingOn.subtracting([connection.id])
+            if waiting.isEmpty {
+                readPaused[id] = nil
+                paused.input.setReading(true)
+            } else {
+                readPaused[id]?.waitingOn = waiting
             }
         }
     }

@@ -46,6 +46,8 @@ public final class NodeEngine: @unchecked Sendable {
     /// Chunks being relayed piece by piece, by inbound connection id.
     var inboundStreams: [UInt64: InboundStream] = [:]
     var nextStreamToken: UInt64 = 1
+    /// App sessions not being read until the outputs they wait on drain.
+    var readPaused: [UInt64: (input: FrameConnection, waitingOn: Set<UInt64>)] = [:]
     var nextEndpointID: UInt64 = 1
     var flows: [UInt64: Flow] = [:]
     var endpointLoad: [EndpointKey: Int] = [:]
@@ -216,6 +218,11 @@ extension NodeEngine: FrameConnectionDelegate {
 
     public func connectionDidClose(_ connection: FrameConnection, error: (any Error)?) {
         inboundClosed(connection)
+        readPaused[connection.id] = nil
+        for (id, paused) in readPaused where paused.waitingOn.contains(connection.id) {
+            readPaused[id] = nil
+            paused.input.setReading(true)
+        }
         if let session = sessions.values.first(where: { $0.connection === connection }) {
             sessionClosed(session)
             return

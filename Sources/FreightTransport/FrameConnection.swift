@@ -8,12 +8,15 @@ public protocol FrameConnectionDelegate: AnyObject, Sendable {
     func connection(_ connection: FrameConnection, didReceive frame: Frame)
     /// A DATA frame in pieces, when the connection streams chunks (``FrameLimits/streamsChunks``).
     func connection(_ connection: FrameConnection, didStream event: ParserEvent)
+    /// The connection's write queue crossed a water mark (`channel.isWritable` says which way).
+    func connectionWritabilityChanged(_ connection: FrameConnection)
     /// The connection is gone; `error` says why when it did not close cleanly.
     func connectionDidClose(_ connection: FrameConnection, error: (any Error)?)
 }
 
 extension FrameConnectionDelegate {
     public func connection(_ connection: FrameConnection, didStream event: ParserEvent) {}
+    public func connectionWritabilityChanged(_ connection: FrameConnection) {}
 }
 
 /// One connection that speaks wire protocol v1. Loop-confined: every method is called on `channel.eventLoop`.
@@ -201,6 +204,12 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         channel.close(promise: nil)
     }
 
+    /// Stops or resumes reading from this connection (backpressure onto the peer through TCP).
+    public func setReading(_ reading: Bool) {
+        try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: reading)
+        if reading { channel.read() }
+    }
+
     /// Called by the handler.
     func markClosed() -> Bool {
         if isClosed { return false }
@@ -229,6 +238,11 @@ public final class FrameConnectionHandler: ChannelInboundHandler, @unchecked Sen
         case let event:
             connection.delegate?.connection(connection, didStream: event)
         }
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        connection.delegate?.connectionWritabilityChanged(connection)
+        context.fireChannelWritabilityChanged()
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -19,8 +19,8 @@ public struct SocketTuning: Sendable, Hashable {
         congestionControl: String? = "reno",
         sendBufferBytes: Int = 4 * 1024 * 1024,
         receiveBufferBytes: Int = 4 * 1024 * 1024,
-        writeLowWaterMark: Int = 8 * 1024 * 1024,
-        writeHighWaterMark: Int = 16 * 1024 * 1024
+        writeLowWaterMark: Int = 2 * 1024 * 1024,
+        writeHighWaterMark: Int = 4 * 1024 * 1024
     ) {
         self.congestionControl = congestionControl
         self.sendBufferBytes = sendBufferBytes
