@@ -3,7 +3,7 @@
 # rounds alternate iperf3 and freight so that machine drift cancels, and the ratios of medians are reported.
 #   bench/compare-iperf.sh                  # 3 rounds, 1 GiB messages
 #   ROUNDS=5 SIZES=256MiB,1GiB bench/compare-iperf.sh
-# Targets (issue: foundation): node to node >= 80% of iperf3, app to app >= 35%.
+# Targets: node to node >= 80% of iperf3, app to app >= 35%. Exits 3 when a target is not met.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -20,7 +20,7 @@ BIN="$(swift build -c release --show-bin-path)/freight"
 work=$(mktemp -d)
 iperf3 -s -B 127.0.0.1 -p "$PORT" >"$work/iperf-server.log" 2>&1 &
 server=$!
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 sleep 0.5
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -68,4 +68,5 @@ text = "\n".join(lines)
 print(text)
 os.makedirs("bench/results", exist_ok=True)
 open("bench/results/compare-iperf.md", "w").write(text + "\n")
+sys.exit(0 if ok else 3)
 PY

@@ -109,6 +109,7 @@ final class InProcessSource: LocalPort, @unchecked Sendable {  // confined to th
             return (buffer, CRC32C.checksum(buffer))
         }
         engine.sourceBlocks = [chunkBytes: buffers]
+        engine.sourcePartialChecksums = [:]
     }
 
     func deliver(_ frame: Frame) {
@@ -129,13 +130,20 @@ final class InProcessSource: LocalPort, @unchecked Sendable {  // confined to th
 
     func pump() {
         while let next = window.nextChunk() {
-            let source = buffers[Int(next.offset / window.chunkBytes) % buffers.count]
             let full = next.count == window.chunkBytes
+            // A short (last) chunk is always a prefix of block 0, so its checksum can be kept by length.
+            let source = full ? buffers[Int(next.offset / window.chunkBytes) % buffers.count] : buffers[0]
             let bytes = full ? source.bytes : source.bytes.getSlice(at: 0, length: Int(next.count))!
-            let chunk = DataChunk(
-                messageID: id, offset: next.offset, crc32c: full ? source.crc : CRC32C.checksum(bytes),
-                isLast: next.isLast, bytes: bytes
-            )
+            let crc: UInt32
+            if full {
+                crc = source.crc
+            } else if let known = engine.sourcePartialChecksums[Int(next.count)] {
+                crc = known
+            } else {
+                crc = CRC32C.checksum(bytes)
+                engine.sourcePartialChecksums[Int(next.count)] = crc
+            }
+            let chunk = DataChunk(messageID: id, offset: next.offset, crc32c: crc, isLast: next.isLast, bytes: bytes)
             engine.flowFrame(.data(chunk), from: .local(portID))
         }
     }

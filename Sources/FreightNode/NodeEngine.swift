@@ -43,6 +43,9 @@ public final class NodeEngine: @unchecked Sendable {
     var nextLocalPortID: UInt64 = 1
     /// Pre-filled chunk buffers of in-process sources, by chunk size (one size kept).
     var sourceBlocks: [Int: [(bytes: ByteBuffer, crc: UInt32)]] = [:]
+    /// CRC32C of the first bytes of the first source block, by length (short last chunks; every such chunk starts
+    /// at a multiple of the chunk size, so it is a prefix of block 0).
+    var sourcePartialChecksums: [Int: UInt32] = [:]
     /// Chunks being relayed piece by piece, by inbound connection id.
     var inboundStreams: [UInt64: InboundStream] = [:]
     var nextStreamToken: UInt64 = 1

@@ -26,7 +26,7 @@ struct BenchCommand: AsyncParsableCommand {
     var chunkSize = "4MiB"
     @Option(name: .customLong("window"), help: "Per-message window of nodes and receiving apps.")
     var window = "32MiB"
-    @Option(name: .customLong("in-flight"), help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 4.")
+    @Option(name: .customLong("in-flight"), help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 16.")
     var inFlight: Int?
     @OptionGroup var output: OutputOptions
 
@@ -62,7 +62,7 @@ struct BenchCommand: AsyncParsableCommand {
                 do {
                     for size in sizeList {
                         let count = Int(max(1, totalBytes / size))
-                        let parallel = inFlight ?? Int(max(1, min(4, (64 << 20) / size)))
+                        let parallel = inFlight ?? Int(max(1, min(16, (64 << 20) / size)))
                         let result = path == "node"
                             ? try await nodeToNode(fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes)
                             : try await appToApp(
