@@ -44,9 +44,19 @@ extension ClientCore {
             path: open.path,
             body: body
         )
-        if case .terminated = subscription.yield(message) {
+        switch subscription.yield(message) {
+        case .enqueued:
+            break
+        case .dropped:
+            incoming[id] = nil
+            connection?.send(.abort(id, FreightError(
+                .resourceExhausted, "app \(label) has \(Limits.messagesPerConnectionMax) messages waiting to be read"
+            )))
+        case .terminated:
             incoming[id] = nil
             connection?.send(.abort(id, FreightError(.receiverGone, "app \(label) stopped receiving")))
+        @unknown default:
+            incoming[id] = nil
         }
     }
 
@@ -67,11 +77,7 @@ extension ClientCore {
         guard var message = incoming[chunk.messageID] else { return }
         let count = UInt64(chunk.count)
         do throws(FreightError) {
-            var offset = chunk.offset
-            for piece in chunk.pieces {
-                try message.window.accept(offset: offset, count: UInt64(piece.readableBytes))
-                offset += UInt64(piece.readableBytes)
-            }
+            try message.window.accept(chunk)
         } catch {
             return fail(chunk.messageID, error)
         }

@@ -87,8 +87,14 @@ public struct AddressPattern: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// The grammar of addresses and patterns, shared by both so that errors read the same.
-enum AddressGrammar {
+/// The grammar of addresses and patterns, shared by both so that errors read the same; its alphabet also names
+/// nodes, clusters and groups.
+public enum AddressGrammar {
+    /// Whether `text` is a non-empty name of the address alphabet `[a-z0-9._-]`, at most `bytesMax` bytes.
+    public static func isName(_ text: String, bytesMax: Int = 64) -> Bool {
+        !text.isEmpty && text.utf8.count <= bytesMax && text.utf8.allSatisfy(isAllowed)
+    }
+
     static func parse(_ text: String, allowWildcards: Bool) throws(FreightError) -> [String] {
         let kind = allowWildcards ? "pattern" : "address"
         guard !text.isEmpty else {
@@ -136,7 +142,7 @@ enum AddressGrammar {
     }
 
     @inline(__always)
-    static func isAllowed(_ byte: UInt8) -> Bool {
+    public static func isAllowed(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
             UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):

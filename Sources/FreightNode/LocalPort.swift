@@ -38,11 +38,7 @@ final class InProcessSink: LocalPort, @unchecked Sendable {  // confined to the 
             guard var window = windows[chunk.messageID] else { return }
             let count = UInt64(chunk.count)
             do throws(FreightError) {
-                var offset = chunk.offset
-                for piece in chunk.pieces {
-                    try window.accept(offset: offset, count: UInt64(piece.readableBytes))
-                    offset += UInt64(piece.readableBytes)
-                }
+                try window.accept(chunk)
                 guard chunk.checksumMatches else {
                     throw FreightError(.checksumMismatch, "chunk at offset \(chunk.offset) failed its CRC32C check")
                 }

@@ -55,11 +55,11 @@ public struct NodeConfiguration: Sendable {
 
     /// Checks every value against its limit, with a message that names the flag.
     public func validate() throws(FreightError) {
-        guard !name.isEmpty, name.utf8.allSatisfy({ AddressGrammarCheck.isAllowed($0) }) else {
-            throw FreightError(.invalidArgument, "invalid --name '\(name)': use a-z 0-9 . _ -")
+        guard AddressGrammar.isName(name) else {
+            throw FreightError(.invalidArgument, "invalid --name '\(name)': use up to 64 of a-z 0-9 . _ -")
         }
-        guard !cluster.isEmpty, cluster.utf8.allSatisfy({ AddressGrammarCheck.isAllowed($0) }) else {
-            throw FreightError(.invalidArgument, "invalid --cluster '\(cluster)': use a-z 0-9 . _ -")
+        guard AddressGrammar.isName(cluster) else {
+            throw FreightError(.invalidArgument, "invalid --cluster '\(cluster)': use up to 64 of a-z 0-9 . _ -")
         }
         guard (1...Limits.streamsMax).contains(streams) else {
             throw FreightError(.invalidArgument, "--streams \(streams) is out of range 1...\(Limits.streamsMax)")
@@ -78,18 +78,6 @@ public struct NodeConfiguration: Sendable {
         }
         guard case .tcp = listen else {
             throw FreightError(.invalidArgument, "--listen must be HOST:PORT")
-        }
-    }
-}
-
-enum AddressGrammarCheck {
-    static func isAllowed(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-            UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
-            true
-        default:
-            false
         }
     }
 }

@@ -50,7 +50,14 @@ extension NodeEngine {
                 }
             }
 
-            let reserve = Int(min(header.length, UInt64(configuration.windowBytes)))
+            guard flowsByUpstream[port, default: 0] < Limits.messagesPerConnectionMax else {
+                throw FreightError(
+                    .resourceExhausted,
+                    "\(port) has \(Limits.messagesPerConnectionMax) messages in flight through node \(name), the most allowed"
+                )
+            }
+            // Every message reserves at least the smallest chunk, so the budget also bounds how many are open.
+            let reserve = Int(min(max(header.length, UInt64(Limits.chunkBytesMin)), UInt64(configuration.windowBytes)))
             guard reservedBytes + reserve <= configuration.memoryBudgetBytes else {
                 throw FreightError(
                     .resourceExhausted,
@@ -93,6 +100,7 @@ extension NodeEngine {
             branches.append(branch)
         }
         reservedBytes += reserve
+        flowsByUpstream[upstream, default: 0] += 1
         for target in targets { endpointLoad[target.key, default: 0] += 1 }
         flows[id] = Flow(id: id, header: header, upstream: upstream, branches: branches, path: path, reservedBytes: reserve)
 
@@ -247,6 +255,11 @@ extension NodeEngine {
     private func release(_ flow: Flow) {
         flows[flow.id] = nil
         reservedBytes -= flow.reservedBytes
+        if let count = flowsByUpstream[flow.upstream], count > 1 {
+            flowsByUpstream[flow.upstream] = count - 1
+        } else {
+            flowsByUpstream[flow.upstream] = nil
+        }
         for branch in flow.branches {
             for target in branch.targets {
                 if let load = endpointLoad[target], load > 1 { endpointLoad[target] = load - 1 } else { endpointLoad[target] = nil }

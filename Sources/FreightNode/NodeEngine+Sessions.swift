@@ -43,7 +43,7 @@ extension NodeEngine {
     func registerEndpoint(_ register: Freight_Wire_V1_Register, for session: AppSession) throws(FreightError) -> UInt64 {
         let pattern = try AddressPattern(register.pattern)
         if !register.group.isEmpty {
-            guard register.group.utf8.count <= 64, register.group.utf8.allSatisfy(AddressGrammarCheck.isAllowed) else {
+            guard AddressGrammar.isName(register.group) else {
                 throw FreightError(.invalidArgument, "invalid group '\(register.group.prefix(64))': use up to 64 of a-z 0-9 . _ -")
             }
         }

@@ -54,6 +54,8 @@ public final class NodeEngine: @unchecked Sendable {
     var nextEndpointID: UInt64 = 1
     var flows: [UInt64: Flow] = [:]
     var endpointLoad: [EndpointKey: Int] = [:]
+    /// Messages in flight by the port that sends them (at most `Limits.messagesPerConnectionMax` each).
+    var flowsByUpstream: [Port: Int] = [:]
     var reservedBytes = 0
     var planner: DeliveryPlanner
     var tieBreak: UInt64 = 0

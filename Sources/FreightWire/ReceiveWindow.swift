@@ -39,6 +39,15 @@ public struct ReceiveWindow: Sendable {
         accepted[offset] = end
     }
 
+    /// Checks every piece of a chunk (pieces are accepted, and later consumed, one by one).
+    public mutating func accept(_ chunk: DataChunk) throws(FreightError) {
+        var offset = chunk.offset
+        for piece in chunk.pieces {
+            try accept(offset: offset, count: UInt64(piece.readableBytes))
+            offset += UInt64(piece.readableBytes)
+        }
+    }
+
     /// Marks an accepted chunk as held by the app; returns the new (acked, credit) when the acknowledgement moved.
     public mutating func consume(offset: UInt64) -> (acked: UInt64, credit: UInt64)? {
         guard let end = accepted.removeValue(forKey: offset) else { return nil }

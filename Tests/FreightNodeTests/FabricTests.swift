@@ -104,4 +104,48 @@ import Testing
         await receiver.close()
         await fabric.stop()
     }
+
+    /// One app may have at most `Limits.messagesPerConnectionMax` messages in flight through its node; the next is
+    /// refused with a reason while the others stay in flight.
+    @Test(.timeLimit(.minutes(1))) func messagesInFlightPerAppAreBounded() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "many")
+        let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "idle")
+        let inbox = try await receiver.receive("many/x")  // never read until the end
+        try await fabric.waitForEndpoints(try Address("many/x"), count: 1)
+        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "eager")
+        let limit = Limits.messagesPerConnectionMax
+        let outcomes = try await withThrowingTaskGroup(of: String?.self) { group in
+            for _ in 0..<limit + 8 {
+                group.addTask {
+                    do {
+                        _ = try await sender.send(to: "many/x", body: .pattern(seed: 1, length: 1))
+                        return nil
+                    } catch {
+                        return "\(error)"
+                    }
+                }
+            }
+            // Refusals come back at once; the accepted ones wait for the receiver, so read it now.
+            var refusals: [String] = []
+            var reader = inbox.makeAsyncIterator()
+            var delivered = 0
+            while refusals.count + delivered < limit + 8 {
+                if refusals.count < 8, let outcome = try await group.next() {
+                    if let outcome { refusals.append(outcome) } else { delivered += 1 }
+                    continue
+                }
+                guard let message = try await reader.next() else { break }
+                _ = try await message.drain()
+                if let outcome = try await group.next() {
+                    if let outcome { refusals.append(outcome) } else { delivered += 1 }
+                }
+            }
+            return refusals
+        }
+        #expect(outcomes.count == 8)
+        #expect(outcomes.allSatisfy { $0.contains("messages in flight") }, "\(outcomes.first ?? "")")
+        await sender.close()
+        await receiver.close()
+        await fabric.stop()
+    }
 }
