@@ -6,6 +6,10 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// An app's handle on its Freight node: register addresses, receive, send, resolve.
 ///
 /// ```swift
@@ -148,7 +152,3 @@ public final class FreightClient: Sendable {
         return UInt64(info.st_size)
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -1,5 +1,6 @@
 import Foundation
 import FreightCore
+import Synchronization
 
 /// Real `freight node` processes on 127.0.0.1, 127.0.0.2, ..., each with its own Unix socket in a temporary folder.
 /// `stop()` ends every process it started, by PID, and removes the folder.
@@ -103,5 +104,3 @@ public final class ProcessCluster: Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
-
-import Synchronization
