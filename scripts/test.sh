@@ -15,6 +15,9 @@ fi
 echo "== generated code"
 scripts/generate-protos.sh --check
 
+echo "== format (.swift-format)"
+git ls-files '*.swift' | grep -v '/Generated/' | xargs swift format lint --strict
+
 echo "== build"
 swift build --build-tests
 

@@ -21,7 +21,8 @@ extension ClientCore {
         guard incoming[header.id] == nil,
             let subscription = endpoints.lazy.compactMap({ self.subscriptions[$0] }).first
         else {
-            connection?.send(.abort(header.id, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint")))
+            connection?.send(
+                .abort(header.id, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint")))
             return
         }
         let window = UInt64(max(windowBytes, 2 * Int(header.chunkBytes)))
@@ -51,9 +52,13 @@ extension ClientCore {
             break
         case .dropped:
             incoming[id] = nil
-            connection?.send(.abort(id, FreightError(
-                .resourceExhausted, "app \(label) has \(Limits.messagesPerConnectionMax) messages waiting to be read"
-            )))
+            connection?.send(
+                .abort(
+                    id,
+                    FreightError(
+                        .resourceExhausted,
+                        "app \(label) has \(Limits.messagesPerConnectionMax) messages waiting to be read"
+                    )))
         case .terminated:
             incoming[id] = nil
             connection?.send(.abort(id, FreightError(.receiverGone, "app \(label) stopped receiving")))
@@ -85,7 +90,9 @@ extension ClientCore {
         }
         guard chunk.checksumMatches else {
             let id = chunk.messageID
-            checksumFailure = (id, FreightError(.checksumMismatch, "chunk at offset \(chunk.offset) failed its CRC32C check"))
+            checksumFailure = (
+                id, FreightError(.checksumMismatch, "chunk at offset \(chunk.offset) failed its CRC32C check")
+            )
             // With no frame behind it, the checksum failure is the verdict.
             eventLoop.scheduleTask(in: .milliseconds(200)) { [self] in
                 if let failure = checksumFailure, failure.messageID == id {

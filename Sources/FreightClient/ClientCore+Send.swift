@@ -4,7 +4,7 @@ import FreightWire
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A message this app is sending: its window and where its bytes come from.
@@ -24,8 +24,11 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     /// CRC32C of a repeated block's slices, by length: the bytes never change, so each is computed once.
     var repeatedChecksums: [Int: UInt32] = [:]
 
-    init(id: UInt64, destination: String, window: SendWindow, body: OutgoingBody, promise: EventLoopPromise<DeliveryReport>,
-         onProgress: (@Sendable (UInt64) -> Void)?, buffersMax: Int) {
+    init(
+        id: UInt64, destination: String, window: SendWindow, body: OutgoingBody,
+        promise: EventLoopPromise<DeliveryReport>,
+        onProgress: (@Sendable (UInt64) -> Void)?, buffersMax: Int
+    ) {
         self.id = id
         self.destination = destination
         self.window = window
@@ -73,7 +76,8 @@ extension ClientCore {
         if case .file(let path) = body {
             transfer.fd = open(path, O_RDONLY)
             guard transfer.fd >= 0 else {
-                return eventLoop.makeFailedFuture(FreightError(.io, "cannot open \(path): \(String(cString: strerror(errno)))"))
+                return eventLoop.makeFailedFuture(
+                    FreightError(.io, "cannot open \(path): \(String(cString: strerror(errno)))"))
             }
         }
         outgoing[id] = transfer
@@ -127,20 +131,26 @@ extension ClientCore {
             case .repeating(let block, _):
                 bytes = block.getSlice(at: block.readerIndex, length: count)!
             case .pattern(let seed, _):
-                bytes = transfer.pool.popLast() ?? connection.channel.allocator.buffer(capacity: Int(transfer.window.chunkBytes))
+                bytes =
+                    transfer.pool.popLast()
+                    ?? connection.channel.allocator.buffer(capacity: Int(transfer.window.chunkBytes))
                 bytes.clear()
                 bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-                    PatternFill.fill(UnsafeMutableRawBufferPointer(rebasing: raw[..<count]), seed: seed, offset: Int64(next.offset))
+                    PatternFill.fill(
+                        UnsafeMutableRawBufferPointer(rebasing: raw[..<count]), seed: seed, offset: Int64(next.offset))
                     return count
                 }
             case .file(let path):
-                bytes = transfer.pool.popLast() ?? connection.channel.allocator.buffer(capacity: Int(transfer.window.chunkBytes))
+                bytes =
+                    transfer.pool.popLast()
+                    ?? connection.channel.allocator.buffer(capacity: Int(transfer.window.chunkBytes))
                 bytes.clear()
                 var readError: Int32 = 0
                 bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
                     var done = 0
                     while done < count {
-                        let n = pread(transfer.fd, raw.baseAddress! + done, count - done, off_t(next.offset) + off_t(done))
+                        let n = pread(
+                            transfer.fd, raw.baseAddress! + done, count - done, off_t(next.offset) + off_t(done))
                         if n <= 0 {
                             readError = n == 0 ? EIO : errno
                             break
@@ -150,7 +160,8 @@ extension ClientCore {
                     return done
                 }
                 guard readError == 0 else {
-                    let error = FreightError(.io, "cannot read \(path) at \(next.offset): \(String(cString: strerror(readError)))")
+                    let error = FreightError(
+                        .io, "cannot read \(path) at \(next.offset): \(String(cString: strerror(readError)))")
                     outgoing[transfer.id] = nil
                     connection.send(.abort(transfer.id, error))
                     return transfer.fail(error)
@@ -198,7 +209,8 @@ extension ClientCore {
             bytes: transfer.window.length,
             seconds: Double((NIODeadline.now() - transfer.started).nanoseconds) / 1e9,
             deliveries: done.deliveries.map {
-                DeliveryReport.Delivery(node: $0.endpoint.node, endpointID: $0.endpoint.id, address: $0.address, app: $0.app, path: $0.path)
+                DeliveryReport.Delivery(
+                    node: $0.endpoint.node, endpointID: $0.endpoint.id, address: $0.address, app: $0.app, path: $0.path)
             },
             failures: done.failures.map {
                 DeliveryReport.Failure(

@@ -4,7 +4,7 @@ import FreightWire
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The client's state, confined to its event loop: requests waiting for replies, messages being sent and received.

@@ -7,7 +7,7 @@ import NIOPosix
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An app's handle on its Freight node: register addresses, receive, send, resolve.
@@ -78,10 +78,12 @@ public final class FreightClient: Sendable {
         )
         let core = self.core
         let reply = try await core.eventLoop.flatSubmit {
-            core.request(.register(.with {
-                $0.pattern = pattern
-                $0.group = group ?? ""
-            }))
+            core.request(
+                .register(
+                    .with {
+                        $0.pattern = pattern
+                        $0.group = group ?? ""
+                    }))
         }.get()
         let id = reply.endpointID
         try await core.eventLoop.submit { core.subscribe(endpointID: id, continuation: continuation) }.get()
@@ -94,10 +96,14 @@ public final class FreightClient: Sendable {
     }
 
     /// Sends a message and waits until every chosen endpoint holds all of it, or until it fails.
-    public func send(to address: String, body: OutgoingBody, options: SendOptions = SendOptions()) async throws -> DeliveryReport {
+    public func send(to address: String, body: OutgoingBody, options: SendOptions = SendOptions()) async throws
+        -> DeliveryReport
+    {
         let destination = try Address(address)
         guard (Limits.chunkBytesMin...Limits.chunkBytesMax).contains(options.chunkBytes) else {
-            throw FreightError(.invalidArgument, "chunk size \(options.chunkBytes) is out of range \(Limits.chunkBytesMin)...\(Limits.chunkBytesMax)")
+            throw FreightError(
+                .invalidArgument,
+                "chunk size \(options.chunkBytes) is out of range \(Limits.chunkBytesMin)...\(Limits.chunkBytesMax)")
         }
         let length: UInt64
         switch body {
@@ -108,7 +114,8 @@ public final class FreightClient: Sendable {
         case .file(let path): length = try Self.fileSize(path)
         case .repeating(let block, let count):
             guard count >= 0, block.readableBytes >= options.chunkBytes else {
-                throw FreightError(.invalidArgument, "a repeated block must hold one chunk (\(options.chunkBytes) bytes)")
+                throw FreightError(
+                    .invalidArgument, "a repeated block must hold one chunk (\(options.chunkBytes) bytes)")
             }
             length = UInt64(count)
         }
@@ -124,7 +131,8 @@ public final class FreightClient: Sendable {
         let core = self.core
         let reply = try await core.eventLoop.flatSubmit { core.request(.resolve(.with { $0.pattern = pattern })) }.get()
         return reply.endpoints.map {
-            EndpointInfo(node: $0.node, id: $0.id, pattern: $0.pattern, group: $0.group.isEmpty ? nil : $0.group, app: $0.app)
+            EndpointInfo(
+                node: $0.node, id: $0.id, pattern: $0.pattern, group: $0.group.isEmpty ? nil : $0.group, app: $0.app)
         }
     }
 

@@ -3,7 +3,7 @@ import FreightWire
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One chunk of a message body: `bytes` starting at `offset`. Chunks of a striped message may arrive out of order.
@@ -41,7 +41,9 @@ public struct IncomingMessage: Sendable {
                 }
                 return done
             }
-            guard written >= 0 else { throw FreightError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+            guard written >= 0 else {
+                throw FreightError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
+            }
             total += UInt64(written)
         }
         if length == 0 { ftruncate(fd, 0) }
@@ -65,7 +67,9 @@ public struct IncomingMessage: Sendable {
     public func checkPattern(seed: UInt64) async throws -> Bool {
         var matches = true
         for try await chunk in body {
-            let ok = chunk.bytes.withUnsafeReadableBytes { PatternFill.check($0, seed: seed, offset: Int64(chunk.offset)) }
+            let ok = chunk.bytes.withUnsafeReadableBytes {
+                PatternFill.check($0, seed: seed, offset: Int64(chunk.offset))
+            }
             if !ok { matches = false }
         }
         return matches

@@ -5,7 +5,8 @@ public enum ByteCount {
         let digits = trimmed.prefix { $0.isNumber || $0 == "." }
         let unit = trimmed.dropFirst(digits.count).trimmingWhitespace()
         guard let value = Double(digits), value >= 0 else {
-            throw FreightError(.invalidArgument, "invalid size '\(text)': expected a number such as 4096, 64KiB or 1GiB")
+            throw FreightError(
+                .invalidArgument, "invalid size '\(text)': expected a number such as 4096, 64KiB or 1GiB")
         }
         let multipliers: [String: Double] = [
             "": 1, "B": 1,
@@ -14,7 +15,8 @@ public enum ByteCount {
             "KB": 1000, "MB": 1_000_000, "GB": 1_000_000_000, "TB": 1_000_000_000_000,
         ]
         guard let multiplier = multipliers[unit] else {
-            throw FreightError(.invalidArgument, "invalid size '\(text)': unknown unit '\(unit)'; use B, KiB, MiB, GiB or TiB")
+            throw FreightError(
+                .invalidArgument, "invalid size '\(text)': unknown unit '\(unit)'; use B, KiB, MiB, GiB or TiB")
         }
         let bytes = value * multiplier
         guard bytes < 9.0e18, bytes.rounded() == bytes else {

@@ -34,7 +34,9 @@ public enum PatternFill {
             at += 1
         }
         while buffer.count - position >= 8 {
-            if UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: position, as: UInt64.self)) != word(seed: seed, index: at / 8) {
+            if UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: position, as: UInt64.self))
+                != word(seed: seed, index: at / 8)
+            {
                 return false
             }
             position += 8

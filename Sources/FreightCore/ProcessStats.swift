@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Resource use of this process, for status and benchmarks.
@@ -10,11 +10,11 @@ public enum ProcessStats {
     public static func peakResidentBytes() -> UInt64 {
         var usage = rusage()
         #if canImport(Glibc)
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        return UInt64(usage.ru_maxrss) * 1024
+            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+            return UInt64(usage.ru_maxrss) * 1024
         #else
-        getrusage(RUSAGE_SELF, &usage)
-        return UInt64(usage.ru_maxrss)
+            getrusage(RUSAGE_SELF, &usage)
+            return UInt64(usage.ru_maxrss)
         #endif
     }
 
@@ -22,9 +22,9 @@ public enum ProcessStats {
     public static func cpuSeconds() -> Double {
         var usage = rusage()
         #if canImport(Glibc)
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         #else
-        getrusage(RUSAGE_SELF, &usage)
+            getrusage(RUSAGE_SELF, &usage)
         #endif
         func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1_000_000 }
         return seconds(usage.ru_utime) + seconds(usage.ru_stime)

@@ -60,7 +60,9 @@ public final class PatternTrie<Value: Hashable> {
         return removed
     }
 
-    private static func remove(_ segments: ArraySlice<AddressPattern.Segment>, _ value: Value, from level: Level) -> Bool {
+    private static func remove(_ segments: ArraySlice<AddressPattern.Segment>, _ value: Value, from level: Level)
+        -> Bool
+    {
         guard let head = segments.first else { return level.terminal.remove(value) != nil }
         switch head {
         case .rest:

@@ -38,7 +38,8 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     /// The stripe that takes the next chunk (``StripeChooser``: fill first, spill over).
     func stripeForData(spillBytes: Int, policy: StripeChooser.Policy) -> Int? {
         rotation &+= 1
-        return StripeChooser.choose(pending: egress.map { $0?.pendingBytes }, spillBytes: spillBytes, policy: policy, rotation: rotation)
+        return StripeChooser.choose(
+            pending: egress.map { $0?.pendingBytes }, spillBytes: spillBytes, policy: policy, rotation: rotation)
     }
 }
 

@@ -71,7 +71,9 @@ public struct NodeConfiguration: Sendable {
             )
         }
         guard windowBytes >= chunkBytes, windowBytes <= Limits.windowBytesMax else {
-            throw FreightError(.invalidArgument, "window \(windowBytes) must be at least one chunk and at most \(Limits.windowBytesMax)")
+            throw FreightError(
+                .invalidArgument,
+                "window \(windowBytes) must be at least one chunk and at most \(Limits.windowBytesMax)")
         }
         guard memoryBudgetBytes >= windowBytes else {
             throw FreightError(.invalidArgument, "memory budget \(memoryBudgetBytes) is smaller than one window")

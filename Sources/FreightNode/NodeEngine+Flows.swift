@@ -28,11 +28,16 @@ extension NodeEngine {
             let destination = try Address(header.destination)
             if header.chunkBytes == 0 { header.chunkBytes = UInt32(configuration.chunkBytes) }
             guard (Limits.chunkBytesMin...Limits.chunkBytesMax).contains(Int(header.chunkBytes)) else {
-                throw FreightError(.invalidArgument, "chunk size \(header.chunkBytes) is out of range \(Limits.chunkBytesMin)...\(Limits.chunkBytesMax)")
+                throw FreightError(
+                    .invalidArgument,
+                    "chunk size \(header.chunkBytes) is out of range \(Limits.chunkBytesMin)...\(Limits.chunkBytesMax)")
             }
-            guard header.length <= UInt64(Int64.max) else { throw FreightError(.invalidArgument, "length \(header.length) is too large") }
+            guard header.length <= UInt64(Int64.max) else {
+                throw FreightError(.invalidArgument, "length \(header.length) is too large")
+            }
             guard header.attributes.count <= Limits.attributesMax else {
-                throw FreightError(.invalidArgument, "\(header.attributes.count) attributes, at most \(Limits.attributesMax)")
+                throw FreightError(
+                    .invalidArgument, "\(header.attributes.count) attributes, at most \(Limits.attributesMax)")
             }
             guard open.path.count < Limits.membersMax else { throw FreightError(.protocolViolation, "path too long") }
 
@@ -41,7 +46,8 @@ extension NodeEngine {
             case .session, .local:
                 let matches = index.match(destination)
                 tieBreak &+= 1
-                targets = planner.plan(matches: matches, load: { self.endpointLoad[$0, default: 0] }, tieBreak: tieBreak)
+                targets = planner.plan(
+                    matches: matches, load: { self.endpointLoad[$0, default: 0] }, tieBreak: tieBreak)
                 guard !targets.isEmpty else { throw FreightError.noRoute(destination.description) }
             case .peer:
                 targets = open.targets.filter { $0.node == name }.compactMap { localEndpoints[$0.id]?.record }
@@ -64,7 +70,8 @@ extension NodeEngine {
                     "node \(name) is at its memory budget (\(ByteCount.format(Int64(configuration.memoryBudgetBytes))) in flight); try again"
                 )
             }
-            startFlow(id: id, header: header, upstream: port, targets: targets, path: open.path + [name], reserve: reserve)
+            startFlow(
+                id: id, header: header, upstream: port, targets: targets, path: open.path + [name], reserve: reserve)
         } catch {
             failed += 1
             send(.abort(id, error), to: port)
@@ -102,7 +109,8 @@ extension NodeEngine {
         reservedBytes += reserve
         flowsByUpstream[upstream, default: 0] += 1
         for target in targets { endpointLoad[target.key, default: 0] += 1 }
-        flows[id] = Flow(id: id, header: header, upstream: upstream, branches: branches, path: path, reservedBytes: reserve)
+        flows[id] = Flow(
+            id: id, header: header, upstream: upstream, branches: branches, path: path, reservedBytes: reserve)
 
         for branch in branches where branch.isOpen {
             var open = Freight_Wire_V1_Open()
@@ -122,7 +130,9 @@ extension NodeEngine {
     // MARK: Data
 
     func dataReceived(_ chunk: DataChunk, from port: Port) {
-        guard let flow = admit(messageID: chunk.messageID, offset: chunk.offset, count: chunk.count, from: port) else { return }
+        guard let flow = admit(messageID: chunk.messageID, offset: chunk.offset, count: chunk.count, from: port) else {
+            return
+        }
         for branch in flow.branches where branch.isOpen {
             sendData(chunk, to: branch.port)
         }
@@ -142,7 +152,8 @@ extension NodeEngine {
         guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= Limits.chunkBytesMax else {
             abortFlow(
                 messageID,
-                FreightError(.protocolViolation, "chunk [\(offset), +\(count)) is beyond the credit \(flow.upstreamCredit)"),
+                FreightError(
+                    .protocolViolation, "chunk [\(offset), +\(count)) is beyond the credit \(flow.upstreamCredit)"),
                 notifyUpstream: true
             )
             return nil
@@ -180,7 +191,9 @@ extension NodeEngine {
             let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen })
         else { return }
         guard ack.ackedOffset <= flow.length, ack.ackedOffset <= ack.creditOffset || ack.creditOffset == 0 else {
-            return abortFlow(ack.messageID, FreightError(.protocolViolation, "\(port) acknowledged past the message"), notifyUpstream: true)
+            return abortFlow(
+                ack.messageID, FreightError(.protocolViolation, "\(port) acknowledged past the message"),
+                notifyUpstream: true)
         }
         flow.branches[index].ackedOffset = max(flow.branches[index].ackedOffset, ack.ackedOffset)
         flow.branches[index].creditOffset = max(flow.branches[index].creditOffset, min(ack.creditOffset, flow.length))
@@ -262,7 +275,11 @@ extension NodeEngine {
         }
         for branch in flow.branches {
             for target in branch.targets {
-                if let load = endpointLoad[target], load > 1 { endpointLoad[target] = load - 1 } else { endpointLoad[target] = nil }
+                if let load = endpointLoad[target], load > 1 {
+                    endpointLoad[target] = load - 1
+                } else {
+                    endpointLoad[target] = nil
+                }
             }
         }
     }
@@ -275,9 +292,15 @@ extension NodeEngine {
                 let upstreamError: FreightError
                 switch port {
                 case .session, .local: upstreamError = FreightError(.senderGone, "the sending app went away")
-                case .peer(let node): upstreamError = FreightError(.nodeGone, "node \(node), which relayed the message, went away")
+                case .peer(let node):
+                    upstreamError = FreightError(.nodeGone, "node \(node), which relayed the message, went away")
                 }
-                abortFlow(id, FreightError(upstreamError.code, "\(upstreamError.message) after \(flow.bytesForwarded) of \(flow.length) bytes"), notifyUpstream: false)
+                abortFlow(
+                    id,
+                    FreightError(
+                        upstreamError.code,
+                        "\(upstreamError.message) after \(flow.bytesForwarded) of \(flow.length) bytes"),
+                    notifyUpstream: false)
                 continue
             }
             var changed = false

@@ -86,7 +86,8 @@ extension NodeEngine {
                 connection.close()
                 return
             }
-            let member = learn(name: hello.name, listen: (try? NodeAddress(hello.listen)) ?? address, incarnation: hello.incarnation)
+            let member = learn(
+                name: hello.name, listen: (try? NodeAddress(hello.listen)) ?? address, incarnation: hello.incarnation)
             if let member, member.egress[0] == nil {
                 member.egress[0] = connection
                 linkUp(member)
@@ -164,7 +165,9 @@ extension NodeEngine {
         var current: [EndpointRecord] = []
         var bytes = 0
         for record in records {
-            let size = record.pattern.description.utf8.count + (record.group?.utf8.count ?? 0) + record.app.utf8.count + record.key.node.utf8.count + 32
+            let size =
+                record.pattern.description.utf8.count + (record.group?.utf8.count ?? 0) + record.app.utf8.count
+                + record.key.node.utf8.count + 32
             if bytes + size > Limits.controlFrameBytesMax / 2, !current.isEmpty {
                 result.append(current)
                 current = []
@@ -230,7 +233,8 @@ extension NodeEngine {
         for key in update.removed { index.remove(EndpointKey(node: member.name, id: key)) }
         for endpoint in update.added {
             guard index.count(at: member.name) < Limits.endpointsPerPeerMax else {
-                logger.warning("node \(member.name) announced over \(Limits.endpointsPerPeerMax) endpoints; ignoring the rest")
+                logger.warning(
+                    "node \(member.name) announced over \(Limits.endpointsPerPeerMax) endpoints; ignoring the rest")
                 break
             }
             guard let pattern = try? AddressPattern(endpoint.pattern) else {

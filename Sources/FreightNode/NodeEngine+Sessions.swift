@@ -40,15 +40,18 @@ extension NodeEngine {
         return reply
     }
 
-    func registerEndpoint(_ register: Freight_Wire_V1_Register, for session: AppSession) throws(FreightError) -> UInt64 {
+    func registerEndpoint(_ register: Freight_Wire_V1_Register, for session: AppSession) throws(FreightError) -> UInt64
+    {
         let pattern = try AddressPattern(register.pattern)
         if !register.group.isEmpty {
             guard AddressGrammar.isName(register.group) else {
-                throw FreightError(.invalidArgument, "invalid group '\(register.group.prefix(64))': use up to 64 of a-z 0-9 . _ -")
+                throw FreightError(
+                    .invalidArgument, "invalid group '\(register.group.prefix(64))': use up to 64 of a-z 0-9 . _ -")
             }
         }
         guard session.endpoints.count < Limits.registrationsPerSessionMax else {
-            throw FreightError(.resourceExhausted, "an app may register at most \(Limits.registrationsPerSessionMax) endpoints")
+            throw FreightError(
+                .resourceExhausted, "an app may register at most \(Limits.registrationsPerSessionMax) endpoints")
         }
         let id = nextEndpointID
         nextEndpointID += 1
@@ -93,6 +96,7 @@ extension NodeEngine {
         }
         if !ids.isEmpty { announce(added: [], removed: ids) }
         logger.debug("app \(session.label) detached; \(ids.count) endpoints removed")
-        portGone(.session(session.id), error: FreightError(.receiverGone, "app \(session.label) on node \(name) went away"))
+        portGone(
+            .session(session.id), error: FreightError(.receiverGone, "app \(session.label) on node \(name) went away"))
     }
 }

@@ -61,7 +61,8 @@ extension NodeEngine {
                 stream.outputs.append((output, nextStreamToken))
             case .peer(let node):
                 guard let member = members[node],
-                    let stripe = member.stripeForData(spillBytes: configuration.windowBytes / 2, policy: configuration.striping),
+                    let stripe = member.stripeForData(
+                        spillBytes: configuration.windowBytes / 2, policy: configuration.striping),
                     let output = member.egress[stripe]
                 else { continue }
                 member.bytesOut += count
@@ -83,7 +84,9 @@ extension NodeEngine {
         let deadline = NIODeadline.now() - .seconds(Int64(Limits.chunkStallSeconds))
         for (id, stream) in inboundStreams where stream.started < deadline {
             let connection = sessions[id]?.connection ?? members.values.lazy.flatMap(\.ingress).first { $0.id == id }
-            logger.warning("closing \(connection.map { "\($0)" } ?? "connection \(id)"): a chunk stalled for over \(Limits.chunkStallSeconds) s")
+            logger.warning(
+                "closing \(connection.map { "\($0)" } ?? "connection \(id)"): a chunk stalled for over \(Limits.chunkStallSeconds) s"
+            )
             if let connection {
                 connection.close()
             } else {

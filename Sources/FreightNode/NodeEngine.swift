@@ -8,7 +8,7 @@ import NIOCore
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A Freight node: accepts apps and peers, keeps the cluster's mesh and directory, and relays messages.
@@ -115,22 +115,27 @@ public final class NodeEngine: @unchecked Sendable {
 
     /// Closes every listener and connection; flows in progress fail.
     public func stop() async {
-        let closing: [EventLoopFuture<Void>] = (try? await eventLoop.submit { [self] in
-            maintenance?.cancel()
-            maintenance = nil
-            var futures: [EventLoopFuture<Void>] = []
-            for channel in [listenChannel, socketChannel].compactMap({ $0 }) {
-                futures.append(channel.close().recover { _ in })
-            }
-            listenChannel = nil
-            socketChannel = nil
-            for session in sessions.values { futures.append(session.connection.channel.close().recover { _ in }) }
-            for member in members.values {
-                for connection in member.allConnections { futures.append(connection.channel.close().recover { _ in }) }
-            }
-            for seed in seeds.values { if let probe = seed.probe { futures.append(probe.channel.close().recover { _ in }) } }
-            return futures
-        }.get()) ?? []
+        let closing: [EventLoopFuture<Void>] =
+            (try? await eventLoop.submit { [self] in
+                maintenance?.cancel()
+                maintenance = nil
+                var futures: [EventLoopFuture<Void>] = []
+                for channel in [listenChannel, socketChannel].compactMap({ $0 }) {
+                    futures.append(channel.close().recover { _ in })
+                }
+                listenChannel = nil
+                socketChannel = nil
+                for session in sessions.values { futures.append(session.connection.channel.close().recover { _ in }) }
+                for member in members.values {
+                    for connection in member.allConnections {
+                        futures.append(connection.channel.close().recover { _ in })
+                    }
+                }
+                for seed in seeds.values {
+                    if let probe = seed.probe { futures.append(probe.channel.close().recover { _ in }) }
+                }
+                return futures
+            }.get()) ?? []
         for future in closing { try? await future.get() }
         if let path = configuration.socketPath { unlink(path) }
     }
@@ -200,7 +205,6 @@ public final class NodeEngine: @unchecked Sendable {
         try await eventLoop.submit { [self] in status() }.get()
     }
 }
-
 
 extension NodeEngine: FrameConnectionDelegate {
     public func connection(_ connection: FrameConnection, didReceive frame: Frame) {

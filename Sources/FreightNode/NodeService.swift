@@ -17,7 +17,8 @@ public struct NodeService: Service {
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
                 try? await Task.sleep(for: .milliseconds(200))
             }
-        } onGracefulShutdown: {}
+        } onGracefulShutdown: {
+        }
         await engine.stop()
     }
 }

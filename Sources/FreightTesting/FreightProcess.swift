@@ -15,7 +15,8 @@ public final class FreightProcess: Sendable {
     /// The `freight` executable next to the running test bundle, or `$FREIGHT_BIN`.
     public static var binaryPath: String {
         if let path = ProcessInfo.processInfo.environment["FREIGHT_BIN"] { return path }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let exe =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var directory = URL(fileURLWithPath: exe).deletingLastPathComponent()
         // In a test bundle on Linux the executable sits beside the .xctest.
         while directory.path != "/" {
@@ -67,18 +68,23 @@ public final class FreightProcess: Sendable {
     public var stderr: String { output.state.withLock { $0.stderr } }
 
     /// Waits for a line of stdout that satisfies `predicate`.
-    public func waitForLine(timeout: Duration = .seconds(30), where predicate: (String) -> Bool) async throws -> String {
+    public func waitForLine(timeout: Duration = .seconds(30), where predicate: (String) -> Bool) async throws -> String
+    {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let line = stdoutLines.first(where: predicate) { return line }
             if !process.isRunning {
                 try await Task.sleep(for: .milliseconds(50))
                 if let line = stdoutLines.first(where: predicate) { return line }
-                throw FreightError(.internalError, "freight \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(stderr)")
+                throw FreightError(
+                    .internalError,
+                    "freight \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(stderr)")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw FreightError(.internalError, "timed out waiting for output of freight \(arguments.joined(separator: " ")); stderr: \(stderr)")
+        throw FreightError(
+            .internalError,
+            "timed out waiting for output of freight \(arguments.joined(separator: " ")); stderr: \(stderr)")
     }
 
     /// Waits for the process to exit and returns its status; kills it past the timeout.
@@ -88,7 +94,8 @@ public final class FreightProcess: Sendable {
         while process.isRunning {
             if ContinuousClock.now > deadline {
                 kill(SIGKILL)
-                throw FreightError(.internalError, "freight \(arguments.joined(separator: " ")) did not exit within \(timeout)")
+                throw FreightError(
+                    .internalError, "freight \(arguments.joined(separator: " ")) did not exit within \(timeout)")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
@@ -118,7 +125,9 @@ public final class FreightProcess: Sendable {
     }
 
     /// Runs `freight ARGS` to completion.
-    public static func run(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> (status: Int32, stdout: [String], stderr: String) {
+    public static func run(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> (
+        status: Int32, stdout: [String], stderr: String
+    ) {
         let process = try FreightProcess(arguments)
         let status = try await process.waitForExit(timeout: timeout)
         return (status, process.stdoutLines, process.stderr)

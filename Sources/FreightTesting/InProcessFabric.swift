@@ -69,7 +69,9 @@ public final class InProcessFabric: Sendable {
             var complete = true
             for engine in engines {
                 let status = try await engine.statusSnapshot()
-                if status.peers.filter({ $0.streamsUp == status.streams }).count < engines.count - 1 { complete = false }
+                if status.peers.filter({ $0.streamsUp == status.streams }).count < engines.count - 1 {
+                    complete = false
+                }
             }
             if complete { return }
             try await Task.sleep(for: .milliseconds(50))

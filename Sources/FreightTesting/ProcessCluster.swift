@@ -28,7 +28,9 @@ public final class ProcessCluster: Sendable {
     public func node(_ name: String) -> Node { nodes.first { $0.name == name }! }
 
     /// Starts `count` nodes named n1...; every node after the first joins the first.
-    public static func start(nodes count: Int, streams: Int = 4, extraArguments: [String] = []) async throws -> ProcessCluster {
+    public static func start(nodes count: Int, streams: Int = 4, extraArguments: [String] = []) async throws
+        -> ProcessCluster
+    {
         let cluster = try ProcessCluster()
         do {
             var first: String?
@@ -48,9 +50,13 @@ public final class ProcessCluster: Sendable {
     }
 
     @discardableResult
-    public func startNode(name: String, host: String, join: [String], extraArguments: [String] = []) async throws -> Node {
+    public func startNode(name: String, host: String, join: [String], extraArguments: [String] = []) async throws
+        -> Node
+    {
         let socket = "\(directory)/\(name).sock"
-        var arguments = ["node", "--cluster", cluster, "--name", name, "--listen", "\(host):0", "--socket", socket, "--json"]
+        var arguments = [
+            "node", "--cluster", cluster, "--name", name, "--listen", "\(host):0", "--socket", socket, "--json",
+        ]
         for seed in join { arguments += ["--join", seed] }
         arguments += extraArguments
         let process = try FreightProcess(arguments)
@@ -80,7 +86,9 @@ public final class ProcessCluster: Sendable {
     }
 
     /// Waits until `node` resolves `pattern` to `count` endpoints.
-    public func waitForEndpoints(_ pattern: String, count: Int, at node: String, timeout: Duration = .seconds(10)) async throws {
+    public func waitForEndpoints(_ pattern: String, count: Int, at node: String, timeout: Duration = .seconds(10))
+        async throws
+    {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let result = try await FreightProcess.run(["resolve", pattern, "--via", self.node(node).socket, "--json"])

@@ -13,7 +13,9 @@ public enum TestFiles {
         var offset: Int64 = 0
         while offset < bytes {
             let count = Int(min(Int64(block), bytes - offset))
-            buffer.withUnsafeMutableBytes { PatternFill.fill(UnsafeMutableRawBufferPointer(rebasing: $0[..<count]), seed: seed, offset: offset) }
+            buffer.withUnsafeMutableBytes {
+                PatternFill.fill(UnsafeMutableRawBufferPointer(rebasing: $0[..<count]), seed: seed, offset: offset)
+            }
             try handle.write(contentsOf: buffer[..<count])
             offset += Int64(count)
         }

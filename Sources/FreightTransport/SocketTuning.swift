@@ -2,7 +2,7 @@ import NIOCore
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Socket settings of Freight's links. On loopback and inside a rack Reno with large buffers moves 2-4 times more
@@ -33,7 +33,8 @@ public struct SocketTuning: Sendable, Hashable {
 
     /// Reads of up to 1 MiB: a relay forwards what it read while the bytes are still in the core's L2 cache (1 MiB per core here).
     /// (Measured with `freight bench`, 1 GiB messages: 1 MiB reads matched or beat 4 MiB reads on both paths.)
-    public static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64 * 1024, initial: 1024 * 1024, maximum: 1024 * 1024)
+    public static let receiveAllocator = AdaptiveRecvByteBufferAllocator(
+        minimum: 64 * 1024, initial: 1024 * 1024, maximum: 1024 * 1024)
 
     /// Options for a TCP channel (client or accepted child), applied before connect.
     public func apply(to channel: Channel, isTCP: Bool) -> EventLoopFuture<Void> {
@@ -55,7 +56,9 @@ public struct SocketTuning: Sendable, Hashable {
     }
 
     private func setCongestionControl(_ name: String, on channel: Channel) -> EventLoopFuture<Void> {
-        guard let provider = channel as? SocketOptionProvider else { return channel.eventLoop.makeSucceededVoidFuture() }
+        guard let provider = channel as? SocketOptionProvider else {
+            return channel.eventLoop.makeSucceededVoidFuture()
+        }
         var bytes = Array(name.utf8) + [0]
         while bytes.count < 16 { bytes.append(0) }
         let value = (

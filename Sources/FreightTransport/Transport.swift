@@ -11,7 +11,9 @@ public struct Transport: Sendable {
     public let limits: FrameLimits
     public let logger: Logger
 
-    public init(eventLoop: any EventLoop, tuning: SocketTuning = .default, limits: FrameLimits = FrameLimits(), logger: Logger) {
+    public init(
+        eventLoop: any EventLoop, tuning: SocketTuning = .default, limits: FrameLimits = FrameLimits(), logger: Logger
+    ) {
         self.eventLoop = eventLoop
         self.tuning = tuning
         self.limits = limits

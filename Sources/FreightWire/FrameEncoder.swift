@@ -58,7 +58,9 @@ public enum FrameEncoder {
     }
 
     /// Whole frame as one buffer (copies DATA bytes; for tests and small frames).
-    public static func encode(_ frame: Frame, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws(FreightError) -> ByteBuffer {
+    public static func encode(_ frame: Frame, allocator: ByteBufferAllocator = ByteBufferAllocator())
+        throws(FreightError) -> ByteBuffer
+    {
         var buffer = allocator.buffer(capacity: 64)
         if case .data(let chunk) = frame {
             dataHeader(chunk, into: &buffer)

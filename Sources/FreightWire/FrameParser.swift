@@ -136,7 +136,8 @@ public struct FrameParser: Sendable {
                 let offset = block.readInteger(as: UInt64.self)!
                 let crc = block.readInteger(as: UInt32.self)!
                 guard offset <= UInt64(Int64.max) else {
-                    throw .malformedControlFrame(type: WireV1.FrameType.data.rawValue, reason: "offset \(offset) out of range")
+                    throw .malformedControlFrame(
+                        type: WireV1.FrameType.data.rawValue, reason: "offset \(offset) out of range")
                 }
                 let chunk = DataChunk(
                     messageID: id, offset: offset, crc32c: crc, isLast: flags & WireV1.flagLastChunk != 0, pieces: []
@@ -177,7 +178,8 @@ public struct FrameParser: Sendable {
 
     /// Rejects a wrong preface as soon as its first bytes differ, before all eight have arrived.
     private func checkPrefacePrefix(_ input: ByteBuffer) throws(ParseError) {
-        let seen = pending.readableBytesView + input.readableBytesView.prefix(WireV1.preface.count - pending.readableBytes)
+        let seen =
+            pending.readableBytesView + input.readableBytesView.prefix(WireV1.preface.count - pending.readableBytes)
         let magic = Array(seen.prefix(4))
         if !magic.elementsEqual(WireV1.preface.prefix(magic.count)) { throw .badPreface }
     }

@@ -28,7 +28,8 @@ public struct ReceiveWindow: Sendable {
     public mutating func accept(offset: UInt64, count: UInt64) throws(FreightError) {
         let (end, overflow) = offset.addingReportingOverflow(count)
         guard !overflow, end <= length else {
-            throw FreightError(.protocolViolation, "chunk [\(offset), +\(count)) lies past the message's \(length) bytes")
+            throw FreightError(
+                .protocolViolation, "chunk [\(offset), +\(count)) lies past the message's \(length) bytes")
         }
         guard end <= creditOffset else {
             throw FreightError(.protocolViolation, "chunk [\(offset), +\(count)) exceeds the credit \(creditOffset)")

@@ -26,7 +26,9 @@ struct BenchCommand: AsyncParsableCommand {
     var chunkSize = "4MiB"
     @Option(name: .customLong("window"), help: "Per-message window of nodes and receiving apps.")
     var window = "32MiB"
-    @Option(name: .customLong("in-flight"), help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 16.")
+    @Option(
+        name: .customLong("in-flight"),
+        help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 16.")
     var inFlight: Int?
     @OptionGroup var output: OutputOptions
 
@@ -44,7 +46,9 @@ struct BenchCommand: AsyncParsableCommand {
     func run() async throws {
         MemoryTuning.apply()
         do {
-            let sizeList = try sizes.split(separator: ",").map { text throws(FreightError) in try ByteCount.parse(String(text)) }
+            let sizeList = try sizes.split(separator: ",").map { text throws(FreightError) in
+                try ByteCount.parse(String(text))
+            }
             let totalBytes = try ByteCount.parse(total)
             let pathList = paths.split(separator: ",").map(String.init)
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
@@ -63,10 +67,13 @@ struct BenchCommand: AsyncParsableCommand {
                     for size in sizeList {
                         let count = Int(max(1, totalBytes / size))
                         let parallel = inFlight ?? Int(max(1, min(16, (64 << 20) / size)))
-                        let result = path == "node"
-                            ? try await nodeToNode(fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes)
+                        let result =
+                            path == "node"
+                            ? try await nodeToNode(
+                                fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes)
                             : try await appToApp(
-                                fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes, windowBytes: windowBytes
+                                fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes,
+                                windowBytes: windowBytes
                             )
                         report(result)
                     }
@@ -82,18 +89,23 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     /// The node's own traffic: generated inside n1, checked and dropped inside n2; only the link is between them.
-    func nodeToNode(_ fabric: InProcessFabric, size: Int64, count: Int, parallel: Int, chunkBytes: Int) async throws -> Result {
+    func nodeToNode(_ fabric: InProcessFabric, size: Int64, count: Int, parallel: Int, chunkBytes: Int) async throws
+        -> Result
+    {
         let address = try Address("bench/node/\(size)")
         _ = try await fabric.engines[1].attachSink(AddressPattern(address))
         try await fabric.waitForEndpoints(address, count: 1)
-        _ = try await fabric.engines[0].sendFromNode(to: address, length: UInt64(min(size, 64 << 20)), chunkBytes: chunkBytes)  // warm-up
+        _ = try await fabric.engines[0].sendFromNode(
+            to: address, length: UInt64(min(size, 64 << 20)), chunkBytes: chunkBytes)  // warm-up
         let engine = fabric.engines[0]
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
         try await inParallel(count: count, workers: parallel) {
             _ = try await engine.sendFromNode(to: address, length: UInt64(size), chunkBytes: chunkBytes)
         }
-        return Result(path: "node", size: size, messages: count, seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
+        return Result(
+            path: "node", size: size, messages: count, seconds: seconds(since: started),
+            cpuSeconds: ProcessStats.cpuSeconds() - cpu)
     }
 
     /// An app on n1 sends to an app on n2: app → n1 → n2 → app, over the nodes' Unix sockets and one TCP hop.
@@ -101,7 +113,8 @@ struct BenchCommand: AsyncParsableCommand {
         _ fabric: InProcessFabric, size: Int64, count: Int, parallel: Int, chunkBytes: Int, windowBytes: Int
     ) async throws -> Result {
         let address = "bench/app/\(size)"
-        let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "bench-rx", windowBytes: windowBytes)
+        let receiver = try await FreightClient.connect(
+            to: fabric.socket(1), label: "bench-rx", windowBytes: windowBytes)
         let sender = try await FreightClient.connect(to: fabric.socket(0), label: "bench-tx")
         let subscription = try await receiver.receive(address)
         let draining = Task {
@@ -116,13 +129,16 @@ struct BenchCommand: AsyncParsableCommand {
         }
         let options = SendOptions(chunkBytes: chunk)
         let repeated = block
-        _ = try await sender.send(to: address, body: .repeating(block: block, length: min(size, 64 << 20)), options: options)  // warm-up
+        _ = try await sender.send(
+            to: address, body: .repeating(block: block, length: min(size, 64 << 20)), options: options)  // warm-up
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
         try await inParallel(count: count, workers: parallel) {
             _ = try await sender.send(to: address, body: .repeating(block: repeated, length: size), options: options)
         }
-        let result = Result(path: "app", size: size, messages: count, seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
+        let result = Result(
+            path: "app", size: size, messages: count, seconds: seconds(since: started),
+            cpuSeconds: ProcessStats.cpuSeconds() - cpu)
         draining.cancel()
         await sender.close()
         await receiver.close()
@@ -160,7 +176,10 @@ struct BenchCommand: AsyncParsableCommand {
                 result.megabytesPerSecond.formatted(decimals: 0), result.cpuSecondsPerGiB.formatted(decimals: 3),
             ]
             let widths = [6, 10, 10, 10, 10]
-            printLine(columns.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined())
+            printLine(
+                columns.enumerated().map {
+                    $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0)
+                }.joined())
         }
     }
 }

@@ -8,7 +8,8 @@ import FreightTransport
 /// `freight demo`: three nodes on loopback in one process, receivers on addresses, a group and a pattern, messages
 /// from 1 KiB to 256 MiB with every byte checked, and a table of what went where.
 struct DemoCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "demo", abstract: "Run a whole fabric of three nodes in one process.")
+    static let configuration = CommandConfiguration(
+        commandName: "demo", abstract: "Run a whole fabric of three nodes in one process.")
 
     @OptionGroup var output: OutputOptions
 
@@ -58,20 +59,23 @@ struct DemoCommand: AsyncParsableCommand {
                 clients.append(client)
                 let subscription = try await client.receive(receiver.pattern, group: receiver.group)
                 let name = "\(receiver.label)@n\(receiver.node + 1)"
-                tasks.append(Task {
-                    do {
-                        for try await message in subscription {
-                            let seed = message.attributes["freight-seed"].flatMap(UInt64.init) ?? 0
-                            let ok = (try? await message.checkPattern(seed: seed)) ?? false
-                            await checks.record(message.id, receiver: name, ok: ok)
-                        }
-                    } catch {}
-                })
+                tasks.append(
+                    Task {
+                        do {
+                            for try await message in subscription {
+                                let seed = message.attributes["freight-seed"].flatMap(UInt64.init) ?? 0
+                                let ok = (try? await message.checkPattern(seed: seed)) ?? false
+                                await checks.record(message.id, receiver: name, ok: ok)
+                            }
+                        } catch {}
+                    })
             }
             for (address, count) in [("demo/tensor/1", 1), ("demo/kv", 2), ("demo/shard/7", 1), ("demo/local", 1)] {
                 try await fabric.waitForEndpoints(try Address(address), count: count)
             }
-            say("receivers: demo/tensor/1 on n2, group 'decoders' on demo/kv (n2, n3), pattern demo/shard/** on n3, demo/local on n1")
+            say(
+                "receivers: demo/tensor/1 on n2, group 'decoders' on demo/kv (n2, n3), pattern demo/shard/** on n3, demo/local on n1"
+            )
 
             let sender1 = try await FreightClient.connect(to: fabric.socket(0), label: "trainer")
             let sender2 = try await FreightClient.connect(to: fabric.socket(1), label: "loader")
@@ -105,16 +109,19 @@ struct DemoCommand: AsyncParsableCommand {
                     results = await checks.results(for: report.messageID)
                     if results.count < report.deliveries.count { try await Task.sleep(for: .milliseconds(5)) }
                 }
-                let checked = !results.isEmpty && results.count == report.deliveries.count && results.allSatisfy(\.ok) && report.failures.isEmpty
-                rows.append(Row(
-                    from: "\(client === sender1 ? "trainer" : "loader")@\(client.nodeName)",
-                    address: address,
-                    receivers: results.map(\.receiver).sorted().joined(separator: ","),
-                    route: report.route,
-                    bytes: size,
-                    seconds: report.seconds,
-                    checked: checked
-                ))
+                let checked =
+                    !results.isEmpty && results.count == report.deliveries.count && results.allSatisfy(\.ok)
+                    && report.failures.isEmpty
+                rows.append(
+                    Row(
+                        from: "\(client === sender1 ? "trainer" : "loader")@\(client.nodeName)",
+                        address: address,
+                        receivers: results.map(\.receiver).sorted().joined(separator: ","),
+                        route: report.route,
+                        bytes: size,
+                        seconds: report.seconds,
+                        checked: checked
+                    ))
             }
             printTable(rows)
             let members = Set(rows.filter { $0.address == "demo/kv" }.map(\.receivers))
@@ -122,8 +129,12 @@ struct DemoCommand: AsyncParsableCommand {
             for client in clients { await client.close() }
             for task in tasks { task.cancel() }
             await fabric.stop()
-            guard allChecked else { throw FreightError(.checksumMismatch, "demo: some message was not delivered intact") }
-            guard members.count == 2 else { throw FreightError(.internalError, "demo: the group did not share its messages") }
+            guard allChecked else {
+                throw FreightError(.checksumMismatch, "demo: some message was not delivered intact")
+            }
+            guard members.count == 2 else {
+                throw FreightError(.internalError, "demo: the group did not share its messages")
+            }
             say("every byte of every message checked; the group shared its messages; the pattern caught demo/shard/*")
         } catch {
             for client in clients { await client.close() }
@@ -141,8 +152,11 @@ struct DemoCommand: AsyncParsableCommand {
         if output.json {
             for row in rows {
                 printJSON([
-                    "from": row.from, "to": row.address, "receivers": row.receivers, "route": row.route, "bytes": row.bytes,
-                    "seconds": row.seconds, "mbps": ByteCount.megabytesPerSecond(bytes: row.bytes, seconds: row.seconds), "checked": row.checked,
+                    "from": row.from, "to": row.address, "receivers": row.receivers, "route": row.route,
+                    "bytes": row.bytes,
+                    "seconds": row.seconds,
+                    "mbps": ByteCount.megabytesPerSecond(bytes: row.bytes, seconds: row.seconds),
+                    "checked": row.checked,
                 ])
             }
             return
@@ -158,7 +172,8 @@ struct DemoCommand: AsyncParsableCommand {
         }
         let widths = header.indices.map { column in ([header] + cells).map { $0[column].count }.max()! }
         func line(_ values: [String]) -> String {
-            values.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+            values.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
         }
         printLine("")
         printLine(line(header))

@@ -1,7 +1,7 @@
 import ArgumentParser
+import Foundation
 import FreightCore
 import FreightTransport
-import Foundation
 
 @main
 struct Freight: AsyncParsableCommand {
@@ -17,7 +17,9 @@ struct Freight: AsyncParsableCommand {
 
 /// Where commands find their node: `--via`, else `$FREIGHT_NODE`, else the default socket.
 struct ViaOption: ParsableArguments {
-    @Option(name: .customLong("via"), help: "The node: a Unix socket path or HOST:PORT (default $FREIGHT_NODE or /tmp/freight.sock).")
+    @Option(
+        name: .customLong("via"),
+        help: "The node: a Unix socket path or HOST:PORT (default $FREIGHT_NODE or /tmp/freight.sock).")
     var via: String?
 
     func address() throws -> NodeAddress {

@@ -84,7 +84,9 @@ struct NodeCommand: AsyncParsableCommand {
                         "socket": configuration.socketPath ?? "", "pid": Int(getpid()),
                     ])
                 } else {
-                    printLine("node \(engine.name) listening on \(engine.boundListen)\(configuration.socketPath.map { ", apps on \($0)" } ?? "")")
+                    printLine(
+                        "node \(engine.name) listening on \(engine.boundListen)\(configuration.socketPath.map { ", apps on \($0)" } ?? "")"
+                    )
                 }
             }
             let serviceGroup = ServiceGroup(

@@ -38,7 +38,8 @@ final class ProgressBar: Sendable {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let rate = ByteCount.megabytesPerSecond(bytes: Int64(bytes), seconds: seconds)
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-        let line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(ByteCount.format(Int64(bytes)))/\(ByteCount.format(Int64(total))) \(rate.formatted(decimals: 0)) MB/s"
+        let line =
+            "\r\(label) [\(bar)] \(Int(fraction * 100))% \(ByteCount.format(Int64(bytes)))/\(ByteCount.format(Int64(total))) \(rate.formatted(decimals: 0)) MB/s"
         FileHandle.standardError.write(Data(line.utf8))
     }
 }

@@ -5,7 +5,8 @@ import FreightCore
 import FreightTransport
 
 struct RecvCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "recv", abstract: "Receive messages on an address or pattern.")
+    static let configuration = CommandConfiguration(
+        commandName: "recv", abstract: "Receive messages on an address or pattern.")
 
     @Argument(help: "An address or a pattern (llm/*/3, llm/**).")
     var pattern: String
@@ -32,7 +33,9 @@ struct RecvCommand: AsyncParsableCommand {
             let client = try await FreightClient.connect(to: try via.address(), label: label)
             let subscription = try await client.receive(pattern, group: group)
             if output.json {
-                printJSON(["event": "ready", "pattern": pattern, "endpoint": subscription.endpointID, "node": client.nodeName])
+                printJSON([
+                    "event": "ready", "pattern": pattern, "endpoint": subscription.endpointID, "node": client.nodeName,
+                ])
             } else {
                 printLine("receiving on \(pattern) at node \(client.nodeName)\(group.map { " in group \($0)" } ?? "")")
             }
@@ -42,7 +45,9 @@ struct RecvCommand: AsyncParsableCommand {
                 var file: String?
                 var checked: Bool?
                 if let out {
-                    let name = message.destination.replacingOccurrences(of: "/", with: "_") + "-" + String(message.id, radix: 16)
+                    let name =
+                        message.destination.replacingOccurrences(of: "/", with: "_") + "-"
+                        + String(message.id, radix: 16)
                     let path = (out as NSString).appendingPathComponent(name)
                     _ = try await message.write(toFile: path)
                     file = path
@@ -54,7 +59,11 @@ struct RecvCommand: AsyncParsableCommand {
                 let elapsed = ContinuousClock.now - started
                 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
                 report(message, seconds: seconds, file: file, checked: checked)
-                if checked == false { throw FreightError(.checksumMismatch, "message \(String(message.id, radix: 16)) differs from its generated pattern") }
+                if checked == false {
+                    throw FreightError(
+                        .checksumMismatch, "message \(String(message.id, radix: 16)) differs from its generated pattern"
+                    )
+                }
                 received += 1
                 if let count, received >= count { break }
             }
@@ -76,8 +85,10 @@ struct RecvCommand: AsyncParsableCommand {
             if let checked { object["checked"] = checked }
             printJSON(object)
         } else {
-            var line = "received \(ByteCount.format(Int64(message.length))) on \(message.destination) from \(message.source)"
-            line += " via \(message.path.joined(separator: " → ")) in \(seconds.formatted(decimals: 3)) s (\(rate.formatted(decimals: 0)) MB/s)"
+            var line =
+                "received \(ByteCount.format(Int64(message.length))) on \(message.destination) from \(message.source)"
+            line +=
+                " via \(message.path.joined(separator: " → ")) in \(seconds.formatted(decimals: 3)) s (\(rate.formatted(decimals: 0)) MB/s)"
             if let file { line += " → \(file)" }
             if let checked { line += checked ? ", every byte checked" : ", BYTES DIFFER" }
             printLine(line)

@@ -4,7 +4,8 @@ import FreightClient
 import FreightCore
 
 struct ResolveCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "resolve", abstract: "List the endpoints an address or pattern reaches.")
+    static let configuration = CommandConfiguration(
+        commandName: "resolve", abstract: "List the endpoints an address or pattern reaches.")
 
     @Argument(help: "An address or a pattern.")
     var pattern: String
@@ -25,7 +26,9 @@ struct ResolveCommand: AsyncParsableCommand {
                         "group": endpoint.group ?? "", "app": endpoint.app,
                     ])
                 } else {
-                    printLine("\(endpoint.pattern)\t\(endpoint.node)#\(endpoint.id)\t\(endpoint.app)\(endpoint.group.map { "\tgroup \($0)" } ?? "")")
+                    printLine(
+                        "\(endpoint.pattern)\t\(endpoint.node)#\(endpoint.id)\t\(endpoint.app)\(endpoint.group.map { "\tgroup \($0)" } ?? "")"
+                    )
                 }
             }
         } catch {
@@ -35,7 +38,8 @@ struct ResolveCommand: AsyncParsableCommand {
 }
 
 struct StatusCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show a node, its peers and its traffic.")
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show a node, its peers and its traffic.")
 
     @OptionGroup var via: ViaOption
     @OptionGroup var output: OutputOptions
@@ -52,7 +56,8 @@ struct StatusCommand: AsyncParsableCommand {
                     "messages_in_flight": status.messagesInFlight, "messages_delivered": status.messagesDelivered,
                     "messages_failed": status.messagesFailed, "bytes_in": status.bytesIn, "bytes_out": status.bytesOut,
                     "peak_rss_bytes": status.peakRssBytes, "memory_reserved_bytes": status.memoryReservedBytes,
-                    "memory_budget_bytes": status.memoryBudgetBytes, "streams": status.streams, "uptime_ms": status.uptimeMillis,
+                    "memory_budget_bytes": status.memoryBudgetBytes, "streams": status.streams,
+                    "uptime_ms": status.uptimeMillis,
                     "peers": status.peers.map {
                         [
                             "name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints,
@@ -61,14 +66,24 @@ struct StatusCommand: AsyncParsableCommand {
                     },
                 ])
             } else {
-                printLine("node \(status.name) (cluster \(status.cluster)) on \(status.listen), up \(status.uptimeMillis / 1000) s")
+                printLine(
+                    "node \(status.name) (cluster \(status.cluster)) on \(status.listen), up \(status.uptimeMillis / 1000) s"
+                )
                 printLine("endpoints: \(status.localEndpoints) local, \(status.knownEndpoints) known")
-                printLine("messages: \(status.messagesInFlight) in flight, \(status.messagesDelivered) delivered, \(status.messagesFailed) failed")
-                printLine("traffic: \(ByteCount.format(Int64(status.bytesIn))) in, \(ByteCount.format(Int64(status.bytesOut))) out")
-                printLine("memory: \(ByteCount.format(Int64(status.memoryReservedBytes))) of \(ByteCount.format(Int64(status.memoryBudgetBytes))) reserved, peak RSS \(ByteCount.format(Int64(status.peakRssBytes)))")
+                printLine(
+                    "messages: \(status.messagesInFlight) in flight, \(status.messagesDelivered) delivered, \(status.messagesFailed) failed"
+                )
+                printLine(
+                    "traffic: \(ByteCount.format(Int64(status.bytesIn))) in, \(ByteCount.format(Int64(status.bytesOut))) out"
+                )
+                printLine(
+                    "memory: \(ByteCount.format(Int64(status.memoryReservedBytes))) of \(ByteCount.format(Int64(status.memoryBudgetBytes))) reserved, peak RSS \(ByteCount.format(Int64(status.peakRssBytes)))"
+                )
                 printLine("peers: \(status.peers.count)")
                 for peer in status.peers {
-                    printLine("  \(peer.name)\t\(peer.listen)\t\(peer.streamsUp)/\(status.streams) streams\t\(peer.endpoints) endpoints\t\(ByteCount.format(Int64(peer.bytesOut))) sent")
+                    printLine(
+                        "  \(peer.name)\t\(peer.listen)\t\(peer.streamsUp)/\(status.streams) streams\t\(peer.endpoints) endpoints\t\(ByteCount.format(Int64(peer.bytesOut))) sent"
+                    )
                 }
             }
         } catch {

@@ -41,7 +41,8 @@ struct SendCommand: AsyncParsableCommand {
                 let total: UInt64
                 switch body {
                 case .pattern(_, let length): total = UInt64(length)
-                case .file(let path): total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
+                case .file(let path):
+                    total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
                 case .bytes(let buffer): total = UInt64(buffer.readableBytes)
                 case .repeating(_, let length): total = UInt64(length)
                 }
@@ -83,17 +84,21 @@ struct SendCommand: AsyncParsableCommand {
                 "seconds": report.seconds,
                 "mbps": report.megabytesPerSecond,
                 "deliveries": report.deliveries.map {
-                    ["node": $0.node, "endpoint": $0.endpointID, "address": $0.address, "app": $0.app, "path": $0.path] as [String: Any]
+                    ["node": $0.node, "endpoint": $0.endpointID, "address": $0.address, "app": $0.app, "path": $0.path]
+                        as [String: Any]
                 },
                 "failures": report.failures.map {
-                    ["node": $0.node, "endpoint": $0.endpointID, "reason": $0.error.message, "acked": $0.ackedBytes] as [String: Any]
+                    ["node": $0.node, "endpoint": $0.endpointID, "reason": $0.error.message, "acked": $0.ackedBytes]
+                        as [String: Any]
                 },
                 "peak_rss_bytes": ProcessStats.peakResidentBytes(),
             ])
         } else {
             let receivers = report.deliveries.map { "\($0.app)@\($0.node)" }.joined(separator: ", ")
-            var line = "delivered \(ByteCount.format(Int64(report.bytes))) to \(report.destination) → \(receivers) via \(report.route)"
-            line += " in \(report.seconds.formatted(decimals: 3)) s (\(report.megabytesPerSecond.formatted(decimals: 0)) MB/s)"
+            var line =
+                "delivered \(ByteCount.format(Int64(report.bytes))) to \(report.destination) → \(receivers) via \(report.route)"
+            line +=
+                " in \(report.seconds.formatted(decimals: 3)) s (\(report.megabytesPerSecond.formatted(decimals: 0)) MB/s)"
             printLine(line)
             for failure in report.failures {
                 printLine("  not delivered to endpoint \(failure.endpointID)@\(failure.node): \(failure.error.message)")

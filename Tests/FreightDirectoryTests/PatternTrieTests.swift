@@ -33,7 +33,8 @@ import Testing
         var rng = SeededGenerator(seed: 42)
         let words = ["a", "b", "c", "llm", "x1"]
         func randomAddress() -> String {
-            (0..<Int.random(in: 1...4, using: &rng)).map { _ in words.randomElement(using: &rng)! }.joined(separator: "/")
+            (0..<Int.random(in: 1...4, using: &rng)).map { _ in words.randomElement(using: &rng)! }.joined(
+                separator: "/")
         }
         func randomPattern() -> String {
             var parts = (0..<Int.random(in: 1...4, using: &rng)).map { _ in

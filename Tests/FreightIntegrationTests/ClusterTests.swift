@@ -14,12 +14,16 @@ import Testing
         let source = "\(cluster.directory)/source.bin"
         let out = "\(cluster.directory)/out"
         try TestFiles.write(source, bytes: 256 * Self.mebibyte, seed: 11)
-        let recv = try FreightProcess(["recv", "data/shard/1", "--via", cluster.node("n3").socket, "--out", out, "--count", "1", "--json"])
+        let recv = try FreightProcess([
+            "recv", "data/shard/1", "--via", cluster.node("n3").socket, "--out", out, "--count", "1", "--json",
+        ])
         defer { recv.stop() }
         _ = try await recv.waitForLine { $0.contains("\"ready\"") }
         try await cluster.waitForEndpoints("data/shard/1", count: 1, at: "n1")
 
-        let send = try await FreightProcess.run(["send", "data/shard/1", "--file", source, "--via", cluster.node("n1").socket, "--json"])
+        let send = try await FreightProcess.run([
+            "send", "data/shard/1", "--file", source, "--via", cluster.node("n1").socket, "--json",
+        ])
         #expect(send.status == 0, "\(send.stderr)")
         let report = try JSONSerialization.jsonObject(with: Data(send.stdout.first!.utf8)) as! [String: Any]
         let delivery = (report["deliveries"] as! [[String: Any]]).first!
@@ -38,11 +42,15 @@ import Testing
         let source = "\(cluster.directory)/source.bin"
         let out = "\(cluster.directory)/out"
         try TestFiles.write(source, bytes: 1024 * Self.mebibyte, seed: 12)
-        let recv = try FreightProcess(["recv", "ckpt/full", "--via", cluster.node("n2").socket, "--out", out, "--count", "1", "--json"])
+        let recv = try FreightProcess([
+            "recv", "ckpt/full", "--via", cluster.node("n2").socket, "--out", out, "--count", "1", "--json",
+        ])
         defer { recv.stop() }
         _ = try await recv.waitForLine { $0.contains("\"ready\"") }
         try await cluster.waitForEndpoints("ckpt/full", count: 1, at: "n1")
-        let send = try await FreightProcess.run(["send", "ckpt/full", "--file", source, "--via", cluster.node("n1").socket, "--json"], timeout: .seconds(300))
+        let send = try await FreightProcess.run(
+            ["send", "ckpt/full", "--file", source, "--via", cluster.node("n1").socket, "--json"],
+            timeout: .seconds(300))
         #expect(send.status == 0, "\(send.stderr)")
         #expect(try await recv.waitForExit(timeout: .seconds(60)) == 0)
         let received = recv.jsonLines.first { $0["event"] as? String == "received" }!
@@ -62,9 +70,15 @@ import Testing
     @Test func groupsAndPatterns() async throws {
         let cluster = try await ProcessCluster.start(nodes: 3)
         defer { cluster.stop() }
-        let memberA = try FreightProcess(["recv", "jobs/train", "--group", "workers", "--via", cluster.node("n2").socket, "--check", "--json"])
-        let memberB = try FreightProcess(["recv", "jobs/train", "--group", "workers", "--via", cluster.node("n3").socket, "--check", "--json"])
-        let watcher = try FreightProcess(["recv", "jobs/**", "--via", cluster.node("n3").socket, "--check", "--json", "--count", "4"])
+        let memberA = try FreightProcess([
+            "recv", "jobs/train", "--group", "workers", "--via", cluster.node("n2").socket, "--check", "--json",
+        ])
+        let memberB = try FreightProcess([
+            "recv", "jobs/train", "--group", "workers", "--via", cluster.node("n3").socket, "--check", "--json",
+        ])
+        let watcher = try FreightProcess([
+            "recv", "jobs/**", "--via", cluster.node("n3").socket, "--check", "--json", "--count", "4",
+        ])
         defer {
             memberA.stop()
             memberB.stop()
@@ -73,7 +87,9 @@ import Testing
         for process in [memberA, memberB, watcher] { _ = try await process.waitForLine { $0.contains("\"ready\"") } }
         try await cluster.waitForEndpoints("jobs/train", count: 3, at: "n1")
 
-        let send = try await FreightProcess.run(["send", "jobs/train", "--size", "3MiB", "--count", "4", "--via", cluster.node("n1").socket, "--json"])
+        let send = try await FreightProcess.run([
+            "send", "jobs/train", "--size", "3MiB", "--count", "4", "--via", cluster.node("n1").socket, "--json",
+        ])
         #expect(send.status == 0, "\(send.stderr)")
         #expect(send.stdout.count == 4)
         #expect(try await watcher.waitForExit(timeout: .seconds(30)) == 0)
@@ -92,13 +108,17 @@ import Testing
         let cluster = try await ProcessCluster.start(nodes: 2)
         defer { cluster.stop() }
         let started = ContinuousClock.now
-        let send = try await FreightProcess.run(["send", "nobody/home", "--size", "1KiB", "--via", cluster.node("n1").socket])
+        let send = try await FreightProcess.run([
+            "send", "nobody/home", "--size", "1KiB", "--via", cluster.node("n1").socket,
+        ])
         #expect(send.status != 0)
         #expect(send.stderr.trimmingCharacters(in: .whitespacesAndNewlines) == "no route to nobody/home")
         #expect(ContinuousClock.now - started < .seconds(10))
         let resolve = try await FreightProcess.run(["resolve", "nobody/**", "--via", cluster.node("n2").socket])
         #expect(resolve.status != 0)
-        let bad = try await FreightProcess.run(["send", "Bad/Address", "--size", "1KiB", "--via", cluster.node("n1").socket])
+        let bad = try await FreightProcess.run([
+            "send", "Bad/Address", "--size", "1KiB", "--via", cluster.node("n1").socket,
+        ])
         #expect(bad.status != 0)
         #expect(bad.stderr.contains("segment 1 'Bad'"))
     }
@@ -108,7 +128,9 @@ import Testing
         let cluster = try await ProcessCluster.start(nodes: 3)
         defer { cluster.stop() }
         let doomed = try FreightProcess(["recv", "victim", "--via", cluster.node("n3").socket, "--json"])
-        let survivor = try FreightProcess(["recv", "survivor", "--via", cluster.node("n2").socket, "--check", "--json", "--count", "1"])
+        let survivor = try FreightProcess([
+            "recv", "survivor", "--via", cluster.node("n2").socket, "--check", "--json", "--count", "1",
+        ])
         defer {
             doomed.stop()
             survivor.stop()
@@ -127,7 +149,9 @@ import Testing
         #expect(try await send.waitForExit(timeout: .seconds(20)) != 0)
         #expect(send.stderr.contains("node n3 went away"), "\(send.stderr)")
 
-        let other = try await FreightProcess.run(["send", "survivor", "--size", "32MiB", "--via", cluster.node("n1").socket])
+        let other = try await FreightProcess.run([
+            "send", "survivor", "--size", "32MiB", "--via", cluster.node("n1").socket,
+        ])
         #expect(other.status == 0, "\(other.stderr)")
         #expect(try await survivor.waitForExit(timeout: .seconds(20)) == 0)
         // n3's endpoints are gone from the directory.
@@ -170,7 +194,9 @@ import Testing
         #expect(try await recv.waitForExit(timeout: .seconds(20)) != 0)
         #expect(recv.stderr.contains("sending app went away"), "\(recv.stderr)")
 
-        let again = try FreightProcess(["recv", "cut", "--via", cluster.node("n2").socket, "--check", "--count", "1", "--json"])
+        let again = try FreightProcess([
+            "recv", "cut", "--via", cluster.node("n2").socket, "--check", "--count", "1", "--json",
+        ])
         defer { again.stop() }
         _ = try await again.waitForLine { $0.contains("\"ready\"") }
         try await cluster.waitForEndpoints("cut", count: 1, at: "n1")
@@ -186,14 +212,21 @@ import Testing
         defer { cluster.stop() }
         let listen = cluster.node("n1").listen
         let parts = listen.split(separator: ":")
-        for payload in [Array("GET / HTTP/1.1\r\n\r\n".utf8), Array("FRGT".utf8) + [0, 1, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 2, 0, 0, 0]] {
+        for payload in [
+            Array("GET / HTTP/1.1\r\n\r\n".utf8),
+            Array("FRGT".utf8) + [0, 1, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 2, 0, 0, 0],
+        ] {
             try RawSocket.send(payload, host: String(parts[0]), port: Int(parts[1])!)
         }
-        let recv = try FreightProcess(["recv", "after/garbage", "--via", cluster.node("n2").socket, "--count", "1", "--check"])
+        let recv = try FreightProcess([
+            "recv", "after/garbage", "--via", cluster.node("n2").socket, "--count", "1", "--check",
+        ])
         defer { recv.stop() }
         _ = try await recv.waitForLine { $0.contains("receiving") }
         try await cluster.waitForEndpoints("after/garbage", count: 1, at: "n1")
-        let send = try await FreightProcess.run(["send", "after/garbage", "--size", "8MiB", "--via", cluster.node("n1").socket])
+        let send = try await FreightProcess.run([
+            "send", "after/garbage", "--size", "8MiB", "--via", cluster.node("n1").socket,
+        ])
         #expect(send.status == 0, "\(send.stderr)")
         #expect(try await recv.waitForExit(timeout: .seconds(20)) == 0)
     }
@@ -210,7 +243,9 @@ enum RawSocket {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         inet_pton(AF_INET, host, &address.sin_addr)
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard connected == 0 else { throw FreightError(.io, "connect to \(host):\(port) failed") }
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
@@ -228,11 +263,15 @@ enum RawSocket {
     @Test func spreadStripingUsesEveryStream() async throws {
         let cluster = try await ProcessCluster.start(nodes: 2, streams: 4, extraArguments: ["--striping", "spread"])
         defer { cluster.stop() }
-        let recv = try FreightProcess(["recv", "striped", "--via", cluster.node("n2").socket, "--count", "1", "--check", "--json"])
+        let recv = try FreightProcess([
+            "recv", "striped", "--via", cluster.node("n2").socket, "--count", "1", "--check", "--json",
+        ])
         defer { recv.stop() }
         _ = try await recv.waitForLine { $0.contains("\"ready\"") }
         try await cluster.waitForEndpoints("striped", count: 1, at: "n1")
-        let send = try await FreightProcess.run(["send", "striped", "--size", "128MiB", "--chunk-size", "1MiB", "--via", cluster.node("n1").socket])
+        let send = try await FreightProcess.run([
+            "send", "striped", "--size", "128MiB", "--chunk-size", "1MiB", "--via", cluster.node("n1").socket,
+        ])
         #expect(send.status == 0, "\(send.stderr)")
         #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0)
         #expect(recv.jsonLines.first { $0["event"] as? String == "received" }?["checked"] as? Bool == true)
@@ -247,11 +286,15 @@ enum RawSocket {
     @Test func appsAttachOverTCP() async throws {
         let cluster = try await ProcessCluster.start(nodes: 2)
         defer { cluster.stop() }
-        let recv = try FreightProcess(["recv", "over/tcp", "--via", cluster.node("n2").listen, "--count", "1", "--check"])
+        let recv = try FreightProcess([
+            "recv", "over/tcp", "--via", cluster.node("n2").listen, "--count", "1", "--check",
+        ])
         defer { recv.stop() }
         _ = try await recv.waitForLine { $0.contains("receiving") }
         try await cluster.waitForEndpoints("over/tcp", count: 1, at: "n1")
-        let send = try await FreightProcess.run(["send", "over/tcp", "--size", "16MiB", "--via", cluster.node("n1").listen])
+        let send = try await FreightProcess.run([
+            "send", "over/tcp", "--size", "16MiB", "--via", cluster.node("n1").listen,
+        ])
         #expect(send.status == 0, "\(send.stderr)")
         #expect(try await recv.waitForExit(timeout: .seconds(20)) == 0)
         #expect(recv.stdoutLines.last?.contains("every byte checked") == true)

@@ -37,7 +37,9 @@ import Testing
         // Reading again lets the rest through, every byte intact.
         var intact = true
         while let chunk = try await body.next() {
-            intact = intact && chunk.bytes.withUnsafeReadableBytes { PatternFill.check($0, seed: 5, offset: Int64(chunk.offset)) }
+            intact =
+                intact
+                && chunk.bytes.withUnsafeReadableBytes { PatternFill.check($0, seed: 5, offset: Int64(chunk.offset)) }
         }
         let report = try await sending.value
         #expect(intact)
@@ -52,19 +54,22 @@ import Testing
         let fabric = try await InProcessFabric.start(nodes: 3, cluster: "fanout")
         var clients: [FreightClient] = []
         var drains: [Task<Int, any Error>] = []
-        for (node, pattern, group) in [(1, "model/out", nil), (2, "model/**", nil), (1, "model/out", "g"), (2, "model/out", "g")] as [(Int, String, String?)] {
+        for (node, pattern, group) in [
+            (1, "model/out", nil), (2, "model/**", nil), (1, "model/out", "g"), (2, "model/out", "g"),
+        ] as [(Int, String, String?)] {
             let client = try await FreightClient.connect(to: fabric.socket(node), label: "rx\(clients.count)")
             clients.append(client)
             let inbox = try await client.receive(pattern, group: group)
-            drains.append(Task {
-                var count = 0
-                for try await message in inbox {
-                    #expect(try await message.checkPattern(seed: 9))
-                    count += 1
-                    if count == 1 { break }
-                }
-                return count
-            })
+            drains.append(
+                Task {
+                    var count = 0
+                    for try await message in inbox {
+                        #expect(try await message.checkPattern(seed: 9))
+                        count += 1
+                        if count == 1 { break }
+                    }
+                    return count
+                })
         }
         try await fabric.waitForEndpoints(try Address("model/out"), count: 4)
         let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
@@ -80,7 +85,8 @@ import Testing
 
     /// Messages beyond the node's memory budget are refused with a reason, never queued.
     @Test func memoryBudgetRefusesWithAReason() async throws {
-        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "budget", windowBytes: 8 << 20, memoryBudgetBytes: 16 << 20)
+        let fabric = try await InProcessFabric.start(
+            nodes: 1, cluster: "budget", windowBytes: 8 << 20, memoryBudgetBytes: 16 << 20)
         let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx", windowBytes: 8 << 20)
         let inbox = try await receiver.receive("budget/x")
         try await fabric.waitForEndpoints(try Address("budget/x"), count: 1)

@@ -46,7 +46,8 @@ import Testing
 
     static func describe(_ frame: Frame) -> String {
         if case .data(let chunk) = frame {
-            return "data \(chunk.messageID) \(chunk.offset) \(chunk.crc32c) \(chunk.isLast) \(Array(chunk.joined.readableBytesView))"
+            return
+                "data \(chunk.messageID) \(chunk.offset) \(chunk.crc32c) \(chunk.isLast) \(Array(chunk.joined.readableBytesView))"
         }
         return "\(frame)"
     }
@@ -102,9 +103,12 @@ import Testing
         #expect(parse(preface + [0, 1, 0, 1, 2, 0, 0, 0]) == .frameTooLarge(type: 2, bytes: 65537, limit: 65536))
         // A DATA frame over the chunk limit, likewise.
         let limits = FrameLimits(chunkBytesMax: 1024)
-        #expect(parse(preface + [0, 0, 4, 21, 1, 0, 0, 0], limits: limits) == .frameTooLarge(type: 1, bytes: 1045, limit: 1044))
+        #expect(
+            parse(preface + [0, 0, 4, 21, 1, 0, 0, 0], limits: limits)
+                == .frameTooLarge(type: 1, bytes: 1045, limit: 1044))
         #expect(parse(preface + [0, 0, 0, 3, 1, 0, 0, 0, 1, 2, 3]) == .dataFrameTooShort(3))
-        if case .malformedControlFrame = parse(preface + [0, 0, 0, 2, 2, 0, 0, 0, 0xFF, 0xFF]) {} else {
+        if case .malformedControlFrame = parse(preface + [0, 0, 0, 2, 2, 0, 0, 0, 0xFF, 0xFF]) {
+        } else {
             Issue.record("garbage protobuf must be refused")
         }
         // A truncated frame is not an error: the parser waits for the rest.
@@ -125,7 +129,9 @@ import Testing
                 }
                 if round % 4 == 0 { bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &rng))) }
             } else {
-                bytes = WireV1.preface + (0..<Int.random(in: 0...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                bytes =
+                    WireV1.preface
+                    + (0..<Int.random(in: 0...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
             }
             var parser = FrameParser()
             do {
