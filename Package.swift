@@ -98,8 +98,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "FreightDirectoryTests", dependencies: ["FreightDirectory", "FreightCore"], swiftSettings: strict),
-        .testTarget(name: "FreightRoutingTests", dependencies: ["FreightRouting", "FreightDirectory", "FreightCore"], swiftSettings: strict),
+        .testTarget(
+            name: "FreightDirectoryTests", dependencies: ["FreightDirectory", "FreightCore"], swiftSettings: strict),
+        .testTarget(
+            name: "FreightRoutingTests", dependencies: ["FreightRouting", "FreightDirectory", "FreightCore"],
+            swiftSettings: strict),
         .testTarget(
             name: "FreightNodeTests",
             dependencies: [
