@@ -98,6 +98,22 @@ public final class ProcessCluster: Sendable {
         throw FreightError(.internalError, "\(node) did not see \(count) endpoints on \(pattern) within \(timeout)")
     }
 
+    /// Starts `freight recv PATTERN --via NODE --json OPTIONS…`, waits until it is ready and until `seenAt` resolves
+    /// its pattern. The caller stops it (`defer { receiver.stop() }`); if waiting fails it is stopped here.
+    public func receiver(
+        _ pattern: String, at node: String, _ options: [String] = [], seenAt: String = "n1"
+    ) async throws -> FreightProcess {
+        let process = try FreightProcess(["recv", pattern, "--via", self.node(node).socket, "--json"] + options)
+        do {
+            _ = try await process.waitForLine { $0.contains("\"ready\"") }
+            try await waitForEndpoints(pattern, count: 1, at: seenAt)
+            return process
+        } catch {
+            process.stop()
+            throw error
+        }
+    }
+
     public func status(_ node: String) async throws -> [String: Any] {
         let result = try await FreightProcess.run(["status", "--via", self.node(node).socket, "--json"])
         guard result.status == 0, let line = result.stdout.first,

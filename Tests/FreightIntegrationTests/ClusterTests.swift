@@ -14,12 +14,8 @@ import Testing
         let source = "\(cluster.directory)/source.bin"
         let out = "\(cluster.directory)/out"
         try TestFiles.write(source, bytes: 256 * Self.mebibyte, seed: 11)
-        let recv = try FreightProcess([
-            "recv", "data/shard/1", "--via", cluster.node("n3").socket, "--out", out, "--count", "1", "--json",
-        ])
+        let recv = try await cluster.receiver("data/shard/1", at: "n3", ["--out", out, "--count", "1"])
         defer { recv.stop() }
-        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
-        try await cluster.waitForEndpoints("data/shard/1", count: 1, at: "n1")
 
         let send = try await FreightProcess.run([
             "send", "data/shard/1", "--file", source, "--via", cluster.node("n1").socket, "--json",
@@ -42,12 +38,8 @@ import Testing
         let source = "\(cluster.directory)/source.bin"
         let out = "\(cluster.directory)/out"
         try TestFiles.write(source, bytes: 1024 * Self.mebibyte, seed: 12)
-        let recv = try FreightProcess([
-            "recv", "ckpt/full", "--via", cluster.node("n2").socket, "--out", out, "--count", "1", "--json",
-        ])
+        let recv = try await cluster.receiver("ckpt/full", at: "n2", ["--out", out, "--count", "1"])
         defer { recv.stop() }
-        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
-        try await cluster.waitForEndpoints("ckpt/full", count: 1, at: "n1")
         let send = try await FreightProcess.run(
             ["send", "ckpt/full", "--file", source, "--via", cluster.node("n1").socket, "--json"],
             timeout: .seconds(300))
@@ -163,10 +155,8 @@ import Testing
     @Test func receiverKilledMidTransfer() async throws {
         let cluster = try await ProcessCluster.start(nodes: 2)
         defer { cluster.stop() }
-        let recv = try FreightProcess(["recv", "fragile", "--via", cluster.node("n2").socket, "--json"])
+        let recv = try await cluster.receiver("fragile", at: "n2", [])
         defer { recv.stop() }
-        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
-        try await cluster.waitForEndpoints("fragile", count: 1, at: "n1")
         let send = try FreightProcess(["send", "fragile", "--size", "4GiB", "--via", cluster.node("n1").socket])
         defer { send.stop() }
         try await Task.sleep(for: .milliseconds(1500))
@@ -183,10 +173,8 @@ import Testing
     @Test func senderKilledMidTransfer() async throws {
         let cluster = try await ProcessCluster.start(nodes: 2)
         defer { cluster.stop() }
-        let recv = try FreightProcess(["recv", "cut", "--via", cluster.node("n2").socket, "--check", "--json"])
+        let recv = try await cluster.receiver("cut", at: "n2", ["--check"])
         defer { recv.stop() }
-        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
-        try await cluster.waitForEndpoints("cut", count: 1, at: "n1")
         let send = try FreightProcess(["send", "cut", "--size", "4GiB", "--via", cluster.node("n1").socket])
         defer { send.stop() }
         try await Task.sleep(for: .milliseconds(1500))
@@ -194,12 +182,8 @@ import Testing
         #expect(try await recv.waitForExit(timeout: .seconds(20)) != 0)
         #expect(recv.stderr.contains("sending app went away"), "\(recv.stderr)")
 
-        let again = try FreightProcess([
-            "recv", "cut", "--via", cluster.node("n2").socket, "--check", "--count", "1", "--json",
-        ])
+        let again = try await cluster.receiver("cut", at: "n2", ["--check", "--count", "1"])
         defer { again.stop() }
-        _ = try await again.waitForLine { $0.contains("\"ready\"") }
-        try await cluster.waitForEndpoints("cut", count: 1, at: "n1")
         let next = try await FreightProcess.run(["send", "cut", "--size", "64MiB", "--via", cluster.node("n1").socket])
         #expect(next.status == 0, "\(next.stderr)")
         #expect(try await again.waitForExit(timeout: .seconds(20)) == 0)
@@ -263,12 +247,8 @@ enum RawSocket {
     @Test func spreadStripingUsesEveryStream() async throws {
         let cluster = try await ProcessCluster.start(nodes: 2, streams: 4, extraArguments: ["--striping", "spread"])
         defer { cluster.stop() }
-        let recv = try FreightProcess([
-            "recv", "striped", "--via", cluster.node("n2").socket, "--count", "1", "--check", "--json",
-        ])
+        let recv = try await cluster.receiver("striped", at: "n2", ["--count", "1", "--check"])
         defer { recv.stop() }
-        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
-        try await cluster.waitForEndpoints("striped", count: 1, at: "n1")
         let send = try await FreightProcess.run([
             "send", "striped", "--size", "128MiB", "--chunk-size", "1MiB", "--via", cluster.node("n1").socket,
         ])
