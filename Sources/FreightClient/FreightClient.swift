@@ -126,14 +126,16 @@ public final class FreightClient: Sendable {
     }
 
     /// Endpoints whose pattern matches `pattern` (or an address), across the cluster.
-    public func resolve(_ pattern: String) async throws -> [EndpointInfo] {
+    /// At most `Limits.resolveResultsMax` are listed; `truncated` says when more matched.
+    public func resolve(_ pattern: String) async throws -> (endpoints: [EndpointInfo], truncated: Bool) {
         _ = try AddressPattern(pattern)
         let core = self.core
         let reply = try await core.eventLoop.flatSubmit { core.request(.resolve(.with { $0.pattern = pattern })) }.get()
-        return reply.endpoints.map {
+        let endpoints = reply.endpoints.map {
             EndpointInfo(
                 node: $0.node, id: $0.id, pattern: $0.pattern, group: $0.group.isEmpty ? nil : $0.group, app: $0.app)
         }
+        return (endpoints, reply.truncated)
     }
 
     /// The node's view of itself and its peers.

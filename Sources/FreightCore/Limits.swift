@@ -21,6 +21,8 @@ public enum Limits {
     public static let windowBytesMax = 1024 * 1024 * 1024
     /// Memory a node commits to messages in flight; each message reserves its window.
     public static let nodeMemoryBudgetDefault = 1024 * 1024 * 1024
+    /// Endpoints one `resolve` reply lists (it says when more matched).
+    public static let resolveResultsMax = 256
     /// Endpoints one app session may register.
     public static let registrationsPerSessionMax = 4096
     /// Endpoints a node accepts from one peer in the mesh directory.

@@ -9,7 +9,14 @@ extension NodeEngine {
         guard let session = sessions[connection.id] else { return connection.close() }
         switch frame {
         case .request(let request):
-            connection.send(.reply(handle(request, from: session)))
+            if let error = connection.send(.reply(handle(request, from: session))) {
+                // A reply over the control-frame limit: answer with the reason instead of leaving the app waiting.
+                var reply = Freight_Wire_V1_Reply()
+                reply.requestID = request.requestID
+                reply.errorCode = error.code.rawValue
+                reply.error = error.message
+                connection.send(.reply(reply))
+            }
         case .open, .data, .ack, .done, .abort:
             flowFrame(frame, from: .session(session.id))
         case .hello, .reply, .endpoints, .members:
@@ -27,7 +34,9 @@ extension NodeEngine {
             case .unregister(let unregister):
                 unregisterEndpoint(unregister.endpointID, for: session)
             case .resolve(let resolve):
-                reply.endpoints = try self.resolve(resolve.pattern).map(Self.wireEndpoint)
+                let found = try self.resolve(resolve.pattern)
+                reply.endpoints = found.prefix(Limits.resolveResultsMax).map(Self.wireEndpoint)
+                reply.truncated = found.count > Limits.resolveResultsMax
             case .status:
                 reply.status = status()
             case nil:

@@ -16,7 +16,7 @@ struct ResolveCommand: AsyncParsableCommand {
         do {
             _ = try AddressPattern(pattern)
             let client = try await FreightClient.connect(to: try via.address(), label: "resolve")
-            let endpoints = try await client.resolve(pattern)
+            let (endpoints, truncated) = try await client.resolve(pattern)
             await client.close()
             guard !endpoints.isEmpty else { throw FreightError.noRoute(pattern) }
             for endpoint in endpoints {
@@ -30,6 +30,10 @@ struct ResolveCommand: AsyncParsableCommand {
                         "\(endpoint.pattern)\t\(endpoint.node)#\(endpoint.id)\t\(endpoint.app)\(endpoint.group.map { "\tgroup \($0)" } ?? "")"
                     )
                 }
+            }
+            if truncated {
+                let note = "more than \(endpoints.count) endpoints match; narrow the pattern to see them"
+                if output.json { printJSON(["truncated": true]) } else { printLine("… \(note)") }
             }
         } catch {
             fail(error)

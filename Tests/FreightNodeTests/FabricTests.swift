@@ -154,4 +154,20 @@ import Testing
         await receiver.close()
         await fabric.stop()
     }
+
+    /// `resolve` lists at most `Limits.resolveResultsMax` endpoints and says when more matched.
+    @Test func resolveSaysWhenItTruncates() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "resolve")
+        let client = try await FreightClient.connect(to: fabric.socket(0), label: "many")
+        var inboxes: [Subscription] = []
+        for i in 0..<(Limits.resolveResultsMax + 10) { inboxes.append(try await client.receive("wide/e\(i)")) }
+        let all = try await client.resolve("wide/**")
+        #expect(all.endpoints.count == Limits.resolveResultsMax)
+        #expect(all.truncated)
+        let one = try await client.resolve("wide/e7")
+        #expect(one.endpoints.count == 1 && !one.truncated)
+        #expect(inboxes.count == Limits.resolveResultsMax + 10)
+        await client.close()
+        await fabric.stop()
+    }
 }

@@ -438,6 +438,12 @@ public nonisolated struct Freight_Wire_V1_Reply: @unchecked Sendable {
   /// Clears the value of `status`. Subsequent reads from it will return its default value.
   public mutating func clearStatus() {_uniqueStorage()._status = nil}
 
+  /// Resolve: more endpoints matched than one reply carries
+  public var truncated: Bool {
+    get {_storage._truncated}
+    set {_uniqueStorage()._truncated = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1249,7 +1255,7 @@ nonisolated extension Freight_Wire_V1_StatusQuery: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Reply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}error_code\0\u{1}error\0\u{3}endpoint_id\0\u{1}endpoints\0\u{1}status\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}error_code\0\u{1}error\0\u{3}endpoint_id\0\u{1}endpoints\0\u{1}status\0\u{1}truncated\0")
 
   fileprivate class _StorageClass {
     var _requestID: UInt64 = 0
@@ -1258,6 +1264,7 @@ nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobu
     var _endpointID: UInt64 = 0
     var _endpoints: [Freight_Wire_V1_Endpoint] = []
     var _status: Freight_Wire_V1_NodeStatus? = nil
+    var _truncated: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1274,6 +1281,7 @@ nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobu
       _endpointID = source._endpointID
       _endpoints = source._endpoints
       _status = source._status
+      _truncated = source._truncated
     }
   }
 
@@ -1298,6 +1306,7 @@ nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobu
         case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._endpointID) }()
         case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._endpoints) }()
         case 6: try { try decoder.decodeSingularMessageField(value: &_storage._status) }()
+        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._truncated) }()
         default: break
         }
       }
@@ -1328,6 +1337,9 @@ nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobu
       try { if let v = _storage._status {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
       } }()
+      if _storage._truncated != false {
+        try visitor.visitSingularBoolField(value: _storage._truncated, fieldNumber: 7)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1343,6 +1355,7 @@ nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobu
         if _storage._endpointID != rhs_storage._endpointID {return false}
         if _storage._endpoints != rhs_storage._endpoints {return false}
         if _storage._status != rhs_storage._status {return false}
+        if _storage._truncated != rhs_storage._truncated {return false}
         return true
       }
       if !storagesAreEqual {return false}
