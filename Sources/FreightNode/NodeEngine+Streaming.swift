@@ -99,9 +99,10 @@ extension NodeEngine {
     /// relay holds stays within the write water marks (and in cache) rather than growing to the message's window.
     /// Only app sessions are paused: a peer's stripe carries many messages, and one slow branch must not stall them.
     func pauseIfOutputsFull(_ input: FrameConnection, _ stream: InboundStream) {
-        guard input.hello?.role == .app else { return }
+        guard input.hello?.role == .app, stream.outputs.contains(where: { !$0.connection.channel.isWritable }) else {
+            return
+        }
         let full = Set(stream.outputs.filter { !$0.connection.channel.isWritable }.map(\.connection.id))
-        guard !full.isEmpty else { return }
         if readPaused[input.id] == nil { input.setReading(false) }
         readPaused[input.id, default: (input, [])].waitingOn.formUnion(full)
     }
