@@ -134,7 +134,7 @@ extension ClientCore {
         guard let message = incoming.removeValue(forKey: id) else { return }
         var done = Freight_Wire_V1_Done()
         done.messageID = id
-        connection?.send(.ack(id, acked: message.window.length, credit: message.window.length), flush: false)
+        connection?.send(.ack(id, acked: message.window.length, credit: message.window.length))
         connection?.send(.done(done))
     }
 

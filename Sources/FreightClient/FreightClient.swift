@@ -39,6 +39,11 @@ public final class FreightClient: Sendable {
         eventLoop: (any EventLoop)? = nil,
         logger: Logger = Logger(label: "freight.client")
     ) async throws -> FreightClient {
+        guard (Limits.windowBytesMin...Limits.windowBytesMax).contains(windowBytes) else {
+            throw FreightError(
+                .invalidArgument,
+                "window \(windowBytes) is out of range \(Limits.windowBytesMin)...\(Limits.windowBytesMax)")
+        }
         let group = eventLoop == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let loop = eventLoop ?? group!.next()
         let core = ClientCore(eventLoop: loop, label: label, windowBytes: windowBytes)

@@ -11,7 +11,6 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     var egress: [FrameConnection?]
     var ingress: Set<FrameConnection> = []
     var dialAttempts = 0
-    var bytesOut: UInt64 = 0
     /// Body bytes sent on each stripe.
     var stripeBytes: [UInt64]
     private var rotation = 0

@@ -25,6 +25,11 @@ extension NodeEngine {
         do throws(FreightError) {
             guard id != 0 else { throw FreightError(.protocolViolation, "message id 0 is reserved") }
             guard flows[id] == nil else { throw FreightError(.duplicate, "message id \(id) is already in flight here") }
+            let headerBytes = (try? header.serializedBytes() as [UInt8])?.count ?? Int.max
+            guard headerBytes <= Limits.headerBytesMax else {
+                throw FreightError(
+                    .invalidArgument, "message header of \(headerBytes) bytes is over \(Limits.headerBytesMax)")
+            }
             let destination = try Address(header.destination)
             if header.chunkBytes == 0 { header.chunkBytes = UInt32(configuration.chunkBytes) }
             guard (Limits.chunkBytesMin...Limits.chunkBytesMax).contains(Int(header.chunkBytes)) else {
@@ -165,23 +170,33 @@ extension NodeEngine {
     }
 
     private func sendData(_ chunk: DataChunk, to port: Port) {
-        let count = UInt64(chunk.count)
+        if case .local(let id) = port {
+            bytesOut += UInt64(chunk.count)
+            if let local = localPorts[id] { eventLoop.execute { local.deliver(.data(chunk)) } }
+        } else {
+            dataConnection(for: port, bytes: chunk.count)?.sendData(chunk, promise: nil)
+        }
+    }
+
+    /// The connection that carries `bytes` of body to an app session or a peer (a peer's stripe is chosen by the
+    /// striping policy), with the bytes counted; nil when the port is gone.
+    func dataConnection(for port: Port, bytes: Int) -> FrameConnection? {
+        let connection: FrameConnection?
         switch port {
         case .session(let id):
-            sessions[id]?.connection.sendData(chunk, promise: nil)
-        case .local(let id):
-            if let local = localPorts[id] { eventLoop.execute { local.deliver(.data(chunk)) } }
+            connection = sessions[id]?.connection
         case .peer(let node):
             guard let member = members[node],
                 let stripe = member.stripeForData(
-                    spillBytes: configuration.windowBytes / 2, policy: configuration.striping
-                )
-            else { return }
-            member.bytesOut += count
-            member.stripeBytes[stripe] += count
-            member.egress[stripe]!.sendData(chunk, promise: nil)
+                    spillBytes: configuration.windowBytes / 2, policy: configuration.striping)
+            else { return nil }
+            member.stripeBytes[stripe] += UInt64(bytes)
+            connection = member.egress[stripe]
+        case .local:
+            preconditionFailure("in-process ports take chunks whole")
         }
-        bytesOut += count
+        if connection != nil { bytesOut += UInt64(bytes) }
+        return connection
     }
 
     // MARK: Acknowledgements and outcomes

@@ -53,26 +53,14 @@ extension NodeEngine {
             let flow = admit(messageID: chunk.messageID, offset: chunk.offset, count: bodyBytes, from: port)
         else { return }
         stream.discard = false
-        let count = UInt64(bodyBytes)
         for branch in flow.branches where branch.isOpen {
-            switch branch.port {
-            case .session(let id):
-                guard let output = sessions[id]?.connection else { continue }
-                stream.outputs.append((output, nextStreamToken))
-            case .peer(let node):
-                guard let member = members[node],
-                    let stripe = member.stripeForData(
-                        spillBytes: configuration.windowBytes / 2, policy: configuration.striping),
-                    let output = member.egress[stripe]
-                else { continue }
-                member.bytesOut += count
-                member.stripeBytes[stripe] += count
-                stream.outputs.append((output, nextStreamToken))
-            case .local(let id):
+            if case .local(let id) = branch.port {
                 stream.localPorts.append(id)
+                bytesOut += UInt64(bodyBytes)
+            } else if let output = dataConnection(for: branch.port, bytes: bodyBytes) {
+                stream.outputs.append((output, nextStreamToken))
+                nextStreamToken &+= 1
             }
-            nextStreamToken &+= 1
-            bytesOut += count
         }
         for output in stream.outputs { output.connection.beginStream(chunk, bodyBytes: bodyBytes, token: output.token) }
     }

@@ -193,7 +193,7 @@ public final class NodeEngine: @unchecked Sendable {
             peer.listen = member.listen.description
             peer.streamsUp = UInt32(member.egress.compactMap { $0 }.count)
             peer.endpoints = UInt64(index.count(at: member.name))
-            peer.bytesOut = member.bytesOut
+            peer.bytesOut = member.stripeBytes.reduce(0, +)
             peer.stripeBytes = member.stripeBytes
             status.peers.append(peer)
         }

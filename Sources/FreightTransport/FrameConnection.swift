@@ -67,7 +67,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
 
     /// Writes a control frame. An encoding failure (a frame over its limit) is returned, nothing is written.
     @discardableResult
-    public func send(_ frame: Frame, flush: Bool = true) -> FreightError? {
+    public func send(_ frame: Frame) -> FreightError? {
         channel.eventLoop.assertInEventLoop()
         if case .data(let chunk) = frame {
             sendData(chunk, promise: nil)

@@ -170,4 +170,27 @@ import Testing
         await client.close()
         await fabric.stop()
     }
+
+    /// A header over `Limits.headerBytesMax` is refused with a reason; a window outside its limits is refused at once.
+    @Test func headerAndWindowLimits() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "limits")
+        let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx")
+        let inbox = try await receiver.receive("limits/x")
+        try await fabric.waitForEndpoints(try Address("limits/x"), count: 1)
+        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+        let big = String(repeating: "a", count: Limits.headerBytesMax)
+        await #expect {
+            try await sender.send(
+                to: "limits/x", body: .pattern(seed: 1, length: 1), options: SendOptions(attributes: ["k": big]))
+        } throws: { error in
+            (error as? FreightError)?.code == .invalidArgument && "\(error)".contains("header")
+        }
+        await #expect(throws: FreightError.self) {
+            _ = try await FreightClient.connect(to: fabric.socket(0), windowBytes: Limits.windowBytesMin - 1)
+        }
+        _ = inbox
+        await sender.close()
+        await receiver.close()
+        await fabric.stop()
+    }
 }
