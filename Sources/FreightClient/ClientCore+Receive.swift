@@ -25,7 +25,9 @@ extension ClientCore {
                 .abort(header.id, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint")))
             return
         }
-        let window = UInt64(max(windowBytes, 2 * Int(header.chunkBytes)))
+        // A body lent from one shared buffer is held by no node and costs this app no memory: take it whole.
+        let window =
+            open.shared && shared != nil ? max(header.length, 1) : UInt64(max(windowBytes, 2 * Int(header.chunkBytes)))
         let (stream, continuation) = AsyncThrowingStream<BodyChunk, any Error>.makeStream()
         incoming[header.id] = Incoming(
             window: ReceiveWindow(length: header.length, windowBytes: window),

@@ -23,6 +23,13 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     var fd: Int32 = -1
     /// CRC32C of a repeated block's slices, by length: the bytes never change, so each is computed once.
     var repeatedChecksums: [Int: UInt32] = [:]
+    /// Chunks go through shared memory (decided when the message starts; a pool too small for one chunk turns it
+    /// off for this message).
+    var usesShared = false
+    /// A `.repeating` block copied once into the shared pool.
+    var sharedBlock: SharedBuffer?
+    /// The pool had no room for the next chunk: pumped again when a region comes back.
+    var waitingForRegion = false
 
     init(
         id: UInt64, destination: String, window: SendWindow, body: OutgoingBody,
@@ -80,6 +87,26 @@ extension ClientCore {
                     FreightError(.io, "cannot open \(path): \(String(cString: strerror(errno)))"))
             }
         }
+        if let shared {
+            switch body {
+            case .shared(let buffer), .repeatingShared(let buffer, _):
+                guard buffer.mapping === shared.send else {
+                    return eventLoop.makeFailedFuture(
+                        FreightError(.invalidArgument, "the shared buffer belongs to another client"))
+                }
+            default:
+                break
+            }
+            transfer.usesShared = true
+        } else {
+            switch body {
+            case .shared, .repeatingShared:
+                return eventLoop.makeFailedFuture(
+                    FreightError(.invalidArgument, "this client has no shared memory for a shared buffer"))
+            default:
+                break
+            }
+        }
         outgoing[id] = transfer
         var header = Freight_Wire_V1_MessageHeader()
         header.id = id
@@ -91,6 +118,7 @@ extension ClientCore {
         header.chunkBytes = UInt32(chunkBytes)
         var open = Freight_Wire_V1_Open()
         open.header = header
+        if case .shared = body { open.shared = true }
         if let error = connection?.send(.open(open)) {
             outgoing[id] = nil
             transfer.fail(error)
@@ -115,10 +143,11 @@ extension ClientCore {
     /// Sends every chunk the credit and the buffer pool allow.
     func pump(_ transfer: Outgoing) {
         guard let connection, outgoing[transfer.id] === transfer else { return }
+        if transfer.usesShared, pumpShared(transfer) { return }
         while !transfer.window.allSent {
             let needsBuffer: Bool
             switch transfer.body {
-            case .bytes, .repeating: needsBuffer = false
+            case .bytes, .repeating, .shared, .repeatingShared: needsBuffer = false
             case .file, .pattern: needsBuffer = true
             }
             if needsBuffer && transfer.pool.isEmpty && transfer.inFlight.count >= transfer.buffersMax { return }
@@ -130,42 +159,20 @@ extension ClientCore {
                 bytes = buffer.getSlice(at: buffer.readerIndex + Int(next.offset), length: count)!
             case .repeating(let block, _):
                 bytes = block.getSlice(at: block.readerIndex, length: count)!
-            case .pattern(let seed, _):
-                bytes =
-                    transfer.pool.popLast()
-                    ?? connection.channel.allocator.buffer(capacity: Int(transfer.window.chunkBytes))
-                bytes.clear()
-                bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-                    PatternFill.fill(
-                        UnsafeMutableRawBufferPointer(rebasing: raw[..<count]), seed: seed, offset: Int64(next.offset))
-                    return count
-                }
-            case .file(let path):
+            case .shared, .repeatingShared:
+                preconditionFailure("shared bodies are lent by pumpShared")
+            case .pattern, .file:
                 bytes =
                     transfer.pool.popLast()
                     ?? connection.channel.allocator.buffer(capacity: Int(transfer.window.chunkBytes))
                 bytes.clear()
                 var readError: Int32 = 0
                 bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-                    var done = 0
-                    while done < count {
-                        let n = pread(
-                            transfer.fd, raw.baseAddress! + done, count - done, off_t(next.offset) + off_t(done))
-                        if n <= 0 {
-                            readError = n == 0 ? EIO : errno
-                            break
-                        }
-                        done += n
-                    }
-                    return done
+                    readError = fill(
+                        transfer, at: next.offset, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<count]))
+                    return readError == 0 ? count : 0
                 }
-                guard readError == 0 else {
-                    let error = FreightError(
-                        .io, "cannot read \(path) at \(next.offset): \(String(cString: strerror(readError)))")
-                    outgoing[transfer.id] = nil
-                    connection.send(.abort(transfer.id, error))
-                    return transfer.fail(error)
-                }
+                guard readError == 0 else { return failRead(transfer, at: next.offset, readError) }
             }
             let checksum: UInt32
             if case .repeating = transfer.body {
@@ -196,6 +203,119 @@ extension ClientCore {
             } else {
                 connection.sendData(chunk, promise: nil)
             }
+        }
+    }
+
+    /// Writes the body's bytes at `offset` into `raw` (generated, read from the file, or copied from memory);
+    /// returns 0 or the errno of a failed read.
+    func fill(_ transfer: Outgoing, at offset: UInt64, into raw: UnsafeMutableRawBufferPointer) -> Int32 {
+        switch transfer.body {
+        case .pattern(let seed, _):
+            PatternFill.fill(raw, seed: seed, offset: Int64(offset))
+        case .file:
+            var done = 0
+            while done < raw.count {
+                let n = pread(transfer.fd, raw.baseAddress! + done, raw.count - done, off_t(offset) + off_t(done))
+                if n <= 0 { return n == 0 ? EIO : errno }
+                done += n
+            }
+        case .bytes(let buffer):
+            buffer.withUnsafeReadableBytes { source in
+                raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[Int(offset)..<(Int(offset) + raw.count)]))
+            }
+        case .repeating(let block, _):
+            block.withUnsafeReadableBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<raw.count])) }
+        case .shared(let buffer), .repeatingShared(let buffer, _):
+            buffer.withUnsafeBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<raw.count])) }
+        }
+        return 0
+    }
+
+    func failRead(_ transfer: Outgoing, at offset: UInt64, _ code: Int32) {
+        let path: String
+        if case .file(let name) = transfer.body { path = name } else { path = "the body" }
+        let error = FreightError(.io, "cannot read \(path) at \(offset): \(String(cString: strerror(code)))")
+        outgoing[transfer.id] = nil
+        connection?.send(.abort(transfer.id, error))
+        transfer.fail(error)
+    }
+
+    /// Sends what the credit allows as SHARED frames. Returns false when this message cannot use the pool (too
+    /// small for one chunk): it then goes through the socket.
+    func pumpShared(_ transfer: Outgoing) -> Bool {
+        guard let shared else { return false }
+        switch transfer.body {
+        case .shared(let buffer):
+            while let span = transfer.window.nextSpan() {
+                lend(
+                    transfer, start: buffer.offset, offset: buffer.offset + Int(span.offset), length: span.count,
+                    bodyOffset: span.offset, crc: nil, isLast: span.isLast)
+            }
+            return true
+        case .repeatingShared(let block, _):
+            lendRepeated(transfer, block: block)
+            return true
+        case .repeating(let source, _):
+            if transfer.sharedBlock == nil {
+                let count = Int(min(transfer.window.chunkBytes, max(transfer.window.length, 1)))
+                guard source.readableBytes >= count, let block = try? allocateShared(count) else {
+                    transfer.usesShared = false
+                    return false
+                }
+                block.withUnsafeMutableBytes { raw in
+                    source.withUnsafeReadableBytes {
+                        raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<count]))
+                    }
+                }
+                transfer.sharedBlock = block
+            }
+            lendRepeated(transfer, block: transfer.sharedBlock!)
+            return true
+        case .bytes, .file, .pattern:
+            while !transfer.window.allSent {
+                let size = Int(transfer.window.chunkBytes)
+                guard let start = shared.allocator.allocate(size) else {
+                    if shared.allocator.regionCount == 0 {
+                        transfer.usesShared = false
+                        return false
+                    }
+                    transfer.waitingForRegion = true
+                    return true
+                }
+                guard let next = transfer.window.nextChunk() else {
+                    shared.allocator.free(start)
+                    return true
+                }
+                let raw = UnsafeMutableRawBufferPointer(start: shared.send.base + start, count: Int(next.count))
+                let code = fill(transfer, at: next.offset, into: raw)
+                guard code == 0 else {
+                    shared.allocator.free(start)
+                    failRead(transfer, at: next.offset, code)
+                    return true
+                }
+                let crc = CRC32C.checksum(UnsafeRawBufferPointer(raw))
+                lend(
+                    transfer, start: start, offset: start, length: next.count, bodyOffset: next.offset, crc: crc,
+                    isLast: next.isLast)
+            }
+            return true
+        }
+    }
+
+    /// Lends the first bytes of `block` for every chunk the credit allows (the same region each time).
+    private func lendRepeated(_ transfer: Outgoing, block: SharedBuffer) {
+        while let next = transfer.window.nextChunk() {
+            let count = Int(next.count)
+            let crc: UInt32
+            if let known = transfer.repeatedChecksums[count] {
+                crc = known
+            } else {
+                crc = block.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+                transfer.repeatedChecksums[count] = crc
+            }
+            lend(
+                transfer, start: block.offset, offset: block.offset, length: next.count, bodyOffset: next.offset,
+                crc: crc, isLast: next.isLast)
         }
     }
 

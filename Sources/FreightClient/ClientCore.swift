@@ -16,6 +16,8 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     var nodeHello: Freight_Wire_V1_Hello?
     var helloPromise: EventLoopPromise<Freight_Wire_V1_Hello>?
     var closedError: FreightError?
+    /// Shared memory with the node, when it accepted this app's pools.
+    var shared: ClientShared?
 
     var nextRequestID: UInt64 = 1
     var requests: [UInt64: EventLoopPromise<Freight_Wire_V1_Reply>] = [:]
@@ -79,6 +81,10 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
             doneReceived(done)
         case .abort(let abort):
             abortReceived(abort)
+        case .shared(let chunk):
+            sharedChunkReceived(chunk)
+        case .release(let regions):
+            releaseReceived(regions)
         case .request, .endpoints, .members:
             connection.close()
         }
@@ -90,6 +96,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
             "connection to node \(nodeHello?.name ?? "") lost\(error.map { ": \($0)" } ?? "")"
         )
         closedError = reason
+        shared?.close()
         helloPromise?.fail(reason)
         helloPromise = nil
         for promise in requests.values { promise.fail(reason) }

@@ -30,11 +30,15 @@ public final class FreightClient: Sendable {
     }
 
     /// Attaches to a node over its Unix socket or TCP port.
-    /// - Parameter windowBytes: how many body bytes of one incoming message may be in flight to this app.
+    /// - Parameters:
+    ///   - windowBytes: how many body bytes of one incoming message may be in flight to this app.
+    ///   - sharedMemory: whether bodies move through shared memory with the node (Unix socket only;
+    ///     docs/shared-memory.md).
     public static func connect(
         to address: NodeAddress,
         label: String = "app",
         windowBytes: Int = Limits.windowBytesDefault,
+        sharedMemory: SharedMemory = .automatic,
         tuning: SocketTuning = .default,
         eventLoop: (any EventLoop)? = nil,
         logger: Logger = Logger(label: "freight.client")
@@ -66,12 +70,57 @@ public final class FreightClient: Sendable {
                 connection.send(.hello(hello))
                 return core.helloPromise!.futureResult
             }.get()
+            try await attachShared(core, address: address, hello: hello, sharedMemory: sharedMemory, logger: logger)
             return FreightClient(core: core, group: group, nodeName: hello.name)
         } catch {
             try? await group?.shutdownGracefully()
             if error is FreightError { throw error }
             throw FreightError(.connectionFailed, "cannot reach node at \(address): \(error)")
         }
+    }
+
+    /// Lends this app's pools to its node, as `sharedMemory` asks; on failure, throws or logs the reason.
+    private static func attachShared(
+        _ core: ClientCore, address: NodeAddress, hello: Freight_Wire_V1_Hello, sharedMemory: SharedMemory,
+        logger: Logger
+    ) async throws {
+        guard let sizes = sharedMemory.sizes else { return }
+        var required = false
+        if case .required = sharedMemory { required = true }
+        guard case .unix(let path) = address else {
+            if required {
+                throw FreightError(.invalidArgument, "shared memory needs the node's Unix socket, not TCP")
+            }
+            return
+        }
+        do {
+            let shared = try await ClientShared.attach(
+                socketPath: path, token: hello.sessionToken, sendBytes: sizes.send, receiveBytes: sizes.receive)
+            try await core.eventLoop.submit {
+                core.shared = shared
+                shared.startReading(into: core)
+            }.get()
+        } catch {
+            if required {
+                try? await core.eventLoop.flatSubmit {
+                    core.connection?.channel.close() ?? core.eventLoop.makeSucceededVoidFuture()
+                }.get()
+                throw error
+            }
+            logger.info("shared memory not used: \(error)")
+        }
+    }
+
+    /// Whether bodies move through shared memory with the node.
+    public var usesSharedMemory: Bool {
+        get async { (try? await core.eventLoop.submit { [core] in core.shared != nil }.get()) ?? false }
+    }
+
+    /// A buffer of `count` bytes in this app's shared send pool: fill it, then send it with
+    /// `.shared(buffer)` (docs/shared-memory.md). Throws when the client has no shared memory or the pool is full.
+    public func allocate(_ count: Int) async throws -> SharedBuffer {
+        let core = self.core
+        return try await core.eventLoop.submit { () throws -> SharedBuffer in try core.allocateShared(count) }.get()
     }
 
     /// Registers an endpoint on `pattern` (an address or a pattern) and returns its messages as they arrive.
@@ -123,6 +172,13 @@ public final class FreightClient: Sendable {
                     .invalidArgument, "a repeated block must hold one chunk (\(options.chunkBytes) bytes)")
             }
             length = UInt64(count)
+        case .shared(let buffer): length = UInt64(buffer.count)
+        case .repeatingShared(let block, let count):
+            guard count >= 0, block.count >= options.chunkBytes else {
+                throw FreightError(
+                    .invalidArgument, "a repeated block must hold one chunk (\(options.chunkBytes) bytes)")
+            }
+            length = UInt64(count)
         }
         let core = self.core
         return try await core.eventLoop.flatSubmit {
@@ -156,6 +212,7 @@ public final class FreightClient: Sendable {
         try? await core.eventLoop.flatSubmit {
             core.connection?.channel.close() ?? core.eventLoop.makeSucceededVoidFuture()
         }.get()
+        try? await core.eventLoop.submit { core.shared?.close() }.get()
         try? await group?.shutdownGracefully()
     }
 

@@ -6,10 +6,52 @@ import NIOCore
     import Glibc
 #endif
 
-/// One chunk of a message body: `bytes` starting at `offset`. Chunks of a striped message may arrive out of order.
+/// One chunk of a message body starting at `offset`: bytes in a buffer, or in shared memory read in place.
+/// Chunks of a striped message may arrive out of order.
 public struct BodyChunk: Sendable {
+    enum Storage: Sendable {
+        case buffer(ByteBuffer)
+        case shared(SharedBytes)
+    }
+
     public var offset: UInt64
-    public var bytes: ByteBuffer
+    let storage: Storage
+
+    init(offset: UInt64, bytes: ByteBuffer) {
+        self.offset = offset
+        self.storage = .buffer(bytes)
+    }
+
+    init(offset: UInt64, shared: SharedBytes) {
+        self.offset = offset
+        self.storage = .shared(shared)
+    }
+
+    public var count: Int {
+        switch storage {
+        case .buffer(let buffer): buffer.readableBytes
+        case .shared(let shared): shared.count
+        }
+    }
+
+    /// True when the bytes are read in place from shared memory.
+    public var isShared: Bool { if case .shared = storage { true } else { false } }
+
+    /// The bytes, where they lie: no copy. Throws when they were lent by a session that has closed.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        switch storage {
+        case .buffer(let buffer): try buffer.withUnsafeReadableBytes(body)
+        case .shared(let shared): try shared.withUnsafeBytes(body)
+        }
+    }
+
+    /// The bytes as a buffer: the buffer itself, or a copy of shared bytes.
+    public func buffer() throws -> ByteBuffer {
+        switch storage {
+        case .buffer(let buffer): buffer
+        case .shared(let shared): try shared.withUnsafeBytes { ByteBuffer(bytes: $0) }
+        }
+    }
 }
 
 /// A message delivered to this app. Read its body once; the sender is credited as the app takes chunks, so an
@@ -32,7 +74,7 @@ public struct IncomingMessage: Sendable {
         defer { close(fd) }
         var total: UInt64 = 0
         for try await chunk in body {
-            let written = chunk.bytes.withUnsafeReadableBytes { raw -> Int in
+            let written = try chunk.withUnsafeBytes { raw -> Int in
                 var done = 0
                 while done < raw.count {
                     let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(chunk.offset) + off_t(done))
@@ -58,7 +100,7 @@ public struct IncomingMessage: Sendable {
         var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
         buffer.writeRepeatingByte(0, count: Int(length))
         for try await chunk in body {
-            buffer.setBuffer(chunk.bytes, at: Int(chunk.offset))
+            _ = try chunk.withUnsafeBytes { buffer.setBytes($0, at: Int(chunk.offset)) }
         }
         return buffer
     }
@@ -67,7 +109,7 @@ public struct IncomingMessage: Sendable {
     public func checkPattern(seed: UInt64) async throws -> Bool {
         var matches = true
         for try await chunk in body {
-            let ok = chunk.bytes.withUnsafeReadableBytes {
+            let ok = try chunk.withUnsafeBytes {
                 PatternFill.check($0, seed: seed, offset: Int64(chunk.offset))
             }
             if !ok { matches = false }
@@ -78,7 +120,7 @@ public struct IncomingMessage: Sendable {
     /// Reads and discards the body (it was still checked chunk by chunk).
     public func drain() async throws -> UInt64 {
         var total: UInt64 = 0
-        for try await chunk in body { total += UInt64(chunk.bytes.readableBytes) }
+        for try await chunk in body { total += UInt64(chunk.count) }
         return total
     }
 }

@@ -12,6 +12,11 @@ public enum OutgoingBody: Sendable {
     /// `length` bytes made of `block` repeated (each chunk a slice of it, never copied), as iperf3 repeats its
     /// buffer: for measuring the fabric rather than a disk or a generator. `block` must hold at least one chunk.
     case repeating(block: ByteBuffer, length: Int64)
+    /// A buffer in this app's shared-memory pool, lent as it is: an app on the same node reads it in place.
+    case shared(SharedBuffer)
+    /// `length` bytes made of a shared buffer repeated (each chunk a region of it): `.repeating` without even
+    /// the one copy into shared memory.
+    case repeatingShared(block: SharedBuffer, length: Int64)
 }
 
 /// What the sender is told when its message was delivered.

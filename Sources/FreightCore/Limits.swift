@@ -38,4 +38,15 @@ public enum Limits {
     public static let chunkStallSeconds = 10
     /// Attempts to reach a member learned from gossip before forgetting it.
     public static let dialAttemptsMax = 5
+    /// Shared memory between apps and their node (docs/shared-memory.md): each half of an app's pool by default,
+    /// the most one pool may be, and what a node accepts over all its apps by default.
+    public static let sharedPoolHalfBytesDefault = 64 * 1024 * 1024
+    public static let sharedPoolBytesMax = 16 * 1024 * 1024 * 1024
+    public static let sharedBudgetDefault = 4 * 1024 * 1024 * 1024
+    /// Seconds an app may hold a region lent from another app's pool before its node disconnects it.
+    public static let sharedHoldSeconds = 60
+    /// Regions one app may hold at once (each SHARED frame it has not released).
+    public static let sharedHoldsMax = 65_536
+    /// Seconds a client waits for a pool its node announced before failing the chunks that name it.
+    public static let sharedPoolWaitSeconds = 5
 }

@@ -18,6 +18,19 @@ public enum ProcessStats {
         #endif
     }
 
+    /// Resident memory now, in bytes (from /proc/self/statm; 0 where there is none).
+    public static func residentBytes() -> UInt64 {
+        let fd = open("/proc/self/statm", O_RDONLY)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 128)
+        let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return 0 }
+        let fields = String(decoding: bytes.prefix(count), as: UTF8.self).split(separator: " ")
+        guard fields.count >= 2, let pages = UInt64(fields[1]) else { return 0 }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
     /// User plus system CPU time used so far, in seconds.
     public static func cpuSeconds() -> Double {
         var usage = rusage()

@@ -37,6 +37,10 @@ struct Flow {
         var ackedOffset: UInt64 = 0
         var creditOffset: UInt64 = 0
         var state: BranchState = .open
+        /// Shared regions sent to this branch's peer with `sendfile`: the kernel sends the pool's pages by
+        /// reference, so a region is in use until the branch acknowledges the bytes past its end (then they have
+        /// been read out of every socket) or the branch ends.
+        var loans: [(end: UInt64, loan: Loan)] = []
 
         var isOpen: Bool { if case .open = state { true } else { false } }
     }
@@ -48,6 +52,11 @@ struct Flow {
     var path: [String]
     /// Bytes this flow may occupy on this node.
     let reservedBytes: Int
+    /// Most credit granted upstream beyond what every branch acknowledged: the node's window, or the whole length
+    /// for a shared-buffer message between apps of this node, whose bytes no node holds.
+    let windowBytes: UInt64
+    /// Receivers are told the body comes from one shared buffer (OPEN's `shared`).
+    let shared: Bool
     /// Credit and acknowledgement granted upstream so far.
     var upstreamCredit: UInt64 = 0
     var upstreamAcked: UInt64 = 0
@@ -58,7 +67,7 @@ struct Flow {
 
     /// The acknowledgement and credit to report upstream: the minimum over open branches, capped by this node's
     /// window. Returns nil when nothing moved.
-    mutating func upstreamUpdate(windowBytes: UInt64) -> (acked: UInt64, credit: UInt64)? {
+    mutating func upstreamUpdate() -> (acked: UInt64, credit: UInt64)? {
         let open = branches.filter(\.isOpen)
         guard !open.isEmpty else { return nil }
         let acked = open.map(\.ackedOffset).min()!

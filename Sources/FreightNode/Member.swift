@@ -1,6 +1,7 @@
 import FreightCore
 import FreightTransport
 import FreightWire
+import NIOCore
 
 /// A peer node of the cluster, and the links to it: `egress` stripes that this node dialed and sends on, and
 /// `ingress` connections the peer dialed and sends on.
@@ -54,6 +55,18 @@ final class AppSession: @unchecked Sendable {  // confined to the node's event l
     let connection: FrameConnection
     let label: String
     var endpoints: Set<UInt64> = []
+    /// Names this session on the descriptor link.
+    let token = UInt64.random(in: 1...UInt64.max)
+    /// The pools the app lent, once its descriptor link attached them.
+    var sendPool: NodePool?
+    var receivePool: NodePool?
+    /// The descriptor link's socket (-1 when none).
+    var link: Int32 = -1
+    /// Regions lent to this app and not yet released, by region, oldest first.
+    var holds: [SharedRegion: [(loan: Loan, since: NIODeadline)]] = [:]
+    var holdCount = 0
+
+    var takesShared: Bool { receivePool != nil && link >= 0 }
 
     init(id: UInt64, connection: FrameConnection, label: String) {
         self.id = id

@@ -20,6 +20,10 @@ public struct NodeConfiguration: Sendable {
     public var windowBytes: Int
     /// Memory this node commits to messages in flight; each message reserves up to its window.
     public var memoryBudgetBytes: Int
+    /// Shared memory this node accepts from its apps' pools in all (docs/shared-memory.md); 0 turns it off.
+    public var sharedMemoryBudgetBytes: Int
+    /// Seconds an app may hold a region lent from another app's pool.
+    public var sharedHoldSeconds: Int
     public var tuning: SocketTuning
     /// How chunks are spread over a link's stripes.
     public var striping: StripeChooser.Policy
@@ -35,6 +39,8 @@ public struct NodeConfiguration: Sendable {
         chunkBytes: Int = Limits.chunkBytesDefault,
         windowBytes: Int = Limits.windowBytesDefault,
         memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
+        sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
+        sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
         tuning: SocketTuning = .default,
         striping: StripeChooser.Policy = .fill,
         logger: Logger = Logger(label: "freight.node")
@@ -49,6 +55,8 @@ public struct NodeConfiguration: Sendable {
         self.chunkBytes = chunkBytes
         self.windowBytes = windowBytes
         self.memoryBudgetBytes = memoryBudgetBytes
+        self.sharedMemoryBudgetBytes = sharedMemoryBudgetBytes
+        self.sharedHoldSeconds = sharedHoldSeconds
         self.tuning = tuning
         self.logger = logger
     }
@@ -77,6 +85,9 @@ public struct NodeConfiguration: Sendable {
         }
         guard memoryBudgetBytes >= windowBytes else {
             throw FreightError(.invalidArgument, "memory budget \(memoryBudgetBytes) is smaller than one window")
+        }
+        guard sharedMemoryBudgetBytes >= 0, sharedHoldSeconds >= 1 else {
+            throw FreightError(.invalidArgument, "--shared-memory-budget must be >= 0 and --shared-hold >= 1 s")
         }
         guard case .tcp = listen else {
             throw FreightError(.invalidArgument, "--listen must be HOST:PORT")

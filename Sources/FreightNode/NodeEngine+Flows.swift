@@ -67,8 +67,19 @@ extension NodeEngine {
                     "\(port) has \(Limits.messagesPerConnectionMax) messages in flight through node \(name), the most allowed"
                 )
             }
+            // A shared-buffer message between apps of this node holds no bytes here: only its regions are lent.
+            let shared =
+                open.shared && port.isLocal
+                && targets.allSatisfy { target in
+                    guard target.key.node == name, case .session(let id)? = localEndpoints[target.key.id]?.port else {
+                        return false
+                    }
+                    return sessions[id]?.takesShared == true
+                }
             // Every message reserves at least the smallest chunk, so the budget also bounds how many are open.
-            let reserve = Int(min(max(header.length, UInt64(Limits.chunkBytesMin)), UInt64(configuration.windowBytes)))
+            let window = shared ? max(header.length, 1) : UInt64(configuration.windowBytes)
+            let reserve =
+                shared ? Limits.chunkBytesMin : Int(min(max(header.length, UInt64(Limits.chunkBytesMin)), window))
             guard reservedBytes + reserve <= configuration.memoryBudgetBytes else {
                 throw FreightError(
                     .resourceExhausted,
@@ -76,7 +87,8 @@ extension NodeEngine {
                 )
             }
             startFlow(
-                id: id, header: header, upstream: port, targets: targets, path: open.path + [name], reserve: reserve)
+                id: id, header: header, upstream: port, targets: targets, path: open.path + [name], reserve: reserve,
+                window: window, shared: shared)
         } catch {
             failed += 1
             send(.abort(id, error), to: port)
@@ -89,7 +101,9 @@ extension NodeEngine {
         upstream: Port,
         targets: [EndpointRecord],
         path: [String],
-        reserve: Int
+        reserve: Int,
+        window: UInt64,
+        shared: Bool
     ) {
         var branches: [Flow.Branch] = []
         var remote: [String: [EndpointKey]] = [:]
@@ -115,12 +129,14 @@ extension NodeEngine {
         flowsByUpstream[upstream, default: 0] += 1
         for target in targets { endpointLoad[target.key, default: 0] += 1 }
         flows[id] = Flow(
-            id: id, header: header, upstream: upstream, branches: branches, path: path, reservedBytes: reserve)
+            id: id, header: header, upstream: upstream, branches: branches, path: path, reservedBytes: reserve,
+            windowBytes: window, shared: shared)
 
         for branch in branches where branch.isOpen {
             var open = Freight_Wire_V1_Open()
             open.header = header
             open.path = path
+            open.shared = shared
             open.targets = branch.targets.map { key in
                 var ref = Freight_Wire_V1_EndpointRef()
                 ref.node = key.node
@@ -146,7 +162,9 @@ extension NodeEngine {
     /// Checks a chunk against its flow before it is forwarded: the flow exists (chunks of a message that already
     /// ended are still in the pipe and are dropped), the port sends it, and the chunk lies within the credit.
     /// Returns the flow with the chunk counted, or nil to drop it.
-    func admit(messageID: UInt64, offset: UInt64, count: Int, from port: Port) -> Flow? {
+    func admit(
+        messageID: UInt64, offset: UInt64, count: Int, from port: Port, countLimit: Int = Limits.chunkBytesMax
+    ) -> Flow? {
         guard var flow = flows[messageID] else { return nil }
         guard flow.upstream == port else {
             logger.warning("\(port) sent a chunk of message \(messageID) it does not send; dropped")
@@ -154,7 +172,7 @@ extension NodeEngine {
         }
         let bytes = UInt64(count)
         let (end, overflow) = offset.addingReportingOverflow(bytes)
-        guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= Limits.chunkBytesMax else {
+        guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= countLimit else {
             abortFlow(
                 messageID,
                 FreightError(
@@ -169,7 +187,7 @@ extension NodeEngine {
         return flow
     }
 
-    private func sendData(_ chunk: DataChunk, to port: Port) {
+    func sendData(_ chunk: DataChunk, to port: Port) {
         if case .local(let id) = port {
             bytesOut += UInt64(chunk.count)
             if let local = localPorts[id] { eventLoop.execute { local.deliver(.data(chunk)) } }
@@ -212,8 +230,9 @@ extension NodeEngine {
         }
         flow.branches[index].ackedOffset = max(flow.branches[index].ackedOffset, ack.ackedOffset)
         flow.branches[index].creditOffset = max(flow.branches[index].creditOffset, min(ack.creditOffset, flow.length))
-        let update = flow.upstreamUpdate(windowBytes: UInt64(configuration.windowBytes))
+        let update = flow.upstreamUpdate()
         flows[ack.messageID] = flow
+        settleLoans(ack.messageID)
         if let update {
             send(.ack(ack.messageID, acked: update.acked, credit: update.credit), to: flow.upstream)
         }
@@ -240,6 +259,7 @@ extension NodeEngine {
         flow.branches[index].ackedOffset = flow.length
         flow.branches[index].state = .done(done)
         flows[done.messageID] = flow
+        settleLoans(done.messageID)
         finishIfComplete(done.messageID)
     }
 
@@ -250,8 +270,9 @@ extension NodeEngine {
         }
         guard let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen }) else { return }
         flow.branches[index].state = .failed(abort.error, acked: abort.ackedOffset)
-        let update = flow.upstreamUpdate(windowBytes: UInt64(configuration.windowBytes))
+        let update = flow.upstreamUpdate()
         flows[abort.messageID] = flow
+        settleLoans(abort.messageID)
         if let update, !flow.allBranchesFinished {
             send(.ack(abort.messageID, acked: update.acked, credit: update.credit), to: flow.upstream)
         }
@@ -281,6 +302,7 @@ extension NodeEngine {
     }
 
     private func release(_ flow: Flow) {
+        settleLoans(flow.id, all: true)
         flows[flow.id] = nil
         reservedBytes -= flow.reservedBytes
         if let count = flowsByUpstream[flow.upstream], count > 1 {
@@ -328,8 +350,9 @@ extension NodeEngine {
                 changed = true
             }
             guard changed else { continue }
-            let update = flow.upstreamUpdate(windowBytes: UInt64(configuration.windowBytes))
+            let update = flow.upstreamUpdate()
             flows[id] = flow
+            settleLoans(id)
             if let update, !flow.allBranchesFinished {
                 send(.ack(id, acked: update.acked, credit: update.credit), to: flow.upstream)
             }

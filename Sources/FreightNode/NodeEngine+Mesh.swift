@@ -9,6 +9,7 @@ extension NodeEngine {
     /// Runs every second: dials seeds and members that have no link yet.
     func maintain() {
         closeStalledStreams()
+        closeLongHolds()
         for (address, seed) in seeds where seed.probe == nil {
             if members.values.contains(where: { $0.listen == address && $0.isUp }) { continue }
             if address == boundListen { continue }
@@ -223,7 +224,7 @@ extension NodeEngine {
             }
         case .open, .data, .ack, .done, .abort:
             flowFrame(frame, from: .peer(peer))
-        case .hello, .request, .reply:
+        case .hello, .request, .reply, .shared, .release:
             reject(connection, "unexpected \(frame.type) frame from node \(peer)")
         }
     }

@@ -19,6 +19,10 @@ extension NodeEngine {
             }
         case .open, .data, .ack, .done, .abort:
             flowFrame(frame, from: .session(session.id))
+        case .shared(let chunk):
+            sharedReceived(chunk, from: session)
+        case .release(let regions):
+            releaseReceived(regions, from: session)
         case .hello, .reply, .endpoints, .members:
             reject(connection, "unexpected \(frame.type) frame from app \(session.label)")
         }
@@ -98,6 +102,7 @@ extension NodeEngine {
 
     func sessionClosed(_ session: AppSession) {
         sessions[session.id] = nil
+        sharedSessionClosed(session)
         let ids = Array(session.endpoints)
         for id in ids {
             localEndpoints[id] = nil

@@ -12,6 +12,8 @@ struct InboundStream {
     var outputs: [(connection: FrameConnection, token: UInt64)] = []
     /// In-process ports take the chunk whole.
     var localPorts: [UInt64] = []
+    /// Apps that take shared memory get the chunk written into a region of their receive pool.
+    var sharedOutputs: [(session: UInt64, loan: Loan, written: Int)] = []
     var remaining: Int
     /// True when the chunk was refused: its pieces are dropped.
     var discard: Bool
@@ -29,12 +31,28 @@ extension NodeEngine {
             if !stream.discard {
                 for output in stream.outputs { output.connection.streamPiece(piece, token: output.token) }
                 if !stream.localPorts.isEmpty { stream.header.pieces.append(piece) }
+                for index in stream.sharedOutputs.indices {
+                    let output = stream.sharedOutputs[index]
+                    let target = output.loan.pool.mapping.base + Int(output.loan.region.offset) + output.written
+                    piece.withUnsafeReadableBytes { target.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    stream.sharedOutputs[index].written += piece.readableBytes
+                }
                 pauseIfOutputsFull(connection, stream)
             }
             inboundStreams[connection.id] = stream
         case .dataEnd:
             guard let stream = inboundStreams.removeValue(forKey: connection.id) else { return }
             for output in stream.outputs { output.connection.endStream(token: output.token) }
+            for output in stream.sharedOutputs {
+                guard let session = sessions[output.session] else {
+                    returnUse(output.loan)
+                    continue
+                }
+                let chunk = SharedChunk(
+                    messageID: stream.header.messageID, offset: stream.header.offset, crc32c: stream.header.crc32c,
+                    isLast: stream.header.isLast, region: output.loan.region)
+                lend(chunk, loan: output.loan, to: session, addingUse: false)
+            }
             for id in stream.localPorts {
                 if let local = localPorts[id] {
                     let chunk = stream.header
@@ -57,6 +75,10 @@ extension NodeEngine {
             if case .local(let id) = branch.port {
                 stream.localPorts.append(id)
                 bytesOut += UInt64(bodyBytes)
+            } else if case .session(let id) = branch.port, let session = sessions[id],
+                let loan = receiveRegion(for: session, bytes: bodyBytes)
+            {
+                stream.sharedOutputs.append((id, loan, 0))
             } else if let output = dataConnection(for: branch.port, bytes: bodyBytes) {
                 stream.outputs.append((output, nextStreamToken))
                 nextStreamToken &+= 1
@@ -122,6 +144,7 @@ extension NodeEngine {
     /// sees the chunk finds that its checksum fails).
     func inboundClosed(_ connection: FrameConnection) {
         guard let stream = inboundStreams.removeValue(forKey: connection.id) else { return }
+        for output in stream.sharedOutputs { returnUse(output.loan) }
         if stream.remaining > 0 && !stream.outputs.isEmpty {
             var left = stream.remaining
             while left > 0 {

@@ -61,6 +61,12 @@ public final class NodeEngine: @unchecked Sendable {
     var tieBreak: UInt64 = 0
     var maintenance: RepeatedTask?
 
+    // Shared memory (docs/shared-memory.md).
+    var descriptorListener: DescriptorListener?
+    var pools: [UInt32: NodePool] = [:]
+    var nextPoolID: UInt32 = 1
+    var sharedPoolBytes = 0
+
     // Counters.
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
@@ -104,6 +110,7 @@ public final class NodeEngine: @unchecked Sendable {
         try await eventLoop.submit { [self] in
             listenChannel = listen
             socketChannel = socket
+            try startDescriptorListener()
             for seed in configuration.joins { seeds[seed] = SeedState() }
             maintain()
             maintenance = eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
@@ -125,6 +132,8 @@ public final class NodeEngine: @unchecked Sendable {
                 }
                 listenChannel = nil
                 socketChannel = nil
+                descriptorListener?.stop()
+                descriptorListener = nil
                 for session in sessions.values { futures.append(session.connection.channel.close().recover { _ in }) }
                 for member in members.values {
                     for connection in member.allConnections {
@@ -187,6 +196,10 @@ public final class NodeEngine: @unchecked Sendable {
         status.memoryBudgetBytes = UInt64(configuration.memoryBudgetBytes)
         status.streams = UInt32(configuration.streams)
         status.uptimeMillis = UInt64((NIODeadline.now() - startedAt).nanoseconds / 1_000_000)
+        status.sharedPoolBytes = UInt64(sharedPoolBytes)
+        status.sharedBudgetBytes = UInt64(configuration.sharedMemoryBudgetBytes)
+        status.sharedRegionsLent = UInt64(pools.values.reduce(0) { $0 + $1.loansOut })
+        status.rssBytes = ProcessStats.residentBytes()
         for member in members.values.sorted(by: { $0.name < $1.name }) {
             var peer = Freight_Wire_V1_PeerStatus()
             peer.name = member.name
@@ -251,8 +264,10 @@ extension NodeEngine: FrameConnectionDelegate {
         case .app:
             // An app attached; answer with this node's hello.
             connection.sendPreface()
-            connection.send(helloFrame(role: .node))
             let session = AppSession(id: connection.id, connection: connection, label: String(hello.name.prefix(128)))
+            guard case .hello(var reply) = helloFrame(role: .node) else { return }
+            reply.sessionToken = session.token
+            connection.send(.hello(reply))
             sessions[session.id] = session
             logger.debug("app \(session.label) attached as session \(session.id)")
         case .node:

@@ -40,7 +40,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
 
     /// A write that waits for the streamed frame in progress to end.
     private enum Queued {
-        case whole([ByteBuffer], body: Int, promise: EventLoopPromise<Void>?)
+        case whole([IOData], body: Int, promise: EventLoopPromise<Void>?)
         case begin(token: UInt64, header: ByteBuffer)
         case piece(token: UInt64, ByteBuffer)
         case end(token: UInt64)
@@ -79,7 +79,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         } catch {
             return error
         }
-        writeWhole([buffer], body: 0, promise: nil)
+        writeWhole([.byteBuffer(buffer)], body: 0, promise: nil)
         return nil
     }
 
@@ -88,7 +88,18 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         channel.eventLoop.assertInEventLoop()
         var header = allocator.buffer(capacity: WireV1.frameHeaderBytes + WireV1.dataPrefixBytes)
         FrameEncoder.dataHeader(chunk, into: &header)
-        writeWhole([header] + chunk.pieces, body: chunk.count, promise: promise)
+        writeWhole([.byteBuffer(header)] + chunk.pieces.map { .byteBuffer($0) }, body: chunk.count, promise: promise)
+    }
+
+    /// Writes a DATA frame whose body is a region of a file (a shared-memory pool), sent by the kernel with
+    /// `sendfile`: no copy in user space. `promise` completes when the kernel took the bytes.
+    public func sendData(
+        _ chunk: DataChunk, fileRegion: FileRegion, promise: EventLoopPromise<Void>?
+    ) {
+        channel.eventLoop.assertInEventLoop()
+        var header = allocator.buffer(capacity: WireV1.frameHeaderBytes + WireV1.dataPrefixBytes)
+        FrameEncoder.dataHeader(chunk, bodyBytes: fileRegion.readableBytes, into: &header)
+        writeWhole([.byteBuffer(header), .fileRegion(fileRegion)], body: fileRegion.readableBytes, promise: promise)
     }
 
     // MARK: Streamed chunks
@@ -108,7 +119,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
 
     public func streamPiece(_ piece: ByteBuffer, token: UInt64) {
         if activeStream == token {
-            writeBody(piece, flush: true, promise: nil)
+            writeBody(.byteBuffer(piece), flush: true, promise: nil)
         } else {
             queue.append(.piece(token: token, piece))
         }
@@ -125,7 +136,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
 
     // MARK: Writing
 
-    private func writeWhole(_ buffers: [ByteBuffer], body: Int, promise: EventLoopPromise<Void>?) {
+    private func writeWhole(_ buffers: [IOData], body: Int, promise: EventLoopPromise<Void>?) {
         guard activeStream == nil && queue.isEmpty else {
             queue.append(.whole(buffers, body: body, promise: promise))
             return
@@ -133,7 +144,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         emitWhole(buffers, body: body, promise: promise)
     }
 
-    private func emitWhole(_ buffers: [ByteBuffer], body: Int, promise: EventLoopPromise<Void>?) {
+    private func emitWhole(_ buffers: [IOData], body: Int, promise: EventLoopPromise<Void>?) {
         guard body > 0 else {
             for buffer in buffers.dropLast() { channel.write(buffer, promise: nil) }
             if let last = buffers.last { channel.writeAndFlush(last, promise: promise) } else { promise?.succeed() }
@@ -150,7 +161,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     }
 
     /// Writes body bytes, counting them as pending until the kernel takes them.
-    private func writeBody(_ buffer: ByteBuffer, flush: Bool, promise: EventLoopPromise<Void>?) {
+    private func writeBody(_ buffer: IOData, flush: Bool, promise: EventLoopPromise<Void>?) {
         let count = buffer.readableBytes
         pendingBytes += count
         let written = channel.eventLoop.makePromise(of: Void.self)
@@ -183,7 +194,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
                     switch queue[index] {
                     case .piece(token, let piece):
                         queue.remove(at: index)
-                        writeBody(piece, flush: false, promise: nil)
+                        writeBody(.byteBuffer(piece), flush: false, promise: nil)
                     case .end(token):
                         queue.remove(at: index)
                         activeStream = nil

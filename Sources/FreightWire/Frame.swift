@@ -46,6 +46,45 @@ public struct DataChunk: Sendable {
     }
 }
 
+/// A region of a shared-memory pool: `length` bytes at `offset` of pool `pool` (docs/shared-memory.md).
+public struct SharedRegion: Sendable, Hashable, CustomStringConvertible {
+    public var pool: UInt32
+    public var offset: UInt64
+    public var length: UInt64
+
+    public init(pool: UInt32, offset: UInt64, length: UInt64) {
+        self.pool = pool
+        self.offset = offset
+        self.length = length
+    }
+
+    public var description: String { "pool \(pool) [\(offset), +\(length))" }
+}
+
+/// A body chunk that lies in shared memory: message `messageID`'s bytes from `offset`, in `region`.
+/// The frame lends the region; exactly one RELEASE of it answers each SHARED frame.
+public struct SharedChunk: Sendable, Hashable {
+    public var messageID: UInt64
+    public var offset: UInt64
+    /// CRC32C of the bytes, when `hasChecksum` (an app handing over its own buffer may leave it out; a node that
+    /// sends the bytes on over a link computes it).
+    public var crc32c: UInt32
+    public var hasChecksum: Bool
+    public var isLast: Bool
+    public var region: SharedRegion
+
+    public init(messageID: UInt64, offset: UInt64, crc32c: UInt32?, isLast: Bool, region: SharedRegion) {
+        self.messageID = messageID
+        self.offset = offset
+        self.crc32c = crc32c ?? 0
+        self.hasChecksum = crc32c != nil
+        self.isLast = isLast
+        self.region = region
+    }
+
+    public var count: Int { Int(region.length) }
+}
+
 /// A decoded frame of wire protocol v1.
 public enum Frame: Sendable {
     case data(DataChunk)
@@ -58,6 +97,8 @@ public enum Frame: Sendable {
     case reply(Freight_Wire_V1_Reply)
     case endpoints(Freight_Wire_V1_Endpoints)
     case members(Freight_Wire_V1_Members)
+    case shared(SharedChunk)
+    case release([SharedRegion])
 
     public var type: WireV1.FrameType {
         switch self {
@@ -71,6 +112,8 @@ public enum Frame: Sendable {
         case .reply: .reply
         case .endpoints: .endpoints
         case .members: .members
+        case .shared: .shared
+        case .release: .release
         }
     }
 }

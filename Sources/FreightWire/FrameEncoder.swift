@@ -27,6 +27,14 @@ public enum FrameEncoder {
 
     /// Encodes a control frame. Throws when its payload would exceed the control-frame limit.
     public static func control(_ frame: Frame, into buffer: inout ByteBuffer) throws(FreightError) {
+        switch frame {
+        case .shared(let chunk):
+            return shared(chunk, into: &buffer)
+        case .release(let regions):
+            return try release(regions, into: &buffer)
+        default:
+            break
+        }
         let payload: [UInt8]
         do {
             switch frame {
@@ -40,6 +48,7 @@ public enum FrameEncoder {
             case .reply(let m): payload = try m.serializedBytes()
             case .endpoints(let m): payload = try m.serializedBytes()
             case .members(let m): payload = try m.serializedBytes()
+            case .shared, .release: preconditionFailure("binary frames are encoded above")
             }
         } catch {
             throw FreightError(.internalError, "cannot encode \(frame.type) frame: \(error)")
@@ -55,6 +64,38 @@ public enum FrameEncoder {
         buffer.writeInteger(UInt8(0))
         buffer.writeInteger(UInt16(0))
         buffer.writeBytes(payload)
+    }
+
+    static func shared(_ chunk: SharedChunk, into buffer: inout ByteBuffer) {
+        var flags: UInt8 = chunk.isLast ? WireV1.flagLastChunk : 0
+        if chunk.hasChecksum { flags |= WireV1.flagChecksum }
+        buffer.writeInteger(UInt32(WireV1.sharedPayloadBytes))
+        buffer.writeInteger(WireV1.FrameType.shared.rawValue)
+        buffer.writeInteger(flags)
+        buffer.writeInteger(UInt16(0))
+        buffer.writeInteger(chunk.messageID)
+        buffer.writeInteger(chunk.offset)
+        buffer.writeInteger(chunk.crc32c)
+        buffer.writeInteger(chunk.region.pool)
+        buffer.writeInteger(chunk.region.offset)
+        buffer.writeInteger(chunk.region.length)
+    }
+
+    static func release(_ regions: [SharedRegion], into buffer: inout ByteBuffer) throws(FreightError) {
+        let bytes = regions.count * WireV1.releaseEntryBytes
+        guard !regions.isEmpty, bytes <= Limits.controlFrameBytesMax else {
+            throw FreightError(
+                .invalidArgument, "a RELEASE frame holds 1...\(Limits.controlFrameBytesMax / 20) regions")
+        }
+        buffer.writeInteger(UInt32(bytes))
+        buffer.writeInteger(WireV1.FrameType.release.rawValue)
+        buffer.writeInteger(UInt8(0))
+        buffer.writeInteger(UInt16(0))
+        for region in regions {
+            buffer.writeInteger(region.pool)
+            buffer.writeInteger(region.offset)
+            buffer.writeInteger(region.length)
+        }
     }
 
     /// Whole frame as one buffer (copies DATA bytes; for tests and small frames).

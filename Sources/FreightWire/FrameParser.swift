@@ -44,7 +44,7 @@ public struct FrameParser: Sendable {
         case header
         case dataPrefix(length: Int, flags: UInt8)
         case dataBody(DataChunk, remaining: Int, crc: UInt32)
-        case control(WireV1.FrameType, length: Int)
+        case control(WireV1.FrameType, flags: UInt8, length: Int)
     }
 
     private var state: State
@@ -97,7 +97,7 @@ public struct FrameParser: Sendable {
             case .preface: needed = WireV1.preface.count
             case .header: needed = WireV1.frameHeaderBytes
             case .dataPrefix: needed = WireV1.dataPrefixBytes
-            case .control(_, let length): needed = length
+            case .control(_, _, let length): needed = length
             case .dataBody: preconditionFailure("handled above")
             }
             if case .preface = state { try checkPrefacePrefix(input) }
@@ -123,12 +123,13 @@ public struct FrameParser: Sendable {
                     guard flags & ~WireV1.flagLastChunk == 0 else { throw .reservedBitsSet }
                     state = .dataPrefix(length: length, flags: flags)
                 } else {
-                    guard flags == 0 else { throw .reservedBitsSet }
+                    let allowed = type == .shared ? WireV1.flagLastChunk | WireV1.flagChecksum : 0
+                    guard flags & ~allowed == 0 else { throw .reservedBitsSet }
                     if length == 0 {
                         state = .header
-                        emit(.frame(try Self.decodeControl(type: type, payload: ByteBuffer())))
+                        emit(.frame(try Self.decodeControl(type: type, flags: flags, payload: ByteBuffer())))
                     } else {
-                        state = .control(type, length: length)
+                        state = .control(type, flags: flags, length: length)
                     }
                 }
             case .dataPrefix(let length, let flags):
@@ -150,9 +151,9 @@ public struct FrameParser: Sendable {
                 } else {
                     state = .dataBody(chunk, remaining: bodyBytes, crc: 0)
                 }
-            case .control(let type, _):
+            case .control(let type, let flags, _):
                 state = .header
-                emit(.frame(try Self.decodeControl(type: type, payload: block)))
+                emit(.frame(try Self.decodeControl(type: type, flags: flags, payload: block)))
             case .dataBody:
                 preconditionFailure("handled above")
             }
@@ -184,7 +185,9 @@ public struct FrameParser: Sendable {
         if !magic.elementsEqual(WireV1.preface.prefix(magic.count)) { throw .badPreface }
     }
 
-    static func decodeControl(type: WireV1.FrameType, payload: ByteBuffer) throws(ParseError) -> Frame {
+    static func decodeControl(type: WireV1.FrameType, flags: UInt8, payload: ByteBuffer) throws(ParseError) -> Frame {
+        if type == .shared { return try decodeShared(flags: flags, payload: payload) }
+        if type == .release { return try decodeRelease(payload) }
         do {
             let bytes = [UInt8](payload.readableBytesView)
             switch type {
@@ -198,9 +201,52 @@ public struct FrameParser: Sendable {
             case .reply: return .reply(try Freight_Wire_V1_Reply(serializedBytes: bytes))
             case .endpoints: return .endpoints(try Freight_Wire_V1_Endpoints(serializedBytes: bytes))
             case .members: return .members(try Freight_Wire_V1_Members(serializedBytes: bytes))
+            case .shared, .release: preconditionFailure("binary frames are decoded above")
             }
         } catch {
             throw .malformedControlFrame(type: type.rawValue, reason: "\(error)")
         }
+    }
+
+    static func decodeShared(flags: UInt8, payload: ByteBuffer) throws(ParseError) -> Frame {
+        let type = WireV1.FrameType.shared.rawValue
+        guard payload.readableBytes == WireV1.sharedPayloadBytes else {
+            throw .malformedControlFrame(type: type, reason: "\(payload.readableBytes) bytes, expected 40")
+        }
+        var payload = payload
+        let id = payload.readInteger(as: UInt64.self)!
+        let offset = payload.readInteger(as: UInt64.self)!
+        let crc = payload.readInteger(as: UInt32.self)!
+        let pool = payload.readInteger(as: UInt32.self)!
+        let regionOffset = payload.readInteger(as: UInt64.self)!
+        let length = payload.readInteger(as: UInt64.self)!
+        guard offset <= UInt64(Int64.max), regionOffset <= UInt64(Int64.max), length <= UInt64(Int64.max) else {
+            throw .malformedControlFrame(type: type, reason: "offset or length out of range")
+        }
+        let hasChecksum = flags & WireV1.flagChecksum != 0
+        return .shared(
+            SharedChunk(
+                messageID: id, offset: offset, crc32c: hasChecksum ? crc : nil,
+                isLast: flags & WireV1.flagLastChunk != 0,
+                region: SharedRegion(pool: pool, offset: regionOffset, length: length)))
+    }
+
+    static func decodeRelease(_ payload: ByteBuffer) throws(ParseError) -> Frame {
+        let size = WireV1.releaseEntryBytes
+        guard payload.readableBytes > 0, payload.readableBytes % size == 0 else {
+            throw .malformedControlFrame(
+                type: WireV1.FrameType.release.rawValue,
+                reason: "\(payload.readableBytes) bytes is not a whole number of \(size)-byte entries")
+        }
+        var payload = payload
+        var regions: [SharedRegion] = []
+        regions.reserveCapacity(payload.readableBytes / size)
+        while payload.readableBytes > 0 {
+            let pool = payload.readInteger(as: UInt32.self)!
+            let offset = payload.readInteger(as: UInt64.self)!
+            let length = payload.readInteger(as: UInt64.self)!
+            regions.append(SharedRegion(pool: pool, offset: offset, length: length))
+        }
+        return .release(regions)
     }
 }

@@ -27,6 +27,16 @@ public struct SendWindow: Sendable {
         return (offset, count, nextOffset == length)
     }
 
+    /// Every byte the credit allows from the next offset, as one span (a body that is already in shared memory
+    /// is lent in spans, not chunks: no bytes are copied, so there is nothing to cut).
+    public mutating func nextSpan() -> (offset: UInt64, count: UInt64, isLast: Bool)? {
+        let end = min(creditOffset, length)
+        guard nextOffset < end else { return nil }
+        let offset = nextOffset
+        nextOffset = end
+        return (offset, end - offset, end == length)
+    }
+
     /// Applies an acknowledgement. Offsets never go backwards; an acknowledgement past what was sent is a protocol error.
     public mutating func ack(acked: UInt64, credit: UInt64) throws(FreightError) {
         guard acked <= nextOffset, acked <= length else {

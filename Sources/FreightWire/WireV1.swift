@@ -22,10 +22,18 @@ public enum WireV1 {
         case reply = 8
         case endpoints = 9
         case members = 10
+        case shared = 11
+        case release = 12
     }
 
     /// DATA flag: this chunk is the last of its message.
     public static let flagLastChunk: UInt8 = 0x1
+    /// SHARED flag: the frame carries the region's CRC32C.
+    public static let flagChecksum: UInt8 = 0x2
+    /// SHARED payload: u64 message id, u64 offset, u32 crc32c, u32 pool, u64 region offset, u64 length.
+    public static let sharedPayloadBytes = 40
+    /// One RELEASE entry: u32 pool, u64 region offset, u64 length.
+    public static let releaseEntryBytes = 20
 }
 
 /// Limits the decoder enforces on one connection.

@@ -117,8 +117,19 @@ struct BenchCommand: AsyncParsableCommand {
             to: fabric.socket(1), label: "bench-rx", windowBytes: windowBytes)
         let sender = try await FreightClient.connect(to: fabric.socket(0), label: "bench-tx")
         let subscription = try await receiver.receive(address)
+        // The receiver reads up to `parallel` messages at once, as the sender sends them.
         let draining = Task {
-            for try await message in subscription { _ = try await message.drain() }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                var running = 0
+                for try await message in subscription {
+                    if running >= parallel {
+                        try await group.next()
+                        running -= 1
+                    }
+                    group.addTask { _ = try await message.drain() }
+                    running += 1
+                }
+            }
         }
         try await fabric.waitForEndpoints(try Address(address), count: 1)
         let chunk = chunkBytes
@@ -128,13 +139,21 @@ struct BenchCommand: AsyncParsableCommand {
             return chunk
         }
         let options = SendOptions(chunkBytes: chunk)
+        // As iperf3 repeats one buffer: in shared memory when the node took the app's pools.
+        let sharedBlock = try? await sender.allocate(chunk)
+        sharedBlock?.withUnsafeMutableBytes { raw in
+            block.withUnsafeReadableBytes { raw.copyMemory(from: $0) }
+        }
         let repeated = block
-        _ = try await sender.send(
-            to: address, body: .repeating(block: block, length: min(size, 64 << 20)), options: options)  // warm-up
+        let body: @Sendable (Int64) -> OutgoingBody = { length in
+            sharedBlock.map { .repeatingShared(block: $0, length: length) }
+                ?? .repeating(block: repeated, length: length)
+        }
+        _ = try await sender.send(to: address, body: body(min(size, 64 << 20)), options: options)  // warm-up
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
         try await inParallel(count: count, workers: parallel) {
-            _ = try await sender.send(to: address, body: .repeating(block: repeated, length: size), options: options)
+            _ = try await sender.send(to: address, body: body(size), options: options)
         }
         let result = Result(
             path: "app", size: size, messages: count, seconds: seconds(since: started),

@@ -28,7 +28,7 @@ import Testing
         var body = message.body.makeAsyncIterator()
         // Take 4 MiB, then stop reading for a while.
         var taken: UInt64 = 0
-        while taken < 4 << 20, let chunk = try await body.next() { taken += UInt64(chunk.bytes.readableBytes) }
+        while taken < 4 << 20, let chunk = try await body.next() { taken += UInt64(chunk.count) }
         try await Task.sleep(for: .milliseconds(500))
         let stalled = acked.load(ordering: .relaxed)
         #expect(stalled <= 8 << 20, "acknowledged \(stalled) bytes while the receiver held only \(taken)")
@@ -37,9 +37,8 @@ import Testing
         // Reading again lets the rest through, every byte intact.
         var intact = true
         while let chunk = try await body.next() {
-            intact =
-                intact
-                && chunk.bytes.withUnsafeReadableBytes { PatternFill.check($0, seed: 5, offset: Int64(chunk.offset)) }
+            let ok = try chunk.withUnsafeBytes { PatternFill.check($0, seed: 5, offset: Int64(chunk.offset)) }
+            intact = intact && ok
         }
         let report = try await sending.value
         #expect(intact)

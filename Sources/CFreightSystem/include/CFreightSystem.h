@@ -1,5 +1,31 @@
 #ifndef CFREIGHT_SYSTEM_H
 #define CFREIGHT_SYSTEM_H
+#include <stddef.h>
+#include <sys/types.h>
+
 /// Keeps glibc from trimming freed chunk buffers back to the kernel (see MemoryTuning.swift).
 void freight_tune_malloc(int mmap_threshold, int trim_threshold);
+
+/// An anonymous shared-memory file of `size` bytes (memfd, close-on-exec), sealed so that it can never shrink
+/// or grow: a process that maps it can never be made to touch memory past its end. -1 with errno on failure.
+int freight_memfd(const char *name, off_t size);
+/// 0 when `fd` is a file of exactly `size` bytes sealed against shrinking; -1 otherwise.
+int freight_memfd_check(int fd, off_t size);
+
+/// A connected, blocking Unix stream socket to `path`; -1 with errno set on failure.
+int freight_unix_connect(const char *path);
+/// A listening Unix socket at `path` (an existing file there is removed first); -1 on failure.
+/// `seqpacket` picks SOCK_SEQPACKET (message boundaries kept) over SOCK_STREAM; connect takes the same flag.
+int freight_unix_listen(const char *path, int backlog, int seqpacket);
+int freight_unix_connect_type(const char *path, int seqpacket);
+/// Sets a receive timeout in milliseconds on a socket.
+int freight_set_receive_timeout(int sock, int millis);
+/// accept(2) with close-on-exec, retried on EINTR; -1 once the socket is shut down.
+int freight_accept(int sock);
+
+/// Sends `length` bytes with `count` descriptors attached (SCM_RIGHTS, at most 4). Returns bytes sent or -1.
+ssize_t freight_send_with_fds(int sock, const void *data, size_t length, const int *fds, int count, int flags);
+/// Receives up to `capacity` bytes and up to `capacity_fds` (at most 4) descriptors into `fds`, the count in
+/// *count; extra descriptors are closed. Returns bytes received, 0 at end of stream, -1 on error.
+ssize_t freight_recv_with_fds(int sock, void *data, size_t capacity, int *fds, int capacity_fds, int *count);
 #endif

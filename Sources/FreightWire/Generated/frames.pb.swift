@@ -49,6 +49,9 @@ public nonisolated struct Freight_Wire_V1_Hello: Sendable {
   /// random per node process start; tells a restarted node from the old one
   public var incarnation: UInt64 = 0
 
+  /// In a node's answer to an app: names this session on the node's descriptor link (docs/shared-memory.md).
+  public var sessionToken: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Role: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -156,6 +159,10 @@ public nonisolated struct Freight_Wire_V1_Open: Sendable {
 
   /// Nodes the message has passed, in order.
   public var path: [String] = []
+
+  /// The body comes as SHARED regions of one shared buffer, which no node holds: a receiver that takes shared
+  /// regions may grant the whole length at once (docs/shared-memory.md).
+  public var shared: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -395,60 +402,42 @@ public nonisolated struct Freight_Wire_V1_StatusQuery: Sendable {
   public init() {}
 }
 
-public nonisolated struct Freight_Wire_V1_Reply: @unchecked Sendable {
+public nonisolated struct Freight_Wire_V1_Reply: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var requestID: UInt64 {
-    get {_storage._requestID}
-    set {_uniqueStorage()._requestID = newValue}
-  }
+  public var requestID: UInt64 = 0
 
   /// 0: success
-  public var errorCode: UInt32 {
-    get {_storage._errorCode}
-    set {_uniqueStorage()._errorCode = newValue}
-  }
+  public var errorCode: UInt32 = 0
 
-  public var error: String {
-    get {_storage._error}
-    set {_uniqueStorage()._error = newValue}
-  }
+  public var error: String = String()
 
   /// Register
-  public var endpointID: UInt64 {
-    get {_storage._endpointID}
-    set {_uniqueStorage()._endpointID = newValue}
-  }
+  public var endpointID: UInt64 = 0
 
   /// Resolve
-  public var endpoints: [Freight_Wire_V1_Endpoint] {
-    get {_storage._endpoints}
-    set {_uniqueStorage()._endpoints = newValue}
-  }
+  public var endpoints: [Freight_Wire_V1_Endpoint] = []
 
   /// StatusQuery
   public var status: Freight_Wire_V1_NodeStatus {
-    get {_storage._status ?? Freight_Wire_V1_NodeStatus()}
-    set {_uniqueStorage()._status = newValue}
+    get {_status ?? Freight_Wire_V1_NodeStatus()}
+    set {_status = newValue}
   }
   /// Returns true if `status` has been explicitly set.
-  public var hasStatus: Bool {_storage._status != nil}
+  public var hasStatus: Bool {self._status != nil}
   /// Clears the value of `status`. Subsequent reads from it will return its default value.
-  public mutating func clearStatus() {_uniqueStorage()._status = nil}
+  public mutating func clearStatus() {self._status = nil}
 
   /// Resolve: more endpoints matched than one reply carries
-  public var truncated: Bool {
-    get {_storage._truncated}
-    set {_uniqueStorage()._truncated = newValue}
-  }
+  public var truncated: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _storage = _StorageClass.defaultInstance
+  fileprivate var _status: Freight_Wire_V1_NodeStatus? = nil
 }
 
 /// A registered endpoint, as the directory holds it.
@@ -518,46 +507,120 @@ public nonisolated struct Freight_Wire_V1_Member: Sendable {
   public init() {}
 }
 
-public nonisolated struct Freight_Wire_V1_NodeStatus: Sendable {
+public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
-  public var cluster: String = String()
+  public var cluster: String {
+    get {_storage._cluster}
+    set {_uniqueStorage()._cluster = newValue}
+  }
 
-  public var listen: String = String()
+  public var listen: String {
+    get {_storage._listen}
+    set {_uniqueStorage()._listen = newValue}
+  }
 
-  public var peers: [Freight_Wire_V1_PeerStatus] = []
+  public var peers: [Freight_Wire_V1_PeerStatus] {
+    get {_storage._peers}
+    set {_uniqueStorage()._peers = newValue}
+  }
 
-  public var localEndpoints: UInt64 = 0
+  public var localEndpoints: UInt64 {
+    get {_storage._localEndpoints}
+    set {_uniqueStorage()._localEndpoints = newValue}
+  }
 
-  public var knownEndpoints: UInt64 = 0
+  public var knownEndpoints: UInt64 {
+    get {_storage._knownEndpoints}
+    set {_uniqueStorage()._knownEndpoints = newValue}
+  }
 
-  public var messagesInFlight: UInt64 = 0
+  public var messagesInFlight: UInt64 {
+    get {_storage._messagesInFlight}
+    set {_uniqueStorage()._messagesInFlight = newValue}
+  }
 
-  public var bytesIn: UInt64 = 0
+  public var bytesIn: UInt64 {
+    get {_storage._bytesIn}
+    set {_uniqueStorage()._bytesIn = newValue}
+  }
 
-  public var bytesOut: UInt64 = 0
+  public var bytesOut: UInt64 {
+    get {_storage._bytesOut}
+    set {_uniqueStorage()._bytesOut = newValue}
+  }
 
-  public var messagesDelivered: UInt64 = 0
+  public var messagesDelivered: UInt64 {
+    get {_storage._messagesDelivered}
+    set {_uniqueStorage()._messagesDelivered = newValue}
+  }
 
-  public var messagesFailed: UInt64 = 0
+  public var messagesFailed: UInt64 {
+    get {_storage._messagesFailed}
+    set {_uniqueStorage()._messagesFailed = newValue}
+  }
 
-  public var peakRssBytes: UInt64 = 0
+  public var peakRssBytes: UInt64 {
+    get {_storage._peakRssBytes}
+    set {_uniqueStorage()._peakRssBytes = newValue}
+  }
 
-  public var memoryReservedBytes: UInt64 = 0
+  public var memoryReservedBytes: UInt64 {
+    get {_storage._memoryReservedBytes}
+    set {_uniqueStorage()._memoryReservedBytes = newValue}
+  }
 
-  public var memoryBudgetBytes: UInt64 = 0
+  public var memoryBudgetBytes: UInt64 {
+    get {_storage._memoryBudgetBytes}
+    set {_uniqueStorage()._memoryBudgetBytes = newValue}
+  }
 
-  public var streams: UInt32 = 0
+  public var streams: UInt32 {
+    get {_storage._streams}
+    set {_uniqueStorage()._streams = newValue}
+  }
 
-  public var uptimeMillis: UInt64 = 0
+  public var uptimeMillis: UInt64 {
+    get {_storage._uptimeMillis}
+    set {_uniqueStorage()._uptimeMillis = newValue}
+  }
+
+  /// bytes of app pools this node holds open (docs/shared-memory.md)
+  public var sharedPoolBytes: UInt64 {
+    get {_storage._sharedPoolBytes}
+    set {_uniqueStorage()._sharedPoolBytes = newValue}
+  }
+
+  /// the most it accepts
+  public var sharedBudgetBytes: UInt64 {
+    get {_storage._sharedBudgetBytes}
+    set {_uniqueStorage()._sharedBudgetBytes = newValue}
+  }
+
+  /// regions lent and not yet returned
+  public var sharedRegionsLent: UInt64 {
+    get {_storage._sharedRegionsLent}
+    set {_uniqueStorage()._sharedRegionsLent = newValue}
+  }
+
+  /// resident memory now
+  public var rssBytes: UInt64 {
+    get {_storage._rssBytes}
+    set {_uniqueStorage()._rssBytes = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Freight_Wire_V1_PeerStatus: Sendable {
@@ -589,7 +652,7 @@ fileprivate nonisolated let _protobuf_package = "freight.wire.v1"
 
 nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{3}stream_index\0\u{3}stream_count\0\u{1}incarnation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{3}stream_index\0\u{3}stream_count\0\u{1}incarnation\0\u{3}session_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -604,6 +667,7 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.streamIndex) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.streamCount) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 8: try { try decoder.decodeSingularFixed64Field(value: &self.sessionToken) }()
       default: break
       }
     }
@@ -631,6 +695,9 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
     if self.incarnation != 0 {
       try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 7)
     }
+    if self.sessionToken != 0 {
+      try visitor.visitSingularFixed64Field(value: self.sessionToken, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -642,6 +709,7 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
     if lhs.streamIndex != rhs.streamIndex {return false}
     if lhs.streamCount != rhs.streamCount {return false}
     if lhs.incarnation != rhs.incarnation {return false}
+    if lhs.sessionToken != rhs.sessionToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -733,7 +801,7 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
 
 nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Open"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -744,6 +812,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
       case 1: try { try decoder.decodeSingularMessageField(value: &self._header) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.targets) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.path) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.shared) }()
       default: break
       }
     }
@@ -763,6 +832,9 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
     if !self.path.isEmpty {
       try visitor.visitRepeatedStringField(value: self.path, fieldNumber: 3)
     }
+    if self.shared != false {
+      try visitor.visitSingularBoolField(value: self.shared, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -770,6 +842,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
     if lhs._header != rhs._header {return false}
     if lhs.targets != rhs.targets {return false}
     if lhs.path != rhs.path {return false}
+    if lhs.shared != rhs.shared {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1257,109 +1330,61 @@ nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobu
   public static let protoMessageName: String = _protobuf_package + ".Reply"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}error_code\0\u{1}error\0\u{3}endpoint_id\0\u{1}endpoints\0\u{1}status\0\u{1}truncated\0")
 
-  fileprivate class _StorageClass {
-    var _requestID: UInt64 = 0
-    var _errorCode: UInt32 = 0
-    var _error: String = String()
-    var _endpointID: UInt64 = 0
-    var _endpoints: [Freight_Wire_V1_Endpoint] = []
-    var _status: Freight_Wire_V1_NodeStatus? = nil
-    var _truncated: Bool = false
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _requestID = source._requestID
-      _errorCode = source._errorCode
-      _error = source._error
-      _endpointID = source._endpointID
-      _endpoints = source._endpoints
-      _status = source._status
-      _truncated = source._truncated
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._requestID) }()
-        case 2: try { try decoder.decodeSingularUInt32Field(value: &_storage._errorCode) }()
-        case 3: try { try decoder.decodeSingularStringField(value: &_storage._error) }()
-        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._endpointID) }()
-        case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._endpoints) }()
-        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._status) }()
-        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._truncated) }()
-        default: break
-        }
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.errorCode) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.endpointID) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.endpoints) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._status) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.truncated) }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if _storage._requestID != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._requestID, fieldNumber: 1)
-      }
-      if _storage._errorCode != 0 {
-        try visitor.visitSingularUInt32Field(value: _storage._errorCode, fieldNumber: 2)
-      }
-      if !_storage._error.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._error, fieldNumber: 3)
-      }
-      if _storage._endpointID != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._endpointID, fieldNumber: 4)
-      }
-      if !_storage._endpoints.isEmpty {
-        try visitor.visitRepeatedMessageField(value: _storage._endpoints, fieldNumber: 5)
-      }
-      try { if let v = _storage._status {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
-      } }()
-      if _storage._truncated != false {
-        try visitor.visitSingularBoolField(value: _storage._truncated, fieldNumber: 7)
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.requestID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 1)
+    }
+    if self.errorCode != 0 {
+      try visitor.visitSingularUInt32Field(value: self.errorCode, fieldNumber: 2)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 3)
+    }
+    if self.endpointID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.endpointID, fieldNumber: 4)
+    }
+    if !self.endpoints.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.endpoints, fieldNumber: 5)
+    }
+    try { if let v = self._status {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    if self.truncated != false {
+      try visitor.visitSingularBoolField(value: self.truncated, fieldNumber: 7)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Freight_Wire_V1_Reply, rhs: Freight_Wire_V1_Reply) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._requestID != rhs_storage._requestID {return false}
-        if _storage._errorCode != rhs_storage._errorCode {return false}
-        if _storage._error != rhs_storage._error {return false}
-        if _storage._endpointID != rhs_storage._endpointID {return false}
-        if _storage._endpoints != rhs_storage._endpoints {return false}
-        if _storage._status != rhs_storage._status {return false}
-        if _storage._truncated != rhs_storage._truncated {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.errorCode != rhs.errorCode {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.endpointID != rhs.endpointID {return false}
+    if lhs.endpoints != rhs.endpoints {return false}
+    if lhs._status != rhs._status {return false}
+    if lhs.truncated != rhs.truncated {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1527,104 +1552,198 @@ nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0")
+
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _cluster: String = String()
+    var _listen: String = String()
+    var _peers: [Freight_Wire_V1_PeerStatus] = []
+    var _localEndpoints: UInt64 = 0
+    var _knownEndpoints: UInt64 = 0
+    var _messagesInFlight: UInt64 = 0
+    var _bytesIn: UInt64 = 0
+    var _bytesOut: UInt64 = 0
+    var _messagesDelivered: UInt64 = 0
+    var _messagesFailed: UInt64 = 0
+    var _peakRssBytes: UInt64 = 0
+    var _memoryReservedBytes: UInt64 = 0
+    var _memoryBudgetBytes: UInt64 = 0
+    var _streams: UInt32 = 0
+    var _uptimeMillis: UInt64 = 0
+    var _sharedPoolBytes: UInt64 = 0
+    var _sharedBudgetBytes: UInt64 = 0
+    var _sharedRegionsLent: UInt64 = 0
+    var _rssBytes: UInt64 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _cluster = source._cluster
+      _listen = source._listen
+      _peers = source._peers
+      _localEndpoints = source._localEndpoints
+      _knownEndpoints = source._knownEndpoints
+      _messagesInFlight = source._messagesInFlight
+      _bytesIn = source._bytesIn
+      _bytesOut = source._bytesOut
+      _messagesDelivered = source._messagesDelivered
+      _messagesFailed = source._messagesFailed
+      _peakRssBytes = source._peakRssBytes
+      _memoryReservedBytes = source._memoryReservedBytes
+      _memoryBudgetBytes = source._memoryBudgetBytes
+      _streams = source._streams
+      _uptimeMillis = source._uptimeMillis
+      _sharedPoolBytes = source._sharedPoolBytes
+      _sharedBudgetBytes = source._sharedBudgetBytes
+      _sharedRegionsLent = source._sharedRegionsLent
+      _rssBytes = source._rssBytes
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.cluster) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.listen) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.peers) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.localEndpoints) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.knownEndpoints) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.messagesInFlight) }()
-      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.bytesIn) }()
-      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.bytesOut) }()
-      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.messagesDelivered) }()
-      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.messagesFailed) }()
-      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.peakRssBytes) }()
-      case 13: try { try decoder.decodeSingularUInt64Field(value: &self.memoryReservedBytes) }()
-      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.memoryBudgetBytes) }()
-      case 15: try { try decoder.decodeSingularUInt32Field(value: &self.streams) }()
-      case 16: try { try decoder.decodeSingularUInt64Field(value: &self.uptimeMillis) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._cluster) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._listen) }()
+        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._peers) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._localEndpoints) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._knownEndpoints) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._messagesInFlight) }()
+        case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._bytesIn) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._bytesOut) }()
+        case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._messagesDelivered) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._messagesFailed) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._peakRssBytes) }()
+        case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._memoryReservedBytes) }()
+        case 14: try { try decoder.decodeSingularUInt64Field(value: &_storage._memoryBudgetBytes) }()
+        case 15: try { try decoder.decodeSingularUInt32Field(value: &_storage._streams) }()
+        case 16: try { try decoder.decodeSingularUInt64Field(value: &_storage._uptimeMillis) }()
+        case 17: try { try decoder.decodeSingularUInt64Field(value: &_storage._sharedPoolBytes) }()
+        case 18: try { try decoder.decodeSingularUInt64Field(value: &_storage._sharedBudgetBytes) }()
+        case 19: try { try decoder.decodeSingularUInt64Field(value: &_storage._sharedRegionsLent) }()
+        case 20: try { try decoder.decodeSingularUInt64Field(value: &_storage._rssBytes) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
-    }
-    if !self.cluster.isEmpty {
-      try visitor.visitSingularStringField(value: self.cluster, fieldNumber: 2)
-    }
-    if !self.listen.isEmpty {
-      try visitor.visitSingularStringField(value: self.listen, fieldNumber: 3)
-    }
-    if !self.peers.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.peers, fieldNumber: 4)
-    }
-    if self.localEndpoints != 0 {
-      try visitor.visitSingularUInt64Field(value: self.localEndpoints, fieldNumber: 5)
-    }
-    if self.knownEndpoints != 0 {
-      try visitor.visitSingularUInt64Field(value: self.knownEndpoints, fieldNumber: 6)
-    }
-    if self.messagesInFlight != 0 {
-      try visitor.visitSingularUInt64Field(value: self.messagesInFlight, fieldNumber: 7)
-    }
-    if self.bytesIn != 0 {
-      try visitor.visitSingularUInt64Field(value: self.bytesIn, fieldNumber: 8)
-    }
-    if self.bytesOut != 0 {
-      try visitor.visitSingularUInt64Field(value: self.bytesOut, fieldNumber: 9)
-    }
-    if self.messagesDelivered != 0 {
-      try visitor.visitSingularUInt64Field(value: self.messagesDelivered, fieldNumber: 10)
-    }
-    if self.messagesFailed != 0 {
-      try visitor.visitSingularUInt64Field(value: self.messagesFailed, fieldNumber: 11)
-    }
-    if self.peakRssBytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.peakRssBytes, fieldNumber: 12)
-    }
-    if self.memoryReservedBytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.memoryReservedBytes, fieldNumber: 13)
-    }
-    if self.memoryBudgetBytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.memoryBudgetBytes, fieldNumber: 14)
-    }
-    if self.streams != 0 {
-      try visitor.visitSingularUInt32Field(value: self.streams, fieldNumber: 15)
-    }
-    if self.uptimeMillis != 0 {
-      try visitor.visitSingularUInt64Field(value: self.uptimeMillis, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      if !_storage._cluster.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._cluster, fieldNumber: 2)
+      }
+      if !_storage._listen.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._listen, fieldNumber: 3)
+      }
+      if !_storage._peers.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._peers, fieldNumber: 4)
+      }
+      if _storage._localEndpoints != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._localEndpoints, fieldNumber: 5)
+      }
+      if _storage._knownEndpoints != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._knownEndpoints, fieldNumber: 6)
+      }
+      if _storage._messagesInFlight != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._messagesInFlight, fieldNumber: 7)
+      }
+      if _storage._bytesIn != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._bytesIn, fieldNumber: 8)
+      }
+      if _storage._bytesOut != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._bytesOut, fieldNumber: 9)
+      }
+      if _storage._messagesDelivered != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._messagesDelivered, fieldNumber: 10)
+      }
+      if _storage._messagesFailed != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._messagesFailed, fieldNumber: 11)
+      }
+      if _storage._peakRssBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._peakRssBytes, fieldNumber: 12)
+      }
+      if _storage._memoryReservedBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._memoryReservedBytes, fieldNumber: 13)
+      }
+      if _storage._memoryBudgetBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._memoryBudgetBytes, fieldNumber: 14)
+      }
+      if _storage._streams != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._streams, fieldNumber: 15)
+      }
+      if _storage._uptimeMillis != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._uptimeMillis, fieldNumber: 16)
+      }
+      if _storage._sharedPoolBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._sharedPoolBytes, fieldNumber: 17)
+      }
+      if _storage._sharedBudgetBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._sharedBudgetBytes, fieldNumber: 18)
+      }
+      if _storage._sharedRegionsLent != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._sharedRegionsLent, fieldNumber: 19)
+      }
+      if _storage._rssBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._rssBytes, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Freight_Wire_V1_NodeStatus, rhs: Freight_Wire_V1_NodeStatus) -> Bool {
-    if lhs.name != rhs.name {return false}
-    if lhs.cluster != rhs.cluster {return false}
-    if lhs.listen != rhs.listen {return false}
-    if lhs.peers != rhs.peers {return false}
-    if lhs.localEndpoints != rhs.localEndpoints {return false}
-    if lhs.knownEndpoints != rhs.knownEndpoints {return false}
-    if lhs.messagesInFlight != rhs.messagesInFlight {return false}
-    if lhs.bytesIn != rhs.bytesIn {return false}
-    if lhs.bytesOut != rhs.bytesOut {return false}
-    if lhs.messagesDelivered != rhs.messagesDelivered {return false}
-    if lhs.messagesFailed != rhs.messagesFailed {return false}
-    if lhs.peakRssBytes != rhs.peakRssBytes {return false}
-    if lhs.memoryReservedBytes != rhs.memoryReservedBytes {return false}
-    if lhs.memoryBudgetBytes != rhs.memoryBudgetBytes {return false}
-    if lhs.streams != rhs.streams {return false}
-    if lhs.uptimeMillis != rhs.uptimeMillis {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._cluster != rhs_storage._cluster {return false}
+        if _storage._listen != rhs_storage._listen {return false}
+        if _storage._peers != rhs_storage._peers {return false}
+        if _storage._localEndpoints != rhs_storage._localEndpoints {return false}
+        if _storage._knownEndpoints != rhs_storage._knownEndpoints {return false}
+        if _storage._messagesInFlight != rhs_storage._messagesInFlight {return false}
+        if _storage._bytesIn != rhs_storage._bytesIn {return false}
+        if _storage._bytesOut != rhs_storage._bytesOut {return false}
+        if _storage._messagesDelivered != rhs_storage._messagesDelivered {return false}
+        if _storage._messagesFailed != rhs_storage._messagesFailed {return false}
+        if _storage._peakRssBytes != rhs_storage._peakRssBytes {return false}
+        if _storage._memoryReservedBytes != rhs_storage._memoryReservedBytes {return false}
+        if _storage._memoryBudgetBytes != rhs_storage._memoryBudgetBytes {return false}
+        if _storage._streams != rhs_storage._streams {return false}
+        if _storage._uptimeMillis != rhs_storage._uptimeMillis {return false}
+        if _storage._sharedPoolBytes != rhs_storage._sharedPoolBytes {return false}
+        if _storage._sharedBudgetBytes != rhs_storage._sharedBudgetBytes {return false}
+        if _storage._sharedRegionsLent != rhs_storage._sharedRegionsLent {return false}
+        if _storage._rssBytes != rhs_storage._rssBytes {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,339 @@
+import FreightCore
+import FreightTransport
+import FreightWire
+import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A pool an app lent its node (one sealed memfd): the app's send pool, which the app allocates, or its receive
+/// pool, which this node allocates (`receive`). docs/shared-memory.md.
+final class NodePool: @unchecked Sendable {  // confined to the node's event loop
+    let id: UInt32
+    let mapping: SharedMapping
+    let owner: UInt64
+    var ownerAlive = true
+    var receive: RegionAllocator?
+    /// Loans of this pool's regions not yet returned.
+    var loansOut = 0
+    /// Sessions whose descriptor link has this pool.
+    var pushedTo: Set<UInt64> = []
+
+    init(id: UInt32, mapping: SharedMapping, owner: UInt64, allocatesHere: Bool) {
+        self.id = id
+        self.mapping = mapping
+        self.owner = owner
+        self.receive = allocatesHere ? RegionAllocator(range: 0..<mapping.size) : nil
+    }
+
+    func contains(_ region: SharedRegion) -> Bool {
+        region.pool == id && region.length > 0 && mapping.contains(offset: region.offset, length: region.length)
+    }
+}
+
+/// One SHARED frame's region, counted by its uses at this node (writes to peers in progress, apps' holds).
+/// At zero it goes back: to the owning app by RELEASE, or to this node's allocator for a receive pool.
+final class Loan: @unchecked Sendable {  // confined to the node's event loop
+    let pool: NodePool
+    let region: SharedRegion
+    var uses = 1
+
+    init(pool: NodePool, region: SharedRegion) {
+        self.pool = pool
+        self.region = region
+        pool.loansOut += 1
+    }
+}
+
+extension NodeEngine {
+    // MARK: Attaching pools
+
+    /// Starts accepting descriptor links next to the node's Unix socket; on loop.
+    func startDescriptorListener() throws(FreightError) {
+        guard let path = configuration.socketPath, configuration.sharedMemoryBudgetBytes > 0 else { return }
+        descriptorListener = try DescriptorListener(path: path + DescriptorLink.suffix) {
+            [weak self] attach, send, receive, link in
+            guard let self else {
+                for fd in [send, receive, link] { close(fd) }
+                return
+            }
+            eventLoop.execute { self.attachPools(attach, send: send, receive: receive, link: link) }
+        }
+    }
+
+    /// An app's descriptor link brought its pools: check them against the budget and map them.
+    func attachPools(_ attach: DescriptorLink.Attach, send: Int32, receive: Int32, link: Int32) {
+        func refuse(_ reason: String) {
+            logger.info("refused shared memory: \(reason)")
+            _ = DescriptorLink.send(DescriptorLink.encode(.refused(reason)), on: link, wait: false)
+            for fd in [send, receive, link] { close(fd) }
+        }
+        guard let session = sessions.values.first(where: { $0.token == attach.token }) else {
+            return refuse("no app session with that token on node \(name)")
+        }
+        guard session.sendPool == nil, session.link < 0 else {
+            return refuse("app \(session.label) already lent its pools")
+        }
+        let asked = attach.sendBytes + attach.receiveBytes
+        guard sharedPoolBytes + asked <= configuration.sharedMemoryBudgetBytes else {
+            return refuse(
+                "node \(name) is at its shared-memory budget: \(ByteCount.format(Int64(sharedPoolBytes))) of \(ByteCount.format(Int64(configuration.sharedMemoryBudgetBytes))) in use, \(ByteCount.format(Int64(asked))) asked"
+            )
+        }
+        let sendMapping: SharedMapping
+        let receiveMapping: SharedMapping
+        do throws(FreightError) {
+            // Both are adopted (or closed) before either error is reported, so no descriptor leaks.
+            let sendResult = Result { () throws(FreightError) in
+                try SharedMapping.adopt(fd: send, size: attach.sendBytes, writable: false)
+            }
+            let receiveResult = Result { () throws(FreightError) in
+                try SharedMapping.adopt(fd: receive, size: attach.receiveBytes, writable: true)
+            }
+            sendMapping = try sendResult.get()
+            receiveMapping = try receiveResult.get()
+        } catch {
+            _ = DescriptorLink.send(DescriptorLink.encode(.refused(error.message)), on: link, wait: false)
+            close(link)
+            return
+        }
+        let sendPool = NodePool(id: nextPoolID, mapping: sendMapping, owner: session.id, allocatesHere: false)
+        let receivePool = NodePool(
+            id: nextPoolID &+ 1, mapping: receiveMapping, owner: session.id, allocatesHere: true)
+        nextPoolID &+= 2
+        guard
+            DescriptorLink.send(
+                DescriptorLink.encode(.accepted(sendPool: sendPool.id, receivePool: receivePool.id)),
+                on: link, wait: false)
+        else {
+            close(link)
+            return
+        }
+        pools[sendPool.id] = sendPool
+        pools[receivePool.id] = receivePool
+        sharedPoolBytes += asked
+        session.sendPool = sendPool
+        session.receivePool = receivePool
+        session.link = link
+        logger.debug(
+            "app \(session.label) lent pools \(sendPool.id) (\(attach.sendBytes) B) and \(receivePool.id) (\(attach.receiveBytes) B)"
+        )
+    }
+
+    /// The app is gone: drop what it held, and close its pools once every loan of them is back.
+    func sharedSessionClosed(_ session: AppSession) {
+        for holds in session.holds.values {
+            for hold in holds { returnUse(hold.loan) }
+        }
+        session.holds = [:]
+        session.holdCount = 0
+        for pool in [session.sendPool, session.receivePool].compactMap({ $0 }) {
+            pool.ownerAlive = false
+            closeIfUnused(pool)
+        }
+        for pool in pools.values { pool.pushedTo.remove(session.id) }
+        if session.link >= 0 {
+            close(session.link)
+            session.link = -1
+        }
+    }
+
+    private func closeIfUnused(_ pool: NodePool) {
+        guard !pool.ownerAlive, pool.loansOut == 0, pools[pool.id] === pool else { return }
+        pools[pool.id] = nil
+        sharedPoolBytes -= pool.mapping.size
+    }
+
+    // MARK: Loans
+
+    /// One use of a loan ended; at zero the region goes back to its owner.
+    func returnUse(_ loan: Loan) {
+        loan.uses -= 1
+        guard loan.uses == 0 else { return }
+        let pool = loan.pool
+        pool.loansOut -= 1
+        if pool.receive != nil {
+            pool.receive?.free(Int(loan.region.offset))
+        } else if pool.ownerAlive, let owner = sessions[pool.owner] {
+            owner.connection.send(.release([loan.region]))
+        }
+        closeIfUnused(pool)
+    }
+
+    /// Lends a region to an app: a SHARED frame, and a hold until the app releases it.
+    func lend(_ chunk: SharedChunk, loan: Loan, to session: AppSession, addingUse: Bool) {
+        if addingUse { loan.uses += 1 }
+        session.holds[loan.region, default: []].append((loan, NIODeadline.now()))
+        session.holdCount += 1
+        bytesOut += UInt64(chunk.count)
+        session.connection.send(.shared(chunk))
+    }
+
+    /// Makes sure the app's descriptor link has `pool`; false when it cannot take it now.
+    func push(_ pool: NodePool, to session: AppSession) -> Bool {
+        if pool.owner == session.id || pool.pushedTo.contains(session.id) { return true }
+        guard session.link >= 0, session.holdCount < Limits.sharedHoldsMax else { return false }
+        let message = DescriptorLink.encode(.pool(id: pool.id, bytes: pool.mapping.size))
+        guard DescriptorLink.send(message, fds: [pool.mapping.fd], on: session.link, wait: false) else { return false }
+        pool.pushedTo.insert(session.id)
+        return true
+    }
+
+    /// Disconnects apps that held a region past the hold limit (their holds are dropped when they close).
+    func closeLongHolds() {
+        let deadline = NIODeadline.now() - .seconds(Int64(configuration.sharedHoldSeconds))
+        for session in sessions.values where session.holdCount > 0 {
+            guard session.holds.values.contains(where: { $0.first.map { $0.since < deadline } ?? false }) else {
+                continue
+            }
+            logger.warning(
+                "closing app \(session.label): it held a shared region for over \(configuration.sharedHoldSeconds) s"
+            )
+            session.connection.close()
+        }
+    }
+
+    // MARK: Frames from apps
+
+    /// An app lent a region of its send pool for a message's bytes.
+    func sharedReceived(_ chunk: SharedChunk, from session: AppSession) {
+        guard let pool = session.sendPool, pool.contains(chunk.region) else {
+            return reject(session.connection, "SHARED frame names \(chunk.region), not a region of its send pool")
+        }
+        let loan = Loan(pool: pool, region: chunk.region)
+        defer { returnUse(loan) }
+        guard
+            let flow = admit(
+                messageID: chunk.messageID, offset: chunk.offset, count: chunk.count,
+                from: .session(session.id), countLimit: Int.max)
+        else { return }
+        for branch in flow.branches where branch.isOpen {
+            switch branch.port {
+            case .peer:
+                sendSharedToPeer(chunk, loan: loan, chunkBytes: Int(flow.header.chunkBytes), port: branch.port)
+            case .session(let id):
+                if let receiver = sessions[id], receiver.takesShared, push(pool, to: receiver) {
+                    lend(chunk, loan: loan, to: receiver, addingUse: true)
+                } else if flow.shared {
+                    // A shared-buffer flow has no window to copy within: the receiver must take the region.
+                    failBranch(
+                        flow.id, port: branch.port,
+                        FreightError(.resourceExhausted, "app session \(id) cannot take shared regions now"))
+                } else {
+                    copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port)
+                }
+            case .local:
+                copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port)
+            }
+        }
+    }
+
+    /// Returns the loans of a flow's branches that acknowledged past them or ended; all of them when `all`.
+    func settleLoans(_ id: UInt64, all: Bool = false) {
+        guard var flow = flows[id] else { return }
+        var settled: [Loan] = []
+        for index in flow.branches.indices where !flow.branches[index].loans.isEmpty {
+            let branch = flow.branches[index]
+            if all || !branch.isOpen {
+                settled += branch.loans.map(\.loan)
+                flow.branches[index].loans = []
+            } else {
+                let acked = branch.ackedOffset
+                settled += branch.loans.filter { $0.end <= acked }.map(\.loan)
+                flow.branches[index].loans.removeAll { $0.end <= acked }
+            }
+        }
+        guard !settled.isEmpty else { return }
+        flows[id] = flow
+        for loan in settled { returnUse(loan) }
+    }
+
+    /// Ends one branch of a flow with `error`, telling its receiver, and finishes the flow if that was the last.
+    func failBranch(_ id: UInt64, port: Port, _ error: FreightError) {
+        guard var flow = flows[id], let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen })
+        else { return }
+        flow.branches[index].state = .failed(error, acked: flow.branches[index].ackedOffset)
+        flows[id] = flow
+        settleLoans(id)
+        send(.abort(id, error, ackedOffset: flow.branches[index].ackedOffset), to: port)
+        finishIfComplete(id)
+    }
+
+    /// An app gave back regions lent to it.
+    func releaseReceived(_ regions: [SharedRegion], from session: AppSession) {
+        for region in regions {
+            guard var holds = session.holds[region], !holds.isEmpty else {
+                return reject(session.connection, "RELEASE of \(region), which it does not hold")
+            }
+            let hold = holds.removeFirst()
+            session.holds[region] = holds.isEmpty ? nil : holds
+            session.holdCount -= 1
+            returnUse(hold.loan)
+        }
+    }
+
+    /// The region's bytes sent to a peer as DATA frames straight from the pool file (`sendfile`), split at the
+    /// message's chunk size; each carries its CRC32C (computed here when the app left it out).
+    private func sendSharedToPeer(_ chunk: SharedChunk, loan: Loan, chunkBytes: Int, port: Port) {
+        let total = chunk.count
+        var start = 0
+        while start < total {
+            let count = min(chunkBytes, total - start)
+            let whole = start == 0 && count == total
+            let crc: UInt32
+            if whole && chunk.hasChecksum {
+                crc = chunk.crc32c
+            } else {
+                crc = CRC32C.checksum(
+                    loan.pool.mapping.bytes(offset: chunk.region.offset + UInt64(start), length: UInt64(count))!)
+            }
+            let header = DataChunk(
+                messageID: chunk.messageID, offset: chunk.offset + UInt64(start), crc32c: crc,
+                isLast: chunk.isLast && start + count == total, pieces: [])
+            guard let connection = dataConnection(for: port, bytes: count) else { return }
+            // One use until the write is done (the pool file must stay open for it), one until acknowledged.
+            loan.uses += 2
+            if var flow = flows[chunk.messageID], let index = flow.branches.firstIndex(where: { $0.port == port }) {
+                flow.branches[index].loans.append((header.offset + UInt64(count), loan))
+                flows[chunk.messageID] = flow
+            } else {
+                loan.uses -= 1
+            }
+            let written = eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { [self] _ in returnUse(loan) }
+            connection.sendData(
+                header,
+                fileRegion: loan.pool.mapping.fileRegion(offset: Int(chunk.region.offset) + start, length: count),
+                promise: written)
+            start += count
+        }
+    }
+
+    /// The region's bytes copied into buffers for a receiver that does not take shared memory.
+    private func copyOut(_ chunk: SharedChunk, pool: NodePool, chunkBytes: Int, to port: Port) {
+        let total = chunk.count
+        var start = 0
+        while start < total {
+            let count = min(chunkBytes, total - start)
+            let bytes = pool.mapping.bytes(offset: chunk.region.offset + UInt64(start), length: UInt64(count))!
+            let buffer = ByteBuffer(bytes: bytes)
+            let crc = start == 0 && count == total && chunk.hasChecksum ? chunk.crc32c : CRC32C.checksum(buffer)
+            sendData(
+                DataChunk(
+                    messageID: chunk.messageID, offset: chunk.offset + UInt64(start), crc32c: crc,
+                    isLast: chunk.isLast && start + count == total, bytes: buffer),
+                to: port)
+            start += count
+        }
+    }
+
+    /// A region of the app's receive pool for a chunk arriving for it, when the app takes shared memory and the
+    /// pool has room; the caller fills it and lends it with ``lend(_:loan:to:addingUse:)``.
+    func receiveRegion(for session: AppSession, bytes: Int) -> Loan? {
+        guard bytes > 0, session.takesShared, let pool = session.receivePool,
+            session.holdCount < Limits.sharedHoldsMax, let offset = pool.receive?.allocate(bytes)
+        else { return nil }
+        return Loan(pool: pool, region: SharedRegion(pool: pool.id, offset: UInt64(offset), length: UInt64(bytes)))
+    }
+}

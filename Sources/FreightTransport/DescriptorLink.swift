@@ -1,0 +1,207 @@
+import CFreightSystem
+import FreightCore
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The second connection between an app and its node, at `SOCKET.fd`: a `SOCK_SEQPACKET` Unix socket that carries
+/// shared-memory pool descriptors (`SCM_RIGHTS`), which SwiftNIO's channels cannot. docs/shared-memory.md.
+///
+/// Messages, all integers big-endian:
+/// - app → node, once: "FRGD", u16 version 1, u16 0, u64 session token (from the node's HELLO), u64 send-pool
+///   bytes, u64 receive-pool bytes; two descriptors (send pool, receive pool).
+/// - node → app: u8 kind, 3 bytes 0, u32 pool, u64 bytes, u32 second pool, u32 text length, text.
+///   kind 1 accepted (pool = the app's send pool id, second = its receive pool id), 2 refused (text = reason),
+///   3 another app's send pool (one descriptor), sent before the first SHARED frame that names it.
+public enum DescriptorLink {
+    public static let suffix = ".fd"
+    static let magic: [UInt8] = Array("FRGD".utf8)
+    static let attachBytes = 32
+    static let headerBytes = 24
+    static let textMax = 1000
+
+    public struct Attach: Sendable, Hashable {
+        public var token: UInt64
+        public var sendBytes: Int
+        public var receiveBytes: Int
+
+        public init(token: UInt64, sendBytes: Int, receiveBytes: Int) {
+            self.token = token
+            self.sendBytes = sendBytes
+            self.receiveBytes = receiveBytes
+        }
+    }
+
+    public enum Message: Sendable, Hashable {
+        case accepted(sendPool: UInt32, receivePool: UInt32)
+        case refused(String)
+        case pool(id: UInt32, bytes: Int)
+    }
+
+    public static func encode(_ attach: Attach) -> [UInt8] {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(magic)
+        buffer.writeInteger(UInt16(1))
+        buffer.writeInteger(UInt16(0))
+        buffer.writeInteger(attach.token)
+        buffer.writeInteger(UInt64(attach.sendBytes))
+        buffer.writeInteger(UInt64(attach.receiveBytes))
+        return Array(buffer.readableBytesView)
+    }
+
+    public static func decodeAttach(_ bytes: [UInt8]) throws(FreightError) -> Attach {
+        var buffer = ByteBuffer(bytes: bytes)
+        guard bytes.count == attachBytes, buffer.readBytes(length: 4) == magic else {
+            throw FreightError(.protocolViolation, "not a Freight descriptor link")
+        }
+        guard buffer.readInteger(as: UInt16.self) == 1, buffer.readInteger(as: UInt16.self) == 0 else {
+            throw FreightError(.protocolViolation, "unsupported descriptor link version")
+        }
+        let token = buffer.readInteger(as: UInt64.self)!
+        let send = buffer.readInteger(as: UInt64.self)!
+        let receive = buffer.readInteger(as: UInt64.self)!
+        let max = UInt64(Limits.sharedPoolBytesMax)
+        guard send > 0, receive > 0, send <= max, receive <= max else {
+            throw FreightError(.invalidArgument, "shared pools must be 1...\(Limits.sharedPoolBytesMax) bytes")
+        }
+        return Attach(token: token, sendBytes: Int(send), receiveBytes: Int(receive))
+    }
+
+    public static func encode(_ message: Message) -> [UInt8] {
+        var buffer = ByteBuffer()
+        var text: [UInt8] = []
+        switch message {
+        case .accepted(let send, let receive):
+            buffer.writeInteger(UInt8(1))
+            buffer.writeBytes([0, 0, 0])
+            buffer.writeInteger(send)
+            buffer.writeInteger(UInt64(0))
+            buffer.writeInteger(receive)
+        case .refused(let reason):
+            text = Array(reason.utf8.prefix(textMax))
+            buffer.writeInteger(UInt8(2))
+            buffer.writeBytes([0, 0, 0])
+            buffer.writeInteger(UInt32(0))
+            buffer.writeInteger(UInt64(0))
+            buffer.writeInteger(UInt32(0))
+        case .pool(let id, let bytes):
+            buffer.writeInteger(UInt8(3))
+            buffer.writeBytes([0, 0, 0])
+            buffer.writeInteger(id)
+            buffer.writeInteger(UInt64(bytes))
+            buffer.writeInteger(UInt32(0))
+        }
+        buffer.writeInteger(UInt32(text.count))
+        buffer.writeBytes(text)
+        return Array(buffer.readableBytesView)
+    }
+
+    public static func decodeMessage(_ bytes: [UInt8]) throws(FreightError) -> Message {
+        var buffer = ByteBuffer(bytes: bytes)
+        guard bytes.count >= headerBytes else { throw FreightError(.protocolViolation, "short descriptor message") }
+        let kind = buffer.readInteger(as: UInt8.self)!
+        buffer.moveReaderIndex(forwardBy: 3)
+        let pool = buffer.readInteger(as: UInt32.self)!
+        let size = buffer.readInteger(as: UInt64.self)!
+        let second = buffer.readInteger(as: UInt32.self)!
+        let textLength = Int(buffer.readInteger(as: UInt32.self)!)
+        guard textLength <= textMax, buffer.readableBytes == textLength else {
+            throw FreightError(.protocolViolation, "malformed descriptor message")
+        }
+        switch kind {
+        case 1: return .accepted(sendPool: pool, receivePool: second)
+        case 2: return .refused(buffer.readString(length: textLength) ?? "refused")
+        case 3:
+            guard size > 0, size <= UInt64(Limits.sharedPoolBytesMax) else {
+                throw FreightError(.protocolViolation, "pool of \(size) bytes")
+            }
+            return .pool(id: pool, bytes: Int(size))
+        default: throw FreightError(.protocolViolation, "unknown descriptor message kind \(kind)")
+        }
+    }
+
+    /// Sends `bytes` with `fds` attached. Non-blocking when `wait` is false (a full link fails instead).
+    public static func send(_ bytes: [UInt8], fds: [Int32] = [], on socket: Int32, wait: Bool) -> Bool {
+        let sent = bytes.withUnsafeBytes { raw in
+            fds.withUnsafeBufferPointer { fdPointer in
+                freight_send_with_fds(
+                    socket, raw.baseAddress, raw.count, fdPointer.baseAddress, Int32(fds.count),
+                    wait ? 0 : Int32(MSG_DONTWAIT))
+            }
+        }
+        return sent == bytes.count
+    }
+
+    /// Receives one message (blocking) with up to two descriptors; nil at the end of the link or on error.
+    public static func receive(on socket: Int32) -> (bytes: [UInt8], fds: [Int32])? {
+        var bytes = [UInt8](repeating: 0, count: headerBytes + textMax + 64)
+        var fds: [Int32] = [-1, -1]
+        var count: Int32 = 0
+        let received = bytes.withUnsafeMutableBytes { raw in
+            fds.withUnsafeMutableBufferPointer { fdPointer in
+                freight_recv_with_fds(socket, raw.baseAddress, raw.count, fdPointer.baseAddress, 2, &count)
+            }
+        }
+        let got = Array(fds.prefix(Int(count)))
+        guard received > 0 else {
+            for fd in got { close(fd) }
+            return nil
+        }
+        return (Array(bytes.prefix(received)), got)
+    }
+}
+
+/// Accepts descriptor links on a node: a thread blocks in `accept` and reads each link's attach message (waiting
+/// at most two seconds for it), then hands the link to `onAttach`. Stopped by ``stop()``.
+public final class DescriptorListener: @unchecked Sendable {  // `socket` is set once; stop is idempotent by design
+    public let path: String
+    private let socket: Int32
+    private let thread = NIOThreadPool(numberOfThreads: 1)
+
+    /// Called on the listener's thread with the attach message, its two descriptors and the link's socket; the
+    /// callee owns all three from then on.
+    public typealias AttachHandler =
+        @Sendable (DescriptorLink.Attach, _ send: Int32, _ receive: Int32, _ link: Int32)
+        -> Void
+
+    public init(path: String, onAttach: @escaping AttachHandler) throws(FreightError) {
+        self.path = path
+        let fd = freight_unix_listen(path, 64, 1)
+        guard fd >= 0 else {
+            throw FreightError(.io, "cannot listen on \(path): \(String(cString: strerror(errno)))")
+        }
+        socket = fd
+        thread.start()
+        thread.submit { [socket] _ in
+            while true {
+                let link = freight_accept(socket)
+                if link < 0 { return }
+                freight_set_receive_timeout(link, 2000)
+                guard let (bytes, fds) = DescriptorLink.receive(on: link) else {
+                    close(link)
+                    continue
+                }
+                guard fds.count == 2, let attach = try? DescriptorLink.decodeAttach(bytes) else {
+                    let reason = fds.count == 2 ? "malformed attach message" : "attach must carry two pools"
+                    _ = DescriptorLink.send(DescriptorLink.encode(.refused(reason)), on: link, wait: false)
+                    for fd in fds { close(fd) }
+                    close(link)
+                    continue
+                }
+                freight_set_receive_timeout(link, 0)
+                onAttach(attach, fds[0], fds[1], link)
+            }
+        }
+    }
+
+    /// Stops accepting and removes the socket file.
+    public func stop() {
+        shutdown(socket, Int32(SHUT_RDWR))
+        close(socket)
+        unlink(path)
+        try? thread.syncShutdownGracefully()
+    }
+}
