@@ -113,7 +113,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FreightIntegrationTests",
-            dependencies: ["FreightTesting", "FreightClient", "FreightNode", "FreightCore"],
+            dependencies: ["FreightTesting", "FreightClient", "FreightNode", "FreightCore", "FreightTransport"],
             swiftSettings: strict
         ),
     ]

@@ -64,7 +64,7 @@ final class ClientShared: @unchecked Sendable {
             let receive = try SharedMapping.create(size: receiveBytes, name: "freight-receive")
             let path = socketPath + DescriptorLink.suffix
             let (link, reply) = try await reader.runIfActive { () throws -> (Int32, DescriptorLink.Message) in
-                let link = freight_unix_connect_type(path, 1)
+                let link = DescriptorLink.connect(socketPath: socketPath)
                 guard link >= 0 else {
                     throw FreightError(
                         .connectionFailed,

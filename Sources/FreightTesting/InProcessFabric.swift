@@ -25,6 +25,8 @@ public final class InProcessFabric: Sendable {
         streams: Int = Limits.streamsDefault,
         windowBytes: Int = Limits.windowBytesDefault,
         memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
+        sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
+        sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
         logLevel: Logger.Level = .warning
     ) async throws -> InProcessFabric {
         let directory = NSTemporaryDirectory() + "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
@@ -44,6 +46,8 @@ public final class InProcessFabric: Sendable {
                     streams: streams,
                     windowBytes: windowBytes,
                     memoryBudgetBytes: memoryBudgetBytes,
+                    sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
+                    sharedHoldSeconds: sharedHoldSeconds,
                     logger: logger
                 )
                 let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
@@ -62,6 +66,8 @@ public final class InProcessFabric: Sendable {
     }
 
     public func socket(_ index: Int) -> NodeAddress { .unix(path: engines[index].configuration.socketPath!) }
+    /// The node's TCP port, where apps attach without shared memory.
+    public func tcp(_ index: Int) -> NodeAddress { engines[index].boundListen }
 
     public func waitForMesh(timeout: Duration = .seconds(20)) async throws {
         let deadline = ContinuousClock.now + timeout

@@ -123,6 +123,11 @@ public enum DescriptorLink {
         }
     }
 
+    /// Opens a descriptor link to the node whose Unix socket is `socketPath` (blocking); -1 on failure.
+    public static func connect(socketPath: String) -> Int32 {
+        freight_unix_connect_type(socketPath + suffix, 1)
+    }
+
     /// Sends `bytes` with `fds` attached. Non-blocking when `wait` is false (a full link fails instead).
     public static func send(_ bytes: [UInt8], fds: [Int32] = [], on socket: Int32, wait: Bool) -> Bool {
         let sent = bytes.withUnsafeBytes { raw in

@@ -16,7 +16,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("sizes"), help: "Message sizes, comma-separated.")
     var sizes = "1MiB,16MiB,256MiB,1GiB"
-    @Option(name: .customLong("paths"), help: "Paths to measure: node, app (comma-separated).")
+    @Option(
+        name: .customLong("paths"),
+        help: "Paths to measure (comma-separated): node, app, local (two apps of one node: TCP vs shared memory).")
     var paths = "node,app"
     @Option(name: .customLong("total"), help: "Bytes sent per measurement (at least one message).")
     var total = "2GiB"
@@ -53,8 +55,8 @@ struct BenchCommand: AsyncParsableCommand {
             let pathList = paths.split(separator: ",").map(String.init)
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             let windowBytes = Int(try ByteCount.parse(window))
-            for path in pathList where !["node", "app"].contains(path) {
-                throw FreightError(.invalidArgument, "unknown path '\(path)': use node or app")
+            for path in pathList where !["node", "app", "local"].contains(path) {
+                throw FreightError(.invalidArgument, "unknown path '\(path)': use node, app or local")
             }
             if !output.json {
                 printLine("path  size      messages  MB/s      CPU s/GiB")
@@ -67,15 +69,32 @@ struct BenchCommand: AsyncParsableCommand {
                     for size in sizeList {
                         let count = Int(max(1, totalBytes / size))
                         let parallel = inFlight ?? Int(max(1, min(16, (64 << 20) / size)))
-                        let result =
-                            path == "node"
-                            ? try await nodeToNode(
-                                fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes)
-                            : try await appToApp(
-                                fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes,
-                                windowBytes: windowBytes
-                            )
-                        report(result)
+                        switch path {
+                        case "node":
+                            report(
+                                try await nodeToNode(
+                                    fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes))
+                        case "app":
+                            report(
+                                try await appToApp(
+                                    fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes,
+                                    windowBytes: windowBytes))
+                        default:
+                            let tcp = try await sameNode(
+                                fabric, shared: false, size: size, count: count, chunkBytes: chunkBytes,
+                                windowBytes: windowBytes)
+                            let shared = try await sameNode(
+                                fabric, shared: true, size: size, count: max(count, 20), chunkBytes: chunkBytes,
+                                windowBytes: windowBytes)
+                            report(tcp)
+                            report(shared)
+                            if !output.json {
+                                let ratio = shared.megabytesPerSecond / tcp.megabytesPerSecond
+                                printLine(
+                                    "local \(ByteCount.format(size)): shared memory is \(ratio.formatted(decimals: 0))x loopback TCP"
+                                )
+                            }
+                        }
                     }
                     await fabric.stop()
                 } catch {
@@ -157,6 +176,50 @@ struct BenchCommand: AsyncParsableCommand {
         }
         let result = Result(
             path: "app", size: size, messages: count, seconds: seconds(since: started),
+            cpuSeconds: ProcessStats.cpuSeconds() - cpu)
+        draining.cancel()
+        await sender.close()
+        await receiver.close()
+        return result
+    }
+
+    /// Two apps of node n1: over its TCP port (bodies through the socket) or its Unix socket with shared memory
+    /// (the sender's buffer, filled once beforehand, lent to the receiver, which reads it in place).
+    func sameNode(
+        _ fabric: InProcessFabric, shared: Bool, size: Int64, count: Int, chunkBytes: Int, windowBytes: Int
+    ) async throws -> Result {
+        let address = "bench/local/\(shared ? "shm" : "tcp")/\(size)"
+        let memory: SharedMemory =
+            shared ? .required(sendBytes: Int(size), receiveBytes: Limits.sharedPoolHalfBytesDefault) : .off
+        let node = shared ? fabric.socket(0) : fabric.tcp(0)
+        let receiver = try await FreightClient.connect(
+            to: node, label: "bench-rx", windowBytes: windowBytes, sharedMemory: memory)
+        let sender = try await FreightClient.connect(to: node, label: "bench-tx", sharedMemory: memory)
+        let subscription = try await receiver.receive(address)
+        let draining = Task {
+            for try await message in subscription { _ = try await message.drain() }
+        }
+        try await fabric.waitForEndpoints(try Address(address), count: 1)
+        let options = SendOptions(chunkBytes: chunkBytes)
+        let body: OutgoingBody
+        if shared {
+            let buffer = try await sender.allocate(Int(size))
+            buffer.withUnsafeMutableBytes { PatternFill.fill($0, seed: 7, offset: 0) }
+            body = .shared(buffer)
+        } else {
+            var block = ByteBufferAllocator().buffer(capacity: chunkBytes)
+            block.writeWithUnsafeMutableBytes(minimumWritableBytes: chunkBytes) { raw in
+                PatternFill.fill(UnsafeMutableRawBufferPointer(rebasing: raw[..<chunkBytes]), seed: 7, offset: 0)
+                return chunkBytes
+            }
+            body = .repeating(block: block, length: size)
+        }
+        _ = try await sender.send(to: address, body: body, options: options)  // warm-up
+        let cpu = ProcessStats.cpuSeconds()
+        let started = ContinuousClock.now
+        for _ in 0..<count { _ = try await sender.send(to: address, body: body, options: options) }
+        let result = Result(
+            path: shared ? "shm" : "tcp", size: size, messages: count, seconds: seconds(since: started),
             cpuSeconds: ProcessStats.cpuSeconds() - cpu)
         draining.cancel()
         await sender.close()

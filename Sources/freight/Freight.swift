@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import FreightClient
 import FreightCore
 import FreightTransport
 
@@ -21,10 +22,23 @@ struct ViaOption: ParsableArguments {
         name: .customLong("via"),
         help: "The node: a Unix socket path or HOST:PORT (default $FREIGHT_NODE or /tmp/freight.sock).")
     var via: String?
+    @Option(
+        name: .customLong("shared-memory"),
+        help: "Bodies through shared memory with the node (Unix socket only): auto, off or required.")
+    var sharedMemoryMode = "auto"
 
     func address() throws -> NodeAddress {
         let text = via ?? ProcessInfo.processInfo.environment["FREIGHT_NODE"] ?? defaultSocketPath
         return try NodeAddress(text)
+    }
+
+    func sharedMemory() throws -> SharedMemory {
+        switch sharedMemoryMode {
+        case "auto": .automatic
+        case "off": .off
+        case "required": .required()
+        default: throw FreightError(.invalidArgument, "--shared-memory \(sharedMemoryMode): use auto, off or required")
+        }
     }
 }
 

@@ -30,6 +30,14 @@ struct NodeCommand: AsyncParsableCommand {
     var window = "32MiB"
     @Option(name: .customLong("memory-budget"), help: "Memory this node commits to messages in flight.")
     var memoryBudget = "1GiB"
+    @Option(
+        name: .customLong("shared-memory-budget"),
+        help: "Shared memory this node accepts from its apps' pools in all (0: none).")
+    var sharedMemoryBudget = "4GiB"
+    @Option(
+        name: .customLong("shared-hold"),
+        help: "Seconds an app may hold another app's shared region before it is disconnected.")
+    var sharedHold = Limits.sharedHoldSeconds
     @Option(name: .customLong("striping"), help: "How chunks use a link's streams: fill (one, then spill) or spread.")
     var striping = "fill"
     @Option(name: .customLong("congestion"), help: "TCP congestion control of links: reno, cubic, bbr or system.")
@@ -70,6 +78,8 @@ struct NodeCommand: AsyncParsableCommand {
                 chunkBytes: Int(try ByteCount.parse(chunkSize)),
                 windowBytes: Int(try ByteCount.parse(window)),
                 memoryBudgetBytes: Int(try ByteCount.parse(memoryBudget)),
+                sharedMemoryBudgetBytes: Int(try ByteCount.parse(sharedMemoryBudget)),
+                sharedHoldSeconds: sharedHold,
                 tuning: SocketTuning(congestionControl: congestion == "system" ? nil : congestion),
                 striping: try stripingPolicy(),
                 logger: logger

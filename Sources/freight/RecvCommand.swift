@@ -30,7 +30,8 @@ struct RecvCommand: AsyncParsableCommand {
             if let out {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             }
-            let client = try await FreightClient.connect(to: try via.address(), label: label)
+            let client = try await FreightClient.connect(
+                to: try via.address(), label: label, sharedMemory: try via.sharedMemory())
             let subscription = try await client.receive(pattern, group: group)
             if output.json {
                 printJSON([

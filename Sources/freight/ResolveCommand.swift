@@ -15,7 +15,7 @@ struct ResolveCommand: AsyncParsableCommand {
     func run() async throws {
         do {
             _ = try AddressPattern(pattern)
-            let client = try await FreightClient.connect(to: try via.address(), label: "resolve")
+            let client = try await FreightClient.connect(to: try via.address(), label: "resolve", sharedMemory: .off)
             let (endpoints, truncated) = try await client.resolve(pattern)
             await client.close()
             guard !endpoints.isEmpty else { throw FreightError.noRoute(pattern) }
@@ -50,7 +50,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let client = try await FreightClient.connect(to: try via.address(), label: "status")
+            let client = try await FreightClient.connect(to: try via.address(), label: "status", sharedMemory: .off)
             let status = try await client.status()
             await client.close()
             if output.json {
@@ -61,7 +61,9 @@ struct StatusCommand: AsyncParsableCommand {
                     "messages_failed": status.messagesFailed, "bytes_in": status.bytesIn, "bytes_out": status.bytesOut,
                     "peak_rss_bytes": status.peakRssBytes, "memory_reserved_bytes": status.memoryReservedBytes,
                     "memory_budget_bytes": status.memoryBudgetBytes, "streams": status.streams,
-                    "uptime_ms": status.uptimeMillis,
+                    "uptime_ms": status.uptimeMillis, "rss_bytes": status.rssBytes,
+                    "shared_pool_bytes": status.sharedPoolBytes, "shared_budget_bytes": status.sharedBudgetBytes,
+                    "shared_regions_lent": status.sharedRegionsLent,
                     "peers": status.peers.map {
                         [
                             "name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints,
@@ -82,6 +84,9 @@ struct StatusCommand: AsyncParsableCommand {
                 )
                 printLine(
                     "memory: \(ByteCount.format(Int64(status.memoryReservedBytes))) of \(ByteCount.format(Int64(status.memoryBudgetBytes))) reserved, peak RSS \(ByteCount.format(Int64(status.peakRssBytes)))"
+                )
+                printLine(
+                    "shared memory: \(ByteCount.format(Int64(status.sharedPoolBytes))) of \(ByteCount.format(Int64(status.sharedBudgetBytes))) in app pools, \(status.sharedRegionsLent) regions lent"
                 )
                 printLine("peers: \(status.peers.count)")
                 for peer in status.peers {

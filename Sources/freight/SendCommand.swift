@@ -36,7 +36,8 @@ struct SendCommand: AsyncParsableCommand {
             guard count >= 1 else { throw FreightError(.invalidArgument, "--count must be at least 1") }
             _ = try Address(address)
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
-            let client = try await FreightClient.connect(to: try via.address(), label: label)
+            let client = try await FreightClient.connect(
+                to: try via.address(), label: label, sharedMemory: try via.sharedMemory())
             for _ in 0..<count {
                 let total: UInt64
                 switch body {

@@ -32,6 +32,15 @@ import Testing
             .done(.with { $0.messageID = 7 }),
             .endpoints(.with { $0.full = true }),
             .members(.with { $0.members = [.with { $0.name = "n2" }] }),
+            .shared(
+                SharedChunk(
+                    messageID: 7, offset: 1 << 20, crc32c: 0xABCD, isLast: true,
+                    region: SharedRegion(pool: 3, offset: 8192, length: 4096))),
+            .shared(
+                SharedChunk(
+                    messageID: 8, offset: 0, crc32c: nil, isLast: false,
+                    region: SharedRegion(pool: 4, offset: 0, length: 1 << 30))),
+            .release([SharedRegion(pool: 3, offset: 8192, length: 4096), SharedRegion(pool: 4, offset: 0, length: 1)]),
         ]
     }
 
@@ -111,6 +120,14 @@ import Testing
         } else {
             Issue.record("garbage protobuf must be refused")
         }
+        // SHARED is exactly 40 bytes with only the last/checksum flags; RELEASE whole 20-byte entries.
+        func isMalformed(_ error: FrameParser.ParseError?) -> Bool {
+            if case .malformedControlFrame = error { true } else { false }
+        }
+        #expect(isMalformed(parse(preface + [0, 0, 0, 2, 11, 0, 0, 0, 1, 2])))
+        #expect(parse(preface + [0, 0, 0, 40, 11, 4, 0, 0]) == .reservedBitsSet)
+        #expect(isMalformed(parse(preface + [0, 0, 0, 19, 12, 0, 0, 0] + [UInt8](repeating: 0, count: 19))))
+        #expect(parse(preface + [0, 0, 0, 20, 12, 1, 0, 0]) == .reservedBitsSet)
         // A truncated frame is not an error: the parser waits for the rest.
         #expect(parse(preface + [0, 0, 0, 10, 2, 0, 0, 0, 1]) == nil)
     }

@@ -1,0 +1,217 @@
+import FreightClient
+import FreightCore
+import FreightNode
+import FreightTesting
+import NIOCore
+import Testing
+
+/// Shared memory between apps and their node (docs/shared-memory.md), with nodes and apps in one process over real
+/// Unix sockets, descriptor links and memfd pools.
+@Suite(.serialized) struct SharedMemoryTests {
+    static let mebibyte = 1 << 20
+
+    /// Waits until `condition` holds, polling; false on timeout.
+    func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return try await condition()
+    }
+
+    /// Across two nodes: the sender's chunks leave its pool (sendfile), arrive in the receiver's pool, and the
+    /// receiver reads every byte in place, intact; every region lent comes back.
+    @Test func crossNodeBodiesMoveThroughSharedMemory() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 2, cluster: "shm-cross")
+        let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx", sharedMemory: .required())
+        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx", sharedMemory: .required())
+        let senderShares = await sender.usesSharedMemory
+        let receiverShares = await receiver.usesSharedMemory
+        #expect(senderShares && receiverShares)
+        let inbox = try await receiver.receive("shm/cross")
+        try await fabric.waitForEndpoints(try Address("shm/cross"), count: 1)
+
+        let sending = Task {
+            try await sender.send(to: "shm/cross", body: .pattern(seed: 21, length: 96 << 20))
+        }
+        var messages = inbox.makeAsyncIterator()
+        let message = try #require(try await messages.next())
+        var allShared = true
+        var intact = true
+        var total = 0
+        for try await chunk in message.body {
+            allShared = allShared && chunk.isShared
+            let ok = try chunk.withUnsafeBytes { PatternFill.check($0, seed: 21, offset: Int64(chunk.offset)) }
+            intact = intact && ok
+            total += chunk.count
+        }
+        let report = try await sending.value
+        #expect(report.bytes == 96 << 20 && total == 96 << 20)
+        #expect(allShared, "every chunk was read in place from the receive pool")
+        #expect(intact)
+        for engine in fabric.engines {
+            let returned = try await eventually { try await engine.statusSnapshot().sharedRegionsLent == 0 }
+            #expect(returned, "node \(engine.name) still has regions lent")
+        }
+        await sender.close()
+        await receiver.close()
+        await fabric.stop()
+    }
+
+    /// Same node: a shared buffer is handed over, not copied. The receiver sees the sender's very memory (a byte
+    /// the sender writes afterwards shows through), and the region is not reused while the receiver holds it.
+    @Test func sameNodeHandsOverWithoutCopyingAndNeverReusesAHeldRegion() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "shm-local")
+        let size = 32 * Self.mebibyte
+        let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx", sharedMemory: .required())
+        let sender = try await FreightClient.connect(
+            to: fabric.socket(0), label: "tx", sharedMemory: .required(sendBytes: size))
+        let inbox = try await receiver.receive("shm/local")
+        try await fabric.waitForEndpoints(try Address("shm/local"), count: 1)
+
+        var buffer: SharedBuffer? = try await sender.allocate(size)
+        buffer!.withUnsafeMutableBytes { PatternFill.fill($0, seed: 3, offset: 0) }
+        let sending = Task { [buffer] in try await sender.send(to: "shm/local", body: .shared(buffer!)) }
+        var messages = inbox.makeAsyncIterator()
+        let message = try #require(try await messages.next())
+        var chunks: [BodyChunk] = []
+        for try await chunk in message.body { chunks.append(chunk) }
+        _ = try await sending.value
+        #expect(chunks.count == 1 && chunks[0].isShared && chunks[0].count == size)
+        #expect(try chunks[0].withUnsafeBytes { PatternFill.check($0, seed: 3, offset: 0) })
+
+        // The same memory: a write by the sender is visible to the receiver.
+        buffer!.withUnsafeMutableBytes { $0[12345] = ~$0[12345] }
+        let seen = try chunks[0].withUnsafeBytes { $0[12345] }
+        #expect(seen == buffer!.withUnsafeBytes { $0[12345] })
+
+        // Dropped by the sender but held by the receiver: the pool has no room for it again.
+        buffer = nil
+        try await Task.sleep(for: .milliseconds(100))
+        await #expect(throws: FreightError.self) { _ = try await sender.allocate(size) }
+        // Released by the receiver: the region comes back.
+        chunks = []
+        let reusable = await eventually { (try? await sender.allocate(size)) != nil }
+        #expect(reusable)
+        await sender.close()
+        await receiver.close()
+        await fabric.stop()
+    }
+
+    /// A receiver that goes away while holding regions has them reclaimed; so does a sender that goes away while
+    /// its regions are held (its pool closes once they come back).
+    @Test func departedAppsHaveTheirRegionsReclaimed() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "shm-crash")
+        let engine = fabric.engines[0]
+        let size = 8 * Self.mebibyte
+        let sender = try await FreightClient.connect(
+            to: fabric.socket(0), label: "tx", sharedMemory: .required(sendBytes: size))
+        let buffer = try await sender.allocate(size)
+        buffer.withUnsafeMutableBytes { PatternFill.fill($0, seed: 4, offset: 0) }
+
+        // 1. The receiver vanishes holding the chunk.
+        do {
+            let receiver = try await FreightClient.connect(
+                to: fabric.socket(0), label: "rx1", sharedMemory: .required())
+            let inbox = try await receiver.receive("shm/crash")
+            try await fabric.waitForEndpoints(try Address("shm/crash"), count: 1)
+            let sending = Task { try await sender.send(to: "shm/crash", body: .shared(buffer)) }
+            var messages = inbox.makeAsyncIterator()
+            let message = try #require(try await messages.next())
+            var held: [BodyChunk] = []
+            for try await chunk in message.body { held.append(chunk) }
+            _ = try await sending.value
+            #expect(try await engine.statusSnapshot().sharedRegionsLent == 1)
+            await receiver.close()
+            let reclaimed = try await eventually { try await engine.statusSnapshot().sharedRegionsLent == 0 }
+            #expect(reclaimed, "the departed receiver's hold was dropped")
+            // Its bytes are revoked for the app that kept the view.
+            #expect(throws: FreightError.self) { try held[0].withUnsafeBytes { $0.count } }
+        }
+
+        // 2. The sender vanishes while a receiver holds its region: the pool stays open until released.
+        let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx2", sharedMemory: .required())
+        let inbox = try await receiver.receive("shm/crash2")
+        try await fabric.waitForEndpoints(try Address("shm/crash2"), count: 1)
+        let sending = Task { try await sender.send(to: "shm/crash2", body: .shared(buffer)) }
+        var messages = inbox.makeAsyncIterator()
+        let message = try #require(try await messages.next())
+        var held: [BodyChunk] = []
+        for try await chunk in message.body { held.append(chunk) }
+        _ = try await sending.value
+        let withSender = try await engine.statusSnapshot().sharedPoolBytes
+        await sender.close()
+        try await Task.sleep(for: .milliseconds(200))
+        // Its receive pool (nothing lent from it) closes at once; its send pool stays open while held.
+        let receiveHalf = UInt64(Limits.sharedPoolHalfBytesDefault)
+        #expect(try await engine.statusSnapshot().sharedPoolBytes == withSender - receiveHalf, "held pool stays open")
+        #expect(try held[0].withUnsafeBytes { PatternFill.check($0, seed: 4, offset: 0) })
+        held = []
+        let closed = try await eventually {
+            try await engine.statusSnapshot().sharedPoolBytes == withSender - receiveHalf - UInt64(size)
+        }
+        #expect(closed, "the departed sender's pool closed once its region came back")
+        #expect(try await engine.statusSnapshot().sharedRegionsLent == 0)
+        await receiver.close()
+        await fabric.stop()
+    }
+
+    /// An app that keeps another app's region past the hold limit is disconnected and the region returned.
+    @Test func holdingPastTheLimitDisconnects() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "shm-hold", sharedHoldSeconds: 1)
+        let size = 4 * Self.mebibyte
+        let sender = try await FreightClient.connect(
+            to: fabric.socket(0), label: "tx", sharedMemory: .required(sendBytes: size))
+        let receiver = try await FreightClient.connect(
+            to: fabric.socket(0), label: "hoarder", sharedMemory: .required())
+        let inbox = try await receiver.receive("shm/hold")
+        try await fabric.waitForEndpoints(try Address("shm/hold"), count: 1)
+        var buffer: SharedBuffer? = try await sender.allocate(size)
+        let sending = Task { [buffer] in try await sender.send(to: "shm/hold", body: .shared(buffer!)) }
+        var messages = inbox.makeAsyncIterator()
+        let message = try #require(try await messages.next())
+        var held: [BodyChunk] = []
+        for try await chunk in message.body { held.append(chunk) }
+        _ = try await sending.value
+        buffer = nil
+        let reclaimed = await eventually(timeout: .seconds(8)) { (try? await sender.allocate(size)) != nil }
+        #expect(reclaimed, "the region came back after the hold limit")
+        #expect(throws: FreightError.self) { try held[0].withUnsafeBytes { $0.count } }
+        await #expect(throws: FreightError.self) { _ = try await receiver.status() }
+        await sender.close()
+        await receiver.close()
+        await fabric.stop()
+    }
+
+    /// The node's shared-memory budget: a pool over it is refused with the reason; `.automatic` falls back to the
+    /// socket and still delivers.
+    @Test func budgetIsEnforcedWithAClearError() async throws {
+        let fabric = try await InProcessFabric.start(
+            nodes: 1, cluster: "shm-budget", sharedMemoryBudgetBytes: 160 * Self.mebibyte)
+        let first = try await FreightClient.connect(
+            to: fabric.socket(0), label: "first",
+            sharedMemory: .required(sendBytes: 64 * Self.mebibyte, receiveBytes: 64 * Self.mebibyte))
+        let refused = await #expect(throws: FreightError.self) {
+            _ = try await FreightClient.connect(
+                to: fabric.socket(0), label: "second",
+                sharedMemory: .required(sendBytes: 64 * Self.mebibyte, receiveBytes: 64 * Self.mebibyte))
+        }
+        #expect(refused?.code == .resourceExhausted)
+        #expect(refused?.message.contains("shared-memory budget") == true, "\(String(describing: refused))")
+
+        let fallback = try await FreightClient.connect(to: fabric.socket(0), label: "third")
+        let fallbackShares = await fallback.usesSharedMemory
+        #expect(!fallbackShares)
+        let inbox = try await fallback.receive("shm/budget")
+        try await fabric.waitForEndpoints(try Address("shm/budget"), count: 1)
+        let sending = Task { try await first.send(to: "shm/budget", body: .pattern(seed: 8, length: 8 << 20)) }
+        var messages = inbox.makeAsyncIterator()
+        let message = try #require(try await messages.next())
+        #expect(try await message.checkPattern(seed: 8))
+        _ = try await sending.value
+        await first.close()
+        await fallback.close()
+        await fabric.stop()
+    }
+}
