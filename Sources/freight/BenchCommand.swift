@@ -30,7 +30,7 @@ struct BenchCommand: AsyncParsableCommand {
     var window = "32MiB"
     @Option(
         name: .customLong("in-flight"),
-        help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 16.")
+        help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 64.")
     var inFlight: Int?
     @OptionGroup var output: OutputOptions
 
@@ -68,7 +68,7 @@ struct BenchCommand: AsyncParsableCommand {
                 do {
                     for size in sizeList {
                         let count = Int(max(1, totalBytes / size))
-                        let parallel = inFlight ?? Int(max(1, min(16, (64 << 20) / size)))
+                        let parallel = inFlight ?? Int(max(1, min(64, (64 << 20) / size)))
                         switch path {
                         case "node":
                             report(

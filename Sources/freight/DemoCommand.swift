@@ -77,30 +77,40 @@ struct DemoCommand: AsyncParsableCommand {
                 "receivers: demo/tensor/1 on n2, group 'decoders' on demo/kv (n2, n3), pattern demo/shard/** on n3, demo/local on n1"
             )
 
-            let sender1 = try await FreightClient.connect(to: fabric.socket(0), label: "trainer")
+            // The trainer's send pool holds a 256 MiB buffer that it hands to an app of its own node in place.
+            let sender1 = try await FreightClient.connect(
+                to: fabric.socket(0), label: "trainer", sharedMemory: .automatic(sendBytes: 320 << 20))
             let sender2 = try await FreightClient.connect(to: fabric.socket(1), label: "loader")
             clients += [sender1, sender2]
             let KiB: Int64 = 1024
             let MiB: Int64 = 1024 * 1024
-            let plan: [(FreightClient, String, Int64)] = [
-                (sender1, "demo/tensor/1", 1 * KiB),
-                (sender1, "demo/tensor/1", 1 * MiB),
-                (sender1, "demo/tensor/1", 64 * MiB),
-                (sender1, "demo/tensor/1", 256 * MiB),
-                (sender1, "demo/kv", 16 * MiB),
-                (sender1, "demo/kv", 16 * MiB),
-                (sender1, "demo/kv", 16 * MiB),
-                (sender1, "demo/kv", 16 * MiB),
-                (sender1, "demo/shard/7", 32 * MiB),
-                (sender2, "demo/shard/9", 64 * MiB),
-                (sender1, "demo/local", 8 * MiB),
+            let plan: [(FreightClient, String, Int64, shared: Bool)] = [
+                (sender1, "demo/tensor/1", 1 * KiB, false),
+                (sender1, "demo/tensor/1", 1 * MiB, false),
+                (sender1, "demo/tensor/1", 64 * MiB, false),
+                (sender1, "demo/tensor/1", 256 * MiB, false),
+                (sender1, "demo/kv", 16 * MiB, false),
+                (sender1, "demo/kv", 16 * MiB, false),
+                (sender1, "demo/kv", 16 * MiB, false),
+                (sender1, "demo/kv", 16 * MiB, false),
+                (sender1, "demo/shard/7", 32 * MiB, false),
+                (sender2, "demo/shard/9", 64 * MiB, false),
+                (sender1, "demo/local", 8 * MiB, false),
+                (sender1, "demo/local", 256 * MiB, true),
             ]
             var rows: [Row] = []
-            for (index, (client, address, size)) in plan.enumerated() {
+            for (index, (client, address, size, shared)) in plan.enumerated() {
                 let seed = UInt64(index + 1)
+                var body = OutgoingBody.pattern(seed: seed, length: size)
+                if shared, await client.usesSharedMemory {
+                    // Filled once in the app's pool, then handed over: the receiver reads these very pages.
+                    let buffer = try await client.allocate(Int(size))
+                    buffer.withUnsafeMutableBytes { PatternFill.fill($0, seed: seed, offset: 0) }
+                    body = .shared(buffer)
+                }
                 let report = try await client.send(
                     to: address,
-                    body: .pattern(seed: seed, length: size),
+                    body: body,
                     options: SendOptions(attributes: ["freight-seed": "\(seed)"])
                 )
                 var results: [(receiver: String, ok: Bool)] = []
@@ -114,7 +124,8 @@ struct DemoCommand: AsyncParsableCommand {
                     && report.failures.isEmpty
                 rows.append(
                     Row(
-                        from: "\(client === sender1 ? "trainer" : "loader")@\(client.nodeName)",
+                        from: "\(client === sender1 ? "trainer" : "loader")@\(client.nodeName)"
+                            + (shared ? " (shared buffer)" : ""),
                         address: address,
                         receivers: results.map(\.receiver).sorted().joined(separator: ","),
                         route: report.route,
