@@ -36,6 +36,15 @@ extension ClientCore {
         )
         let id = header.id
         let loop = eventLoop
+        // An app that stops reading a message before its end (its task cancelled, the body dropped) fails it for
+        // the sender at once, with what was acknowledged, instead of leaving it waiting.
+        continuation.onTermination = { [self] termination in
+            if case .cancelled = termination {
+                loop.execute {
+                    self.fail(id, FreightError(.receiverGone, "app \(self.label) stopped reading the message"))
+                }
+            }
+        }
         let body = MessageBody(stream: stream) { [self] offset in
             loop.execute { self.consumed(id, offset: offset) }
         }

@@ -47,6 +47,7 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
 
     func fail(_ error: FreightError) {
         closeFile()
+        if case .stream(let writer, _) = body { writer.fail(error) }
         promise.fail(error)
     }
 
@@ -143,11 +144,12 @@ extension ClientCore {
     /// Sends every chunk the credit and the buffer pool allow.
     func pump(_ transfer: Outgoing) {
         guard let connection, outgoing[transfer.id] === transfer else { return }
+        if case .stream(let writer, _) = transfer.body { return pumpStream(transfer, writer, on: connection) }
         if transfer.usesShared, pumpShared(transfer) { return }
         while !transfer.window.allSent {
             let needsBuffer: Bool
             switch transfer.body {
-            case .bytes, .repeating, .shared, .repeatingShared: needsBuffer = false
+            case .bytes, .repeating, .shared, .repeatingShared, .stream: needsBuffer = false
             case .file, .pattern: needsBuffer = true
             }
             if needsBuffer && transfer.pool.isEmpty && transfer.inFlight.count >= transfer.buffersMax { return }
@@ -161,6 +163,8 @@ extension ClientCore {
                 bytes = block.getSlice(at: block.readerIndex, length: count)!
             case .shared, .repeatingShared:
                 preconditionFailure("shared bodies are lent by pumpShared")
+            case .stream:
+                preconditionFailure("streamed bodies are sent by pumpStream")
             case .pattern, .file:
                 bytes =
                     transfer.pool.popLast()
@@ -227,6 +231,8 @@ extension ClientCore {
             block.withUnsafeReadableBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<raw.count])) }
         case .shared(let buffer), .repeatingShared(let buffer, _):
             buffer.withUnsafeBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<raw.count])) }
+        case .stream:
+            preconditionFailure("streamed bodies are sent by pumpStream")
         }
         return 0
     }
@@ -271,6 +277,8 @@ extension ClientCore {
             }
             lendRepeated(transfer, block: transfer.sharedBlock!)
             return true
+        case .stream:
+            return false
         case .bytes, .file, .pattern:
             while !transfer.window.allSent {
                 let size = Int(transfer.window.chunkBytes)
@@ -300,6 +308,49 @@ extension ClientCore {
             }
             return true
         }
+    }
+
+    /// Sends what the writer has queued, as the credit allows, in pieces of at most one chunk (slices of the
+    /// written buffers, not copies); when nothing is queued it waits for the next write.
+    private func pumpStream(_ transfer: Outgoing, _ writer: BodyWriter, on connection: FrameConnection) {
+        while !transfer.window.allSent {
+            let room = min(transfer.window.available, transfer.window.chunkBytes)
+            guard room > 0 else { return }
+            let loop = eventLoop
+            switch writer.take(max: Int(room), wake: { [self] in loop.execute { self.pump(transfer) } }) {
+            case .empty:
+                return
+            case .bytes(let piece):
+                let next = transfer.window.take(UInt64(piece.readableBytes))!
+                connection.sendData(
+                    DataChunk(
+                        messageID: transfer.id, offset: next.offset, crc32c: CRC32C.checksum(piece),
+                        isLast: next.isLast,
+                        bytes: piece),
+                    promise: nil)
+            case .finished:
+                return abortStream(
+                    transfer,
+                    FreightError(
+                        .invalidArgument,
+                        "the body ended after \(transfer.window.nextOffset) of \(transfer.window.length) bytes"))
+            case .failed(let error):
+                return abortStream(transfer, error)
+            }
+        }
+        // Everything declared was sent: more bytes after it are an error.
+        if case .bytes(let extra) = writer.take(max: 1, wake: {}) {
+            _ = extra
+            abortStream(
+                transfer,
+                FreightError(.invalidArgument, "the body is longer than the \(transfer.window.length) bytes declared"))
+        }
+    }
+
+    private func abortStream(_ transfer: Outgoing, _ error: FreightError) {
+        guard outgoing.removeValue(forKey: transfer.id) != nil else { return }
+        connection?.send(.abort(transfer.id, error))
+        transfer.fail(error)
     }
 
     /// Lends the first bytes of `block` for every chunk the credit allows (the same region each time).

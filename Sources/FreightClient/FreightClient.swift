@@ -173,6 +173,9 @@ public final class FreightClient: Sendable {
             }
             length = UInt64(count)
         case .shared(let buffer): length = UInt64(buffer.count)
+        case .stream(_, let count):
+            guard count >= 0 else { throw FreightError(.invalidArgument, "negative length") }
+            length = UInt64(count)
         case .repeatingShared(let block, let count):
             guard count >= 0, block.count >= options.chunkBytes else {
                 throw FreightError(

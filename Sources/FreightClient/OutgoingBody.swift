@@ -17,6 +17,8 @@ public enum OutgoingBody: Sendable {
     /// `length` bytes made of a shared buffer repeated (each chunk a region of it): `.repeating` without even
     /// the one copy into shared memory.
     case repeatingShared(block: SharedBuffer, length: Int64)
+    /// `length` bytes written while the message is sent (``BodyWriter``): for bodies that arrive from elsewhere.
+    case stream(BodyWriter, length: Int64)
 }
 
 /// What the sender is told when its message was delivered.

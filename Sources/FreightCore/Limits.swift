@@ -47,6 +47,10 @@ public enum Limits {
     public static let sharedHoldSeconds = 60
     /// Regions one app may hold at once (each SHARED frame it has not released).
     public static let sharedHoldsMax = 65_536
+    /// Endpoint changes a watcher may fall behind by before its watch ends (and it must watch again).
+    public static let watchBacklogMax = 65_536
+    /// Largest body piece in one gRPC message (`SendRequest.data`).
+    public static let grpcDataBytesMax = 64 * 1024 * 1024
     /// Seconds a client waits for a pool its node announced before failing the chunks that name it.
     public static let sharedPoolWaitSeconds = 5
 }

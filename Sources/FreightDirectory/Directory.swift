@@ -18,6 +18,15 @@ public final class EndpointIndex: Directory {
     private var records: [EndpointKey: EndpointRecord] = [:]
     private var byNode: [String: Set<EndpointKey>] = [:]
 
+    /// A change to the index, for watchers.
+    public enum Change: Sendable {
+        case added(EndpointRecord)
+        case removed(EndpointRecord)
+    }
+
+    /// Called on every change while set (by whoever owns the index, on its thread).
+    public var onChange: ((Change) -> Void)?
+
     public init() {}
 
     public var count: Int { records.count }
@@ -34,6 +43,7 @@ public final class EndpointIndex: Directory {
         records[record.key] = record
         trie.insert(record.pattern, record.key)
         byNode[record.key.node, default: []].insert(record.key)
+        onChange?(.added(record))
     }
 
     @discardableResult
@@ -42,6 +52,7 @@ public final class EndpointIndex: Directory {
         trie.remove(old.pattern, key)
         byNode[key.node]?.remove(key)
         if byNode[key.node]?.isEmpty == true { byNode[key.node] = nil }
+        onChange?(.removed(old))
         return old
     }
 
@@ -50,7 +61,10 @@ public final class EndpointIndex: Directory {
     public func removeAll(at node: String) -> Int {
         guard let keys = byNode.removeValue(forKey: node) else { return 0 }
         for key in keys {
-            if let old = records.removeValue(forKey: key) { trie.remove(old.pattern, key) }
+            if let old = records.removeValue(forKey: key) {
+                trie.remove(old.pattern, key)
+                onChange?(.removed(old))
+            }
         }
         return keys.count
     }

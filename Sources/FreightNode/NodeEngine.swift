@@ -67,6 +67,12 @@ public final class NodeEngine: @unchecked Sendable {
     var nextPoolID: UInt32 = 1
     var sharedPoolBytes = 0
 
+    // Watchers of endpoints.
+    var watchers:
+        [UInt64: (pattern: AddressPattern, continuation: AsyncThrowingStream<EndpointEvent, any Error>.Continuation)] =
+            [:]
+    var nextWatcherID: UInt64 = 1
+
     // Counters.
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0

@@ -3,15 +3,31 @@ import ServiceLifecycle
 /// Runs a ``NodeEngine`` as a `Service`: started on `run()`, stopped on graceful shutdown or cancellation.
 public struct NodeService: Service {
     public let engine: NodeEngine
+    let attach: @Sendable (NodeEngine) async throws -> (@Sendable () async -> Void)
     let onReady: @Sendable (NodeEngine) -> Void
 
-    public init(engine: NodeEngine, onReady: @escaping @Sendable (NodeEngine) -> Void = { _ in }) {
+    /// - Parameters:
+    ///   - attach: starts what runs beside the node once it listens (its gRPC API); returns how to stop it.
+    ///   - onReady: called when the node and everything attached are up.
+    public init(
+        engine: NodeEngine,
+        attach: @escaping @Sendable (NodeEngine) async throws -> (@Sendable () async -> Void) = { _ in {} },
+        onReady: @escaping @Sendable (NodeEngine) -> Void = { _ in }
+    ) {
         self.engine = engine
+        self.attach = attach
         self.onReady = onReady
     }
 
     public func run() async throws {
         try await engine.start()
+        let detach: @Sendable () async -> Void
+        do {
+            detach = try await attach(engine)
+        } catch {
+            await engine.stop()
+            throw error
+        }
         onReady(engine)
         await withGracefulShutdownHandler {
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -19,6 +35,7 @@ public struct NodeService: Service {
             }
         } onGracefulShutdown: {
         }
+        await detach()
         await engine.stop()
     }
 }

@@ -27,6 +27,17 @@ public struct SendWindow: Sendable {
         return (offset, count, nextOffset == length)
     }
 
+    /// How many bytes the credit allows from the next offset.
+    public var available: UInt64 { min(creditOffset, length) - min(nextOffset, min(creditOffset, length)) }
+
+    /// Takes the next `count` bytes (within the credit); for bodies whose pieces are not cut at the chunk size.
+    public mutating func take(_ count: UInt64) -> (offset: UInt64, count: UInt64, isLast: Bool)? {
+        guard count > 0, count <= available else { return nil }
+        let offset = nextOffset
+        nextOffset += count
+        return (offset, count, nextOffset == length)
+    }
+
     /// Every byte the credit allows from the next offset, as one span (a body that is already in shared memory
     /// is lent in spans, not chunks: no bytes are copied, so there is nothing to cut).
     public mutating func nextSpan() -> (offset: UInt64, count: UInt64, isLast: Bool)? {

@@ -1,11 +1,13 @@
 import ArgumentParser
 import Foundation
 import FreightCore
+import FreightGRPC
 import FreightNode
 import FreightTransport
 import Logging
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 struct NodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "node", abstract: "Run a node agent.")
@@ -42,7 +44,7 @@ struct NodeCommand: AsyncParsableCommand {
     var striping = "fill"
     @Option(name: .customLong("congestion"), help: "TCP congestion control of links: reno, cubic, bbr or system.")
     var congestion = "reno"
-    @Option(name: .customLong("grpc"), help: "HOST:PORT for the gRPC API (not yet available).")
+    @Option(name: .customLong("grpc"), help: "HOST:PORT for the gRPC API (port 0 picks one).")
     var grpc: String?
     @Option(name: .customLong("admin"), help: "HOST:PORT for /metrics and /healthz (not yet available).")
     var admin: String?
@@ -63,8 +65,14 @@ struct NodeCommand: AsyncParsableCommand {
             guard directory == "mesh" else {
                 throw FreightError(.invalidArgument, "--directory \(directory) is not supported yet; use mesh")
             }
-            guard grpc == nil, admin == nil else {
-                throw FreightError(.invalidArgument, "--grpc and --admin are not available in this version")
+            guard admin == nil else {
+                throw FreightError(.invalidArgument, "--admin is not available in this version")
+            }
+            let grpcAddress = try grpc.map { text throws(FreightError) -> (host: String, port: Int) in
+                guard case .tcp(let host, let port) = try NodeAddress(text) else {
+                    throw FreightError(.invalidArgument, "--grpc must be HOST:PORT")
+                }
+                return (host, port)
             }
             var logger = Logger(label: "freight.node")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
@@ -87,18 +95,30 @@ struct NodeCommand: AsyncParsableCommand {
             try configuration.validate()
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
-            let service = NodeService(engine: engine) { engine in
-                if output.json {
-                    printJSON([
-                        "event": "listening", "name": engine.name, "listen": engine.boundListen.description,
-                        "socket": configuration.socketPath ?? "", "pid": Int(getpid()),
-                    ])
-                } else {
-                    printLine(
-                        "node \(engine.name) listening on \(engine.boundListen)\(configuration.socketPath.map { ", apps on \($0)" } ?? "")"
-                    )
-                }
-            }
+            let grpcPort = Mutex<Int?>(nil)
+            let serverLogger = logger
+            let service = NodeService(
+                engine: engine,
+                attach: { engine in
+                    guard let grpcAddress else { return {} }
+                    let server = try await FabricServer.start(
+                        engine: engine, host: grpcAddress.host, port: grpcAddress.port, logger: serverLogger)
+                    grpcPort.withLock { $0 = server.port }
+                    return { await server.stop() }
+                },
+                onReady: { engine in
+                    let grpcListen = grpcPort.withLock { $0 }.map { "\(grpcAddress!.host):\($0)" }
+                    if output.json {
+                        printJSON([
+                            "event": "listening", "name": engine.name, "listen": engine.boundListen.description,
+                            "socket": configuration.socketPath ?? "", "grpc": grpcListen ?? "", "pid": Int(getpid()),
+                        ])
+                    } else {
+                        printLine(
+                            "node \(engine.name) listening on \(engine.boundListen)\(configuration.socketPath.map { ", apps on \($0)" } ?? "")\(grpcListen.map { ", gRPC on \($0)" } ?? "")"
+                        )
+                    }
+                })
             let serviceGroup = ServiceGroup(
                 configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             )

@@ -45,7 +45,8 @@ struct SendCommand: AsyncParsableCommand {
                 case .file(let path):
                     total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
                 case .bytes(let buffer): total = UInt64(buffer.readableBytes)
-                case .repeating(_, let length), .repeatingShared(_, let length): total = UInt64(length)
+                case .repeating(_, let length), .repeatingShared(_, let length), .stream(_, let length):
+                    total = UInt64(length)
                 case .shared(let buffer): total = UInt64(buffer.count)
                 }
                 let bar = ProgressBar(total: total, label: "sending")

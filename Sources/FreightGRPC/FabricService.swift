@@ -1,0 +1,289 @@
+import Foundation
+import FreightClient
+import FreightCore
+import FreightDirectory
+import FreightNode
+import GRPCCore
+import NIOCore
+import NIOFoundationCompat
+
+/// The gRPC API of one node (proto/freight/v1/fabric.proto, docs/grpc-api.md). It is an app of its own node: every
+/// call goes through one ``FreightClient`` attached to the node's Unix socket (shared memory when the node takes
+/// it), so a gRPC app gets exactly the Swift client's semantics. Watch reads the node's index directly.
+public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
+    let engine: NodeEngine
+    let client: FreightClient
+    /// Bytes of one `BodyChunk.data` the server sends.
+    let pieceBytes: Int
+
+    public init(engine: NodeEngine, client: FreightClient, pieceBytes: Int = Limits.chunkBytesDefault) {
+        self.engine = engine
+        self.client = client
+        self.pieceBytes = pieceBytes
+    }
+
+    // MARK: Receive
+
+    public func receive(
+        request: Freight_V1_ReceiveRequest,
+        response: RPCWriter<Freight_V1_ReceiveResponse>,
+        context: ServerContext
+    ) async throws {
+        let subscription = try await mapped {
+            try await client.receive(request.pattern, group: request.group.isEmpty ? nil : request.group)
+        }
+        try await response.write(
+            .with {
+                $0.registered = .with {
+                    $0.endpointID = subscription.endpointID
+                    $0.node = client.nodeName
+                }
+            })
+        // Taking a chunk credits the sender; a chunk is taken only once the previous one was written, and a write
+        // waits while the client does not read (HTTP/2 flow control): a client that stops reading stops its sender.
+        for try await message in subscription {
+            try await response.write(
+                .with {
+                    $0.start = .with {
+                        $0.messageID = message.id
+                        $0.source = message.source
+                        $0.destination = message.destination
+                        $0.length = message.length
+                        $0.contentType = message.contentType
+                        $0.attributes = message.attributes
+                        $0.path = message.path
+                    }
+                })
+            for try await chunk in message.body {
+                var start = 0
+                while start < chunk.count {
+                    let count = min(pieceBytes, chunk.count - start)
+                    let data = try mapped {
+                        try chunk.withUnsafeBytes {
+                            Data(UnsafeRawBufferPointer(rebasing: $0[start..<(start + count)]))
+                        }
+                    }
+                    try await response.write(
+                        .with {
+                            $0.chunk = .with {
+                                $0.messageID = message.id
+                                $0.offset = chunk.offset + UInt64(start)
+                                $0.data = data
+                            }
+                        })
+                    start += count
+                }
+            }
+            try await response.write(.with { $0.end = .with { $0.messageID = message.id } })
+        }
+    }
+
+    // MARK: Send
+
+    public func send(
+        request: RPCAsyncSequence<Freight_V1_SendRequest, any Error>,
+        context: ServerContext
+    ) async throws -> Freight_V1_SendResponse {
+        var requests = request.makeAsyncIterator()
+        guard let first = try await requests.next(), case .header(let header)? = first.part else {
+            throw RPCError(code: .invalidArgument, message: "the first SendRequest must carry the header")
+        }
+        let destination = try mapped { try Address(header.destination).description }
+        guard header.length <= UInt64(Int64.max) else {
+            throw RPCError(code: .invalidArgument, message: "length \(header.length) is too large")
+        }
+        let chunkBytes = header.chunkBytes == 0 ? Limits.chunkBytesDefault : Int(header.chunkBytes)
+        let writer = BodyWriter(limitBytes: max(chunkBytes, 8 << 20))
+        let options = SendOptions(
+            contentType: header.contentType, attributes: header.attributes, chunkBytes: chunkBytes)
+        let client = self.client
+        let sending = Task {
+            try await client.send(
+                to: destination, body: .stream(writer, length: Int64(header.length)), options: options)
+        }
+        do {
+            var total: UInt64 = 0
+            while let next = try await requests.next() {
+                guard case .data(let data)? = next.part else {
+                    throw RPCError(code: .invalidArgument, message: "a SendRequest after the first must carry data")
+                }
+                guard data.count <= Limits.grpcDataBytesMax else {
+                    throw RPCError(
+                        code: .resourceExhausted,
+                        message: "a data part of \(data.count) bytes is over the \(Limits.grpcDataBytesMax)-byte limit")
+                }
+                total += UInt64(data.count)
+                guard total <= header.length else {
+                    throw RPCError(
+                        code: .invalidArgument, message: "the body is longer than the \(header.length) bytes declared")
+                }
+                try await writer.write(ByteBuffer(data: data))
+            }
+            guard total == header.length else {
+                throw RPCError(
+                    code: .invalidArgument, message: "the body ended after \(total) of \(header.length) bytes")
+            }
+            writer.finish()
+        } catch {
+            // The fabric's own reason (no route, a receiver gone) wins over the writer's echo of it.
+            let reason: FreightError
+            if let rpc = error as? RPCError {
+                reason = FreightError(.cancelled, rpc.message)
+            } else {
+                reason = (error as? FreightError) ?? FreightError(.cancelled, "the sender went away: \(error)")
+            }
+            writer.fail(reason)
+            if case .failure(let sendError) = await sending.result, !(error is RPCError) {
+                throw Self.rpcError(sendError)
+            }
+            throw error is RPCError ? error : Self.rpcError(error)
+        }
+        let report = try await mapped { try await sending.value }
+        return .with {
+            $0.messageID = report.messageID
+            $0.bytes = report.bytes
+            $0.seconds = report.seconds
+            $0.deliveries = report.deliveries.map { delivery in
+                .with {
+                    $0.node = delivery.node
+                    $0.endpointID = delivery.endpointID
+                    $0.address = delivery.address
+                    $0.app = delivery.app
+                    $0.path = delivery.path
+                }
+            }
+            $0.failures = report.failures.map { failure in
+                .with {
+                    $0.node = failure.node
+                    $0.endpointID = failure.endpointID
+                    $0.reason = failure.error.message
+                    $0.ackedBytes = failure.ackedBytes
+                }
+            }
+        }
+    }
+
+    // MARK: Resolve, watch, status
+
+    public func resolve(request: Freight_V1_ResolveRequest, context: ServerContext) async throws
+        -> Freight_V1_ResolveResponse
+    {
+        let found = try await mapped { try await client.resolve(request.pattern) }
+        return .with {
+            $0.endpoints = found.endpoints.map { endpoint in
+                .with {
+                    $0.node = endpoint.node
+                    $0.id = endpoint.id
+                    $0.pattern = endpoint.pattern
+                    $0.group = endpoint.group ?? ""
+                    $0.app = endpoint.app
+                }
+            }
+            $0.truncated = found.truncated
+        }
+    }
+
+    public func watch(
+        request: Freight_V1_WatchRequest,
+        response: RPCWriter<Freight_V1_WatchResponse>,
+        context: ServerContext
+    ) async throws {
+        let pattern = try mapped { try AddressPattern(request.pattern) }
+        let events = try await mapped { try await engine.watch(pattern) }
+        do {
+            for try await event in events {
+                try await response.write(
+                    .with {
+                        switch event {
+                        case .added(let record):
+                            $0.kind = .added
+                            $0.endpoint = Self.endpoint(record)
+                        case .removed(let record):
+                            $0.kind = .removed
+                            $0.endpoint = Self.endpoint(record)
+                        case .synced:
+                            $0.kind = .synced
+                        }
+                    })
+            }
+        } catch let error as FreightError {
+            throw Self.rpcError(error)
+        }
+    }
+
+    public func status(request: Freight_V1_StatusRequest, context: ServerContext) async throws
+        -> Freight_V1_StatusResponse
+    {
+        let status = try await mapped { try await client.status() }
+        return .with {
+            $0.name = status.name
+            $0.cluster = status.cluster
+            $0.listen = status.listen
+            $0.localEndpoints = status.localEndpoints
+            $0.knownEndpoints = status.knownEndpoints
+            $0.messagesInFlight = status.messagesInFlight
+            $0.messagesDelivered = status.messagesDelivered
+            $0.messagesFailed = status.messagesFailed
+            $0.bytesIn = status.bytesIn
+            $0.bytesOut = status.bytesOut
+            $0.peers = status.peers.map { peer in
+                .with {
+                    $0.name = peer.name
+                    $0.listen = peer.listen
+                    $0.streamsUp = peer.streamsUp
+                    $0.endpoints = peer.endpoints
+                }
+            }
+        }
+    }
+
+    // MARK: Errors
+
+    static func endpoint(_ record: EndpointRecord) -> Freight_V1_Endpoint {
+        .with {
+            $0.node = record.key.node
+            $0.id = record.key.id
+            $0.pattern = record.pattern.description
+            $0.group = record.group ?? ""
+            $0.app = record.app
+        }
+    }
+
+    /// The status code a client can act on for each of Freight's errors.
+    static func rpcError(_ error: any Error) -> RPCError {
+        if let rpc = error as? RPCError { return rpc }
+        guard let freight = error as? FreightError else {
+            if error is CancellationError { return RPCError(code: .cancelled, message: "cancelled") }
+            return RPCError(code: .internalError, message: "\(error)")
+        }
+        let code: RPCError.Code =
+            switch freight.code {
+            case .invalidAddress, .invalidArgument: .invalidArgument
+            case .noRoute: .notFound
+            case .resourceExhausted: .resourceExhausted
+            case .receiverGone, .senderGone, .nodeGone: .aborted
+            case .checksumMismatch: .dataLoss
+            case .connectionFailed: .unavailable
+            case .cancelled: .cancelled
+            case .duplicate: .alreadyExists
+            default: .internalError
+            }
+        return RPCError(code: code, message: freight.message)
+    }
+
+    private func mapped<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            throw Self.rpcError(error)
+        }
+    }
+
+    private func mapped<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            throw Self.rpcError(error)
+        }
+    }
+}
