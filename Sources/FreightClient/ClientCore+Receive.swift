@@ -41,7 +41,13 @@ extension ClientCore {
         continuation.onTermination = { [self] termination in
             if case .cancelled = termination {
                 loop.execute {
-                    self.fail(id, FreightError(.receiverGone, "app \(self.label) stopped reading the message"))
+                    guard let message = self.incoming[id] else { return }
+                    self.fail(
+                        id,
+                        FreightError(
+                            .receiverGone,
+                            "app \(self.label) stopped reading the message; \(message.window.ackedOffset) of \(message.window.length) bytes acknowledged"
+                        ))
                 }
             }
         }

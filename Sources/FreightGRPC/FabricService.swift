@@ -29,6 +29,14 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
         response: RPCWriter<Freight_V1_ReceiveResponse>,
         context: ServerContext
     ) async throws {
+        try await Self.endingWithTheRPC { try await receiveMessages(request, response) }
+    }
+
+    private func receiveMessages(
+        _ request: Freight_V1_ReceiveRequest, _ response: RPCWriter<Freight_V1_ReceiveResponse>
+    )
+        async throws
+    {
         let subscription = try await mapped {
             try await client.receive(request.pattern, group: request.group.isEmpty ? nil : request.group)
         }
@@ -189,6 +197,10 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
         context: ServerContext
     ) async throws {
         let pattern = try mapped { try AddressPattern(request.pattern) }
+        try await Self.endingWithTheRPC { try await watchEvents(pattern, response) }
+    }
+
+    private func watchEvents(_ pattern: AddressPattern, _ response: RPCWriter<Freight_V1_WatchResponse>) async throws {
         let events = try await mapped { try await engine.watch(pattern) }
         do {
             for try await event in events {
@@ -234,6 +246,22 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
                     $0.endpoints = peer.endpoints
                 }
             }
+        }
+    }
+
+    /// Runs a streaming handler in a task that is cancelled when gRPC cancels the RPC (the client went away or
+    /// cancelled): gRPC only signals it, and a handler waiting for the next message would otherwise keep its
+    /// endpoint or watch alive.
+    static func endingWithTheRPC(_ body: @escaping @Sendable () async throws -> Void) async throws {
+        let work = Task { try await body() }
+        try await withTaskCancellationHandler {
+            try await withRPCCancellationHandler {
+                try await work.value
+            } onCancelRPC: {
+                work.cancel()
+            }
+        } onCancel: {
+            work.cancel()
         }
     }
 

@@ -27,10 +27,29 @@ public final class FreightProcess: Sendable {
         return "freight"
     }
 
-    public init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    /// The repository the tests run from: the first folder above the test bundle that holds `Package.swift`.
+    public static var repositoryRoot: String? {
+        var directory = URL(fileURLWithPath: binaryPath).deletingLastPathComponent()
+        while directory.path != "/" {
+            if FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
+                return directory.path
+            }
+            directory.deleteLastPathComponent()
+        }
+        return nil
+    }
+
+    /// The Python of the test command's environment (`.build-python`, with grpcio), or `$FREIGHT_PYTHON`.
+    public static var pythonPath: String {
+        if let path = ProcessInfo.processInfo.environment["FREIGHT_PYTHON"] { return path }
+        return (repositoryRoot.map { "\($0)/.build-python/bin/python" }) ?? "python3"
+    }
+
+    /// Runs `executable` (default: `freight`) with `arguments`.
+    public init(_ arguments: [String], executable: String? = nil, environment: [String: String] = [:]) throws {
         self.arguments = arguments
         process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binaryPath)
+        process.executableURL = URL(fileURLWithPath: executable ?? Self.binaryPath)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { $1 }

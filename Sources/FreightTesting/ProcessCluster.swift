@@ -9,6 +9,8 @@ public final class ProcessCluster: Sendable {
         public let name: String
         public let listen: String
         public let socket: String
+        /// HOST:PORT of its gRPC API; empty when it serves none.
+        public let grpc: String
         public let process: FreightProcess
     }
 
@@ -28,8 +30,9 @@ public final class ProcessCluster: Sendable {
     public func node(_ name: String) -> Node { nodes.first { $0.name == name }! }
 
     /// Starts `count` nodes named n1...; every node after the first joins the first.
-    public static func start(nodes count: Int, streams: Int = 4, extraArguments: [String] = []) async throws
-        -> ProcessCluster
+    /// With `grpc`, each node serves its gRPC API on its own address, port chosen by the node.
+    public static func start(nodes count: Int, streams: Int = 4, grpc: Bool = false, extraArguments: [String] = [])
+        async throws -> ProcessCluster
     {
         let cluster = try ProcessCluster()
         do {
@@ -37,7 +40,8 @@ public final class ProcessCluster: Sendable {
             for index in 1...count {
                 let node = try await cluster.startNode(
                     name: "n\(index)", host: "127.0.0.\(index)", join: first.map { [$0] } ?? [],
-                    extraArguments: ["--streams", "\(streams)"] + extraArguments
+                    extraArguments: ["--streams", "\(streams)"] + (grpc ? ["--grpc", "127.0.0.\(index):0"] : [])
+                        + extraArguments
                 )
                 if first == nil { first = node.listen }
             }
@@ -62,7 +66,9 @@ public final class ProcessCluster: Sendable {
         let process = try FreightProcess(arguments)
         let line = try await process.waitForLine { $0.contains("\"listening\"") }
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
-        let node = Node(name: name, listen: object["listen"] as! String, socket: socket, process: process)
+        let node = Node(
+            name: name, listen: object["listen"] as! String, socket: socket, grpc: object["grpc"] as? String ?? "",
+            process: process)
         nodesStore.withLock { $0.append(node) }
         return node
     }

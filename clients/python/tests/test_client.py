@@ -1,0 +1,181 @@
+"""The Python client against real Freight nodes. Freight's Swift tests start two nodes with --grpc and run this
+with FREIGHT_GRPC_N1 and FREIGHT_GRPC_N2 set to their gRPC addresses."""
+
+import hashlib
+import os
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import grpc  # noqa: E402
+from freight_client import Client, pb  # noqa: E402
+
+N1 = os.environ.get("FREIGHT_GRPC_N1", "127.0.0.1:7300")
+N2 = os.environ.get("FREIGHT_GRPC_N2", "127.0.0.2:7300")
+MiB = 1 << 20
+
+
+def pattern(length, seed):
+    block = hashlib.sha256(str(seed).encode()).digest() * (MiB // 32)
+    return (block * (length // len(block) + 1))[:length]
+
+
+class ClientTests(unittest.TestCase):
+    def setUp(self):
+        self.n1 = Client(N1)
+        self.n2 = Client(N2)
+
+    def tearDown(self):
+        self.n1.close()
+        self.n2.close()
+
+    def wait_for(self, address, count=1, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            endpoints, _ = self.n1.resolve(address)
+            if len(endpoints) == count:
+                return
+            time.sleep(0.05)
+        self.fail(f"{address} never resolved to {count} endpoints")
+
+    def start_receiver(self, address, handle):
+        """Runs `handle(message)` for the first message on n2's `address`, in a thread; returns (thread, result)."""
+        result = {}
+        ready = threading.Event()
+
+        def run():
+            try:
+                for message in self.n2.receive(address, registered=lambda _: ready.set()):
+                    result["value"] = handle(message)
+                    break
+            except Exception as error:  # reported by the test
+                result["error"] = error
+            ready.set()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self.assertTrue(ready.wait(10))
+        self.wait_for(address)
+        return thread, result
+
+    def test_small_message_round_trip(self):
+        thread, result = self.start_receiver("py/small", lambda m: (m.read(), m.source, m.path))
+        reply = self.n1.send("py/small", b"hello, fabric", attributes={"k": "v"})
+        thread.join(10)
+        body, source, path = result["value"]
+        self.assertEqual(body, b"hello, fabric")
+        self.assertEqual(reply.bytes, 13)
+        self.assertEqual(list(reply.deliveries[0].path), ["n1", "n2"])
+        self.assertEqual(path, ["n1", "n2"])
+        self.assertTrue(source.endswith("/grpc"))
+
+    def test_status_codes(self):
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.n1.send("py/nobody/home", b"x")
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.NOT_FOUND)
+        self.assertIn("no route to py/nobody/home", caught.exception.details())
+
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.n1.send("py/Bad/x", b"x")
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("segment 2 'Bad'", caught.exception.details())
+
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.n1.resolve("py/**/x")
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+        # One data part over the 64 MiB limit.
+        thread, _ = self.start_receiver("py/big-part", lambda m: m.read())
+        big = 64 * MiB + 1
+
+        def requests():
+            yield pb.SendRequest(header=pb.SendHeader(destination="py/big-part", length=big))
+            yield pb.SendRequest(data=bytes(big))
+
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.n1.stub.Send(requests())
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def test_watch_sees_endpoints_come_and_go(self):
+        events = []
+        synced = threading.Event()
+        watch = self.n1.watch("py/watch/**")
+
+        def run():
+            try:
+                for event in watch:
+                    events.append((event.kind, event.endpoint.pattern))
+                    if event.kind == pb.WatchResponse.KIND_SYNCED:
+                        synced.set()
+            except grpc.RpcError:
+                pass
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self.assertTrue(synced.wait(10))
+        stream = self.n2.stub.Receive(pb.ReceiveRequest(pattern="py/watch/a"))
+        next(stream)  # registered
+
+        def seen(kind):
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                if (kind, "py/watch/a") in events:
+                    return True
+                time.sleep(0.05)
+            return False
+
+        self.assertTrue(seen(pb.WatchResponse.KIND_ADDED))
+        stream.cancel()
+        self.assertTrue(seen(pb.WatchResponse.KIND_REMOVED))
+        watch.cancel()
+
+    def test_slow_reader_slows_its_sender(self):
+        size = 256 * MiB
+        body = pattern(size, 3)
+        gate = threading.Event()
+        taken = []
+
+        def slow(message):
+            digest = hashlib.sha256()
+            parts = {}
+            for offset, data in message.chunks():
+                if not taken:
+                    taken.append(len(data))
+                    gate.wait(30)
+                parts[offset] = data
+            for offset in sorted(parts):
+                digest.update(parts[offset])
+            return digest.hexdigest()
+
+        thread, result = self.start_receiver("py/slow", slow)
+        sent = {}
+        sender = threading.Thread(target=lambda: sent.setdefault("reply", self.n1.send("py/slow", body)), daemon=True)
+        sender.start()
+        time.sleep(3)
+        relayed = self.n2.status().bytes_out
+        self.assertTrue(sender.is_alive(), "the sender finished although the receiver stopped reading")
+        self.assertLess(relayed, 128 * MiB, f"node n2 pushed {relayed} bytes to a reader that stopped")
+        gate.set()
+        sender.join(60)
+        thread.join(60)
+        self.assertEqual(sent["reply"].bytes, size)
+        self.assertEqual(result.get("value"), hashlib.sha256(body).hexdigest())
+
+    def test_receiver_gone_mid_message_aborts_sender(self):
+        def quit_early(message):
+            for index, _ in enumerate(message.chunks()):
+                if index == 2:
+                    raise RuntimeError("receiver quits")
+
+        thread, _ = self.start_receiver("py/quitter", quit_early)
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.n1.send("py/quitter", pattern(128 * MiB, 4))
+        self.assertIn(caught.exception.code(), (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE))
+        self.assertIn("acknowledged", caught.exception.details())
+        thread.join(10)
+
+
+if __name__ == "__main__":
+    unittest.main()
