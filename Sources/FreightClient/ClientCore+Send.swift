@@ -322,6 +322,18 @@ extension ClientCore {
                 return
             case .bytes(let piece):
                 let next = transfer.window.take(UInt64(piece.readableBytes))!
+                // Through the pool when there is room: one copy into shared memory instead of the socket's two.
+                if transfer.usesShared, let shared, let start = shared.allocator.allocate(piece.readableBytes) {
+                    let crc = piece.withUnsafeReadableBytes { source in
+                        let target = UnsafeMutableRawBufferPointer(start: shared.send.base + start, count: source.count)
+                        target.copyMemory(from: source)
+                        return CRC32C.checksum(UnsafeRawBufferPointer(target))
+                    }
+                    lend(
+                        transfer, start: start, offset: start, length: next.count, bodyOffset: next.offset, crc: crc,
+                        isLast: next.isLast)
+                    continue
+                }
                 connection.sendData(
                     DataChunk(
                         messageID: transfer.id, offset: next.offset, crc32c: CRC32C.checksum(piece),

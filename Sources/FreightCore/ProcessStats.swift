@@ -6,8 +6,10 @@
 
 /// Resource use of this process, for status and benchmarks.
 public enum ProcessStats {
-    /// Highest resident memory so far, in bytes.
+    /// Highest resident memory so far, in bytes: the process's own peak (`VmHWM`), which starts afresh at exec.
+    /// (`getrusage`'s `ru_maxrss` carries over the peak of the process that forked this one.)
     public static func peakResidentBytes() -> UInt64 {
+        if let kilobytes = statusField("VmHWM:") { return kilobytes * 1024 }
         var usage = rusage()
         #if canImport(Glibc)
             getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
@@ -16,6 +18,19 @@ public enum ProcessStats {
             getrusage(RUSAGE_SELF, &usage)
             return UInt64(usage.ru_maxrss)
         #endif
+    }
+
+    /// A `kB` field of /proc/self/status.
+    private static func statusField(_ name: String) -> UInt64? {
+        let fd = open("/proc/self/status", O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 8192)
+        let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return nil }
+        let text = String(decoding: bytes.prefix(count), as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return nil }
+        return line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) }
     }
 
     /// Resident memory now, in bytes (from /proc/self/statm; 0 where there is none).

@@ -13,10 +13,10 @@ import NIOFoundationCompat
 public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
     let engine: NodeEngine
     let client: FreightClient
-    /// Bytes of one `BodyChunk.data` the server sends.
+    /// Bytes of one `BodyChunk.data` the server sends (1 MiB measured faster than 256 KiB or 4 MiB on loopback).
     let pieceBytes: Int
 
-    public init(engine: NodeEngine, client: FreightClient, pieceBytes: Int = Limits.chunkBytesDefault) {
+    public init(engine: NodeEngine, client: FreightClient, pieceBytes: Int = 1 << 20) {
         self.engine = engine
         self.client = client
         self.pieceBytes = pieceBytes

@@ -2,8 +2,11 @@ import ArgumentParser
 import Foundation
 import FreightClient
 import FreightCore
+import FreightGRPC
 import FreightTesting
 import FreightTransport
+import GRPCCore
+import Logging
 import NIOCore
 
 /// `freight bench`: throughput and CPU cost per GiB for message sizes from 1 MiB to 1 GiB, on two paths:
@@ -18,7 +21,9 @@ struct BenchCommand: AsyncParsableCommand {
     var sizes = "1MiB,16MiB,256MiB,1GiB"
     @Option(
         name: .customLong("paths"),
-        help: "Paths to measure (comma-separated): node, app, local (two apps of one node: TCP vs shared memory).")
+        help:
+            "Paths to measure (comma-separated): node, app, local (two apps of one node: TCP vs shared memory), grpc (gRPC apps vs native apps)."
+    )
     var paths = "node,app"
     @Option(name: .customLong("total"), help: "Bytes sent per measurement (at least one message).")
     var total = "2GiB"
@@ -55,8 +60,8 @@ struct BenchCommand: AsyncParsableCommand {
             let pathList = paths.split(separator: ",").map(String.init)
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             let windowBytes = Int(try ByteCount.parse(window))
-            for path in pathList where !["node", "app", "local"].contains(path) {
-                throw FreightError(.invalidArgument, "unknown path '\(path)': use node, app or local")
+            for path in pathList where !["node", "app", "local", "grpc"].contains(path) {
+                throw FreightError(.invalidArgument, "unknown path '\(path)': use node, app, local or grpc")
             }
             if !output.json {
                 printLine("path  size      messages  MB/s      CPU s/GiB")
@@ -79,6 +84,23 @@ struct BenchCommand: AsyncParsableCommand {
                                 try await appToApp(
                                     fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes,
                                     windowBytes: windowBytes))
+                        case "grpc":
+                            // One message at a time on every path, so that they compare like for like.
+                            let native = try await appToApp(
+                                fabric, size: size, count: count, parallel: 1, chunkBytes: chunkBytes,
+                                windowBytes: windowBytes)
+                            let socket = try await appToApp(
+                                fabric, size: size, count: count, parallel: 1, chunkBytes: chunkBytes,
+                                windowBytes: windowBytes, sharedMemory: .off)
+                            let grpc = try await grpcToGRPC(fabric, size: size, count: count, chunkBytes: chunkBytes)
+                            for result in [native, socket, grpc] { report(result) }
+                            if !output.json {
+                                let vsShared = grpc.megabytesPerSecond / native.megabytesPerSecond * 100
+                                let vsSocket = grpc.megabytesPerSecond / socket.megabytesPerSecond * 100
+                                printLine(
+                                    "grpc \(ByteCount.format(size)): \(vsShared.formatted(decimals: 0))% of native apps with shared memory, \(vsSocket.formatted(decimals: 0))% of native apps over sockets"
+                                )
+                            }
                         default:
                             let tcp = try await sameNode(
                                 fabric, shared: false, size: size, count: count, chunkBytes: chunkBytes,
@@ -129,12 +151,14 @@ struct BenchCommand: AsyncParsableCommand {
 
     /// An app on n1 sends to an app on n2: app → n1 → n2 → app, over the nodes' Unix sockets and one TCP hop.
     func appToApp(
-        _ fabric: InProcessFabric, size: Int64, count: Int, parallel: Int, chunkBytes: Int, windowBytes: Int
+        _ fabric: InProcessFabric, size: Int64, count: Int, parallel: Int, chunkBytes: Int, windowBytes: Int,
+        sharedMemory: SharedMemory = .automatic
     ) async throws -> Result {
-        let address = "bench/app/\(size)"
+        let address = "bench/app/\(sharedMemory == .off ? "socket" : "shm")/\(size)"
         let receiver = try await FreightClient.connect(
-            to: fabric.socket(1), label: "bench-rx", windowBytes: windowBytes)
-        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "bench-tx")
+            to: fabric.socket(1), label: "bench-rx", windowBytes: windowBytes, sharedMemory: sharedMemory)
+        let sender = try await FreightClient.connect(
+            to: fabric.socket(0), label: "bench-tx", sharedMemory: sharedMemory)
         let subscription = try await receiver.receive(address)
         // The receiver reads up to `parallel` messages at once, as the sender sends them.
         let draining = Task {
@@ -175,8 +199,8 @@ struct BenchCommand: AsyncParsableCommand {
             _ = try await sender.send(to: address, body: body(size), options: options)
         }
         let result = Result(
-            path: "app", size: size, messages: count, seconds: seconds(since: started),
-            cpuSeconds: ProcessStats.cpuSeconds() - cpu)
+            path: sharedMemory == .off ? "app-socket" : "app", size: size, messages: count,
+            seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
         draining.cancel()
         await sender.close()
         await receiver.close()
@@ -227,6 +251,88 @@ struct BenchCommand: AsyncParsableCommand {
         return result
     }
 
+    /// A gRPC app on n1 sends to a gRPC app on n2 through both nodes' gRPC APIs (HTTP/2 on loopback into each
+    /// node, then the fabric between them), one message at a time, as a Python or Go app would.
+    func grpcToGRPC(_ fabric: InProcessFabric, size: Int64, count: Int, chunkBytes: Int) async throws -> Result {
+        var logger = Logger(label: "freight.bench")
+        logger.logLevel = .warning
+        let servers = [
+            try await FabricServer.start(engine: fabric.engines[0], host: "127.0.0.1", port: 0, logger: logger),
+            try await FabricServer.start(engine: fabric.engines[1], host: "127.0.0.2", port: 0, logger: logger),
+        ]
+        do {
+            let result = try await grpcMessages(
+                fabric, servers: servers, size: size, count: count, chunkBytes: chunkBytes)
+            for server in servers { await server.stop() }
+            return result
+        } catch {
+            for server in servers { await server.stop() }
+            throw error
+        }
+    }
+
+    private func grpcMessages(
+        _ fabric: InProcessFabric, servers: [FabricServer], size: Int64, count: Int, chunkBytes: Int
+    ) async throws -> Result {
+        let address = "bench/grpc/\(size)"
+        // Parts of 1 MiB, as the server sends its chunks: measured faster than 256 KiB or 4 MiB here.
+        var block = [UInt8](repeating: 0, count: 1 << 20)
+        block.withUnsafeMutableBytes { PatternFill.fill($0, seed: 5, offset: 0) }
+        let data = Data(block)
+        let rxTransport = try FabricGRPCClient.transport(host: "127.0.0.2", port: servers[1].port)
+        let txTransport = try FabricGRPCClient.transport(host: "127.0.0.1", port: servers[0].port)
+        return try await withGRPCClient(transport: rxTransport) { rxClient in
+            try await withGRPCClient(transport: txTransport) { txClient in
+                let rx = Freight_V1_FabricService.Client(wrapping: rxClient)
+                let tx = Freight_V1_FabricService.Client(wrapping: txClient)
+                let (registered, registration) = AsyncStream<Void>.makeStream()
+                let receiving = Task {
+                    try await rx.receive(.with { $0.pattern = address }) { response in
+                        var ended = 0
+                        for try await item in response.messages {
+                            switch item.event {
+                            case .registered: registration.yield()
+                            case .end:
+                                ended += 1
+                                if ended == count + 1 { return }
+                            default: break
+                            }
+                        }
+                    }
+                }
+                for await _ in registered { break }
+                try await fabric.waitForEndpoints(try Address(address), count: 1)
+                @Sendable func send(_ length: Int64) async throws {
+                    let request = StreamingClientRequest<Freight_V1_SendRequest> { writer in
+                        try await writer.write(
+                            .with {
+                                $0.header = .with {
+                                    $0.destination = address
+                                    $0.length = UInt64(length)
+                                }
+                            })
+                        var left = length
+                        while left > 0 {
+                            let piece = Int(min(left, Int64(data.count)))
+                            try await writer.write(.with { $0.data = piece == data.count ? data : data.prefix(piece) })
+                            left -= Int64(piece)
+                        }
+                    }
+                    _ = try await tx.send(request: request)
+                }
+                try await send(min(size, 64 << 20))  // warm-up
+                let cpu = ProcessStats.cpuSeconds()
+                let started = ContinuousClock.now
+                for _ in 0..<count { try await send(size) }
+                let result = Result(
+                    path: "grpc", size: size, messages: count, seconds: seconds(since: started),
+                    cpuSeconds: ProcessStats.cpuSeconds() - cpu)
+                try await receiving.value
+                return result
+            }
+        }
+    }
+
     /// Runs `count` sends, at most `workers` at a time.
     func inParallel(count: Int, workers: Int, _ send: @escaping @Sendable () async throws -> Void) async throws {
         let workers = max(1, min(workers, count))
@@ -257,7 +363,7 @@ struct BenchCommand: AsyncParsableCommand {
                 result.path, ByteCount.format(result.size), "\(result.messages)",
                 result.megabytesPerSecond.formatted(decimals: 0), result.cpuSecondsPerGiB.formatted(decimals: 3),
             ]
-            let widths = [6, 10, 10, 10, 10]
+            let widths = [11, 10, 10, 10, 10]
             printLine(
                 columns.enumerated().map {
                     $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0)

@@ -140,8 +140,10 @@ public nonisolated struct Freight_V1_MessageStart: Sendable {
   /// Body bytes.
   public var length: UInt64 = 0
 
+  /// The sender's description of the body (a MIME type; "application/octet-stream" by default).
   public var contentType: String = String()
 
+  /// The sender's key-value pairs, at most 64.
   public var attributes: Dictionary<String,String> = [:]
 
   /// Nodes the message passed, in order.
@@ -157,12 +159,13 @@ public nonisolated struct Freight_V1_BodyChunk: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The message this chunk belongs to (the current one).
   public var messageID: UInt64 = 0
 
   /// Where `data` starts in the body.
   public var offset: UInt64 = 0
 
-  /// At most the node's chunk size (4 MiB by default).
+  /// At most 1 MiB.
   public var data: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -175,6 +178,7 @@ public nonisolated struct Freight_V1_MessageEnd: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The message that is complete.
   public var messageID: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -231,8 +235,10 @@ public nonisolated struct Freight_V1_SendHeader: Sendable {
   /// Body bytes that follow in `data`.
   public var length: UInt64 = 0
 
+  /// A description of the body for the receiver (a MIME type); empty: "application/octet-stream".
   public var contentType: String = String()
 
+  /// Key-value pairs the receiver sees with the message, at most 64.
   public var attributes: Dictionary<String,String> = [:]
 
   /// Chunk size on the fabric; 0: the default (4 MiB).
@@ -248,8 +254,10 @@ public nonisolated struct Freight_V1_SendResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The id the message travelled under.
   public var messageID: UInt64 = 0
 
+  /// Body bytes delivered.
   public var bytes: UInt64 = 0
 
   /// Seconds from the header to the last acknowledgement.
@@ -271,8 +279,10 @@ public nonisolated struct Freight_V1_Delivery: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The node that serves the endpoint.
   public var node: String = String()
 
+  /// The endpoint's id on that node.
   public var endpointID: UInt64 = 0
 
   /// The pattern the endpoint registered.
@@ -294,10 +304,13 @@ public nonisolated struct Freight_V1_Failure: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The node that serves the endpoint.
   public var node: String = String()
 
+  /// The endpoint's id on that node.
   public var endpointID: UInt64 = 0
 
+  /// Why it failed, for people.
   public var reason: String = String()
 
   /// Bytes the endpoint acknowledged before it failed.
@@ -341,15 +354,19 @@ public nonisolated struct Freight_V1_Endpoint: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The node that serves it.
   public var node: String = String()
 
+  /// Its id on that node.
   public var id: UInt64 = 0
 
+  /// The address or pattern it registered.
   public var pattern: String = String()
 
   /// Empty when the endpoint is in no group.
   public var group: String = String()
 
+  /// The label of the app that registered it.
   public var app: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -375,6 +392,7 @@ public nonisolated struct Freight_V1_WatchResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// What happened.
   public var kind: Freight_V1_WatchResponse.Kind = .unspecified
 
   /// Unset for KIND_SYNCED.
@@ -442,6 +460,7 @@ public nonisolated struct Freight_V1_WatchResponse: Sendable {
   fileprivate var _endpoint: Freight_V1_Endpoint? = nil
 }
 
+/// No fields: the status of the node serving the call.
 public nonisolated struct Freight_V1_StatusRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -457,26 +476,35 @@ public nonisolated struct Freight_V1_StatusResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The node's name, unique in its cluster.
   public var name: String = String()
 
+  /// The cluster it belongs to.
   public var cluster: String = String()
 
+  /// HOST:PORT where it accepts peers and TCP apps.
   public var listen: String = String()
 
+  /// Endpoints registered by apps of this node.
   public var localEndpoints: UInt64 = 0
 
+  /// Endpoints this node knows across the cluster.
   public var knownEndpoints: UInt64 = 0
 
+  /// Messages passing through this node now.
   public var messagesInFlight: UInt64 = 0
 
+  /// Messages this node saw delivered, and saw fail, since it started.
   public var messagesDelivered: UInt64 = 0
 
   public var messagesFailed: UInt64 = 0
 
+  /// Body bytes this node took in and sent on since it started.
   public var bytesIn: UInt64 = 0
 
   public var bytesOut: UInt64 = 0
 
+  /// The other nodes of the cluster it knows.
   public var peers: [Freight_V1_Peer] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -489,12 +517,16 @@ public nonisolated struct Freight_V1_Peer: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The peer's name.
   public var name: String = String()
 
+  /// HOST:PORT where it accepts peers.
   public var listen: String = String()
 
+  /// TCP connections up from this node to it.
   public var streamsUp: UInt32 = 0
 
+  /// Endpoints it serves.
   public var endpoints: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

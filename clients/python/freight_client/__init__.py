@@ -26,7 +26,7 @@ from freight.v1 import fabric_pb2_grpc as pb_grpc  # noqa: E402
 
 __all__ = ["Client", "Message", "pb"]
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 # Room for one chunk and its framing in either direction.
 MESSAGE_BYTES_MAX = 80 << 20
 
