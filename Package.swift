@@ -84,9 +84,21 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "FreightEtcd",
+            dependencies: [
+                "FreightCore", "FreightDirectory", "FreightNode", "FreightTransport", "FreightWire",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "FreightTesting",
             dependencies: [
-                "FreightCore", "FreightNode", "FreightClient", "FreightTransport",
+                "FreightCore", "FreightNode", "FreightClient", "FreightTransport", "FreightDirectory",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -97,7 +109,7 @@ let package = Package(
             name: "freight",
             dependencies: [
                 "FreightCore", "FreightNode", "FreightClient", "FreightWire", "FreightTransport", "FreightTesting",
-                "FreightGRPC",
+                "FreightGRPC", "FreightEtcd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -13,19 +13,19 @@ check=false
 [ "${1:-}" = "--check" ] && check=true
 status=0
 
-# generate OUT_DIR PROTO [grpc]: protobuf messages, plus gRPC stubs when asked.
+# generate OUT_DIR "PROTO..." ["GRPC_PROTO..." [GRPC_OPTION]]: messages, plus gRPC stubs for services when asked.
 generate() {
-  local out=$1 proto=$2 grpc=${3:-}
+  local out=$1 protos=$2 grpc=${3:-} grpc_option=${4:-Server=true}
   local target="$out"
   if $check; then target=$(mktemp -d); fi
   mkdir -p "$target"
   protoc --plugin=protoc-gen-swift="$bin/protoc-gen-swift" --proto_path=proto \
     --swift_opt=Visibility=Public --swift_opt=FileNaming=DropPath \
-    --swift_out="$target" "$proto"
+    --swift_out="$target" $protos
   if [ -n "$grpc" ]; then
     protoc --plugin=protoc-gen-grpc-swift="$bin/protoc-gen-grpc-swift-2" --proto_path=proto \
-      --grpc-swift_opt=Visibility=Public --grpc-swift_opt=FileNaming=DropPath \
-      --grpc-swift_out="$target" "$proto"
+      --grpc-swift_opt=Visibility=Public --grpc-swift_opt=FileNaming=DropPath --grpc-swift_opt="$grpc_option" \
+      --grpc-swift_out="$target" $grpc
   fi
   if $check; then
     if ! diff -r "$out" "$target" >/dev/null; then
@@ -38,6 +38,9 @@ generate() {
 }
 
 generate Sources/FreightWire/Generated proto/freight/wire/v1/frames.proto
-generate Sources/FreightGRPC/Generated proto/freight/v1/fabric.proto grpc
+generate Sources/FreightGRPC/Generated proto/freight/v1/fabric.proto proto/freight/v1/fabric.proto
+# etcd's v3 API (vendored by scripts/vendor-etcd-protos.sh): messages, and client stubs for its services.
+etcd="proto/etcd/etcdserver/etcdserverpb/rpc.proto proto/etcd/mvcc/mvccpb/kv.proto proto/etcd/auth/authpb/auth.proto"
+generate Sources/FreightEtcd/Generated "$etcd" proto/etcd/etcdserver/etcdserverpb/rpc.proto Server=false
 if $check && [ $status = 0 ]; then echo "generated protobuf and gRPC code is current"; fi
 exit $status

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Freight's one test command: installs what the tests need on a fresh machine, checks that the generated
 # protobuf code is current, builds once, and runs every test (unit, real node processes on 127.0.0.x, and the
-# Python client against them).
+# Python client against them, and real etcd servers for the etcd directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v protoc >/dev/null; then
-  echo "== installing protobuf-compiler (for the generated-code check)"
+missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)   # the generated-code check
+command -v etcd >/dev/null || missing+=(etcd-server)            # the etcd directory tests start their own etcd
+command -v etcdctl >/dev/null || missing+=(etcd-client)         # ...and read it back with etcdctl
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== generated code"

@@ -116,7 +116,8 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     }
 
     func unsubscribe(endpointID: UInt64) {
-        subscriptions.removeValue(forKey: endpointID)?.finish()
+        guard let continuation = subscriptions.removeValue(forKey: endpointID) else { return }
+        continuation.finish()
         _ = request(.unregister(.with { $0.endpointID = endpointID }))
     }
 }

@@ -144,9 +144,10 @@ public final class FreightClient: Sendable {
         continuation.onTermination = { @Sendable _ in
             core.eventLoop.execute { core.unsubscribe(endpointID: id) }
         }
-        return Subscription(endpointID: id, pattern: parsed, stream: stream) { messageID in
-            core.eventLoop.execute { core.accepted(messageID) }
-        }
+        return Subscription(
+            endpointID: id, pattern: parsed, stream: stream,
+            accepted: { messageID in core.eventLoop.execute { core.accepted(messageID) } },
+            cancelled: { core.eventLoop.execute { core.unsubscribe(endpointID: id) } })
     }
 
     /// Sends a message and waits until every chosen endpoint holds all of it, or until it fails.

@@ -155,6 +155,10 @@ public struct Subscription: AsyncSequence, Sendable {
     public let pattern: AddressPattern
     let stream: AsyncThrowingStream<IncomingMessage, any Error>
     let accepted: @Sendable (UInt64) -> Void
+    let cancelled: @Sendable () -> Void
+
+    /// Stops receiving: the endpoint is removed and the subscription ends.
+    public func cancel() { cancelled() }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: AsyncThrowingStream<IncomingMessage, any Error>.AsyncIterator

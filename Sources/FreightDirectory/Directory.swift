@@ -27,18 +27,38 @@ public final class EndpointIndex: Directory {
     /// Called on every change while set (by whoever owns the index, on its thread).
     public var onChange: ((Change) -> Void)?
 
+    /// Order-independent digest of every key held: XOR of ``keyHash(_:)``. Two indexes with the same keys have the
+    /// same digest, whatever order they learned them in (tests compare nodes' views with etcd's this way).
+    public private(set) var digest: UInt64 = 0
+
     public init() {}
+
+    /// 64-bit FNV-1a of "NODE/ID".
+    public static func keyHash(_ key: EndpointKey) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "\(key.node)/\(key.id)".utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        return hash
+    }
 
     public var count: Int { records.count }
 
     public func count(at node: String) -> Int { byNode[node]?.count ?? 0 }
+
+    /// Nodes that hold at least one endpoint.
+    public var nodes: [String] { Array(byNode.keys) }
 
     public func record(_ key: EndpointKey) -> EndpointRecord? { records[key] }
 
     /// Adds or replaces an endpoint.
     public func upsert(_ record: EndpointRecord) {
         if let old = records[record.key] {
+            if old == record { return }
             trie.remove(old.pattern, old.key)
+        } else {
+            digest ^= Self.keyHash(record.key)
         }
         records[record.key] = record
         trie.insert(record.pattern, record.key)
@@ -49,6 +69,7 @@ public final class EndpointIndex: Directory {
     @discardableResult
     public func remove(_ key: EndpointKey) -> EndpointRecord? {
         guard let old = records.removeValue(forKey: key) else { return nil }
+        digest ^= Self.keyHash(key)
         trie.remove(old.pattern, key)
         byNode[key.node]?.remove(key)
         if byNode[key.node]?.isEmpty == true { byNode[key.node] = nil }
@@ -62,6 +83,7 @@ public final class EndpointIndex: Directory {
         guard let keys = byNode.removeValue(forKey: node) else { return 0 }
         for key in keys {
             if let old = records.removeValue(forKey: key) {
+                digest ^= Self.keyHash(key)
                 trie.remove(old.pattern, key)
                 onChange?(.removed(old))
             }

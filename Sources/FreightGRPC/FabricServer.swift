@@ -29,6 +29,9 @@ public final class FabricServer: Sendable {
         .defaults {
             $0.http2.targetWindowSize = 16 << 20
             $0.http2.maxFrameSize = 1 << 20
+            // Advertised, so clients queue calls beyond it instead of having the connection closed (NIO's HTTP/2
+            // enforces 100 when nothing is said). Each Receive call is one endpoint of the node's gRPC session.
+            $0.http2.maxConcurrentStreams = Limits.registrationsPerSessionMax
             $0.rpc.maxRequestPayloadSize = 2 * Limits.grpcDataBytesMax
         }
     }

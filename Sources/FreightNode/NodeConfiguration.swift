@@ -24,6 +24,8 @@ public struct NodeConfiguration: Sendable {
     public var sharedMemoryBudgetBytes: Int
     /// Seconds an app may hold a region lent from another app's pool.
     public var sharedHoldSeconds: Int
+    /// Where endpoints and members are kept: nil for the mesh (gossip between nodes), else a backend such as etcd.
+    public var directory: (any DirectoryBackend)?
     public var tuning: SocketTuning
     /// How chunks are spread over a link's stripes.
     public var striping: StripeChooser.Policy
@@ -41,6 +43,7 @@ public struct NodeConfiguration: Sendable {
         memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
         sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
         sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
+        directory: (any DirectoryBackend)? = nil,
         tuning: SocketTuning = .default,
         striping: StripeChooser.Policy = .fill,
         logger: Logger = Logger(label: "freight.node")
@@ -57,6 +60,7 @@ public struct NodeConfiguration: Sendable {
         self.memoryBudgetBytes = memoryBudgetBytes
         self.sharedMemoryBudgetBytes = sharedMemoryBudgetBytes
         self.sharedHoldSeconds = sharedHoldSeconds
+        self.directory = directory
         self.tuning = tuning
         self.logger = logger
     }

@@ -8,6 +8,7 @@ import NIOCore
 extension NodeEngine {
     /// Runs every second: dials seeds and members that have no link yet.
     func maintain() {
+        if !usesMesh { joinDirectoryNodes() }
         closeStalledStreams()
         closeLongHolds()
         for (address, seed) in seeds where seed.probe == nil {
@@ -136,7 +137,7 @@ extension NodeEngine {
 
     /// Stripe 0 is up: tell the peer who we know and what we serve.
     func linkUp(_ member: Member) {
-        guard let control = member.control else { return }
+        guard usesMesh, let control = member.control else { return }
         var list = Freight_Wire_V1_Members()
         for known in members.values.prefix(Limits.membersMax) where known.name != member.name {
             var entry = Freight_Wire_V1_Member()
@@ -193,6 +194,11 @@ extension NodeEngine {
 
     /// Sends an endpoint change to every peer that has a link.
     func announce(added: [EndpointRecord], removed: [UInt64]) {
+        if let directory = configuration.directory {
+            // A backend publishes registrations itself (the app waits for it); withdrawals go from here.
+            if !removed.isEmpty { directory.withdraw(removed.map { EndpointKey(node: name, id: $0) }) }
+            return
+        }
         for batch in Self.batches(added) {
             var update = Freight_Wire_V1_Endpoints()
             update.added = batch.map(Self.wireEndpoint)
@@ -214,8 +220,9 @@ extension NodeEngine {
         }
         switch frame {
         case .endpoints(let update):
-            applyEndpoints(update, from: member)
+            if usesMesh { applyEndpoints(update, from: member) }
         case .members(let list):
+            guard usesMesh else { return }
             for entry in list.members where entry.name != name {
                 guard members[entry.name] == nil, let listen = try? NodeAddress(entry.listen) else { continue }
                 if let learned = learn(name: entry.name, listen: listen, incarnation: entry.incarnation) {
@@ -256,7 +263,9 @@ extension NodeEngine {
     /// A peer went away (or restarted): drop its endpoints, fail the flows through it, close its links.
     func peerDown(_ peer: String, reason: String) {
         guard let member = members.removeValue(forKey: peer) else { return }
-        let dropped = index.removeAll(at: peer)
+        // With a backend the directory says when its endpoints are gone (its lease ends); until then sends to them
+        // fail at once because the node is not up.
+        let dropped = usesMesh ? index.removeAll(at: peer) : 0
         logger.info("node \(peer) left (\(reason)); dropped \(dropped) endpoints")
         for connection in member.allConnections { connection.close() }
         portGone(.peer(peer), error: FreightError(.nodeGone, "node \(peer) went away (\(reason))"))

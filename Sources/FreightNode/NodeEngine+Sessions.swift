@@ -9,6 +9,9 @@ extension NodeEngine {
         guard let session = sessions[connection.id] else { return connection.close() }
         switch frame {
         case .request(let request):
+            if case .register(let register) = request.kind, let directory = configuration.directory {
+                return registerThroughDirectory(register, request: request, session: session, directory: directory)
+            }
             if let error = connection.send(.reply(handle(request, from: session))) {
                 // A reply over the control-frame limit: answer with the reason instead of leaving the app waiting.
                 var reply = Freight_Wire_V1_Reply()
@@ -80,6 +83,39 @@ extension NodeEngine {
         announce(added: [record], removed: [])
         logger.debug("endpoint \(id) \(pattern) registered by \(session.label)")
         return id
+    }
+
+    /// With a directory backend an endpoint exists once the backend holds it: the app is answered then, or told
+    /// why not (the directory is unreachable) and the endpoint is dropped.
+    private func registerThroughDirectory(
+        _ register: Freight_Wire_V1_Register, request: Freight_Wire_V1_Request, session: AppSession,
+        directory: any DirectoryBackend
+    ) {
+        var reply = Freight_Wire_V1_Reply()
+        reply.requestID = request.requestID
+        let id: UInt64
+        do throws(FreightError) {
+            id = try registerEndpoint(register, for: session)
+        } catch {
+            reply.errorCode = error.code.rawValue
+            reply.error = error.message
+            session.connection.send(.reply(reply))
+            return
+        }
+        guard let record = localEndpoints[id]?.record else { return }
+        directory.publish([record]) { [self, reply] error in
+            eventLoop.execute { [self] in
+                var reply = reply
+                if let error {
+                    unregisterEndpoint(id, for: session)
+                    reply.errorCode = error.code.rawValue
+                    reply.error = error.message
+                } else {
+                    reply.endpointID = id
+                }
+                session.connection.send(.reply(reply))
+            }
+        }
     }
 
     func unregisterEndpoint(_ id: UInt64, for session: AppSession) {

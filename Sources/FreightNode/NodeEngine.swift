@@ -72,6 +72,8 @@ public final class NodeEngine: @unchecked Sendable {
         [UInt64: (pattern: AddressPattern, continuation: AsyncThrowingStream<EndpointEvent, any Error>.Continuation)] =
             [:]
     var nextWatcherID: UInt64 = 1
+    /// Nodes a directory backend names (etcd mode), dialed by `maintain`.
+    var directoryNodes: [String: (listen: NodeAddress, incarnation: UInt64)] = [:]
 
     // Counters.
     var bytesIn: UInt64 = 0
@@ -93,6 +95,8 @@ public final class NodeEngine: @unchecked Sendable {
     }
 
     public var name: String { configuration.name }
+    /// Random per process start: tells a restarted node from the old one.
+    public var incarnationID: UInt64 { incarnation }
 
     // MARK: Start and stop
 
@@ -123,11 +127,13 @@ public final class NodeEngine: @unchecked Sendable {
                 maintain()
             }
         }.get()
+        if let directory = configuration.directory { await directory.start(self) }
         logger.info("node \(name) listening on \(boundListen)\(configuration.socketPath.map { " and \($0)" } ?? "")")
     }
 
     /// Closes every listener and connection; flows in progress fail.
     public func stop() async {
+        await configuration.directory?.stop()
         let closing: [EventLoopFuture<Void>] =
             (try? await eventLoop.submit { [self] in
                 maintenance?.cancel()
@@ -206,6 +212,11 @@ public final class NodeEngine: @unchecked Sendable {
         status.sharedBudgetBytes = UInt64(configuration.sharedMemoryBudgetBytes)
         status.sharedRegionsLent = UInt64(pools.values.reduce(0) { $0 + $1.loansOut })
         status.rssBytes = ProcessStats.residentBytes()
+        status.directory = configuration.directory?.kind ?? "mesh"
+        if case .unreachable(let reason) = configuration.directory?.health {
+            status.directoryUnreachable = reason
+        }
+        status.directoryDigest = index.digest
         for member in members.values.sorted(by: { $0.name < $1.name }) {
             var peer = Freight_Wire_V1_PeerStatus()
             peer.name = member.name

@@ -4,6 +4,8 @@ import Synchronization
 
 final class OutputBox: Sendable {
     let state = Mutex<(stdout: [String], partial: String, stderr: String)>(([], "", ""))
+    /// Set when stdout reached its end (the process closed it).
+    let stdoutEnded = Atomic<Bool>(false)
 }
 
 /// A `freight` child process with its output collected line by line. Stopped by its PID, never by name.
@@ -61,7 +63,11 @@ public final class FreightProcess: Sendable {
         process.standardInput = FileHandle.nullDevice
         out.fileHandleForReading.readabilityHandler = { [output] handle in
             let data = handle.availableData
-            guard !data.isEmpty else { return }
+            guard !data.isEmpty else {
+                handle.readabilityHandler = nil
+                output.stdoutEnded.store(true, ordering: .releasing)
+                return
+            }
             output.state.withLock { state in
                 state.partial += String(decoding: data, as: UTF8.self)
                 while let newline = state.partial.firstIndex(of: "\n") {
@@ -118,7 +124,11 @@ public final class FreightProcess: Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        try await Task.sleep(for: .milliseconds(50))  // let the pipes drain
+        // Let stdout drain to its end (a large output is still in the pipe when the process exits).
+        let drained = ContinuousClock.now + .seconds(5)
+        while !output.stdoutEnded.load(ordering: .acquiring) && ContinuousClock.now < drained {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         return process.terminationStatus
     }
 

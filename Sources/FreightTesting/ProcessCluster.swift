@@ -31,9 +31,10 @@ public final class ProcessCluster: Sendable {
 
     /// Starts `count` nodes named n1...; every node after the first joins the first.
     /// With `grpc`, each node serves its gRPC API on its own address, port chosen by the node.
-    public static func start(nodes count: Int, streams: Int = 4, grpc: Bool = false, extraArguments: [String] = [])
-        async throws -> ProcessCluster
-    {
+    /// Without `join` the nodes find each other some other way (the etcd directory).
+    public static func start(
+        nodes count: Int, streams: Int = 4, grpc: Bool = false, join: Bool = true, extraArguments: [String] = []
+    ) async throws -> ProcessCluster {
         let cluster = try ProcessCluster()
         do {
             var first: String?
@@ -43,7 +44,7 @@ public final class ProcessCluster: Sendable {
                     extraArguments: ["--streams", "\(streams)"] + (grpc ? ["--grpc", "127.0.0.\(index):0"] : [])
                         + extraArguments
                 )
-                if first == nil { first = node.listen }
+                if first == nil && join { first = node.listen }
             }
             try await cluster.waitForMesh()
             return cluster

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import FreightCore
+import FreightEtcd
 import FreightGRPC
 import FreightNode
 import FreightTransport
@@ -22,8 +23,12 @@ struct NodeCommand: AsyncParsableCommand {
     var join: [String] = []
     @Option(name: .customLong("socket"), help: "Unix socket for apps on this machine.")
     var socket = defaultSocketPath
-    @Option(name: .customLong("directory"), help: "Endpoint directory: mesh (etcd://HOST:PORT comes later).")
+    @Option(
+        name: .customLong("directory"),
+        help: "Endpoint directory: mesh (gossip between nodes) or etcd://HOST:PORT[,HOST:PORT...].")
     var directory = "mesh"
+    @Option(name: .customLong("lease-ttl"), help: "Seconds of the node's etcd lease (etcd directory).")
+    var leaseTTL = 10
     @Option(name: .customLong("streams"), help: "TCP connections per peer link.")
     var streams = Limits.streamsDefault
     @Option(name: .customLong("chunk-size"), help: "Default body chunk size (64KiB...64MiB).")
@@ -62,9 +67,6 @@ struct NodeCommand: AsyncParsableCommand {
     func run() async throws {
         MemoryTuning.apply()
         do {
-            guard directory == "mesh" else {
-                throw FreightError(.invalidArgument, "--directory \(directory) is not supported yet; use mesh")
-            }
             guard admin == nil else {
                 throw FreightError(.invalidArgument, "--admin is not available in this version")
             }
@@ -76,6 +78,8 @@ struct NodeCommand: AsyncParsableCommand {
             }
             var logger = Logger(label: "freight.node")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            let backend: (any DirectoryBackend)? =
+                directory == "mesh" ? nil : try EtcdDirectory(url: directory, leaseTTL: leaseTTL, logger: logger)
             let configuration = NodeConfiguration(
                 cluster: cluster,
                 name: name,
@@ -88,6 +92,7 @@ struct NodeCommand: AsyncParsableCommand {
                 memoryBudgetBytes: Int(try ByteCount.parse(memoryBudget)),
                 sharedMemoryBudgetBytes: Int(try ByteCount.parse(sharedMemoryBudget)),
                 sharedHoldSeconds: sharedHold,
+                directory: backend,
                 tuning: SocketTuning(congestionControl: congestion == "system" ? nil : congestion),
                 striping: try stripingPolicy(),
                 logger: logger

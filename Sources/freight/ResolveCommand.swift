@@ -63,7 +63,9 @@ struct StatusCommand: AsyncParsableCommand {
                     "memory_budget_bytes": status.memoryBudgetBytes, "streams": status.streams,
                     "uptime_ms": status.uptimeMillis, "rss_bytes": status.rssBytes,
                     "shared_pool_bytes": status.sharedPoolBytes, "shared_budget_bytes": status.sharedBudgetBytes,
-                    "shared_regions_lent": status.sharedRegionsLent,
+                    "shared_regions_lent": status.sharedRegionsLent, "directory": status.directory,
+                    "directory_unreachable": status.directoryUnreachable,
+                    "directory_digest": String(status.directoryDigest, radix: 16),
                     "peers": status.peers.map {
                         [
                             "name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints,
@@ -76,6 +78,9 @@ struct StatusCommand: AsyncParsableCommand {
                     "node \(status.name) (cluster \(status.cluster)) on \(status.listen), up \(status.uptimeMillis / 1000) s"
                 )
                 printLine("endpoints: \(status.localEndpoints) local, \(status.knownEndpoints) known")
+                printLine(
+                    "directory: \(status.directory)\(status.directoryUnreachable.isEmpty ? "" : ", UNREACHABLE: \(status.directoryUnreachable)")"
+                )
                 printLine(
                     "messages: \(status.messagesInFlight) in flight, \(status.messagesDelivered) delivered, \(status.messagesFailed) failed"
                 )

@@ -616,6 +616,24 @@ public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
     set {_uniqueStorage()._rssBytes = newValue}
   }
 
+  /// "mesh" or "etcd"
+  public var directory: String {
+    get {_storage._directory}
+    set {_uniqueStorage()._directory = newValue}
+  }
+
+  /// why the directory backend cannot be reached; empty when it can
+  public var directoryUnreachable: String {
+    get {_storage._directoryUnreachable}
+    set {_uniqueStorage()._directoryUnreachable = newValue}
+  }
+
+  /// XOR of FNV-1a("NODE/ID") over every endpoint known (docs/directory.md)
+  public var directoryDigest: UInt64 {
+    get {_storage._directoryDigest}
+    set {_uniqueStorage()._directoryDigest = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1552,7 +1570,7 @@ nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1575,6 +1593,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
     var _sharedBudgetBytes: UInt64 = 0
     var _sharedRegionsLent: UInt64 = 0
     var _rssBytes: UInt64 = 0
+    var _directory: String = String()
+    var _directoryUnreachable: String = String()
+    var _directoryDigest: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1605,6 +1626,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       _sharedBudgetBytes = source._sharedBudgetBytes
       _sharedRegionsLent = source._sharedRegionsLent
       _rssBytes = source._rssBytes
+      _directory = source._directory
+      _directoryUnreachable = source._directoryUnreachable
+      _directoryDigest = source._directoryDigest
     }
   }
 
@@ -1643,6 +1667,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         case 18: try { try decoder.decodeSingularUInt64Field(value: &_storage._sharedBudgetBytes) }()
         case 19: try { try decoder.decodeSingularUInt64Field(value: &_storage._sharedRegionsLent) }()
         case 20: try { try decoder.decodeSingularUInt64Field(value: &_storage._rssBytes) }()
+        case 21: try { try decoder.decodeSingularStringField(value: &_storage._directory) }()
+        case 22: try { try decoder.decodeSingularStringField(value: &_storage._directoryUnreachable) }()
+        case 23: try { try decoder.decodeSingularFixed64Field(value: &_storage._directoryDigest) }()
         default: break
         }
       }
@@ -1711,6 +1738,15 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       if _storage._rssBytes != 0 {
         try visitor.visitSingularUInt64Field(value: _storage._rssBytes, fieldNumber: 20)
       }
+      if !_storage._directory.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._directory, fieldNumber: 21)
+      }
+      if !_storage._directoryUnreachable.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._directoryUnreachable, fieldNumber: 22)
+      }
+      if _storage._directoryDigest != 0 {
+        try visitor.visitSingularFixed64Field(value: _storage._directoryDigest, fieldNumber: 23)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1740,6 +1776,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         if _storage._sharedBudgetBytes != rhs_storage._sharedBudgetBytes {return false}
         if _storage._sharedRegionsLent != rhs_storage._sharedRegionsLent {return false}
         if _storage._rssBytes != rhs_storage._rssBytes {return false}
+        if _storage._directory != rhs_storage._directory {return false}
+        if _storage._directoryUnreachable != rhs_storage._directoryUnreachable {return false}
+        if _storage._directoryDigest != rhs_storage._directoryDigest {return false}
         return true
       }
       if !storagesAreEqual {return false}

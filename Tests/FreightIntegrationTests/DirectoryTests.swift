@@ -1,0 +1,248 @@
+import Foundation
+import FreightClient
+import FreightCore
+import FreightTesting
+import FreightTransport
+import Testing
+
+/// The directory backends: the same behaviour tests against `mesh` and `etcd` (a real etcd server), then what only
+/// etcd has: churn across nodes and an etcd outage (docs/directory.md).
+@Suite(.serialized) struct DirectoryTests {
+    enum Backend: String, CaseIterable, Sendable { case mesh, etcd }
+
+    /// Lease TTL of the etcd tests: short, so that a dead node's endpoints go quickly.
+    static let leaseTTL = 2
+
+    /// Three nodes on `backend`: mesh nodes join n1; etcd nodes find each other through etcd alone.
+    static func start(_ backend: Backend, nodes: Int = 3) async throws -> (ProcessCluster, EtcdServer?) {
+        switch backend {
+        case .mesh:
+            return (try await ProcessCluster.start(nodes: nodes), nil)
+        case .etcd:
+            let etcd = try await EtcdServer.start()
+            do {
+                let cluster = try await ProcessCluster.start(
+                    nodes: nodes, join: false,
+                    extraArguments: ["--directory", etcd.url, "--lease-ttl", "\(leaseTTL)"])
+                return (cluster, etcd)
+            } catch {
+                etcd.stop()
+                throw error
+            }
+        }
+    }
+
+    static func resolveCount(_ cluster: ProcessCluster, _ pattern: String, at node: String) async throws -> Int {
+        let result = try await FreightProcess.run(["resolve", pattern, "--via", cluster.node(node).socket, "--json"])
+        return result.status == 0 ? result.stdout.count : 0
+    }
+
+    static func eventually(timeout: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return try await condition()
+    }
+
+    // MARK: The same on both
+
+    /// Addresses, groups and patterns registered on one node resolve on every node, and go away with their app.
+    @Test(arguments: Backend.allCases) func endpointsAppearEverywhereAndGoAway(_ backend: Backend) async throws {
+        let (cluster, etcd) = try await Self.start(backend)
+        defer {
+            cluster.stop()
+            etcd?.stop()
+        }
+        let a = try await cluster.receiver("dir/a", at: "n2", seenAt: "n1")
+        let g2 = try await cluster.receiver("dir/jobs", at: "n2", ["--group", "workers"], seenAt: "n1")
+        let g3 = try FreightProcess([
+            "recv", "dir/jobs", "--group", "workers", "--via", cluster.node("n3").socket, "--json",
+        ])
+        let pattern = try FreightProcess(["recv", "dir/**", "--via", cluster.node("n3").socket, "--json"])
+        defer { for process in [a, g2, g3, pattern] { process.stop() } }
+        try await cluster.waitForEndpoints("dir/jobs", count: 3, at: "n1")  // two group members and the pattern
+        for node in ["n1", "n2", "n3"] {
+            #expect(try await Self.resolveCount(cluster, "dir/a", at: node) == 2, "dir/a at \(node)")
+        }
+        let sent = try await FreightProcess.run([
+            "send", "dir/jobs", "--size", "1MiB", "--via", cluster.node("n1").socket, "--json",
+        ])
+        #expect(sent.status == 0, "\(sent.stderr)")
+        a.stop()
+        let gone = try await Self.eventually(timeout: .seconds(5)) {
+            let atOne = try await Self.resolveCount(cluster, "dir/a", at: "n1")
+            let atThree = try await Self.resolveCount(cluster, "dir/a", at: "n3")
+            return atOne == 1 && atThree == 1
+        }
+        #expect(gone, "dir/a's endpoint went away everywhere; only the pattern is left")
+    }
+
+    /// A node that dies takes its endpoints with it (mesh: when its links close; etcd: when its lease expires),
+    /// and a send to them then fails at once with `no route`.
+    @Test(arguments: Backend.allCases) func aKilledNodesEndpointsDisappear(_ backend: Backend) async throws {
+        let (cluster, etcd) = try await Self.start(backend)
+        defer {
+            cluster.stop()
+            etcd?.stop()
+        }
+        let receiver = try await cluster.receiver("dir/doomed", at: "n3", seenAt: "n2")
+        defer { receiver.stop() }
+        try await cluster.waitForEndpoints("dir/doomed", count: 1, at: "n1")
+        let killed = ContinuousClock.now
+        cluster.node("n3").process.kill(SIGKILL)
+        receiver.kill(SIGKILL)
+        let bound: Duration = backend == .etcd ? .seconds(Self.leaseTTL + 2) : .seconds(2)
+        let gone = try await Self.eventually(timeout: bound + .seconds(3)) {
+            let atOne = try await Self.resolveCount(cluster, "dir/doomed", at: "n1")
+            let atTwo = try await Self.resolveCount(cluster, "dir/doomed", at: "n2")
+            return atOne == 0 && atTwo == 0
+        }
+        let took = ContinuousClock.now - killed
+        #expect(gone && took <= bound + .milliseconds(500), "endpoints went after \(took), bound \(bound)")
+        let started = ContinuousClock.now
+        let send = try await FreightProcess.run([
+            "send", "dir/doomed", "--size", "1MiB", "--via", cluster.node("n1").socket,
+        ])
+        #expect(send.status != 0)
+        #expect(send.stderr.contains("no route to dir/doomed"), "\(send.stderr)")
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
+    // MARK: etcd only
+
+    /// 10,000 endpoints registered and then removed in bursts by apps on three nodes: after each burst every
+    /// node's view equals etcd's (same count, same digest of keys) within 2 seconds of the last change.
+    @Test func churnConvergesWithinTwoSeconds() async throws {
+        let (cluster, etcd) = try await Self.start(.etcd)
+        defer {
+            cluster.stop()
+            etcd?.stop()
+        }
+        defer {
+            // A session that broke says why in the node's log: show it with the failure.
+            for node in cluster.nodes where node.process.stderr.contains("unreachable") {
+                Issue.record("\(node.name): \(node.process.stderr.suffix(2000))")
+            }
+        }
+        let clients = try await withThrowingTaskGroup(of: FreightClient.self) { group in
+            for node in ["n1", "n2", "n3"] {
+                group.addTask {
+                    try await FreightClient.connect(to: .unix(path: cluster.node(node).socket), label: "churn-\(node)")
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        var subscriptions: [[Subscription]] = Array(repeating: [], count: clients.count)
+        let perClient = 4 * (10_000 / clients.count / 4 + 1)
+
+        /// Waits for etcd to hold `expected` endpoints (the last change has landed), then checks that every node's
+        /// view equals etcd's within 2 seconds.
+        func converged(expected: Int, label: String) async throws {
+            var truth = (count: 0, digest: UInt64(0))
+            let landed = try await Self.eventually(timeout: .seconds(30)) {
+                truth = try await etcd!.endpointDigest(cluster: "test")
+                return truth.count == expected
+            }
+            #expect(landed, "\(label): etcd holds \(truth.count) endpoints, expected \(expected)")
+            let last = ContinuousClock.now
+            var views: [(UInt64, UInt64)] = []
+            let matched = try await Self.eventually(timeout: .seconds(10)) {
+                views = []
+                for client in clients {
+                    let status = try await client.status()
+                    views.append((status.knownEndpoints, status.directoryDigest))
+                }
+                return views.allSatisfy { $0.0 == UInt64(truth.count) && $0.1 == truth.digest }
+            }
+            let took = ContinuousClock.now - last
+            #expect(matched, "\(label): views \(views) vs etcd \(truth)")
+            #expect(took <= .seconds(2), "\(label): converged \(took) after the last change")
+        }
+
+        // Registration bursts: 4 bursts of a quarter each, all three apps at once.
+        for burst in 0..<4 {
+            let added = try await withThrowingTaskGroup(of: (Int, [Subscription]).self) { group in
+                for (index, client) in clients.enumerated() {
+                    group.addTask {
+                        // As apps do: many registrations at once (the node batches them into transactions).
+                        try await withThrowingTaskGroup(of: Subscription.self) { inner in
+                            var made: [Subscription] = []
+                            for n in 0..<(perClient / 4) {
+                                if n >= 200, let done = try await inner.next() { made.append(done) }
+                                inner.addTask { try await client.receive("churn/\(index)/\(burst)/\(n)") }
+                            }
+                            for try await subscription in inner { made.append(subscription) }
+                            return (index, made)
+                        }
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for (index, made) in added { subscriptions[index] += made }
+            try await converged(
+                expected: subscriptions.reduce(0) { $0 + $1.count }, label: "after registration burst \(burst)")
+        }
+        let total = subscriptions.reduce(0) { $0 + $1.count }
+        #expect(total >= 10_000)
+
+        // Removal bursts: half, then the rest.
+        for part in 0..<2 {
+            for index in subscriptions.indices {
+                let count = part == 0 ? subscriptions[index].count / 2 : subscriptions[index].count
+                for subscription in subscriptions[index].prefix(count) { subscription.cancel() }
+                subscriptions[index].removeFirst(count)
+            }
+            try await converged(
+                expected: subscriptions.reduce(0) { $0 + $1.count }, label: "after removal burst \(part)")
+        }
+        for client in clients { await client.close() }
+    }
+
+    /// etcd goes down: nodes route to the endpoints they know, say the directory is unreachable, and refuse new
+    /// registrations with the reason. etcd comes back: nodes reconcile on their own and keep live endpoints.
+    @Test func etcdOutageAndReturn() async throws {
+        let (cluster, first) = try await Self.start(.etcd, nodes: 2)
+        var etcd = try #require(first)
+        defer {
+            cluster.stop()
+            etcd.stop()
+        }
+        let receiver = try await cluster.receiver("out/a", at: "n2", ["--check"], seenAt: "n1")
+        defer { receiver.stop() }
+        let app = try await FreightClient.connect(to: .unix(path: cluster.node("n1").socket), label: "late")
+
+        etcd.stop(keepData: true)
+        let down = try await Self.eventually(timeout: .seconds(10)) {
+            !(try await app.status().directoryUnreachable.isEmpty)
+        }
+        #expect(down, "status says the directory is unreachable")
+        let status = try await cluster.status("n1")
+        #expect((status["directory_unreachable"] as? String)?.isEmpty == false)
+        let sent = try await FreightProcess.run([
+            "send", "out/a", "--size", "4MiB", "--via", cluster.node("n1").socket,
+        ])
+        #expect(sent.status == 0, "known endpoints keep routing: \(sent.stderr)")
+        let refused = await #expect(throws: FreightError.self) { _ = try await app.receive("out/new") }
+        #expect(refused?.message.contains("directory unreachable") == true, "\(String(describing: refused))")
+
+        etcd = try await EtcdServer.start(
+            clientPort: etcd.clientPort, peerPort: etcd.peerPort, dataDirectory: etcd.dataDirectory)
+        let back = try await Self.eventually(timeout: .seconds(15)) {
+            try await app.status().directoryUnreachable.isEmpty
+        }
+        #expect(back, "the node reconciled without a restart")
+        #expect(try await Self.resolveCount(cluster, "out/a", at: "n1") == 1, "the live endpoint survived")
+        let late = try await app.receive("out/new")
+        try await cluster.waitForEndpoints("out/new", count: 1, at: "n2")
+        late.cancel()
+        let truth = try await etcd.endpointDigest(cluster: "test")
+        let agreed = try await Self.eventually(timeout: .seconds(5)) {
+            let mine = try await app.status().directoryDigest
+            return try await mine == etcd.endpointDigest(cluster: "test").digest
+        }
+        #expect(agreed, "n1 agrees with etcd (\(truth.count) endpoints)")
+        await app.close()
+    }
+}
