@@ -235,7 +235,8 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             layout.put(
                 layout.nodeKey(engine.name),
                 value: try layout.nodeValue(
-                    name: engine.name, listen: engine.boundListen.description, incarnation: engine.incarnationID),
+                    name: engine.name, listen: engine.boundListen.description, incarnation: engine.incarnationID,
+                    transports: engine.transports),
                 lease: lease)
         ]
         operations += try local.map {

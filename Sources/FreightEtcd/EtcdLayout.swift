@@ -38,11 +38,12 @@ public struct EtcdLayout: Sendable {
         return Data([0])
     }
 
-    public func nodeValue(name: String, listen: String, incarnation: UInt64) throws -> Data {
+    public func nodeValue(name: String, listen: String, incarnation: UInt64, transports: [String] = []) throws -> Data {
         var member = Freight_Wire_V1_Member()
         member.name = name
         member.listen = listen
         member.incarnation = incarnation
+        member.transports = transports
         return try member.serializedData()
     }
 

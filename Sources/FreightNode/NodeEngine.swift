@@ -95,6 +95,16 @@ public final class NodeEngine: @unchecked Sendable {
     }
 
     public var name: String { configuration.name }
+    /// How apps and peers reach this node, as its directory record says.
+    public var transports: [String] {
+        var list = ["tcp"]
+        if configuration.socketPath != nil {
+            list.append("unix")
+            if configuration.sharedMemoryBudgetBytes > 0 { list.append("shared-memory") }
+        }
+        return list
+    }
+
     /// Random per process start: tells a restarted node from the old one.
     public var incarnationID: UInt64 { incarnation }
 

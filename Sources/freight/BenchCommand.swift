@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import FreightClient
 import FreightCore
+import FreightDirectory
+import FreightEtcd
 import FreightGRPC
 import FreightTesting
 import FreightTransport
@@ -37,6 +39,8 @@ struct BenchCommand: AsyncParsableCommand {
         name: .customLong("in-flight"),
         help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 64.")
     var inFlight: Int?
+    @Option(name: .customLong("endpoints"), help: "Endpoints in the index for --paths directory.")
+    var endpoints = 1_000_000
     @OptionGroup var output: OutputOptions
 
     struct Result {
@@ -60,13 +64,17 @@ struct BenchCommand: AsyncParsableCommand {
             let pathList = paths.split(separator: ",").map(String.init)
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             let windowBytes = Int(try ByteCount.parse(window))
-            for path in pathList where !["node", "app", "local", "grpc"].contains(path) {
-                throw FreightError(.invalidArgument, "unknown path '\(path)': use node, app, local or grpc")
+            for path in pathList where !["node", "app", "local", "grpc", "directory"].contains(path) {
+                throw FreightError(.invalidArgument, "unknown path '\(path)': use node, app, local, grpc or directory")
             }
-            if !output.json {
-                printLine("path  size      messages  MB/s      CPU s/GiB")
+            if !output.json && pathList.contains(where: { $0 != "directory" }) {
+                printLine("path       size      messages  MB/s      CPU s/GiB")
             }
             for path in pathList {
+                if path == "directory" {
+                    try directoryBench(count: endpoints)
+                    continue
+                }
                 let fabric = try await InProcessFabric.start(
                     nodes: 2, cluster: "bench", streams: streams, windowBytes: windowBytes
                 )
@@ -331,6 +339,64 @@ struct BenchCommand: AsyncParsableCommand {
                 return result
             }
         }
+    }
+
+    /// A node's local index with `count` endpoints on 100 nodes, each record decoded from the value the etcd
+    /// directory stores (as a node reading the prefix builds it): memory per endpoint, and the latency of resolving
+    /// an address (p50, p99 over 200,000 lookups of random registered addresses).
+    func directoryBench(count: Int) throws {
+        guard count > 0 else { throw FreightError(.invalidArgument, "--endpoints must be at least 1") }
+        let layout = EtcdLayout(cluster: "bench")
+        let before = ProcessStats.residentBytes()
+        let index = EndpointIndex()
+        let started = ContinuousClock.now
+        for i in 0..<count {
+            let node = "n\(i % 100)"
+            let text = i % 100 == 99 ? "llm/model-\(i % 1000)/*" : "llm/model-\(i % 1000)/shard-\(i)"
+            let record = EndpointRecord(
+                key: EndpointKey(node: node, id: UInt64(i)), pattern: try AddressPattern(text),
+                group: i % 10 == 0 ? "workers" : nil, app: "app-\(i % 50)")
+            let key = layout.endpointKey(record.key)
+            guard case .endpoint(let decoded)? = layout.decode(key: key, value: try layout.endpointValue(record)) else {
+                throw FreightError(.internalError, "record \(i) did not decode")
+            }
+            index.upsert(decoded)
+        }
+        let loaded = seconds(since: started)
+        let after = ProcessStats.residentBytes()
+        var rng = SystemRandomNumberGenerator()
+        let lookups = 200_000
+        let addresses = try (0..<1000).map { _ -> Address in
+            let i = Int.random(in: 0..<count, using: &rng)
+            return try Address("llm/model-\(i % 1000)/shard-\(i)")
+        }
+        var samples: [Duration] = []
+        samples.reserveCapacity(lookups)
+        var found = 0
+        for n in 0..<lookups {
+            let address = addresses[n % addresses.count]
+            let start = ContinuousClock.now
+            found += index.match(address).count
+            samples.append(ContinuousClock.now - start)
+        }
+        samples.sort()
+        func micros(_ d: Duration) -> Double {
+            Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
+        }
+        let p50 = micros(samples[lookups / 2])
+        let p99 = micros(samples[lookups * 99 / 100])
+        let perEndpoint = Double(after &- before) / Double(count)
+        if output.json {
+            printJSON([
+                "path": "directory", "endpoints": count, "load_seconds": loaded, "resolve_p50_us": p50,
+                "resolve_p99_us": p99, "bytes_per_endpoint": perEndpoint, "matches": found,
+            ])
+        } else {
+            printLine(
+                "directory: \(count) endpoints on 100 nodes loaded in \(loaded.formatted(decimals: 1)) s; resolve p50 \(p50.formatted(decimals: 2)) µs, p99 \(p99.formatted(decimals: 2)) µs; \(perEndpoint.formatted(decimals: 0)) bytes per endpoint in the index"
+            )
+        }
+        withExtendedLifetime(index) {}
     }
 
     /// Runs `count` sends, at most `workers` at a time.

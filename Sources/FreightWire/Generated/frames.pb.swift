@@ -502,6 +502,9 @@ public nonisolated struct Freight_Wire_V1_Member: Sendable {
 
   public var incarnation: UInt64 = 0
 
+  /// How apps and peers reach it: "tcp", "unix", "shared-memory" (in a node's etcd record).
+  public var transports: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1530,7 +1533,7 @@ nonisolated extension Freight_Wire_V1_Members: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Member"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{1}incarnation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{1}incarnation\0\u{1}transports\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1541,6 +1544,7 @@ nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtob
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.listen) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.transports) }()
       default: break
       }
     }
@@ -1556,6 +1560,9 @@ nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtob
     if self.incarnation != 0 {
       try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 3)
     }
+    if !self.transports.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.transports, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1563,6 +1570,7 @@ nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtob
     if lhs.name != rhs.name {return false}
     if lhs.listen != rhs.listen {return false}
     if lhs.incarnation != rhs.incarnation {return false}
+    if lhs.transports != rhs.transports {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
