@@ -24,7 +24,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("paths"),
         help:
-            "Paths to measure (comma-separated): node, app, local (two apps of one node: TCP vs shared memory), grpc (gRPC apps vs native apps)."
+            "Paths to measure (comma-separated): node, app, local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), directory (resolving in an index of --endpoints)."
     )
     var paths = "node,app"
     @Option(name: .customLong("total"), help: "Bytes sent per measurement (at least one message).")
@@ -64,8 +64,9 @@ struct BenchCommand: AsyncParsableCommand {
             let pathList = paths.split(separator: ",").map(String.init)
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             let windowBytes = Int(try ByteCount.parse(window))
-            for path in pathList where !["node", "app", "local", "grpc", "directory"].contains(path) {
-                throw FreightError(.invalidArgument, "unknown path '\(path)': use node, app, local, grpc or directory")
+            for path in pathList where !["node", "app", "local", "shm", "grpc", "directory"].contains(path) {
+                throw FreightError(
+                    .invalidArgument, "unknown path '\(path)': use node, app, local, shm, grpc or directory")
             }
             if !output.json && pathList.contains(where: { $0 != "directory" }) {
                 printLine("path       size      messages  MB/s      CPU s/GiB")
@@ -91,6 +92,12 @@ struct BenchCommand: AsyncParsableCommand {
                             report(
                                 try await appToApp(
                                     fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes,
+                                    windowBytes: windowBytes))
+                        case "shm":
+                            // Only the shared-memory half of `local`: two apps of one node, a shared buffer lent.
+                            report(
+                                try await sameNode(
+                                    fabric, shared: true, size: size, count: count, chunkBytes: chunkBytes,
                                     windowBytes: windowBytes))
                         case "grpc":
                             // One message at a time on every path, so that they compare like for like.
@@ -423,6 +430,7 @@ struct BenchCommand: AsyncParsableCommand {
             printJSON([
                 "path": result.path, "bytes": result.size, "messages": result.messages, "seconds": result.seconds,
                 "mbps": result.megabytesPerSecond, "cpu_s_per_gib": result.cpuSecondsPerGiB,
+                "peak_rss_bytes": ProcessStats.peakResidentBytes(),
             ])
         } else {
             let columns = [

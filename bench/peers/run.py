@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""Freight against the systems people would pick instead, on loopback, in one run (bench/peers/run.sh installs
+what it needs and calls this).
+
+For each round, every system moves every message size once, in turn, so that drift of the machine spreads over
+all of them (A/B alternation); medians and spreads over the rounds are reported. Per measurement: throughput, CPU
+seconds per GiB of every process involved (servers, senders, receivers; start-up excluded), and the sum of those
+processes' peak resident memory. Writes bench/results/peers.md, peers.json and peers.png, and rewrites the README's
+comparison section between its markers.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+PY = sys.executable
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+NATS_MAX_PAYLOAD = 64 * MiB  # nats-server's largest max_payload
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid):
+    try:
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+    except psutil.Error:
+        return 0.0
+
+
+class Child:
+    """A process whose stdout is JSON lines."""
+
+    def __init__(self, argv, env=None):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.lines = []
+
+    def wait_for(self, key, timeout=120):
+        import select
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, min(1.0, deadline - time.time())))
+            if not ready:
+                continue
+            line = self.proc.stdout.readline()
+            if not line:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.proc.args[:3]} exited: {self.proc.stderr.read()[-500:]}")
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            self.lines.append(obj)
+            if key in obj:
+                return obj
+        raise RuntimeError(f"timed out waiting for {key} from {self.proc.args[:3]}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def measure(total, start, done, cpu, memory):
+    seconds = max(done - start, 1e-9)
+    return {"mbps": total / seconds / 1e6, "cpu_s_per_gib": cpu / (total / GiB), "peak_bytes": memory,
+            "seconds": seconds}
+
+
+# ---- Systems -------------------------------------------------------------------------------------------------
+
+def run_pair(prefix, size, count, port, server_pids=()):
+    """Starts the receiver, waits until it is ready, starts the sender, waits for the last byte."""
+    receiver = Child([PY, os.path.join(HERE, "peer.py"), f"{prefix}-recv", "--size", str(size), "--count",
+                      str(count), "--port", str(port)])
+    sender = None
+    try:
+        ready = receiver.wait_for("ready")
+        servers_cpu0 = sum(cpu_seconds(pid) for pid in server_pids)
+        sender = Child([PY, os.path.join(HERE, "peer.py"), f"{prefix}-send", "--size", str(size), "--count",
+                        str(count), "--port", str(port)])
+        started = sender.wait_for("start")
+        # The receiver must see every message; a system that drops some (NATS core delivers at most once, and
+        # drops a slow consumer's messages) never says done: give up some seconds after the sender finished.
+        budget = 30 + size * count / (20 * MiB)
+        deadline = time.time() + budget
+        while sender.proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        try:
+            done = receiver.wait_for("done", timeout=max(10, deadline - time.time()))
+        except RuntimeError:
+            return {"failed": "the receiver did not get every message"}
+        sent = sender.wait_for("cpu", timeout=600)
+        received = receiver.wait_for("cpu")
+        sent_cpu = sent["cpu"] - started["cpu0"]
+        received_cpu = received["cpu"] - ready["cpu0"]
+        servers_cpu = sum(cpu_seconds(pid) for pid in server_pids) - servers_cpu0
+        # Each end reports its own peak as it exits; servers are read while they run.
+        memory = sent["peak"] + received["peak"] + sum(peak_rss(p) for p in server_pids)
+        return measure(size * count, started["start"], done["done"], sent_cpu + received_cpu + servers_cpu, memory)
+    finally:
+        for child in (sender, receiver):
+            if child:
+                child.stop()
+
+
+class Nats:
+    name = "NATS"
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="freight-nats-")
+        config = os.path.join(self.dir, "nats.conf")
+        with open(config, "w") as f:
+            f.write(f"listen: 127.0.0.1:{self.port}\nmax_payload: {NATS_MAX_PAYLOAD}\nmax_pending: 2GB\n")
+        self.server = subprocess.Popen([shutil.which("nats-server"), "-c", config], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+    def cannot(self, size):
+        return "over nats-server's 64 MB max_payload" if size > NATS_MAX_PAYLOAD else None
+
+    def run(self, size, count):
+        return run_pair("nats", size, count, self.port, [self.server.pid])
+
+    def close(self):
+        self.server.terminate()
+        self.server.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ZeroMQ:
+    name = "ZeroMQ"
+
+    def cannot(self, size):
+        return None
+
+    def run(self, size, count):
+        return run_pair("zmq", size, count, free_port())
+
+    def close(self):
+        pass
+
+
+class GRPC:
+    name = "gRPC (grpcio)"
+
+    def cannot(self, size):
+        return None
+
+    def run(self, size, count):
+        return run_pair("grpc", size, count, free_port())
+
+    def close(self):
+        pass
+
+
+class Iperf:
+    name = "iperf3 (TCP ceiling)"
+
+    def __init__(self):
+        self.port = free_port()
+        self.server = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(self.port)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+
+    def cannot(self, size):
+        return None
+
+    def run(self, size, count):
+        total = max(size * count, 256 * MiB)
+        cpu0 = cpu_seconds(self.server.pid)
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(self.port), "-P", "1", "-l", "1M", "-C",
+                              "reno", "-n", str(total), "-J"], capture_output=True, text=True, check=True)
+        report = json.loads(out.stdout)
+        received = report["end"]["sum_received"]
+        seconds = received["seconds"]
+        client_cpu = report["end"]["cpu_utilization_percent"]["host_total"] / 100 * seconds
+        cpu = client_cpu + cpu_seconds(self.server.pid) - cpu0
+        return {"mbps": received["bytes"] / seconds / 1e6, "cpu_s_per_gib": cpu / (received["bytes"] / GiB),
+                "peak_bytes": peak_rss(self.server.pid), "seconds": seconds}
+
+    def close(self):
+        self.server.terminate()
+        self.server.wait()
+
+
+class Freight:
+    """`freight bench`: both nodes and both apps in one process (its CPU and peak memory are all of them)."""
+
+    def __init__(self, path, name):
+        self.path = path
+        self.name = name
+        self.binary = os.path.join(ROOT, ".build", "release", "freight")
+
+    def cannot(self, size):
+        return None
+
+    def run(self, size, count):
+        out = subprocess.run([self.binary, "bench", "--paths", self.path, "--sizes", str(size), "--total",
+                              str(size * count), "--json"], capture_output=True, text=True, check=True)
+        rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        wanted = "shm" if self.path == "local" else self.path
+        row = [r for r in rows if r["path"] == wanted][-1]
+        return {"mbps": row["mbps"], "cpu_s_per_gib": row["cpu_s_per_gib"], "peak_bytes": row["peak_rss_bytes"],
+                "seconds": row["seconds"]}
+
+    def close(self):
+        pass
+
+
+# ---- The run -------------------------------------------------------------------------------------------------
+
+def fmt_size(n):
+    for unit, div in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= div and n % div == 0:
+            return f"{n // div} {unit}"
+    return f"{n} B"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sizes", default="65536,1048576,8388608,67108864,1073741824")
+    parser.add_argument("--bytes-per-run", type=int, default=256 * MiB)
+    parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    systems = [Iperf(), Freight("node", "Freight node to node"), Freight("app", "Freight app to app (2 nodes)"),
+               Freight("grpc", "Freight gRPC API (2 nodes)"), Nats(), ZeroMQ(), GRPC(),
+               Freight("local", "Freight app to app (1 node, shared memory)")]
+    results = {}  # (system, size) -> [runs]
+    skipped = {}
+    try:
+        for round_ in range(args.rounds):
+            for size in sizes:
+                for system in systems:
+                    reason = system.cannot(size)
+                    if reason:
+                        skipped[(system.name, size)] = reason
+                        continue
+                    count = max(1, args.bytes_per_run // size)
+                    try:
+                        run = system.run(size, count)
+                    except (RuntimeError, subprocess.CalledProcessError) as error:
+                        run = {"failed": f"error: {str(error)[-200:]}"}
+                    results.setdefault((system.name, size), []).append(run)
+            print(f"round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+
+        # Small messages: messages per second, Freight against NATS.
+        small = {}
+        for round_ in range(args.rounds):
+            for size in (256, 4096):
+                count = 20_000
+                for system in (systems[2], systems[4]):
+                    run = system.run(size, count)
+                    if "failed" not in run:
+                        small.setdefault((system.name, size), []).append(run["mbps"] * 1e6 / size)
+    finally:
+        for system in systems:
+            system.close()
+
+    names = [s.name for s in systems]
+    lines = [f"Machine: {platform.machine()}, {psutil.cpu_count()} cores, "
+             f"{psutil.virtual_memory().total / GiB:.0f} GiB, Linux {platform.release()}. "
+             f"Command: `bench/peers/run.sh` ({args.rounds} rounds, alternating systems; "
+             f"{fmt_size(args.bytes_per_run)} per measurement, at least one message).", "",
+             "| system | message | MB/s (median) | spread (min–max) | CPU s/GiB | peak memory |",
+             "|---|---|---|---|---|---|"]
+    table = {}
+    for size in sizes:
+        for name in names:
+            if (name, size) in skipped:
+                lines.append(f"| {name} | {fmt_size(size)} | n/a | {skipped[(name, size)]} | | |")
+                continue
+            failed = [r for r in results[(name, size)] if "failed" in r]
+            runs = [r for r in results[(name, size)] if "failed" not in r]
+            if not runs:
+                lines.append(f"| {name} | {fmt_size(size)} | failed | {failed[0]['failed']} in every run | | |")
+                continue
+            note = f" ({len(failed)} of {len(failed) + len(runs)} runs lost messages)" if failed else ""
+            mbps = statistics.median(r["mbps"] for r in runs)
+            table[(name, size)] = mbps
+            lines.append(
+                f"| {name} | {fmt_size(size)} | {mbps:.0f}{note} | {min(r['mbps'] for r in runs):.0f}–"
+                f"{max(r['mbps'] for r in runs):.0f} | {statistics.median(r['cpu_s_per_gib'] for r in runs):.2f} | "
+                f"{statistics.median(r['peak_bytes'] for r in runs) / MiB:.0f} MiB |")
+    lines += ["", "Small messages (one subject/address, one receiver), messages per second, median:", "",
+              "| system | 256 B | 4 KiB |", "|---|---|---|"]
+    def median_or_failed(key):
+        return f"{statistics.median(small[key]):,.0f}" if small.get(key) else "lost messages"
+
+    for name in (systems[2].name, systems[4].name):
+        lines.append(f"| {name} | {median_or_failed((name, 256))} | {median_or_failed((name, 4096))} |")
+
+    # Goals, each a ratio from this run.
+    goals = []
+    peers = [systems[4].name, systems[5].name, systems[6].name]
+    for freight_app in (systems[2].name, systems[7].name):
+        for size in sizes:
+            if size < 8 * MiB:
+                continue
+            best = max((table[(p, size)], p) for p in peers if (p, size) in table)
+            ratio = table[(freight_app, size)] / best[0]
+            goals.append(f"- {fmt_size(size)}: {freight_app} {ratio:,.1f}× the best peer ({best[1]}); goal 2× "
+                         f"{'met' if ratio >= 2 else 'NOT met'}")
+    iperf = systems[0].name
+    node = systems[1].name
+    for size in sizes:
+        ratio = table[(node, size)] / table[(iperf, size)]
+        goals.append(f"- {fmt_size(size)}: Freight node to node at {ratio * 100:.0f}% of iperf3; goal 80% "
+                     f"{'met' if ratio >= 0.8 else 'NOT met'}")
+    lines += ["", "Goals:", ""] + goals
+    text = "\n".join(lines) + "\n"
+
+    out_dir = os.path.join(ROOT, "bench", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "peers.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "peers.json"), "w") as f:
+        json.dump({"results": {f"{n}|{s}": r for (n, s), r in results.items()},
+                   "small": {f"{n}|{s}": r for (n, s), r in small.items()},
+                   "skipped": {f"{n}|{s}": r for (n, s), r in skipped.items()}}, f, indent=1)
+    chart(names, sizes, table, os.path.join(out_dir, "peers.png"))
+    readme(args.readme, text)
+    print(text)
+
+
+def chart(names, sizes, table, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 5))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [table.get((name, size), 0) for size in sizes]
+        ax.bar([x + i * width for x in range(len(sizes))], values, width, label=name)
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(sizes))])
+    ax.set_xticklabels([fmt_size(s) for s in sizes])
+    ax.set_yscale("log")
+    ax.set_ylabel("MB/s (median, log scale)")
+    ax.set_xlabel("message size")
+    ax.set_title("One message stream on loopback: Freight and the systems people pick instead")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def readme(path, text):
+    begin, end = "<!-- peers:begin -->", "<!-- peers:end -->"
+    with open(path) as f:
+        content = f.read()
+    if begin not in content or end not in content:
+        return
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    body = f"{begin}\n<!-- generated by bench/peers/run.sh from bench/results/peers.md; do not edit -->\n\n{text}\n" \
+           f"![throughput by message size](bench/results/peers.png)\n{end}"
+    with open(path, "w") as f:
+        f.write(head + body + tail)
+
+
+if __name__ == "__main__":
+    main()
