@@ -143,6 +143,13 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "FreightEtcdTests",
+            dependencies: [
+                "FreightEtcd", "FreightDirectory", "FreightCore", "FreightTransport", "FreightWire",
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "FreightIntegrationTests",
             dependencies: ["FreightTesting", "FreightClient", "FreightNode", "FreightCore", "FreightTransport"],
             swiftSettings: strict

@@ -1,6 +1,7 @@
 import Foundation
 import FreightCore
 import FreightDirectory
+import FreightNode
 import FreightTransport
 import FreightWire
 import SwiftProtobuf
@@ -48,13 +49,7 @@ public struct EtcdLayout: Sendable {
     }
 
     public func endpointValue(_ record: EndpointRecord) throws -> Data {
-        var endpoint = Freight_Wire_V1_Endpoint()
-        endpoint.node = record.key.node
-        endpoint.id = record.key.id
-        endpoint.pattern = record.pattern.description
-        endpoint.group = record.group ?? ""
-        endpoint.app = record.app
-        return try endpoint.serializedData()
+        try NodeEngine.wireEndpoint(record).serializedData()
     }
 
     func put(_ key: Data, value: Data, lease: Int64) -> Etcdserverpb_RequestOp {

@@ -182,7 +182,8 @@ extension NodeEngine {
         return result
     }
 
-    static func wireEndpoint(_ record: EndpointRecord) -> Freight_Wire_V1_Endpoint {
+    /// An endpoint as the wire (mesh gossip) and the etcd directory write it.
+    public static func wireEndpoint(_ record: EndpointRecord) -> Freight_Wire_V1_Endpoint {
         var endpoint = Freight_Wire_V1_Endpoint()
         endpoint.node = record.key.node
         endpoint.id = record.key.id

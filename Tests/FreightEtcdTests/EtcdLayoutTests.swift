@@ -1,0 +1,59 @@
+import Foundation
+import FreightCore
+import FreightDirectory
+import FreightEtcd
+import FreightTransport
+import FreightWire
+import Testing
+
+/// How the etcd directory writes and reads its keys: round trips, prefix ranges, and records it must not trust.
+@Suite struct EtcdLayoutTests {
+    let layout = EtcdLayout(cluster: "prod")
+
+    @Test func endpointsAndNodesRoundTrip() throws {
+        let record = EndpointRecord(
+            key: EndpointKey(node: "n7", id: 42), pattern: try AddressPattern("llm/*/3"), group: "decoders", app: "kv")
+        let key = layout.endpointKey(record.key)
+        #expect(String(decoding: key, as: UTF8.self) == "/freight/prod/endpoints/n7/42")
+        #expect(layout.decode(key: key, value: try layout.endpointValue(record)) == .endpoint(record))
+        #expect(layout.endpointKey(from: key) == record.key)
+
+        let nodeKey = layout.nodeKey("n7")
+        let value = try layout.nodeValue(name: "n7", listen: "127.0.0.7:7400", incarnation: 9, transports: ["tcp"])
+        #expect(
+            layout.decode(key: nodeKey, value: value)
+                == .node(name: "n7", listen: try NodeAddress("127.0.0.7:7400"), incarnation: 9))
+        #expect(layout.nodeName(from: nodeKey) == "n7")
+    }
+
+    @Test func prefixRangeEndsAfterEveryKeyOfThePrefix() {
+        let end = EtcdLayout.rangeEnd(of: layout.prefix)
+        #expect(String(decoding: end, as: UTF8.self) == "/freight/prod0")
+        for key in [layout.nodeKey("a"), layout.endpointKey(EndpointKey(node: "z", id: .max))] {
+            #expect(key.lexicographicallyPrecedes(end) && !key.lexicographicallyPrecedes(layout.prefix))
+        }
+        #expect(EtcdLayout.rangeEnd(of: Data([0x61, 0xFF])) == Data([0x62]))
+        #expect(EtcdLayout.rangeEnd(of: Data([0xFF])) == Data([0]))
+    }
+
+    @Test func untrustworthyRecordsAreSkipped() throws {
+        let good = try layout.endpointValue(
+            EndpointRecord(key: EndpointKey(node: "n1", id: 1), pattern: try AddressPattern("a/b")))
+        let cases: [(String, Data)] = [
+            ("/freight/prod/endpoints/N1/1", good),  // not a node name
+            ("/freight/prod/endpoints/n1/x", good),  // not an id
+            ("/freight/prod/endpoints/n1/1/2", good),  // too deep
+            ("/freight/other/endpoints/n1/1", good),  // another cluster
+            ("/freight/prod/endpoints/n1/1", Data([0xFF, 0x01, 0x02])),  // not protobuf
+            ("/freight/prod/nodes/n1", good),  // an endpoint value under a node key
+            ("/freight/prod/something/else", good),
+        ]
+        for (key, value) in cases {
+            #expect(layout.decode(key: Data(key.utf8), value: value) == nil, "\(key)")
+        }
+        // A pattern that does not parse is refused too.
+        var bad = Freight_Wire_V1_Endpoint()
+        bad.pattern = "Not A Pattern"
+        #expect(layout.decode(key: Data("/freight/prod/endpoints/n1/1".utf8), value: try bad.serializedData()) == nil)
+    }
+}
