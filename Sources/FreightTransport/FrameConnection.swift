@@ -48,6 +48,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
 
     /// The streamed frame now on the wire, if any.
     private var activeStream: UInt64?
+    private var flushScheduled = false
     private var queue: [Queued] = []
 
     public init(channel: Channel, id: UInt64) {
@@ -147,7 +148,8 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     private func emitWhole(_ buffers: [IOData], body: Int, promise: EventLoopPromise<Void>?) {
         guard body > 0 else {
             for buffer in buffers.dropLast() { channel.write(buffer, promise: nil) }
-            if let last = buffers.last { channel.writeAndFlush(last, promise: promise) } else { promise?.succeed() }
+            if let last = buffers.last { channel.write(last, promise: promise) } else { promise?.succeed() }
+            flushSoon()
             return
         }
         channel.write(buffers[0], promise: nil)
@@ -157,6 +159,18 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         } else {
             channel.flush()
             promise?.succeed()
+        }
+    }
+
+    /// Control frames are flushed once per turn of the event loop rather than one by one: a relay that answers a
+    /// batch of frames (credits, acknowledgements, outcomes of many small messages) makes one write(2), not one per
+    /// frame (perf, 64 KiB messages node to node: a third of the time went to a flush and a syscall per frame).
+    private func flushSoon() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        channel.eventLoop.execute { [self] in
+            flushScheduled = false
+            channel.flush()
         }
     }
 
