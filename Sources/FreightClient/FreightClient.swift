@@ -214,7 +214,9 @@ public final class FreightClient: Sendable {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         let core = self.core
         try? await core.eventLoop.flatSubmit {
-            core.connection?.channel.close() ?? core.eventLoop.makeSucceededVoidFuture()
+            // What the app sent last (a DONE, a RELEASE) leaves before the connection closes.
+            core.connection?.channel.flush()
+            return core.connection?.channel.close() ?? core.eventLoop.makeSucceededVoidFuture()
         }.get()
         try? await core.eventLoop.submit { core.shared?.close() }.get()
         try? await group?.shutdownGracefully()

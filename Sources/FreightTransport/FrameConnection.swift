@@ -49,6 +49,9 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     /// The streamed frame now on the wire, if any.
     private var activeStream: UInt64?
     private var flushScheduled = false
+    /// Flush control frames once per event-loop turn (relays) instead of one by one (apps, whose last frames must
+    /// leave before they exit).
+    public var coalescesFlushes = false
     private var queue: [Queued] = []
 
     public init(channel: Channel, id: UInt64) {
@@ -149,7 +152,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         guard body > 0 else {
             for buffer in buffers.dropLast() { channel.write(buffer, promise: nil) }
             if let last = buffers.last { channel.write(last, promise: promise) } else { promise?.succeed() }
-            flushSoon()
+            if coalescesFlushes { flushSoon() } else { channel.flush() }
             return
         }
         channel.write(buffers[0], promise: nil)
@@ -225,7 +228,9 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         }
     }
 
+    /// Closes the connection once what was written has been handed to the kernel.
     public func close() {
+        channel.flush()
         channel.close(promise: nil)
     }
 
