@@ -64,8 +64,6 @@ int freight_unix_connect_type(const char *path, int seqpacket) {
     return fd;
 }
 
-int freight_unix_connect(const char *path) { return freight_unix_connect_type(path, 0); }
-
 int freight_unix_listen(const char *path, int backlog, int seqpacket) {
     struct sockaddr_un address;
     if (unix_address(path, &address) != 0) return -1;
@@ -146,9 +144,6 @@ ssize_t freight_recv_with_fds(int sock, void *data, size_t capacity, int *fds, i
                 else close(got[i]);  // never leak a descriptor nobody asked for
             }
         }
-    }
-    if (message.msg_flags & MSG_CTRUNC) {
-        // Descriptors beyond the control buffer were closed by the kernel; the message is still whole.
     }
     return received;
 }

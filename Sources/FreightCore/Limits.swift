@@ -47,6 +47,8 @@ public enum Limits {
     public static let sharedHoldSeconds = 60
     /// Regions one app may hold at once (each SHARED frame it has not released).
     public static let sharedHoldsMax = 65_536
+    /// Registrations and withdrawals a node may have waiting for its directory backend (etcd) at once.
+    public static let directoryPendingMax = 65_536
     /// Endpoint changes a watcher may fall behind by before its watch ends (and it must watch again).
     public static let watchBacklogMax = 65_536
     /// Largest body piece in one gRPC message (`SendRequest.data`).

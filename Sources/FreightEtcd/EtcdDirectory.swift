@@ -103,6 +103,11 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                 return FreightError(
                     .connectionFailed, "directory unreachable: \(reason); the endpoint was not registered")
             }
+            guard state.pending.count < Limits.directoryPendingMax else {
+                return FreightError(
+                    .resourceExhausted,
+                    "\(Limits.directoryPendingMax) registrations are waiting for etcd already; try again")
+            }
             state.pending.append(.put(records, completion))
             return nil
         }
@@ -113,8 +118,11 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
     public func withdraw(_ keys: [EndpointKey]) {
         // While etcd is unreachable the deletes wait for reconciliation, which removes every key of this node that
         // it no longer holds.
+        // Past the limit as well: reconciliation in the next session deletes what this node no longer holds.
         let queued = state.withLock { state -> Bool in
-            guard case .reachable = state.health else { return false }
+            guard case .reachable = state.health, state.pending.count < Limits.directoryPendingMax else {
+                return false
+            }
             state.pending.append(.delete(keys))
             return true
         }

@@ -81,8 +81,8 @@ public final class EtcdServer: Sendable {
     /// listing must arrive complete and in order).
     public func etcdctl(_ arguments: [String]) async throws -> (status: Int32, stdout: [String], stderr: String) {
         let base = NSTemporaryDirectory() + "freight-etcdctl-\(UInt32.random(in: 0...UInt32.max))"
-        FileManager.default.createFile(atPath: base + ".out", contents: nil)
-        FileManager.default.createFile(atPath: base + ".err", contents: nil)
+        _ = FileManager.default.createFile(atPath: base + ".out", contents: nil)
+        _ = FileManager.default.createFile(atPath: base + ".err", contents: nil)
         defer {
             try? FileManager.default.removeItem(atPath: base + ".out")
             try? FileManager.default.removeItem(atPath: base + ".err")

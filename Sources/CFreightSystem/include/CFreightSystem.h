@@ -12,8 +12,6 @@ int freight_memfd(const char *name, off_t size);
 /// 0 when `fd` is a file of exactly `size` bytes sealed against shrinking; -1 otherwise.
 int freight_memfd_check(int fd, off_t size);
 
-/// A connected, blocking Unix stream socket to `path`; -1 with errno set on failure.
-int freight_unix_connect(const char *path);
 /// A listening Unix socket at `path` (an existing file there is removed first); -1 on failure.
 /// `seqpacket` picks SOCK_SEQPACKET (message boundaries kept) over SOCK_STREAM; connect takes the same flag.
 int freight_unix_listen(const char *path, int backlog, int seqpacket);
