@@ -133,7 +133,7 @@ let package = Package(
             name: "FreightDirectoryTests", dependencies: ["FreightDirectory", "FreightCore"], swiftSettings: strict),
         .testTarget(
             name: "FreightRoutingTests", dependencies: ["FreightRouting", "FreightDirectory", "FreightCore"],
-            swiftSettings: strict),
+            exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(
             name: "FreightNodeTests",
             dependencies: [

@@ -55,4 +55,12 @@ public enum Limits {
     public static let grpcDataBytesMax = 64 * 1024 * 1024
     /// Seconds a client waits for a pool its node announced before failing the chunks that name it.
     public static let sharedPoolWaitSeconds = 5
+    /// GPUs and NICs one node's topology may describe, and the longest name or domain in it.
+    public static let topologyGPUsMax = 64
+    public static let topologyNICsMax = 64
+    public static let topologyNameBytesMax = 64
+    /// Bytes of a topology file or of one `nvidia-smi` output Freight reads.
+    public static let topologyInputBytesMax = 1024 * 1024
+    /// Rails (local addresses, one per NIC) a node stripes over.
+    public static let railsMax = 16
 }
