@@ -109,7 +109,7 @@ let package = Package(
             name: "freight",
             dependencies: [
                 "FreightCore", "FreightNode", "FreightClient", "FreightWire", "FreightTransport", "FreightTesting",
-                "FreightGRPC", "FreightEtcd",
+                "FreightGRPC", "FreightEtcd", "FreightRouting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -145,7 +145,8 @@ let package = Package(
         .testTarget(
             name: "FreightEtcdTests",
             dependencies: [
-                "FreightEtcd", "FreightDirectory", "FreightCore", "FreightTransport", "FreightWire",
+                "FreightEtcd", "FreightDirectory", "FreightCore", "FreightTransport", "FreightWire", "FreightNode",
+                "FreightRouting",
             ],
             swiftSettings: strict
         ),

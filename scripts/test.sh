@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Freight's one test command: installs what the tests need on a fresh machine, checks that the generated
 # protobuf code is current, builds once, and runs every test (unit, real node processes on 127.0.0.x, and the
-# Python client against them, and real etcd servers for the etcd directory).
+# Python client against them, real etcd servers for the etcd directory, and release nodes in network namespaces
+# joined by shaped veth pairs for multi-rail; the last needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)   # the generated-code check
 command -v etcd >/dev/null || missing+=(etcd-server)            # the etcd directory tests start their own etcd
 command -v etcdctl >/dev/null || missing+=(etcd-client)         # ...and read it back with etcdctl
+{ command -v ip && command -v tc; } >/dev/null || missing+=(iproute2)  # multi-rail: namespaces, veth, tc tbf
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
@@ -32,6 +34,8 @@ git ls-files '*.swift' | grep -v '/Generated/' | xargs swift format lint --stric
 
 echo "== build"
 swift build --build-tests
+# The multi-rail test runs release nodes: two 2 Gbit/s rails need more than a debug node can move.
+swift build -c release --product freight
 
 echo "== test"
 swift test --skip-build

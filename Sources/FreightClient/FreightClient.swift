@@ -203,6 +203,28 @@ public final class FreightClient: Sendable {
         return (endpoints, reply.truncated)
     }
 
+    /// How the node would route a message of `bytes` to each endpoint `pattern` reaches (docs/topology.md): one
+    /// plan per endpoint, in the order of `endpoints`, for at most `Limits.explainResultsMax` of them.
+    public func explain(_ pattern: String, bytes: Int, fromGPU: Int? = nil, toGPU: Int? = nil) async throws -> (
+        endpoints: [EndpointInfo], plans: [Freight_Wire_V1_RoutePlan]
+    ) {
+        _ = try AddressPattern(pattern)
+        guard bytes > 0 else { throw FreightError(.invalidArgument, "--size must be at least 1 byte") }
+        let request = Freight_Wire_V1_Resolve.with {
+            $0.pattern = pattern
+            $0.explainBytes = UInt64(bytes)
+            if let fromGPU { $0.fromGpu = UInt32(clamping: fromGPU) }
+            if let toGPU { $0.toGpu = UInt32(clamping: toGPU) }
+        }
+        let core = self.core
+        let reply = try await core.eventLoop.flatSubmit { core.request(.resolve(request)) }.get()
+        let endpoints = reply.endpoints.map {
+            EndpointInfo(
+                node: $0.node, id: $0.id, pattern: $0.pattern, group: $0.group.isEmpty ? nil : $0.group, app: $0.app)
+        }
+        return (endpoints, reply.plans)
+    }
+
     /// The node's view of itself and its peers.
     public func status() async throws -> Freight_Wire_V1_NodeStatus {
         let core = self.core

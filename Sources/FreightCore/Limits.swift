@@ -23,6 +23,8 @@ public enum Limits {
     public static let nodeMemoryBudgetDefault = 1024 * 1024 * 1024
     /// Endpoints one `resolve` reply lists (it says when more matched).
     public static let resolveResultsMax = 256
+    /// Endpoints one `resolve --explain` reply plans a route to.
+    public static let explainResultsMax = 32
     /// Endpoints one app session may register.
     public static let registrationsPerSessionMax = 4096
     /// Endpoints a node accepts from one peer in the mesh directory.

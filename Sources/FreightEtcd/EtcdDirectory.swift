@@ -242,9 +242,7 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
         var operations: [Etcdserverpb_RequestOp] = [
             layout.put(
                 layout.nodeKey(engine.name),
-                value: try layout.nodeValue(
-                    name: engine.name, listen: engine.boundListen.description, incarnation: engine.incarnationID,
-                    transports: engine.transports),
+                value: try layout.nodeValue(try await engine.selfRecord()),
                 lease: lease)
         ]
         operations += try local.map {
@@ -274,10 +272,10 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
     private func readAll(
         _ kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, layout: EtcdLayout, options: CallOptions
     ) async throws -> (
-        revision: Int64, nodes: [(name: String, listen: NodeAddress, incarnation: UInt64)], endpoints: [EndpointRecord]
+        revision: Int64, nodes: [NodeRecord], endpoints: [EndpointRecord]
     ) {
         var revision: Int64 = 0
-        var nodes: [(name: String, listen: NodeAddress, incarnation: UInt64)] = []
+        var nodes: [NodeRecord] = []
         var endpoints: [EndpointRecord] = []
         var next = layout.prefix
         let end = EtcdLayout.rangeEnd(of: layout.prefix)
@@ -295,7 +293,7 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             for item in page.kvs {
                 switch layout.decode(key: item.key, value: item.value) {
                 case .endpoint(let record)?: endpoints.append(record)
-                case .node(let name, let listen, let incarnation)?: nodes.append((name, listen, incarnation))
+                case .node(let record)?: nodes.append(record)
                 default: break
                 }
             }
@@ -360,8 +358,8 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                     let decoded = layout.decode(key: event.kv.key, value: event.kv.value)
                     switch (event.type, decoded) {
                     case (.put, .endpoint(let record)?): updates.append(.endpoint(record))
-                    case (.put, .node(let name, let listen, let incarnation)?):
-                        updates.append(.node(name: name, listen: listen, incarnation: incarnation))
+                    case (.put, .node(let record)?):
+                        updates.append(.node(record))
                     case (.delete, _):
                         if let key = layout.endpointKey(from: event.kv.key) {
                             updates.append(.endpointGone(key))

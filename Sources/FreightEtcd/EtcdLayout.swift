@@ -16,7 +16,7 @@ public struct EtcdLayout: Sendable {
     }
 
     public enum Entry: Sendable, Equatable {
-        case node(name: String, listen: NodeAddress, incarnation: UInt64)
+        case node(NodeRecord)
         case endpoint(EndpointRecord)
     }
 
@@ -39,13 +39,8 @@ public struct EtcdLayout: Sendable {
         return Data([0])
     }
 
-    public func nodeValue(name: String, listen: String, incarnation: UInt64, transports: [String] = []) throws -> Data {
-        var member = Freight_Wire_V1_Member()
-        member.name = name
-        member.listen = listen
-        member.incarnation = incarnation
-        member.transports = transports
-        return try member.serializedData()
+    public func nodeValue(_ record: NodeRecord) throws -> Data {
+        try record.wire.serializedData()
     }
 
     public func endpointValue(_ record: EndpointRecord) throws -> Data {
@@ -87,9 +82,9 @@ public struct EtcdLayout: Sendable {
     public func decode(key: Data, value: Data) -> Entry? {
         if let name = nodeName(from: key) {
             guard let member = try? Freight_Wire_V1_Member(serializedBytes: value), member.name == name,
-                let listen = try? NodeAddress(member.listen)
+                let record = try? NodeRecord(wire: member)
             else { return nil }
-            return .node(name: name, listen: listen, incarnation: member.incarnation)
+            return .node(record)
         }
         if let endpointKey = endpointKey(from: key) {
             guard let endpoint = try? Freight_Wire_V1_Endpoint(serializedBytes: value),

@@ -31,6 +31,6 @@ public protocol DirectoryBackend: AnyObject, Sendable {
 public enum DirectoryUpdate: Sendable {
     case endpoint(EndpointRecord)
     case endpointGone(EndpointKey)
-    case node(name: String, listen: NodeAddress, incarnation: UInt64)
+    case node(NodeRecord)
     case nodeGone(String)
 }

@@ -1,6 +1,8 @@
 import FreightCore
+import FreightRouting
 import FreightTransport
 import Logging
+import NIOCore
 
 /// Everything `freight node` is told on its command line.
 public struct NodeConfiguration: Sendable {
@@ -29,6 +31,11 @@ public struct NodeConfiguration: Sendable {
     public var tuning: SocketTuning
     /// How chunks are spread over a link's stripes.
     public var striping: StripeChooser.Policy
+    /// Local IP addresses, one per NIC, that this node stripes large messages over (rail i is the i-th;
+    /// docs/topology.md). Empty: the listen address only.
+    public var rails: [String]
+    /// This node's hardware, from a topology file and nvidia-smi (docs/topology.md).
+    public var topology: Topology
     public var logger: Logger
 
     public init(
@@ -46,8 +53,12 @@ public struct NodeConfiguration: Sendable {
         directory: (any DirectoryBackend)? = nil,
         tuning: SocketTuning = .default,
         striping: StripeChooser.Policy = .fill,
+        rails: [String] = [],
+        topology: Topology = Topology(),
         logger: Logger = Logger(label: "freight.node")
     ) {
+        self.rails = rails
+        self.topology = topology
         self.striping = striping
         self.cluster = cluster
         self.name = name
@@ -96,5 +107,12 @@ public struct NodeConfiguration: Sendable {
         guard case .tcp = listen else {
             throw FreightError(.invalidArgument, "--listen must be HOST:PORT")
         }
+        guard rails.count <= Limits.railsMax, Set(rails).count == rails.count else {
+            throw FreightError(.invalidArgument, "--rail: at most \(Limits.railsMax) different addresses")
+        }
+        for rail in rails where (try? SocketAddress(ipAddress: rail, port: 0)) == nil {
+            throw FreightError(.invalidArgument, "--rail '\(rail)' is not an IP address of this machine's NIC")
+        }
+        try topology.validate()
     }
 }

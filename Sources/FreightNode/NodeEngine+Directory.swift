@@ -10,7 +10,7 @@ extension NodeEngine {
 
     /// Replaces everything the index holds for other nodes with a full read of the directory.
     public func directorySnapshot(
-        nodes: [(name: String, listen: NodeAddress, incarnation: UInt64)], endpoints: [EndpointRecord]
+        nodes: [NodeRecord], endpoints: [EndpointRecord]
     ) {
         eventLoop.execute { [self] in
             let fresh = Set(endpoints.map(\.key))
@@ -20,7 +20,10 @@ extension NodeEngine {
             for record in endpoints where record.key.node != name { index.upsert(record) }
             directoryNodes = [:]
             for node in nodes where node.name != name {
-                directoryNodes[node.name] = (node.listen, node.incarnation)
+                directoryNodes[node.name] = node
+                if members[node.name]?.apply(node, localRails: railHosts, streams: configuration.streams) == true {
+                    dial(members[node.name]!)
+                }
             }
             joinDirectoryNodes()
         }
@@ -35,8 +38,13 @@ extension NodeEngine {
                     index.upsert(record)
                 case .endpointGone(let key) where key.node != name:
                     index.remove(key)
-                case .node(let node, let listen, let incarnation) where node != name:
-                    directoryNodes[node] = (listen, incarnation)
+                case .node(let record) where record.name != name:
+                    directoryNodes[record.name] = record
+                    if members[record.name]?.apply(record, localRails: railHosts, streams: configuration.streams)
+                        == true
+                    {
+                        dial(members[record.name]!)
+                    }
                 case .nodeGone(let node) where node != name:
                     directoryNodes[node] = nil
                     index.removeAll(at: node)
@@ -55,8 +63,8 @@ extension NodeEngine {
 
     /// Dials every node the directory names that this node has no link to.
     func joinDirectoryNodes() {
-        for (node, entry) in directoryNodes where members[node] == nil {
-            if let member = learn(name: node, listen: entry.listen, incarnation: entry.incarnation) { dial(member) }
+        for (node, record) in directoryNodes where members[node] == nil {
+            if let member = learn(record) { dial(member) }
         }
     }
 }

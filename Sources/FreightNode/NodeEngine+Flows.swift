@@ -3,6 +3,7 @@ import FreightDirectory
 import FreightRouting
 import FreightTransport
 import FreightWire
+import NIOCore
 
 /// Messages through this node: open, forward chunk by chunk, carry credits and acknowledgements back, finish.
 extension NodeEngine {
@@ -206,7 +207,8 @@ extension NodeEngine {
         case .peer(let node):
             guard let member = members[node],
                 let stripe = member.stripeForData(
-                    spillBytes: configuration.windowBytes / 2, policy: configuration.striping)
+                    spillBytes: configuration.windowBytes / 2, policy: configuration.striping, chunkBytes: bytes,
+                    nowNanos: NIODeadline.now().uptimeNanoseconds)
             else { return nil }
             member.stripeBytes[stripe] += UInt64(bytes)
             connection = member.egress[stripe]

@@ -50,10 +50,11 @@ extension NodeEngine {
         }
     }
 
-    /// Dials every missing stripe of the egress link to `member`.
+    /// Dials every missing stripe of the egress link to `member`, each on its rail.
     func dial(_ member: Member) {
         for stripe in member.egress.indices where member.egress[stripe] == nil {
-            transport.connect(to: member.listen) { [self] channel in
+            let rail = member.railTargets[member.rail(ofStripe: stripe)]
+            transport.connect(to: rail.target, from: rail.source) { [self] channel in
                 let connection = makeConnection(channel)
                 connection.isDialed = true
                 return connection
@@ -69,7 +70,7 @@ extension NodeEngine {
                     member.egress[stripe] = connection
                     if stripe == 0 { linkUp(member) }
                 case .failure(let error):
-                    logger.debug("dial \(member.name) stripe \(stripe) failed: \(error)")
+                    logger.debug("dial \(member.name) stripe \(stripe) at \(rail.target) failed: \(error)")
                 }
             }
         }
@@ -121,6 +122,14 @@ extension NodeEngine {
         if !member.isUp { dial(member) }
     }
 
+    /// Records a member from its directory record (rails and topology included).
+    @discardableResult
+    func learn(_ record: NodeRecord) -> Member? {
+        let member = learn(name: record.name, listen: record.listen, incarnation: record.incarnation)
+        member?.apply(record, localRails: railHosts, streams: configuration.streams)
+        return member
+    }
+
     /// Records a member, replacing an earlier incarnation of the same name. Returns nil past the member limit.
     @discardableResult
     func learn(name: String, listen: NodeAddress, incarnation: UInt64) -> Member? {
@@ -138,15 +147,18 @@ extension NodeEngine {
     /// Stripe 0 is up: tell the peer who we know and what we serve.
     func linkUp(_ member: Member) {
         guard usesMesh, let control = member.control else { return }
+        // This node's own record first (rails, topology), then every member it knows.
         var list = Freight_Wire_V1_Members()
-        for known in members.values.prefix(Limits.membersMax) where known.name != member.name {
-            var entry = Freight_Wire_V1_Member()
-            entry.name = known.name
-            entry.listen = known.listen.description
-            entry.incarnation = known.incarnation
-            list.members.append(entry)
+        list.members.append(ownRecord.wire)
+        for known in members.values where known.name != member.name {
+            if list.members.count >= Limits.membersMax { break }
+            list.members.append(known.record.wire)
         }
-        if !list.members.isEmpty { control.send(.members(list)) }
+        for start in stride(from: 0, to: list.members.count, by: 64) {
+            var part = Freight_Wire_V1_Members()
+            part.members = Array(list.members[start..<min(list.members.count, start + 64)])
+            control.send(.members(part))
+        }
         let records = localEndpoints.values.map(\.record)
         for (index, batch) in Self.batches(records).enumerated() {
             var update = Freight_Wire_V1_Endpoints()
@@ -224,9 +236,20 @@ extension NodeEngine {
             if usesMesh { applyEndpoints(update, from: member) }
         case .members(let list):
             guard usesMesh else { return }
-            for entry in list.members where entry.name != name {
-                guard members[entry.name] == nil, let listen = try? NodeAddress(entry.listen) else { continue }
-                if let learned = learn(name: entry.name, listen: listen, incarnation: entry.incarnation) {
+            for entry in list.members.prefix(Limits.membersMax) where entry.name != name {
+                let record: NodeRecord
+                do {
+                    record = try NodeRecord(wire: entry)
+                } catch {
+                    logger.warning("node \(peer) sent a member record that is not valid: \(error.message)")
+                    continue
+                }
+                if let known = members[entry.name] {
+                    // What a node says about itself counts; gossip about others only fills gaps.
+                    if entry.name == peer || known.record.rails.isEmpty && known.record.topology.isEmpty {
+                        if known.apply(record, localRails: railHosts, streams: configuration.streams) { dial(known) }
+                    }
+                } else if let learned = learn(record) {
                     dial(learned)
                 }
             }

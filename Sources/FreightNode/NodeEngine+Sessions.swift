@@ -44,6 +44,7 @@ extension NodeEngine {
                 let found = try self.resolve(resolve.pattern)
                 reply.endpoints = found.prefix(Limits.resolveResultsMax).map(Self.wireEndpoint)
                 reply.truncated = found.count > Limits.resolveResultsMax
+                if resolve.explainBytes > 0 { reply.plans = try explain(resolve, endpoints: found) }
             case .status:
                 reply.status = status()
             case nil:

@@ -26,6 +26,8 @@ public final class NodeEngine: @unchecked Sendable {
     // Listeners.
     var listenChannel: Channel?
     var socketChannel: Channel?
+    /// Listeners on rail addresses the main listener does not cover.
+    var railChannels: [Channel] = []
     /// The address peers reach this node at (the bound port when configured with port 0).
     public private(set) var boundListen: NodeAddress
 
@@ -73,7 +75,7 @@ public final class NodeEngine: @unchecked Sendable {
             [:]
     var nextWatcherID: UInt64 = 1
     /// Nodes a directory backend names (etcd mode), dialed by `maintain`.
-    var directoryNodes: [String: (listen: NodeAddress, incarnation: UInt64)] = [:]
+    var directoryNodes: [String: NodeRecord] = [:]
 
     // Counters.
     var bytesIn: UInt64 = 0
@@ -105,6 +107,25 @@ public final class NodeEngine: @unchecked Sendable {
         return list
     }
 
+    /// The local rail addresses (hosts), rail 0 first.
+    var railHosts: [String] { configuration.rails }
+
+    /// This node's record as the directory holds it (on loop).
+    var ownRecord: NodeRecord {
+        var rails: [NodeAddress] = []
+        if case .tcp(_, let port) = boundListen {
+            rails = railHosts.map { .tcp(host: $0, port: port) }
+        }
+        return NodeRecord(
+            name: name, listen: boundListen, incarnation: incarnation, transports: transports, rails: rails,
+            topology: configuration.topology)
+    }
+
+    /// This node's record, from any thread.
+    public func selfRecord() async throws -> NodeRecord {
+        try await eventLoop.submit { [self] in ownRecord }.get()
+    }
+
     /// Random per process start: tells a restarted node from the old one.
     public var incarnationID: UInt64 { incarnation }
 
@@ -119,6 +140,15 @@ public final class NodeEngine: @unchecked Sendable {
         if case .tcp(let host, _) = configuration.listen, let port = listen.localAddress?.port {
             boundListen = .tcp(host: host, port: port)
         }
+        var rails: [Channel] = []
+        if case .tcp(let host, let port) = boundListen, !["0.0.0.0", "::"].contains(host) {
+            for rail in configuration.rails where rail != host {
+                rails.append(
+                    try await transport.listen(on: .tcp(host: rail, port: port)) { [self] channel in
+                        makeConnection(channel)
+                    }.get())
+            }
+        }
         let socket: Channel?
         if let path = configuration.socketPath {
             socket = try await transport.listen(on: .unix(path: path)) { [self] channel in
@@ -127,9 +157,11 @@ public final class NodeEngine: @unchecked Sendable {
         } else {
             socket = nil
         }
+        let railListeners = rails
         try await eventLoop.submit { [self] in
             listenChannel = listen
             socketChannel = socket
+            railChannels = railListeners
             try startDescriptorListener()
             for seed in configuration.joins { seeds[seed] = SeedState() }
             maintain()
@@ -149,11 +181,12 @@ public final class NodeEngine: @unchecked Sendable {
                 maintenance?.cancel()
                 maintenance = nil
                 var futures: [EventLoopFuture<Void>] = []
-                for channel in [listenChannel, socketChannel].compactMap({ $0 }) {
+                for channel in [listenChannel, socketChannel].compactMap({ $0 }) + railChannels {
                     futures.append(channel.close().recover { _ in })
                 }
                 listenChannel = nil
                 socketChannel = nil
+                railChannels = []
                 descriptorListener?.stop()
                 descriptorListener = nil
                 for session in sessions.values { futures.append(session.connection.channel.close().recover { _ in }) }
@@ -228,6 +261,8 @@ public final class NodeEngine: @unchecked Sendable {
             status.directoryUnreachable = reason
         }
         status.directoryDigest = index.digest
+        status.topology = configuration.topology.wire
+        status.rails = ownRecord.rails.map(\.description)
         for member in members.values.sorted(by: { $0.name < $1.name }) {
             var peer = Freight_Wire_V1_PeerStatus()
             peer.name = member.name
@@ -236,6 +271,13 @@ public final class NodeEngine: @unchecked Sendable {
             peer.endpoints = UInt64(index.count(at: member.name))
             peer.bytesOut = member.stripeBytes.reduce(0, +)
             peer.stripeBytes = member.stripeBytes
+            peer.rails = member.record.rails.map(\.description)
+            peer.topology = member.record.topology.wire
+            if member.railCount > 1 {
+                peer.railGbitPerS = (0..<member.railCount).map {
+                    member.balancer.measured[$0] ? member.balancer.rates[$0] * 8 / 1e9 : 0
+                }
+            }
             status.peers.append(peer)
         }
         return status

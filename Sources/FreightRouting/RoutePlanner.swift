@@ -42,10 +42,9 @@ public struct RoutePlanner: Sendable {
             self.listen = listen
         }
 
-        /// Speed of rail `index`: its NIC's speed from the topology when the rail carries none.
+        /// Nominal speed of rail `index`: the rail's, else its NIC's from the topology.
         func railGbitPerSecond(_ index: Int) -> Double? {
             let rail = rails[index]
-            if let measured = rail.measuredGbitPerSecond, measured > 0 { return measured }
             if rail.nominalGbitPerSecond > 0 { return rail.nominalGbitPerSecond }
             return topology.nics.first { $0.rail == index && $0.gbitPerSecond > 0 }?.gbitPerSecond
         }
@@ -157,8 +156,11 @@ public struct RoutePlanner: Sendable {
                 notes.append("GPU \(gpu) sends on its rail-aligned NIC \(nic.name) (rail \(rail))")
             }
             for rail in rails {
-                let speeds = [here.railGbitPerSecond(rail), there.railGbitPerSecond(rail)].compactMap { $0 }
-                let gbit = speeds.min() ?? cost.unknownGbitPerSecond
+                // A rate measured on this link wins; else the slower NIC of the two.
+                let measured = [here.rails[rail].measuredGbitPerSecond, there.rails[rail].measuredGbitPerSecond]
+                    .compactMap { $0 }.filter { $0 > 0 }
+                let nominal = [here.railGbitPerSecond(rail), there.railGbitPerSecond(rail)].compactMap { $0 }
+                let gbit = measured.min() ?? nominal.min() ?? cost.unknownGbitPerSecond
                 let nic = here.topology.nics.first { $0.rail == rail }.map { " \($0.name)" } ?? ""
                 candidates.append(
                     Candidate(

@@ -83,7 +83,8 @@ public final class ProcessCluster: Sendable {
             for node in live {
                 let status = try await self.status(node.name)
                 let peers = (status["peers"] as? [[String: Any]]) ?? []
-                let up = peers.filter { ($0["streams_up"] as? Int) == (status["streams"] as? Int) }
+                // With rails a link has `streams` stripes per rail.
+                let up = peers.filter { ($0["streams_up"] as? Int ?? 0) >= (status["streams"] as? Int ?? 1) }
                 if up.count < live.count - 1 { complete = false }
             }
             if complete { return }

@@ -29,6 +29,8 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     public let id: UInt64
     /// Body bytes written but not yet handed to the kernel; used to pick a stripe.
     public private(set) var pendingBytes = 0
+    /// Body bytes the kernel has taken, ever; a rail's drain rate is measured from it.
+    public private(set) var drainedBytes: UInt64 = 0
     public weak var delegate: (any FrameConnectionDelegate)?
     /// What the peer said in its Hello, once it did.
     public var hello: Freight_Wire_V1_Hello?
@@ -184,6 +186,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenComplete { [self] result in
             pendingBytes -= count
+            drainedBytes &+= UInt64(count)
             switch result {
             case .success: promise?.succeed()
             case .failure(let error): promise?.fail(error)

@@ -35,19 +35,28 @@ public struct Transport: Sendable {
         }
     }
 
-    /// Connects to `address`; the connection has its delegate set by `make` before any frame is read.
+    /// Connects to `address`, from the local IP address `source` when given (a rail's NIC); the connection has its
+    /// delegate set by `make` before any frame is read.
     public func connect(
         to address: NodeAddress,
+        from source: String? = nil,
         timeout: TimeAmount = .seconds(5),
         make: @escaping @Sendable (Channel) -> FrameConnection
     ) -> EventLoopFuture<FrameConnection> {
         let isTCP: Bool
         if case .tcp = address { isTCP = true } else { isTCP = false }
-        let bootstrap = ClientBootstrap(group: eventLoop)
+        var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelInitializer { [self] channel in
                 configure(channel, isTCP: isTCP, make: make)
             }
+        if let source {
+            do {
+                bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0))
+            } catch {
+                return eventLoop.makeFailedFuture(error)
+            }
+        }
         let connected: EventLoopFuture<Channel>
         switch address {
         case .unix(let path): connected = bootstrap.connect(unixDomainSocketPath: path)

@@ -4,6 +4,7 @@ import FreightCore
 import FreightEtcd
 import FreightGRPC
 import FreightNode
+import FreightRouting
 import FreightTransport
 import Logging
 import NIOPosix
@@ -49,6 +50,11 @@ struct NodeCommand: AsyncParsableCommand {
     var striping = "fill"
     @Option(name: .customLong("congestion"), help: "TCP congestion control of links: reno, cubic, bbr or system.")
     var congestion = "reno"
+    @Option(
+        name: .customLong("rail"),
+        help: "IP address of a NIC to stripe large messages over; repeatable, rail order (docs/topology.md).")
+    var rails: [String] = []
+    @OptionGroup var topologySource: TopologyOptions
     @Option(name: .customLong("grpc"), help: "HOST:PORT for the gRPC API (port 0 picks one).")
     var grpc: String?
     @Option(name: .customLong("admin"), help: "HOST:PORT for /metrics and /healthz (not yet available).")
@@ -78,6 +84,8 @@ struct NodeCommand: AsyncParsableCommand {
             }
             var logger = Logger(label: "freight.node")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            let (topology, topologyWarnings) = try topologySource.load(node: name)
+            for warning in topologyWarnings { logger.warning("\(warning)") }
             let backend: (any DirectoryBackend)? =
                 directory == "mesh" ? nil : try EtcdDirectory(url: directory, leaseTTL: leaseTTL, logger: logger)
             let configuration = NodeConfiguration(
@@ -95,6 +103,8 @@ struct NodeCommand: AsyncParsableCommand {
                 directory: backend,
                 tuning: SocketTuning(congestionControl: congestion == "system" ? nil : congestion),
                 striping: try stripingPolicy(),
+                rails: rails,
+                topology: topology,
                 logger: logger
             )
             try configuration.validate()

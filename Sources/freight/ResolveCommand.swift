@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import FreightClient
 import FreightCore
+import FreightWire
 
 struct ResolveCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,12 +10,21 @@ struct ResolveCommand: AsyncParsableCommand {
 
     @Argument(help: "An address or a pattern.")
     var pattern: String
+    @Flag(name: .customLong("explain"), help: "Also print the path(s) a message would take to each endpoint.")
+    var explain = false
+    @Option(name: .customLong("size"), help: "Message size to plan for with --explain (e.g. 1GiB).")
+    var size = "1GiB"
+    @Option(name: .customLong("from-gpu"), help: "With --explain: the sender is placed on this GPU.")
+    var fromGPU: Int?
+    @Option(name: .customLong("to-gpu"), help: "With --explain: the receivers are placed on this GPU.")
+    var toGPU: Int?
     @OptionGroup var via: ViaOption
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
         do {
             _ = try AddressPattern(pattern)
+            if explain { return try await runExplain() }
             let client = try await FreightClient.connect(to: try via.address(), label: "resolve", sharedMemory: .off)
             let (endpoints, truncated) = try await client.resolve(pattern)
             await client.close()
@@ -38,6 +48,58 @@ struct ResolveCommand: AsyncParsableCommand {
         } catch {
             fail(error)
         }
+    }
+}
+
+extension ResolveCommand {
+    func runExplain() async throws {
+        let bytes = Int(try ByteCount.parse(size))
+        let client = try await FreightClient.connect(to: try via.address(), label: "resolve", sharedMemory: .off)
+        let answer: (endpoints: [EndpointInfo], plans: [Freight_Wire_V1_RoutePlan])
+        do {
+            answer = try await client.explain(pattern, bytes: bytes, fromGPU: fromGPU, toGPU: toGPU)
+        } catch {
+            await client.close()
+            throw error
+        }
+        await client.close()
+        guard !answer.endpoints.isEmpty else { throw FreightError.noRoute(pattern) }
+        for (endpoint, plan) in zip(answer.endpoints, answer.plans) {
+            if output.json {
+                printJSON([
+                    "node": endpoint.node, "endpoint": endpoint.id, "pattern": endpoint.pattern, "bytes": bytes,
+                    "expected_seconds": plan.expectedSeconds, "notes": plan.notes,
+                    "paths": plan.paths.map {
+                        [
+                            "kind": $0.kind, "via": $0.via, "bytes": $0.bytes, "gbit_per_s": $0.gbitPerS,
+                            "expected_seconds": $0.expectedSeconds,
+                        ] as [String: Any]
+                    },
+                ])
+            } else {
+                printLine(
+                    "\(endpoint.pattern)\t\(endpoint.node)#\(endpoint.id)\t\(ByteCount.format(Int64(bytes))) in \(Self.seconds(plan.expectedSeconds))"
+                )
+                for path in plan.paths {
+                    let speed = path.gbitPerS > 0 ? String(format: "%.1f Gbit/s", path.gbitPerS) : "no copy"
+                    printLine(
+                        "  \(path.kind)\t\(ByteCount.format(Int64(path.bytes)))\t\(speed)\t\(Self.seconds(path.expectedSeconds))\t\(path.via)"
+                    )
+                }
+                for note in plan.notes { printLine("  note: \(note)") }
+            }
+        }
+        if answer.endpoints.count > answer.plans.count {
+            printLine("… planned \(answer.plans.count) of \(answer.endpoints.count) endpoints; narrow the pattern")
+        }
+    }
+
+    static func seconds(_ value: Double) -> String {
+        value < 1e-3
+            ? String(format: "%.1f µs", value * 1e6)
+            : value < 1
+                ? String(format: "%.2f ms", value * 1e3)
+                : String(format: "%.2f s", value)
     }
 }
 
@@ -66,10 +128,13 @@ struct StatusCommand: AsyncParsableCommand {
                     "shared_regions_lent": status.sharedRegionsLent, "directory": status.directory,
                     "directory_unreachable": status.directoryUnreachable,
                     "directory_digest": String(status.directoryDigest, radix: 16),
+                    "rails": status.rails, "gpus": status.topology.gpus.count, "nics": status.topology.nics.count,
                     "peers": status.peers.map {
                         [
                             "name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints,
-                            "bytes_out": $0.bytesOut, "stripe_bytes": $0.stripeBytes,
+                            "bytes_out": $0.bytesOut, "stripe_bytes": $0.stripeBytes, "rails": $0.rails,
+                            "rail_gbit_per_s": $0.railGbitPerS, "gpus": $0.topology.gpus.count,
+                            "nics": $0.topology.nics.count,
                         ] as [String: Any]
                     },
                 ])
@@ -93,11 +158,20 @@ struct StatusCommand: AsyncParsableCommand {
                 printLine(
                     "shared memory: \(ByteCount.format(Int64(status.sharedPoolBytes))) of \(ByteCount.format(Int64(status.sharedBudgetBytes))) in app pools, \(status.sharedRegionsLent) regions lent"
                 )
+                let gpus = status.topology.gpus
+                printLine(
+                    "hardware: \(gpus.count) GPUs\(gpus.first.map { " (\($0.model))" } ?? ""), \(status.topology.nics.count) NICs; rails: \(status.rails.isEmpty ? "none" : status.rails.joined(separator: ", "))"
+                )
                 printLine("peers: \(status.peers.count)")
                 for peer in status.peers {
                     printLine(
-                        "  \(peer.name)\t\(peer.listen)\t\(peer.streamsUp)/\(status.streams) streams\t\(peer.endpoints) endpoints\t\(ByteCount.format(Int64(peer.bytesOut))) sent"
+                        "  \(peer.name)\t\(peer.listen)\t\(peer.streamsUp) streams\t\(peer.endpoints) endpoints\t\(ByteCount.format(Int64(peer.bytesOut))) sent"
                     )
+                    if !peer.railGbitPerS.isEmpty {
+                        printLine(
+                            "    rails measured: \(peer.railGbitPerS.map { $0 > 0 ? String(format: "%.2f Gbit/s", $0) : "-" }.joined(separator: ", "))"
+                        )
+                    }
                 }
             }
         } catch {

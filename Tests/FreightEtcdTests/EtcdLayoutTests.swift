@@ -2,6 +2,8 @@ import Foundation
 import FreightCore
 import FreightDirectory
 import FreightEtcd
+import FreightNode
+import FreightRouting
 import FreightTransport
 import FreightWire
 import Testing
@@ -19,10 +21,30 @@ import Testing
         #expect(layout.endpointKey(from: key) == record.key)
 
         let nodeKey = layout.nodeKey("n7")
-        let value = try layout.nodeValue(name: "n7", listen: "127.0.0.7:7400", incarnation: 9, transports: ["tcp"])
+        let node = NodeRecord(
+            name: "n7", listen: try NodeAddress("127.0.0.7:7400"), incarnation: 9, transports: ["tcp"],
+            rails: [try NodeAddress("198.18.0.7:7400"), try NodeAddress("198.18.1.7:7400")],
+            topology: Topology(
+                gpus: [
+                    .init(
+                        index: 0, model: "H100", numa: 0, pcieSwitch: "sw0", nvlinkDomain: "rack-1",
+                        nvlinkGbitPerSecond: 3600)
+                ],
+                nics: [.init(name: "mlx5_0", address: "198.18.0.7", rail: 0, pcieSwitch: "sw0", gbitPerSecond: 400)]))
+        let value = try layout.nodeValue(node)
+        #expect(layout.decode(key: nodeKey, value: value) == .node(node))
+        // A record that breaks a limit is skipped, not trusted.
+        var bad = node.wire
+        bad.rails = Array(repeating: "198.18.0.7:7400", count: Limits.railsMax + 1)
+        #expect(layout.decode(key: nodeKey, value: try bad.serializedData()) == nil)
+        // A topology that breaks one is dropped; the node stays.
+        var odd = node.wire
+        odd.topology.nics.append(odd.topology.nics[0])
         #expect(
-            layout.decode(key: nodeKey, value: value)
-                == .node(name: "n7", listen: try NodeAddress("127.0.0.7:7400"), incarnation: 9))
+            layout.decode(key: nodeKey, value: try odd.serializedData())
+                == .node(
+                    NodeRecord(
+                        name: "n7", listen: node.listen, incarnation: 9, transports: ["tcp"], rails: node.rails)))
         #expect(layout.nodeName(from: nodeKey) == "n7")
     }
 

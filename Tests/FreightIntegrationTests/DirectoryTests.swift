@@ -48,6 +48,79 @@ import Testing
 
     // MARK: The same on both
 
+    /// Each node's rails and hardware reach every other node through the directory, and `resolve --explain` plans
+    /// over them: rail-aligned NICs, every shared rail for host memory, shared memory on one node, and never NVLink
+    /// (this build has no GPU transport) even where two GPUs share a rack's NVLink domain.
+    @Test(arguments: Backend.allCases) func topologyTravelsThroughTheDirectory(_ backend: Backend) async throws {
+        let etcd = backend == .etcd ? try await EtcdServer.start() : nil
+        let cluster = try ProcessCluster()
+        defer {
+            cluster.stop()
+            etcd?.stop()
+        }
+        var first: String?
+        for index in 1...2 {
+            let file = "\(cluster.directory)/topology-\(index).json"
+            let topology = """
+                {"gpus": [{"index": 0, "model": "H100", "pcie_switch": "sw0", "nvlink_domain": "rack-1",
+                           "nvlink_gbit_per_s": 3600},
+                          {"index": 1, "model": "H100", "pcie_switch": "sw1", "nvlink_domain": "rack-1"}],
+                 "nics": [{"name": "mlx5_0", "address": "127.0.0.\(index)", "rail": 0, "pcie_switch": "sw0",
+                           "gbit_per_s": 400},
+                          {"name": "mlx5_1", "address": "127.0.1.\(index)", "rail": 1, "pcie_switch": "sw1",
+                           "gbit_per_s": 100}]}
+                """
+            try Data(topology.utf8).write(to: URL(fileURLWithPath: file))
+            var arguments = [
+                "--topology", file, "--nvidia-smi", "off", "--rail", "127.0.0.\(index)", "--rail", "127.0.1.\(index)",
+            ]
+            if let etcd { arguments += ["--directory", etcd.url, "--lease-ttl", "\(Self.leaseTTL)"] }
+            let node = try await cluster.startNode(
+                name: "n\(index)", host: "127.0.0.\(index)", join: first.map { [$0] } ?? [], extraArguments: arguments)
+            if backend == .mesh, first == nil { first = node.listen }
+        }
+        try await cluster.waitForMesh()
+        let n1Port = cluster.node("n1").listen.split(separator: ":").last!
+        var peer: [String: Any] = [:]
+        #expect(
+            try await Self.eventually(timeout: .seconds(10)) {
+                peer = ((try await cluster.status("n2"))["peers"] as? [[String: Any]])?.first ?? [:]
+                return (peer["streams_up"] as? Int) == 8
+            }, "\(peer)")
+        #expect(peer["rails"] as? [String] == ["127.0.0.1:\(n1Port)", "127.0.1.1:\(n1Port)"])
+        #expect(peer["gpus"] as? Int == 2 && peer["nics"] as? Int == 2)
+
+        let remote = try await cluster.receiver("topo/remote", at: "n2", seenAt: "n1")
+        defer { remote.stop() }
+        let local = try await cluster.receiver("topo/local", at: "n1", seenAt: "n1")
+        defer { local.stop() }
+        func explain(_ address: String, _ options: [String] = []) async throws -> [String: Any] {
+            let result = try await FreightProcess.run(
+                ["resolve", address, "--explain", "--size", "1GiB", "--via", cluster.node("n1").socket, "--json"]
+                    + options)
+            #expect(result.status == 0, "\(result.stderr)")
+            return try #require(
+                try JSONSerialization.jsonObject(with: Data((result.stdout.first ?? "{}").utf8)) as? [String: Any])
+        }
+        func paths(_ plan: [String: Any]) -> [(kind: String, via: String, bytes: Int)] {
+            ((plan["paths"] as? [[String: Any]]) ?? []).map {
+                ($0["kind"] as? String ?? "", $0["via"] as? String ?? "", $0["bytes"] as? Int ?? 0)
+            }
+        }
+        // Host memory: both rails, 400 : 100 Gbit/s.
+        let host = paths(try await explain("topo/remote"))
+        #expect(host.map(\.kind) == ["rail-nic", "rail-nic"])
+        #expect(host.first?.via.hasPrefix("rail 0 mlx5_0 127.0.0.1:") == true)
+        #expect(host.count == 2 && abs(Double(host[0].bytes) / Double(host[1].bytes) - 4) < 0.01)
+        // A sender on GPU 1 uses GPU 1's rail; GPUs in one NVLink domain still go over a NIC, with the reason.
+        let placed = try await explain("topo/remote", ["--from-gpu", "1", "--to-gpu", "0"])
+        #expect(paths(placed).map(\.kind) == ["rail-nic"])
+        #expect(paths(placed).first?.via.hasPrefix("rail 1 mlx5_1") == true)
+        #expect(((placed["notes"] as? [String]) ?? []).contains { $0.contains("NVLink domain rack-1") })
+        // Same node: shared memory.
+        #expect(paths(try await explain("topo/local")).map(\.kind) == ["shared-memory"])
+    }
+
     /// Addresses, groups and patterns registered on one node resolve on every node, and go away with their app.
     @Test(arguments: Backend.allCases) func endpointsAppearEverywhereAndGoAway(_ backend: Backend) async throws {
         let (cluster, etcd) = try await Self.start(backend)

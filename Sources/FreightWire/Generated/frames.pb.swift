@@ -387,9 +387,35 @@ public nonisolated struct Freight_Wire_V1_Resolve: Sendable {
 
   public var pattern: String = String()
 
+  /// Non-zero: also plan a message of this many bytes to every endpoint found (docs/topology.md).
+  public var explainBytes: UInt64 = 0
+
+  /// the sender is placed on this GPU of the node asked
+  public var fromGpu: UInt32 {
+    get {_fromGpu ?? 0}
+    set {_fromGpu = newValue}
+  }
+  /// Returns true if `fromGpu` has been explicitly set.
+  public var hasFromGpu: Bool {self._fromGpu != nil}
+  /// Clears the value of `fromGpu`. Subsequent reads from it will return its default value.
+  public mutating func clearFromGpu() {self._fromGpu = nil}
+
+  /// the receivers are placed on this GPU of their nodes
+  public var toGpu: UInt32 {
+    get {_toGpu ?? 0}
+    set {_toGpu = newValue}
+  }
+  /// Returns true if `toGpu` has been explicitly set.
+  public var hasToGpu: Bool {self._toGpu != nil}
+  /// Clears the value of `toGpu`. Subsequent reads from it will return its default value.
+  public mutating func clearToGpu() {self._toGpu = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _fromGpu: UInt32? = nil
+  fileprivate var _toGpu: UInt32? = nil
 }
 
 public nonisolated struct Freight_Wire_V1_StatusQuery: Sendable {
@@ -433,11 +459,57 @@ public nonisolated struct Freight_Wire_V1_Reply: Sendable {
   /// Resolve: more endpoints matched than one reply carries
   public var truncated: Bool = false
 
+  /// Resolve with explain_bytes: one per endpoint, in the same order
+  public var plans: [Freight_Wire_V1_RoutePlan] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _status: Freight_Wire_V1_NodeStatus? = nil
+}
+
+/// How a message would travel to one endpoint (docs/topology.md).
+public nonisolated struct Freight_Wire_V1_RoutePlan: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var node: String = String()
+
+  public var endpointID: UInt64 = 0
+
+  public var expectedSeconds: Double = 0
+
+  public var paths: [Freight_Wire_V1_PlannedPath] = []
+
+  public var notes: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Freight_Wire_V1_PlannedPath: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "in-process", "shared-memory", "nvlink", "rail-nic", "tcp"
+  public var kind: String = String()
+
+  public var via: String = String()
+
+  public var bytes: UInt64 = 0
+
+  /// 0: a hand-over that copies nothing
+  public var gbitPerS: Double = 0
+
+  public var expectedSeconds: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// A registered endpoint, as the directory holds it.
@@ -505,9 +577,112 @@ public nonisolated struct Freight_Wire_V1_Member: Sendable {
   /// How apps and peers reach it: "tcp", "unix", "shared-memory" (in a node's etcd record).
   public var transports: [String] = []
 
+  /// its hardware (docs/topology.md)
+  public var topology: Freight_Wire_V1_Topology {
+    get {_topology ?? Freight_Wire_V1_Topology()}
+    set {_topology = newValue}
+  }
+  /// Returns true if `topology` has been explicitly set.
+  public var hasTopology: Bool {self._topology != nil}
+  /// Clears the value of `topology`. Subsequent reads from it will return its default value.
+  public mutating func clearTopology() {self._topology = nil}
+
+  /// HOST:PORT per rail, in rail order; empty: the listen address only
+  public var rails: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _topology: Freight_Wire_V1_Topology? = nil
+}
+
+/// A node's hardware: GPUs and NICs (docs/topology.md). Checked against Limits.topology* on arrival.
+public nonisolated struct Freight_Wire_V1_Topology: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var gpus: [Freight_Wire_V1_Gpu] = []
+
+  public var nics: [Freight_Wire_V1_Nic] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Freight_Wire_V1_Gpu: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var index: UInt32 = 0
+
+  public var model: String = String()
+
+  public var numa: UInt32 {
+    get {_numa ?? 0}
+    set {_numa = newValue}
+  }
+  /// Returns true if `numa` has been explicitly set.
+  public var hasNuma: Bool {self._numa != nil}
+  /// Clears the value of `numa`. Subsequent reads from it will return its default value.
+  public mutating func clearNuma() {self._numa = nil}
+
+  /// empty: unknown
+  public var pcieSwitch: String = String()
+
+  /// empty: none; equal across nodes for a rack-scale domain
+  public var nvlinkDomain: String = String()
+
+  public var nvlinkGbitPerS: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _numa: UInt32? = nil
+}
+
+public nonisolated struct Freight_Wire_V1_Nic: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// empty: unknown
+  public var address: String = String()
+
+  public var rail: UInt32 {
+    get {_rail ?? 0}
+    set {_rail = newValue}
+  }
+  /// Returns true if `rail` has been explicitly set.
+  public var hasRail: Bool {self._rail != nil}
+  /// Clears the value of `rail`. Subsequent reads from it will return its default value.
+  public mutating func clearRail() {self._rail = nil}
+
+  public var pcieSwitch: String = String()
+
+  public var numa: UInt32 {
+    get {_numa ?? 0}
+    set {_numa = newValue}
+  }
+  /// Returns true if `numa` has been explicitly set.
+  public var hasNuma: Bool {self._numa != nil}
+  /// Clears the value of `numa`. Subsequent reads from it will return its default value.
+  public mutating func clearNuma() {self._numa = nil}
+
+  public var gbitPerS: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _rail: UInt32? = nil
+  fileprivate var _numa: UInt32? = nil
 }
 
 public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
@@ -637,6 +812,22 @@ public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
     set {_uniqueStorage()._directoryDigest = newValue}
   }
 
+  /// this node's hardware
+  public var topology: Freight_Wire_V1_Topology {
+    get {_storage._topology ?? Freight_Wire_V1_Topology()}
+    set {_uniqueStorage()._topology = newValue}
+  }
+  /// Returns true if `topology` has been explicitly set.
+  public var hasTopology: Bool {_storage._topology != nil}
+  /// Clears the value of `topology`. Subsequent reads from it will return its default value.
+  public mutating func clearTopology() {_uniqueStorage()._topology = nil}
+
+  /// HOST:PORT per rail
+  public var rails: [String] {
+    get {_storage._rails}
+    set {_uniqueStorage()._rails = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -662,9 +853,27 @@ public nonisolated struct Freight_Wire_V1_PeerStatus: Sendable {
   /// body bytes sent on each egress stripe
   public var stripeBytes: [UInt64] = []
 
+  /// the peer's rails
+  public var rails: [String] = []
+
+  /// measured drain rate of this node's stripes on each rail; 0: not yet
+  public var railGbitPerS: [Double] = []
+
+  /// the peer's hardware, as it announced it
+  public var topology: Freight_Wire_V1_Topology {
+    get {_topology ?? Freight_Wire_V1_Topology()}
+    set {_topology = newValue}
+  }
+  /// Returns true if `topology` has been explicitly set.
+  public var hasTopology: Bool {self._topology != nil}
+  /// Clears the value of `topology`. Subsequent reads from it will return its default value.
+  public mutating func clearTopology() {self._topology = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _topology: Freight_Wire_V1_Topology? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -1300,7 +1509,7 @@ nonisolated extension Freight_Wire_V1_Unregister: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Freight_Wire_V1_Resolve: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Resolve"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0\u{3}explain_bytes\0\u{3}from_gpu\0\u{3}to_gpu\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1309,20 +1518,39 @@ nonisolated extension Freight_Wire_V1_Resolve: SwiftProtobuf.Message, SwiftProto
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.pattern) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.explainBytes) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._fromGpu) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self._toGpu) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.pattern.isEmpty {
       try visitor.visitSingularStringField(value: self.pattern, fieldNumber: 1)
     }
+    if self.explainBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.explainBytes, fieldNumber: 2)
+    }
+    try { if let v = self._fromGpu {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._toGpu {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Freight_Wire_V1_Resolve, rhs: Freight_Wire_V1_Resolve) -> Bool {
     if lhs.pattern != rhs.pattern {return false}
+    if lhs.explainBytes != rhs.explainBytes {return false}
+    if lhs._fromGpu != rhs._fromGpu {return false}
+    if lhs._toGpu != rhs._toGpu {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1349,7 +1577,7 @@ nonisolated extension Freight_Wire_V1_StatusQuery: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Reply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}error_code\0\u{1}error\0\u{3}endpoint_id\0\u{1}endpoints\0\u{1}status\0\u{1}truncated\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}error_code\0\u{1}error\0\u{3}endpoint_id\0\u{1}endpoints\0\u{1}status\0\u{1}truncated\0\u{1}plans\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1364,6 +1592,7 @@ nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobu
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.endpoints) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._status) }()
       case 7: try { try decoder.decodeSingularBoolField(value: &self.truncated) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.plans) }()
       default: break
       }
     }
@@ -1395,6 +1624,9 @@ nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobu
     if self.truncated != false {
       try visitor.visitSingularBoolField(value: self.truncated, fieldNumber: 7)
     }
+    if !self.plans.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.plans, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1406,6 +1638,107 @@ nonisolated extension Freight_Wire_V1_Reply: SwiftProtobuf.Message, SwiftProtobu
     if lhs.endpoints != rhs.endpoints {return false}
     if lhs._status != rhs._status {return false}
     if lhs.truncated != rhs.truncated {return false}
+    if lhs.plans != rhs.plans {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_RoutePlan: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RoutePlan"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{3}endpoint_id\0\u{3}expected_seconds\0\u{1}paths\0\u{1}notes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.endpointID) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.expectedSeconds) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.paths) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.notes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    if self.endpointID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.endpointID, fieldNumber: 2)
+    }
+    if self.expectedSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.expectedSeconds, fieldNumber: 3)
+    }
+    if !self.paths.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.paths, fieldNumber: 4)
+    }
+    if !self.notes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.notes, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_RoutePlan, rhs: Freight_Wire_V1_RoutePlan) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs.endpointID != rhs.endpointID {return false}
+    if lhs.expectedSeconds != rhs.expectedSeconds {return false}
+    if lhs.paths != rhs.paths {return false}
+    if lhs.notes != rhs.notes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_PlannedPath: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PlannedPath"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}via\0\u{1}bytes\0\u{3}gbit_per_s\0\u{3}expected_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.via) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.gbitPerS) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.expectedSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 1)
+    }
+    if !self.via.isEmpty {
+      try visitor.visitSingularStringField(value: self.via, fieldNumber: 2)
+    }
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 3)
+    }
+    if self.gbitPerS.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.gbitPerS, fieldNumber: 4)
+    }
+    if self.expectedSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.expectedSeconds, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_PlannedPath, rhs: Freight_Wire_V1_PlannedPath) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.via != rhs.via {return false}
+    if lhs.bytes != rhs.bytes {return false}
+    if lhs.gbitPerS != rhs.gbitPerS {return false}
+    if lhs.expectedSeconds != rhs.expectedSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1533,7 +1866,7 @@ nonisolated extension Freight_Wire_V1_Members: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Member"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{1}incarnation\0\u{1}transports\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{1}incarnation\0\u{1}transports\0\u{1}topology\0\u{1}rails\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1545,12 +1878,18 @@ nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtob
       case 2: try { try decoder.decodeSingularStringField(value: &self.listen) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.transports) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._topology) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.rails) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1563,6 +1902,12 @@ nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtob
     if !self.transports.isEmpty {
       try visitor.visitRepeatedStringField(value: self.transports, fieldNumber: 4)
     }
+    try { if let v = self._topology {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if !self.rails.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.rails, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1571,6 +1916,161 @@ nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtob
     if lhs.listen != rhs.listen {return false}
     if lhs.incarnation != rhs.incarnation {return false}
     if lhs.transports != rhs.transports {return false}
+    if lhs._topology != rhs._topology {return false}
+    if lhs.rails != rhs.rails {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_Topology: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Topology"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}gpus\0\u{1}nics\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.gpus) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.nics) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.gpus.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.gpus, fieldNumber: 1)
+    }
+    if !self.nics.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.nics, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_Topology, rhs: Freight_Wire_V1_Topology) -> Bool {
+    if lhs.gpus != rhs.gpus {return false}
+    if lhs.nics != rhs.nics {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_Gpu: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Gpu"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}index\0\u{1}model\0\u{1}numa\0\u{3}pcie_switch\0\u{3}nvlink_domain\0\u{3}nvlink_gbit_per_s\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.index) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.model) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._numa) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.pcieSwitch) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.nvlinkDomain) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.nvlinkGbitPerS) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.index != 0 {
+      try visitor.visitSingularUInt32Field(value: self.index, fieldNumber: 1)
+    }
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 2)
+    }
+    try { if let v = self._numa {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    if !self.pcieSwitch.isEmpty {
+      try visitor.visitSingularStringField(value: self.pcieSwitch, fieldNumber: 4)
+    }
+    if !self.nvlinkDomain.isEmpty {
+      try visitor.visitSingularStringField(value: self.nvlinkDomain, fieldNumber: 5)
+    }
+    if self.nvlinkGbitPerS.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.nvlinkGbitPerS, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_Gpu, rhs: Freight_Wire_V1_Gpu) -> Bool {
+    if lhs.index != rhs.index {return false}
+    if lhs.model != rhs.model {return false}
+    if lhs._numa != rhs._numa {return false}
+    if lhs.pcieSwitch != rhs.pcieSwitch {return false}
+    if lhs.nvlinkDomain != rhs.nvlinkDomain {return false}
+    if lhs.nvlinkGbitPerS != rhs.nvlinkGbitPerS {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_Nic: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Nic"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}address\0\u{1}rail\0\u{3}pcie_switch\0\u{1}numa\0\u{3}gbit_per_s\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self._rail) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.pcieSwitch) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self._numa) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.gbitPerS) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    try { if let v = self._rail {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 3)
+    } }()
+    if !self.pcieSwitch.isEmpty {
+      try visitor.visitSingularStringField(value: self.pcieSwitch, fieldNumber: 4)
+    }
+    try { if let v = self._numa {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 5)
+    } }()
+    if self.gbitPerS.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.gbitPerS, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_Nic, rhs: Freight_Wire_V1_Nic) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs._rail != rhs._rail {return false}
+    if lhs.pcieSwitch != rhs.pcieSwitch {return false}
+    if lhs._numa != rhs._numa {return false}
+    if lhs.gbitPerS != rhs.gbitPerS {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1578,7 +2078,7 @@ nonisolated extension Freight_Wire_V1_Member: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -1604,6 +2104,8 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
     var _directory: String = String()
     var _directoryUnreachable: String = String()
     var _directoryDigest: UInt64 = 0
+    var _topology: Freight_Wire_V1_Topology? = nil
+    var _rails: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1637,6 +2139,8 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       _directory = source._directory
       _directoryUnreachable = source._directoryUnreachable
       _directoryDigest = source._directoryDigest
+      _topology = source._topology
+      _rails = source._rails
     }
   }
 
@@ -1678,6 +2182,8 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         case 21: try { try decoder.decodeSingularStringField(value: &_storage._directory) }()
         case 22: try { try decoder.decodeSingularStringField(value: &_storage._directoryUnreachable) }()
         case 23: try { try decoder.decodeSingularFixed64Field(value: &_storage._directoryDigest) }()
+        case 24: try { try decoder.decodeSingularMessageField(value: &_storage._topology) }()
+        case 25: try { try decoder.decodeRepeatedStringField(value: &_storage._rails) }()
         default: break
         }
       }
@@ -1686,6 +2192,10 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
       if !_storage._name.isEmpty {
         try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
       }
@@ -1755,6 +2265,12 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       if _storage._directoryDigest != 0 {
         try visitor.visitSingularFixed64Field(value: _storage._directoryDigest, fieldNumber: 23)
       }
+      try { if let v = _storage._topology {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
+      } }()
+      if !_storage._rails.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._rails, fieldNumber: 25)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1787,6 +2303,8 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         if _storage._directory != rhs_storage._directory {return false}
         if _storage._directoryUnreachable != rhs_storage._directoryUnreachable {return false}
         if _storage._directoryDigest != rhs_storage._directoryDigest {return false}
+        if _storage._topology != rhs_storage._topology {return false}
+        if _storage._rails != rhs_storage._rails {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1798,7 +2316,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PeerStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{3}streams_up\0\u{1}endpoints\0\u{3}bytes_out\0\u{3}stripe_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{3}streams_up\0\u{1}endpoints\0\u{3}bytes_out\0\u{3}stripe_bytes\0\u{1}rails\0\u{3}rail_gbit_per_s\0\u{1}topology\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1812,12 +2330,19 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.endpoints) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.bytesOut) }()
       case 6: try { try decoder.decodeRepeatedUInt64Field(value: &self.stripeBytes) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.rails) }()
+      case 8: try { try decoder.decodeRepeatedDoubleField(value: &self.railGbitPerS) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._topology) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1836,6 +2361,15 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
     if !self.stripeBytes.isEmpty {
       try visitor.visitPackedUInt64Field(value: self.stripeBytes, fieldNumber: 6)
     }
+    if !self.rails.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.rails, fieldNumber: 7)
+    }
+    if !self.railGbitPerS.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.railGbitPerS, fieldNumber: 8)
+    }
+    try { if let v = self._topology {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1846,6 +2380,9 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
     if lhs.endpoints != rhs.endpoints {return false}
     if lhs.bytesOut != rhs.bytesOut {return false}
     if lhs.stripeBytes != rhs.stripeBytes {return false}
+    if lhs.rails != rhs.rails {return false}
+    if lhs.railGbitPerS != rhs.railGbitPerS {return false}
+    if lhs._topology != rhs._topology {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

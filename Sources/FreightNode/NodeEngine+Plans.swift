@@ -1,0 +1,59 @@
+import FreightCore
+import FreightDirectory
+import FreightRouting
+import FreightWire
+
+/// Route plans for `freight resolve --explain` (docs/topology.md): the planner over what this node knows of every
+/// node's rails and hardware, with the rates it measured on its own links.
+extension NodeEngine {
+    /// Every node's view as this node sees it; this node's rails carry what it measured towards `peer`.
+    func plannerViews(towards peer: String?) -> [String: RoutePlanner.NodeView] {
+        var views: [String: RoutePlanner.NodeView] = [name: ownRecord.view]
+        for member in members.values { views[member.name] = member.record.view }
+        if let peer, let member = members[peer], member.railCount > 1 {
+            for rail in 0..<min(member.railCount, views[name]!.rails.count) where member.balancer.measured[rail] {
+                views[name]!.rails[rail].measuredGbitPerSecond = member.balancer.rates[rail] * 8 / 1e9
+            }
+        }
+        return views
+    }
+
+    var plannerCapabilities: RoutePlanner.Capabilities {
+        configuration.socketPath != nil && configuration.sharedMemoryBudgetBytes > 0 ? .thisBuild : []
+    }
+
+    func explain(_ resolve: Freight_Wire_V1_Resolve, endpoints: [EndpointRecord]) throws(FreightError)
+        -> [Freight_Wire_V1_RoutePlan]
+    {
+        guard resolve.explainBytes <= UInt64(Int.max) else {
+            throw FreightError(.invalidArgument, "--size \(resolve.explainBytes) is too large")
+        }
+        for gpu in [resolve.hasFromGpu ? resolve.fromGpu : nil, resolve.hasToGpu ? resolve.toGpu : nil] {
+            if let gpu, gpu >= UInt32(Limits.topologyGPUsMax * 16) {
+                throw FreightError(.invalidArgument, "GPU \(gpu) is out of range")
+            }
+        }
+        let planner = RoutePlanner(capabilities: plannerCapabilities)
+        return endpoints.prefix(Limits.explainResultsMax).map { endpoint in
+            let plan = planner.plan(
+                from: .init(node: name, gpu: resolve.hasFromGpu ? Int(resolve.fromGpu) : nil),
+                to: .init(node: endpoint.key.node, gpu: resolve.hasToGpu ? Int(resolve.toGpu) : nil),
+                bytes: Int(resolve.explainBytes), nodes: plannerViews(towards: endpoint.key.node))
+            var out = Freight_Wire_V1_RoutePlan()
+            out.node = endpoint.key.node
+            out.endpointID = endpoint.key.id
+            out.expectedSeconds = plan.expectedSeconds
+            out.notes = plan.notes
+            out.paths = plan.paths.map { path in
+                var wire = Freight_Wire_V1_PlannedPath()
+                wire.kind = path.kind.rawValue
+                wire.via = path.via
+                wire.bytes = UInt64(path.bytes)
+                wire.gbitPerS = path.gbitPerSecond.isFinite ? path.gbitPerSecond : 0
+                wire.expectedSeconds = path.expectedSeconds
+                return wire
+            }
+            return out
+        }
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+import FreightCore
+
+/// Two network namespaces, `a` and `b`, joined by `rails` veth pairs; pair r carries 198.18.r.1/24 (a) and
+/// 198.18.r.2/24 (b) and is shaped with `tc tbf` in both directions. Needs root (CAP_NET_ADMIN) and iproute2.
+///
+/// Names carry this process's PID, so that a lab left by a killed test run is recognised and removed by the next
+/// one. `remove()` deletes both namespaces (and with them every veth); call it in a `defer`.
+public final class NetworkLab: Sendable {
+    public let prefix: String
+    public let rails: Int
+    public var namespaceA: String { "\(prefix)a" }
+    public var namespaceB: String { "\(prefix)b" }
+    /// The `ip` executable.
+    public let ip: String
+
+    /// Creates the namespaces and links; removes whatever it made if a step fails.
+    public init(rails: Int, rateMbit: Int) throws {
+        precondition((1...8).contains(rails))
+        guard
+            let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
+        else {
+            throw FreightError(.internalError, "iproute2's ip is not installed (apt-get install iproute2)")
+        }
+        guard getuid() == 0 else {
+            throw FreightError(.internalError, "network namespaces need root (CAP_NET_ADMIN)")
+        }
+        self.ip = ip
+        self.rails = rails
+        self.prefix = "frl\(getpid())"
+        Self.removeStale(ip: ip)
+        do {
+            try run(["netns", "add", namespaceA])
+            try run(["netns", "add", namespaceB])
+            for namespace in [namespaceA, namespaceB] {
+                try run(["-n", namespace, "link", "set", "lo", "up"])
+            }
+            for rail in 0..<rails {
+                let (left, right) = ("\(prefix)x\(rail)", "\(prefix)y\(rail)")
+                try run(["link", "add", left, "type", "veth", "peer", "name", right])
+                try run(["link", "set", left, "netns", namespaceA])
+                try run(["link", "set", right, "netns", namespaceB])
+                for (namespace, device, host) in [(namespaceA, left, 1), (namespaceB, right, 2)] {
+                    try run(["-n", namespace, "addr", "add", "198.18.\(rail).\(host)/24", "dev", device])
+                    try run(["-n", namespace, "link", "set", device, "up"])
+                    try run([
+                        "netns", "exec", namespace, "tc", "qdisc", "add", "dev", device, "root", "tbf", "rate",
+                        "\(rateMbit)mbit", "burst", "512kb", "latency", "20ms",
+                    ])
+                }
+            }
+        } catch {
+            remove()
+            throw error
+        }
+    }
+
+    /// The address of rail `rail` in namespace a (side 1) or b (side 2).
+    public func address(rail: Int, side: Int) -> String { "198.18.\(rail).\(side)" }
+
+    /// Starts `freight ARGS` inside `namespace` (the same PID: `ip netns exec` replaces itself with it).
+    public func freight(in namespace: String, _ arguments: [String], binary: String) throws -> FreightProcess {
+        try FreightProcess(["netns", "exec", namespace, binary] + arguments, executable: ip)
+    }
+
+    /// Deletes both namespaces; their veths go with them.
+    public func remove() {
+        for namespace in [namespaceA, namespaceB] { try? run(["netns", "delete", namespace]) }
+    }
+
+    private func run(_ arguments: [String]) throws {
+        try Self.run(ip: ip, arguments)
+    }
+
+    static func run(ip: String, _ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ip)
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw FreightError(.internalError, "ip \(arguments.joined(separator: " ")): \(message)")
+        }
+    }
+
+    /// Namespaces named by an earlier lab whose process is gone.
+    static func removeStale(ip: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ip)
+        process.arguments = ["netns", "list"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return }
+        let listing = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        for line in listing.split(separator: "\n") {
+            let name = String(line.split(separator: " ").first ?? "")
+            guard name.hasPrefix("frl"), name.count > 4, let pid = Int32(name.dropFirst(3).dropLast()) else { continue }
+            if pid != getpid() && Foundation.kill(pid, 0) != 0 { try? run(ip: ip, ["netns", "delete", name]) }
+        }
+    }
+}
