@@ -63,6 +63,9 @@ public enum Limits {
     public static let topologyNameBytesMax = 64
     /// Bytes of a topology file or of one `nvidia-smi` output Freight reads.
     public static let topologyInputBytesMax = 1024 * 1024
+    /// Message attribute naming the GPU the sender's buffer belongs to (`freight send --gpu N`): the node sends it
+    /// on that GPU's rail-aligned NIC (docs/topology.md).
+    public static let gpuAttribute = "freight.gpu"
     /// Rails (local addresses, one per NIC) a node stripes over.
     public static let railsMax = 16
 }

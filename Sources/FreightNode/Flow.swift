@@ -41,6 +41,8 @@ struct Flow {
         /// reference, so a region is in use until the branch acknowledges the bytes past its end (then they have
         /// been read out of every socket) or the branch ends.
         var loans: [(end: UInt64, loan: Loan)] = []
+        /// The rails this branch's chunks may take (a peer branch whose plan names rails); nil: any.
+        var rails: [Int]?
 
         var isOpen: Bool { if case .open = state { true } else { false } }
     }

@@ -78,7 +78,10 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
 
     /// The stripe that takes the next chunk: with several rails, the rail expected to finish it first
     /// (``RailBalancer``); within a rail, ``StripeChooser`` (fill first, spill over).
-    func stripeForData(spillBytes: Int, policy: StripeChooser.Policy, chunkBytes: Int, nowNanos: UInt64) -> Int? {
+    /// `rails` limits the choice to those rails (a message planned onto a GPU's rail-aligned NIC).
+    func stripeForData(
+        spillBytes: Int, policy: StripeChooser.Policy, chunkBytes: Int, nowNanos: UInt64, rails: [Int]? = nil
+    ) -> Int? {
         rotation &+= 1
         guard railCount > 1 else {
             return StripeChooser.choose(
@@ -92,7 +95,15 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
             drained.append(stripes.reduce(0) { $0 &+ $1.drainedBytes })
         }
         balancer.observe(nowNanos: nowNanos, drained: drained, pending: pending)
-        guard let rail = balancer.choose(pending: pending, chunkBytes: chunkBytes) else { return nil }
+        var allowed = pending
+        if let rails {
+            for rail in allowed.indices where !rails.contains(rail) { allowed[rail] = nil }
+        }
+        // A planned rail with no connection: any rail rather than none.
+        guard
+            let rail = balancer.choose(pending: allowed, chunkBytes: chunkBytes)
+                ?? balancer.choose(pending: pending, chunkBytes: chunkBytes)
+        else { return nil }
         let base = rail * streams
         return StripeChooser.choose(
             pending: egress[base..<(base + streams)].map { $0?.pendingBytes }, spillBytes: spillBytes, policy: policy,

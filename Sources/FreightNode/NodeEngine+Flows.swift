@@ -123,6 +123,8 @@ extension NodeEngine {
             var branch = Flow.Branch(port: .peer(node), targets: keys)
             if members[node]?.isUp != true {
                 branch.state = .failed(FreightError(.nodeGone, "node \(node) is not reachable"), acked: 0)
+            } else {
+                branch.rails = plannedRails(header, to: node)
             }
             branches.append(branch)
         }
@@ -193,22 +195,23 @@ extension NodeEngine {
             bytesOut += UInt64(chunk.count)
             if let local = localPorts[id] { eventLoop.execute { local.deliver(.data(chunk)) } }
         } else {
-            dataConnection(for: port, bytes: chunk.count)?.sendData(chunk, promise: nil)
+            dataConnection(for: port, bytes: chunk.count, messageID: chunk.messageID)?.sendData(chunk, promise: nil)
         }
     }
 
     /// The connection that carries `bytes` of body to an app session or a peer (a peer's stripe is chosen by the
     /// striping policy), with the bytes counted; nil when the port is gone.
-    func dataConnection(for port: Port, bytes: Int) -> FrameConnection? {
+    func dataConnection(for port: Port, bytes: Int, messageID: UInt64) -> FrameConnection? {
         let connection: FrameConnection?
         switch port {
         case .session(let id):
             connection = sessions[id]?.connection
         case .peer(let node):
+            let rails = flows[messageID]?.branches.first { $0.port == port }?.rails
             guard let member = members[node],
                 let stripe = member.stripeForData(
                     spillBytes: configuration.windowBytes / 2, policy: configuration.striping, chunkBytes: bytes,
-                    nowNanos: NIODeadline.now().uptimeNanoseconds)
+                    nowNanos: NIODeadline.now().uptimeNanoseconds, rails: rails)
             else { return nil }
             member.stripeBytes[stripe] += UInt64(bytes)
             connection = member.egress[stripe]

@@ -18,6 +18,19 @@ extension NodeEngine {
         return views
     }
 
+    /// The rails a message to `peer` may take: the planner's choice when the sender named its GPU
+    /// (`Limits.gpuAttribute`) and the link has several rails; nil (every rail) otherwise.
+    func plannedRails(_ header: Freight_Wire_V1_MessageHeader, to peer: String) -> [Int]? {
+        guard let text = header.attributes[Limits.gpuAttribute], let gpu = Int(text), (0..<1024).contains(gpu),
+            let member = members[peer], member.railCount > 1
+        else { return nil }
+        let plan = RoutePlanner(capabilities: plannerCapabilities).plan(
+            from: .init(node: name, gpu: gpu), to: .init(node: peer), bytes: Int(clamping: header.length),
+            nodes: [name: ownRecord.view, peer: member.record.view])
+        let rails = plan.paths.compactMap(\.rail).filter { $0 < member.railCount }
+        return rails.isEmpty || rails.count == member.railCount ? nil : rails
+    }
+
     var plannerCapabilities: RoutePlanner.Capabilities {
         configuration.socketPath != nil && configuration.sharedMemoryBudgetBytes > 0 ? .thisBuild : []
     }

@@ -291,7 +291,7 @@ extension NodeEngine {
             let header = DataChunk(
                 messageID: chunk.messageID, offset: chunk.offset + UInt64(start), crc32c: crc,
                 isLast: chunk.isLast && start + count == total, pieces: [])
-            guard let connection = dataConnection(for: port, bytes: count) else { return }
+            guard let connection = dataConnection(for: port, bytes: count, messageID: chunk.messageID) else { return }
             // One use until the write is done (the pool file must stay open for it), one until acknowledged.
             loan.uses += 2
             if var flow = flows[chunk.messageID], let index = flow.branches.firstIndex(where: { $0.port == port }) {

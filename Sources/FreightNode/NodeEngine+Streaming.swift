@@ -79,7 +79,7 @@ extension NodeEngine {
                 let loan = receiveRegion(for: session, bytes: bodyBytes)
             {
                 stream.sharedOutputs.append((id, loan, 0))
-            } else if let output = dataConnection(for: branch.port, bytes: bodyBytes) {
+            } else if let output = dataConnection(for: branch.port, bytes: bodyBytes, messageID: chunk.messageID) {
                 stream.outputs.append((output, nextStreamToken))
                 nextStreamToken &+= 1
             }

@@ -74,6 +74,8 @@ public struct RoutePlanner: Sendable {
 
     public struct PlannedPath: Sendable, Hashable {
         public var kind: PathKind
+        /// The rail, for a rail-aligned NIC path.
+        public var rail: Int? = nil
         /// What it goes through, for people: `rail 3 mlx5_3 10.0.3.1:7000 -> 10.0.3.2:7000`.
         public var via: String
         public var bytes: Int
@@ -166,7 +168,7 @@ public struct RoutePlanner: Sendable {
                     Candidate(
                         kind: .railNIC,
                         via: "rail \(rail)\(nic) \(here.rails[rail].address) -> \(there.rails[rail].address)",
-                        gbit: gbit, latency: cost.nicLatency))
+                        gbit: gbit, latency: cost.nicLatency, rail: rail))
             }
         } else {
             let to = there.listen.isEmpty ? "node \(destination.node)" : there.listen
@@ -182,6 +184,7 @@ public struct RoutePlanner: Sendable {
         var via: String
         var gbit: Double
         var latency: Double
+        var rail: Int? = nil
     }
 
     /// Splits `bytes` so that every path used ends at the same time: with bandwidth bᵢ (bytes/s) and latency lᵢ,
@@ -206,7 +209,8 @@ public struct RoutePlanner: Sendable {
             assigned += share
             paths.append(
                 PlannedPath(
-                    kind: candidate.kind, via: candidate.via, bytes: share, gbitPerSecond: candidate.gbit,
+                    kind: candidate.kind, rail: candidate.rail, via: candidate.via, bytes: share,
+                    gbitPerSecond: candidate.gbit,
                     latencySeconds: candidate.latency, expectedSeconds: candidate.latency + Double(share) / rate))
         }
         return paths

@@ -21,6 +21,10 @@ struct SendCommand: AsyncParsableCommand {
     var seed: UInt64 = 1
     @Option(name: .customLong("label"), help: "This app's label, shown to receivers.")
     var label = "send"
+    @Option(
+        name: .customLong("gpu"),
+        help: "The GPU this body belongs to: the node sends it on that GPU's rail-aligned NIC (docs/topology.md).")
+    var gpu: Int?
     @OptionGroup var via: ViaOption
     @OptionGroup var output: OutputOptions
 
@@ -36,6 +40,13 @@ struct SendCommand: AsyncParsableCommand {
             guard count >= 1 else { throw FreightError(.invalidArgument, "--count must be at least 1") }
             _ = try Address(address)
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
+            var attributes: [String: String] = file == nil ? ["freight-seed": "\(seed)"] : [:]
+            if let gpu {
+                guard (0..<1024).contains(gpu) else {
+                    throw FreightError(.invalidArgument, "--gpu \(gpu) is out of range")
+                }
+                attributes[Limits.gpuAttribute] = "\(gpu)"
+            }
             let client = try await FreightClient.connect(
                 to: try via.address(), label: label, sharedMemory: try via.sharedMemory())
             for _ in 0..<count {
@@ -57,7 +68,7 @@ struct SendCommand: AsyncParsableCommand {
                         to: address,
                         body: body,
                         options: SendOptions(
-                            attributes: file == nil ? ["freight-seed": "\(seed)"] : [:],
+                            attributes: attributes,
                             chunkBytes: chunkBytes,
                             onProgress: { bar.update($0) }
                         )

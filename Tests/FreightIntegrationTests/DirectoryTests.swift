@@ -119,6 +119,22 @@ import Testing
         #expect(((placed["notes"] as? [String]) ?? []).contains { $0.contains("NVLink domain rack-1") })
         // Same node: shared memory.
         #expect(paths(try await explain("topo/local")).map(\.kind) == ["shared-memory"])
+
+        // A message whose sender names GPU 1 goes on GPU 1's rail only (stripes 4..<8); one that names no GPU
+        // may use both.
+        func stripeBytes() async throws -> [Int] {
+            let peers = (try await cluster.status("n1"))["peers"] as? [[String: Any]]
+            return (peers?.first?["stripe_bytes"] as? [Int]) ?? []
+        }
+        let before = try await stripeBytes()
+        let placedSend = try await FreightProcess.run([
+            "send", "topo/remote", "--size", "64MiB", "--gpu", "1", "--via", cluster.node("n1").socket,
+        ])
+        #expect(placedSend.status == 0, "\(placedSend.stderr)")
+        let after = try await stripeBytes()
+        let moved = zip(after, before).map { $0 - $1 }
+        #expect(moved.count == 8 && moved.prefix(4).reduce(0, +) == 0, "\(moved)")
+        #expect(moved.dropFirst(4).reduce(0, +) == 64 << 20, "\(moved)")
     }
 
     /// Addresses, groups and patterns registered on one node resolve on every node, and go away with their app.
