@@ -73,4 +73,20 @@ import Testing
         #expect(try await refused.waitForExit() != 0)
         #expect(refused.stderr.contains("unknown key 'nvlink_gpbs'"))
     }
+
+    @Test func aNodeRefusesBadRailsWithTheFlag() async throws {
+        for (rails, says) in [
+            (["--rail", "eth0"], "--rail 'eth0' is not an IP address"),
+            (["--rail", "127.0.0.1", "--rail", "127.0.0.1"], "--rail: at most"),
+            (
+                (0...Limits.railsMax).flatMap { ["--rail", "127.0.2.\($0)"] },
+                "--rail: at most"
+            ),
+        ] {
+            let node = try FreightProcess(
+                ["node", "--name", "x", "--listen", "127.0.0.1:0", "--socket", "", "--nvidia-smi", "off"] + rails)
+            #expect(try await node.waitForExit(timeout: .seconds(20)) != 0)
+            #expect(node.stderr.contains(says), "\(node.stderr)")
+        }
+    }
 }
