@@ -154,11 +154,20 @@ extension NodeEngine {
             if list.members.count >= Limits.membersMax { break }
             list.members.append(known.record.wire)
         }
-        for start in stride(from: 0, to: list.members.count, by: 64) {
-            var part = Freight_Wire_V1_Members()
-            part.members = Array(list.members[start..<min(list.members.count, start + 64)])
-            control.send(.members(part))
+        // In frames under the control-frame limit (a record with a large topology is tens of KiB).
+        var part = Freight_Wire_V1_Members()
+        var bytes = 0
+        for entry in list.members {
+            let size = (try? entry.serializedBytes() as [UInt8])?.count ?? 0
+            if bytes + size > Limits.controlFrameBytesMax - 1024, !part.members.isEmpty {
+                control.send(.members(part))
+                part = Freight_Wire_V1_Members()
+                bytes = 0
+            }
+            part.members.append(entry)
+            bytes += size + 8
         }
+        if !part.members.isEmpty { control.send(.members(part)) }
         let records = localEndpoints.values.map(\.record)
         for (index, batch) in Self.batches(records).enumerated() {
             var update = Freight_Wire_V1_Endpoints()

@@ -272,7 +272,8 @@ public final class NodeEngine: @unchecked Sendable {
             peer.bytesOut = member.stripeBytes.reduce(0, +)
             peer.stripeBytes = member.stripeBytes
             peer.rails = member.record.rails.map(\.description)
-            peer.topology = member.record.topology.wire
+            peer.gpus = UInt32(member.record.topology.gpus.count)
+            peer.nics = UInt32(member.record.topology.nics.count)
             if member.railCount > 1 {
                 peer.railGbitPerS = (0..<member.railCount).map {
                     member.balancer.measured[$0] ? member.balancer.rates[$0] * 8 / 1e9 : 0

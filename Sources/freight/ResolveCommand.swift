@@ -133,8 +133,7 @@ struct StatusCommand: AsyncParsableCommand {
                         [
                             "name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints,
                             "bytes_out": $0.bytesOut, "stripe_bytes": $0.stripeBytes, "rails": $0.rails,
-                            "rail_gbit_per_s": $0.railGbitPerS, "gpus": $0.topology.gpus.count,
-                            "nics": $0.topology.nics.count,
+                            "rail_gbit_per_s": $0.railGbitPerS, "gpus": $0.gpus, "nics": $0.nics,
                         ] as [String: Any]
                     },
                 ])

@@ -78,4 +78,28 @@ import Testing
         bad.pattern = "Not A Pattern"
         #expect(layout.decode(key: Data("/freight/prod/endpoints/n1/1".utf8), value: try bad.serializedData()) == nil)
     }
+
+    /// The largest record the limits allow still fits one control frame (mesh gossip sends records whole).
+    @Test func theLargestNodeRecordFitsAControlFrame() throws {
+        let name = String(repeating: "x", count: Limits.topologyNameBytesMax)
+        let topology = Topology(
+            gpus: (0..<Limits.topologyGPUsMax).map {
+                .init(
+                    index: $0, model: name, numa: 1023, pcieSwitch: name, nvlinkDomain: name,
+                    nvlinkGbitPerSecond: 123_456.789)
+            },
+            nics: (0..<Limits.topologyNICsMax).map {
+                .init(
+                    name: "\($0)" + name.dropFirst(2), address: name, rail: 1023, pcieSwitch: name, numa: 1023,
+                    gbitPerSecond: 123_456.789)
+            })
+        try topology.validate()
+        let record = NodeRecord(
+            name: String(repeating: "n", count: 64), listen: try NodeAddress("[fd00::1]:65535"), incarnation: .max,
+            transports: ["tcp", "unix", "shared-memory"],
+            rails: try (0..<Limits.railsMax).map { try NodeAddress("[fd00::\($0)]:65535") }, topology: topology)
+        let bytes = try record.wire.serializedBytes() as [UInt8]
+        #expect(bytes.count < Limits.controlFrameBytesMax - 1024, "\(bytes.count) bytes")
+        #expect(try NodeRecord(wire: Freight_Wire_V1_Member(serializedBytes: bytes)) == record)
+    }
 }

@@ -859,21 +859,15 @@ public nonisolated struct Freight_Wire_V1_PeerStatus: Sendable {
   /// measured drain rate of this node's stripes on each rail; 0: not yet
   public var railGbitPerS: [Double] = []
 
-  /// the peer's hardware, as it announced it
-  public var topology: Freight_Wire_V1_Topology {
-    get {_topology ?? Freight_Wire_V1_Topology()}
-    set {_topology = newValue}
-  }
-  /// Returns true if `topology` has been explicitly set.
-  public var hasTopology: Bool {self._topology != nil}
-  /// Clears the value of `topology`. Subsequent reads from it will return its default value.
-  public mutating func clearTopology() {self._topology = nil}
+  /// GPUs and NICs in the peer's announced topology (the whole of it is in
+  public var gpus: UInt32 = 0
+
+  /// the directory; a status reply stays small)
+  public var nics: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
-
-  fileprivate var _topology: Freight_Wire_V1_Topology? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -2316,7 +2310,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PeerStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{3}streams_up\0\u{1}endpoints\0\u{3}bytes_out\0\u{3}stripe_bytes\0\u{1}rails\0\u{3}rail_gbit_per_s\0\u{1}topology\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{3}streams_up\0\u{1}endpoints\0\u{3}bytes_out\0\u{3}stripe_bytes\0\u{1}rails\0\u{3}rail_gbit_per_s\0\u{1}gpus\0\u{1}nics\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2332,17 +2326,14 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
       case 6: try { try decoder.decodeRepeatedUInt64Field(value: &self.stripeBytes) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.rails) }()
       case 8: try { try decoder.decodeRepeatedDoubleField(value: &self.railGbitPerS) }()
-      case 9: try { try decoder.decodeSingularMessageField(value: &self._topology) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.gpus) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.nics) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -2367,9 +2358,12 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
     if !self.railGbitPerS.isEmpty {
       try visitor.visitPackedDoubleField(value: self.railGbitPerS, fieldNumber: 8)
     }
-    try { if let v = self._topology {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
-    } }()
+    if self.gpus != 0 {
+      try visitor.visitSingularUInt32Field(value: self.gpus, fieldNumber: 9)
+    }
+    if self.nics != 0 {
+      try visitor.visitSingularUInt32Field(value: self.nics, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2382,7 +2376,8 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
     if lhs.stripeBytes != rhs.stripeBytes {return false}
     if lhs.rails != rhs.rails {return false}
     if lhs.railGbitPerS != rhs.railGbitPerS {return false}
-    if lhs._topology != rhs._topology {return false}
+    if lhs.gpus != rhs.gpus {return false}
+    if lhs.nics != rhs.nics {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
