@@ -148,10 +148,10 @@ extension ClientCore {
     }
 
     private func complete(_ id: UInt64) {
-        guard let message = incoming.removeValue(forKey: id) else { return }
+        guard incoming.removeValue(forKey: id) != nil else { return }
         var done = Freight_Wire_V1_Done()
         done.messageID = id
-        connection?.send(.ack(id, acked: message.window.length, credit: message.window.length))
+        // DONE says every byte is held: no final ACK before it (one frame fewer on every hop, per message).
         connection?.send(.done(done))
     }
 

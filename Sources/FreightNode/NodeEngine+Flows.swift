@@ -263,8 +263,13 @@ extension NodeEngine {
         }
         flow.branches[index].ackedOffset = flow.length
         flow.branches[index].state = .done(done)
+        // Other branches still open: upstream hears how far they all are now (DONE is this branch's final ACK).
+        let update = flow.allBranchesFinished ? nil : flow.upstreamUpdate()
         flows[done.messageID] = flow
         settleLoans(done.messageID)
+        if let update {
+            send(.ack(done.messageID, acked: update.acked, credit: update.credit), to: flow.upstream)
+        }
         finishIfComplete(done.messageID)
     }
 
