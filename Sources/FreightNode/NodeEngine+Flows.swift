@@ -207,11 +207,14 @@ extension NodeEngine {
         case .session(let id):
             connection = sessions[id]?.connection
         case .peer(let node):
-            let rails = flows[messageID]?.branches.first { $0.port == port }?.rails
-            guard let member = members[node],
+            guard let member = members[node] else { return nil }
+            // Only a link with several rails needs the clock (rate samples) and the message's planned rails.
+            let several = member.railCount > 1
+            guard
                 let stripe = member.stripeForData(
                     spillBytes: configuration.windowBytes / 2, policy: configuration.striping, chunkBytes: bytes,
-                    nowNanos: NIODeadline.now().uptimeNanoseconds, rails: rails)
+                    nowNanos: several ? NIODeadline.now().uptimeNanoseconds : 0,
+                    rails: several ? flows[messageID]?.branches.first { $0.port == port }?.rails : nil)
             else { return nil }
             member.stripeBytes[stripe] += UInt64(bytes)
             connection = member.egress[stripe]
