@@ -263,7 +263,13 @@ public final class NodeEngine: @unchecked Sendable {
         status.directoryDigest = index.digest
         status.topology = configuration.topology.wire
         status.rails = ownRecord.rails.map(\.description)
+        // Peers in name order, as many as fit one control frame with room to spare; the rest are counted.
+        var bytes = (try? status.serializedBytes() as [UInt8])?.count ?? 0
         for member in members.values.sorted(by: { $0.name < $1.name }) {
+            guard bytes < Limits.controlFrameBytesMax - 8192 else {
+                status.peersOmitted += 1
+                continue
+            }
             var peer = Freight_Wire_V1_PeerStatus()
             peer.name = member.name
             peer.listen = member.listen.description
@@ -279,6 +285,7 @@ public final class NodeEngine: @unchecked Sendable {
                     member.balancer.measured[$0] ? member.balancer.rates[$0] * 8 / 1e9 : 0
                 }
             }
+            bytes += ((try? peer.serializedBytes() as [UInt8])?.count ?? 0) + 4
             status.peers.append(peer)
         }
         return status

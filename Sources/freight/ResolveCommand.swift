@@ -129,6 +129,7 @@ struct StatusCommand: AsyncParsableCommand {
                     "directory_unreachable": status.directoryUnreachable,
                     "directory_digest": String(status.directoryDigest, radix: 16),
                     "rails": status.rails, "gpus": status.topology.gpus.count, "nics": status.topology.nics.count,
+                    "peers_omitted": status.peersOmitted,
                     "peers": status.peers.map {
                         [
                             "name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints,
@@ -161,7 +162,9 @@ struct StatusCommand: AsyncParsableCommand {
                 printLine(
                     "hardware: \(gpus.count) GPUs\(gpus.first.map { " (\($0.model))" } ?? ""), \(status.topology.nics.count) NICs; rails: \(status.rails.isEmpty ? "none" : status.rails.joined(separator: ", "))"
                 )
-                printLine("peers: \(status.peers.count)")
+                printLine(
+                    "peers: \(Int(status.peersOmitted) + status.peers.count)\(status.peersOmitted > 0 ? " (\(status.peersOmitted) not listed: the reply is capped at one frame)" : "")"
+                )
                 for peer in status.peers {
                     printLine(
                         "  \(peer.name)\t\(peer.listen)\t\(peer.streamsUp) streams\t\(peer.endpoints) endpoints\t\(ByteCount.format(Int64(peer.bytesOut))) sent"

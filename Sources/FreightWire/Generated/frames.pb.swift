@@ -828,6 +828,12 @@ public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
     set {_uniqueStorage()._rails = newValue}
   }
 
+  /// peers left out so that the reply fits one control frame
+  public var peersOmitted: UInt32 {
+    get {_storage._peersOmitted}
+    set {_uniqueStorage()._peersOmitted = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2072,7 +2078,7 @@ nonisolated extension Freight_Wire_V1_Nic: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2100,6 +2106,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
     var _directoryDigest: UInt64 = 0
     var _topology: Freight_Wire_V1_Topology? = nil
     var _rails: [String] = []
+    var _peersOmitted: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2135,6 +2142,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       _directoryDigest = source._directoryDigest
       _topology = source._topology
       _rails = source._rails
+      _peersOmitted = source._peersOmitted
     }
   }
 
@@ -2178,6 +2186,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         case 23: try { try decoder.decodeSingularFixed64Field(value: &_storage._directoryDigest) }()
         case 24: try { try decoder.decodeSingularMessageField(value: &_storage._topology) }()
         case 25: try { try decoder.decodeRepeatedStringField(value: &_storage._rails) }()
+        case 26: try { try decoder.decodeSingularUInt32Field(value: &_storage._peersOmitted) }()
         default: break
         }
       }
@@ -2265,6 +2274,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       if !_storage._rails.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._rails, fieldNumber: 25)
       }
+      if _storage._peersOmitted != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._peersOmitted, fieldNumber: 26)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2299,6 +2311,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         if _storage._directoryDigest != rhs_storage._directoryDigest {return false}
         if _storage._topology != rhs_storage._topology {return false}
         if _storage._rails != rhs_storage._rails {return false}
+        if _storage._peersOmitted != rhs_storage._peersOmitted {return false}
         return true
       }
       if !storagesAreEqual {return false}
