@@ -61,6 +61,9 @@ public enum Limits {
     public static let topologyGPUsMax = 64
     public static let topologyNICsMax = 64
     public static let topologyNameBytesMax = 64
+    /// GPU indices, rail indices and NUMA nodes are below this, wherever they come from (file, nvidia-smi, the
+    /// network, `--gpu`).
+    public static let topologyIndexMax = 1024
     /// Bytes of a topology file or of one `nvidia-smi` output Freight reads.
     public static let topologyInputBytesMax = 1024 * 1024
     /// Message attribute naming the GPU the sender's buffer belongs to (`freight send --gpu N`): the node sends it

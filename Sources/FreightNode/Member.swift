@@ -45,7 +45,7 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     /// Takes what the peer announced about itself; grows the link to one set of stripes per rail pair the two
     /// nodes share (rails never shrink within one incarnation). Returns true when new stripes need dialing.
     @discardableResult
-    func apply(_ announced: NodeRecord, localRails: [String], streams: Int) -> Bool {
+    func apply(_ announced: NodeRecord, localRails: [String]) -> Bool {
         guard announced.name == name, announced.incarnation == incarnation || announced.incarnation == 0 else {
             return false
         }

@@ -21,9 +21,7 @@ extension NodeEngine {
             directoryNodes = [:]
             for node in nodes where node.name != name {
                 directoryNodes[node.name] = node
-                if members[node.name]?.apply(node, localRails: railHosts, streams: configuration.streams) == true {
-                    dial(members[node.name]!)
-                }
+                if let member = members[node.name] { adopt(node, for: member) }
             }
             joinDirectoryNodes()
         }
@@ -40,11 +38,7 @@ extension NodeEngine {
                     index.remove(key)
                 case .node(let record) where record.name != name:
                     directoryNodes[record.name] = record
-                    if members[record.name]?.apply(record, localRails: railHosts, streams: configuration.streams)
-                        == true
-                    {
-                        dial(members[record.name]!)
-                    }
+                    if let member = members[record.name] { adopt(record, for: member) }
                 case .nodeGone(let node) where node != name:
                     directoryNodes[node] = nil
                     index.removeAll(at: node)

@@ -126,8 +126,13 @@ extension NodeEngine {
     @discardableResult
     func learn(_ record: NodeRecord) -> Member? {
         let member = learn(name: record.name, listen: record.listen, incarnation: record.incarnation)
-        member?.apply(record, localRails: railHosts, streams: configuration.streams)
+        member?.apply(record, localRails: railHosts)  // the caller dials the new member's stripes
         return member
+    }
+
+    /// Takes what a node's record says (rails, topology) and dials the stripes of rails it added.
+    func adopt(_ record: NodeRecord, for member: Member) {
+        if member.apply(record, localRails: railHosts) { dial(member) }
     }
 
     /// Records a member, replacing an earlier incarnation of the same name. Returns nil past the member limit.
@@ -256,7 +261,7 @@ extension NodeEngine {
                 if let known = members[entry.name] {
                     // What a node says about itself counts; gossip about others only fills gaps.
                     if entry.name == peer || known.record.rails.isEmpty && known.record.topology.isEmpty {
-                        if known.apply(record, localRails: railHosts, streams: configuration.streams) { dial(known) }
+                        adopt(record, for: known)
                     }
                 } else if let learned = learn(record) {
                     dial(learned)

@@ -6,22 +6,29 @@ import FreightWire
 /// Route plans for `freight resolve --explain` (docs/topology.md): the planner over what this node knows of every
 /// node's rails and hardware, with the rates it measured on its own links.
 extension NodeEngine {
-    /// Every node's view as this node sees it; this node's rails carry what it measured towards `peer`.
-    func plannerViews(towards peer: String?) -> [String: RoutePlanner.NodeView] {
+    /// Every node's view as this node sees it.
+    func plannerViews() -> [String: RoutePlanner.NodeView] {
         var views: [String: RoutePlanner.NodeView] = [name: ownRecord.view]
         for member in members.values { views[member.name] = member.record.view }
-        if let peer, let member = members[peer], member.railCount > 1 {
-            for rail in 0..<min(member.railCount, views[name]!.rails.count) where member.balancer.measured[rail] {
-                views[name]!.rails[rail].measuredGbitPerSecond = member.balancer.rates[rail] * 8 / 1e9
-            }
-        }
         return views
+    }
+
+    /// `views` with this node's rails carrying the rates it measured on its link to `peer`.
+    func measured(_ views: [String: RoutePlanner.NodeView], towards peer: String) -> [String: RoutePlanner.NodeView] {
+        guard let member = members[peer], member.railCount > 1, var own = views[name] else { return views }
+        for rail in 0..<min(member.railCount, own.rails.count) where member.balancer.measured[rail] {
+            own.rails[rail].measuredGbitPerSecond = member.balancer.rates[rail] * 8 / 1e9
+        }
+        var result = views
+        result[name] = own
+        return result
     }
 
     /// The rails a message to `peer` may take: the planner's choice when the sender named its GPU
     /// (`Limits.gpuAttribute`) and the link has several rails; nil (every rail) otherwise.
     func plannedRails(_ header: Freight_Wire_V1_MessageHeader, to peer: String) -> [Int]? {
-        guard let text = header.attributes[Limits.gpuAttribute], let gpu = Int(text), (0..<1024).contains(gpu),
+        guard let text = header.attributes[Limits.gpuAttribute], let gpu = Int(text),
+            (0..<Limits.topologyIndexMax).contains(gpu),
             let member = members[peer], member.railCount > 1
         else { return nil }
         let plan = RoutePlanner(capabilities: plannerCapabilities).plan(
@@ -42,16 +49,17 @@ extension NodeEngine {
             throw FreightError(.invalidArgument, "--size \(resolve.explainBytes) is too large")
         }
         for gpu in [resolve.hasFromGpu ? resolve.fromGpu : nil, resolve.hasToGpu ? resolve.toGpu : nil] {
-            if let gpu, gpu >= UInt32(Limits.topologyGPUsMax * 16) {
+            if let gpu, gpu >= UInt32(Limits.topologyIndexMax) {
                 throw FreightError(.invalidArgument, "GPU \(gpu) is out of range")
             }
         }
         let planner = RoutePlanner(capabilities: plannerCapabilities)
+        let views = plannerViews()
         return endpoints.prefix(Limits.explainResultsMax).map { endpoint in
             let plan = planner.plan(
                 from: .init(node: name, gpu: resolve.hasFromGpu ? Int(resolve.fromGpu) : nil),
                 to: .init(node: endpoint.key.node, gpu: resolve.hasToGpu ? Int(resolve.toGpu) : nil),
-                bytes: Int(resolve.explainBytes), nodes: plannerViews(towards: endpoint.key.node))
+                bytes: Int(resolve.explainBytes), nodes: measured(views, towards: endpoint.key.node))
             var out = Freight_Wire_V1_RoutePlan()
             out.node = endpoint.key.node
             out.endpointID = endpoint.key.id

@@ -124,7 +124,8 @@ public struct NvidiaTopoMatrix: Sendable, Hashable {
             rows[first] = row
             let rest = tokens.dropFirst(devices.count + 1)
             if let cpus = rest.first, cpus != "N/A" { cpuAffinity[first] = cpus }
-            if rest.count >= 2, let numa = Int(rest[rest.startIndex + 1]), (0..<1024).contains(numa) {
+            if rest.count >= 2, let numa = Int(rest[rest.startIndex + 1]), (0..<Limits.topologyIndexMax).contains(numa)
+            {
                 numaAffinity[first] = numa
             }
         }
@@ -240,29 +241,18 @@ extension Topology {
     /// GPU in it; a NIC's NUMA node is that of the nearest GPU.
     public static func discovered(matrix: NvidiaTopoMatrix, nvlink: NvlinkStatus?, node: String) -> Topology {
         let devices = matrix.devices
-        // Switch groups: union-find over PIX/PXB relations.
-        var parent = Array(devices.indices)
-        func find(_ i: Int) -> Int {
-            var i = i
-            while parent[i] != i {
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            }
-            return i
-        }
-        var nvParent = Array(devices.indices)
-        func nvFind(_ i: Int) -> Int {
-            var i = i
-            while nvParent[i] != i { i = nvParent[i] }
-            return i
-        }
+        // Switch groups (PIX/PXB) and NVLink domains (NV#): two partitions of the devices.
+        var switches = Partition(count: devices.count)
+        var nvlinks = Partition(count: devices.count)
         for row in devices.indices {
             for column in devices.indices where column != row {
                 let relation = matrix.relations[row][column]
-                if relation.sharesPCIeSwitch { parent[find(row)] = find(column) }
-                if case .nvlink = relation { nvParent[nvFind(row)] = nvFind(column) }
+                if relation.sharesPCIeSwitch { switches.join(row, column) }
+                if case .nvlink = relation { nvlinks.join(row, column) }
             }
         }
+        func find(_ i: Int) -> Int { switches.root(i) }
+        func nvFind(_ i: Int) -> Int { nvlinks.root(i) }
         var groupNames: [Int: String] = [:]
         for index in devices.indices {
             let root = find(index)
@@ -344,6 +334,24 @@ extension Topology {
         }
         return result
     }
+}
+
+/// Disjoint sets over 0..<count (union-find with path halving).
+struct Partition {
+    private var parent: [Int]
+
+    init(count: Int) { parent = Array(0..<count) }
+
+    mutating func root(_ i: Int) -> Int {
+        var i = i
+        while parent[i] != i {
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        }
+        return i
+    }
+
+    mutating func join(_ a: Int, _ b: Int) { parent[root(a)] = root(b) }
 }
 
 /// Drops terminal escape sequences (`ESC [ … letter`), which nvidia-smi writes around headers on a terminal.

@@ -152,7 +152,7 @@ public struct Topology: Sendable, Hashable, Codable {
         }
         var indices: Set<Int> = []
         for gpu in gpus {
-            guard (0..<Limits.topologyGPUsMax * 16).contains(gpu.index), indices.insert(gpu.index).inserted else {
+            guard (0..<Limits.topologyIndexMax).contains(gpu.index), indices.insert(gpu.index).inserted else {
                 throw FreightError(.invalidArgument, "topology: GPU index \(gpu.index) is out of range or repeated")
             }
             try Self.checkName(gpu.model, "GPU \(gpu.index) model", allowEmpty: true)
@@ -193,8 +193,9 @@ public struct Topology: Sendable, Hashable, Codable {
 
     private static func checkSmall(_ value: Int?, _ what: String) throws(FreightError) {
         guard let value else { return }
-        guard (0..<1024).contains(value) else {
-            throw FreightError(.invalidArgument, "topology: \(what) \(value) is out of range 0...1023")
+        guard (0..<Limits.topologyIndexMax).contains(value) else {
+            throw FreightError(
+                .invalidArgument, "topology: \(what) \(value) is out of range 0..<\(Limits.topologyIndexMax)")
         }
     }
 

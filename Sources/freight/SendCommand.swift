@@ -42,7 +42,7 @@ struct SendCommand: AsyncParsableCommand {
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             var attributes: [String: String] = file == nil ? ["freight-seed": "\(seed)"] : [:]
             if let gpu {
-                guard (0..<1024).contains(gpu) else {
+                guard (0..<Limits.topologyIndexMax).contains(gpu) else {
                     throw FreightError(.invalidArgument, "--gpu \(gpu) is out of range")
                 }
                 attributes[Limits.gpuAttribute] = "\(gpu)"
