@@ -137,7 +137,7 @@ let package = Package(
         .testTarget(
             name: "FreightNodeTests",
             dependencies: [
-                "FreightTesting", "FreightClient", "FreightNode", "FreightCore",
+                "FreightTesting", "FreightClient", "FreightNode", "FreightCore", "FreightWire", "FreightTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict

@@ -37,23 +37,6 @@ static uint32_t crc32c_software(uint32_t crc, const unsigned char *p, size_t n) 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 
-// Three independent streams hide the instruction's 3-cycle latency; they are joined by shifting
-// the first two through the rest of the block in software (zero-bytes CRC via GF(2) matrices).
-__attribute__((target("sse4.2")))
-static uint32_t crc32c_hw_1way(uint32_t crc, const unsigned char *p, size_t n) {
-    uint64_t c = crc;
-    while (n && ((uintptr_t)p & 7)) { c = _mm_crc32_u8((uint32_t)c, *p++); n--; }
-    while (n >= 8) {
-        uint64_t word;
-        memcpy(&word, p, 8);
-        c = _mm_crc32_u64(c, word);
-        p += 8;
-        n -= 8;
-    }
-    while (n--) c = _mm_crc32_u8((uint32_t)c, *p++);
-    return (uint32_t)c;
-}
-
 // GF(2) matrix helpers (as zlib's crc32_combine) to compute the operator "append len zero bytes".
 static uint32_t gf2_times(const uint32_t *mat, uint32_t vec) {
     uint32_t sum = 0;
@@ -94,33 +77,83 @@ static uint32_t shift_block[32];
 static uint32_t shift_2block[32];
 static int shift_ready = 0;
 
+// With `dst`, the bytes are also copied there as they are read: one pass over them instead of a copy and then a
+// checksum (a node writing a chunk into a receiver's shared pool). Measured inside the node (8 MiB app to app), as
+// fast as memcpy followed by the checksum; ordinary stores: non-temporal ones measured the same on average but
+// with occasional runs at a third of the speed.
 __attribute__((target("sse4.2")))
-static uint32_t crc32c_hw(uint32_t crc, const unsigned char *p, size_t n) {
-    if (n < 3 * BLOCK) return crc32c_hw_1way(crc, p, n);
+static uint32_t crc32c_hw_1way(uint32_t crc, unsigned char *dst, const unsigned char *p, size_t n) {
+    uint64_t c = crc;
+    while (n && ((uintptr_t)p & 7)) {
+        if (dst) *dst++ = *p;
+        c = _mm_crc32_u8((uint32_t)c, *p++);
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t word;
+        memcpy(&word, p, 8);
+        if (dst) { memcpy(dst, &word, 8); dst += 8; }
+        c = _mm_crc32_u64(c, word);
+        p += 8;
+        n -= 8;
+    }
+    while (n--) {
+        if (dst) *dst++ = *p;
+        c = _mm_crc32_u8((uint32_t)c, *p++);
+    }
+    return (uint32_t)c;
+}
+
+// Three independent streams hide the instruction's 3-cycle latency; they are joined by shifting
+// the first two through the rest of the block in software (zero-bytes CRC via GF(2) matrices).
+__attribute__((target("sse4.2")))
+static uint32_t crc32c_hw(uint32_t crc, unsigned char *dst, const unsigned char *p, size_t n) {
+    if (n < 3 * BLOCK) return crc32c_hw_1way(crc, dst, p, n);
     if (!shift_ready) {
         zeros_operator(shift_block, BLOCK);
         zeros_operator(shift_2block, 2 * BLOCK);
         shift_ready = 1;
     }
-    while (n && ((uintptr_t)p & 7)) { crc = _mm_crc32_u8(crc, *p++); n--; }
+    while (n && ((uintptr_t)p & 7)) {
+        if (dst) *dst++ = *p;
+        crc = _mm_crc32_u8(crc, *p++);
+        n--;
+    }
     while (n >= 3 * BLOCK) {
         uint64_t a = crc, b = 0, c = 0;
         const unsigned char *pa = p, *pb = p + BLOCK, *pc = p + 2 * BLOCK;
-        for (size_t i = 0; i < BLOCK; i += 8) {
-            uint64_t wa, wb, wc;
-            memcpy(&wa, pa + i, 8);
-            memcpy(&wb, pb + i, 8);
-            memcpy(&wc, pc + i, 8);
-            a = _mm_crc32_u64(a, wa);
-            b = _mm_crc32_u64(b, wb);
-            c = _mm_crc32_u64(c, wc);
+        if (dst) {
+            unsigned char *da = dst, *db = dst + BLOCK, *dc = dst + 2 * BLOCK;
+            for (size_t i = 0; i < BLOCK; i += 8) {
+                uint64_t wa, wb, wc;
+                memcpy(&wa, pa + i, 8);
+                memcpy(&wb, pb + i, 8);
+                memcpy(&wc, pc + i, 8);
+                memcpy(da + i, &wa, 8);
+                memcpy(db + i, &wb, 8);
+                memcpy(dc + i, &wc, 8);
+                a = _mm_crc32_u64(a, wa);
+                b = _mm_crc32_u64(b, wb);
+                c = _mm_crc32_u64(c, wc);
+            }
+            dst += 3 * BLOCK;
+        } else {
+            for (size_t i = 0; i < BLOCK; i += 8) {
+                uint64_t wa, wb, wc;
+                memcpy(&wa, pa + i, 8);
+                memcpy(&wb, pb + i, 8);
+                memcpy(&wc, pc + i, 8);
+                a = _mm_crc32_u64(a, wa);
+                b = _mm_crc32_u64(b, wb);
+                c = _mm_crc32_u64(c, wc);
+            }
         }
         // crc(A||B||C) = shift(crc(A), 2 blocks) ^ shift(crc0(B), 1 block) ^ crc0(C), with raw (non-inverted) states.
         crc = gf2_times(shift_2block, (uint32_t)a) ^ gf2_times(shift_block, (uint32_t)b) ^ (uint32_t)c;
         p += 3 * BLOCK;
         n -= 3 * BLOCK;
     }
-    return crc32c_hw_1way(crc, p, n);
+    return crc32c_hw_1way(crc, dst, p, n);
 }
 #endif
 
@@ -131,9 +164,18 @@ uint32_t freight_crc32c(uint32_t crc, const void *data, size_t length) {
     crc = ~crc;
 #if defined(__x86_64__)
     if (!hw_checked) { hw_present = __builtin_cpu_supports("sse4.2"); hw_checked = 1; }
-    if (hw_present) return ~crc32c_hw(crc, p, length);
+    if (hw_present) return ~crc32c_hw(crc, NULL, p, length);
 #endif
     return ~crc32c_software(crc, p, length);
+}
+
+uint32_t freight_crc32c_copy(uint32_t crc, void *destination, const void *source, size_t length) {
+#if defined(__x86_64__)
+    if (!hw_checked) { hw_present = __builtin_cpu_supports("sse4.2"); hw_checked = 1; }
+    if (hw_present) return ~crc32c_hw(~crc, (unsigned char *)destination, (const unsigned char *)source, length);
+#endif
+    memcpy(destination, source, length);
+    return freight_crc32c(crc, destination, length);
 }
 
 int freight_crc32c_hardware(void) {

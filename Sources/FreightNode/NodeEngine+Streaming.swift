@@ -17,6 +17,10 @@ struct InboundStream {
     var remaining: Int
     /// True when the chunk was refused: its pieces are dropped.
     var discard: Bool
+    /// CRC32C of the pieces so far, computed while each is still in cache from its socket read, when this node is
+    /// where the chunk ends (an in-process port or an app's receive pool): the endpoint need not read it again.
+    var crc: UInt32 = 0
+    var verifies: Bool { !localPorts.isEmpty || !sharedOutputs.isEmpty }
     let started = NIODeadline.now()
 }
 
@@ -31,28 +35,45 @@ extension NodeEngine {
             if !stream.discard {
                 for output in stream.outputs { output.connection.streamPiece(piece, token: output.token) }
                 if !stream.localPorts.isEmpty { stream.header.pieces.append(piece) }
+                // The first receive pool gets the piece copied and checksummed in one pass; any other, a copy.
+                var checked = !stream.verifies
                 for index in stream.sharedOutputs.indices {
                     let output = stream.sharedOutputs[index]
                     let target = output.loan.pool.mapping.base + Int(output.loan.region.offset) + output.written
-                    piece.withUnsafeReadableBytes { target.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    piece.withUnsafeReadableBytes { bytes in
+                        if checked {
+                            target.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+                        } else {
+                            stream.crc = CRC32C.copy(bytes, to: target, continuing: stream.crc)
+                            checked = true
+                        }
+                    }
                     stream.sharedOutputs[index].written += piece.readableBytes
+                }
+                if !checked {
+                    stream.crc = piece.withUnsafeReadableBytes { CRC32C.checksum($0, continuing: stream.crc) }
                 }
                 pauseIfOutputsFull(connection, stream)
             }
             inboundStreams[connection.id] = stream
         case .dataEnd:
-            guard let stream = inboundStreams.removeValue(forKey: connection.id) else { return }
+            guard var stream = inboundStreams.removeValue(forKey: connection.id) else { return }
             for output in stream.outputs { output.connection.endStream(token: output.token) }
+            let verified = stream.verifies && stream.crc == stream.header.crc32c
             for output in stream.sharedOutputs {
                 guard let session = sessions[output.session] else {
                     returnUse(output.loan)
                     continue
                 }
+                // Checked here as it arrived: the app reads it without checking again. A chunk that failed keeps
+                // its checksum, so the app finds the failure (and the ABORT behind it) as it would have.
                 let chunk = SharedChunk(
-                    messageID: stream.header.messageID, offset: stream.header.offset, crc32c: stream.header.crc32c,
-                    isLast: stream.header.isLast, region: output.loan.region)
+                    messageID: stream.header.messageID, offset: stream.header.offset,
+                    crc32c: verified ? nil : stream.header.crc32c, isLast: stream.header.isLast,
+                    region: output.loan.region)
                 lend(chunk, loan: output.loan, to: session, addingUse: false)
             }
+            stream.header.checksumVerified = stream.verifies ? verified : nil
             for id in stream.localPorts {
                 if let local = localPorts[id] {
                     let chunk = stream.header

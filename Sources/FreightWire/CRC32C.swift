@@ -7,6 +7,14 @@ public enum CRC32C {
         freight_crc32c(crc, bytes.baseAddress, bytes.count)
     }
 
+    /// Copies `source` to `destination` (at least as large, not overlapping) and returns the bytes' checksum,
+    /// continuing from `crc`, in one pass over them.
+    public static func copy(
+        _ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer, continuing crc: UInt32 = 0
+    ) -> UInt32 {
+        freight_crc32c_copy(crc, destination, source.baseAddress, source.count)
+    }
+
     public static func checksum(_ buffer: ByteBuffer) -> UInt32 {
         buffer.withUnsafeReadableBytes { checksum($0) }
     }

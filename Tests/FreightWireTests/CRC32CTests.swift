@@ -35,4 +35,22 @@ import Testing
         let both = bytes[30_001...].withUnsafeBytes { CRC32C.checksum($0, continuing: first) }
         #expect(whole == both)
     }
+
+    /// Copying and checksumming in one pass gives the same checksum and an exact copy, for sizes on both sides of
+    /// the interleaved blocks, unaligned ends, and a continued checksum; nothing past the end is written.
+    @Test(arguments: [0, 1, 7, 8, 4096, 24_575, 24_576, 24_577, 49_152 + 13, 100_003])
+    func copiesAndChecksumsInOnePass(size: Int) {
+        var rng = SystemRandomNumberGenerator()
+        let bytes = (0..<size + 3).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        for (start, seed) in [(0, UInt32(0)), (1, 0x1234_5678), (3, 0)] {
+            let slice = Array(bytes[start..<start + size])
+            var target = [UInt8](repeating: 0xA5, count: size + 11)
+            let crc = slice.withUnsafeBytes { source in
+                target.withUnsafeMutableBytes { CRC32C.copy(source, to: $0.baseAddress! + 5, continuing: seed) }
+            }
+            #expect(crc == slice.withUnsafeBytes { CRC32C.checksum($0, continuing: seed) })
+            #expect(Array(target[5..<5 + size]) == slice)
+            #expect(target[..<5].allSatisfy { $0 == 0xA5 } && target[(5 + size)...].allSatisfy { $0 == 0xA5 })
+        }
+    }
 }
