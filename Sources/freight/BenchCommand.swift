@@ -156,9 +156,8 @@ struct BenchCommand: AsyncParsableCommand {
         let engine = fabric.engines[0]
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
-        try await inParallel(count: count, workers: parallel) {
-            _ = try await engine.sendFromNode(to: address, length: UInt64(size), chunkBytes: chunkBytes)
-        }
+        try await engine.sendFromNode(
+            to: address, length: UInt64(size), count: count, inFlight: parallel, chunkBytes: chunkBytes)
         return Result(
             path: "node", size: size, messages: count, seconds: seconds(since: started),
             cpuSeconds: ProcessStats.cpuSeconds() - cpu)
