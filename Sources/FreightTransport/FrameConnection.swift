@@ -162,7 +162,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         if buffers.count > 1 {
             writeBody(buffers[buffers.count - 1], flush: true, promise: promise)
         } else {
-            channel.flush()
+            if coalescesFlushes { flushSoon() } else { channel.flush() }
             promise?.succeed()
         }
     }
@@ -192,10 +192,9 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
             case .failure(let error): promise?.fail(error)
             }
         }
+        channel.write(buffer, promise: written)
         if flush {
-            channel.writeAndFlush(buffer, promise: written)
-        } else {
-            channel.write(buffer, promise: written)
+            if coalescesFlushes { flushSoon() } else { channel.flush() }
         }
     }
 
