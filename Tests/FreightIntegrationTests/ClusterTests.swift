@@ -219,22 +219,9 @@ import Testing
 /// Sends bytes on a plain TCP connection and waits for the peer to close it.
 enum RawSocket {
     static func send(_ bytes: [UInt8], host: String, port: Int) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw FreightError(.io, "socket failed") }
+        let fd = try BlockingSocket.connect(host: host, port: port)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, host, &address.sin_addr)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard connected == 0 else { throw FreightError(.io, "connect to \(host):\(port) failed") }
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var buffer = [UInt8](repeating: 0, count: 4096)
         // The node answers with its preface and hello, then closes: read until EOF.
         while read(fd, &buffer, buffer.count) > 0 {}

@@ -82,21 +82,8 @@ import Testing
 enum RawApp {
     static func sendOneChunk(_ body: [UInt8], crc: UInt32, to address: Address, host: String, port: Int) throws -> Frame
     {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw FreightError(.io, "socket failed") }
+        let fd = try BlockingSocket.connect(host: host, port: port, readTimeoutSeconds: 20)
         defer { close(fd) }
-        var peer = sockaddr_in()
-        peer.sin_family = sa_family_t(AF_INET)
-        peer.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, host, &peer.sin_addr)
-        let connected = withUnsafePointer(to: &peer) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard connected == 0 else { throw FreightError(.io, "connect to \(host):\(port) failed") }
-        var timeout = timeval(tv_sec: 20, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
 
         func write(_ buffer: ByteBuffer) throws {
             var left = buffer
