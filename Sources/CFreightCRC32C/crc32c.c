@@ -4,7 +4,6 @@
 #include <string.h>
 
 static uint32_t table[8][256];
-static int table_ready = 0;
 
 static void build_table(void) {
     for (uint32_t i = 0; i < 256; i++) {
@@ -15,11 +14,9 @@ static void build_table(void) {
     for (uint32_t i = 0; i < 256; i++) {
         for (int t = 1; t < 8; t++) table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xff];
     }
-    table_ready = 1;
 }
 
 static uint32_t crc32c_software(uint32_t crc, const unsigned char *p, size_t n) {
-    if (!table_ready) build_table();
     while (n >= 8) {
         uint64_t word;
         memcpy(&word, p, 8);
@@ -75,7 +72,6 @@ static void zeros_operator(uint32_t *result, size_t len) {
 #define BLOCK 8192
 static uint32_t shift_block[32];
 static uint32_t shift_2block[32];
-static int shift_ready = 0;
 
 // With `dst`, the bytes are also copied there as they are read: one pass over them instead of a copy and then a
 // checksum (a node writing a chunk into a receiver's shared pool). Measured inside the node (8 MiB app to app), as
@@ -109,11 +105,6 @@ static uint32_t crc32c_hw_1way(uint32_t crc, unsigned char *dst, const unsigned 
 __attribute__((target("sse4.2")))
 static uint32_t crc32c_hw(uint32_t crc, unsigned char *dst, const unsigned char *p, size_t n) {
     if (n < 3 * BLOCK) return crc32c_hw_1way(crc, dst, p, n);
-    if (!shift_ready) {
-        zeros_operator(shift_block, BLOCK);
-        zeros_operator(shift_2block, 2 * BLOCK);
-        shift_ready = 1;
-    }
     while (n && ((uintptr_t)p & 7)) {
         if (dst) *dst++ = *p;
         crc = _mm_crc32_u8(crc, *p++);
@@ -155,6 +146,7 @@ static uint32_t crc32c_hw(uint32_t crc, unsigned char *dst, const unsigned char 
     }
     return crc32c_hw_1way(crc, dst, p, n);
 }
+
 // Carry-less multiplication (VPCLMULQDQ on 512-bit registers): four 64-byte accumulators fold 256 bytes per
 // step, about three times the rate of the crc32 instruction, which has one execution port. Folding a 16-byte lane
 // L forward by D bytes replaces it with clmul(L.lo, K(8D+32)) ^ clmul(L.hi, K(8D-32)), XORed into the data D bytes
@@ -231,21 +223,15 @@ static uint32_t crc32c_fold(uint32_t crc, unsigned char *dst, const unsigned cha
     return (uint32_t)c;
 }
 
-static int fold_checked = 0, fold_present = 0;
-
 static int fold_available(void) {
-    if (!fold_checked) {
-        fold_present = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                       __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("pclmul") &&
-                       __builtin_cpu_supports("sse4.2");
-        fold_checked = 1;
-    }
-    return fold_present;
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("pclmul") &&
+           __builtin_cpu_supports("sse4.2");
 }
 
-// The hardware path: carry-less folding for the bulk where the CPU has it, the crc32 instruction for the rest.
+// Carry-less folding for the bulk, the crc32 instruction for the rest (only called where both exist).
 static uint32_t crc32c_fast(uint32_t crc, unsigned char *dst, const unsigned char *p, size_t n) {
-    if (n >= 512 && fold_available()) {
+    if (n >= 512) {
         size_t done = 0;
         crc = crc32c_fold(crc, dst, p, n, &done);
         p += done;
@@ -256,6 +242,9 @@ static uint32_t crc32c_fast(uint32_t crc, unsigned char *dst, const unsigned cha
 }
 #endif
 
+// The tables and the method are set up once when the library loads, before any thread can use them.
+static void crc32c_setup(void);
+__attribute__((constructor)) static void crc32c_load(void) { crc32c_setup(); }
 
 int freight_crc32c_methods(void) {
     int methods = 1 << FREIGHT_CRC32C_TABLE;
@@ -266,9 +255,21 @@ int freight_crc32c_methods(void) {
     return methods;
 }
 
-static int best_method = -1;
+static int available = 0, fastest = FREIGHT_CRC32C_TABLE;
 
-uint32_t freight_crc32c_using(int method, uint32_t crc, void *destination, const void *source, size_t length) {
+static void crc32c_setup(void) {
+    build_table();
+#if defined(__x86_64__)
+    zeros_operator(shift_block, BLOCK);
+    zeros_operator(shift_2block, 2 * BLOCK);
+#endif
+    available = freight_crc32c_methods();
+    fastest = (available & (1 << FREIGHT_CRC32C_FOLD))          ? FREIGHT_CRC32C_FOLD
+              : (available & (1 << FREIGHT_CRC32C_INSTRUCTION)) ? FREIGHT_CRC32C_INSTRUCTION
+                                                                : FREIGHT_CRC32C_TABLE;
+}
+
+static uint32_t crc32c_run(int method, uint32_t crc, void *destination, const void *source, size_t length) {
     const unsigned char *p = (const unsigned char *)source;
     unsigned char *dst = (unsigned char *)destination;
     crc = ~crc;
@@ -285,17 +286,15 @@ uint32_t freight_crc32c_using(int method, uint32_t crc, void *destination, const
     }
 }
 
+uint32_t freight_crc32c_using(int method, uint32_t crc, void *destination, const void *source, size_t length) {
+    if (method < 0 || method > FREIGHT_CRC32C_FOLD || !(available & (1 << method))) method = fastest;
+    return crc32c_run(method, crc, destination, source, length);
+}
+
 uint32_t freight_crc32c(uint32_t crc, const void *data, size_t length) {
-    if (best_method < 0) {
-        int methods = freight_crc32c_methods();
-        best_method = (methods & (1 << FREIGHT_CRC32C_FOLD))          ? FREIGHT_CRC32C_FOLD
-                      : (methods & (1 << FREIGHT_CRC32C_INSTRUCTION)) ? FREIGHT_CRC32C_INSTRUCTION
-                                                                      : FREIGHT_CRC32C_TABLE;
-    }
-    return freight_crc32c_using(best_method, crc, NULL, data, length);
+    return crc32c_run(fastest, crc, NULL, data, length);
 }
 
 uint32_t freight_crc32c_copy(uint32_t crc, void *destination, const void *source, size_t length) {
-    if (best_method < 0) (void)freight_crc32c(0, NULL, 0);
-    return freight_crc32c_using(best_method, crc, destination, source, length);
+    return crc32c_run(fastest, crc, destination, source, length);
 }
