@@ -36,21 +36,19 @@ extension NodeEngine {
                 for output in stream.outputs { output.connection.streamPiece(piece, token: output.token) }
                 if !stream.localPorts.isEmpty { stream.header.pieces.append(piece) }
                 // The first receive pool gets the piece copied and checksummed in one pass; any other, a copy.
-                var checked = !stream.verifies
                 for index in stream.sharedOutputs.indices {
                     let output = stream.sharedOutputs[index]
                     let target = output.loan.pool.mapping.base + Int(output.loan.region.offset) + output.written
                     piece.withUnsafeReadableBytes { bytes in
-                        if checked {
-                            target.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-                        } else {
+                        if index == 0 {
                             stream.crc = CRC32C.copy(bytes, to: target, continuing: stream.crc)
-                            checked = true
+                        } else {
+                            target.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
                         }
                     }
                     stream.sharedOutputs[index].written += piece.readableBytes
                 }
-                if !checked {
+                if stream.sharedOutputs.isEmpty && !stream.localPorts.isEmpty {
                     stream.crc = piece.withUnsafeReadableBytes { CRC32C.checksum($0, continuing: stream.crc) }
                 }
                 pauseIfOutputsFull(connection, stream)

@@ -32,7 +32,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("streams"), help: "TCP connections between the two nodes.")
     var streams = Limits.streamsDefault
     @Option(name: .customLong("chunk-size"), help: "Body chunk size.")
-    var chunkSize = "1MiB"
+    var chunkSize = ByteCount.format(Int64(Limits.chunkBytesDefault))
     @Option(name: .customLong("window"), help: "Per-message window of nodes and receiving apps.")
     var window = "32MiB"
     @Option(

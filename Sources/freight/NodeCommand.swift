@@ -33,7 +33,7 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(name: .customLong("streams"), help: "TCP connections per peer link.")
     var streams = Limits.streamsDefault
     @Option(name: .customLong("chunk-size"), help: "Default body chunk size (64KiB...64MiB).")
-    var chunkSize = "1MiB"
+    var chunkSize = ByteCount.format(Int64(Limits.chunkBytesDefault))
     @Option(name: .customLong("window"), help: "Most body bytes of one message in flight through this node.")
     var window = "32MiB"
     @Option(name: .customLong("memory-budget"), help: "Memory this node commits to messages in flight.")

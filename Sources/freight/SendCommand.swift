@@ -16,7 +16,7 @@ struct SendCommand: AsyncParsableCommand {
     @Option(name: .customLong("count"), help: "How many messages to send.")
     var count = 1
     @Option(name: .customLong("chunk-size"), help: "Body chunk size (64KiB...64MiB).")
-    var chunkSize = "1MiB"
+    var chunkSize = ByteCount.format(Int64(Limits.chunkBytesDefault))
     @Option(name: .customLong("seed"), help: "Seed of a generated body; receivers can check it with --check-seed.")
     var seed: UInt64 = 1
     @Option(name: .customLong("label"), help: "This app's label, shown to receivers.")
