@@ -70,10 +70,14 @@ struct Flow {
     /// The acknowledgement and credit to report upstream: the minimum over open branches, capped by this node's
     /// window. Returns nil when nothing moved.
     mutating func upstreamUpdate() -> (acked: UInt64, credit: UInt64)? {
-        let open = branches.filter(\.isOpen)
-        guard !open.isEmpty else { return nil }
-        let acked = open.map(\.ackedOffset).min()!
-        let credit = min(open.map(\.creditOffset).min()!, acked + windowBytes, length)
+        var acked = UInt64.max
+        var branchCredit = UInt64.max
+        for branch in branches where branch.isOpen {
+            acked = min(acked, branch.ackedOffset)
+            branchCredit = min(branchCredit, branch.creditOffset)
+        }
+        guard acked != .max else { return nil }
+        let credit = min(branchCredit, acked + windowBytes, length)
         guard acked > upstreamAcked || credit > upstreamCredit else { return nil }
         upstreamAcked = max(upstreamAcked, acked)
         upstreamCredit = max(upstreamCredit, credit)

@@ -26,12 +26,10 @@ extension NodeEngine {
         do throws(FreightError) {
             guard id != 0 else { throw FreightError(.protocolViolation, "message id 0 is reserved") }
             guard flows[id] == nil else { throw FreightError(.duplicate, "message id \(id) is already in flight here") }
-            let headerBytes = (try? header.serializedBytes() as [UInt8])?.count ?? Int.max
-            guard headerBytes <= Limits.headerBytesMax else {
+            if let headerBytes = header.encodedSize(ifOver: Limits.headerBytesMax) {
                 throw FreightError(
                     .invalidArgument, "message header of \(headerBytes) bytes is over \(Limits.headerBytesMax)")
             }
-            let destination = try Address(header.destination)
             if header.chunkBytes == 0 { header.chunkBytes = UInt32(configuration.chunkBytes) }
             guard (Limits.chunkBytesMin...Limits.chunkBytesMax).contains(Int(header.chunkBytes)) else {
                 throw FreightError(
@@ -50,6 +48,7 @@ extension NodeEngine {
             let targets: [EndpointRecord]
             switch port {
             case .session, .local:
+                let destination = try parsedAddress(header.destination)
                 let matches = index.match(destination)
                 tieBreak &+= 1
                 targets = planner.plan(
@@ -58,7 +57,8 @@ extension NodeEngine {
             case .peer:
                 targets = open.targets.filter { $0.node == name }.compactMap { localEndpoints[$0.id]?.record }
                 guard !targets.isEmpty else {
-                    throw FreightError(.noRoute, "no route to \(destination): its endpoint on node \(name) is gone")
+                    throw FreightError(
+                        .noRoute, "no route to \(header.destination): its endpoint on node \(name) is gone")
                 }
             }
 
@@ -94,6 +94,16 @@ extension NodeEngine {
             failed += 1
             send(.abort(id, error), to: port)
         }
+    }
+
+    /// An app's destination, parsed once: apps send many messages to the same few addresses. The cache is
+    /// emptied when it holds `Self.parsedAddressesMax` of them.
+    func parsedAddress(_ text: String) throws(FreightError) -> Address {
+        if let address = parsedAddresses[text] { return address }
+        let address = try Address(text)
+        if parsedAddresses.count >= Self.parsedAddressesMax { parsedAddresses.removeAll(keepingCapacity: true) }
+        parsedAddresses[text] = address
+        return address
     }
 
     private func startFlow(
@@ -168,7 +178,8 @@ extension NodeEngine {
     func admit(
         messageID: UInt64, offset: UInt64, count: Int, from port: Port, countLimit: Int = Limits.chunkBytesMax
     ) -> Flow? {
-        guard var flow = flows[messageID] else { return nil }
+        guard let slot = flows.index(forKey: messageID) else { return nil }
+        let flow = flows.values[slot]
         guard flow.upstream == port else {
             logger.warning("\(port) sent a chunk of message \(messageID) it does not send; dropped")
             return nil
@@ -185,8 +196,7 @@ extension NodeEngine {
             return nil
         }
         bytesIn += bytes
-        flow.bytesForwarded += bytes
-        flows[messageID] = flow
+        flows.values[slot].bytesForwarded += bytes
         return flow
     }
 
@@ -228,33 +238,39 @@ extension NodeEngine {
     // MARK: Acknowledgements and outcomes
 
     func ackReceived(_ ack: Freight_Wire_V1_Ack, from port: Port) {
-        guard var flow = flows[ack.messageID],
-            let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen })
+        // The flow is changed in place (`flows.values[slot]`): a copy would copy its branches on every ACK.
+        guard let slot = flows.index(forKey: ack.messageID),
+            let index = flows.values[slot].branches.firstIndex(where: { $0.port == port && $0.isOpen })
         else { return }
-        guard ack.ackedOffset <= flow.length, ack.ackedOffset <= ack.creditOffset || ack.creditOffset == 0 else {
+        let length = flows.values[slot].length
+        guard ack.ackedOffset <= length, ack.ackedOffset <= ack.creditOffset || ack.creditOffset == 0 else {
             return abortFlow(
                 ack.messageID, FreightError(.protocolViolation, "\(port) acknowledged past the message"),
                 notifyUpstream: true)
         }
-        flow.branches[index].ackedOffset = max(flow.branches[index].ackedOffset, ack.ackedOffset)
-        flow.branches[index].creditOffset = max(flow.branches[index].creditOffset, min(ack.creditOffset, flow.length))
-        let update = flow.upstreamUpdate()
-        flows[ack.messageID] = flow
+        func apply(_ flow: inout Flow) -> (acked: UInt64, credit: UInt64)? {
+            flow.branches[index].ackedOffset = max(flow.branches[index].ackedOffset, ack.ackedOffset)
+            flow.branches[index].creditOffset = max(flow.branches[index].creditOffset, min(ack.creditOffset, length))
+            return flow.upstreamUpdate()
+        }
+        let update = apply(&flows.values[slot])
+        let upstream = flows.values[slot].upstream
         settleLoans(ack.messageID)
         if let update {
-            send(.ack(ack.messageID, acked: update.acked, credit: update.credit), to: flow.upstream)
+            send(.ack(ack.messageID, acked: update.acked, credit: update.credit), to: upstream)
         }
     }
 
     func doneReceived(_ done: Freight_Wire_V1_Done, from port: Port) {
-        guard var flow = flows[done.messageID],
-            let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen })
+        guard let slot = flows.index(forKey: done.messageID),
+            let index = flows.values[slot].branches.firstIndex(where: { $0.port == port && $0.isOpen })
         else { return }
         var done = done
         if port.isLocal {
             // An app speaks for its own endpoints only.
-            let label = localEndpoints[flow.branches[index].targets[0].id]?.record.app ?? ""
-            done.deliveries = flow.branches[index].targets.map { key in
+            let targets = flows.values[slot].branches[index].targets
+            let label = localEndpoints[targets[0].id]?.record.app ?? ""
+            done.deliveries = targets.map { key in
                 var delivery = Freight_Wire_V1_Delivery()
                 delivery.endpoint.node = key.node
                 delivery.endpoint.id = key.id
@@ -264,14 +280,18 @@ extension NodeEngine {
             }
             done.failures = []
         }
-        flow.branches[index].ackedOffset = flow.length
-        flow.branches[index].state = .done(done)
-        // Other branches still open: upstream hears how far they all are now (DONE is this branch's final ACK).
-        let update = flow.allBranchesFinished ? nil : flow.upstreamUpdate()
-        flows[done.messageID] = flow
+        func apply(_ flow: inout Flow) -> (acked: UInt64, credit: UInt64)? {
+            flow.branches[index].ackedOffset = flow.length
+            flow.branches[index].state = .done(done)
+            // Other branches still open: upstream hears how far they all are now (DONE is this branch's final
+            // ACK).
+            return flow.allBranchesFinished ? nil : flow.upstreamUpdate()
+        }
+        let update = apply(&flows.values[slot])
+        let upstream = flows.values[slot].upstream
         settleLoans(done.messageID)
         if let update {
-            send(.ack(done.messageID, acked: update.acked, credit: update.credit), to: flow.upstream)
+            send(.ack(done.messageID, acked: update.acked, credit: update.credit), to: upstream)
         }
         finishIfComplete(done.messageID)
     }

@@ -231,22 +231,24 @@ extension NodeEngine {
 
     /// Returns the loans of a flow's branches that acknowledged past them or ended; all of them when `all`.
     func settleLoans(_ id: UInt64, all: Bool = false) {
-        guard var flow = flows[id] else { return }
-        var settled: [Loan] = []
-        for index in flow.branches.indices where !flow.branches[index].loans.isEmpty {
-            let branch = flow.branches[index]
-            if all || !branch.isOpen {
-                settled += branch.loans.map(\.loan)
-                flow.branches[index].loans = []
-            } else {
-                let acked = branch.ackedOffset
-                settled += branch.loans.filter { $0.end <= acked }.map(\.loan)
-                flow.branches[index].loans.removeAll { $0.end <= acked }
+        guard let slot = flows.index(forKey: id) else { return }
+        // In place: most flows hold no loans, and a copy of the flow would copy its branches.
+        func settle(_ flow: inout Flow) -> [Loan] {
+            var settled: [Loan] = []
+            for index in flow.branches.indices where !flow.branches[index].loans.isEmpty {
+                let branch = flow.branches[index]
+                if all || !branch.isOpen {
+                    settled += branch.loans.map(\.loan)
+                    flow.branches[index].loans = []
+                } else {
+                    let acked = branch.ackedOffset
+                    settled += branch.loans.filter { $0.end <= acked }.map(\.loan)
+                    flow.branches[index].loans.removeAll { $0.end <= acked }
+                }
             }
+            return settled
         }
-        guard !settled.isEmpty else { return }
-        flows[id] = flow
-        for loan in settled { returnUse(loan) }
+        for loan in settle(&flows.values[slot]) { returnUse(loan) }
     }
 
     /// Ends one branch of a flow with `error`, telling its receiver, and finishes the flow if that was the last.

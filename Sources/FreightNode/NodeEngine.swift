@@ -55,6 +55,9 @@ public final class NodeEngine: @unchecked Sendable {
     var readPaused: [UInt64: (input: FrameConnection, waitingOn: Set<UInt64>)] = [:]
     var nextEndpointID: UInt64 = 1
     var flows: [UInt64: Flow] = [:]
+    /// Destinations of apps' messages, parsed (`parsedAddress`).
+    var parsedAddresses: [String: Address] = [:]
+    static let parsedAddressesMax = 1024
     var endpointLoad: [EndpointKey: Int] = [:]
     /// Messages in flight by the port that sends them (at most `Limits.messagesPerConnectionMax` each).
     var flowsByUpstream: [Port: Int] = [:]
