@@ -26,7 +26,8 @@ extension NodeEngine {
         do throws(FreightError) {
             guard id != 0 else { throw FreightError(.protocolViolation, "message id 0 is reserved") }
             guard flows[id] == nil else { throw FreightError(.duplicate, "message id \(id) is already in flight here") }
-            if let headerBytes = header.encodedSize(ifOver: Limits.headerBytesMax) {
+            let headerBytes = header.encodedSize
+            guard headerBytes <= Limits.headerBytesMax else {
                 throw FreightError(
                     .invalidArgument, "message header of \(headerBytes) bytes is over \(Limits.headerBytesMax)")
             }

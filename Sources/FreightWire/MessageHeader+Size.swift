@@ -1,25 +1,29 @@
 extension Freight_Wire_V1_MessageHeader {
-    /// An upper bound on the header's encoded size, found without encoding it: each string at its length plus
-    /// the largest tag and length prefix (6 bytes), each attribute as a map entry of two such strings inside one
-    /// more prefix, every number at its widest. A node checks the header limit against this bound and encodes
-    /// the header to count it exactly only when the bound is over the limit.
-    public var encodedSizeBound: Int {
-        // id: tag + 8; length and deadline: tag + 10-byte varint each; priority, chunk_bytes: tag + 5.
-        var bytes = 9 + 11 + 11 + 6 + 6
-        bytes += 6 + source.utf8.count
-        bytes += 6 + destination.utf8.count
-        bytes += 6 + contentType.utf8.count
-        bytes += 6 + traceparent.utf8.count
-        bytes += 6 + tracestate.utf8.count
-        for (key, value) in attributes { bytes += 6 + 6 + key.utf8.count + 6 + value.utf8.count }
+    /// The header's encoded size, counted without encoding it (SwiftProtobuf's own count is internal to it): the
+    /// proto3 binary rules for these fields, unknown fields included, so a node checks the header limit on every
+    /// OPEN without building the bytes. `HeaderSizeTests` holds it equal to `serializedBytes().count`.
+    public var encodedSize: Int {
+        var bytes = unknownFields.data.count
+        if id != 0 { bytes += 1 + 8 }
+        bytes += Self.varintField(length) + Self.varintField(deadlineUnixNanos)
+        bytes += Self.varintField(UInt64(priority)) + Self.varintField(UInt64(chunkBytes))
+        bytes += Self.stringField(source) + Self.stringField(destination) + Self.stringField(contentType)
+        bytes += Self.stringField(traceparent) + Self.stringField(tracestate)
+        for (key, value) in attributes {
+            // A map entry always carries its key and value, empty or not.
+            bytes += Self.lengthDelimited(Self.lengthDelimited(key.utf8.count) + Self.lengthDelimited(value.utf8.count))
+        }
         return bytes
     }
 
-    /// The header's exact encoded size when it is over `limit`; nil when it is not. The header is encoded only
-    /// when its bound is over the limit.
-    public func encodedSize(ifOver limit: Int) -> Int? {
-        guard encodedSizeBound > limit else { return nil }
-        let bytes = (try? serializedBytes() as [UInt8])?.count ?? Int.max
-        return bytes > limit ? bytes : nil
-    }
+    /// A string field: nothing when empty (proto3 leaves defaults out).
+    private static func stringField(_ text: String) -> Int { text.isEmpty ? 0 : lengthDelimited(text.utf8.count) }
+
+    /// Tag (fields 1…15: one byte), length, bytes.
+    private static func lengthDelimited(_ count: Int) -> Int { 1 + varintBytes(UInt64(count)) + count }
+
+    /// Tag and value of a varint field; nothing when it is zero (proto3 leaves defaults out).
+    private static func varintField(_ value: UInt64) -> Int { value == 0 ? 0 : 1 + varintBytes(value) }
+
+    private static func varintBytes(_ value: UInt64) -> Int { max(1, (64 - value.leadingZeroBitCount + 6) / 7) }
 }
