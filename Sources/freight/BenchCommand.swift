@@ -97,8 +97,8 @@ struct BenchCommand: AsyncParsableCommand {
                             // Only the shared-memory half of `local`: two apps of one node, a shared buffer lent.
                             report(
                                 try await sameNode(
-                                    fabric, shared: true, size: size, count: count, chunkBytes: chunkBytes,
-                                    windowBytes: windowBytes))
+                                    fabric, shared: true, size: size, count: count, parallel: parallel,
+                                    chunkBytes: chunkBytes, windowBytes: windowBytes))
                         case "grpc":
                             // One message at a time on every path, so that they compare like for like.
                             let native = try await appToApp(
@@ -118,11 +118,11 @@ struct BenchCommand: AsyncParsableCommand {
                             }
                         default:
                             let tcp = try await sameNode(
-                                fabric, shared: false, size: size, count: count, chunkBytes: chunkBytes,
-                                windowBytes: windowBytes)
+                                fabric, shared: false, size: size, count: count, parallel: parallel,
+                                chunkBytes: chunkBytes, windowBytes: windowBytes)
                             let shared = try await sameNode(
-                                fabric, shared: true, size: size, count: max(count, 20), chunkBytes: chunkBytes,
-                                windowBytes: windowBytes)
+                                fabric, shared: true, size: size, count: max(count, 20), parallel: parallel,
+                                chunkBytes: chunkBytes, windowBytes: windowBytes)
                             report(tcp)
                             report(shared)
                             if !output.json {
@@ -173,21 +173,7 @@ struct BenchCommand: AsyncParsableCommand {
             to: fabric.socket(1), label: "bench-rx", windowBytes: windowBytes, sharedMemory: sharedMemory)
         let sender = try await FreightClient.connect(
             to: fabric.socket(0), label: "bench-tx", sharedMemory: sharedMemory)
-        let subscription = try await receiver.receive(address)
-        // The receiver reads up to `parallel` messages at once, as the sender sends them.
-        let draining = Task {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                var running = 0
-                for try await message in subscription {
-                    if running >= parallel {
-                        try await group.next()
-                        running -= 1
-                    }
-                    group.addTask { _ = try await message.drain() }
-                    running += 1
-                }
-            }
-        }
+        let draining = try await drain(receiver, address, parallel: parallel)
         try await fabric.waitForEndpoints(try Address(address), count: 1)
         let chunk = chunkBytes
         var block = ByteBufferAllocator().buffer(capacity: chunk)
@@ -224,7 +210,8 @@ struct BenchCommand: AsyncParsableCommand {
     /// Two apps of node n1: over its TCP port (bodies through the socket) or its Unix socket with shared memory
     /// (the sender's buffer, filled once beforehand, lent to the receiver, which reads it in place).
     func sameNode(
-        _ fabric: InProcessFabric, shared: Bool, size: Int64, count: Int, chunkBytes: Int, windowBytes: Int
+        _ fabric: InProcessFabric, shared: Bool, size: Int64, count: Int, parallel: Int, chunkBytes: Int,
+        windowBytes: Int
     ) async throws -> Result {
         let address = "bench/local/\(shared ? "shm" : "tcp")/\(size)"
         let memory: SharedMemory =
@@ -233,10 +220,7 @@ struct BenchCommand: AsyncParsableCommand {
         let receiver = try await FreightClient.connect(
             to: node, label: "bench-rx", windowBytes: windowBytes, sharedMemory: memory)
         let sender = try await FreightClient.connect(to: node, label: "bench-tx", sharedMemory: memory)
-        let subscription = try await receiver.receive(address)
-        let draining = Task {
-            for try await message in subscription { _ = try await message.drain() }
-        }
+        let draining = try await drain(receiver, address, parallel: parallel)
         try await fabric.waitForEndpoints(try Address(address), count: 1)
         let options = SendOptions(chunkBytes: chunkBytes)
         let body: OutgoingBody
@@ -255,7 +239,10 @@ struct BenchCommand: AsyncParsableCommand {
         _ = try await sender.send(to: address, body: body, options: options)  // warm-up
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
-        for _ in 0..<count { _ = try await sender.send(to: address, body: body, options: options) }
+        // Every send lends the same buffer: a lent region is only read, and stays until each lender released it.
+        try await inParallel(count: count, workers: parallel) {
+            _ = try await sender.send(to: address, body: body, options: options)
+        }
         let result = Result(
             path: shared ? "shm" : "tcp", size: size, messages: count, seconds: seconds(since: started),
             cpuSeconds: ProcessStats.cpuSeconds() - cpu)
@@ -403,6 +390,24 @@ struct BenchCommand: AsyncParsableCommand {
             )
         }
         withExtendedLifetime(index) {}
+    }
+
+    /// Subscribes `receiver` to `address` and reads up to `parallel` of its messages at once, as they arrive.
+    func drain(_ receiver: FreightClient, _ address: String, parallel: Int) async throws -> Task<Void, any Error> {
+        let subscription = try await receiver.receive(address)
+        return Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                var running = 0
+                for try await message in subscription {
+                    if running >= parallel {
+                        try await group.next()
+                        running -= 1
+                    }
+                    group.addTask { _ = try await message.drain() }
+                    running += 1
+                }
+            }
+        }
     }
 
     /// Runs `count` sends, at most `workers` at a time.

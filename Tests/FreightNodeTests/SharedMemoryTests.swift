@@ -99,6 +99,56 @@ import Testing
         await fabric.stop()
     }
 
+    /// One shared buffer lent by several messages in flight at once (a tensor sent to many, or sent again before
+    /// the last send finished): every message arrives whole in that very memory, and the region comes back to the
+    /// pool only after the last receiver released it.
+    @Test func oneBufferLentByMessagesInFlightAtOnce() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "shm-many")
+        let size = 4 * Self.mebibyte
+        let messages = 8
+        let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx", sharedMemory: .required())
+        let sender = try await FreightClient.connect(
+            to: fabric.socket(0), label: "tx", sharedMemory: .required(sendBytes: size))
+        let inbox = try await receiver.receive("shm/many")
+        try await fabric.waitForEndpoints(try Address("shm/many"), count: 1)
+
+        var buffer: SharedBuffer? = try await sender.allocate(size)
+        buffer!.withUnsafeMutableBytes { PatternFill.fill($0, seed: 11, offset: 0) }
+        let sending = Task { [buffer] in
+            try await withThrowingTaskGroup(of: UInt64.self) { group in
+                for _ in 0..<messages {
+                    group.addTask { try await sender.send(to: "shm/many", body: .shared(buffer!)).bytes }
+                }
+                return try await group.reduce(0, +)
+            }
+        }
+        // Hold every message's chunks until all have arrived: all are lent at once.
+        var held: [[BodyChunk]] = []
+        for try await message in inbox {
+            var chunks: [BodyChunk] = []
+            for try await chunk in message.body { chunks.append(chunk) }
+            held.append(chunks)
+            if held.count == messages { break }
+        }
+        #expect(try await sending.value == UInt64(size * messages))
+        for chunks in held {
+            #expect(chunks.count == 1 && chunks[0].isShared && chunks[0].count == size)
+            #expect(try chunks[0].withUnsafeBytes { PatternFill.check($0, seed: 11, offset: 0) })
+        }
+        // The sender's buffer is gone, but every message still holds the region: no room for it in the pool.
+        buffer = nil
+        held.removeLast(messages - 1)
+        try await Task.sleep(for: .milliseconds(100))
+        await #expect(throws: FreightError.self) { _ = try await sender.allocate(size) }
+        // The last holder releases it: the region comes back.
+        held = []
+        let reusable = await eventually { (try? await sender.allocate(size)) != nil }
+        #expect(reusable)
+        await sender.close()
+        await receiver.close()
+        await fabric.stop()
+    }
+
     /// A receiver that goes away while holding regions has them reclaimed; so does a sender that goes away while
     /// its regions are held (its pool closes once they come back).
     @Test func departedAppsHaveTheirRegionsReclaimed() async throws {
