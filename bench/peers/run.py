@@ -213,8 +213,8 @@ class Iperf:
         return None
 
     def run(self, size, count):
-        total = max(size * count, 256 * MiB)
         write = min(size, self.IPERF_WRITE_MAX) if self.per_message else self.IPERF_WRITE_MAX
+        total = max(size * count, write)
         cpu0 = cpu_seconds(self.server.pid)
         out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(self.port), "-P", "1", "-l", str(write), "-C",
                               "reno", "-n", str(total), "-J"], capture_output=True, text=True, check=True)
@@ -232,6 +232,9 @@ class Iperf:
 
 
 IN_FLIGHT_BYTES = 16 * MiB
+WARM_UP_BYTES = 64 * MiB  # the warm-up round's measurement that sizes the counted ones
+MAX_BYTES_PER_RUN = 16 * GiB
+SMALL_WARM_UP = 20_000  # small messages in the warm-up round
 
 
 class Freight:
@@ -276,7 +279,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sizes", default="65536,1048576,8388608,67108864,1073741824")
-    parser.add_argument("--bytes-per-run", type=int, default=256 * MiB)
+    parser.add_argument("--seconds-per-run", type=float, default=1.0,
+                        help="how long each measurement should last, at the rate the system showed in a warm-up round")
+    parser.add_argument("--bytes-per-run", type=int, default=None,
+                        help="a fixed amount per measurement instead of --seconds-per-run (at least one message)")
     parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -289,40 +295,71 @@ def main():
     systems = [iperf, iperf_per_message, node, app, Freight("grpc", "Freight gRPC API (2 nodes)")] + peers + [local]
     results = {}  # (system, size) -> [runs]
     skipped = {}
+    # Each measurement lasts about --seconds-per-run at the rate the system showed in a warm-up round that is not
+    # counted (WARM_UP_BYTES, at least one message): a fixed amount would be 40 ms for the fastest systems, which
+    # start-up and scheduling noise dominate, and minutes for the slowest.
+    rates = {}  # (system, size) -> bytes per second in the warm-up round
+
+    def count_for(system, size, fixed_count):
+        if args.bytes_per_run is not None:
+            return max(1, args.bytes_per_run // size)
+        rate = rates.get((system.name, size))
+        if rate is None:
+            return fixed_count
+        return max(1, min(MAX_BYTES_PER_RUN // size, round(rate * args.seconds_per_run / size)))
+
+    def attempt(system, size, count):
+        try:
+            return system.run(size, count)
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            return {"failed": f"error: {str(error)[-200:]}"}
+
     try:
-        for round_ in range(args.rounds):
+        warm_up = args.bytes_per_run is None
+        for round_ in range(-1 if warm_up else 0, args.rounds):
             for size in sizes:
                 for system in systems:
                     reason = system.cannot(size)
                     if reason:
                         skipped[(system.name, size)] = reason
                         continue
-                    count = max(1, args.bytes_per_run // size)
-                    try:
-                        run = system.run(size, count)
-                    except (RuntimeError, subprocess.CalledProcessError) as error:
-                        run = {"failed": f"error: {str(error)[-200:]}"}
+                    if round_ < 0:
+                        run = attempt(system, size, max(1, WARM_UP_BYTES // size))
+                        if "failed" not in run:
+                            rates[(system.name, size)] = run["mbps"] * 1e6
+                        continue
+                    run = attempt(system, size, count_for(system, size, max(1, WARM_UP_BYTES // size)))
                     results.setdefault((system.name, size), []).append(run)
-            print(f"round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+            print(f"round {round_ + 1} of {args.rounds} done" if round_ >= 0 else "warm-up round done",
+                  file=sys.stderr, flush=True)
 
-        # Small messages: messages per second, Freight against NATS.
+        # Small messages: messages per second, Freight against NATS, sized the same way.
         small = {}
-        for round_ in range(args.rounds):
+        for round_ in range(-1 if warm_up else 0, args.rounds):
             for size in (256, 4096):
-                count = 20_000
                 for system in (app, nats):
-                    run = system.run(size, count)
-                    if "failed" not in run:
+                    run = attempt(system, size, SMALL_WARM_UP if round_ < 0 else count_for(
+                        system, size, SMALL_WARM_UP))
+                    if "failed" in run:
+                        continue
+                    if round_ < 0:
+                        rates[(system.name, size)] = run["mbps"] * 1e6
+                    else:
                         small.setdefault((system.name, size), []).append(run["mbps"] * 1e6 / size)
     finally:
         for system in systems:
             system.close()
 
     names = [s.name for s in systems]
+    if args.bytes_per_run is not None:
+        amount = f"{fmt_size(args.bytes_per_run)} per measurement, at least one message"
+    else:
+        amount = (f"each measurement sized to last about {args.seconds_per_run:g} s at the rate the system showed "
+                  f"in a warm-up round of {fmt_size(WARM_UP_BYTES)}, at least one message")
     lines = [f"Machine: {platform.machine()}, {psutil.cpu_count()} cores, "
              f"{psutil.virtual_memory().total / GiB:.0f} GiB, Linux {platform.release()}. "
              f"Command: `bench/peers/run.sh` ({args.rounds} rounds, alternating systems; "
-             f"{fmt_size(args.bytes_per_run)} per measurement, at least one message; Freight's sending app keeps "
+             f"{amount}; Freight's sending app keeps "
              f"{fmt_size(IN_FLIGHT_BYTES)} of messages in flight, 1 to 64; iperf3's ceiling writes 1 MiB at a time, its "
              f"largest write).", "",
              "| system | message | MB/s (median) | spread (min–max) | CPU s/GiB | peak memory |",
