@@ -37,7 +37,7 @@ struct BenchCommand: AsyncParsableCommand {
     var window = "32MiB"
     @Option(
         name: .customLong("in-flight"),
-        help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 64.")
+        help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 64 (grpc: one at a time).")
     var inFlight: Int?
     @Option(name: .customLong("endpoints"), help: "Endpoints in the index for --paths directory.")
     var endpoints = 1_000_000
@@ -100,14 +100,17 @@ struct BenchCommand: AsyncParsableCommand {
                                     fabric, shared: true, size: size, count: count, parallel: parallel,
                                     chunkBytes: chunkBytes, windowBytes: windowBytes))
                         case "grpc":
-                            // One message at a time on every path, so that they compare like for like.
+                            // The same messages in flight on every path (one at a time unless --in-flight says),
+                            // so that they compare like for like.
+                            let inFlight = self.inFlight ?? 1
                             let native = try await appToApp(
-                                fabric, size: size, count: count, parallel: 1, chunkBytes: chunkBytes,
+                                fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes,
                                 windowBytes: windowBytes)
                             let socket = try await appToApp(
-                                fabric, size: size, count: count, parallel: 1, chunkBytes: chunkBytes,
+                                fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes,
                                 windowBytes: windowBytes, sharedMemory: .off)
-                            let grpc = try await grpcToGRPC(fabric, size: size, count: count, chunkBytes: chunkBytes)
+                            let grpc = try await grpcToGRPC(
+                                fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes)
                             for result in [native, socket, grpc] { report(result) }
                             if !output.json {
                                 let vsShared = grpc.megabytesPerSecond / native.megabytesPerSecond * 100
@@ -254,7 +257,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     /// A gRPC app on n1 sends to a gRPC app on n2 through both nodes' gRPC APIs (HTTP/2 on loopback into each
     /// node, then the fabric between them), one message at a time, as a Python or Go app would.
-    func grpcToGRPC(_ fabric: InProcessFabric, size: Int64, count: Int, chunkBytes: Int) async throws -> Result {
+    func grpcToGRPC(_ fabric: InProcessFabric, size: Int64, count: Int, parallel: Int, chunkBytes: Int) async throws
+        -> Result
+    {
         var logger = Logger(label: "freight.bench")
         logger.logLevel = .warning
         let servers = [
@@ -263,7 +268,7 @@ struct BenchCommand: AsyncParsableCommand {
         ]
         do {
             let result = try await grpcMessages(
-                fabric, servers: servers, size: size, count: count, chunkBytes: chunkBytes)
+                fabric, servers: servers, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes)
             for server in servers { await server.stop() }
             return result
         } catch {
@@ -273,7 +278,7 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     private func grpcMessages(
-        _ fabric: InProcessFabric, servers: [FabricServer], size: Int64, count: Int, chunkBytes: Int
+        _ fabric: InProcessFabric, servers: [FabricServer], size: Int64, count: Int, parallel: Int, chunkBytes: Int
     ) async throws -> Result {
         let address = "bench/grpc/\(size)"
         // Parts of 1 MiB, as the server sends its chunks: measured faster than 256 KiB or 4 MiB here.
@@ -324,7 +329,8 @@ struct BenchCommand: AsyncParsableCommand {
                 try await send(min(size, 64 << 20))  // warm-up
                 let cpu = ProcessStats.cpuSeconds()
                 let started = ContinuousClock.now
-                for _ in 0..<count { try await send(size) }
+                // Each send is its own RPC; the receiver's one stream takes the messages in turn.
+                try await inParallel(count: count, workers: parallel) { try await send(size) }
                 let result = Result(
                     path: "grpc", size: size, messages: count, seconds: seconds(since: started),
                     cpuSeconds: ProcessStats.cpuSeconds() - cpu)
