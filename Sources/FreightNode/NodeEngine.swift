@@ -214,7 +214,6 @@ public final class NodeEngine: @unchecked Sendable {
         let connection = FrameConnection(channel: channel, id: nextConnectionID)
         nextConnectionID += 1
         connection.delegate = self
-        connection.coalescesFlushes = true
         return connection
     }
 

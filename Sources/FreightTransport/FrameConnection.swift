@@ -51,9 +51,10 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     /// The streamed frame now on the wire, if any.
     private var activeStream: UInt64?
     private var flushScheduled = false
-    /// Flush frames once per event-loop turn (nodes) instead of one by one (apps, whose last frames must leave
-    /// before they exit).
-    public var coalescesFlushes = false
+    /// Flush frames once per event-loop turn instead of one by one. Nodes and apps both do: a frame written in a
+    /// turn leaves at its end, and ``close()`` (as `FreightClient.close()`) flushes first, so an app's last frame
+    /// (its DONE) leaves before the connection does.
+    public var coalescesFlushes = true
     private var queue: [Queued] = []
 
     public init(channel: Channel, id: UInt64) {

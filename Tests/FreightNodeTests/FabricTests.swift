@@ -48,6 +48,35 @@ import Testing
         await fabric.stop()
     }
 
+    /// Apps write their frames and flush once per turn of their event loop, so a receiver's last frame (its DONE)
+    /// may still be unwritten when the app is done with the message; closing flushes it first. A receiver that
+    /// closes the moment it has read its last message still has it reported delivered, every time.
+    @Test func receiverClosingRightAfterItsLastMessageStillDelivers() async throws {
+        let fabric = try await InProcessFabric.start(nodes: 2, cluster: "last-frame")
+        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+        for round in 0..<30 {
+            let address = "last/frame/\(round)"
+            let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx\(round)")
+            let inbox = try await receiver.receive(address)
+            try await fabric.waitForEndpoints(try Address(address), count: 1)
+            // One chunk or several, alternately.
+            let length: Int64 = round % 2 == 0 ? 1000 : 3 << 20
+            let sending = Task {
+                try await sender.send(
+                    to: address, body: .pattern(seed: UInt64(round), length: length),
+                    options: SendOptions(chunkBytes: 1 << 20))
+            }
+            var messages = inbox.makeAsyncIterator()
+            let message = try #require(try await messages.next())
+            #expect(try await message.drain() == UInt64(length))
+            await receiver.close()
+            let report = try await sending.value
+            #expect(report.deliveries.count == 1 && report.failures.isEmpty, "round \(round): \(report.failures)")
+        }
+        await sender.close()
+        await fabric.stop()
+    }
+
     /// One message to an address that a plain receiver, a pattern receiver and a group match: each gets one copy.
     @Test func fanOutReportsEveryDelivery() async throws {
         let fabric = try await InProcessFabric.start(nodes: 3, cluster: "fanout")
