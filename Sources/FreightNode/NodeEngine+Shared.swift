@@ -210,6 +210,9 @@ extension NodeEngine {
         else { return }
         for branch in flow.branches where branch.isOpen {
             switch branch.port {
+            case .peer where chunk.count <= Self.copiedChunkBytesMax:
+                // Small: a copy joins the frames around it in one writev(2); sendfile would be a call of its own.
+                copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port)
             case .peer:
                 sendSharedToPeer(chunk, loan: loan, chunkBytes: Int(flow.header.chunkBytes), port: branch.port)
             case .session(let id):

@@ -58,6 +58,9 @@ public final class NodeEngine: @unchecked Sendable {
     /// Destinations of apps' messages, parsed (`parsedAddress`).
     var parsedAddresses: [String: Address] = [:]
     static let parsedAddressesMax = 1024
+    /// Shared chunks for a peer at most this long are copied into the link's writes rather than sent with
+    /// `sendfile` (docs/performance.md, "Small shared chunks are copied").
+    static let copiedChunkBytesMax = 64 * 1024
     var endpointLoad: [EndpointKey: Int] = [:]
     /// Messages in flight by the port that sends them (at most `Limits.messagesPerConnectionMax` each).
     var flowsByUpstream: [Port: Int] = [:]

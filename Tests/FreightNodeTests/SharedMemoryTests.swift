@@ -50,6 +50,23 @@ import Testing
         #expect(report.bytes == 96 << 20 && total == 96 << 20)
         #expect(allShared, "every chunk was read in place from the receive pool")
         #expect(intact)
+        // Small chunks (at most 64 KiB) leave the sender's node copied into the link's writes, not with sendfile:
+        // intact too, and their regions come back as well.
+        for (index, length) in [1, 1000, 64 << 10, (64 << 10) + 1].enumerated() {
+            let seed = UInt64(30 + index)
+            let small = Task {
+                try await sender.send(to: "shm/cross", body: .pattern(seed: seed, length: Int64(length)))
+            }
+            let message = try #require(try await messages.next())
+            var received = 0
+            for try await chunk in message.body {
+                let ok = try chunk.withUnsafeBytes { PatternFill.check($0, seed: seed, offset: Int64(chunk.offset)) }
+                #expect(ok && chunk.isShared, "message of \(length) bytes, chunk at \(chunk.offset)")
+                received += chunk.count
+            }
+            let report = try await small.value
+            #expect(received == length && report.bytes == UInt64(length))
+        }
         for engine in fabric.engines {
             let returned = try await eventually { try await engine.statusSnapshot().sharedRegionsLent == 0 }
             #expect(returned, "node \(engine.name) still has regions lent")
