@@ -155,3 +155,87 @@ int freight_accept(int sock) {
     } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
     return fd;
 }
+
+// MARK: Direct reads into a receive pool
+
+#include <pthread.h>
+#include <stdlib.h>
+
+static void *direct_slots[FREIGHT_DIRECT_SLOTS];
+static int direct_count;
+static pthread_mutex_t direct_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread void *direct_next;
+
+static int direct_index(void *pointer) {
+    for (int i = 0; i < FREIGHT_DIRECT_SLOTS; i++) {
+        if (direct_slots[i] == pointer) return i;
+    }
+    return -1;
+}
+
+int freight_direct_arm(void *address) {
+    freight_direct_disarm();
+    pthread_mutex_lock(&direct_lock);
+    int slot = direct_count < FREIGHT_DIRECT_SLOTS ? direct_index(NULL) : -1;
+    if (slot >= 0) {
+        direct_slots[slot] = address;
+        direct_count++;
+    }
+    pthread_mutex_unlock(&direct_lock);
+    if (slot < 0) return 0;
+    direct_next = address;
+    return 1;
+}
+
+/// Forgets `pointer` when it is lent; returns 1 when it was.
+static int direct_forget(void *pointer) {
+    pthread_mutex_lock(&direct_lock);
+    int slot = direct_index(pointer);
+    if (slot >= 0) {
+        direct_slots[slot] = NULL;
+        direct_count--;
+    }
+    pthread_mutex_unlock(&direct_lock);
+    return slot >= 0;
+}
+
+void freight_direct_disarm(void) {
+    if (direct_next == NULL) return;
+    direct_forget(direct_next);
+    direct_next = NULL;
+}
+
+void *freight_direct_allocate(size_t size) {
+    void *armed = direct_next;
+    if (armed != NULL) {
+        direct_next = NULL;
+        return armed;
+    }
+    void *pointer = malloc(size);
+    return pointer != NULL ? pointer : malloc(1);
+}
+
+void *freight_direct_reallocate(void *pointer, size_t old_size, size_t new_size) {
+    if (pointer != NULL && direct_forget(pointer)) {
+        // A lent region is never grown in place: new memory, and the pool's bytes copied out.
+        void *fresh = malloc(new_size);
+        if (fresh != NULL) memcpy(fresh, pointer, old_size < new_size ? old_size : new_size);
+        return fresh;
+    }
+    return realloc(pointer, new_size);
+}
+
+void freight_direct_free(void *pointer) {
+    if (!direct_forget(pointer)) free(pointer);
+}
+
+void freight_direct_copy(void *destination, const void *source, size_t count) {
+    memcpy(destination, source, count);
+}
+
+int freight_direct_outstanding(void) {
+    pthread_mutex_lock(&direct_lock);
+    int count = direct_count;
+    pthread_mutex_unlock(&direct_lock);
+    return count;
+}

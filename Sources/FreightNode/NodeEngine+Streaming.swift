@@ -21,6 +21,9 @@ struct InboundStream {
     /// where the chunk ends (an in-process port or an app's receive pool): the endpoint need not read it again.
     var crc: UInt32 = 0
     var verifies: Bool { !localPorts.isEmpty || !sharedOutputs.isEmpty }
+    /// The chunk goes to one receive pool and nowhere else: the connection reads the rest of its body straight
+    /// into that pool (``ReadTarget``), as nothing else needs the bytes in a buffer of their own.
+    var readsIntoPool = false
     let started = NIODeadline.now()
 }
 
@@ -35,10 +38,18 @@ extension NodeEngine {
             if !stream.discard {
                 for output in stream.outputs { output.connection.streamPiece(piece, token: output.token) }
                 if !stream.localPorts.isEmpty { stream.header.pieces.append(piece) }
-                // The first receive pool gets the piece copied and checksummed in one pass; any other, a copy.
+                // A piece read straight into its one receive pool is checked in place; otherwise the first pool
+                // gets it copied and checksummed in one pass, any other a copy.
                 for index in stream.sharedOutputs.indices {
                     let output = stream.sharedOutputs[index]
                     let target = output.loan.pool.mapping.base + Int(output.loan.region.offset) + output.written
+                    if stream.readsIntoPool, connection.readTarget?.landed(piece, at: target) == true {
+                        // Read straight into the pool: checked in place while the bytes are in cache.
+                        stream.crc = piece.withUnsafeReadableBytes { CRC32C.checksum($0, continuing: stream.crc) }
+                        stream.sharedOutputs[index].written += piece.readableBytes
+                        bytesReadIntoPools += UInt64(piece.readableBytes)
+                        continue
+                    }
                     piece.withUnsafeReadableBytes { bytes in
                         if index == 0 {
                             stream.crc = CRC32C.copy(bytes, to: target, continuing: stream.crc)
@@ -53,9 +64,11 @@ extension NodeEngine {
                 }
                 pauseIfOutputsFull(connection, stream)
             }
+            aimReads(connection, stream)
             inboundStreams[connection.id] = stream
         case .dataEnd:
             guard var stream = inboundStreams.removeValue(forKey: connection.id) else { return }
+            connection.readTarget?.clear()
             for output in stream.outputs { output.connection.endStream(token: output.token) }
             let verified = stream.verifies && stream.crc == stream.header.crc32c
             for output in stream.sharedOutputs {
@@ -104,6 +117,20 @@ extension NodeEngine {
             }
         }
         for output in stream.outputs { output.connection.beginStream(chunk, bodyBytes: bodyBytes, token: output.token) }
+        stream.readsIntoPool = stream.outputs.isEmpty && stream.localPorts.isEmpty && stream.sharedOutputs.count == 1
+        connection.readTarget?.expectsChunks = stream.readsIntoPool
+        aimReads(connection, stream)
+    }
+
+    /// Points the connection's next read at the rest of the chunk's body in its receive pool, when it goes there
+    /// alone; otherwise reads go to SwiftNIO's buffers.
+    private func aimReads(_ connection: FrameConnection, _ stream: InboundStream) {
+        guard let target = connection.readTarget else { return }
+        guard stream.readsIntoPool, let output = stream.sharedOutputs.first, stream.remaining > 0 else {
+            return target.clear()
+        }
+        let headroom = Int(output.loan.region.offset) + output.written
+        target.set(output.loan.pool.mapping.base + headroom, count: stream.remaining, headroom: headroom)
     }
 
     /// Closes inbound connections that started a chunk and did not finish it within `Limits.chunkStallSeconds`:
@@ -162,6 +189,7 @@ extension NodeEngine {
     /// that their frames stay whole (the message itself is aborted as its sender is gone; a receiver that still
     /// sees the chunk finds that its checksum fails).
     func inboundClosed(_ connection: FrameConnection) {
+        connection.readTarget?.clear()
         guard let stream = inboundStreams.removeValue(forKey: connection.id) else { return }
         for output in stream.sharedOutputs { returnUse(output.loan) }
         if stream.remaining > 0 && !stream.outputs.isEmpty {

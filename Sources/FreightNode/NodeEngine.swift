@@ -88,6 +88,8 @@ public final class NodeEngine: @unchecked Sendable {
     var bytesOut: UInt64 = 0
     var delivered: UInt64 = 0
     var failed: UInt64 = 0
+    /// Chunk body bytes the kernel read straight into apps' receive pools (``ReadTarget``).
+    var bytesReadIntoPools: UInt64 = 0
 
     public init(configuration: NodeConfiguration, eventLoop: any EventLoop) {
         self.configuration = configuration
@@ -299,6 +301,11 @@ public final class NodeEngine: @unchecked Sendable {
     /// Snapshot for callers off the loop (tests, the demo).
     public func statusSnapshot() async throws -> Freight_Wire_V1_NodeStatus {
         try await eventLoop.submit { [self] in status() }.get()
+    }
+
+    /// Chunk body bytes read from node connections straight into apps' receive pools, with no copy of their own.
+    public func bodyBytesReadIntoPools() async throws -> UInt64 {
+        try await eventLoop.submit { [self] in bytesReadIntoPools }.get()
     }
 }
 

@@ -38,6 +38,8 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     /// True when this side opened the connection.
     public var isDialed = false
     public private(set) var isClosed = false
+    /// Where the next read lands when it is the rest of a chunk bound for an app's receive pool (node connections).
+    public internal(set) var readTarget: ReadTarget?
     private let allocator: ByteBufferAllocator
 
     /// A write that waits for the streamed frame in progress to end.
@@ -235,6 +237,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
 
     /// Closes the connection once what was written has been handed to the kernel.
     public func close() {
+        readTarget?.clear()
         channel.flush()
         channel.close(promise: nil)
     }

@@ -27,8 +27,15 @@ public struct Transport: Sendable {
         isTCP: Bool,
         make: @escaping @Sendable (Channel) -> FrameConnection
     ) -> EventLoopFuture<Void> {
-        tuning.apply(to: channel, isTCP: isTCP).flatMapThrowing {
+        let target = limits.streamsChunks ? ReadTarget() : nil
+        return tuning.apply(to: channel, isTCP: isTCP).flatMap {
+            guard let target else { return channel.eventLoop.makeSucceededVoidFuture() }
+            // A node's connections may read chunk bodies straight into apps' receive pools (DirectReads.swift).
+            return channel.setOption(ChannelOptions.recvAllocator, value: DirectReadAllocator(target: target))
+                .flatMap { channel.setOption(ChannelOptions.maxMessagesPerRead, value: 1) }
+        }.flatMapThrowing {
             let connection = make(channel)
+            connection.readTarget = target
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(FrameReader(limits: limits))
             try sync.addHandler(FrameConnectionHandler(connection: connection, logger: logger))

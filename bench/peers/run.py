@@ -231,7 +231,7 @@ class Iperf:
         self.server.wait()
 
 
-IN_FLIGHT_BYTES = 16 * MiB
+IN_FLIGHT_BYTES = 64 * MiB  # as `freight bench` keeps by default
 WARM_UP_BYTES = 64 * MiB  # the warm-up round's measurement that sizes the counted ones
 MAX_BYTES_PER_RUN = 16 * GiB
 SMALL_WARM_UP = 20_000  # small messages in the warm-up round
@@ -250,8 +250,8 @@ class Freight:
 
     def run(self, size, count):
         # The sending app keeps IN_FLIGHT_BYTES of messages outstanding (1 to 64 messages), as an app chooses its
-        # pipeline depth; more only spills the caches of this 2-core machine (measured: 8 MiB app to app 2 in flight
-        # ~4.3 GB/s, 8 in flight ~3.8 GB/s).
+        # pipeline depth (docs/performance.md: 8 MiB app to app, 8 in flight against 2, median 5,824 against 5,023
+        # MB/s in alternating rounds).
         in_flight = max(1, min(64, IN_FLIGHT_BYTES // size))
         out = subprocess.run([self.binary, "bench", "--paths", self.path, "--sizes", str(size), "--total",
                               str(size * count), "--in-flight", str(in_flight), "--json"],

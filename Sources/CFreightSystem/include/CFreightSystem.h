@@ -26,4 +26,20 @@ ssize_t freight_send_with_fds(int sock, const void *data, size_t length, const i
 /// Receives up to `capacity` bytes and up to `capacity_fds` (at most 4) descriptors into `fds`, the count in
 /// *count; extra descriptors are closed. Returns bytes received, 0 at end of stream, -1 on error.
 ssize_t freight_recv_with_fds(int sock, void *data, size_t capacity, int *fds, int capacity_fds, int *count);
+
+/// Reads straight into a receive pool: the allocation hooks of a SwiftNIO `ByteBufferAllocator` whose next
+/// allocation on this thread is a given address (a region of a mapped pool) instead of new memory.
+/// `freight_direct_arm` records `address` as lent and makes it the next allocation on the calling thread; it
+/// returns 0 (nothing armed) when `FREIGHT_DIRECT_SLOTS` addresses are lent already. The hooks never read, write
+/// or free a lent address: `freight_direct_free` only forgets it; every other address is the C allocator's.
+#define FREIGHT_DIRECT_SLOTS 256
+int freight_direct_arm(void *address);
+/// Disarms the calling thread (an armed address that was not allocated is forgotten).
+void freight_direct_disarm(void);
+void *freight_direct_allocate(size_t size);
+void *freight_direct_reallocate(void *pointer, size_t old_size, size_t new_size);
+void freight_direct_free(void *pointer);
+void freight_direct_copy(void *destination, const void *source, size_t count);
+/// Addresses lent and not yet freed (for tests).
+int freight_direct_outstanding(void);
 #endif
