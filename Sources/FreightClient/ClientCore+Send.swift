@@ -68,8 +68,8 @@ extension ClientCore {
     ) -> EventLoopFuture<DeliveryReport> {
         eventLoop.assertInEventLoop()
         if let closedError { return eventLoop.makeFailedFuture(closedError) }
-        var id = UInt64.random(in: 1...UInt64.max)
-        while outgoing[id] != nil { id = UInt64.random(in: 1...UInt64.max) }
+        var id = messageIDs.next()
+        while outgoing[id] != nil { id = messageIDs.next() }
         let promise = eventLoop.makePromise(of: DeliveryReport.self)
         let chunkBytes = UInt64(options.chunkBytes)
         let transfer = Outgoing(

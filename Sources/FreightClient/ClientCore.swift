@@ -24,6 +24,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     var subscriptions: [UInt64: AsyncThrowingStream<IncomingMessage, any Error>.Continuation] = [:]
     var incoming: [UInt64: Incoming] = [:]
     var outgoing: [UInt64: Outgoing] = [:]
+    var messageIDs = IDSequence()
     /// A chunk that failed its checksum, judged when the next frame arrives: a relay whose sender vanished
     /// mid-chunk completes that chunk with filler and sends the message's ABORT right behind it, and the ABORT's
     /// reason is the one to report.

@@ -83,7 +83,7 @@ final class InProcessSink: LocalPort, @unchecked Sendable {  // confined to the 
 final class InProcessSource: LocalPort, @unchecked Sendable {  // confined to the node's event loop
     unowned let engine: NodeEngine
     let portID: UInt64
-    let id = UInt64.random(in: 1...UInt64.max)
+    let id: UInt64
     var window: SendWindow
     let buffers: [(bytes: ByteBuffer, crc: UInt32)]
     let promise: EventLoopPromise<Freight_Wire_V1_Done>
@@ -96,6 +96,7 @@ final class InProcessSource: LocalPort, @unchecked Sendable {  // confined to th
         self.portID = portID
         self.window = SendWindow(length: length, chunkBytes: UInt64(chunkBytes))
         self.promise = promise
+        self.id = engine.messageIDs.next()
         if let cached = engine.sourceBlocks[chunkBytes] {
             self.buffers = cached
             return

@@ -43,6 +43,8 @@ public final class NodeEngine: @unchecked Sendable {
     /// In-process endpoints and senders (the in-process transport).
     var localPorts: [UInt64: any LocalPort] = [:]
     var nextLocalPortID: UInt64 = 1
+    /// Ids of the messages the node sends itself (``InProcessSource``).
+    var messageIDs = IDSequence()
     /// Pre-filled chunk buffers of in-process sources, by chunk size (one size kept).
     var sourceBlocks: [Int: [(bytes: ByteBuffer, crc: UInt32)]] = [:]
     /// CRC32C of the first bytes of the first source block, by length (short last chunks; every such chunk starts
