@@ -392,7 +392,12 @@ def main():
     for name in (app.name, nats.name):
         lines.append(f"| {name} | {median_or_failed((name, 256))} | {median_or_failed((name, 4096))} |")
 
-    # Goals, each a ratio from this run.
+    # Goals, each a ratio from this run: of the medians, and beside it the range of the ratios within each round (the
+    # two systems measured minutes apart at most), which shows how much of a shortfall is this machine's drift.
+    def per_round(a, b, size):
+        pairs = zip(results.get((a, size), []), results.get((b, size), []))
+        return [x["mbps"] / y["mbps"] for x, y in pairs if "failed" not in x and "failed" not in y and y["mbps"] > 0]
+
     goals = []
     peer_names = [p.name for p in peers]
     for freight_app in (app.name, local.name):
@@ -403,6 +408,9 @@ def main():
             ratio = table[(freight_app, size)] / best[0]
             line = (f"- {fmt_size(size)}: {freight_app} {ratio:,.1f}× the best peer ({best[1]}); goal 2× "
                     f"{'met' if ratio >= 2 else 'NOT met'}")
+            rounds = per_round(freight_app, best[1], size)
+            if rounds:
+                line += f"; {min(rounds):,.1f}–{max(rounds):,.1f}× within each round"
             if ratio < 2 and (iperf.name, size) in table:
                 # What the goal asks, against what one bare TCP stream carries in the same run.
                 line += (f" (2× {best[1]} is {2 * best[0] / table[(iperf.name, size)] * 100:.0f}% of iperf3's "
@@ -412,6 +420,9 @@ def main():
         ratio = table[(node.name, size)] / table[(iperf.name, size)]
         line = (f"- {fmt_size(size)}: Freight node to node at {ratio * 100:.0f}% of iperf3's ceiling; goal 80% "
                 f"{'met' if ratio >= 0.8 else 'NOT met'}")
+        rounds = per_round(node.name, iperf.name, size)
+        if rounds:
+            line += f"; {min(rounds) * 100:.0f}–{max(rounds) * 100:.0f}% within each round"
         if (iperf_per_message.name, size) in table:
             like = table[(node.name, size)] / table[(iperf_per_message.name, size)]
             line += f" ({like * 100:.0f}% of iperf3 writing one {fmt_size(size)} message at a time"
