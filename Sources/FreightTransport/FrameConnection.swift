@@ -269,8 +269,13 @@ public final class FrameConnectionHandler: ChannelInboundHandler, @unchecked Sen
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        handle(unwrapInboundIn(data))
+    }
+
+    /// One event from the connection's ``FrameReader``, which calls this directly (no `NIOAny` in between).
+    public func handle(_ event: ParserEvent) {
         guard !connection.isClosed else { return }
-        switch unwrapInboundIn(data) {
+        switch event {
         case .frame(let frame):
             connection.delegate?.connection(connection, didReceive: frame)
         case let event:

@@ -37,8 +37,9 @@ public struct Transport: Sendable {
             let connection = make(channel)
             connection.readTarget = target
             let sync = channel.pipeline.syncOperations
-            try sync.addHandler(FrameReader(limits: limits))
-            try sync.addHandler(FrameConnectionHandler(connection: connection, logger: logger))
+            let handler = FrameConnectionHandler(connection: connection, logger: logger)
+            try sync.addHandler(FrameReader(limits: limits, deliver: handler.handle))
+            try sync.addHandler(handler)
         }
     }
 
