@@ -16,8 +16,6 @@ public final class ReadTarget: @unchecked Sendable {
     public var expectsChunks = false
     /// The last buffer handed out was a direct one (its size does not teach the adaptive allocator anything).
     var lastReadWasDirect = false
-    /// Body bytes read straight into pools on this connection, ever.
-    public private(set) var directBytes: UInt64 = 0
 
     /// Reads smaller than this are not worth a read of their own: they come with the next header.
     public static let minimumBytes = 4096
@@ -64,11 +62,9 @@ public final class ReadTarget: @unchecked Sendable {
         return buffer
     }
 
-    /// True when `piece` lies where this target pointed (its bytes were read into the pool); counts them.
+    /// True when `piece` lies where this target pointed (its bytes were read into the pool).
     public func landed(_ piece: ByteBuffer, at expected: UnsafeMutableRawPointer) -> Bool {
-        let here = piece.withUnsafeReadableBytes { $0.baseAddress } == UnsafeRawPointer(expected)
-        if here { directBytes += UInt64(piece.readableBytes) }
-        return here
+        piece.withUnsafeReadableBytes { $0.baseAddress } == UnsafeRawPointer(expected)
     }
 
     static let allocator = ByteBufferAllocator(
