@@ -21,6 +21,13 @@ struct InboundStream {
     /// where the chunk ends (an in-process port or an app's receive pool): the endpoint need not read it again.
     var crc: UInt32 = 0
     var verifies: Bool { !localPorts.isEmpty || !sharedOutputs.isEmpty }
+    /// Where the next byte of the chunk goes in the `index`th receive pool, as an offset into its mapping and as an
+    /// address.
+    func nextByte(in index: Int) -> (offset: Int, pointer: UnsafeMutableRawPointer) {
+        let output = sharedOutputs[index]
+        let offset = Int(output.loan.region.offset) + output.written
+        return (offset, output.loan.pool.mapping.base + offset)
+    }
     /// The chunk goes to one receive pool and nowhere else: the connection reads the rest of its body straight
     /// into that pool (``ReadTarget``), as nothing else needs the bytes in a buffer of their own.
     var readsIntoPool = false
@@ -41,8 +48,7 @@ extension NodeEngine {
                 // A piece read straight into its one receive pool is checked in place; otherwise the first pool
                 // gets it copied and checksummed in one pass, any other a copy.
                 for index in stream.sharedOutputs.indices {
-                    let output = stream.sharedOutputs[index]
-                    let target = output.loan.pool.mapping.base + Int(output.loan.region.offset) + output.written
+                    let target = stream.nextByte(in: index).pointer
                     if stream.readsIntoPool, connection.readTarget?.landed(piece, at: target) == true {
                         // Read straight into the pool: checked in place while the bytes are in cache.
                         stream.crc = piece.withUnsafeReadableBytes { CRC32C.checksum($0, continuing: stream.crc) }
@@ -126,11 +132,9 @@ extension NodeEngine {
     /// alone; otherwise reads go to SwiftNIO's buffers.
     private func aimReads(_ connection: FrameConnection, _ stream: InboundStream) {
         guard let target = connection.readTarget else { return }
-        guard stream.readsIntoPool, let output = stream.sharedOutputs.first, stream.remaining > 0 else {
-            return target.clear()
-        }
-        let headroom = Int(output.loan.region.offset) + output.written
-        target.set(output.loan.pool.mapping.base + headroom, count: stream.remaining, headroom: headroom)
+        guard stream.readsIntoPool, !stream.sharedOutputs.isEmpty, stream.remaining > 0 else { return target.clear() }
+        let next = stream.nextByte(in: 0)
+        target.set(next.pointer, count: stream.remaining, headroom: next.offset)
     }
 
     /// Closes inbound connections that started a chunk and did not finish it within `Limits.chunkStallSeconds`:
