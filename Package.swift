@@ -38,6 +38,10 @@ let package = Package(
         ),
         .target(name: "FreightDirectory", dependencies: ["FreightCore"], swiftSettings: strict),
         .target(name: "FreightRouting", dependencies: ["FreightCore", "FreightDirectory"], swiftSettings: strict),
+        // Flows as a pure state machine (docs/core.md): no NIO beyond the frame types, no clock, no I/O.
+        .target(
+            name: "FreightFlow", dependencies: ["FreightCore", "FreightDirectory", "FreightWire"], swiftSettings: strict
+        ),
         .target(
             name: "FreightTransport",
             dependencies: [
@@ -51,7 +55,7 @@ let package = Package(
         .target(
             name: "FreightNode",
             dependencies: [
-                "FreightCore", "FreightWire", "FreightDirectory", "FreightRouting", "FreightTransport",
+                "FreightCore", "FreightWire", "FreightDirectory", "FreightRouting", "FreightTransport", "FreightFlow",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -129,6 +133,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "FreightFlowTests",
+            dependencies: ["FreightFlow", "FreightWire", "FreightDirectory", "FreightCore"], swiftSettings: strict),
         .testTarget(
             name: "FreightDirectoryTests", dependencies: ["FreightDirectory", "FreightCore"], swiftSettings: strict),
         .testTarget(

@@ -34,6 +34,9 @@ public enum Limits {
     public static let endpointsPerPeerMax = 2_000_000
     /// Members in one cluster's mesh.
     public static let membersMax = 1024
+    /// Nodes a message may pass on its way (the sender's node, relays, the receiver's node): a path longer than this
+    /// is refused, so a routing mistake cannot bounce a message around.
+    public static let pathHopsMax = 8
     /// Concurrent messages one connection may have open in each direction.
     public static let messagesPerConnectionMax = 1024
     /// Stripes (TCP connections) between two nodes.
@@ -54,6 +57,9 @@ public enum Limits {
     public static let sharedHoldsMax = 65_536
     /// Registrations and withdrawals a node may have waiting for its directory backend (etcd) at once.
     public static let directoryPendingMax = 65_536
+    /// Seconds a registration waits for an unreachable directory backend (etcd at a node's start, or away) before
+    /// it is refused with the reason.
+    public static let directoryWaitSeconds = 5
     /// Endpoint changes a watcher may fall behind by before its watch ends (and it must watch again).
     public static let watchBacklogMax = 65_536
     /// Largest body piece in one gRPC message (`SendRequest.data`).

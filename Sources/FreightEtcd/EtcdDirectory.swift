@@ -43,7 +43,8 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
     static let rangePage: Int64 = 10_000
 
     enum Operation {
-        case put([EndpointRecord], @Sendable (FreightError?) -> Void)
+        /// Registrations wait for etcd until their deadline (``Limits/directoryWaitSeconds``).
+        case put([EndpointRecord], deadline: ContinuousClock.Instant, @Sendable (FreightError?) -> Void)
         case delete([EndpointKey])
     }
 
@@ -97,22 +98,49 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
         await task?.value
     }
 
+    /// Queues `records` for etcd. While etcd cannot be reached (the node has just started, or etcd is away) they
+    /// wait for it up to ``Limits/directoryWaitSeconds``, then fail with the reason; an app that attaches the moment
+    /// the node's socket exists is answered once the directory holds its endpoint.
     public func publish(_ records: [EndpointRecord], completion: @escaping @Sendable (FreightError?) -> Void) {
+        let deadline = ContinuousClock.now + .seconds(Limits.directoryWaitSeconds)
         let refused: FreightError? = state.withLock { state in
-            if case .unreachable(let reason) = state.health {
-                return FreightError(
-                    .connectionFailed, "directory unreachable: \(reason); the endpoint was not registered")
-            }
             guard state.pending.count < Limits.directoryPendingMax else {
                 return FreightError(
                     .resourceExhausted,
                     "\(Limits.directoryPendingMax) registrations are waiting for etcd already; try again")
             }
-            state.pending.append(.put(records, completion))
+            state.pending.append(.put(records, deadline: deadline, completion))
             return nil
         }
         if let refused { return completion(refused) }
         wakePublisher()
+    }
+
+    /// Fails the registrations that waited past their deadline for an etcd that cannot be reached; with `all`,
+    /// every one (the directory stops). Withdrawals are dropped: reconciliation removes what the node no longer holds.
+    private func expireWaiting(_ reason: String, all: Bool = false) {
+        let now = ContinuousClock.now
+        let expired = state.withLock { state -> [Operation] in
+            var expired: [Operation] = []
+            state.pending.removeAll { operation in
+                switch operation {
+                case .put(_, let deadline, _):
+                    guard all || deadline <= now else { return false }
+                    expired.append(operation)
+                    return true
+                case .delete:
+                    return true
+                }
+            }
+            return expired
+        }
+        for case .put(_, _, let completion) in expired {
+            completion(
+                FreightError(
+                    .connectionFailed,
+                    "directory unreachable: \(reason); the endpoint was not registered (waited \(Limits.directoryWaitSeconds) s for etcd)"
+                ))
+        }
     }
 
     public func withdraw(_ keys: [EndpointKey]) {
@@ -153,24 +181,22 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             } catch {
                 if Task.isCancelled { break }
                 let reason = Self.describe(error)
-                let failed = state.withLock { state -> [Operation] in
+                state.withLock { state in
                     if case .reachable = state.health {
                         logger.warning("etcd directory unreachable: \(reason)")
                     }
                     state.health = .unreachable(reason)
-                    defer { state.pending = [] }
-                    return state.pending
                 }
-                for case .put(_, let completion) in failed {
-                    completion(FreightError(.connectionFailed, "directory unreachable: \(reason)"))
-                }
+                expireWaiting(reason)
             }
             if !signalled {
                 signalled = true
                 firstAttempt.yield()
             }
             try? await Task.sleep(for: .seconds(1))
+            if case .unreachable(let reason) = health { expireWaiting(reason) }
         }
+        expireWaiting("the node is stopping", all: true)
         firstAttempt.finish()
     }
 
@@ -402,7 +428,7 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             var operations: [Etcdserverpb_RequestOp] = []
             for operation in batch {
                 switch operation {
-                case .put(let records, _):
+                case .put(let records, _, _):
                     operations += try records.map {
                         layout.put(layout.endpointKey($0.key), value: try layout.endpointValue($0), lease: lease)
                     }
@@ -416,10 +442,10 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                 try await commit(kv, operations, options: options, firstPaced: true)
             } catch {
                 let reason = FreightError(.connectionFailed, "directory unreachable: \(Self.describe(error))")
-                for case .put(_, let completion) in batch { completion(reason) }
+                for case .put(_, _, let completion) in batch { completion(reason) }
                 throw error
             }
-            for case .put(_, let completion) in batch { completion(nil) }
+            for case .put(_, _, let completion) in batch { completion(nil) }
         }
     }
 
@@ -430,7 +456,7 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             var count = 0
             while let first = state.pending.first, count < Self.txnOpsMax || taken.isEmpty {
                 switch first {
-                case .put(let records, _): count += records.count
+                case .put(let records, _, _): count += records.count
                 case .delete(let keys): count += keys.count
                 }
                 taken.append(state.pending.removeFirst())

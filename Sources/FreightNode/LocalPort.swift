@@ -1,5 +1,6 @@
 import FreightCore
 import FreightDirectory
+import FreightFlow
 import FreightWire
 import NIOCore
 

@@ -34,6 +34,10 @@ public struct NodeConfiguration: Sendable {
     /// Local IP addresses, one per NIC, that this node stripes large messages over (rail i is the i-th;
     /// docs/topology.md). Empty: the listen address only.
     public var rails: [String]
+    /// Static routes: messages for endpoints at the key's node go through the value's node (a relay), instead of
+    /// straight to it. Gateways will fill routes like these from what they learn; today they are set by hand
+    /// (`--route NODE=VIA`), e.g. where two nodes cannot reach each other.
+    public var routes: [String: String]
     /// This node's hardware, from a topology file and nvidia-smi (docs/topology.md).
     public var topology: Topology
     public var logger: Logger
@@ -54,10 +58,12 @@ public struct NodeConfiguration: Sendable {
         tuning: SocketTuning = .default,
         striping: StripeChooser.Policy = .fill,
         rails: [String] = [],
+        routes: [String: String] = [:],
         topology: Topology = Topology(),
         logger: Logger = Logger(label: "freight.node")
     ) {
         self.rails = rails
+        self.routes = routes
         self.topology = topology
         self.striping = striping
         self.cluster = cluster
@@ -112,6 +118,15 @@ public struct NodeConfiguration: Sendable {
         }
         for rail in rails where (try? SocketAddress(ipAddress: rail, port: 0)) == nil {
             throw FreightError(.invalidArgument, "--rail '\(rail)' is not an IP address of this machine's NIC")
+        }
+        guard routes.count <= Limits.membersMax else {
+            throw FreightError(.invalidArgument, "--route: at most \(Limits.membersMax) routes")
+        }
+        for (node, via) in routes {
+            guard AddressGrammar.isName(node), AddressGrammar.isName(via), node != via, via != name, node != name else {
+                throw FreightError(
+                    .invalidArgument, "--route \(node)=\(via): two different node names, neither of them this node")
+            }
         }
         try topology.validate()
     }

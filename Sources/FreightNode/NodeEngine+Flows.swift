@@ -1,100 +1,108 @@
 import FreightCore
 import FreightDirectory
+import FreightFlow
 import FreightRouting
 import FreightTransport
 import FreightWire
 import NIOCore
 
-/// Messages through this node: open, forward chunk by chunk, carry credits and acknowledgements back, finish.
+typealias Port = FlowPort
+
+/// Messages through this node: every flow frame becomes an event of the ``FlowTable`` (pure; docs/core.md), and the
+/// actions it returns are carried out here. The bytes themselves move in `NodeEngine+Streaming` and
+/// `NodeEngine+Shared`, after the table admitted them.
 extension NodeEngine {
     func flowFrame(_ frame: Frame, from port: Port) {
         switch frame {
         case .open(let open): openReceived(open, from: port)
         case .data(let chunk): dataReceived(chunk, from: port)
-        case .ack(let ack): ackReceived(ack, from: port)
-        case .done(let done): doneReceived(done, from: port)
-        case .abort(let abort): abortReceived(abort, from: port)
+        case .ack(let ack): flowTable.ack(ack, from: port, actions: &flowActions)
+        case .done(let done): flowTable.done(rewritten(done, from: port), from: port, actions: &flowActions)
+        case .abort(let abort): flowTable.abort(abort, from: port, actions: &flowActions)
         default: break
         }
+        performFlowActions()
     }
 
     // MARK: Open
 
     func openReceived(_ open: Freight_Wire_V1_Open, from port: Port) {
-        var header = open.header
-        let id = header.id
-        do throws(FreightError) {
-            guard id != 0 else { throw FreightError(.protocolViolation, "message id 0 is reserved") }
-            guard flows[id] == nil else { throw FreightError(.duplicate, "message id \(id) is already in flight here") }
-            let headerBytes = header.encodedSize
-            guard headerBytes <= Limits.headerBytesMax else {
-                throw FreightError(
-                    .invalidArgument, "message header of \(headerBytes) bytes is over \(Limits.headerBytesMax)")
-            }
-            if header.chunkBytes == 0 { header.chunkBytes = UInt32(configuration.chunkBytes) }
-            guard (Limits.chunkBytesMin...Limits.chunkBytesMax).contains(Int(header.chunkBytes)) else {
-                throw FreightError(
-                    .invalidArgument,
-                    "chunk size \(header.chunkBytes) is out of range \(Limits.chunkBytesMin)...\(Limits.chunkBytesMax)")
-            }
-            guard header.length <= UInt64(Int64.max) else {
-                throw FreightError(.invalidArgument, "length \(header.length) is too large")
-            }
-            guard header.attributes.count <= Limits.attributesMax else {
-                throw FreightError(
-                    .invalidArgument, "\(header.attributes.count) attributes, at most \(Limits.attributesMax)")
-            }
-            guard open.path.count < Limits.membersMax else { throw FreightError(.protocolViolation, "path too long") }
-
-            let targets: [EndpointRecord]
-            switch port {
-            case .session, .local:
-                let destination = try parsedAddress(header.destination)
-                let matches = index.match(destination)
-                tieBreak &+= 1
-                targets = planner.plan(
-                    matches: matches, load: { self.endpointLoad[$0, default: 0] }, tieBreak: tieBreak)
-                guard !targets.isEmpty else { throw FreightError.noRoute(destination.description) }
-            case .peer:
-                targets = open.targets.filter { $0.node == name }.compactMap { localEndpoints[$0.id]?.record }
-                guard !targets.isEmpty else {
-                    throw FreightError(
-                        .noRoute, "no route to \(header.destination): its endpoint on node \(name) is gone")
-                }
-            }
-
-            guard flowsByUpstream[port, default: 0] < Limits.messagesPerConnectionMax else {
-                throw FreightError(
-                    .resourceExhausted,
-                    "\(port) has \(Limits.messagesPerConnectionMax) messages in flight through node \(name), the most allowed"
-                )
-            }
-            // A shared-buffer message between apps of this node holds no bytes here: only its regions are lent.
-            let shared =
-                open.shared && port.isLocal
-                && targets.allSatisfy { target in
-                    guard target.key.node == name, case .session(let id)? = localEndpoints[target.key.id]?.port else {
-                        return false
-                    }
-                    return sessions[id]?.takesShared == true
-                }
-            // Every message reserves at least the smallest chunk, so the budget also bounds how many are open.
-            let window = shared ? max(header.length, 1) : UInt64(configuration.windowBytes)
-            let reserve =
-                shared ? Limits.chunkBytesMin : Int(min(max(header.length, UInt64(Limits.chunkBytesMin)), window))
-            guard reservedBytes + reserve <= configuration.memoryBudgetBytes else {
-                throw FreightError(
-                    .resourceExhausted,
-                    "node \(name) is at its memory budget (\(ByteCount.format(Int64(configuration.memoryBudgetBytes))) in flight); try again"
-                )
-            }
-            startFlow(
-                id: id, header: header, upstream: port, targets: targets, path: open.path + [name], reserve: reserve,
-                window: window, shared: shared)
-        } catch {
-            failed += 1
-            send(.abort(id, error), to: port)
+        flowTable.open(open, from: port, actions: &flowActions) { header, load throws(FreightError) in
+            try plan(header, open: open, from: port, load: load)
         }
+    }
+
+    /// Where a message goes from this node: for an app's message, the endpoints its destination matches, chosen by
+    /// the delivery planner; for a peer's, the endpoints its OPEN names. One branch per local port, and one per next
+    /// hop: the endpoint's own node, or the relay a route names for it (``NodeConfiguration/routes``), so that a
+    /// message can pass several nodes (n1 → n2 → n3).
+    private func plan(
+        _ header: Freight_Wire_V1_MessageHeader, open: Freight_Wire_V1_Open, from port: Port,
+        load: (EndpointKey) -> Int
+    ) throws(FreightError) -> FlowTable.Plan {
+        var targets: [EndpointKey]
+        switch port {
+        case .session, .local:
+            let destination = try parsedAddress(header.destination)
+            let matches = index.match(destination)
+            tieBreak &+= 1
+            targets = planner.plan(matches: matches, load: load, tieBreak: tieBreak).map(\.key)
+            guard !targets.isEmpty else { throw FreightError.noRoute(destination.description) }
+        case .peer:
+            guard !open.path.contains(name) else {
+                throw FreightError(.protocolViolation, "message \(header.id) came back to node \(name): \(open.path)")
+            }
+            guard open.path.count < Limits.pathHopsMax else {
+                throw FreightError(
+                    .noRoute, "no route to \(header.destination) within \(Limits.pathHopsMax) nodes: \(open.path)")
+            }
+            targets = open.targets.prefix(Limits.registrationsPerSessionMax).map {
+                EndpointKey(node: $0.node, id: $0.id)
+            }
+            targets.removeAll { $0.node == name && localEndpoints[$0.id] == nil }
+            guard !targets.isEmpty else {
+                throw FreightError(.noRoute, "no route to \(header.destination): its endpoint on node \(name) is gone")
+            }
+        }
+        // A shared-buffer message between apps of this node holds no bytes here: only its regions are lent.
+        let shared =
+            open.shared && port.isLocal
+            && targets.allSatisfy { target in
+                guard target.node == name, case .session(let id)? = localEndpoints[target.id]?.port else {
+                    return false
+                }
+                return sessions[id]?.takesShared == true
+            }
+        var remote: [String: [EndpointKey]] = [:]
+        var local: [Port: [EndpointKey]] = [:]
+        for target in targets {
+            if target.node == name {
+                if let port = localEndpoints[target.id]?.port { local[port, default: []].append(target) }
+            } else {
+                remote[configuration.routes[target.node] ?? target.node, default: []].append(target)
+            }
+        }
+        var branches: [Flow.Branch] = []
+        for (port, keys) in local.sorted(by: { $0.key.description < $1.key.description }) {
+            branches.append(Flow.Branch(port: port, targets: keys))
+        }
+        for (hop, keys) in remote.sorted(by: { $0.key < $1.key }) {
+            if open.path.contains(hop) {
+                branches.append(
+                    .unreachable(
+                        .peer(hop), targets: keys,
+                        FreightError(.noRoute, "the route to node \(keys[0].node) through \(hop) makes a loop")))
+            } else if members[hop]?.isUp == true {
+                branches.append(Flow.Branch(port: .peer(hop), targets: keys, rails: plannedRails(header, to: hop)))
+            } else {
+                let through = hop == keys[0].node ? "" : " (through node \(hop))"
+                branches.append(
+                    .unreachable(
+                        .peer(hop), targets: keys,
+                        FreightError(.nodeGone, "node \(keys[0].node) is not reachable\(through)")))
+            }
+        }
+        return FlowTable.Plan(branches: branches, shared: shared)
     }
 
     /// An app's destination, parsed once: apps send many messages to the same few addresses. The cache is
@@ -107,59 +115,24 @@ extension NodeEngine {
         return address
     }
 
-    private func startFlow(
-        id: UInt64,
-        header: Freight_Wire_V1_MessageHeader,
-        upstream: Port,
-        targets: [EndpointRecord],
-        path: [String],
-        reserve: Int,
-        window: UInt64,
-        shared: Bool
-    ) {
-        var branches: [Flow.Branch] = []
-        var remote: [String: [EndpointKey]] = [:]
-        var local: [Port: [EndpointKey]] = [:]
-        for target in targets {
-            if target.key.node == name {
-                if let port = localEndpoints[target.key.id]?.port { local[port, default: []].append(target.key) }
-            } else {
-                remote[target.key.node, default: []].append(target.key)
-            }
+    /// An app speaks for its own endpoints only: its DONE is rewritten to name them.
+    private func rewritten(_ done: Freight_Wire_V1_Done, from port: Port) -> Freight_Wire_V1_Done {
+        guard port.isLocal,
+            let targets = flowTable[done.messageID]?.branches.first(where: { $0.port == port })?.targets,
+            !targets.isEmpty
+        else { return done }
+        var done = done
+        let label = localEndpoints[targets[0].id]?.record.app ?? ""
+        done.deliveries = targets.map { key in
+            var delivery = Freight_Wire_V1_Delivery()
+            delivery.endpoint.node = key.node
+            delivery.endpoint.id = key.id
+            delivery.address = localEndpoints[key.id]?.record.pattern.description ?? ""
+            delivery.app = label
+            return delivery
         }
-        for (port, keys) in local.sorted(by: { $0.key.description < $1.key.description }) {
-            branches.append(Flow.Branch(port: port, targets: keys))
-        }
-        for (node, keys) in remote.sorted(by: { $0.key < $1.key }) {
-            var branch = Flow.Branch(port: .peer(node), targets: keys)
-            if members[node]?.isUp != true {
-                branch.state = .failed(FreightError(.nodeGone, "node \(node) is not reachable"), acked: 0)
-            } else {
-                branch.rails = plannedRails(header, to: node)
-            }
-            branches.append(branch)
-        }
-        reservedBytes += reserve
-        flowsByUpstream[upstream, default: 0] += 1
-        for target in targets { endpointLoad[target.key, default: 0] += 1 }
-        flows[id] = Flow(
-            id: id, header: header, upstream: upstream, branches: branches, path: path, reservedBytes: reserve,
-            windowBytes: window, shared: shared)
-
-        for branch in branches where branch.isOpen {
-            var open = Freight_Wire_V1_Open()
-            open.header = header
-            open.path = path
-            open.shared = shared
-            open.targets = branch.targets.map { key in
-                var ref = Freight_Wire_V1_EndpointRef()
-                ref.node = key.node
-                ref.id = key.id
-                return ref
-            }
-            send(.open(open), to: branch.port)
-        }
-        finishIfComplete(id)
+        done.failures = []
+        return done
     }
 
     // MARK: Data
@@ -173,31 +146,15 @@ extension NodeEngine {
         }
     }
 
-    /// Checks a chunk against its flow before it is forwarded: the flow exists (chunks of a message that already
-    /// ended are still in the pipe and are dropped), the port sends it, and the chunk lies within the credit.
-    /// Returns the flow with the chunk counted, or nil to drop it.
+    /// Asks the table whether a chunk may go on (see ``FlowTable/admit(_:offset:count:from:countLimit:actions:)``);
+    /// counts its bytes when it may.
     func admit(
         messageID: UInt64, offset: UInt64, count: Int, from port: Port, countLimit: Int = Limits.chunkBytesMax
     ) -> Flow? {
-        guard let slot = flows.index(forKey: messageID) else { return nil }
-        let flow = flows.values[slot]
-        guard flow.upstream == port else {
-            logger.warning("\(port) sent a chunk of message \(messageID) it does not send; dropped")
-            return nil
-        }
-        let bytes = UInt64(count)
-        let (end, overflow) = offset.addingReportingOverflow(bytes)
-        guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= countLimit else {
-            abortFlow(
-                messageID,
-                FreightError(
-                    .protocolViolation, "chunk [\(offset), +\(count)) is beyond the credit \(flow.upstreamCredit)"),
-                notifyUpstream: true
-            )
-            return nil
-        }
-        bytesIn += bytes
-        flows.values[slot].bytesForwarded += bytes
+        let flow = flowTable.admit(
+            messageID, offset: offset, count: count, from: port, countLimit: countLimit, actions: &flowActions)
+        if flow != nil { bytesIn += UInt64(count) }
+        performFlowActions()
         return flow
     }
 
@@ -225,7 +182,7 @@ extension NodeEngine {
                 let stripe = member.stripeForData(
                     spillBytes: configuration.windowBytes / 2, policy: configuration.striping, chunkBytes: bytes,
                     nowNanos: several ? NIODeadline.now().uptimeNanoseconds : 0,
-                    rails: several ? flows[messageID]?.branches.first { $0.port == port }?.rails : nil)
+                    rails: several ? flowTable[messageID]?.branches.first { $0.port == port }?.rails : nil)
             else { return nil }
             member.stripeBytes[stripe] += UInt64(bytes)
             connection = member.egress[stripe]
@@ -236,162 +193,46 @@ extension NodeEngine {
         return connection
     }
 
-    // MARK: Acknowledgements and outcomes
-
-    func ackReceived(_ ack: Freight_Wire_V1_Ack, from port: Port) {
-        // The flow is changed in place (`flows.values[slot]`): a copy would copy its branches on every ACK.
-        guard let slot = flows.index(forKey: ack.messageID),
-            let index = flows.values[slot].branches.firstIndex(where: { $0.port == port && $0.isOpen })
-        else { return }
-        let length = flows.values[slot].length
-        guard ack.ackedOffset <= length, ack.ackedOffset <= ack.creditOffset || ack.creditOffset == 0 else {
-            return abortFlow(
-                ack.messageID, FreightError(.protocolViolation, "\(port) acknowledged past the message"),
-                notifyUpstream: true)
-        }
-        func apply(_ flow: inout Flow) -> (acked: UInt64, credit: UInt64)? {
-            flow.branches[index].ackedOffset = max(flow.branches[index].ackedOffset, ack.ackedOffset)
-            flow.branches[index].creditOffset = max(flow.branches[index].creditOffset, min(ack.creditOffset, length))
-            return flow.upstreamUpdate()
-        }
-        let update = apply(&flows.values[slot])
-        let upstream = flows.values[slot].upstream
-        settleLoans(ack.messageID)
-        if let update {
-            send(.ack(ack.messageID, acked: update.acked, credit: update.credit), to: upstream)
-        }
-    }
-
-    func doneReceived(_ done: Freight_Wire_V1_Done, from port: Port) {
-        guard let slot = flows.index(forKey: done.messageID),
-            let index = flows.values[slot].branches.firstIndex(where: { $0.port == port && $0.isOpen })
-        else { return }
-        var done = done
-        if port.isLocal {
-            // An app speaks for its own endpoints only.
-            let targets = flows.values[slot].branches[index].targets
-            let label = localEndpoints[targets[0].id]?.record.app ?? ""
-            done.deliveries = targets.map { key in
-                var delivery = Freight_Wire_V1_Delivery()
-                delivery.endpoint.node = key.node
-                delivery.endpoint.id = key.id
-                delivery.address = localEndpoints[key.id]?.record.pattern.description ?? ""
-                delivery.app = label
-                return delivery
-            }
-            done.failures = []
-        }
-        func apply(_ flow: inout Flow) -> (acked: UInt64, credit: UInt64)? {
-            flow.branches[index].ackedOffset = flow.length
-            flow.branches[index].state = .done(done)
-            // Other branches still open: upstream hears how far they all are now (DONE is this branch's final
-            // ACK).
-            return flow.allBranchesFinished ? nil : flow.upstreamUpdate()
-        }
-        let update = apply(&flows.values[slot])
-        let upstream = flows.values[slot].upstream
-        settleLoans(done.messageID)
-        if let update {
-            send(.ack(done.messageID, acked: update.acked, credit: update.credit), to: upstream)
-        }
-        finishIfComplete(done.messageID)
-    }
-
-    func abortReceived(_ abort: Freight_Wire_V1_Abort, from port: Port) {
-        guard var flow = flows[abort.messageID] else { return }
-        if flow.upstream == port {
-            return abortFlow(abort.messageID, abort.error, notifyUpstream: false)
-        }
-        guard let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen }) else { return }
-        flow.branches[index].state = .failed(abort.error, acked: abort.ackedOffset)
-        let update = flow.upstreamUpdate()
-        flows[abort.messageID] = flow
-        settleLoans(abort.messageID)
-        if let update, !flow.allBranchesFinished {
-            send(.ack(abort.messageID, acked: update.acked, credit: update.credit), to: flow.upstream)
-        }
-        finishIfComplete(abort.messageID)
-    }
-
-    /// Reports the outcome upstream once every branch has finished, and releases the flow.
-    func finishIfComplete(_ id: UInt64) {
-        guard let flow = flows[id], flow.allBranchesFinished else { return }
-        let outcome = flow.outcome(nodeName: name)
-        if case .abort = outcome { failed += 1 } else { delivered += 1 }
-        release(flow)
-        send(outcome, to: flow.upstream)
-    }
-
-    /// Ends a flow everywhere: its open branches are told, and upstream too when `notifyUpstream`.
-    func abortFlow(_ id: UInt64, _ error: FreightError, notifyUpstream: Bool) {
-        guard let flow = flows[id] else { return }
-        failed += 1
-        release(flow)
-        for branch in flow.branches where branch.isOpen {
-            send(.abort(id, error, ackedOffset: branch.ackedOffset), to: branch.port)
-        }
-        if notifyUpstream {
-            send(.abort(id, error, ackedOffset: flow.upstreamAcked), to: flow.upstream)
-        }
-    }
-
-    private func release(_ flow: Flow) {
-        settleLoans(flow.id, all: true)
-        flows[flow.id] = nil
-        reservedBytes -= flow.reservedBytes
-        if let count = flowsByUpstream[flow.upstream], count > 1 {
-            flowsByUpstream[flow.upstream] = count - 1
-        } else {
-            flowsByUpstream[flow.upstream] = nil
-        }
-        for branch in flow.branches {
-            for target in branch.targets {
-                if let load = endpointLoad[target], load > 1 {
-                    endpointLoad[target] = load - 1
-                } else {
-                    endpointLoad[target] = nil
-                }
-            }
-        }
-    }
+    // MARK: Carrying out the table's actions
 
     /// An app or a peer is gone: flows it sent are aborted downstream; branches to it fail.
     func portGone(_ port: Port, error: FreightError) {
-        for id in Array(flows.keys) {
-            guard var flow = flows[id] else { continue }
-            if flow.upstream == port {
-                let upstreamError: FreightError
-                switch port {
-                case .session, .local: upstreamError = FreightError(.senderGone, "the sending app went away")
-                case .peer(let node):
-                    upstreamError = FreightError(.nodeGone, "node \(node), which relayed the message, went away")
+        flowTable.portGone(port, error: error, actions: &flowActions)
+        performFlowActions()
+    }
+
+    /// Ends one branch of a flow with `error`, telling its receiver.
+    func failBranch(_ id: UInt64, port: Port, _ error: FreightError) {
+        flowTable.failBranch(id, port: port, error, tellBranch: true, actions: &flowActions)
+        performFlowActions()
+    }
+
+    /// Carries out what the table asked, in order. Reentrant: an action that leads to another event appends to the
+    /// same buffer, and this loop carries that out too.
+    func performFlowActions() {
+        guard !flowActions.isEmpty, !performingFlowActions else { return }
+        performingFlowActions = true
+        var next = 0
+        while next < flowActions.count {
+            let action = flowActions[next]
+            next += 1
+            switch action {
+            case .send(let frame, let port):
+                send(frame, to: port)
+            case .branchProgress(let id, let port, let acked):
+                if !branchLoans.isEmpty { settleLoans(id, port: port, through: acked) }
+            case .branchEnded(let id, let port):
+                if !branchLoans.isEmpty { settleLoans(id, port: port, through: .max) }
+            case .finished(let id):
+                if let loans = branchLoans.removeValue(forKey: id) {
+                    for entry in loans { returnUse(entry.loan) }
                 }
-                abortFlow(
-                    id,
-                    FreightError(
-                        upstreamError.code,
-                        "\(upstreamError.message) after \(flow.bytesForwarded) of \(flow.length) bytes"),
-                    notifyUpstream: false)
-                continue
+            case .warning(let text):
+                logger.warning("\(text)")
             }
-            var changed = false
-            for index in flow.branches.indices where flow.branches[index].port == port && flow.branches[index].isOpen {
-                let acked = flow.branches[index].ackedOffset
-                flow.branches[index].state = .failed(
-                    FreightError(error.code, "\(error.message); \(acked) of \(flow.length) bytes acknowledged"),
-                    acked: acked
-                )
-                changed = true
-            }
-            guard changed else { continue }
-            let update = flow.upstreamUpdate()
-            flows[id] = flow
-            settleLoans(id)
-            if let update, !flow.allBranchesFinished {
-                send(.ack(id, acked: update.acked, credit: update.credit), to: flow.upstream)
-            }
-            finishIfComplete(id)
         }
+        flowActions.removeAll(keepingCapacity: true)
+        performingFlowActions = false
     }
 
     /// Sends a control frame to a port; a port that is gone drops it.

@@ -1,4 +1,5 @@
 import FreightCore
+import FreightFlow
 import FreightTransport
 import FreightWire
 import NIOCore
@@ -232,37 +233,17 @@ extension NodeEngine {
         }
     }
 
-    /// Returns the loans of a flow's branches that acknowledged past them or ended; all of them when `all`.
-    func settleLoans(_ id: UInt64, all: Bool = false) {
-        guard let slot = flows.index(forKey: id) else { return }
-        // In place: most flows hold no loans, and a copy of the flow would copy its branches.
-        func settle(_ flow: inout Flow) -> [Loan] {
-            var settled: [Loan] = []
-            for index in flow.branches.indices where !flow.branches[index].loans.isEmpty {
-                let branch = flow.branches[index]
-                if all || !branch.isOpen {
-                    settled += branch.loans.map(\.loan)
-                    flow.branches[index].loans = []
-                } else {
-                    let acked = branch.ackedOffset
-                    settled += branch.loans.filter { $0.end <= acked }.map(\.loan)
-                    flow.branches[index].loans.removeAll { $0.end <= acked }
-                }
-            }
-            return settled
+    /// Returns the loans of a branch for bytes below `through` (all of them with `.max`: the branch ended).
+    func settleLoans(_ id: UInt64, port: Port, through: UInt64) {
+        guard let slot = branchLoans.index(forKey: id) else { return }
+        var settled: [Loan] = []
+        branchLoans.values[slot].removeAll { entry in
+            guard entry.port == port, entry.end <= through else { return false }
+            settled.append(entry.loan)
+            return true
         }
-        for loan in settle(&flows.values[slot]) { returnUse(loan) }
-    }
-
-    /// Ends one branch of a flow with `error`, telling its receiver, and finishes the flow if that was the last.
-    func failBranch(_ id: UInt64, port: Port, _ error: FreightError) {
-        guard var flow = flows[id], let index = flow.branches.firstIndex(where: { $0.port == port && $0.isOpen })
-        else { return }
-        flow.branches[index].state = .failed(error, acked: flow.branches[index].ackedOffset)
-        flows[id] = flow
-        settleLoans(id)
-        send(.abort(id, error, ackedOffset: flow.branches[index].ackedOffset), to: port)
-        finishIfComplete(id)
+        if branchLoans.values[slot].isEmpty { branchLoans.remove(at: slot) }
+        for loan in settled { returnUse(loan) }
     }
 
     /// An app gave back regions lent to it.
@@ -299,9 +280,8 @@ extension NodeEngine {
             guard let connection = dataConnection(for: port, bytes: count, messageID: chunk.messageID) else { return }
             // One use until the write is done (the pool file must stay open for it), one until acknowledged.
             loan.uses += 2
-            if var flow = flows[chunk.messageID], let index = flow.branches.firstIndex(where: { $0.port == port }) {
-                flow.branches[index].loans.append((header.offset + UInt64(count), loan))
-                flows[chunk.messageID] = flow
+            if flowTable[chunk.messageID]?.branches.contains(where: { $0.port == port && $0.isOpen }) == true {
+                branchLoans[chunk.messageID, default: []].append((port, header.offset + UInt64(count), loan))
             } else {
                 loan.uses -= 1
             }

@@ -1,4 +1,5 @@
 import FreightCore
+import FreightFlow
 import FreightTransport
 import FreightWire
 import NIOCore

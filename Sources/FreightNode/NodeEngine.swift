@@ -1,5 +1,6 @@
 import FreightCore
 import FreightDirectory
+import FreightFlow
 import FreightRouting
 import FreightTransport
 import FreightWire
@@ -56,17 +57,20 @@ public final class NodeEngine: @unchecked Sendable {
     /// App sessions not being read until the outputs they wait on drain.
     var readPaused: [UInt64: (input: FrameConnection, waitingOn: Set<UInt64>)] = [:]
     var nextEndpointID: UInt64 = 1
-    var flows: [UInt64: Flow] = [:]
+    /// Every message passing through this node (pure; docs/core.md), and the buffer its actions are collected in.
+    var flowTable: FlowTable
+    var flowActions: [FlowAction] = []
+    var performingFlowActions = false
+    /// Shared regions sent to a branch's peer with `sendfile`: the kernel sends the pool's pages by reference, so a
+    /// region is in use until the branch acknowledges the bytes past its end (then they have been read out of every
+    /// socket) or the branch ends.
+    var branchLoans: [UInt64: [(port: FlowPort, end: UInt64, loan: Loan)]] = [:]
     /// Destinations of apps' messages, parsed (`parsedAddress`).
     var parsedAddresses: [String: Address] = [:]
     static let parsedAddressesMax = 1024
     /// Shared chunks for a peer at most this long are copied into the link's writes rather than sent with
     /// `sendfile` (docs/performance.md, "Small shared chunks are copied").
     static let copiedChunkBytesMax = 64 * 1024
-    var endpointLoad: [EndpointKey: Int] = [:]
-    /// Messages in flight by the port that sends them (at most `Limits.messagesPerConnectionMax` each).
-    var flowsByUpstream: [Port: Int] = [:]
-    var reservedBytes = 0
     var planner: DeliveryPlanner
     var tieBreak: UInt64 = 0
     var maintenance: RepeatedTask?
@@ -88,8 +92,6 @@ public final class NodeEngine: @unchecked Sendable {
     // Counters.
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
-    var delivered: UInt64 = 0
-    var failed: UInt64 = 0
     /// Chunk body bytes the kernel read straight into apps' receive pools (``ReadTarget``).
     var bytesReadIntoPools: UInt64 = 0
 
@@ -104,6 +106,11 @@ public final class NodeEngine: @unchecked Sendable {
         )
         self.boundListen = configuration.listen
         self.planner = DeliveryPlanner(localNode: configuration.name)
+        self.flowTable = FlowTable(
+            configuration: .init(
+                nodeName: configuration.name, windowBytes: configuration.windowBytes,
+                memoryBudgetBytes: configuration.memoryBudgetBytes, chunkBytesDefault: configuration.chunkBytes))
+        flowActions.reserveCapacity(64)
     }
 
     public var name: String { configuration.name }
@@ -251,13 +258,13 @@ public final class NodeEngine: @unchecked Sendable {
         status.listen = boundListen.description
         status.localEndpoints = UInt64(localEndpoints.count)
         status.knownEndpoints = UInt64(index.count)
-        status.messagesInFlight = UInt64(flows.count)
+        status.messagesInFlight = UInt64(flowTable.count)
         status.bytesIn = bytesIn
         status.bytesOut = bytesOut
-        status.messagesDelivered = delivered
-        status.messagesFailed = failed
+        status.messagesDelivered = flowTable.delivered
+        status.messagesFailed = flowTable.failed
         status.peakRssBytes = ProcessStats.peakResidentBytes()
-        status.memoryReservedBytes = UInt64(reservedBytes)
+        status.memoryReservedBytes = UInt64(flowTable.reservedBytes)
         status.memoryBudgetBytes = UInt64(configuration.memoryBudgetBytes)
         status.streams = UInt32(configuration.streams)
         status.uptimeMillis = UInt64((NIODeadline.now() - startedAt).nanoseconds / 1_000_000)

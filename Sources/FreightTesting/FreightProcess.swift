@@ -47,12 +47,24 @@ public final class FreightProcess: Sendable {
         return (repositoryRoot.map { "\($0)/.build-python/bin/python" }) ?? "python3"
     }
 
-    /// Runs `executable` (default: `freight`) with `arguments`.
+    /// `setpriv` from util-linux: it sets the parent-death signal and execs the program (same PID).
+    static let setpriv = "/usr/bin/setpriv"
+
+    /// Runs `executable` (default: `freight`) with `arguments`. The child gets SIGKILL when this process dies (a
+    /// parent-death signal, set by `setpriv` before it execs the program), so a test run that crashes or is killed
+    /// leaves nothing running; the signal follows the thread that spawned the child, so every child is spawned from
+    /// one thread that lives as long as the process (``Spawner``).
     public init(_ arguments: [String], executable: String? = nil, environment: [String: String] = [:]) throws {
         self.arguments = arguments
         process = Process()
-        process.executableURL = URL(fileURLWithPath: executable ?? Self.binaryPath)
-        process.arguments = arguments
+        let program = executable ?? Self.binaryPath
+        if FileManager.default.isExecutableFile(atPath: Self.setpriv) {
+            process.executableURL = URL(fileURLWithPath: Self.setpriv)
+            process.arguments = ["--pdeathsig", "KILL", "--", program] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = arguments
+        }
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { $1 }
         process.environment = env
@@ -84,7 +96,8 @@ public final class FreightProcess: Sendable {
                 if state.stderr.utf8.count > 1 << 20 { state.stderr = String(state.stderr.suffix(1 << 19)) }
             }
         }
-        try process.run()
+        let process = self.process
+        try Spawner.shared.run { try process.run() }
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -160,5 +173,42 @@ public final class FreightProcess: Sendable {
         let process = try FreightProcess(arguments)
         let status = try await process.waitForExit(timeout: timeout)
         return (status, process.stdoutLines, process.stderr)
+    }
+}
+
+/// One thread that lives as long as the process and spawns every child: a parent-death signal fires when the
+/// thread that spawned the child ends, and threads of Swift's and Dispatch's pools come and go.
+final class Spawner: @unchecked Sendable {  // jobs are handed over under `condition`
+    static let shared = Spawner()
+    private let condition = NSCondition()
+    private var jobs: [() -> Void] = []
+
+    private init() {
+        let thread = Thread { [self] in
+            while true {
+                condition.lock()
+                while jobs.isEmpty { condition.wait() }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+            }
+        }
+        thread.name = "freight-spawner"
+        thread.start()
+    }
+
+    /// Runs `body` on the spawner thread and waits for it.
+    func run(_ body: @escaping () throws -> Void) throws {
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var failure: (any Error)?
+        condition.lock()
+        jobs.append {
+            do { try body() } catch { failure = error }
+            done.signal()
+        }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        if let failure { throw failure }
     }
 }

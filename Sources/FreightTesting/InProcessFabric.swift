@@ -65,6 +65,33 @@ public final class InProcessFabric: Sendable {
         }
     }
 
+    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:logLevel:)``
+    /// does, and stops the fabric when `body` ends, whether it returned or threw.
+    public static func with<T>(
+        nodes count: Int,
+        cluster: String = "demo",
+        streams: Int = Limits.streamsDefault,
+        windowBytes: Int = Limits.windowBytesDefault,
+        memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
+        sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
+        sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
+        logLevel: Logger.Level = .warning,
+        _ body: (InProcessFabric) async throws -> T
+    ) async throws -> T {
+        let fabric = try await start(
+            nodes: count, cluster: cluster, streams: streams, windowBytes: windowBytes,
+            memoryBudgetBytes: memoryBudgetBytes, sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
+            sharedHoldSeconds: sharedHoldSeconds, logLevel: logLevel)
+        do {
+            let result = try await body(fabric)
+            await fabric.stop()
+            return result
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+    }
+
     public func socket(_ index: Int) -> NodeAddress { .unix(path: engines[index].configuration.socketPath!) }
     /// The node's TCP port, where apps attach without shared memory.
     public func tcp(_ index: Int) -> NodeAddress { engines[index].boundListen }

@@ -54,6 +54,10 @@ struct NodeCommand: AsyncParsableCommand {
         name: .customLong("rail"),
         help: "IP address of a NIC to stripe large messages over; repeatable, rail order (docs/topology.md).")
     var rails: [String] = []
+    @Option(
+        name: .customLong("route"),
+        help: "NODE=VIA: send messages for NODE's endpoints through node VIA (a relay); repeatable.")
+    var routes: [String] = []
     @OptionGroup var topologySource: TopologyOptions
     @Option(name: .customLong("grpc"), help: "HOST:PORT for the gRPC API (port 0 picks one).")
     var grpc: String?
@@ -68,6 +72,18 @@ struct NodeCommand: AsyncParsableCommand {
             throw FreightError(.invalidArgument, "--striping \(striping): use fill or spread")
         }
         return policy
+    }
+
+    func parsedRoutes() throws(FreightError) -> [String: String] {
+        var table: [String: String] = [:]
+        for route in routes {
+            let parts = route.split(separator: "=", omittingEmptySubsequences: false)
+            guard parts.count == 2, table[String(parts[0])] == nil else {
+                throw FreightError(.invalidArgument, "--route \(route): use NODE=VIA, once per NODE")
+            }
+            table[String(parts[0])] = String(parts[1])
+        }
+        return table
     }
 
     func run() async throws {
@@ -104,6 +120,7 @@ struct NodeCommand: AsyncParsableCommand {
                 tuning: SocketTuning(congestionControl: congestion == "system" ? nil : congestion),
                 striping: try stripingPolicy(),
                 rails: rails,
+                routes: try parsedRoutes(),
                 topology: topology,
                 logger: logger
             )

@@ -45,6 +45,14 @@ struct RecvCommand: AsyncParsableCommand {
                 let started = ContinuousClock.now
                 var file: String?
                 var checked: Bool?
+                // --check checks generated bodies only: a message that carries no seed cannot pass as checked.
+                let seed = message.attributes["freight-seed"].flatMap(UInt64.init)
+                if check && seed == nil {
+                    throw FreightError(
+                        .invalidArgument,
+                        "message \(String(message.id, radix: 16)) from \(message.source) carries no freight-seed attribute: --check can only check generated bodies (freight send --size)"
+                    )
+                }
                 if let out {
                     let name =
                         message.destination.replacingOccurrences(of: "/", with: "_") + "-"
@@ -52,7 +60,8 @@ struct RecvCommand: AsyncParsableCommand {
                     let path = (out as NSString).appendingPathComponent(name)
                     _ = try await message.write(toFile: path)
                     file = path
-                } else if check, let seed = message.attributes["freight-seed"].flatMap(UInt64.init) {
+                    if check, let seed { checked = try Self.checkFile(path, seed: seed, length: message.length) }
+                } else if check, let seed {
                     checked = try await message.checkPattern(seed: seed)
                 } else {
                     _ = try await message.drain()
@@ -72,6 +81,23 @@ struct RecvCommand: AsyncParsableCommand {
         } catch {
             fail(error)
         }
+    }
+
+    /// Reads a written body back and checks it against its generated pattern.
+    static func checkFile(_ path: String, seed: UInt64, length: UInt64) throws -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw FreightError(.io, "cannot read back \(path)")
+        }
+        defer { try? handle.close() }
+        var offset: UInt64 = 0
+        while offset < length {
+            let data = try handle.read(upToCount: 1 << 20) ?? Data()
+            guard !data.isEmpty else { return false }
+            let ok = data.withUnsafeBytes { PatternFill.check($0, seed: seed, offset: Int64(offset)) }
+            guard ok else { return false }
+            offset += UInt64(data.count)
+        }
+        return offset == length
     }
 
     private func report(_ message: IncomingMessage, seconds: Double, file: String?, checked: Bool?) {

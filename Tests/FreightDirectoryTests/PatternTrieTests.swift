@@ -30,7 +30,7 @@ import Testing
 
     /// The trie agrees with matching every pattern one by one, on random patterns and addresses.
     @Test func agreesWithBruteForce() throws {
-        var rng = SeededGenerator(seed: 42)
+        var rng = SeededRandom(seed: 42)
         let words = ["a", "b", "c", "llm", "x1"]
         func randomAddress() -> String {
             (0..<Int.random(in: 1...4, using: &rng)).map { _ in words.randomElement(using: &rng)! }.joined(
@@ -70,18 +70,5 @@ import Testing
         #expect(index.removeAll(at: "n2") == 2)
         #expect(index.match(try Address("a/b")).map(\.key) == [.init(node: "n1", id: 1)])
         #expect(index.overlapping(try AddressPattern("a/**")).count == 1)
-    }
-}
-
-/// A small seeded generator so random tests replay.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -7,6 +7,40 @@ import Testing
 @Suite(.serialized) struct ClusterTests {
     static let mebibyte: Int64 = 1 << 20
 
+    /// Waits until `node` has moved at least `bytes` of body out: the transfer is under way, not starting.
+    static func waitForBytesOut(_ cluster: ProcessCluster, _ node: String, atLeast bytes: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if (try await cluster.status(node)["bytes_out"] as? Int ?? 0) >= bytes { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Issue.record("\(node) never moved \(bytes) bytes")
+    }
+
+    /// Waits until `node` has no message in flight and holds nothing of its memory budget or of shared memory lent.
+    static func expectIdle(_ cluster: ProcessCluster, _ node: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        var status: [String: Any] = [:]
+        while ContinuousClock.now < deadline {
+            status = try await cluster.status(node)
+            if status["messages_in_flight"] as? Int == 0, status["memory_reserved_bytes"] as? Int == 0,
+                status["shared_regions_lent"] as? Int == 0
+            {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Issue.record(
+            "\(node) is not idle: \(status["messages_in_flight"] ?? "?") in flight, \(status["memory_reserved_bytes"] ?? "?") bytes reserved, \(status["shared_regions_lent"] ?? "?") regions lent"
+        )
+    }
+
+    /// "N of M bytes acknowledged" in a failure's reason.
+    static func acknowledged(_ text: String) -> (acked: Int, total: Int)? {
+        guard let match = text.firstMatch(of: /(\d+) of (\d+) bytes acknowledged/) else { return nil }
+        return (Int(match.1)!, Int(match.2)!)
+    }
+
     /// 256 MiB from an app on n1 to an app on n3 arrives byte-identical, and the sender learns the route.
     @Test func largeFileCrossesNodesByteIdentical() async throws {
         let cluster = try await ProcessCluster.start(nodes: 3)
@@ -95,6 +129,42 @@ import Testing
         }
     }
 
+    /// A message can pass a node that is not its last: n1 routes n3's endpoints through n2 (`--route n3=n2`), and
+    /// 1 GiB crosses n1 → n2 → n3 byte-identical, with n2 relaying chunk by chunk and holding no more than its
+    /// window, so its memory stays far below the message.
+    @Test func aRelayCarriesAGibibyteCutThrough() async throws {
+        let cluster = try ProcessCluster()
+        defer { cluster.stop() }
+        let window = ["--window", "8MiB"]
+        let n1 = try await cluster.startNode(
+            name: "n1", host: "127.0.0.1", join: [],
+            extraArguments: window + [
+                "--route", "n3=n2",
+            ])
+        try await cluster.startNode(name: "n2", host: "127.0.0.2", join: [n1.listen], extraArguments: window)
+        try await cluster.startNode(name: "n3", host: "127.0.0.3", join: [n1.listen], extraArguments: window)
+        try await cluster.waitForMesh()
+        let idle = try await cluster.status("n2")["rss_bytes"] as? Int ?? 0
+        let recv = try await cluster.receiver("far/away", at: "n3", ["--check", "--count", "1"])
+        defer { recv.stop() }
+        let send = try await FreightProcess.run(
+            ["send", "far/away", "--size", "1GiB", "--via", n1.socket, "--json"], timeout: .seconds(300))
+        #expect(send.status == 0, "\(send.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data((send.stdout.first ?? "{}").utf8)) as? [String: Any]
+        let delivery = (report?["deliveries"] as? [[String: Any]])?.first
+        #expect(delivery?["path"] as? [String] == ["n1", "n2", "n3"], "\(send.stdout)")
+        #expect(try await recv.waitForExit(timeout: .seconds(60)) == 0, "\(recv.stderr)")
+        let received = recv.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true)
+        #expect(received?["path"] as? [String] == ["n1", "n2", "n3"])
+        let relay = try await cluster.status("n2")
+        #expect((relay["bytes_in"] as? Int ?? 0) >= 1 << 30, "n2 relayed the message")
+        let peak = relay["peak_rss_bytes"] as? Int ?? .max
+        print("relay n2: idle \(idle >> 20) MiB, peak \(peak >> 20) MiB while relaying 1 GiB with an 8 MiB window")
+        #expect(peak - idle < 64 << 20, "n2 grew from \(idle >> 20) to \(peak >> 20) MiB")
+        try await Self.expectIdle(cluster, "n2")
+    }
+
     /// Nobody serves the address: the send fails at once with `no route to ADDRESS`.
     @Test func noRouteFailsAtOnce() async throws {
         let cluster = try await ProcessCluster.start(nodes: 2)
@@ -132,14 +202,17 @@ import Testing
         try await cluster.waitForEndpoints("victim", count: 1, at: "n1")
         try await cluster.waitForEndpoints("survivor", count: 1, at: "n1")
 
-        // A slow-enough transfer: 4 GiB generated, killed long before it ends.
+        // A slow-enough transfer: 4 GiB generated, killed once 64 MiB moved and long before it ends.
         let send = try FreightProcess(["send", "victim", "--size", "4GiB", "--via", cluster.node("n1").socket])
         defer { send.stop() }
-        try await Task.sleep(for: .milliseconds(1500))
+        try await Self.waitForBytesOut(cluster, "n1", atLeast: 64 << 20)
         #expect(send.isRunning, "the transfer must still be going when the node dies")
         cluster.node("n3").process.kill(SIGKILL)
         #expect(try await send.waitForExit(timeout: .seconds(20)) != 0)
         #expect(send.stderr.contains("node n3 went away"), "\(send.stderr)")
+        let progress = Self.acknowledged(send.stderr)
+        #expect(progress.map { $0.acked > 0 && $0.acked < $0.total } == true, "mid-transfer: \(send.stderr)")
+        try await Self.expectIdle(cluster, "n1")
 
         let other = try await FreightProcess.run([
             "send", "survivor", "--size", "32MiB", "--via", cluster.node("n1").socket,
@@ -159,13 +232,15 @@ import Testing
         defer { recv.stop() }
         let send = try FreightProcess(["send", "fragile", "--size", "4GiB", "--via", cluster.node("n1").socket])
         defer { send.stop() }
-        try await Task.sleep(for: .milliseconds(1500))
+        try await Self.waitForBytesOut(cluster, "n2", atLeast: 64 << 20)
+        #expect(send.isRunning, "the transfer must still be going when the receiver dies")
         recv.kill(SIGKILL)
         #expect(try await send.waitForExit(timeout: .seconds(20)) != 0)
         #expect(send.stderr.contains("went away"), "\(send.stderr)")
-        #expect(send.stderr.contains("bytes acknowledged"), "\(send.stderr)")
-        let status = try await cluster.status("n2")
-        #expect(status["messages_in_flight"] as? Int == 0)
+        let progress = Self.acknowledged(send.stderr)
+        #expect(progress.map { $0.acked > 0 && $0.acked < $0.total } == true, "mid-transfer: \(send.stderr)")
+        try await Self.expectIdle(cluster, "n1")
+        try await Self.expectIdle(cluster, "n2")
     }
 
     /// The sending app dies mid-transfer (mid-chunk, most likely): the receiver is told, and the same link then
@@ -177,10 +252,13 @@ import Testing
         defer { recv.stop() }
         let send = try FreightProcess(["send", "cut", "--size", "4GiB", "--via", cluster.node("n1").socket])
         defer { send.stop() }
-        try await Task.sleep(for: .milliseconds(1500))
+        try await Self.waitForBytesOut(cluster, "n1", atLeast: 64 << 20)
+        #expect(send.isRunning, "the transfer must still be going when the sender dies")
         send.kill(SIGKILL)
         #expect(try await recv.waitForExit(timeout: .seconds(20)) != 0)
         #expect(recv.stderr.contains("sending app went away"), "\(recv.stderr)")
+        try await Self.expectIdle(cluster, "n1")
+        try await Self.expectIdle(cluster, "n2")
 
         let again = try await cluster.receiver("cut", at: "n2", ["--check", "--count", "1"])
         defer { again.stop() }
@@ -188,6 +266,34 @@ import Testing
         #expect(next.status == 0, "\(next.stderr)")
         #expect(try await again.waitForExit(timeout: .seconds(20)) == 0)
         #expect(again.jsonLines.first { $0["event"] as? String == "received" }?["checked"] as? Bool == true)
+    }
+
+    /// `recv --check` vouches only for what it checked: a body that carries no generated seed (a file) makes it fail
+    /// with the reason, never exit 0 as if checked; with `--out` the written file is checked.
+    @Test func recvCheckRefusesWhatItCannotCheck() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 1)
+        defer { cluster.stop() }
+        let source = "\(cluster.directory)/plain.bin"
+        try TestFiles.write(source, bytes: 3 * Self.mebibyte, seed: 4)
+        let unchecked = try await cluster.receiver("check/me", at: "n1", ["--check", "--count", "1"], seenAt: "n1")
+        defer { unchecked.stop() }
+        let sent = try await FreightProcess.run([
+            "send", "check/me", "--file", source, "--via", cluster.node("n1").socket,
+        ])
+        #expect(sent.status != 0, "the receiver refused it, so it was not delivered: \(sent.stdout)")
+        #expect(try await unchecked.waitForExit(timeout: .seconds(20)) != 0)
+        #expect(unchecked.stderr.contains("carries no freight-seed"), "\(unchecked.stderr)")
+
+        let out = "\(cluster.directory)/checked"
+        let written = try await cluster.receiver(
+            "check/me", at: "n1", ["--check", "--count", "1", "--out", out], seenAt: "n1")
+        defer { written.stop() }
+        let generated = try await FreightProcess.run([
+            "send", "check/me", "--size", "5MiB", "--via", cluster.node("n1").socket,
+        ])
+        #expect(generated.status == 0, "\(generated.stderr)")
+        #expect(try await written.waitForExit(timeout: .seconds(20)) == 0, "\(written.stderr)")
+        #expect(written.jsonLines.first { $0["event"] as? String == "received" }?["checked"] as? Bool == true)
     }
 
     /// Garbage on a node's port closes that one connection; the node and its other links go on.

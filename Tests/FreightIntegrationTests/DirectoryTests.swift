@@ -342,4 +342,34 @@ import Testing
         #expect(agreed, "n1 agrees with etcd (\(truth.count) endpoints)")
         await app.close()
     }
+
+    /// A new user starts a node on etcd, waits for its socket, and starts a receiver at once: the registration
+    /// waits for the directory (within `Limits.directoryWaitSeconds`) instead of being refused because the node had
+    /// not reached etcd yet.
+    @Test func appAttachingTheMomentTheSocketExistsIsRegistered() async throws {
+        let etcd = try await EtcdServer.start()
+        let cluster = try ProcessCluster()
+        defer {
+            cluster.stop()
+            etcd.stop()
+        }
+        let socket = "\(cluster.directory)/n1.sock"
+        let node = try FreightProcess([
+            "node", "--cluster", "test", "--name", "n1", "--listen", "127.0.0.1:0", "--socket", socket,
+            "--directory", etcd.url,
+        ])
+        defer { node.stop() }
+        let appeared = try await Self.eventually(timeout: .seconds(20)) {
+            FileManager.default.fileExists(atPath: socket)
+        }
+        #expect(appeared, "the node's socket appears")
+        let recv = try FreightProcess(["recv", "early/bird", "--via", socket, "--json", "--count", "1"])
+        defer { recv.stop() }
+        let ready = try await recv.waitForLine(timeout: .seconds(20)) { $0.contains("\"ready\"") }
+        #expect(ready.contains("early"))
+        #expect(recv.isRunning, "\(recv.stderr)")
+        let send = try await FreightProcess.run(["send", "early/bird", "--size", "1MiB", "--via", socket])
+        #expect(send.status == 0, "\(send.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(20)) == 0)
+    }
 }

@@ -15,65 +15,69 @@ import Testing
 
     @Test(arguments: Receiver.allCases, [true, false])
     func aCorruptedChunkFailsItsMessage(_ kind: Receiver, intact: Bool) async throws {
-        let fabric = try await InProcessFabric.start(nodes: 2, cluster: "crc-\(kind.rawValue)")
-        let address = try Address("crc/\(kind.rawValue)")
-        var receiver: FreightClient?
-        var consuming: Task<(bytes: Int, failure: FreightError?), any Error>?
-        switch kind {
-        case .sharedMemoryApp:
-            receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx", sharedMemory: .required())
-            let inbox = try await receiver!.receive(address.description)
-            // An app grants credit as it takes a message: it reads while the message is sent.
-            consuming = Task {
-                var messages = inbox.makeAsyncIterator()
-                let message = try #require(try await messages.next())
-                var received = 0
-                do {
-                    for try await chunk in message.body {
-                        #expect(
-                            try chunk.withUnsafeBytes { PatternFill.check($0, seed: 9, offset: Int64(chunk.offset)) })
-                        received += chunk.count
+        try await InProcessFabric.with(nodes: 2, cluster: "crc-\(kind.rawValue)") { fabric in
+            let address = try Address("crc/\(kind.rawValue)")
+            var receiver: FreightClient?
+            var consuming: Task<(bytes: Int, failure: FreightError?), any Error>?
+            switch kind {
+            case .sharedMemoryApp:
+                receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx", sharedMemory: .required())
+                let inbox = try await receiver!.receive(address.description)
+                // An app grants credit as it takes a message: it reads while the message is sent.
+                consuming = Task {
+                    var messages = inbox.makeAsyncIterator()
+                    let message = try #require(try await messages.next())
+                    var received = 0
+                    do {
+                        for try await chunk in message.body {
+                            #expect(
+                                try chunk.withUnsafeBytes {
+                                    PatternFill.check($0, seed: 9, offset: Int64(chunk.offset))
+                                })
+                            received += chunk.count
+                        }
+                    } catch let error as FreightError {
+                        return (received, error)
                     }
-                } catch let error as FreightError {
-                    return (received, error)
+                    return (received, nil)
                 }
-                return (received, nil)
+            case .inProcessSink:
+                _ = try await fabric.engines[1].attachSink(AddressPattern(address))
             }
-        case .inProcessSink:
-            _ = try await fabric.engines[1].attachSink(AddressPattern(address))
-        }
-        try await fabric.waitForEndpoints(address, count: 1)
+            try await fabric.waitForEndpoints(address, count: 1)
 
-        // A raw app on n1 whose one chunk carries the bytes' CRC32C, or that CRC with one bit flipped.
-        let size = 3 << 20
-        var body = [UInt8](repeating: 0, count: size)
-        body.withUnsafeMutableBytes { PatternFill.fill($0, seed: 9, offset: 0) }
-        let crc = CRC32C.checksum(body) ^ (intact ? 0 : 1)
-        guard case .tcp(let host, let port) = fabric.tcp(0) else { throw FreightError(.internalError, "no TCP port") }
-        let outcome = try await Task.detached {
-            try RawApp.sendOneChunk(body, crc: crc, to: address, host: host, port: port)
-        }.value
+            // A raw app on n1 whose one chunk carries the bytes' CRC32C, or that CRC with one bit flipped.
+            let size = 3 << 20
+            var body = [UInt8](repeating: 0, count: size)
+            body.withUnsafeMutableBytes { PatternFill.fill($0, seed: 9, offset: 0) }
+            let crc = CRC32C.checksum(body) ^ (intact ? 0 : 1)
+            guard case .tcp(let host, let port) = fabric.tcp(0) else {
+                throw FreightError(.internalError, "no TCP port")
+            }
+            let outcome = try await Task.detached {
+                try RawApp.sendOneChunk(body, crc: crc, to: address, host: host, port: port)
+            }.value
 
-        if intact {
-            guard case .done(let done) = outcome else {
-                throw FreightError(.internalError, "expected DONE: \(outcome)")
-            }
-            #expect(done.deliveries.count == 1)
-        } else {
-            guard case .abort(let abort) = outcome else {
-                throw FreightError(.internalError, "expected ABORT: \(outcome)")
-            }
-            #expect(abort.error.code == .checksumMismatch, "\(abort.error)")
-        }
-        if let received = try await consuming?.value {
             if intact {
-                #expect(received.failure == nil && received.bytes == size)
+                guard case .done(let done) = outcome else {
+                    throw FreightError(.internalError, "expected DONE: \(outcome)")
+                }
+                #expect(done.deliveries.count == 1)
             } else {
-                #expect(received.failure?.code == .checksumMismatch, "\(String(describing: received.failure))")
+                guard case .abort(let abort) = outcome else {
+                    throw FreightError(.internalError, "expected ABORT: \(outcome)")
+                }
+                #expect(abort.error.code == .checksumMismatch, "\(abort.error)")
             }
+            if let received = try await consuming?.value {
+                if intact {
+                    #expect(received.failure == nil && received.bytes == size)
+                } else {
+                    #expect(received.failure?.code == .checksumMismatch, "\(String(describing: received.failure))")
+                }
+            }
+            await receiver?.close()
         }
-        await receiver?.close()
-        await fabric.stop()
     }
 }
 

@@ -10,215 +10,237 @@ import Testing
 @Suite(.serialized) struct FabricTests {
     /// A receiver that does not read holds its sender at one window: nothing queues without bound.
     @Test func slowReceiverSlowsItsSender() async throws {
-        let fabric = try await InProcessFabric.start(nodes: 2, cluster: "slow", windowBytes: 8 << 20)
-        let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "slow", windowBytes: 8 << 20)
-        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "fast")
-        let inbox = try await receiver.receive("slow/consumer")
-        try await fabric.waitForEndpoints(try Address("slow/consumer"), count: 1)
+        try await InProcessFabric.with(nodes: 2, cluster: "slow", windowBytes: 8 << 20) { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "slow", windowBytes: 8 << 20)
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "fast")
+            let inbox = try await receiver.receive("slow/consumer")
+            try await fabric.waitForEndpoints(try Address("slow/consumer"), count: 1)
 
-        let acked = Atomic<UInt64>(0)
-        let sending = Task {
-            try await sender.send(
-                to: "slow/consumer", body: .pattern(seed: 5, length: 256 << 20),
-                options: SendOptions(chunkBytes: 1 << 20, onProgress: { acked.store($0, ordering: .relaxed) })
-            )
+            let acked = Atomic<UInt64>(0)
+            let sending = Task {
+                try await sender.send(
+                    to: "slow/consumer", body: .pattern(seed: 5, length: 256 << 20),
+                    options: SendOptions(chunkBytes: 1 << 20, onProgress: { acked.store($0, ordering: .relaxed) })
+                )
+            }
+            var iterator = inbox.makeAsyncIterator()
+            let message = try #require(try await iterator.next())
+            var body = message.body.makeAsyncIterator()
+            // Take 4 MiB, then stop reading for a while.
+            var taken: UInt64 = 0
+            while taken < 4 << 20, let chunk = try await body.next() { taken += UInt64(chunk.count) }
+            // Wait until the sender is held (nothing moves), then check how far it got.
+            let forwarded = try await settled { try await fabric.engines[0].statusSnapshot().bytesOut }
+            let held = try #require(forwarded, "the sender never stopped while the receiver did not read")
+            let stalled = acked.load(ordering: .relaxed)
+            #expect(stalled <= 8 << 20, "acknowledged \(stalled) bytes while the receiver held only \(taken)")
+            #expect(held <= (4 << 20) + (8 << 20) + (1 << 20), "node n1 forwarded \(held) bytes")
+            #expect(held >= 4 << 20, "the bytes the receiver took went through n1")
+            // Reading again lets the rest through, every byte intact.
+            var intact = true
+            while let chunk = try await body.next() {
+                let ok = try chunk.withUnsafeBytes { PatternFill.check($0, seed: 5, offset: Int64(chunk.offset)) }
+                intact = intact && ok
+            }
+            let report = try await sending.value
+            #expect(intact)
+            #expect(report.bytes == 256 << 20)
+            await sender.close()
+            await receiver.close()
         }
-        var iterator = inbox.makeAsyncIterator()
-        let message = try #require(try await iterator.next())
-        var body = message.body.makeAsyncIterator()
-        // Take 4 MiB, then stop reading for a while.
-        var taken: UInt64 = 0
-        while taken < 4 << 20, let chunk = try await body.next() { taken += UInt64(chunk.count) }
-        try await Task.sleep(for: .milliseconds(500))
-        let stalled = acked.load(ordering: .relaxed)
-        #expect(stalled <= 8 << 20, "acknowledged \(stalled) bytes while the receiver held only \(taken)")
-        let status = try await fabric.engines[0].statusSnapshot()
-        #expect(status.bytesOut <= (4 << 20) + (8 << 20) + (1 << 20), "node n1 forwarded \(status.bytesOut) bytes")
-        // Reading again lets the rest through, every byte intact.
-        var intact = true
-        while let chunk = try await body.next() {
-            let ok = try chunk.withUnsafeBytes { PatternFill.check($0, seed: 5, offset: Int64(chunk.offset)) }
-            intact = intact && ok
-        }
-        let report = try await sending.value
-        #expect(intact)
-        #expect(report.bytes == 256 << 20)
-        await sender.close()
-        await receiver.close()
-        await fabric.stop()
     }
 
     /// Apps write their frames and flush once per turn of their event loop, so a receiver's last frame (its DONE)
     /// may still be unwritten when the app is done with the message; closing flushes it first. A receiver that
     /// closes the moment it has read its last message still has it reported delivered, every time.
     @Test func receiverClosingRightAfterItsLastMessageStillDelivers() async throws {
-        let fabric = try await InProcessFabric.start(nodes: 2, cluster: "last-frame")
-        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
-        for round in 0..<30 {
-            let address = "last/frame/\(round)"
-            let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx\(round)")
-            let inbox = try await receiver.receive(address)
-            try await fabric.waitForEndpoints(try Address(address), count: 1)
-            // One chunk or several, alternately.
-            let length: Int64 = round % 2 == 0 ? 1000 : 3 << 20
-            let sending = Task {
-                try await sender.send(
-                    to: address, body: .pattern(seed: UInt64(round), length: length),
-                    options: SendOptions(chunkBytes: 1 << 20))
+        try await InProcessFabric.with(nodes: 2, cluster: "last-frame") { fabric in
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+            for round in 0..<30 {
+                let address = "last/frame/\(round)"
+                let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx\(round)")
+                let inbox = try await receiver.receive(address)
+                try await fabric.waitForEndpoints(try Address(address), count: 1)
+                // One chunk or several, alternately.
+                let length: Int64 = round % 2 == 0 ? 1000 : 3 << 20
+                let sending = Task {
+                    try await sender.send(
+                        to: address, body: .pattern(seed: UInt64(round), length: length),
+                        options: SendOptions(chunkBytes: 1 << 20))
+                }
+                var messages = inbox.makeAsyncIterator()
+                let message = try #require(try await messages.next())
+                #expect(try await message.drain() == UInt64(length))
+                await receiver.close()
+                let report = try await sending.value
+                #expect(report.deliveries.count == 1 && report.failures.isEmpty, "round \(round): \(report.failures)")
             }
-            var messages = inbox.makeAsyncIterator()
-            let message = try #require(try await messages.next())
-            #expect(try await message.drain() == UInt64(length))
-            await receiver.close()
-            let report = try await sending.value
-            #expect(report.deliveries.count == 1 && report.failures.isEmpty, "round \(round): \(report.failures)")
+            await sender.close()
         }
-        await sender.close()
-        await fabric.stop()
     }
 
-    /// One message to an address that a plain receiver, a pattern receiver and a group match: each gets one copy.
+    /// One message to an address that a plain receiver, a pattern receiver and a group match: each gets one copy,
+    /// every byte checked, and the group member not chosen gets nothing.
     @Test func fanOutReportsEveryDelivery() async throws {
-        let fabric = try await InProcessFabric.start(nodes: 3, cluster: "fanout")
-        var clients: [FreightClient] = []
-        var drains: [Task<Int, any Error>] = []
-        for (node, pattern, group) in [
-            (1, "model/out", nil), (2, "model/**", nil), (1, "model/out", "g"), (2, "model/out", "g"),
-        ] as [(Int, String, String?)] {
-            let client = try await FreightClient.connect(to: fabric.socket(node), label: "rx\(clients.count)")
-            clients.append(client)
-            let inbox = try await client.receive(pattern, group: group)
-            drains.append(
-                Task {
-                    var count = 0
-                    for try await message in inbox {
-                        #expect(try await message.checkPattern(seed: 9))
-                        count += 1
-                        if count == 1 { break }
-                    }
-                    return count
-                })
+        try await InProcessFabric.with(nodes: 3, cluster: "fanout") { fabric in
+            var clients: [FreightClient] = []
+            var drains: [Task<Void, any Error>] = []
+            // Per receiver: messages taken, and how many of them matched the pattern byte for byte.
+            let received = Tally()
+            for (node, pattern, group) in [
+                (1, "model/out", nil), (2, "model/**", nil), (1, "model/out", "g"), (2, "model/out", "g"),
+            ] as [(Int, String, String?)] {
+                let index = clients.count
+                let client = try await FreightClient.connect(to: fabric.socket(node), label: "rx\(index)")
+                clients.append(client)
+                let inbox = try await client.receive(pattern, group: group)
+                drains.append(
+                    Task {
+                        for try await message in inbox {
+                            let intact = try await message.checkPattern(seed: 9)
+                            received.add(index, intact: intact)
+                        }
+                    })
+            }
+            try await fabric.waitForEndpoints(try Address("model/out"), count: 4)
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+            let report = try await sender.send(to: "model/out", body: .pattern(seed: 9, length: 10 << 20))
+            #expect(report.deliveries.count == 3, "plain, pattern, and one group member: \(report.deliveries)")
+            #expect(report.failures.isEmpty)
+            #expect(Set(report.deliveries.map(\.path)) == [["n1", "n2"], ["n1", "n3"]])
+            // DONE means every receiver holds every byte; its check of them is done when it hands the message back.
+            let final = try #require(try await settled(quiet: .milliseconds(300)) { received.counts })
+            #expect(final[0] == [1, 1] && final[1] == [1, 1], "the plain and the pattern receiver: \(final)")
+            #expect(
+                (final[2] ?? [0, 0]).first! + (final[3] ?? [0, 0]).first! == 1
+                    && [final[2], final[3]].contains([1, 1]),
+                "exactly one group member, intact: \(final)")
+            await sender.close()
+            for client in clients { await client.close() }
+            for drain in drains { drain.cancel() }
         }
-        try await fabric.waitForEndpoints(try Address("model/out"), count: 4)
-        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
-        let report = try await sender.send(to: "model/out", body: .pattern(seed: 9, length: 10 << 20))
-        #expect(report.deliveries.count == 3, "plain, pattern, and one group member: \(report.deliveries)")
-        #expect(report.failures.isEmpty)
-        #expect(Set(report.deliveries.map(\.path)) == [["n1", "n2"], ["n1", "n3"]])
-        await sender.close()
-        for client in clients { await client.close() }
-        for drain in drains { drain.cancel() }
-        await fabric.stop()
     }
 
     /// Messages beyond the node's memory budget are refused with a reason, never queued.
     @Test func memoryBudgetRefusesWithAReason() async throws {
-        let fabric = try await InProcessFabric.start(
-            nodes: 1, cluster: "budget", windowBytes: 8 << 20, memoryBudgetBytes: 16 << 20)
-        let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx", windowBytes: 8 << 20)
-        let inbox = try await receiver.receive("budget/x")
-        try await fabric.waitForEndpoints(try Address("budget/x"), count: 1)
-        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
-        // Two messages the receiver takes but does not read hold 8 MiB each: the budget is full.
-        let held = (0..<2).map { _ in
-            Task { try await sender.send(to: "budget/x", body: .pattern(seed: 1, length: 64 << 20)) }
+        try await InProcessFabric.with(
+            nodes: 1, cluster: "budget", windowBytes: 8 << 20, memoryBudgetBytes: 16 << 20
+        ) { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx", windowBytes: 8 << 20)
+            let inbox = try await receiver.receive("budget/x")
+            try await fabric.waitForEndpoints(try Address("budget/x"), count: 1)
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+            // Two messages the receiver takes but does not read hold 8 MiB each: the budget is full.
+            let held = (0..<2).map { _ in
+                Task { try await sender.send(to: "budget/x", body: .pattern(seed: 1, length: 64 << 20)) }
+            }
+            var iterator = inbox.makeAsyncIterator()
+            let first = try #require(try await iterator.next())
+            let second = try #require(try await iterator.next())
+            await #expect {
+                try await sender.send(to: "budget/x", body: .pattern(seed: 1, length: 64 << 20))
+            } throws: { error in
+                (error as? FreightError)?.code == .resourceExhausted && "\(error)".contains("memory budget")
+            }
+            _ = try await first.drain()
+            _ = try await second.drain()
+            for task in held { _ = try await task.value }
+            await sender.close()
+            await receiver.close()
         }
-        var iterator = inbox.makeAsyncIterator()
-        let first = try #require(try await iterator.next())
-        let second = try #require(try await iterator.next())
-        await #expect {
-            try await sender.send(to: "budget/x", body: .pattern(seed: 1, length: 64 << 20))
-        } throws: { error in
-            (error as? FreightError)?.code == .resourceExhausted && "\(error)".contains("memory budget")
-        }
-        _ = try await first.drain()
-        _ = try await second.drain()
-        for task in held { _ = try await task.value }
-        await sender.close()
-        await receiver.close()
-        await fabric.stop()
     }
 
     /// One app may have at most `Limits.messagesPerConnectionMax` messages in flight through its node; the next is
     /// refused with a reason while the others stay in flight.
     @Test(.timeLimit(.minutes(1))) func messagesInFlightPerAppAreBounded() async throws {
-        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "many")
-        let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "idle")
-        let inbox = try await receiver.receive("many/x")  // never read until the end
-        try await fabric.waitForEndpoints(try Address("many/x"), count: 1)
-        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "eager")
-        let limit = Limits.messagesPerConnectionMax
-        let outcomes = try await withThrowingTaskGroup(of: String?.self) { group in
-            for _ in 0..<limit + 8 {
-                group.addTask {
-                    do {
-                        _ = try await sender.send(to: "many/x", body: .pattern(seed: 1, length: 1))
-                        return nil
-                    } catch {
-                        return "\(error)"
+        try await InProcessFabric.with(nodes: 1, cluster: "many") { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "idle")
+            let inbox = try await receiver.receive("many/x")  // never read until the end
+            try await fabric.waitForEndpoints(try Address("many/x"), count: 1)
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "eager")
+            let limit = Limits.messagesPerConnectionMax
+            let outcomes = try await withThrowingTaskGroup(of: String?.self) { group in
+                for _ in 0..<limit + 8 {
+                    group.addTask {
+                        do {
+                            _ = try await sender.send(to: "many/x", body: .pattern(seed: 1, length: 1))
+                            return nil
+                        } catch {
+                            return "\(error)"
+                        }
                     }
                 }
-            }
-            // Refusals come back at once; the accepted ones wait for the receiver, so read it now.
-            var refusals: [String] = []
-            var reader = inbox.makeAsyncIterator()
-            var delivered = 0
-            while refusals.count + delivered < limit + 8 {
-                if refusals.count < 8, let outcome = try await group.next() {
-                    if let outcome { refusals.append(outcome) } else { delivered += 1 }
-                    continue
+                // Refusals come back at once; the accepted ones wait for the receiver, so read it now.
+                var refusals: [String] = []
+                var reader = inbox.makeAsyncIterator()
+                var delivered = 0
+                while refusals.count + delivered < limit + 8 {
+                    if refusals.count < 8, let outcome = try await group.next() {
+                        if let outcome { refusals.append(outcome) } else { delivered += 1 }
+                        continue
+                    }
+                    guard let message = try await reader.next() else { break }
+                    _ = try await message.drain()
+                    if let outcome = try await group.next() {
+                        if let outcome { refusals.append(outcome) } else { delivered += 1 }
+                    }
                 }
-                guard let message = try await reader.next() else { break }
-                _ = try await message.drain()
-                if let outcome = try await group.next() {
-                    if let outcome { refusals.append(outcome) } else { delivered += 1 }
-                }
+                return refusals
             }
-            return refusals
+            #expect(outcomes.count == 8)
+            #expect(outcomes.allSatisfy { $0.contains("messages in flight") }, "\(outcomes.first ?? "")")
+            await sender.close()
+            await receiver.close()
         }
-        #expect(outcomes.count == 8)
-        #expect(outcomes.allSatisfy { $0.contains("messages in flight") }, "\(outcomes.first ?? "")")
-        await sender.close()
-        await receiver.close()
-        await fabric.stop()
     }
 
     /// `resolve` lists at most `Limits.resolveResultsMax` endpoints and says when more matched.
     @Test func resolveSaysWhenItTruncates() async throws {
-        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "resolve")
-        let client = try await FreightClient.connect(to: fabric.socket(0), label: "many")
-        var inboxes: [Subscription] = []
-        for i in 0..<(Limits.resolveResultsMax + 10) { inboxes.append(try await client.receive("wide/e\(i)")) }
-        let all = try await client.resolve("wide/**")
-        #expect(all.endpoints.count == Limits.resolveResultsMax)
-        #expect(all.truncated)
-        let one = try await client.resolve("wide/e7")
-        #expect(one.endpoints.count == 1 && !one.truncated)
-        #expect(inboxes.count == Limits.resolveResultsMax + 10)
-        await client.close()
-        await fabric.stop()
+        try await InProcessFabric.with(nodes: 1, cluster: "resolve") { fabric in
+            let client = try await FreightClient.connect(to: fabric.socket(0), label: "many")
+            var inboxes: [Subscription] = []
+            for i in 0..<(Limits.resolveResultsMax + 10) { inboxes.append(try await client.receive("wide/e\(i)")) }
+            let all = try await client.resolve("wide/**")
+            #expect(all.endpoints.count == Limits.resolveResultsMax)
+            #expect(all.truncated)
+            let one = try await client.resolve("wide/e7")
+            #expect(one.endpoints.count == 1 && !one.truncated)
+            for inbox in inboxes { inbox.cancel() }
+            await client.close()
+        }
     }
 
     /// A header over `Limits.headerBytesMax` is refused with a reason; a window outside its limits is refused at once.
     @Test func headerAndWindowLimits() async throws {
-        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "limits")
-        let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx")
-        let inbox = try await receiver.receive("limits/x")
-        try await fabric.waitForEndpoints(try Address("limits/x"), count: 1)
-        let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
-        let big = String(repeating: "a", count: Limits.headerBytesMax)
-        await #expect {
-            try await sender.send(
-                to: "limits/x", body: .pattern(seed: 1, length: 1), options: SendOptions(attributes: ["k": big]))
-        } throws: { error in
-            (error as? FreightError)?.code == .invalidArgument && "\(error)".contains("header")
+        try await InProcessFabric.with(nodes: 1, cluster: "limits") { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx")
+            let inbox = try await receiver.receive("limits/x")
+            try await fabric.waitForEndpoints(try Address("limits/x"), count: 1)
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+            let big = String(repeating: "a", count: Limits.headerBytesMax)
+            await #expect {
+                try await sender.send(
+                    to: "limits/x", body: .pattern(seed: 1, length: 1), options: SendOptions(attributes: ["k": big]))
+            } throws: { error in
+                (error as? FreightError)?.code == .invalidArgument && "\(error)".contains("header")
+            }
+            await #expect(throws: FreightError.self) {
+                _ = try await FreightClient.connect(to: fabric.socket(0), windowBytes: Limits.windowBytesMin - 1)
+            }
+            _ = inbox
+            await sender.close()
+            await receiver.close()
         }
-        await #expect(throws: FreightError.self) {
-            _ = try await FreightClient.connect(to: fabric.socket(0), windowBytes: Limits.windowBytesMin - 1)
-        }
-        _ = inbox
-        await sender.close()
-        await receiver.close()
-        await fabric.stop()
     }
+}
+
+/// Messages taken per receiver, and how many of them were intact.
+final class Tally: Sendable {
+    private let state = Mutex<[Int: [Int]]>([:])
+    func add(_ receiver: Int, intact: Bool) {
+        state.withLock {
+            $0[receiver, default: [0, 0]][0] += 1; if intact { $0[receiver]![1] += 1 }
+        }
+    }
+    var counts: [Int: [Int]] { state.withLock { $0 } }
 }

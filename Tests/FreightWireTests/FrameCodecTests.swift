@@ -1,3 +1,4 @@
+import Foundation
 import FreightCore
 import NIOCore
 import NIOEmbedded
@@ -132,36 +133,92 @@ import Testing
         #expect(parse(preface + [0, 0, 0, 10, 2, 0, 0, 0, 1]) == nil)
     }
 
-    /// Random and mutated bytes end in a frame, a wait for more, or a parse error: never a crash.
-    @Test func randomAndMutatedBytesNeverCrash() throws {
-        var rng = SystemRandomNumberGenerator()
-        let valid = Array(try Self.stream(Self.sampleFrames()).readableBytesView)
+    /// Random and mutated bytes, fed in random splits, end in frames, a wait for more, or a parse error: never a
+    /// crash, and nothing decoded breaks a limit. The unmutated stream decodes to the sample frames in every split,
+    /// and the mutations are strong enough that some streams are refused: a parser that refused everything, or
+    /// accepted everything, fails here. Seeded: a failure names the seed (`FREIGHT_FUZZ_SEED=N` replays it).
+    @Test func randomAndMutatedBytesStayWithinTheLimits() throws {
+        let seed =
+            ProcessInfo.processInfo.environment["FREIGHT_FUZZ_SEED"].flatMap(UInt64.init)
+            ?? UInt64.random(in: 1...UInt64.max)
+        var rng = SeededRandom(seed: seed)
+        let limits = FrameLimits(chunkBytesMax: 64 * 1024)
+        let frames = Self.sampleFrames()
+        let valid = Array(try Self.stream(frames).readableBytesView)
+        var refused = 0
+        var decodedFrames = 0
         for round in 0..<3000 {
             var bytes: [UInt8]
-            if round % 2 == 0 {
+            let mutated: Bool
+            if round % 10 == 9 {
+                bytes = valid
+                mutated = false
+            } else if round % 2 == 0 {
                 bytes = valid
                 for _ in 0..<Int.random(in: 1...8, using: &rng) {
                     let index = Int.random(in: 0..<bytes.count, using: &rng)
                     bytes[index] = UInt8.random(in: 0...255, using: &rng)
                 }
                 if round % 4 == 0 { bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &rng))) }
+                mutated = true
             } else {
                 bytes =
                     WireV1.preface
                     + (0..<Int.random(in: 0...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                mutated = true
             }
-            var parser = FrameParser()
+            var parser = FrameParser(limits: limits)
+            var decoded: [Frame] = []
             do {
-                // Fed in random splits, as reads would deliver them.
                 var rest = bytes[...]
                 while !rest.isEmpty {
                     let take = Int.random(in: 1...rest.count, using: &rng)
-                    try parser.feed(ByteBuffer(bytes: rest.prefix(take))) { _ in }
+                    try parser.feed(ByteBuffer(bytes: rest.prefix(take))) { decoded.append($0) }
                     rest = rest.dropFirst(take)
                 }
             } catch {
-                // refused: the connection would close
+                refused += 1
+                #expect(mutated, "seed \(seed) round \(round): the valid stream was refused: \(error)")
+            }
+            decodedFrames += decoded.count
+            for frame in decoded {
+                if let broken = Self.limitBroken(frame, limits) {
+                    Issue.record("seed \(seed) round \(round): decoded \(frame.type) breaks a limit: \(broken)")
+                }
+            }
+            if !mutated {
+                #expect(
+                    decoded.map(Self.describe) == frames.map(Self.describe),
+                    "seed \(seed) round \(round): the valid stream decoded differently")
             }
         }
+        #expect(refused > 100, "seed \(seed): only \(refused) of 3000 random streams were refused")
+        #expect(decodedFrames > 1000, "seed \(seed): only \(decodedFrames) frames decoded")
+    }
+
+    /// What a decoded frame may never be, whatever bytes it came from.
+    static func limitBroken(_ frame: Frame, _ limits: FrameLimits) -> String? {
+        switch frame {
+        case .data(let chunk):
+            if chunk.count > limits.chunkBytesMax { return "chunk of \(chunk.count) bytes" }
+            if chunk.offset > UInt64(Int64.max) { return "offset \(chunk.offset)" }
+        case .shared(let chunk):
+            if chunk.region.offset > UInt64(Int64.max) || chunk.region.length > UInt64(Int64.max)
+                || chunk.offset > UInt64(Int64.max)
+            {
+                return "region \(chunk.region) at \(chunk.offset)"
+            }
+        case .release(let regions):
+            if regions.isEmpty || regions.count > limits.controlFrameBytesMax / WireV1.releaseEntryBytes {
+                return "\(regions.count) regions"
+            }
+        default:
+            // A control frame's protobuf is at most the frame's payload: encoding it again cannot exceed the limit.
+            guard let encoded = try? FrameEncoder.encode(frame) else { return "does not encode again" }
+            if encoded.readableBytes > limits.controlFrameBytesMax + WireV1.frameHeaderBytes {
+                return "\(encoded.readableBytes) bytes"
+            }
+        }
+        return nil
     }
 }

@@ -143,7 +143,7 @@ class ClientTests(unittest.TestCase):
             for offset, data in message.chunks():
                 if not taken:
                     taken.append(len(data))
-                    gate.wait(30)
+                    gate.wait(120)
                 parts[offset] = data
             for offset in sorted(parts):
                 digest.update(parts[offset])
@@ -153,8 +153,22 @@ class ClientTests(unittest.TestCase):
         sent = {}
         sender = threading.Thread(target=lambda: sent.setdefault("reply", self.n1.send("py/slow", body)), daemon=True)
         sender.start()
-        time.sleep(3)
-        relayed = self.n2.status().bytes_out
+        # Wait until n2 stops pushing (held by the reader's credit), then check the bound: a fixed sleep would let a
+        # slow machine pass with no flow control at all.
+        deadline = time.time() + 60
+        while not taken and time.time() < deadline:
+            time.sleep(0.01)
+        self.assertTrue(taken, "the reader never got its first chunk")
+        relayed, last, quiet_since, deadline = -1, -1, time.time(), time.time() + 60
+        while time.time() < deadline:
+            time.sleep(0.05)
+            relayed = self.n2.status().bytes_out
+            if relayed != last:
+                last, quiet_since = relayed, time.time()
+            elif time.time() - quiet_since >= 1.0:
+                break
+        else:
+            self.fail(f"node n2 never stopped pushing to a reader that stopped ({relayed} bytes)")
         self.assertTrue(sender.is_alive(), "the sender finished although the receiver stopped reading")
         self.assertLess(relayed, 128 * MiB, f"node n2 pushed {relayed} bytes to a reader that stopped")
         gate.set()

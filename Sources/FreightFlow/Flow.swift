@@ -2,73 +2,68 @@ import FreightCore
 import FreightDirectory
 import FreightWire
 
-/// Who a flow talks to on one side: an app session on this node, or a peer node.
-enum Port: Hashable, CustomStringConvertible {
-    case session(UInt64)
-    case peer(String)
-    /// An in-process endpoint or sender (``LocalPort``).
-    case local(UInt64)
-
-    /// On this node: an app session or an in-process port.
-    var isLocal: Bool { if case .peer = self { false } else { true } }
-
-    var description: String {
-        switch self {
-        case .session(let id): "app session \(id)"
-        case .peer(let name): "node \(name)"
-        case .local(let id): "in-process port \(id)"
-        }
-    }
-}
-
-/// One message passing through this node: one upstream, one or more branches downstream. Bytes are forwarded
-/// chunk by chunk as they arrive (cut-through); the node holds at most the credit it granted upstream beyond
-/// what every branch acknowledged.
-struct Flow {
-    enum BranchState {
+/// One message passing through a node: one upstream, one or more branches downstream. Bytes are forwarded chunk by
+/// chunk as they arrive (cut-through); the node holds at most the credit it granted upstream beyond what every
+/// branch acknowledged. A value: only ``FlowTable`` changes it.
+public struct Flow: Sendable {
+    public enum BranchState: Sendable {
         case open
         case done(Freight_Wire_V1_Done)
         case failed(FreightError, acked: UInt64)
     }
 
-    struct Branch {
-        var port: Port
-        var targets: [EndpointKey]
-        var ackedOffset: UInt64 = 0
-        var creditOffset: UInt64 = 0
-        var state: BranchState = .open
-        /// Shared regions sent to this branch's peer with `sendfile`: the kernel sends the pool's pages by
-        /// reference, so a region is in use until the branch acknowledges the bytes past its end (then they have
-        /// been read out of every socket) or the branch ends.
-        var loans: [(end: UInt64, loan: Loan)] = []
+    public struct Branch: Sendable {
+        public var port: FlowPort
+        public var targets: [EndpointKey]
+        public var ackedOffset: UInt64 = 0
+        public var creditOffset: UInt64 = 0
+        public var state: BranchState = .open
         /// The rails this branch's chunks may take (a peer branch whose plan names rails); nil: any.
-        var rails: [Int]?
+        public var rails: [Int]?
 
-        var isOpen: Bool { if case .open = state { true } else { false } }
+        public var isOpen: Bool { if case .open = state { true } else { false } }
+
+        public init(port: FlowPort, targets: [EndpointKey], rails: [Int]? = nil) {
+            self.port = port
+            self.targets = targets
+            self.rails = rails
+        }
+
+        /// A branch that failed before it opened (its node is not reachable).
+        public static func unreachable(_ port: FlowPort, targets: [EndpointKey], _ error: FreightError) -> Branch {
+            var branch = Branch(port: port, targets: targets)
+            branch.state = .failed(error, acked: 0)
+            return branch
+        }
     }
 
-    let id: UInt64
-    let header: Freight_Wire_V1_MessageHeader
-    let upstream: Port
-    var branches: [Branch]
-    var path: [String]
-    /// Bytes this flow may occupy on this node.
-    let reservedBytes: Int
+    public let id: UInt64
+    public let header: Freight_Wire_V1_MessageHeader
+    public let upstream: FlowPort
+    public internal(set) var branches: [Branch]
+    /// Nodes the message has passed, this one last.
+    public let path: [String]
+    /// Bytes this flow holds of the node's memory budget.
+    public let reservedBytes: Int
     /// Most credit granted upstream beyond what every branch acknowledged: the node's window, or the whole length
-    /// for a shared-buffer message between apps of this node, whose bytes no node holds.
-    let windowBytes: UInt64
+    /// for a shared-buffer message between apps of one node, whose bytes no node holds.
+    public let windowBytes: UInt64
     /// Receivers are told the body comes from one shared buffer (OPEN's `shared`).
-    let shared: Bool
+    public let shared: Bool
     /// Credit and acknowledgement granted upstream so far.
-    var upstreamCredit: UInt64 = 0
-    var upstreamAcked: UInt64 = 0
-    var bytesForwarded: UInt64 = 0
+    public internal(set) var upstreamCredit: UInt64 = 0
+    public internal(set) var upstreamAcked: UInt64 = 0
+    /// Body bytes admitted from upstream.
+    public internal(set) var bytesForwarded: UInt64 = 0
 
-    var length: UInt64 { header.length }
-    var allBranchesFinished: Bool { !branches.contains { $0.isOpen } }
+    public var length: UInt64 { header.length }
+    public var allBranchesFinished: Bool { !branches.contains { $0.isOpen } }
+
+    /// The index of the open branch to `port`.
+    func openBranch(_ port: FlowPort) -> Int? { branches.firstIndex { $0.port == port && $0.isOpen } }
 
     /// The acknowledgement and credit to report upstream: the minimum over open branches, capped by this node's
-    /// window. Returns nil when nothing moved.
+    /// window. Nil when nothing moved.
     mutating func upstreamUpdate() -> (acked: UInt64, credit: UInt64)? {
         var acked = UInt64.max
         var branchCredit = UInt64.max
@@ -84,7 +79,8 @@ struct Flow {
         return (upstreamAcked, upstreamCredit)
     }
 
-    /// What to tell upstream once every branch finished: Done when at least one delivered, Abort otherwise.
+    /// What to tell upstream once every branch finished: DONE when at least one delivered (the failures listed in
+    /// it), ABORT with the first failure otherwise.
     func outcome(nodeName: String) -> Frame {
         var done = Freight_Wire_V1_Done()
         done.messageID = id

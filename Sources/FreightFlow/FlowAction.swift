@@ -1,0 +1,15 @@
+import FreightWire
+
+/// What ``FlowTable`` asks its owner to carry out after an event.
+public enum FlowAction: Sendable {
+    /// Write a control frame to a port (a port that is gone drops it).
+    case send(Frame, to: FlowPort)
+    /// A branch acknowledged every byte below `acked`: what was lent for those bytes can be returned.
+    case branchProgress(messageID: UInt64, port: FlowPort, acked: UInt64)
+    /// A branch ended (delivered or failed): everything lent for it can be returned.
+    case branchEnded(messageID: UInt64, port: FlowPort)
+    /// The flow is gone from the table: its memory is back in the budget; anything still lent for it returns.
+    case finished(messageID: UInt64)
+    /// Something a peer did wrong that ends nothing but deserves a line in the log.
+    case warning(String)
+}

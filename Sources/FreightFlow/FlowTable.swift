@@ -1,0 +1,341 @@
+import FreightCore
+import FreightDirectory
+import FreightWire
+
+/// Every message passing through one node, as a pure state machine (docs/core.md): each event is a
+/// `mutating func` that appends ``FlowAction``s to a buffer its owner carries out and reuses. No I/O, no clock.
+///
+/// It also owns what the flows cost the node: memory reserved against the budget, messages in flight per upstream,
+/// messages in flight per endpoint (the load the delivery planner balances on), and the delivered/failed counts.
+public struct FlowTable: Sendable {
+    public struct Configuration: Sendable {
+        /// This node's name: the hop it adds to paths and deliveries.
+        public var nodeName: String
+        /// Most body bytes of one message this node holds beyond what every branch acknowledged.
+        public var windowBytes: Int
+        /// Memory this node commits to messages in flight; each reserves up to its window.
+        public var memoryBudgetBytes: Int
+        /// The chunk size of messages whose sender did not choose one.
+        public var chunkBytesDefault: Int
+
+        public init(nodeName: String, windowBytes: Int, memoryBudgetBytes: Int, chunkBytesDefault: Int) {
+            self.nodeName = nodeName
+            self.windowBytes = windowBytes
+            self.memoryBudgetBytes = memoryBudgetBytes
+            self.chunkBytesDefault = chunkBytesDefault
+        }
+    }
+
+    /// Where a new message goes at this node, as its owner planned it from the directory.
+    public struct Plan: Sendable {
+        public var branches: [Flow.Branch]
+        /// The body is lent from one shared buffer and every receiver takes shared regions: no node holds it.
+        public var shared: Bool
+
+        public init(branches: [Flow.Branch], shared: Bool = false) {
+            self.branches = branches
+            self.shared = shared
+        }
+    }
+
+    public let configuration: Configuration
+    public private(set) var flows: [UInt64: Flow] = [:]
+    /// Bytes of the memory budget reserved by flows.
+    public private(set) var reservedBytes = 0
+    public private(set) var delivered: UInt64 = 0
+    public private(set) var failed: UInt64 = 0
+    private var flowsByUpstream: [FlowPort: Int] = [:]
+    private var endpointLoad: [EndpointKey: Int] = [:]
+
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    public var count: Int { flows.count }
+    /// Messages in flight to an endpoint through this node.
+    public func load(_ key: EndpointKey) -> Int { endpointLoad[key, default: 0] }
+    /// Messages in flight from an upstream port.
+    public func messages(from port: FlowPort) -> Int { flowsByUpstream[port, default: 0] }
+    public subscript(id: UInt64) -> Flow? { flows[id] }
+
+    private var name: String { configuration.nodeName }
+
+    // MARK: Open
+
+    /// An OPEN from `port`. The header is checked against its limits first; then `plan` (the owner's directory
+    /// lookup, given the messages in flight per endpoint) says where the message goes; then the per-upstream limit and the memory budget admit it. A message
+    /// refused at any step is answered with ABORT and counted failed. Returns the flow started, if any.
+    @discardableResult
+    public mutating func open(
+        _ open: Freight_Wire_V1_Open, from port: FlowPort, actions: inout [FlowAction],
+        plan: (Freight_Wire_V1_MessageHeader, _ load: (EndpointKey) -> Int) throws(FreightError) -> Plan
+    ) -> Flow? {
+        let id = open.header.id
+        do throws(FreightError) {
+            let header = try checked(open)
+            let load = endpointLoad
+            let planned = try plan(header) { load[$0, default: 0] }
+            return try start(header: header, upstream: port, plan: planned, path: open.path + [name], actions: &actions)
+        } catch {
+            failed += 1
+            actions.append(.send(.abort(id, error), to: port))
+            return nil
+        }
+    }
+
+    /// The header of an OPEN, checked against every limit, with the default chunk size filled in.
+    public func checked(_ open: Freight_Wire_V1_Open) throws(FreightError) -> Freight_Wire_V1_MessageHeader {
+        var header = open.header
+        let id = header.id
+        guard id != 0 else { throw FreightError(.protocolViolation, "message id 0 is reserved") }
+        guard flows[id] == nil else { throw FreightError(.duplicate, "message id \(id) is already in flight here") }
+        let headerBytes = header.encodedSize
+        guard headerBytes <= Limits.headerBytesMax else {
+            throw FreightError(
+                .invalidArgument, "message header of \(headerBytes) bytes is over \(Limits.headerBytesMax)")
+        }
+        if header.chunkBytes == 0 { header.chunkBytes = UInt32(configuration.chunkBytesDefault) }
+        guard (Limits.chunkBytesMin...Limits.chunkBytesMax).contains(Int(header.chunkBytes)) else {
+            throw FreightError(
+                .invalidArgument,
+                "chunk size \(header.chunkBytes) is out of range \(Limits.chunkBytesMin)...\(Limits.chunkBytesMax)")
+        }
+        guard header.length <= UInt64(Int64.max) else {
+            throw FreightError(.invalidArgument, "length \(header.length) is too large")
+        }
+        guard header.attributes.count <= Limits.attributesMax else {
+            throw FreightError(
+                .invalidArgument, "\(header.attributes.count) attributes, at most \(Limits.attributesMax)")
+        }
+        guard open.path.count < Limits.membersMax else { throw FreightError(.protocolViolation, "path too long") }
+        return header
+    }
+
+    private mutating func start(
+        header: Freight_Wire_V1_MessageHeader, upstream: FlowPort, plan: Plan, path: [String],
+        actions: inout [FlowAction]
+    ) throws(FreightError) -> Flow {
+        guard messages(from: upstream) < Limits.messagesPerConnectionMax else {
+            throw FreightError(
+                .resourceExhausted,
+                "\(upstream) has \(Limits.messagesPerConnectionMax) messages in flight through node \(name), the most allowed"
+            )
+        }
+        // Every message reserves at least the smallest chunk, so the budget also bounds how many are open. A
+        // shared-buffer message between apps of this node holds no bytes here: only its regions are lent.
+        let window = plan.shared ? max(header.length, 1) : UInt64(configuration.windowBytes)
+        let reserve =
+            plan.shared ? Limits.chunkBytesMin : Int(min(max(header.length, UInt64(Limits.chunkBytesMin)), window))
+        guard reservedBytes + reserve <= configuration.memoryBudgetBytes else {
+            throw FreightError(
+                .resourceExhausted,
+                "node \(name) is at its memory budget (\(ByteCount.format(Int64(configuration.memoryBudgetBytes))) in flight); try again"
+            )
+        }
+        let flow = Flow(
+            id: header.id, header: header, upstream: upstream, branches: plan.branches, path: path,
+            reservedBytes: reserve, windowBytes: window, shared: plan.shared)
+        reservedBytes += reserve
+        flowsByUpstream[upstream, default: 0] += 1
+        for branch in plan.branches {
+            for target in branch.targets { endpointLoad[target, default: 0] += 1 }
+        }
+        flows[header.id] = flow
+        for branch in flow.branches where branch.isOpen {
+            var open = Freight_Wire_V1_Open()
+            open.header = header
+            open.path = path
+            open.shared = plan.shared
+            open.targets = branch.targets.map { key in
+                var ref = Freight_Wire_V1_EndpointRef()
+                ref.node = key.node
+                ref.id = key.id
+                return ref
+            }
+            actions.append(.send(.open(open), to: branch.port))
+        }
+        finishIfComplete(header.id, actions: &actions)
+        return flow
+    }
+
+    // MARK: Chunks
+
+    /// A chunk of `count` bytes at `offset` from `port`, checked before its bytes go on: the flow exists (chunks of a
+    /// message that already ended are still in the pipe and are dropped), `port` sends it, and it lies within the
+    /// credit granted and the message. Returns the flow with the chunk counted, or nil to drop it; a chunk past the
+    /// credit aborts the message both ways.
+    public mutating func admit(
+        _ id: UInt64, offset: UInt64, count: Int, from port: FlowPort, countLimit: Int = Limits.chunkBytesMax,
+        actions: inout [FlowAction]
+    ) -> Flow? {
+        guard let slot = flows.index(forKey: id) else { return nil }
+        let flow = flows.values[slot]
+        guard flow.upstream == port else {
+            actions.append(.warning("\(port) sent a chunk of message \(id) it does not send; dropped"))
+            return nil
+        }
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
+        guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= countLimit else {
+            abort(
+                id,
+                FreightError(
+                    .protocolViolation, "chunk [\(offset), +\(count)) is beyond the credit \(flow.upstreamCredit)"),
+                notifyUpstream: true, actions: &actions)
+            return nil
+        }
+        flows.values[slot].bytesForwarded += UInt64(count)
+        return flow
+    }
+
+    // MARK: Acknowledgements and outcomes
+
+    /// A branch acknowledged bytes and granted credit.
+    public mutating func ack(_ ack: Freight_Wire_V1_Ack, from port: FlowPort, actions: inout [FlowAction]) {
+        // Changed in place (`flows.values[slot]`): a copy would copy the flow's branches on every ACK.
+        guard let slot = flows.index(forKey: ack.messageID), let index = flows.values[slot].openBranch(port) else {
+            return
+        }
+        let length = flows.values[slot].length
+        guard ack.ackedOffset <= length, ack.ackedOffset <= ack.creditOffset || ack.creditOffset == 0 else {
+            return abort(
+                ack.messageID, FreightError(.protocolViolation, "\(port) acknowledged past the message"),
+                notifyUpstream: true, actions: &actions)
+        }
+        func apply(_ flow: inout Flow) -> (acked: UInt64, credit: UInt64)? {
+            flow.branches[index].ackedOffset = max(flow.branches[index].ackedOffset, ack.ackedOffset)
+            flow.branches[index].creditOffset = max(flow.branches[index].creditOffset, min(ack.creditOffset, length))
+            return flow.upstreamUpdate()
+        }
+        let update = apply(&flows.values[slot])
+        let flow = flows.values[slot]
+        actions.append(.branchProgress(messageID: ack.messageID, port: port, acked: flow.branches[index].ackedOffset))
+        if let update {
+            actions.append(.send(.ack(ack.messageID, acked: update.acked, credit: update.credit), to: flow.upstream))
+        }
+    }
+
+    /// A branch delivered: every endpoint behind it holds all bytes. `done` speaks for that branch only (an app's
+    /// DONE is rewritten by the owner to name the app's own endpoints).
+    public mutating func done(_ done: Freight_Wire_V1_Done, from port: FlowPort, actions: inout [FlowAction]) {
+        guard let slot = flows.index(forKey: done.messageID), let index = flows.values[slot].openBranch(port) else {
+            return
+        }
+        func apply(_ flow: inout Flow) -> (acked: UInt64, credit: UInt64)? {
+            flow.branches[index].ackedOffset = flow.length
+            flow.branches[index].state = .done(done)
+            // Other branches still open: upstream hears how far they all are now (DONE is this branch's final ACK).
+            return flow.allBranchesFinished ? nil : flow.upstreamUpdate()
+        }
+        let update = apply(&flows.values[slot])
+        let upstream = flows.values[slot].upstream
+        actions.append(.branchEnded(messageID: done.messageID, port: port))
+        if let update {
+            actions.append(.send(.ack(done.messageID, acked: update.acked, credit: update.credit), to: upstream))
+        }
+        finishIfComplete(done.messageID, actions: &actions)
+    }
+
+    /// An ABORT from `port`: from upstream it ends the message on every branch; from a branch it fails that branch.
+    public mutating func abort(_ abort: Freight_Wire_V1_Abort, from port: FlowPort, actions: inout [FlowAction]) {
+        guard let flow = flows[abort.messageID] else { return }
+        if flow.upstream == port {
+            return self.abort(abort.messageID, abort.error, notifyUpstream: false, actions: &actions)
+        }
+        failBranch(abort.messageID, port: port, abort.error, acked: abort.ackedOffset, actions: &actions)
+    }
+
+    /// Ends one open branch of a flow with `error`: the one path every kind of branch failure takes (an ABORT from
+    /// the branch, its port gone, or this node unable to serve it). Upstream hears the new minimum over the branches
+    /// still open, or the outcome when it was the last. With `tellBranch` the branch's receiver is sent the ABORT.
+    /// `acked` overrides the branch's acknowledged offset (a receiver's ABORT says how far it got).
+    public mutating func failBranch(
+        _ id: UInt64, port: FlowPort, _ error: FreightError, acked: UInt64? = nil, tellBranch: Bool = false,
+        actions: inout [FlowAction]
+    ) {
+        guard let slot = flows.index(forKey: id), let index = flows.values[slot].openBranch(port) else { return }
+        func apply(_ flow: inout Flow) -> (acked: UInt64, credit: UInt64)? {
+            let held = acked ?? flow.branches[index].ackedOffset
+            flow.branches[index].state = .failed(error, acked: held)
+            return flow.allBranchesFinished ? nil : flow.upstreamUpdate()
+        }
+        let branchAcked = flows.values[slot].branches[index].ackedOffset
+        let update = apply(&flows.values[slot])
+        let upstream = flows.values[slot].upstream
+        actions.append(.branchEnded(messageID: id, port: port))
+        if tellBranch { actions.append(.send(.abort(id, error, ackedOffset: branchAcked), to: port)) }
+        if let update { actions.append(.send(.ack(id, acked: update.acked, credit: update.credit), to: upstream)) }
+        finishIfComplete(id, actions: &actions)
+    }
+
+    /// An app, an in-process port or a peer is gone: flows it sent are aborted downstream; its branches fail with
+    /// `error` and how far they got.
+    public mutating func portGone(_ port: FlowPort, error: FreightError, actions: inout [FlowAction]) {
+        for id in Array(flows.keys) {
+            guard let flow = flows[id] else { continue }
+            if flow.upstream == port {
+                let gone =
+                    switch port {
+                    case .session, .local: "the sending app went away"
+                    case .peer(let node): "node \(node), which relayed the message, went away"
+                    }
+                let code: FreightError.Code = port.isLocal ? .senderGone : .nodeGone
+                abort(
+                    id, FreightError(code, "\(gone) after \(flow.bytesForwarded) of \(flow.length) bytes"),
+                    notifyUpstream: false, actions: &actions)
+                continue
+            }
+            while let index = flows[id]?.openBranch(port) {
+                let acked = flows[id]!.branches[index].ackedOffset
+                failBranch(
+                    id, port: port,
+                    FreightError(error.code, "\(error.message); \(acked) of \(flow.length) bytes acknowledged"),
+                    actions: &actions)
+            }
+        }
+    }
+
+    /// Ends a message at this node: every open branch is sent ABORT with how far it got, and upstream too when
+    /// `notifyUpstream` (the failure was found here, not told by upstream).
+    public mutating func abort(
+        _ id: UInt64, _ error: FreightError, notifyUpstream: Bool, actions: inout [FlowAction]
+    ) {
+        guard let flow = flows[id] else { return }
+        failed += 1
+        release(flow, actions: &actions)
+        for branch in flow.branches where branch.isOpen {
+            actions.append(.send(.abort(id, error, ackedOffset: branch.ackedOffset), to: branch.port))
+        }
+        if notifyUpstream {
+            actions.append(.send(.abort(id, error, ackedOffset: flow.upstreamAcked), to: flow.upstream))
+        }
+    }
+
+    /// Reports the outcome upstream once every branch has finished, and releases the flow.
+    private mutating func finishIfComplete(_ id: UInt64, actions: inout [FlowAction]) {
+        guard let flow = flows[id], flow.allBranchesFinished else { return }
+        let outcome = flow.outcome(nodeName: name)
+        if case .done = outcome { delivered += 1 } else { failed += 1 }
+        release(flow, actions: &actions)
+        actions.append(.send(outcome, to: flow.upstream))
+    }
+
+    private mutating func release(_ flow: Flow, actions: inout [FlowAction]) {
+        flows[flow.id] = nil
+        reservedBytes -= flow.reservedBytes
+        if let count = flowsByUpstream[flow.upstream], count > 1 {
+            flowsByUpstream[flow.upstream] = count - 1
+        } else {
+            flowsByUpstream[flow.upstream] = nil
+        }
+        for branch in flow.branches {
+            for target in branch.targets {
+                if let load = endpointLoad[target], load > 1 {
+                    endpointLoad[target] = load - 1
+                } else {
+                    endpointLoad[target] = nil
+                }
+            }
+        }
+        actions.append(.finished(messageID: flow.id))
+    }
+}
