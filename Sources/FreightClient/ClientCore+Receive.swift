@@ -10,6 +10,8 @@ struct Incoming {
     var receivedBytes: UInt64 = 0
     var accepted = false
     var endpoints: [UInt64]
+    /// What the app can read about the message besides its body (resumes).
+    let notes: MessageNotes
     /// The acknowledgement last sent.
     var ackSent: UInt64 = 0
 }
@@ -17,6 +19,11 @@ struct Incoming {
 extension ClientCore {
     func openReceived(_ open: Freight_Wire_V1_Open) {
         let header = open.header
+        if open.resume {
+            // The node says a link on the way broke and the message goes on from `resumed_at`.
+            incoming[header.id]?.notes.resumed(at: open.resumedAt)
+            return
+        }
         let endpoints = open.targets.map(\.id)
         guard incoming[header.id] == nil,
             let subscription = endpoints.lazy.compactMap({ self.subscriptions[$0] }).first
@@ -29,10 +36,12 @@ extension ClientCore {
         let window =
             open.shared && shared != nil ? max(header.length, 1) : UInt64(max(windowBytes, 2 * Int(header.chunkBytes)))
         let (stream, continuation) = AsyncThrowingStream<BodyChunk, any Error>.makeStream()
+        let notes = MessageNotes()
         incoming[header.id] = Incoming(
             window: ReceiveWindow(length: header.length, windowBytes: window),
             continuation: continuation,
-            endpoints: endpoints
+            endpoints: endpoints,
+            notes: notes
         )
         let id = header.id
         let loop = eventLoop
@@ -62,7 +71,8 @@ extension ClientCore {
             contentType: header.contentType,
             attributes: header.attributes,
             path: open.path,
-            body: body
+            body: body,
+            notes: notes
         )
         switch subscription.yield(message) {
         case .enqueued:
@@ -101,7 +111,8 @@ extension ClientCore {
         guard var message = incoming[chunk.messageID] else { return }
         let count = UInt64(chunk.count)
         do throws(FreightError) {
-            try message.window.accept(chunk)
+            // Bytes this app holds already come again after a broken link: dropped quietly.
+            guard try message.window.accept(chunk) else { return }
         } catch {
             return fail(chunk.messageID, error)
         }

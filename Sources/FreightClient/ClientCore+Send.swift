@@ -18,7 +18,9 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     let started = NIODeadline.now()
     /// Reused chunk buffers: fresh buffers per chunk cost a page fault per page.
     var pool: [ByteBuffer] = []
+    /// Buffers being written, by write: a chunk sent again after a broken link may be in flight twice.
     var inFlight: [UInt64: ByteBuffer] = [:]
+    var nextWrite: UInt64 = 0
     let buffersMax: Int
     var fd: Int32 = -1
     /// CRC32C of a repeated block's slices, by length: the bytes never change, so each is computed once.
@@ -30,6 +32,8 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     var sharedBlock: SharedBuffer?
     /// The pool had no room for the next chunk: pumped again when a region comes back.
     var waitingForRegion = false
+    /// Offsets the body was sent again from, after links on the way broke.
+    var resentFrom: [UInt64] = []
 
     init(
         id: UInt64, destination: String, window: SendWindow, body: OutgoingBody,
@@ -138,6 +142,19 @@ extension ClientCore {
             return transfer.fail(error)
         }
         if transfer.window.ackedOffset > before { transfer.onProgress?(transfer.window.ackedOffset) }
+        if ack.hasResendFrom {
+            // A link on the way broke: the bytes past `resendFrom` go again (docs/core.md).
+            if case .stream = transfer.body {
+                let error = FreightError(
+                    .nodeGone,
+                    "a link on the way broke at offset \(ack.resendFrom) of \(transfer.window.length); a streamed body cannot be sent again"
+                )
+                outgoing[ack.messageID] = nil
+                connection?.send(.abort(ack.messageID, error))
+                return transfer.fail(error)
+            }
+            if transfer.window.rewind(to: ack.resendFrom) { transfer.resentFrom.append(ack.resendFrom) }
+        }
         pump(transfer)
     }
 
@@ -197,10 +214,12 @@ extension ClientCore {
                 bytes: bytes
             )
             if needsBuffer {
-                transfer.inFlight[next.offset] = bytes
+                let write = transfer.nextWrite
+                transfer.nextWrite &+= 1
+                transfer.inFlight[write] = bytes
                 let written = eventLoop.makePromise(of: Void.self)
                 written.futureResult.whenComplete { [self] _ in
-                    if let buffer = transfer.inFlight.removeValue(forKey: next.offset) { transfer.pool.append(buffer) }
+                    if let buffer = transfer.inFlight.removeValue(forKey: write) { transfer.pool.append(buffer) }
                     pump(transfer)
                 }
                 connection.sendData(chunk, promise: written)
@@ -393,7 +412,8 @@ extension ClientCore {
             seconds: Double((NIODeadline.now() - transfer.started).nanoseconds) / 1e9,
             deliveries: done.deliveries.map {
                 DeliveryReport.Delivery(
-                    node: $0.endpoint.node, endpointID: $0.endpoint.id, address: $0.address, app: $0.app, path: $0.path)
+                    node: $0.endpoint.node, endpointID: $0.endpoint.id, address: $0.address, app: $0.app, path: $0.path,
+                    resumedAt: $0.resumedAt)
             },
             failures: done.failures.map {
                 DeliveryReport.Failure(

@@ -226,7 +226,9 @@ extension ClientCore {
         }
         guard var message = incoming[chunk.messageID] else { return }
         do throws(FreightError) {
-            try message.window.accept(offset: chunk.offset, count: region.length)
+            // Bytes this app holds already come again after a broken link: the region goes back at once (when
+            // `bytes` goes).
+            guard try message.window.accept(offset: chunk.offset, count: region.length) else { return }
         } catch {
             return fail(chunk.messageID, error)
         }

@@ -67,6 +67,7 @@ public final class FreightClient: Sendable {
                 var hello = Freight_Wire_V1_Hello()
                 hello.role = .app
                 hello.name = label
+                hello.capabilities = [WireV1.capabilityResume]
                 connection.send(.hello(hello))
                 return core.helloPromise!.futureResult
             }.get()

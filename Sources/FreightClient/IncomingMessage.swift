@@ -1,6 +1,7 @@
 import FreightCore
 import FreightWire
 import NIOCore
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -66,6 +67,11 @@ public struct IncomingMessage: Sendable {
     /// The nodes the message passed.
     public let path: [String]
     public let body: MessageBody
+    let notes: MessageNotes
+
+    /// Offsets at which the message resumed after a link on its way broke (docs/core.md); read it once the body is
+    /// read.
+    public var resumedAt: [UInt64] { notes.resumes }
 
     /// Writes the body to `path` (each chunk at its offset) and returns the byte count.
     public func write(toFile path: String) async throws -> UInt64 {
@@ -174,4 +180,11 @@ public struct Subscription: AsyncSequence, Sendable {
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(base: stream.makeAsyncIterator(), accepted: accepted)
     }
+}
+
+/// What the node tells an app about a message while its body arrives (it resumed after a broken link).
+final class MessageNotes: Sendable {
+    private let state = Mutex<[UInt64]>([])
+    func resumed(at offset: UInt64) { state.withLock { $0.append(offset) } }
+    var resumes: [UInt64] { state.withLock { $0 } }
 }

@@ -30,6 +30,8 @@ public struct DeliveryReport: Sendable {
         public var app: String
         /// Nodes the message passed, from the sender's node to the receiver's.
         public var path: [String]
+        /// Offsets at which the message resumed after a link on its way broke (docs/core.md); empty when none did.
+        public var resumedAt: [UInt64] = []
     }
 
     public struct Failure: Sendable, Hashable {

@@ -34,6 +34,18 @@ public enum Limits {
     public static let endpointsPerPeerMax = 2_000_000
     /// Members in one cluster's mesh.
     public static let membersMax = 1024
+    /// Seconds a node holds a message whose link broke (the receiving side keeps what it holds, the sending side
+    /// its suspended branch) for the link to come back and the message to resume (docs/core.md). The default of
+    /// `freight node --resume-hold`.
+    public static let resumeHoldSeconds = 30
+    /// Seconds a TCP link's sent bytes may go unacknowledged before the link counts as broken (TCP_USER_TIMEOUT):
+    /// then its messages are held for resume (`resumeHoldSeconds`). The default of `freight node --link-timeout`.
+    public static let linkTimeoutSeconds = 10
+    /// Milliseconds a node waits after one stripe of a link broke before it has that stripe's bytes sent again: when
+    /// the whole link is breaking, its other stripes close within this time and the message resumes once.
+    public static let stripeLossSettleMillis = 100
+    /// Outcomes (DONE/ABORT) a node remembers for peers whose link broke before the outcome arrived.
+    public static let outcomesRememberedMax = 4096
     /// Nodes a message may pass on its way (the sender's node, relays, the receiver's node): a path longer than this
     /// is refused, so a routing mistake cannot bounce a message around.
     public static let pathHopsMax = 8

@@ -8,6 +8,8 @@ import FreightWire
 public struct Flow: Sendable {
     public enum BranchState: Sendable {
         case open
+        /// Its link broke; it waits (until the hold time ends) for the link to come back and resume.
+        case suspended(sinceNanos: UInt64)
         case done(Freight_Wire_V1_Done)
         case failed(FreightError, acked: UInt64)
     }
@@ -21,7 +23,15 @@ public struct Flow: Sendable {
         /// The rails this branch's chunks may take (a peer branch whose plan names rails); nil: any.
         public var rails: [Int]?
 
+        /// Live: bytes go to it now.
         public var isOpen: Bool { if case .open = state { true } else { false } }
+        /// Not finished: live, or suspended until its link comes back.
+        public var isPending: Bool {
+            switch state {
+            case .open, .suspended: true
+            case .done, .failed: false
+            }
+        }
 
         public init(port: FlowPort, targets: [EndpointKey], rails: [Int]? = nil) {
             self.port = port
@@ -55,19 +65,28 @@ public struct Flow: Sendable {
     public internal(set) var upstreamAcked: UInt64 = 0
     /// Body bytes admitted from upstream.
     public internal(set) var bytesForwarded: UInt64 = 0
+    /// The upstream can send bytes again from an offset (an app or in-process source that says so, or a peer that
+    /// resumes): only then may a broken link suspend a branch instead of failing it.
+    public let upstreamResends: Bool
+    /// The link to upstream broke at this time: the flow is held for it to come back (docs/core.md).
+    public internal(set) var upstreamLostNanos: UInt64?
+    /// Offsets at which the upstream link resumed at this node.
+    public internal(set) var resumes: [UInt64] = []
 
     public var length: UInt64 { header.length }
-    public var allBranchesFinished: Bool { !branches.contains { $0.isOpen } }
+    public var allBranchesFinished: Bool { !branches.contains { $0.isPending } }
 
-    /// The index of the open branch to `port`.
+    /// The index of the live branch to `port`.
     func openBranch(_ port: FlowPort) -> Int? { branches.firstIndex { $0.port == port && $0.isOpen } }
+    /// The index of the branch to `port` that has not finished (live or suspended).
+    func pendingBranch(_ port: FlowPort) -> Int? { branches.firstIndex { $0.port == port && $0.isPending } }
 
     /// The acknowledgement and credit to report upstream: the minimum over open branches, capped by this node's
     /// window. Nil when nothing moved.
     mutating func upstreamUpdate() -> (acked: UInt64, credit: UInt64)? {
         var acked = UInt64.max
         var branchCredit = UInt64.max
-        for branch in branches where branch.isOpen {
+        for branch in branches where branch.isPending {
             acked = min(acked, branch.ackedOffset)
             branchCredit = min(branchCredit, branch.creditOffset)
         }
@@ -87,7 +106,7 @@ public struct Flow: Sendable {
         var firstFailure: (FreightError, UInt64)?
         for branch in branches {
             switch branch.state {
-            case .open:
+            case .open, .suspended:
                 break
             case .done(let branchDone):
                 done.deliveries += branchDone.deliveries
@@ -109,8 +128,9 @@ public struct Flow: Sendable {
             let (error, acked) = firstFailure ?? (FreightError(.internalError, "message ended with no delivery"), 0)
             return .abort(id, error, ackedOffset: acked)
         }
-        for i in done.deliveries.indices where done.deliveries[i].path.first != nodeName {
-            done.deliveries[i].path.insert(nodeName, at: 0)
+        for i in done.deliveries.indices {
+            if done.deliveries[i].path.first != nodeName { done.deliveries[i].path.insert(nodeName, at: 0) }
+            done.deliveries[i].resumedAt.insert(contentsOf: resumes, at: 0)
         }
         return .done(done)
     }

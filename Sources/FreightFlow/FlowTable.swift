@@ -17,12 +17,18 @@ public struct FlowTable: Sendable {
         public var memoryBudgetBytes: Int
         /// The chunk size of messages whose sender did not choose one.
         public var chunkBytesDefault: Int
+        /// How long a message whose link broke is held for the link to come back (`Limits.resumeHoldSeconds`).
+        public var resumeHold: Duration
 
-        public init(nodeName: String, windowBytes: Int, memoryBudgetBytes: Int, chunkBytesDefault: Int) {
+        public init(
+            nodeName: String, windowBytes: Int, memoryBudgetBytes: Int, chunkBytesDefault: Int,
+            resumeHold: Duration = .seconds(Limits.resumeHoldSeconds)
+        ) {
             self.nodeName = nodeName
             self.windowBytes = windowBytes
             self.memoryBudgetBytes = memoryBudgetBytes
             self.chunkBytesDefault = chunkBytesDefault
+            self.resumeHold = resumeHold
         }
     }
 
@@ -31,10 +37,13 @@ public struct FlowTable: Sendable {
         public var branches: [Flow.Branch]
         /// The body is lent from one shared buffer and every receiver takes shared regions: no node holds it.
         public var shared: Bool
+        /// The upstream can send again from an offset (``Flow/upstreamResends``).
+        public var upstreamResends: Bool
 
-        public init(branches: [Flow.Branch], shared: Bool = false) {
+        public init(branches: [Flow.Branch], shared: Bool = false, upstreamResends: Bool = false) {
             self.branches = branches
             self.shared = shared
+            self.upstreamResends = upstreamResends
         }
     }
 
@@ -46,6 +55,12 @@ public struct FlowTable: Sendable {
     public private(set) var failed: UInt64 = 0
     private var flowsByUpstream: [FlowPort: Int] = [:]
     private var endpointLoad: [EndpointKey: Int] = [:]
+    /// The time as the owner last said (``advance(to:actions:)``), in nanoseconds of a monotonic clock.
+    public private(set) var nowNanos: UInt64 = 0
+    /// Outcomes sent to peers lately, by message: a peer whose link broke before the outcome arrived asks again
+    /// (OPEN resume) and is answered from here. Kept for the hold time, at most `Limits.outcomesRememberedMax`.
+    private var recentOutcomes: [UInt64: (upstream: FlowPort, frame: Frame, atNanos: UInt64)] = [:]
+    private var recentOrder: [UInt64] = []
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -134,7 +149,7 @@ public struct FlowTable: Sendable {
         }
         let flow = Flow(
             id: header.id, header: header, upstream: upstream, branches: plan.branches, path: path,
-            reservedBytes: reserve, windowBytes: window, shared: plan.shared)
+            reservedBytes: reserve, windowBytes: window, shared: plan.shared, upstreamResends: plan.upstreamResends)
         reservedBytes += reserve
         flowsByUpstream[upstream, default: 0] += 1
         for branch in plan.branches {
@@ -209,7 +224,23 @@ public struct FlowTable: Sendable {
         let update = apply(&flows.values[slot])
         let flow = flows.values[slot]
         actions.append(.branchProgress(messageID: ack.messageID, port: port, acked: flow.branches[index].ackedOffset))
-        if let update {
+        if ack.hasResendFrom {
+            // Bytes past `resendFrom` were lost on the way to this branch: the source sends them again.
+            actions.append(.branchRewound(messageID: ack.messageID, port: port))
+            guard flow.upstreamResends else {
+                return failBranch(
+                    ack.messageID, port: port,
+                    FreightError(
+                        .nodeGone,
+                        "the link to \(port) broke at offset \(ack.resendFrom) of \(flow.length) and the sender cannot send again"
+                    ), tellBranch: true, actions: &actions)
+            }
+            actions.append(
+                .send(
+                    .ack(
+                        ack.messageID, acked: flow.upstreamAcked, credit: flow.upstreamCredit,
+                        resendFrom: ack.resendFrom), to: flow.upstream))
+        } else if let update {
             actions.append(.send(.ack(ack.messageID, acked: update.acked, credit: update.credit), to: flow.upstream))
         }
     }
@@ -252,7 +283,7 @@ public struct FlowTable: Sendable {
         _ id: UInt64, port: FlowPort, _ error: FreightError, acked: UInt64? = nil, tellBranch: Bool = false,
         actions: inout [FlowAction]
     ) {
-        guard let slot = flows.index(forKey: id), let index = flows.values[slot].openBranch(port) else { return }
+        guard let slot = flows.index(forKey: id), let index = flows.values[slot].pendingBranch(port) else { return }
         func apply(_ flow: inout Flow) -> (acked: UInt64, credit: UInt64)? {
             let held = acked ?? flow.branches[index].ackedOffset
             flow.branches[index].state = .failed(error, acked: held)
@@ -284,7 +315,7 @@ public struct FlowTable: Sendable {
                     notifyUpstream: false, actions: &actions)
                 continue
             }
-            while let index = flows[id]?.openBranch(port) {
+            while let index = flows[id]?.pendingBranch(port) {
                 let acked = flows[id]!.branches[index].ackedOffset
                 failBranch(
                     id, port: port,
@@ -302,7 +333,7 @@ public struct FlowTable: Sendable {
         guard let flow = flows[id] else { return }
         failed += 1
         release(flow, actions: &actions)
-        for branch in flow.branches where branch.isOpen {
+        for branch in flow.branches where branch.isPending {
             actions.append(.send(.abort(id, error, ackedOffset: branch.ackedOffset), to: branch.port))
         }
         if notifyUpstream {
@@ -317,6 +348,15 @@ public struct FlowTable: Sendable {
         if case .done = outcome { delivered += 1 } else { failed += 1 }
         release(flow, actions: &actions)
         actions.append(.send(outcome, to: flow.upstream))
+        if case .peer = flow.upstream { remember(outcome, of: id, for: flow.upstream) }
+    }
+
+    private mutating func remember(_ outcome: Frame, of id: UInt64, for upstream: FlowPort) {
+        if recentOutcomes.count >= Limits.outcomesRememberedMax, let oldest = recentOrder.first {
+            recentOrder.removeFirst()
+            recentOutcomes[oldest] = nil
+        }
+        if recentOutcomes.updateValue((upstream, outcome, nowNanos), forKey: id) == nil { recentOrder.append(id) }
     }
 
     private mutating func release(_ flow: Flow, actions: inout [FlowAction]) {
@@ -337,5 +377,159 @@ public struct FlowTable: Sendable {
             }
         }
         actions.append(.finished(messageID: flow.id))
+    }
+
+    // MARK: Broken links and resume (docs/core.md)
+
+    /// Time passes: flows held for a link, and branches suspended on one, past the hold time fail with the offset
+    /// they reached; outcomes remembered past it are forgotten.
+    public mutating func advance(to now: UInt64, actions: inout [FlowAction]) {
+        nowNanos = max(nowNanos, now)
+        let hold = UInt64(configuration.resumeHold.components.seconds) * 1_000_000_000
+        let seconds = configuration.resumeHold.components.seconds
+        for id in Array(flows.keys) {
+            guard let flow = flows[id] else { continue }
+            if let lost = flow.upstreamLostNanos, nowNanos &- lost >= hold {
+                abort(
+                    id,
+                    FreightError(
+                        .nodeGone,
+                        "the link from \(flow.upstream) broke at offset \(flow.upstreamAcked) of \(flow.length) and did not come back within \(seconds) s"
+                    ), notifyUpstream: false, actions: &actions)
+                continue
+            }
+            for branch in flow.branches {
+                guard case .suspended(let since) = branch.state, nowNanos &- since >= hold else { continue }
+                failBranch(
+                    id, port: branch.port,
+                    FreightError(
+                        .nodeGone,
+                        "the link to \(branch.port) broke at offset \(branch.ackedOffset) of \(flow.length) and did not come back within \(seconds) s"
+                    ), actions: &actions)
+            }
+        }
+        while let oldest = recentOrder.first, let entry = recentOutcomes[oldest], nowNanos &- entry.atNanos >= hold {
+            recentOrder.removeFirst()
+            recentOutcomes[oldest] = nil
+        }
+    }
+
+    /// Every connection the peer sends on broke (its stripes to this node), and the peer resumes: flows from it are
+    /// held for it to come back and re-open them (``resume(_:from:actions:)``), until the hold time passes.
+    public mutating func upstreamLost(_ peer: FlowPort, actions: inout [FlowAction]) {
+        for (id, flow) in flows where flow.upstream == peer && flow.upstreamLostNanos == nil {
+            flows[id]!.upstreamLostNanos = nowNanos
+        }
+    }
+
+    /// Every stripe this node sends on to `peer` broke, and the peer resumes: branches to it are suspended until the
+    /// link is back (``linkRestored(_:actions:)``) or the hold time passes; where the upstream cannot send again
+    /// they fail as with a node gone.
+    /// Nothing this node says reaches the peer now (its credit, its acknowledgements), so flows from it are held
+    /// too, whatever its own stripes here look like.
+    public mutating func linkLost(_ peer: FlowPort, error: FreightError, actions: inout [FlowAction]) {
+        upstreamLost(peer, actions: &actions)
+        for id in Array(flows.keys) {
+            guard let flow = flows[id] else { continue }
+            for index in flow.branches.indices where flow.branches[index].port == peer && flow.branches[index].isOpen {
+                if flow.upstreamResends {
+                    flows[id]!.branches[index].state = .suspended(sinceNanos: nowNanos)
+                    actions.append(.branchRewound(messageID: id, port: peer))
+                } else {
+                    let acked = flow.branches[index].ackedOffset
+                    failBranch(
+                        id, port: peer,
+                        FreightError(error.code, "\(error.message); \(acked) of \(flow.length) bytes acknowledged"),
+                        actions: &actions)
+                }
+            }
+        }
+    }
+
+    /// Some stripes of the link to `peer` broke and others stand: the bytes in flight on them are lost, so every live
+    /// branch to it has its upstream send again from what the branch acknowledged.
+    public mutating func stripeLost(_ peer: FlowPort, actions: inout [FlowAction]) {
+        for id in Array(flows.keys) {
+            guard let flow = flows[id], let index = flow.openBranch(peer) else { continue }
+            var ack = Freight_Wire_V1_Ack()
+            ack.messageID = id
+            ack.ackedOffset = flow.branches[index].ackedOffset
+            ack.creditOffset = flow.branches[index].creditOffset
+            ack.resendFrom = flow.branches[index].ackedOffset
+            self.ack(ack, from: peer, actions: &actions)
+        }
+    }
+
+    /// This node's control stripe to `peer` broke, so acknowledgements and outcomes on it may be lost: the latest of
+    /// each goes again (acknowledgements are cumulative; a repeated outcome is ignored).
+    public mutating func controlLost(_ peer: FlowPort, actions: inout [FlowAction]) {
+        for flow in flows.values where flow.upstream == peer {
+            actions.append(.send(.ack(flow.id, acked: flow.upstreamAcked, credit: flow.upstreamCredit), to: peer))
+        }
+        for id in recentOrder {
+            if let entry = recentOutcomes[id], entry.upstream == peer { actions.append(.send(entry.frame, to: peer)) }
+        }
+    }
+
+    /// The link to `peer` is back: every branch suspended on it opens again with OPEN resume; the peer answers
+    /// with where its receiver is (``resume(_:from:actions:)``).
+    /// Flows from the peer that were held go on, and their latest acknowledgement goes again (it may have been
+    /// lost with the link).
+    public mutating func linkRestored(_ peer: FlowPort, actions: inout [FlowAction]) {
+        for (id, flow) in flows where flow.upstream == peer { flows[id]!.upstreamLostNanos = nil }
+        controlLost(peer, actions: &actions)
+        for id in Array(flows.keys) {
+            guard let flow = flows[id] else { continue }
+            for index in flow.branches.indices where flow.branches[index].port == peer {
+                guard case .suspended = flow.branches[index].state else { continue }
+                flows[id]!.branches[index].state = .open
+                var open = Freight_Wire_V1_Open()
+                open.header = flow.header
+                open.path = flow.path
+                open.shared = flow.shared
+                open.resume = true
+                open.targets = flow.branches[index].targets.map { key in
+                    var ref = Freight_Wire_V1_EndpointRef()
+                    ref.node = key.node
+                    ref.id = key.id
+                    return ref
+                }
+                actions.append(.send(.open(open), to: peer))
+            }
+        }
+    }
+
+    /// OPEN resume from `port`: the message's link broke and is back. The flow held for it goes on, and the sender
+    /// is told to send again from what this node acknowledged; the receiving apps are told where it resumed. A
+    /// message that ended meanwhile has its outcome sent again; one this node no longer holds is refused.
+    public mutating func resume(_ open: Freight_Wire_V1_Open, from port: FlowPort, actions: inout [FlowAction]) {
+        let id = open.header.id
+        guard let flow = flows[id], flow.upstream == port else {
+            if let entry = recentOutcomes[id], entry.upstream == port {
+                actions.append(.send(entry.frame, to: port))
+            } else {
+                actions.append(
+                    .send(
+                        .abort(
+                            id,
+                            FreightError(
+                                .nodeGone,
+                                "message \(String(id, radix: 16)) is no longer held at node \(name): its hold time passed or the node restarted"
+                            )), to: port))
+            }
+            return
+        }
+        let offset = flow.upstreamAcked
+        flows[id]!.upstreamLostNanos = nil
+        flows[id]!.resumes.append(offset)
+        actions.append(
+            .send(.ack(id, acked: offset, credit: flow.upstreamCredit, resendFrom: offset), to: port))
+        var notice = Freight_Wire_V1_Open()
+        notice.header = flow.header
+        notice.resume = true
+        notice.resumedAt = offset
+        for branch in flow.branches where branch.isOpen && branch.port.isLocal {
+            actions.append(.send(.open(notice), to: branch.port))
+        }
     }
 }

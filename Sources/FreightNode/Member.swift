@@ -17,6 +17,14 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     var egress: [FrameConnection?]
     var ingress: Set<FrameConnection> = []
     var dialAttempts = 0
+    /// The peer holds and resumes messages across a broken link (its HELLO says "resume").
+    var resumes = false
+    /// Every stripe of the link broke at this time (monotonic nanoseconds); nil while the link stands. The member is
+    /// kept, and redialed, for the hold time: its messages wait to resume.
+    var lostAtNanos: UInt64?
+    /// A stripe broke while others stand: its bytes go again once the loss settled (`Limits.stripeLossSettleMillis`).
+    var stripeLossPending = false
+    var controlLossPending = false
     /// Body bytes sent on each stripe.
     var stripeBytes: [UInt64]
     /// What the peer says about itself: its rails and hardware.
@@ -71,10 +79,10 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
         ingress.contains(connection) || egress.contains { $0 === connection }
     }
 
-    /// Control frames go on stripe 0 so that they keep their order.
-    var control: FrameConnection? { egress[0] }
+    /// Control frames go on the first stripe that stands (stripe 0 while it does) so that they keep their order.
+    var control: FrameConnection? { egress.first { $0 != nil } ?? nil }
 
-    var isUp: Bool { egress[0] != nil }
+    var isUp: Bool { egress.contains { $0 != nil } }
 
     /// The stripe that takes the next chunk: with several rails, the rail expected to finish it first
     /// (``RailBalancer``); within a rail, ``StripeChooser`` (fill first, spill over).
@@ -124,6 +132,8 @@ final class AppSession: @unchecked Sendable {  // confined to the node's event l
     let connection: FrameConnection
     let label: String
     var endpoints: Set<UInt64> = []
+    /// The app sends a message's bytes again from an offset when asked (its HELLO says "resume").
+    var resends = false
     /// Names this session on the descriptor link.
     let token = UInt64.random(in: 1...UInt64.max)
     /// The pools the app lent, once its descriptor link attached them.

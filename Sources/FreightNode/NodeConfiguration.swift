@@ -26,6 +26,8 @@ public struct NodeConfiguration: Sendable {
     public var sharedMemoryBudgetBytes: Int
     /// Seconds an app may hold a region lent from another app's pool.
     public var sharedHoldSeconds: Int
+    /// Seconds a message whose link broke is held for the link to come back (docs/core.md).
+    public var resumeHoldSeconds: Int
     /// Where endpoints and members are kept: nil for the mesh (gossip between nodes), else a backend such as etcd.
     public var directory: (any DirectoryBackend)?
     public var tuning: SocketTuning
@@ -54,6 +56,7 @@ public struct NodeConfiguration: Sendable {
         memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
         sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
         sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
+        resumeHoldSeconds: Int = Limits.resumeHoldSeconds,
         directory: (any DirectoryBackend)? = nil,
         tuning: SocketTuning = .default,
         striping: StripeChooser.Policy = .fill,
@@ -77,6 +80,7 @@ public struct NodeConfiguration: Sendable {
         self.memoryBudgetBytes = memoryBudgetBytes
         self.sharedMemoryBudgetBytes = sharedMemoryBudgetBytes
         self.sharedHoldSeconds = sharedHoldSeconds
+        self.resumeHoldSeconds = resumeHoldSeconds
         self.directory = directory
         self.tuning = tuning
         self.logger = logger
@@ -106,6 +110,9 @@ public struct NodeConfiguration: Sendable {
         }
         guard memoryBudgetBytes >= windowBytes else {
             throw FreightError(.invalidArgument, "memory budget \(memoryBudgetBytes) is smaller than one window")
+        }
+        guard (1...3600).contains(resumeHoldSeconds) else {
+            throw FreightError(.invalidArgument, "--resume-hold \(resumeHoldSeconds) is out of range 1...3600 seconds")
         }
         guard sharedMemoryBudgetBytes >= 0, sharedHoldSeconds >= 1 else {
             throw FreightError(.invalidArgument, "--shared-memory-budget must be >= 0 and --shared-hold >= 1 s")

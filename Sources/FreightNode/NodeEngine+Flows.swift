@@ -27,6 +27,9 @@ extension NodeEngine {
     // MARK: Open
 
     func openReceived(_ open: Freight_Wire_V1_Open, from port: Port) {
+        if open.resume, case .peer = port {
+            return flowTable.resume(open, from: port, actions: &flowActions)
+        }
         flowTable.open(open, from: port, actions: &flowActions) { header, load throws(FreightError) in
             try plan(header, open: open, from: port, load: load)
         }
@@ -102,7 +105,17 @@ extension NodeEngine {
                         FreightError(.nodeGone, "node \(keys[0].node) is not reachable\(through)")))
             }
         }
-        return FlowTable.Plan(branches: branches, shared: shared)
+        return FlowTable.Plan(branches: branches, shared: shared, upstreamResends: resends(port))
+    }
+
+    /// Whether `port` sends a message's bytes again from an offset when asked (its HELLO says "resume"; in-process
+    /// sources always do): only then may a broken link below it suspend a branch rather than fail it.
+    func resends(_ port: Port) -> Bool {
+        switch port {
+        case .session(let id): sessions[id]?.resends == true
+        case .local(let id): localPorts[id] is InProcessSource
+        case .peer(let node): members[node]?.resumes == true
+        }
     }
 
     /// An app's destination, parsed once: apps send many messages to the same few addresses. The cache is
@@ -141,7 +154,9 @@ extension NodeEngine {
         guard let flow = admit(messageID: chunk.messageID, offset: chunk.offset, count: chunk.count, from: port) else {
             return
         }
-        for branch in flow.branches where branch.isOpen {
+        let end = chunk.offset + UInt64(chunk.count)
+        // A branch that acknowledged these bytes already (they come again after a broken link) does not get them.
+        for branch in flow.branches where branch.isOpen && end > branch.ackedOffset {
             sendData(chunk, to: branch.port)
         }
     }
@@ -221,7 +236,7 @@ extension NodeEngine {
                 send(frame, to: port)
             case .branchProgress(let id, let port, let acked):
                 if !branchLoans.isEmpty { settleLoans(id, port: port, through: acked) }
-            case .branchEnded(let id, let port):
+            case .branchEnded(let id, let port), .branchRewound(let id, let port):
                 if !branchLoans.isEmpty { settleLoans(id, port: port, through: .max) }
             case .finished(let id):
                 if let loans = branchLoans.removeValue(forKey: id) {

@@ -4,11 +4,18 @@ import FreightFlow
 import FreightTransport
 import FreightWire
 import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Membership and the mesh directory: who is in the cluster, the links to them, and their endpoints.
 extension NodeEngine {
     /// Runs every second: dials seeds and members that have no link yet.
     func maintain() {
+        flowTable.advance(to: nowNanos, actions: &flowActions)
+        performFlowActions()
         if !usesMesh { joinDirectoryNodes() }
         closeStalledStreams()
         closeLongHolds()
@@ -23,7 +30,16 @@ extension NodeEngine {
         }
         for member in members.values where !member.isUp {
             member.dialAttempts += 1
-            if member.dialAttempts > Limits.dialAttemptsMax {
+            if let lost = member.lostAtNanos {
+                // A link that broke is redialed for as long as its messages are held.
+                // A moment after the hold time: its messages fail first, each naming the offset it reached.
+                if nowNanos &- lost >= UInt64(configuration.resumeHoldSeconds + 2) * 1_000_000_000 {
+                    peerDown(
+                        member.name,
+                        reason: "the link broke and did not come back within \(configuration.resumeHoldSeconds) s")
+                    continue
+                }
+            } else if member.dialAttempts > Limits.dialAttemptsMax {
                 logger.info("forgetting node \(member.name) at \(member.listen): unreachable")
                 peerDown(member.name, reason: "unreachable")
                 continue
@@ -70,8 +86,19 @@ extension NodeEngine {
                     connection.send(helloFrame(role: .node, stream: stripe))
                     member.egress[stripe] = connection
                     if stripe == 0 { linkUp(member) }
+                    if member.lostAtNanos != nil {
+                        member.lostAtNanos = nil
+                        member.dialAttempts = 0
+                        logger.info("link to node \(member.name) is back: resuming its messages")
+                        flowTable.linkRestored(.peer(member.name), actions: &flowActions)
+                        performFlowActions()
+                    }
                 case .failure(let error):
                     logger.debug("dial \(member.name) stripe \(stripe) at \(rail.target) failed: \(error)")
+                    if member.lostAtNanos != nil, !member.isUp, Self.isRefused(error), members[member.name] === member {
+                        // Nothing listens where the peer was: its process is gone, and nothing can resume.
+                        peerDown(member.name, reason: "its link broke and it refuses connections")
+                    }
                 }
             }
         }
@@ -297,6 +324,72 @@ extension NodeEngine {
                 )
             )
         }
+    }
+
+    /// One connection of the link to `member` closed. A peer that cannot resume is gone with it (as before
+    /// resume existed). Otherwise, for what this node sends (its egress stripes): with stripes left, the bytes in
+    /// flight on the lost one are sent again; with none left, the link is down, branches to the peer are suspended
+    /// for it to come back (docs/core.md), and it is redialed at once (a peer whose process is gone refuses, and its
+    /// messages fail then). For what the peer sends (its stripes here): with none left, its messages are held.
+    func linkConnectionLost(_ member: Member, _ connection: FrameConnection, reason: String) {
+        let control = member.control
+        var lostEgress = false
+        if let stripe = member.egress.firstIndex(where: { $0 === connection }) {
+            member.egress[stripe] = nil
+            lostEgress = true
+        }
+        let lostIngress = member.ingress.remove(connection) != nil
+        guard member.resumes else { return peerDown(member.name, reason: reason) }
+        let port = Port.peer(member.name)
+        if lostIngress && member.ingress.isEmpty {
+            // Nothing the peer sends can arrive: its messages wait here for it to re-open them.
+            flowTable.advance(to: nowNanos, actions: &flowActions)
+            flowTable.upstreamLost(port, actions: &flowActions)
+            performFlowActions()
+        }
+        if lostEgress && !member.isUp {
+            guard member.lostAtNanos == nil else { return }
+            logger.info(
+                "link to node \(member.name) broke (\(reason)); holding its messages for \(configuration.resumeHoldSeconds) s"
+            )
+            member.lostAtNanos = nowNanos
+            member.dialAttempts = 0
+            member.stripeLossPending = false
+            member.controlLossPending = false
+            flowTable.advance(to: nowNanos, actions: &flowActions)
+            flowTable.linkLost(
+                port, error: FreightError(.nodeGone, "the link to node \(member.name) broke (\(reason))"),
+                actions: &flowActions)
+            performFlowActions()
+            dial(member)
+        } else if lostEgress {
+            // What the stripe carried goes again, a moment later: when the whole link is breaking (its other stripes
+            // close within the moment), the resume sends it once instead of twice. Dialed again by `maintain`.
+            logger.info("a stripe to node \(member.name) broke (\(reason)); sending what it carried again")
+            member.stripeLossPending = true
+            member.controlLossPending = member.controlLossPending || control === connection
+            eventLoop.scheduleTask(in: .milliseconds(Int64(Limits.stripeLossSettleMillis))) { [self] in
+                guard members[member.name] === member, member.isUp, member.stripeLossPending else { return }
+                member.stripeLossPending = false
+                flowTable.stripeLost(port, actions: &flowActions)
+                if member.controlLossPending { flowTable.controlLost(port, actions: &flowActions) }
+                member.controlLossPending = false
+                performFlowActions()
+            }
+        }
+    }
+
+    /// The monotonic clock the flow table's hold times run on.
+    var nowNanos: UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    /// A dial that failed because nothing listens there.
+    static func isRefused(_ error: any Error) -> Bool {
+        if let error = error as? IOError { return error.errnoCode == ECONNREFUSED }
+        if let error = error as? NIOConnectionError {
+            return !error.connectionErrors.isEmpty
+                && error.connectionErrors.allSatisfy { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
+        }
+        return false
     }
 
     /// A peer went away (or restarted): drop its endpoints, fail the flows through it, close its links.

@@ -209,7 +209,8 @@ extension NodeEngine {
                 messageID: chunk.messageID, offset: chunk.offset, count: chunk.count,
                 from: .session(session.id), countLimit: Int.max)
         else { return }
-        for branch in flow.branches where branch.isOpen {
+        let end = chunk.offset + UInt64(chunk.count)
+        for branch in flow.branches where branch.isOpen && end > branch.ackedOffset {
             switch branch.port {
             case .peer where chunk.count <= Self.copiedChunkBytesMax:
                 // Small: a copy joins the frames around it in one writev(2); sendfile would be a call of its own.

@@ -110,7 +110,8 @@ extension NodeEngine {
             let flow = admit(messageID: chunk.messageID, offset: chunk.offset, count: bodyBytes, from: port)
         else { return }
         stream.discard = false
-        for branch in flow.branches where branch.isOpen {
+        let end = chunk.offset + UInt64(bodyBytes)
+        for branch in flow.branches where branch.isOpen && end > branch.ackedOffset {
             if case .local(let id) = branch.port {
                 stream.localPorts.append(id)
                 bytesOut += UInt64(bodyBytes)

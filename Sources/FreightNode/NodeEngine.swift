@@ -109,7 +109,8 @@ public final class NodeEngine: @unchecked Sendable {
         self.flowTable = FlowTable(
             configuration: .init(
                 nodeName: configuration.name, windowBytes: configuration.windowBytes,
-                memoryBudgetBytes: configuration.memoryBudgetBytes, chunkBytesDefault: configuration.chunkBytes))
+                memoryBudgetBytes: configuration.memoryBudgetBytes, chunkBytesDefault: configuration.chunkBytes,
+                resumeHold: .seconds(configuration.resumeHoldSeconds)))
         flowActions.reserveCapacity(64)
     }
 
@@ -240,6 +241,7 @@ public final class NodeEngine: @unchecked Sendable {
         hello.streamIndex = UInt32(stream)
         hello.streamCount = UInt32(configuration.streams)
         hello.incarnation = incarnation
+        hello.capabilities = [WireV1.capabilityResume]
         return .hello(hello)
     }
 
@@ -352,9 +354,7 @@ extension NodeEngine: FrameConnectionDelegate {
             seeds[seedAddress]?.probe = nil
         }
         for member in members.values where member.owns(connection) {
-            // The peer's process is gone or a stripe broke: either way the link can no longer carry its flows.
-            peerDown(member.name, reason: error.map { "\($0)" } ?? "connection closed")
-            return
+            return linkConnectionLost(member, connection, reason: error.map { "\($0)" } ?? "connection closed")
         }
     }
 
@@ -364,12 +364,14 @@ extension NodeEngine: FrameConnectionDelegate {
             // An app attached; answer with this node's hello.
             connection.sendPreface()
             let session = AppSession(id: connection.id, connection: connection, label: String(hello.name.prefix(128)))
+            session.resends = hello.capabilities.contains(WireV1.capabilityResume)
             guard case .hello(var reply) = helloFrame(role: .node) else { return }
             reply.sessionToken = session.token
             connection.send(.hello(reply))
             sessions[session.id] = session
             logger.debug("app \(session.label) attached as session \(session.id)")
         case .node:
+            defer { members[hello.name]?.resumes = hello.capabilities.contains(WireV1.capabilityResume) }
             if connection.isDialed {
                 // The reply on a connection this node opened: the peer's identity.
                 dialedHelloReceived(hello, on: connection)

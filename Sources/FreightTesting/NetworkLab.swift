@@ -65,6 +65,13 @@ public final class NetworkLab: Sendable {
         try FreightProcess(["netns", "exec", namespace, binary] + arguments, executable: ip)
     }
 
+    /// Takes rail `rail`'s link down or up (both ends): packets stop, connections stay until their timeouts.
+    public func setLink(rail: Int, up: Bool) throws {
+        for (namespace, device) in [(namespaceA, "\(prefix)x\(rail)"), (namespaceB, "\(prefix)y\(rail)")] {
+            try run(["-n", namespace, "link", "set", device, up ? "up" : "down"])
+        }
+    }
+
     /// Deletes both namespaces; their veths go with them.
     public func remove() {
         for namespace in [namespaceA, namespaceB] { try? run(["netns", "delete", namespace]) }

@@ -1,3 +1,4 @@
+import FreightCore
 import NIOCore
 import NIOPosix
 
@@ -14,14 +15,20 @@ public struct SocketTuning: Sendable, Hashable {
     public var receiveBufferBytes: Int
     public var writeLowWaterMark: Int
     public var writeHighWaterMark: Int
+    /// A TCP connection whose sent bytes go unacknowledged this long is closed (TCP_USER_TIMEOUT): a link that
+    /// went dark (a cable, a route, a peer's machine) is found broken and its messages held for resume, instead of
+    /// hanging until the kernel's retries give up after many minutes. Nil: the kernel's default.
+    public var userTimeoutMillis: Int?
 
     public init(
         congestionControl: String? = "reno",
         sendBufferBytes: Int = 4 * 1024 * 1024,
         receiveBufferBytes: Int = 4 * 1024 * 1024,
         writeLowWaterMark: Int = 2 * 1024 * 1024,
-        writeHighWaterMark: Int = 4 * 1024 * 1024
+        writeHighWaterMark: Int = 4 * 1024 * 1024,
+        userTimeoutMillis: Int? = Limits.linkTimeoutSeconds * 1000
     ) {
+        self.userTimeoutMillis = userTimeoutMillis
         self.congestionControl = congestionControl
         self.sendBufferBytes = sendBufferBytes
         self.receiveBufferBytes = receiveBufferBytes
@@ -52,8 +59,18 @@ public struct SocketTuning: Sendable, Hashable {
         if let congestionControl {
             future = future.flatMap { setCongestionControl(congestionControl, on: channel) }
         }
+        if let userTimeoutMillis {
+            future = future.flatMap {
+                channel.setOption(
+                    ChannelOptions.tcpOption(NIOBSDSocket.Option(rawValue: Self.tcpUserTimeout)),
+                    value: .init(userTimeoutMillis))
+            }
+        }
         return future
     }
+
+    /// TCP_USER_TIMEOUT (linux/tcp.h).
+    static let tcpUserTimeout: Int32 = 18
 
     private func setCongestionControl(_ name: String, on channel: Channel) -> EventLoopFuture<Void> {
         guard let provider = channel as? SocketOptionProvider else {

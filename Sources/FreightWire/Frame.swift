@@ -128,11 +128,12 @@ extension Frame {
         return .abort(abort)
     }
 
-    public static func ack(_ messageID: UInt64, acked: UInt64, credit: UInt64) -> Frame {
+    public static func ack(_ messageID: UInt64, acked: UInt64, credit: UInt64, resendFrom: UInt64? = nil) -> Frame {
         var ack = Freight_Wire_V1_Ack()
         ack.messageID = messageID
         ack.ackedOffset = acked
         ack.creditOffset = credit
+        if let resendFrom { ack.resendFrom = resendFrom }
         return .ack(ack)
     }
 }

@@ -24,8 +24,33 @@ public struct ReceiveWindow: Sendable {
 
     public var isComplete: Bool { ackedOffset == length }
 
-    /// Checks a chunk against what was granted and what already arrived.
-    public mutating func accept(offset: UInt64, count: UInt64) throws(FreightError) {
+    /// Checks a chunk against what was granted and what already arrived. Returns false for a chunk whose bytes are
+    /// all held already (a sender sends again from an offset after a broken link; docs/core.md): the caller drops
+    /// it quietly. A chunk that overlaps what is held only in part, lies past the credit or past the message, is a
+    /// protocol violation.
+    @discardableResult
+    public mutating func accept(offset: UInt64, count: UInt64) throws(FreightError) -> Bool {
+        let end = try checkedEnd(offset: offset, count: count)
+        if try isHeld(offset: offset, end: end) { return false }
+        accepted[offset] = end
+        return true
+    }
+
+    /// Checks every piece of a chunk (pieces are accepted, and later consumed, one by one). Returns false, accepting
+    /// nothing, when the whole chunk is held already.
+    @discardableResult
+    public mutating func accept(_ chunk: DataChunk) throws(FreightError) -> Bool {
+        let end = try checkedEnd(offset: chunk.offset, count: UInt64(chunk.count))
+        if try isHeld(offset: chunk.offset, end: end) { return false }
+        var offset = chunk.offset
+        for piece in chunk.pieces where piece.readableBytes > 0 {
+            accepted[offset] = offset + UInt64(piece.readableBytes)
+            offset += UInt64(piece.readableBytes)
+        }
+        return true
+    }
+
+    private func checkedEnd(offset: UInt64, count: UInt64) throws(FreightError) -> UInt64 {
         let (end, overflow) = offset.addingReportingOverflow(count)
         guard !overflow, end <= length else {
             throw FreightError(
@@ -34,19 +59,29 @@ public struct ReceiveWindow: Sendable {
         guard end <= creditOffset else {
             throw FreightError(.protocolViolation, "chunk [\(offset), +\(count)) exceeds the credit \(creditOffset)")
         }
-        guard offset >= ackedOffset, accepted[offset] == nil, consumedAhead[offset] == nil else {
-            throw FreightError(.protocolViolation, "chunk at offset \(offset) arrived twice")
-        }
-        accepted[offset] = end
+        return end
     }
 
-    /// Checks every piece of a chunk (pieces are accepted, and later consumed, one by one).
-    public mutating func accept(_ chunk: DataChunk) throws(FreightError) {
-        var offset = chunk.offset
-        for piece in chunk.pieces {
-            try accept(offset: offset, count: UInt64(piece.readableBytes))
-            offset += UInt64(piece.readableBytes)
+    /// True when every byte of [offset, end) is held; false when none of its start is; throws on a partial overlap.
+    private func isHeld(offset: UInt64, end: UInt64) throws(FreightError) -> Bool {
+        if end <= ackedOffset && end > offset { return true }
+        guard offset >= ackedOffset else {
+            throw FreightError(
+                .protocolViolation, "chunk [\(offset), \(end)) overlaps the acknowledged offset \(ackedOffset)")
         }
+        var position = offset
+        while position < end, let next = accepted[position] ?? consumedAhead[position] { position = next }
+        if position == end { return true }
+        // Not held whole: it must not overlap anything held at all (one pass over the ranges past the
+        // acknowledgement, at most a window's chunks and their pieces).
+        for ranges in [accepted, consumedAhead] {
+            for (start, stop) in ranges where start < end && stop > offset {
+                throw FreightError(
+                    .protocolViolation,
+                    "chunk [\(offset), \(end)) overlaps bytes [\(start), \(stop)) that arrived before")
+            }
+        }
+        return false
     }
 
     /// Marks an accepted chunk as held by the app; returns the new (acked, credit) when the acknowledgement moved.

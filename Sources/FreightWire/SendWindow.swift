@@ -48,6 +48,16 @@ public struct SendWindow: Sendable {
         return (offset, end - offset, end == length)
     }
 
+    /// Sends again from `offset` (bytes past it were lost with a broken link): never below what is acknowledged,
+    /// never forward. Returns true when the next offset moved back.
+    @discardableResult
+    public mutating func rewind(to offset: UInt64) -> Bool {
+        let target = max(offset, ackedOffset)
+        guard target < nextOffset else { return false }
+        nextOffset = target
+        return true
+    }
+
     /// Applies an acknowledgement. Offsets never go backwards; an acknowledgement past what was sent is a protocol error.
     public mutating func ack(acked: UInt64, credit: UInt64) throws(FreightError) {
         guard acked <= nextOffset, acked <= length else {

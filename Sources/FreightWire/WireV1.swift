@@ -26,6 +26,8 @@ public enum WireV1 {
         case release = 12
     }
 
+    /// HELLO capability: messages resume across a broken link (docs/core.md).
+    public static let capabilityResume = "resume"
     /// DATA flag: this chunk is the last of its message.
     public static let flagLastChunk: UInt8 = 0x1
     /// SHARED flag: the frame carries the region's CRC32C.

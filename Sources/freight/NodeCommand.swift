@@ -46,6 +46,14 @@ struct NodeCommand: AsyncParsableCommand {
         name: .customLong("shared-hold"),
         help: "Seconds an app may hold another app's shared region before it is disconnected.")
     var sharedHold = Limits.sharedHoldSeconds
+    @Option(
+        name: .customLong("resume-hold"),
+        help: "Seconds a message whose link broke waits for the link to come back and resume.")
+    var resumeHold = Limits.resumeHoldSeconds
+    @Option(
+        name: .customLong("link-timeout"),
+        help: "Seconds a link's sent bytes may go unacknowledged before the link counts as broken.")
+    var linkTimeout = Limits.linkTimeoutSeconds
     @Option(name: .customLong("striping"), help: "How chunks use a link's streams: fill (one, then spill) or spread.")
     var striping = "fill"
     @Option(name: .customLong("congestion"), help: "TCP congestion control of links: reno, cubic, bbr or system.")
@@ -116,8 +124,11 @@ struct NodeCommand: AsyncParsableCommand {
                 memoryBudgetBytes: Int(try ByteCount.parse(memoryBudget)),
                 sharedMemoryBudgetBytes: Int(try ByteCount.parse(sharedMemoryBudget)),
                 sharedHoldSeconds: sharedHold,
+                resumeHoldSeconds: resumeHold,
                 directory: backend,
-                tuning: SocketTuning(congestionControl: congestion == "system" ? nil : congestion),
+                tuning: SocketTuning(
+                    congestionControl: congestion == "system" ? nil : congestion,
+                    userTimeoutMillis: linkTimeout > 0 ? linkTimeout * 1000 : nil),
                 striping: try stripingPolicy(),
                 rails: rails,
                 routes: try parsedRoutes(),

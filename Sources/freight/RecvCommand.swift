@@ -110,6 +110,7 @@ struct RecvCommand: AsyncParsableCommand {
             ]
             if let file { object["file"] = file }
             if let checked { object["checked"] = checked }
+            object["resumed_at"] = message.resumedAt
             printJSON(object)
         } else {
             var line =
@@ -118,6 +119,10 @@ struct RecvCommand: AsyncParsableCommand {
                 " via \(message.path.joined(separator: " → ")) in \(seconds.formatted(decimals: 3)) s (\(rate.formatted(decimals: 0)) MB/s)"
             if let file { line += " → \(file)" }
             if let checked { line += checked ? ", every byte checked" : ", BYTES DIFFER" }
+            if !message.resumedAt.isEmpty {
+                line +=
+                    ", resumed after a broken link at offset \(message.resumedAt.map(String.init).joined(separator: ", "))"
+            }
             printLine(line)
         }
     }

@@ -98,8 +98,11 @@ struct SendCommand: AsyncParsableCommand {
                 "seconds": report.seconds,
                 "mbps": report.megabytesPerSecond,
                 "deliveries": report.deliveries.map {
-                    ["node": $0.node, "endpoint": $0.endpointID, "address": $0.address, "app": $0.app, "path": $0.path]
-                        as [String: Any]
+                    [
+                        "node": $0.node, "endpoint": $0.endpointID, "address": $0.address, "app": $0.app,
+                        "path": $0.path,
+                        "resumed_at": $0.resumedAt,
+                    ] as [String: Any]
                 },
                 "failures": report.failures.map {
                     ["node": $0.node, "endpoint": $0.endpointID, "reason": $0.error.message, "acked": $0.ackedBytes]
@@ -113,6 +116,10 @@ struct SendCommand: AsyncParsableCommand {
                 "delivered \(ByteCount.format(Int64(report.bytes))) to \(report.destination) → \(receivers) via \(report.route)"
             line +=
                 " in \(report.seconds.formatted(decimals: 3)) s (\(report.megabytesPerSecond.formatted(decimals: 0)) MB/s)"
+            let resumes = Set(report.deliveries.flatMap(\.resumedAt)).sorted()
+            if !resumes.isEmpty {
+                line += ", resumed after a broken link at offset \(resumes.map(String.init).joined(separator: ", "))"
+            }
             printLine(line)
             for failure in report.failures {
                 printLine("  not delivered to endpoint \(failure.endpointID)@\(failure.node): \(failure.error.message)")

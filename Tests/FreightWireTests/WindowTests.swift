@@ -37,7 +37,34 @@ import Testing
         #expect(throws: FreightError.self) { try window.accept(offset: 98, count: 4) }
         #expect(throws: FreightError.self) { try window.accept(offset: UInt64.max - 1, count: 4) }
         try window.accept(offset: 0, count: 4)
-        #expect(throws: FreightError.self) { try window.accept(offset: 0, count: 4) }
+        // Overlapping in part is refused; sent again whole (after a broken link) is dropped quietly.
+        #expect(throws: FreightError.self) { try window.accept(offset: 0, count: 6) }
+        #expect(throws: FreightError.self) { try window.accept(offset: 2, count: 4) }
+    }
+
+    /// After a broken link a sender sends again from an offset: chunks the receiver holds (acknowledged, accepted,
+    /// or consumed beyond a gap) are reported as held and accepted nowhere; the rest is accepted as usual.
+    @Test func chunksSentAgainAreDroppedQuietly() throws {
+        var window = ReceiveWindow(length: 16, windowBytes: 16)
+        #expect(try window.accept(offset: 0, count: 4))
+        #expect(try window.accept(offset: 8, count: 4))
+        #expect(window.consume(offset: 0)?.acked == 4)
+        _ = window.consume(offset: 8)
+        #expect(try !window.accept(offset: 0, count: 4), "below the acknowledged offset")
+        #expect(try !window.accept(offset: 8, count: 4), "consumed beyond the gap")
+        #expect(try window.accept(offset: 4, count: 4), "the gap itself is new")
+        #expect(try !window.accept(offset: 4, count: 4), "accepted, not yet consumed")
+        _ = window.consume(offset: 4)
+        #expect(window.ackedOffset == 12)
+        var sender = SendWindow(length: 16, chunkBytes: 4)
+        try sender.ack(acked: 0, credit: 16)
+        while sender.nextChunk() != nil {}
+        try sender.ack(acked: 4, credit: 16)
+        let back = sender.rewind(to: 2)
+        #expect(back && sender.nextOffset == 4, "never below the acknowledged offset")
+        let forward = sender.rewind(to: 8)
+        #expect(!forward, "never forward")
+        #expect(sender.nextChunk()! == (4, 4, false))
     }
 }
 

@@ -52,6 +52,11 @@ public nonisolated struct Freight_Wire_V1_Hello: Sendable {
   /// In a node's answer to an app: names this session on the node's descriptor link (docs/shared-memory.md).
   public var sessionToken: UInt64 = 0
 
+  /// What this side can do beyond wire v1 as first published; a peer ignores names it does not know.
+  ///   "resume": a node holds and resumes messages across a broken link, and sends again from an offset when
+  ///             asked (Ack.resend_from); an app sends again from an offset when asked (docs/core.md).
+  public var capabilities: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Role: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -164,6 +169,13 @@ public nonisolated struct Freight_Wire_V1_Open: Sendable {
   /// regions may grant the whole length at once (docs/shared-memory.md).
   public var shared: Bool = false
 
+  /// The message was already open on this hop and its link broke: it goes on from where the receiver is
+  /// (docs/core.md). Node to node, the receiver answers with an Ack whose resend_from says where; node to app, it
+  /// only tells the app that its message resumed at resumed_at.
+  public var resume: Bool = false
+
+  public var resumedAt: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -198,9 +210,22 @@ public nonisolated struct Freight_Wire_V1_Ack: Sendable {
 
   public var creditOffset: UInt64 = 0
 
+  /// Send the body again from this offset: bytes past it were lost with a broken link (docs/core.md). Relays pass
+  /// it upstream to the message's source; a receiver drops quietly what it already holds.
+  public var resendFrom: UInt64 {
+    get {_resendFrom ?? 0}
+    set {_resendFrom = newValue}
+  }
+  /// Returns true if `resendFrom` has been explicitly set.
+  public var hasResendFrom: Bool {self._resendFrom != nil}
+  /// Clears the value of `resendFrom`. Subsequent reads from it will return its default value.
+  public mutating func clearResendFrom() {self._resendFrom = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _resendFrom: UInt64? = nil
 }
 
 /// The message was delivered: every endpoint holds all bytes and every check passed.
@@ -242,6 +267,9 @@ public nonisolated struct Freight_Wire_V1_Delivery: Sendable {
   public var app: String = String()
 
   public var path: [String] = []
+
+  /// offsets at which the message resumed after a broken link on its way
+  public var resumedAt: [UInt64] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -882,7 +910,7 @@ fileprivate nonisolated let _protobuf_package = "freight.wire.v1"
 
 nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{3}stream_index\0\u{3}stream_count\0\u{1}incarnation\0\u{3}session_token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{3}stream_index\0\u{3}stream_count\0\u{1}incarnation\0\u{3}session_token\0\u{1}capabilities\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -898,6 +926,7 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.streamCount) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
       case 8: try { try decoder.decodeSingularFixed64Field(value: &self.sessionToken) }()
+      case 9: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
       default: break
       }
     }
@@ -928,6 +957,9 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
     if self.sessionToken != 0 {
       try visitor.visitSingularFixed64Field(value: self.sessionToken, fieldNumber: 8)
     }
+    if !self.capabilities.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.capabilities, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -940,6 +972,7 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
     if lhs.streamCount != rhs.streamCount {return false}
     if lhs.incarnation != rhs.incarnation {return false}
     if lhs.sessionToken != rhs.sessionToken {return false}
+    if lhs.capabilities != rhs.capabilities {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1031,7 +1064,7 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
 
 nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Open"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0\u{1}resume\0\u{3}resumed_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1043,6 +1076,8 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.targets) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.path) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.shared) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.resume) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.resumedAt) }()
       default: break
       }
     }
@@ -1065,6 +1100,12 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
     if self.shared != false {
       try visitor.visitSingularBoolField(value: self.shared, fieldNumber: 4)
     }
+    if self.resume != false {
+      try visitor.visitSingularBoolField(value: self.resume, fieldNumber: 5)
+    }
+    if self.resumedAt != 0 {
+      try visitor.visitSingularUInt64Field(value: self.resumedAt, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1073,6 +1114,8 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.targets != rhs.targets {return false}
     if lhs.path != rhs.path {return false}
     if lhs.shared != rhs.shared {return false}
+    if lhs.resume != rhs.resume {return false}
+    if lhs.resumedAt != rhs.resumedAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1115,7 +1158,7 @@ nonisolated extension Freight_Wire_V1_EndpointRef: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Ack"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{3}acked_offset\0\u{3}credit_offset\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{3}acked_offset\0\u{3}credit_offset\0\u{3}resend_from\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1126,12 +1169,17 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
       case 1: try { try decoder.decodeSingularFixed64Field(value: &self.messageID) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.ackedOffset) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.creditOffset) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self._resendFrom) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.messageID != 0 {
       try visitor.visitSingularFixed64Field(value: self.messageID, fieldNumber: 1)
     }
@@ -1141,6 +1189,9 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
     if self.creditOffset != 0 {
       try visitor.visitSingularUInt64Field(value: self.creditOffset, fieldNumber: 3)
     }
+    try { if let v = self._resendFrom {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1148,6 +1199,7 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.messageID != rhs.messageID {return false}
     if lhs.ackedOffset != rhs.ackedOffset {return false}
     if lhs.creditOffset != rhs.creditOffset {return false}
+    if lhs._resendFrom != rhs._resendFrom {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1195,7 +1247,7 @@ nonisolated extension Freight_Wire_V1_Done: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Freight_Wire_V1_Delivery: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Delivery"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}address\0\u{1}app\0\u{1}path\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}address\0\u{1}app\0\u{1}path\0\u{3}resumed_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1207,6 +1259,7 @@ nonisolated extension Freight_Wire_V1_Delivery: SwiftProtobuf.Message, SwiftProt
       case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.app) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.path) }()
+      case 5: try { try decoder.decodeRepeatedUInt64Field(value: &self.resumedAt) }()
       default: break
       }
     }
@@ -1229,6 +1282,9 @@ nonisolated extension Freight_Wire_V1_Delivery: SwiftProtobuf.Message, SwiftProt
     if !self.path.isEmpty {
       try visitor.visitRepeatedStringField(value: self.path, fieldNumber: 4)
     }
+    if !self.resumedAt.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.resumedAt, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1237,6 +1293,7 @@ nonisolated extension Freight_Wire_V1_Delivery: SwiftProtobuf.Message, SwiftProt
     if lhs.address != rhs.address {return false}
     if lhs.app != rhs.app {return false}
     if lhs.path != rhs.path {return false}
+    if lhs.resumedAt != rhs.resumedAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,163 @@
+import FreightCore
+import FreightDirectory
+import FreightFlow
+import FreightWire
+import Testing
+
+/// Broken links and resume in the flow table (docs/core.md), driven directly.
+@Suite struct FlowResumeTests {
+    static let second: UInt64 = 1_000_000_000
+    static let app = FlowPort.session(1)
+    static let peer = FlowPort.peer("n2")
+    static let receiver = FlowPort.session(7)
+
+    static func table(hold: Int = 30) -> FlowTable {
+        FlowTable(
+            configuration: .init(
+                nodeName: "n1", windowBytes: 8 << 20, memoryBudgetBytes: 64 << 20, chunkBytesDefault: 1 << 20,
+                resumeHold: .seconds(hold)))
+    }
+
+    /// A message from `upstream` to one branch at `branch`, with `acked` of it acknowledged there.
+    static func started(
+        _ table: inout FlowTable, from upstream: FlowPort = app, to branch: FlowPort = peer, acked: UInt64,
+        resends: Bool = true
+    ) {
+        var actions: [FlowAction] = []
+        table.open(FlowTableTests.open(id: 5, length: 64 << 20), from: upstream, actions: &actions) { _, _ in
+            FlowTable.Plan(
+                branches: [Flow.Branch(port: branch, targets: [EndpointKey(node: "n2", id: 3)])],
+                upstreamResends: resends)
+        }
+        table.ack(ackFrame(5, acked: acked, credit: acked + (8 << 20)), from: branch, actions: &actions)
+    }
+
+    static func sent(_ actions: [FlowAction], to port: FlowPort) -> [Frame] {
+        FlowTableTests.sent(actions).filter { $0.1 == port }.map(\.0)
+    }
+
+    @Test func aBrokenLinkSuspendsTheBranchAndItResumesFromWhereTheReceiverIs() {
+        var table = Self.table()
+        Self.started(&table, acked: 3 << 20)
+        var actions: [FlowAction] = []
+        table.advance(to: 10 * Self.second, actions: &actions)
+        table.linkLost(Self.peer, error: FreightError(.nodeGone, "link broke"), actions: &actions)
+        #expect(Self.sent(actions, to: Self.app).isEmpty, "the sender is not told of a failure")
+        #expect(table[5]?.branches[0].isPending == true && table[5]?.branches[0].isOpen == false)
+        #expect(table.admit(5, offset: 3 << 20, count: 1 << 20, from: Self.app, actions: &actions) != nil)
+        actions = []
+        table.linkRestored(Self.peer, actions: &actions)
+        guard case .open(let open)? = Self.sent(actions, to: Self.peer).first else {
+            Issue.record("expected OPEN resume: \(actions)")
+            return
+        }
+        #expect(open.resume && open.header.id == 5 && open.targets.map(\.id) == [3])
+        // The receiver's node answers with where it is; the source is told to send again from there.
+        actions = []
+        var answer = ackFrame(5, acked: 4 << 20, credit: 12 << 20)
+        answer.resendFrom = 4 << 20
+        table.ack(answer, from: Self.peer, actions: &actions)
+        guard case .ack(let rewind)? = Self.sent(actions, to: Self.app).first else {
+            Issue.record("expected a resend request upstream: \(actions)")
+            return
+        }
+        #expect(rewind.hasResendFrom && rewind.resendFrom == 4 << 20 && rewind.ackedOffset == 4 << 20)
+    }
+
+    @Test func pastTheHoldTimeBothSidesFailNamingTheOffset() {
+        // The sending side: its suspended branch fails, and the app hears the offset.
+        var sender = Self.table(hold: 3)
+        Self.started(&sender, acked: 3 << 20)
+        var actions: [FlowAction] = []
+        sender.advance(to: 1 * Self.second, actions: &actions)
+        sender.linkLost(Self.peer, error: FreightError(.nodeGone, "link broke"), actions: &actions)
+        sender.advance(to: 3 * Self.second, actions: &actions)
+        #expect(sender.count == 1, "held within the hold time")
+        sender.advance(to: 4 * Self.second, actions: &actions)
+        guard case .abort(let abort)? = Self.sent(actions, to: Self.app).last else {
+            Issue.record("expected ABORT upstream: \(actions)")
+            return
+        }
+        #expect(abort.reason.contains("broke at offset 3145728 of 67108864") && abort.ackedOffset == 3 << 20)
+        #expect(sender.count == 0 && sender.reservedBytes == 0)
+
+        // The receiving side: the flow held for its upstream ends, and its receiver hears the offset.
+        var receiving = Self.table(hold: 3)
+        Self.started(&receiving, from: Self.peer, to: Self.receiver, acked: 2 << 20)
+        actions = []
+        receiving.advance(to: 1 * Self.second, actions: &actions)
+        receiving.upstreamLost(Self.peer, actions: &actions)
+        receiving.advance(to: 4 * Self.second, actions: &actions)
+        guard case .abort(let held)? = Self.sent(actions, to: Self.receiver).last else {
+            Issue.record("expected ABORT to the receiver: \(actions)")
+            return
+        }
+        #expect(held.reason.contains("broke at offset 2097152"))
+        #expect(receiving.count == 0 && receiving.reservedBytes == 0)
+    }
+
+    @Test func anUpstreamThatCannotSendAgainFailsAsBefore() {
+        var table = Self.table()
+        Self.started(&table, acked: 1 << 20, resends: false)
+        var actions: [FlowAction] = []
+        table.linkLost(Self.peer, error: FreightError(.nodeGone, "the link to node n2 broke"), actions: &actions)
+        guard case .abort(let abort)? = Self.sent(actions, to: Self.app).last else {
+            Issue.record("expected ABORT upstream: \(actions)")
+            return
+        }
+        #expect(abort.reason.contains("1048576 of 67108864 bytes acknowledged"))
+        #expect(table.count == 0)
+    }
+
+    /// The receiving node: the flow held for its upstream goes on when the upstream re-opens it; the sender is told
+    /// where to send from, the receiving app where it resumed, and the delivery report carries the offset.
+    @Test func theReceivingSideResumesAHeldFlow() {
+        var table = Self.table()
+        Self.started(&table, from: Self.peer, to: Self.receiver, acked: 2 << 20)
+        var actions: [FlowAction] = []
+        table.upstreamLost(Self.peer, actions: &actions)
+        var open = FlowTableTests.open(id: 5, length: 64 << 20)
+        open.resume = true
+        actions = []
+        table.resume(open, from: Self.peer, actions: &actions)
+        guard case .ack(let ack)? = Self.sent(actions, to: Self.peer).first else {
+            Issue.record("expected ACK: \(actions)")
+            return
+        }
+        #expect(ack.resendFrom == 2 << 20 && ack.ackedOffset == 2 << 20)
+        guard case .open(let notice)? = Self.sent(actions, to: Self.receiver).first else {
+            Issue.record("expected a resume notice to the app: \(actions)")
+            return
+        }
+        #expect(notice.resume && notice.resumedAt == 2 << 20)
+        actions = []
+        table.done(FlowTableTests.done(5), from: Self.receiver, actions: &actions)
+        guard case .done(let done)? = Self.sent(actions, to: Self.peer).first else {
+            Issue.record("expected DONE: \(actions)")
+            return
+        }
+        #expect(done.deliveries.first?.resumedAt == [2 << 20])
+        // The DONE was lost with the link: asked again, it is sent again; an unknown message is refused.
+        actions = []
+        table.resume(open, from: Self.peer, actions: &actions)
+        #expect(Self.sent(actions, to: Self.peer).contains { if case .done = $0 { true } else { false } })
+        actions = []
+        var unknown = FlowTableTests.open(id: 6, length: 1)
+        unknown.resume = true
+        table.resume(unknown, from: Self.peer, actions: &actions)
+        #expect(Self.sent(actions, to: Self.peer).contains { if case .abort = $0 { true } else { false } })
+    }
+
+    @Test func aLostStripeHasTheSourceSendAgainFromTheBranchAcknowledgement() {
+        var table = Self.table()
+        Self.started(&table, acked: 5 << 20)
+        var actions: [FlowAction] = []
+        table.stripeLost(Self.peer, actions: &actions)
+        guard case .ack(let ack)? = Self.sent(actions, to: Self.app).first else {
+            Issue.record("expected a resend request: \(actions)")
+            return
+        }
+        #expect(ack.resendFrom == 5 << 20)
+        #expect(table[5]?.branches[0].isOpen == true, "the link stands: no resume needed")
+    }
+}

@@ -1,0 +1,224 @@
+import Foundation
+import FreightCore
+import FreightTesting
+import Testing
+
+/// Messages that survive a broken link (docs/core.md), with real node processes on 127.0.0.1-2 whose TCP
+/// connections are killed with `ss -K` (root), as a middlebox or a flapping link would.
+@Suite(.serialized, .enabled(if: Sockets.canKill, "needs root and iproute2's ss"))
+struct ResumeTests {
+    static let gib = 1 << 30
+
+    /// n2's body bytes in, from its status.
+    static func bytesIn(_ cluster: ProcessCluster, _ node: String) async throws -> Int {
+        try await cluster.status(node)["bytes_in"] as? Int ?? 0
+    }
+
+    static func waitFor(_ cluster: ProcessCluster, _ node: String, bytesIn bytes: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while try await bytesIn(cluster, node) < bytes {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("\(node) never took in \(bytes) bytes")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Body bytes n1 put on its stripes to `peer`.
+    static func bytesBetween(_ cluster: ProcessCluster, from node: String, to peer: String) async throws -> Int {
+        let peers = try await cluster.status(node)["peers"] as? [[String: Any]] ?? []
+        return peers.first { $0["name"] as? String == peer }?["bytes_out"] as? Int ?? 0
+    }
+
+    /// Every TCP connection between the two nodes is killed at about half of a 4 GiB message: the link comes back,
+    /// the message resumes from the receiver's acknowledged offset and arrives byte-identical; both reports name the
+    /// offset, and the bytes sent between the nodes are at most the message and one window.
+    @Test func everyConnectionKilledMidMessageResumes() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 2)
+        defer { cluster.stop() }
+        let recv = try await cluster.receiver("resume/all", at: "n2", ["--check", "--count", "1"])
+        defer { recv.stop() }
+        let send = try FreightProcess([
+            "send", "resume/all", "--size", "4GiB", "--via", cluster.node("n1").socket, "--json",
+        ])
+        defer { send.stop() }
+        try await Self.waitFor(cluster, "n2", bytesIn: 2 * Self.gib)
+        #expect(send.isRunning, "the message must still be going when its link breaks")
+        try Sockets.killAll(host: "127.0.0.2")
+        #expect(try await send.waitForExit(timeout: .seconds(180)) == 0, "\(send.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
+        let received = recv.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical")
+        let receiverResumes = received?["resumed_at"] as? [Int] ?? []
+        let delivery = (send.jsonLines.first?["deliveries"] as? [[String: Any]])?.first
+        let senderResumes = delivery?["resumed_at"] as? [Int] ?? []
+        // Once, or again when a redialed connection was caught by the same kill.
+        #expect(!receiverResumes.isEmpty && senderResumes == receiverResumes, "\(receiverResumes) \(senderResumes)")
+        #expect(receiverResumes.allSatisfy { $0 > Self.gib && $0 < 4 * Self.gib }, "resumed at \(receiverResumes)")
+        let between = try await Self.bytesBetween(cluster, from: "n1", to: "n2")
+        #expect(between <= 4 * Self.gib + (32 << 20), "\(between) bytes between the nodes for a 4 GiB message")
+        try await ClusterTests.expectIdle(cluster, "n1")
+        try await ClusterTests.expectIdle(cluster, "n2")
+    }
+
+    /// One stripe of four is killed mid-message: the message goes on over the other three (the lost stripe's bytes
+    /// sent again), with no resume, and the stripe is dialed again.
+    @Test func oneStripeKilledGoesOnWithoutAResume() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 2, streams: 4)
+        defer { cluster.stop() }
+        let recv = try await cluster.receiver("resume/stripe", at: "n2", ["--check", "--count", "1"])
+        defer { recv.stop() }
+        let listen = cluster.node("n2").listen.split(separator: ":")
+        let (host, port) = (String(listen[0]), Int(listen[1])!)
+        let send = try FreightProcess([
+            "send", "resume/stripe", "--size", "4GiB", "--via", cluster.node("n1").socket, "--json",
+        ])
+        defer { send.stop() }
+        try await Self.waitFor(cluster, "n2", bytesIn: Self.gib)
+        let stripes = try Sockets.connections(to: host, port: port)
+        #expect(stripes.count == 4, "n1's four stripes to n2: \(stripes)")
+        let busiest = try #require(stripes.first)
+        try Sockets.kill(to: host, port: port, localPort: busiest.localPort)
+        #expect(try await send.waitForExit(timeout: .seconds(180)) == 0, "\(send.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
+        let received = recv.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical")
+        #expect((received?["resumed_at"] as? [Int])?.isEmpty == true, "no resume: the link stood")
+        let delivery = (send.jsonLines.first?["deliveries"] as? [[String: Any]])?.first
+        #expect((delivery?["resumed_at"] as? [Int])?.isEmpty == true)
+        try await cluster.waitForMesh()
+        try await ClusterTests.expectIdle(cluster, "n1")
+    }
+}
+
+/// A link between two network namespaces taken down mid-message (`ip link set … down`): back within the hold time,
+/// the message resumes; down past it, both sides fail naming the offset and hold nothing. Node processes run in
+/// the namespaces; links count as broken after 1 s without acknowledgements (`--link-timeout 1`).
+@Suite(.serialized, .enabled(if: getuid() == 0, "needs root for network namespaces"))
+struct LinkDownTests {
+    static let mebibyte = 1 << 20
+
+    struct Pair {
+        let lab: NetworkLab
+        let folder: String
+        let a: FreightProcess
+        let b: FreightProcess
+        func stop() {
+            a.stop()
+            b.stop()
+            lab.remove()
+            try? FileManager.default.removeItem(atPath: folder)
+        }
+        func socket(_ name: String) -> String { "\(folder)/\(name).sock" }
+        func status(_ name: String) async throws -> [String: Any] {
+            let result = try await FreightProcess.run(["status", "--via", socket(name), "--json"])
+            guard result.status == 0, let line = result.stdout.first,
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            else { throw FreightError(.internalError, "status of \(name) failed: \(result.stderr)") }
+            return object
+        }
+    }
+
+    /// Nodes a (198.18.0.1) and b (198.18.0.2) over one veth pair shaped to `rateMbit`.
+    static func pair(rateMbit: Int, extra: [String]) async throws -> Pair {
+        let lab = try NetworkLab(rails: 1, rateMbit: rateMbit)
+        let folder = NSTemporaryDirectory() + "freight-linkdown-\(UInt32.random(in: 0...UInt32.max))"
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            let binary = FreightProcess.binaryPath
+            func arguments(_ name: String, side: Int) -> [String] {
+                [
+                    "node", "--cluster", "lab", "--name", name, "--listen", "\(lab.address(rail: 0, side: side)):7400",
+                    "--socket", "\(folder)/\(name).sock", "--nvidia-smi", "off", "--link-timeout", "1", "--json",
+                    // One stripe: the link breaks whole (several would lose their idle stripes later, or not at all).
+                    "--streams", "1",
+                ] + extra
+            }
+            let a = try lab.freight(in: lab.namespaceA, arguments("a", side: 1), binary: binary)
+            let b = try lab.freight(
+                in: lab.namespaceB, arguments("b", side: 2) + ["--join", "\(lab.address(rail: 0, side: 1)):7400"],
+                binary: binary)
+            let pair = Pair(lab: lab, folder: folder, a: a, b: b)
+            do {
+                _ = try await a.waitForLine { $0.contains("\"listening\"") }
+                _ = try await b.waitForLine { $0.contains("\"listening\"") }
+                let deadline = ContinuousClock.now + .seconds(20)
+                while try await pair.status("a")["peers"].map({ ($0 as? [[String: Any]])?.count ?? 0 }) != 1 {
+                    guard ContinuousClock.now < deadline else { throw FreightError(.internalError, "no link") }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                return pair
+            } catch {
+                pair.stop()
+                throw error
+            }
+        } catch {
+            lab.remove()
+            throw error
+        }
+    }
+
+    static func receiver(_ pair: Pair, _ address: String) async throws -> FreightProcess {
+        let recv = try FreightProcess(["recv", address, "--via", pair.socket("b"), "--check", "--count", "1", "--json"])
+        _ = try await recv.waitForLine { $0.contains("\"ready\"") }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try await FreightProcess.run(["resolve", address, "--via", pair.socket("a")]).status != 0 {
+            guard ContinuousClock.now < deadline else { throw FreightError(.internalError, "a never saw \(address)") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return recv
+    }
+
+    static func waitFor(_ pair: Pair, bytesIn: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await pair.status("b")["bytes_in"] as? Int ?? 0 < bytesIn {
+            guard ContinuousClock.now < deadline else { throw FreightError(.internalError, "b never got \(bytesIn)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    @Test func aLinkDownForThreeSecondsResumes() async throws {
+        let pair = try await Self.pair(rateMbit: 800, extra: [])
+        defer { pair.stop() }
+        let recv = try await Self.receiver(pair, "lab/resume")
+        defer { recv.stop() }
+        let send = try FreightProcess(["send", "lab/resume", "--size", "512MiB", "--via", pair.socket("a"), "--json"])
+        defer { send.stop() }
+        try await Self.waitFor(pair, bytesIn: 128 * Self.mebibyte)
+        try pair.lab.setLink(rail: 0, up: false)
+        try await Task.sleep(for: .seconds(3))
+        try pair.lab.setLink(rail: 0, up: true)
+        #expect(try await send.waitForExit(timeout: .seconds(120)) == 0, "\(send.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
+        let received = recv.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical")
+        let resumes = received?["resumed_at"] as? [Int] ?? []
+        #expect(!resumes.isEmpty, "it resumed: \(recv.stdoutLines)")
+        let delivery = (send.jsonLines.first?["deliveries"] as? [[String: Any]])?.first
+        #expect(delivery?["resumed_at"] as? [Int] == resumes)
+    }
+
+    @Test func aLinkDownPastTheHoldTimeFailsBothSidesNamingTheOffset() async throws {
+        let pair = try await Self.pair(rateMbit: 800, extra: ["--resume-hold", "2"])
+        defer { pair.stop() }
+        let idle = try await pair.status("b")["rss_bytes"] as? Int ?? 0
+        let recv = try await Self.receiver(pair, "lab/lost")
+        defer { recv.stop() }
+        let send = try FreightProcess(["send", "lab/lost", "--size", "2GiB", "--via", pair.socket("a")])
+        defer { send.stop() }
+        try await Self.waitFor(pair, bytesIn: 128 * Self.mebibyte)
+        try pair.lab.setLink(rail: 0, up: false)
+        #expect(try await send.waitForExit(timeout: .seconds(60)) != 0)
+        #expect(try await recv.waitForExit(timeout: .seconds(60)) != 0)
+        #expect(send.stderr.contains("broke at offset"), "the sender names the offset: \(send.stderr)")
+        #expect(recv.stderr.contains("broke at offset"), "the receiver names the offset: \(recv.stderr)")
+        for node in ["a", "b"] {
+            let status = try await pair.status(node)
+            #expect(
+                status["messages_in_flight"] as? Int == 0 && status["memory_reserved_bytes"] as? Int == 0, "\(node)")
+        }
+        let rss = try await pair.status("b")["rss_bytes"] as? Int ?? .max
+        #expect(rss - idle < 64 * Self.mebibyte, "b holds \(rss >> 20) MiB after the failure, \(idle >> 20) MiB idle")
+    }
+}
