@@ -140,7 +140,7 @@ import Testing
                 upstreams[id] = upstream
                 if table.open(
                     open, from: upstream, actions: &actions,
-                        plan: { _, _ in FlowTable.Plan(branches: branches, upstreamResends: resends) })
+                    plan: { _, _ in FlowTable.Plan(branches: branches, upstreamResends: resends) })
                     != nil
                 {
                     started.insert(id)
