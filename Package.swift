@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "FreightNode", targets: ["FreightNode"]),
         .library(name: "FreightTesting", targets: ["FreightTesting"]),
         .library(name: "FreightDirectory", targets: ["FreightDirectory"]),
+        // For Fuzz/ (libFuzzer targets of the parsers) and other tools outside this package.
+        .library(name: "FreightFuzzing", targets: ["FreightFuzzing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -52,6 +54,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The parsers' fuzz targets as plain functions: Fuzz/ (libFuzzer) and FuzzCorpusTests call them.
+        .target(
+            name: "FreightFuzzing",
+            dependencies: [
+                "FreightCore", "FreightWire", "FreightTransport", .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
         .target(
             name: "FreightNode",
             dependencies: [
@@ -127,6 +136,7 @@ let package = Package(
         .testTarget(
             name: "FreightWireTests",
             dependencies: [
+                "FreightFuzzing",
                 "FreightWire", "FreightCore", "FreightTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -24,6 +24,8 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     var lostAtNanos: UInt64?
     /// A stripe broke while others stand: its bytes go again once the loss settled (`Limits.stripeLossSettleMillis`).
     var stripeLossPending = false
+    /// When this node last sent heartbeats on the link's stripes.
+    var heartbeatNanos: UInt64 = 0
     var controlLossPending = false
     /// Body bytes sent on each stripe.
     var stripeBytes: [UInt64]

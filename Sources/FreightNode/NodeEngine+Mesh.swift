@@ -28,6 +28,7 @@ extension NodeEngine {
         for member in members.values where member.isUp && member.egress.contains(where: { $0 == nil }) {
             dial(member)
         }
+        sendHeartbeats()
         for member in members.values where !member.isUp {
             member.dialAttempts += 1
             if let lost = member.lostAtNanos {
@@ -339,7 +340,7 @@ extension NodeEngine {
             lostEgress = true
         }
         let lostIngress = member.ingress.remove(connection) != nil
-        guard member.resumes else { return peerDown(member.name, reason: reason) }
+        guard member.resumes, !stopping else { return peerDown(member.name, reason: reason) }
         let port = Port.peer(member.name)
         if lostIngress && member.ingress.isEmpty {
             // Nothing the peer sends can arrive: its messages wait here for it to re-open them.
@@ -376,6 +377,20 @@ extension NodeEngine {
                 member.controlLossPending = false
                 performFlowActions()
             }
+        }
+    }
+
+    /// Every stripe of every link gets a heartbeat (an ACK of message 0, which no flow has; every node ignores it)
+    /// a third of the link timeout after the last: a link that went dark then has unacknowledged bytes on each of
+    /// its stripes, so TCP_USER_TIMEOUT finds it broken even where nothing else was being sent (a receiver that
+    /// only waits for the next chunk would otherwise never notice).
+    func sendHeartbeats() {
+        let intervalNanos = UInt64(max(1, (configuration.tuning.userTimeoutMillis ?? 30_000) / 3000)) * 1_000_000_000
+        let now = nowNanos
+        for member in members.values
+        where member.resumes && member.isUp && now &- member.heartbeatNanos >= intervalNanos {
+            member.heartbeatNanos = now
+            for stripe in member.egress { stripe?.send(.ack(0, acked: 0, credit: 0)) }
         }
     }
 

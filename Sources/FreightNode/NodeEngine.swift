@@ -74,6 +74,8 @@ public final class NodeEngine: @unchecked Sendable {
     var planner: DeliveryPlanner
     var tieBreak: UInt64 = 0
     var maintenance: RepeatedTask?
+    /// Set when `stop()` begins: links that close then are not redialed or resumed.
+    var stopping = false
 
     // Shared memory (docs/shared-memory.md).
     var descriptorListener: DescriptorListener?
@@ -196,6 +198,7 @@ public final class NodeEngine: @unchecked Sendable {
         await configuration.directory?.stop()
         let closing: [EventLoopFuture<Void>] =
             (try? await eventLoop.submit { [self] in
+                stopping = true
                 maintenance?.cancel()
                 maintenance = nil
                 var futures: [EventLoopFuture<Void>] = []

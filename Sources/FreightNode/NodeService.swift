@@ -29,12 +29,8 @@ public struct NodeService: Service {
             throw error
         }
         onReady(engine)
-        await withGracefulShutdownHandler {
-            while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                try? await Task.sleep(for: .milliseconds(200))
-            }
-        } onGracefulShutdown: {
-        }
+        // Until the service group shuts down gracefully (SIGTERM, SIGINT) or is cancelled: no polling.
+        try? await gracefulShutdown()
         await detach()
         await engine.stop()
     }

@@ -3,11 +3,28 @@ import FreightCore
 import FreightTesting
 import Testing
 
-/// Messages that survive a broken link (docs/core.md), with real node processes on 127.0.0.1-2 whose TCP
+/// Messages that survive a broken link (docs/core.md), with real node processes on 127.0.0.21-22 whose TCP
 /// connections are killed with `ss -K` (root), as a middlebox or a flapping link would.
 @Suite(.serialized, .enabled(if: Sockets.canKill, "needs root and iproute2's ss"))
 struct ResumeTests {
     static let gib = 1 << 30
+
+    /// Two nodes on addresses no other suite uses (127.0.0.21 and .22): the connections these tests kill are theirs
+    /// alone, whatever runs beside them.
+    static func pair(streams: Int = 4) async throws -> ProcessCluster {
+        let cluster = try ProcessCluster()
+        do {
+            let n1 = try await cluster.startNode(
+                name: "n1", host: "127.0.0.21", join: [], extraArguments: ["--streams", "\(streams)"])
+            try await cluster.startNode(
+                name: "n2", host: "127.0.0.22", join: [n1.listen], extraArguments: ["--streams", "\(streams)"])
+            try await cluster.waitForMesh()
+            return cluster
+        } catch {
+            cluster.stop()
+            throw error
+        }
+    }
 
     /// n2's body bytes in, from its status.
     static func bytesIn(_ cluster: ProcessCluster, _ node: String) async throws -> Int {
@@ -35,7 +52,7 @@ struct ResumeTests {
     /// the message resumes from the receiver's acknowledged offset and arrives byte-identical; both reports name the
     /// offset, and the bytes sent between the nodes are at most the message and one window.
     @Test func everyConnectionKilledMidMessageResumes() async throws {
-        let cluster = try await ProcessCluster.start(nodes: 2)
+        let cluster = try await Self.pair()
         defer { cluster.stop() }
         let recv = try await cluster.receiver("resume/all", at: "n2", ["--check", "--count", "1"])
         defer { recv.stop() }
@@ -45,7 +62,7 @@ struct ResumeTests {
         defer { send.stop() }
         try await Self.waitFor(cluster, "n2", bytesIn: 2 * Self.gib)
         #expect(send.isRunning, "the message must still be going when its link breaks")
-        try Sockets.killAll(host: "127.0.0.2")
+        try Sockets.killAll(host: "127.0.0.22")
         #expect(try await send.waitForExit(timeout: .seconds(180)) == 0, "\(send.stderr)")
         #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
         let received = recv.jsonLines.first { $0["event"] as? String == "received" }
@@ -65,7 +82,7 @@ struct ResumeTests {
     /// One stripe of four is killed mid-message: the message goes on over the other three (the lost stripe's bytes
     /// sent again), with no resume, and the stripe is dialed again.
     @Test func oneStripeKilledGoesOnWithoutAResume() async throws {
-        let cluster = try await ProcessCluster.start(nodes: 2, streams: 4)
+        let cluster = try await Self.pair(streams: 4)
         defer { cluster.stop() }
         let recv = try await cluster.receiver("resume/stripe", at: "n2", ["--check", "--count", "1"])
         defer { recv.stop() }
