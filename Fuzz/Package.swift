@@ -11,7 +11,8 @@ let package = Package(
         .executableTarget(
             name: "FreightFuzz",
             dependencies: [.product(name: "FreightFuzzing", package: "Freight")],
-            swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-parse-as-library"])]
+            swiftSettings: [.swiftLanguageMode(.v6), .unsafeFlags(["-parse-as-library"])],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--allow-multiple-definition"])]
         )
     ]
 )

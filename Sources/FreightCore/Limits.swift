@@ -44,6 +44,13 @@ public enum Limits {
     /// Milliseconds a node waits after one stripe of a link broke before it has that stripe's bytes sent again: when
     /// the whole link is breaking, its other stripes close within this time and the message resumes once.
     public static let stripeLossSettleMillis = 100
+    /// Largest `--resume-hold`.
+    public static let resumeHoldSecondsMax = 3600
+    /// Heartbeats a node sends on each stripe per link timeout (so a dark link has bytes unacknowledged on every
+    /// stripe well before the timeout ends).
+    public static let heartbeatsPerLinkTimeout = 3
+    /// Bytes of an app's label (its HELLO name) a node keeps.
+    public static let appLabelBytesMax = 128
     /// Outcomes (DONE/ABORT) a node remembers for peers whose link broke before the outcome arrived.
     public static let outcomesRememberedMax = 4096
     /// Nodes a message may pass on its way (the sender's node, relays, the receiver's node): a path longer than this

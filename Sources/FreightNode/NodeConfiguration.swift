@@ -111,8 +111,10 @@ public struct NodeConfiguration: Sendable {
         guard memoryBudgetBytes >= windowBytes else {
             throw FreightError(.invalidArgument, "memory budget \(memoryBudgetBytes) is smaller than one window")
         }
-        guard (1...3600).contains(resumeHoldSeconds) else {
-            throw FreightError(.invalidArgument, "--resume-hold \(resumeHoldSeconds) is out of range 1...3600 seconds")
+        guard (1...Limits.resumeHoldSecondsMax).contains(resumeHoldSeconds) else {
+            throw FreightError(
+                .invalidArgument,
+                "--resume-hold \(resumeHoldSeconds) is out of range 1...\(Limits.resumeHoldSecondsMax) seconds")
         }
         guard sharedMemoryBudgetBytes >= 0, sharedHoldSeconds >= 1 else {
             throw FreightError(.invalidArgument, "--shared-memory-budget must be >= 0 and --shared-hold >= 1 s")

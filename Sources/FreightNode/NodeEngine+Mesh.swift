@@ -34,7 +34,8 @@ extension NodeEngine {
             if let lost = member.lostAtNanos {
                 // A link that broke is redialed for as long as its messages are held.
                 // A moment after the hold time: its messages fail first, each naming the offset it reached.
-                if nowNanos &- lost >= UInt64(configuration.resumeHoldSeconds + 2) * 1_000_000_000 {
+                let forget = configuration.resumeHoldSeconds + Self.forgetAfterHoldSeconds
+                if nowNanos &- lost >= UInt64(forget) * 1_000_000_000 {
                     peerDown(
                         member.name,
                         reason: "the link broke and did not come back within \(configuration.resumeHoldSeconds) s")
@@ -261,9 +262,9 @@ extension NodeEngine {
             for member in members.values { member.control?.send(.endpoints(update)) }
         }
         if !removed.isEmpty {
-            for start in stride(from: 0, to: removed.count, by: 4096) {
+            for start in stride(from: 0, to: removed.count, by: Self.removalsPerFrameMax) {
                 var update = Freight_Wire_V1_Endpoints()
-                update.removed = Array(removed[start..<min(removed.count, start + 4096)])
+                update.removed = Array(removed[start..<min(removed.count, start + Self.removalsPerFrameMax)])
                 for member in members.values { member.control?.send(.endpoints(update)) }
             }
         }
@@ -385,7 +386,8 @@ extension NodeEngine {
     /// its stripes, so TCP_USER_TIMEOUT finds it broken even where nothing else was being sent (a receiver that
     /// only waits for the next chunk would otherwise never notice).
     func sendHeartbeats() {
-        let intervalNanos = UInt64(max(1, (configuration.tuning.userTimeoutMillis ?? 30_000) / 3000)) * 1_000_000_000
+        let timeoutMillis = configuration.tuning.userTimeoutMillis ?? Limits.linkTimeoutSeconds * 1000
+        let intervalNanos = UInt64(max(1000, timeoutMillis / Limits.heartbeatsPerLinkTimeout)) * 1_000_000
         let now = nowNanos
         for member in members.values
         where member.resumes && member.isUp && now &- member.heartbeatNanos >= intervalNanos {

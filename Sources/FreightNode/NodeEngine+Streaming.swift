@@ -201,7 +201,7 @@ extension NodeEngine {
         if stream.remaining > 0 && !stream.outputs.isEmpty {
             var left = stream.remaining
             while left > 0 {
-                let count = min(left, 1 << 20)
+                let count = min(left, Self.fillerPieceBytes)
                 var zeros = connection.channel.allocator.buffer(capacity: count)
                 zeros.writeRepeatingByte(0, count: count)
                 for output in stream.outputs { output.connection.streamPiece(zeros, token: output.token) }

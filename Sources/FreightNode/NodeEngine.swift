@@ -71,6 +71,15 @@ public final class NodeEngine: @unchecked Sendable {
     /// Shared chunks for a peer at most this long are copied into the link's writes rather than sent with
     /// `sendfile` (docs/performance.md, "Small shared chunks are copied").
     static let copiedChunkBytesMax = 64 * 1024
+    /// How often the node dials what is missing, closes what stalled, sends heartbeats and lets hold times pass.
+    static let maintenanceInterval = TimeAmount.seconds(1)
+    /// A member whose link broke is forgotten this long after the hold time, so that its messages fail first, each
+    /// naming the offset it reached.
+    static let forgetAfterHoldSeconds = 2
+    /// Endpoint ids in one ENDPOINTS frame's `removed` (8 bytes each at most: well within a control frame).
+    static let removalsPerFrameMax = 4096
+    /// Filler written per piece for a chunk cut off mid-stream.
+    static let fillerPieceBytes = 1 << 20
     var planner: DeliveryPlanner
     var tieBreak: UInt64 = 0
     var maintenance: RepeatedTask?
@@ -185,7 +194,9 @@ public final class NodeEngine: @unchecked Sendable {
             try startDescriptorListener()
             for seed in configuration.joins { seeds[seed] = SeedState() }
             maintain()
-            maintenance = eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
+            maintenance = eventLoop.scheduleRepeatedTask(
+                initialDelay: Self.maintenanceInterval, delay: Self.maintenanceInterval
+            ) { [self] _ in
                 maintain()
             }
         }.get()
@@ -366,7 +377,8 @@ extension NodeEngine: FrameConnectionDelegate {
         case .app:
             // An app attached; answer with this node's hello.
             connection.sendPreface()
-            let session = AppSession(id: connection.id, connection: connection, label: String(hello.name.prefix(128)))
+            let session = AppSession(
+                id: connection.id, connection: connection, label: String(hello.name.prefix(Limits.appLabelBytesMax)))
             session.resends = hello.capabilities.contains(WireV1.capabilityResume)
             guard case .hello(var reply) = helloFrame(role: .node) else { return }
             reply.sessionToken = session.token
