@@ -60,7 +60,10 @@ public struct FlowTable: Sendable {
     /// Outcomes sent to peers lately, by message: a peer whose link broke before the outcome arrived asks again
     /// (OPEN resume) and is answered from here. Kept for the hold time, at most `Limits.outcomesRememberedMax`.
     private var recentOutcomes: [UInt64: (upstream: FlowPort, frame: Frame, atNanos: UInt64)] = [:]
+    /// Remembered outcomes oldest first, from `recentHead` on (entries before it are forgotten; compacted now and
+    /// then, so that forgetting costs nothing per message).
     private var recentOrder: [UInt64] = []
+    private var recentHead = 0
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -352,11 +355,18 @@ public struct FlowTable: Sendable {
     }
 
     private mutating func remember(_ outcome: Frame, of id: UInt64, for upstream: FlowPort) {
-        if recentOutcomes.count >= Limits.outcomesRememberedMax, let oldest = recentOrder.first {
-            recentOrder.removeFirst()
-            recentOutcomes[oldest] = nil
-        }
+        if recentOutcomes.count >= Limits.outcomesRememberedMax { forgetOldestOutcome() }
         if recentOutcomes.updateValue((upstream, outcome, nowNanos), forKey: id) == nil { recentOrder.append(id) }
+    }
+
+    private mutating func forgetOldestOutcome() {
+        guard recentHead < recentOrder.count else { return }
+        recentOutcomes[recentOrder[recentHead]] = nil
+        recentHead += 1
+        if recentHead >= Limits.outcomesRememberedMax {
+            recentOrder.removeFirst(recentHead)
+            recentHead = 0
+        }
     }
 
     private mutating func release(_ flow: Flow, actions: inout [FlowAction]) {
@@ -408,9 +418,14 @@ public struct FlowTable: Sendable {
                     ), actions: &actions)
             }
         }
-        while let oldest = recentOrder.first, let entry = recentOutcomes[oldest], nowNanos &- entry.atNanos >= hold {
-            recentOrder.removeFirst()
-            recentOutcomes[oldest] = nil
+        while recentHead < recentOrder.count {
+            let oldest = recentOrder[recentHead]
+            guard let entry = recentOutcomes[oldest] else {
+                forgetOldestOutcome()
+                continue
+            }
+            guard nowNanos &- entry.atNanos >= hold else { break }
+            forgetOldestOutcome()
         }
     }
 
@@ -466,7 +481,7 @@ public struct FlowTable: Sendable {
         for flow in flows.values where flow.upstream == peer {
             actions.append(.send(.ack(flow.id, acked: flow.upstreamAcked, credit: flow.upstreamCredit), to: peer))
         }
-        for id in recentOrder {
+        for id in recentOrder[recentHead...] {
             if let entry = recentOutcomes[id], entry.upstream == peer { actions.append(.send(entry.frame, to: peer)) }
         }
     }

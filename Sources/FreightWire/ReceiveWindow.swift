@@ -15,6 +15,8 @@ public struct ReceiveWindow: Sendable {
     /// Accepted but not yet consumed, or consumed beyond a gap: start -> end.
     private var accepted: [UInt64: UInt64] = [:]
     private var consumedAhead: [UInt64: UInt64] = [:]
+    /// The end of the furthest byte that arrived.
+    private var highestEnd: UInt64 = 0
 
     public init(length: UInt64, windowBytes: UInt64) {
         self.length = length
@@ -33,6 +35,7 @@ public struct ReceiveWindow: Sendable {
         let end = try checkedEnd(offset: offset, count: count)
         if try isHeld(offset: offset, end: end) { return false }
         accepted[offset] = end
+        highestEnd = max(highestEnd, end)
         return true
     }
 
@@ -47,6 +50,7 @@ public struct ReceiveWindow: Sendable {
             accepted[offset] = offset + UInt64(piece.readableBytes)
             offset += UInt64(piece.readableBytes)
         }
+        highestEnd = max(highestEnd, end)
         return true
     }
 
@@ -72,16 +76,20 @@ public struct ReceiveWindow: Sendable {
         var position = offset
         while position < end, let next = accepted[position] ?? consumedAhead[position] { position = next }
         if position == end { return true }
-        // Not held whole: it must not overlap anything held at all (one pass over the ranges past the
-        // acknowledgement, at most a window's chunks and their pieces).
-        for ranges in [accepted, consumedAhead] {
-            for (start, stop) in ranges where start < end && stop > offset {
-                throw FreightError(
-                    .protocolViolation,
-                    "chunk [\(offset), \(end)) overlaps bytes [\(start), \(stop)) that arrived before")
-            }
+        // Not held whole: it must not overlap anything held. Past every byte that arrived (the usual case: chunks
+        // come mostly in order) nothing can overlap; otherwise one pass over the ranges held past the
+        // acknowledgement (at most a window's chunks and their pieces).
+        if offset >= highestEnd { return false }
+        for (start, stop) in accepted where start < end && stop > offset { throw overlap(offset, end, start, stop) }
+        for (start, stop) in consumedAhead where start < end && stop > offset {
+            throw overlap(offset, end, start, stop)
         }
         return false
+    }
+
+    private func overlap(_ offset: UInt64, _ end: UInt64, _ start: UInt64, _ stop: UInt64) -> FreightError {
+        FreightError(
+            .protocolViolation, "chunk [\(offset), \(end)) overlaps bytes [\(start), \(stop)) that arrived before")
     }
 
     /// Marks an accepted chunk as held by the app; returns the new (acked, credit) when the acknowledgement moved.
