@@ -32,8 +32,6 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     var sharedBlock: SharedBuffer?
     /// The pool had no room for the next chunk: pumped again when a region comes back.
     var waitingForRegion = false
-    /// Offsets the body was sent again from, after links on the way broke.
-    var resentFrom: [UInt64] = []
 
     init(
         id: UInt64, destination: String, window: SendWindow, body: OutgoingBody,
@@ -153,7 +151,7 @@ extension ClientCore {
                 connection?.send(.abort(ack.messageID, error))
                 return transfer.fail(error)
             }
-            if transfer.window.rewind(to: ack.resendFrom) { transfer.resentFrom.append(ack.resendFrom) }
+            transfer.window.rewind(to: ack.resendFrom)
         }
         pump(transfer)
     }

@@ -185,6 +185,9 @@ public struct Subscription: AsyncSequence, Sendable {
 /// What the node tells an app about a message while its body arrives (it resumed after a broken link).
 final class MessageNotes: Sendable {
     private let state = Mutex<[UInt64]>([])
-    func resumed(at offset: UInt64) { state.withLock { $0.append(offset) } }
+    /// A node's resume notice (at most `Limits.resumesRecordedMax` kept: notices come from the network).
+    func resumed(at offset: UInt64) {
+        state.withLock { if $0.count < Limits.resumesRecordedMax { $0.append(offset) } }
+    }
     var resumes: [UInt64] { state.withLock { $0 } }
 }

@@ -44,6 +44,9 @@ public enum Limits {
     /// Milliseconds a node waits after one stripe of a link broke before it has that stripe's bytes sent again: when
     /// the whole link is breaking, its other stripes close within this time and the message resumes once.
     public static let stripeLossSettleMillis = 100
+    /// Resume offsets one message records at one node, and an app keeps for one message: a link that flaps
+    /// cannot make either grow without bound (later resumes still happen, they are not listed).
+    public static let resumesRecordedMax = 16
     /// Largest `--resume-hold`.
     public static let resumeHoldSecondsMax = 3600
     /// Heartbeats a node sends on each stripe per link timeout (so a dark link has bytes unacknowledged on every

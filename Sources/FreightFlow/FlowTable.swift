@@ -536,7 +536,7 @@ public struct FlowTable: Sendable {
         }
         let offset = flow.upstreamAcked
         flows[id]!.upstreamLostNanos = nil
-        flows[id]!.resumes.append(offset)
+        if flow.resumes.count < Limits.resumesRecordedMax { flows[id]!.resumes.append(offset) }
         actions.append(
             .send(.ack(id, acked: offset, credit: flow.upstreamCredit, resendFrom: offset), to: port))
         var notice = Freight_Wire_V1_Open()

@@ -82,31 +82,12 @@ public final class NetworkLab: Sendable {
     }
 
     static func run(ip: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ip)
-        process.arguments = arguments
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw FreightError(.internalError, "ip \(arguments.joined(separator: " ")): \(message)")
-        }
+        try Command.run(ip, arguments)
     }
 
     /// Namespaces named by an earlier lab whose process is gone.
     static func removeStale(ip: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ip)
-        process.arguments = ["netns", "list"]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return }
-        let listing = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        guard let listing = try? Command.run(ip, ["netns", "list"]) else { return }
         for line in listing.split(separator: "\n") {
             let name = String(line.split(separator: " ").first ?? "")
             guard name.hasPrefix("frl"), name.count > 4, let pid = Int32(name.dropFirst(3).dropLast()) else { continue }

@@ -17,16 +17,7 @@ public enum Sockets {
     @discardableResult
     public static func run(_ arguments: [String]) throws -> String {
         guard let ss else { throw FreightError(.internalError, "iproute2's ss is not installed") }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ss)
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return text
+        return try Command.run(ss, arguments)
     }
 
     /// Kills every TCP connection between `host` and the rest of this machine (both ends, in one pass).

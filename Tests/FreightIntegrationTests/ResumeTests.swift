@@ -195,7 +195,7 @@ struct LinkDownTests {
         }
     }
 
-    @Test func aLinkDownForThreeSecondsResumes() async throws {
+    @Test func aLinkDownForSecondsResumes() async throws {
         let pair = try await Self.pair(rateMbit: 800, extra: [])
         defer { pair.stop() }
         let recv = try await Self.receiver(pair, "lab/resume")
@@ -204,7 +204,10 @@ struct LinkDownTests {
         defer { send.stop() }
         try await Self.waitFor(pair, bytesIn: 128 * Self.mebibyte)
         try pair.lab.setLink(rail: 0, up: false)
-        try await Task.sleep(for: .seconds(3))
+        // TCP notices a dark link at a retransmission after the link timeout (1 s here); with its back-off those come
+        // at about 0.2, 0.6, 1.4 and 3 s, later on a loaded machine, so 3 s down can be bridged by TCP alone. 4 s
+        // makes the break certain: the message must resume.
+        try await Task.sleep(for: .seconds(4))
         try pair.lab.setLink(rail: 0, up: true)
         #expect(try await send.waitForExit(timeout: .seconds(120)) == 0, "\(send.stderr)")
         #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")

@@ -255,6 +255,9 @@ import Testing
             buffer = nil
             let reclaimed = await eventually(timeout: .seconds(8)) { (try? await sender.allocate(size)) != nil }
             #expect(reclaimed, "the region came back after the hold limit")
+            // The hoarder learns of its disconnection on its own loop, a moment after the node returned the region.
+            let disconnected = await eventually(timeout: .seconds(8)) { (try? await receiver.status()) == nil }
+            #expect(disconnected, "the hoarder was disconnected")
             #expect(throws: FreightError.self) { try held[0].withUnsafeBytes { $0.count } }
             await #expect(throws: FreightError.self) { _ = try await receiver.status() }
             await sender.close()
