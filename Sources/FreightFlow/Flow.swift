@@ -72,6 +72,9 @@ public struct Flow: Sendable {
     public internal(set) var upstreamLostNanos: UInt64?
     /// Offsets at which the upstream link resumed at this node.
     public internal(set) var resumes: [UInt64] = []
+    /// The upstream was asked to send again from this offset (a resume) and no chunk from there has arrived yet:
+    /// the request goes again whenever acknowledgements to it may have been lost (``FlowTable/controlLost(_:actions:)``).
+    public internal(set) var resendAwaited: UInt64?
 
     public var length: UInt64 { header.length }
     public var allBranchesFinished: Bool { !branches.contains { $0.isPending } }

@@ -202,6 +202,7 @@ public struct FlowTable: Sendable {
             return nil
         }
         flows.values[slot].bytesForwarded += UInt64(count)
+        if flow.resendAwaited == offset { flows.values[slot].resendAwaited = nil }
         return flow
     }
 
@@ -476,10 +477,16 @@ public struct FlowTable: Sendable {
     }
 
     /// This node's control stripe to `peer` broke, so acknowledgements and outcomes on it may be lost: the latest of
-    /// each goes again (acknowledgements are cumulative; a repeated outcome is ignored).
+    /// each goes again (acknowledgements are cumulative; a repeated outcome is ignored). A request to send again
+    /// that no chunk has answered yet goes again with it: lost, the sender would wait for credit and this node for
+    /// bytes, each for ever.
     public mutating func controlLost(_ peer: FlowPort, actions: inout [FlowAction]) {
         for flow in flows.values where flow.upstream == peer {
-            actions.append(.send(.ack(flow.id, acked: flow.upstreamAcked, credit: flow.upstreamCredit), to: peer))
+            actions.append(
+                .send(
+                    .ack(
+                        flow.id, acked: flow.upstreamAcked, credit: flow.upstreamCredit,
+                        resendFrom: flow.resendAwaited), to: peer))
         }
         for id in recentOrder[recentHead...] {
             if let entry = recentOutcomes[id], entry.upstream == peer { actions.append(.send(entry.frame, to: peer)) }
@@ -536,6 +543,7 @@ public struct FlowTable: Sendable {
         }
         let offset = flow.upstreamAcked
         flows[id]!.upstreamLostNanos = nil
+        if offset < flow.length { flows[id]!.resendAwaited = offset }
         if flow.resumes.count < Limits.resumesRecordedMax { flows[id]!.resumes.append(offset) }
         actions.append(
             .send(.ack(id, acked: offset, credit: flow.upstreamCredit, resendFrom: offset), to: port))

@@ -250,7 +250,9 @@ extension NodeEngine {
         performingFlowActions = false
     }
 
-    /// Sends a control frame to a port; a port that is gone drops it.
+    /// Sends a control frame to a port; a port that is gone drops it. A peer's frames go on this node's control
+    /// stripe to it, or, while this node's own stripes are down (its link broke and the peer dialed back first), on
+    /// a stripe the peer dialed: an answer to its OPEN resume must not wait for this node's redial.
     func send(_ frame: Frame, to port: Port) {
         switch port {
         case .session(let id):
@@ -258,7 +260,8 @@ extension NodeEngine {
         case .local(let id):
             if let local = localPorts[id] { eventLoop.execute { local.deliver(frame) } }
         case .peer(let node):
-            members[node]?.control?.send(frame)
+            guard let member = members[node] else { return }
+            (member.control ?? member.ingress.first)?.send(frame)
         }
     }
 }

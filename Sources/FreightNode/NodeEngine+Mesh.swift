@@ -148,7 +148,15 @@ extension NodeEngine {
         guard let member = learn(name: hello.name, listen: listen, incarnation: hello.incarnation) else {
             return reject(connection, "too many members")
         }
+        // The peer dials a stripe again only once it counts the old one broken; what the old one still shows here
+        // (a chunk cut off by a link that went dark, so its close never arrived) is gone, and the peer sends it
+        // again: waiting for that connection's own timeout would hold the partial chunk for nothing.
+        let replaced = member.ingress.filter { $0.hello?.streamIndex == hello.streamIndex }
         member.ingress.insert(connection)
+        for stale in replaced {
+            logger.info("node \(member.name) dialed stripe \(hello.streamIndex) again: closing \(stale)")
+            stale.close()
+        }
         if !member.isUp { dial(member) }
     }
 

@@ -148,6 +148,34 @@ import Testing
         #expect(Self.sent(actions, to: Self.peer).contains { if case .abort = $0 { true } else { false } })
     }
 
+    /// The answer to OPEN resume can be lost (this node's own stripes were still down, or broke again): until a chunk
+    /// from the asked offset arrives, every resend of acknowledgements asks again, or the sender would wait for
+    /// credit and this node for bytes, each for ever.
+    @Test func aResendRequestGoesAgainUntilAChunkAnswersIt() {
+        var table = Self.table()
+        Self.started(&table, from: Self.peer, to: Self.receiver, acked: 2 << 20)
+        var actions: [FlowAction] = []
+        table.linkLost(Self.peer, error: FreightError(.nodeGone, "link broke"), actions: &actions)
+        var open = FlowTableTests.open(id: 5, length: 64 << 20)
+        open.resume = true
+        table.resume(open, from: Self.peer, actions: &actions)
+        actions = []  // lost with the link
+        table.linkRestored(Self.peer, actions: &actions)
+        guard case .ack(let again)? = Self.sent(actions, to: Self.peer).first else {
+            Issue.record("expected ACK: \(actions)")
+            return
+        }
+        #expect(again.hasResendFrom && again.resendFrom == 2 << 20, "asked again")
+        #expect(table.admit(5, offset: 2 << 20, count: 1 << 20, from: Self.peer, actions: &actions) != nil)
+        actions = []
+        table.controlLost(Self.peer, actions: &actions)
+        guard case .ack(let answered)? = Self.sent(actions, to: Self.peer).first else {
+            Issue.record("expected ACK: \(actions)")
+            return
+        }
+        #expect(!answered.hasResendFrom, "a chunk from the offset answered it: not asked again")
+    }
+
     @Test func aLostStripeHasTheSourceSendAgainFromTheBranchAcknowledgement() {
         var table = Self.table()
         Self.started(&table, acked: 5 << 20)

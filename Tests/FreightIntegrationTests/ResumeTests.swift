@@ -128,6 +128,16 @@ struct LinkDownTests {
             try? FileManager.default.removeItem(atPath: folder)
         }
         func socket(_ name: String) -> String { "\(folder)/\(name).sock" }
+        /// What both nodes and both apps said, for a failure's record.
+        func explain(send: FreightProcess, recv: FreightProcess) async {
+            for (name, node) in [("a", a), ("b", b)] {
+                let status = (try? await status(name)).map { "\($0)" } ?? "no status"
+                let log = node.stdoutLines.suffix(200).joined(separator: "\n") + "\n" + node.stderr.suffix(20000)
+                Issue.record("node \(name): \(status)\n\(log)")
+            }
+            let apps = "send: \(send.stdoutLines) \(send.stderr.suffix(2000))"
+            Issue.record("\(apps)\nrecv: \(recv.stdoutLines) \(recv.stderr.suffix(2000))")
+        }
         func status(_ name: String) async throws -> [String: Any] {
             let result = try await FreightProcess.run(["status", "--via", socket(name), "--json"])
             guard result.status == 0, let line = result.stdout.first,
@@ -196,7 +206,7 @@ struct LinkDownTests {
     }
 
     @Test func aLinkDownForSecondsResumes() async throws {
-        let pair = try await Self.pair(rateMbit: 800, extra: [])
+        let pair = try await Self.pair(rateMbit: 800, extra: ["--log-level", "debug"])
         defer { pair.stop() }
         let recv = try await Self.receiver(pair, "lab/resume")
         defer { recv.stop() }
@@ -209,7 +219,9 @@ struct LinkDownTests {
         // makes the break certain: the message must resume.
         try await Task.sleep(for: .seconds(4))
         try pair.lab.setLink(rail: 0, up: true)
-        #expect(try await send.waitForExit(timeout: .seconds(120)) == 0, "\(send.stderr)")
+        let sent = try? await send.waitForExit(timeout: .seconds(120))
+        if sent != 0 { await pair.explain(send: send, recv: recv) }
+        #expect(sent == 0, "\(send.stderr)")
         #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
         let received = recv.jsonLines.first { $0["event"] as? String == "received" }
         #expect(received?["checked"] as? Bool == true, "byte-identical")
