@@ -38,7 +38,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "FreightDirectory", dependencies: ["FreightCore"], swiftSettings: strict),
+        .target(name: "FreightDirectory", dependencies: ["FreightCore", "FreightWire"], swiftSettings: strict),
         .target(name: "FreightRouting", dependencies: ["FreightCore", "FreightDirectory"], swiftSettings: strict),
         // Flows as a pure state machine (docs/core.md): no NIO beyond the frame types, no clock, no I/O.
         .target(
@@ -86,6 +86,7 @@ let package = Package(
             name: "FreightGRPC",
             dependencies: [
                 "FreightCore", "FreightNode", "FreightClient", "FreightTransport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -99,7 +100,7 @@ let package = Package(
         .target(
             name: "FreightEtcd",
             dependencies: [
-                "FreightCore", "FreightDirectory", "FreightNode", "FreightTransport", "FreightWire",
+                "FreightCore", "FreightDirectory", "FreightWire",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -162,8 +163,7 @@ let package = Package(
         .testTarget(
             name: "FreightEtcdTests",
             dependencies: [
-                "FreightEtcd", "FreightDirectory", "FreightCore", "FreightTransport", "FreightWire", "FreightNode",
-                "FreightRouting",
+                "FreightEtcd", "FreightDirectory", "FreightCore", "FreightWire",
             ],
             swiftSettings: strict
         ),

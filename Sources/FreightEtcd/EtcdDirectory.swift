@@ -1,8 +1,6 @@
 import Foundation
 import FreightCore
 import FreightDirectory
-import FreightNode
-import FreightTransport
 import FreightWire
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -52,7 +50,6 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
         var health = DirectoryHealth.unreachable("not connected yet")
         var pending: [Operation] = []
         var wake: CheckedContinuation<Void, Never>?
-        var supervisor: Task<Void, Never>?
     }
 
     let state = Mutex(State())
@@ -82,20 +79,8 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
 
     // MARK: DirectoryBackend
 
-    public func start(_ engine: NodeEngine) async {
-        let (attempted, signal) = AsyncStream<Void>.makeStream()
-        let task = Task { await supervise(engine, firstAttempt: signal) }
-        state.withLock { $0.supervisor = task }
-        for await _ in attempted { break }
-    }
-
-    public func stop() async {
-        let task = state.withLock { state in
-            defer { state.supervisor = nil }
-            return state.supervisor
-        }
-        task?.cancel()
-        await task?.value
+    public func run(keeping client: any DirectoryClient) async {
+        await supervise(client)
     }
 
     /// Queues `records` for etcd. While etcd cannot be reached (the node has just started, or etcd is away) they
@@ -168,16 +153,10 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
 
     /// Keeps a session with etcd up: on any failure the directory is marked unreachable, waiting operations fail,
     /// and a new session starts a second later.
-    private func supervise(_ engine: NodeEngine, firstAttempt: AsyncStream<Void>.Continuation) async {
-        var signalled = false
+    private func supervise(_ client: any DirectoryClient) async {
         while !Task.isCancelled {
             do {
-                try await session(engine) {
-                    if !signalled {
-                        signalled = true
-                        firstAttempt.yield()
-                    }
-                }
+                try await session(client)
             } catch {
                 if Task.isCancelled { break }
                 let reason = Self.describe(error)
@@ -189,18 +168,14 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                 }
                 expireWaiting(reason)
             }
-            if !signalled {
-                signalled = true
-                firstAttempt.yield()
-            }
+            // A second before the next session (cancelled at once when the node stops).
             try? await Task.sleep(for: .seconds(1))
             if case .unreachable(let reason) = health { expireWaiting(reason) }
         }
         expireWaiting("the node is stopping", all: true)
-        firstAttempt.finish()
     }
 
-    private func session(_ engine: NodeEngine, connected: @escaping () -> Void) async throws {
+    private func session(_ engine: any DirectoryClient) async throws {
         let transport = try HTTP2ClientTransport.Posix(
             target: .ipv4(pairs: servers.map { (host: $0.host, port: $0.port) }),
             transportSecurity: .plaintext,
@@ -214,7 +189,7 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             let kv = Etcdserverpb_KV.Client(wrapping: client)
             let leases = Etcdserverpb_Lease.Client(wrapping: client)
             let watches = Etcdserverpb_Watch.Client(wrapping: client)
-            let layout = EtcdLayout(cluster: engine.configuration.cluster)
+            let layout = EtcdLayout(cluster: engine.clusterName)
             // Watch responses carry up to 1,000 revisions of events: far over gRPC's default 4 MiB. (The NIO
             // transport applies `maxRequestMessageBytes` to what it receives as well.)
             var streaming = CallOptions.defaults
@@ -232,7 +207,6 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             engine.directorySnapshot(nodes: nodes, endpoints: endpoints)
             state.withLock { $0.health = .reachable }
             logger.info("etcd directory: \(endpoints.count) endpoints on \(nodes.count) nodes at revision \(revision)")
-            connected()
 
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -260,14 +234,14 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
     /// Puts this node's key and every endpoint it holds under the new lease, and deletes keys of this node that it
     /// no longer holds (withdrawn while etcd was away, or left by an earlier session).
     private func reconcileOwnKeys(
-        _ engine: NodeEngine, kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, lease: Int64,
+        _ engine: any DirectoryClient, kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, lease: Int64,
         layout: EtcdLayout, options: CallOptions
     ) async throws {
         let local = try await engine.localRecords()
         let held = Set(local.map { layout.endpointKey($0.key) })
         var operations: [Etcdserverpb_RequestOp] = [
             layout.put(
-                layout.nodeKey(engine.name),
+                layout.nodeKey(engine.nodeName),
                 value: try layout.nodeValue(try await engine.selfRecord()),
                 lease: lease)
         ]
@@ -275,7 +249,7 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             layout.put(layout.endpointKey($0.key), value: try layout.endpointValue($0), lease: lease)
         }
         var stale: [Data] = []
-        var next = layout.ownEndpointsPrefix(engine.name)
+        var next = layout.ownEndpointsPrefix(engine.nodeName)
         let end = EtcdLayout.rangeEnd(of: next)
         while true {
             try await paced()
@@ -359,7 +333,8 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
     /// Applies every change under the prefix from `revision` on; fails (for a fresh read) when etcd cancels the
     /// watch or the revision was compacted.
     private func watch(
-        _ watches: Etcdserverpb_Watch.Client<HTTP2ClientTransport.Posix>, from revision: Int64, engine: NodeEngine,
+        _ watches: Etcdserverpb_Watch.Client<HTTP2ClientTransport.Posix>, from revision: Int64,
+        engine: any DirectoryClient,
         layout: EtcdLayout, options: CallOptions
     ) async throws {
         try await watches.watch(options: options) { writer in

@@ -1,8 +1,6 @@
 import Foundation
 import FreightCore
 import FreightDirectory
-import FreightNode
-import FreightTransport
 import FreightWire
 import SwiftProtobuf
 
@@ -44,7 +42,7 @@ public struct EtcdLayout: Sendable {
     }
 
     public func endpointValue(_ record: EndpointRecord) throws -> Data {
-        try NodeEngine.wireEndpoint(record).serializedData()
+        try record.wire.serializedData()
     }
 
     func put(_ key: Data, value: Data, lease: Int64) -> Etcdserverpb_RequestOp {

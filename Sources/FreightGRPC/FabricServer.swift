@@ -5,22 +5,28 @@ import FreightTransport
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import ServiceLifecycle
 
-/// Serves a node's gRPC API (``FabricService``) on HTTP/2 over TCP, until ``stop()``.
-public final class FabricServer: Sendable {
-    let server: GRPCServer<HTTP2ServerTransport.Posix>
-    let serving: Task<Void, any Error>
-    let client: FreightClient
-    /// The port it listens on (the one chosen when asked for port 0).
-    public let port: Int
+/// Serves a node's gRPC API (``FabricService``) on HTTP/2 over TCP, as a `Service` in the node's `ServiceGroup`
+/// (listed after ``NodeService`` so that it stops first): it waits for the node to listen, joins it as an app through
+/// its Unix socket (or its TCP port when it has none), serves until graceful shutdown or cancellation, and tells
+/// `onListening` the port it bound (the one chosen when asked for port 0).
+public struct FabricServer: Service {
+    let engine: NodeEngine
+    let host: String
+    let port: Int
+    let logger: Logger
+    let onListening: @Sendable (Int) -> Void
 
-    private init(
-        server: GRPCServer<HTTP2ServerTransport.Posix>, serving: Task<Void, any Error>, client: FreightClient, port: Int
+    public init(
+        engine: NodeEngine, host: String, port: Int, logger: Logger,
+        onListening: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
-        self.server = server
-        self.serving = serving
-        self.client = client
+        self.engine = engine
+        self.host = host
         self.port = port
+        self.logger = logger
+        self.onListening = onListening
     }
 
     /// HTTP/2 settings that matter for large bodies: the default 64 KiB window holds a stream to about 100 MB/s on
@@ -36,34 +42,29 @@ public final class FabricServer: Sendable {
         }
     }
 
-    /// Starts serving on `host:port` (an IPv4 address) for `engine`, whose apps it joins through the node's Unix
-    /// socket (or its TCP port when it has none).
-    public static func start(engine: NodeEngine, host: String, port: Int, logger: Logger) async throws
-        -> FabricServer
-    {
+    public func run() async throws {
+        try await engine.waitUntilStarted()
         let node: NodeAddress = engine.configuration.socketPath.map { .unix(path: $0) } ?? engine.boundListen
         let client = try await FreightClient.connect(to: node, label: "grpc", logger: logger)
         let transport = HTTP2ServerTransport.Posix(
-            address: .ipv4(host: host, port: port), transportSecurity: .plaintext, config: transportConfig())
+            address: .ipv4(host: host, port: port), transportSecurity: .plaintext, config: Self.transportConfig())
         let server = GRPCServer(transport: transport, services: [FabricService(engine: engine, client: client)])
-        let serving = Task { try await server.serve() }
         do {
-            guard let address = try await transport.listeningAddress.ipv4 else {
-                throw FreightError(.internalError, "the gRPC server did not bind an IPv4 address")
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await server.serve() }
+                group.addTask {
+                    // On graceful shutdown (or cancellation): stop taking calls, and detach from the node, which
+                    // ends the calls that stream what the node delivers.
+                    try? await gracefulShutdown()
+                    server.beginGracefulShutdown()
+                    await client.close()
+                }
+                // No address: `serve()` failed to bind, and its error (the one worth reporting) ends the group.
+                if let address = try? await transport.listeningAddress.ipv4 { onListening(address.port) }
             }
-            return FabricServer(server: server, serving: serving, client: client, port: address.port)
         } catch {
-            server.beginGracefulShutdown()
-            _ = await serving.result
             await client.close()
             throw FreightError(.io, "cannot serve gRPC on \(host):\(port): \(error)")
         }
-    }
-
-    /// Stops accepting calls, ends the ones in progress, and detaches from the node.
-    public func stop() async {
-        server.beginGracefulShutdown()
-        await client.close()
-        _ = await serving.result
     }
 }

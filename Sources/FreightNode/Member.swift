@@ -1,4 +1,5 @@
 import FreightCore
+import FreightDirectory
 import FreightRouting
 import FreightTransport
 import FreightWire
@@ -144,7 +145,7 @@ final class AppSession: @unchecked Sendable {  // confined to the node's event l
     /// The descriptor link's socket (-1 when none).
     var link: Int32 = -1
     /// Regions lent to this app and not yet released, by region, oldest first.
-    var holds: [SharedRegion: [(loan: Loan, since: NIODeadline)]] = [:]
+    var holds: [SharedRegion: [(loan: Loan, since: UInt64)]] = [:]
     var holdCount = 0
 
     var takesShared: Bool { receivePool != nil && link >= 0 }

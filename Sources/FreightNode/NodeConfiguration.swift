@@ -1,4 +1,5 @@
 import FreightCore
+import FreightDirectory
 import FreightRouting
 import FreightTransport
 import Logging
@@ -43,6 +44,8 @@ public struct NodeConfiguration: Sendable {
     /// This node's hardware, from a topology file and nvidia-smi (docs/topology.md).
     public var topology: Topology
     public var logger: Logger
+    /// The clock and chance the node reads (the system's unless a test injects its own).
+    public var environment: NodeEnvironment
 
     public init(
         cluster: String = "default",
@@ -63,7 +66,8 @@ public struct NodeConfiguration: Sendable {
         rails: [String] = [],
         routes: [String: String] = [:],
         topology: Topology = Topology(),
-        logger: Logger = Logger(label: "freight.node")
+        logger: Logger = Logger(label: "freight.node"),
+        environment: NodeEnvironment = .system
     ) {
         self.rails = rails
         self.routes = routes
@@ -84,6 +88,7 @@ public struct NodeConfiguration: Sendable {
         self.directory = directory
         self.tuning = tuning
         self.logger = logger
+        self.environment = environment
     }
 
     /// Checks every value against its limit, with a message that names the flag.

@@ -196,7 +196,7 @@ extension NodeEngine {
             guard
                 let stripe = member.stripeForData(
                     spillBytes: configuration.windowBytes / 2, policy: configuration.striping, chunkBytes: bytes,
-                    nowNanos: several ? NIODeadline.now().uptimeNanoseconds : 0,
+                    nowNanos: several ? nowNanos : 0,
                     rails: several ? flowTable[messageID]?.branches.first { $0.port == port }?.rails : nil)
             else { return nil }
             member.stripeBytes[stripe] += UInt64(bytes)

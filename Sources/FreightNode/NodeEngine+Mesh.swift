@@ -215,7 +215,7 @@ extension NodeEngine {
         for (index, batch) in Self.batches(records).enumerated() {
             var update = Freight_Wire_V1_Endpoints()
             update.full = index == 0
-            update.added = batch.map(Self.wireEndpoint)
+            update.added = batch.map(\.wire)
             control.send(.endpoints(update))
         }
         if records.isEmpty {
@@ -246,17 +246,6 @@ extension NodeEngine {
         return result
     }
 
-    /// An endpoint as the wire (mesh gossip) and the etcd directory write it.
-    public static func wireEndpoint(_ record: EndpointRecord) -> Freight_Wire_V1_Endpoint {
-        var endpoint = Freight_Wire_V1_Endpoint()
-        endpoint.node = record.key.node
-        endpoint.id = record.key.id
-        endpoint.pattern = record.pattern.description
-        endpoint.group = record.group ?? ""
-        endpoint.app = record.app
-        return endpoint
-    }
-
     /// Sends an endpoint change to every peer that has a link.
     func announce(added: [EndpointRecord], removed: [UInt64]) {
         if let directory = configuration.directory {
@@ -266,7 +255,7 @@ extension NodeEngine {
         }
         for batch in Self.batches(added) {
             var update = Freight_Wire_V1_Endpoints()
-            update.added = batch.map(Self.wireEndpoint)
+            update.added = batch.map(\.wire)
             for member in members.values { member.control?.send(.endpoints(update)) }
         }
         if !removed.isEmpty {
@@ -404,8 +393,8 @@ extension NodeEngine {
         }
     }
 
-    /// The monotonic clock the flow table's hold times run on.
-    var nowNanos: UInt64 { NIODeadline.now().uptimeNanoseconds }
+    /// The node's monotonic clock (``NodeEnvironment``): hold times, stall and hold limits, heartbeats.
+    var nowNanos: UInt64 { configuration.environment.nowNanos() }
 
     /// A dial that failed because nothing listens there.
     static func isRefused(_ error: any Error) -> Bool {

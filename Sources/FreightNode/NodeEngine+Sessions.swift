@@ -43,7 +43,7 @@ extension NodeEngine {
                 unregisterEndpoint(unregister.endpointID, for: session)
             case .resolve(let resolve):
                 let found = try self.resolve(resolve.pattern)
-                reply.endpoints = found.prefix(Limits.resolveResultsMax).map(Self.wireEndpoint)
+                reply.endpoints = found.prefix(Limits.resolveResultsMax).map(\.wire)
                 reply.truncated = found.count > Limits.resolveResultsMax
                 if resolve.explainBytes > 0 { reply.plans = try explain(resolve, endpoints: found) }
             case .status:

@@ -165,7 +165,7 @@ extension NodeEngine {
     /// Lends a region to an app: a SHARED frame, and a hold until the app releases it.
     func lend(_ chunk: SharedChunk, loan: Loan, to session: AppSession, addingUse: Bool) {
         if addingUse { loan.uses += 1 }
-        session.holds[loan.region, default: []].append((loan, NIODeadline.now()))
+        session.holds[loan.region, default: []].append((loan, nowNanos))
         session.holdCount += 1
         bytesOut += UInt64(chunk.count)
         session.connection.send(.shared(chunk))
@@ -183,9 +183,10 @@ extension NodeEngine {
 
     /// Disconnects apps that held a region past the hold limit (their holds are dropped when they close).
     func closeLongHolds() {
-        let deadline = NIODeadline.now() - .seconds(Int64(configuration.sharedHoldSeconds))
+        let now = nowNanos
+        let limit = UInt64(configuration.sharedHoldSeconds) * 1_000_000_000
         for session in sessions.values where session.holdCount > 0 {
-            guard session.holds.values.contains(where: { $0.first.map { $0.since < deadline } ?? false }) else {
+            guard session.holds.values.contains(where: { $0.first.map { now &- $0.since > limit } ?? false }) else {
                 continue
             }
             logger.warning(

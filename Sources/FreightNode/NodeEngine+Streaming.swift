@@ -32,7 +32,8 @@ struct InboundStream {
     /// The chunk goes to one receive pool and nowhere else: the connection reads the rest of its body straight
     /// into that pool (``ReadTarget``), as nothing else needs the bytes in a buffer of their own.
     var readsIntoPool = false
-    let started = NIODeadline.now()
+    /// When its first piece arrived (the node's clock, nanoseconds).
+    let startedNanos: UInt64
 }
 
 extension NodeEngine {
@@ -104,7 +105,8 @@ extension NodeEngine {
     }
 
     private func streamStarted(_ chunk: DataChunk, bodyBytes: Int, on connection: FrameConnection) {
-        var stream = InboundStream(messageID: chunk.messageID, header: chunk, remaining: bodyBytes, discard: true)
+        var stream = InboundStream(
+            messageID: chunk.messageID, header: chunk, remaining: bodyBytes, discard: true, startedNanos: nowNanos)
         defer { inboundStreams[connection.id] = stream }
         guard let port = port(of: connection),
             let flow = admit(messageID: chunk.messageID, offset: chunk.offset, count: bodyBytes, from: port)
@@ -143,8 +145,9 @@ extension NodeEngine {
     /// while a chunk is streamed onto a connection every other write to it waits, so a stalled sender must not
     /// hold it.
     func closeStalledStreams() {
-        let deadline = NIODeadline.now() - .seconds(Int64(Limits.chunkStallSeconds))
-        for (id, stream) in inboundStreams where stream.started < deadline {
+        let now = nowNanos
+        let limit = UInt64(Limits.chunkStallSeconds) * 1_000_000_000
+        for (id, stream) in inboundStreams where now &- stream.startedNanos > limit {
             let connection = sessions[id]?.connection ?? members.values.lazy.flatMap(\.ingress).first { $0.id == id }
             logger.warning(
                 "closing \(connection.map { "\($0)" } ?? "connection \(id)"): a chunk stalled for over \(Limits.chunkStallSeconds) s"

@@ -16,13 +16,15 @@ import NIOPosix
 ///
 /// All state is confined to one event loop; every connection of the node runs on that loop, so no state is shared
 /// between threads. Methods marked "on loop" must be called there.
-public final class NodeEngine: @unchecked Sendable {
+public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     public let configuration: NodeConfiguration
     public let eventLoop: any EventLoop
     let transport: Transport
     var logger: Logger
-    let incarnation = UInt64.random(in: 1...UInt64.max)
-    let startedAt = NIODeadline.now()
+    let incarnation: UInt64
+    let startedAtNanos: UInt64
+    /// Open once ``start()`` has bound the listeners: services beside the node (its gRPC API) wait for it.
+    let started = Latch()
 
     // Listeners.
     var listenChannel: Channel?
@@ -110,6 +112,8 @@ public final class NodeEngine: @unchecked Sendable {
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.logger = configuration.logger
+        self.incarnation = configuration.environment.random()
+        self.startedAtNanos = configuration.environment.nowNanos()
         self.logger[metadataKey: "node"] = "\(configuration.name)"
         self.transport = Transport(
             eventLoop: eventLoop, tuning: configuration.tuning,
@@ -126,6 +130,8 @@ public final class NodeEngine: @unchecked Sendable {
     }
 
     public var name: String { configuration.name }
+    public var nodeName: String { configuration.name }
+    public var clusterName: String { configuration.cluster }
     /// How apps and peers reach this node, as its directory record says.
     public var transports: [String] {
         var list = ["tcp"]
@@ -154,6 +160,9 @@ public final class NodeEngine: @unchecked Sendable {
     public func selfRecord() async throws -> NodeRecord {
         try await eventLoop.submit { [self] in ownRecord }.get()
     }
+
+    /// Waits until the node listens (``start()`` returned); throws when the waiting task is cancelled.
+    public func waitUntilStarted() async throws { try await started.wait() }
 
     /// Random per process start: tells a restarted node from the old one.
     public var incarnationID: UInt64 { incarnation }
@@ -200,13 +209,12 @@ public final class NodeEngine: @unchecked Sendable {
                 maintain()
             }
         }.get()
-        if let directory = configuration.directory { await directory.start(self) }
+        started.open()
         logger.info("node \(name) listening on \(boundListen)\(configuration.socketPath.map { " and \($0)" } ?? "")")
     }
 
     /// Closes every listener and connection; flows in progress fail.
     public func stop() async {
-        await configuration.directory?.stop()
         let closing: [EventLoopFuture<Void>] =
             (try? await eventLoop.submit { [self] in
                 stopping = true
@@ -283,7 +291,7 @@ public final class NodeEngine: @unchecked Sendable {
         status.memoryReservedBytes = UInt64(flowTable.reservedBytes)
         status.memoryBudgetBytes = UInt64(configuration.memoryBudgetBytes)
         status.streams = UInt32(configuration.streams)
-        status.uptimeMillis = UInt64((NIODeadline.now() - startedAt).nanoseconds / 1_000_000)
+        status.uptimeMillis = (nowNanos &- startedAtNanos) / 1_000_000
         status.sharedPoolBytes = UInt64(sharedPoolBytes)
         status.sharedBudgetBytes = UInt64(configuration.sharedMemoryBudgetBytes)
         status.sharedRegionsLent = UInt64(pools.values.reduce(0) { $0 + $1.loansOut })

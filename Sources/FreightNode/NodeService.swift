@@ -1,37 +1,40 @@
+import FreightDirectory
 import ServiceLifecycle
 
-/// Runs a ``NodeEngine`` as a `Service`: started on `run()`, stopped on graceful shutdown or cancellation.
+/// Runs a ``NodeEngine`` as a `Service`: started on `run()`, stopped on graceful shutdown or cancellation. What runs
+/// beside the node (its directory backend, ``DirectoryService``; its gRPC API) are services of the same group,
+/// listed after it so that they stop first.
 public struct NodeService: Service {
     public let engine: NodeEngine
-    let attach: @Sendable (NodeEngine) async throws -> (@Sendable () async -> Void)
     let onReady: @Sendable (NodeEngine) -> Void
 
-    /// - Parameters:
-    ///   - attach: starts what runs beside the node once it listens (its gRPC API); returns how to stop it.
-    ///   - onReady: called when the node and everything attached are up.
-    public init(
-        engine: NodeEngine,
-        attach: @escaping @Sendable (NodeEngine) async throws -> (@Sendable () async -> Void) = { _ in {} },
-        onReady: @escaping @Sendable (NodeEngine) -> Void = { _ in }
-    ) {
+    /// - Parameter onReady: called once the node listens.
+    public init(engine: NodeEngine, onReady: @escaping @Sendable (NodeEngine) -> Void = { _ in }) {
         self.engine = engine
-        self.attach = attach
         self.onReady = onReady
     }
 
     public func run() async throws {
         try await engine.start()
-        let detach: @Sendable () async -> Void
-        do {
-            detach = try await attach(engine)
-        } catch {
-            await engine.stop()
-            throw error
-        }
         onReady(engine)
         // Until the service group shuts down gracefully (SIGTERM, SIGINT) or is cancelled: no polling.
         try? await gracefulShutdown()
-        await detach()
         await engine.stop()
+    }
+}
+
+/// Runs a node's directory backend (etcd) as a `Service` beside it: it keeps the node's index in step until the
+/// group shuts down; registrations made before it first reaches the backend wait for it (docs/directory.md).
+public struct DirectoryService: Service {
+    public let backend: any DirectoryBackend
+    public let engine: NodeEngine
+
+    public init(backend: any DirectoryBackend, engine: NodeEngine) {
+        self.backend = backend
+        self.engine = engine
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { await backend.run(keeping: engine) }
     }
 }

@@ -1,4 +1,5 @@
 import FreightCore
+import FreightDirectory
 
 /// How two devices in `nvidia-smi topo -m` are connected (the command's own legend).
 public enum DeviceRelation: Sendable, Hashable, CustomStringConvertible {

@@ -1,3 +1,5 @@
+import FreightDirectory
+
 /// Chooses the path(s) one message takes and how its bytes split over them (docs/topology.md). Pure: topology,
 /// rails, measured rates and capabilities come in as values; nothing here touches a socket or a clock.
 public struct RoutePlanner: Sendable {

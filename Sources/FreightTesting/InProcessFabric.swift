@@ -27,7 +27,8 @@ public final class InProcessFabric: Sendable {
         memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
         sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
         sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
-        logLevel: Logger.Level = .warning
+        logLevel: Logger.Level = .warning,
+        environment: NodeEnvironment = .system
     ) async throws -> InProcessFabric {
         let directory = NSTemporaryDirectory() + "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -48,7 +49,8 @@ public final class InProcessFabric: Sendable {
                     memoryBudgetBytes: memoryBudgetBytes,
                     sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
                     sharedHoldSeconds: sharedHoldSeconds,
-                    logger: logger
+                    logger: logger,
+                    environment: environment
                 )
                 let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
                 try await engine.start()
@@ -65,7 +67,7 @@ public final class InProcessFabric: Sendable {
         }
     }
 
-    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:logLevel:)``
+    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:logLevel:environment:)``
     /// does, and stops the fabric when `body` ends, whether it returned or threw.
     public static func with<T>(
         nodes count: Int,
@@ -76,12 +78,13 @@ public final class InProcessFabric: Sendable {
         sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
         sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
         logLevel: Logger.Level = .warning,
+        environment: NodeEnvironment = .system,
         _ body: (InProcessFabric) async throws -> T
     ) async throws -> T {
         let fabric = try await start(
             nodes: count, cluster: cluster, streams: streams, windowBytes: windowBytes,
             memoryBudgetBytes: memoryBudgetBytes, sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
-            sharedHoldSeconds: sharedHoldSeconds, logLevel: logLevel)
+            sharedHoldSeconds: sharedHoldSeconds, logLevel: logLevel, environment: environment)
         do {
             let result = try await body(fabric)
             await fabric.stop()

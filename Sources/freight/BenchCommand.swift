@@ -262,31 +262,46 @@ struct BenchCommand: AsyncParsableCommand {
     {
         var logger = Logger(label: "freight.bench")
         logger.logLevel = .warning
-        let servers = [
-            try await FabricServer.start(engine: fabric.engines[0], host: "127.0.0.1", port: 0, logger: logger),
-            try await FabricServer.start(engine: fabric.engines[1], host: "127.0.0.2", port: 0, logger: logger),
-        ]
-        do {
-            let result = try await grpcMessages(
-                fabric, servers: servers, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes)
-            for server in servers { await server.stop() }
-            return result
-        } catch {
-            for server in servers { await server.stop() }
-            throw error
+        // Each node's gRPC API runs as the service it is in `freight node`, in a task group cancelled at the end.
+        let (ports, listening) = AsyncStream<(Int, Int)>.makeStream()
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, host) in ["127.0.0.1", "127.0.0.2"].enumerated() {
+                let server = FabricServer(engine: fabric.engines[index], host: host, port: 0, logger: logger) {
+                    listening.yield((index, $0))
+                }
+                group.addTask {
+                    do {
+                        try await server.run()
+                    } catch {
+                        listening.finish()
+                        throw error
+                    }
+                }
+            }
+            var bound: [Int: Int] = [:]
+            for await (index, port) in ports {
+                bound[index] = port
+                if bound.count == 2 { break }
+            }
+            guard let first = bound[0], let second = bound[1] else {
+                throw FreightError(.internalError, "the gRPC servers did not start")
+            }
+            defer { group.cancelAll() }
+            return try await grpcMessages(
+                fabric, ports: [first, second], size: size, count: count, parallel: parallel, chunkBytes: chunkBytes)
         }
     }
 
     private func grpcMessages(
-        _ fabric: InProcessFabric, servers: [FabricServer], size: Int64, count: Int, parallel: Int, chunkBytes: Int
+        _ fabric: InProcessFabric, ports: [Int], size: Int64, count: Int, parallel: Int, chunkBytes: Int
     ) async throws -> Result {
         let address = "bench/grpc/\(size)"
         // Parts of 1 MiB, as the server sends its chunks: measured faster than 256 KiB or 4 MiB here.
         var block = [UInt8](repeating: 0, count: 1 << 20)
         block.withUnsafeMutableBytes { PatternFill.fill($0, seed: 5, offset: 0) }
         let data = Data(block)
-        let rxTransport = try FabricGRPCClient.transport(host: "127.0.0.2", port: servers[1].port)
-        let txTransport = try FabricGRPCClient.transport(host: "127.0.0.1", port: servers[0].port)
+        let rxTransport = try FabricGRPCClient.transport(host: "127.0.0.2", port: ports[1])
+        let txTransport = try FabricGRPCClient.transport(host: "127.0.0.1", port: ports[0])
         return try await withGRPCClient(transport: rxTransport) { rxClient in
             try await withGRPCClient(transport: txTransport) { txClient in
                 let rx = Freight_V1_FabricService.Client(wrapping: rxClient)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import FreightClient
 import FreightCore
+import FreightDirectory
 import FreightTransport
 
 @main

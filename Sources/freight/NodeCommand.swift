@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import FreightCore
+import FreightDirectory
 import FreightEtcd
 import FreightGRPC
 import FreightNode
@@ -138,32 +139,34 @@ struct NodeCommand: AsyncParsableCommand {
             try configuration.validate()
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
-            let grpcPort = Mutex<Int?>(nil)
-            let serverLogger = logger
-            let service = NodeService(
-                engine: engine,
-                attach: { engine in
-                    guard let grpcAddress else { return {} }
-                    let server = try await FabricServer.start(
-                        engine: engine, host: grpcAddress.host, port: grpcAddress.port, logger: serverLogger)
-                    grpcPort.withLock { $0 = server.port }
-                    return { await server.stop() }
-                },
-                onReady: { engine in
-                    let grpcListen = grpcPort.withLock { $0 }.map { "\(grpcAddress!.host):\($0)" }
-                    if output.json {
-                        printJSON([
-                            "event": "listening", "name": engine.name, "listen": engine.boundListen.description,
-                            "socket": configuration.socketPath ?? "", "grpc": grpcListen ?? "", "pid": Int(getpid()),
-                        ])
-                    } else {
-                        printLine(
-                            "node \(engine.name) listening on \(engine.boundListen)\(configuration.socketPath.map { ", apps on \($0)" } ?? "")\(grpcListen.map { ", gRPC on \($0)" } ?? "")"
-                        )
-                    }
-                })
+            let announce: @Sendable (NodeEngine, Int?) -> Void = { engine, grpcPort in
+                let grpcListen = grpcPort.map { "\(grpcAddress!.host):\($0)" }
+                if output.json {
+                    printJSON([
+                        "event": "listening", "name": engine.name, "listen": engine.boundListen.description,
+                        "socket": configuration.socketPath ?? "", "grpc": grpcListen ?? "", "pid": Int(getpid()),
+                    ])
+                } else {
+                    printLine(
+                        "node \(engine.name) listening on \(engine.boundListen)\(configuration.socketPath.map { ", apps on \($0)" } ?? "")\(grpcListen.map { ", gRPC on \($0)" } ?? "")"
+                    )
+                }
+            }
+            // Stopped in reverse order on SIGTERM or SIGINT: the gRPC API first, then the directory, then the node.
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+                .init(
+                    service: NodeService(engine: engine) { engine in if grpcAddress == nil { announce(engine, nil) } })
+            ]
+            if let backend { services.append(.init(service: DirectoryService(backend: backend, engine: engine))) }
+            if let grpcAddress {
+                services.append(
+                    .init(
+                        service: FabricServer(
+                            engine: engine, host: grpcAddress.host, port: grpcAddress.port, logger: logger
+                        ) { port in announce(engine, port) }))
+            }
             let serviceGroup = ServiceGroup(
-                configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+                configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             )
             try await serviceGroup.run()
             try await group.shutdownGracefully()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import FreightCore
+import FreightDirectory
 import FreightRouting
 
 /// Where a node's topology comes from: a file, and nvidia-smi where it is on PATH (docs/topology.md).

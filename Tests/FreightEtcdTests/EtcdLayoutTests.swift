@@ -2,9 +2,6 @@ import Foundation
 import FreightCore
 import FreightDirectory
 import FreightEtcd
-import FreightNode
-import FreightRouting
-import FreightTransport
 import FreightWire
 import Testing
 

@@ -138,6 +138,11 @@ struct LinkDownTests {
             let apps = "send: \(send.stdoutLines) \(send.stderr.suffix(2000))"
             Issue.record("\(apps)\nrecv: \(recv.stdoutLines) \(recv.stderr.suffix(2000))")
         }
+        /// `name` has no stripe up to its peer.
+        func linkBroken(_ name: String) async throws -> Bool {
+            let peers = try await status(name)["peers"] as? [[String: Any]] ?? []
+            return peers.allSatisfy { ($0["streams_up"] as? Int ?? 0) == 0 }
+        }
         func status(_ name: String) async throws -> [String: Any] {
             let result = try await FreightProcess.run(["status", "--via", socket(name), "--json"])
             guard result.status == 0, let line = result.stdout.first,
@@ -215,9 +220,18 @@ struct LinkDownTests {
         try await Self.waitFor(pair, bytesIn: 128 * Self.mebibyte)
         try pair.lab.setLink(rail: 0, up: false)
         // TCP notices a dark link at a retransmission after the link timeout (1 s here); with its back-off those come
-        // at about 0.2, 0.6, 1.4 and 3 s, later on a loaded machine, so 3 s down can be bridged by TCP alone. 4 s
-        // makes the break certain: the message must resume.
-        try await Task.sleep(for: .seconds(4))
+        // at about 0.2, 0.6, 1.4 and 3 s, later on a loaded machine, where a link down for a fixed few seconds can be
+        // bridged by TCP alone. So it stays down for 3 s and until both nodes count it broken: the message must
+        // resume.
+        try await Task.sleep(for: .seconds(3))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            let brokenAtA = try await pair.linkBroken("a")
+            let brokenAtB = try await pair.linkBroken("b")
+            if brokenAtA && brokenAtB { break }
+            guard ContinuousClock.now < deadline else { throw FreightError(.internalError, "the link never broke") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
         try pair.lab.setLink(rail: 0, up: true)
         let sent = try? await send.waitForExit(timeout: .seconds(120))
         if sent != 0 { await pair.explain(send: send, recv: recv) }

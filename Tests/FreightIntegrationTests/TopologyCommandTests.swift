@@ -1,5 +1,6 @@
 import Foundation
 import FreightCore
+import FreightDirectory
 import FreightTesting
 import Testing
 

@@ -235,9 +235,13 @@ import Testing
         }
     }
 
-    /// An app that keeps another app's region past the hold limit is disconnected and the region returned.
+    /// An app that keeps another app's region past the hold limit is disconnected and the region returned. The limit
+    /// runs on the node's injected clock: held while the clock stands, closed once it passes the limit.
     @Test func holdingPastTheLimitDisconnects() async throws {
-        try await InProcessFabric.with(nodes: 1, cluster: "shm-hold", sharedHoldSeconds: 1) { fabric in
+        let clock = ManualClock()
+        try await InProcessFabric.with(
+            nodes: 1, cluster: "shm-hold", sharedHoldSeconds: 30, environment: .manual(clock, seed: 1)
+        ) { fabric in
             let size = 4 * Self.mebibyte
             let sender = try await FreightClient.connect(
                 to: fabric.socket(0), label: "tx", sharedMemory: .required(sendBytes: size))
@@ -253,6 +257,11 @@ import Testing
             for try await chunk in message.body { held.append(chunk) }
             _ = try await sending.value
             buffer = nil
+            // Two of the node's once-a-second checks with the clock standing still: nothing is taken back.
+            try await Task.sleep(for: .milliseconds(2500))
+            #expect(try await receiver.status().name == "n1", "within the hold limit the hoarder stays")
+            #expect(try held[0].withUnsafeBytes { $0.count } > 0)
+            clock.advance(by: .seconds(31))
             let reclaimed = await eventually(timeout: .seconds(8)) { (try? await sender.allocate(size)) != nil }
             #expect(reclaimed, "the region came back after the hold limit")
             // The hoarder learns of its disconnection on its own loop, a moment after the node returned the region.

@@ -1,4 +1,5 @@
 import FreightCore
+import FreightDirectory
 import FreightTransport
 import FreightWire
 import NIOPosix

@@ -1,4 +1,5 @@
 import FreightCore
+import FreightDirectory
 import Testing
 
 @testable import FreightRouting

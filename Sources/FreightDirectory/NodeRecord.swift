@@ -1,6 +1,4 @@
 import FreightCore
-import FreightRouting
-import FreightTransport
 import FreightWire
 
 /// What the directory says about one node: where it listens, which process it is, its rails and its hardware.
@@ -63,18 +61,6 @@ public struct NodeRecord: Sendable, Hashable {
         member.topology = topology.wire
         return member
     }
-
-    /// The route planner's view of this node.
-    public var view: RoutePlanner.NodeView {
-        RoutePlanner.NodeView(
-            topology: topology,
-            rails: rails.enumerated().map { index, rail in
-                .init(
-                    address: rail.description,
-                    nominalGbitPerSecond: topology.nics.first { $0.rail == index }?.gbitPerSecond ?? 0)
-            },
-            listen: listen.description)
-    }
 }
 
 extension Topology {
@@ -120,5 +106,18 @@ extension Topology {
             return out
         }
         return topology
+    }
+}
+
+extension EndpointRecord {
+    /// The endpoint as the wire (mesh gossip, resolve replies) and the etcd directory write it.
+    public var wire: Freight_Wire_V1_Endpoint {
+        var endpoint = Freight_Wire_V1_Endpoint()
+        endpoint.node = key.node
+        endpoint.id = key.id
+        endpoint.pattern = pattern.description
+        endpoint.group = group ?? ""
+        endpoint.app = app
+        return endpoint
     }
 }
