@@ -14,6 +14,8 @@ struct Incoming {
     let notes: MessageNotes
     /// The acknowledgement last sent.
     var ackSent: UInt64 = 0
+    /// Chunks that failed their checksum and were asked for again (``Limits/chunkResendsMax``).
+    var resendRequests = 0
 }
 
 extension ClientCore {
@@ -118,6 +120,8 @@ extension ClientCore {
         }
         guard chunk.checksumMatches else {
             let id = chunk.messageID
+            message.window.drop(chunk)
+            if askAgain(id, &message) { return }
             checksumFailure = (
                 id, FreightError(.checksumMismatch, "chunk at offset \(chunk.offset) failed its CRC32C check")
             )
@@ -140,6 +144,20 @@ extension ClientCore {
         if message.receivedBytes == message.window.length {
             message.continuation.finish()
         }
+    }
+
+    /// A chunk failed its checksum: a chunk cut mid-stream by a broken link reaches a socket receiver completed with
+    /// filler, and comes again once the link resumes. So the sender is asked to send again from what this app holds
+    /// (up to ``Limits/chunkResendsMax`` times per message; a sender that cannot fails the message with its reason).
+    /// False past the limit: the checksum failure is the verdict.
+    func askAgain(_ id: UInt64, _ message: inout Incoming) -> Bool {
+        guard message.resendRequests < Limits.chunkResendsMax else { return false }
+        message.resendRequests += 1
+        incoming[id] = message
+        let window = message.window
+        connection?.send(
+            .ack(id, acked: window.ackedOffset, credit: window.creditOffset, resendFrom: window.ackedOffset))
+        return true
     }
 
     /// The app took a chunk: acknowledge what is now contiguous, and finish when all is held.

@@ -233,6 +233,8 @@ extension ClientCore {
             return fail(chunk.messageID, error)
         }
         if chunk.hasChecksum, CRC32C.checksum(bytes.unsafeBytes) != chunk.crc32c {
+            message.window.drop(offset: chunk.offset, count: region.length)
+            if askAgain(chunk.messageID, &message) { return }
             return fail(
                 chunk.messageID,
                 FreightError(.checksumMismatch, "chunk at offset \(chunk.offset) failed its CRC32C check"))

@@ -47,6 +47,12 @@ public enum Limits {
     /// Resume offsets one message records at one node, and an app keeps for one message: a link that flaps
     /// cannot make either grow without bound (later resumes still happen, they are not listed).
     public static let resumesRecordedMax = 16
+    /// Chunks of one message a receiving app may find failing their checksum and ask for again (a chunk cut
+    /// mid-stream by a broken link reaches a socket receiver completed with filler); past it the message fails.
+    public static let chunkResendsMax = 8
+    /// Times one message may be asked to send again from an offset at one node (resumes, lost stripes, chunks asked
+    /// for again): past it the branch that asks fails, so no party can make a sender resend without end.
+    public static let rewindsPerMessageMax = 64
     /// Largest `--resume-hold`.
     public static let resumeHoldSecondsMax = 3600
     /// Heartbeats a node sends on each stripe per link timeout (so a dark link has bytes unacknowledged on every

@@ -75,6 +75,9 @@ public struct Flow: Sendable {
     /// The upstream was asked to send again from this offset (a resume) and no chunk from there has arrived yet:
     /// the request goes again whenever acknowledgements to it may have been lost (``FlowTable/controlLost(_:actions:)``).
     public internal(set) var resendAwaited: UInt64?
+    /// Times a branch asked this node to have the message sent again from an offset
+    /// (``Limits/rewindsPerMessageMax``).
+    public internal(set) var rewinds = 0
 
     public var length: UInt64 { header.length }
     public var allBranchesFinished: Bool { !branches.contains { $0.isPending } }

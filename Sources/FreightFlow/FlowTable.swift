@@ -226,9 +226,18 @@ public struct FlowTable: Sendable {
             return flow.upstreamUpdate()
         }
         let update = apply(&flows.values[slot])
+        if ack.hasResendFrom { flows.values[slot].rewinds += 1 }
         let flow = flows.values[slot]
         actions.append(.branchProgress(messageID: ack.messageID, port: port, acked: flow.branches[index].ackedOffset))
         if ack.hasResendFrom {
+            guard flow.rewinds <= Limits.rewindsPerMessageMax else {
+                return failBranch(
+                    ack.messageID, port: port,
+                    FreightError(
+                        .resourceExhausted,
+                        "\(port) asked for message \(String(ack.messageID, radix: 16)) again over \(Limits.rewindsPerMessageMax) times"
+                    ), tellBranch: true, actions: &actions)
+            }
             // Bytes past `resendFrom` were lost on the way to this branch: the source sends them again.
             actions.append(.branchRewound(messageID: ack.messageID, port: port))
             guard flow.upstreamResends else {

@@ -46,6 +46,8 @@ public struct NodeConfiguration: Sendable {
     public var logger: Logger
     /// The clock and chance the node reads (the system's unless a test injects its own).
     public var environment: NodeEnvironment
+    /// What the node's links may do (``LinkCapabilities``): all a socket can, unless declined, as a TLS link will.
+    public var linkCapabilities: LinkCapabilities
 
     public init(
         cluster: String = "default",
@@ -67,7 +69,8 @@ public struct NodeConfiguration: Sendable {
         routes: [String: String] = [:],
         topology: Topology = Topology(),
         logger: Logger = Logger(label: "freight.node"),
-        environment: NodeEnvironment = .system
+        environment: NodeEnvironment = .system,
+        linkCapabilities: LinkCapabilities = .socket
     ) {
         self.rails = rails
         self.routes = routes
@@ -89,6 +92,7 @@ public struct NodeConfiguration: Sendable {
         self.tuning = tuning
         self.logger = logger
         self.environment = environment
+        self.linkCapabilities = linkCapabilities
     }
 
     /// Checks every value against its limit, with a message that names the flag.

@@ -213,8 +213,11 @@ extension NodeEngine {
         let end = chunk.offset + UInt64(chunk.count)
         for branch in flow.branches where branch.isOpen && end > branch.ackedOffset {
             switch branch.port {
-            case .peer where chunk.count <= Self.copiedChunkBytesMax:
+            case .peer(let node)
+            where chunk.count <= Self.copiedChunkBytesMax
+                || members[node]?.control?.capabilities.contains(.sendsFileRegions) != true:
                 // Small: a copy joins the frames around it in one writev(2); sendfile would be a call of its own.
+                // A link that cannot send file regions (TLS) takes a copy too.
                 copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port)
             case .peer:
                 sendSharedToPeer(chunk, loan: loan, chunkBytes: Int(flow.header.chunkBytes), port: branch.port)
@@ -287,6 +290,7 @@ extension NodeEngine {
             } else {
                 loan.uses -= 1
             }
+            bytesSentFromPools += UInt64(count)
             let written = eventLoop.makePromise(of: Void.self)
             written.futureResult.whenComplete { [self] _ in returnUse(loan) }
             connection.sendData(

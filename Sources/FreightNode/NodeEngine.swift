@@ -107,6 +107,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var bytesOut: UInt64 = 0
     /// Chunk body bytes the kernel read straight into apps' receive pools (``ReadTarget``).
     var bytesReadIntoPools: UInt64 = 0
+    /// Shared-region bytes sent to peers by reference (`sendfile`), with no copy of their own.
+    var bytesSentFromPools: UInt64 = 0
 
     public init(configuration: NodeConfiguration, eventLoop: any EventLoop) {
         self.configuration = configuration
@@ -117,7 +119,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         self.logger[metadataKey: "node"] = "\(configuration.name)"
         self.transport = Transport(
             eventLoop: eventLoop, tuning: configuration.tuning,
-            limits: FrameLimits(verifyChecksumsOnArrival: false, streamsChunks: true), logger: logger
+            limits: FrameLimits(verifyChecksumsOnArrival: false, streamsChunks: true),
+            capabilities: configuration.linkCapabilities, logger: logger
         )
         self.boundListen = configuration.listen
         self.planner = DeliveryPlanner(localNode: configuration.name)
@@ -334,6 +337,11 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     /// Snapshot for callers off the loop (tests, the demo).
     public func statusSnapshot() async throws -> Freight_Wire_V1_NodeStatus {
         try await eventLoop.submit { [self] in status() }.get()
+    }
+
+    /// Shared-region bytes sent to peers by reference (`sendfile`), with no copy of their own.
+    public func bodyBytesSentFromPools() async throws -> UInt64 {
+        try await eventLoop.submit { [self] in bytesSentFromPools }.get()
     }
 
     /// Chunk body bytes read from node connections straight into apps' receive pools, with no copy of their own.

@@ -28,7 +28,8 @@ public final class InProcessFabric: Sendable {
         sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
         sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
         logLevel: Logger.Level = .warning,
-        environment: NodeEnvironment = .system
+        environment: NodeEnvironment = .system,
+        linkCapabilities: LinkCapabilities = .socket
     ) async throws -> InProcessFabric {
         let directory = NSTemporaryDirectory() + "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -50,7 +51,8 @@ public final class InProcessFabric: Sendable {
                     sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
                     sharedHoldSeconds: sharedHoldSeconds,
                     logger: logger,
-                    environment: environment
+                    environment: environment,
+                    linkCapabilities: linkCapabilities
                 )
                 let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
                 try await engine.start()
@@ -67,7 +69,7 @@ public final class InProcessFabric: Sendable {
         }
     }
 
-    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:logLevel:environment:)``
+    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:logLevel:environment:linkCapabilities:)``
     /// does, and stops the fabric when `body` ends, whether it returned or threw.
     public static func with<T>(
         nodes count: Int,
@@ -79,12 +81,14 @@ public final class InProcessFabric: Sendable {
         sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
         logLevel: Logger.Level = .warning,
         environment: NodeEnvironment = .system,
+        linkCapabilities: LinkCapabilities = .socket,
         _ body: (InProcessFabric) async throws -> T
     ) async throws -> T {
         let fabric = try await start(
             nodes: count, cluster: cluster, streams: streams, windowBytes: windowBytes,
             memoryBudgetBytes: memoryBudgetBytes, sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
-            sharedHoldSeconds: sharedHoldSeconds, logLevel: logLevel, environment: environment)
+            sharedHoldSeconds: sharedHoldSeconds, logLevel: logLevel, environment: environment,
+            linkCapabilities: linkCapabilities)
         do {
             let result = try await body(fabric)
             await fabric.stop()

@@ -40,6 +40,8 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     public private(set) var isClosed = false
     /// Where the next read lands when it is the rest of a chunk bound for an app's receive pool (node connections).
     public internal(set) var readTarget: ReadTarget?
+    /// What this link can do beyond carrying frames (set by ``Transport`` when it is made).
+    public internal(set) var capabilities: LinkCapabilities = []
     private let allocator: ByteBufferAllocator
 
     /// A write that waits for the streamed frame in progress to end.

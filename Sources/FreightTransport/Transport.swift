@@ -10,10 +10,14 @@ public struct Transport: Sendable {
     public let tuning: SocketTuning
     public let limits: FrameLimits
     public let logger: Logger
+    /// What the links it makes may do: a socket's capabilities, less what the node declines.
+    public let capabilities: LinkCapabilities
 
     public init(
-        eventLoop: any EventLoop, tuning: SocketTuning = .default, limits: FrameLimits = FrameLimits(), logger: Logger
+        eventLoop: any EventLoop, tuning: SocketTuning = .default, limits: FrameLimits = FrameLimits(),
+        capabilities: LinkCapabilities = .socket, logger: Logger
     ) {
+        self.capabilities = capabilities.intersection(.socket)
         self.eventLoop = eventLoop
         self.tuning = tuning
         self.limits = limits
@@ -27,7 +31,8 @@ public struct Transport: Sendable {
         isTCP: Bool,
         make: @escaping @Sendable (Channel) -> FrameConnection
     ) -> EventLoopFuture<Void> {
-        let target = limits.streamsChunks ? ReadTarget() : nil
+        let capabilities = self.capabilities
+        let target = limits.streamsChunks && capabilities.contains(.readsIntoPools) ? ReadTarget() : nil
         return tuning.apply(to: channel, isTCP: isTCP).flatMap {
             guard let target else { return channel.eventLoop.makeSucceededVoidFuture() }
             // A node's connections may read chunk bodies straight into apps' receive pools (DirectReads.swift).
@@ -36,6 +41,7 @@ public struct Transport: Sendable {
         }.flatMapThrowing {
             let connection = make(channel)
             connection.readTarget = target
+            connection.capabilities = capabilities
             let sync = channel.pipeline.syncOperations
             let handler = FrameConnectionHandler(connection: connection, logger: logger)
             try sync.addHandler(FrameReader(limits: limits, deliver: handler.handle))

@@ -54,6 +54,20 @@ public struct ReceiveWindow: Sendable {
         return true
     }
 
+    /// Forgets a chunk accepted but found bad (its checksum failed): its bytes are expected again.
+    public mutating func drop(_ chunk: DataChunk) {
+        var offset = chunk.offset
+        for piece in chunk.pieces where piece.readableBytes > 0 {
+            if accepted[offset] == offset + UInt64(piece.readableBytes) { accepted[offset] = nil }
+            offset += UInt64(piece.readableBytes)
+        }
+    }
+
+    /// Forgets a range accepted whole with ``accept(offset:count:)`` but found bad.
+    public mutating func drop(offset: UInt64, count: UInt64) {
+        if accepted[offset] == offset + count { accepted[offset] = nil }
+    }
+
     private func checkedEnd(offset: UInt64, count: UInt64) throws(FreightError) -> UInt64 {
         let (end, overflow) = offset.addingReportingOverflow(count)
         guard !overflow, end <= length else {

@@ -176,6 +176,26 @@ import Testing
         #expect(!answered.hasResendFrom, "a chunk from the offset answered it: not asked again")
     }
 
+    /// A branch may ask for bytes again (a chunk that failed its checksum at the receiver), a bounded number of times:
+    /// past it the branch fails and is told, so no receiver can have a sender resend without end.
+    @Test func askingAgainIsBoundedPerMessage() {
+        var table = Self.table()
+        Self.started(&table, to: Self.receiver, acked: 2 << 20)
+        var actions: [FlowAction] = []
+        var again = ackFrame(5, acked: 2 << 20, credit: 10 << 20)
+        again.resendFrom = 2 << 20
+        for _ in 0..<Limits.rewindsPerMessageMax { table.ack(again, from: Self.receiver, actions: &actions) }
+        #expect(
+            Self.sent(actions, to: Self.app).allSatisfy {
+                if case .ack(let ack) = $0 { ack.hasResendFrom } else { false }
+            })
+        #expect(table[5]?.branches[0].isOpen == true)
+        actions = []
+        table.ack(again, from: Self.receiver, actions: &actions)
+        #expect(table[5] == nil || table[5]?.branches[0].isOpen == false, "the branch failed")
+        #expect(Self.sent(actions, to: Self.receiver).contains { if case .abort = $0 { true } else { false } })
+    }
+
     @Test func aLostStripeHasTheSourceSendAgainFromTheBranchAcknowledgement() {
         var table = Self.table()
         Self.started(&table, acked: 5 << 20)

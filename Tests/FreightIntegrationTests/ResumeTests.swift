@@ -79,6 +79,29 @@ struct ResumeTests {
         try await ClusterTests.expectIdle(cluster, "n2")
     }
 
+    /// The same break toward a receiver that reads from its socket (no shared memory): the chunk cut mid-stream
+    /// reaches it completed with filler, fails its checksum, and the receiver asks for it again instead of failing.
+    @Test func aChunkCutOnItsWayToASocketReceiverComesAgain() async throws {
+        let cluster = try await Self.pair()
+        defer { cluster.stop() }
+        let recv = try await cluster.receiver(
+            "resume/socket", at: "n2", ["--check", "--count", "1", "--shared-memory", "off"])
+        defer { recv.stop() }
+        let send = try FreightProcess([
+            "send", "resume/socket", "--size", "1GiB", "--via", cluster.node("n1").socket, "--json",
+        ])
+        defer { send.stop() }
+        try await Self.waitFor(cluster, "n2", bytesIn: Self.gib / 2)
+        #expect(send.isRunning, "the message must still be going when its link breaks")
+        try Sockets.killAll(host: "127.0.0.22")
+        #expect(try await send.waitForExit(timeout: .seconds(180)) == 0, "\(send.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
+        let received = recv.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical")
+        try await ClusterTests.expectIdle(cluster, "n1")
+        try await ClusterTests.expectIdle(cluster, "n2")
+    }
+
     /// One stripe of four is killed mid-message: the message goes on over the other three (the lost stripe's bytes
     /// sent again), with no resume, and the stripe is dialed again.
     @Test func oneStripeKilledGoesOnWithoutAResume() async throws {

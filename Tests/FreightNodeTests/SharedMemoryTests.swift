@@ -21,6 +21,38 @@ import Testing
         return try await condition()
     }
 
+    /// Links that decline both zero-copy paths (as a TLS link will, ``LinkCapabilities``): the sender's node copies
+    /// the regions into the link's writes, the receiver's node copies bodies into the pool after reading them; the
+    /// apps see the same message, intact and read in place.
+    @Test func linksThatDeclineZeroCopyFallBackToCopies() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "shm-copies", linkCapabilities: []) { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx", sharedMemory: .required())
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx", sharedMemory: .required())
+            let inbox = try await receiver.receive("shm/copies")
+            try await fabric.waitForEndpoints(try Address("shm/copies"), count: 1)
+            let sending = Task {
+                try await sender.send(to: "shm/copies", body: .pattern(seed: 22, length: 32 << 20))
+            }
+            var messages = inbox.makeAsyncIterator()
+            let message = try #require(try await messages.next())
+            var allShared = true
+            var intact = true
+            var total = 0
+            for try await chunk in message.body {
+                allShared = allShared && chunk.isShared
+                let ok = try chunk.withUnsafeBytes { PatternFill.check($0, seed: 22, offset: Int64(chunk.offset)) }
+                intact = intact && ok
+                total += chunk.count
+            }
+            let report = try await sending.value
+            #expect(report.bytes == 32 << 20 && total == 32 << 20 && intact && allShared)
+            #expect(try await fabric.engines[0].bodyBytesSentFromPools() == 0, "no sendfile")
+            #expect(try await fabric.engines[1].bodyBytesReadIntoPools() == 0, "no reads into the pool")
+            await sender.close()
+            await receiver.close()
+        }
+    }
+
     /// Across two nodes: the sender's chunks leave its pool (sendfile), arrive in the receiver's pool, and the
     /// receiver reads every byte in place, intact; every region lent comes back.
     @Test func crossNodeBodiesMoveThroughSharedMemory() async throws {
@@ -55,6 +87,8 @@ import Testing
             // but the start of each chunk, which comes in the read that holds its header.
             let direct = try await fabric.engines[1].bodyBytesReadIntoPools()
             #expect(direct >= 90 << 20, "read into the pool: \(direct) of \(96 << 20) bytes")
+            let byReference = try await fabric.engines[0].bodyBytesSentFromPools()
+            #expect(byReference == 96 << 20, "sent from the pool with sendfile: \(byReference) bytes")
             // Small chunks (at most 64 KiB) leave the sender's node copied into the link's writes, not with sendfile:
             // intact too, and their regions come back as well.
             for (index, length) in [1, 1000, 64 << 10, (64 << 10) + 1].enumerated() {

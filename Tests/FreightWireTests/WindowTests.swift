@@ -66,6 +66,17 @@ import Testing
         #expect(!forward, "never forward")
         #expect(sender.nextChunk()! == (4, 4, false))
     }
+
+    /// A chunk that failed its checksum is forgotten: sent again, it is new, not a repeat.
+    @Test func aDroppedChunkIsExpectedAgain() throws {
+        var window = ReceiveWindow(length: 16, windowBytes: 16)
+        #expect(try window.accept(offset: 0, count: 4))
+        window.drop(offset: 0, count: 4)
+        #expect(try window.accept(offset: 0, count: 4), "expected again")
+        #expect(window.consume(offset: 0)?.acked == 4)
+        window.drop(offset: 4, count: 4)
+        #expect(try window.accept(offset: 4, count: 4), "dropping what never came changes nothing")
+    }
 }
 
 @Suite struct StripeChooserTests {
