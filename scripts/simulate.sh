@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Runs the seeded simulations for as many seeds as asked (the test command runs a bounded slice of each).
-#   scripts/simulate.sh 100000        # 100,000 random schedules of the flow table
-#   scripts/simulate.sh --seed N      # replays one seed that failed
+# Runs the seeded simulations for as many seeds as asked (the test command runs a bounded slice of each): random
+# schedules of one flow table, and a path of three nodes over links that lose stripes, break and come back.
+#   scripts/simulate.sh 100000              # 100,000 schedules of each
+#   scripts/simulate.sh --seed N            # replays seed N of the flow-table simulation
+#   scripts/simulate.sh --fabric-seed N     # replays seed N of the three-node simulation (prints its trace)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = "--seed" ]; then
-  export FREIGHT_FLOW_SEED="$2"
-else
-  export FREIGHT_FLOW_SEEDS="${1:-10000}"
-fi
+case "${1:-}" in
+  --seed) export FREIGHT_FLOW_SEED="$2"; filter=FlowTableSimulationTests ;;
+  --fabric-seed) export FREIGHT_FABRIC_SEED="$2" FREIGHT_FABRIC_TRACE=1; filter=FabricSimulationTests ;;
+  *) export FREIGHT_FLOW_SEEDS="${1:-10000}" FREIGHT_FABRIC_SEEDS="${1:-10000}"
+     filter='FlowTableSimulationTests|FabricSimulationTests' ;;
+esac
 swift build --build-tests >/dev/null
-swift test --skip-build --filter FlowTableSimulationTests
+swift test --skip-build --filter "$filter"

@@ -154,9 +154,13 @@ extension ClientCore {
         guard message.resendRequests < Limits.chunkResendsMax else { return false }
         message.resendRequests += 1
         incoming[id] = message
-        let window = message.window
-        connection?.send(
-            .ack(id, acked: window.ackedOffset, credit: window.creditOffset, resendFrom: window.ackedOffset))
+        var ack = Freight_Wire_V1_Ack()
+        ack.messageID = id
+        ack.ackedOffset = message.window.ackedOffset
+        ack.creditOffset = message.window.creditOffset
+        ack.resendFrom = message.window.ackedOffset
+        ack.resendCode = FreightError.Code.checksumMismatch.rawValue
+        connection?.send(.ack(ack))
         return true
     }
 

@@ -23,6 +23,8 @@ public struct Flow: Sendable {
         /// The rails this branch's chunks may take (a peer branch whose plan names rails); nil: any.
         public var rails: [Int]?
 
+        /// The branch acknowledged or granted credit at least once: its OPEN arrived.
+        public var heard: Bool { ackedOffset > 0 || creditOffset > 0 }
         /// Live: bytes go to it now.
         public var isOpen: Bool { if case .open = state { true } else { false } }
         /// Not finished: live, or suspended until its link comes back.

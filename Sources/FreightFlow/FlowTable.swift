@@ -89,6 +89,19 @@ public struct FlowTable: Sendable {
         plan: (Freight_Wire_V1_MessageHeader, _ load: (EndpointKey) -> Int) throws(FreightError) -> Plan
     ) -> Flow? {
         let id = open.header.id
+        if case .peer = port, let existing = flows[id], existing.upstream == port,
+            existing.length == open.header.length
+        {
+            // The same OPEN again from the same upstream: its control stripe broke before it heard from this node
+            // (the OPEN or the answer may have been lost). Answered as a resume: where this node is, and from where
+            // to send again.
+            resume(open, from: port, actions: &actions)
+            return existing
+        }
+        if case .peer = port, flows[id] == nil, let entry = recentOutcomes[id], entry.upstream == port {
+            actions.append(.send(entry.frame, to: port))
+            return nil
+        }
         do throws(FreightError) {
             let header = try checked(open)
             let load = endpointLoad
@@ -160,20 +173,26 @@ public struct FlowTable: Sendable {
         }
         flows[header.id] = flow
         for branch in flow.branches where branch.isOpen {
-            var open = Freight_Wire_V1_Open()
-            open.header = header
-            open.path = path
-            open.shared = plan.shared
-            open.targets = branch.targets.map { key in
-                var ref = Freight_Wire_V1_EndpointRef()
-                ref.node = key.node
-                ref.id = key.id
-                return ref
-            }
-            actions.append(.send(.open(open), to: branch.port))
+            actions.append(.send(.open(Self.openFrame(flow, branch)), to: branch.port))
         }
         finishIfComplete(header.id, actions: &actions)
         return flow
+    }
+
+    /// The OPEN that tells `branch` of `flow` (with `resume`: the message resumes after a broken link).
+    static func openFrame(_ flow: Flow, _ branch: Flow.Branch, resume: Bool = false) -> Freight_Wire_V1_Open {
+        var open = Freight_Wire_V1_Open()
+        open.header = flow.header
+        open.path = flow.path
+        open.shared = flow.shared
+        open.resume = resume
+        open.targets = branch.targets.map { key in
+            var ref = Freight_Wire_V1_EndpointRef()
+            ref.node = key.node
+            ref.id = key.id
+            return ref
+        }
+        return open
     }
 
     // MARK: Chunks
@@ -203,6 +222,8 @@ public struct FlowTable: Sendable {
         }
         flows.values[slot].bytesForwarded += UInt64(count)
         if flow.resendAwaited == offset { flows.values[slot].resendAwaited = nil }
+        // Bytes from it: the upstream still sends this message, so it is not held for a broken link any more.
+        if flow.upstreamLostNanos != nil { flows.values[slot].upstreamLostNanos = nil }
         return flow
     }
 
@@ -241,18 +262,25 @@ public struct FlowTable: Sendable {
             // Bytes past `resendFrom` were lost on the way to this branch: the source sends them again.
             actions.append(.branchRewound(messageID: ack.messageID, port: port))
             guard flow.upstreamResends else {
-                return failBranch(
-                    ack.messageID, port: port,
-                    FreightError(
+                let error =
+                    ack.resendCode == FreightError.Code.checksumMismatch.rawValue
+                    ? FreightError(
+                        .checksumMismatch,
+                        "the chunk at offset \(ack.resendFrom) of \(flow.length) failed its CRC32C check on its way to \(port), and the sender cannot send it again"
+                    )
+                    : FreightError(
                         .nodeGone,
                         "the link to \(port) broke at offset \(ack.resendFrom) of \(flow.length) and the sender cannot send again"
-                    ), tellBranch: true, actions: &actions)
+                    )
+                return failBranch(ack.messageID, port: port, error, tellBranch: true, actions: &actions)
             }
-            actions.append(
-                .send(
-                    .ack(
-                        ack.messageID, acked: flow.upstreamAcked, credit: flow.upstreamCredit,
-                        resendFrom: ack.resendFrom), to: flow.upstream))
+            var upstream = Freight_Wire_V1_Ack()
+            upstream.messageID = ack.messageID
+            upstream.ackedOffset = flow.upstreamAcked
+            upstream.creditOffset = flow.upstreamCredit
+            upstream.resendFrom = ack.resendFrom
+            upstream.resendCode = ack.resendCode
+            actions.append(.send(.ack(upstream), to: flow.upstream))
         } else if let update {
             actions.append(.send(.ack(ack.messageID, acked: update.acked, credit: update.credit), to: flow.upstream))
         }
@@ -490,6 +518,13 @@ public struct FlowTable: Sendable {
     /// that no chunk has answered yet goes again with it: lost, the sender would wait for credit and this node for
     /// bytes, each for ever.
     public mutating func controlLost(_ peer: FlowPort, actions: inout [FlowAction]) {
+        // An OPEN to the peer that nothing answered yet may have been lost with the stripe: sent again (a peer that
+        // has it answers as to a resume).
+        for flow in flows.values {
+            for branch in flow.branches where branch.port == peer && branch.isOpen && !branch.heard {
+                actions.append(.send(.open(Self.openFrame(flow, branch)), to: peer))
+            }
+        }
         for flow in flows.values where flow.upstream == peer {
             actions.append(
                 .send(
@@ -507,24 +542,26 @@ public struct FlowTable: Sendable {
     /// Flows from the peer that were held go on, and their latest acknowledgement goes again (it may have been
     /// lost with the link).
     public mutating func linkRestored(_ peer: FlowPort, actions: inout [FlowAction]) {
-        for (id, flow) in flows where flow.upstream == peer { flows[id]!.upstreamLostNanos = nil }
+        // Flows from the peer stay held until it shows it still sends them (a chunk, or its OPEN resume): asked to
+        // send again from what this node acknowledged, a peer that still has the message answers with bytes, and
+        // one that gave it up (its side's hold time passed first) answers nothing, so the hold here ends it too.
+        for (id, flow) in flows where flow.upstream == peer && flow.upstreamLostNanos != nil {
+            if flow.upstreamAcked >= flow.length {
+                flows[id]!.upstreamLostNanos = nil  // it owes nothing more
+            } else {
+                flows[id]!.resendAwaited = flow.upstreamAcked
+            }
+        }
         controlLost(peer, actions: &actions)
         for id in Array(flows.keys) {
             guard let flow = flows[id] else { continue }
             for index in flow.branches.indices where flow.branches[index].port == peer {
                 guard case .suspended = flow.branches[index].state else { continue }
                 flows[id]!.branches[index].state = .open
-                var open = Freight_Wire_V1_Open()
-                open.header = flow.header
-                open.path = flow.path
-                open.shared = flow.shared
-                open.resume = true
-                open.targets = flow.branches[index].targets.map { key in
-                    var ref = Freight_Wire_V1_EndpointRef()
-                    ref.node = key.node
-                    ref.id = key.id
-                    return ref
-                }
+                // A branch that never heard from the peer may never have reached it: a plain OPEN, which a peer that
+                // has the message answers as a resume, and one that has not opens.
+                let branch = flow.branches[index]
+                let open = Self.openFrame(flow, branch, resume: branch.heard)
                 actions.append(.send(.open(open), to: peer))
             }
         }

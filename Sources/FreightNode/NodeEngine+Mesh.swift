@@ -62,7 +62,8 @@ extension NodeEngine {
                 connection.sendPreface()
                 connection.send(helloFrame(role: .node, stream: 0))
             case .failure(let error):
-                if seeds[address]?.attempts ?? 0 <= 3 || (seeds[address]?.attempts ?? 0) % 30 == 0 {
+                let attempts = seeds[address]?.attempts ?? 0
+                if attempts <= Self.seedFailuresLoggedFirst || attempts % Self.seedFailuresLoggedEvery == 0 {
                     logger.info("seed \(address) not reachable yet: \(error)")
                 }
             }

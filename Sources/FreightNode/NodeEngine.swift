@@ -80,6 +80,11 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     static let forgetAfterHoldSeconds = 2
     /// Endpoint ids in one ENDPOINTS frame's `removed` (8 bytes each at most: well within a control frame).
     static let removalsPerFrameMax = 4096
+    /// A seed that cannot be reached is logged on its first attempts, then on every this many (one a second).
+    static let seedFailuresLoggedFirst = 3
+    static let seedFailuresLoggedEvery = 30
+    /// Actions the flow table's buffer holds before it grows (it is reused, never shrunk).
+    static let flowActionsReserved = 64
     /// Filler written per piece for a chunk cut off mid-stream.
     static let fillerPieceBytes = 1 << 20
     var planner: DeliveryPlanner
@@ -129,7 +134,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                 nodeName: configuration.name, windowBytes: configuration.windowBytes,
                 memoryBudgetBytes: configuration.memoryBudgetBytes, chunkBytesDefault: configuration.chunkBytes,
                 resumeHold: .seconds(configuration.resumeHoldSeconds)))
-        flowActions.reserveCapacity(64)
+        flowActions.reserveCapacity(Self.flowActionsReserved)
     }
 
     public var name: String { configuration.name }

@@ -12,8 +12,14 @@ public struct ReceiveWindow: Sendable {
     public private(set) var ackedOffset: UInt64 = 0
     /// The sender may send bytes below this offset.
     public private(set) var creditOffset: UInt64
-    /// Accepted but not yet consumed, or consumed beyond a gap: start -> end.
+    /// Accepted but not yet consumed, or consumed beyond a gap: start -> end, one entry per chunk.
     private var accepted: [UInt64: UInt64] = [:]
+    /// A chunk that arrived in pieces is consumed piece by piece but counts as held only once every piece is: so
+    /// the acknowledged offset stays on the sender's chunk boundaries, and bytes sent again from it after a broken
+    /// link line up with what is held (never overlapping it in part). Piece start -> (its chunk's start, length);
+    /// and per chunk, the bytes not yet consumed.
+    private var pieces: [UInt64: (chunk: UInt64, count: UInt64)] = [:]
+    private var unconsumed: [UInt64: UInt64] = [:]
     private var consumedAhead: [UInt64: UInt64] = [:]
     /// The end of the furthest byte that arrived.
     private var highestEnd: UInt64 = 0
@@ -45,10 +51,14 @@ public struct ReceiveWindow: Sendable {
     public mutating func accept(_ chunk: DataChunk) throws(FreightError) -> Bool {
         let end = try checkedEnd(offset: chunk.offset, count: UInt64(chunk.count))
         if try isHeld(offset: chunk.offset, end: end) { return false }
-        var offset = chunk.offset
-        for piece in chunk.pieces where piece.readableBytes > 0 {
-            accepted[offset] = offset + UInt64(piece.readableBytes)
-            offset += UInt64(piece.readableBytes)
+        accepted[chunk.offset] = end
+        if chunk.pieces.count > 1 {
+            var offset = chunk.offset
+            for piece in chunk.pieces where piece.readableBytes > 0 {
+                pieces[offset] = (chunk.offset, UInt64(piece.readableBytes))
+                offset += UInt64(piece.readableBytes)
+            }
+            unconsumed[chunk.offset] = end - chunk.offset
         }
         highestEnd = max(highestEnd, end)
         return true
@@ -56,10 +66,14 @@ public struct ReceiveWindow: Sendable {
 
     /// Forgets a chunk accepted but found bad (its checksum failed): its bytes are expected again.
     public mutating func drop(_ chunk: DataChunk) {
-        var offset = chunk.offset
-        for piece in chunk.pieces where piece.readableBytes > 0 {
-            if accepted[offset] == offset + UInt64(piece.readableBytes) { accepted[offset] = nil }
-            offset += UInt64(piece.readableBytes)
+        guard accepted[chunk.offset] == chunk.offset + UInt64(chunk.count) else { return }
+        accepted[chunk.offset] = nil
+        if unconsumed.removeValue(forKey: chunk.offset) != nil {
+            var offset = chunk.offset
+            for piece in chunk.pieces where piece.readableBytes > 0 {
+                pieces[offset] = nil
+                offset += UInt64(piece.readableBytes)
+            }
         }
     }
 
@@ -108,6 +122,17 @@ public struct ReceiveWindow: Sendable {
 
     /// Marks an accepted chunk as held by the app; returns the new (acked, credit) when the acknowledgement moved.
     public mutating func consume(offset: UInt64) -> (acked: UInt64, credit: UInt64)? {
+        var offset = offset
+        if let piece = pieces.removeValue(forKey: offset) {
+            // A piece: its chunk is consumed once its last piece is.
+            let left = unconsumed[piece.chunk, default: 0] - min(piece.count, unconsumed[piece.chunk, default: 0])
+            guard left == 0 else {
+                unconsumed[piece.chunk] = left
+                return nil
+            }
+            unconsumed[piece.chunk] = nil
+            offset = piece.chunk
+        }
         guard let end = accepted.removeValue(forKey: offset) else { return nil }
         consumedAhead[offset] = end
         let before = ackedOffset

@@ -10,22 +10,9 @@ import Testing
 /// message upstream and never both DONE and ABORT, and nothing left behind once every port is gone. A failure
 /// names its seed; `FREIGHT_FLOW_SEED=N` replays one, `FREIGHT_FLOW_SEEDS=N` runs N (scripts/simulate.sh).
 @Suite struct FlowTableSimulationTests {
-    static var seeds: [UInt64] {
-        let environment = ProcessInfo.processInfo.environment
-        if let one = environment["FREIGHT_FLOW_SEED"].flatMap(UInt64.init) { return [one] }
-        let count = environment["FREIGHT_FLOW_SEEDS"].flatMap(Int.init) ?? 300
-        return (0..<UInt64(count)).map { $0 &* 0x9E37_79B9_7F4A_7C15 &+ 1 }
-    }
-
     @Test func randomSchedulesKeepEveryInvariant() {
-        var failures = 0
-        for seed in Self.seeds where failures < 3 {
-            if let problem = Self.run(seed: seed) {
-                failures += 1
-                Issue.record(
-                    "seed \(seed): \(problem) (replay: FREIGHT_FLOW_SEED=\(seed) swift test --filter FlowTableSimulationTests)"
-                )
-            }
+        runSeeds("FREIGHT_FLOW", slice: 300, salt: 0x9E37_79B9_7F4A_7C15, suite: "FlowTableSimulationTests") {
+            Self.run(seed: $0)
         }
     }
 

@@ -1,6 +1,7 @@
 import FreightCore
 import FreightTransport
 import FreightWire
+import NIOCore
 import Testing
 
 @Suite struct WindowTests {
@@ -65,6 +66,20 @@ import Testing
         let forward = sender.rewind(to: 8)
         #expect(!forward, "never forward")
         #expect(sender.nextChunk()! == (4, 4, false))
+    }
+
+    /// A chunk that arrives in pieces is acknowledged once every piece is consumed, so acknowledgements stay on the
+    /// sender's chunk boundaries and a chunk sent again from one is held whole (dropped), never in part.
+    @Test func piecesAreAcknowledgedByWholeChunks() throws {
+        var window = ReceiveWindow(length: 16, windowBytes: 16)
+        let pieces = [ByteBuffer(bytes: [1, 2, 3]), ByteBuffer(bytes: [4, 5, 6, 7, 8])]
+        let chunk = DataChunk(messageID: 1, offset: 0, crc32c: 0, isLast: false, pieces: pieces)
+        #expect(try window.accept(chunk))
+        #expect(window.consume(offset: 0) == nil, "the first piece alone moves nothing")
+        #expect(window.ackedOffset == 0)
+        #expect(try !window.accept(offset: 0, count: 8), "sent again whole while half consumed: held")
+        #expect(window.consume(offset: 3)?.acked == 8)
+        #expect(try window.accept(offset: 8, count: 8))
     }
 
     /// A chunk that failed its checksum is forgotten: sent again, it is new, not a repeat.

@@ -221,6 +221,10 @@ public nonisolated struct Freight_Wire_V1_Ack: Sendable {
   /// Clears the value of `resendFrom`. Subsequent reads from it will return its default value.
   public mutating func clearResendFrom() {self._resendFrom = nil}
 
+  /// Why bytes are asked for again, as an error code, when it is not a broken link: a receiving app that found a chunk
+  /// failing its CRC32C check sets checksum mismatch. A source that cannot send again fails the message with it.
+  public var resendCode: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1158,7 +1162,7 @@ nonisolated extension Freight_Wire_V1_EndpointRef: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Ack"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{3}acked_offset\0\u{3}credit_offset\0\u{3}resend_from\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{3}acked_offset\0\u{3}credit_offset\0\u{3}resend_from\0\u{3}resend_code\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1170,6 +1174,7 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.ackedOffset) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.creditOffset) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self._resendFrom) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.resendCode) }()
       default: break
       }
     }
@@ -1192,6 +1197,9 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
     try { if let v = self._resendFrom {
       try visitor.visitSingularUInt64Field(value: v, fieldNumber: 4)
     } }()
+    if self.resendCode != 0 {
+      try visitor.visitSingularUInt32Field(value: self.resendCode, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1200,6 +1208,7 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.ackedOffset != rhs.ackedOffset {return false}
     if lhs.creditOffset != rhs.creditOffset {return false}
     if lhs._resendFrom != rhs._resendFrom {return false}
+    if lhs.resendCode != rhs.resendCode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
