@@ -95,7 +95,7 @@ public struct FlowTable: Sendable {
             // The same OPEN again from the same upstream: its control stripe broke before it heard from this node
             // (the OPEN or the answer may have been lost). Answered as a resume: where this node is, and from where
             // to send again.
-            resume(open, from: port, actions: &actions)
+            resume(open, from: port, recording: false, actions: &actions)
             return existing
         }
         if case .peer = port, flows[id] == nil, let entry = recentOutcomes[id], entry.upstream == port {
@@ -570,7 +570,11 @@ public struct FlowTable: Sendable {
     /// OPEN resume from `port`: the message's link broke and is back. The flow held for it goes on, and the sender
     /// is told to send again from what this node acknowledged; the receiving apps are told where it resumed. A
     /// message that ended meanwhile has its outcome sent again; one this node no longer holds is refused.
-    public mutating func resume(_ open: Freight_Wire_V1_Open, from port: FlowPort, actions: inout [FlowAction]) {
+    /// With `recording` false (an OPEN repeated after a lost control stripe, not a broken link) the offset is not
+    /// listed among the message's resumes.
+    public mutating func resume(
+        _ open: Freight_Wire_V1_Open, from port: FlowPort, recording: Bool = true, actions: inout [FlowAction]
+    ) {
         let id = open.header.id
         guard let flow = flows[id], flow.upstream == port else {
             if let entry = recentOutcomes[id], entry.upstream == port {
@@ -590,9 +594,10 @@ public struct FlowTable: Sendable {
         let offset = flow.upstreamAcked
         flows[id]!.upstreamLostNanos = nil
         if offset < flow.length { flows[id]!.resendAwaited = offset }
-        if flow.resumes.count < Limits.resumesRecordedMax { flows[id]!.resumes.append(offset) }
+        if recording && flow.resumes.count < Limits.resumesRecordedMax { flows[id]!.resumes.append(offset) }
         actions.append(
             .send(.ack(id, acked: offset, credit: flow.upstreamCredit, resendFrom: offset), to: port))
+        guard recording else { return }
         var notice = Freight_Wire_V1_Open()
         notice.header = flow.header
         notice.resume = true

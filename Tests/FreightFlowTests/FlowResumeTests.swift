@@ -196,6 +196,52 @@ import Testing
         #expect(Self.sent(actions, to: Self.receiver).contains { if case .abort = $0 { true } else { false } })
     }
 
+    /// An OPEN lost with a control stripe goes again to a branch that never answered; the peer that had it answers
+    /// the repeat as a resume (not listed as one), one that had not opens it.
+    @Test func anOpenLostWithTheControlStripeGoesAgain() {
+        var sender = Self.table()
+        var actions: [FlowAction] = []
+        sender.open(FlowTableTests.open(id: 5, length: 64 << 20), from: Self.app, actions: &actions) { _, _ in
+            FlowTable.Plan(
+                branches: [Flow.Branch(port: Self.peer, targets: [EndpointKey(node: "n2", id: 3)])],
+                upstreamResends: true)
+        }
+        guard case .open(let first)? = Self.sent(actions, to: Self.peer).first else {
+            Issue.record("expected OPEN: \(actions)")
+            return
+        }
+        actions = []
+        sender.controlLost(Self.peer, actions: &actions)
+        guard case .open(let again)? = Self.sent(actions, to: Self.peer).first else {
+            Issue.record("expected the OPEN again: \(actions)")
+            return
+        }
+        #expect(!again.resume && again.header.id == 5)
+        // At the peer: the first arrived, so the repeat is answered with where it is and nothing is duplicated.
+        var receiver = Self.table()
+        actions = []
+        receiver.open(first, from: .peer("n1"), actions: &actions) { _, _ in
+            FlowTable.Plan(branches: [Flow.Branch(port: Self.receiver, targets: [])], upstreamResends: true)
+        }
+        receiver.ack(ackFrame(5, acked: 0, credit: 8 << 20), from: Self.receiver, actions: &actions)
+        actions = []
+        receiver.open(again, from: .peer("n1"), actions: &actions) { _, _ in
+            Issue.record("a repeat must not be planned again")
+            return FlowTable.Plan(branches: [])
+        }
+        guard case .ack(let answer)? = Self.sent(actions, to: .peer("n1")).first else {
+            Issue.record("expected ACK: \(actions)")
+            return
+        }
+        #expect(answer.hasResendFrom && answer.resendFrom == 0 && answer.creditOffset == 8 << 20)
+        #expect(receiver.count == 1 && receiver[5]?.resumes.isEmpty == true)
+        // Once the branch answered, a lost control stripe sends no OPEN again.
+        sender.ack(ackFrame(5, acked: 0, credit: 8 << 20), from: Self.peer, actions: &actions)
+        actions = []
+        sender.controlLost(Self.peer, actions: &actions)
+        #expect(!Self.sent(actions, to: Self.peer).contains { if case .open = $0 { true } else { false } })
+    }
+
     @Test func aLostStripeHasTheSourceSendAgainFromTheBranchAcknowledgement() {
         var table = Self.table()
         Self.started(&table, acked: 5 << 20)
