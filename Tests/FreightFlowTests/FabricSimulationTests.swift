@@ -362,8 +362,9 @@ struct Simulation {
             tables[node].resume(open, from: port, actions: &actions)
         case .frame(.open(let open)):
             let next: FlowPort = node == 2 ? Self.sink : .peer(Self.names[node + 1])
-            // As the engine plans: a next node whose link is down is not reachable, and that branch fails at once.
-            let reachable = node == 2 || linkUp[node]
+            // As the engine plans: a next node this node has no link to (it found its link broken and has not
+            // dialed it again) is not reachable, and that branch fails at once.
+            let reachable = node == 2 || egress[node][0] != .down
             tables[node].open(open, from: port, actions: &actions) { _, _ in
                 let branch =
                     reachable
