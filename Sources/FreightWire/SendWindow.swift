@@ -7,6 +7,8 @@ public struct SendWindow: Sendable {
     public private(set) var nextOffset: UInt64 = 0
     public private(set) var creditOffset: UInt64 = 0
     public private(set) var ackedOffset: UInt64 = 0
+    /// The furthest byte ever sent: after a rewind, bytes sent before it may still arrive and be acknowledged.
+    public private(set) var sentOffset: UInt64 = 0
 
     public init(length: UInt64, chunkBytes: UInt64) {
         precondition(chunkBytes > 0)
@@ -24,6 +26,7 @@ public struct SendWindow: Sendable {
         guard nextOffset + count <= creditOffset else { return nil }
         let offset = nextOffset
         nextOffset += count
+        sentOffset = max(sentOffset, nextOffset)
         return (offset, count, nextOffset == length)
     }
 
@@ -35,6 +38,7 @@ public struct SendWindow: Sendable {
         guard count > 0, count <= available else { return nil }
         let offset = nextOffset
         nextOffset += count
+        sentOffset = max(sentOffset, nextOffset)
         return (offset, count, nextOffset == length)
     }
 
@@ -45,6 +49,7 @@ public struct SendWindow: Sendable {
         guard nextOffset < end else { return nil }
         let offset = nextOffset
         nextOffset = end
+        sentOffset = max(sentOffset, nextOffset)
         return (offset, end - offset, end == length)
     }
 
@@ -60,10 +65,12 @@ public struct SendWindow: Sendable {
 
     /// Applies an acknowledgement. Offsets never go backwards; an acknowledgement past what was sent is a protocol error.
     public mutating func ack(acked: UInt64, credit: UInt64) throws(FreightError) {
-        guard acked <= nextOffset, acked <= length else {
-            throw FreightError(.protocolViolation, "acknowledged offset \(acked) is past the \(nextOffset) bytes sent")
+        guard acked <= sentOffset, acked <= length else {
+            throw FreightError(.protocolViolation, "acknowledged offset \(acked) is past the \(sentOffset) bytes sent")
         }
         ackedOffset = max(ackedOffset, acked)
+        // Sent before a rewind and acknowledged after it: not sent again.
+        nextOffset = max(nextOffset, ackedOffset)
         creditOffset = max(creditOffset, min(credit, length))
     }
 }

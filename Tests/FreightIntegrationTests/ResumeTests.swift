@@ -88,10 +88,10 @@ struct ResumeTests {
             "resume/socket", at: "n2", ["--check", "--count", "1", "--shared-memory", "off"])
         defer { recv.stop() }
         let send = try FreightProcess([
-            "send", "resume/socket", "--size", "1GiB", "--via", cluster.node("n1").socket, "--json",
+            "send", "resume/socket", "--size", "4GiB", "--via", cluster.node("n1").socket, "--json",
         ])
         defer { send.stop() }
-        try await Self.waitFor(cluster, "n2", bytesIn: Self.gib / 2)
+        try await Self.waitFor(cluster, "n2", bytesIn: Self.gib)
         #expect(send.isRunning, "the message must still be going when its link breaks")
         try Sockets.killAll(host: "127.0.0.22")
         #expect(try await send.waitForExit(timeout: .seconds(180)) == 0, "\(send.stderr)")
@@ -263,6 +263,7 @@ struct LinkDownTests {
         let received = recv.jsonLines.first { $0["event"] as? String == "received" }
         #expect(received?["checked"] as? Bool == true, "byte-identical")
         let resumes = received?["resumed_at"] as? [Int] ?? []
+        if resumes.isEmpty { await pair.explain(send: send, recv: recv) }
         #expect(!resumes.isEmpty, "it resumed: \(recv.stdoutLines)")
         let delivery = (send.jsonLines.first?["deliveries"] as? [[String: Any]])?.first
         #expect(delivery?["resumed_at"] as? [Int] == resumes)

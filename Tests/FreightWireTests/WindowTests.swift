@@ -68,6 +68,22 @@ import Testing
         #expect(sender.nextChunk()! == (4, 4, false))
     }
 
+    /// After a rewind (a lost stripe), bytes sent before it on other stripes may still arrive and be acknowledged:
+    /// that is no violation, and they are not sent again; an acknowledgement past everything ever sent still is.
+    @Test func acknowledgementsPastARewindAreBytesSentBefore() throws {
+        var sender = SendWindow(length: 16, chunkBytes: 4)
+        try sender.ack(acked: 0, credit: 16)
+        while sender.nextChunk() != nil {}
+        sender.rewind(to: 4)
+        #expect(sender.nextOffset == 4)
+        try sender.ack(acked: 12, credit: 16)
+        #expect(sender.nextOffset == 12 && sender.nextChunk()! == (12, 4, true))
+        var fresh = SendWindow(length: 16, chunkBytes: 4)
+        try fresh.ack(acked: 0, credit: 16)
+        _ = fresh.nextChunk()
+        #expect(throws: FreightError.self) { try fresh.ack(acked: 8, credit: 16) }
+    }
+
     /// A chunk that arrives in pieces is acknowledged once every piece is consumed, so acknowledgements stay on the
     /// sender's chunk boundaries and a chunk sent again from one is held whole (dropped), never in part.
     @Test func piecesAreAcknowledgedByWholeChunks() throws {
