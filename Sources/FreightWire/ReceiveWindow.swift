@@ -123,7 +123,7 @@ public struct ReceiveWindow: Sendable {
     /// Marks an accepted chunk as held by the app; returns the new (acked, credit) when the acknowledgement moved.
     public mutating func consume(offset: UInt64) -> (acked: UInt64, credit: UInt64)? {
         var offset = offset
-        if let piece = pieces.removeValue(forKey: offset) {
+        if !pieces.isEmpty, let piece = pieces.removeValue(forKey: offset) {
             // A piece: its chunk is consumed once its last piece is.
             let left = unconsumed[piece.chunk, default: 0] - min(piece.count, unconsumed[piece.chunk, default: 0])
             guard left == 0 else {

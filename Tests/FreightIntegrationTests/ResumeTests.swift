@@ -48,27 +48,36 @@ struct ResumeTests {
         return peers.first { $0["name"] as? String == peer }?["bytes_out"] as? Int ?? 0
     }
 
-    /// Every TCP connection between the two nodes is killed at about half of a 4 GiB message: the link comes back,
-    /// the message resumes from the receiver's acknowledged offset and arrives byte-identical; both reports name the
-    /// offset, and the bytes sent between the nodes are at most the message and one window.
-    @Test func everyConnectionKilledMidMessageResumes() async throws {
-        let cluster = try await Self.pair()
-        defer { cluster.stop() }
-        let recv = try await cluster.receiver("resume/all", at: "n2", ["--check", "--count", "1"])
+    /// Sends 4 GiB from n1 to a checking receiver at n2 (with `receiving` options), kills every connection of n2's
+    /// address once n2 took `after` bytes, and expects both apps to finish and the body to arrive byte-identical.
+    /// Returns what the sender printed and the receiver's "received" record.
+    static func killEveryConnection(
+        _ cluster: ProcessCluster, sending address: String, receiving options: [String], after bytes: Int
+    ) async throws -> (sent: [[String: Any]], received: [String: Any]?) {
+        let recv = try await cluster.receiver(address, at: "n2", ["--check", "--count", "1"] + options)
         defer { recv.stop() }
-        let send = try FreightProcess([
-            "send", "resume/all", "--size", "4GiB", "--via", cluster.node("n1").socket, "--json",
-        ])
+        let send = try FreightProcess(["send", address, "--size", "4GiB", "--via", cluster.node("n1").socket, "--json"])
         defer { send.stop() }
-        try await Self.waitFor(cluster, "n2", bytesIn: 2 * Self.gib)
+        try await waitFor(cluster, "n2", bytesIn: bytes)
         #expect(send.isRunning, "the message must still be going when its link breaks")
         try Sockets.killAll(host: "127.0.0.22")
         #expect(try await send.waitForExit(timeout: .seconds(180)) == 0, "\(send.stderr)")
         #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
         let received = recv.jsonLines.first { $0["event"] as? String == "received" }
         #expect(received?["checked"] as? Bool == true, "byte-identical")
+        return (send.jsonLines, received)
+    }
+
+    /// Every TCP connection between the two nodes is killed at about half of a 4 GiB message: the link comes back,
+    /// the message resumes from the receiver's acknowledged offset and arrives byte-identical; both reports name the
+    /// offset, and the bytes sent between the nodes are at most the message and one window.
+    @Test func everyConnectionKilledMidMessageResumes() async throws {
+        let cluster = try await Self.pair()
+        defer { cluster.stop() }
+        let (sent, received) = try await Self.killEveryConnection(
+            cluster, sending: "resume/all", receiving: [], after: 2 * Self.gib)
         let receiverResumes = received?["resumed_at"] as? [Int] ?? []
-        let delivery = (send.jsonLines.first?["deliveries"] as? [[String: Any]])?.first
+        let delivery = (sent.first?["deliveries"] as? [[String: Any]])?.first
         let senderResumes = delivery?["resumed_at"] as? [Int] ?? []
         // Once, or again when a redialed connection was caught by the same kill.
         #expect(!receiverResumes.isEmpty && senderResumes == receiverResumes, "\(receiverResumes) \(senderResumes)")
@@ -84,20 +93,8 @@ struct ResumeTests {
     @Test func aChunkCutOnItsWayToASocketReceiverComesAgain() async throws {
         let cluster = try await Self.pair()
         defer { cluster.stop() }
-        let recv = try await cluster.receiver(
-            "resume/socket", at: "n2", ["--check", "--count", "1", "--shared-memory", "off"])
-        defer { recv.stop() }
-        let send = try FreightProcess([
-            "send", "resume/socket", "--size", "4GiB", "--via", cluster.node("n1").socket, "--json",
-        ])
-        defer { send.stop() }
-        try await Self.waitFor(cluster, "n2", bytesIn: Self.gib)
-        #expect(send.isRunning, "the message must still be going when its link breaks")
-        try Sockets.killAll(host: "127.0.0.22")
-        #expect(try await send.waitForExit(timeout: .seconds(180)) == 0, "\(send.stderr)")
-        #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
-        let received = recv.jsonLines.first { $0["event"] as? String == "received" }
-        #expect(received?["checked"] as? Bool == true, "byte-identical")
+        _ = try await Self.killEveryConnection(
+            cluster, sending: "resume/socket", receiving: ["--shared-memory", "off"], after: Self.gib)
         try await ClusterTests.expectIdle(cluster, "n1")
         try await ClusterTests.expectIdle(cluster, "n2")
     }

@@ -21,6 +21,21 @@ import Testing
         return try await condition()
     }
 
+    /// Reads a message's whole body: how many bytes, whether every byte matches the pattern of `seed`, and whether
+    /// every chunk was read in place from shared memory.
+    static func read(_ message: IncomingMessage, seed: UInt64) async throws -> (
+        total: Int, intact: Bool, allShared: Bool
+    ) {
+        var (total, intact, allShared) = (0, true, true)
+        for try await chunk in message.body {
+            allShared = allShared && chunk.isShared
+            let ok = try chunk.withUnsafeBytes { PatternFill.check($0, seed: seed, offset: Int64(chunk.offset)) }
+            intact = intact && ok
+            total += chunk.count
+        }
+        return (total, intact, allShared)
+    }
+
     /// Links that decline both zero-copy paths (as a TLS link will, ``LinkCapabilities``): the sender's node copies
     /// the regions into the link's writes, the receiver's node copies bodies into the pool after reading them; the
     /// apps see the same message, intact and read in place.
@@ -35,15 +50,7 @@ import Testing
             }
             var messages = inbox.makeAsyncIterator()
             let message = try #require(try await messages.next())
-            var allShared = true
-            var intact = true
-            var total = 0
-            for try await chunk in message.body {
-                allShared = allShared && chunk.isShared
-                let ok = try chunk.withUnsafeBytes { PatternFill.check($0, seed: 22, offset: Int64(chunk.offset)) }
-                intact = intact && ok
-                total += chunk.count
-            }
+            let (total, intact, allShared) = try await Self.read(message, seed: 22)
             let report = try await sending.value
             #expect(report.bytes == 32 << 20 && total == 32 << 20 && intact && allShared)
             #expect(try await fabric.engines[0].bodyBytesSentFromPools() == 0, "no sendfile")
@@ -70,15 +77,7 @@ import Testing
             }
             var messages = inbox.makeAsyncIterator()
             let message = try #require(try await messages.next())
-            var allShared = true
-            var intact = true
-            var total = 0
-            for try await chunk in message.body {
-                allShared = allShared && chunk.isShared
-                let ok = try chunk.withUnsafeBytes { PatternFill.check($0, seed: 21, offset: Int64(chunk.offset)) }
-                intact = intact && ok
-                total += chunk.count
-            }
+            let (total, intact, allShared) = try await Self.read(message, seed: 21)
             let report = try await sending.value
             #expect(report.bytes == 96 << 20 && total == 96 << 20)
             #expect(allShared, "every chunk was read in place from the receive pool")
