@@ -128,8 +128,9 @@ public struct NodeConfiguration: Sendable {
         guard sharedMemoryBudgetBytes >= 0, sharedHoldSeconds >= 1 else {
             throw FreightError(.invalidArgument, "--shared-memory-budget must be >= 0 and --shared-hold >= 1 s")
         }
-        guard case .tcp = listen else {
-            throw FreightError(.invalidArgument, "--listen must be HOST:PORT")
+        if case .unix = listen {
+            throw FreightError(
+                .invalidArgument, "--listen must be HOST:PORT (or inproc://NAME for a node inside a process)")
         }
         guard rails.count <= Limits.railsMax, Set(rails).count == rails.count else {
             throw FreightError(.invalidArgument, "--rail: at most \(Limits.railsMax) different addresses")

@@ -27,10 +27,10 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     let started = Latch()
 
     // Listeners.
-    var listenChannel: Channel?
-    var socketChannel: Channel?
+    var listener: (any LinkListener)?
+    var socketListener: (any LinkListener)?
     /// Listeners on rail addresses the main listener does not cover.
-    var railChannels: [Channel] = []
+    var railListeners: [any LinkListener] = []
     /// The address peers reach this node at (the bound port when configured with port 0).
     public private(set) var boundListen: NodeAddress
 
@@ -122,11 +122,13 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         self.incarnation = configuration.environment.random()
         self.startedAtNanos = configuration.environment.nowNanos()
         self.logger[metadataKey: "node"] = "\(configuration.name)"
-        self.transport = Transport(
+        var transport = Transport(
             eventLoop: eventLoop, tuning: configuration.tuning,
             limits: FrameLimits(verifyChecksumsOnArrival: false, streamsChunks: true),
             capabilities: configuration.linkCapabilities, logger: logger
         )
+        if case .inProcess(let name) = configuration.listen { transport.inProcessName = name }
+        self.transport = transport
         self.boundListen = configuration.listen
         self.planner = DeliveryPlanner(localNode: configuration.name)
         self.flowTable = FlowTable(
@@ -183,10 +185,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         let listen = try await transport.listen(on: configuration.listen) { [self] channel in
             makeConnection(channel)
         }.get()
-        if case .tcp(let host, _) = configuration.listen, let port = listen.localAddress?.port {
-            boundListen = .tcp(host: host, port: port)
-        }
-        var rails: [Channel] = []
+        boundListen = listen.address
+        var rails: [any LinkListener] = []
         if case .tcp(let host, let port) = boundListen, !["0.0.0.0", "::"].contains(host) {
             for rail in configuration.rails where rail != host {
                 rails.append(
@@ -195,7 +195,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                     }.get())
             }
         }
-        let socket: Channel?
+        let socket: (any LinkListener)?
         if let path = configuration.socketPath {
             socket = try await transport.listen(on: .unix(path: path)) { [self] channel in
                 makeConnection(channel)
@@ -205,9 +205,9 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         }
         let railListeners = rails
         try await eventLoop.submit { [self] in
-            listenChannel = listen
-            socketChannel = socket
-            railChannels = railListeners
+            listener = listen
+            socketListener = socket
+            self.railListeners = railListeners
             try startDescriptorListener()
             for seed in configuration.joins { seeds[seed] = SeedState() }
             maintain()
@@ -229,12 +229,12 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                 maintenance?.cancel()
                 maintenance = nil
                 var futures: [EventLoopFuture<Void>] = []
-                for channel in [listenChannel, socketChannel].compactMap({ $0 }) + railChannels {
-                    futures.append(channel.close().recover { _ in })
+                for listener in [listener, socketListener].compactMap({ $0 }) + railListeners {
+                    futures.append(listener.close().recover { _ in })
                 }
-                listenChannel = nil
-                socketChannel = nil
-                railChannels = []
+                listener = nil
+                socketListener = nil
+                railListeners = []
                 descriptorListener?.stop()
                 descriptorListener = nil
                 for session in sessions.values { futures.append(session.connection.channel.close().recover { _ in }) }

@@ -8,7 +8,17 @@ import NIOPosix
 
 /// A whole fabric in one process: nodes n1...nN on 127.0.0.1...N with real TCP links between them and a Unix
 /// socket each for apps. Used by `freight demo`, `freight bench` and tests.
+///
+/// With `links: .inProcess` the nodes listen on `inproc://` names instead and are joined by in-process links, with
+/// no socket at all (and no app socket: apps attach in process, ``NodeEngine/attachSink(_:label:)``); tests cut
+/// those links at will (``cut(_:)``, ``setDown(_:_:)``).
 public final class InProcessFabric: Sendable {
+    /// How the fabric's nodes are linked.
+    public enum Links: Sendable {
+        case sockets
+        case inProcess
+    }
+
     public let engines: [NodeEngine]
     public let directory: String
     let group: MultiThreadedEventLoopGroup
@@ -27,11 +37,14 @@ public final class InProcessFabric: Sendable {
         memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
         sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
         sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
+        resumeHoldSeconds: Int = Limits.resumeHoldSeconds,
         logLevel: Logger.Level = .warning,
         environment: NodeEnvironment = .system,
-        linkCapabilities: LinkCapabilities = .socket
+        linkCapabilities: LinkCapabilities = .socket,
+        links: Links = .sockets
     ) async throws -> InProcessFabric {
-        let directory = NSTemporaryDirectory() + "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
+        let tag = "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
+        let directory = NSTemporaryDirectory() + tag
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: count)
         var logger = Logger(label: "freight.fabric")
@@ -42,14 +55,16 @@ public final class InProcessFabric: Sendable {
                 let configuration = NodeConfiguration(
                     cluster: cluster,
                     name: "n\(index)",
-                    listen: .tcp(host: "127.0.0.\(index)", port: 0),
+                    listen: links == .sockets
+                        ? .tcp(host: "127.0.0.\(index)", port: 0) : .inProcess(name: "\(tag)-n\(index)"),
                     joins: engines.first.map { [$0.boundListen] } ?? [],
-                    socketPath: "\(directory)/n\(index).sock",
+                    socketPath: links == .sockets ? "\(directory)/n\(index).sock" : nil,
                     streams: streams,
                     windowBytes: windowBytes,
                     memoryBudgetBytes: memoryBudgetBytes,
                     sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
                     sharedHoldSeconds: sharedHoldSeconds,
+                    resumeHoldSeconds: resumeHoldSeconds,
                     logger: logger,
                     environment: environment,
                     linkCapabilities: linkCapabilities
@@ -69,7 +84,7 @@ public final class InProcessFabric: Sendable {
         }
     }
 
-    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:logLevel:environment:linkCapabilities:)``
+    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:resumeHoldSeconds:logLevel:environment:linkCapabilities:links:)``
     /// does, and stops the fabric when `body` ends, whether it returned or threw.
     public static func with<T>(
         nodes count: Int,
@@ -79,16 +94,18 @@ public final class InProcessFabric: Sendable {
         memoryBudgetBytes: Int = Limits.nodeMemoryBudgetDefault,
         sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
         sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
+        resumeHoldSeconds: Int = Limits.resumeHoldSeconds,
         logLevel: Logger.Level = .warning,
         environment: NodeEnvironment = .system,
         linkCapabilities: LinkCapabilities = .socket,
+        links: Links = .sockets,
         _ body: (InProcessFabric) async throws -> T
     ) async throws -> T {
         let fabric = try await start(
             nodes: count, cluster: cluster, streams: streams, windowBytes: windowBytes,
             memoryBudgetBytes: memoryBudgetBytes, sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
-            sharedHoldSeconds: sharedHoldSeconds, logLevel: logLevel, environment: environment,
-            linkCapabilities: linkCapabilities)
+            sharedHoldSeconds: sharedHoldSeconds, resumeHoldSeconds: resumeHoldSeconds, logLevel: logLevel,
+            environment: environment, linkCapabilities: linkCapabilities, links: links)
         do {
             let result = try await body(fabric)
             await fabric.stop()
@@ -102,6 +119,31 @@ public final class InProcessFabric: Sendable {
     public func socket(_ index: Int) -> NodeAddress { .unix(path: engines[index].configuration.socketPath!) }
     /// The node's TCP port, where apps attach without shared memory.
     public func tcp(_ index: Int) -> NodeAddress { engines[index].boundListen }
+
+    /// The in-process name node `index` listens on (`links: .inProcess`).
+    func inProcessName(_ index: Int) -> String? {
+        if case .inProcess(let name) = engines[index].boundListen { return name }
+        return nil
+    }
+
+    /// Resets every in-process link of node `index` at once (`links: .inProcess`), as `ss -K` would its sockets.
+    public func cut(_ index: Int) {
+        if let name = inProcessName(index) { InProcessNetwork.shared.cut(name) }
+    }
+
+    /// Resets every in-process link of node `index` once they have carried `bytes` more, and keeps the node off
+    /// the network after when `staysDown` (`links: .inProcess`).
+    public func cut(_ index: Int, afterBytes bytes: Int, staysDown: Bool = false) {
+        if let name = inProcessName(index) {
+            InProcessNetwork.shared.cut(name, afterBytes: bytes, staysDown: staysDown)
+        }
+    }
+
+    /// Takes node `index` off the in-process network, or puts it back (`links: .inProcess`): while it is down, its
+    /// links are cut and dials to and from it are refused.
+    public func setDown(_ index: Int, _ down: Bool) {
+        if let name = inProcessName(index) { InProcessNetwork.shared.setDown(name, down) }
+    }
 
     public func waitForMesh(timeout: Duration = .seconds(20)) async throws {
         let deadline = ContinuousClock.now + timeout

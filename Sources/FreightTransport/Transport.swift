@@ -4,41 +4,57 @@ import Logging
 import NIOCore
 import NIOPosix
 
-/// Opens and accepts wire-protocol connections on one event loop.
+/// Opens and accepts wire-protocol links on one event loop, of whichever kind an address names: TCP and Unix sockets
+/// (``SocketLinks``) or in-process links (``InProcessLinks``). Every link gets the same frame reader and
+/// ``FrameConnection``, and the capabilities its kind has, less what the node declines.
 public struct Transport: Sendable {
     public let eventLoop: any EventLoop
     public let tuning: SocketTuning
     public let limits: FrameLimits
     public let logger: Logger
-    /// What the links it makes may do: a socket's capabilities, less what the node declines.
+    /// What the node lets its links do; each link may do less (``LinkKind/capabilities``).
     public let capabilities: LinkCapabilities
+    public let sockets: SocketLinks
+    public let inProcess: InProcessLinks
+    /// The node's own in-process name, given as the source of the in-process links it dials.
+    public var inProcessName: String?
 
     public init(
         eventLoop: any EventLoop, tuning: SocketTuning = .default, limits: FrameLimits = FrameLimits(),
-        capabilities: LinkCapabilities = .socket, logger: Logger
+        capabilities: LinkCapabilities = .socket, inProcessNetwork: InProcessNetwork = .shared, logger: Logger
     ) {
-        self.capabilities = capabilities.intersection(.socket)
+        self.capabilities = capabilities
         self.eventLoop = eventLoop
         self.tuning = tuning
         self.limits = limits
         self.logger = logger
+        self.sockets = SocketLinks(tuning: tuning)
+        self.inProcess = InProcessLinks(network: inProcessNetwork)
     }
 
-    /// Installs the decoder and handler on a new channel; `make` creates the connection object and sets its delegate.
+    /// The kind of link that reaches `address`.
+    public func kind(of address: NodeAddress) -> any LinkKind {
+        if case .inProcess = address { return inProcess }
+        return sockets
+    }
+
+    /// Installs the reader and handler on a new link; `make` creates the connection object and sets its delegate.
     @preconcurrency
     public func configure(
         _ channel: Channel,
-        isTCP: Bool,
+        capabilities: LinkCapabilities,
         make: @escaping @Sendable (Channel) -> FrameConnection
     ) -> EventLoopFuture<Void> {
-        let capabilities = self.capabilities
         let target = limits.streamsChunks && capabilities.contains(.readsIntoPools) ? ReadTarget() : nil
-        return tuning.apply(to: channel, isTCP: isTCP).flatMap {
-            guard let target else { return channel.eventLoop.makeSucceededVoidFuture() }
+        let prepared: EventLoopFuture<Void>
+        if let target {
             // A node's connections may read chunk bodies straight into apps' receive pools (DirectReads.swift).
-            return channel.setOption(ChannelOptions.recvAllocator, value: DirectReadAllocator(target: target))
+            prepared = channel.setOption(ChannelOptions.recvAllocator, value: DirectReadAllocator(target: target))
                 .flatMap { channel.setOption(ChannelOptions.maxMessagesPerRead, value: 1) }
-        }.flatMapThrowing {
+        } else {
+            prepared = channel.eventLoop.makeSucceededVoidFuture()
+        }
+        return prepared.flatMapThrowing { [limits, logger] in
             let connection = make(channel)
             connection.readTarget = target
             connection.capabilities = capabilities
@@ -57,26 +73,13 @@ public struct Transport: Sendable {
         timeout: TimeAmount = .seconds(5),
         make: @escaping @Sendable (Channel) -> FrameConnection
     ) -> EventLoopFuture<FrameConnection> {
-        let isTCP: Bool
-        if case .tcp = address { isTCP = true } else { isTCP = false }
-        var bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(timeout)
-            .channelInitializer { [self] channel in
-                configure(channel, isTCP: isTCP, make: make)
-            }
-        if let source {
-            do {
-                bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0))
-            } catch {
-                return eventLoop.makeFailedFuture(error)
-            }
-        }
-        let connected: EventLoopFuture<Channel>
-        switch address {
-        case .unix(let path): connected = bootstrap.connect(unixDomainSocketPath: path)
-        case .tcp(let host, let port): connected = bootstrap.connect(host: host, port: port)
-        }
-        return connected.flatMap { channel in
+        let kind = kind(of: address)
+        let capabilities = kind.capabilities.intersection(self.capabilities)
+        let from: String?
+        if case .inProcess = address { from = inProcessName } else { from = source }
+        return kind.connect(to: address, from: from, timeout: timeout, eventLoop: eventLoop) { [self] channel in
+            configure(channel, capabilities: capabilities, make: make)
+        }.flatMap { channel in
             channel.pipeline.handler(type: FrameConnectionHandler.self).map { $0.connection }
         }
     }
@@ -85,20 +88,11 @@ public struct Transport: Sendable {
     public func listen(
         on address: NodeAddress,
         make: @escaping @Sendable (Channel) -> FrameConnection
-    ) -> EventLoopFuture<Channel> {
-        let isTCP: Bool
-        if case .tcp = address { isTCP = true } else { isTCP = false }
-        let bootstrap = ServerBootstrap(group: eventLoop, childGroup: eventLoop)
-            .serverChannelOption(ChannelOptions.backlog, value: 256)
-            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { [self] channel in
-                configure(channel, isTCP: isTCP, make: make)
-            }
-        switch address {
-        case .unix(let path):
-            return bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
-        case .tcp(let host, let port):
-            return bootstrap.bind(host: host, port: port)
+    ) -> EventLoopFuture<any LinkListener> {
+        let kind = kind(of: address)
+        let capabilities = kind.capabilities.intersection(self.capabilities)
+        return kind.listen(on: address, eventLoop: eventLoop) { [self] channel in
+            configure(channel, capabilities: capabilities, make: make)
         }
     }
 }

@@ -7,6 +7,17 @@ import Testing
         #expect(try Address(text).description == text)
     }
 
+    /// Node addresses: each kind reads back as written, and `inproc://` needs a name.
+    @Test func nodeAddressesOfEveryKind() throws {
+        #expect(try NodeAddress("127.0.0.1:7400") == .tcp(host: "127.0.0.1", port: 7400))
+        #expect(try NodeAddress("[fd00::1]:7400").description == "[fd00::1]:7400")
+        #expect(try NodeAddress("/run/freight.sock") == .unix(path: "/run/freight.sock"))
+        #expect(try NodeAddress("inproc://n1") == .inProcess(name: "n1"))
+        #expect(NodeAddress.inProcess(name: "n1").description == "inproc://n1")
+        #expect(throws: FreightError.self) { try NodeAddress("inproc://") }
+        #expect(throws: FreightError.self) { try NodeAddress("host:99999") }
+    }
+
     @Test func errorsNameTheSegmentAndTheReason() {
         func message(_ text: String) -> String {
             do {

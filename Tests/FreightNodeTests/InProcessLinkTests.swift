@@ -1,0 +1,158 @@
+import FreightCore
+import FreightNode
+import FreightTesting
+import FreightTransport
+import FreightWire
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+
+/// In-process links (`inproc://`): whole nodes joined with no socket, and the link itself.
+@Suite(.serialized) struct InProcessLinkTests {
+    /// Three nodes over in-process links only: a message crosses with every chunk checked at the far node, and the
+    /// links decline what only sockets can do.
+    @Test func nodesJoinedWithNoSocketDeliver() async throws {
+        try await InProcessFabric.with(nodes: 3, cluster: "inproc", links: .inProcess) { fabric in
+            let address = try Address("inproc/sink")
+            _ = try await fabric.engines[2].attachSink(try AddressPattern("inproc/sink"))
+            try await fabric.waitForEndpoints(address, count: 1)
+            let done = try await fabric.engines[0].sendFromNode(to: address, length: 64 << 20)
+            #expect(done.deliveries.count == 1 && done.failures.isEmpty)
+            #expect(done.deliveries.first?.resumedAt.isEmpty == true)
+            let sent = try await fabric.engines[0].statusSnapshot()
+            #expect(sent.bytesOut >= 64 << 20)
+            #expect(sent.listen.hasPrefix("inproc://"))
+            #expect(try await fabric.engines[0].bodyBytesSentFromPools() == 0)
+        }
+    }
+
+    /// Every link of the receiving node reset at once mid-message: the nodes redial and the message resumes from
+    /// what the receiver holds, with no socket involved.
+    @Test func aCutMidMessageResumes() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "inproc-cut", links: .inProcess) { fabric in
+            let address = try Address("inproc/cut")
+            _ = try await fabric.engines[1].attachSink(try AddressPattern("inproc/cut"))
+            try await fabric.waitForEndpoints(address, count: 1)
+            let length: UInt64 = 1 << 30
+            fabric.cut(1, afterBytes: 256 << 20)
+            let done = try await fabric.engines[0].sendFromNode(to: address, length: length)
+            #expect(done.deliveries.count == 1 && done.failures.isEmpty, "\(done.failures)")
+            let resumed = try #require(done.deliveries.first?.resumedAt.first, "no resume was reported")
+            #expect(resumed > 0 && resumed < length)
+            let received = try await fabric.engines[1].statusSnapshot()
+            // What went again is the bytes past the acknowledged offset when the link broke: one window, twice at
+            // most. Both nodes redial within the same moment here, and the request to send again that each side's
+            // resume makes can reach the sender after it already went on from the other (docs/core.md, "Resume").
+            let window = UInt64(Limits.windowBytesDefault)
+            #expect(received.bytesIn <= length + 2 * window + (8 << 20), "resumed at \(resumed)")
+        }
+    }
+
+    /// A node off the network for longer than the hold time: both sides fail the message naming the offset, and
+    /// neither holds anything after.
+    @Test(.timeLimit(.minutes(1))) func downPastTheHoldTimeFailsWithTheOffset() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "inproc-down", resumeHoldSeconds: 2, links: .inProcess) {
+            fabric in
+            let address = try Address("inproc/down")
+            _ = try await fabric.engines[1].attachSink(try AddressPattern("inproc/down"))
+            try await fabric.waitForEndpoints(address, count: 1)
+            fabric.cut(1, afterBytes: 128 << 20, staysDown: true)
+            let failure = await #expect(throws: FreightError.self) {
+                try await fabric.engines[0].sendFromNode(to: address, length: 1 << 30)
+            }
+            #expect(failure?.message.contains("did not come back") == true, "\(String(describing: failure))")
+            fabric.setDown(1, false)
+            #expect(failure?.message.contains("offset") == true, "\(String(describing: failure))")
+            for engine in fabric.engines {
+                let idle = try await waitUntil {
+                    let status = try await engine.statusSnapshot()
+                    return status.messagesInFlight == 0 && status.memoryReservedBytes == 0
+                }
+                #expect(idle, "\(engine.name) still holds a message")
+            }
+        }
+    }
+
+    /// The link alone: a reader that stops reading stops its writer (`isWritable`), writes complete only as the far
+    /// end reads them, bytes arrive in order, and a cut closes both ends with an error.
+    @Test func aReaderThatStopsHoldsItsWriter() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let network = InProcessNetwork()
+        let received = Collected()
+        let serverLoop = group.next()
+        let clientLoop = group.next()
+        let accepted = serverLoop.makePromise(of: Channel.self)
+        _ = try await network.listen(name: "reader", eventLoop: serverLoop) { channel in
+            channel.setOption(ChannelOptions.autoRead, value: false).flatMapThrowing {
+                try channel.pipeline.syncOperations.addHandler(received)
+                accepted.succeed(channel)
+            }
+        }.get()
+        let client = try await network.connect(to: "reader", from: "writer", eventLoop: clientLoop) { channel in
+            channel.eventLoop.makeSucceededVoidFuture()
+        }.get()
+        let server = try await accepted.futureResult.get()
+        #expect(network.linkCount("reader") == 1)
+
+        let piece = 1 << 20
+        let pieces = 8
+        let writes = try await clientLoop.submit {
+            (0..<pieces).map { index in
+                var buffer = client.allocator.buffer(capacity: piece)
+                buffer.writeRepeatingByte(UInt8(index), count: piece)
+                return client.writeAndFlush(buffer)
+            }
+        }.get()
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(!client.isWritable, "8 MiB unread and the writer is still writable")
+        #expect(received.bytes.withLock { $0.isEmpty })
+
+        try await server.setOption(ChannelOptions.autoRead, value: true).get()
+        for write in writes { try await write.get() }
+        let bytes = received.bytes.withLock { $0 }
+        #expect(bytes.count == piece * pieces)
+        #expect((0..<pieces).allSatisfy { bytes[$0 * piece] == UInt8($0) && bytes[($0 + 1) * piece - 1] == UInt8($0) })
+        #expect(try await waitUntil { client.isWritable })
+
+        network.cut("writer")
+        try await client.closeFuture.get()
+        try await server.closeFuture.get()
+        #expect(received.error.withLock { $0 } != nil)
+        #expect(network.linkCount("reader") == 0)
+        await #expect(throws: (any Error).self) {
+            try await network.connect(to: "nobody", from: nil, eventLoop: clientLoop) {
+                $0.eventLoop.makeSucceededVoidFuture()
+            }.get()
+        }
+    }
+}
+
+/// Collects what a channel reads, and the error it closed with.
+private final class Collected: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let bytes = Mutex<[UInt8]>([])
+    let error = Mutex<(any Error)?>(nil)
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        bytes.withLock { $0 += buffer.readableBytesView }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.error.withLock { $0 = error }
+        context.close(promise: nil)
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+private func waitUntil(
+    timeout: Duration = .seconds(30), _ condition: () async throws -> Bool
+) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    return false
+}
