@@ -95,7 +95,7 @@ extension NodeEngine {
                     .unreachable(
                         .peer(hop), targets: keys,
                         FreightError(.noRoute, "the route to node \(keys[0].node) through \(hop) makes a loop")))
-            } else if members[hop]?.isUp == true {
+            } else if members[hop]?.link.isUp == true {
                 branches.append(Flow.Branch(port: .peer(hop), targets: keys, rails: plannedRails(header, to: hop)))
             } else {
                 let through = hop == keys[0].node ? "" : " (through node \(hop))"
@@ -192,15 +192,15 @@ extension NodeEngine {
         case .peer(let node):
             guard let member = members[node] else { return nil }
             // Only a link with several rails needs the clock (rate samples) and the message's planned rails.
-            let several = member.railCount > 1
+            let several = member.link.railCount > 1
             guard
-                let stripe = member.stripeForData(
+                let stripe = member.link.stripeForData(
                     spillBytes: configuration.windowBytes / 2, policy: configuration.striping, chunkBytes: bytes,
                     nowNanos: several ? nowNanos : 0,
                     rails: several ? flowTable[messageID]?.branches.first { $0.port == port }?.rails : nil)
             else { return nil }
-            member.stripeBytes[stripe] += UInt64(bytes)
-            connection = member.egress[stripe]
+            member.link.sent(bytes, on: stripe)
+            connection = member.link.egress[stripe]
         case .local:
             preconditionFailure("in-process ports take chunks whole")
         }
@@ -261,7 +261,7 @@ extension NodeEngine {
             if let local = localPorts[id] { eventLoop.execute { local.deliver(frame) } }
         case .peer(let node):
             guard let member = members[node] else { return }
-            (member.control ?? member.ingress.first)?.send(frame)
+            member.link.anyConnection?.send(frame)
         }
     }
 }

@@ -20,16 +20,16 @@ extension NodeEngine {
         closeStalledStreams()
         closeLongHolds()
         for (address, seed) in seeds where seed.probe == nil {
-            if members.values.contains(where: { $0.listen == address && $0.isUp }) { continue }
+            if members.values.contains(where: { $0.listen == address && $0.link.isUp }) { continue }
             if address == boundListen { continue }
             seeds[address]?.attempts += 1
             dialSeed(address)
         }
-        for member in members.values where member.isUp && member.egress.contains(where: { $0 == nil }) {
+        for member in members.values where member.link.isUp && !member.link.missingStripes.isEmpty {
             dial(member)
         }
         sendHeartbeats()
-        for member in members.values where !member.isUp {
+        for member in members.values where !member.link.isUp {
             member.dialAttempts += 1
             if let lost = member.lostAtNanos {
                 // A link that broke is redialed for as long as its messages are held.
@@ -72,8 +72,8 @@ extension NodeEngine {
 
     /// Dials every missing stripe of the egress link to `member`, each on its rail.
     func dial(_ member: Member) {
-        for stripe in member.egress.indices where member.egress[stripe] == nil {
-            let rail = member.railTargets[member.rail(ofStripe: stripe)]
+        for stripe in member.link.missingStripes {
+            let rail = member.link.target(ofStripe: stripe)
             transport.connect(to: rail.target, from: rail.source) { [self] channel in
                 let connection = makeConnection(channel)
                 connection.isDialed = true
@@ -81,13 +81,14 @@ extension NodeEngine {
             }.whenComplete { [self] result in
                 switch result {
                 case .success(let connection):
-                    guard let current = members[member.name], current === member, member.egress[stripe] == nil else {
+                    guard let current = members[member.name], current === member,
+                        member.link.attach(connection, stripe: stripe)
+                    else {
                         connection.close()
                         return
                     }
                     connection.sendPreface()
                     connection.send(helloFrame(role: .node, stream: stripe))
-                    member.egress[stripe] = connection
                     if stripe == 0 { linkUp(member) }
                     if member.lostAtNanos != nil {
                         member.lostAtNanos = nil
@@ -98,7 +99,9 @@ extension NodeEngine {
                     }
                 case .failure(let error):
                     logger.debug("dial \(member.name) stripe \(stripe) at \(rail.target) failed: \(error)")
-                    if member.lostAtNanos != nil, !member.isUp, Self.isRefused(error), members[member.name] === member {
+                    if member.lostAtNanos != nil, !member.link.isUp, Self.isRefused(error),
+                        members[member.name] === member
+                    {
                         // Nothing listens where the peer was: its process is gone, and nothing can resume.
                         peerDown(member.name, reason: "its link broke and it refuses connections")
                     }
@@ -122,8 +125,7 @@ extension NodeEngine {
             }
             let member = learn(
                 name: hello.name, listen: (try? NodeAddress(hello.listen)) ?? address, incarnation: hello.incarnation)
-            if let member, member.egress[0] == nil {
-                member.egress[0] = connection
+            if let member, member.link.attach(connection, stripe: 0) {
                 linkUp(member)
                 dial(member)
             } else {
@@ -152,13 +154,11 @@ extension NodeEngine {
         // The peer dials a stripe again only once it counts the old one broken; what the old one still shows here
         // (a chunk cut off by a link that went dark, so its close never arrived) is gone, and the peer sends it
         // again: waiting for that connection's own timeout would hold the partial chunk for nothing.
-        let replaced = member.ingress.filter { $0.hello?.streamIndex == hello.streamIndex }
-        member.ingress.insert(connection)
-        for stale in replaced {
+        for stale in member.link.accept(connection, stripe: hello.streamIndex) {
             logger.info("node \(member.name) dialed stripe \(hello.streamIndex) again: closing \(stale)")
             stale.close()
         }
-        if !member.isUp { dial(member) }
+        if !member.link.isUp { dial(member) }
     }
 
     /// Records a member from its directory record (rails and topology included).
@@ -190,7 +190,7 @@ extension NodeEngine {
 
     /// Stripe 0 is up: tell the peer who we know and what we serve.
     func linkUp(_ member: Member) {
-        guard usesMesh, let control = member.control else { return }
+        guard usesMesh, let control = member.link.control else { return }
         // This node's own record first (rails, topology), then every member it knows.
         var list = Freight_Wire_V1_Members()
         list.members.append(ownRecord.wire)
@@ -257,19 +257,19 @@ extension NodeEngine {
         for batch in Self.batches(added) {
             var update = Freight_Wire_V1_Endpoints()
             update.added = batch.map(\.wire)
-            for member in members.values { member.control?.send(.endpoints(update)) }
+            for member in members.values { member.link.control?.send(.endpoints(update)) }
         }
         if !removed.isEmpty {
             for start in stride(from: 0, to: removed.count, by: Self.removalsPerFrameMax) {
                 var update = Freight_Wire_V1_Endpoints()
                 update.removed = Array(removed[start..<min(removed.count, start + Self.removalsPerFrameMax)])
-                for member in members.values { member.control?.send(.endpoints(update)) }
+                for member in members.values { member.link.control?.send(.endpoints(update)) }
             }
         }
     }
 
     func peerReceived(_ frame: Frame, from peer: String, on connection: FrameConnection) {
-        guard let member = members[peer], member.owns(connection) else {
+        guard let member = members[peer], member.link.owns(connection) else {
             // A stripe of a peer that was dropped; nothing it says can be trusted any more.
             return connection.close()
         }
@@ -332,22 +332,18 @@ extension NodeEngine {
     /// for it to come back (docs/core.md), and it is redialed at once (a peer whose process is gone refuses, and its
     /// messages fail then). For what the peer sends (its stripes here): with none left, its messages are held.
     func linkConnectionLost(_ member: Member, _ connection: FrameConnection, reason: String) {
-        let control = member.control
-        var lostEgress = false
-        if let stripe = member.egress.firstIndex(where: { $0 === connection }) {
-            member.egress[stripe] = nil
-            lostEgress = true
-        }
-        let lostIngress = member.ingress.remove(connection) != nil
+        let loss = member.link.remove(connection)
+        let lostEgress = loss.egress
+        let lostIngress = loss.ingress
         guard member.resumes, !stopping else { return peerDown(member.name, reason: reason) }
         let port = Port.peer(member.name)
-        if lostIngress && member.ingress.isEmpty {
+        if lostIngress && member.link.ingress.isEmpty {
             // Nothing the peer sends can arrive: its messages wait here for it to re-open them.
             flowTable.advance(to: nowNanos, actions: &flowActions)
             flowTable.upstreamLost(port, actions: &flowActions)
             performFlowActions()
         }
-        if lostEgress && !member.isUp {
+        if lostEgress && !member.link.isUp {
             guard member.lostAtNanos == nil else { return }
             logger.info(
                 "link to node \(member.name) broke (\(reason)); holding its messages for \(configuration.resumeHoldSeconds) s"
@@ -367,9 +363,9 @@ extension NodeEngine {
             // close within the moment), the resume sends it once instead of twice. Dialed again by `maintain`.
             logger.info("a stripe to node \(member.name) broke (\(reason)); sending what it carried again")
             member.stripeLossPending = true
-            member.controlLossPending = member.controlLossPending || control === connection
+            member.controlLossPending = member.controlLossPending || loss.control
             eventLoop.scheduleTask(in: .milliseconds(Int64(Limits.stripeLossSettleMillis))) { [self] in
-                guard members[member.name] === member, member.isUp, member.stripeLossPending else { return }
+                guard members[member.name] === member, member.link.isUp, member.stripeLossPending else { return }
                 member.stripeLossPending = false
                 flowTable.stripeLost(port, actions: &flowActions)
                 if member.controlLossPending { flowTable.controlLost(port, actions: &flowActions) }
@@ -388,9 +384,9 @@ extension NodeEngine {
         let intervalNanos = UInt64(max(1000, timeoutMillis / Limits.heartbeatsPerLinkTimeout)) * 1_000_000
         let now = nowNanos
         for member in members.values
-        where member.resumes && member.isUp && now &- member.heartbeatNanos >= intervalNanos {
+        where member.resumes && member.link.isUp && now &- member.heartbeatNanos >= intervalNanos {
             member.heartbeatNanos = now
-            for stripe in member.egress { stripe?.send(.ack(0, acked: 0, credit: 0)) }
+            for stripe in member.link.egress { stripe?.send(.ack(0, acked: 0, credit: 0)) }
         }
     }
 
@@ -414,7 +410,7 @@ extension NodeEngine {
         // fail at once because the node is not up.
         let dropped = usesMesh ? index.removeAll(at: peer) : 0
         logger.info("node \(peer) left (\(reason)); dropped \(dropped) endpoints")
-        for connection in member.allConnections { connection.close() }
+        for connection in member.link.allConnections { connection.close() }
         portGone(.peer(peer), error: FreightError(.nodeGone, "node \(peer) went away (\(reason))"))
     }
 }

@@ -15,9 +15,9 @@ extension NodeEngine {
 
     /// `views` with this node's rails carrying the rates it measured on its link to `peer`.
     func measured(_ views: [String: RoutePlanner.NodeView], towards peer: String) -> [String: RoutePlanner.NodeView] {
-        guard let member = members[peer], member.railCount > 1, var own = views[name] else { return views }
-        for rail in 0..<min(member.railCount, own.rails.count) where member.balancer.measured[rail] {
-            own.rails[rail].measuredGbitPerSecond = member.balancer.rates[rail] * 8 / 1e9
+        guard let link = members[peer]?.link, link.railCount > 1, var own = views[name] else { return views }
+        for rail in 0..<min(link.railCount, own.rails.count) where link.balancer.measured[rail] {
+            own.rails[rail].measuredGbitPerSecond = link.balancer.rates[rail] * 8 / 1e9
         }
         var result = views
         result[name] = own
@@ -29,13 +29,13 @@ extension NodeEngine {
     func plannedRails(_ header: Freight_Wire_V1_MessageHeader, to peer: String) -> [Int]? {
         guard let text = header.attributes[Limits.gpuAttribute], let gpu = Int(text),
             (0..<Limits.topologyIndexMax).contains(gpu),
-            let member = members[peer], member.railCount > 1
+            let member = members[peer], member.link.railCount > 1
         else { return nil }
         let plan = RoutePlanner(capabilities: plannerCapabilities).plan(
             from: .init(node: name, gpu: gpu), to: .init(node: peer), bytes: Int(clamping: header.length),
             nodes: [name: ownRecord.view, peer: member.record.view])
-        let rails = plan.paths.compactMap(\.rail).filter { $0 < member.railCount }
-        return rails.isEmpty || rails.count == member.railCount ? nil : rails
+        let rails = plan.paths.compactMap(\.rail).filter { $0 < member.link.railCount }
+        return rails.isEmpty || rails.count == member.link.railCount ? nil : rails
     }
 
     var plannerCapabilities: RoutePlanner.Capabilities {

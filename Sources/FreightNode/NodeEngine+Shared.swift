@@ -215,7 +215,7 @@ extension NodeEngine {
             switch branch.port {
             case .peer(let node)
             where chunk.count <= Self.copiedChunkBytesMax
-                || members[node]?.control?.capabilities.contains(.sendsFileRegions) != true:
+                || members[node]?.link.control?.capabilities.contains(.sendsFileRegions) != true:
                 // Small: a copy joins the frames around it in one writev(2); sendfile would be a call of its own.
                 // A link that cannot send file regions (TLS) takes a copy too.
                 copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port)

@@ -148,7 +148,8 @@ extension NodeEngine {
         let now = nowNanos
         let limit = UInt64(Limits.chunkStallSeconds) * 1_000_000_000
         for (id, stream) in inboundStreams where now &- stream.startedNanos > limit {
-            let connection = sessions[id]?.connection ?? members.values.lazy.flatMap(\.ingress).first { $0.id == id }
+            let connection =
+                sessions[id]?.connection ?? members.values.lazy.flatMap(\.link.ingress).first { $0.id == id }
             logger.warning(
                 "closing \(connection.map { "\($0)" } ?? "connection \(id)"): a chunk stalled for over \(Limits.chunkStallSeconds) s"
             )
@@ -189,7 +190,8 @@ extension NodeEngine {
     func port(of connection: FrameConnection) -> Port? {
         switch connection.hello?.role {
         case .app?: sessions[connection.id] != nil ? .session(connection.id) : nil
-        case .node?: members[connection.hello!.name]?.owns(connection) == true ? .peer(connection.hello!.name) : nil
+        case .node?:
+            members[connection.hello!.name]?.link.owns(connection) == true ? .peer(connection.hello!.name) : nil
         default: nil
         }
     }

@@ -239,7 +239,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                 descriptorListener = nil
                 for session in sessions.values { futures.append(session.connection.channel.close().recover { _ in }) }
                 for member in members.values {
-                    for connection in member.allConnections {
+                    for connection in member.link.allConnections {
                         futures.append(connection.channel.close().recover { _ in })
                     }
                 }
@@ -321,16 +321,17 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
             var peer = Freight_Wire_V1_PeerStatus()
             peer.name = member.name
             peer.listen = member.listen.description
-            peer.streamsUp = UInt32(member.egress.compactMap { $0 }.count)
+            peer.streamsUp = UInt32(member.link.stripesUp)
             peer.endpoints = UInt64(index.count(at: member.name))
-            peer.bytesOut = member.stripeBytes.reduce(0, +)
-            peer.stripeBytes = member.stripeBytes
+            peer.bytesOut = member.link.stripeBytes.reduce(0, +)
+            peer.stripeBytes = member.link.stripeBytes
             peer.rails = member.record.rails.map(\.description)
             peer.gpus = UInt32(member.record.topology.gpus.count)
             peer.nics = UInt32(member.record.topology.nics.count)
-            if member.railCount > 1 {
-                peer.railGbitPerS = (0..<member.railCount).map {
-                    member.balancer.measured[$0] ? member.balancer.rates[$0] * 8 / 1e9 : 0
+            if member.link.railCount > 1 {
+                let balancer = member.link.balancer
+                peer.railGbitPerS = (0..<member.link.railCount).map {
+                    balancer.measured[$0] ? balancer.rates[$0] * 8 / 1e9 : 0
                 }
             }
             bytes += ((try? peer.serializedBytes() as [UInt8])?.count ?? 0) + 4
@@ -388,7 +389,7 @@ extension NodeEngine: FrameConnectionDelegate {
         for (seedAddress, seed) in seeds where seed.probe === connection {
             seeds[seedAddress]?.probe = nil
         }
-        for member in members.values where member.owns(connection) {
+        for member in members.values where member.link.owns(connection) {
             return linkConnectionLost(member, connection, reason: error.map { "\($0)" } ?? "connection closed")
         }
     }
