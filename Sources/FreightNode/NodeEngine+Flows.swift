@@ -235,13 +235,11 @@ extension NodeEngine {
             case .send(let frame, let port):
                 send(frame, to: port)
             case .branchProgress(let id, let port, let acked):
-                if !branchLoans.isEmpty { settleLoans(id, port: port, through: acked) }
+                shared.settle(id, port: port, through: acked)
             case .branchEnded(let id, let port), .branchRewound(let id, let port):
-                if !branchLoans.isEmpty { settleLoans(id, port: port, through: .max) }
+                shared.settle(id, port: port, through: .max)
             case .finished(let id):
-                if let loans = branchLoans.removeValue(forKey: id) {
-                    for entry in loans { returnUse(entry.loan) }
-                }
+                shared.finished(id)
             case .warning(let text):
                 logger.warning("\(text)")
             }

@@ -8,45 +8,6 @@ import NIOCore
     import Glibc
 #endif
 
-/// A pool an app lent its node (one sealed memfd): the app's send pool, which the app allocates, or its receive
-/// pool, which this node allocates (`receive`). docs/shared-memory.md.
-final class NodePool: @unchecked Sendable {  // confined to the node's event loop
-    let id: UInt32
-    let mapping: SharedMapping
-    let owner: UInt64
-    var ownerAlive = true
-    var receive: RegionAllocator?
-    /// Loans of this pool's regions not yet returned.
-    var loansOut = 0
-    /// Sessions whose descriptor link has this pool.
-    var pushedTo: Set<UInt64> = []
-
-    init(id: UInt32, mapping: SharedMapping, owner: UInt64, allocatesHere: Bool) {
-        self.id = id
-        self.mapping = mapping
-        self.owner = owner
-        self.receive = allocatesHere ? RegionAllocator(range: 0..<mapping.size) : nil
-    }
-
-    func contains(_ region: SharedRegion) -> Bool {
-        region.pool == id && region.length > 0 && mapping.contains(offset: region.offset, length: region.length)
-    }
-}
-
-/// One SHARED frame's region, counted by its uses at this node (writes to peers in progress, apps' holds).
-/// At zero it goes back: to the owning app by RELEASE, or to this node's allocator for a receive pool.
-final class Loan: @unchecked Sendable {  // confined to the node's event loop
-    let pool: NodePool
-    let region: SharedRegion
-    var uses = 1
-
-    init(pool: NodePool, region: SharedRegion) {
-        self.pool = pool
-        self.region = region
-        pool.loansOut += 1
-    }
-}
-
 extension NodeEngine {
     // MARK: Attaching pools
 
@@ -76,33 +37,16 @@ extension NodeEngine {
         guard session.sendPool == nil, session.link < 0 else {
             return refuse("app \(session.label) already lent its pools")
         }
-        let asked = attach.sendBytes + attach.receiveBytes
-        guard sharedPoolBytes + asked <= configuration.sharedMemoryBudgetBytes else {
-            return refuse(
-                "node \(name) is at its shared-memory budget: \(ByteCount.format(Int64(sharedPoolBytes))) of \(ByteCount.format(Int64(configuration.sharedMemoryBudgetBytes))) in use, \(ByteCount.format(Int64(asked))) asked"
-            )
-        }
-        let sendMapping: SharedMapping
-        let receiveMapping: SharedMapping
+        let pools: (send: NodePool, receive: NodePool)
         do throws(FreightError) {
-            // Both are adopted (or closed) before either error is reported, so no descriptor leaks.
-            let sendResult = Result { () throws(FreightError) in
-                try SharedMapping.adopt(fd: send, size: attach.sendBytes, writable: false)
-            }
-            let receiveResult = Result { () throws(FreightError) in
-                try SharedMapping.adopt(fd: receive, size: attach.receiveBytes, writable: true)
-            }
-            sendMapping = try sendResult.get()
-            receiveMapping = try receiveResult.get()
+            pools = try shared.map(attach, send: send, receive: receive, owner: session.id)
         } catch {
+            logger.info("refused shared memory: \(error.message)")
             _ = DescriptorLink.send(DescriptorLink.encode(.refused(error.message)), on: link, wait: false)
             close(link)
             return
         }
-        let sendPool = NodePool(id: nextPoolID, mapping: sendMapping, owner: session.id, allocatesHere: false)
-        let receivePool = NodePool(
-            id: nextPoolID &+ 1, mapping: receiveMapping, owner: session.id, allocatesHere: true)
-        nextPoolID &+= 2
+        let (sendPool, receivePool) = pools
         guard
             DescriptorLink.send(
                 DescriptorLink.encode(.accepted(sendPool: sendPool.id, receivePool: receivePool.id)),
@@ -111,9 +55,7 @@ extension NodeEngine {
             close(link)
             return
         }
-        pools[sendPool.id] = sendPool
-        pools[receivePool.id] = receivePool
-        sharedPoolBytes += asked
+        shared.register(sendPool, receivePool)
         session.sendPool = sendPool
         session.receivePool = receivePool
         session.link = link
@@ -125,42 +67,19 @@ extension NodeEngine {
     /// The app is gone: drop what it held, and close its pools once every loan of them is back.
     func sharedSessionClosed(_ session: AppSession) {
         for holds in session.holds.values {
-            for hold in holds { returnUse(hold.loan) }
+            for hold in holds { shared.returnUse(hold.loan) }
         }
         session.holds = [:]
         session.holdCount = 0
-        for pool in [session.sendPool, session.receivePool].compactMap({ $0 }) {
-            pool.ownerAlive = false
-            closeIfUnused(pool)
-        }
-        for pool in pools.values { pool.pushedTo.remove(session.id) }
+        for pool in [session.sendPool, session.receivePool].compactMap({ $0 }) { shared.ownerGone(pool) }
+        shared.sessionGone(session.id)
         if session.link >= 0 {
             close(session.link)
             session.link = -1
         }
     }
 
-    private func closeIfUnused(_ pool: NodePool) {
-        guard !pool.ownerAlive, pool.loansOut == 0, pools[pool.id] === pool else { return }
-        pools[pool.id] = nil
-        sharedPoolBytes -= pool.mapping.size
-    }
-
     // MARK: Loans
-
-    /// One use of a loan ended; at zero the region goes back to its owner.
-    func returnUse(_ loan: Loan) {
-        loan.uses -= 1
-        guard loan.uses == 0 else { return }
-        let pool = loan.pool
-        pool.loansOut -= 1
-        if pool.receive != nil {
-            pool.receive?.free(Int(loan.region.offset))
-        } else if pool.ownerAlive, let owner = sessions[pool.owner] {
-            owner.connection.send(.release([loan.region]))
-        }
-        closeIfUnused(pool)
-    }
 
     /// Lends a region to an app: a SHARED frame, and a hold until the app releases it.
     func lend(_ chunk: SharedChunk, loan: Loan, to session: AppSession, addingUse: Bool) {
@@ -204,7 +123,7 @@ extension NodeEngine {
             return reject(session.connection, "SHARED frame names \(chunk.region), not a region of its send pool")
         }
         let loan = Loan(pool: pool, region: chunk.region)
-        defer { returnUse(loan) }
+        defer { shared.returnUse(loan) }
         guard
             let flow = admit(
                 messageID: chunk.messageID, offset: chunk.offset, count: chunk.count,
@@ -238,19 +157,6 @@ extension NodeEngine {
         }
     }
 
-    /// Returns the loans of a branch for bytes below `through` (all of them with `.max`: the branch ended).
-    func settleLoans(_ id: UInt64, port: Port, through: UInt64) {
-        guard let slot = branchLoans.index(forKey: id) else { return }
-        var settled: [Loan] = []
-        branchLoans.values[slot].removeAll { entry in
-            guard entry.port == port, entry.end <= through else { return false }
-            settled.append(entry.loan)
-            return true
-        }
-        if branchLoans.values[slot].isEmpty { branchLoans.remove(at: slot) }
-        for loan in settled { returnUse(loan) }
-    }
-
     /// An app gave back regions lent to it.
     func releaseReceived(_ regions: [SharedRegion], from session: AppSession) {
         for region in regions {
@@ -260,7 +166,7 @@ extension NodeEngine {
             let hold = holds.removeFirst()
             session.holds[region] = holds.isEmpty ? nil : holds
             session.holdCount -= 1
-            returnUse(hold.loan)
+            shared.returnUse(hold.loan)
         }
     }
 
@@ -286,13 +192,13 @@ extension NodeEngine {
             // One use until the write is done (the pool file must stay open for it), one until acknowledged.
             loan.uses += 2
             if flowTable[chunk.messageID]?.branches.contains(where: { $0.port == port && $0.isOpen }) == true {
-                branchLoans[chunk.messageID, default: []].append((port, header.offset + UInt64(count), loan))
+                shared.lend(loan, to: port, of: chunk.messageID, until: header.offset + UInt64(count))
             } else {
                 loan.uses -= 1
             }
             bytesSentFromPools += UInt64(count)
             let written = eventLoop.makePromise(of: Void.self)
-            written.futureResult.whenComplete { [self] _ in returnUse(loan) }
+            written.futureResult.whenComplete { [shared] _ in shared.returnUse(loan) }
             connection.sendData(
                 header,
                 fileRegion: loan.pool.mapping.fileRegion(offset: Int(chunk.region.offset) + start, length: count),
@@ -322,9 +228,9 @@ extension NodeEngine {
     /// A region of the app's receive pool for a chunk arriving for it, when the app takes shared memory and the
     /// pool has room; the caller fills it and lends it with ``lend(_:loan:to:addingUse:)``.
     func receiveRegion(for session: AppSession, bytes: Int) -> Loan? {
-        guard bytes > 0, session.takesShared, let pool = session.receivePool,
-            session.holdCount < Limits.sharedHoldsMax, let offset = pool.receive?.allocate(bytes)
-        else { return nil }
-        return Loan(pool: pool, region: SharedRegion(pool: pool.id, offset: UInt64(offset), length: UInt64(bytes)))
+        guard session.takesShared, let pool = session.receivePool, session.holdCount < Limits.sharedHoldsMax else {
+            return nil
+        }
+        return shared.receiveRegion(in: pool, bytes: bytes)
     }
 }

@@ -81,7 +81,7 @@ extension NodeEngine {
             let verified = stream.verifies && stream.crc == stream.header.crc32c
             for output in stream.sharedOutputs {
                 guard let session = sessions[output.session] else {
-                    returnUse(output.loan)
+                    shared.returnUse(output.loan)
                     continue
                 }
                 // Checked here as it arrived: the app reads it without checking again. A chunk that failed keeps
@@ -202,7 +202,7 @@ extension NodeEngine {
     func inboundClosed(_ connection: FrameConnection) {
         connection.readTarget?.clear()
         guard let stream = inboundStreams.removeValue(forKey: connection.id) else { return }
-        for output in stream.sharedOutputs { returnUse(output.loan) }
+        for output in stream.sharedOutputs { shared.returnUse(output.loan) }
         if stream.remaining > 0 && !stream.outputs.isEmpty {
             var left = stream.remaining
             while left > 0 {

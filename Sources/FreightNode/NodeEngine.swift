@@ -63,10 +63,6 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var flowTable: FlowTable
     var flowActions: [FlowAction] = []
     var performingFlowActions = false
-    /// Shared regions sent to a branch's peer with `sendfile`: the kernel sends the pool's pages by reference, so a
-    /// region is in use until the branch acknowledges the bytes past its end (then they have been read out of every
-    /// socket) or the branch ends.
-    var branchLoans: [UInt64: [(port: FlowPort, end: UInt64, loan: Loan)]] = [:]
     /// Destinations of apps' messages, parsed (`parsedAddress`).
     var parsedAddresses: [String: Address] = [:]
     static let parsedAddressesMax = 1024
@@ -95,9 +91,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
 
     // Shared memory (docs/shared-memory.md).
     var descriptorListener: DescriptorListener?
-    var pools: [UInt32: NodePool] = [:]
-    var nextPoolID: UInt32 = 1
-    var sharedPoolBytes = 0
+    /// Pools, loans and the shared-memory budget.
+    let shared: SharedMemoryBroker
 
     // Watchers of endpoints.
     var watchers:
@@ -136,7 +131,10 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                 nodeName: configuration.name, windowBytes: configuration.windowBytes,
                 memoryBudgetBytes: configuration.memoryBudgetBytes, chunkBytesDefault: configuration.chunkBytes,
                 resumeHold: .seconds(configuration.resumeHoldSeconds)))
+        self.shared = SharedMemoryBroker(
+            nodeName: configuration.name, budgetBytes: configuration.sharedMemoryBudgetBytes)
         flowActions.reserveCapacity(Self.flowActionsReserved)
+        shared.release = { [unowned self] owner, region in sessions[owner]?.connection.send(.release([region])) }
     }
 
     public var name: String { configuration.name }
@@ -300,9 +298,9 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         status.memoryBudgetBytes = UInt64(configuration.memoryBudgetBytes)
         status.streams = UInt32(configuration.streams)
         status.uptimeMillis = (nowNanos &- startedAtNanos) / 1_000_000
-        status.sharedPoolBytes = UInt64(sharedPoolBytes)
+        status.sharedPoolBytes = UInt64(shared.poolBytes)
         status.sharedBudgetBytes = UInt64(configuration.sharedMemoryBudgetBytes)
-        status.sharedRegionsLent = UInt64(pools.values.reduce(0) { $0 + $1.loansOut })
+        status.sharedRegionsLent = UInt64(shared.regionsLent)
         status.rssBytes = ProcessStats.residentBytes()
         status.directory = configuration.directory?.kind ?? "mesh"
         if case .unreachable(let reason) = configuration.directory?.health {
