@@ -91,7 +91,7 @@ public struct AddressPattern: Hashable, Sendable, CustomStringConvertible {
 /// nodes, clusters and groups.
 public enum AddressGrammar {
     /// Whether `text` is a non-empty name of the address alphabet `[a-z0-9._-]`, at most `bytesMax` bytes.
-    public static func isName(_ text: String, bytesMax: Int = 64) -> Bool {
+    public static func isName(_ text: String, bytesMax: Int = Limits.nameBytesMax) -> Bool {
         !text.isEmpty && text.utf8.count <= bytesMax && text.utf8.allSatisfy(isAllowed)
     }
 

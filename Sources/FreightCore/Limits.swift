@@ -74,6 +74,13 @@ public enum Limits {
     public static let chunkStallSeconds = 10
     /// Attempts to reach a member learned from gossip before forgetting it.
     public static let dialAttemptsMax = 5
+    /// Bytes of a node's, a cluster's or a group's name.
+    public static let nameBytesMax = 64
+    /// A dial that has not connected within this long fails (a dark link; nothing answers).
+    public static let dialTimeoutSeconds: Int64 = 5
+    /// Transports a node record may name, and the bytes of each name.
+    public static let recordTransportsMax = 8
+    public static let recordTransportNameBytesMax = 32
     /// Shared memory between apps and their node (docs/shared-memory.md): each half of an app's pool by default,
     /// the most one pool may be, and what a node accepts over all its apps by default.
     public static let sharedPoolHalfBytesDefault = 64 * 1024 * 1024

@@ -28,7 +28,8 @@ public struct NodeRecord: Sendable, Hashable {
     /// dropped (the node stays usable, only unplanned); anything else wrong refuses the record.
     public init(wire: Freight_Wire_V1_Member) throws(FreightError) {
         guard AddressGrammar.isName(wire.name) else {
-            throw FreightError(.protocolViolation, "node record with invalid name '\(wire.name.prefix(80))'")
+            throw FreightError(
+                .protocolViolation, "node record with invalid name '\(wire.name.prefix(Limits.nameBytesMax))'")
         }
         // Nodes in one process (tests) listen on `inproc://` names, which reach nothing outside that process.
         if case .unix = try NodeAddress(wire.listen) {
@@ -48,7 +49,10 @@ public struct NodeRecord: Sendable, Hashable {
         let topology = Topology(wire: wire.topology)
         self.init(
             name: wire.name, listen: try NodeAddress(wire.listen), incarnation: wire.incarnation,
-            transports: Array(wire.transports.prefix(8).map { String($0.prefix(32)) }), rails: rails,
+            transports: Array(
+                wire.transports.prefix(Limits.recordTransportsMax).map {
+                    String($0.prefix(Limits.recordTransportNameBytesMax))
+                }), rails: rails,
             topology: (try? topology.validate()) != nil ? topology : Topology())
     }
 

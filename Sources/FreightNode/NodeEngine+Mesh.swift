@@ -203,13 +203,13 @@ extension NodeEngine {
         var bytes = 0
         for entry in list.members {
             let size = (try? entry.serializedBytes() as [UInt8])?.count ?? 0
-            if bytes + size > Limits.controlFrameBytesMax - 1024, !part.members.isEmpty {
+            if bytes + size > Limits.controlFrameBytesMax - Self.controlFrameHeadroomBytes, !part.members.isEmpty {
                 control.send(.members(part))
                 part = Freight_Wire_V1_Members()
                 bytes = 0
             }
             part.members.append(entry)
-            bytes += size + 8
+            bytes += size + Self.listEntryOverheadBytes
         }
         if !part.members.isEmpty { control.send(.members(part)) }
         let records = localEndpoints.values.map(\.record)
@@ -234,7 +234,7 @@ extension NodeEngine {
         for record in records {
             let size =
                 record.pattern.description.utf8.count + (record.group?.utf8.count ?? 0) + record.app.utf8.count
-                + record.key.node.utf8.count + 32
+                + record.key.node.utf8.count + Self.endpointRecordOverheadBytes
             if bytes + size > Limits.controlFrameBytesMax / 2, !current.isEmpty {
                 result.append(current)
                 current = []

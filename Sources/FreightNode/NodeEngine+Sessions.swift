@@ -64,7 +64,8 @@ extension NodeEngine {
         if !register.group.isEmpty {
             guard AddressGrammar.isName(register.group) else {
                 throw FreightError(
-                    .invalidArgument, "invalid group '\(register.group.prefix(64))': use up to 64 of a-z 0-9 . _ -")
+                    .invalidArgument,
+                    "invalid group '\(register.group.prefix(Limits.nameBytesMax))': use up to 64 of a-z 0-9 . _ -")
             }
         }
         guard session.endpoints.count < Limits.registrationsPerSessionMax else {

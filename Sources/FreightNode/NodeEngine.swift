@@ -74,6 +74,12 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     /// A member whose link broke is forgotten this long after the hold time, so that its messages fail first, each
     /// naming the offset it reached.
     static let forgetAfterHoldSeconds = 2
+    /// Room kept free in a control frame filled entry by entry (MEMBERS, the peers of a status), for the fields
+    /// around the list; and what each entry costs beyond its own encoding (its tag and length).
+    static let controlFrameHeadroomBytes = 8192
+    static let listEntryOverheadBytes = 8
+    /// What an endpoint record costs in an ENDPOINTS frame beyond its strings (ids, tags, lengths), at most.
+    static let endpointRecordOverheadBytes = 32
     /// Endpoint ids in one ENDPOINTS frame's `removed` (8 bytes each at most: well within a control frame).
     static let removalsPerFrameMax = 4096
     /// A seed that cannot be reached is logged on its first attempts, then on every this many (one a second).
@@ -312,7 +318,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         // Peers in name order, as many as fit one control frame with room to spare; the rest are counted.
         var bytes = (try? status.serializedBytes() as [UInt8])?.count ?? 0
         for member in members.values.sorted(by: { $0.name < $1.name }) {
-            guard bytes < Limits.controlFrameBytesMax - 8192 else {
+            guard bytes < Limits.controlFrameBytesMax - Self.controlFrameHeadroomBytes else {
                 status.peersOmitted += 1
                 continue
             }
@@ -332,7 +338,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                     balancer.measured[$0] ? balancer.rates[$0] * 8 / 1e9 : 0
                 }
             }
-            bytes += ((try? peer.serializedBytes() as [UInt8])?.count ?? 0) + 4
+            bytes += ((try? peer.serializedBytes() as [UInt8])?.count ?? 0) + Self.listEntryOverheadBytes
             status.peers.append(peer)
         }
         return status

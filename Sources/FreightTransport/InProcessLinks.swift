@@ -63,7 +63,8 @@ public final class InProcessNetwork: Sendable {
     /// link from either end). Nothing listening there refuses at once, as a socket would; either end down makes
     /// the dial time out after `timeout`, as a dark link would.
     public func connect(
-        to name: String, from dialer: String?, timeout: TimeAmount = .seconds(5), eventLoop: any EventLoop,
+        to name: String, from dialer: String?, timeout: TimeAmount = .seconds(Limits.dialTimeoutSeconds),
+        eventLoop: any EventLoop,
         initialize: @escaping @Sendable (Channel) -> EventLoopFuture<Void>
     ) -> EventLoopFuture<Channel> {
         let client = InProcessChannel(eventLoop: eventLoop)

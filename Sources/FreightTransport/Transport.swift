@@ -70,7 +70,7 @@ public struct Transport: Sendable {
     public func connect(
         to address: NodeAddress,
         from source: String? = nil,
-        timeout: TimeAmount = .seconds(5),
+        timeout: TimeAmount = .seconds(Limits.dialTimeoutSeconds),
         make: @escaping @Sendable (Channel) -> FrameConnection
     ) -> EventLoopFuture<FrameConnection> {
         let kind = kind(of: address)
