@@ -5,8 +5,9 @@ import FreightTransport
 import FreightWire
 import NIOCore
 
-/// A peer node of the cluster: who it is, what it says about itself, and the state of resuming its messages. The
-/// connections to it, and how chunks are spread over them, are its ``PeerLink``.
+/// A peer node of the cluster: who it is and what it says about itself. The connections to it, and how chunks are
+/// spread over them, are its ``PeerLink``; what the node does about its link (dial, hold, resume, forget) is
+/// decided by ``Membership``, which keeps one entry per `Member`.
 ///
 /// With rails (docs/topology.md) the link has `streams` stripes per rail pair: rail 0 is the peer's listen address,
 /// rail r ≥ 1 its r-th rail, dialed from this node's r-th rail.
@@ -15,17 +16,6 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     let listen: NodeAddress
     let incarnation: UInt64
     let link: PeerLink
-    var dialAttempts = 0
-    /// The peer holds and resumes messages across a broken link (its HELLO says "resume").
-    var resumes = false
-    /// Every stripe of the link broke at this time (monotonic nanoseconds); nil while the link stands. The member is
-    /// kept, and redialed, for the hold time: its messages wait to resume.
-    var lostAtNanos: UInt64?
-    /// A stripe broke while others stand: its bytes go again once the loss settled (`Limits.stripeLossSettleMillis`).
-    var stripeLossPending = false
-    /// When this node last sent heartbeats on the link's stripes.
-    var heartbeatNanos: UInt64 = 0
-    var controlLossPending = false
     /// What the peer says about itself: its rails and hardware.
     private(set) var record: NodeRecord
 
@@ -54,12 +44,6 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
         }
         return link.useRails(targets, nominalBytesPerSecond: nominal)
     }
-}
-
-/// A seed given with `--join`: dialed until this node learns who answers there.
-struct SeedState {
-    var probe: FrameConnection?
-    var attempts = 0
 }
 
 /// An app attached to this node.

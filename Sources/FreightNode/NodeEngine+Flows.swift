@@ -114,7 +114,7 @@ extension NodeEngine {
         switch port {
         case .session(let id): sessions[id]?.resends == true
         case .local(let id): localPorts[id] is InProcessSource
-        case .peer(let node): members[node]?.resumes == true
+        case .peer(let node): membership.peers[node]?.resumes == true
         }
     }
 

@@ -12,42 +12,73 @@ import NIOPosix
 
 /// Membership and the mesh directory: who is in the cluster, the links to them, and their endpoints.
 extension NodeEngine {
-    /// Runs every second: dials seeds and members that have no link yet.
+    /// Runs every second: lets hold times pass, closes what stalled, and has the membership dial seeds and members
+    /// whose links are missing stripes, send heartbeats, and forget members whose links stayed away.
     func maintain() {
         flowTable.advance(to: nowNanos, actions: &flowActions)
         performFlowActions()
         if !usesMesh { joinDirectoryNodes() }
         closeStalledStreams()
         closeLongHolds()
-        for (address, seed) in seeds where seed.probe == nil {
-            if members.values.contains(where: { $0.listen == address && $0.link.isUp }) { continue }
-            if address == boundListen { continue }
-            seeds[address]?.attempts += 1
-            dialSeed(address)
+        var links: [String: Membership.LinkState] = [:]
+        for member in members.values {
+            links[member.name] = .init(isUp: member.link.isUp, missingStripes: !member.link.missingStripes.isEmpty)
         }
-        for member in members.values where member.link.isUp && !member.link.missingStripes.isEmpty {
-            dial(member)
-        }
-        sendHeartbeats()
-        for member in members.values where !member.link.isUp {
-            member.dialAttempts += 1
-            if let lost = member.lostAtNanos {
-                // A link that broke is redialed for as long as its messages are held.
-                // A moment after the hold time: its messages fail first, each naming the offset it reached.
-                let forget = configuration.resumeHoldSeconds + Self.forgetAfterHoldSeconds
-                if nowNanos &- lost >= UInt64(forget) * 1_000_000_000 {
-                    peerDown(
-                        member.name,
-                        reason: "the link broke and did not come back within \(configuration.resumeHoldSeconds) s")
-                    continue
+        membership.tick(nowNanos: nowNanos, links: links, actions: &membershipActions)
+        performMembershipActions()
+    }
+
+    /// What the membership decided to do, done in order (an action may lead to more).
+    func performMembershipActions() {
+        guard !membershipActions.isEmpty, !performingMembershipActions else { return }
+        performingMembershipActions = true
+        var next = 0
+        while next < membershipActions.count {
+            let action = membershipActions[next]
+            next += 1
+            switch action {
+            case .dialSeed(let address):
+                dialSeed(address)
+            case .dial(let name):
+                if let member = members[name] { dial(member) }
+            case .forget(let name, let reason):
+                peerDown(name, reason: reason)
+            case .holdMessages(let name, let reason):
+                logger.info(
+                    "link to node \(name) broke (\(reason)); holding its messages for \(configuration.resumeHoldSeconds) s"
+                )
+                flowTable.advance(to: nowNanos, actions: &flowActions)
+                flowTable.linkLost(
+                    .peer(name), error: FreightError(.nodeGone, "the link to node \(name) broke (\(reason))"),
+                    actions: &flowActions)
+                performFlowActions()
+            case .holdUpstream(let name):
+                // Nothing the peer sends can arrive: its messages wait here for it to re-open them.
+                flowTable.advance(to: nowNanos, actions: &flowActions)
+                flowTable.upstreamLost(.peer(name), actions: &flowActions)
+                performFlowActions()
+            case .resume(let name):
+                logger.info("link to node \(name) is back: resuming its messages")
+                flowTable.linkRestored(.peer(name), actions: &flowActions)
+                performFlowActions()
+            case .heartbeat(let name):
+                for stripe in members[name]?.link.egress ?? [] { stripe?.send(.ack(0, acked: 0, credit: 0)) }
+            case .settleStripeLoss(let name):
+                // What the stripe carried goes again a moment later: when the whole link is breaking (its other
+                // stripes close within the moment), the resume sends it once instead of twice.
+                eventLoop.scheduleTask(in: .milliseconds(Int64(Limits.stripeLossSettleMillis))) { [self] in
+                    membership.stripeLossSettled(
+                        name, linkUp: members[name]?.link.isUp == true, actions: &membershipActions)
+                    performMembershipActions()
                 }
-            } else if member.dialAttempts > Limits.dialAttemptsMax {
-                logger.info("forgetting node \(member.name) at \(member.listen): unreachable")
-                peerDown(member.name, reason: "unreachable")
-                continue
+            case .resend(let name, let control):
+                flowTable.stripeLost(.peer(name), actions: &flowActions)
+                if control { flowTable.controlLost(.peer(name), actions: &flowActions) }
+                performFlowActions()
             }
-            dial(member)
         }
+        membershipActions.removeAll(keepingCapacity: true)
+        performingMembershipActions = false
     }
 
     func dialSeed(_ address: NodeAddress) {
@@ -58,11 +89,12 @@ extension NodeEngine {
         }.whenComplete { [self] result in
             switch result {
             case .success(let connection):
-                seeds[address]?.probe = connection
+                seedProbes[address] = connection
+                membership.seedProbing(address, true)
                 connection.sendPreface()
                 connection.send(helloFrame(role: .node, stream: 0))
             case .failure(let error):
-                let attempts = seeds[address]?.attempts ?? 0
+                let attempts = membership.seeds[address]?.attempts ?? 0
                 if attempts <= Self.seedFailuresLoggedFirst || attempts % Self.seedFailuresLoggedEvery == 0 {
                     logger.info("seed \(address) not reachable yet: \(error)")
                 }
@@ -90,21 +122,15 @@ extension NodeEngine {
                     connection.sendPreface()
                     connection.send(helloFrame(role: .node, stream: stripe))
                     if stripe == 0 { linkUp(member) }
-                    if member.lostAtNanos != nil {
-                        member.lostAtNanos = nil
-                        member.dialAttempts = 0
-                        logger.info("link to node \(member.name) is back: resuming its messages")
-                        flowTable.linkRestored(.peer(member.name), actions: &flowActions)
-                        performFlowActions()
-                    }
+                    membership.stripeUp(member.name, actions: &membershipActions)
+                    performMembershipActions()
                 case .failure(let error):
                     logger.debug("dial \(member.name) stripe \(stripe) at \(rail.target) failed: \(error)")
-                    if member.lostAtNanos != nil, !member.link.isUp, Self.isRefused(error),
-                        members[member.name] === member
-                    {
-                        // Nothing listens where the peer was: its process is gone, and nothing can resume.
-                        peerDown(member.name, reason: "its link broke and it refuses connections")
-                    }
+                    guard members[member.name] === member else { return }
+                    membership.dialFailed(
+                        member.name, refused: Self.isRefused(error), linkUp: member.link.isUp,
+                        actions: &membershipActions)
+                    performMembershipActions()
                 }
             }
         }
@@ -116,9 +142,9 @@ extension NodeEngine {
             return reject(connection, "peer \(hello.name) is in cluster \(hello.cluster), not \(configuration.cluster)")
         }
         // A seed probe: now its name is known.
-        if let (address, _) = seeds.first(where: { $0.value.probe === connection }) {
-            seeds[address]?.probe = nil
-            seeds[address]?.attempts = 0
+        if let (address, _) = seedProbes.first(where: { $0.value === connection }) {
+            seedProbes[address] = nil
+            membership.seedAnswered(address)
             if hello.name == name {
                 connection.close()
                 return
@@ -177,11 +203,14 @@ extension NodeEngine {
     /// Records a member, replacing an earlier incarnation of the same name. Returns nil past the member limit.
     @discardableResult
     func learn(name: String, listen: NodeAddress, incarnation: UInt64) -> Member? {
-        if let known = members[name] {
-            if known.incarnation == incarnation || incarnation == 0 { return known }
-            peerDown(name, reason: "restarted")
+        let admission = membership.learn(
+            name: name, listen: listen, incarnation: incarnation, actions: &membershipActions)
+        performMembershipActions()
+        switch admission {
+        case .known: return members[name]
+        case .full: return nil
+        case .admitted: break
         }
-        guard members.count < Limits.membersMax else { return nil }
         let member = Member(name: name, listen: listen, incarnation: incarnation, streams: configuration.streams)
         members[name] = member
         logger.info("member \(name) at \(listen)")
@@ -333,61 +362,16 @@ extension NodeEngine {
     /// messages fail then). For what the peer sends (its stripes here): with none left, its messages are held.
     func linkConnectionLost(_ member: Member, _ connection: FrameConnection, reason: String) {
         let loss = member.link.remove(connection)
-        let lostEgress = loss.egress
-        let lostIngress = loss.ingress
-        guard member.resumes, !stopping else { return peerDown(member.name, reason: reason) }
-        let port = Port.peer(member.name)
-        if lostIngress && member.link.ingress.isEmpty {
-            // Nothing the peer sends can arrive: its messages wait here for it to re-open them.
-            flowTable.advance(to: nowNanos, actions: &flowActions)
-            flowTable.upstreamLost(port, actions: &flowActions)
-            performFlowActions()
-        }
-        if lostEgress && !member.link.isUp {
-            guard member.lostAtNanos == nil else { return }
-            logger.info(
-                "link to node \(member.name) broke (\(reason)); holding its messages for \(configuration.resumeHoldSeconds) s"
-            )
-            member.lostAtNanos = nowNanos
-            member.dialAttempts = 0
-            member.stripeLossPending = false
-            member.controlLossPending = false
-            flowTable.advance(to: nowNanos, actions: &flowActions)
-            flowTable.linkLost(
-                port, error: FreightError(.nodeGone, "the link to node \(member.name) broke (\(reason))"),
-                actions: &flowActions)
-            performFlowActions()
-            dial(member)
-        } else if lostEgress {
-            // What the stripe carried goes again, a moment later: when the whole link is breaking (its other stripes
-            // close within the moment), the resume sends it once instead of twice. Dialed again by `maintain`.
+        if loss.egress, member.link.isUp, membership.peers[member.name]?.resumes == true, !stopping {
             logger.info("a stripe to node \(member.name) broke (\(reason)); sending what it carried again")
-            member.stripeLossPending = true
-            member.controlLossPending = member.controlLossPending || loss.control
-            eventLoop.scheduleTask(in: .milliseconds(Int64(Limits.stripeLossSettleMillis))) { [self] in
-                guard members[member.name] === member, member.link.isUp, member.stripeLossPending else { return }
-                member.stripeLossPending = false
-                flowTable.stripeLost(port, actions: &flowActions)
-                if member.controlLossPending { flowTable.controlLost(port, actions: &flowActions) }
-                member.controlLossPending = false
-                performFlowActions()
-            }
         }
-    }
-
-    /// Every stripe of every link gets a heartbeat (an ACK of message 0, which no flow has; every node ignores it)
-    /// a third of the link timeout after the last: a link that went dark then has unacknowledged bytes on each of
-    /// its stripes, so TCP_USER_TIMEOUT finds it broken even where nothing else was being sent (a receiver that
-    /// only waits for the next chunk would otherwise never notice).
-    func sendHeartbeats() {
-        let timeoutMillis = configuration.tuning.userTimeoutMillis ?? Limits.linkTimeoutSeconds * 1000
-        let intervalNanos = UInt64(max(1000, timeoutMillis / Limits.heartbeatsPerLinkTimeout)) * 1_000_000
-        let now = nowNanos
-        for member in members.values
-        where member.resumes && member.link.isUp && now &- member.heartbeatNanos >= intervalNanos {
-            member.heartbeatNanos = now
-            for stripe in member.link.egress { stripe?.send(.ack(0, acked: 0, credit: 0)) }
-        }
+        membership.connectionLost(
+            member.name,
+            .init(
+                egress: loss.egress, ingress: loss.ingress, control: loss.control, linkUp: member.link.isUp,
+                ingressLeft: !member.link.ingress.isEmpty),
+            reason: reason, nowNanos: nowNanos, actions: &membershipActions)
+        performMembershipActions()
     }
 
     /// The node's monotonic clock (``NodeEnvironment``): hold times, stall and hold limits, heartbeats.

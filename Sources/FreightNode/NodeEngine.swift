@@ -38,7 +38,12 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var nextConnectionID: UInt64 = 1
     var sessions: [UInt64: AppSession] = [:]
     var members: [String: Member] = [:]
-    var seeds: [NodeAddress: SeedState] = [:]
+    /// Who is in the cluster and what to do about each link (pure), the buffer its actions are collected in, and
+    /// the connections that probe seeds.
+    var membership: Membership
+    var membershipActions: [Membership.Action] = []
+    var performingMembershipActions = false
+    var seedProbes: [NodeAddress: FrameConnection] = [:]
 
     // Directory and flows.
     let index = EndpointIndex()
@@ -137,10 +142,29 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                 nodeName: configuration.name, windowBytes: configuration.windowBytes,
                 memoryBudgetBytes: configuration.memoryBudgetBytes, chunkBytesDefault: configuration.chunkBytes,
                 resumeHold: .seconds(configuration.resumeHoldSeconds)))
+        self.membership = Membership(
+            configuration: Self.membershipConfiguration(configuration, listen: configuration.listen))
         self.shared = SharedMemoryBroker(
             nodeName: configuration.name, budgetBytes: configuration.sharedMemoryBudgetBytes)
         flowActions.reserveCapacity(Self.flowActionsReserved)
         shared.release = { [unowned self] owner, region in sessions[owner]?.connection.send(.release([region])) }
+    }
+
+    /// The membership's limits, from the node's configuration. Every stripe of a link that stands gets a heartbeat
+    /// (an ACK of message 0, which no flow has; every node ignores it) a third of the link timeout after the last:
+    /// a link that went dark then has unacknowledged bytes on each of its stripes, so TCP_USER_TIMEOUT finds it
+    /// broken even where nothing else was being sent (a receiver that only waits for the next chunk would otherwise
+    /// never notice).
+    static func membershipConfiguration(_ configuration: NodeConfiguration, listen: NodeAddress)
+        -> Membership.Configuration
+    {
+        let timeoutMillis = configuration.tuning.userTimeoutMillis ?? Limits.linkTimeoutSeconds * 1000
+        return Membership.Configuration(
+            nodeName: configuration.name, listen: listen, membersMax: Limits.membersMax,
+            dialAttemptsMax: Limits.dialAttemptsMax,
+            resumeHoldNanos: UInt64(configuration.resumeHoldSeconds) * 1_000_000_000,
+            forgetAfterHoldNanos: UInt64(forgetAfterHoldSeconds) * 1_000_000_000,
+            heartbeatIntervalNanos: UInt64(max(1000, timeoutMillis / Limits.heartbeatsPerLinkTimeout)) * 1_000_000)
     }
 
     public var name: String { configuration.name }
@@ -213,7 +237,9 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
             socketListener = socket
             self.railListeners = railListeners
             try startDescriptorListener()
-            for seed in configuration.joins { seeds[seed] = SeedState() }
+            membership = Membership(
+                configuration: Self.membershipConfiguration(configuration, listen: boundListen),
+                seeds: configuration.joins)
             maintain()
             maintenance = eventLoop.scheduleRepeatedTask(
                 initialDelay: Self.maintenanceInterval, delay: Self.maintenanceInterval
@@ -230,6 +256,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         let closing: [EventLoopFuture<Void>] =
             (try? await eventLoop.submit { [self] in
                 stopping = true
+                membership.stopping = true
                 maintenance?.cancel()
                 maintenance = nil
                 var futures: [EventLoopFuture<Void>] = []
@@ -247,9 +274,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                         futures.append(connection.channel.close().recover { _ in })
                     }
                 }
-                for seed in seeds.values {
-                    if let probe = seed.probe { futures.append(probe.channel.close().recover { _ in }) }
-                }
+                for probe in seedProbes.values { futures.append(probe.channel.close().recover { _ in }) }
                 return futures
             }.get()) ?? []
         for future in closing { try? await future.get() }
@@ -390,8 +415,9 @@ extension NodeEngine: FrameConnectionDelegate {
             sessionClosed(session)
             return
         }
-        for (seedAddress, seed) in seeds where seed.probe === connection {
-            seeds[seedAddress]?.probe = nil
+        for (seedAddress, probe) in seedProbes where probe === connection {
+            seedProbes[seedAddress] = nil
+            membership.seedProbing(seedAddress, false)
         }
         for member in members.values where member.link.owns(connection) {
             return linkConnectionLost(member, connection, reason: error.map { "\($0)" } ?? "connection closed")
@@ -412,7 +438,7 @@ extension NodeEngine: FrameConnectionDelegate {
             sessions[session.id] = session
             logger.debug("app \(session.label) attached as session \(session.id)")
         case .node:
-            defer { members[hello.name]?.resumes = hello.capabilities.contains(WireV1.capabilityResume) }
+            defer { membership.peerResumes(hello.name, hello.capabilities.contains(WireV1.capabilityResume)) }
             if connection.isDialed {
                 // The reply on a connection this node opened: the peer's identity.
                 dialedHelloReceived(hello, on: connection)
