@@ -32,6 +32,41 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     var sharedBlock: SharedBuffer?
     /// The pool had no room for the next chunk: pumped again when a region comes back.
     var waitingForRegion = false
+    /// A streamed body's pieces sent and not yet acknowledged, in order (the writer cannot give them again): sent
+    /// again from here when a link on the way broke. At most one window: nothing is sent past the credit.
+    var retained = CircularBuffer<(offset: UInt64, bytes: ByteBuffer)>()
+
+    /// Where the bytes taken from a streamed body's writer end.
+    var retainedEnd: UInt64 { retained.last.map { $0.offset + UInt64($0.bytes.readableBytes) } ?? window.ackedOffset }
+
+    /// Forgets retained pieces the receivers hold.
+    func dropRetained(through acked: UInt64) {
+        while let first = retained.first, first.offset + UInt64(first.bytes.readableBytes) <= acked {
+            retained.removeFirst()
+        }
+    }
+
+    /// At most `max` retained bytes from `offset`, when they were taken from the writer already.
+    func retainedBytes(from offset: UInt64, max: Int) -> ByteBuffer? {
+        guard offset < retainedEnd, let first = retained.first, offset >= first.offset else { return nil }
+        // Pieces are in order and contiguous: find the one holding `offset` by halving.
+        var low = retained.startIndex
+        var count = retained.count
+        while count > 1 {
+            let half = count / 2
+            let middle = retained.index(low, offsetBy: half)
+            if retained[middle].offset <= offset {
+                low = middle
+                count -= half
+            } else {
+                count = half
+            }
+        }
+        let piece = retained[low]
+        let skip = Int(offset - piece.offset)
+        return piece.bytes.getSlice(
+            at: piece.bytes.readerIndex + skip, length: Swift.min(max, piece.bytes.readableBytes - skip))
+    }
 
     init(
         id: UInt64, destination: String, window: SendWindow, body: OutgoingBody,
@@ -140,12 +175,17 @@ extension ClientCore {
             return transfer.fail(error)
         }
         if transfer.window.ackedOffset > before { transfer.onProgress?(transfer.window.ackedOffset) }
+        if case .stream = transfer.body { transfer.dropRetained(through: transfer.window.ackedOffset) }
         if ack.hasResendFrom {
-            // A link on the way broke: the bytes past `resendFrom` go again (docs/core.md).
-            if case .stream = transfer.body {
+            // A link on the way broke: the bytes past `resendFrom` go again (docs/core.md). A streamed body sends
+            // them from what it retained.
+            if case .stream = transfer.body,
+                max(ack.resendFrom, transfer.window.ackedOffset)
+                    < (transfer.retained.first?.offset ?? transfer.retainedEnd)
+            {
                 let error = FreightError(
                     .nodeGone,
-                    "a link on the way broke at offset \(ack.resendFrom) of \(transfer.window.length); a streamed body cannot be sent again"
+                    "a link on the way broke at offset \(ack.resendFrom) of \(transfer.window.length), before what this streamed body retained"
                 )
                 outgoing[ack.messageID] = nil
                 connection?.send(.abort(ack.messageID, error))
@@ -333,12 +373,23 @@ extension ClientCore {
         while !transfer.window.allSent {
             let room = min(transfer.window.available, transfer.window.chunkBytes)
             guard room > 0 else { return }
+            if let again = transfer.retainedBytes(from: transfer.window.nextOffset, max: Int(room)) {
+                // Sent before a link on the way broke: again, over the socket.
+                let next = transfer.window.take(UInt64(again.readableBytes))!
+                connection.sendData(
+                    DataChunk(
+                        messageID: transfer.id, offset: next.offset, crc32c: CRC32C.checksum(again),
+                        isLast: next.isLast, bytes: again),
+                    promise: nil)
+                continue
+            }
             let loop = eventLoop
             switch writer.take(max: Int(room), wake: { [self] in loop.execute { self.pump(transfer) } }) {
             case .empty:
                 return
             case .bytes(let piece):
                 let next = transfer.window.take(UInt64(piece.readableBytes))!
+                transfer.retained.append((next.offset, piece))
                 // Through the pool when there is room: one copy into shared memory instead of the socket's two.
                 if transfer.usesShared, let shared, let start = shared.allocator.allocate(piece.readableBytes) {
                     let crc = piece.withUnsafeReadableBytes { source in

@@ -10,8 +10,8 @@ import NIOPosix
 /// socket each for apps. Used by `freight demo`, `freight bench` and tests.
 ///
 /// With `links: .inProcess` the nodes listen on `inproc://` names instead and are joined by in-process links, with
-/// no socket at all (and no app socket: apps attach in process, ``NodeEngine/attachSink(_:label:)``); tests cut
-/// those links at will (``cut(_:)``, ``setDown(_:_:)``).
+/// no socket between them (apps still attach over each node's Unix socket, or in process with
+/// ``NodeEngine/attachSink(_:label:)``); tests cut those links at will (``cut(_:)``, ``setDown(_:_:)``).
 public final class InProcessFabric: Sendable {
     /// How the fabric's nodes are linked.
     public enum Links: Sendable {
@@ -58,7 +58,7 @@ public final class InProcessFabric: Sendable {
                     listen: links == .sockets
                         ? .tcp(host: "127.0.0.\(index)", port: 0) : .inProcess(name: "\(tag)-n\(index)"),
                     joins: engines.first.map { [$0.boundListen] } ?? [],
-                    socketPath: links == .sockets ? "\(directory)/n\(index).sock" : nil,
+                    socketPath: "\(directory)/n\(index).sock",
                     streams: streams,
                     windowBytes: windowBytes,
                     memoryBudgetBytes: memoryBudgetBytes,

@@ -1,3 +1,4 @@
+import FreightClient
 import FreightCore
 import FreightNode
 import FreightTesting
@@ -46,6 +47,50 @@ import Testing
             // resume makes can reach the sender after it already went on from the other (docs/core.md, "Resume").
             let window = UInt64(Limits.windowBytesDefault)
             #expect(received.bytesIn <= length + 2 * window + (8 << 20), "resumed at \(resumed)")
+        }
+    }
+
+    /// A streamed body (``BodyWriter``) keeps what it sent until the receivers hold it, so it too resumes when a
+    /// link on the way breaks: the app on n2 reads one message, byte-identical, told where it resumed.
+    @Test func aStreamedBodyResumesFromWhatItRetained() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "inproc-stream", links: .inProcess) { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx")
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+            let inbox = try await receiver.receive("inproc/stream")
+            try await fabric.waitForEndpoints(try Address("inproc/stream"), count: 1)
+            fabric.cut(1, afterBytes: 96 << 20)
+            let length = 256 << 20
+            let writer = BodyWriter(limitBytes: 1 << 20)
+            let sending = Task {
+                try await sender.send(to: "inproc/stream", body: .stream(writer, length: Int64(length)))
+            }
+            let writing = Task {
+                var offset = 0
+                while offset < length {
+                    // Odd-sized pieces, so chunks are cut across them and a resume lands inside one.
+                    let count = min(777_777, length - offset)
+                    var piece = ByteBufferAllocator().buffer(capacity: count)
+                    piece.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+                        PatternFill.fill(
+                            UnsafeMutableRawBufferPointer(rebasing: raw[..<count]), seed: 9, offset: Int64(offset))
+                        return count
+                    }
+                    try await writer.write(piece)
+                    offset += count
+                }
+                writer.finish()
+            }
+            var messages = inbox.makeAsyncIterator()
+            let message = try #require(try await messages.next())
+            #expect(try await message.checkPattern(seed: 9))
+            try await writing.value
+            let report = try await sending.value
+            #expect(report.bytes == UInt64(length) && report.failures.isEmpty)
+            let resumes = report.deliveries.first?.resumedAt ?? []
+            #expect(!resumes.isEmpty, "the cut came mid-message, so it resumed")
+            #expect(message.resumedAt == resumes)
+            await sender.close()
+            await receiver.close()
         }
     }
 
