@@ -94,25 +94,39 @@ public struct ReceiveWindow: Sendable {
         return end
     }
 
-    /// True when every byte of [offset, end) is held; false when none of its start is; throws on a partial overlap.
+    /// True when every byte of [offset, end) is held, whether it starts where a held chunk starts or inside one (a
+    /// body sent again may be cut where it was not before); false when none of it is; throws on a partial overlap.
     private func isHeld(offset: UInt64, end: UInt64) throws(FreightError) -> Bool {
         if end <= ackedOffset && end > offset { return true }
         guard offset >= ackedOffset else {
             throw FreightError(
                 .protocolViolation, "chunk [\(offset), \(end)) overlaps the acknowledged offset \(ackedOffset)")
         }
-        var position = offset
-        while position < end, let next = accepted[position] ?? consumedAhead[position] { position = next }
-        if position == end { return true }
-        // Not held whole: it must not overlap anything held. Past every byte that arrived (the usual case: chunks
-        // come mostly in order) nothing can overlap; otherwise one pass over the ranges held past the
-        // acknowledgement (at most a window's chunks and their pieces).
+        // Past every byte that arrived (the usual case: chunks come mostly in order) nothing can be held.
         if offset >= highestEnd { return false }
+        var position = offset
+        while position < end, let next = heldEnd(containing: position) { position = next }
+        if position >= end { return true }
+        if position > offset {
+            throw FreightError(
+                .protocolViolation, "chunk [\(offset), \(end)) is held only up to \(position): it overlaps in part")
+        }
+        // None of its start is held: nor may the rest be. One pass over the ranges held past the acknowledgement (at
+        // most a window's chunks).
         for (start, stop) in accepted where start < end && stop > offset { throw overlap(offset, end, start, stop) }
         for (start, stop) in consumedAhead where start < end && stop > offset {
             throw overlap(offset, end, start, stop)
         }
         return false
+    }
+
+    /// The end of the held range that holds `position`: one starting there, or (a resend cut elsewhere) one that
+    /// starts before it.
+    private func heldEnd(containing position: UInt64) -> UInt64? {
+        if let end = accepted[position] ?? consumedAhead[position] { return end }
+        for (start, stop) in accepted where start < position && position < stop { return stop }
+        for (start, stop) in consumedAhead where start < position && position < stop { return stop }
+        return nil
     }
 
     private func overlap(_ offset: UInt64, _ end: UInt64, _ start: UInt64, _ stop: UInt64) -> FreightError {

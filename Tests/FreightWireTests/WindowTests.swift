@@ -41,6 +41,12 @@ import Testing
         // Overlapping in part is refused; sent again whole (after a broken link) is dropped quietly.
         #expect(throws: FreightError.self) { try window.accept(offset: 0, count: 6) }
         #expect(throws: FreightError.self) { try window.accept(offset: 2, count: 4) }
+        // Sent again cut differently, but every byte held: dropped quietly, from its start or from inside.
+        #expect(try !window.accept(offset: 0, count: 2))
+        #expect(try !window.accept(offset: 1, count: 3))
+        try window.accept(offset: 4, count: 4)
+        #expect(try !window.accept(offset: 2, count: 6), "across two held chunks")
+        #expect(throws: FreightError.self) { try window.accept(offset: 6, count: 4) }
     }
 
     /// After a broken link a sender sends again from an offset: chunks the receiver holds (acknowledged, accepted,
