@@ -165,13 +165,10 @@ extension NodeEngine {
             let portID = nextLocalPortID
             nextLocalPortID += 1
             localPorts[portID] = InProcessSink(engine: self, portID: portID)
-            let id = nextEndpointID
-            nextEndpointID += 1
-            let record = EndpointRecord(key: EndpointKey(node: name, id: id), pattern: pattern, app: label)
+            let record = localEndpoints.add(pattern: pattern, group: nil, app: label, port: .local(portID))
             index.upsert(record)
-            localEndpoints[id] = (record, .local(portID))
             announce(added: [record], removed: [])
-            return id
+            return record.key.id
         }.get()
     }
 

@@ -52,7 +52,7 @@ extension NodeEngine {
 
     /// This node's own endpoints now, for a backend that re-publishes them after an outage.
     public func localRecords() async throws -> [EndpointRecord] {
-        try await eventLoop.submit { [self] in localEndpoints.values.map(\.record) }.get()
+        try await eventLoop.submit { [self] in localEndpoints.records }.get()
     }
 
     /// Dials every node the directory names that this node has no link to.

@@ -241,7 +241,7 @@ extension NodeEngine {
             bytes += size + Self.listEntryOverheadBytes
         }
         if !part.members.isEmpty { control.send(.members(part)) }
-        let records = localEndpoints.values.map(\.record)
+        let records = localEndpoints.records
         for (index, batch) in Self.batches(records).enumerated() {
             var update = Freight_Wire_V1_Endpoints()
             update.full = index == 0

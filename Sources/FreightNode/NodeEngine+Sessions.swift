@@ -72,16 +72,11 @@ extension NodeEngine {
             throw FreightError(
                 .resourceExhausted, "an app may register at most \(Limits.registrationsPerSessionMax) endpoints")
         }
-        let id = nextEndpointID
-        nextEndpointID += 1
-        let record = EndpointRecord(
-            key: EndpointKey(node: name, id: id),
-            pattern: pattern,
-            group: register.group.isEmpty ? nil : register.group,
-            app: session.label
-        )
+        let record = localEndpoints.add(
+            pattern: pattern, group: register.group.isEmpty ? nil : register.group, app: session.label,
+            port: .session(session.id))
+        let id = record.key.id
         index.upsert(record)
-        localEndpoints[id] = (record, .session(session.id))
         session.endpoints.insert(id)
         announce(added: [record], removed: [])
         logger.debug("endpoint \(id) \(pattern) registered by \(session.label)")
@@ -123,7 +118,7 @@ extension NodeEngine {
 
     func unregisterEndpoint(_ id: UInt64, for session: AppSession) {
         guard session.endpoints.remove(id) != nil else { return }
-        localEndpoints[id] = nil
+        localEndpoints.remove(id)
         index.remove(EndpointKey(node: name, id: id))
         announce(added: [], removed: [id])
     }
@@ -140,11 +135,11 @@ extension NodeEngine {
     }
 
     func sessionClosed(_ session: AppSession) {
-        sessions[session.id] = nil
+        sessions.remove(session.id)
         sharedSessionClosed(session)
         let ids = Array(session.endpoints)
         for id in ids {
-            localEndpoints[id] = nil
+            localEndpoints.remove(id)
             index.remove(EndpointKey(node: name, id: id))
         }
         if !ids.isEmpty { announce(added: [], removed: ids) }

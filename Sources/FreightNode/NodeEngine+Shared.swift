@@ -31,7 +31,7 @@ extension NodeEngine {
             _ = DescriptorLink.send(DescriptorLink.encode(.refused(reason)), on: link, wait: false)
             for fd in [send, receive, link] { close(fd) }
         }
-        guard let session = sessions.values.first(where: { $0.token == attach.token }) else {
+        guard let session = sessions.session(token: attach.token) else {
             return refuse("no app session with that token on node \(name)")
         }
         guard session.sendPool == nil, session.link < 0 else {
@@ -104,7 +104,7 @@ extension NodeEngine {
     func closeLongHolds() {
         let now = nowNanos
         let limit = UInt64(configuration.sharedHoldSeconds) * 1_000_000_000
-        for session in sessions.values where session.holdCount > 0 {
+        for session in sessions.all where session.holdCount > 0 {
             guard session.holds.values.contains(where: { $0.first.map { now &- $0.since > limit } ?? false }) else {
                 continue
             }

@@ -161,29 +161,18 @@ extension NodeEngine {
         }
     }
 
-    /// An app that sends faster than a branch takes its bytes stops being read until that branch drains, so what a
-    /// relay holds stays within the write water marks (and in cache) rather than growing to the message's window.
-    /// Only app sessions are paused: a peer's stripe carries many messages, and one slow branch must not stall them.
+    /// An app whose bytes fill an output stops being read until it drains (``AppSessions/pause(_:until:)``).
     func pauseIfOutputsFull(_ input: FrameConnection, _ stream: InboundStream) {
         guard input.hello?.role == .app, stream.outputs.contains(where: { !$0.connection.channel.isWritable }) else {
             return
         }
-        let full = Set(stream.outputs.filter { !$0.connection.channel.isWritable }.map(\.connection.id))
-        if readPaused[input.id] == nil { input.setReading(false) }
-        readPaused[input.id, default: (input, [])].waitingOn.formUnion(full)
+        sessions.pause(
+            input, until: Set(stream.outputs.filter { !$0.connection.channel.isWritable }.map(\.connection.id)))
     }
 
     public func connectionWritabilityChanged(_ connection: FrameConnection) {
-        guard connection.channel.isWritable, !readPaused.isEmpty else { return }
-        for (id, paused) in readPaused where paused.waitingOn.contains(connection.id) {
-            let waiting = paused.waitingOn.subtracting([connection.id])
-            if waiting.isEmpty {
-                readPaused[id] = nil
-                paused.input.setReading(true)
-            } else {
-                readPaused[id]?.waitingOn = waiting
-            }
-        }
+        guard connection.channel.isWritable else { return }
+        sessions.drained(connection)
     }
 
     /// The port a connection speaks for, once it said hello.

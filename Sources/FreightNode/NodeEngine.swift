@@ -36,7 +36,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
 
     // Connections.
     var nextConnectionID: UInt64 = 1
-    var sessions: [UInt64: AppSession] = [:]
+    /// The apps attached, and those not read until their outputs drain.
+    var sessions = AppSessions()
     var members: [String: Member] = [:]
     /// Who is in the cluster and what to do about each link (pure), the buffer its actions are collected in, and
     /// the connections that probe seeds.
@@ -47,7 +48,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
 
     // Directory and flows.
     let index = EndpointIndex()
-    var localEndpoints: [UInt64: (record: EndpointRecord, port: Port)] = [:]
+    /// This node's own endpoints and the port that delivers to each.
+    var localEndpoints: LocalEndpoints
     /// In-process endpoints and senders (the in-process transport).
     var localPorts: [UInt64: any LocalPort] = [:]
     var nextLocalPortID: UInt64 = 1
@@ -61,9 +63,6 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     /// Chunks being relayed piece by piece, by inbound connection id.
     var inboundStreams: [UInt64: InboundStream] = [:]
     var nextStreamToken: UInt64 = 1
-    /// App sessions not being read until the outputs they wait on drain.
-    var readPaused: [UInt64: (input: FrameConnection, waitingOn: Set<UInt64>)] = [:]
-    var nextEndpointID: UInt64 = 1
     /// Every message passing through this node (pure; docs/core.md), and the buffer its actions are collected in.
     var flowTable: FlowTable
     var flowActions: [FlowAction] = []
@@ -144,6 +143,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                 resumeHold: .seconds(configuration.resumeHoldSeconds)))
         self.membership = Membership(
             configuration: Self.membershipConfiguration(configuration, listen: configuration.listen))
+        self.localEndpoints = LocalEndpoints(nodeName: configuration.name)
         self.shared = SharedMemoryBroker(
             nodeName: configuration.name, budgetBytes: configuration.sharedMemoryBudgetBytes)
         flowActions.reserveCapacity(Self.flowActionsReserved)
@@ -268,7 +268,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                 railListeners = []
                 descriptorListener?.stop()
                 descriptorListener = nil
-                for session in sessions.values { futures.append(session.connection.channel.close().recover { _ in }) }
+                for session in sessions.all { futures.append(session.connection.channel.close().recover { _ in }) }
                 for member in members.values {
                     for connection in member.link.allConnections {
                         futures.append(connection.channel.close().recover { _ in })
@@ -406,12 +406,8 @@ extension NodeEngine: FrameConnectionDelegate {
 
     public func connectionDidClose(_ connection: FrameConnection, error: (any Error)?) {
         inboundClosed(connection)
-        readPaused[connection.id] = nil
-        for (id, paused) in readPaused where paused.waitingOn.contains(connection.id) {
-            readPaused[id] = nil
-            paused.input.setReading(true)
-        }
-        if let session = sessions.values.first(where: { $0.connection === connection }) {
+        sessions.closed(connection)
+        if let session = sessions.session(on: connection) {
             sessionClosed(session)
             return
         }
@@ -435,7 +431,7 @@ extension NodeEngine: FrameConnectionDelegate {
             guard case .hello(var reply) = helloFrame(role: .node) else { return }
             reply.sessionToken = session.token
             connection.send(.hello(reply))
-            sessions[session.id] = session
+            sessions.add(session)
             logger.debug("app \(session.label) attached as session \(session.id)")
         case .node:
             defer { membership.peerResumes(hello.name, hello.capabilities.contains(WireV1.capabilityResume)) }
