@@ -4,11 +4,16 @@
 #   scripts/simulate.sh 100000              # 100,000 schedules of each
 #   scripts/simulate.sh --seed N            # replays seed N of the flow-table simulation
 #   scripts/simulate.sh --fabric-seed N     # replays seed N of the three-node simulation (prints its trace)
+#   scripts/simulate.sh --nodes 200         # 200 schedules of three whole nodes over in-process links, cut at
+#                                           # seeded byte counts (InProcessChaosTests; the test command runs 6)
+#   scripts/simulate.sh --nodes-seed N      # replays schedule N of those
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
   --seed) export FREIGHT_FLOW_SEED="$2"; filter=FlowTableSimulationTests ;;
   --fabric-seed) export FREIGHT_FABRIC_SEED="$2" FREIGHT_FABRIC_TRACE=1; filter=FabricSimulationTests ;;
+  --nodes) export FREIGHT_NODES_SEEDS="${2:-100}"; filter=InProcessChaosTests ;;
+  --nodes-seed) export FREIGHT_NODES_SEED="$2"; filter=InProcessChaosTests ;;
   *) export FREIGHT_FLOW_SEEDS="${1:-10000}" FREIGHT_FABRIC_SEEDS="${1:-10000}"
      filter='FlowTableSimulationTests|FabricSimulationTests' ;;
 esac

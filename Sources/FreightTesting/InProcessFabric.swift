@@ -41,7 +41,8 @@ public final class InProcessFabric: Sendable {
         logLevel: Logger.Level = .warning,
         environment: NodeEnvironment = .system,
         linkCapabilities: LinkCapabilities = .socket,
-        links: Links = .sockets
+        links: Links = .sockets,
+        routes: [String: [String: String]] = [:]
     ) async throws -> InProcessFabric {
         let tag = "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
         let directory = NSTemporaryDirectory() + tag
@@ -65,6 +66,7 @@ public final class InProcessFabric: Sendable {
                     sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
                     sharedHoldSeconds: sharedHoldSeconds,
                     resumeHoldSeconds: resumeHoldSeconds,
+                    routes: routes["n\(index)"] ?? [:],
                     logger: logger,
                     environment: environment,
                     linkCapabilities: linkCapabilities
@@ -84,7 +86,7 @@ public final class InProcessFabric: Sendable {
         }
     }
 
-    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:resumeHoldSeconds:logLevel:environment:linkCapabilities:links:)``
+    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:resumeHoldSeconds:logLevel:environment:linkCapabilities:links:routes:)``
     /// does, and stops the fabric when `body` ends, whether it returned or threw.
     public static func with<T>(
         nodes count: Int,
@@ -99,13 +101,14 @@ public final class InProcessFabric: Sendable {
         environment: NodeEnvironment = .system,
         linkCapabilities: LinkCapabilities = .socket,
         links: Links = .sockets,
+        routes: [String: [String: String]] = [:],
         _ body: (InProcessFabric) async throws -> T
     ) async throws -> T {
         let fabric = try await start(
             nodes: count, cluster: cluster, streams: streams, windowBytes: windowBytes,
             memoryBudgetBytes: memoryBudgetBytes, sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
             sharedHoldSeconds: sharedHoldSeconds, resumeHoldSeconds: resumeHoldSeconds, logLevel: logLevel,
-            environment: environment, linkCapabilities: linkCapabilities, links: links)
+            environment: environment, linkCapabilities: linkCapabilities, links: links, routes: routes)
         do {
             let result = try await body(fabric)
             await fabric.stop()
