@@ -37,6 +37,12 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
 
     /// Largest gRPC message to or from etcd.
     static let messageBytesMax = 256 << 20
+    /// The pause between one session with etcd and the next, after it failed.
+    static let sessionRetryDelay = Duration.seconds(1)
+    /// How long one call to etcd may take.
+    static let callTimeout = Duration.seconds(5)
+    /// Keep-alives per lease TTL.
+    static let keepAlivesPerTTL = 3
     /// Keys per Range page when reading the prefix.
     static let rangePage: Int64 = 10_000
 
@@ -169,7 +175,7 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                 expireWaiting(reason)
             }
             // A second before the next session (cancelled at once when the node stops).
-            try? await Task.sleep(for: .seconds(1))
+            try? await Task.sleep(for: Self.sessionRetryDelay)
             if case .unreachable(let reason) = health { expireWaiting(reason) }
         }
         expireWaiting("the node is stopping", all: true)
@@ -196,7 +202,7 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             streaming.maxRequestMessageBytes = Self.messageBytesMax
             streaming.maxResponseMessageBytes = Self.messageBytesMax
             var callOptions = streaming
-            callOptions.timeout = .seconds(5)
+            callOptions.timeout = Self.callTimeout
             let options = callOptions
             let streamOptions = streaming
 
@@ -308,7 +314,7 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
         _ leases: Etcdserverpb_Lease.Client<HTTP2ClientTransport.Posix>, lease: Int64, options: CallOptions
     ) async throws {
         let lastAnswer = Mutex(ContinuousClock.now)
-        let interval = Duration.milliseconds(leaseTTL * 1000 / 3)
+        let interval = Duration.milliseconds(leaseTTL * 1000 / Self.keepAlivesPerTTL)
         let ttl = Duration.seconds(leaseTTL)
         try await leases.leaseKeepAlive(options: options) { writer in
             while true {
@@ -346,7 +352,8 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                         $0.startRevision = revision
                     }
                 })
-            while true { try await Task.sleep(for: .seconds(3600)) }
+            // The request stream stays open, with nothing more to say, until the watch ends or the node stops.
+            try await Task.sleep(until: .now + .seconds(Int64(Int32.max)), clock: .continuous)
         } onResponse: { response in
             for try await answer in response.messages {
                 if answer.canceled || answer.compactRevision > 0 {
