@@ -11,6 +11,33 @@ protocol LocalPort: AnyObject, Sendable {
     func deliver(_ frame: Frame)
 }
 
+/// The node's in-process ports (``InProcessSink``, ``InProcessSource``), and what its sources share: message ids,
+/// pre-filled chunk buffers and their checksums. Loop-confined.
+final class LocalPorts: @unchecked Sendable {
+    private var ports: [UInt64: any LocalPort] = [:]
+    private var nextID: UInt64 = 1
+    /// Ids of the messages the node sends itself (``InProcessSource``).
+    var messageIDs = IDSequence()
+    /// Pre-filled chunk buffers of in-process sources, by chunk size (one size kept).
+    var sourceBlocks: [Int: [(bytes: ByteBuffer, crc: UInt32)]] = [:]
+    /// CRC32C of the first bytes of the first source block, by length (short last chunks; every such chunk starts
+    /// at a multiple of the chunk size, so it is a prefix of block 0).
+    var partialChecksums: [Int: UInt32] = [:]
+
+    subscript(id: UInt64) -> (any LocalPort)? { ports[id] }
+
+    /// A new port, made with its id.
+    @discardableResult
+    func add<Port: LocalPort>(_ make: (UInt64) -> Port) -> Port {
+        let port = make(nextID)
+        ports[nextID] = port
+        nextID += 1
+        return port
+    }
+
+    func remove(_ id: UInt64) { ports[id] = nil }
+}
+
 /// An in-process endpoint that checks each chunk's CRC32C, acknowledges it at once and drops the bytes: the far
 /// end of a node-to-node measurement.
 final class InProcessSink: LocalPort, @unchecked Sendable {  // confined to the node's event loop
@@ -92,6 +119,8 @@ final class InProcessSource: LocalPort, @unchecked Sendable {  // confined to th
     var window: SendWindow
     let buffers: [(bytes: ByteBuffer, crc: UInt32)]
     let promise: EventLoopPromise<Freight_Wire_V1_Done>
+    /// Pre-filled chunk buffers it cycles through.
+    static let blocks = 4
 
     init(
         engine: NodeEngine, portID: UInt64, length: UInt64, chunkBytes: Int,
@@ -101,23 +130,23 @@ final class InProcessSource: LocalPort, @unchecked Sendable {  // confined to th
         self.portID = portID
         self.window = SendWindow(length: length, chunkBytes: UInt64(chunkBytes))
         self.promise = promise
-        self.id = engine.messageIDs.next()
-        if let cached = engine.sourceBlocks[chunkBytes] {
+        self.id = engine.localPorts.messageIDs.next()
+        if let cached = engine.localPorts.sourceBlocks[chunkBytes] {
             self.buffers = cached
             return
         }
-        var rng = SystemRandomNumberGenerator()
-        self.buffers = (0..<4).map { _ in
+        let random = engine.configuration.environment.random
+        self.buffers = (0..<Self.blocks).map { _ in
             var buffer = ByteBufferAllocator().buffer(capacity: chunkBytes)
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: chunkBytes) { raw in
                 PatternFill.fill(
-                    UnsafeMutableRawBufferPointer(rebasing: raw[..<chunkBytes]), seed: rng.next(), offset: 0)
+                    UnsafeMutableRawBufferPointer(rebasing: raw[..<chunkBytes]), seed: random(), offset: 0)
                 return chunkBytes
             }
             return (buffer, CRC32C.checksum(buffer))
         }
-        engine.sourceBlocks = [chunkBytes: buffers]
-        engine.sourcePartialChecksums = [:]
+        engine.localPorts.sourceBlocks = [chunkBytes: buffers]
+        engine.localPorts.partialChecksums = [:]
     }
 
     func deliver(_ frame: Frame) {
@@ -127,10 +156,10 @@ final class InProcessSource: LocalPort, @unchecked Sendable {  // confined to th
             if ack.hasResendFrom { window.rewind(to: ack.resendFrom) }
             pump()
         case .done(let done):
-            engine.localPorts[portID] = nil
+            engine.localPorts.remove(portID)
             promise.succeed(done)
         case .abort(let abort):
-            engine.localPorts[portID] = nil
+            engine.localPorts.remove(portID)
             promise.fail(abort.error)
         default:
             break
@@ -146,11 +175,11 @@ final class InProcessSource: LocalPort, @unchecked Sendable {  // confined to th
             let crc: UInt32
             if full {
                 crc = source.crc
-            } else if let known = engine.sourcePartialChecksums[Int(next.count)] {
+            } else if let known = engine.localPorts.partialChecksums[Int(next.count)] {
                 crc = known
             } else {
                 crc = CRC32C.checksum(bytes)
-                engine.sourcePartialChecksums[Int(next.count)] = crc
+                engine.localPorts.partialChecksums[Int(next.count)] = crc
             }
             let chunk = DataChunk(messageID: id, offset: next.offset, crc32c: crc, isLast: next.isLast, bytes: bytes)
             engine.flowFrame(.data(chunk), from: .local(portID))
@@ -162,9 +191,7 @@ extension NodeEngine {
     /// Registers an in-process sink endpoint on `pattern`; returns its endpoint id.
     public func attachSink(_ pattern: AddressPattern, label: String = "sink") async throws -> UInt64 {
         try await eventLoop.submit { [self] in
-            let portID = nextLocalPortID
-            nextLocalPortID += 1
-            localPorts[portID] = InProcessSink(engine: self, portID: portID)
+            let portID = localPorts.add { InProcessSink(engine: self, portID: $0) }.portID
             let record = localEndpoints.add(pattern: pattern, group: nil, app: label, port: .local(portID))
             index.upsert(record)
             announce(added: [record], removed: [])
@@ -201,12 +228,11 @@ extension NodeEngine {
     func startSource(to address: Address, length: UInt64, chunkBytes: Int) -> EventLoopFuture<
         Freight_Wire_V1_Done
     > {
-        let portID = nextLocalPortID
-        nextLocalPortID += 1
         let promise = eventLoop.makePromise(of: Freight_Wire_V1_Done.self)
-        let source = InProcessSource(
-            engine: self, portID: portID, length: length, chunkBytes: chunkBytes, promise: promise)
-        localPorts[portID] = source
+        let source = localPorts.add {
+            InProcessSource(engine: self, portID: $0, length: length, chunkBytes: chunkBytes, promise: promise)
+        }
+        let portID = source.portID
         var open = Freight_Wire_V1_Open()
         open.header.id = source.id
         open.header.source = "\(name)/node"

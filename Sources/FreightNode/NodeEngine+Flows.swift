@@ -168,14 +168,14 @@ extension NodeEngine {
     ) -> Flow? {
         let flow = flowTable.admit(
             messageID, offset: offset, count: count, from: port, countLimit: countLimit, actions: &flowActions)
-        if flow != nil { bytesIn += UInt64(count) }
+        if flow != nil { counters.bytesIn += UInt64(count) }
         performFlowActions()
         return flow
     }
 
     func sendData(_ chunk: DataChunk, to port: Port) {
         if case .local(let id) = port {
-            bytesOut += UInt64(chunk.count)
+            counters.bytesOut += UInt64(chunk.count)
             if let local = localPorts[id] { eventLoop.execute { local.deliver(.data(chunk)) } }
         } else {
             dataConnection(for: port, bytes: chunk.count, messageID: chunk.messageID)?.sendData(chunk, promise: nil)
@@ -204,7 +204,7 @@ extension NodeEngine {
         case .local:
             preconditionFailure("in-process ports take chunks whole")
         }
-        if connection != nil { bytesOut += UInt64(bytes) }
+        if connection != nil { counters.bytesOut += UInt64(bytes) }
         return connection
     }
 

@@ -86,7 +86,7 @@ extension NodeEngine {
         if addingUse { loan.uses += 1 }
         session.holds[loan.region, default: []].append((loan, nowNanos))
         session.holdCount += 1
-        bytesOut += UInt64(chunk.count)
+        counters.bytesOut += UInt64(chunk.count)
         session.connection.send(.shared(chunk))
     }
 
@@ -196,7 +196,7 @@ extension NodeEngine {
             } else {
                 loan.uses -= 1
             }
-            bytesSentFromPools += UInt64(count)
+            counters.bytesSentFromPools += UInt64(count)
             let written = eventLoop.makePromise(of: Void.self)
             written.futureResult.whenComplete { [shared] _ in shared.returnUse(loan) }
             connection.sendData(

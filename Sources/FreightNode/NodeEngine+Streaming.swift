@@ -55,7 +55,7 @@ extension NodeEngine {
                         // Read straight into the pool: checked in place while the bytes are in cache.
                         stream.crc = piece.withUnsafeReadableBytes { CRC32C.checksum($0, continuing: stream.crc) }
                         stream.sharedOutputs[index].written += piece.readableBytes
-                        bytesReadIntoPools += UInt64(piece.readableBytes)
+                        counters.bytesReadIntoPools += UInt64(piece.readableBytes)
                         continue
                     }
                     piece.withUnsafeReadableBytes { bytes in
@@ -116,7 +116,7 @@ extension NodeEngine {
         for branch in flow.branches where branch.isOpen && end > branch.ackedOffset {
             if case .local(let id) = branch.port {
                 stream.localPorts.append(id)
-                bytesOut += UInt64(bodyBytes)
+                counters.bytesOut += UInt64(bodyBytes)
             } else if case .session(let id) = branch.port, let session = sessions[id],
                 let loan = receiveRegion(for: session, bytes: bodyBytes)
             {

@@ -12,6 +12,16 @@ import NIOPosix
     import Glibc
 #endif
 
+/// What a node counts of the bytes it moved.
+struct NodeCounters {
+    var bytesIn: UInt64 = 0
+    var bytesOut: UInt64 = 0
+    /// Chunk body bytes the kernel read straight into apps' receive pools (``ReadTarget``).
+    var bytesReadIntoPools: UInt64 = 0
+    /// Shared-region bytes sent to peers by reference (`sendfile`), with no copy of their own.
+    var bytesSentFromPools: UInt64 = 0
+}
+
 /// A Freight node: accepts apps and peers, keeps the cluster's mesh and directory, and relays messages.
 ///
 /// All state is confined to one event loop; every connection of the node runs on that loop, so no state is shared
@@ -50,16 +60,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     let index = EndpointIndex()
     /// This node's own endpoints and the port that delivers to each.
     var localEndpoints: LocalEndpoints
-    /// In-process endpoints and senders (the in-process transport).
-    var localPorts: [UInt64: any LocalPort] = [:]
-    var nextLocalPortID: UInt64 = 1
-    /// Ids of the messages the node sends itself (``InProcessSource``).
-    var messageIDs = IDSequence()
-    /// Pre-filled chunk buffers of in-process sources, by chunk size (one size kept).
-    var sourceBlocks: [Int: [(bytes: ByteBuffer, crc: UInt32)]] = [:]
-    /// CRC32C of the first bytes of the first source block, by length (short last chunks; every such chunk starts
-    /// at a multiple of the chunk size, so it is a prefix of block 0).
-    var sourcePartialChecksums: [Int: UInt32] = [:]
+    /// In-process endpoints and senders (the in-process transport), and what the senders share.
+    let localPorts = LocalPorts()
     /// Chunks being relayed piece by piece, by inbound connection id.
     var inboundStreams: [UInt64: InboundStream] = [:]
     var nextStreamToken: UInt64 = 1
@@ -112,13 +114,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     /// Nodes a directory backend names (etcd mode), dialed by `maintain`.
     var directoryNodes: [String: NodeRecord] = [:]
 
-    // Counters.
-    var bytesIn: UInt64 = 0
-    var bytesOut: UInt64 = 0
-    /// Chunk body bytes the kernel read straight into apps' receive pools (``ReadTarget``).
-    var bytesReadIntoPools: UInt64 = 0
-    /// Shared-region bytes sent to peers by reference (`sendfile`), with no copy of their own.
-    var bytesSentFromPools: UInt64 = 0
+    /// What the node counts (status, benchmarks).
+    var counters = NodeCounters()
 
     public init(configuration: NodeConfiguration, eventLoop: any EventLoop) {
         self.configuration = configuration
@@ -320,8 +317,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         status.localEndpoints = UInt64(localEndpoints.count)
         status.knownEndpoints = UInt64(index.count)
         status.messagesInFlight = UInt64(flowTable.count)
-        status.bytesIn = bytesIn
-        status.bytesOut = bytesOut
+        status.bytesIn = counters.bytesIn
+        status.bytesOut = counters.bytesOut
         status.messagesDelivered = flowTable.delivered
         status.messagesFailed = flowTable.failed
         status.peakRssBytes = ProcessStats.peakResidentBytes()
@@ -376,12 +373,12 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
 
     /// Shared-region bytes sent to peers by reference (`sendfile`), with no copy of their own.
     public func bodyBytesSentFromPools() async throws -> UInt64 {
-        try await eventLoop.submit { [self] in bytesSentFromPools }.get()
+        try await eventLoop.submit { [self] in counters.bytesSentFromPools }.get()
     }
 
     /// Chunk body bytes read from node connections straight into apps' receive pools, with no copy of their own.
     public func bodyBytesReadIntoPools() async throws -> UInt64 {
-        try await eventLoop.submit { [self] in bytesReadIntoPools }.get()
+        try await eventLoop.submit { [self] in counters.bytesReadIntoPools }.get()
     }
 }
 
