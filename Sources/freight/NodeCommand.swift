@@ -116,8 +116,8 @@ struct NodeCommand: AsyncParsableCommand {
             let configuration = NodeConfiguration(
                 cluster: cluster,
                 name: name,
-                listen: try NodeAddress(listen),
-                joins: try join.map { text throws(FreightError) in try NodeAddress(text) },
+                listen: try Self.hostAndPort(listen, flag: "--listen"),
+                joins: try join.map { text throws(FreightError) in try Self.hostAndPort(text, flag: "--join") },
                 socketPath: socket.isEmpty ? nil : socket,
                 streams: streams,
                 chunkBytes: Int(try ByteCount.parse(chunkSize)),
@@ -173,5 +173,15 @@ struct NodeCommand: AsyncParsableCommand {
         } catch {
             fail(error)
         }
+    }
+
+    /// A node process listens and joins over TCP only: `inproc://` names reach listeners inside one process
+    /// (tests), and a socket path is where apps attach (`--socket`).
+    static func hostAndPort(_ text: String, flag: String) throws(FreightError) -> NodeAddress {
+        let address = try NodeAddress(text)
+        guard case .tcp = address else {
+            throw FreightError(.invalidArgument, "\(flag) must be HOST:PORT, not '\(text)'")
+        }
+        return address
     }
 }

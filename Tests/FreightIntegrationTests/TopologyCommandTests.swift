@@ -90,4 +90,17 @@ import Testing
             #expect(node.stderr.contains(says), "\(node.stderr)")
         }
     }
+
+    /// A node process listens and joins over TCP: an in-process name or a socket path there is refused, naming the
+    /// flag.
+    @Test func aNodeRefusesAddressesItCannotListenOrJoinOn() async throws {
+        for (flags, says) in [
+            (["--listen", "inproc://x"], "--listen must be HOST:PORT, not 'inproc://x'"),
+            (["--listen", "127.0.0.1:0", "--join", "/tmp/x.sock"], "--join must be HOST:PORT, not '/tmp/x.sock'"),
+        ] {
+            let node = try FreightProcess(["node", "--name", "x", "--socket", "", "--nvidia-smi", "off"] + flags)
+            #expect(try await node.waitForExit(timeout: .seconds(20)) != 0)
+            #expect(node.stderr.contains(says), "\(node.stderr)")
+        }
+    }
 }
