@@ -67,7 +67,6 @@ public final class InProcessNetwork: Sendable {
         eventLoop: any EventLoop,
         initialize: @escaping @Sendable (Channel) -> EventLoopFuture<Void>
     ) -> EventLoopFuture<Channel> {
-        let client = InProcessChannel(eventLoop: eventLoop)
         let isDown = state.withLock { state in
             state.down.contains(name) || (dialer.map(state.down.contains) ?? false)
         }
@@ -76,15 +75,17 @@ public final class InProcessNetwork: Sendable {
                 throw ChannelError.connectTimeout(timeout)
             }.futureResult
         }
-        let found: (Listener, InProcessChannel, UInt64)? = state.withLock { state in
+        // Both ends are made only for a dial that goes ahead: an end that never opens would never close.
+        let found: (Listener, InProcessChannel, InProcessChannel, UInt64)? = state.withLock { state in
             guard let listener = state.listeners[name] else { return nil }
             let server = InProcessChannel(eventLoop: listener.eventLoop)
+            let client = InProcessChannel(eventLoop: eventLoop)
             let id = state.nextID
             state.nextID += 1
             state.pairs[id] = Pair(listener: name, dialer: dialer, client: client, server: server)
-            return (listener, server, id)
+            return (listener, server, client, id)
         }
-        guard let (listener, server, id) = found else {
+        guard let (listener, server, client, id) = found else {
             return eventLoop.makeFailedFuture(IOError(errnoCode: ECONNREFUSED, reason: "connect to inproc://\(name)"))
         }
         client.join(
