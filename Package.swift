@@ -112,7 +112,7 @@ let package = Package(
         .target(
             name: "FreightTesting",
             dependencies: [
-                "FreightCore", "FreightNode", "FreightClient", "FreightTransport", "FreightDirectory",
+                "FreightCore", "FreightNode", "FreightClient", "FreightTransport", "FreightDirectory", "FreightWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

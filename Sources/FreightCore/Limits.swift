@@ -78,6 +78,14 @@ public enum Limits {
     public static let nameBytesMax = 64
     /// A dial that has not connected within this long fails (a dark link; nothing answers).
     public static let dialTimeoutSeconds: Int64 = 5
+    /// Seconds an accepted link has for its preface and HELLO (and its TLS handshake, where it has one) before it
+    /// is closed (docs/hardening.md).
+    public static let handshakeSeconds: Int64 = 5
+    /// Links in their handshake a node holds in all, and from one source address.
+    public static let handshakesMax = 256
+    public static let handshakesPerSourceMax = 64
+    /// Links a node holds in all, established or not.
+    public static let connectionsMax = 16_384
     /// Transports a node record may name, and the bytes of each name.
     public static let recordTransportsMax = 8
     public static let recordTransportNameBytesMax = 32

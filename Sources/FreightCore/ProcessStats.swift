@@ -34,8 +34,13 @@ public enum ProcessStats {
     }
 
     /// Resident memory now, in bytes (from /proc/self/statm; 0 where there is none).
-    public static func residentBytes() -> UInt64 {
-        let fd = open("/proc/self/statm", O_RDONLY)
+    public static func residentBytes() -> UInt64 { residentBytes(ofProcess: "self") }
+
+    /// Resident memory of another process of this machine (`/proc/PID/statm`), in bytes; 0 when it is gone.
+    public static func residentBytes(of pid: Int32) -> UInt64 { residentBytes(ofProcess: "\(pid)") }
+
+    private static func residentBytes(ofProcess process: String) -> UInt64 {
+        let fd = open("/proc/\(process)/statm", O_RDONLY)
         guard fd >= 0 else { return 0 }
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: 128)

@@ -48,6 +48,8 @@ public struct NodeConfiguration: Sendable {
     public var environment: NodeEnvironment
     /// What the node's links may do (``LinkCapabilities``): all a socket can, unless declined, as a TLS link will.
     public var linkCapabilities: LinkCapabilities
+    /// Caps on the links this node accepts while they are in their handshake, and its deadline (docs/hardening.md).
+    public var admission: AdmissionLimits
 
     public init(
         cluster: String = "default",
@@ -70,8 +72,10 @@ public struct NodeConfiguration: Sendable {
         topology: Topology = Topology(),
         logger: Logger = Logger(label: "freight.node"),
         environment: NodeEnvironment = .system,
-        linkCapabilities: LinkCapabilities = .socket
+        linkCapabilities: LinkCapabilities = .socket,
+        admission: AdmissionLimits = AdmissionLimits()
     ) {
+        self.admission = admission
         self.rails = rails
         self.routes = routes
         self.topology = topology

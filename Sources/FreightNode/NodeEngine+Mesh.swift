@@ -184,6 +184,7 @@ extension NodeEngine {
             logger.info("node \(member.name) dialed stripe \(hello.streamIndex) again: closing \(stale)")
             stale.close()
         }
+        connection.established()
         if !member.link.isUp { dial(member) }
     }
 

@@ -30,6 +30,10 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     public let configuration: NodeConfiguration
     public let eventLoop: any EventLoop
     let transport: Transport
+    /// Counts and caps the links this node accepts until they said HELLO (docs/hardening.md).
+    let admission: Admission
+    /// The same for apps on the Unix socket, which are all one source.
+    let localAdmission: Admission
     var logger: Logger
     let incarnation: UInt64
     let startedAtNanos: UInt64
@@ -130,6 +134,11 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
             capabilities: configuration.linkCapabilities, logger: logger
         )
         if case .inProcess(let name) = configuration.listen { transport.inProcessName = name }
+        self.admission = Admission(limits: configuration.admission, eventLoop: eventLoop, logger: logger)
+        var localLimits = configuration.admission
+        localLimits.handshakesPerSourceMax = localLimits.handshakesMax
+        self.localAdmission = Admission(limits: localLimits, eventLoop: eventLoop, logger: logger)
+        transport.admission = admission
         self.transport = transport
         self.boundListen = configuration.listen
         self.planner = DeliveryPlanner(localNode: configuration.name)
@@ -222,7 +231,10 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         }
         let socket: (any LinkListener)?
         if let path = configuration.socketPath {
-            socket = try await transport.listen(on: .unix(path: path)) { [self] channel in
+            // Apps on this machine have their own handshake count: strangers on the TCP port cannot crowd them out.
+            var local = transport
+            local.admission = localAdmission
+            socket = try await local.listen(on: .unix(path: path)) { [self] channel in
                 makeConnection(channel)
             }.get()
         } else {
@@ -429,6 +441,7 @@ extension NodeEngine: FrameConnectionDelegate {
             reply.sessionToken = session.token
             connection.send(.hello(reply))
             sessions.add(session)
+            connection.established()
             logger.debug("app \(session.label) attached as session \(session.id)")
         case .node:
             defer { membership.peerResumes(hello.name, hello.capabilities.contains(WireV1.capabilityResume)) }

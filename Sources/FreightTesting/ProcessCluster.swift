@@ -18,8 +18,12 @@ public final class ProcessCluster: Sendable {
     private let nodesStore = Mutex<[Node]>([])
     public let cluster: String
 
-    public init(cluster: String = "test") throws {
+    /// The `freight` binary its nodes and the apps it starts run: the one beside the tests unless given.
+    public let executable: String?
+
+    public init(cluster: String = "test", executable: String? = nil) throws {
         self.cluster = cluster
+        self.executable = executable
         let path = NSTemporaryDirectory() + "freight-test-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         self.directory = path
@@ -33,9 +37,10 @@ public final class ProcessCluster: Sendable {
     /// With `grpc`, each node serves its gRPC API on its own address, port chosen by the node.
     /// Without `join` the nodes find each other some other way (the etcd directory).
     public static func start(
-        nodes count: Int, streams: Int = 4, grpc: Bool = false, join: Bool = true, extraArguments: [String] = []
+        nodes count: Int, streams: Int = 4, grpc: Bool = false, join: Bool = true, extraArguments: [String] = [],
+        executable: String? = nil
     ) async throws -> ProcessCluster {
-        let cluster = try ProcessCluster()
+        let cluster = try ProcessCluster(executable: executable)
         do {
             var first: String?
             for index in 1...count {
@@ -64,7 +69,7 @@ public final class ProcessCluster: Sendable {
         ]
         for seed in join { arguments += ["--join", seed] }
         arguments += extraArguments
-        let process = try FreightProcess(arguments)
+        let process = try FreightProcess(arguments, executable: executable)
         let line = try await process.waitForLine { $0.contains("\"listening\"") }
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
         let node = Node(
@@ -111,7 +116,8 @@ public final class ProcessCluster: Sendable {
     public func receiver(
         _ pattern: String, at node: String, _ options: [String] = [], seenAt: String = "n1"
     ) async throws -> FreightProcess {
-        let process = try FreightProcess(["recv", pattern, "--via", self.node(node).socket, "--json"] + options)
+        let process = try FreightProcess(
+            ["recv", pattern, "--via", self.node(node).socket, "--json"] + options, executable: executable)
         do {
             _ = try await process.waitForLine { $0.contains("\"ready\"") }
             try await waitForEndpoints(pattern, count: 1, at: seenAt)
@@ -128,6 +134,14 @@ public final class ProcessCluster: Sendable {
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
         else { throw FreightError(.internalError, "status of \(node) failed: \(result.stderr)") }
         return object
+    }
+
+    /// The release build of `freight` in the repository the tests run from (`swift build -c release --product
+    /// freight`, done by the test command), when it is there: what suites that measure rates run.
+    public static var releaseBinary: String? {
+        guard let root = FreightProcess.repositoryRoot else { return nil }
+        let path = "\(root)/.build/release/freight"
+        return FileManager.default.isExecutableFile(atPath: path) ? path : nil
     }
 
     /// Ends every node by PID and removes the folder.

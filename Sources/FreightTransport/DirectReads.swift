@@ -89,10 +89,13 @@ extension Int {
 /// its first buffer, a normal one, and hands new ones out without keeping them.
 public struct DirectReadAllocator: RecvByteBufferAllocator {
     public let target: ReadTarget
-    private var normal = SocketTuning.receiveAllocator
+    private var normal: AdaptiveRecvByteBufferAllocator
 
-    public init(target: ReadTarget) {
+    /// `handshake`: the link has not said who it is yet, and reads into small buffers
+    /// (``SocketTuning/handshakeAllocator``).
+    public init(target: ReadTarget, handshake: Bool = false) {
         self.target = target
+        self.normal = handshake ? SocketTuning.handshakeAllocator : SocketTuning.receiveAllocator
     }
 
     public func nextBufferSize() -> Int? {

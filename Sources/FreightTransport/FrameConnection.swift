@@ -42,6 +42,8 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     public internal(set) var readTarget: ReadTarget?
     /// What this link can do beyond carrying frames (set by ``Transport`` when it is made).
     public internal(set) var capabilities: LinkCapabilities = []
+    /// Set by ``Transport`` on an accepted link: leaves the handshake (docs/hardening.md).
+    var onEstablished: (() -> Void)?
     private let allocator: ByteBufferAllocator
 
     /// A write that waits for the streamed frame in progress to end.
@@ -71,6 +73,15 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
 
     public static func == (lhs: FrameConnection, rhs: FrameConnection) -> Bool { lhs === rhs }
     public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+
+    /// The node accepted this link's HELLO: it leaves the handshake count and its deadline, and reads as the data
+    /// path does. Dialed links have nothing to do here.
+    public func established() {
+        channel.eventLoop.assertInEventLoop()
+        guard let onEstablished else { return }
+        self.onEstablished = nil
+        onEstablished()
+    }
 
     public func sendPreface() {
         channel.writeAndFlush(FrameEncoder.prefaceBuffer(allocator: allocator), promise: nil)

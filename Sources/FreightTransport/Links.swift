@@ -81,7 +81,8 @@ public struct SocketLinks: LinkKind {
             .serverChannelOption(ChannelOptions.backlog, value: Self.listenBacklog)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                tuning.apply(to: channel, isTCP: isTCP).flatMap { initialize(channel) }
+                // The link is admitted (or refused) and set up first: a refused link costs no socket options.
+                initialize(channel).flatMap { tuning.apply(to: channel, isTCP: isTCP, accepted: true) }
             }
         let bound: EventLoopFuture<Channel>
         switch address {

@@ -43,9 +43,20 @@ public struct SocketTuning: Sendable, Hashable {
     public static let receiveAllocator = AdaptiveRecvByteBufferAllocator(
         minimum: 64 * 1024, initial: 1024 * 1024, maximum: 1024 * 1024)
 
-    /// Options for a TCP channel (client or accepted child), applied before connect.
-    public func apply(to channel: Channel, isTCP: Bool) -> EventLoopFuture<Void> {
-        var future = channel.setOption(ChannelOptions.recvAllocator, value: Self.receiveAllocator)
+    /// Reads of a link still in its handshake (docs/hardening.md): a stranger gets no large buffer before it has said
+    /// who it is.
+    public static let handshakeAllocator = AdaptiveRecvByteBufferAllocator(
+        minimum: handshakeReadBytes, initial: handshakeReadBytes, maximum: handshakeReadBytes)
+    public static let handshakeReadBytes = 2048
+
+    /// Options for a TCP channel (client or accepted child), applied before connect. An accepted link keeps the
+    /// read allocator ``Transport/configure(_:capabilities:accepted:make:)`` gave it (small until it is established).
+    public func apply(to channel: Channel, isTCP: Bool, accepted: Bool = false) -> EventLoopFuture<Void> {
+        let allocator =
+            accepted
+            ? channel.eventLoop.makeSucceededVoidFuture()
+            : channel.setOption(ChannelOptions.recvAllocator, value: Self.receiveAllocator)
+        var future = allocator
             .flatMap {
                 channel.setOption(
                     ChannelOptions.writeBufferWaterMark,

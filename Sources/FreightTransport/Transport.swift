@@ -18,6 +18,9 @@ public struct Transport: Sendable {
     public let inProcess: InProcessLinks
     /// The node's own in-process name, given as the source of the in-process links it dials.
     public var inProcessName: String?
+    /// Counts and caps the links this transport accepts while they are in their handshake (docs/hardening.md); nil
+    /// admits every link and gives it no handshake deadline.
+    public var admission: Admission?
 
     public init(
         eventLoop: any EventLoop, tuning: SocketTuning = .default, limits: FrameLimits = FrameLimits(),
@@ -39,30 +42,58 @@ public struct Transport: Sendable {
     }
 
     /// Installs the reader and handler on a new link; `make` creates the connection object and sets its delegate.
+    /// `accepted`: the link was accepted, not dialed. It is admitted (``admission``) and reads into small buffers
+    /// until the node calls ``FrameConnection/established()``.
     @preconcurrency
     public func configure(
         _ channel: Channel,
         capabilities: LinkCapabilities,
+        accepted: Bool = false,
         make: @escaping @Sendable (Channel) -> FrameConnection
     ) -> EventLoopFuture<Void> {
         let target = limits.streamsChunks && capabilities.contains(.readsIntoPools) ? ReadTarget() : nil
+        let dataPath: @Sendable (Channel) -> Void = { channel in
+            let allocator: any RecvByteBufferAllocator =
+                target.map { DirectReadAllocator(target: $0) } ?? SocketTuning.receiveAllocator
+            channel.setOption(ChannelOptions.recvAllocator, value: allocator).whenComplete { _ in }
+        }
+        let gate: HandshakeGate?
+        if accepted, let admission {
+            // A refused link is closed before anything is set up for it.
+            gate = HandshakeGate.admit(channel, admission: admission, onEstablished: dataPath)
+            if gate == nil { return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+        } else {
+            gate = nil
+        }
         let prepared: EventLoopFuture<Void>
         if let target {
             // A node's connections may read chunk bodies straight into apps' receive pools (DirectReads.swift).
-            prepared = channel.setOption(ChannelOptions.recvAllocator, value: DirectReadAllocator(target: target))
-                .flatMap { channel.setOption(ChannelOptions.maxMessagesPerRead, value: 1) }
+            prepared = channel.setOption(
+                ChannelOptions.recvAllocator, value: DirectReadAllocator(target: target, handshake: accepted)
+            )
+            .flatMap { channel.setOption(ChannelOptions.maxMessagesPerRead, value: 1) }
+        } else if accepted {
+            prepared = channel.setOption(ChannelOptions.recvAllocator, value: SocketTuning.handshakeAllocator)
         } else {
             prepared = channel.eventLoop.makeSucceededVoidFuture()
         }
-        return prepared.flatMapThrowing { [limits, logger] in
+        let configured = prepared.flatMapThrowing { [limits, logger] in
             let connection = make(channel)
             connection.readTarget = target
             connection.capabilities = capabilities
             let sync = channel.pipeline.syncOperations
+            if let gate {
+                try sync.addHandler(gate)
+                connection.onEstablished = { [weak gate] in gate?.established() }
+            } else if accepted {
+                connection.onEstablished = { [weak channel] in if let channel { dataPath(channel) } }
+            }
             let handler = FrameConnectionHandler(connection: connection, logger: logger)
             try sync.addHandler(FrameReader(limits: limits, deliver: handler.handle))
             try sync.addHandler(handler)
         }
+        configured.whenFailure { _ in gate?.release() }
+        return configured
     }
 
     /// Connects to `address`, from the local IP address `source` when given (a rail's NIC); the connection has its
@@ -92,7 +123,7 @@ public struct Transport: Sendable {
         let kind = kind(of: address)
         let capabilities = kind.capabilities.intersection(self.capabilities)
         return kind.listen(on: address, eventLoop: eventLoop) { [self] channel in
-            configure(channel, capabilities: capabilities, make: make)
+            configure(channel, capabilities: capabilities, accepted: true, make: make)
         }
     }
 }

@@ -18,11 +18,7 @@ import Testing
         var railGbit: [Double]
     }
 
-    static var releaseBinary: String? {
-        guard let root = FreightProcess.repositoryRoot else { return nil }
-        let path = "\(root)/.build/release/freight"
-        return FileManager.default.isExecutableFile(atPath: path) ? path : nil
-    }
+    static var releaseBinary: String? { ProcessCluster.releaseBinary }
 
     @Test func aLargeMessageStripesOverBothRails() async throws {
         let binary = try #require(

@@ -1,0 +1,160 @@
+import Foundation
+import FreightCore
+import FreightWire
+
+/// A steady stream of checked messages between two apps, run beside an attack: its rate before and during the
+/// attack says whether the attack harmed anyone else. `freight send --count` on one node, `freight recv --check` on
+/// the other; both stop by themselves (the count is bounded) and by ``stop()``.
+public final class CheckedStream: Sendable {
+    public let sender: FreightProcess
+    public let receiver: FreightProcess
+
+    /// Starts the receiver on `to` and the sender on `from`, and waits until messages flow.
+    public static func start(
+        _ cluster: ProcessCluster, address: String = "stream/checked", from: String = "n1", to: String = "n2",
+        size: String = "256KiB", count: Int = 200_000
+    ) async throws -> CheckedStream {
+        let receiver = try await cluster.receiver(address, at: to, ["--check"], seenAt: from)
+        let sender: FreightProcess
+        do {
+            sender = try FreightProcess(
+                [
+                    "send", address, "--size", size, "--count", "\(count)", "--via", cluster.node(from).socket,
+                    "--json",
+                ], executable: cluster.executable)
+        } catch {
+            receiver.stop()
+            throw error
+        }
+        let stream = CheckedStream(sender: sender, receiver: receiver)
+        do {
+            let deadline = ContinuousClock.now + .seconds(20)
+            while stream.delivered < 20 {
+                guard ContinuousClock.now < deadline, sender.isRunning else {
+                    throw FreightError(.internalError, "the checked stream did not start: \(sender.stderr)")
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        } catch {
+            stream.stop()
+            throw error
+        }
+        return stream
+    }
+
+    init(sender: FreightProcess, receiver: FreightProcess) {
+        self.sender = sender
+        self.receiver = receiver
+    }
+
+    /// Messages the sender was told were delivered.
+    public var delivered: Int { sender.stdoutLines.count { $0.contains("\"delivered\"") } }
+
+    /// Messages delivered per second over `span` from now.
+    public func rate(over span: Duration) async throws -> Double {
+        let start = delivered
+        let began = ContinuousClock.now
+        try await Task.sleep(for: span)
+        let seconds = Double((ContinuousClock.now - began).components.attoseconds) / 1e18
+            + Double((ContinuousClock.now - began).components.seconds)
+        return Double(delivered - start) / seconds
+    }
+
+    /// Lines of the receiver or the sender that say a message failed or did not check.
+    public var failures: [String] {
+        receiver.stdoutLines.filter { $0.contains("\"checked\":false") || $0.contains("\"failed\"") }
+            + sender.stdoutLines.filter { $0.contains("\"failures\":[{") }
+    }
+
+    public func stop() {
+        sender.stop()
+        receiver.stop()
+    }
+}
+
+/// Connections from strangers, opened by hand: plain blocking sockets from chosen source addresses, so a test can
+/// hold thousands of them and see which the node closed.
+public enum Strangers {
+    /// Opens `count` TCP connections to `host:port`, from the addresses `sources` in turn, and writes `prefix` on
+    /// each. Connections the node refused at once count as opened and closed. Returns the descriptors; the caller
+    /// closes them (``closeAll(_:)``).
+    public static func open(
+        count: Int, host: String, port: Int, sources: [String], prefix: [UInt8]
+    ) -> [Int32] {
+        var fds: [Int32] = []
+        fds.reserveCapacity(count)
+        for index in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { break }
+            var timeout = timeval(tv_sec: 2, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var source = sockaddr_in()
+            source.sin_family = sa_family_t(AF_INET)
+            inet_pton(AF_INET, sources[index % sources.count], &source.sin_addr)
+            var target = sockaddr_in()
+            target.sin_family = sa_family_t(AF_INET)
+            target.sin_port = in_port_t(UInt16(port).bigEndian)
+            inet_pton(AF_INET, host, &target.sin_addr)
+            let connected = withUnsafePointer(to: &source) { sourcePointer in
+                withUnsafePointer(to: &target) { targetPointer in
+                    sourcePointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sourceAddress in
+                        targetPointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { targetAddress in
+                            bind(fd, sourceAddress, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                                && connect(fd, targetAddress, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                        }
+                    }
+                }
+            }
+            guard connected else {
+                close(fd)
+                continue
+            }
+            if !prefix.isEmpty {
+                _ = prefix.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            }
+            fds.append(fd)
+        }
+        return fds
+    }
+
+    /// Writes one byte of a HELLO frame's header on each connection (the header of a control frame that never
+    /// completes); returns how many writes the kernel took.
+    @discardableResult
+    public static func trickle(_ fds: [Int32], byte: UInt8 = 0) -> Int {
+        var taken = 0
+        for fd in fds {
+            var value = byte
+            if send(fd, &value, 1, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) == 1 { taken += 1 }
+        }
+        return taken
+    }
+
+    /// How many of `fds` the node has closed (end of file or reset on a read that does not wait).
+    public static func closedCount(_ fds: [Int32]) -> Int {
+        var closed = 0
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        for fd in fds {
+            while true {
+                let read = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+                if read > 0 { continue }
+                if read == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) { closed += 1 }
+                break
+            }
+        }
+        return closed
+    }
+
+    /// Runs blocking work (connects, sleeps) on a thread of its own, off the tasks' shared threads.
+    public static func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: body()) }.start()
+        }
+    }
+
+    public static func closeAll(_ fds: [Int32]) {
+        for fd in fds { close(fd) }
+    }
+
+    /// The wire-v1 preface.
+    public static var preface: [UInt8] { WireV1.preface }
+}
