@@ -55,7 +55,8 @@ public final class CheckedStream: Sendable {
         let start = delivered
         let began = ContinuousClock.now
         try await Task.sleep(for: span)
-        let seconds = Double((ContinuousClock.now - began).components.attoseconds) / 1e18
+        let seconds =
+            Double((ContinuousClock.now - began).components.attoseconds) / 1e18
             + Double((ContinuousClock.now - began).components.seconds)
         return Double(delivered - start) / seconds
     }

@@ -28,17 +28,19 @@ import Testing
         let parts = cluster.node("n1").listen.split(separator: ":")
         let (host, port) = (String(parts[0]), Int(parts[1])!)
         let sources = (100..<116).map { "127.0.0.\($0)" }
-        let attack = Task { await Strangers.onThread { () -> (silent: [Int32], trickling: [Int32]) in
-            let silent = Strangers.open(
-                count: 2000, host: host, port: port, sources: sources, prefix: Strangers.preface)
-            let trickling = Strangers.open(count: 2000, host: host, port: port, sources: sources, prefix: [])
-            // A byte a second, for longer than the deadline.
-            for second in 0..<Int(Limits.handshakeSeconds) + 3 {
-                Strangers.trickle(trickling, byte: Strangers.preface[second % Strangers.preface.count])
-                Thread.sleep(forTimeInterval: 1)
+        let attack = Task {
+            await Strangers.onThread { () -> (silent: [Int32], trickling: [Int32]) in
+                let silent = Strangers.open(
+                    count: 2000, host: host, port: port, sources: sources, prefix: Strangers.preface)
+                let trickling = Strangers.open(count: 2000, host: host, port: port, sources: sources, prefix: [])
+                // A byte a second, for longer than the deadline.
+                for second in 0..<Int(Limits.handshakeSeconds) + 3 {
+                    Strangers.trickle(trickling, byte: Strangers.preface[second % Strangers.preface.count])
+                    Thread.sleep(forTimeInterval: 1)
+                }
+                return (silent, trickling)
             }
-            return (silent, trickling)
-        } }
+        }
         let sampling = Task {
             var peak = before
             while !Task.isCancelled {
@@ -68,7 +70,7 @@ import Testing
         let log = cluster.node("n1").process.stderr
         #expect(log.contains("in their handshake"), "refusals are logged with their reason")
         print(
-            "strangers: rss \(before >> 20) → peak \(peak >> 20) MiB; stream \(baseline) → \(underAttack) → \(after) msg/s")
+            "strangers: rss \(before >> 20) → peak \(peak >> 20) MiB; stream \(baseline) → \(underAttack) → \(after) msg/s"
+        )
     }
 }
-
