@@ -56,7 +56,8 @@ public struct SocketTuning: Sendable, Hashable {
             accepted
             ? channel.eventLoop.makeSucceededVoidFuture()
             : channel.setOption(ChannelOptions.recvAllocator, value: Self.receiveAllocator)
-        var future = allocator
+        var future =
+            allocator
             .flatMap {
                 channel.setOption(
                     ChannelOptions.writeBufferWaterMark,
