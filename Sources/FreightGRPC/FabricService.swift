@@ -62,7 +62,26 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
                         $0.path = message.path
                     }
                 })
-            for try await chunk in message.body {
+            // A message that fails ends with a `failed` event, and the stream goes on with the next one.
+            var body = message.body.makeAsyncIterator()
+            while true {
+                let next: BodyChunk?
+                do {
+                    next = try await body.next()
+                } catch let error as FreightError {
+                    try await response.write(
+                        .with {
+                            $0.failed = .with {
+                                $0.messageID = message.id
+                                $0.reason = error.message
+                            }
+                        })
+                    break
+                }
+                guard let chunk = next else {
+                    try await response.write(.with { $0.end = .with { $0.messageID = message.id } })
+                    break
+                }
                 var start = 0
                 while start < chunk.count {
                     let count = min(pieceBytes, chunk.count - start)
@@ -82,7 +101,6 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
                     start += count
                 }
             }
-            try await response.write(.with { $0.end = .with { $0.messageID = message.id } })
         }
     }
 

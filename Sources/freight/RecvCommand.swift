@@ -12,7 +12,9 @@ struct RecvCommand: AsyncParsableCommand {
     var pattern: String
     @Option(name: .customLong("out"), help: "Write each body to its own file in this folder.")
     var out: String?
-    @Option(name: .customLong("count"), help: "Exit after this many messages.")
+    @Option(
+        name: .customLong("count"),
+        help: "Exit after this many messages (failed ones count; the exit status says whether any failed).")
     var count: Int?
     @Option(name: .customLong("group"), help: "Share the address with other receivers of this group.")
     var group: String?
@@ -40,46 +42,78 @@ struct RecvCommand: AsyncParsableCommand {
             } else {
                 printLine("receiving on \(pattern) at node \(client.nodeName)\(group.map { " in group \($0)" } ?? "")")
             }
+            // A message that fails (its sender vanished, a check failed) is reported as a line with its reason and
+            // does not end the receiver: only --count, a signal or the node's loss do (docs/hardening.md).
             var received = 0
+            var lastFailure: FreightError?
+            var failures = 0
             for try await message in subscription {
-                let started = ContinuousClock.now
-                var file: String?
-                var checked: Bool?
-                // --check checks generated bodies only: a message that carries no seed cannot pass as checked.
-                let seed = message.attributes["freight-seed"].flatMap(UInt64.init)
-                if check && seed == nil {
-                    throw FreightError(
-                        .invalidArgument,
-                        "message \(String(message.id, radix: 16)) from \(message.source) carries no freight-seed attribute: --check can only check generated bodies (freight send --size)"
-                    )
-                }
-                if let out {
-                    let name =
-                        message.destination.replacingOccurrences(of: "/", with: "_") + "-"
-                        + String(message.id, radix: 16)
-                    let path = (out as NSString).appendingPathComponent(name)
-                    _ = try await message.write(toFile: path)
-                    file = path
-                    if check, let seed { checked = try Self.checkFile(path, seed: seed, length: message.length) }
-                } else if check, let seed {
-                    checked = try await message.checkPattern(seed: seed)
-                } else {
-                    _ = try await message.drain()
-                }
-                let elapsed = ContinuousClock.now - started
-                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-                report(message, seconds: seconds, file: file, checked: checked)
-                if checked == false {
-                    throw FreightError(
-                        .checksumMismatch, "message \(String(message.id, radix: 16)) differs from its generated pattern"
-                    )
+                do {
+                    try await handle(message)
+                } catch {
+                    let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
+                    reportFailure(message, failure)
+                    lastFailure = failure
+                    failures += 1
                 }
                 received += 1
                 if let count, received >= count { break }
             }
             await client.close()
+            if let lastFailure {
+                throw FreightError(
+                    lastFailure.code, "\(failures) of \(received) messages failed; the last: \(lastFailure.message)")
+            }
+            await client.close()
         } catch {
             fail(error)
+        }
+    }
+
+    /// Receives one message: writes or checks or drains its body, and reports it. Throws when it failed.
+    private func handle(_ message: IncomingMessage) async throws {
+        let started = ContinuousClock.now
+        var file: String?
+        var checked: Bool?
+        // --check checks generated bodies only: a message that carries no seed cannot pass as checked.
+        let seed = message.attributes["freight-seed"].flatMap(UInt64.init)
+        if check && seed == nil {
+            throw FreightError(
+                .invalidArgument,
+                "message \(String(message.id, radix: 16)) from \(message.source) carries no freight-seed attribute: --check can only check generated bodies (freight send --size)"
+            )
+        }
+        if let out {
+            let name =
+                message.destination.replacingOccurrences(of: "/", with: "_") + "-" + String(message.id, radix: 16)
+            let path = (out as NSString).appendingPathComponent(name)
+            _ = try await message.write(toFile: path)
+            file = path
+            if check, let seed { checked = try Self.checkFile(path, seed: seed, length: message.length) }
+        } else if check, let seed {
+            checked = try await message.checkPattern(seed: seed)
+        } else {
+            _ = try await message.drain()
+        }
+        let elapsed = ContinuousClock.now - started
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        report(message, seconds: seconds, file: file, checked: checked)
+        if checked == false {
+            throw FreightError(
+                .checksumMismatch, "message \(String(message.id, radix: 16)) differs from its generated pattern")
+        }
+    }
+
+    private func reportFailure(_ message: IncomingMessage, _ error: FreightError) {
+        if output.json {
+            printJSON([
+                "event": "failed", "id": String(message.id, radix: 16), "address": message.destination,
+                "source": message.source, "bytes": message.length, "reason": error.message,
+            ])
+        } else {
+            printLine(
+                "failed \(ByteCount.format(Int64(message.length))) on \(message.destination) from \(message.source): \(error.message)"
+            )
         }
     }
 

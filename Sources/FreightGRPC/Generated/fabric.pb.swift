@@ -89,6 +89,16 @@ public nonisolated struct Freight_V1_ReceiveResponse: Sendable {
     set {event = .end(newValue)}
   }
 
+  /// The current message failed (its sender vanished, a chunk failed its checksum): no more of it comes, and the
+  /// stream goes on with the next message.
+  public var failed: Freight_V1_MessageFailed {
+    get {
+      if case .failed(let v)? = event {return v}
+      return Freight_V1_MessageFailed()
+    }
+    set {event = .failed(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Event: Equatable, Sendable {
@@ -101,6 +111,9 @@ public nonisolated struct Freight_V1_ReceiveResponse: Sendable {
     case chunk(Freight_V1_BodyChunk)
     /// The current message's body is complete and checked.
     case end(Freight_V1_MessageEnd)
+    /// The current message failed (its sender vanished, a chunk failed its checksum): no more of it comes, and the
+    /// stream goes on with the next message.
+    case failed(Freight_V1_MessageFailed)
 
   }
 
@@ -180,6 +193,22 @@ public nonisolated struct Freight_V1_MessageEnd: Sendable {
 
   /// The message that is complete.
   public var messageID: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Freight_V1_MessageFailed: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The message that failed.
+  public var messageID: UInt64 = 0
+
+  /// Why, as the sender is told.
+  public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -575,7 +604,7 @@ nonisolated extension Freight_V1_ReceiveRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Freight_V1_ReceiveResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReceiveResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}registered\0\u{1}start\0\u{1}chunk\0\u{1}end\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}registered\0\u{1}start\0\u{1}chunk\0\u{1}end\0\u{1}failed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -635,6 +664,19 @@ nonisolated extension Freight_V1_ReceiveResponse: SwiftProtobuf.Message, SwiftPr
           self.event = .end(v)
         }
       }()
+      case 5: try {
+        var v: Freight_V1_MessageFailed?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .failed(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .failed(v)
+        }
+      }()
       default: break
       }
     }
@@ -661,6 +703,10 @@ nonisolated extension Freight_V1_ReceiveResponse: SwiftProtobuf.Message, SwiftPr
     case .end?: try {
       guard case .end(let v)? = self.event else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .failed?: try {
+      guard case .failed(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
     case nil: break
     }
@@ -834,6 +880,41 @@ nonisolated extension Freight_V1_MessageEnd: SwiftProtobuf.Message, SwiftProtobu
 
   public static func ==(lhs: Freight_V1_MessageEnd, rhs: Freight_V1_MessageEnd) -> Bool {
     if lhs.messageID != rhs.messageID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_V1_MessageFailed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MessageFailed"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFixed64Field(value: &self.messageID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.messageID != 0 {
+      try visitor.visitSingularFixed64Field(value: self.messageID, fieldNumber: 1)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_V1_MessageFailed, rhs: Freight_V1_MessageFailed) -> Bool {
+    if lhs.messageID != rhs.messageID {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -31,6 +31,16 @@ CHUNK_BYTES = 1 << 20
 MESSAGE_BYTES_MAX = 80 << 20
 
 
+class MessageFailed(Exception):
+    """A message failed before its end (its sender vanished, a chunk failed its checksum). The receive loop goes on
+    with the next message."""
+
+    def __init__(self, message_id, reason):
+        super().__init__(f"message {message_id:x} failed: {reason}")
+        self.message_id = message_id
+        self.reason = reason
+
+
 class Message:
     """One received message. Read its body with chunks() before taking the next message."""
 
@@ -46,7 +56,8 @@ class Message:
         self._done = False
 
     def chunks(self):
-        """Yields (offset, bytes) until the body is complete. Chunks may come out of order; they cover the body once."""
+        """Yields (offset, bytes) until the body is complete. Chunks may come out of order; they cover the body once.
+        Raises MessageFailed when the message fails before its end; the receive loop goes on."""
         while not self._done:
             response = next(self._stream)
             kind = response.WhichOneof("event")
@@ -54,6 +65,9 @@ class Message:
                 yield response.chunk.offset, response.chunk.data
             elif kind == "end":
                 self._done = True
+            elif kind == "failed":
+                self._done = True
+                raise MessageFailed(self.id, response.failed.reason)
             else:
                 raise RuntimeError(f"unexpected {kind} inside message {self.id}")
 
@@ -155,7 +169,10 @@ class Client:
                     raise RuntimeError(f"expected a message start, got {kind}")
                 current = Message(response.start, stream)
                 yield current
-                current._drain()
+                try:
+                    current._drain()
+                except MessageFailed:
+                    pass  # the caller did not read it; it failed, and the next message comes
         finally:
             stream.cancel()
 

@@ -10,7 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import grpc  # noqa: E402
-from freight_client import Client, pb  # noqa: E402
+from freight_client import Client, MessageFailed, pb  # noqa: E402
 
 N1 = os.environ.get("FREIGHT_GRPC_N1", "127.0.0.1:7300")
 N2 = os.environ.get("FREIGHT_GRPC_N2", "127.0.0.2:7300")
@@ -189,6 +189,39 @@ class ClientTests(unittest.TestCase):
         self.assertIn(caught.exception.code(), (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE))
         self.assertIn("acknowledged", caught.exception.details())
         thread.join(10)
+
+    def test_receive_loop_goes_on_after_a_failed_message(self):
+        outcomes = []
+        ready = threading.Event()
+
+        def run():
+            for message in self.n2.receive("py/goes-on", registered=lambda _: ready.set()):
+                try:
+                    outcomes.append(("received", len(message.read())))
+                except MessageFailed as failed:
+                    outcomes.append(("failed", failed.reason))
+                if len(outcomes) == 2:
+                    break
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self.assertTrue(ready.wait(10))
+        self.wait_for("py/goes-on")
+
+        def gives_up():
+            yield pb.SendRequest(header=pb.SendHeader(destination="py/goes-on", length=64 * MiB))
+            for _ in range(4):
+                yield pb.SendRequest(data=bytes(MiB))
+            time.sleep(0.5)  # the receiver has the message open
+            raise RuntimeError("the sending app gives up mid-body")
+
+        with self.assertRaises(Exception):
+            self.n1.stub.Send(gives_up())
+        self.n1.send("py/goes-on", pattern(8 * MiB, 5))
+        thread.join(30)
+        self.assertEqual(len(outcomes), 2, outcomes)
+        self.assertEqual(outcomes[0][0], "failed", outcomes)
+        self.assertEqual(outcomes[1], ("received", 8 * MiB))
 
 
 if __name__ == "__main__":
