@@ -81,6 +81,11 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
         case .done(let done):
             doneReceived(done)
         case .abort(let abort):
+            // Message 0 before the node's hello: the node refused this app, and says why.
+            if abort.messageID == 0, let promise = helloPromise {
+                helloPromise = nil
+                return promise.fail(abort.error)
+            }
             abortReceived(abort)
         case .shared(let chunk):
             sharedChunkReceived(chunk)

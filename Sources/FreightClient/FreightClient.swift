@@ -34,9 +34,12 @@ public final class FreightClient: Sendable {
     ///   - windowBytes: how many body bytes of one incoming message may be in flight to this app.
     ///   - sharedMemory: whether bodies move through shared memory with the node (Unix socket only;
     ///     docs/shared-memory.md).
+    ///   - token: the secret of a token of the node's access list (docs/hardening.md): how an app over TCP says who
+    ///     it is. Apps on the Unix socket are known by their process's credentials and need none.
     public static func connect(
         to address: NodeAddress,
         label: String = "app",
+        token: String? = nil,
         windowBytes: Int = Limits.windowBytesDefault,
         sharedMemory: SharedMemory = .automatic,
         tuning: SocketTuning = .default,
@@ -68,6 +71,7 @@ public final class FreightClient: Sendable {
                 hello.role = .app
                 hello.name = label
                 hello.capabilities = [WireV1.capabilityResume]
+                if let token { hello.token = token }
                 connection.send(.hello(hello))
                 return core.helloPromise!.futureResult
             }.get()

@@ -71,6 +71,26 @@ public struct AddressPattern: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Whether every address `other` matches is matched by this pattern too (an access list's prefix and the
+    /// pattern an app registers).
+    public func covers(_ other: AddressPattern) -> Bool {
+        Self.cover(segments[...], other.segments[...])
+    }
+
+    private static func cover(_ wide: ArraySlice<Segment>, _ narrow: ArraySlice<Segment>) -> Bool {
+        switch (wide.first, narrow.first) {
+        case (nil, nil): return true
+        case (.rest?, _): return true  // `**` matches whatever is left, wildcards included
+        case (nil, _), (_, nil), (_, .rest?): return false  // `**` is matched only by `**`
+        case (.one?, .one?), (.one?, .literal?):
+            return cover(wide.dropFirst(), narrow.dropFirst())
+        case (.literal(let a)?, .literal(let b)?):
+            return a == b && cover(wide.dropFirst(), narrow.dropFirst())
+        case (.literal?, .one?):
+            return false
+        }
+    }
+
     /// Whether some address matches both patterns (used by `resolve` with a pattern).
     public func overlaps(_ other: AddressPattern) -> Bool {
         Self.overlap(segments[...], other.segments[...])

@@ -16,6 +16,7 @@ public struct FreightError: Error, Hashable, Sendable, CustomStringConvertible {
             case duplicate = 12
             case io = 13
             case internalError = 14
+            case permissionDenied = 15
         }
         let value: Value
 
@@ -33,6 +34,8 @@ public struct FreightError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let duplicate = Code(value: .duplicate)
         public static let io = Code(value: .io)
         public static let internalError = Code(value: .internalError)
+        /// An access list or an identity check refused it (docs/hardening.md).
+        public static let permissionDenied = Code(value: .permissionDenied)
 
         /// The number carried on the wire.
         public var rawValue: UInt32 { value.rawValue }

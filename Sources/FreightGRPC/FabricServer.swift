@@ -45,7 +45,14 @@ public struct FabricServer: Service {
     public func run() async throws {
         try await engine.waitUntilStarted()
         let node: NodeAddress = engine.configuration.socketPath.map { .unix(path: $0) } ?? engine.boundListen
-        let client = try await FreightClient.connect(to: node, label: "grpc", logger: logger)
+        // The API is an app of its own node that the node trusts (its own secret): each call is checked here.
+        let client = try await FreightClient.connect(
+            to: node, label: "grpc", token: engine.internalSecret, logger: logger)
+        if engine.configuration.access == nil {
+            logger.warning(
+                "gRPC API on \(host):\(port) has no access list (--access): whoever reaches it may receive and send anything"
+            )
+        }
         let transport = HTTP2ServerTransport.Posix(
             address: .ipv4(host: host, port: port), transportSecurity: .plaintext, config: Self.transportConfig())
         let server = GRPCServer(transport: transport, services: [FabricService(engine: engine, client: client)])

@@ -22,21 +22,64 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
         self.pieceBytes = pieceBytes
     }
 
+    // MARK: Who calls (docs/hardening.md)
+
+    /// The caller's identity from its `authorization: Bearer SECRET` metadata, on a node with an access list; nil
+    /// on a node without one (every caller may do everything, as on the Unix socket).
+    func caller(_ metadata: Metadata) throws -> AppIdentity? {
+        guard let access = engine.configuration.access else { return nil }
+        guard let value = metadata[stringValues: "authorization"].first(where: { _ in true }),
+            value.hasPrefix("Bearer ")
+        else {
+            throw RPCError(
+                code: .unauthenticated,
+                message: "node \(engine.name) has an access list: present a token as 'authorization: Bearer SECRET'")
+        }
+        guard let name = access.token(secret: String(value.dropFirst("Bearer ".count))) else {
+            throw RPCError(code: .unauthenticated, message: "the token presented is not in this node's access list")
+        }
+        return AppIdentity(token: name)
+    }
+
+    /// Throws the access list's refusal when `identity` may not `action` on `pattern`.
+    func authorize(_ identity: AppIdentity?, _ action: AccessList.Action, _ pattern: AddressPattern) throws {
+        guard let access = engine.configuration.access else { return }
+        guard let identity else {
+            throw RPCError(code: .unauthenticated, message: "node \(engine.name) has an access list: present a token")
+        }
+        if let refusal = access.refusal(identity, action, pattern) {
+            throw RPCError(code: .permissionDenied, message: refusal.message)
+        }
+    }
+
     // MARK: Receive
 
+    public func receive(
+        request: ServerRequest<Freight_V1_ReceiveRequest>, context: ServerContext
+    ) async throws -> StreamingServerResponse<Freight_V1_ReceiveResponse> {
+        let identity = try caller(request.metadata)
+        return StreamingServerResponse(metadata: [:]) { writer in
+            try await Self.endingWithTheRPC { try await receiveMessages(request.message, writer, as: identity) }
+            return [:]
+        }
+    }
+
+    /// The simple form, which sees no metadata: only on a node without an access list.
     public func receive(
         request: Freight_V1_ReceiveRequest,
         response: RPCWriter<Freight_V1_ReceiveResponse>,
         context: ServerContext
     ) async throws {
-        try await Self.endingWithTheRPC { try await receiveMessages(request, response) }
+        try await Self.endingWithTheRPC { try await receiveMessages(request, response, as: nil) }
     }
 
     private func receiveMessages(
-        _ request: Freight_V1_ReceiveRequest, _ response: RPCWriter<Freight_V1_ReceiveResponse>
+        _ request: Freight_V1_ReceiveRequest, _ response: RPCWriter<Freight_V1_ReceiveResponse>,
+        as identity: AppIdentity?
     )
         async throws
     {
+        try authorize(identity, .receive, try mapped { try AddressPattern(request.pattern) })
         let subscription = try await mapped {
             try await client.receive(request.pattern, group: request.group.isEmpty ? nil : request.group)
         }
@@ -107,14 +150,30 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
     // MARK: Send
 
     public func send(
+        request: StreamingServerRequest<Freight_V1_SendRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Freight_V1_SendResponse> {
+        let identity = try caller(request.metadata)
+        return ServerResponse(message: try await send(request.messages, as: identity), metadata: [:])
+    }
+
+    /// The simple form, which sees no metadata: only on a node without an access list.
+    public func send(
         request: RPCAsyncSequence<Freight_V1_SendRequest, any Error>,
         context: ServerContext
+    ) async throws -> Freight_V1_SendResponse {
+        try await send(request, as: nil)
+    }
+
+    private func send(
+        _ request: RPCAsyncSequence<Freight_V1_SendRequest, any Error>, as identity: AppIdentity?
     ) async throws -> Freight_V1_SendResponse {
         var requests = request.makeAsyncIterator()
         guard let first = try await requests.next(), case .header(let header)? = first.part else {
             throw RPCError(code: .invalidArgument, message: "the first SendRequest must carry the header")
         }
-        let destination = try mapped { try Address(header.destination).description }
+        let address = try mapped { try Address(header.destination) }
+        try authorize(identity, .send, AddressPattern(address))
+        let destination = address.description
         guard header.length <= UInt64(Int64.max) else {
             throw RPCError(code: .invalidArgument, message: "length \(header.length) is too large")
         }
@@ -312,6 +371,7 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
             case .connectionFailed: .unavailable
             case .cancelled: .cancelled
             case .duplicate: .alreadyExists
+            case .permissionDenied: .permissionDenied
             default: .internalError
             }
         return RPCError(code: code, message: freight.message)

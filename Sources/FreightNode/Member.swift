@@ -66,6 +66,10 @@ final class AppSession: @unchecked Sendable {  // confined to the node's event l
     var holdCount = 0
 
     var takesShared: Bool { receivePool != nil && link >= 0 }
+    /// Who the app is (its Unix-socket credentials, the token it presented), and whether the node's access list
+    /// applies to it (not to the node's own sessions, nor on a node without one).
+    var identity = AppIdentity()
+    var checked = false
 
     init(id: UInt64, connection: FrameConnection, label: String) {
         self.id = id

@@ -50,6 +50,11 @@ public struct NodeConfiguration: Sendable {
     public var linkCapabilities: LinkCapabilities
     /// Caps on the links this node accepts while they are in their handshake, and its deadline (docs/hardening.md).
     public var admission: AdmissionLimits
+    /// Whether apps may attach over the TCP listen port (`--apps-over-tcp`); off, only peers may.
+    public var appsOverTCP: Bool
+    /// Who may receive on and send to which addresses (`--access FILE`); nil: every app on the Unix socket may do
+    /// everything, as may apps over TCP when they are let in.
+    public var access: AccessList?
 
     public init(
         cluster: String = "default",
@@ -73,9 +78,13 @@ public struct NodeConfiguration: Sendable {
         logger: Logger = Logger(label: "freight.node"),
         environment: NodeEnvironment = .system,
         linkCapabilities: LinkCapabilities = .socket,
-        admission: AdmissionLimits = AdmissionLimits()
+        admission: AdmissionLimits = AdmissionLimits(),
+        appsOverTCP: Bool = false,
+        access: AccessList? = nil
     ) {
         self.admission = admission
+        self.appsOverTCP = appsOverTCP
+        self.access = access
         self.rails = rails
         self.routes = routes
         self.topology = topology

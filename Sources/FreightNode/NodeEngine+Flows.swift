@@ -47,6 +47,12 @@ extension NodeEngine {
         switch port {
         case .session, .local:
             let destination = try parsedAddress(header.destination)
+            if case .session(let id) = port, let session = sessions[id],
+                let refusal = accessRefusal(session, .send, AddressPattern(destination))
+            {
+                logger.notice("app \(session.label): \(refusal.message)")
+                throw refusal
+            }
             let matches = index.match(destination)
             tieBreak &+= 1
             targets = planner.plan(matches: matches, load: load, tieBreak: tieBreak).map(\.key)

@@ -61,6 +61,10 @@ extension NodeEngine {
     func registerEndpoint(_ register: Freight_Wire_V1_Register, for session: AppSession) throws(FreightError) -> UInt64
     {
         let pattern = try AddressPattern(register.pattern)
+        if let refusal = accessRefusal(session, .receive, pattern) {
+            logger.notice("app \(session.label): \(refusal.message)")
+            throw refusal
+        }
         if !register.group.isEmpty {
             guard AddressGrammar.isName(register.group) else {
                 throw FreightError(

@@ -32,6 +32,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     let transport: Transport
     /// Counts and caps the links this node accepts until they said HELLO (docs/hardening.md).
     let admission: Admission
+    /// What this node's own gRPC API presents as its token: random per process, never written anywhere.
+    public let internalSecret = (0..<4).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 16) }.joined()
     /// The same for apps on the Unix socket, which are all one source.
     let localAdmission: Admission
     var logger: Logger
@@ -313,6 +315,53 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         return .hello(hello)
     }
 
+    /// Who an app is and whether the access list applies to it, or why it may not attach: apps over TCP only with
+    /// `--apps-over-tcp`, and then, on a node with an access list, only with a token of it (docs/hardening.md).
+    func identify(_ hello: Freight_Wire_V1_Hello, on connection: FrameConnection) -> Result<
+        (AppIdentity, Bool), FreightError
+    > {
+        if !hello.token.isEmpty, hello.token == internalSecret {
+            return .success((AppIdentity(token: "node"), false))  // this node's own gRPC API
+        }
+        var identity = AppIdentity()
+        if !hello.token.isEmpty, let access = configuration.access {
+            guard let name = access.token(secret: hello.token) else {
+                return .failure(
+                    FreightError(.permissionDenied, "the token presented is not in this node's access list"))
+            }
+            identity.token = name
+        }
+        switch connection.channel.remoteAddress {
+        case .v4?, .v6?:
+            guard configuration.appsOverTCP else {
+                return .failure(
+                    FreightError(
+                        .permissionDenied,
+                        "apps over TCP are off on node \(name): attach over its Unix socket, or start it with --apps-over-tcp"
+                    ))
+            }
+            if configuration.access != nil, identity.token == nil {
+                return .failure(
+                    FreightError(
+                        .permissionDenied,
+                        "node \(name) has an access list: an app over TCP presents one of its tokens (FREIGHT_TOKEN)"))
+            }
+        default:
+            if let credentials = PeerCredentials.of(connection.channel) {
+                identity.uid = credentials.uid
+                identity.gid = credentials.gid
+                identity.pid = credentials.pid
+            }
+        }
+        return .success((identity, configuration.access != nil))
+    }
+
+    /// Nil when `session` may `action` on `pattern`; otherwise the access list's refusal.
+    func accessRefusal(_ session: AppSession, _ action: AccessList.Action, _ pattern: AddressPattern) -> FreightError? {
+        guard session.checked, let access = configuration.access else { return nil }
+        return access.refusal(session.identity, action, pattern)
+    }
+
     /// Closes a connection whose peer broke the protocol, with the reason logged.
     func reject(_ connection: FrameConnection, _ reason: String) {
         logger.warning("closing \(connection): \(reason)")
@@ -432,10 +481,22 @@ extension NodeEngine: FrameConnectionDelegate {
     func helloReceived(_ hello: Freight_Wire_V1_Hello, on connection: FrameConnection) {
         switch hello.role {
         case .app:
-            // An app attached; answer with this node's hello.
+            // An app attached: it says who it is, then this node answers with its hello.
             connection.sendPreface()
+            let identity: AppIdentity
+            let checked: Bool
+            switch identify(hello, on: connection) {
+            case .success(let result): (identity, checked) = result
+            case .failure(let refusal):
+                logger.warning(
+                    "refusing app \(hello.name.prefix(Limits.appLabelBytesMax)) on \(connection): \(refusal.message)")
+                connection.send(.abort(0, refusal))
+                return connection.close()
+            }
             let session = AppSession(
                 id: connection.id, connection: connection, label: String(hello.name.prefix(Limits.appLabelBytesMax)))
+            session.identity = identity
+            session.checked = checked
             session.resends = hello.capabilities.contains(WireV1.capabilityResume)
             guard case .hello(var reply) = helloFrame(role: .node) else { return }
             reply.sessionToken = session.token

@@ -167,10 +167,12 @@ public final class FreightProcess: Sendable {
     }
 
     /// Runs `freight ARGS` to completion.
-    public static func run(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> (
+    public static func run(
+        _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(120)
+    ) async throws -> (
         status: Int32, stdout: [String], stderr: String
     ) {
-        let process = try FreightProcess(arguments)
+        let process = try FreightProcess(arguments, environment: environment)
         let status = try await process.waitForExit(timeout: timeout)
         return (status, process.stdoutLines, process.stderr)
     }

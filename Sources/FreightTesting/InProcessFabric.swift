@@ -29,6 +29,8 @@ public final class InProcessFabric: Sendable {
         self.group = group
     }
 
+    /// Starts `count` nodes that join the first. `appsOverTCP`: the nodes let apps attach over TCP (`fabric.tcp(i)`),
+    /// as `freight node --apps-over-tcp` does, so that benchmarks and tests can drive both paths.
     public static func start(
         nodes count: Int,
         cluster: String = "demo",
@@ -42,7 +44,8 @@ public final class InProcessFabric: Sendable {
         environment: NodeEnvironment = .system,
         linkCapabilities: LinkCapabilities = .socket,
         links: Links = .sockets,
-        routes: [String: [String: String]] = [:]
+        routes: [String: [String: String]] = [:],
+        appsOverTCP: Bool = true
     ) async throws -> InProcessFabric {
         let tag = "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
         let directory = NSTemporaryDirectory() + tag
@@ -69,7 +72,8 @@ public final class InProcessFabric: Sendable {
                     routes: routes["n\(index)"] ?? [:],
                     logger: logger,
                     environment: environment,
-                    linkCapabilities: linkCapabilities
+                    linkCapabilities: linkCapabilities,
+                    appsOverTCP: appsOverTCP
                 )
                 let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
                 try await engine.start()
@@ -86,7 +90,7 @@ public final class InProcessFabric: Sendable {
         }
     }
 
-    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:resumeHoldSeconds:logLevel:environment:linkCapabilities:links:routes:)``
+    /// Runs `body` over a fabric started as ``start(nodes:cluster:streams:windowBytes:memoryBudgetBytes:sharedMemoryBudgetBytes:sharedHoldSeconds:resumeHoldSeconds:logLevel:environment:linkCapabilities:links:routes:appsOverTCP:)``
     /// does, and stops the fabric when `body` ends, whether it returned or threw.
     public static func with<T>(
         nodes count: Int,

@@ -28,6 +28,10 @@ struct ViaOption: ParsableArguments {
         help: "Bodies through shared memory with the node (Unix socket only): auto, off or required.")
     var sharedMemoryMode = "auto"
 
+    /// The secret of the node's access-list token this app presents ($FREIGHT_TOKEN; apps over TCP need one when
+    /// the node has an access list). Kept out of the command line, where other users of the machine could read it.
+    var token: String? { ProcessInfo.processInfo.environment["FREIGHT_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } }
+
     func address() throws -> NodeAddress {
         let text = via ?? ProcessInfo.processInfo.environment["FREIGHT_NODE"] ?? defaultSocketPath
         return try NodeAddress(text)

@@ -68,6 +68,15 @@ struct NodeCommand: AsyncParsableCommand {
         help: "NODE=VIA: send messages for NODE's endpoints through node VIA (a relay); repeatable.")
     var routes: [String] = []
     @OptionGroup var topologySource: TopologyOptions
+    @Flag(
+        name: .customLong("apps-over-tcp"),
+        help: "Let apps attach over the TCP listen port as well as the Unix socket (off: peers only).")
+    var appsOverTCP = false
+    @Option(
+        name: .customLong("access"),
+        help:
+            "Access list: which apps (uid, gid, token) may receive on and send to which addresses (docs/hardening.md).")
+    var access: String?
     @Option(name: .customLong("grpc"), help: "HOST:PORT for the gRPC API (port 0 picks one).")
     var grpc: String?
     @Option(name: .customLong("admin"), help: "HOST:PORT for /metrics and /healthz (not yet available).")
@@ -134,9 +143,18 @@ struct NodeCommand: AsyncParsableCommand {
                 rails: rails,
                 routes: try parsedRoutes(),
                 topology: topology,
-                logger: logger
+                logger: logger,
+                appsOverTCP: appsOverTCP,
+                access: try access.map { path throws(FreightError) in try Self.loadAccessList(path) }
             )
             try configuration.validate()
+            if configuration.access == nil {
+                logger.notice(
+                    "no access list (--access): every app on the Unix socket may receive on and send to any address")
+            }
+            if appsOverTCP && configuration.access == nil {
+                logger.warning("apps over TCP without an access list: whoever reaches \(listen) may attach as an app")
+            }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
             let announce: @Sendable (NodeEngine, Int?) -> Void = { engine, grpcPort in
@@ -173,6 +191,25 @@ struct NodeCommand: AsyncParsableCommand {
         } catch {
             fail(error)
         }
+    }
+
+    /// Reads an access list; one that defines tokens must be readable by its owner only (it holds their secrets).
+    static func loadAccessList(_ path: String) throws(FreightError) -> AccessList {
+        var info = stat()
+        guard stat(path, &info) == 0, let data = FileManager.default.contents(atPath: path) else {
+            throw FreightError(.invalidArgument, "cannot read access list \(path)")
+        }
+        guard data.count <= AccessList.fileBytesMax else {
+            throw FreightError(.invalidArgument, "access list \(path) is over \(AccessList.fileBytesMax) bytes")
+        }
+        let list = try AccessList.parse(String(decoding: data, as: UTF8.self))
+        if list.definesTokens && info.st_mode & 0o077 != 0 {
+            throw FreightError(
+                .invalidArgument,
+                "access list \(path) holds token secrets and others may read it (mode \(String(info.st_mode & 0o777, radix: 8))): chmod 600 it"
+            )
+        }
+        return list
     }
 
     /// A node process listens and joins over TCP only: `inproc://` names reach listeners inside one process

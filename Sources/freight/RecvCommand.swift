@@ -33,7 +33,7 @@ struct RecvCommand: AsyncParsableCommand {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             }
             let client = try await FreightClient.connect(
-                to: try via.address(), label: label, sharedMemory: try via.sharedMemory())
+                to: try via.address(), label: label, token: via.token, sharedMemory: try via.sharedMemory())
             let subscription = try await client.receive(pattern, group: group)
             if output.json {
                 printJSON([

@@ -25,7 +25,8 @@ struct ResolveCommand: AsyncParsableCommand {
         do {
             _ = try AddressPattern(pattern)
             if explain { return try await runExplain() }
-            let client = try await FreightClient.connect(to: try via.address(), label: "resolve", sharedMemory: .off)
+            let client = try await FreightClient.connect(
+                to: try via.address(), label: "resolve", token: via.token, sharedMemory: .off)
             let (endpoints, truncated) = try await client.resolve(pattern)
             await client.close()
             guard !endpoints.isEmpty else { throw FreightError.noRoute(pattern) }
@@ -54,7 +55,8 @@ struct ResolveCommand: AsyncParsableCommand {
 extension ResolveCommand {
     func runExplain() async throws {
         let bytes = Int(try ByteCount.parse(size))
-        let client = try await FreightClient.connect(to: try via.address(), label: "resolve", sharedMemory: .off)
+        let client = try await FreightClient.connect(
+            to: try via.address(), label: "resolve", token: via.token, sharedMemory: .off)
         let answer: (endpoints: [EndpointInfo], plans: [Freight_Wire_V1_RoutePlan])
         do {
             answer = try await client.explain(pattern, bytes: bytes, fromGPU: fromGPU, toGPU: toGPU)
@@ -112,7 +114,8 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let client = try await FreightClient.connect(to: try via.address(), label: "status", sharedMemory: .off)
+            let client = try await FreightClient.connect(
+                to: try via.address(), label: "status", token: via.token, sharedMemory: .off)
             let status = try await client.status()
             await client.close()
             if output.json {

@@ -48,7 +48,7 @@ struct SendCommand: AsyncParsableCommand {
                 attributes[Limits.gpuAttribute] = "\(gpu)"
             }
             let client = try await FreightClient.connect(
-                to: try via.address(), label: label, sharedMemory: try via.sharedMemory())
+                to: try via.address(), label: label, token: via.token, sharedMemory: try via.sharedMemory())
             for _ in 0..<count {
                 let total: UInt64
                 switch body {

@@ -355,9 +355,9 @@ enum RawSocket {
         #expect(stripes.reduce(0, +) == 128 << 20)
     }
 
-    /// An app attaches over the node's TCP port as well as its Unix socket.
+    /// An app attaches over the node's TCP port as well as its Unix socket, when the node lets apps in over TCP.
     @Test func appsAttachOverTCP() async throws {
-        let cluster = try await ProcessCluster.start(nodes: 2)
+        let cluster = try await ProcessCluster.start(nodes: 2, extraArguments: ["--apps-over-tcp"])
         defer { cluster.stop() }
         let recv = try FreightProcess([
             "recv", "over/tcp", "--via", cluster.node("n2").listen, "--count", "1", "--check",

@@ -57,6 +57,10 @@ public nonisolated struct Freight_Wire_V1_Hello: Sendable {
   ///             asked (Ack.resend_from); an app sends again from an offset when asked (docs/core.md).
   public var capabilities: [String] = []
 
+  /// In an app's hello: the secret of a token of the node's access list (docs/hardening.md); apps over TCP present
+  /// one when the node has an access list.
+  public var token: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Role: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -914,7 +918,7 @@ fileprivate nonisolated let _protobuf_package = "freight.wire.v1"
 
 nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{3}stream_index\0\u{3}stream_count\0\u{1}incarnation\0\u{3}session_token\0\u{1}capabilities\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{3}stream_index\0\u{3}stream_count\0\u{1}incarnation\0\u{3}session_token\0\u{1}capabilities\0\u{1}token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -931,6 +935,7 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
       case 8: try { try decoder.decodeSingularFixed64Field(value: &self.sessionToken) }()
       case 9: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.token) }()
       default: break
       }
     }
@@ -964,6 +969,9 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
     if !self.capabilities.isEmpty {
       try visitor.visitRepeatedStringField(value: self.capabilities, fieldNumber: 9)
     }
+    if !self.token.isEmpty {
+      try visitor.visitSingularStringField(value: self.token, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -977,6 +985,7 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
     if lhs.incarnation != rhs.incarnation {return false}
     if lhs.sessionToken != rhs.sessionToken {return false}
     if lhs.capabilities != rhs.capabilities {return false}
+    if lhs.token != rhs.token {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
