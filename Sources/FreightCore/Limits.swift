@@ -84,6 +84,12 @@ public enum Limits {
     /// Links in their handshake a node holds in all, and from one source address.
     public static let handshakesMax = 256
     public static let handshakesPerSourceMax = 64
+    /// Seconds a message's sender may hold credit and send nothing before the message is aborted and its
+    /// reservation returned (docs/hardening.md).
+    public static let idleSeconds = 30
+    /// Seconds one receiver of a message sent to several may take nothing while the others go on, before it is cut
+    /// with `slow receiver`.
+    public static let slowReceiverSeconds = 10
     /// Links a node holds in all, established or not.
     public static let connectionsMax = 16_384
     /// Transports a node record may name, and the bytes of each name.

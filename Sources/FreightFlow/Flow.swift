@@ -22,6 +22,9 @@ public struct Flow: Sendable {
         public var state: BranchState = .open
         /// The rails this branch's chunks may take (a peer branch whose plan names rails); nil: any.
         public var rails: [Int]?
+        /// When it last acknowledged or granted more (or opened), on the table's clock: a branch that holds the
+        /// others back with no progress for the slow-receiver time is cut (docs/hardening.md).
+        public var progressNanos: UInt64 = 0
 
         /// The branch acknowledged or granted credit at least once: its OPEN arrived.
         public var heard: Bool { ackedOffset > 0 || creditOffset > 0 }
@@ -80,6 +83,9 @@ public struct Flow: Sendable {
     /// Times a branch asked this node to have the message sent again from an offset
     /// (``Limits/rewindsPerMessageMax``).
     public internal(set) var rewinds = 0
+    /// When bytes last came from the upstream (or the message opened), on the table's clock: a message whose
+    /// upstream has credit and sends nothing for the idle time is aborted and its reservation returned.
+    public internal(set) var upstreamProgressNanos: UInt64 = 0
 
     public var length: UInt64 { header.length }
     public var allBranchesFinished: Bool { !branches.contains { $0.isPending } }

@@ -19,16 +19,27 @@ public struct FlowTable: Sendable {
         public var chunkBytesDefault: Int
         /// How long a message whose link broke is held for the link to come back (`Limits.resumeHoldSeconds`).
         public var resumeHold: Duration
+        /// Most of the budget one upstream (an app session, a peer) may reserve (docs/hardening.md).
+        public var partyShareBytes: Int
+        /// A message whose upstream has credit and sends nothing this long is aborted (`Limits.idleSeconds`).
+        public var idle: Duration
+        /// A branch that holds the message's other branches back, taking nothing for this long, is cut with
+        /// `slow receiver` (`Limits.slowReceiverSeconds`).
+        public var slowReceiver: Duration
 
         public init(
             nodeName: String, windowBytes: Int, memoryBudgetBytes: Int, chunkBytesDefault: Int,
-            resumeHold: Duration = .seconds(Limits.resumeHoldSeconds)
+            resumeHold: Duration = .seconds(Limits.resumeHoldSeconds), partyShareBytes: Int? = nil,
+            idle: Duration = .seconds(Limits.idleSeconds), slowReceiver: Duration = .seconds(Limits.slowReceiverSeconds)
         ) {
             self.nodeName = nodeName
             self.windowBytes = windowBytes
             self.memoryBudgetBytes = memoryBudgetBytes
             self.chunkBytesDefault = chunkBytesDefault
             self.resumeHold = resumeHold
+            self.partyShareBytes = partyShareBytes ?? memoryBudgetBytes / 2
+            self.idle = idle
+            self.slowReceiver = slowReceiver
         }
     }
 
@@ -54,6 +65,8 @@ public struct FlowTable: Sendable {
     public private(set) var delivered: UInt64 = 0
     public private(set) var failed: UInt64 = 0
     private var flowsByUpstream: [FlowPort: Int] = [:]
+    /// Bytes of the budget reserved by each party's flows.
+    private var reservedByParty: [Party: Int] = [:]
     private var endpointLoad: [EndpointKey: Int] = [:]
     /// The time as the owner last said (``advance(to:actions:)``), in nanoseconds of a monotonic clock.
     public private(set) var nowNanos: UInt64 = 0
@@ -74,6 +87,22 @@ public struct FlowTable: Sendable {
     public func load(_ key: EndpointKey) -> Int { endpointLoad[key, default: 0] }
     /// Messages in flight from an upstream port.
     public func messages(from port: FlowPort) -> Int { flowsByUpstream[port, default: 0] }
+    /// Who a message's reservation counts against: the app session that sent it to this node, or, for a message
+    /// relayed by a peer, the app it came from as the peer names it (`node/app`): one app's messages cannot fill a
+    /// relay's share of its peer, and so starve the other apps behind that peer.
+    public enum Party: Hashable, Sendable {
+        case port(FlowPort)
+        case source(FlowPort, String)
+
+        public init(upstream: FlowPort, header: Freight_Wire_V1_MessageHeader) {
+            if case .peer = upstream { self = .source(upstream, header.source) } else { self = .port(upstream) }
+        }
+    }
+
+    /// Bytes of the budget a party's messages reserve.
+    public func reserved(by party: Party) -> Int { reservedByParty[party, default: 0] }
+    /// Bytes of the budget the messages an app session sent reserve.
+    public func reserved(by port: FlowPort) -> Int { reserved(by: .port(port)) }
     public subscript(id: UInt64) -> Flow? { flows[id] }
 
     private var name: String { configuration.nodeName }
@@ -163,10 +192,21 @@ public struct FlowTable: Sendable {
                 "node \(name) is at its memory budget (\(ByteCount.format(Int64(configuration.memoryBudgetBytes))) in flight); try again"
             )
         }
-        let flow = Flow(
+        let party = Party(upstream: upstream, header: header)
+        guard reserved(by: party) + reserve <= configuration.partyShareBytes else {
+            let who = if case .peer = upstream { "\(header.source) (through \(upstream))" } else { "\(upstream)" }
+            throw FreightError(
+                .resourceExhausted,
+                "\(who) has \(ByteCount.format(Int64(reserved(by: party)))) of node \(name)'s memory budget in flight, and one party may have \(ByteCount.format(Int64(configuration.partyShareBytes))); try again"
+            )
+        }
+        var flow = Flow(
             id: header.id, header: header, upstream: upstream, branches: plan.branches, path: path,
             reservedBytes: reserve, windowBytes: window, shared: plan.shared, upstreamResends: plan.upstreamResends)
+        flow.upstreamProgressNanos = nowNanos
+        for index in flow.branches.indices { flow.branches[index].progressNanos = nowNanos }
         reservedBytes += reserve
+        reservedByParty[party, default: 0] += reserve
         flowsByUpstream[upstream, default: 0] += 1
         for branch in plan.branches {
             for target in branch.targets { endpointLoad[target, default: 0] += 1 }
@@ -221,6 +261,7 @@ public struct FlowTable: Sendable {
             return nil
         }
         flows.values[slot].bytesForwarded += UInt64(count)
+        flows.values[slot].upstreamProgressNanos = nowNanos
         if flow.resendAwaited == offset { flows.values[slot].resendAwaited = nil }
         // Bytes from it: the upstream still sends this message, so it is not held for a broken link any more.
         if flow.upstreamLostNanos != nil { flows.values[slot].upstreamLostNanos = nil }
@@ -241,9 +282,14 @@ public struct FlowTable: Sendable {
                 ack.messageID, FreightError(.protocolViolation, "\(port) acknowledged past the message"),
                 notifyUpstream: true, actions: &actions)
         }
+        let now = nowNanos
         func apply(_ flow: inout Flow) -> (acked: UInt64, credit: UInt64)? {
+            let credit = max(flow.branches[index].creditOffset, min(ack.creditOffset, length))
+            if ack.ackedOffset > flow.branches[index].ackedOffset || credit > flow.branches[index].creditOffset {
+                flow.branches[index].progressNanos = now
+            }
             flow.branches[index].ackedOffset = max(flow.branches[index].ackedOffset, ack.ackedOffset)
-            flow.branches[index].creditOffset = max(flow.branches[index].creditOffset, min(ack.creditOffset, length))
+            flow.branches[index].creditOffset = credit
             return flow.upstreamUpdate()
         }
         let update = apply(&flows.values[slot])
@@ -410,6 +456,12 @@ public struct FlowTable: Sendable {
     private mutating func release(_ flow: Flow, actions: inout [FlowAction]) {
         flows[flow.id] = nil
         reservedBytes -= flow.reservedBytes
+        let party = Party(upstream: flow.upstream, header: flow.header)
+        if let reserved = reservedByParty[party], reserved > flow.reservedBytes {
+            reservedByParty[party] = reserved - flow.reservedBytes
+        } else {
+            reservedByParty[party] = nil
+        }
         if let count = flowsByUpstream[flow.upstream], count > 1 {
             flowsByUpstream[flow.upstream] = count - 1
         } else {
@@ -446,6 +498,7 @@ public struct FlowTable: Sendable {
                     ), notifyUpstream: false, actions: &actions)
                 continue
             }
+            if expireIdle(flow, actions: &actions) { continue }
             for branch in flow.branches {
                 guard case .suspended(let since) = branch.state, nowNanos &- since >= hold else { continue }
                 failBranch(
@@ -465,6 +518,39 @@ public struct FlowTable: Sendable {
             guard nowNanos &- entry.atNanos >= hold else { break }
             forgetOldestOutcome()
         }
+    }
+
+    /// No party stalls the others (docs/hardening.md): a message whose upstream has credit and has sent nothing
+    /// for the idle time is aborted, its reservation returned; a branch that holds the others back (it granted
+    /// least, while another waits for more) and took nothing for the slow-receiver time is cut with `slow
+    /// receiver`, and the others go on. True when the flow ended.
+    private mutating func expireIdle(_ flow: Flow, actions: inout [FlowAction]) -> Bool {
+        let idle = UInt64(configuration.idle.components.seconds) * 1_000_000_000
+        let waitingForUpstream =
+            flow.upstreamLostNanos == nil && !flow.shared && flow.bytesForwarded < flow.upstreamCredit
+            && flow.resendAwaited == nil
+        if waitingForUpstream, nowNanos &- flow.upstreamProgressNanos >= idle {
+            abort(
+                flow.id,
+                FreightError(
+                    .senderGone,
+                    "\(flow.upstream) sent no bytes of message \(String(flow.id, radix: 16)) for \(configuration.idle.components.seconds) s (at offset \(flow.bytesForwarded) of \(flow.length)); its reservation is returned"
+                ), notifyUpstream: true, actions: &actions)
+            return true
+        }
+        let open = flow.branches.filter(\.isOpen)
+        guard open.count > 1, let slowest = open.min(by: { $0.creditOffset < $1.creditOffset }),
+            slowest.creditOffset < flow.length,
+            open.contains(where: { $0.creditOffset > slowest.creditOffset }),
+            nowNanos &- slowest.progressNanos >= UInt64(configuration.slowReceiver.components.seconds) * 1_000_000_000
+        else { return false }
+        failBranch(
+            flow.id, port: slowest.port,
+            FreightError(
+                .receiverGone,
+                "slow receiver: \(slowest.port) took no bytes of message \(String(flow.id, radix: 16)) for \(configuration.slowReceiver.components.seconds) s while the other receivers went on; cut at offset \(slowest.ackedOffset) of \(flow.length)"
+            ), tellBranch: true, actions: &actions)
+        return flows[flow.id] == nil
     }
 
     /// Every connection the peer sends on broke (its stripes to this node), and the peer resumes: flows from it are

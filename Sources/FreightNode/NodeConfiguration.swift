@@ -50,6 +50,13 @@ public struct NodeConfiguration: Sendable {
     public var linkCapabilities: LinkCapabilities
     /// Caps on the links this node accepts while they are in their handshake, and its deadline (docs/hardening.md).
     public var admission: AdmissionLimits
+    /// Most of the memory budget one party (an app session, a peer) may reserve; nil: half the budget.
+    public var partyShareBytes: Int?
+    /// Seconds a message's sender may hold credit and send nothing before the message is aborted (`--idle`).
+    public var idleSeconds: Int
+    /// Seconds one receiver of a fan-out may take nothing while the others go on before it is cut
+    /// (`--slow-receiver`).
+    public var slowReceiverSeconds: Int
     /// Whether apps may attach over the TCP listen port (`--apps-over-tcp`); off, only peers may.
     public var appsOverTCP: Bool
     /// Who may receive on and send to which addresses (`--access FILE`); nil: every app on the Unix socket may do
@@ -80,8 +87,14 @@ public struct NodeConfiguration: Sendable {
         linkCapabilities: LinkCapabilities = .socket,
         admission: AdmissionLimits = AdmissionLimits(),
         appsOverTCP: Bool = false,
-        access: AccessList? = nil
+        access: AccessList? = nil,
+        partyShareBytes: Int? = nil,
+        idleSeconds: Int = Limits.idleSeconds,
+        slowReceiverSeconds: Int = Limits.slowReceiverSeconds
     ) {
+        self.partyShareBytes = partyShareBytes
+        self.idleSeconds = idleSeconds
+        self.slowReceiverSeconds = slowReceiverSeconds
         self.admission = admission
         self.appsOverTCP = appsOverTCP
         self.access = access
@@ -132,6 +145,17 @@ public struct NodeConfiguration: Sendable {
         }
         guard memoryBudgetBytes >= windowBytes else {
             throw FreightError(.invalidArgument, "memory budget \(memoryBudgetBytes) is smaller than one window")
+        }
+        if let partyShareBytes, !(windowBytes...memoryBudgetBytes).contains(partyShareBytes) {
+            throw FreightError(
+                .invalidArgument, "--party-share \(partyShareBytes) must be between one window and the memory budget")
+        }
+        guard (1...Limits.resumeHoldSecondsMax).contains(idleSeconds),
+            (1...Limits.resumeHoldSecondsMax).contains(slowReceiverSeconds)
+        else {
+            throw FreightError(
+                .invalidArgument, "--idle and --slow-receiver must be within 1...\(Limits.resumeHoldSecondsMax) seconds"
+            )
         }
         guard (1...Limits.resumeHoldSecondsMax).contains(resumeHoldSeconds) else {
             throw FreightError(

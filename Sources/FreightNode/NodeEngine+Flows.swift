@@ -30,6 +30,16 @@ extension NodeEngine {
         if open.resume, case .peer = port {
             return flowTable.resume(open, from: port, actions: &flowActions)
         }
+        if case .session(let id) = port, let session = sessions[id] {
+            // The first node says who sent it: `node/label`, a label unique among the node's apps. Relays count a
+            // message's reservation against that source (``FlowTable/Party``), so no app can pass as another.
+            var stamped = open
+            stamped.header.source = "\(name)/\(session.label)"
+            flowTable.open(stamped, from: port, actions: &flowActions) { header, load throws(FreightError) in
+                try plan(header, open: stamped, from: port, load: load)
+            }
+            return
+        }
         flowTable.open(open, from: port, actions: &flowActions) { header, load throws(FreightError) in
             try plan(header, open: open, from: port, load: load)
         }

@@ -148,7 +148,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
             configuration: .init(
                 nodeName: configuration.name, windowBytes: configuration.windowBytes,
                 memoryBudgetBytes: configuration.memoryBudgetBytes, chunkBytesDefault: configuration.chunkBytes,
-                resumeHold: .seconds(configuration.resumeHoldSeconds)))
+                resumeHold: .seconds(configuration.resumeHoldSeconds), partyShareBytes: configuration.partyShareBytes,
+                idle: .seconds(configuration.idleSeconds), slowReceiver: .seconds(configuration.slowReceiverSeconds)))
         self.membership = Membership(
             configuration: Self.membershipConfiguration(configuration, listen: configuration.listen))
         self.localEndpoints = LocalEndpoints(nodeName: configuration.name)
@@ -493,8 +494,12 @@ extension NodeEngine: FrameConnectionDelegate {
                 connection.send(.abort(0, refusal))
                 return connection.close()
             }
-            let session = AppSession(
-                id: connection.id, connection: connection, label: String(hello.name.prefix(Limits.appLabelBytesMax)))
+            // Labels are unique among the node's apps: a second app with a label in use gets the session's id added.
+            var label = String(hello.name.prefix(Limits.appLabelBytesMax))
+            if label.isEmpty || sessions.all.contains(where: { $0.label == label }) {
+                label = label.isEmpty ? "" : "\(label)-\(connection.id)"
+            }
+            let session = AppSession(id: connection.id, connection: connection, label: label)
             session.identity = identity
             session.checked = checked
             session.resends = hello.capabilities.contains(WireV1.capabilityResume)

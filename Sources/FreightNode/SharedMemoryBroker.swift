@@ -54,6 +54,8 @@ final class SharedMemoryBroker: @unchecked Sendable {  // confined to the node's
     let budgetBytes: Int
     private(set) var pools: [UInt32: NodePool] = [:]
     private var nextPoolID: UInt32 = 1
+    /// Most one app's pools may take of the budget.
+    var shareBytes: Int { budgetBytes / 2 }
     /// Bytes of every pool attached, counted against ``budgetBytes``.
     private(set) var poolBytes = 0
     /// Shared regions sent to a branch's peer with `sendfile`: the kernel sends the pool's pages by reference, so a
@@ -79,6 +81,15 @@ final class SharedMemoryBroker: @unchecked Sendable {  // confined to the node's
         _ attach: DescriptorLink.Attach, send: Int32, receive: Int32, owner: UInt64
     ) throws(FreightError) -> (send: NodePool, receive: NodePool) {
         let asked = attach.sendBytes + attach.receiveBytes
+        // Pools count at their declared size (a sparse pool too: the node may map and touch all of it), and one app
+        // may lend at most its share of the budget, so that it cannot keep the others out (docs/hardening.md).
+        guard asked <= shareBytes else {
+            for fd in [send, receive] { close(fd) }
+            throw FreightError(
+                .resourceExhausted,
+                "pools of \(ByteCount.format(Int64(asked))) are over one app's share of node \(nodeName)'s shared-memory budget (\(ByteCount.format(Int64(shareBytes))) of \(ByteCount.format(Int64(budgetBytes))))"
+            )
+        }
         guard poolBytes + asked <= budgetBytes else {
             for fd in [send, receive] { close(fd) }
             throw FreightError(

@@ -68,6 +68,17 @@ struct NodeCommand: AsyncParsableCommand {
         help: "NODE=VIA: send messages for NODE's endpoints through node VIA (a relay); repeatable.")
     var routes: [String] = []
     @OptionGroup var topologySource: TopologyOptions
+    @Option(
+        name: .customLong("party-share"),
+        help: "Most of the memory budget one app or peer may reserve (default: half the budget).")
+    var partyShare: String?
+    @Option(
+        name: .customLong("idle"), help: "Seconds a sender may hold credit and send nothing before its message fails.")
+    var idle = Limits.idleSeconds
+    @Option(
+        name: .customLong("slow-receiver"),
+        help: "Seconds one receiver of a fan-out may take nothing while the others go on before it is cut.")
+    var slowReceiver = Limits.slowReceiverSeconds
     @Flag(
         name: .customLong("apps-over-tcp"),
         help: "Let apps attach over the TCP listen port as well as the Unix socket (off: peers only).")
@@ -145,7 +156,10 @@ struct NodeCommand: AsyncParsableCommand {
                 topology: topology,
                 logger: logger,
                 appsOverTCP: appsOverTCP,
-                access: try access.map { path throws(FreightError) in try Self.loadAccessList(path) }
+                access: try access.map { path throws(FreightError) in try Self.loadAccessList(path) },
+                partyShareBytes: try partyShare.map { text throws(FreightError) in Int(try ByteCount.parse(text)) },
+                idleSeconds: idle,
+                slowReceiverSeconds: slowReceiver
             )
             try configuration.validate()
             if configuration.access == nil {

@@ -172,8 +172,10 @@ import Testing
         #expect(refusal(Self.open(id: 1, length: 1, chunk: 1000))?.message.contains("chunk size") == true)
         #expect(refusal(Self.open(id: 2, length: 64 << 20)) == nil)
         #expect(refusal(Self.open(id: 2, length: 64 << 20))?.code == .duplicate)
-        #expect(refusal(Self.open(id: 3, length: 64 << 20)) == nil)
-        let full = refusal(Self.open(id: 4, length: 64 << 20))
+        // Half the budget is one party's share (docs/hardening.md): a second party takes the rest.
+        #expect(refusal(Self.open(id: 3, length: 64 << 20))?.message.contains("one party may have") == true)
+        #expect(refusal(Self.open(id: 3, length: 64 << 20), from: .session(2)) == nil)
+        let full = refusal(Self.open(id: 4, length: 64 << 20), from: .session(3))
         #expect(full?.code == .resourceExhausted && full?.message.contains("memory budget") == true)
         var many = Self.table(budget: 1 << 40)
         for id in 1...UInt64(Limits.messagesPerConnectionMax) {

@@ -73,4 +73,85 @@ import Testing
             "strangers: rss \(before >> 20) → peak \(peak >> 20) MiB; stream \(baseline) → \(underAttack) → \(after) msg/s"
         )
     }
+
+    /// 32 OPENs of 32 MiB that never send data: the app gets at most its share of the budget (half), the rest is
+    /// refused naming the share, the stream beside keeps its rate, and the message whose receiver granted credit
+    /// fails when the idle time passes, its reservation returned.
+    @Test func oneAppCannotReserveTheWholeBudget() async throws {
+        let cluster = try await Self.releaseCluster(nodes: 2, ["--idle", "3"])
+        defer { cluster.stop() }
+        let sink = try await cluster.receiver("hostile/sink", at: "n2", [])
+        defer { sink.stop() }
+        let stream = try await CheckedStream.start(cluster)
+        defer { stream.stop() }
+        let baseline = try await stream.rate(over: .seconds(3))
+
+        let socket = cluster.node("n1").socket
+        let opened = ContinuousClock.now
+        let app = try await Strangers.onThread { () -> Result<WireApp, FreightError> in
+            do {
+                let app = try WireApp(socketPath: socket, label: "hoarder")
+                for _ in 0..<32 { try app.open("hostile/sink", length: 32 << 20) }
+                return .success(app)
+            } catch {
+                return .failure(error as? FreightError ?? FreightError(.io, "\(error)"))
+            }
+        }.get()
+        let underAttack = try await stream.rate(over: .seconds(3))
+        let status = try await cluster.status("n1")
+        let reserved = status["memory_reserved_bytes"] as? Int ?? 0
+        let budget = status["memory_budget_bytes"] as? Int ?? 0
+        let after = try await stream.rate(over: .seconds(2))
+
+        // The first message to the sink got credit and no bytes: it fails within the idle time and a margin.
+        let outcomes = await Strangers.onThread { () -> [String] in
+            var reasons: [String] = []
+            while let frame = try? app.next(where: { if case .abort = $0 { true } else { false } }),
+                case .abort(let abort) = frame
+            {
+                reasons.append(abort.error.message)
+                if abort.error.message.contains("sent no bytes") { break }
+            }
+            return reasons
+        }
+        let idleAt = ContinuousClock.now - opened
+        #expect(outcomes.count(where: { $0.contains("one party may have") }) == 16, "\(outcomes.prefix(3))")
+        #expect(outcomes.last?.contains("sent no bytes") == true, "\(outcomes.suffix(2))")
+        #expect(idleAt < .seconds(3 + 3 + 6), "the idle message failed after \(idleAt)")
+        #expect(reserved <= budget / 2 + 64 << 20, "\(reserved) of \(budget) reserved while the app hoards")
+        #expect(
+            underAttack >= 0.9 * (baseline + after) / 2,
+            "stream: \(baseline) msg/s before, \(underAttack) beside the hoarder, \(after) after")
+        #expect(stream.failures.isEmpty, "\(stream.failures.prefix(3))")
+    }
+
+    /// A fan-out to two receivers, one of them stopped before the message opened: the stopped one is cut with
+    /// `slow receiver` after the slow-receiver time, and the healthy one gets every byte.
+    @Test func aStoppedReceiverIsCutAndTheOtherFinishes() async throws {
+        let cluster = try await Self.releaseCluster(nodes: 2, ["--slow-receiver", "2"])
+        defer { cluster.stop() }
+        let stream = try await CheckedStream.start(cluster)
+        defer { stream.stop() }
+        let healthy = try await cluster.receiver("fan/out", at: "n2", ["--count", "1", "--check"])
+        defer { healthy.stop() }
+        let stopped = try FreightProcess(
+            ["recv", "fan/out", "--via", cluster.node("n2").socket, "--json"], executable: cluster.executable)
+        defer {
+            stopped.kill(SIGCONT)
+            stopped.stop()
+        }
+        _ = try await stopped.waitForLine { $0.contains("\"ready\"") }
+        try await cluster.waitForEndpoints("fan/out", count: 2, at: "n1")
+        stopped.kill(SIGSTOP)
+        let started = ContinuousClock.now
+        let send = try await FreightProcess.run([
+            "send", "fan/out", "--size", "256MiB", "--via", cluster.node("n1").socket, "--json",
+        ])
+        let took = ContinuousClock.now - started
+        #expect(try await healthy.waitForExit(timeout: .seconds(20)) == 0, "the healthy receiver got every byte")
+        let report = send.stdout.joined()
+        #expect(report.contains("slow receiver"), "\(report) \(send.stderr)")
+        #expect(took < .seconds(2 + 8), "the fan-out took \(took)")
+        #expect(stream.failures.isEmpty, "\(stream.failures.prefix(3))")
+    }
 }

@@ -129,11 +129,16 @@ import Testing
             let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx", windowBytes: 8 << 20)
             let inbox = try await receiver.receive("budget/x")
             try await fabric.waitForEndpoints(try Address("budget/x"), count: 1)
-            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
-            // Two messages the receiver takes but does not read hold 8 MiB each: the budget is full.
-            let held = (0..<2).map { _ in
+            // Two messages the receiver takes but does not read hold 8 MiB each: the budget is full. They come from two
+            // apps, each holding its share (half the budget; docs/hardening.md).
+            var senders: [FreightClient] = []
+            for label in ["tx1", "tx2", "tx3"] {
+                senders.append(try await FreightClient.connect(to: fabric.socket(0), label: label))
+            }
+            let held = senders.prefix(2).map { sender in
                 Task { try await sender.send(to: "budget/x", body: .pattern(seed: 1, length: 64 << 20)) }
             }
+            let sender = senders[2]
             var iterator = inbox.makeAsyncIterator()
             let first = try #require(try await iterator.next())
             let second = try #require(try await iterator.next())
@@ -145,7 +150,7 @@ import Testing
             _ = try await first.drain()
             _ = try await second.drain()
             for task in held { _ = try await task.value }
-            await sender.close()
+            for sender in senders { await sender.close() }
             await receiver.close()
         }
     }

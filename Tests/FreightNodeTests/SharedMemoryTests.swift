@@ -307,24 +307,34 @@ import Testing
         }
     }
 
-    /// The node's shared-memory budget: a pool over it is refused with the reason; `.automatic` falls back to the
-    /// socket and still delivers.
+    /// The node's shared-memory budget: pools over one app's share (half the budget), or over what is left of it,
+    /// are refused with the reason; `.automatic` falls back to the socket and still delivers.
     @Test func budgetIsEnforcedWithAClearError() async throws {
         try await InProcessFabric.with(
             nodes: 1, cluster: "shm-budget", sharedMemoryBudgetBytes: 160 * Self.mebibyte
         ) { fabric in
+            let greedy = await #expect(throws: FreightError.self) {
+                _ = try await FreightClient.connect(
+                    to: fabric.socket(0), label: "greedy",
+                    sharedMemory: .required(sendBytes: 48 * Self.mebibyte, receiveBytes: 48 * Self.mebibyte))
+            }
+            #expect(greedy?.message.contains("over one app's share") == true, "\(String(describing: greedy))")
             let first = try await FreightClient.connect(
                 to: fabric.socket(0), label: "first",
-                sharedMemory: .required(sendBytes: 64 * Self.mebibyte, receiveBytes: 64 * Self.mebibyte))
+                sharedMemory: .required(sendBytes: 32 * Self.mebibyte, receiveBytes: 32 * Self.mebibyte))
+            let second = try await FreightClient.connect(
+                to: fabric.socket(0), label: "second",
+                sharedMemory: .required(sendBytes: 32 * Self.mebibyte, receiveBytes: 32 * Self.mebibyte))
             let refused = await #expect(throws: FreightError.self) {
                 _ = try await FreightClient.connect(
-                    to: fabric.socket(0), label: "second",
-                    sharedMemory: .required(sendBytes: 64 * Self.mebibyte, receiveBytes: 64 * Self.mebibyte))
+                    to: fabric.socket(0), label: "third",
+                    sharedMemory: .required(sendBytes: 32 * Self.mebibyte, receiveBytes: 32 * Self.mebibyte))
             }
             #expect(refused?.code == .resourceExhausted)
             #expect(refused?.message.contains("shared-memory budget") == true, "\(String(describing: refused))")
+            await second.close()
 
-            let fallback = try await FreightClient.connect(to: fabric.socket(0), label: "third")
+            let fallback = try await FreightClient.connect(to: fabric.socket(0), label: "fourth")
             let fallbackShares = await fallback.usesSharedMemory
             #expect(!fallbackShares)
             let inbox = try await fallback.receive("shm/budget")

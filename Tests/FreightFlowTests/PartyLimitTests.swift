@@ -1,0 +1,95 @@
+import FreightCore
+import FreightDirectory
+import FreightFlow
+import FreightWire
+import Testing
+
+/// No party stalls or starves the others (docs/hardening.md), on the flow table alone.
+@Suite struct PartyLimitTests {
+    typealias T = FlowTableTests
+    static let second: UInt64 = 1_000_000_000
+
+    static func table(budget: Int = 64 << 20, share: Int? = nil) -> FlowTable {
+        FlowTable(
+            configuration: .init(
+                nodeName: "n1", windowBytes: 8 << 20, memoryBudgetBytes: budget, chunkBytesDefault: 1 << 20,
+                partyShareBytes: share, idle: .seconds(30), slowReceiver: .seconds(10)))
+    }
+
+    static func oneBranch(_ header: Freight_Wire_V1_MessageHeader, _ load: (EndpointKey) -> Int) -> FlowTable.Plan {
+        FlowTable.Plan(branches: [Flow.Branch(port: T.receiver, targets: [EndpointKey(node: "n1", id: 9)])])
+    }
+
+    static func aborts(_ actions: [FlowAction], to port: FlowPort) -> [String] {
+        T.sent(actions).compactMap { frame, to in
+            guard to == port, case .abort(let abort) = frame else { return nil }
+            return abort.error.message
+        }
+    }
+
+    /// One party reserves at most its share; another still gets in.
+    @Test func onePartyReservesAtMostItsShare() {
+        var table = Self.table(budget: 64 << 20, share: 32 << 20)
+        var actions: [FlowAction] = []
+        for id in 1...6 {
+            table.open(T.open(id: UInt64(id), length: 64 << 20), from: T.app, actions: &actions) {
+                Self.oneBranch($0, $1)
+            }
+        }
+        #expect(table.reserved(by: T.app) == 32 << 20)
+        let refused = Self.aborts(actions, to: T.app)
+        #expect(refused.count == 2)
+        #expect(refused.allSatisfy { $0.contains("one party may have 32 MiB") }, "\(refused)")
+        actions = []
+        let other = table.open(T.open(id: 9, length: 64 << 20), from: .session(2), actions: &actions) {
+            Self.oneBranch($0, $1)
+        }
+        #expect(other != nil, "another party still gets in")
+        #expect(table.reservedBytes == 40 << 20)
+    }
+
+    /// A message whose sender holds credit and sends nothing fails when the idle time passes, and returns its
+    /// reservation; one whose sender waits for credit does not.
+    @Test func anIdleSenderLosesItsReservation() {
+        var table = Self.table()
+        var actions: [FlowAction] = []
+        table.advance(to: 1 * Self.second, actions: &actions)
+        table.open(T.open(id: 1, length: 64 << 20), from: T.app, actions: &actions) { Self.oneBranch($0, $1) }
+        table.open(T.open(id: 2, length: 64 << 20), from: .session(2), actions: &actions) { Self.oneBranch($0, $1) }
+        // Message 1's receiver grants credit, and its sender sends nothing; message 2's receiver grants none.
+        table.ack(ackFrame(1, acked: 0, credit: 8 << 20), from: T.receiver, actions: &actions)
+        actions = []
+        table.advance(to: 30 * Self.second, actions: &actions)
+        #expect(table.count == 2, "not yet")
+        table.advance(to: 31 * Self.second, actions: &actions)
+        #expect(table[1] == nil)
+        #expect(table[2] != nil, "its sender waits for credit, through no fault of its own")
+        #expect(table.reservedBytes == 8 << 20)
+        #expect(Self.aborts(actions, to: T.app).first?.contains("sent no bytes") == true, "\(actions)")
+        #expect(Self.aborts(actions, to: T.receiver).count == 1, "the receiver hears it too")
+    }
+
+    /// Fan-out: a receiver that took nothing for the slow-receiver time while the other went on is cut with `slow
+    /// receiver`; the other goes on and the message can still be delivered to it.
+    @Test func aSlowReceiverIsCutAndTheOthersGoOn() {
+        var table = Self.table()
+        var actions: [FlowAction] = []
+        table.open(T.open(id: 5, length: 32 << 20), from: T.app, actions: &actions) { T.twoBranches($0, $1) }
+        // The peer branch never grants anything; the local receiver keeps taking bytes.
+        for second in 1...12 {
+            table.ack(
+                ackFrame(5, acked: UInt64(second) << 20, credit: UInt64(second + 8) << 20), from: T.receiver,
+                actions: &actions)
+            table.advance(to: UInt64(second) * Self.second, actions: &actions)
+        }
+        let branches = table[5]?.branches ?? []
+        let peer = branches.first { $0.port == T.peer }
+        guard case .failed(let error, _)? = peer?.state else {
+            Issue.record("the peer branch was not cut: \(String(describing: peer?.state))")
+            return
+        }
+        #expect(error.message.hasPrefix("slow receiver"), "\(error.message)")
+        #expect(branches.first { $0.port == T.receiver }?.isOpen == true)
+        #expect(Self.aborts(actions, to: T.peer).count == 1, "the slow branch is told")
+    }
+}
