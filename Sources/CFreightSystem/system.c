@@ -19,6 +19,12 @@ void freight_tune_malloc(int mmap_threshold, int trim_threshold) {
 #endif
 }
 
+void freight_trim_memory(void) {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}
+
 int freight_memfd(const char *name, off_t size) {
     int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) return -1;

@@ -31,7 +31,9 @@ public enum Limits {
     /// Endpoints one app session may register.
     public static let registrationsPerSessionMax = 4096
     /// Endpoints a node accepts from one peer in the mesh directory.
-    public static let endpointsPerPeerMax = 2_000_000
+    public static let endpointsPerPeerMax = 1_000_000
+    /// Endpoints of other nodes a node keeps in all (about 0.5 KiB each in memory).
+    public static let remoteEndpointsMax = 2_000_000
     /// Members in one cluster's mesh.
     public static let membersMax = 1024
     /// Seconds a node holds a message whose link broke (the receiving side keeps what it holds, the sending side

@@ -88,8 +88,16 @@ public final class EndpointIndex: Directory {
                 onChange?(.removed(old))
             }
         }
+        // A dictionary keeps its capacity when emptied: after a large drop, the table is copied to one of its size,
+        // so that a peer that announced a million endpoints and left leaves no room for them behind.
+        if keys.count >= Self.compactAfterRemovals, records.capacity > 4 * max(records.count, 1024) {
+            records = Dictionary(uniqueKeysWithValues: records.map { ($0.key, $0.value) })
+        }
         return keys.count
     }
+
+    /// Endpoints dropped at once past which the table is compacted.
+    static let compactAfterRemovals = 10_000
 
     public func match(_ address: Address) -> [EndpointRecord] {
         trie.match(address).compactMap { records[$0] }

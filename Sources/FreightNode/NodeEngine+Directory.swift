@@ -41,7 +41,9 @@ extension NodeEngine {
                     if let member = members[record.name] { adopt(record, for: member) }
                 case .nodeGone(let node) where node != name:
                     directoryNodes[node] = nil
-                    index.removeAll(at: node)
+                    if index.removeAll(at: node) >= MemoryTuning.trimAfterDroppedEntries {
+                        MemoryTuning.returnFreeMemory()
+                    }
                 default:
                     break
                 }

@@ -174,6 +174,16 @@ extension NodeEngine {
         guard let listen = try? NodeAddress(hello.listen) else {
             return reject(connection, "peer \(hello.name) sent listen address '\(hello.listen)'")
         }
+        // A name held by a live member is not taken by another party: a new incarnation (a restart) is accepted
+        // only once every link of the old one is gone (docs/hardening.md).
+        if let holder = members[hello.name], holder.incarnation != hello.incarnation, hello.incarnation != 0,
+            !holder.link.allConnections.isEmpty
+        {
+            return reject(
+                connection,
+                "node \(hello.name) is held by a live member (incarnation \(String(holder.incarnation, radix: 16)) at \(holder.listen)); a new incarnation is taken once its links are gone"
+            )
+        }
         guard let member = learn(name: hello.name, listen: listen, incarnation: hello.incarnation) else {
             return reject(connection, "too many members")
         }
@@ -333,12 +343,20 @@ extension NodeEngine {
     }
 
     func applyEndpoints(_ update: Freight_Wire_V1_Endpoints, from member: Member) {
-        if update.full { index.removeAll(at: member.name) }
-        for key in update.removed { index.remove(EndpointKey(node: member.name, id: key)) }
+        var dropped = update.full ? index.removeAll(at: member.name) : 0
+        for key in update.removed where index.remove(EndpointKey(node: member.name, id: key)) != nil { dropped += 1 }
+        if dropped >= MemoryTuning.trimAfterDroppedEntries { MemoryTuning.returnFreeMemory() }
         for endpoint in update.added {
             guard index.count(at: member.name) < Limits.endpointsPerPeerMax else {
                 logger.warning(
                     "node \(member.name) announced over \(Limits.endpointsPerPeerMax) endpoints; ignoring the rest")
+                break
+            }
+            // Every peer's endpoints together are bounded too: many peers cannot do what one may not.
+            guard index.count - localEndpoints.count < Limits.remoteEndpointsMax else {
+                logger.warning(
+                    "node \(name) holds \(Limits.remoteEndpointsMax) endpoints of other nodes, the most it keeps; ignoring the rest from \(member.name)"
+                )
                 break
             }
             guard let pattern = try? AddressPattern(endpoint.pattern) else {
@@ -395,6 +413,7 @@ extension NodeEngine {
         // fail at once because the node is not up.
         let dropped = usesMesh ? index.removeAll(at: peer) : 0
         logger.info("node \(peer) left (\(reason)); dropped \(dropped) endpoints")
+        if dropped >= MemoryTuning.trimAfterDroppedEntries { MemoryTuning.returnFreeMemory() }
         for connection in member.link.allConnections { connection.close() }
         portGone(.peer(peer), error: FreightError(.nodeGone, "node \(peer) went away (\(reason))"))
     }

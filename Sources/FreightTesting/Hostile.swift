@@ -145,10 +145,39 @@ public enum Strangers {
         return closed
     }
 
-    /// Runs blocking work (connects, sleeps) on a thread of its own, off the tasks' shared threads.
-    public static func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    /// A TCP socket listening on `host` (port chosen by the kernel) that never accepts: connections to it complete
+    /// in the kernel's backlog and then hear nothing. Returns the socket and its port; the caller closes it.
+    public static func silentListener(host: String) throws -> (fd: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw FreightError(.io, "socket failed") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, host, &address.sin_addr)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 64) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard bound else {
+            close(fd)
+            throw FreightError(.io, "cannot listen on \(host)")
+        }
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
+    /// Runs blocking work (connects, sleeps) on a thread of its own, off the tasks' shared threads. `lowPriority`:
+    /// the thread runs at the lowest CPU priority (nice 19), so that on a machine of two cores an attacker stands
+    /// for a host elsewhere and takes its CPU from nobody while the node under attack does its share of the work.
+    public static func onThread<T: Sendable>(lowPriority: Bool = false, _ body: @escaping @Sendable () -> T) async
+        -> T
+    {
         await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: body()) }.start()
+            Thread {
+                // On Linux a `who` of 0 names the calling thread alone.
+                if lowPriority { setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19) }
+                continuation.resume(returning: body())
+            }.start()
         }
     }
 

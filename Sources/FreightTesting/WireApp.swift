@@ -3,24 +3,84 @@ import FreightCore
 import FreightWire
 import NIOCore
 
-/// An app written against the wire protocol by hand, over a node's Unix socket with blocking reads: what a careless
-/// or hostile app does that the Swift client never would (OPENs it never feeds, chunks it never finishes).
-/// Used by one thread at a time (a test hands it from one blocking block to the next).
+/// An app or a node written against the wire protocol by hand, with blocking reads: what a careless or hostile
+/// party does that Freight's own code never would (OPENs it never feeds, chunks past its credit, a flood of
+/// endpoints). Used by one thread at a time (a test hands it from one blocking block to the next).
 public final class WireApp: @unchecked Sendable {
-    let fd: Int32
+    private let fd: Int32
     private var parser = FrameParser()
     /// Frames read and not yet taken.
     public private(set) var frames: [Frame] = []
+    /// The node's HELLO.
+    public private(set) var nodeHello = Freight_Wire_V1_Hello()
 
     /// Attaches to the node at `socketPath` as an app labelled `label`.
-    public init(socketPath: String, label: String = "wire-app", readTimeoutSeconds: Int = 10) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    public convenience init(socketPath: String, label: String = "wire-app", readTimeoutSeconds: Int = 10) throws {
+        var hello = Freight_Wire_V1_Hello()
+        hello.role = .app
+        hello.name = label
+        try self.init(fd: try Self.connectUnix(socketPath), hello: hello, readTimeoutSeconds: readTimeoutSeconds)
+    }
+
+    /// Joins the node at `host:port` as node `name` of `cluster`, as stripe 0 of a one-stripe link, listening
+    /// (it says) at `listen`.
+    public convenience init(
+        peerOf host: String, port: Int, name: String, cluster: String, listen: String, incarnation: UInt64,
+        readTimeoutSeconds: Int = 10
+    ) throws {
+        let fd = try BlockingSocket.connect(host: host, port: port, readTimeoutSeconds: readTimeoutSeconds)
+        try self.init(
+            fd: fd, hello: Self.nodeHello(name: name, cluster: cluster, listen: listen, incarnation: incarnation),
+            readTimeoutSeconds: readTimeoutSeconds)
+    }
+
+    /// Takes the next connection a node dials into `listener` (the first stripe of its link to this node) and
+    /// answers it as node `name`: what the node sends its peer (credits, outcomes, ABORTs) arrives here.
+    public convenience init(
+        acceptingOn listener: Int32, name: String, cluster: String, listen: String, incarnation: UInt64,
+        readTimeoutSeconds: Int = 10
+    ) throws {
+        let fd = accept(listener, nil, nil)
+        guard fd >= 0 else { throw FreightError(.io, "accept failed") }
+        try self.init(
+            fd: fd, hello: Self.nodeHello(name: name, cluster: cluster, listen: listen, incarnation: incarnation),
+            readTimeoutSeconds: readTimeoutSeconds)
+    }
+
+    static func nodeHello(name: String, cluster: String, listen: String, incarnation: UInt64)
+        -> Freight_Wire_V1_Hello
+    {
+        var hello = Freight_Wire_V1_Hello()
+        hello.role = .node
+        hello.name = name
+        hello.cluster = cluster
+        hello.listen = listen
+        hello.streamIndex = 0
+        hello.streamCount = 1
+        hello.incarnation = incarnation
+        return hello
+    }
+
+    private init(fd: Int32, hello: Freight_Wire_V1_Hello, readTimeoutSeconds: Int) throws {
+        self.fd = fd
+        var timeout = timeval(tv_sec: readTimeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        try write(FrameEncoder.prefaceBuffer(allocator: ByteBufferAllocator()))
+        try write(try FrameEncoder.encode(.hello(hello)))
+        guard case .hello(let answer) = try next(where: { if case .hello = $0 { true } else { false } }) else {
+            throw FreightError(.internalError, "no hello")
+        }
+        nodeHello = answer
+    }
+
+    private static func connectUnix(_ socketPath: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw FreightError(.io, "socket failed") }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let path = Array(socketPath.utf8)
         guard path.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            close(fd)
+            Foundation.close(fd)
             throw FreightError(.invalidArgument, "socket path too long")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
@@ -32,20 +92,22 @@ public final class WireApp: @unchecked Sendable {
             }
         }
         guard connected == 0 else {
-            close(fd)
+            Foundation.close(fd)
             throw FreightError(.io, "cannot connect to \(socketPath)")
         }
-        var timeout = timeval(tv_sec: readTimeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var hello = Freight_Wire_V1_Hello()
-        hello.role = .app
-        hello.name = label
-        try write(FrameEncoder.prefaceBuffer(allocator: ByteBufferAllocator()))
-        try write(try FrameEncoder.encode(.hello(hello)))
-        _ = try next { if case .hello = $0 { true } else { false } }
+        return fd
     }
 
-    deinit { close(fd) }
+    private var closed = false
+
+    deinit { close() }
+
+    /// Closes the connection (once).
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        Foundation.close(fd)
+    }
 
     public func write(_ buffer: ByteBuffer) throws {
         var left = buffer
@@ -56,9 +118,12 @@ public final class WireApp: @unchecked Sendable {
         }
     }
 
-    /// Sends an OPEN of a message of `length` bytes to `destination`; returns its id.
+    /// Sends an OPEN of a message of `length` bytes to `destination` (as a node: to the endpoints `targets`);
+    /// returns its id.
     @discardableResult
-    public func open(_ destination: String, length: UInt64, chunkBytes: UInt32 = 1 << 20) throws -> UInt64 {
+    public func open(
+        _ destination: String, length: UInt64, chunkBytes: UInt32 = 1 << 20, targets: [(node: String, id: UInt64)] = []
+    ) throws -> UInt64 {
         let id = UInt64.random(in: 1...UInt64.max)
         var open = Freight_Wire_V1_Open()
         open.header.id = id
@@ -66,8 +131,23 @@ public final class WireApp: @unchecked Sendable {
         open.header.destination = destination
         open.header.length = length
         open.header.chunkBytes = chunkBytes
+        open.targets = targets.map { target in
+            var ref = Freight_Wire_V1_EndpointRef()
+            ref.node = target.node
+            ref.id = target.id
+            return ref
+        }
         try write(try FrameEncoder.encode(.open(open)))
         return id
+    }
+
+    /// Sends a DATA frame of `count` pattern bytes of message `id` at `offset`, with their CRC32C.
+    public func data(_ id: UInt64, offset: UInt64, count: Int, last: Bool = false) throws {
+        var body = [UInt8](repeating: 0, count: count)
+        body.withUnsafeMutableBytes { PatternFill.fill($0, seed: 1, offset: Int64(offset)) }
+        let chunk = DataChunk(
+            messageID: id, offset: offset, crc32c: CRC32C.checksum(body), isLast: last, bytes: ByteBuffer(bytes: body))
+        try write(try FrameEncoder.encode(.data(chunk)))
     }
 
     /// The first frame read (now or already) that `wanted` accepts; throws when the node closes or the read times

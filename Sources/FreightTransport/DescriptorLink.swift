@@ -2,6 +2,7 @@ import CFreightSystem
 import FreightCore
 import NIOCore
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -159,12 +160,20 @@ public enum DescriptorLink {
     }
 }
 
-/// Accepts descriptor links on a node: a thread blocks in `accept` and reads each link's attach message (waiting
-/// at most two seconds for it), then hands the link to `onAttach`. Stopped by ``stop()``.
+/// Accepts descriptor links on a node: one thread polls the listening socket and every link that has not sent its
+/// attach message yet, so that attaches are served concurrently (docs/hardening.md): a link that sends nothing
+/// keeps no one else waiting, and is closed when ``attachTimeoutMillis`` pass; at most ``pendingMax`` wait at once
+/// (more are refused with the reason). Each attach is handed to `onAttach`. Stopped by ``stop()``.
 public final class DescriptorListener: @unchecked Sendable {  // `socket` is set once; stop is idempotent by design
     public let path: String
     private let socket: Int32
     private let thread = NIOThreadPool(numberOfThreads: 1)
+    private let stopped = StopFlag()
+    /// How long a link has to send its attach message, and how many may be waiting to.
+    public static let attachTimeoutMillis = 2000
+    public static let pendingMax = 64
+    /// The longest the thread sleeps in `poll`, so that it sees ``stop()`` soon.
+    static let pollMillis = 200
 
     /// Called on the listener's thread with the attach message, its two descriptors and the link's socket; the
     /// callee owns all three from then on.
@@ -180,33 +189,89 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
         }
         socket = fd
         thread.start()
-        thread.submit { [socket] _ in
-            while true {
+        thread.submit { [socket, stopped] _ in
+            Self.serve(socket, stopped: stopped, onAttach: onAttach)
+        }
+    }
+
+    private static func nowMillis() -> Int {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return time.tv_sec * 1000 + time.tv_nsec / 1_000_000
+    }
+
+    private static func serve(_ socket: Int32, stopped: StopFlag, onAttach: AttachHandler) {
+        var pending: [(link: Int32, deadline: Int)] = []
+        defer { for entry in pending { close(entry.link) } }
+        while !stopped.value.load(ordering: .relaxed) {
+            var polls = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0)]
+            polls += pending.map { pollfd(fd: $0.link, events: Int16(POLLIN), revents: 0) }
+            let now = nowMillis()
+            let wait = min(pollMillis, pending.map { max(0, $0.deadline - now) }.min() ?? pollMillis)
+            let ready = poll(&polls, nfds_t(polls.count), Int32(wait))
+            if ready < 0 && errno != EINTR { return }
+            if stopped.value.load(ordering: .relaxed) { return }
+            let after = nowMillis()
+            var waiting: [(link: Int32, deadline: Int)] = []
+            for (index, entry) in pending.enumerated() {
+                if polls[index + 1].revents != 0 {
+                    attach(entry.link, onAttach: onAttach)
+                } else if after >= entry.deadline {
+                    _ = DescriptorLink.send(
+                        DescriptorLink.encode(.refused("no attach message within \(attachTimeoutMillis) ms")),
+                        on: entry.link, wait: false)
+                    close(entry.link)
+                } else {
+                    waiting.append(entry)
+                }
+            }
+            pending = waiting
+            if polls[0].revents != 0 {
                 let link = freight_accept(socket)
-                if link < 0 { return }
-                freight_set_receive_timeout(link, 2000)
-                guard let (bytes, fds) = DescriptorLink.receive(on: link) else {
+                if link < 0 {
+                    if errno == EAGAIN || errno == EMFILE || errno == ENFILE { continue }
+                    return
+                }
+                guard pending.count < pendingMax else {
+                    _ = DescriptorLink.send(
+                        DescriptorLink.encode(.refused("\(pendingMax) attaches are in progress; try again")),
+                        on: link, wait: false)
                     close(link)
                     continue
                 }
-                guard fds.count == 2, let attach = try? DescriptorLink.decodeAttach(bytes) else {
-                    let reason = fds.count == 2 ? "malformed attach message" : "attach must carry two pools"
-                    _ = DescriptorLink.send(DescriptorLink.encode(.refused(reason)), on: link, wait: false)
-                    for fd in fds { close(fd) }
-                    close(link)
-                    continue
-                }
-                freight_set_receive_timeout(link, 0)
-                onAttach(attach, fds[0], fds[1], link)
+                pending.append((link, after + attachTimeoutMillis))
             }
         }
     }
 
+    /// Reads the attach message of a link that has one ready (or closed) and hands it on, or refuses it.
+    private static func attach(_ link: Int32, onAttach: AttachHandler) {
+        freight_set_receive_timeout(link, 100)  // the message is there: a read never waits for long
+        guard let (bytes, fds) = DescriptorLink.receive(on: link) else {
+            close(link)
+            return
+        }
+        guard fds.count == 2, let attach = try? DescriptorLink.decodeAttach(bytes) else {
+            let reason = fds.count == 2 ? "malformed attach message" : "attach must carry two pools"
+            _ = DescriptorLink.send(DescriptorLink.encode(.refused(reason)), on: link, wait: false)
+            for fd in fds { close(fd) }
+            close(link)
+            return
+        }
+        freight_set_receive_timeout(link, 0)
+        onAttach(attach, fds[0], fds[1], link)
+    }
+
+    final class StopFlag: Sendable {
+        let value = Atomic<Bool>(false)
+    }
+
     /// Stops accepting and removes the socket file.
     public func stop() {
+        stopped.value.store(true, ordering: .relaxed)
         shutdown(socket, Int32(SHUT_RDWR))
+        try? thread.syncShutdownGracefully()
         close(socket)
         unlink(path)
-        try? thread.syncShutdownGracefully()
     }
 }

@@ -74,4 +74,50 @@ import Testing
         let status = try await suite.waitForExit(timeout: .seconds(300))
         #expect(status == 0, "\(suite.stderr)")
     }
+
+    /// On a node with an access list a gRPC call presents a token (`authorization: Bearer`), and may receive and
+    /// send only where the list says; refusals are UNAUTHENTICATED and PERMISSION_DENIED with the rule.
+    @Test func theAccessListBindsGRPCCalls() async throws {
+        let secret = "grpc-team-a-secret-0123456789"
+        let folder = NSTemporaryDirectory() + "freight-grpc-access-\(getpid())"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let list = "\(folder)/access"
+        try "token team-a \(secret)\nallow token:team-a receive,send team-a/**\nallow uid:\(getuid()) receive,send **\n"
+            .write(toFile: list, atomically: true, encoding: .utf8)
+        chmod(list, 0o600)
+        let cluster = try await ProcessCluster.start(nodes: 2, grpc: true, extraArguments: ["--access", list])
+        defer { cluster.stop() }
+        let source = "\(cluster.directory)/small.bin"
+        try TestFiles.write(source, bytes: 4 * Self.mebibyte, seed: 5)
+        let token = ["FREIGHT_TOKEN": secret]
+
+        let anonymous = try Self.python([
+            Self.clientScript, "recv", "--target", cluster.node("n2").grpc, "team-a/x", "--out", "\(folder)/none",
+        ])
+        defer { anonymous.stop() }
+        #expect(try await anonymous.waitForExit(timeout: .seconds(30)) != 0)
+        #expect(anonymous.stderr.contains("UNAUTHENTICATED"), "\(anonymous.stderr)")
+
+        let out = "\(folder)/out.bin"
+        let receiver = try Self.python(
+            [Self.clientScript, "recv", "--target", cluster.node("n2").grpc, "team-a/x", "--out", out],
+            environment: token)
+        defer { receiver.stop() }
+        _ = try await receiver.waitForLine { $0.contains("\"ready\"") }
+        try await cluster.waitForEndpoints("team-a/x", count: 1, at: "n1")
+        let outside = try Self.python(
+            [Self.clientScript, "send", "--target", cluster.node("n1").grpc, "team-b/x", source], environment: token)
+        defer { outside.stop() }
+        #expect(try await outside.waitForExit(timeout: .seconds(30)) != 0)
+        #expect(
+            outside.stderr.contains("PERMISSION_DENIED") && outside.stderr.contains("may not send to team-b/x"),
+            "\(outside.stderr)")
+        let inside = try Self.python(
+            [Self.clientScript, "send", "--target", cluster.node("n1").grpc, "team-a/x", source], environment: token)
+        defer { inside.stop() }
+        #expect(try await inside.waitForExit(timeout: .seconds(60)) == 0, "\(inside.stderr)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "\(receiver.stderr)")
+        #expect(try TestFiles.identical(source, out))
+    }
 }

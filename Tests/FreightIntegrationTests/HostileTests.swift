@@ -1,6 +1,7 @@
 import Foundation
 import FreightCore
 import FreightTesting
+import FreightWire
 import Testing
 
 /// Attacks on real `freight node` processes, each with a checked stream of messages between two other apps beside
@@ -29,7 +30,7 @@ import Testing
         let (host, port) = (String(parts[0]), Int(parts[1])!)
         let sources = (100..<116).map { "127.0.0.\($0)" }
         let attack = Task {
-            await Strangers.onThread { () -> (silent: [Int32], trickling: [Int32]) in
+            await Strangers.onThread(lowPriority: true) { () -> (silent: [Int32], trickling: [Int32]) in
                 let silent = Strangers.open(
                     count: 2000, host: host, port: port, sources: sources, prefix: Strangers.preface)
                 let trickling = Strangers.open(count: 2000, host: host, port: port, sources: sources, prefix: [])
@@ -49,7 +50,8 @@ import Testing
             }
             return peak
         }
-        let underAttack = try await stream.rate(over: .seconds(4))
+        // Over the whole attack: the burst of connections, then the trickle until after the deadline.
+        let underAttack = try await stream.rate(over: .seconds(7))
         let (silent, trickling) = await attack.value
         defer { Strangers.closeAll(silent + trickling) }
         try await Task.sleep(for: .seconds(1))
@@ -153,5 +155,153 @@ import Testing
         #expect(report.contains("slow receiver"), "\(report) \(send.stderr)")
         #expect(took < .seconds(2 + 8), "the fan-out took \(took)")
         #expect(stream.failures.isEmpty, "\(stream.failures.prefix(3))")
+    }
+
+    /// An impostor node that claims the live name `n2` and joins again and again takes nothing: its HELLO is refused
+    /// while the real n2's links stand, and the checked stream to the real n2 loses no message.
+    @Test func anImpostorCannotTakeALiveName() async throws {
+        let cluster = try await Self.releaseCluster()
+        defer { cluster.stop() }
+        let stream = try await CheckedStream.start(cluster)
+        defer { stream.stop() }
+        let before = stream.delivered
+        let impostor = try await cluster.startNode(
+            name: "n2", host: "127.0.0.3", join: [cluster.node("n1").listen])
+        let stolen = try FreightProcess(
+            ["recv", "stream/checked", "--via", impostor.socket, "--json"], executable: cluster.executable)
+        defer { stolen.stop() }
+        try await Task.sleep(for: .seconds(4))
+        #expect(cluster.node("n1").process.stderr.contains("is held by a live member"), "n1 refused the impostor")
+        #expect(!stolen.stdoutLines.contains { $0.contains("\"received\"") }, "the impostor received a message")
+        #expect(stream.delivered > before + 20, "the stream went on: \(stream.delivered - before) messages")
+        #expect(stream.failures.isEmpty, "\(stream.failures.prefix(3))")
+    }
+
+    /// A node of the cluster written by hand: it joins n1 (`peer`, what it sends), and takes the first stripe n1
+    /// dials back (`back`, what n1 sends it); n1's other stripes wait in a backlog nobody accepts.
+    static func intruder(_ cluster: ProcessCluster) async throws -> (peer: WireApp, back: WireApp, listener: Int32) {
+        let listener = try Strangers.silentListener(host: "127.0.0.9")
+        let parts = cluster.node("n1").listen.split(separator: ":")
+        let (host, port) = (String(parts[0]), Int(parts[1])!)
+        let name = cluster.cluster
+        let listen = "127.0.0.9:\(listener.port)"
+        let incarnation = UInt64.random(in: 1...UInt64.max)
+        let result = await Strangers.onThread { () -> Result<(WireApp, WireApp), FreightError> in
+            Result { () throws(FreightError) in
+                do {
+                    let peer = try WireApp(
+                        peerOf: host, port: port, name: "intruder", cluster: name, listen: listen,
+                        incarnation: incarnation)
+                    let back = try WireApp(
+                        acceptingOn: listener.fd, name: "intruder", cluster: name, listen: listen,
+                        incarnation: incarnation)
+                    return (peer, back)
+                } catch {
+                    throw error as? FreightError ?? FreightError(.io, "\(error)")
+                }
+            }
+        }
+        do {
+            let (peer, back) = try result.get()
+            return (peer, back, listener.fd)
+        } catch {
+            close(listener.fd)
+            throw error
+        }
+    }
+
+    /// A peer that sends a chunk past the credit it was granted loses that one message (ABORT, protocol
+    /// violation); the receiver hears it and goes on, and the stream beside loses nothing.
+    @Test func aPeerPastItsCreditLosesOnlyThatMessage() async throws {
+        let cluster = try await Self.releaseCluster()
+        defer { cluster.stop() }
+        let stream = try await CheckedStream.start(cluster)
+        defer { stream.stop() }
+        let victim = try await cluster.receiver("peer/victim", at: "n1", [], seenAt: "n1")
+        defer { victim.stop() }
+        let resolved = try await FreightProcess.run([
+            "resolve", "peer/victim", "--via", cluster.node("n1").socket, "--json",
+        ])
+        let endpoint = try #require(
+            resolved.stdout.first.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
+        let endpointID = try #require((endpoint["endpoint"] as? NSNumber)?.uint64Value, "\(endpoint)")
+        let (peer, back, listener) = try await Self.intruder(cluster)
+        defer { close(listener) }
+        let reason = await Strangers.onThread { () -> String in
+            do {
+                let id = try peer.open("peer/victim", length: 64 << 20, targets: [("n1", endpointID)])
+                try peer.data(id, offset: 48 << 20, count: 1 << 20)
+                let frame = try back.next { if case .abort(let abort) = $0 { abort.messageID == id } else { false } }
+                guard case .abort(let abort) = frame else { return "" }
+                return abort.error.message
+            } catch {
+                return "no abort: \(error)"
+            }
+        }
+        #expect(reason.contains("beyond the credit"), "\(reason)")
+        let failed = try await victim.waitForLine(timeout: .seconds(10)) { $0.contains("\"failed\"") }
+        #expect(failed.contains("beyond the credit") || failed.contains("protocol"), "\(failed)")
+        #expect(victim.isRunning, "the receiver goes on")
+        #expect(stream.failures.isEmpty, "\(stream.failures.prefix(3))")
+    }
+
+    /// A peer that announces more endpoints than one peer may have gets the first 1,000,000 kept and the rest
+    /// refused with a logged reason; when it leaves, its endpoints go and the memory they took is given back.
+    @Test func aPeerAnnouncingTooManyEndpointsIsBounded() async throws {
+        let cluster = try await Self.releaseCluster()
+        defer { cluster.stop() }
+        let stream = try await CheckedStream.start(cluster)
+        defer { stream.stop() }
+        let pid = cluster.node("n1").process.pid
+        let before = Int(ProcessStats.residentBytes(of: pid))
+        let (peer, back, listener) = try await Self.intruder(cluster)
+        let announced = Limits.endpointsPerPeerMax + 5000
+        let sent = await Strangers.onThread { () -> Bool in
+            var next = 0
+            while next < announced {
+                var update = Freight_Wire_V1_Endpoints()
+                update.full = next == 0
+                // 1,500 records of about 25 bytes: within the 64 KiB a control frame may have.
+                for id in next..<min(next + 1500, announced) {
+                    var endpoint = Freight_Wire_V1_Endpoint()
+                    endpoint.id = UInt64(id + 1)
+                    endpoint.pattern = "flood/\(id)"
+                    endpoint.app = "a"
+                    update.added.append(endpoint)
+                }
+                next += 1500
+                guard (try? peer.write(FrameEncoder.encode(.endpoints(update)))) != nil else { return false }
+            }
+            return true
+        }
+        #expect(sent)
+        let deadline = ContinuousClock.now + .seconds(60)
+        var known = 0
+        while ContinuousClock.now < deadline {
+            known = try await cluster.status("n1")["known_endpoints"] as? Int ?? 0
+            if known >= Limits.endpointsPerPeerMax { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let full = Int(ProcessStats.residentBytes(of: pid))
+        #expect(known >= Limits.endpointsPerPeerMax && known < Limits.endpointsPerPeerMax + 10, "known \(known)")
+        #expect(
+            cluster.node("n1").process.stderr.contains("announced over \(Limits.endpointsPerPeerMax) endpoints"))
+        // It leaves: its link closes and n1 drops what it announced.
+        close(listener)
+        peer.close()
+        back.close()
+        let leftDeadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < leftDeadline {
+            known = try await cluster.status("n1")["known_endpoints"] as? Int ?? 0
+            if known < 100 { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let after = Int(ProcessStats.residentBytes(of: pid))
+        #expect(known < 100, "n1 still knows \(known) endpoints")
+        #expect(
+            after - before < 64 << 20,
+            "memory \(before >> 20) MiB before, \(full >> 20) MiB with the flood, \(after >> 20) MiB after it left")
+        #expect(stream.failures.isEmpty, "\(stream.failures.prefix(3))")
+        print("endpoint flood: rss \(before >> 20) → \(full >> 20) → \(after >> 20) MiB")
     }
 }

@@ -98,4 +98,30 @@ import Testing
         await real.close()
         await app.close()
     }
+
+    /// Descriptor links that never send their attach keep no one waiting: a real app attaches its pools at once
+    /// beside sixteen idle links, and the idle ones are refused when the attach time passes.
+    @Test func idleDescriptorLinksDelayNoOne() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 1)
+        defer { cluster.stop() }
+        let path = cluster.node("n1").socket
+        let idle = (0..<16).map { _ in DescriptorLink.connect(socketPath: path) }
+        defer { for link in idle where link >= 0 { close(link) } }
+        #expect(idle.allSatisfy { $0 >= 0 })
+        let started = ContinuousClock.now
+        let app = try await FreightClient.connect(to: .unix(path: path), label: "prompt", sharedMemory: .required())
+        let took = ContinuousClock.now - started
+        let shares = await app.usesSharedMemory
+        #expect(shares)
+        #expect(took < .seconds(1), "the attach waited \(took) behind idle links")
+        await app.close()
+        try await Task.sleep(for: .milliseconds(DescriptorListener.attachTimeoutMillis + 500))
+        let refused = idle.filter { link in
+            guard let answer = DescriptorLink.receive(on: link),
+                case .refused(let reason)? = try? DescriptorLink.decodeMessage(answer.bytes)
+            else { return false }
+            return reason.contains("no attach message")
+        }
+        #expect(refused.count == idle.count, "idle links refused: \(refused.count) of \(idle.count)")
+    }
 }

@@ -36,7 +36,8 @@ def main():
     parser.add_argument("--out")
     parser.add_argument("--count", type=int, default=1)
     args = parser.parse_args()
-    client = Client(args.target)
+    # The secret of an access-list token, from the environment (never the command line, where others can read it).
+    client = Client(args.target, token=os.environ.get("FREIGHT_TOKEN") or None)
     try:
         if args.command == "send":
             reply = client.send(args.address, args.file)

@@ -5,6 +5,8 @@
 
 /// Keeps glibc from trimming freed chunk buffers back to the kernel (see MemoryTuning.swift).
 void freight_tune_malloc(int mmap_threshold, int trim_threshold);
+/// Returns the allocator's free memory to the kernel (glibc `malloc_trim`): after a large table was dropped.
+void freight_trim_memory(void);
 
 /// An anonymous shared-memory file of `size` bytes (memfd, close-on-exec), sealed so that it can never shrink
 /// or grow: a process that maps it can never be made to touch memory past its end. -1 with errno on failure.

@@ -97,8 +97,11 @@ class Message:
 class Client:
     """A connection to one node's gRPC API (`freight node --grpc HOST:PORT`)."""
 
-    def __init__(self, target, chunk_bytes=CHUNK_BYTES):
+    def __init__(self, target, chunk_bytes=CHUNK_BYTES, token=None):
+        """`token`: the secret of a token of the node's access list (`freight node --access`), sent with every call
+        as `authorization: Bearer SECRET`; a node with an access list refuses calls without one (UNAUTHENTICATED)."""
         self.chunk_bytes = chunk_bytes
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.channel = grpc.insecure_channel(
             target,
             options=[
@@ -148,12 +151,12 @@ class Client:
             for data in parts():
                 yield pb.SendRequest(data=data)
 
-        return self.stub.Send(requests())
+        return self.stub.Send(requests(), metadata=self.metadata)
 
     def receive(self, pattern, group="", registered=None):
         """Registers an endpoint on `pattern` and yields its messages as they arrive (until the caller stops).
         `registered`, if given, is called with the Registered reply once the endpoint exists."""
-        stream = self.stub.Receive(pb.ReceiveRequest(pattern=pattern, group=group))
+        stream = self.stub.Receive(pb.ReceiveRequest(pattern=pattern, group=group), metadata=self.metadata)
         first = next(stream)
         if first.WhichOneof("event") != "registered":
             raise RuntimeError("the node did not confirm the registration")
@@ -178,12 +181,12 @@ class Client:
 
     def resolve(self, pattern):
         """Endpoints matching `pattern`: (list of Endpoint, truncated)."""
-        reply = self.stub.Resolve(pb.ResolveRequest(pattern=pattern))
+        reply = self.stub.Resolve(pb.ResolveRequest(pattern=pattern), metadata=self.metadata)
         return list(reply.endpoints), reply.truncated
 
     def watch(self, pattern):
         """Yields WatchResponse events: ADDED for each existing endpoint, SYNCED, then changes."""
-        return self.stub.Watch(pb.WatchRequest(pattern=pattern))
+        return self.stub.Watch(pb.WatchRequest(pattern=pattern), metadata=self.metadata)
 
     def status(self):
         return self.stub.Status(pb.StatusRequest())
