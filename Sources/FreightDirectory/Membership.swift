@@ -82,6 +82,14 @@ public struct Membership: Sendable {
         public var probing = false
     }
 
+    /// A node another node told of (gossip): probed at its address, a few times, and a member only once it answered
+    /// with a HELLO of this cluster. It counts against no member table until then (docs/hardening.md).
+    public struct Candidate: Sendable, Equatable {
+        public var name: String
+        public var attempts = 0
+        public var probing = false
+    }
+
     /// How a member's link stands, as the node sees it.
     public struct LinkState: Sendable {
         /// Some stripe this node dialed stands.
@@ -121,6 +129,8 @@ public struct Membership: Sendable {
     public let configuration: Configuration
     public private(set) var peers: [String: Peer] = [:]
     public private(set) var seeds: [NodeAddress: Seed] = [:]
+    /// Nodes learned through gossip and not yet heard from, by address (at most ``Configuration/membersMax``).
+    public private(set) var candidates: [NodeAddress: Candidate] = [:]
     /// Set when the node stops: links that close then are not redialed or resumed.
     public var stopping = false
 
@@ -133,12 +143,14 @@ public struct Membership: Sendable {
 
     public mutating func seedProbing(_ address: NodeAddress, _ probing: Bool) {
         seeds[address]?.probing = probing
+        candidates[address]?.probing = probing
     }
 
     /// The seed answered: its node is known now.
     public mutating func seedAnswered(_ address: NodeAddress) {
         seeds[address]?.probing = false
         seeds[address]?.attempts = 0
+        candidates[address] = nil
     }
 
     // MARK: Peers
@@ -155,6 +167,16 @@ public struct Membership: Sendable {
         guard peers.count < configuration.membersMax else { return .full }
         peers[name] = Peer(listen: listen, incarnation: incarnation)
         return .admitted
+    }
+
+    /// A peer told of node `name` at `listen`. True when it is new and there is room among the candidates: the
+    /// caller probes it now (``dialSeed`` on later ticks, up to ``Configuration/dialAttemptsMax`` times in all).
+    public mutating func propose(name: String, listen: NodeAddress) -> Bool {
+        guard peers[name] == nil, seeds[listen] == nil, candidates[listen] == nil, listen != configuration.listen,
+            candidates.count < configuration.membersMax
+        else { return false }
+        candidates[listen] = Candidate(name: name, attempts: 1)
+        return true
     }
 
     /// What the peer's HELLO says it can do.
@@ -181,6 +203,15 @@ public struct Membership: Sendable {
             if address == configuration.listen { continue }
             if peers.contains(where: { $0.value.listen == address && links[$0.key]?.isUp == true }) { continue }
             seeds[address]?.attempts += 1
+            actions.append(.dialSeed(address))
+        }
+        for (address, candidate) in candidates.sorted(by: { $0.key.description < $1.key.description })
+        where !candidate.probing {
+            guard candidate.attempts < configuration.dialAttemptsMax, peers[candidate.name] == nil else {
+                candidates[address] = nil
+                continue
+            }
+            candidates[address]?.attempts += 1
             actions.append(.dialSeed(address))
         }
         for name in peers.keys.sorted() {

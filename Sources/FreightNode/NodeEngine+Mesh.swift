@@ -20,12 +20,26 @@ extension NodeEngine {
         if !usesMesh { joinDirectoryNodes() }
         closeStalledStreams()
         closeLongHolds()
+        closeSilentProbes()
         var links: [String: Membership.LinkState] = [:]
         for member in members.values {
             links[member.name] = .init(isUp: member.link.isUp, missingStripes: !member.link.missingStripes.isEmpty)
         }
         membership.tick(nowNanos: nowNanos, links: links, actions: &membershipActions)
         performMembershipActions()
+    }
+
+    /// A probe of a seed or of a node told of by a peer that connected and heard no HELLO within the handshake time
+    /// is closed, and tried again as the membership says: an address that answers nothing holds nothing.
+    func closeSilentProbes() {
+        let limit = UInt64(Limits.handshakeSeconds) * 1_000_000_000
+        for (address, started) in seedProbeStarted where nowNanos &- started > limit {
+            seedProbeStarted[address] = nil
+            if let probe = seedProbes[address] {
+                logger.info("closing the probe of \(address): no hello within \(Limits.handshakeSeconds) s")
+                probe.close()
+            }
+        }
     }
 
     /// What the membership decided to do, done in order (an action may lead to more).
@@ -90,10 +104,14 @@ extension NodeEngine {
             switch result {
             case .success(let connection):
                 seedProbes[address] = connection
+                seedProbeStarted[address] = nowNanos
                 membership.seedProbing(address, true)
                 connection.sendPreface()
                 connection.send(helloFrame(role: .node, stream: 0))
             case .failure(let error):
+                guard membership.seeds[address] != nil else {
+                    return logger.debug("node \(address), told of by a peer, not reachable: \(error)")
+                }
                 let attempts = membership.seeds[address]?.attempts ?? 0
                 if attempts <= Self.seedFailuresLoggedFirst || attempts % Self.seedFailuresLoggedEvery == 0 {
                     logger.info("seed \(address) not reachable yet: \(error)")
@@ -144,6 +162,7 @@ extension NodeEngine {
         // A seed probe: now its name is known.
         if let (address, _) = seedProbes.first(where: { $0.value === connection }) {
             seedProbes[address] = nil
+            seedProbeStarted[address] = nil
             membership.seedAnswered(address)
             if hello.name == name {
                 connection.close()
@@ -331,8 +350,10 @@ extension NodeEngine {
                     if entry.name == peer || known.record.rails.isEmpty && known.record.topology.isEmpty {
                         adopt(record, for: known)
                     }
-                } else if let learned = learn(record) {
-                    dial(learned)
+                } else if membership.propose(name: record.name, listen: record.listen) {
+                    // Told of by a peer: probed at its address, and a member only once it answers as a node of
+                    // this cluster (docs/hardening.md).
+                    dialSeed(record.listen)
                 }
             }
         case .open, .data, .ack, .done, .abort:

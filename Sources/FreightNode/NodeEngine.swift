@@ -61,6 +61,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var membershipActions: [Membership.Action] = []
     var performingMembershipActions = false
     var seedProbes: [NodeAddress: FrameConnection] = [:]
+    /// When each probe connected (the node's clock): a probe that hears no HELLO is closed (`closeSilentProbes`).
+    var seedProbeStarted: [NodeAddress: UInt64] = [:]
 
     // Directory and flows.
     let index = EndpointIndex()
@@ -399,6 +401,11 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         status.directoryDigest = index.digest
         status.topology = configuration.topology.wire
         status.rails = ownRecord.rails.map(\.description)
+        status.linksInHandshake = UInt32(admission.handshakes + localAdmission.handshakes)
+        status.linksRefused = admission.refused + localAdmission.refused
+        status.handshakesTimedOut = admission.timedOut + localAdmission.timedOut
+        status.accessList = configuration.access != nil
+        status.appsOverTcp = configuration.appsOverTCP
         // Peers in name order, as many as fit one control frame with room to spare; the rest are counted.
         var bytes = (try? status.serializedBytes() as [UInt8])?.count ?? 0
         for member in members.values.sorted(by: { $0.name < $1.name }) {
@@ -472,6 +479,7 @@ extension NodeEngine: FrameConnectionDelegate {
         }
         for (seedAddress, probe) in seedProbes where probe === connection {
             seedProbes[seedAddress] = nil
+            seedProbeStarted[seedAddress] = nil
             membership.seedProbing(seedAddress, false)
         }
         for member in members.values where member.link.owns(connection) {

@@ -132,7 +132,9 @@ struct StatusCommand: AsyncParsableCommand {
                     "directory_unreachable": status.directoryUnreachable,
                     "directory_digest": String(status.directoryDigest, radix: 16),
                     "rails": status.rails, "gpus": status.topology.gpus.count, "nics": status.topology.nics.count,
-                    "peers_omitted": status.peersOmitted,
+                    "peers_omitted": status.peersOmitted, "links_in_handshake": status.linksInHandshake,
+                    "links_refused": status.linksRefused, "handshakes_timed_out": status.handshakesTimedOut,
+                    "access_list": status.accessList, "apps_over_tcp": status.appsOverTcp,
                     "peers": status.peers.map {
                         [
                             "name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints,
@@ -146,6 +148,9 @@ struct StatusCommand: AsyncParsableCommand {
                     "node \(status.name) (cluster \(status.cluster)) on \(status.listen), up \(status.uptimeMillis / 1000) s"
                 )
                 printLine("endpoints: \(status.localEndpoints) local, \(status.knownEndpoints) known")
+                printLine(
+                    "apps: \(status.accessList ? "bound by an access list" : "no access list"), \(status.appsOverTcp ? "over TCP too" : "Unix socket only"); links: \(status.linksInHandshake) in handshake, \(status.linksRefused) refused, \(status.handshakesTimedOut) timed out in handshake"
+                )
                 printLine(
                     "directory: \(status.directory)\(status.directoryUnreachable.isEmpty ? "" : ", UNREACHABLE: \(status.directoryUnreachable)")"
                 )

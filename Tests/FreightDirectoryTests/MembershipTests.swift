@@ -20,6 +20,32 @@ import Testing
     let up = Membership.LinkState(isUp: true, missingStripes: false)
     let down = Membership.LinkState(isUp: false, missingStripes: true)
 
+    /// Nodes told of by gossip are candidates, not members: as many as the member table holds, each probed at
+    /// most `dialAttemptsMax` times, and a member only once it answered; invented ones fill no member table.
+    @Test func gossipedNodesAreCandidatesUntilTheyAnswer() throws {
+        var membership = try membership()
+        var actions: [Membership.Action] = []
+        let addresses = try (2...6).map { try NodeAddress("127.0.0.\($0):7400") }
+        let proposed = addresses.enumerated().map { membership.propose(name: "g\($0.offset)", listen: $0.element) }
+        #expect(proposed == [true, true, true, false, false], "at most membersMax candidates")
+        #expect(membership.peers.isEmpty, "no member yet")
+        let again = membership.propose(name: "again", listen: addresses[0])
+        #expect(!again, "an address is proposed once")
+        // Each was probed once when proposed; one more tick probes them again, then they are dropped.
+        membership.tick(nowNanos: Self.second, links: [:], actions: &actions)
+        #expect(actions == addresses.prefix(3).map { .dialSeed($0) })
+        actions = []
+        membership.tick(nowNanos: 2 * Self.second, links: [:], actions: &actions)
+        #expect(actions.isEmpty && membership.candidates.isEmpty, "\(actions)")
+        // One that answers is a member; its candidacy ends.
+        let real = membership.propose(name: "real", listen: addresses[4])
+        #expect(real)
+        membership.seedAnswered(addresses[4])
+        #expect(membership.candidates.isEmpty)
+        let admission = membership.learn(name: "real", listen: addresses[4], incarnation: 9, actions: &actions)
+        #expect(admission == .admitted)
+    }
+
     @Test func seedsAreDialedUntilTheyAnswerAndNeverOurOwnAddress() throws {
         var membership = try membership(seeds: [seed, try NodeAddress("127.0.0.1:7400")])
         var actions: [Membership.Action] = []

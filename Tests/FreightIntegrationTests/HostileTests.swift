@@ -71,6 +71,11 @@ import Testing
         #expect(stream.failures.isEmpty, "\(stream.failures.prefix(3))")
         let log = cluster.node("n1").process.stderr
         #expect(log.contains("in their handshake"), "refusals are logged with their reason")
+        let status = try await cluster.status("n1")
+        let refused = status["links_refused"] as? Int ?? 0
+        let timedOut = status["handshakes_timed_out"] as? Int ?? 0
+        #expect(refused > 0 && timedOut > 0 && refused + timedOut >= 4000, "refused \(refused), timed out \(timedOut)")
+        #expect(status["links_in_handshake"] as? Int == 0)
         print(
             "strangers: rss \(before >> 20) → peak \(peak >> 20) MiB; stream \(baseline) → \(underAttack) → \(after) msg/s"
         )
@@ -303,5 +308,46 @@ import Testing
             "memory \(before >> 20) MiB before, \(full >> 20) MiB with the flood, \(after >> 20) MiB after it left")
         #expect(stream.failures.isEmpty, "\(stream.failures.prefix(3))")
         print("endpoint flood: rss \(before >> 20) → \(full >> 20) → \(after >> 20) MiB")
+    }
+
+    /// Gossip of 1,030 invented members fills no member table: they are candidates, probed a few times each, and
+    /// a real node that joins afterwards gets in at once; the stream beside loses nothing.
+    @Test func inventedMembersKeepNoRealNodeOut() async throws {
+        let cluster = try await Self.releaseCluster()
+        defer { cluster.stop() }
+        let stream = try await CheckedStream.start(cluster)
+        defer { stream.stop() }
+        let (peer, back, listener) = try await Self.intruder(cluster)
+        defer {
+            close(listener)
+            peer.close()
+            back.close()
+        }
+        var list = Freight_Wire_V1_Members()
+        for index in 0..<1030 {
+            var member = Freight_Wire_V1_Member()
+            member.name = "invented-\(index)"
+            member.listen = "127.0.1.\(index % 250 + 1):\(9000 + index / 250)"
+            member.incarnation = UInt64(index + 1)
+            list.members.append(member)
+        }
+        try peer.write(FrameEncoder.encode(.members(list)))
+        try await Task.sleep(for: .seconds(1))
+        let peers = try await cluster.status("n1")["peers"] as? [[String: Any]] ?? []
+        #expect(peers.count <= 2, "n1 counts \(peers.count) members: \(peers.prefix(4).map { $0["name"] ?? "" })")
+        let joined = ContinuousClock.now
+        _ = try await cluster.startNode(name: "n3", host: "127.0.0.3", join: [cluster.node("n1").listen])
+        var linked = false
+        while ContinuousClock.now < joined + .seconds(10) {
+            let now = try await cluster.status("n1")["peers"] as? [[String: Any]] ?? []
+            if now.contains(where: { $0["name"] as? String == "n3" && ($0["streams_up"] as? Int ?? 0) >= 4 }) {
+                linked = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(linked, "n3 did not get in")
+        #expect(ContinuousClock.now - joined < .seconds(5), "n3 took \(ContinuousClock.now - joined) to get in")
+        #expect(stream.failures.isEmpty, "\(stream.failures.prefix(3))")
     }
 }

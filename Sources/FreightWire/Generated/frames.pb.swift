@@ -870,6 +870,34 @@ public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
     set {_uniqueStorage()._peersOmitted = newValue}
   }
 
+  /// Links this node accepted (docs/hardening.md): in their handshake now, refused at a cap, and closed for saying
+  /// no HELLO within the deadline, since the node started; apps on the Unix socket included.
+  public var linksInHandshake: UInt32 {
+    get {_storage._linksInHandshake}
+    set {_uniqueStorage()._linksInHandshake = newValue}
+  }
+
+  public var linksRefused: UInt64 {
+    get {_storage._linksRefused}
+    set {_uniqueStorage()._linksRefused = newValue}
+  }
+
+  public var handshakesTimedOut: UInt64 {
+    get {_storage._handshakesTimedOut}
+    set {_uniqueStorage()._handshakesTimedOut = newValue}
+  }
+
+  /// Whether an access list binds this node's apps, and whether apps may attach over TCP.
+  public var accessList: Bool {
+    get {_storage._accessList}
+    set {_uniqueStorage()._accessList = newValue}
+  }
+
+  public var appsOverTcp: Bool {
+    get {_storage._appsOverTcp}
+    set {_uniqueStorage()._appsOverTcp = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2153,7 +2181,7 @@ nonisolated extension Freight_Wire_V1_Nic: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2182,6 +2210,11 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
     var _topology: Freight_Wire_V1_Topology? = nil
     var _rails: [String] = []
     var _peersOmitted: UInt32 = 0
+    var _linksInHandshake: UInt32 = 0
+    var _linksRefused: UInt64 = 0
+    var _handshakesTimedOut: UInt64 = 0
+    var _accessList: Bool = false
+    var _appsOverTcp: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2218,6 +2251,11 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       _topology = source._topology
       _rails = source._rails
       _peersOmitted = source._peersOmitted
+      _linksInHandshake = source._linksInHandshake
+      _linksRefused = source._linksRefused
+      _handshakesTimedOut = source._handshakesTimedOut
+      _accessList = source._accessList
+      _appsOverTcp = source._appsOverTcp
     }
   }
 
@@ -2262,6 +2300,11 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         case 24: try { try decoder.decodeSingularMessageField(value: &_storage._topology) }()
         case 25: try { try decoder.decodeRepeatedStringField(value: &_storage._rails) }()
         case 26: try { try decoder.decodeSingularUInt32Field(value: &_storage._peersOmitted) }()
+        case 27: try { try decoder.decodeSingularUInt32Field(value: &_storage._linksInHandshake) }()
+        case 28: try { try decoder.decodeSingularUInt64Field(value: &_storage._linksRefused) }()
+        case 29: try { try decoder.decodeSingularUInt64Field(value: &_storage._handshakesTimedOut) }()
+        case 30: try { try decoder.decodeSingularBoolField(value: &_storage._accessList) }()
+        case 31: try { try decoder.decodeSingularBoolField(value: &_storage._appsOverTcp) }()
         default: break
         }
       }
@@ -2352,6 +2395,21 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       if _storage._peersOmitted != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._peersOmitted, fieldNumber: 26)
       }
+      if _storage._linksInHandshake != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._linksInHandshake, fieldNumber: 27)
+      }
+      if _storage._linksRefused != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._linksRefused, fieldNumber: 28)
+      }
+      if _storage._handshakesTimedOut != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._handshakesTimedOut, fieldNumber: 29)
+      }
+      if _storage._accessList != false {
+        try visitor.visitSingularBoolField(value: _storage._accessList, fieldNumber: 30)
+      }
+      if _storage._appsOverTcp != false {
+        try visitor.visitSingularBoolField(value: _storage._appsOverTcp, fieldNumber: 31)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2387,6 +2445,11 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         if _storage._topology != rhs_storage._topology {return false}
         if _storage._rails != rhs_storage._rails {return false}
         if _storage._peersOmitted != rhs_storage._peersOmitted {return false}
+        if _storage._linksInHandshake != rhs_storage._linksInHandshake {return false}
+        if _storage._linksRefused != rhs_storage._linksRefused {return false}
+        if _storage._handshakesTimedOut != rhs_storage._handshakesTimedOut {return false}
+        if _storage._accessList != rhs_storage._accessList {return false}
+        if _storage._appsOverTcp != rhs_storage._appsOverTcp {return false}
         return true
       }
       if !storagesAreEqual {return false}
