@@ -145,8 +145,15 @@ public final class WireApp: @unchecked Sendable {
     public func data(_ id: UInt64, offset: UInt64, count: Int, last: Bool = false) throws {
         var body = [UInt8](repeating: 0, count: count)
         body.withUnsafeMutableBytes { PatternFill.fill($0, seed: 1, offset: Int64(offset)) }
+        try data(id, offset: offset, bytes: body, last: last)
+    }
+
+    /// Sends a DATA frame of `bytes` of message `id` at `offset`, with `crc32c` as their checksum (theirs unless
+    /// given: a test may send a wrong one).
+    public func data(_ id: UInt64, offset: UInt64, bytes: [UInt8], crc32c: UInt32? = nil, last: Bool) throws {
         let chunk = DataChunk(
-            messageID: id, offset: offset, crc32c: CRC32C.checksum(body), isLast: last, bytes: ByteBuffer(bytes: body))
+            messageID: id, offset: offset, crc32c: crc32c ?? CRC32C.checksum(bytes), isLast: last,
+            bytes: ByteBuffer(bytes: bytes))
         try write(try FrameEncoder.encode(.data(chunk)))
     }
 

@@ -137,19 +137,17 @@ public final class Admission: @unchecked Sendable {
     }
 }
 
-/// The first handler of every accepted link that was admitted (``Transport`` asks ``Admission`` before it sets the
-/// link up, so a refused link costs no more than its accept and close). It closes the link when its handshake takes
-/// longer than the limit; the node calls ``FrameConnection/established()`` when it accepted the HELLO, and the link
-/// then reads with the data path's allocator.
-final class HandshakeGate: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-
+/// The admission of one accepted link (``Transport`` asks ``Admission`` before it sets the link up, so a refused link
+/// costs no more than its accept and close). It is no handler: nothing of it lies on the link's read path. It closes
+/// the link when its handshake takes longer than the limit, leaves the count when the link closes, and is told by
+/// the node (``FrameConnection/established()``) when the HELLO was accepted; the link then reads with the data
+/// path's allocator.
+final class HandshakeGate: @unchecked Sendable {  // confined to the link's event loop
     private let admission: Admission
     private let source: String
     /// Counted by ``admission`` until the link closes.
     private var counted = true
-    private(set) var isEstablished = false
+    private var isEstablished = false
     private var deadline: Scheduled<Void>?
     private weak var channel: Channel?
     /// Sets the link's read allocator for the data path.
@@ -168,6 +166,8 @@ final class HandshakeGate: ChannelInboundHandler, RemovableChannelHandler, @unch
             admission.handshakeTimedOut(description)
             channel.close(promise: nil)
         }
+        // Held by the close future until the link closes: the count is left then, whatever closed it.
+        channel.closeFuture.whenComplete { _ in gate.release() }
         return gate
     }
 
@@ -187,15 +187,6 @@ final class HandshakeGate: ChannelInboundHandler, RemovableChannelHandler, @unch
         case .unixDomainSocket?: return "unix"
         case nil: return "local"
         }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        release()
-        context.fireChannelInactive()
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        release()
     }
 
     /// Leaves the count (once): the link closed, or was never set up.

@@ -83,8 +83,7 @@ public struct Transport: Sendable {
             connection.capabilities = capabilities
             let sync = channel.pipeline.syncOperations
             if let gate {
-                try sync.addHandler(gate)
-                connection.onEstablished = { [weak gate] in gate?.established() }
+                connection.onEstablished = { gate.established() }
             } else if accepted {
                 connection.onEstablished = { [weak channel] in if let channel { dataPath(channel) } }
             }

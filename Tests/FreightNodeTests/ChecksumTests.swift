@@ -51,11 +51,11 @@ import Testing
             var body = [UInt8](repeating: 0, count: size)
             body.withUnsafeMutableBytes { PatternFill.fill($0, seed: 9, offset: 0) }
             let crc = CRC32C.checksum(body) ^ (intact ? 0 : 1)
-            guard case .tcp(let host, let port) = fabric.tcp(0) else {
-                throw FreightError(.internalError, "no TCP port")
+            guard case .unix(let socketPath) = fabric.socket(0) else {
+                throw FreightError(.internalError, "no Unix socket")
             }
             let outcome = try await Task.detached {
-                try RawApp.sendOneChunk(body, crc: crc, to: address, host: host, port: port)
+                try Self.sendOneChunk(body, crc: crc, to: address, socketPath: socketPath)
             }.value
 
             if intact {
@@ -79,51 +79,13 @@ import Testing
             await receiver?.close()
         }
     }
-}
 
-/// An app written against the wire protocol by hand (blocking TCP): it sends one message of one chunk with the CRC
-/// it is given, and returns the node's DONE or ABORT for it.
-enum RawApp {
-    static func sendOneChunk(_ body: [UInt8], crc: UInt32, to address: Address, host: String, port: Int) throws -> Frame
-    {
-        let fd = try BlockingSocket.connect(host: host, port: port, readTimeoutSeconds: 20)
-        defer { close(fd) }
-
-        func write(_ buffer: ByteBuffer) throws {
-            var left = buffer
-            while left.readableBytes > 0 {
-                let count = left.withUnsafeReadableBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-                guard count > 0 else { throw FreightError(.io, "write failed") }
-                left.moveReaderIndex(forwardBy: count)
-            }
-        }
-        var parser = FrameParser()
-        var frames: [Frame] = []
-        func next(where wanted: (Frame) -> Bool) throws -> Frame {
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                if let index = frames.firstIndex(where: wanted) { return frames.remove(at: index) }
-                let count = read(fd, &chunk, chunk.count)
-                guard count > 0 else { throw FreightError(.io, "the node closed the connection or did not answer") }
-                try parser.feed(ByteBuffer(bytes: chunk[..<count])) { frames.append($0) }
-            }
-        }
-
-        var hello = Freight_Wire_V1_Hello()
-        hello.role = .app
-        hello.name = "raw"
-        try write(FrameEncoder.prefaceBuffer(allocator: ByteBufferAllocator()))
-        try write(FrameEncoder.encode(.hello(hello)))
-        _ = try next { if case .hello = $0 { true } else { false } }
-
-        let id = UInt64.random(in: 1...UInt64.max)
-        var open = Freight_Wire_V1_Open()
-        open.header.id = id
-        open.header.source = "raw"
-        open.header.destination = address.description
-        open.header.length = UInt64(body.count)
-        open.header.chunkBytes = UInt32(body.count)
-        try write(FrameEncoder.encode(.open(open)))
+    /// A hand-written app on n1 (``WireApp``) sends one message of one chunk with the CRC it is given, and returns
+    /// the node's DONE or ABORT for it.
+    static func sendOneChunk(_ body: [UInt8], crc: UInt32, to address: Address, socketPath: String) throws -> Frame {
+        let app = try WireApp(socketPath: socketPath, label: "raw", readTimeoutSeconds: 20)
+        defer { app.close() }
+        let id = try app.open(address.description, length: UInt64(body.count), chunkBytes: UInt32(body.count))
         let ended: (Frame) -> Bool = {
             switch $0 {
             case .done(let done): done.messageID == id
@@ -131,13 +93,12 @@ enum RawApp {
             default: false
             }
         }
-        let credit = try next {
+        let credit = try app.next {
             if case .ack(let ack) = $0 { return ack.messageID == id && ack.creditOffset >= UInt64(body.count) }
             return ended($0)
         }
         guard case .ack = credit else { return credit }
-        let chunk = DataChunk(messageID: id, offset: 0, crc32c: crc, isLast: true, bytes: ByteBuffer(bytes: body))
-        try write(FrameEncoder.encode(.data(chunk)))
-        return try next(where: ended)
+        try app.data(id, offset: 0, bytes: body, crc32c: crc, last: true)
+        return try app.next(where: ended)
     }
 }
