@@ -21,6 +21,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
@@ -44,10 +48,25 @@ let package = Package(
         .target(
             name: "FreightFlow", dependencies: ["FreightCore", "FreightDirectory", "FreightWire"], swiftSettings: strict
         ),
+        // Node identities: the cluster's certificate authority and mutual TLS on node links (docs/hardening.md).
+        .target(
+            name: "FreightSecurity",
+            dependencies: [
+                "FreightCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "FreightTransport",
             dependencies: [
-                "FreightCore", "FreightWire", "CFreightSystem",
+                "FreightCore", "FreightWire", "FreightSecurity", "CFreightSystem",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -65,6 +84,7 @@ let package = Package(
             name: "FreightNode",
             dependencies: [
                 "FreightCore", "FreightWire", "FreightDirectory", "FreightRouting", "FreightTransport", "FreightFlow",
+                "FreightSecurity",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -112,7 +132,8 @@ let package = Package(
         .target(
             name: "FreightTesting",
             dependencies: [
-                "FreightCore", "FreightNode", "FreightClient", "FreightTransport", "FreightDirectory", "FreightWire",
+                "FreightCore", "FreightNode", "FreightSecurity", "FreightClient", "FreightTransport",
+                "FreightDirectory", "FreightWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -123,7 +144,7 @@ let package = Package(
             name: "freight",
             dependencies: [
                 "FreightCore", "FreightNode", "FreightClient", "FreightWire", "FreightTransport", "FreightTesting",
-                "FreightGRPC", "FreightEtcd", "FreightRouting",
+                "FreightGRPC", "FreightEtcd", "FreightRouting", "FreightSecurity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -134,6 +155,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "FreightCoreTests", dependencies: ["FreightCore"], swiftSettings: strict),
+        .testTarget(name: "FreightSecurityTests", dependencies: ["FreightSecurity"], swiftSettings: strict),
         .testTarget(
             name: "FreightWireTests",
             dependencies: [

@@ -1,6 +1,7 @@
 import FreightCore
 import FreightDirectory
 import FreightRouting
+import FreightSecurity
 import FreightTransport
 import Logging
 import NIOCore
@@ -62,6 +63,9 @@ public struct NodeConfiguration: Sendable {
     /// Who may receive on and send to which addresses (`--access FILE`); nil: every app on the Unix socket may do
     /// everything, as may apps over TCP when they are let in.
     public var access: AccessList?
+    /// Mutual TLS on links between nodes (`--tls-authority`, `--tls-cert`, `--tls-key`, `--encrypt-links`); nil:
+    /// links between nodes are not authenticated, for a trusted network only.
+    public var linkSecurity: LinkSecurity?
 
     public init(
         cluster: String = "default",
@@ -88,6 +92,7 @@ public struct NodeConfiguration: Sendable {
         admission: AdmissionLimits = AdmissionLimits(),
         appsOverTCP: Bool = false,
         access: AccessList? = nil,
+        linkSecurity: LinkSecurity? = nil,
         partyShareBytes: Int? = nil,
         idleSeconds: Int = Limits.idleSeconds,
         slowReceiverSeconds: Int = Limits.slowReceiverSeconds
@@ -98,6 +103,7 @@ public struct NodeConfiguration: Sendable {
         self.admission = admission
         self.appsOverTCP = appsOverTCP
         self.access = access
+        self.linkSecurity = linkSecurity
         self.rails = rails
         self.routes = routes
         self.topology = topology

@@ -159,6 +159,7 @@ extension NodeEngine {
         guard hello.cluster == configuration.cluster else {
             return reject(connection, "peer \(hello.name) is in cluster \(hello.cluster), not \(configuration.cluster)")
         }
+        if let refusal = provenRefusal(hello, on: connection) { return reject(connection, refusal) }
         // A seed probe: now its name is known.
         if let (address, _) = seedProbes.first(where: { $0.value === connection }) {
             seedProbes[address] = nil
@@ -179,13 +180,28 @@ extension NodeEngine {
         }
     }
 
-    /// A peer's stripe arrived.
+    /// Why a node's HELLO on `connection` is not proved by the link's TLS handshake, or nil when it is (or when this
+    /// node has no certificates: a trusted network).
+    func provenRefusal(_ hello: Freight_Wire_V1_Hello, on connection: FrameConnection) -> String? {
+        guard case .tcp = boundListen, transport.security != nil else { return nil }
+        guard let identity = connection.peerIdentity else {
+            return
+                "node \(hello.name.prefix(64)) came without TLS: this cluster's nodes prove who they are with mutual TLS (--tls-cert)"
+        }
+        guard identity.admits(name: hello.name) else {
+            return "node \(hello.name.prefix(64)) presented the certificate of \(identity)"
+        }
+        return nil
+    }
+
+    /// A peer's stripe arrived. Nothing is told to it (not even this node's HELLO) before it proved who it is.
     func acceptedPeerHello(_ hello: Freight_Wire_V1_Hello, on connection: FrameConnection) {
-        connection.sendPreface()
-        connection.send(helloFrame(role: .node))
         guard hello.cluster == configuration.cluster else {
             return reject(connection, "peer \(hello.name) is in cluster \(hello.cluster), not \(configuration.cluster)")
         }
+        if let refusal = provenRefusal(hello, on: connection) { return reject(connection, refusal) }
+        connection.sendPreface()
+        connection.send(helloFrame(role: .node))
         guard hello.name != name else {
             // Our own seed probe, when a node is told to join itself.
             return

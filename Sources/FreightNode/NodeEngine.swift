@@ -2,6 +2,7 @@ import FreightCore
 import FreightDirectory
 import FreightFlow
 import FreightRouting
+import FreightSecurity
 import FreightTransport
 import FreightWire
 import Logging
@@ -143,6 +144,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         localLimits.handshakesPerSourceMax = localLimits.handshakesMax
         self.localAdmission = Admission(limits: localLimits, eventLoop: eventLoop, logger: logger)
         transport.admission = admission
+        transport.security = configuration.linkSecurity
         self.transport = transport
         self.boundListen = configuration.listen
         self.planner = DeliveryPlanner(localNode: configuration.name)
@@ -263,6 +265,16 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         }.get()
         started.open()
         logger.info("node \(name) listening on \(boundListen)\(configuration.socketPath.map { " and \($0)" } ?? "")")
+        if case .tcp(let host, _) = boundListen {
+            if let security = configuration.linkSecurity {
+                logger.info("links between nodes: \(security.summary)")
+            } else {
+                // Loud unless only this machine can reach the node (a demo, a benchmark on loopback).
+                let line: Logger.Message =
+                    "links between nodes: \(LinkSecurity.trustedNetworkSummary); --tls-cert gives them mutual TLS"
+                if host.hasPrefix("127.") || host == "::1" { logger.notice(line) } else { logger.warning(line) }
+            }
+        }
     }
 
     /// Closes every listener and connection; flows in progress fail.
@@ -406,6 +418,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         status.handshakesTimedOut = admission.timedOut + localAdmission.timedOut
         status.accessList = configuration.access != nil
         status.appsOverTcp = configuration.appsOverTCP
+        status.linkSecurity = configuration.linkSecurity?.summary ?? LinkSecurity.trustedNetworkSummary
         // Peers in name order, as many as fit one control frame with room to spare; the rest are counted.
         var bytes = (try? status.serializedBytes() as [UInt8])?.count ?? 0
         for member in members.values.sorted(by: { $0.name < $1.name }) {

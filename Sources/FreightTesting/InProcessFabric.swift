@@ -1,6 +1,7 @@
 import Foundation
 import FreightCore
 import FreightNode
+import FreightSecurity
 import FreightTransport
 import Logging
 import NIOCore
@@ -17,6 +18,14 @@ public final class InProcessFabric: Sendable {
     public enum Links: Sendable {
         case sockets
         case inProcess
+    }
+
+    /// How the fabric's TCP links between nodes prove who is at the other end (docs/hardening.md): not at all, by
+    /// mutual TLS with certificates from an authority made for the fabric, or by mutual TLS kept for encryption.
+    public enum Security: String, Sendable, CaseIterable {
+        case none
+        case authenticated
+        case encrypted
     }
 
     public let engines: [NodeEngine]
@@ -45,7 +54,8 @@ public final class InProcessFabric: Sendable {
         linkCapabilities: LinkCapabilities = .socket,
         links: Links = .sockets,
         routes: [String: [String: String]] = [:],
-        appsOverTCP: Bool = true
+        appsOverTCP: Bool = true,
+        security: Security = .none
     ) async throws -> InProcessFabric {
         let tag = "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
         let directory = NSTemporaryDirectory() + tag
@@ -55,7 +65,14 @@ public final class InProcessFabric: Sendable {
         logger.logLevel = logLevel
         var engines: [NodeEngine] = []
         do {
+            let authority = security == .none ? nil : try CertificateAuthority.create(name: "\(cluster) authority")
             for index in 1...count {
+                let linkSecurity = try authority.map { authority in
+                    let files = "\(directory)/n\(index)-tls"
+                    try authority.issue(NodeIdentity(cluster: cluster, node: "n\(index)"), into: files)
+                    return try LinkSecurity(
+                        cluster: cluster, name: "n\(index)", directory: files, encrypts: security == .encrypted)
+                }
                 let configuration = NodeConfiguration(
                     cluster: cluster,
                     name: "n\(index)",
@@ -73,7 +90,8 @@ public final class InProcessFabric: Sendable {
                     logger: logger,
                     environment: environment,
                     linkCapabilities: linkCapabilities,
-                    appsOverTCP: appsOverTCP
+                    appsOverTCP: appsOverTCP,
+                    linkSecurity: linkSecurity
                 )
                 let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
                 try await engine.start()

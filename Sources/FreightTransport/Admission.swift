@@ -122,7 +122,7 @@ public final class Admission: @unchecked Sendable {
     }
 
     /// Logs `line` unless this second has had its share of lines; a second that had more says how many.
-    private func note(_ line: String) {
+    func note(_ line: String) {
         let second = Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000_000)
         if second != refusalSecond {
             if refusalsThisSecond > Self.refusalsLoggedPerSecond {

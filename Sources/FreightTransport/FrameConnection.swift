@@ -1,4 +1,5 @@
 import FreightCore
+import FreightSecurity
 import FreightWire
 import Logging
 import NIOCore
@@ -42,6 +43,13 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     public internal(set) var readTarget: ReadTarget?
     /// What this link can do beyond carrying frames (set by ``Transport`` when it is made).
     public internal(set) var capabilities: LinkCapabilities = []
+    /// The node its TLS handshake proved is at the other end (links of nodes with certificates), set before any
+    /// frame arrives; nil on links without TLS.
+    public internal(set) var peerIdentity: NodeIdentity?
+    /// Whether its bytes are encrypted (a TLS link of a cluster that chose `--encrypt-links`).
+    public internal(set) var isEncrypted = false
+    /// Completes when a dialed TLS link may carry frames (its handshake over, and TLS left when not encrypted).
+    var secured: EventLoopFuture<Void>?
     /// Set by ``Transport`` on an accepted link: leaves the handshake (docs/hardening.md).
     var onEstablished: (() -> Void)?
     private let allocator: ByteBufferAllocator

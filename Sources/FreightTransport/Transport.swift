@@ -1,8 +1,10 @@
 import FreightCore
+import FreightSecurity
 import FreightWire
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Opens and accepts wire-protocol links on one event loop, of whichever kind an address names: TCP and Unix sockets
 /// (``SocketLinks``) or in-process links (``InProcessLinks``). Every link gets the same frame reader and
@@ -21,6 +23,9 @@ public struct Transport: Sendable {
     /// Counts and caps the links this transport accepts while they are in their handshake (docs/hardening.md); nil
     /// admits every link and gives it no handshake deadline.
     public var admission: Admission?
+    /// Mutual TLS on every TCP link to or from a node (docs/hardening.md, "Nodes prove who they are"); nil: links
+    /// between nodes are not authenticated (a trusted network).
+    public var security: LinkSecurity?
 
     public init(
         eventLoop: any EventLoop, tuning: SocketTuning = .default, limits: FrameLimits = FrameLimits(),
@@ -49,8 +54,12 @@ public struct Transport: Sendable {
         _ channel: Channel,
         capabilities: LinkCapabilities,
         accepted: Bool = false,
+        overTCP: Bool = false,
         make: @escaping @Sendable (Channel) -> FrameConnection
     ) -> EventLoopFuture<Void> {
+        let security = overTCP ? self.security : nil
+        // An encrypted link carries frames through TLS: no sendfile, no reads into pools.
+        let capabilities = security?.encrypts == true ? [] : capabilities
         let target = limits.streamsChunks && capabilities.contains(.readsIntoPools) ? ReadTarget() : nil
         let dataPath: @Sendable (Channel) -> Void = { channel in
             let allocator: any RecvByteBufferAllocator =
@@ -87,12 +96,60 @@ public struct Transport: Sendable {
             } else if accepted {
                 connection.onEstablished = { [weak channel] in if let channel { dataPath(channel) } }
             }
+            if let security {
+                try secure(channel, connection, security: security, accepted: accepted)
+            }
             let handler = FrameConnectionHandler(connection: connection, logger: logger)
             try sync.addHandler(FrameReader(limits: limits, deliver: handler.handle))
             try sync.addHandler(handler)
         }
         configured.whenFailure { _ in gate?.release() }
         return configured
+    }
+
+    /// Puts TLS on a node link: at once on a dialed one; on an accepted one when its first byte starts a TLS
+    /// handshake (apps over TCP speak plain wire v1 and prove themselves with tokens).
+    private func secure(
+        _ channel: Channel, _ connection: FrameConnection, security: LinkSecurity, accepted: Bool
+    ) throws {
+        let logger = self.logger
+        let admission = self.admission
+        let handlers: () throws -> [any ChannelHandler] = {
+            let tls = try security.tlsHandler(accepted: accepted)
+            let secured = channel.eventLoop.makePromise(of: Void.self)
+            // A link closed before its handshake finished (or never connected) fails it.
+            channel.closeFuture.whenComplete { _ in secured.fail(ChannelError.ioOnClosedChannel) }
+            if !accepted { connection.secured = secured.futureResult }
+            let checker = SecureLinkHandler(
+                security: security,
+                verified: { identity in
+                    connection.peerIdentity = identity
+                    connection.isEncrypted = security.encrypts
+                },
+                finished: { result in
+                    switch result {
+                    case .success: secured.succeed()
+                    case .failure(let error):
+                        let line =
+                            "closing TLS link \(accepted ? "from" : "to") \(channel.remoteAddress.map { "\($0)" } ?? "?"): \(error)"
+                        if (error as? LinkSecurityError)?.isRefusal == false {
+                            logger.debug("\(line)")
+                        } else if let admission, accepted {
+                            admission.note(line)
+                        } else {
+                            logger.warning("\(line)")
+                        }
+                        secured.fail(error)
+                    }
+                })
+            return [tls, checker]
+        }
+        let sync = channel.pipeline.syncOperations
+        if accepted {
+            try sync.addHandler(TLSSniffer(tls: handlers))
+        } else {
+            try sync.addHandlers(try handlers())
+        }
     }
 
     /// Connects to `address`, from the local IP address `source` when given (a rail's NIC); the connection has its
@@ -108,9 +165,13 @@ public struct Transport: Sendable {
         let from: String?
         if case .inProcess = address { from = inProcessName } else { from = source }
         return kind.connect(to: address, from: from, timeout: timeout, eventLoop: eventLoop) { [self] channel in
-            configure(channel, capabilities: capabilities, make: make)
+            configure(channel, capabilities: capabilities, overTCP: SocketLinks.isTCP(address), make: make)
         }.flatMap { channel in
             channel.pipeline.handler(type: FrameConnectionHandler.self).map { $0.connection }
+        }.flatMap { connection in
+            // A TLS link carries frames once its handshake proved the peer.
+            connection.secured.map { $0.map { connection } }
+                ?? connection.channel.eventLoop.makeSucceededFuture(connection)
         }
     }
 
@@ -122,7 +183,8 @@ public struct Transport: Sendable {
         let kind = kind(of: address)
         let capabilities = kind.capabilities.intersection(self.capabilities)
         return kind.listen(on: address, eventLoop: eventLoop) { [self] channel in
-            configure(channel, capabilities: capabilities, accepted: true, make: make)
+            configure(
+                channel, capabilities: capabilities, accepted: true, overTCP: SocketLinks.isTCP(address), make: make)
         }
     }
 }

@@ -39,6 +39,12 @@ struct BenchCommand: AsyncParsableCommand {
         name: .customLong("in-flight"),
         help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 64 (grpc: one at a time).")
     var inFlight: Int?
+    @Option(
+        name: .customLong("link-security"),
+        help:
+            "How links between the nodes prove themselves, comma-separated to compare in one run: none (plain TCP), authenticated (mutual TLS, then plain), encrypted (mutual TLS throughout)."
+    )
+    var linkSecurity = "none"
     @Option(name: .customLong("endpoints"), help: "Endpoints in the index for --paths directory.")
     var endpoints = 1_000_000
     @OptionGroup var output: OutputOptions
@@ -71,75 +77,105 @@ struct BenchCommand: AsyncParsableCommand {
             if !output.json && pathList.contains(where: { $0 != "directory" }) {
                 printLine("path       size      messages  MB/s      CPU s/GiB")
             }
+            let securities = try linkSecurity.split(separator: ",").map { text throws(FreightError) in
+                guard let mode = InProcessFabric.Security(rawValue: String(text)) else {
+                    throw FreightError(
+                        .invalidArgument, "unknown link security '\(text)': use none, authenticated or encrypted")
+                }
+                return mode
+            }
+            var bySecurity: [String: [InProcessFabric.Security: Double]] = [:]
             for path in pathList {
                 if path == "directory" {
                     try directoryBench(count: endpoints)
                     continue
                 }
-                let fabric = try await InProcessFabric.start(
-                    nodes: 2, cluster: "bench", streams: streams, windowBytes: windowBytes
-                )
-                do {
-                    for size in sizeList {
-                        let count = Int(max(1, totalBytes / size))
-                        let parallel = inFlight ?? Int(max(1, min(64, (64 << 20) / size)))
-                        switch path {
-                        case "node":
-                            report(
-                                try await nodeToNode(
-                                    fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes))
-                        case "app":
-                            report(
-                                try await appToApp(
-                                    fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes,
-                                    windowBytes: windowBytes))
-                        case "shm":
-                            // Only the shared-memory half of `local`: two apps of one node, a shared buffer lent.
-                            report(
-                                try await sameNode(
-                                    fabric, shared: true, size: size, count: count, parallel: parallel,
-                                    chunkBytes: chunkBytes, windowBytes: windowBytes))
-                        case "grpc":
-                            // The same messages in flight on every path (one at a time unless --in-flight says),
-                            // so that they compare like for like.
-                            let inFlight = self.inFlight ?? 1
-                            let native = try await appToApp(
-                                fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes,
-                                windowBytes: windowBytes)
-                            let socket = try await appToApp(
-                                fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes,
-                                windowBytes: windowBytes, sharedMemory: .off)
-                            let grpc = try await grpcToGRPC(
-                                fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes)
-                            for result in [native, socket, grpc] { report(result) }
-                            if !output.json {
-                                let vsShared = grpc.megabytesPerSecond / native.megabytesPerSecond * 100
-                                let vsSocket = grpc.megabytesPerSecond / socket.megabytesPerSecond * 100
-                                printLine(
-                                    "grpc \(ByteCount.format(size)): \(vsShared.formatted(decimals: 0))% of native apps with shared memory, \(vsSocket.formatted(decimals: 0))% of native apps over sockets"
-                                )
-                            }
-                        default:
-                            let tcp = try await sameNode(
-                                fabric, shared: false, size: size, count: count, parallel: parallel,
-                                chunkBytes: chunkBytes, windowBytes: windowBytes)
-                            let shared = try await sameNode(
-                                fabric, shared: true, size: size, count: max(count, 20), parallel: parallel,
-                                chunkBytes: chunkBytes, windowBytes: windowBytes)
-                            report(tcp)
-                            report(shared)
-                            if !output.json {
-                                let ratio = shared.megabytesPerSecond / tcp.megabytesPerSecond
-                                printLine(
-                                    "local \(ByteCount.format(size)): shared memory is \(ratio.formatted(decimals: 0))x loopback TCP"
-                                )
-                            }
+                for security in securities {
+                    // Results are named PATH, or PATH/SECURITY when the links prove themselves.
+                    let report: (Result) -> Void = { result in
+                        var named = result
+                        if security != .none { named.path += "/\(security.rawValue.prefix(4))" }
+                        self.report(named)
+                        if result.path == path {
+                            bySecurity["\(path) \(ByteCount.format(result.size))", default: [:]][security] =
+                                result.megabytesPerSecond
                         }
                     }
-                    await fabric.stop()
-                } catch {
-                    await fabric.stop()
-                    throw error
+                    let fabric = try await InProcessFabric.start(
+                        nodes: 2, cluster: "bench", streams: streams, windowBytes: windowBytes, security: security
+                    )
+                    do {
+                        for size in sizeList {
+                            let count = Int(max(1, totalBytes / size))
+                            let parallel = inFlight ?? Int(max(1, min(64, (64 << 20) / size)))
+                            switch path {
+                            case "node":
+                                report(
+                                    try await nodeToNode(
+                                        fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes))
+                            case "app":
+                                report(
+                                    try await appToApp(
+                                        fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes,
+                                        windowBytes: windowBytes))
+                            case "shm":
+                                // Only the shared-memory half of `local`: two apps of one node, a shared buffer lent.
+                                report(
+                                    try await sameNode(
+                                        fabric, shared: true, size: size, count: count, parallel: parallel,
+                                        chunkBytes: chunkBytes, windowBytes: windowBytes))
+                            case "grpc":
+                                // The same messages in flight on every path (one at a time unless --in-flight says),
+                                // so that they compare like for like.
+                                let inFlight = self.inFlight ?? 1
+                                let native = try await appToApp(
+                                    fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes,
+                                    windowBytes: windowBytes)
+                                let socket = try await appToApp(
+                                    fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes,
+                                    windowBytes: windowBytes, sharedMemory: .off)
+                                let grpc = try await grpcToGRPC(
+                                    fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes)
+                                for result in [native, socket, grpc] { report(result) }
+                                if !output.json {
+                                    let vsShared = grpc.megabytesPerSecond / native.megabytesPerSecond * 100
+                                    let vsSocket = grpc.megabytesPerSecond / socket.megabytesPerSecond * 100
+                                    printLine(
+                                        "grpc \(ByteCount.format(size)): \(vsShared.formatted(decimals: 0))% of native apps with shared memory, \(vsSocket.formatted(decimals: 0))% of native apps over sockets"
+                                    )
+                                }
+                            default:
+                                let tcp = try await sameNode(
+                                    fabric, shared: false, size: size, count: count, parallel: parallel,
+                                    chunkBytes: chunkBytes, windowBytes: windowBytes)
+                                let shared = try await sameNode(
+                                    fabric, shared: true, size: size, count: max(count, 20), parallel: parallel,
+                                    chunkBytes: chunkBytes, windowBytes: windowBytes)
+                                report(tcp)
+                                report(shared)
+                                if !output.json {
+                                    let ratio = shared.megabytesPerSecond / tcp.megabytesPerSecond
+                                    printLine(
+                                        "local \(ByteCount.format(size)): shared memory is \(ratio.formatted(decimals: 0))x loopback TCP"
+                                    )
+                                }
+                            }
+                        }
+                        await fabric.stop()
+                    } catch {
+                        await fabric.stop()
+                        throw error
+                    }
+                }
+            }
+            // What each kind of link security costs against plain TCP, in this run.
+            if securities.count > 1 && !output.json {
+                for (measurement, rates) in bySecurity.sorted(by: { $0.key < $1.key }) {
+                    guard let plain = rates[.none], plain > 0 else { continue }
+                    let shares = securities.filter { $0 != .none }.compactMap { mode in
+                        rates[mode].map { "\(mode.rawValue) \(($0 / plain * 100).formatted(decimals: 0))%" }
+                    }
+                    printLine("\(measurement): \(shares.joined(separator: ", ")) of plain TCP")
                 }
             }
         } catch {

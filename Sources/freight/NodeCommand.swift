@@ -88,6 +88,7 @@ struct NodeCommand: AsyncParsableCommand {
         help:
             "Access list: which apps (uid, gid, token) may receive on and send to which addresses (docs/hardening.md).")
     var access: String?
+    @OptionGroup(title: "Mutual TLS between nodes") var tls: LinkSecurityOptions
     @Option(name: .customLong("grpc"), help: "HOST:PORT for the gRPC API (port 0 picks one).")
     var grpc: String?
     @Option(name: .customLong("admin"), help: "HOST:PORT for /metrics and /healthz (not yet available).")
@@ -157,6 +158,7 @@ struct NodeCommand: AsyncParsableCommand {
                 logger: logger,
                 appsOverTCP: appsOverTCP,
                 access: try access.map { path throws(FreightError) in try Self.loadAccessList(path) },
+                linkSecurity: try tls.load(cluster: cluster, name: name),
                 partyShareBytes: try partyShare.map { text throws(FreightError) in Int(try ByteCount.parse(text)) },
                 idleSeconds: idle,
                 slowReceiverSeconds: slowReceiver

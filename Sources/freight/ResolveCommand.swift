@@ -135,6 +135,7 @@ struct StatusCommand: AsyncParsableCommand {
                     "peers_omitted": status.peersOmitted, "links_in_handshake": status.linksInHandshake,
                     "links_refused": status.linksRefused, "handshakes_timed_out": status.handshakesTimedOut,
                     "access_list": status.accessList, "apps_over_tcp": status.appsOverTcp,
+                    "link_security": status.linkSecurity,
                     "peers": status.peers.map {
                         [
                             "name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints,
@@ -151,6 +152,7 @@ struct StatusCommand: AsyncParsableCommand {
                 printLine(
                     "apps: \(status.accessList ? "bound by an access list" : "no access list"), \(status.appsOverTcp ? "over TCP too" : "Unix socket only"); links: \(status.linksInHandshake) in handshake, \(status.linksRefused) refused, \(status.handshakesTimedOut) timed out in handshake"
                 )
+                printLine("link security: \(status.linkSecurity)")
                 printLine(
                     "directory: \(status.directory)\(status.directoryUnreachable.isEmpty ? "" : ", UNREACHABLE: \(status.directoryUnreachable)")"
                 )

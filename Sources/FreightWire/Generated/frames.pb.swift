@@ -898,6 +898,12 @@ public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
     set {_uniqueStorage()._appsOverTcp = newValue}
   }
 
+  /// How links between nodes prove who is at the other end: mutual TLS (authenticated, or encrypted too), or none.
+  public var linkSecurity: String {
+    get {_storage._linkSecurity}
+    set {_uniqueStorage()._linkSecurity = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2181,7 +2187,7 @@ nonisolated extension Freight_Wire_V1_Nic: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0\u{3}link_security\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2215,6 +2221,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
     var _handshakesTimedOut: UInt64 = 0
     var _accessList: Bool = false
     var _appsOverTcp: Bool = false
+    var _linkSecurity: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2256,6 +2263,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       _handshakesTimedOut = source._handshakesTimedOut
       _accessList = source._accessList
       _appsOverTcp = source._appsOverTcp
+      _linkSecurity = source._linkSecurity
     }
   }
 
@@ -2305,6 +2313,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         case 29: try { try decoder.decodeSingularUInt64Field(value: &_storage._handshakesTimedOut) }()
         case 30: try { try decoder.decodeSingularBoolField(value: &_storage._accessList) }()
         case 31: try { try decoder.decodeSingularBoolField(value: &_storage._appsOverTcp) }()
+        case 32: try { try decoder.decodeSingularStringField(value: &_storage._linkSecurity) }()
         default: break
         }
       }
@@ -2410,6 +2419,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       if _storage._appsOverTcp != false {
         try visitor.visitSingularBoolField(value: _storage._appsOverTcp, fieldNumber: 31)
       }
+      if !_storage._linkSecurity.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._linkSecurity, fieldNumber: 32)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2450,6 +2462,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         if _storage._handshakesTimedOut != rhs_storage._handshakesTimedOut {return false}
         if _storage._accessList != rhs_storage._accessList {return false}
         if _storage._appsOverTcp != rhs_storage._appsOverTcp {return false}
+        if _storage._linkSecurity != rhs_storage._linkSecurity {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -1,0 +1,107 @@
+import Foundation
+import FreightCore
+import FreightTesting
+import Testing
+
+/// Nodes prove who they are (docs/hardening.md): through the CLI as an operator would, `freight cert` makes the
+/// authority and certificates, and nodes started with them link only to nodes that prove themselves on every stripe.
+@Suite(.serialized) struct LinkSecurityTests {
+    /// Makes an authority and a certificate for any node of cluster `test` (ProcessCluster's) under `folder/name`;
+    /// returns the node flags that use it.
+    static func certificates(in folder: String, _ name: String) async throws -> [String] {
+        let authority = try await FreightProcess.run(["cert", "authority", "--out", "\(folder)/\(name)-ca"])
+        #expect(authority.status == 0, "\(authority.stderr)")
+        let issue = try await FreightProcess.run([
+            "cert", "issue", "--cluster", "test", "--authority", "\(folder)/\(name)-ca", "--out", "\(folder)/\(name)",
+        ])
+        #expect(issue.status == 0, "\(issue.stderr)")
+        return [
+            "--tls-authority", "\(folder)/\(name)/authority.pem", "--tls-cert", "\(folder)/\(name)/node.pem",
+            "--tls-key", "\(folder)/\(name)/node-key.pem",
+        ]
+    }
+
+    static func peers(_ cluster: ProcessCluster, _ node: String) async throws -> [String] {
+        let status = try await cluster.status(node)
+        return ((status["peers"] as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String }
+    }
+
+    /// Waits until `process`'s stderr says `text`.
+    static func waitForLog(_ process: FreightProcess, _ text: String, timeout: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !process.stderr.contains(text) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(process.stderr.contains(text), "\(process.stderr.suffix(2000))")
+    }
+
+    /// A cluster with certificates links and carries checked messages; a stranger that says HELLO as a node, a
+    /// node of another authority, a node without certificates and a node that chose encryption are all refused,
+    /// and the stranger is told nothing (not even the node's HELLO).
+    @Test func onlyNodesOfTheAuthorityJoin() async throws {
+        let folder = NSTemporaryDirectory() + "freight-tls-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let tls = try await Self.certificates(in: folder, "cluster")
+        let cluster = try await ProcessCluster.start(nodes: 2, extraArguments: tls)
+        defer { cluster.stop() }
+        let status = try await cluster.status("n1")
+        #expect((status["link_security"] as? String)?.hasPrefix("mutual TLS, authenticated") == true, "\(status)")
+
+        let recv = try await cluster.receiver("tls/check", at: "n2", ["--count", "1", "--check"])
+        defer { recv.stop() }
+        let send = try await FreightProcess.run([
+            "send", "tls/check", "--size", "24MiB", "--via", cluster.node("n1").socket,
+        ])
+        #expect(send.status == 0, "\(send.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
+
+        // A stranger that speaks wire v1 with a node's HELLO: closed unanswered.
+        guard case .tcp(let host, let port) = try NodeAddress(cluster.node("n1").listen) else { return }
+        #expect(throws: (any Error).self) {
+            _ = try WireApp(
+                peerOf: host, port: port, name: "intruder", cluster: "test", listen: "127.0.0.9:1", incarnation: 7,
+                readTimeoutSeconds: 5)
+        }
+        // A node whose certificate another authority issued, a node with none, a node that encrypts.
+        let other = try await Self.certificates(in: folder, "other")
+        let join = [cluster.node("n1").listen]
+        let n3 = try await cluster.startNode(name: "n3", host: "127.0.0.3", join: join, extraArguments: other)
+        let n4 = try await cluster.startNode(name: "n4", host: "127.0.0.4", join: join)
+        let n5 = try await cluster.startNode(
+            name: "n5", host: "127.0.0.5", join: join, extraArguments: tls + ["--encrypt-links"])
+        try await Self.waitForLog(n3.process, "CERTIFICATE_VERIFY_FAILED")
+        try await Self.waitForLog(n4.process, "trusted network only")
+        try await Self.waitForLog(cluster.node("n1").process, "node n4 came without TLS")
+        try await Self.waitForLog(n5.process, "a cluster's nodes must agree")
+        try await Self.waitForLog(cluster.node("n1").process, "a cluster's nodes must agree")
+        #expect(try await Self.peers(cluster, "n1") == ["n2"])
+        #expect(try await Self.peers(cluster, "n3").isEmpty)
+        #expect(try await Self.peers(cluster, "n4").isEmpty)
+        #expect(try await Self.peers(cluster, "n5").isEmpty)
+    }
+
+    /// Encrypted links carry checked messages of every size class; a node without certificates says it is for a
+    /// trusted network only.
+    @Test func encryptedLinksCarryCheckedMessages() async throws {
+        let folder = NSTemporaryDirectory() + "freight-tls-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let tls = try await Self.certificates(in: folder, "cluster")
+        let cluster = try await ProcessCluster.start(nodes: 2, extraArguments: tls + ["--encrypt-links"])
+        defer { cluster.stop() }
+        #expect(
+            (try await cluster.status("n2")["link_security"] as? String)?.hasPrefix("mutual TLS, encrypted") == true)
+        let recv = try await cluster.receiver("tls/enc", at: "n2", ["--count", "3", "--check"])
+        defer { recv.stop() }
+        for size in ["1", "3MiB", "40MiB"] {
+            let send = try await FreightProcess.run([
+                "send", "tls/enc", "--size", size, "--via", cluster.node("n1").socket,
+            ])
+            #expect(send.status == 0, "\(send.stderr)")
+        }
+        #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
+
+        let plain = try await ProcessCluster.start(nodes: 1)
+        defer { plain.stop() }
+        #expect((try await plain.status("n1")["link_security"] as? String)?.contains("trusted network only") == true)
+    }
+}
