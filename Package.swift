@@ -191,7 +191,10 @@ let package = Package(
         ),
         .testTarget(
             name: "FreightIntegrationTests",
-            dependencies: ["FreightTesting", "FreightClient", "FreightNode", "FreightCore", "FreightTransport"],
+            dependencies: [
+                "FreightTesting", "FreightClient", "FreightNode", "FreightCore", "FreightTransport", "FreightWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
     ]

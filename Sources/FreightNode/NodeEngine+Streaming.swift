@@ -4,13 +4,15 @@ import FreightTransport
 import FreightWire
 import NIOCore
 
-/// A chunk being relayed piece by piece from one inbound connection: each piece read is written on at once to every
-/// branch, so the bytes leave while they are still in cache and the read buffer can be reused.
+/// A chunk arriving piece by piece on one inbound connection. Pieces bound for an app's receive pool are written
+/// (or read) into it as they come; pieces bound for other connections are kept, and the chunk goes onto each of them
+/// whole once its last piece arrived: a party that stalls mid-chunk holds only its own chunk, never a stripe that
+/// other messages share (docs/hardening.md, "No party stalls the others").
 struct InboundStream {
     let messageID: UInt64
     var header: DataChunk
-    /// Connections the chunk is streamed onto, with the token that names it there.
-    var outputs: [(connection: FrameConnection, token: UInt64)] = []
+    /// Connections the chunk goes onto, whole, when it is complete.
+    var outputs: [FrameConnection] = []
     /// In-process ports take the chunk whole.
     var localPorts: [UInt64] = []
     /// Apps that take shared memory get the chunk written into a region of their receive pool.
@@ -45,8 +47,7 @@ extension NodeEngine {
             guard var stream = inboundStreams[connection.id] else { return }
             stream.remaining -= piece.readableBytes
             if !stream.discard {
-                for output in stream.outputs { output.connection.streamPiece(piece, token: output.token) }
-                if !stream.localPorts.isEmpty { stream.header.pieces.append(piece) }
+                if !stream.localPorts.isEmpty || !stream.outputs.isEmpty { stream.header.pieces.append(piece) }
                 // A piece read straight into its one receive pool is checked in place; otherwise the first pool
                 // gets it copied and checksummed in one pass, any other a copy.
                 for index in stream.sharedOutputs.indices {
@@ -77,7 +78,7 @@ extension NodeEngine {
         case .dataEnd:
             guard var stream = inboundStreams.removeValue(forKey: connection.id) else { return }
             connection.readTarget?.clear()
-            for output in stream.outputs { output.connection.endStream(token: output.token) }
+            for output in stream.outputs { output.sendData(stream.header, promise: nil) }
             let verified = stream.verifies && stream.crc == stream.header.crc32c
             for output in stream.sharedOutputs {
                 guard let session = sessions[output.session] else {
@@ -122,11 +123,9 @@ extension NodeEngine {
             {
                 stream.sharedOutputs.append((id, loan, 0))
             } else if let output = dataConnection(for: branch.port, bytes: bodyBytes, messageID: chunk.messageID) {
-                stream.outputs.append((output, nextStreamToken))
-                nextStreamToken &+= 1
+                stream.outputs.append(output)
             }
         }
-        for output in stream.outputs { output.connection.beginStream(chunk, bodyBytes: bodyBytes, token: output.token) }
         stream.readsIntoPool = stream.outputs.isEmpty && stream.localPorts.isEmpty && stream.sharedOutputs.count == 1
         connection.readTarget?.expectsChunks = stream.readsIntoPool
         aimReads(connection, stream)
@@ -141,9 +140,8 @@ extension NodeEngine {
         target.set(next.pointer, count: stream.remaining, headroom: next.offset)
     }
 
-    /// Closes inbound connections that started a chunk and did not finish it within `Limits.chunkStallSeconds`:
-    /// while a chunk is streamed onto a connection every other write to it waits, so a stalled sender must not
-    /// hold it.
+    /// Closes inbound connections that started a chunk and did not finish it within `Limits.chunkStallSeconds`: the
+    /// pieces kept of it (at most the chunk, within the message's credit) are not held longer.
     func closeStalledStreams() {
         let now = nowNanos
         let limit = UInt64(Limits.chunkStallSeconds) * 1_000_000_000
@@ -163,11 +161,10 @@ extension NodeEngine {
 
     /// An app whose bytes fill an output stops being read until it drains (``AppSessions/pause(_:until:)``).
     func pauseIfOutputsFull(_ input: FrameConnection, _ stream: InboundStream) {
-        guard input.hello?.role == .app, stream.outputs.contains(where: { !$0.connection.channel.isWritable }) else {
+        guard input.hello?.role == .app, stream.outputs.contains(where: { !$0.channel.isWritable }) else {
             return
         }
-        sessions.pause(
-            input, until: Set(stream.outputs.filter { !$0.connection.channel.isWritable }.map(\.connection.id)))
+        sessions.pause(input, until: Set(stream.outputs.filter { !$0.channel.isWritable }.map(\.id)))
     }
 
     public func connectionWritabilityChanged(_ connection: FrameConnection) {
@@ -185,23 +182,11 @@ extension NodeEngine {
         }
     }
 
-    /// An inbound connection closed in the middle of a chunk: the chunk is completed with zeros on every output so
-    /// that their frames stay whole (the message itself is aborted as its sender is gone; a receiver that still
-    /// sees the chunk finds that its checksum fails).
+    /// An inbound connection closed in the middle of a chunk: what it sent of the chunk is dropped (nothing of it went
+    /// onto other connections yet), and the message itself is aborted as its sender is gone.
     func inboundClosed(_ connection: FrameConnection) {
         connection.readTarget?.clear()
         guard let stream = inboundStreams.removeValue(forKey: connection.id) else { return }
         for output in stream.sharedOutputs { shared.returnUse(output.loan) }
-        if stream.remaining > 0 && !stream.outputs.isEmpty {
-            var left = stream.remaining
-            while left > 0 {
-                let count = min(left, Self.fillerPieceBytes)
-                var zeros = connection.channel.allocator.buffer(capacity: count)
-                zeros.writeRepeatingByte(0, count: count)
-                for output in stream.outputs { output.connection.streamPiece(zeros, token: output.token) }
-                left -= count
-            }
-        }
-        for output in stream.outputs { output.connection.endStream(token: output.token) }
     }
 }

@@ -73,7 +73,6 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     let localPorts = LocalPorts()
     /// Chunks being relayed piece by piece, by inbound connection id.
     var inboundStreams: [UInt64: InboundStream] = [:]
-    var nextStreamToken: UInt64 = 1
     /// Every message passing through this node (pure; docs/core.md), and the buffer its actions are collected in.
     var flowTable: FlowTable
     var flowActions: [FlowAction] = []
@@ -103,7 +102,6 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     /// Actions the flow table's buffer holds before it grows (it is reused, never shrunk).
     static let flowActionsReserved = 64
     /// Filler written per piece for a chunk cut off mid-stream.
-    static let fillerPieceBytes = 1 << 20
     var planner: DeliveryPlanner
     var tieBreak: UInt64 = 0
     var maintenance: RepeatedTask?

@@ -125,6 +125,16 @@ public final class FreightProcess: Sendable {
             "timed out waiting for output of freight \(arguments.joined(separator: " ")); stderr: \(stderr)")
     }
 
+    /// Waits until stderr (the log of a node) contains `text`; false when it did not within `timeout`.
+    public func waitForStderr(containing text: String, timeout: Duration = .seconds(10)) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !stderr.contains(text) {
+            guard ContinuousClock.now < deadline else { return false }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return true
+    }
+
     /// Waits for the process to exit and returns its status; kills it past the timeout.
     @discardableResult
     public func waitForExit(timeout: Duration = .seconds(120)) async throws -> Int32 {

@@ -22,9 +22,8 @@ extension FrameConnectionDelegate {
 
 /// One connection that speaks wire protocol v1. Loop-confined: every method is called on `channel.eventLoop`.
 ///
-/// Writes keep frames whole on the wire even when a chunk is streamed onto the connection piece by piece: while one
-/// streamed frame is open, every other write (control frames, whole chunks, other streamed frames) waits in a queue,
-/// in order, and goes out when that frame ends.
+/// Every frame is written whole, in one go: no frame waits on a party that has not finished sending it (a node
+/// relays a chunk onto a connection only once the chunk is complete).
 public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringConvertible {
     public let channel: Channel
     public let id: UInt64
@@ -54,22 +53,11 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     var onEstablished: (() -> Void)?
     private let allocator: ByteBufferAllocator
 
-    /// A write that waits for the streamed frame in progress to end.
-    private enum Queued {
-        case whole([IOData], body: Int, promise: EventLoopPromise<Void>?)
-        case begin(token: UInt64, header: ByteBuffer)
-        case piece(token: UInt64, ByteBuffer)
-        case end(token: UInt64)
-    }
-
-    /// The streamed frame now on the wire, if any.
-    private var activeStream: UInt64?
     private var flushScheduled = false
     /// Flush frames once per event-loop turn instead of one by one. Nodes and apps both do: a frame written in a
     /// turn leaves at its end, and ``close()`` (as `FreightClient.close()`) flushes first, so an app's last frame
     /// (its DONE) leaves before the connection does.
     public var coalescesFlushes = true
-    private var queue: [Queued] = []
 
     public init(channel: Channel, id: UInt64) {
         self.channel = channel
@@ -132,49 +120,9 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         writeWhole([.byteBuffer(header), .fileRegion(fileRegion)], body: fileRegion.readableBytes, promise: promise)
     }
 
-    // MARK: Streamed chunks
-
-    /// Starts a DATA frame whose `bodyBytes` follow in ``streamPiece(_:token:)`` calls and ``endStream(token:)``.
-    /// `token` names the frame among others that may be streamed onto this connection at the same time.
-    public func beginStream(_ chunk: DataChunk, bodyBytes: Int, token: UInt64) {
-        var header = allocator.buffer(capacity: WireV1.frameHeaderBytes + WireV1.dataPrefixBytes)
-        FrameEncoder.dataHeader(chunk, bodyBytes: bodyBytes, into: &header)
-        if activeStream == nil && queue.isEmpty {
-            activeStream = token
-            channel.write(header, promise: nil)
-        } else {
-            queue.append(.begin(token: token, header: header))
-        }
-    }
-
-    public func streamPiece(_ piece: ByteBuffer, token: UInt64) {
-        if activeStream == token {
-            writeBody(.byteBuffer(piece), flush: true, promise: nil)
-        } else {
-            queue.append(.piece(token: token, piece))
-        }
-    }
-
-    public func endStream(token: UInt64) {
-        if activeStream == token {
-            activeStream = nil
-            drain()
-        } else {
-            queue.append(.end(token: token))
-        }
-    }
-
     // MARK: Writing
 
     private func writeWhole(_ buffers: [IOData], body: Int, promise: EventLoopPromise<Void>?) {
-        guard activeStream == nil && queue.isEmpty else {
-            queue.append(.whole(buffers, body: body, promise: promise))
-            return
-        }
-        emitWhole(buffers, body: body, promise: promise)
-    }
-
-    private func emitWhole(_ buffers: [IOData], body: Int, promise: EventLoopPromise<Void>?) {
         guard body > 0 else {
             for buffer in buffers.dropLast() { channel.write(buffer, promise: nil) }
             if let last = buffers.last { channel.write(last, promise: promise) } else { promise?.succeed() }
@@ -221,38 +169,6 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         channel.write(buffer, promise: written)
         if flush {
             flushAsConfigured()
-        }
-    }
-
-    /// Writes queued entries in order until a streamed frame that has not ended yet is on the wire.
-    private func drain() {
-        while activeStream == nil, !queue.isEmpty {
-            switch queue.removeFirst() {
-            case .whole(let buffers, let body, let promise):
-                emitWhole(buffers, body: body, promise: promise)
-            case .begin(let token, let header):
-                activeStream = token
-                channel.write(header, promise: nil)
-                // Everything this frame queued meanwhile goes now, in order; others keep waiting.
-                var index = 0
-                while index < queue.count {
-                    switch queue[index] {
-                    case .piece(token, let piece):
-                        queue.remove(at: index)
-                        writeBody(.byteBuffer(piece), flush: false, promise: nil)
-                    case .end(token):
-                        queue.remove(at: index)
-                        activeStream = nil
-                        index = queue.count
-                    default:
-                        index += 1
-                    }
-                }
-                channel.flush()
-            case .piece, .end:
-                // A piece or end of a frame that began earlier and is no longer active cannot be queued first.
-                assertionFailure("stream entries queued without their start")
-            }
         }
     }
 

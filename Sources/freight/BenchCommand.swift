@@ -24,7 +24,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("paths"),
         help:
-            "Paths to measure (comma-separated): node, app, local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), directory (resolving in an index of --endpoints)."
+            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), directory (resolving in an index of --endpoints)."
     )
     var paths = "node,app"
     @Option(name: .customLong("total"), help: "Bytes sent per measurement (at least one message).")
@@ -70,9 +70,9 @@ struct BenchCommand: AsyncParsableCommand {
             let pathList = paths.split(separator: ",").map(String.init)
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             let windowBytes = Int(try ByteCount.parse(window))
-            for path in pathList where !["node", "app", "local", "shm", "grpc", "directory"].contains(path) {
+            for path in pathList where !["node", "app", "socket", "local", "shm", "grpc", "directory"].contains(path) {
                 throw FreightError(
-                    .invalidArgument, "unknown path '\(path)': use node, app, local, shm, grpc or directory")
+                    .invalidArgument, "unknown path '\(path)': use node, app, socket, local, shm, grpc or directory")
             }
             if !output.json && pathList.contains(where: { $0 != "directory" }) {
                 printLine("path       size      messages  MB/s      CPU s/GiB")
@@ -118,6 +118,12 @@ struct BenchCommand: AsyncParsableCommand {
                                     try await appToApp(
                                         fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes,
                                         windowBytes: windowBytes))
+                            case "socket":
+                                // The app path without shared memory: the sending node relays chunks from a socket.
+                                report(
+                                    try await appToApp(
+                                        fabric, size: size, count: count, parallel: parallel, chunkBytes: chunkBytes,
+                                        windowBytes: windowBytes, sharedMemory: .off))
                             case "shm":
                                 // Only the shared-memory half of `local`: two apps of one node, a shared buffer lent.
                                 report(

@@ -2,6 +2,7 @@ import Foundation
 import FreightCore
 import FreightTesting
 import FreightWire
+import NIOCore
 import Testing
 
 /// Attacks on real `freight node` processes, each with a checked stream of messages between two other apps beside
@@ -213,6 +214,52 @@ import Testing
             close(listener.fd)
             throw error
         }
+    }
+
+    /// An app that starts a 1 MiB chunk, sends one byte of it and stops delays nobody: on a link of one stripe, the
+    /// stream beside it keeps at least 90% of its rate while the chunk hangs (a node relays a chunk only once it is
+    /// whole), and the stalled sender is closed after `Limits.chunkStallSeconds`.
+    @Test func anAppStalledMidChunkDelaysNoOne() async throws {
+        let cluster = try await Self.releaseCluster(nodes: 2, ["--streams", "1"])
+        defer { cluster.stop() }
+        let sink = try await cluster.receiver("hostile/stalled", at: "n2", [])
+        defer { sink.stop() }
+        let stream = try await CheckedStream.start(cluster)
+        defer { stream.stop() }
+        let baseline = try await stream.rate(over: .seconds(3))
+
+        let socket = cluster.node("n1").socket
+        let app = try await Strangers.onThread { () -> Result<WireApp, FreightError> in
+            do {
+                let app = try WireApp(socketPath: socket, label: "staller")
+                let id = try app.open("hostile/stalled", length: 4 << 20)
+                _ = try app.next {
+                    if case .ack(let ack) = $0 { ack.messageID == id && ack.creditOffset > 0 } else { false }
+                }
+                // A whole frame of 1 MiB, of which only the header and one byte are sent.
+                var frame = try FrameEncoder.encode(
+                    .data(
+                        DataChunk(
+                            messageID: id, offset: 0, crc32c: 0, isLast: false,
+                            bytes: ByteBuffer(repeating: 7, count: 1 << 20))))
+                try app.write(frame.readSlice(length: WireV1.frameHeaderBytes + WireV1.dataPrefixBytes + 1)!)
+                return .success(app)
+            } catch {
+                return .failure(error as? FreightError ?? FreightError(.io, "\(error)"))
+            }
+        }.get()
+        defer { app.close() }
+        let stalled = try await stream.rate(over: .seconds(4))
+        let after = try await stream.rate(over: .seconds(2))
+        print("stalled mid-chunk: stream \(baseline) → \(stalled) → \(after) msg/s")
+        #expect(
+            stalled >= 0.9 * (baseline + after) / 2,
+            "the stream ran \(baseline) → \(stalled) → \(after) msg/s while a chunk hung on its only stripe")
+        #expect(
+            try await cluster.node("n1").process.waitForStderr(
+                containing: "a chunk stalled for over", timeout: .seconds(15)),
+            "\(cluster.node("n1").process.stderr.suffix(2000))")
+        #expect(stream.failures.isEmpty, "\(stream.failures.prefix(3))")
     }
 
     /// A peer that sends a chunk past the credit it was granted loses that one message (ABORT, protocol

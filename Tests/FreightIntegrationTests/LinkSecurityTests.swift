@@ -26,15 +26,6 @@ import Testing
         return ((status["peers"] as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String }
     }
 
-    /// Waits until `process`'s stderr says `text`.
-    static func waitForLog(_ process: FreightProcess, _ text: String, timeout: Duration = .seconds(10)) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while !process.stderr.contains(text) && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        #expect(process.stderr.contains(text), "\(process.stderr.suffix(2000))")
-    }
-
     /// A cluster with certificates links and carries checked messages; a stranger that says HELLO as a node, a
     /// node of another authority, a node without certificates and a node that chose encryption are all refused,
     /// and the stranger is told nothing (not even the node's HELLO).
@@ -69,11 +60,20 @@ import Testing
         let n4 = try await cluster.startNode(name: "n4", host: "127.0.0.4", join: join)
         let n5 = try await cluster.startNode(
             name: "n5", host: "127.0.0.5", join: join, extraArguments: tls + ["--encrypt-links"])
-        try await Self.waitForLog(n3.process, "CERTIFICATE_VERIFY_FAILED")
-        try await Self.waitForLog(n4.process, "trusted network only")
-        try await Self.waitForLog(cluster.node("n1").process, "node n4 came without TLS")
-        try await Self.waitForLog(n5.process, "a cluster's nodes must agree")
-        try await Self.waitForLog(cluster.node("n1").process, "a cluster's nodes must agree")
+        #expect(
+            try await n3.process.waitForStderr(containing: "CERTIFICATE_VERIFY_FAILED"),
+            "\(n3.process.stderr.suffix(2000))")
+        #expect(
+            try await n4.process.waitForStderr(containing: "trusted network only"), "\(n4.process.stderr.suffix(2000))")
+        #expect(
+            try await cluster.node("n1").process.waitForStderr(containing: "node n4 came without TLS"),
+            "\(cluster.node("n1").process.stderr.suffix(2000))")
+        #expect(
+            try await n5.process.waitForStderr(containing: "a cluster's nodes must agree"),
+            "\(n5.process.stderr.suffix(2000))")
+        #expect(
+            try await cluster.node("n1").process.waitForStderr(containing: "a cluster's nodes must agree"),
+            "\(cluster.node("n1").process.stderr.suffix(2000))")
         #expect(try await Self.peers(cluster, "n1") == ["n2"])
         #expect(try await Self.peers(cluster, "n3").isEmpty)
         #expect(try await Self.peers(cluster, "n4").isEmpty)
