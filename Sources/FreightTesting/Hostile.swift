@@ -61,6 +61,25 @@ public final class CheckedStream: Sendable {
         return Double(delivered - start) / seconds
     }
 
+    /// The longest time without a delivery over `span` from now, polled every few milliseconds: how long anything
+    /// held the stream up (its rate alone hides a short stall and is noisy on a shared machine).
+    public func longestGap(over span: Duration) async throws -> Duration {
+        let end = ContinuousClock.now + span
+        var last = (count: delivered, at: ContinuousClock.now)
+        var longest: Duration = .zero
+        while ContinuousClock.now < end {
+            try await Task.sleep(for: .milliseconds(5))
+            let now = ContinuousClock.now
+            let count = delivered
+            if count != last.count {
+                last = (count, now)
+            } else {
+                longest = max(longest, now - last.at)
+            }
+        }
+        return longest
+    }
+
     /// Lines of the receiver or the sender that say a message failed or did not check.
     public var failures: [String] {
         receiver.stdoutLines.filter { $0.contains("\"checked\":false") || $0.contains("\"failed\"") }

@@ -118,14 +118,16 @@ public final class WireApp: @unchecked Sendable {
         }
     }
 
-    /// Sends an OPEN of a message of `length` bytes to `destination` (as a node: to the endpoints `targets`);
-    /// returns its id.
+    /// Sends an OPEN of a message of `length` bytes to `destination` (as a node: to the endpoints `targets`), with
+    /// `attributes` in its header; returns its id.
     @discardableResult
     public func open(
-        _ destination: String, length: UInt64, chunkBytes: UInt32 = 1 << 20, targets: [(node: String, id: UInt64)] = []
+        _ destination: String, length: UInt64, chunkBytes: UInt32 = 1 << 20, targets: [(node: String, id: UInt64)] = [],
+        attributes: [String: String] = [:]
     ) throws -> UInt64 {
         let id = UInt64.random(in: 1...UInt64.max)
         var open = Freight_Wire_V1_Open()
+        open.header.attributes = attributes
         open.header.id = id
         open.header.source = "wire-app"
         open.header.destination = destination
@@ -155,6 +157,27 @@ public final class WireApp: @unchecked Sendable {
             messageID: id, offset: offset, crc32c: crc32c ?? CRC32C.checksum(bytes), isLast: last,
             bytes: ByteBuffer(bytes: bytes))
         try write(try FrameEncoder.encode(.data(chunk)))
+    }
+
+    /// Starts a DATA frame of `count` bytes of message `id` at `offset` and sends only its header and the first
+    /// `sending` bytes: a sender that stalls mid-chunk.
+    public func beginChunk(_ id: UInt64, offset: UInt64, of count: Int, sending: Int) throws {
+        var frame = try FrameEncoder.encode(
+            .data(
+                DataChunk(
+                    messageID: id, offset: offset, crc32c: 0, isLast: false,
+                    bytes: ByteBuffer(repeating: 7, count: count))))
+        try write(frame.readSlice(length: WireV1.frameHeaderBytes + WireV1.dataPrefixBytes + sending)!)
+    }
+
+    /// Waits for credit for message `id` (an ACK granting some); returns the credit offset.
+    @discardableResult
+    public func credit(for id: UInt64, atLeast bytes: UInt64 = 1) throws -> UInt64 {
+        let frame = try next {
+            if case .ack(let ack) = $0 { ack.messageID == id && ack.creditOffset >= bytes } else { false }
+        }
+        guard case .ack(let ack) = frame else { return 0 }
+        return ack.creditOffset
     }
 
     /// The first frame read (now or already) that `wanted` accepts; throws when the node closes or the read times
