@@ -22,14 +22,9 @@ public enum ProcessStats {
 
     /// A `kB` field of /proc/self/status.
     private static func statusField(_ name: String) -> UInt64? {
-        let fd = open("/proc/self/status", O_RDONLY)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 8192)
-        let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard count > 0 else { return nil }
-        let text = String(decoding: bytes.prefix(count), as: UTF8.self)
-        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return nil }
+        guard let text = procFile("/proc/self/status", bytes: 8192),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name) })
+        else { return nil }
         return line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) }
     }
 
@@ -40,13 +35,8 @@ public enum ProcessStats {
     public static func residentBytes(of pid: Int32) -> UInt64 { residentBytes(ofProcess: "\(pid)") }
 
     private static func residentBytes(ofProcess process: String) -> UInt64 {
-        let fd = open("/proc/\(process)/statm", O_RDONLY)
-        guard fd >= 0 else { return 0 }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 128)
-        let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard count > 0 else { return 0 }
-        let fields = String(decoding: bytes.prefix(count), as: UTF8.self).split(separator: " ")
+        guard let text = procFile("/proc/\(process)/statm", bytes: 128) else { return 0 }
+        let fields = text.split(separator: " ")
         guard fields.count >= 2, let pages = UInt64(fields[1]) else { return 0 }
         return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
     }
@@ -61,5 +51,25 @@ public enum ProcessStats {
         #endif
         func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1_000_000 }
         return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+
+    /// User plus system CPU time process `pid` used so far, in seconds (`/proc/PID/stat`); 0 when it is gone.
+    public static func cpuSeconds(of pid: Int32) -> Double {
+        guard let text = procFile("/proc/\(pid)/stat", bytes: 1024), let end = text.lastIndex(of: ")") else { return 0 }
+        // After the command's closing parenthesis: the state is field 3, utime 14 and stime 15.
+        let fields = text[text.index(after: end)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// The start of a /proc file as text.
+    private static func procFile(_ path: String, bytes size: Int) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: size)
+        let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return nil }
+        return String(decoding: bytes.prefix(count), as: UTF8.self)
     }
 }

@@ -13,7 +13,8 @@ public protocol LinkListener: AnyObject, Sendable {
 ///
 /// A link is a NIO `Channel` that carries wire-v1 bytes; ``Transport`` puts the frame reader and a
 /// ``FrameConnection`` on it, whatever its kind. TCP and the Unix socket are ``SocketLinks``; ``InProcessLinks``
-/// joins two ends in one process with no socket. A TLS link will be one more kind, with no ``LinkCapabilities``.
+/// joins two ends in one process with no socket. Mutual TLS between nodes is no kind of its own: ``Transport`` puts
+/// it on the TCP links of a node with certificates (docs/hardening.md).
 public protocol LinkKind: Sendable {
     /// What its links can do (a node may decline some: ``Transport/capabilities``).
     var capabilities: LinkCapabilities { get }
