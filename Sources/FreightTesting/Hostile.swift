@@ -92,6 +92,29 @@ public final class CheckedStream: Sendable {
     }
 }
 
+/// The highest resident memory of a process while an attack lasts, sampled every 100 ms until ``stop()``.
+public final class PeakMemory: Sendable {
+    private let sampling: Task<Int, Never>
+
+    /// Starts sampling process `pid`, whose memory was `start` bytes.
+    public init(of pid: Int32, from start: Int) {
+        sampling = Task {
+            var peak = start
+            while !Task.isCancelled {
+                peak = max(peak, Int(ProcessStats.residentBytes(of: pid)))
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            return peak
+        }
+    }
+
+    /// Stops sampling; the peak seen, in bytes.
+    public func stop() async -> Int {
+        sampling.cancel()
+        return await sampling.value
+    }
+}
+
 /// Connections from strangers, opened by hand: plain blocking sockets from chosen source addresses, so a test can
 /// hold thousands of them and see which the node closed.
 public enum Strangers {

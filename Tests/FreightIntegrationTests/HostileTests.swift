@@ -63,14 +63,7 @@ import Testing
                 return (silent, trickling)
             }
         }
-        let sampling = Task {
-            var peak = before
-            while !Task.isCancelled {
-                peak = max(peak, Int(ProcessStats.residentBytes(of: pid)))
-                try? await Task.sleep(for: .milliseconds(100))
-            }
-            return peak
-        }
+        let sampling = PeakMemory(of: pid, from: before)
         // Over the whole attack: the burst of connections, then the trickle until after the deadline.
         let underAttack = try await stream.rate(over: .seconds(7))
         // The node's own CPU, as a share of one core, before and during the attack.
@@ -80,8 +73,7 @@ import Testing
         let (silent, trickling) = await attack.value
         defer { Strangers.closeAll(silent + trickling) }
         try await Task.sleep(for: .seconds(1))
-        sampling.cancel()
-        let peak = await sampling.value
+        let peak = await sampling.stop()
         // The machine's own load drifts: the stream's rate before and after the attack is the one it must keep.
         let after = try await stream.rate(over: .seconds(3))
         let unharmed = (baseline + after) / 2

@@ -93,14 +93,7 @@ import Testing
         let pid = node.process.pid
         let before = Int(ProcessStats.residentBytes(of: pid))
         guard case .tcp(let host, let port) = try NodeAddress(node.listen) else { return }
-        let sampling = Task {
-            var peak = before
-            while !Task.isCancelled {
-                peak = max(peak, Int(ProcessStats.residentBytes(of: pid)))
-                try? await Task.sleep(for: .milliseconds(100))
-            }
-            return peak
-        }
+        let sampling = PeakMemory(of: pid, from: before)
         // A TLS handshake record announcing 512 bytes, of which none follow.
         let strangers = await Strangers.onThread(lowPriority: true) {
             Strangers.open(
@@ -109,8 +102,7 @@ import Testing
         }
         defer { Strangers.closeAll(strangers) }
         try await Task.sleep(for: .seconds(Int(Limits.handshakeSeconds) + 2))
-        sampling.cancel()
-        let peak = await sampling.value
+        let peak = await sampling.stop()
         print("unfinished TLS handshakes: rss \(before >> 20) → peak \(peak >> 20) MiB")
         #expect(strangers.count == 1000)
         #expect(Strangers.closedCount(strangers) == strangers.count, "unfinished TLS handshakes still open")
