@@ -235,7 +235,9 @@ struct LinkDownTests {
         defer { pair.stop() }
         let recv = try await Self.receiver(pair, "lab/resume")
         defer { recv.stop() }
-        let send = try FreightProcess(["send", "lab/resume", "--size", "512MiB", "--via", pair.socket("a"), "--json"])
+        // Large enough to be in flight still when the link goes down on a loaded machine (512 MiB once finished
+        // before `ip link set down` took effect).
+        let send = try FreightProcess(["send", "lab/resume", "--size", "2GiB", "--via", pair.socket("a"), "--json"])
         defer { send.stop() }
         try await Self.waitFor(pair, bytesIn: 128 * Self.mebibyte)
         try pair.lab.setLink(rail: 0, up: false)
