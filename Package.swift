@@ -193,7 +193,6 @@ let package = Package(
             name: "FreightIntegrationTests",
             dependencies: [
                 "FreightTesting", "FreightClient", "FreightNode", "FreightCore", "FreightTransport", "FreightWire",
-                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

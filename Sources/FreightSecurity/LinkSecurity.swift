@@ -17,7 +17,9 @@ public struct LinkSecurity: Sendable {
     let client: NIOSSLContext
 
     /// The ALPN protocol that carries this node's choice; a peer that chose otherwise fails its handshake.
-    public var protocolName: String { encrypts ? "freight-encrypted" : "freight-authenticated" }
+    public var protocolName: String { Self.protocolName(encrypts: encrypts) }
+
+    static func protocolName(encrypts: Bool) -> String { encrypts ? "freight-encrypted" : "freight-authenticated" }
 
     /// What `freight status` and the start-up log say of a node's links.
     public var summary: String {
@@ -56,7 +58,7 @@ public struct LinkSecurity: Sendable {
         let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
         let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
         let roots = NIOSSLTrustRoots.certificates(try NIOSSLCertificate.fromPEMFile(authority))
-        let alpn = encrypts ? "freight-encrypted" : "freight-authenticated"
+        let alpn = Self.protocolName(encrypts: encrypts)
         var serverConfiguration = TLSConfiguration.makeServerConfigurationWithMTLS(
             certificateChain: chain, privateKey: .privateKey(privateKey), trustRoots: roots)
         serverConfiguration.minimumTLSVersion = .tlsv13

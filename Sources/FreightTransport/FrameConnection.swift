@@ -45,8 +45,6 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     /// The node its TLS handshake proved is at the other end (links of nodes with certificates), set before any
     /// frame arrives; nil on links without TLS.
     public internal(set) var peerIdentity: NodeIdentity?
-    /// Whether its bytes are encrypted (a TLS link of a cluster that chose `--encrypt-links`).
-    public internal(set) var isEncrypted = false
     /// Completes when a dialed TLS link may carry frames (its handshake over, and TLS left when not encrypted).
     var secured: EventLoopFuture<Void>?
     /// Set by ``Transport`` on an accepted link: leaves the handshake (docs/hardening.md).

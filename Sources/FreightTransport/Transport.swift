@@ -122,10 +122,7 @@ public struct Transport: Sendable {
             if !accepted { connection.secured = secured.futureResult }
             let checker = SecureLinkHandler(
                 security: security,
-                verified: { identity in
-                    connection.peerIdentity = identity
-                    connection.isEncrypted = security.encrypts
-                },
+                verified: { connection.peerIdentity = $0 },
                 finished: { result in
                     switch result {
                     case .success: secured.succeed()

@@ -2,7 +2,6 @@ import Foundation
 import FreightCore
 import FreightTesting
 import FreightWire
-import NIOCore
 import Testing
 
 /// Attacks on real `freight node` processes, each with a checked stream of messages between two other apps beside
