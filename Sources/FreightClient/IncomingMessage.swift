@@ -66,8 +66,15 @@ public struct IncomingMessage: Sendable {
     public let attributes: [String: String]
     /// The nodes the message passed.
     public let path: [String]
-    public let body: MessageBody
+    public internal(set) var body: MessageBody
     let notes: MessageNotes
+
+    /// The same message whose body is read at most `bytesPerSecond` on average (``MessageBody/paced(bytesPerSecond:)``).
+    public func paced(bytesPerSecond: Int) -> IncomingMessage {
+        var message = self
+        message.body = body.paced(bytesPerSecond: bytesPerSecond)
+        return message
+    }
 
     /// Offsets at which the message resumed after a link on its way broke (docs/core.md); read it once the body is
     /// read.
@@ -137,20 +144,43 @@ public struct MessageBody: AsyncSequence, Sendable {
     public typealias Element = BodyChunk
     let stream: AsyncThrowingStream<BodyChunk, any Error>
     let consumed: @Sendable (UInt64) -> Void
+    var pace: PaceGate?
+
+    /// The same body read at most `bytesPerSecond` on average: each chunk is taken (and so acknowledged and
+    /// credited) once the rate allows, so the sender slows to it (`freight recv --rate`).
+    public func paced(bytesPerSecond: Int) -> MessageBody {
+        var body = self
+        body.pace = PaceGate(Pace(bytesPerSecond: bytesPerSecond))
+        return body
+    }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: AsyncThrowingStream<BodyChunk, any Error>.AsyncIterator
         let consumed: @Sendable (UInt64) -> Void
+        let pace: PaceGate?
 
         public mutating func next() async throws -> BodyChunk? {
             guard let chunk = try await base.next() else { return nil }
+            if let pace { try await pace.wait(taking: chunk.count) }
             consumed(chunk.offset)
             return chunk
         }
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: stream.makeAsyncIterator(), consumed: consumed)
+        AsyncIterator(base: stream.makeAsyncIterator(), consumed: consumed, pace: pace)
+    }
+}
+
+/// A ``Pace`` shared by the iterators of one body.
+final class PaceGate: Sendable {
+    private let pace: Mutex<Pace>
+
+    init(_ pace: Pace) { self.pace = Mutex(pace) }
+
+    func wait(taking count: Int) async throws {
+        let delay = pace.withLock { $0.delay(taking: count, at: .now) }
+        if delay > .zero { try await Task.sleep(for: delay) }
     }
 }
 

@@ -146,6 +146,8 @@ public final class ProcessCluster: Sendable {
 
     /// Ends every node by PID and removes the folder.
     public func stop() {
+        // All are told at once, so that they drain together and the wait is one grace period, not one per node.
+        for node in nodes { node.process.kill(SIGTERM) }
         for node in nodes { node.process.stop() }
         try? FileManager.default.removeItem(atPath: directory)
     }

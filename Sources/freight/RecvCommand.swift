@@ -22,6 +22,10 @@ struct RecvCommand: AsyncParsableCommand {
     var label = "recv"
     @Flag(name: .customLong("check"), help: "Check generated bodies (freight send --size) byte by byte.")
     var check = false
+    @Option(
+        name: .customLong("rate"),
+        help: "Read each body at most this fast, per second (512MiB): a slow consumer, which slows its sender.")
+    var rate: String?
     @OptionGroup var via: ViaOption
     @OptionGroup var output: OutputOptions
 
@@ -29,6 +33,10 @@ struct RecvCommand: AsyncParsableCommand {
         MemoryTuning.apply()
         do {
             if let count, count < 1 { throw FreightError(.invalidArgument, "--count must be at least 1") }
+            let bytesPerSecond = try rate.map { try ByteCount.parse($0) }
+            if let bytesPerSecond, bytesPerSecond < 1 {
+                throw FreightError(.invalidArgument, "--rate must be at least one byte per second")
+            }
             if let out {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             }
@@ -49,7 +57,7 @@ struct RecvCommand: AsyncParsableCommand {
             var failures = 0
             for try await message in subscription {
                 do {
-                    try await handle(message)
+                    try await handle(bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message)
                 } catch {
                     let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
                     reportFailure(message, failure)

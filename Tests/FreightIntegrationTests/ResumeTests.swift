@@ -48,13 +48,17 @@ struct ResumeTests {
         return peers.first { $0["name"] as? String == peer }?["bytes_out"] as? Int ?? 0
     }
 
+    /// What every receiver here reads at most per second: the 4 GiB message takes at least 8 s, so it is still going
+    /// when its link breaks however long the test takes to see the bytes it waits for and to kill.
+    static let receiverRate = ["--rate", "512MiB"]
+
     /// Sends 4 GiB from n1 to a checking receiver at n2 (with `receiving` options), kills every connection of n2's
     /// address once n2 took `after` bytes, and expects both apps to finish and the body to arrive byte-identical.
     /// Returns what the sender printed and the receiver's "received" record.
     static func killEveryConnection(
         _ cluster: ProcessCluster, sending address: String, receiving options: [String], after bytes: Int
     ) async throws -> (sent: [[String: Any]], received: [String: Any]?) {
-        let recv = try await cluster.receiver(address, at: "n2", ["--check", "--count", "1"] + options)
+        let recv = try await cluster.receiver(address, at: "n2", ["--check", "--count", "1"] + receiverRate + options)
         defer { recv.stop() }
         let send = try FreightProcess(["send", address, "--size", "4GiB", "--via", cluster.node("n1").socket, "--json"])
         defer { send.stop() }
@@ -104,7 +108,8 @@ struct ResumeTests {
     @Test func oneStripeKilledGoesOnWithoutAResume() async throws {
         let cluster = try await Self.pair(streams: 4)
         defer { cluster.stop() }
-        let recv = try await cluster.receiver("resume/stripe", at: "n2", ["--check", "--count", "1"])
+        let recv = try await cluster.receiver(
+            "resume/stripe", at: "n2", ["--check", "--count", "1"] + Self.receiverRate)
         defer { recv.stop() }
         let listen = cluster.node("n2").listen.split(separator: ":")
         let (host, port) = (String(listen[0]), Int(listen[1])!)

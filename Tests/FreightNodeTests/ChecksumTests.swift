@@ -54,9 +54,12 @@ import Testing
             guard case .unix(let socketPath) = fabric.socket(0) else {
                 throw FreightError(.internalError, "no Unix socket")
             }
-            let outcome = try await Task.detached {
-                try Self.sendOneChunk(body, crc: crc, to: address, socketPath: socketPath)
-            }.value
+            // Its blocking reads take a thread of their own: on a pool thread they could hold, with other suites'
+            // blocking work, every thread the receiving app needs to take the message and grant its credit.
+            let bytes = body
+            let outcome = try await Strangers.onThread {
+                Result { try Self.sendOneChunk(bytes, crc: crc, to: address, socketPath: socketPath) }
+            }.get()
 
             if intact {
                 guard case .done(let done) = outcome else {
@@ -83,7 +86,7 @@ import Testing
     /// A hand-written app on n1 (``WireApp``) sends one message of one chunk with the CRC it is given, and returns
     /// the node's DONE or ABORT for it.
     static func sendOneChunk(_ body: [UInt8], crc: UInt32, to address: Address, socketPath: String) throws -> Frame {
-        let app = try WireApp(socketPath: socketPath, label: "raw", readTimeoutSeconds: 20)
+        let app = try WireApp(socketPath: socketPath, label: "raw", readTimeoutSeconds: 60)
         defer { app.close() }
         let id = try app.open(address.description, length: UInt64(body.count), chunkBytes: UInt32(body.count))
         let ended: (Frame) -> Bool = {
