@@ -54,6 +54,9 @@ public final class FreightClient: Sendable {
         let group = eventLoop == nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
         let loop = eventLoop ?? group!.next()
         let core = ClientCore(eventLoop: loop, label: label, windowBytes: windowBytes)
+        // Taken now: a node that closes the connection before this task runs again (a loaded machine) fails the
+        // promise and lets go of it, and the failure must still reach this call.
+        let answered = core.helloPromise!.futureResult
         let transport = Transport(
             eventLoop: loop, tuning: tuning, limits: FrameLimits(verifyChecksumsOnArrival: true), logger: logger
         )
@@ -73,7 +76,7 @@ public final class FreightClient: Sendable {
                 hello.capabilities = [WireV1.capabilityResume]
                 if let token { hello.token = token }
                 connection.send(.hello(hello))
-                return core.helloPromise!.futureResult
+                return answered
             }.get()
             try await attachShared(core, address: address, hello: hello, sharedMemory: sharedMemory, logger: logger)
             return FreightClient(core: core, group: group, nodeName: hello.name)

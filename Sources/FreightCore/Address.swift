@@ -91,6 +91,30 @@ public struct AddressPattern: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The pattern that matches exactly the addresses both match, or nil when none does: `a/**` ∩ `*/b` is `a/b`,
+    /// `ckpt/**` ∩ `ckpt/eu/**` is `ckpt/eu/**` (a route narrowed by a gateway's export or import patterns).
+    public func intersection(_ other: AddressPattern) -> AddressPattern? {
+        Self.intersect(segments[...], other.segments[...]).map { AddressPattern(segments: $0) }
+    }
+
+    private init(segments: [Segment]) { self.segments = segments }
+
+    private static func intersect(_ a: ArraySlice<Segment>, _ b: ArraySlice<Segment>) -> [Segment]? {
+        switch (a.first, b.first) {
+        case (nil, nil): return []
+        case (.rest?, _): return Array(b)  // `**` takes whatever the other has left, itself included
+        case (_, .rest?): return Array(a)
+        case (nil, _), (_, nil): return nil
+        case (.literal(let x)?, .literal(let y)?):
+            guard x == y else { return nil }
+            return intersect(a.dropFirst(), b.dropFirst()).map { [.literal(x)] + $0 }
+        case (.literal(let x)?, .one?), (.one?, .literal(let x)?):
+            return intersect(a.dropFirst(), b.dropFirst()).map { [.literal(x)] + $0 }
+        case (.one?, .one?):
+            return intersect(a.dropFirst(), b.dropFirst()).map { [.one] + $0 }
+        }
+    }
+
     /// Whether some address matches both patterns (used by `resolve` with a pattern).
     public func overlaps(_ other: AddressPattern) -> Bool {
         Self.overlap(segments[...], other.segments[...])

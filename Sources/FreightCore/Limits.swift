@@ -67,6 +67,11 @@ public enum Limits {
     /// Nodes a message may pass on its way (the sender's node, relays, the receiver's node): a path longer than this
     /// is refused, so a routing mistake cannot bounce a message around.
     public static let pathHopsMax = 8
+    /// Clusters a route between sites may name on its path (docs/gateways.md): a longer route is dropped where it
+    /// arrives.
+    public static let clusterPathMax = 16
+    /// Routes a gateway keeps from one gateway link: a peer that announces more is cut off and its routes withdrawn.
+    public static let routesPerLinkMax = 65_536
     /// Concurrent messages one connection may have open in each direction.
     public static let messagesPerConnectionMax = 1024
     /// Stripes (TCP connections) between two nodes.

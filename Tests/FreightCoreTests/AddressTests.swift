@@ -70,6 +70,29 @@ import Testing
         #expect(try !AddressPattern("a/b").overlaps(AddressPattern("a/b/c")))
     }
 
+    /// A route narrowed by a gateway's export or import patterns (docs/gateways.md).
+    @Test(
+        arguments: [
+            ("ckpt/**", "ckpt/eu/**", "ckpt/eu/**"),
+            ("a/**", "*/b", "a/b"),
+            ("a/*/c", "a/b/**", "a/b/c"),
+            ("*/*", "**", "*/*"),
+            ("a/**", "a", "a"),
+            ("a/b", "a/c", nil),
+            ("a/b", "a/b/c", nil),
+            ("llm/*/3", "llm/x/*", "llm/x/3"),
+        ] as [(String, String, String?)])
+    func intersections(a: String, b: String, expected: String?) throws {
+        let (first, second) = (try AddressPattern(a), try AddressPattern(b))
+        #expect(first.intersection(second)?.description == expected)
+        #expect(second.intersection(first)?.description == expected)
+        // The intersection matches only what both match, and exists exactly when they overlap.
+        #expect((first.intersection(second) != nil) == first.overlaps(second))
+        if let both = first.intersection(second) {
+            #expect(first.covers(both) && second.covers(both))
+        }
+    }
+
     @Test func sizesParseAndPrint() throws {
         #expect(try ByteCount.parse("4096") == 4096)
         #expect(try ByteCount.parse("64KiB") == 65536)

@@ -47,7 +47,7 @@ import Testing
         defer { cluster.stop() }
         let source = "\(cluster.directory)/source.bin"
         let out = "\(cluster.directory)/out"
-        try TestFiles.write(source, bytes: 256 * Self.mebibyte, seed: 11)
+        try await TestFiles.write(source, bytes: 256 * Self.mebibyte, seed: 11)
         let recv = try await cluster.receiver("data/shard/1", at: "n3", ["--out", out, "--count", "1"])
         defer { recv.stop() }
 
@@ -62,7 +62,7 @@ import Testing
 
         #expect(try await recv.waitForExit(timeout: .seconds(60)) == 0)
         let file = recv.jsonLines.first { $0["event"] as? String == "received" }?["file"] as! String
-        #expect(try TestFiles.identical(source, file))
+        #expect(try await TestFiles.identical(source, file))
     }
 
     /// A 1 GiB message arrives byte-identical while every process stays under 256 MiB of resident memory.
@@ -71,7 +71,7 @@ import Testing
         defer { cluster.stop() }
         let source = "\(cluster.directory)/source.bin"
         let out = "\(cluster.directory)/out"
-        try TestFiles.write(source, bytes: 1024 * Self.mebibyte, seed: 12)
+        try await TestFiles.write(source, bytes: 1024 * Self.mebibyte, seed: 12)
         let recv = try await cluster.receiver("ckpt/full", at: "n2", ["--out", out, "--count", "1"])
         defer { recv.stop() }
         let send = try await FreightProcess.run(
@@ -80,7 +80,7 @@ import Testing
         #expect(send.status == 0, "\(send.stderr)")
         #expect(try await recv.waitForExit(timeout: .seconds(60)) == 0)
         let received = recv.jsonLines.first { $0["event"] as? String == "received" }!
-        #expect(try TestFiles.identical(source, received["file"] as! String))
+        #expect(try await TestFiles.identical(source, received["file"] as! String))
 
         let limit = 256 << 20
         let sendReport = try JSONSerialization.jsonObject(with: Data(send.stdout.first!.utf8)) as! [String: Any]
@@ -274,7 +274,7 @@ import Testing
         let cluster = try await ProcessCluster.start(nodes: 1)
         defer { cluster.stop() }
         let source = "\(cluster.directory)/plain.bin"
-        try TestFiles.write(source, bytes: 3 * Self.mebibyte, seed: 4)
+        try await TestFiles.write(source, bytes: 3 * Self.mebibyte, seed: 4)
         let unchecked = try await cluster.receiver("check/me", at: "n1", ["--check", "--count", "1"], seenAt: "n1")
         defer { unchecked.stop() }
         let sent = try await FreightProcess.run([

@@ -26,7 +26,7 @@ import Testing
         let cluster = try await ProcessCluster.start(nodes: 2, grpc: true)
         defer { cluster.stop() }
         let source = "\(cluster.directory)/source.bin"
-        try TestFiles.write(source, bytes: 256 * Self.mebibyte, seed: 31)
+        try await TestFiles.write(source, bytes: 256 * Self.mebibyte, seed: 31)
         let digest = try await Self.sha256(source)
 
         // Python → Swift.
@@ -42,7 +42,7 @@ import Testing
         #expect(try await recv.waitForExit(timeout: .seconds(60)) == 0)
         let file = try #require(recv.jsonLines.first { $0["event"] as? String == "received" }?["file"] as? String)
         #expect(try await Self.sha256(file) == digest)
-        #expect(try TestFiles.identical(source, file))
+        #expect(try await TestFiles.identical(source, file))
 
         // Swift → Python.
         let pyOut = "\(cluster.directory)/py-out.bin"
@@ -89,7 +89,7 @@ import Testing
         let cluster = try await ProcessCluster.start(nodes: 2, grpc: true, extraArguments: ["--access", list])
         defer { cluster.stop() }
         let source = "\(cluster.directory)/small.bin"
-        try TestFiles.write(source, bytes: 4 * Self.mebibyte, seed: 5)
+        try await TestFiles.write(source, bytes: 4 * Self.mebibyte, seed: 5)
         let token = ["FREIGHT_TOKEN": secret]
 
         let anonymous = try Self.python([
@@ -118,6 +118,6 @@ import Testing
         defer { inside.stop() }
         #expect(try await inside.waitForExit(timeout: .seconds(60)) == 0, "\(inside.stderr)")
         #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "\(receiver.stderr)")
-        #expect(try TestFiles.identical(source, out))
+        #expect(try await TestFiles.identical(source, out))
     }
 }
