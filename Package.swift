@@ -43,7 +43,9 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "FreightDirectory", dependencies: ["FreightCore", "FreightWire"], swiftSettings: strict),
-        .target(name: "FreightRouting", dependencies: ["FreightCore", "FreightDirectory"], swiftSettings: strict),
+        .target(
+            name: "FreightRouting", dependencies: ["FreightCore", "FreightDirectory", "FreightWire"],
+            swiftSettings: strict),
         // Flows as a pure state machine (docs/core.md): no NIO beyond the frame types, no clock, no I/O.
         .target(
             name: "FreightFlow", dependencies: ["FreightCore", "FreightDirectory", "FreightWire"], swiftSettings: strict
@@ -155,7 +157,16 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "FreightCoreTests", dependencies: ["FreightCore"], swiftSettings: strict),
-        .testTarget(name: "FreightSecurityTests", dependencies: ["FreightSecurity"], swiftSettings: strict),
+        .testTarget(
+            name: "FreightSecurityTests",
+            dependencies: [
+                "FreightSecurity",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "FreightWireTests",
             dependencies: [
@@ -172,7 +183,8 @@ let package = Package(
         .testTarget(
             name: "FreightDirectoryTests", dependencies: ["FreightDirectory", "FreightCore"], swiftSettings: strict),
         .testTarget(
-            name: "FreightRoutingTests", dependencies: ["FreightRouting", "FreightDirectory", "FreightCore"],
+            name: "FreightRoutingTests",
+            dependencies: ["FreightRouting", "FreightDirectory", "FreightCore", "FreightWire"],
             exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(
             name: "FreightNodeTests",

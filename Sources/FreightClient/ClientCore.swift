@@ -91,7 +91,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
             sharedChunkReceived(chunk)
         case .release(let regions):
             releaseReceived(regions)
-        case .request, .endpoints, .members:
+        case .request, .endpoints, .members, .routes:
             connection.close()
         }
     }

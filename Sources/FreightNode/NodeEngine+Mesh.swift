@@ -374,7 +374,7 @@ extension NodeEngine {
             }
         case .open, .data, .ack, .done, .abort:
             flowFrame(frame, from: .peer(peer))
-        case .hello, .request, .reply, .shared, .release:
+        case .hello, .request, .reply, .shared, .release, .routes:
             reject(connection, "unexpected \(frame.type) frame from node \(peer)")
         }
     }

@@ -27,7 +27,7 @@ extension NodeEngine {
             sharedReceived(chunk, from: session)
         case .release(let regions):
             releaseReceived(regions, from: session)
-        case .hello, .reply, .endpoints, .members:
+        case .hello, .reply, .endpoints, .members, .routes:
             reject(connection, "unexpected \(frame.type) frame from app \(session.label)")
         }
     }

@@ -97,6 +97,7 @@ public enum Frame: Sendable {
     case reply(Freight_Wire_V1_Reply)
     case endpoints(Freight_Wire_V1_Endpoints)
     case members(Freight_Wire_V1_Members)
+    case routes(Freight_Wire_V1_Routes)
     case shared(SharedChunk)
     case release([SharedRegion])
 
@@ -112,6 +113,7 @@ public enum Frame: Sendable {
         case .reply: .reply
         case .endpoints: .endpoints
         case .members: .members
+        case .routes: .routes
         case .shared: .shared
         case .release: .release
         }

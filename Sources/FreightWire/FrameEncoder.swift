@@ -48,6 +48,7 @@ public enum FrameEncoder {
             case .reply(let m): payload = try m.serializedBytes()
             case .endpoints(let m): payload = try m.serializedBytes()
             case .members(let m): payload = try m.serializedBytes()
+            case .routes(let r): payload = try r.serializedBytes()
             case .shared, .release: preconditionFailure("binary frames are encoded above")
             }
         } catch {

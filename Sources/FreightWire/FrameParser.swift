@@ -201,6 +201,7 @@ public struct FrameParser: Sendable {
             case .reply: return .reply(try Freight_Wire_V1_Reply(serializedBytes: bytes))
             case .endpoints: return .endpoints(try Freight_Wire_V1_Endpoints(serializedBytes: bytes))
             case .members: return .members(try Freight_Wire_V1_Members(serializedBytes: bytes))
+            case .routes: return .routes(try Freight_Wire_V1_Routes(serializedBytes: bytes))
             case .shared, .release: preconditionFailure("binary frames are decoded above")
             }
         } catch {

@@ -24,6 +24,7 @@ public enum WireV1 {
         case members = 10
         case shared = 11
         case release = 12
+        case routes = 13
     }
 
     /// HELLO capability: messages resume across a broken link (docs/core.md).
