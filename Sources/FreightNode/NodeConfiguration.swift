@@ -66,6 +66,8 @@ public struct NodeConfiguration: Sendable {
     /// Mutual TLS on links between nodes (`--tls-authority`, `--tls-cert`, `--tls-key`, `--encrypt-links`); nil:
     /// links between nodes are not authenticated, for a trusted network only.
     public var linkSecurity: LinkSecurity?
+    /// Makes the node a gateway of its cluster (docs/gateways.md); nil: an ordinary node.
+    public var gateway: GatewayConfiguration?
 
     public init(
         cluster: String = "default",

@@ -21,6 +21,10 @@ extension NodeEngine {
         closeStalledStreams()
         closeLongHolds()
         closeSilentProbes()
+        if let gateways {
+            // What the cluster serves, announced to other clusters once it changed.
+            gateways.serve(index.nodes.flatMap { index.endpoints(at: $0).map(\.pattern) }, digest: index.digest)
+        }
         var links: [String: Membership.LinkState] = [:]
         for member in members.values {
             links[member.name] = .init(isUp: member.link.isUp, missingStripes: !member.link.missingStripes.isEmpty)

@@ -105,6 +105,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var planner: DeliveryPlanner
     var tieBreak: UInt64 = 0
     var maintenance: RepeatedTask?
+    /// Links to gateways of other clusters, when this node is a gateway.
+    var gateways: GatewayLinks?
     /// Set when `stop()` begins: links that close then are not redialed or resumed.
     var stopping = false
 
@@ -213,6 +215,9 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     /// Waits until the node listens (``start()`` returned); throws when the waiting task is cancelled.
     public func waitUntilStarted() async throws { try await started.wait() }
 
+    /// Where this node listens for gateways of other clusters, once started as a gateway.
+    public var gatewayAddress: String? { gateways?.boundAddress }
+
     /// Random per process start: tells a restarted node from the old one.
     public var incarnationID: UInt64 { incarnation }
 
@@ -261,6 +266,15 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                 maintain()
             }
         }.get()
+        if let gateway = configuration.gateway {
+            try await eventLoop.flatSubmit { [self] in
+                let links = GatewayLinks(
+                    configuration: gateway, node: name, cluster: configuration.cluster, loop: eventLoop,
+                    logger: logger, limits: transport.limits)
+                gateways = links
+                return links.start()
+            }.get()
+        }
         started.open()
         logger.info("node \(name) listening on \(boundListen)\(configuration.socketPath.map { " and \($0)" } ?? "")")
         if case .tcp(let host, _) = boundListen {
@@ -284,6 +298,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                 maintenance?.cancel()
                 maintenance = nil
                 var futures: [EventLoopFuture<Void>] = []
+                if let gateways { futures.append(gateways.stop()) }
+                gateways = nil
                 for listener in [listener, socketListener].compactMap({ $0 }) + railListeners {
                     futures.append(listener.close().recover { _ in })
                 }
@@ -417,6 +433,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         status.accessList = configuration.access != nil
         status.appsOverTcp = configuration.appsOverTCP
         status.linkSecurity = configuration.linkSecurity?.summary ?? LinkSecurity.trustedNetworkSummary
+        gateways?.fill(&status)
         // Peers in name order, as many as fit one control frame with room to spare; the rest are counted.
         var bytes = (try? status.serializedBytes() as [UInt8])?.count ?? 0
         for member in members.values.sorted(by: { $0.name < $1.name }) {

@@ -89,6 +89,7 @@ struct NodeCommand: AsyncParsableCommand {
             "Access list: which apps (uid, gid, token) may receive on and send to which addresses (docs/hardening.md).")
     var access: String?
     @OptionGroup(title: "Mutual TLS between nodes") var tls: LinkSecurityOptions
+    @OptionGroup(title: "Gateway of the cluster") var gateway: GatewayOptions
     @Option(name: .customLong("grpc"), help: "HOST:PORT for the gRPC API (port 0 picks one).")
     var grpc: String?
     @Option(name: .customLong("admin"), help: "HOST:PORT for /metrics and /healthz (not yet available).")
@@ -134,7 +135,7 @@ struct NodeCommand: AsyncParsableCommand {
             for warning in topologyWarnings { logger.warning("\(warning)") }
             let backend: (any DirectoryBackend)? =
                 directory == "mesh" ? nil : try EtcdDirectory(url: directory, leaseTTL: leaseTTL, logger: logger)
-            let configuration = NodeConfiguration(
+            var settings = NodeConfiguration(
                 cluster: cluster,
                 name: name,
                 listen: try Self.hostAndPort(listen, flag: "--listen"),
@@ -163,6 +164,8 @@ struct NodeCommand: AsyncParsableCommand {
                 idleSeconds: idle,
                 slowReceiverSeconds: slowReceiver
             )
+            settings.gateway = try gateway.load(cluster: cluster, tls: tls)
+            let configuration = settings
             try configuration.validate()
             if configuration.access == nil {
                 logger.notice(
@@ -179,6 +182,7 @@ struct NodeCommand: AsyncParsableCommand {
                     printJSON([
                         "event": "listening", "name": engine.name, "listen": engine.boundListen.description,
                         "socket": configuration.socketPath ?? "", "grpc": grpcListen ?? "", "pid": Int(getpid()),
+                        "gateway": engine.gatewayAddress ?? "",
                     ])
                 } else {
                     printLine(

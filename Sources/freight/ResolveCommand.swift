@@ -136,6 +136,17 @@ struct StatusCommand: AsyncParsableCommand {
                     "links_refused": status.linksRefused, "handshakes_timed_out": status.handshakesTimedOut,
                     "access_list": status.accessList, "apps_over_tcp": status.appsOverTcp,
                     "link_security": status.linkSecurity,
+                    "gateway": status.gateway,
+                    "gateway_links": status.gatewayLinks.map {
+                        [
+                            "cluster": $0.cluster, "address": $0.address, "dialed": $0.dialed, "up_ms": $0.upMillis,
+                            "cost": $0.cost, "routes_learned": $0.routesLearned, "routes_sent": $0.routesSent,
+                        ] as [String: Any]
+                    },
+                    "routes": status.routes.map {
+                        ["pattern": $0.pattern, "origin": $0.origin, "path": $0.path, "cost": $0.cost] as [String: Any]
+                    },
+                    "routes_omitted": status.routesOmitted,
                     "peers": status.peers.map {
                         [
                             "name": $0.name, "listen": $0.listen, "streams_up": $0.streamsUp, "endpoints": $0.endpoints,
@@ -153,6 +164,23 @@ struct StatusCommand: AsyncParsableCommand {
                     "apps: \(status.accessList ? "bound by an access list" : "no access list"), \(status.appsOverTcp ? "over TCP too" : "Unix socket only"); links: \(status.linksInHandshake) in handshake, \(status.linksRefused) refused, \(status.handshakesTimedOut) timed out in handshake"
                 )
                 printLine("link security: \(status.linkSecurity)")
+                if !status.gateway.isEmpty {
+                    printLine(
+                        "gateway of cluster \(status.cluster) on \(status.gateway): \(status.gatewayLinks.count) links")
+                    for link in status.gatewayLinks {
+                        printLine(
+                            "  cluster \(link.cluster)\t\(link.address)\t\(link.dialed ? "dialed" : "accepted")\tup \(link.upMillis / 1000) s\tcost \(link.cost) µs\t\(link.routesLearned) routes in, \(link.routesSent) out"
+                        )
+                    }
+                    printLine(
+                        "routes to other clusters: \(status.routes.count + Int(status.routesOmitted))\(status.routesOmitted > 0 ? " (\(status.routesOmitted) not listed)" : "")"
+                    )
+                    for route in status.routes {
+                        printLine(
+                            "  \(route.pattern)\tat \(route.origin)\tvia \(route.path.joined(separator: " → "))\tcost \(route.cost) µs"
+                        )
+                    }
+                }
                 printLine(
                     "directory: \(status.directory)\(status.directoryUnreachable.isEmpty ? "" : ", UNREACHABLE: \(status.directoryUnreachable)")"
                 )

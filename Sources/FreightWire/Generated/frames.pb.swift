@@ -72,6 +72,9 @@ public nonisolated struct Freight_Wire_V1_Hello: Sendable {
 
     /// a node's egress stream to a peer node
     case node // = 2
+
+    /// a gateway's link to a gateway of another cluster (docs/gateways.md)
+    case gateway // = 3
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -83,6 +86,7 @@ public nonisolated struct Freight_Wire_V1_Hello: Sendable {
       case 0: self = .unspecified
       case 1: self = .app
       case 2: self = .node
+      case 3: self = .gateway
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -92,6 +96,7 @@ public nonisolated struct Freight_Wire_V1_Hello: Sendable {
       case .unspecified: return 0
       case .app: return 1
       case .node: return 2
+      case .gateway: return 3
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -101,6 +106,7 @@ public nonisolated struct Freight_Wire_V1_Hello: Sendable {
       .unspecified,
       .app,
       .node,
+      .gateway,
     ]
 
   }
@@ -956,11 +962,77 @@ public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
     set {_uniqueStorage()._linkSecurity = newValue}
   }
 
+  /// As a gateway (docs/gateways.md): where it listens for gateways of other clusters, its links to them, and the
+  /// routes between sites it chose (at most 256 listed; routes_omitted says how many more).
+  public var gateway: String {
+    get {_storage._gateway}
+    set {_uniqueStorage()._gateway = newValue}
+  }
+
+  public var gatewayLinks: [Freight_Wire_V1_GatewayLinkStatus] {
+    get {_storage._gatewayLinks}
+    set {_uniqueStorage()._gatewayLinks = newValue}
+  }
+
+  public var routes: [Freight_Wire_V1_RouteStatus] {
+    get {_storage._routes}
+    set {_uniqueStorage()._routes = newValue}
+  }
+
+  public var routesOmitted: UInt32 {
+    get {_storage._routesOmitted}
+    set {_uniqueStorage()._routesOmitted = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Freight_Wire_V1_GatewayLinkStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the cluster its certificate proved
+  public var cluster: String = String()
+
+  public var address: String = String()
+
+  public var dialed: Bool = false
+
+  public var upMillis: UInt64 = 0
+
+  /// microseconds
+  public var cost: UInt64 = 0
+
+  public var routesLearned: UInt64 = 0
+
+  public var routesSent: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Freight_Wire_V1_RouteStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pattern: String = String()
+
+  public var origin: String = String()
+
+  public var path: [String] = []
+
+  public var cost: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Freight_Wire_V1_PeerStatus: Sendable {
@@ -1078,7 +1150,7 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
 }
 
 nonisolated extension Freight_Wire_V1_Hello.Role: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_UNSPECIFIED\0\u{1}ROLE_APP\0\u{1}ROLE_NODE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_UNSPECIFIED\0\u{1}ROLE_APP\0\u{1}ROLE_NODE\0\u{1}ROLE_GATEWAY\0")
 }
 
 nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -2354,7 +2426,7 @@ nonisolated extension Freight_Wire_V1_Nic: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0\u{3}link_security\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0\u{3}link_security\0\u{1}gateway\0\u{3}gateway_links\0\u{1}routes\0\u{3}routes_omitted\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2389,6 +2461,10 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
     var _accessList: Bool = false
     var _appsOverTcp: Bool = false
     var _linkSecurity: String = String()
+    var _gateway: String = String()
+    var _gatewayLinks: [Freight_Wire_V1_GatewayLinkStatus] = []
+    var _routes: [Freight_Wire_V1_RouteStatus] = []
+    var _routesOmitted: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2431,6 +2507,10 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       _accessList = source._accessList
       _appsOverTcp = source._appsOverTcp
       _linkSecurity = source._linkSecurity
+      _gateway = source._gateway
+      _gatewayLinks = source._gatewayLinks
+      _routes = source._routes
+      _routesOmitted = source._routesOmitted
     }
   }
 
@@ -2481,6 +2561,10 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         case 30: try { try decoder.decodeSingularBoolField(value: &_storage._accessList) }()
         case 31: try { try decoder.decodeSingularBoolField(value: &_storage._appsOverTcp) }()
         case 32: try { try decoder.decodeSingularStringField(value: &_storage._linkSecurity) }()
+        case 33: try { try decoder.decodeSingularStringField(value: &_storage._gateway) }()
+        case 34: try { try decoder.decodeRepeatedMessageField(value: &_storage._gatewayLinks) }()
+        case 35: try { try decoder.decodeRepeatedMessageField(value: &_storage._routes) }()
+        case 36: try { try decoder.decodeSingularUInt32Field(value: &_storage._routesOmitted) }()
         default: break
         }
       }
@@ -2589,6 +2673,18 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       if !_storage._linkSecurity.isEmpty {
         try visitor.visitSingularStringField(value: _storage._linkSecurity, fieldNumber: 32)
       }
+      if !_storage._gateway.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._gateway, fieldNumber: 33)
+      }
+      if !_storage._gatewayLinks.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._gatewayLinks, fieldNumber: 34)
+      }
+      if !_storage._routes.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._routes, fieldNumber: 35)
+      }
+      if _storage._routesOmitted != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._routesOmitted, fieldNumber: 36)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2630,10 +2726,119 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         if _storage._accessList != rhs_storage._accessList {return false}
         if _storage._appsOverTcp != rhs_storage._appsOverTcp {return false}
         if _storage._linkSecurity != rhs_storage._linkSecurity {return false}
+        if _storage._gateway != rhs_storage._gateway {return false}
+        if _storage._gatewayLinks != rhs_storage._gatewayLinks {return false}
+        if _storage._routes != rhs_storage._routes {return false}
+        if _storage._routesOmitted != rhs_storage._routesOmitted {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GatewayLinkStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{1}address\0\u{1}dialed\0\u{3}up_millis\0\u{1}cost\0\u{3}routes_learned\0\u{3}routes_sent\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.cluster) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.dialed) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.upMillis) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.cost) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.routesLearned) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.routesSent) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.cluster.isEmpty {
+      try visitor.visitSingularStringField(value: self.cluster, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    if self.dialed != false {
+      try visitor.visitSingularBoolField(value: self.dialed, fieldNumber: 3)
+    }
+    if self.upMillis != 0 {
+      try visitor.visitSingularUInt64Field(value: self.upMillis, fieldNumber: 4)
+    }
+    if self.cost != 0 {
+      try visitor.visitSingularUInt64Field(value: self.cost, fieldNumber: 5)
+    }
+    if self.routesLearned != 0 {
+      try visitor.visitSingularUInt64Field(value: self.routesLearned, fieldNumber: 6)
+    }
+    if self.routesSent != 0 {
+      try visitor.visitSingularUInt64Field(value: self.routesSent, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_GatewayLinkStatus, rhs: Freight_Wire_V1_GatewayLinkStatus) -> Bool {
+    if lhs.cluster != rhs.cluster {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.dialed != rhs.dialed {return false}
+    if lhs.upMillis != rhs.upMillis {return false}
+    if lhs.cost != rhs.cost {return false}
+    if lhs.routesLearned != rhs.routesLearned {return false}
+    if lhs.routesSent != rhs.routesSent {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_RouteStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RouteStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0\u{1}origin\0\u{1}path\0\u{1}cost\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.pattern) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.origin) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.path) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.cost) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.pattern.isEmpty {
+      try visitor.visitSingularStringField(value: self.pattern, fieldNumber: 1)
+    }
+    if !self.origin.isEmpty {
+      try visitor.visitSingularStringField(value: self.origin, fieldNumber: 2)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.path, fieldNumber: 3)
+    }
+    if self.cost != 0 {
+      try visitor.visitSingularUInt64Field(value: self.cost, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_RouteStatus, rhs: Freight_Wire_V1_RouteStatus) -> Bool {
+    if lhs.pattern != rhs.pattern {return false}
+    if lhs.origin != rhs.origin {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.cost != rhs.cost {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

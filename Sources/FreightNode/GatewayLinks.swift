@@ -1,0 +1,329 @@
+import FreightCore
+import FreightRouting
+import FreightSecurity
+import FreightTransport
+import FreightWire
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// What makes a node a gateway of its cluster (docs/gateways.md): where it listens for gateways of other clusters,
+/// whom it dials, what its links let out and in, and its TLS.
+public struct GatewayConfiguration: Sendable {
+    public var listen: NodeAddress
+    public var peers: [NodeAddress]
+    public var filters: RouteFilters
+    public var security: GatewaySecurity
+
+    public init(listen: NodeAddress, peers: [NodeAddress], filters: RouteFilters, security: GatewaySecurity) {
+        self.listen = listen
+        self.peers = peers
+        self.filters = filters
+        self.security = security
+    }
+}
+
+/// A gateway's links to gateways of other clusters and the route table they feed (docs/gateways.md). Loop-confined:
+/// the engine creates it on its loop and calls it there; its connections run on the same loop.
+final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
+    /// Gateway links a gateway keeps at most (dialed and accepted), and how long one may take to say HELLO.
+    static let linksMax = 256
+    static let helloSeconds: Int64 = 5
+    static let tickInterval = TimeAmount.milliseconds(100)
+    static let redialInterval = TimeAmount.seconds(1)
+
+    struct Link {
+        var connection: FrameConnection
+        var address: String
+        var dialed: Bool
+        var opened: NIODeadline
+        /// Set once the peer's HELLO was checked against its certificate.
+        var cluster: String?
+        var up: NIODeadline?
+    }
+
+    let configuration: GatewayConfiguration
+    let node: String
+    let cluster: String
+    let loop: any EventLoop
+    let logger: Logger
+    let limits: FrameLimits
+    private(set) var table: RouteTable
+    private var links: [Int: Link] = [:]
+    private var linkOf: [ObjectIdentifier: Int] = [:]
+    private var nextLink = 1
+    /// Peer addresses dialed or being dialed.
+    private var dialing: Set<String> = []
+    private var listener: Channel?
+    private var timer: RepeatedTask?
+    private var servedDigest: UInt64?
+    private var actions: [RouteAction] = []
+    private let started = NIODeadline.now()
+    var boundAddress: String?
+
+    init(
+        configuration: GatewayConfiguration, node: String, cluster: String, loop: any EventLoop, logger: Logger,
+        limits: FrameLimits
+    ) {
+        self.configuration = configuration
+        self.node = node
+        self.cluster = cluster
+        self.loop = loop
+        self.logger = logger
+        self.limits = limits
+        self.table = RouteTable(.init(cluster: cluster))
+    }
+
+    private var now: UInt64 { UInt64(max(0, (NIODeadline.now() - started).nanoseconds)) }
+
+    // MARK: start and stop
+
+    func start() -> EventLoopFuture<Void> {
+        guard case .tcp(let host, let port) = configuration.listen else {
+            return loop.makeFailedFuture(FreightError(.invalidArgument, "--gateway takes HOST:PORT"))
+        }
+        return ServerBootstrap(group: loop)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.prepare(channel, dialed: false, address: nil) }
+            }
+            .bind(host: host, port: port)
+            .map { [self] channel in
+                listener = channel
+                boundAddress = channel.localAddress.map { "\($0.ipAddress ?? host):\($0.port ?? port)" }
+                timer = loop.scheduleRepeatedTask(initialDelay: .zero, delay: Self.tickInterval) { [self] _ in
+                    tick()
+                }
+                logger.info(
+                    "gateway of cluster \(cluster) listening on \(boundAddress ?? "?") (mutual TLS 1.3; peers: \(configuration.peers.map { "\($0)" }.joined(separator: ", ")))"
+                )
+            }
+    }
+
+    func stop() -> EventLoopFuture<Void> {
+        timer?.cancel()
+        timer = nil
+        var futures = links.values.map { $0.connection.channel.close().recover { _ in } }
+        if let listener { futures.append(listener.close().recover { _ in }) }
+        listener = nil
+        return EventLoopFuture.andAllComplete(futures, on: loop)
+    }
+
+    /// TLS with the gateway's checks, then wire v1 frames, on a new link (dialed or accepted).
+    private func prepare(_ channel: Channel, dialed: Bool, address: String?) throws {
+        guard links.count < Self.linksMax else {
+            throw FreightError(.resourceExhausted, "over \(Self.linksMax) gateway links")
+        }
+        let remote = address ?? channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+        let logger = self.logger
+        let tls = try configuration.security.tlsHandler(accepted: !dialed, on: loop) { result in
+            if case .failure(let refusal) = result {
+                logger.warning("refusing gateway link \(dialed ? "to" : "from") \(remote): \(refusal)")
+            }
+        }
+        let connection = FrameConnection(channel: channel, id: UInt64(nextLink))
+        connection.delegate = self
+        connection.isDialed = dialed
+        let id = nextLink
+        nextLink += 1
+        links[id] = Link(connection: connection, address: remote, dialed: dialed, opened: .now())
+        linkOf[ObjectIdentifier(connection)] = id
+        let handler = FrameConnectionHandler(connection: connection, logger: logger)
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(tls)
+        try sync.addHandler(FrameReader(limits: limits, deliver: handler.handle))
+        try sync.addHandler(handler)
+    }
+
+    private func hello() -> Freight_Wire_V1_Hello {
+        var hello = Freight_Wire_V1_Hello()
+        hello.role = .gateway
+        hello.name = node
+        hello.cluster = cluster
+        return hello
+    }
+
+    // MARK: dialing and the timer
+
+    private func dial(_ address: NodeAddress) {
+        guard case .tcp(let host, let port) = address else { return }
+        let text = "\(address)"
+        dialing.insert(text)
+        logger.debug("dialing gateway \(text)")
+        var bootstrap = ClientBootstrap(group: loop).connectTimeout(.seconds(Limits.dialTimeoutSeconds))
+        // From the gateway's own address, so that peers see which gateway dialed.
+        if case .tcp(let own, _) = configuration.listen, let source = try? SocketAddress(ipAddress: own, port: 0) {
+            bootstrap = bootstrap.bind(to: source)
+        }
+        bootstrap
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.prepare(channel, dialed: true, address: text) }
+            }
+            .connect(host: host, port: port)
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let channel):
+                    guard let id = linkID(of: channel) else { return }
+                    links[id]?.connection.sendPreface()
+                    links[id]?.connection.send(.hello(hello()))
+                case .failure(let error):
+                    logger.debug("gateway \(text) did not answer: \(error)")
+                    // The attempt's link never came up: forget it (its channel never became active).
+                    for (id, link) in links where link.dialed && link.address == text && link.up == nil {
+                        links[id] = nil
+                        linkOf[ObjectIdentifier(link.connection)] = nil
+                    }
+                    // Tried again on a later tick.
+                    loop.scheduleTask(in: Self.redialInterval) { [self] in dialing.remove(text) }
+                }
+            }
+    }
+
+    private func linkID(of channel: Channel) -> Int? {
+        links.first { $0.value.connection.channel === channel }?.key
+    }
+
+    /// Dials peers not linked, closes links that never said HELLO, feeds the table the cluster's patterns when
+    /// they changed, and carries out what the table decided.
+    private func tick() {
+        for peer in configuration.peers where !dialing.contains("\(peer)") { dial(peer) }
+        for (id, link) in links where link.up == nil && NIODeadline.now() - link.opened > .seconds(Self.helloSeconds) {
+            logger.warning("closing gateway link \(link.address): no HELLO within \(Self.helloSeconds) s")
+            close(id)
+        }
+        table.tick(now: now, into: &actions)
+        carryOut()
+    }
+
+    /// The cluster's patterns (its directory's endpoints), when `digest` says they changed.
+    func serve(_ patterns: @autoclosure () -> [AddressPattern], digest: UInt64) {
+        guard digest != servedDigest else { return }
+        servedDigest = digest
+        table.serve(patterns(), now: now, into: &actions)
+        carryOut()
+    }
+
+    private func carryOut() {
+        let pending = actions
+        actions.removeAll(keepingCapacity: true)
+        for action in pending {
+            switch action {
+            case .advertise(let id, let advertisement):
+                guard let connection = links[id]?.connection else { continue }
+                for frame in advertisement.wireFrames() { connection.send(.routes(frame)) }
+            case .closeLink(let id, let reason):
+                logger.warning("closing gateway link \(links[id]?.address ?? "?"): \(reason)")
+                close(id)
+            }
+        }
+    }
+
+    private func close(_ id: Int) {
+        guard let link = links.removeValue(forKey: id) else { return }
+        linkOf[ObjectIdentifier(link.connection)] = nil
+        if link.dialed { dialing.remove(link.address) }
+        link.connection.close()
+        table.linkDown(id, now: now, into: &actions)
+    }
+
+    // MARK: frames
+
+    func connection(_ connection: FrameConnection, didReceive frame: Frame) {
+        guard let id = linkOf[ObjectIdentifier(connection)], let link = links[id] else { return connection.close() }
+        switch frame {
+        case .hello(let hello) where link.up == nil:
+            helloReceived(hello, on: id)
+        case .routes(let routes) where link.up != nil:
+            do {
+                table.received(try RouteAdvertisement(wire: routes), on: id, now: now, into: &actions)
+            } catch {
+                logger.warning("closing gateway link \(link.address): \(error.message)")
+                close(id)
+            }
+        default:
+            logger.warning("closing gateway link \(link.address): unexpected \(frame.type) frame")
+            close(id)
+        }
+        carryOut()
+    }
+
+    /// The peer's HELLO: a gateway of the cluster its certificate proved (checked by TLS already).
+    private func helloReceived(_ hello: Freight_Wire_V1_Hello, on id: Int) {
+        guard var link = links[id] else { return }
+        let proven: String?
+        do {
+            let tls = try link.connection.channel.pipeline.syncOperations.handler(type: NIOSSLHandler.self)
+            proven = try tls.peerCertificate.flatMap { NodeIdentity(derEncoded: try $0.toDERBytes())?.cluster }
+        } catch {
+            proven = nil
+        }
+        guard hello.role == .gateway, let proven else {
+            logger.warning("closing gateway link \(link.address): it is not a gateway with a certificate")
+            return close(id)
+        }
+        if let refusal = configuration.security.trust.check(claimed: hello.cluster, proven: proven) {
+            logger.warning("refusing gateway link \(link.dialed ? "to" : "from") \(link.address): \(refusal)")
+            return close(id)
+        }
+        if !link.dialed {
+            link.connection.sendPreface()
+            link.connection.send(.hello(self.hello()))
+        }
+        // The link's setup (TLS and HELLO, two or three round trips) stands in for its round trip until links
+        // measure it (docs/gateways.md).
+        let setup = UInt64(max(1, (NIODeadline.now() - link.opened).nanoseconds / 1000))
+        link.cluster = proven
+        link.up = .now()
+        links[id] = link
+        logger.info("gateway link \(link.dialed ? "to" : "from") \(link.address) up: cluster \(proven)")
+        table.linkUp(id, peer: proven, cost: setup, filters: configuration.filters, now: now, into: &actions)
+    }
+
+    func connectionDidClose(_ connection: FrameConnection, error: (any Error)?) {
+        guard let id = linkOf[ObjectIdentifier(connection)] else { return }
+        if let link = links[id], link.up != nil {
+            logger.warning("gateway link \(link.address) (cluster \(link.cluster ?? "?")) closed")
+        }
+        close(id)
+        carryOut()
+    }
+
+    // MARK: status
+
+    func fill(_ status: inout Freight_Wire_V1_NodeStatus) {
+        status.gateway = boundAddress ?? "\(configuration.listen)"
+        let info = table.linkInfo
+        for id in links.keys.sorted() {
+            guard let link = links[id], let up = link.up else { continue }
+            var entry = Freight_Wire_V1_GatewayLinkStatus()
+            entry.cluster = link.cluster ?? ""
+            entry.address = link.address
+            entry.dialed = link.dialed
+            entry.upMillis = UInt64(max(0, (NIODeadline.now() - up).nanoseconds / 1_000_000))
+            entry.cost = info[id]?.cost ?? 0
+            entry.routesLearned = UInt64(info[id]?.routesLearned ?? 0)
+            entry.routesSent = UInt64(info[id]?.routesSent ?? 0)
+            status.gatewayLinks.append(entry)
+        }
+        let chosen = table.chosen.values.filter { $0.route.origin != cluster }.sorted {
+            ($0.route.cost, $0.route.pattern.description) < ($1.route.cost, $1.route.pattern.description)
+        }
+        // A status reply is one control frame: at most 256 routes, and about 24 KiB of their names.
+        var listed = 0
+        var bytes = 0
+        for choice in chosen.prefix(256) {
+            bytes +=
+                choice.route.pattern.description.utf8.count + choice.route.path.reduce(16) { $0 + $1.utf8.count + 2 }
+            if bytes > 24 * 1024 { break }
+            listed += 1
+            var route = Freight_Wire_V1_RouteStatus()
+            route.pattern = choice.route.pattern.description
+            route.origin = choice.route.origin
+            route.path = choice.route.path
+            route.cost = choice.route.cost
+            status.routes.append(route)
+        }
+        status.routesOmitted = UInt32(chosen.count - listed)
+    }
+}

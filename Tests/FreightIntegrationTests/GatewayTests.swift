@@ -1,0 +1,145 @@
+import Foundation
+import FreightCore
+import FreightTesting
+import Testing
+
+/// Gateways (docs/gateways.md) as an operator runs them: three clusters a, b and c, each with its own authority made
+/// by `freight cert`, one gateway node each on 127.0.0.41-43, linked in a chain a–b–c over mutual TLS.
+@Suite(.serialized) struct GatewayTests {
+    /// A cluster of one gateway node: its process cluster and where its gateway listens.
+    struct Site {
+        let cluster: ProcessCluster
+        let gateway: String
+        var node: ProcessCluster.Node { cluster.node(cluster.cluster) }
+    }
+
+    /// Makes the authority of `cluster` and its gateway's certificate under `folder`.
+    static func certificates(_ cluster: String, in folder: String) async throws {
+        for arguments in [
+            ["cert", "authority", "--out", "\(folder)/\(cluster)-ca"],
+            [
+                "cert", "issue", "--cluster", cluster, "--node", cluster, "--authority", "\(folder)/\(cluster)-ca",
+                "--out", "\(folder)/\(cluster)",
+            ],
+        ] {
+            let result = try await FreightProcess.run(arguments)
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+    }
+
+    /// Starts the gateway node of `cluster` (named as its cluster) on `host`, trusting the authorities of `peers`.
+    static func site(
+        _ cluster: String, host: String, folder: String, peers: [String], dial: [String], export: [String]
+    ) async throws -> Site {
+        let processes = try ProcessCluster(cluster: cluster)
+        do {
+            var arguments = [
+                "--tls-authority", "\(folder)/\(cluster)/authority.pem", "--tls-cert", "\(folder)/\(cluster)/node.pem",
+                "--tls-key", "\(folder)/\(cluster)/node-key.pem", "--gateway", "\(host):0", "--nvidia-smi", "off",
+            ]
+            for peer in peers { arguments += ["--peer-authority", "\(folder)/\(peer)-ca/authority.pem"] }
+            for address in dial { arguments += ["--gateway-peer", address] }
+            for pattern in export { arguments += ["--export", pattern] }
+            let node = try await processes.startNode(name: cluster, host: host, join: [], extraArguments: arguments)
+            let line = node.process.stdoutLines.first { $0.contains("\"listening\"") } ?? ""
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            let gateway = try #require(object?["gateway"] as? String)
+            return Site(cluster: processes, gateway: gateway)
+        } catch {
+            processes.stop()
+            throw error
+        }
+    }
+
+    /// The routes a node lists in its status: pattern → (origin, path, cost).
+    static func routes(_ site: Site) async throws -> [String: (origin: String, path: [String], cost: Int)] {
+        let status = try await site.cluster.status(site.cluster.cluster)
+        var routes: [String: (origin: String, path: [String], cost: Int)] = [:]
+        for route in status["routes"] as? [[String: Any]] ?? [] {
+            routes[route["pattern"] as? String ?? ""] = (
+                route["origin"] as? String ?? "", route["path"] as? [String] ?? [], route["cost"] as? Int ?? 0
+            )
+        }
+        return routes
+    }
+
+    static func waitFor(
+        _ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool
+    ) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while try await !condition() {
+            guard ContinuousClock.now < deadline else { throw FreightError(.internalError, "never: \(what)") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// a–b–c: a learns c's exported patterns through b, with the path [b, c]; what a cluster does not export never
+    /// leaves it; when b's gateway goes away its routes are withdrawn at a.
+    @Test func aChainAdvertisesRoutesThroughTheMiddleAndWithdrawsThem() async throws {
+        let folder = NSTemporaryDirectory() + "freight-gateways-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for cluster in ["a", "b", "c"] { try await Self.certificates(cluster, in: folder) }
+        let a = try await Self.site(
+            "a", host: "127.0.0.41", folder: folder, peers: ["b"], dial: [], export: ["jobs/**"])
+        defer { a.cluster.stop() }
+        let c = try await Self.site(
+            "c", host: "127.0.0.43", folder: folder, peers: ["b"], dial: [], export: ["ckpt/eu/**"])
+        defer { c.cluster.stop() }
+        let b = try await Self.site(
+            "b", host: "127.0.0.42", folder: folder, peers: ["a", "c"], dial: [a.gateway, c.gateway],
+            export: ["**"])
+        defer { b.cluster.stop() }
+
+        // Receivers in c: one under the exported prefix, one outside it; one in a.
+        let exported = try await c.cluster.receiver("ckpt/eu/step-1", at: "c", seenAt: "c")
+        defer { exported.stop() }
+        let hidden = try await c.cluster.receiver("ckpt/us/step-1", at: "c", seenAt: "c")
+        defer { hidden.stop() }
+        let jobs = try await a.cluster.receiver("jobs/train", at: "a", seenAt: "a")
+        defer { jobs.stop() }
+
+        try await Self.waitFor("a learns c's exported pattern through b") {
+            try await Self.routes(a)["ckpt/eu/step-1"] != nil
+        }
+        let route = try #require(try await Self.routes(a)["ckpt/eu/step-1"])
+        #expect(route.origin == "c" && route.path == ["b", "c"], "\(route)")
+        let atB = try #require(try await Self.routes(b)["ckpt/eu/step-1"])
+        #expect(route.cost > atB.cost, "a's cost adds its link to b: \(route.cost) against \(atB.cost)")
+        try await Self.waitFor("c learns a's jobs through b") {
+            try await Self.routes(c)["jobs/train"]?.path == ["b", "a"]
+        }
+        // c exports ckpt/eu/** only: its other receiver is known to nobody outside c.
+        #expect(try await Self.routes(a)["ckpt/us/step-1"] == nil)
+        #expect(try await Self.routes(b)["ckpt/us/step-1"] == nil)
+        let status = try await b.cluster.status("b")
+        let links = status["gateway_links"] as? [[String: Any]] ?? []
+        #expect(Set(links.compactMap { $0["cluster"] as? String }) == ["a", "c"], "\(links)")
+
+        // b's gateway goes away: a withdraws what it learned through it.
+        b.cluster.stop()
+        try await Self.waitFor("a withdraws c's routes") { try await Self.routes(a).isEmpty }
+    }
+
+    /// A gateway whose certificate no authority a trusts is refused, and a's log says why; nothing is learned.
+    @Test func aGatewayOfAnUntrustedAuthorityIsRefusedWithTheReason() async throws {
+        let folder = NSTemporaryDirectory() + "freight-gateways-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for cluster in ["a", "b", "x"] { try await Self.certificates(cluster, in: folder) }
+        // a trusts b's authority only; x's gateway dials a.
+        let a = try await Self.site(
+            "a", host: "127.0.0.41", folder: folder, peers: ["b"], dial: [], export: ["**"])
+        defer { a.cluster.stop() }
+        let x = try await Self.site(
+            "x", host: "127.0.0.44", folder: folder, peers: ["a"], dial: [a.gateway], export: ["**"])
+        defer { x.cluster.stop() }
+        let receiver = try await x.cluster.receiver("x/inbox", at: "x", seenAt: "x")
+        defer { receiver.stop() }
+        #expect(
+            try await a.node.process.waitForStderr(
+                containing: "not signed by an authority this gateway trusts", timeout: .seconds(20)),
+            "\(a.node.process.stderr.suffix(2000))")
+        #expect(try await Self.routes(a).isEmpty)
+        let status = try await a.cluster.status("a")
+        #expect((status["gateway_links"] as? [[String: Any]] ?? []).isEmpty)
+    }
+}
