@@ -30,6 +30,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     /// Gateway links a gateway keeps at most (dialed and accepted), and how long one may take to say HELLO.
     static let linksMax = 256
     static let helloSeconds: Int64 = 5
+    /// Accepted links from one source address that have not said HELLO yet: strangers on one address cannot hold
+    /// the slots that gateways of other clusters need.
+    static let handshakesPerSourceMax = 8
     static let tickInterval = TimeAmount.milliseconds(100)
     static let redialInterval = TimeAmount.seconds(1)
 
@@ -37,6 +40,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         var connection: FrameConnection
         var address: String
         var dialed: Bool
+        /// The peer's IP address on an accepted link.
+        var source: String?
         var opened: NIODeadline
         /// Set once the peer's HELLO was checked against its certificate.
         var cluster: String?
@@ -115,6 +120,13 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         guard links.count < Self.linksMax else {
             throw FreightError(.resourceExhausted, "over \(Self.linksMax) gateway links")
         }
+        let source = dialed ? nil : channel.remoteAddress?.ipAddress
+        if let source,
+            links.values.count(where: { $0.source == source && $0.up == nil }) >= Self.handshakesPerSourceMax
+        {
+            logger.debug("refusing a gateway link from \(source): \(Self.handshakesPerSourceMax) in handshake already")
+            throw FreightError(.resourceExhausted, "too many gateway links in handshake from \(source)")
+        }
         let remote = address ?? channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
         let logger = self.logger
         let tls = try configuration.security.tlsHandler(accepted: !dialed, on: loop) { result in
@@ -127,7 +139,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         connection.isDialed = dialed
         let id = nextLink
         nextLink += 1
-        links[id] = Link(connection: connection, address: remote, dialed: dialed, opened: .now())
+        links[id] = Link(connection: connection, address: remote, dialed: dialed, source: source, opened: .now())
         linkOf[ObjectIdentifier(connection)] = id
         let handler = FrameConnectionHandler(connection: connection, logger: logger)
         let sync = channel.pipeline.syncOperations

@@ -120,6 +120,39 @@ import Testing
         try await Self.waitFor("a withdraws c's routes") { try await Self.routes(a).isEmpty }
     }
 
+    /// 300 strangers from one address that connect to a's gateway port and say nothing hold at most 8 of its slots,
+    /// each for 5 s (the rest are refused at once): b's gateway still links, and every stranger is closed.
+    @Test func strangersOnTheGatewayPortDoNotKeepPeersOut() async throws {
+        let folder = NSTemporaryDirectory() + "freight-gateways-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for cluster in ["a", "b"] { try await Self.certificates(cluster, in: folder) }
+        let a = try await Self.site(
+            "a", host: "127.0.0.41", folder: folder, peers: ["b"], dial: [], export: ["**"])
+        defer { a.cluster.stop() }
+        let parts = a.gateway.split(separator: ":")
+        let (host, port) = (String(parts[0]), Int(parts[1])!)
+        let strangers = await Strangers.onThread {
+            Strangers.open(count: 300, host: host, port: port, sources: ["127.0.0.45"], prefix: [])
+        }
+        defer { Strangers.closeAll(strangers) }
+        #expect(strangers.count == 300)
+        // All but 8 are refused at once, well before the 5 s that the 8 may take to say HELLO.
+        try await Self.waitFor("all but 8 strangers refused at once", timeout: .seconds(4)) {
+            Strangers.closedCount(strangers) >= strangers.count - 8
+        }
+        let b = try await Self.site(
+            "b", host: "127.0.0.42", folder: folder, peers: ["a"], dial: [a.gateway], export: ["**"])
+        defer { b.cluster.stop() }
+        let receiver = try await b.cluster.receiver("b/inbox", at: "b", seenAt: "b")
+        defer { receiver.stop() }
+        try await Self.waitFor("a learns b's pattern beside the strangers") {
+            try await Self.routes(a)["b/inbox"] != nil
+        }
+        try await Self.waitFor("every stranger is closed", timeout: .seconds(20)) {
+            Strangers.closedCount(strangers) == strangers.count
+        }
+    }
+
     /// A gateway whose certificate no authority a trusts is refused, and a's log says why; nothing is learned.
     @Test func aGatewayOfAnUntrustedAuthorityIsRefusedWithTheReason() async throws {
         let folder = NSTemporaryDirectory() + "freight-gateways-\(UInt32.random(in: 0...UInt32.max))"
