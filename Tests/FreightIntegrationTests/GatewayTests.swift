@@ -120,6 +120,51 @@ import Testing
         try await Self.waitFor("a withdraws c's routes") { try await Self.routes(a).isEmpty }
     }
 
+    /// A ring a–b–c–d–a: a reaches c one way; when the cluster in the middle of that way dies (its gateway killed:
+    /// its links close) or falls silent (stopped: its links stay open and say nothing, and the hold time of 3 s
+    /// finds it), a takes the other way. Prints how long that took, from the signal to a's new route.
+    @Test(arguments: [SIGKILL, SIGSTOP])
+    func aRingMovesToTheOtherWayWhenTheMiddleDies(signal: Int32) async throws {
+        let folder = NSTemporaryDirectory() + "freight-gateways-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for cluster in ["a", "b", "c", "d"] { try await Self.certificates(cluster, in: folder) }
+        // Started in an order that lets each dial the next one around the ring, d last closing it to a.
+        let a = try await Self.site(
+            "a", host: "127.0.0.41", folder: folder, peers: ["b", "d"], dial: [], export: ["**"])
+        defer { a.cluster.stop() }
+        let b = try await Self.site(
+            "b", host: "127.0.0.42", folder: folder, peers: ["a", "c"], dial: [a.gateway], export: ["**"])
+        defer { b.cluster.stop() }
+        let c = try await Self.site(
+            "c", host: "127.0.0.43", folder: folder, peers: ["b", "d"], dial: [b.gateway], export: ["**"])
+        defer { c.cluster.stop() }
+        let d = try await Self.site(
+            "d", host: "127.0.0.44", folder: folder, peers: ["c", "a"], dial: [c.gateway, a.gateway], export: ["**"])
+        defer { d.cluster.stop() }
+        let receiver = try await c.cluster.receiver("ckpt/eu/x", at: "c", seenAt: "c")
+        defer { receiver.stop() }
+        try await Self.waitFor("a reaches c") { try await Self.routes(a)["ckpt/eu/x"] != nil }
+        // Let both ways be known everywhere before one is cut.
+        try await Self.waitFor("b and d reach c") {
+            let atB = try await Self.routes(b)["ckpt/eu/x"]
+            let atD = try await Self.routes(d)["ckpt/eu/x"]
+            return atB != nil && atD != nil
+        }
+        let before = try #require(try await Self.routes(a)["ckpt/eu/x"])
+        #expect(before.path.count == 2 && before.path.last == "c", "\(before)")
+        let (middle, other) = before.path.first == "b" ? (b, "d") : (d, "b")
+        let killed = ContinuousClock.now
+        middle.node.process.kill(signal)
+        defer { middle.node.process.kill(SIGCONT) }
+        try await Self.waitFor("a moves to the other way", timeout: .seconds(20)) {
+            try await Self.routes(a)["ckpt/eu/x"]?.path == [other, "c"]
+        }
+        let took = ContinuousClock.now - killed
+        let how = signal == SIGKILL ? "killed" : "stopped"
+        print("ring failover: a's route to c moved from \(before.path) to [\(other), c] \(took) after \(how)")
+        #expect(took < .seconds(signal == SIGKILL ? 5 : 8), "failover took \(took)")
+    }
+
     /// 300 strangers from one address that connect to a's gateway port and say nothing hold at most 8 of its slots,
     /// each for 5 s (the rest are refused at once): b's gateway still links, and every stranger is closed.
     @Test func strangersOnTheGatewayPortDoNotKeepPeersOut() async throws {
