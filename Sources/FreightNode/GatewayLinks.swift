@@ -46,6 +46,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         /// Set once the peer's HELLO was checked against its certificate.
         var cluster: String?
         var up: NIODeadline?
+        /// The ping in flight (our clock when sent), and the smoothed round-trip time in nanoseconds.
+        var pingSent: UInt64?
+        var rtt: UInt64?
     }
 
     let configuration: GatewayConfiguration
@@ -204,6 +207,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             logger.warning("closing gateway link \(link.address): no HELLO within \(Self.helloSeconds) s")
             close(id)
         }
+        ping()
         table.tick(now: now, into: &actions)
         carryOut()
     }
@@ -247,6 +251,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         case .hello(let hello) where link.up == nil:
             helloReceived(hello, on: id)
         case .routes(let routes) where link.up != nil:
+            timing(routes, on: id)
             do {
                 table.received(try RouteAdvertisement(wire: routes), on: id, now: now, into: &actions)
             } catch {
@@ -258,6 +263,40 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             close(id)
         }
         carryOut()
+    }
+
+    /// Sends a ping on every link that has none in flight (or lost one, a second ago).
+    private func ping() {
+        let now = max(1, self.now)  // 0 means no ping
+        for (id, link) in links where link.up != nil {
+            if let sent = link.pingSent, now < sent + 1_000_000_000 { continue }
+            links[id]?.pingSent = now
+            var frame = Freight_Wire_V1_Routes()
+            frame.ping = now
+            link.connection.send(.routes(frame))
+        }
+    }
+
+    /// Answers a ping at once; takes a pong as a sample of the round-trip time, which becomes the link's cost when
+    /// it moved by more than a quarter (and 100 µs): loopback jitter must not flap routes.
+    private func timing(_ routes: Freight_Wire_V1_Routes, on id: Int) {
+        guard var link = links[id] else { return }
+        if routes.ping != 0 {
+            var answer = Freight_Wire_V1_Routes()
+            answer.pong = routes.ping
+            link.connection.send(.routes(answer))
+        }
+        if routes.pong != 0, routes.pong == link.pingSent {
+            let sample = now &- routes.pong
+            let rtt = link.rtt.map { ($0 * 4 + sample) / 5 } ?? sample
+            link.rtt = rtt
+            link.pingSent = nil
+            let cost = max(1, rtt / 1000)
+            let current = table.linkInfo[id]?.cost ?? 0
+            let moved = cost > current ? cost - current : current - cost
+            if moved > max(current / 4, 100) { table.linkCost(id, cost: cost, now: now, into: &actions) }
+        }
+        links[id] = link
     }
 
     /// The peer's HELLO: a gateway of the cluster its certificate proved (checked by TLS already).
@@ -282,8 +321,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             link.connection.sendPreface()
             link.connection.send(.hello(self.hello()))
         }
-        // The link's setup (TLS and HELLO, two or three round trips) stands in for its round trip until links
-        // measure it (docs/gateways.md).
+        // The link's setup (TLS and HELLO, two or three round trips) stands in for its round trip until the first
+        // pong (docs/gateways.md).
         let setup = UInt64(max(1, (NIODeadline.now() - link.opened).nanoseconds / 1000))
         link.cluster = proven
         link.up = .now()
@@ -314,6 +353,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             entry.dialed = link.dialed
             entry.upMillis = UInt64(max(0, (NIODeadline.now() - up).nanoseconds / 1_000_000))
             entry.cost = info[id]?.cost ?? 0
+            entry.rttMicros = (link.rtt ?? 0) / 1000
             entry.routesLearned = UInt64(info[id]?.routesLearned ?? 0)
             entry.routesSent = UInt64(info[id]?.routesSent ?? 0)
             status.gatewayLinks.append(entry)

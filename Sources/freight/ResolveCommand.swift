@@ -141,6 +141,7 @@ struct StatusCommand: AsyncParsableCommand {
                         [
                             "cluster": $0.cluster, "address": $0.address, "dialed": $0.dialed, "up_ms": $0.upMillis,
                             "cost": $0.cost, "routes_learned": $0.routesLearned, "routes_sent": $0.routesSent,
+                            "rtt_us": $0.rttMicros,
                         ] as [String: Any]
                     },
                     "routes": status.routes.map {
@@ -169,7 +170,7 @@ struct StatusCommand: AsyncParsableCommand {
                         "gateway of cluster \(status.cluster) on \(status.gateway): \(status.gatewayLinks.count) links")
                     for link in status.gatewayLinks {
                         printLine(
-                            "  cluster \(link.cluster)\t\(link.address)\t\(link.dialed ? "dialed" : "accepted")\tup \(link.upMillis / 1000) s\tcost \(link.cost) µs\t\(link.routesLearned) routes in, \(link.routesSent) out"
+                            "  cluster \(link.cluster)\t\(link.address)\t\(link.dialed ? "dialed" : "accepted")\tup \(link.upMillis / 1000) s\trtt \(link.rttMicros) µs, cost \(link.cost) µs\t\(link.routesLearned) routes in, \(link.routesSent) out"
                         )
                     }
                     printLine(

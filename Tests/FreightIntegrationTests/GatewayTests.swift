@@ -114,6 +114,15 @@ import Testing
         let status = try await b.cluster.status("b")
         let links = status["gateway_links"] as? [[String: Any]] ?? []
         #expect(Set(links.compactMap { $0["cluster"] as? String }) == ["a", "c"], "\(links)")
+        // Each link measures its round trip (ping and pong about once a second), and its cost follows it.
+        try await Self.waitFor("b's links are timed") {
+            let links = try await b.cluster.status("b")["gateway_links"] as? [[String: Any]] ?? []
+            return links.count == 2
+                && links.allSatisfy {
+                    let (rtt, cost) = ($0["rtt_us"] as? Int ?? 0, $0["cost"] as? Int ?? .max)
+                    return rtt > 0 && cost <= 2 * rtt + 200
+                }
+        }
 
         // b's gateway goes away: a withdraws what it learned through it.
         b.cluster.stop()

@@ -617,6 +617,12 @@ public nonisolated struct Freight_Wire_V1_Routes: Sendable {
 
   public var withdrawn: [Freight_Wire_V1_RouteKey] = []
 
+  /// Round-trip time: a gateway sends its clock (nanoseconds) as ping about once a second; the peer echoes it at
+  /// once as pong.
+  public var ping: UInt64 = 0
+
+  public var pong: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1011,6 +1017,9 @@ public nonisolated struct Freight_Wire_V1_GatewayLinkStatus: Sendable {
   public var routesLearned: UInt64 = 0
 
   public var routesSent: UInt64 = 0
+
+  /// measured round-trip time (smoothed); 0: not yet
+  public var rttMicros: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2099,7 +2108,7 @@ nonisolated extension Freight_Wire_V1_Members: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Freight_Wire_V1_Routes: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Routes"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}announced\0\u{1}withdrawn\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}announced\0\u{1}withdrawn\0\u{1}ping\0\u{1}pong\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2109,6 +2118,8 @@ nonisolated extension Freight_Wire_V1_Routes: SwiftProtobuf.Message, SwiftProtob
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.announced) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.withdrawn) }()
+      case 3: try { try decoder.decodeSingularFixed64Field(value: &self.ping) }()
+      case 4: try { try decoder.decodeSingularFixed64Field(value: &self.pong) }()
       default: break
       }
     }
@@ -2121,12 +2132,20 @@ nonisolated extension Freight_Wire_V1_Routes: SwiftProtobuf.Message, SwiftProtob
     if !self.withdrawn.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.withdrawn, fieldNumber: 2)
     }
+    if self.ping != 0 {
+      try visitor.visitSingularFixed64Field(value: self.ping, fieldNumber: 3)
+    }
+    if self.pong != 0 {
+      try visitor.visitSingularFixed64Field(value: self.pong, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Freight_Wire_V1_Routes, rhs: Freight_Wire_V1_Routes) -> Bool {
     if lhs.announced != rhs.announced {return false}
     if lhs.withdrawn != rhs.withdrawn {return false}
+    if lhs.ping != rhs.ping {return false}
+    if lhs.pong != rhs.pong {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2741,7 +2760,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayLinkStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{1}address\0\u{1}dialed\0\u{3}up_millis\0\u{1}cost\0\u{3}routes_learned\0\u{3}routes_sent\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{1}address\0\u{1}dialed\0\u{3}up_millis\0\u{1}cost\0\u{3}routes_learned\0\u{3}routes_sent\0\u{3}rtt_micros\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2756,6 +2775,7 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.cost) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.routesLearned) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.routesSent) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.rttMicros) }()
       default: break
       }
     }
@@ -2783,6 +2803,9 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
     if self.routesSent != 0 {
       try visitor.visitSingularUInt64Field(value: self.routesSent, fieldNumber: 7)
     }
+    if self.rttMicros != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rttMicros, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2794,6 +2817,7 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
     if lhs.cost != rhs.cost {return false}
     if lhs.routesLearned != rhs.routesLearned {return false}
     if lhs.routesSent != rhs.routesSent {return false}
+    if lhs.rttMicros != rhs.rttMicros {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
