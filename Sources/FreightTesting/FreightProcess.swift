@@ -76,7 +76,12 @@ public final class FreightProcess: Sendable {
         out.fileHandleForReading.readabilityHandler = { [output] handle in
             let data = handle.availableData
             guard !data.isEmpty else {
+                // At its end the pipe is let go of and closed: a handler left in place keeps its descriptor open
+                // for as long as the test process lives (hundreds of processes a run would exhaust select()'s
+                // 1,024, which Foundation watches handles with).
                 handle.readabilityHandler = nil
+                // Not here: closing waits on the queue this handler runs on.
+                DispatchQueue.global().async { try? handle.close() }
                 output.stdoutEnded.store(true, ordering: .releasing)
                 return
             }
@@ -90,14 +95,34 @@ public final class FreightProcess: Sendable {
         }
         err.fileHandleForReading.readabilityHandler = { [output] handle in
             let data = handle.availableData
-            guard !data.isEmpty else { return }
+            guard !data.isEmpty else {
+                handle.readabilityHandler = nil
+                DispatchQueue.global().async { try? handle.close() }
+                return
+            }
             output.state.withLock { state in
                 state.stderr += String(decoding: data, as: UTF8.self)
                 if state.stderr.utf8.count > 1 << 20 { state.stderr = String(state.stderr.suffix(1 << 19)) }
             }
         }
+        pipes = [out, err].map { pipe in
+            var status = stat()
+            return fstat(pipe.fileHandleForReading.fileDescriptor, &status) == 0 ? "pipe:[\(status.st_ino)]" : ""
+        }
         let process = self.process
         try Spawner.shared.run { try process.run() }
+    }
+
+    /// The read ends of the child's stdout and stderr, as `/proc/self/fd` names them.
+    private let pipes: [String]
+
+    /// How many of this process's output pipes the test process still holds open (0 once both reached their end).
+    public var openOutputPipes: Int {
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return descriptors.count { name in
+            let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(name)")
+            return target.map { pipes.contains($0) } ?? false
+        }
     }
 
     public var pid: Int32 { process.processIdentifier }
