@@ -73,18 +73,17 @@ public final class FreightProcess: Sendable {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
-        out.fileHandleForReading.readabilityHandler = { [output] handle in
-            let data = handle.availableData
-            guard !data.isEmpty else {
-                // At its end the pipe is let go of and closed: a handler left in place keeps its descriptor open
-                // for as long as the test process lives (hundreds of processes a run would exhaust select()'s
-                // 1,024, which Foundation watches handles with).
-                handle.readabilityHandler = nil
-                // Not here: closing waits on the queue this handler runs on.
-                DispatchQueue.global().async { try? handle.close() }
-                output.stdoutEnded.store(true, ordering: .releasing)
-                return
-            }
+        let process = self.process
+        try Spawner.shared.run { try process.run() }
+        // Each pipe is read on a thread of its own until its end and then closed. Foundation's readability
+        // handlers kept a pipe open for as long as the test process lived; a run spawns about 1,800 processes, and
+        // past 1,024 descriptors the select() that Foundation watches handles with sees none: a whole run hung.
+        let outFD = dup(out.fileHandleForReading.fileDescriptor)
+        let errFD = dup(err.fileHandleForReading.fileDescriptor)
+        try? out.fileHandleForReading.close()
+        try? err.fileHandleForReading.close()
+        let output = self.output
+        Self.read(outFD) { data in
             output.state.withLock { state in
                 state.partial += String(decoding: data, as: UTF8.self)
                 while let newline = state.partial.firstIndex(of: "\n") {
@@ -92,37 +91,36 @@ public final class FreightProcess: Sendable {
                     state.partial = String(state.partial[state.partial.index(after: newline)...])
                 }
             }
+        } end: {
+            output.stdoutEnded.store(true, ordering: .releasing)
         }
-        err.fileHandleForReading.readabilityHandler = { [output] handle in
-            let data = handle.availableData
-            guard !data.isEmpty else {
-                handle.readabilityHandler = nil
-                DispatchQueue.global().async { try? handle.close() }
-                return
-            }
+        Self.read(errFD) { data in
             output.state.withLock { state in
                 state.stderr += String(decoding: data, as: UTF8.self)
                 if state.stderr.utf8.count > 1 << 20 { state.stderr = String(state.stderr.suffix(1 << 19)) }
             }
+        } end: {
         }
-        pipes = [out, err].map { pipe in
-            var status = stat()
-            return fstat(pipe.fileHandleForReading.fileDescriptor, &status) == 0 ? "pipe:[\(status.st_ino)]" : ""
-        }
-        let process = self.process
-        try Spawner.shared.run { try process.run() }
     }
 
-    /// The read ends of the child's stdout and stderr, as `/proc/self/fd` names them.
-    private let pipes: [String]
-
-    /// How many of this process's output pipes the test process still holds open (0 once both reached their end).
-    public var openOutputPipes: Int {
-        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        return descriptors.count { name in
-            let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(name)")
-            return target.map { pipes.contains($0) } ?? false
+    /// Reads `fd` to its end on a thread of its own, handing over what arrives; then closes it.
+    private static func read(
+        _ fd: Int32, _ received: @escaping @Sendable ([UInt8]) -> Void, end: @escaping @Sendable () -> Void
+    ) {
+        guard fd >= 0 else { return end() }
+        let thread = Thread {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { break }
+                received(Array(buffer[..<count]))
+            }
+            close(fd)
+            end()
         }
+        thread.stackSize = 256 << 10
+        thread.start()
     }
 
     public var pid: Int32 { process.processIdentifier }

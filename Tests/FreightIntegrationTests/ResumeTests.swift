@@ -38,7 +38,7 @@ struct ResumeTests {
                 Issue.record("\(node) never took in \(bytes) bytes")
                 return
             }
-            try await Task.sleep(for: .milliseconds(20))
+            try await Task.sleep(for: .milliseconds(100))
         }
     }
 
