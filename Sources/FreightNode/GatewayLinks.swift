@@ -132,7 +132,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         }
         let remote = address ?? channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
         let logger = self.logger
-        let tls = try configuration.security.tlsHandler(accepted: !dialed, on: loop) { result in
+        let tls = try configuration.security.tlsHandler(accepted: !dialed) { result in
             if case .failure(let refusal) = result {
                 logger.warning("refusing gateway link \(dialed ? "to" : "from") \(remote): \(refusal)")
             }

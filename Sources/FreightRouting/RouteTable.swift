@@ -271,11 +271,6 @@ public struct RouteTable: Sendable {
         }
     }
 
-    /// What the table announced on the link (what the peer holds from it).
-    public func sent(on id: Int) -> [ClusterRoute] {
-        links[id].map { Array($0.sent.values) } ?? []
-    }
-
     // MARK: choosing
 
     /// A route from a peer is taken only when its path is whole and free of loops: it starts at the peer's cluster

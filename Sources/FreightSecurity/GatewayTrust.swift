@@ -138,8 +138,7 @@ public struct GatewaySecurity: Sendable {
     /// The TLS handler of one gateway link. `decided` is told the cluster the peer proved, or why it was refused,
     /// before the handshake ends (a refused peer's handshake fails).
     public func tlsHandler(
-        accepted: Bool, on loop: any EventLoop,
-        decided: @escaping @Sendable (Result<String, GatewayRefusal>) -> Void
+        accepted: Bool, decided: @escaping @Sendable (Result<String, GatewayRefusal>) -> Void
     ) throws -> NIOSSLHandler {
         let trust = self.trust
         let callback: NIOSSLCustomVerificationCallback = { certificates, promise in

@@ -107,7 +107,7 @@ import X509
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        server.tlsHandler(accepted: true, on: channel.eventLoop) { result in
+                        server.tlsHandler(accepted: true) { result in
                             serverSaw.withLock { $0 = result }
                         })
                 }
@@ -117,7 +117,7 @@ import X509
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        client.tlsHandler(accepted: false, on: channel.eventLoop) { result in
+                        client.tlsHandler(accepted: false) { result in
                             clientSaw.withLock { $0 = result }
                         })
                 }
