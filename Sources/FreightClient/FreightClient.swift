@@ -204,10 +204,7 @@ public final class FreightClient: Sendable {
         _ = try AddressPattern(pattern)
         let core = self.core
         let reply = try await core.eventLoop.flatSubmit { core.request(.resolve(.with { $0.pattern = pattern })) }.get()
-        let endpoints = reply.endpoints.map {
-            EndpointInfo(
-                node: $0.node, id: $0.id, pattern: $0.pattern, group: $0.group.isEmpty ? nil : $0.group, app: $0.app)
-        }
+        let endpoints = reply.endpoints.map(EndpointInfo.init(wire:))
         return (endpoints, reply.truncated)
     }
 
@@ -226,10 +223,7 @@ public final class FreightClient: Sendable {
         }
         let core = self.core
         let reply = try await core.eventLoop.flatSubmit { core.request(.resolve(request)) }.get()
-        let endpoints = reply.endpoints.map {
-            EndpointInfo(
-                node: $0.node, id: $0.id, pattern: $0.pattern, group: $0.group.isEmpty ? nil : $0.group, app: $0.app)
-        }
+        let endpoints = reply.endpoints.map(EndpointInfo.init(wire:))
         return (endpoints, reply.plans)
     }
 

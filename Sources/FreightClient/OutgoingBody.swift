@@ -1,4 +1,5 @@
 import FreightCore
+import FreightWire
 import NIOCore
 
 /// The body of a message to send.
@@ -82,4 +83,20 @@ public struct EndpointInfo: Sendable, Hashable {
     public var pattern: String
     public var group: String?
     public var app: String
+    /// For a route to another cluster (docs/gateways.md): the cluster that serves the pattern, the clusters on the
+    /// way (the next one first) and the route's cost in microseconds; `node` is the gateway that reaches it.
+    public var cluster: String?
+    public var clusterPath: [String] = []
+    public var cost: UInt64 = 0
+
+    init(wire: Freight_Wire_V1_Endpoint) {
+        node = wire.node
+        id = wire.id
+        pattern = wire.pattern
+        group = wire.group.isEmpty ? nil : wire.group
+        app = wire.app
+        cluster = wire.cluster.isEmpty ? nil : wire.cluster
+        clusterPath = wire.clusterPath
+        cost = wire.cost
+    }
 }

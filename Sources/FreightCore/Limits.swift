@@ -70,6 +70,9 @@ public enum Limits {
     /// Clusters a route between sites may name on its path (docs/gateways.md): a longer route is dropped where it
     /// arrives.
     public static let clusterPathMax = 16
+    /// The largest chunk a gateway link carries: its DATA frames are read whole (through TLS), so this bounds what one
+    /// frame makes a gateway hold beyond the credit it granted.
+    public static let gatewayChunkBytesMax = 16 * 1024 * 1024
     /// Routes a gateway keeps from one gateway link: a peer that announces more is cut off and its routes withdrawn.
     public static let routesPerLinkMax = 65_536
     /// Concurrent messages one connection may have open in each direction.

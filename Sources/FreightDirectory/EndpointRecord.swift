@@ -13,19 +13,43 @@ public struct EndpointKey: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(node)#\(id)" }
 }
 
+/// A route to another cluster, as a gateway of this cluster registers it (docs/gateways.md): messages to the
+/// endpoint go to that gateway, which carries them to `cluster`.
+public struct RemoteRoute: Hashable, Sendable, CustomStringConvertible {
+    /// The cluster whose endpoints serve the pattern.
+    public var cluster: String
+    /// The clusters on the way, the next one first and `cluster` last.
+    public var path: [String]
+    /// The route's cost (microseconds, the sum over its gateway links).
+    public var cost: UInt64
+
+    public init(cluster: String, path: [String], cost: UInt64) {
+        self.cluster = cluster
+        self.path = path
+        self.cost = cost
+    }
+
+    public var description: String { "cluster \(cluster) via \(path.joined(separator: " → ")), cost \(cost) µs" }
+}
+
 /// A receiver bound to an address or pattern at a node; endpoints with the same non-empty `group` on the same
-/// pattern share its messages (each message goes to one of them).
+/// pattern share its messages (each message goes to one of them). An endpoint with a `route` stands for another
+/// cluster's endpoints, reached through the gateway that holds it.
 public struct EndpointRecord: Hashable, Sendable {
     public var key: EndpointKey
     public var pattern: AddressPattern
     public var group: String?
     /// The attached app's label, for status and delivery reports.
     public var app: String
+    public var route: RemoteRoute?
 
-    public init(key: EndpointKey, pattern: AddressPattern, group: String? = nil, app: String = "") {
+    public init(
+        key: EndpointKey, pattern: AddressPattern, group: String? = nil, app: String = "", route: RemoteRoute? = nil
+    ) {
         self.key = key
         self.pattern = pattern
         self.group = group
         self.app = app
+        self.route = route
     }
 }

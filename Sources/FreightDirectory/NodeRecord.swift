@@ -123,6 +123,30 @@ extension EndpointRecord {
         endpoint.pattern = pattern.description
         endpoint.group = group ?? ""
         endpoint.app = app
+        if let route {
+            endpoint.cluster = route.cluster
+            endpoint.clusterPath = route.path
+            endpoint.cost = route.cost
+        }
         return endpoint
+    }
+
+    /// The endpoint a peer or the etcd directory announced, checked: nil when its pattern, group or route is not
+    /// valid (it is skipped, never trusted).
+    public init?(key: EndpointKey, wire endpoint: Freight_Wire_V1_Endpoint) {
+        guard let pattern = try? AddressPattern(endpoint.pattern),
+            endpoint.group.isEmpty || AddressGrammar.isName(endpoint.group)
+        else { return nil }
+        var route: RemoteRoute?
+        if !endpoint.cluster.isEmpty {
+            guard AddressGrammar.isName(endpoint.cluster), endpoint.clusterPath.last == endpoint.cluster,
+                endpoint.clusterPath.count <= Limits.clusterPathMax,
+                endpoint.clusterPath.allSatisfy({ AddressGrammar.isName($0) })
+            else { return nil }
+            route = RemoteRoute(cluster: endpoint.cluster, path: endpoint.clusterPath, cost: endpoint.cost)
+        }
+        self.init(
+            key: key, pattern: pattern, group: endpoint.group.isEmpty ? nil : endpoint.group,
+            app: String(endpoint.app.prefix(128)), route: route)
     }
 }

@@ -86,13 +86,9 @@ public struct EtcdLayout: Sendable {
         }
         if let endpointKey = endpointKey(from: key) {
             guard let endpoint = try? Freight_Wire_V1_Endpoint(serializedBytes: value),
-                let pattern = try? AddressPattern(endpoint.pattern),
-                endpoint.group.isEmpty || AddressGrammar.isName(endpoint.group)
+                let record = EndpointRecord(key: endpointKey, wire: endpoint)
             else { return nil }
-            return .endpoint(
-                EndpointRecord(
-                    key: endpointKey, pattern: pattern, group: endpoint.group.isEmpty ? nil : endpoint.group,
-                    app: String(endpoint.app.prefix(128))))
+            return .endpoint(record)
         }
         return nil
     }

@@ -75,12 +75,20 @@ struct LocalEndpoints {
     var records: [EndpointRecord] { entries.values.map(\.record) }
 
     /// A new endpoint on `pattern`, served by `port`.
-    mutating func add(pattern: AddressPattern, group: String?, app: String, port: Port) -> EndpointRecord {
+    mutating func add(
+        pattern: AddressPattern, group: String?, app: String, port: Port, route: RemoteRoute? = nil
+    ) -> EndpointRecord {
         let record = EndpointRecord(
-            key: EndpointKey(node: nodeName, id: nextID), pattern: pattern, group: group, app: app)
+            key: EndpointKey(node: nodeName, id: nextID), pattern: pattern, group: group, app: app, route: route)
         nextID += 1
         entries[record.key.id] = (record, port)
         return record
+    }
+
+    /// Replaces what an endpoint of this node says of itself (a gateway's route whose path or cost changed).
+    mutating func update(_ record: EndpointRecord, port: Port) {
+        guard entries[record.key.id] != nil else { return }
+        entries[record.key.id] = (record, port)
     }
 
     @discardableResult

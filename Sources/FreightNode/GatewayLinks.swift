@@ -49,6 +49,18 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         /// The ping in flight (our clock when sent), and the smoothed round-trip time in nanoseconds.
         var pingSent: UInt64?
         var rtt: UInt64?
+        /// The port that messages from the peer enter this node's flow table through, once the link is up.
+        var ingress: GatewayIngress?
+        /// Messages this gateway sent on the link (it is their egress): their ACK, DONE and ABORT come back on it.
+        var egressMessages: Set<UInt64> = []
+        /// Body bytes sent and received on the link.
+        var bytesOut: UInt64 = 0
+        var bytesIn: UInt64 = 0
+        /// The body bytes at the last rate measurement, and the rates then (bytes per second over the last second).
+        var measuredOut: UInt64 = 0
+        var measuredIn: UInt64 = 0
+        var rateOut: UInt64 = 0
+        var rateIn: UInt64 = 0
     }
 
     let configuration: GatewayConfiguration
@@ -57,9 +69,19 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     let loop: any EventLoop
     let logger: Logger
     let limits: FrameLimits
+    unowned let engine: NodeEngine
     private(set) var table: RouteTable
-    private var links: [Int: Link] = [:]
-    private var linkOf: [ObjectIdentifier: Int] = [:]
+    var links: [Int: Link] = [:]
+    var linkOf: [ObjectIdentifier: Int] = [:]
+    /// The ports messages leave this cluster through, one per cluster they are bound for, and the link and port of
+    /// each message sent (docs/gateways.md, "The data path").
+    var egressPorts: [String: GatewayEgress] = [:]
+    var egressOf: [UInt64: (link: Int, port: UInt64)] = [:]
+    /// The routes the cluster's directory was last given (``NodeEngine/syncRouteEndpoints()``).
+    private var routesPublished: [RouteKey: RouteTable.Choice] = [:]
+    private var ratesMeasuredAt: UInt64 = 0
+    /// Set when the node stops: its links closing then are not news.
+    private var stopping = false
     private var nextLink = 1
     /// Peer addresses dialed or being dialed.
     private var dialing: Set<String> = []
@@ -72,14 +94,20 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
 
     init(
         configuration: GatewayConfiguration, node: String, cluster: String, loop: any EventLoop, logger: Logger,
-        limits: FrameLimits
+        limits: FrameLimits, engine: NodeEngine
     ) {
         self.configuration = configuration
         self.node = node
         self.cluster = cluster
         self.loop = loop
         self.logger = logger
+        // Whole DATA frames: a gateway link's bytes come through TLS, and each chunk goes on whole.
+        var limits = limits
+        limits.streamsChunks = false
+        limits.verifyChecksumsOnArrival = false
+        limits.chunkBytesMax = min(limits.chunkBytesMax, Limits.gatewayChunkBytesMax)
         self.limits = limits
+        self.engine = engine
         self.table = RouteTable(.init(cluster: cluster))
     }
 
@@ -110,6 +138,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     }
 
     func stop() -> EventLoopFuture<Void> {
+        stopping = true
         timer?.cancel()
         timer = nil
         var futures = links.values.map { $0.connection.channel.close().recover { _ in } }
@@ -208,6 +237,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             close(id)
         }
         ping()
+        measureRates()
         table.tick(now: now, into: &actions)
         carryOut()
     }
@@ -220,7 +250,13 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         carryOut()
     }
 
-    private func carryOut() {
+    func carryOut() {
+        defer {
+            if table.chosen != routesPublished {
+                routesPublished = table.chosen
+                engine.syncRouteEndpoints()
+            }
+        }
         let pending = actions
         actions.removeAll(keepingCapacity: true)
         for action in pending {
@@ -235,12 +271,13 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         }
     }
 
-    private func close(_ id: Int) {
+    func close(_ id: Int) {
         guard let link = links.removeValue(forKey: id) else { return }
         linkOf[ObjectIdentifier(link.connection)] = nil
         if link.dialed { dialing.remove(link.address) }
         link.connection.close()
         table.linkDown(id, now: now, into: &actions)
+        trafficEnded(on: link)
     }
 
     // MARK: frames
@@ -250,6 +287,17 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         switch frame {
         case .hello(let hello) where link.up == nil:
             helloReceived(hello, on: id)
+        case .open(let open) where link.up != nil:
+            ingressOpen(open, on: id)
+        case .data(let chunk) where link.up != nil:
+            ingressData(chunk, on: id)
+        case .ack, .done, .abort:
+            guard link.up != nil else {
+                logger.warning("closing gateway link \(link.address): \(frame.type) frame before HELLO")
+                close(id)
+                break
+            }
+            returned(frame, on: id)
         case .routes(let routes) where link.up != nil:
             timing(routes, on: id)
             do {
@@ -263,6 +311,20 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             close(id)
         }
         carryOut()
+    }
+
+    /// Each link's body bytes per second, in and out, over the last second.
+    private func measureRates() {
+        let now = self.now
+        guard now >= ratesMeasuredAt + 1_000_000_000 else { return }
+        let seconds = Double(now - ratesMeasuredAt) / 1e9
+        ratesMeasuredAt = now
+        for (id, link) in links {
+            links[id]!.rateOut = UInt64(Double(link.bytesOut - link.measuredOut) / seconds)
+            links[id]!.rateIn = UInt64(Double(link.bytesIn - link.measuredIn) / seconds)
+            links[id]!.measuredOut = link.bytesOut
+            links[id]!.measuredIn = link.bytesIn
+        }
     }
 
     /// Sends a ping on every link that has none in flight (or lost one, a second ago).
@@ -326,6 +388,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         let setup = UInt64(max(1, (NIODeadline.now() - link.opened).nanoseconds / 1000))
         link.cluster = proven
         link.up = .now()
+        link.ingress = engine.localPorts.add { GatewayIngress(gateways: self, portID: $0, link: id, cluster: proven) }
         links[id] = link
         logger.info("gateway link \(link.dialed ? "to" : "from") \(link.address) up: cluster \(proven)")
         table.linkUp(id, peer: proven, cost: setup, filters: configuration.filters, now: now, into: &actions)
@@ -333,7 +396,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
 
     func connectionDidClose(_ connection: FrameConnection, error: (any Error)?) {
         guard let id = linkOf[ObjectIdentifier(connection)] else { return }
-        if let link = links[id], link.up != nil {
+        if let link = links[id], link.up != nil, !stopping {
             logger.warning("gateway link \(link.address) (cluster \(link.cluster ?? "?")) closed")
         }
         close(id)
@@ -356,6 +419,12 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             entry.rttMicros = (link.rtt ?? 0) / 1000
             entry.routesLearned = UInt64(info[id]?.routesLearned ?? 0)
             entry.routesSent = UInt64(info[id]?.routesSent ?? 0)
+            entry.bytesOut = link.bytesOut
+            entry.bytesIn = link.bytesIn
+            entry.outBytesPerS = link.rateOut
+            entry.inBytesPerS = link.rateIn
+            entry.messagesOut = UInt64(link.egressMessages.count)
+            entry.messagesIn = UInt64(link.ingress.map { engine.flowTable.messages(from: .local($0.portID)) } ?? 0)
             status.gatewayLinks.append(entry)
         }
         let chosen = table.chosen.values.filter { $0.route.origin != cluster }.sorted {

@@ -55,6 +55,8 @@ extension NodeEngine {
     ) throws(FreightError) -> FlowTable.Plan {
         var targets: [EndpointKey]
         switch port {
+        case .local where isGatewayPort(port):
+            targets = try ingressTargets(header, open: open, load: load)
         case .session, .local:
             let destination = try parsedAddress(header.destination)
             if case .session(let id) = port, let session = sessions[id],
@@ -63,7 +65,7 @@ extension NodeEngine {
                 logger.notice("app \(session.label): \(refusal.message)")
                 throw refusal
             }
-            let matches = index.match(destination)
+            let matches = withRoutesChosen(index.match(destination))
             tieBreak &+= 1
             targets = planner.plan(matches: matches, load: load, tieBreak: tieBreak).map(\.key)
             guard !targets.isEmpty else { throw FreightError.noRoute(destination.description) }
@@ -71,7 +73,8 @@ extension NodeEngine {
             guard !open.path.contains(name) else {
                 throw FreightError(.protocolViolation, "message \(header.id) came back to node \(name): \(open.path)")
             }
-            guard open.path.count < Limits.pathHopsMax else {
+            // Hops inside this cluster: nodes of other clusters are named CLUSTER/NODE (docs/gateways.md).
+            guard open.path.count(where: { !$0.contains("/") }) < Limits.pathHopsMax else {
                 throw FreightError(
                     .noRoute, "no route to \(header.destination) within \(Limits.pathHopsMax) nodes: \(open.path)")
             }
@@ -146,7 +149,7 @@ extension NodeEngine {
 
     /// An app speaks for its own endpoints only: its DONE is rewritten to name them.
     private func rewritten(_ done: Freight_Wire_V1_Done, from port: Port) -> Freight_Wire_V1_Done {
-        guard port.isLocal,
+        guard port.isLocal, !isGatewayPort(port),
             let targets = flowTable[done.messageID]?.branches.first(where: { $0.port == port })?.targets,
             !targets.isEmpty
         else { return done }

@@ -23,7 +23,9 @@ extension NodeEngine {
         closeSilentProbes()
         if let gateways {
             // What the cluster serves, announced to other clusters once it changed.
-            gateways.serve(index.nodes.flatMap { index.endpoints(at: $0).map(\.pattern) }, digest: index.digest)
+            gateways.serve(
+                index.nodes.flatMap { index.endpoints(at: $0).filter { $0.route == nil }.map(\.pattern) },
+                digest: index.digest)
         }
         var links: [String: Membership.LinkState] = [:]
         for member in members.values {
@@ -400,18 +402,14 @@ extension NodeEngine {
                 )
                 break
             }
-            guard let pattern = try? AddressPattern(endpoint.pattern) else {
-                logger.warning("node \(member.name) announced invalid pattern '\(endpoint.pattern)'")
+            guard let record = EndpointRecord(key: EndpointKey(node: member.name, id: endpoint.id), wire: endpoint)
+            else {
+                logger.warning(
+                    "node \(member.name) announced an invalid endpoint '\(endpoint.pattern.prefix(Limits.addressBytesMax))'"
+                )
                 continue
             }
-            index.upsert(
-                EndpointRecord(
-                    key: EndpointKey(node: member.name, id: endpoint.id),
-                    pattern: pattern,
-                    group: endpoint.group.isEmpty ? nil : endpoint.group,
-                    app: endpoint.app
-                )
-            )
+            index.upsert(record)
         }
     }
 

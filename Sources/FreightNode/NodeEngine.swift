@@ -107,6 +107,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var maintenance: RepeatedTask?
     /// Links to gateways of other clusters, when this node is a gateway.
     var gateways: GatewayLinks?
+    /// The endpoint this gateway registered for each route it chose to another cluster.
+    var routeEndpoints: [RouteKey: UInt64] = [:]
     /// Set when `stop()` begins: links that close then are not redialed or resumed.
     var stopping = false
 
@@ -270,7 +272,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
             try await eventLoop.flatSubmit { [self] in
                 let links = GatewayLinks(
                     configuration: gateway, node: name, cluster: configuration.cluster, loop: eventLoop,
-                    logger: logger, limits: transport.limits)
+                    logger: logger, limits: transport.limits, engine: self)
                 gateways = links
                 return links.start()
             }.get()
@@ -563,5 +565,10 @@ extension NodeEngine {
     /// How many endpoints match `address` here (for tests and the demo to wait on propagation).
     public func matchCount(_ address: Address) async throws -> Int {
         try await eventLoop.submit { [self] in index.match(address).count }.get()
+    }
+
+    /// Whether this node's directory holds a route to `address` in another cluster (docs/gateways.md).
+    public func reaches(_ address: Address, in cluster: String) async throws -> Bool {
+        try await eventLoop.submit { [self] in index.match(address).contains { $0.route?.cluster == cluster } }.get()
     }
 }

@@ -28,6 +28,25 @@ public final class InProcessFabric: Sendable {
         case encrypted
     }
 
+    /// How the fabric's nodes are named and where they listen: `n1`… on 127.0.0.1…, or, for one cluster of several
+    /// in one process (docs/gateways.md), `PREFIX1`… on a network of its own, the last one named `PREFIX-gw` when it is
+    /// the cluster's gateway.
+    public struct Naming: Sendable {
+        public var prefix: String
+        public var hostPrefix: String
+
+        public init(prefix: String, hostPrefix: String) {
+            self.prefix = prefix
+            self.hostPrefix = hostPrefix
+        }
+
+        public static let plain = Naming(prefix: "n", hostPrefix: "127.0.0.")
+
+        func name(_ index: Int, of count: Int, gateway: Bool) -> String {
+            gateway && index == count ? "\(prefix)-gw" : "\(prefix)\(index)"
+        }
+    }
+
     public let engines: [NodeEngine]
     public let directory: String
     let group: MultiThreadedEventLoopGroup
@@ -55,7 +74,9 @@ public final class InProcessFabric: Sendable {
         links: Links = .sockets,
         routes: [String: [String: String]] = [:],
         appsOverTCP: Bool = true,
-        security: Security = .none
+        security: Security = .none,
+        naming: Naming = .plain,
+        gateway: GatewayConfiguration? = nil
     ) async throws -> InProcessFabric {
         let tag = "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
         let directory = NSTemporaryDirectory() + tag
@@ -67,17 +88,18 @@ public final class InProcessFabric: Sendable {
         do {
             let authority = security == .none ? nil : try CertificateAuthority.create(name: "\(cluster) authority")
             for index in 1...count {
+                let name = naming.name(index, of: count, gateway: gateway != nil)
                 let linkSecurity = try authority.map { authority in
-                    let files = "\(directory)/n\(index)-tls"
-                    try authority.issue(NodeIdentity(cluster: cluster, node: "n\(index)"), into: files)
+                    let files = "\(directory)/\(name)-tls"
+                    try authority.issue(NodeIdentity(cluster: cluster, node: name), into: files)
                     return try LinkSecurity(
-                        cluster: cluster, name: "n\(index)", directory: files, encrypts: security == .encrypted)
+                        cluster: cluster, name: name, directory: files, encrypts: security == .encrypted)
                 }
-                let configuration = NodeConfiguration(
+                var configuration = NodeConfiguration(
                     cluster: cluster,
-                    name: "n\(index)",
+                    name: name,
                     listen: links == .sockets
-                        ? .tcp(host: "127.0.0.\(index)", port: 0) : .inProcess(name: "\(tag)-n\(index)"),
+                        ? .tcp(host: "\(naming.hostPrefix)\(index)", port: 0) : .inProcess(name: "\(tag)-\(name)"),
                     joins: engines.first.map { [$0.boundListen] } ?? [],
                     socketPath: "\(directory)/n\(index).sock",
                     streams: streams,
@@ -93,6 +115,7 @@ public final class InProcessFabric: Sendable {
                     appsOverTCP: appsOverTCP,
                     linkSecurity: linkSecurity
                 )
+                if index == count { configuration.gateway = gateway }
                 let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
                 try await engine.start()
                 engines.append(engine)

@@ -28,6 +28,19 @@ struct DemoCommand: AsyncParsableCommand {
         var results: [UInt64: [(receiver: String, ok: Bool)]] = [:]
         func record(_ id: UInt64, receiver: String, ok: Bool) { results[id, default: []].append((receiver, ok)) }
         func results(for id: UInt64) -> [(receiver: String, ok: Bool)] { results[id] ?? [] }
+
+        /// Checks every message `subscription` takes against the pattern its seed attribute names.
+        nonisolated func checking(_ subscription: Subscription, as name: String) -> Task<Void, Never> {
+            Task {
+                do {
+                    for try await message in subscription {
+                        let seed = message.attributes["freight-seed"].flatMap(UInt64.init) ?? 0
+                        let ok = (try? await message.checkPattern(seed: seed)) ?? false
+                        await record(message.id, receiver: name, ok: ok)
+                    }
+                } catch {}
+            }
+        }
     }
 
     func run() async throws {
@@ -59,16 +72,7 @@ struct DemoCommand: AsyncParsableCommand {
                 clients.append(client)
                 let subscription = try await client.receive(receiver.pattern, group: receiver.group)
                 let name = "\(receiver.label)@n\(receiver.node + 1)"
-                tasks.append(
-                    Task {
-                        do {
-                            for try await message in subscription {
-                                let seed = message.attributes["freight-seed"].flatMap(UInt64.init) ?? 0
-                                let ok = (try? await message.checkPattern(seed: seed)) ?? false
-                                await checks.record(message.id, receiver: name, ok: ok)
-                            }
-                        } catch {}
-                    })
+                tasks.append(checks.checking(subscription, as: name))
             }
             for (address, count) in [("demo/tensor/1", 1), ("demo/kv", 2), ("demo/shard/7", 1), ("demo/local", 1)] {
                 try await fabric.waitForEndpoints(try Address(address), count: count)
@@ -147,10 +151,107 @@ struct DemoCommand: AsyncParsableCommand {
                 throw FreightError(.internalError, "demo: the group did not share its messages")
             }
             say("every byte of every message checked; the group shared its messages; the pattern caught demo/shard/*")
+            try await runClusters()
         } catch {
             for client in clients { await client.close() }
             for task in tasks { task.cancel() }
             await fabric.stop()
+            throw error
+        }
+    }
+
+    /// Three clusters a–b–c in a chain, each of two nodes and a gateway with an authority of its own: messages from a
+    /// to c cross b, and what a cluster does not export never leaves it (docs/gateways.md).
+    func runClusters() async throws {
+        say("")
+        say(
+            "starting clusters a, b and c in a chain a–b–c: nodes a1, a2 and gateway a-gw on 127.0.1.x, b on 127.0.2.x, c on 127.0.3.x; gateways link over mutual TLS 1.3, each cluster with an authority of its own…"
+        )
+        let chain = try await ClusterChain.start(
+            clusters: ["a", "b", "c"], nodes: 3,
+            exports: ["a": ["results/**"], "b": ["ckpt/**", "results/**"], "c": ["ckpt/**"]])
+        let checks = Checks()
+        var tasks: [Task<Void, Never>] = []
+        var clients: [FreightClient] = []
+        func finish() async {
+            for client in clients { await client.close() }
+            for task in tasks { task.cancel() }
+            await chain.stop()
+        }
+        do {
+            let receivers: [(cluster: Int, node: Int, label: String, pattern: String)] = [
+                (2, 0, "ckpt-store", "ckpt/eu/**"),
+                (2, 0, "vault", "secret/plans"),
+                (0, 0, "dashboard", "results/**"),
+            ]
+            for receiver in receivers {
+                let client = try await FreightClient.connect(
+                    to: chain.fabrics[receiver.cluster].socket(receiver.node), label: receiver.label)
+                clients.append(client)
+                let subscription = try await client.receive(receiver.pattern)
+                let name = "\(receiver.label)@\(chain.clusters[receiver.cluster])/\(client.nodeName)"
+                tasks.append(checks.checking(subscription, as: name))
+            }
+            try await chain.waitForRoute(try Address("ckpt/eu/step-100"), from: 0, to: "c")
+            try await chain.waitForRoute(try Address("results/run-1"), from: 2, to: "a")
+            say(
+                "receivers: ckpt/eu/** and secret/plans in c, results/** in a; c exports ckpt/**, a exports results/**, b passes both on; routes learned: a reaches c through b"
+            )
+            let trainer = try await FreightClient.connect(to: chain.fabrics[0].socket(1), label: "trainer")
+            let evaluator = try await FreightClient.connect(to: chain.fabrics[2].socket(1), label: "evaluator")
+            clients += [trainer, evaluator]
+            let MiB: Int64 = 1024 * 1024
+            let plan: [(FreightClient, String, String, Int64)] = [
+                (trainer, "trainer@a/a2", "ckpt/eu/step-100", 1 * MiB),
+                (trainer, "trainer@a/a2", "ckpt/eu/step-100", 64 * MiB),
+                (trainer, "trainer@a/a2", "ckpt/eu/step-100", 256 * MiB),
+                (evaluator, "evaluator@c/c2", "results/run-1", 4 * MiB),
+                (trainer, "trainer@a/a2", "secret/plans", 1 * MiB),
+            ]
+            var rows: [Row] = []
+            var refusal: String?
+            for (index, (client, from, address, size)) in plan.enumerated() {
+                let seed = UInt64(100 + index)
+                let report: DeliveryReport
+                do {
+                    report = try await client.send(
+                        to: address, body: .pattern(seed: seed, length: size),
+                        options: SendOptions(attributes: ["freight-seed": "\(seed)"]))
+                } catch let error as FreightError where error.code == .noRoute {
+                    refusal = error.message
+                    rows.append(
+                        Row(
+                            from: from, address: address, receivers: "-", route: "refused: \(error.message)",
+                            bytes: size, seconds: 0, checked: true))
+                    continue
+                }
+                var results: [(receiver: String, ok: Bool)] = []
+                let deadline = ContinuousClock.now + .seconds(10)
+                while results.count < report.deliveries.count && ContinuousClock.now < deadline {
+                    results = await checks.results(for: report.messageID)
+                    if results.count < report.deliveries.count { try await Task.sleep(for: .milliseconds(5)) }
+                }
+                rows.append(
+                    Row(
+                        from: from, address: address,
+                        receivers: results.map(\.receiver).sorted().joined(separator: ","),
+                        route: report.route, bytes: size, seconds: report.seconds,
+                        checked: !results.isEmpty && results.count == report.deliveries.count
+                            && results.allSatisfy(\.ok) && report.failures.isEmpty))
+            }
+            printTable(rows)
+            await finish()
+            guard rows.allSatisfy(\.checked) else {
+                throw FreightError(.checksumMismatch, "demo: some message between clusters was not delivered intact")
+            }
+            guard refusal != nil else {
+                throw FreightError(.internalError, "demo: a message to an address c does not export crossed")
+            }
+            say(
+                "every byte checked across clusters; the route names every node and gateway (CLUSTER/NODE past a's own); secret/plans, which c does not export, never left a"
+            )
+        } catch {
+            await finish()
             throw error
         }
     }
@@ -166,7 +267,7 @@ struct DemoCommand: AsyncParsableCommand {
                     "from": row.from, "to": row.address, "receivers": row.receivers, "route": row.route,
                     "bytes": row.bytes,
                     "seconds": row.seconds,
-                    "mbps": ByteCount.megabytesPerSecond(bytes: row.bytes, seconds: row.seconds),
+                    "mbps": row.seconds > 0 ? ByteCount.megabytesPerSecond(bytes: row.bytes, seconds: row.seconds) : 0,
                     "checked": row.checked,
                 ])
             }
@@ -176,8 +277,10 @@ struct DemoCommand: AsyncParsableCommand {
         let cells = rows.map { row in
             [
                 row.from, row.address, row.receivers, row.route, ByteCount.format(row.bytes),
-                "\((row.seconds * 1000).formatted(decimals: 1)) ms",
-                "\(ByteCount.megabytesPerSecond(bytes: row.bytes, seconds: row.seconds).formatted(decimals: 0)) MB/s",
+                row.seconds > 0 ? "\((row.seconds * 1000).formatted(decimals: 1)) ms" : "-",
+                row.seconds > 0
+                    ? "\(ByteCount.megabytesPerSecond(bytes: row.bytes, seconds: row.seconds).formatted(decimals: 0)) MB/s"
+                    : "-",
                 row.checked ? "ok" : "FAILED",
             ]
         }

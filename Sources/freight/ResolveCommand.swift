@@ -32,13 +32,19 @@ struct ResolveCommand: AsyncParsableCommand {
             guard !endpoints.isEmpty else { throw FreightError.noRoute(pattern) }
             for endpoint in endpoints {
                 if output.json {
-                    printJSON([
+                    var object: [String: Any] = [
                         "node": endpoint.node, "endpoint": endpoint.id, "pattern": endpoint.pattern,
                         "group": endpoint.group ?? "", "app": endpoint.app,
-                    ])
+                    ]
+                    if let cluster = endpoint.cluster {
+                        object["cluster"] = cluster
+                        object["cluster_path"] = endpoint.clusterPath
+                        object["cost_us"] = endpoint.cost
+                    }
+                    printJSON(object)
                 } else {
                     printLine(
-                        "\(endpoint.pattern)\t\(endpoint.node)#\(endpoint.id)\t\(endpoint.app)\(endpoint.group.map { "\tgroup \($0)" } ?? "")"
+                        "\(endpoint.pattern)\t\(endpoint.node)#\(endpoint.id)\t\(endpoint.app)\(endpoint.group.map { "\tgroup \($0)" } ?? "")\(Self.remote(endpoint))"
                     )
                 }
             }
@@ -71,6 +77,7 @@ extension ResolveCommand {
                 printJSON([
                     "node": endpoint.node, "endpoint": endpoint.id, "pattern": endpoint.pattern, "bytes": bytes,
                     "expected_seconds": plan.expectedSeconds, "notes": plan.notes,
+                    "cluster": endpoint.cluster ?? "", "cluster_path": endpoint.clusterPath,
                     "paths": plan.paths.map {
                         [
                             "kind": $0.kind, "via": $0.via, "bytes": $0.bytes, "gbit_per_s": $0.gbitPerS,
@@ -88,12 +95,25 @@ extension ResolveCommand {
                         "  \(path.kind)\t\(ByteCount.format(Int64(path.bytes)))\t\(speed)\t\(Self.seconds(path.expectedSeconds))\t\(path.via)"
                     )
                 }
+                if let cluster = endpoint.cluster {
+                    // The hops past this cluster: gateway links, one per cluster on the way.
+                    printLine(
+                        "  gateway\t\(endpoint.node) → \(endpoint.clusterPath.joined(separator: " → "))\tcost \(endpoint.cost) µs\tcluster \(cluster) delivers"
+                    )
+                }
                 for note in plan.notes { printLine("  note: \(note)") }
             }
         }
         if answer.endpoints.count > answer.plans.count {
             printLine("… planned \(answer.plans.count) of \(answer.endpoints.count) endpoints; narrow the pattern")
         }
+    }
+
+    /// For a route to another cluster: where it goes from the gateway that holds it.
+    static func remote(_ endpoint: EndpointInfo) -> String {
+        guard let cluster = endpoint.cluster else { return "" }
+        return
+            "\tcluster \(cluster) via gateway \(endpoint.node) → \(endpoint.clusterPath.joined(separator: " → ")) (cost \(endpoint.cost) µs)"
     }
 
     static func seconds(_ value: Double) -> String {
@@ -141,7 +161,9 @@ struct StatusCommand: AsyncParsableCommand {
                         [
                             "cluster": $0.cluster, "address": $0.address, "dialed": $0.dialed, "up_ms": $0.upMillis,
                             "cost": $0.cost, "routes_learned": $0.routesLearned, "routes_sent": $0.routesSent,
-                            "rtt_us": $0.rttMicros,
+                            "rtt_us": $0.rttMicros, "bytes_out": $0.bytesOut, "bytes_in": $0.bytesIn,
+                            "out_bytes_per_s": $0.outBytesPerS, "in_bytes_per_s": $0.inBytesPerS,
+                            "messages_out": $0.messagesOut, "messages_in": $0.messagesIn,
                         ] as [String: Any]
                     },
                     "routes": status.routes.map {
@@ -171,6 +193,9 @@ struct StatusCommand: AsyncParsableCommand {
                     for link in status.gatewayLinks {
                         printLine(
                             "  cluster \(link.cluster)\t\(link.address)\t\(link.dialed ? "dialed" : "accepted")\tup \(link.upMillis / 1000) s\trtt \(link.rttMicros) µs, cost \(link.cost) µs\t\(link.routesLearned) routes in, \(link.routesSent) out"
+                        )
+                        printLine(
+                            "    sent \(ByteCount.format(Int64(link.bytesOut))) (\(ByteCount.format(Int64(link.outBytesPerS)))/s now, \(link.messagesOut) messages), received \(ByteCount.format(Int64(link.bytesIn))) (\(ByteCount.format(Int64(link.inBytesPerS)))/s now, \(link.messagesIn) messages)"
                         )
                     }
                     printLine(

@@ -11,9 +11,11 @@ import Testing
         let cluster: ProcessCluster
         let gateway: String
         var node: ProcessCluster.Node { cluster.node(cluster.cluster) }
+        /// The cluster's second node (`CLUSTER2`), when it has one.
+        var worker: ProcessCluster.Node { cluster.node("\(cluster.cluster)2") }
     }
 
-    /// Makes the authority of `cluster` and its gateway's certificate under `folder`.
+    /// Makes the authority of `cluster`, its gateway's certificate and its second node's under `folder`.
     static func certificates(_ cluster: String, in folder: String) async throws {
         for arguments in [
             ["cert", "authority", "--out", "\(folder)/\(cluster)-ca"],
@@ -21,15 +23,21 @@ import Testing
                 "cert", "issue", "--cluster", cluster, "--node", cluster, "--authority", "\(folder)/\(cluster)-ca",
                 "--out", "\(folder)/\(cluster)",
             ],
+            [
+                "cert", "issue", "--cluster", cluster, "--node", "\(cluster)2", "--authority",
+                "\(folder)/\(cluster)-ca", "--out", "\(folder)/\(cluster)2",
+            ],
         ] {
             let result = try await FreightProcess.run(arguments)
             #expect(result.status == 0, "\(result.stderr)")
         }
     }
 
-    /// Starts the gateway node of `cluster` (named as its cluster) on `host`, trusting the authorities of `peers`.
+    /// Starts the gateway node of `cluster` (named as its cluster) on `host`, trusting the authorities of `peers`;
+    /// with `worker`, a second node `CLUSTER2` there that joins it.
     static func site(
-        _ cluster: String, host: String, folder: String, peers: [String], dial: [String], export: [String]
+        _ cluster: String, host: String, folder: String, peers: [String], dial: [String], export: [String],
+        worker: String? = nil, extraArguments: [String] = []
     ) async throws -> Site {
         let processes = try ProcessCluster(cluster: cluster)
         do {
@@ -40,10 +48,22 @@ import Testing
             for peer in peers { arguments += ["--peer-authority", "\(folder)/\(peer)-ca/authority.pem"] }
             for address in dial { arguments += ["--gateway-peer", address] }
             for pattern in export { arguments += ["--export", pattern] }
-            let node = try await processes.startNode(name: cluster, host: host, join: [], extraArguments: arguments)
+            let node = try await processes.startNode(
+                name: cluster, host: host, join: [], extraArguments: arguments + extraArguments)
             let line = node.process.stdoutLines.first { $0.contains("\"listening\"") } ?? ""
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
             let gateway = try #require(object?["gateway"] as? String)
+            if let worker {
+                let name = "\(cluster)2"
+                _ = try await processes.startNode(
+                    name: name, host: worker, join: [node.listen],
+                    extraArguments: [
+                        "--tls-authority", "\(folder)/\(name)/authority.pem", "--tls-cert",
+                        "\(folder)/\(name)/node.pem", "--tls-key", "\(folder)/\(name)/node-key.pem", "--nvidia-smi",
+                        "off",
+                    ] + extraArguments)
+                try await processes.waitForMesh()
+            }
             return Site(cluster: processes, gateway: gateway)
         } catch {
             processes.stop()

@@ -155,42 +155,64 @@ public nonisolated struct Freight_Wire_V1_MessageHeader: Sendable {
 }
 
 /// Starts a message on a hop. The body follows as DATA frames once the receiver grants credit (Ack).
-public nonisolated struct Freight_Wire_V1_Open: Sendable {
+public nonisolated struct Freight_Wire_V1_Open: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var header: Freight_Wire_V1_MessageHeader {
-    get {_header ?? Freight_Wire_V1_MessageHeader()}
-    set {_header = newValue}
+    get {_storage._header ?? Freight_Wire_V1_MessageHeader()}
+    set {_uniqueStorage()._header = newValue}
   }
   /// Returns true if `header` has been explicitly set.
-  public var hasHeader: Bool {self._header != nil}
+  public var hasHeader: Bool {_storage._header != nil}
   /// Clears the value of `header`. Subsequent reads from it will return its default value.
-  public mutating func clearHeader() {self._header = nil}
+  public mutating func clearHeader() {_uniqueStorage()._header = nil}
 
   /// Set by the sender's node: the endpoints chosen for this message (empty from an app).
-  public var targets: [Freight_Wire_V1_EndpointRef] = []
+  public var targets: [Freight_Wire_V1_EndpointRef] {
+    get {_storage._targets}
+    set {_uniqueStorage()._targets = newValue}
+  }
 
   /// Nodes the message has passed, in order.
-  public var path: [String] = []
+  public var path: [String] {
+    get {_storage._path}
+    set {_uniqueStorage()._path = newValue}
+  }
 
   /// The body comes as SHARED regions of one shared buffer, which no node holds: a receiver that takes shared
   /// regions may grant the whole length at once (docs/shared-memory.md).
-  public var shared: Bool = false
+  public var shared: Bool {
+    get {_storage._shared}
+    set {_uniqueStorage()._shared = newValue}
+  }
 
   /// The message was already open on this hop and its link broke: it goes on from where the receiver is
   /// (docs/core.md). Node to node, the receiver answers with an Ack whose resend_from says where; node to app, it
   /// only tells the app that its message resumed at resumed_at.
-  public var resume: Bool = false
+  public var resume: Bool {
+    get {_storage._resume}
+    set {_uniqueStorage()._resume = newValue}
+  }
 
-  public var resumedAt: UInt64 = 0
+  public var resumedAt: UInt64 {
+    get {_storage._resumedAt}
+    set {_uniqueStorage()._resumedAt = newValue}
+  }
+
+  /// Gateway to gateway (docs/gateways.md): the cluster the message is bound for, its origin route's cluster (this
+  /// cluster: its own endpoints). Nodes of other clusters in `path` are named CLUSTER/NODE.
+  public var toCluster: String {
+    get {_storage._toCluster}
+    set {_uniqueStorage()._toCluster = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _header: Freight_Wire_V1_MessageHeader? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Freight_Wire_V1_EndpointRef: Sendable {
@@ -569,6 +591,14 @@ public nonisolated struct Freight_Wire_V1_Endpoint: Sendable {
   public var group: String = String()
 
   public var app: String = String()
+
+  /// Set for a route to another cluster that a gateway of this cluster chose (docs/gateways.md): the cluster that
+  /// serves the pattern, the clusters on the way (the next one first, the origin last) and the route's cost.
+  public var cluster: String = String()
+
+  public var clusterPath: [String] = []
+
+  public var cost: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1021,6 +1051,21 @@ public nonisolated struct Freight_Wire_V1_GatewayLinkStatus: Sendable {
   /// measured round-trip time (smoothed); 0: not yet
   public var rttMicros: UInt64 = 0
 
+  /// message body bytes sent on the link, and received
+  public var bytesOut: UInt64 = 0
+
+  public var bytesIn: UInt64 = 0
+
+  /// over the last second
+  public var outBytesPerS: UInt64 = 0
+
+  public var inBytesPerS: UInt64 = 0
+
+  /// messages this gateway sends on the link now, and receives
+  public var messagesOut: UInt64 = 0
+
+  public var messagesIn: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1244,58 +1289,111 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
 
 nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Open"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0\u{1}resume\0\u{3}resumed_at\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0\u{1}resume\0\u{3}resumed_at\0\u{3}to_cluster\0")
+
+  fileprivate class _StorageClass {
+    var _header: Freight_Wire_V1_MessageHeader? = nil
+    var _targets: [Freight_Wire_V1_EndpointRef] = []
+    var _path: [String] = []
+    var _shared: Bool = false
+    var _resume: Bool = false
+    var _resumedAt: UInt64 = 0
+    var _toCluster: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _header = source._header
+      _targets = source._targets
+      _path = source._path
+      _shared = source._shared
+      _resume = source._resume
+      _resumedAt = source._resumedAt
+      _toCluster = source._toCluster
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._header) }()
-      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.targets) }()
-      case 3: try { try decoder.decodeRepeatedStringField(value: &self.path) }()
-      case 4: try { try decoder.decodeSingularBoolField(value: &self.shared) }()
-      case 5: try { try decoder.decodeSingularBoolField(value: &self.resume) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.resumedAt) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._header) }()
+        case 2: try { try decoder.decodeRepeatedMessageField(value: &_storage._targets) }()
+        case 3: try { try decoder.decodeRepeatedStringField(value: &_storage._path) }()
+        case 4: try { try decoder.decodeSingularBoolField(value: &_storage._shared) }()
+        case 5: try { try decoder.decodeSingularBoolField(value: &_storage._resume) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._resumedAt) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._toCluster) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._header {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    if !self.targets.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.targets, fieldNumber: 2)
-    }
-    if !self.path.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.path, fieldNumber: 3)
-    }
-    if self.shared != false {
-      try visitor.visitSingularBoolField(value: self.shared, fieldNumber: 4)
-    }
-    if self.resume != false {
-      try visitor.visitSingularBoolField(value: self.resume, fieldNumber: 5)
-    }
-    if self.resumedAt != 0 {
-      try visitor.visitSingularUInt64Field(value: self.resumedAt, fieldNumber: 6)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._header {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if !_storage._targets.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._targets, fieldNumber: 2)
+      }
+      if !_storage._path.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._path, fieldNumber: 3)
+      }
+      if _storage._shared != false {
+        try visitor.visitSingularBoolField(value: _storage._shared, fieldNumber: 4)
+      }
+      if _storage._resume != false {
+        try visitor.visitSingularBoolField(value: _storage._resume, fieldNumber: 5)
+      }
+      if _storage._resumedAt != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._resumedAt, fieldNumber: 6)
+      }
+      if !_storage._toCluster.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._toCluster, fieldNumber: 7)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Freight_Wire_V1_Open, rhs: Freight_Wire_V1_Open) -> Bool {
-    if lhs._header != rhs._header {return false}
-    if lhs.targets != rhs.targets {return false}
-    if lhs.path != rhs.path {return false}
-    if lhs.shared != rhs.shared {return false}
-    if lhs.resume != rhs.resume {return false}
-    if lhs.resumedAt != rhs.resumedAt {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._header != rhs_storage._header {return false}
+        if _storage._targets != rhs_storage._targets {return false}
+        if _storage._path != rhs_storage._path {return false}
+        if _storage._shared != rhs_storage._shared {return false}
+        if _storage._resume != rhs_storage._resume {return false}
+        if _storage._resumedAt != rhs_storage._resumedAt {return false}
+        if _storage._toCluster != rhs_storage._toCluster {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1988,7 +2086,7 @@ nonisolated extension Freight_Wire_V1_PlannedPath: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Freight_Wire_V1_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Endpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}id\0\u{1}pattern\0\u{1}group\0\u{1}app\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}id\0\u{1}pattern\0\u{1}group\0\u{1}app\0\u{1}cluster\0\u{3}cluster_path\0\u{1}cost\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2001,6 +2099,9 @@ nonisolated extension Freight_Wire_V1_Endpoint: SwiftProtobuf.Message, SwiftProt
       case 3: try { try decoder.decodeSingularStringField(value: &self.pattern) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.group) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.app) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.cluster) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.clusterPath) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.cost) }()
       default: break
       }
     }
@@ -2022,6 +2123,15 @@ nonisolated extension Freight_Wire_V1_Endpoint: SwiftProtobuf.Message, SwiftProt
     if !self.app.isEmpty {
       try visitor.visitSingularStringField(value: self.app, fieldNumber: 5)
     }
+    if !self.cluster.isEmpty {
+      try visitor.visitSingularStringField(value: self.cluster, fieldNumber: 6)
+    }
+    if !self.clusterPath.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.clusterPath, fieldNumber: 7)
+    }
+    if self.cost != 0 {
+      try visitor.visitSingularUInt64Field(value: self.cost, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2031,6 +2141,9 @@ nonisolated extension Freight_Wire_V1_Endpoint: SwiftProtobuf.Message, SwiftProt
     if lhs.pattern != rhs.pattern {return false}
     if lhs.group != rhs.group {return false}
     if lhs.app != rhs.app {return false}
+    if lhs.cluster != rhs.cluster {return false}
+    if lhs.clusterPath != rhs.clusterPath {return false}
+    if lhs.cost != rhs.cost {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2760,7 +2873,7 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayLinkStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{1}address\0\u{1}dialed\0\u{3}up_millis\0\u{1}cost\0\u{3}routes_learned\0\u{3}routes_sent\0\u{3}rtt_micros\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{1}address\0\u{1}dialed\0\u{3}up_millis\0\u{1}cost\0\u{3}routes_learned\0\u{3}routes_sent\0\u{3}rtt_micros\0\u{3}bytes_out\0\u{3}bytes_in\0\u{3}out_bytes_per_s\0\u{3}in_bytes_per_s\0\u{3}messages_out\0\u{3}messages_in\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2776,6 +2889,12 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.routesLearned) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.routesSent) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.rttMicros) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.bytesOut) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.bytesIn) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.outBytesPerS) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.inBytesPerS) }()
+      case 13: try { try decoder.decodeSingularUInt64Field(value: &self.messagesOut) }()
+      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.messagesIn) }()
       default: break
       }
     }
@@ -2806,6 +2925,24 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
     if self.rttMicros != 0 {
       try visitor.visitSingularUInt64Field(value: self.rttMicros, fieldNumber: 8)
     }
+    if self.bytesOut != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesOut, fieldNumber: 9)
+    }
+    if self.bytesIn != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesIn, fieldNumber: 10)
+    }
+    if self.outBytesPerS != 0 {
+      try visitor.visitSingularUInt64Field(value: self.outBytesPerS, fieldNumber: 11)
+    }
+    if self.inBytesPerS != 0 {
+      try visitor.visitSingularUInt64Field(value: self.inBytesPerS, fieldNumber: 12)
+    }
+    if self.messagesOut != 0 {
+      try visitor.visitSingularUInt64Field(value: self.messagesOut, fieldNumber: 13)
+    }
+    if self.messagesIn != 0 {
+      try visitor.visitSingularUInt64Field(value: self.messagesIn, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2818,6 +2955,12 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
     if lhs.routesLearned != rhs.routesLearned {return false}
     if lhs.routesSent != rhs.routesSent {return false}
     if lhs.rttMicros != rhs.rttMicros {return false}
+    if lhs.bytesOut != rhs.bytesOut {return false}
+    if lhs.bytesIn != rhs.bytesIn {return false}
+    if lhs.outBytesPerS != rhs.outBytesPerS {return false}
+    if lhs.inBytesPerS != rhs.inBytesPerS {return false}
+    if lhs.messagesOut != rhs.messagesOut {return false}
+    if lhs.messagesIn != rhs.messagesIn {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

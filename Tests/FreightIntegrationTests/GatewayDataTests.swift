@@ -1,0 +1,117 @@
+import Foundation
+import FreightCore
+import FreightTesting
+import Testing
+
+/// Messages between clusters (docs/gateways.md, "The data path"), as users send them: three clusters a–b–c of two
+/// nodes each (a gateway and a second node), each with its own authority, over mutual TLS on 127.0.0.x.
+@Suite(.serialized) struct GatewayDataTests {
+    typealias Site = GatewayTests.Site
+
+    /// The chain a–b–c with a second node in each cluster: c exports `ckpt/**`, a exports `results/**`, b passes on
+    /// everything.
+    static func chain(_ folder: String, extraArguments: [String] = []) async throws -> (a: Site, b: Site, c: Site) {
+        for cluster in ["a", "b", "c"] { try await GatewayTests.certificates(cluster, in: folder) }
+        let a = try await GatewayTests.site(
+            "a", host: "127.0.0.41", folder: folder, peers: ["b"], dial: [], export: ["results/**"],
+            worker: "127.0.0.51", extraArguments: extraArguments)
+        do {
+            let c = try await GatewayTests.site(
+                "c", host: "127.0.0.43", folder: folder, peers: ["b"], dial: [], export: ["ckpt/**"],
+                worker: "127.0.0.53", extraArguments: extraArguments)
+            do {
+                let b = try await GatewayTests.site(
+                    "b", host: "127.0.0.42", folder: folder, peers: ["a", "c"], dial: [a.gateway, c.gateway],
+                    export: ["**"], extraArguments: extraArguments)
+                return (a, b, c)
+            } catch {
+                c.cluster.stop()
+                throw error
+            }
+        } catch {
+            a.cluster.stop()
+            throw error
+        }
+    }
+
+    /// The endpoints a node's directory matches for `address` (`freight resolve --json`).
+    static func resolved(_ address: String, at site: Site, node: String) async throws -> [[String: Any]] {
+        let result = try await FreightProcess.run([
+            "resolve", address, "--via", site.cluster.node(node).socket, "--json",
+        ])
+        guard result.status == 0 else { return [] }
+        return result.stdout.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    /// A file from a's second node to a receiver on c's second node crosses a's gateway, b and c's gateway
+    /// byte-identical; the delivery report names every node and gateway on the way; no gateway holds more than its
+    /// budget.
+    @Test func aFileCrossesTwoGatewaysByteIdentical() async throws {
+        let folder = NSTemporaryDirectory() + "freight-gateway-data-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let (a, b, c) = try await Self.chain(folder)
+        defer { for site in [a, b, c] { site.cluster.stop() } }
+        let bytes: Int64 = 1 << 30
+        let source = "\(folder)/source.bin"
+        try await TestFiles.write(source, bytes: bytes, seed: 18)
+        let receiver = try await c.cluster.receiver(
+            "ckpt/eu/step-1", at: "c2", ["--out", "\(folder)/out", "--count", "1"], seenAt: "c")
+        defer { receiver.stop() }
+        try await GatewayTests.waitFor("a2 resolves ckpt/eu/step-1 to a's gateway") {
+            try await Self.resolved("ckpt/eu/step-1", at: a, node: "a2").contains { $0["cluster"] as? String == "c" }
+        }
+        let remote = try #require(
+            try await Self.resolved("ckpt/eu/step-1", at: a, node: "a2").first { $0["cluster"] as? String == "c" })
+        #expect(remote["node"] as? String == "a" && remote["cluster_path"] as? [String] == ["b", "c"], "\(remote)")
+
+        let send = try await FreightProcess.run(
+            ["send", "ckpt/eu/step-1", "--file", source, "--via", a.worker.socket, "--json"], timeout: .seconds(300))
+        #expect(send.status == 0, "\(send.stderr)")
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data((send.stdout.first ?? "{}").utf8)) as? [String: Any])
+        let delivery = try #require((report["deliveries"] as? [[String: Any]])?.first, "\(report)")
+        #expect(delivery["path"] as? [String] == ["a2", "a", "b/b", "c/c", "c/c2"], "\(delivery)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(60)) == 0)
+        let received = try #require(receiver.jsonLines.first { $0["event"] as? String == "received" })
+        #expect(try await TestFiles.identical(source, received["file"] as? String ?? ""))
+        // Cut-through: each gateway holds at most a window of the message, far below its size.
+        for site in [a, b, c] {
+            let status = try await site.cluster.status(site.cluster.cluster)
+            let peak = status["peak_rss_bytes"] as? Int ?? .max
+            #expect(peak < 256 << 20, "gateway \(site.cluster.cluster) peak RSS \(peak)")
+        }
+    }
+
+    /// Export filters hold both ways: a message to an address the far cluster does not export never crosses (no
+    /// route), and one it exports does, in either direction.
+    @Test func exportFiltersHoldBothWays() async throws {
+        let folder = NSTemporaryDirectory() + "freight-gateway-data-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let (a, b, c) = try await Self.chain(folder)
+        defer { for site in [a, b, c] { site.cluster.stop() } }
+        let secret = try await c.cluster.receiver("secret/plans", at: "c2", ["--count", "1"], seenAt: "c")
+        defer { secret.stop() }
+        let results = try await a.cluster.receiver("results/run-1", at: "a2", ["--count", "1"], seenAt: "a")
+        defer { results.stop() }
+        let private_ = try await a.cluster.receiver("private/x", at: "a2", ["--count", "1"], seenAt: "a")
+        defer { private_.stop() }
+        try await GatewayTests.waitFor("c2 resolves results/run-1 through c's gateway") {
+            try await Self.resolved("results/run-1", at: c, node: "c2").contains { $0["cluster"] as? String == "a" }
+        }
+        // c → a, exported by a: delivered.
+        let sent = try await FreightProcess.run([
+            "send", "results/run-1", "--size", "1MiB", "--via", c.worker.socket, "--json",
+        ])
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(try await results.waitForExit(timeout: .seconds(30)) == 0)
+        // a → c secret/plans and c → a private/x: neither is exported, so neither crosses.
+        for (address, site) in [("secret/plans", a), ("private/x", c)] {
+            let refused = try await FreightProcess.run([
+                "send", address, "--size", "1MiB", "--via", site.worker.socket, "--json",
+            ])
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("no route to \(address)"), "\(refused.stderr)")
+        }
+        #expect(secret.isRunning && private_.isRunning)
+    }
+}
