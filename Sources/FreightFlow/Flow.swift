@@ -2,6 +2,19 @@ import FreightCore
 import FreightDirectory
 import FreightWire
 
+/// A message whose upstream sends its bytes again from an offset after it moved to another gateway (docs/gateways.md,
+/// "Resume through another gateway"): chunks sent before it heard where from are still on their way, on stripes that
+/// reorder against each other. They carry the same bytes at the same offsets, so they are let through where they fit
+/// and dropped quietly where they do not (below the offset, or past the credit: the old way had credit of its own),
+/// instead of failing the message.
+public enum ResumeGate: Sendable, Equatable {
+    /// The message was opened here by a resume OPEN (it moved to this node from a gateway that went away): its branch
+    /// says from where, in the ACK that answers the resume. Until then every chunk is dropped.
+    case awaitingOffset
+    /// The upstream was asked to send again from this offset.
+    case resending(from: UInt64)
+}
+
 /// One message passing through a node: one upstream, one or more branches downstream. Bytes are forwarded chunk by
 /// chunk as they arrive (cut-through); the node holds at most the credit it granted upstream beyond what every
 /// branch acknowledged. A value: only ``FlowTable`` changes it.
@@ -25,6 +38,10 @@ public struct Flow: Sendable {
         /// When it last acknowledged or granted more (or opened), on the table's clock: a branch that holds the
         /// others back with no progress for the slow-receiver time is cut (docs/hardening.md).
         public var progressNanos: UInt64 = 0
+        /// The other cluster this branch carries the message to, through a gateway of this cluster
+        /// (docs/gateways.md): a branch suspended on a gateway that went away moves to another gateway that reaches it
+        /// (``FlowTable/reroute(_:from:to:actions:)``).
+        public var cluster: String?
 
         /// The branch acknowledged or granted credit at least once: its OPEN arrived.
         public var heard: Bool { ackedOffset > 0 || creditOffset > 0 }
@@ -38,10 +55,11 @@ public struct Flow: Sendable {
             }
         }
 
-        public init(port: FlowPort, targets: [EndpointKey], rails: [Int]? = nil) {
+        public init(port: FlowPort, targets: [EndpointKey], rails: [Int]? = nil, cluster: String? = nil) {
             self.port = port
             self.targets = targets
             self.rails = rails
+            self.cluster = cluster
         }
 
         /// A branch that failed before it opened (its node is not reachable).
@@ -54,7 +72,9 @@ public struct Flow: Sendable {
 
     public let id: UInt64
     public let header: Freight_Wire_V1_MessageHeader
-    public let upstream: FlowPort
+    /// Where the message comes from; another gateway of the same cluster may take it over
+    /// (``FlowTable/resume(_:from:recording:mayAdopt:actions:)``).
+    public internal(set) var upstream: FlowPort
     public internal(set) var branches: [Branch]
     /// Nodes the message has passed, this one last.
     public let path: [String]
@@ -86,6 +106,9 @@ public struct Flow: Sendable {
     /// When bytes last came from the upstream (or the message opened), on the table's clock: a message whose
     /// upstream has credit and sends nothing for the idle time is aborted and its reservation returned.
     public internal(set) var upstreamProgressNanos: UInt64 = 0
+    /// Chunks are dropped here, without failing the message, until the upstream sends again from where the receiver
+    /// is (docs/gateways.md, "Resume through another gateway").
+    public internal(set) var gate: ResumeGate?
 
     public var length: UInt64 { header.length }
     public var allBranchesFinished: Bool { !branches.contains { $0.isPending } }

@@ -59,15 +59,15 @@ public struct FlowTable: Sendable {
     }
 
     public let configuration: Configuration
-    public private(set) var flows: [UInt64: Flow] = [:]
+    public internal(set) var flows: [UInt64: Flow] = [:]
     /// Bytes of the memory budget reserved by flows.
     public private(set) var reservedBytes = 0
     public private(set) var delivered: UInt64 = 0
     public private(set) var failed: UInt64 = 0
-    private var flowsByUpstream: [FlowPort: Int] = [:]
+    var flowsByUpstream: [FlowPort: Int] = [:]
     /// Bytes of the budget reserved by each party's flows.
-    private var reservedByParty: [Party: Int] = [:]
-    private var endpointLoad: [EndpointKey: Int] = [:]
+    var reservedByParty: [Party: Int] = [:]
+    var endpointLoad: [EndpointKey: Int] = [:]
     /// The time as the owner last said (``advance(to:actions:)``), in nanoseconds of a monotonic clock.
     public private(set) var nowNanos: UInt64 = 0
     /// Outcomes sent to peers lately, by message: a peer whose link broke before the outcome arrived asks again
@@ -113,8 +113,11 @@ public struct FlowTable: Sendable {
     /// lookup, given the messages in flight per endpoint) says where the message goes; then the per-upstream limit and the memory budget admit it. A message
     /// refused at any step is answered with ABORT and counted failed. Returns the flow started, if any.
     @discardableResult
+    /// With `rerouted`, the OPEN is a resume for a message this node never held (it moved here from a gateway that
+    /// went away, docs/gateways.md): its branches are opened with resume, and its chunks wait for the offset they
+    /// answer with (``ResumeGate``).
     public mutating func open(
-        _ open: Freight_Wire_V1_Open, from port: FlowPort, actions: inout [FlowAction],
+        _ open: Freight_Wire_V1_Open, from port: FlowPort, rerouted: Bool = false, actions: inout [FlowAction],
         plan: (Freight_Wire_V1_MessageHeader, _ load: (EndpointKey) -> Int) throws(FreightError) -> Plan
     ) -> Flow? {
         let id = open.header.id
@@ -135,7 +138,9 @@ public struct FlowTable: Sendable {
             let header = try checked(open)
             let load = endpointLoad
             let planned = try plan(header) { load[$0, default: 0] }
-            return try start(header: header, upstream: port, plan: planned, path: open.path + [name], actions: &actions)
+            return try start(
+                header: header, upstream: port, plan: planned, path: open.path + [name], rerouted: rerouted,
+                actions: &actions)
         } catch {
             failed += 1
             actions.append(.send(.abort(id, error), to: port))
@@ -172,7 +177,7 @@ public struct FlowTable: Sendable {
     }
 
     private mutating func start(
-        header: Freight_Wire_V1_MessageHeader, upstream: FlowPort, plan: Plan, path: [String],
+        header: Freight_Wire_V1_MessageHeader, upstream: FlowPort, plan: Plan, path: [String], rerouted: Bool,
         actions: inout [FlowAction]
     ) throws(FreightError) -> Flow {
         guard messages(from: upstream) < Limits.messagesPerConnectionMax else {
@@ -204,6 +209,7 @@ public struct FlowTable: Sendable {
             id: header.id, header: header, upstream: upstream, branches: plan.branches, path: path,
             reservedBytes: reserve, windowBytes: window, shared: plan.shared, upstreamResends: plan.upstreamResends)
         flow.upstreamProgressNanos = nowNanos
+        if rerouted { flow.gate = .awaitingOffset }
         for index in flow.branches.indices { flow.branches[index].progressNanos = nowNanos }
         reservedBytes += reserve
         reservedByParty[party, default: 0] += reserve
@@ -213,7 +219,7 @@ public struct FlowTable: Sendable {
         }
         flows[header.id] = flow
         for branch in flow.branches where branch.isOpen {
-            actions.append(.send(.open(Self.openFrame(flow, branch)), to: branch.port))
+            actions.append(.send(.open(Self.openFrame(flow, branch, resume: rerouted)), to: branch.port))
         }
         finishIfComplete(header.id, actions: &actions)
         return flow
@@ -250,6 +256,13 @@ public struct FlowTable: Sendable {
         guard flow.upstream == port else {
             actions.append(.warning("\(port) sent a chunk of message \(id) it does not send; dropped"))
             return nil
+        }
+        if let gate = flow.gate {
+            // Sent before the upstream heard where to send again from: let through where it fits, else dropped (the
+            // same bytes come again).
+            guard case .resending(let from) = gate, offset >= from else { return nil }
+            let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
+            guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= countLimit else { return nil }
         }
         let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
         guard !overflow, end <= flow.upstreamCredit, end <= flow.length, count <= countLimit else {
@@ -294,6 +307,9 @@ public struct FlowTable: Sendable {
         }
         let update = apply(&flows.values[slot])
         if ack.hasResendFrom { flows.values[slot].rewinds += 1 }
+        if ack.hasResendFrom, flows.values[slot].gate == .awaitingOffset {
+            flows.values[slot].gate = .resending(from: ack.resendFrom)
+        }
         let flow = flows.values[slot]
         actions.append(.branchProgress(messageID: ack.messageID, port: port, acked: flow.branches[index].ackedOffset))
         if ack.hasResendFrom {
@@ -658,10 +674,14 @@ public struct FlowTable: Sendable {
     /// message that ended meanwhile has its outcome sent again; one this node no longer holds is refused.
     /// With `recording` false (an OPEN repeated after a lost control stripe, not a broken link) the offset is not
     /// listed among the message's resumes.
+    /// With `mayAdopt`, the owner lets another upstream take the message over (another gateway of the cluster it
+    /// came from, docs/gateways.md): it sends the bytes from here on.
     public mutating func resume(
-        _ open: Freight_Wire_V1_Open, from port: FlowPort, recording: Bool = true, actions: inout [FlowAction]
+        _ open: Freight_Wire_V1_Open, from port: FlowPort, recording: Bool = true,
+        mayAdopt: (Flow) -> Bool = { _ in false }, actions: inout [FlowAction]
     ) {
         let id = open.header.id
+        if let flow = flows[id], flow.upstream != port, mayAdopt(flow) { adopt(id, by: port) }
         guard let flow = flows[id], flow.upstream == port else {
             if let entry = recentOutcomes[id], entry.upstream == port {
                 actions.append(.send(entry.frame, to: port))

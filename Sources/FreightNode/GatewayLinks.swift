@@ -77,6 +77,10 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     /// each message sent (docs/gateways.md, "The data path").
     var egressPorts: [String: GatewayEgress] = [:]
     var egressOf: [UInt64: (link: Int, port: UInt64)] = [:]
+    /// The clusters of ingress ports whose links closed lately (the last `linksMax`): the messages they held may be
+    /// taken over by another link from the same cluster.
+    var closedIngress: [UInt64: String] = [:]
+    var closedIngressOrder: [UInt64] = []
     /// The routes the cluster's directory was last given (``NodeEngine/syncRouteEndpoints()``).
     private var routesPublished: [RouteKey: RouteTable.Choice] = [:]
     private var ratesMeasuredAt: UInt64 = 0

@@ -87,7 +87,8 @@ extension GatewayLinks {
     func egress(_ frame: Frame, from port: GatewayEgress) {
         switch frame {
         case .open(let open):
-            guard !open.resume, egressOf[open.header.id] == nil else { return }
+            // A resume OPEN for a message new here (it moved from another gateway) goes on as a resume.
+            guard egressOf[open.header.id] == nil else { return }
             let id = open.header.id
             // The route the sender's node chose: the endpoint it named stands for one route key.
             let key = open.targets.first.flatMap { engine.localEndpoints[$0.id]?.record }.map {
@@ -104,9 +105,13 @@ extension GatewayLinks {
             out.header = open.header
             out.path = ClusterPath.qualified(open.path, in: cluster)
             out.toCluster = port.cluster
+            out.resume = open.resume
             egressOf[id] = (linkID, port.portID)
             links[linkID]!.egressMessages.insert(id)
             link.connection.send(.open(out))
+            logger.debug(
+                "message \(String(id, radix: 16)) to cluster \(port.cluster) on gateway link \(link.address)\(open.resume ? " (resumes here)" : "")"
+            )
         case .data(let chunk):
             guard let (linkID, _) = egressOf[chunk.messageID], let link = links[linkID] else { return }
             links[linkID]!.bytesOut += UInt64(chunk.count)
@@ -171,8 +176,8 @@ extension GatewayLinks {
         guard let link = links[id], let ingress = link.ingress else { return }
         let refusal: FreightError?
         let crossed = ClusterPath.clusters(in: open.path)
-        if open.resume || open.shared || !open.targets.isEmpty {
-            refusal = FreightError(.protocolViolation, "an OPEN between gateways names no targets and no resume")
+        if open.shared || !open.targets.isEmpty {
+            refusal = FreightError(.protocolViolation, "an OPEN between gateways names no targets")
         } else if !ClusterPath.isValid(open.path) || !AddressGrammar.isName(open.toCluster) {
             refusal = FreightError(.protocolViolation, "an OPEN between gateways names every node CLUSTER/NODE")
         } else if crossed.contains(cluster) {
@@ -216,8 +221,20 @@ extension GatewayLinks {
             engine.flowFrame(.abort(messageID, reason), from: .local(portID))
         }
         if let ingress = link.ingress {
-            engine.portGone(.local(ingress.portID), error: reason)
+            // Held for the hold time: another gateway of the same cluster may take them over (a resume OPEN).
+            engine.flowTable.upstreamLost(.local(ingress.portID), actions: &engine.flowActions)
+            engine.performFlowActions()
             engine.localPorts.remove(ingress.portID)
+            closedIngress[ingress.portID] = ingress.cluster
+            closedIngressOrder.append(ingress.portID)
+            if closedIngressOrder.count > Self.linksMax {
+                closedIngress[closedIngressOrder.removeFirst()] = nil
+            }
         }
+    }
+
+    /// The cluster of the gateway link that an ingress port stood (or stands) for.
+    func ingressCluster(_ portID: UInt64) -> String? {
+        (engine.localPorts[portID] as? GatewayIngress)?.cluster ?? closedIngress[portID]
     }
 }

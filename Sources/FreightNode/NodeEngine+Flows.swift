@@ -28,7 +28,24 @@ extension NodeEngine {
 
     func openReceived(_ open: Freight_Wire_V1_Open, from port: Port) {
         if open.resume, case .peer = port {
+            if flowTable[open.header.id] == nil, isRerouted(open) {
+                // A message that moved here from another gateway of this cluster that went away: opened here and
+                // passed on with resume, so that the far cluster's gateway that holds it lets this one take over.
+                flowTable.open(open, from: port, rerouted: true, actions: &flowActions) {
+                    header, load throws(FreightError) in
+                    try plan(header, open: open, from: port, load: load)
+                }
+                return
+            }
             return flowTable.resume(open, from: port, actions: &flowActions)
+        }
+        if open.resume, isGatewayPort(port) {
+            let before = flowTable[open.header.id]
+            flowTable.resume(open, from: port, mayAdopt: { mayAdopt($0, by: port) }, actions: &flowActions)
+            logger.debug(
+                "message \(String(open.header.id, radix: 16)) resumes through another gateway link: \(before == nil ? "not held here" : "held at \(before!.upstreamAcked), from \(before!.upstream) to \(flowTable[open.header.id]?.upstream.description ?? "-")")"
+            )
+            return
         }
         if case .session(let id) = port, let session = sessions[id] {
             // The first node says who sent it: `node/label`, a label unique among the node's apps. Relays count a
@@ -54,6 +71,8 @@ extension NodeEngine {
         load: (EndpointKey) -> Int
     ) throws(FreightError) -> FlowTable.Plan {
         var targets: [EndpointKey]
+        // The other cluster each route endpoint among the targets leads to.
+        var clusters: [EndpointKey: String] = [:]
         switch port {
         case .local where isGatewayPort(port):
             targets = try ingressTargets(header, open: open, load: load)
@@ -67,7 +86,9 @@ extension NodeEngine {
             }
             let matches = withRoutesChosen(index.match(destination))
             tieBreak &+= 1
-            targets = planner.plan(matches: matches, load: load, tieBreak: tieBreak).map(\.key)
+            let planned = planner.plan(matches: matches, load: load, tieBreak: tieBreak)
+            targets = planned.map(\.key)
+            for record in planned { if let route = record.route { clusters[record.key] = route.cluster } }
             guard !targets.isEmpty else { throw FreightError.noRoute(destination.description) }
         case .peer:
             guard !open.path.contains(name) else {
@@ -115,7 +136,10 @@ extension NodeEngine {
                         .peer(hop), targets: keys,
                         FreightError(.noRoute, "the route to node \(keys[0].node) through \(hop) makes a loop")))
             } else if members[hop]?.link.isUp == true {
-                branches.append(Flow.Branch(port: .peer(hop), targets: keys, rails: plannedRails(header, to: hop)))
+                branches.append(
+                    Flow.Branch(
+                        port: .peer(hop), targets: keys, rails: plannedRails(header, to: hop),
+                        cluster: clusters[keys[0]]))
             } else {
                 let through = hop == keys[0].node ? "" : " (through node \(hop))"
                 branches.append(

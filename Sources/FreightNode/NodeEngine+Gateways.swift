@@ -105,6 +105,54 @@ extension NodeEngine {
         return targets
     }
 
+    // MARK: Resume through another gateway
+
+    /// Moves every branch suspended on a gateway of this cluster (its link broke) to another gateway that reaches
+    /// the same cluster and whose link is up: the message goes on from where the far side's receiver is
+    /// (docs/gateways.md, "Resume through another gateway"). Branches with no other way wait for their link.
+    func rerouteSuspended() {
+        var moves: [(id: UInt64, from: Port, to: Flow.Branch)] = []
+        for flow in flowTable.flows.values {
+            for branch in flow.branches {
+                guard let cluster = branch.cluster, case .suspended = branch.state, case .peer(let lost) = branch.port,
+                    let destination = try? parsedAddress(flow.header.destination)
+                else { continue }
+                let others = index.match(destination).filter { record in
+                    guard record.route?.cluster == cluster, record.key.node != lost else { return false }
+                    return record.key.node == name || members[record.key.node]?.link.isUp == true
+                }
+                guard let best = withRoutesChosen(others).first else { continue }
+                let port: Port =
+                    best.key.node == name
+                    ? (localEndpoints[best.key.id]?.port ?? .peer(best.key.node)) : .peer(best.key.node)
+                moves.append((flow.id, branch.port, Flow.Branch(port: port, targets: [best.key], cluster: cluster)))
+            }
+        }
+        for move in moves where flowTable.reroute(move.id, from: move.from, to: move.to, actions: &flowActions) {
+            logger.notice("message \(String(move.id, radix: 16)) moves from \(move.from) to \(move.to.port)")
+        }
+        performFlowActions()
+    }
+
+    /// A resume OPEN from a node of this cluster for a message this node never held, bound for a route of this
+    /// gateway: the message moved here from another gateway.
+    func isRerouted(_ open: Freight_Wire_V1_Open) -> Bool {
+        !open.targets.isEmpty
+            && open.targets.allSatisfy { target in
+                guard target.node == name, case .local(let id)? = localEndpoints[target.id]?.port else { return false }
+                return localPorts[id] is GatewayEgress
+            }
+    }
+
+    /// Another gateway link may take a message over from the one it came in on when both come from the same cluster
+    /// (each proved by its certificate).
+    func mayAdopt(_ flow: Flow, by port: Port) -> Bool {
+        guard case .local(let new) = port, case .local(let old) = flow.upstream, let gateways,
+            let cluster = gateways.ingressCluster(new)
+        else { return false }
+        return gateways.ingressCluster(old) == cluster
+    }
+
     /// True for the ports of a gateway's links: their DONE names endpoints of other clusters and is not rewritten.
     func isGatewayPort(_ port: Port) -> Bool {
         guard case .local(let id) = port else { return false }

@@ -17,6 +17,7 @@ extension NodeEngine {
     func maintain() {
         flowTable.advance(to: nowNanos, actions: &flowActions)
         performFlowActions()
+        rerouteSuspended()
         if !usesMesh { joinDirectoryNodes() }
         closeStalledStreams()
         closeLongHolds()
@@ -72,6 +73,7 @@ extension NodeEngine {
                     .peer(name), error: FreightError(.nodeGone, "the link to node \(name) broke (\(reason))"),
                     actions: &flowActions)
                 performFlowActions()
+                rerouteSuspended()
             case .holdUpstream(let name):
                 // Nothing the peer sends can arrive: its messages wait here for it to re-open them.
                 flowTable.advance(to: nowNanos, actions: &flowActions)

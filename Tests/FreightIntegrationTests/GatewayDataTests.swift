@@ -114,4 +114,72 @@ import Testing
         }
         #expect(secret.isRunning && private_.isRunning)
     }
+
+    /// Cluster a has two gateways, a and a3, both linked to b's gateway; a 2 GiB message from a2 to b2 is going
+    /// through one of them when that gateway is killed: the message moves to the other gateway and resumes from where
+    /// b's receiver is, and arrives byte-identical (docs/gateways.md, "Resume through another gateway").
+    @Test func aGatewayKilledMidMessageHandsTheMessageToTheOther() async throws {
+        let folder = NSTemporaryDirectory() + "freight-gateway-data-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for cluster in ["a", "b"] { try await GatewayTests.certificates(cluster, in: folder) }
+        let issued = try await FreightProcess.run([
+            "cert", "issue", "--cluster", "a", "--node", "a3", "--authority", "\(folder)/a-ca", "--out", "\(folder)/a3",
+        ])
+        #expect(issued.status == 0, "\(issued.stderr)")
+        let a = try await GatewayTests.site(
+            "a", host: "127.0.0.41", folder: folder, peers: ["b"], dial: [], export: [], worker: "127.0.0.51")
+        defer { a.cluster.stop() }
+        let second = try await a.cluster.startNode(
+            name: "a3", host: "127.0.0.61", join: [a.node.listen],
+            extraArguments: [
+                "--tls-authority", "\(folder)/a3/authority.pem", "--tls-cert", "\(folder)/a3/node.pem", "--tls-key",
+                "\(folder)/a3/node-key.pem", "--gateway", "127.0.0.61:0", "--peer-authority",
+                "\(folder)/b-ca/authority.pem", "--nvidia-smi", "off",
+            ])
+        try await a.cluster.waitForMesh()
+        let line = second.process.stdoutLines.first { $0.contains("\"listening\"") } ?? ""
+        let secondGateway = try #require(
+            (try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["gateway"] as? String)
+        let b = try await GatewayTests.site(
+            "b", host: "127.0.0.42", folder: folder, peers: ["a"], dial: [a.gateway, secondGateway],
+            export: ["ckpt/**"], worker: "127.0.0.52")
+        defer { b.cluster.stop() }
+
+        let receiver = try await b.cluster.receiver(
+            "ckpt/big", at: "b2", ["--check", "--count", "1", "--rate", "512MiB"], seenAt: "b")
+        defer { receiver.stop() }
+        try await GatewayTests.waitFor("a2 reaches ckpt/big through both gateways") {
+            try await Self.resolved("ckpt/big", at: a, node: "a2").filter { $0["cluster"] as? String == "b" }.count == 2
+        }
+        let send = try FreightProcess(["send", "ckpt/big", "--size", "2GiB", "--via", a.worker.socket, "--json"])
+        defer { send.stop() }
+        try await GatewayTests.waitFor("b2 takes 256 MiB") {
+            try await b.cluster.status("b2")["bytes_in"] as? Int ?? 0 >= 256 << 20
+        }
+        // The gateway that carries it now.
+        var carrier: String?
+        for name in ["a", "a3"] {
+            let links = try await a.cluster.status(name)["gateway_links"] as? [[String: Any]] ?? []
+            if links.contains(where: { $0["messages_out"] as? Int ?? 0 > 0 }) { carrier = name }
+        }
+        let killed = try #require(carrier, "one of a's gateways carries the message")
+        #expect(send.isRunning, "the message must still be going when its gateway dies")
+        a.cluster.node(killed).process.kill(SIGKILL)
+        #expect(try await send.waitForExit(timeout: .seconds(120)) == 0, "\(send.stderr)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "\(receiver.stderr)")
+        let received = receiver.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical")
+        if received?["checked"] as? Bool != true {
+            for (site, node) in [(a, "a2"), (a, "a3"), (a, "a"), (b, "b"), (b, "b2")] {
+                print("log of \(node):\n\(site.cluster.node(node).process.stderr.suffix(12000))")
+            }
+        }
+        let other = killed == "a" ? "a3" : "a"
+        let delivery = (send.jsonLines.first?["deliveries"] as? [[String: Any]])?.first
+        #expect(delivery?["path"] as? [String] == ["a2", other, "b/b", "b/b2"], "\(delivery ?? [:])")
+        // Resumed once, mid-way: from where b's receiver was when the message moved.
+        let resumes = delivery?["resumed_at"] as? [Int] ?? []
+        #expect(resumes.count == 1 && resumes.allSatisfy { $0 >= 256 << 20 && $0 < 2 << 30 }, "\(resumes)")
+        print("gateway failover: \(killed) killed, the message resumed through \(other) at \(resumes)")
+    }
 }
