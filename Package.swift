@@ -135,9 +135,10 @@ let package = Package(
             name: "FreightTesting",
             dependencies: [
                 "FreightCore", "FreightNode", "FreightSecurity", "FreightClient", "FreightTransport",
-                "FreightDirectory", "FreightWire",
+                "FreightDirectory", "FreightWire", "FreightRouting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -61,6 +61,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         var measuredIn: UInt64 = 0
         var rateOut: UInt64 = 0
         var rateIn: UInt64 = 0
+        /// The most bytes per second the link carried out in a busy second (at least `busyBytes` moved): what it
+        /// can carry, as far as it showed. Nil until it was busy once.
+        var capacity: UInt64?
     }
 
     let configuration: GatewayConfiguration
@@ -328,7 +331,28 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             links[id]!.rateIn = UInt64(Double(link.bytesIn - link.measuredIn) / seconds)
             links[id]!.measuredOut = link.bytesOut
             links[id]!.measuredIn = link.bytesIn
+            let rate = links[id]!.rateOut
+            if link.bytesOut - link.measuredOut >= Self.busyBytes, rate > link.capacity ?? 0 {
+                links[id]!.capacity = rate
+                updateCost(id)
+            }
         }
+    }
+
+    /// A second in which a link moved at least this much tells what it can carry.
+    static let busyBytes: UInt64 = 16 << 20
+    /// The message size whose transfer time is part of a link's cost (docs/gateways.md).
+    static let costMessageBytes: UInt64 = 64 << 20
+
+    /// A link's cost in microseconds: its round-trip time, plus the time to move 64 MiB at what it carried at best
+    /// once it was busy. A change of less than a quarter (and 100 µs) is not announced: jitter must not flap routes.
+    private func updateCost(_ id: Int) {
+        guard let link = links[id], let rtt = link.rtt else { return }
+        var cost = max(1, rtt / 1000)
+        if let capacity = link.capacity, capacity > 0 { cost += Self.costMessageBytes * 1_000_000 / capacity }
+        let current = table.linkInfo[id]?.cost ?? 0
+        let moved = cost > current ? cost - current : current - cost
+        if moved > max(current / 4, 100) { table.linkCost(id, cost: cost, now: now, into: &actions) }
     }
 
     /// Sends a ping on every link that has none in flight (or lost one, a second ago).
@@ -357,12 +381,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             let rtt = link.rtt.map { ($0 * 4 + sample) / 5 } ?? sample
             link.rtt = rtt
             link.pingSent = nil
-            let cost = max(1, rtt / 1000)
-            let current = table.linkInfo[id]?.cost ?? 0
-            let moved = cost > current ? cost - current : current - cost
-            if moved > max(current / 4, 100) { table.linkCost(id, cost: cost, now: now, into: &actions) }
         }
         links[id] = link
+        if routes.pong != 0 { updateCost(id) }
     }
 
     /// The peer's HELLO: a gateway of the cluster its certificate proved (checked by TLS already).
@@ -401,7 +422,12 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     func connectionDidClose(_ connection: FrameConnection, error: (any Error)?) {
         guard let id = linkOf[ObjectIdentifier(connection)] else { return }
         if let link = links[id], link.up != nil, !stopping {
-            logger.warning("gateway link \(link.address) (cluster \(link.cluster ?? "?")) closed")
+            // A peer that closed its link cleanly stopped (or restarted); a link that broke is news.
+            if let error {
+                logger.warning("gateway link \(link.address) (cluster \(link.cluster ?? "?")) broke: \(error)")
+            } else {
+                logger.notice("gateway link \(link.address) (cluster \(link.cluster ?? "?")) closed by the peer")
+            }
         }
         close(id)
         carryOut()

@@ -45,25 +45,52 @@ extension NodeEngine {
         guard resolve.explainBytes <= UInt64(Int.max) else {
             throw FreightError(.invalidArgument, "--size \(resolve.explainBytes) is too large")
         }
+        // A route to another cluster held by this very node leaves through its gateway link: no hop inside the
+        // cluster to plan (docs/gateways.md).
+        let leaving = endpoints.filter { $0.route != nil && $0.key.node == name }
         let plans = try routeExplainer().explain(
             bytes: Int(resolve.explainBytes), fromGPU: resolve.hasFromGpu ? Int(clamping: resolve.fromGpu) : nil,
-            toGPU: resolve.hasToGpu ? Int(clamping: resolve.toGpu) : nil, endpoints: endpoints)
-        return plans.map { endpoint, plan in
-            var out = Freight_Wire_V1_RoutePlan()
-            out.node = endpoint.key.node
-            out.endpointID = endpoint.key.id
-            out.expectedSeconds = plan.expectedSeconds
-            out.notes = plan.notes
-            out.paths = plan.paths.map { path in
-                var wire = Freight_Wire_V1_PlannedPath()
-                wire.kind = path.kind.rawValue
-                wire.via = path.via
-                wire.bytes = UInt64(path.bytes)
-                wire.gbitPerS = path.gbitPerSecond.isFinite ? path.gbitPerSecond : 0
-                wire.expectedSeconds = path.expectedSeconds
-                return wire
-            }
-            return out
+            toGPU: resolve.hasToGpu ? Int(clamping: resolve.toGpu) : nil,
+            endpoints: endpoints.filter { !($0.route != nil && $0.key.node == name) })
+        var byKey: [EndpointKey: Freight_Wire_V1_RoutePlan] = [:]
+        for endpoint in leaving {
+            let route = endpoint.route!
+            var plan = Freight_Wire_V1_RoutePlan()
+            plan.node = endpoint.key.node
+            plan.endpointID = endpoint.key.id
+            // The route's cost is the round trip plus 64 MiB at each link's measured rate: scaled to the size.
+            let scale = max(1, Double(resolve.explainBytes) / Double(GatewayLinks.costMessageBytes))
+            plan.expectedSeconds = Double(route.cost) / 1e6 * scale
+            plan.notes = [
+                "leaves cluster \(configuration.cluster) through this gateway: cluster \(route.cluster) via \(route.path.joined(separator: " → ")), cost \(route.cost) µs (round trips plus 64 MiB at each link's measured rate)"
+            ]
+            byKey[endpoint.key] = plan
         }
+        for (endpoint, plan) in plans { byKey[endpoint.key] = wirePlan(endpoint, plan) }
+        // In the order of `endpoints`, up to the first one not planned (the reply pairs them by position).
+        var ordered: [Freight_Wire_V1_RoutePlan] = []
+        for endpoint in endpoints {
+            guard ordered.count < Limits.explainResultsMax, let plan = byKey[endpoint.key] else { break }
+            ordered.append(plan)
+        }
+        return ordered
+    }
+
+    private func wirePlan(_ endpoint: EndpointRecord, _ plan: RoutePlanner.RoutePlan) -> Freight_Wire_V1_RoutePlan {
+        var out = Freight_Wire_V1_RoutePlan()
+        out.node = endpoint.key.node
+        out.endpointID = endpoint.key.id
+        out.expectedSeconds = plan.expectedSeconds
+        out.notes = plan.notes
+        out.paths = plan.paths.map { path in
+            var wire = Freight_Wire_V1_PlannedPath()
+            wire.kind = path.kind.rawValue
+            wire.via = path.via
+            wire.bytes = UInt64(path.bytes)
+            wire.gbitPerS = path.gbitPerSecond.isFinite ? path.gbitPerSecond : 0
+            wire.expectedSeconds = path.expectedSeconds
+            return wire
+        }
+        return out
     }
 }

@@ -21,7 +21,8 @@ public final class ClusterChain: Sendable {
     /// Starts `clusters` in a chain, each of `nodes` nodes (the last its gateway) that exports `exports[cluster]`
     /// (default: nothing) and imports everything.
     public static func start(
-        clusters: [String], nodes: Int = 3, exports: [String: [String]] = [:]
+        clusters: [String], nodes: Int = 3, exports: [String: [String]] = [:], streams: Int = Limits.streamsDefault,
+        windowBytes: Int = Limits.windowBytesDefault
     ) async throws -> ClusterChain {
         let directory = NSTemporaryDirectory() + "freight-chain-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -47,7 +48,7 @@ public final class ClusterChain: Sendable {
                         peerAuthorities: neighbours.map { "\(directory)/\($0)-ca/authority.pem" }))
                 fabrics.append(
                     try await InProcessFabric.start(
-                        nodes: nodes, cluster: cluster,
+                        nodes: nodes, cluster: cluster, streams: streams, windowBytes: windowBytes,
                         naming: .init(prefix: cluster, hostPrefix: "127.0.\(index + 1)."), gateway: gateway))
             }
         } catch {
@@ -70,6 +71,15 @@ public final class ClusterChain: Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         throw FreightError(.internalError, "cluster \(clusters[from]) learned no route to \(address) in \(cluster)")
+    }
+
+    /// The gateway identity of cluster `index`, trusting its neighbours' authorities (for a measurement of TLS alone).
+    public func security(_ index: Int) throws -> GatewaySecurity {
+        let neighbours = [index - 1, index + 1].filter(clusters.indices.contains).map { clusters[$0] }
+        let files = "\(directory)/\(clusters[index])"
+        return try GatewaySecurity(
+            cluster: clusters[index], certificate: "\(files)/node.pem", key: "\(files)/node-key.pem",
+            peerAuthorities: neighbours.map { "\(directory)/\($0)-ca/authority.pem" })
     }
 
     public func stop() async {

@@ -63,6 +63,21 @@ import Testing
         let remote = try #require(
             try await Self.resolved("ckpt/eu/step-1", at: a, node: "a2").first { $0["cluster"] as? String == "c" })
         #expect(remote["node"] as? String == "a" && remote["cluster_path"] as? [String] == ["b", "c"], "\(remote)")
+        // --explain names the gateway hops: from a2 a hop to gateway a, from a itself the way out of the cluster.
+        for node in ["a2", "a"] {
+            let explained = try await FreightProcess.run([
+                "resolve", "ckpt/eu/step-1", "--explain", "--size", "1GiB", "--via", a.cluster.node(node).socket,
+                "--json",
+            ])
+            let plans = explained.stdout.compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+            let plan = plans.first { $0["cluster"] as? String == "c" }
+            #expect(plan?["cluster_path"] as? [String] == ["b", "c"], "\(node): \(explained.stdout)")
+            if node == "a" {
+                #expect((plan?["notes"] as? [String])?.first?.contains("leaves cluster a") == true, "\(plans)")
+            }
+        }
 
         let send = try await FreightProcess.run(
             ["send", "ckpt/eu/step-1", "--file", source, "--via", a.worker.socket, "--json"], timeout: .seconds(300))

@@ -157,43 +157,48 @@ import Testing
 
     /// One app may have at most `Limits.messagesPerConnectionMax` messages in flight through its node; the next is
     /// refused with a reason while the others stay in flight.
-    @Test(.timeLimit(.minutes(1))) func messagesInFlightPerAppAreBounded() async throws {
+    @Test(.timeLimit(.minutes(3))) func messagesInFlightPerAppAreBounded() async throws {
         try await InProcessFabric.with(nodes: 1, cluster: "many") { fabric in
             let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "idle")
-            let inbox = try await receiver.receive("many/x")  // never read until the end
+            let inbox = try await receiver.receive("many/x")  // never read until the refusals are in
             try await fabric.waitForEndpoints(try Address("many/x"), count: 1)
             let sender = try await FreightClient.connect(to: fabric.socket(0), label: "eager")
             let limit = Limits.messagesPerConnectionMax
-            let outcomes = try await withThrowingTaskGroup(of: String?.self) { group in
-                for _ in 0..<limit + 8 {
-                    group.addTask {
-                        do {
-                            _ = try await sender.send(to: "many/x", body: .pattern(seed: 1, length: 1))
-                            return nil
-                        } catch {
-                            return "\(error)"
-                        }
+            // Each send's outcome: nil when delivered, the error's text when refused. Unstructured: a send that
+            // waits for a receiver that will never read (the test failed or timed out) must not hold the test up;
+            // closing the apps ends them.
+            let (outcomes, sink) = AsyncStream<String?>.makeStream()
+            let sends = (0..<limit + 8).map { _ in
+                Task {
+                    do {
+                        _ = try await sender.send(to: "many/x", body: .pattern(seed: 1, length: 1))
+                        sink.yield(nil)
+                    } catch {
+                        sink.yield("\(error)")
                     }
                 }
-                // Refusals come back at once; the accepted ones wait for the receiver, so read it now.
-                var refusals: [String] = []
-                var reader = inbox.makeAsyncIterator()
-                var delivered = 0
-                while refusals.count + delivered < limit + 8 {
-                    if refusals.count < 8, let outcome = try await group.next() {
-                        if let outcome { refusals.append(outcome) } else { delivered += 1 }
-                        continue
-                    }
-                    guard let message = try await reader.next() else { break }
-                    _ = try await message.drain()
-                    if let outcome = try await group.next() {
-                        if let outcome { refusals.append(outcome) } else { delivered += 1 }
-                    }
-                }
-                return refusals
             }
-            #expect(outcomes.count == 8)
-            #expect(outcomes.allSatisfy { $0.contains("messages in flight") }, "\(outcomes.first ?? "")")
+            defer { for send in sends { send.cancel() } }
+            // No message is delivered before the receiver takes it from its inbox (its first credit), so the first
+            // outcomes are the refusals.
+            var refusals: [String] = []
+            var delivered = 0
+            var results = outcomes.makeAsyncIterator()
+            while refusals.count < 8, let outcome = await results.next() {
+                if let outcome { refusals.append(outcome) } else { delivered += 1 }
+            }
+            #expect(refusals.count == 8 && delivered == 0)
+            #expect(refusals.allSatisfy { $0.contains("messages in flight") }, "\(refusals.first ?? "")")
+            // The accepted ones were waiting in flight: all are delivered once read.
+            var reader = inbox.makeAsyncIterator()
+            for _ in 0..<limit {
+                guard let message = try await reader.next() else { break }
+                _ = try await message.drain()
+            }
+            while delivered < limit, let outcome = await results.next() {
+                if let outcome { refusals.append(outcome) } else { delivered += 1 }
+            }
+            #expect(delivered == limit && refusals.count == 8)
             await sender.close()
             await receiver.close()
         }
