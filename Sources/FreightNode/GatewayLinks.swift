@@ -85,7 +85,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     var closedIngress: [UInt64: String] = [:]
     var closedIngressOrder: [UInt64] = []
     /// The routes the cluster's directory was last given (``NodeEngine/syncRouteEndpoints()``).
-    private var routesPublished: [RouteKey: RouteTable.Choice] = [:]
+    private var routesPublished: UInt64 = 0
     private var ratesMeasuredAt: UInt64 = 0
     /// Set when the node stops: its links closing then are not news.
     private var stopping = false
@@ -259,8 +259,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
 
     func carryOut() {
         defer {
-            if table.chosen != routesPublished {
-                routesPublished = table.chosen
+            if table.choiceVersion != routesPublished {
+                routesPublished = table.choiceVersion
                 engine.syncRouteEndpoints()
             }
         }

@@ -155,6 +155,9 @@ public struct RouteTable: Sendable {
     /// Per key, the candidate learned on each link (cost as announced, the link's own not added).
     var candidates: [RouteKey: [Int: ClusterRoute]] = [:]
     public private(set) var chosen: [RouteKey: Choice] = [:]
+    /// Counts the changes of `chosen`: an owner that mirrors the choice elsewhere (a gateway's directory endpoints)
+    /// compares it instead of the whole table.
+    public private(set) var choiceVersion: UInt64 = 0
 
     public init(_ configuration: Configuration) {
         self.configuration = configuration
@@ -314,6 +317,7 @@ public struct RouteTable: Sendable {
             let next = choice(for: key)
             if next != chosen[key] {
                 chosen[key] = next
+                choiceVersion &+= 1
                 changed.insert(key)
             }
         }

@@ -209,6 +209,17 @@ struct Heap {
         #expect(network.tables["C"]!.routes(to: Self.address("jobs/a/x")).first?.route.path == ["B", "A"])
         #expect(network.tables["C"]!.routes(to: Self.address("ckpt/eu/x")).isEmpty)
         #expect(network.tables["A"]!.routes(to: Self.address("nothing/here")).isEmpty)
+        // The choice's version moves with the choice, and only with it (a gateway mirrors the choice by it).
+        let version = network.tables["A"]!.choiceVersion
+        #expect(version > 0)
+        network.serve("C", ["ckpt/eu/**"])
+        let quiet2 = network.run()
+        #expect(quiet2)
+        #expect(network.tables["A"]!.choiceVersion == version, "nothing changed")
+        network.serve("C", ["ckpt/eu/**", "ckpt/us/**"])
+        let quiet3 = network.run()
+        #expect(quiet3)
+        #expect(network.tables["A"]!.choiceVersion > version)
     }
 
     @Test func anAdvertisementThatHoldsTheReceiverIsDropped() {
