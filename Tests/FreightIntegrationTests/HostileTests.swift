@@ -100,6 +100,19 @@ import Testing
     /// 32 OPENs of 32 MiB that never send data: the app gets at most its share of the budget (half), the rest is
     /// refused naming the share, the stream beside keeps its rate, and the message whose receiver granted credit
     /// fails when the idle time passes, its reservation returned.
+    /// An app on `socket` that opens 32 messages of 32 MiB to the sink and never sends a byte of them.
+    static func hoarder(_ socket: String) async throws -> WireApp {
+        try await Strangers.onThread { () -> Result<WireApp, FreightError> in
+            do {
+                let app = try WireApp(socketPath: socket, label: "hoarder")
+                for _ in 0..<32 { try app.open("hostile/sink", length: 32 << 20) }
+                return .success(app)
+            } catch {
+                return .failure(error as? FreightError ?? FreightError(.io, "\(error)"))
+            }
+        }.get()
+    }
+
     @Test func oneAppCannotReserveTheWholeBudget() async throws {
         let cluster = try await Self.releaseCluster(nodes: 2, ["--idle", "3"])
         defer { cluster.stop() }
@@ -111,15 +124,7 @@ import Testing
 
         let socket = cluster.node("n1").socket
         let opened = ContinuousClock.now
-        let app = try await Strangers.onThread { () -> Result<WireApp, FreightError> in
-            do {
-                let app = try WireApp(socketPath: socket, label: "hoarder")
-                for _ in 0..<32 { try app.open("hostile/sink", length: 32 << 20) }
-                return .success(app)
-            } catch {
-                return .failure(error as? FreightError ?? FreightError(.io, "\(error)"))
-            }
-        }.get()
+        let app = try await Self.hoarder(socket)
         let underAttack = try await stream.rate(over: .seconds(3))
         let status = try await cluster.status("n1")
         let reserved = status["memory_reserved_bytes"] as? Int ?? 0
@@ -150,15 +155,7 @@ import Testing
         await Strangers.onThread { app.close() }
         for _ in 2...3 where !kept {
             let before = try await stream.rate(over: .seconds(2))
-            let hoarder = try await Strangers.onThread { () -> Result<WireApp, FreightError> in
-                do {
-                    let app = try WireApp(socketPath: socket, label: "hoarder")
-                    for _ in 0..<32 { try app.open("hostile/sink", length: 32 << 20) }
-                    return .success(app)
-                } catch {
-                    return .failure(error as? FreightError ?? FreightError(.io, "\(error)"))
-                }
-            }.get()
+            let hoarder = try await Self.hoarder(socket)
             let beside = try await stream.rate(over: .seconds(2))
             await Strangers.onThread { hoarder.close() }
             let later = try await stream.rate(over: .seconds(2))
