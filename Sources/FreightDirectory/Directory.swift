@@ -30,6 +30,8 @@ public final class EndpointIndex: Directory {
     /// Order-independent digest of every key held: XOR of ``keyHash(_:)``. Two indexes with the same keys have the
     /// same digest, whatever order they learned them in (tests compare nodes' views with etcd's this way).
     public private(set) var digest: UInt64 = 0
+    /// Counts the changes: an owner that derives something from the whole index does it again when this moved.
+    public private(set) var version: UInt64 = 0
 
     public init() {}
 
@@ -61,6 +63,7 @@ public final class EndpointIndex: Directory {
             digest ^= Self.keyHash(record.key)
         }
         records[record.key] = record
+        version &+= 1
         trie.insert(record.pattern, record.key)
         byNode[record.key.node, default: []].insert(record.key)
         onChange?(.added(record))
@@ -70,6 +73,7 @@ public final class EndpointIndex: Directory {
     public func remove(_ key: EndpointKey) -> EndpointRecord? {
         guard let old = records.removeValue(forKey: key) else { return nil }
         digest ^= Self.keyHash(key)
+        version &+= 1
         trie.remove(old.pattern, key)
         byNode[key.node]?.remove(key)
         if byNode[key.node]?.isEmpty == true { byNode[key.node] = nil }
@@ -81,6 +85,7 @@ public final class EndpointIndex: Directory {
     @discardableResult
     public func removeAll(at node: String) -> Int {
         guard let keys = byNode.removeValue(forKey: node) else { return 0 }
+        version &+= 1
         for key in keys {
             if let old = records.removeValue(forKey: key) {
                 digest ^= Self.keyHash(key)

@@ -127,6 +127,7 @@ extension EndpointRecord {
             endpoint.cluster = route.cluster
             endpoint.clusterPath = route.path
             endpoint.cost = route.cost
+            endpoint.groupPattern = route.groupPattern?.description ?? ""
         }
         return endpoint
     }
@@ -143,7 +144,14 @@ extension EndpointRecord {
                 endpoint.clusterPath.count <= Limits.clusterPathMax,
                 endpoint.clusterPath.allSatisfy({ AddressGrammar.isName($0) })
             else { return nil }
-            route = RemoteRoute(cluster: endpoint.cluster, path: endpoint.clusterPath, cost: endpoint.cost)
+            // A route to a group names the pattern its members registered.
+            var groupPattern: AddressPattern?
+            if !endpoint.group.isEmpty {
+                guard let scope = try? AddressPattern(endpoint.groupPattern) else { return nil }
+                groupPattern = scope
+            }
+            route = RemoteRoute(
+                cluster: endpoint.cluster, path: endpoint.clusterPath, cost: endpoint.cost, groupPattern: groupPattern)
         }
         self.init(
             key: key, pattern: pattern, group: endpoint.group.isEmpty ? nil : endpoint.group,

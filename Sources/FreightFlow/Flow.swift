@@ -27,6 +27,20 @@ public struct Flow: Sendable {
         case failed(FreightError, acked: UInt64)
     }
 
+    /// A message's way into another cluster (docs/gateways.md, "Groups across clusters"): the cluster, whether its
+    /// pattern receivers take the message, and which of its `any` groups do.
+    public struct Remote: Hashable, Sendable {
+        public var cluster: String
+        public var patterns: Bool
+        public var groups: [RouteGroup]
+
+        public init(cluster: String, patterns: Bool = true, groups: [RouteGroup] = []) {
+            self.cluster = cluster
+            self.patterns = patterns
+            self.groups = groups
+        }
+    }
+
     public struct Branch: Sendable {
         public var port: FlowPort
         public var targets: [EndpointKey]
@@ -38,10 +52,11 @@ public struct Flow: Sendable {
         /// When it last acknowledged or granted more (or opened), on the table's clock: a branch that holds the
         /// others back with no progress for the slow-receiver time is cut (docs/hardening.md).
         public var progressNanos: UInt64 = 0
-        /// The other cluster this branch carries the message to, through a gateway of this cluster
-        /// (docs/gateways.md): a branch suspended on a gateway that went away moves to another gateway that reaches it
+        /// What this branch carries to another cluster through a gateway of this one (docs/gateways.md): a branch
+        /// suspended on a gateway that went away moves to another gateway that carries the same
         /// (``FlowTable/reroute(_:from:to:actions:)``).
-        public var cluster: String?
+        public var remote: Remote?
+        public var cluster: String? { remote?.cluster }
 
         /// The branch acknowledged or granted credit at least once: its OPEN arrived.
         public var heard: Bool { ackedOffset > 0 || creditOffset > 0 }
@@ -55,11 +70,11 @@ public struct Flow: Sendable {
             }
         }
 
-        public init(port: FlowPort, targets: [EndpointKey], rails: [Int]? = nil, cluster: String? = nil) {
+        public init(port: FlowPort, targets: [EndpointKey], rails: [Int]? = nil, remote: Remote? = nil) {
             self.port = port
             self.targets = targets
             self.rails = rails
-            self.cluster = cluster
+            self.remote = remote
         }
 
         /// A branch that failed before it opened (its node is not reachable).

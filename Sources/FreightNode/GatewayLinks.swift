@@ -1,4 +1,5 @@
 import FreightCore
+import FreightDirectory
 import FreightRouting
 import FreightSecurity
 import FreightTransport
@@ -35,6 +36,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     static let handshakesPerSourceMax = 8
     static let tickInterval = TimeAmount.milliseconds(100)
     static let redialInterval = TimeAmount.seconds(1)
+    /// `any` groups one message may be bound for in another cluster (as many as a cluster announces).
+    static let groupsPerMessageMax = RouteAggregation().groupsMax
 
     struct Link {
         var connection: FrameConnection
@@ -76,10 +79,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     private(set) var table: RouteTable
     var links: [Int: Link] = [:]
     var linkOf: [ObjectIdentifier: Int] = [:]
-    /// The ports messages leave this cluster through, one per cluster they are bound for, and the link and port of
-    /// each message sent (docs/gateways.md, "The data path").
-    var egressPorts: [String: GatewayEgress] = [:]
-    var egressOf: [UInt64: (link: Int, port: UInt64)] = [:]
+    /// The ports messages leave this cluster through, one per link (docs/gateways.md, "The data path").
+    var egressPorts: [Int: GatewayEgress] = [:]
     /// The clusters of ingress ports whose links closed lately (the last `linksMax`): the messages they held may be
     /// taken over by another link from the same cluster.
     var closedIngress: [UInt64: String] = [:]
@@ -94,7 +95,10 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     private var dialing: Set<String> = []
     private var listener: Channel?
     private var timer: RepeatedTask?
-    private var servedDigest: UInt64?
+    private var directoryVersion: UInt64?
+    /// The table's link for each other gateway of this cluster whose routes the directory holds.
+    private var directoryLinks: [String: Int] = [:]
+    private var nextDirectoryLink = -1
     private var actions: [RouteAction] = []
     private let started = NIODeadline.now()
     var boundAddress: String?
@@ -249,11 +253,40 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         carryOut()
     }
 
-    /// The cluster's patterns (its directory's endpoints), when `digest` says they changed.
-    func serve(_ patterns: @autoclosure () -> [AddressPattern], digest: UInt64) {
-        guard digest != servedDigest else { return }
-        servedDigest = digest
-        table.serve(patterns(), now: now, into: &actions)
+    /// The cluster's directory, when it changed since the last call: what the cluster serves (the patterns of its
+    /// pattern receivers and its `any` groups), and what each other gateway of the cluster reaches over its own
+    /// links (its route endpoints), which this gateway passes on to its peers (docs/gateways.md, "Several gateways").
+    func directoryChanged(_ index: EndpointIndex) {
+        guard index.version != directoryVersion else { return }
+        directoryVersion = index.version
+        var patterns: [AddressPattern] = []
+        var groups: [RouteGroup] = []
+        var reached: [String: [ClusterRoute]] = [:]
+        for other in index.nodes {
+            for record in index.endpoints(at: other) {
+                if let route = record.route {
+                    guard other != node, route.cluster != cluster else { continue }
+                    reached[other, default: []].append(
+                        ClusterRoute(
+                            pattern: record.pattern, origin: route.cluster, path: route.path, cost: route.cost,
+                            group: record.anyGroup))
+                } else if let group = record.anyGroup {
+                    groups.append(group)
+                } else {
+                    patterns.append(record.pattern)
+                }
+            }
+        }
+        table.serve(patterns, groups: groups, now: now, into: &actions)
+        for other in Set(directoryLinks.keys).union(reached.keys).sorted() {
+            let id = directoryLinks[other] ?? nextDirectoryLink
+            if directoryLinks[other] == nil {
+                directoryLinks[other] = id
+                nextDirectoryLink -= 1
+            }
+            table.directoryRoutes(reached[other] ?? [], of: id, now: now, into: &actions)
+            if reached[other] == nil { directoryLinks[other] = nil }
+        }
         carryOut()
     }
 
@@ -284,7 +317,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         if link.dialed { dialing.remove(link.address) }
         link.connection.close()
         table.linkDown(id, now: now, into: &actions)
-        trafficEnded(on: link)
+        trafficEnded(on: link, id: id)
     }
 
     // MARK: frames
@@ -473,6 +506,10 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             route.origin = choice.route.origin
             route.path = choice.route.path
             route.cost = choice.route.cost
+            if let group = choice.route.group { route.group = group.wire }
+            if let link = choice.link, link < 0 {
+                route.throughGateway = directoryLinks.first { $0.value == link }?.key ?? ""
+            }
             status.routes.append(route)
         }
         status.routesOmitted = UInt32(chosen.count - listed)

@@ -4,19 +4,21 @@ import FreightFlow
 import FreightRouting
 import FreightWire
 
-/// Where messages leave this cluster (docs/gateways.md, "The data path"): the node's flow table delivers a message
-/// bound for `cluster` to this port as to an in-process endpoint, and the port carries its OPEN, DATA and ABORT over
-/// the gateway link of the route chosen for it; the ACK, DONE and ABORT that come back enter the flow table from
-/// here. Credit stays end to end: the table grants upstream only what the far side granted.
+/// Where messages leave this cluster (docs/gateways.md, "The data path"): one port per gateway link, which the node's
+/// flow table delivers a message to as to an in-process endpoint when routes it chose lead over that link (the
+/// directory's route endpoints of this gateway stand on the port of their link). The port carries the message's
+/// OPEN — one per link, naming every cluster it is bound for that way — DATA and ABORT over the link; the ACK, DONE and
+/// ABORT that come back enter the flow table from here. Credit stays end to end: the table grants upstream only what
+/// the far side granted.
 final class GatewayEgress: LocalPort, @unchecked Sendable {  // confined to the node's event loop
     unowned let gateways: GatewayLinks
     let portID: UInt64
-    let cluster: String
+    let link: Int
 
-    init(gateways: GatewayLinks, portID: UInt64, cluster: String) {
+    init(gateways: GatewayLinks, portID: UInt64, link: Int) {
         self.gateways = gateways
         self.portID = portID
-        self.cluster = cluster
+        self.link = link
     }
 
     func deliver(_ frame: Frame) { gateways.egress(frame, from: self) }
@@ -75,51 +77,71 @@ enum ClusterPath {
 extension GatewayLinks {
     // MARK: egress
 
-    /// The port for messages bound for `cluster` (made on first use).
-    func egressPort(for cluster: String) -> GatewayEgress {
-        if let port = egressPorts[cluster] { return port }
-        let port = engine.localPorts.add { GatewayEgress(gateways: self, portID: $0, cluster: cluster) }
-        egressPorts[cluster] = port
+    /// The port for messages that leave on link `id` (made on first use).
+    func egressPort(for id: Int) -> GatewayEgress {
+        if let port = egressPorts[id] { return port }
+        let port = engine.localPorts.add { GatewayEgress(gateways: self, portID: $0, link: id) }
+        egressPorts[id] = port
         return port
     }
 
-    /// A frame the flow table sends toward another cluster.
+    /// Drops the ports of links that closed: their messages failed or moved already, and no route endpoint stands on
+    /// them any more (called after the directory's route endpoints were brought up to date).
+    func dropClosedPorts() {
+        for (id, port) in egressPorts where links[id] == nil {
+            engine.localPorts.remove(port.portID)
+            egressPorts[id] = nil
+        }
+    }
+
+    /// A frame the flow table sends toward other clusters on the port's link.
     func egress(_ frame: Frame, from port: GatewayEgress) {
         switch frame {
         case .open(let open):
-            // A resume OPEN for a message new here (it moved from another gateway) goes on as a resume.
-            guard egressOf[open.header.id] == nil else { return }
             let id = open.header.id
-            // The route the sender's node chose: the endpoint it named stands for one route key.
-            let key = open.targets.first.flatMap { engine.localEndpoints[$0.id]?.record }.map {
-                RouteKey($0.pattern, origin: port.cluster)
-            }
-            guard let key, let linkID = table.chosen[key]?.link, let link = links[linkID], link.up != nil else {
+            guard let link = links[port.link], link.up != nil else {
                 let refusal = FreightError(
                     .noRoute,
-                    "no route to \(open.header.destination): gateway \(node) reaches no gateway of cluster \(port.cluster) now"
+                    "no route to \(open.header.destination): gateway \(node)'s link to cluster \(links[port.link]?.cluster ?? "?") is down"
                 )
                 return engine.flowFrame(.abort(id, refusal), from: .local(port.portID))
+            }
+            // A resume OPEN for a message this link carries already changes nothing here.
+            guard !link.egressMessages.contains(id) else { return }
+            // The routes the sender's node chose: each endpoint it named stands for the pattern receivers of one
+            // cluster or one of its groups.
+            var destinations: [String: Freight_Wire_V1_Destination] = [:]
+            for target in open.targets {
+                guard let record = engine.localEndpoints[target.id]?.record, let route = record.route else { continue }
+                var destination = destinations[route.cluster] ?? Freight_Wire_V1_Destination()
+                if destinations[route.cluster] == nil {
+                    destination.cluster = route.cluster
+                    destination.groupsOnly = true
+                }
+                if let group = record.anyGroup {
+                    destination.groups.append(group.wire)
+                } else {
+                    destination.groupsOnly = false
+                }
+                destinations[route.cluster] = destination
             }
             var out = Freight_Wire_V1_Open()
             out.header = open.header
             out.path = ClusterPath.qualified(open.path, in: cluster)
-            out.toCluster = port.cluster
+            out.destinations = destinations.keys.sorted().map { destinations[$0]! }
             out.resume = open.resume
-            egressOf[id] = (linkID, port.portID)
-            links[linkID]!.egressMessages.insert(id)
+            links[port.link]!.egressMessages.insert(id)
             link.connection.send(.open(out))
             logger.debug(
-                "message \(String(id, radix: 16)) to cluster \(port.cluster) on gateway link \(link.address)\(open.resume ? " (resumes here)" : "")"
+                "message \(String(id, radix: 16)) to \(destinations.keys.sorted().map { "cluster \($0)" }.joined(separator: ", ")) on gateway link \(link.address)\(open.resume ? " (resumes here)" : "")"
             )
         case .data(let chunk):
-            guard let (linkID, _) = egressOf[chunk.messageID], let link = links[linkID] else { return }
-            links[linkID]!.bytesOut += UInt64(chunk.count)
+            guard let link = links[port.link], link.egressMessages.contains(chunk.messageID) else { return }
+            links[port.link]!.bytesOut += UInt64(chunk.count)
             link.connection.sendData(chunk, promise: nil)
         case .abort(let abort):
-            guard let (linkID, _) = egressOf.removeValue(forKey: abort.messageID) else { return }
-            links[linkID]?.egressMessages.remove(abort.messageID)
-            links[linkID]?.connection.send(.abort(abort))
+            guard links[port.link]?.egressMessages.remove(abort.messageID) != nil else { return }
+            links[port.link]?.connection.send(.abort(abort))
         default:
             break
         }
@@ -136,7 +158,7 @@ extension GatewayLinks {
         case .abort(let abort): messageID = abort.messageID
         default: return
         }
-        guard link.egressMessages.contains(messageID), let (_, portID) = egressOf[messageID] else {
+        guard link.egressMessages.contains(messageID), let portID = egressPorts[id]?.portID else {
             if case .abort = frame, let ingress = link.ingress {
                 engine.flowFrame(frame, from: .local(ingress.portID))
             }
@@ -164,7 +186,6 @@ extension GatewayLinks {
     }
 
     private func forget(_ messageID: UInt64, on id: Int) {
-        egressOf[messageID] = nil
         links[id]?.egressMessages.remove(messageID)
     }
 
@@ -178,8 +199,13 @@ extension GatewayLinks {
         let crossed = ClusterPath.clusters(in: open.path)
         if open.shared || !open.targets.isEmpty {
             refusal = FreightError(.protocolViolation, "an OPEN between gateways names no targets")
-        } else if !ClusterPath.isValid(open.path) || !AddressGrammar.isName(open.toCluster) {
+        } else if !ClusterPath.isValid(open.path) {
             refusal = FreightError(.protocolViolation, "an OPEN between gateways names every node CLUSTER/NODE")
+        } else if let problem = Self.problem(with: open.destinations) {
+            refusal = FreightError(.protocolViolation, "an OPEN between gateways \(problem)")
+        } else if let back = open.destinations.first(where: { crossed.contains($0.cluster) }) {
+            refusal = FreightError(
+                .noRoute, "message \(open.header.id) is bound for cluster \(back.cluster), which it crossed already")
         } else if crossed.contains(cluster) {
             refusal = FreightError(
                 .noRoute,
@@ -198,6 +224,26 @@ extension GatewayLinks {
         engine.flowFrame(.open(open), from: .local(ingress.portID))
     }
 
+    /// What is wrong with the destinations of an OPEN between gateways, or nil: at least one, at most `linksMax`,
+    /// each a valid cluster named once, with at most `groupsPerMessageMax` valid groups, and some group when for
+    /// groups only.
+    static func problem(with destinations: [Freight_Wire_V1_Destination]) -> String? {
+        guard !destinations.isEmpty, destinations.count <= linksMax else {
+            return "names 1 to \(linksMax) clusters it is bound for"
+        }
+        var seen = Set<String>()
+        for destination in destinations {
+            guard AddressGrammar.isName(destination.cluster), seen.insert(destination.cluster).inserted else {
+                return "names a cluster it is bound for that is not a valid name, or twice"
+            }
+            guard destination.groups.count <= groupsPerMessageMax,
+                destination.groups.allSatisfy({ (try? RouteGroup(wire: $0)) != nil })
+            else { return "names at most \(groupsPerMessageMax) groups per cluster, each a valid name and pattern" }
+            if destination.groupsOnly && destination.groups.isEmpty { return "is for groups only and names none" }
+        }
+        return nil
+    }
+
     func ingressData(_ chunk: DataChunk, on id: Int) {
         guard let ingress = links[id]?.ingress else { return }
         links[id]!.bytesIn += UInt64(chunk.count)
@@ -213,12 +259,13 @@ extension GatewayLinks {
 
     /// Messages on a link that closed: those sent on it fail at their egress; those that came in on it lose their
     /// sender, and the link's ingress port goes.
-    func trafficEnded(on link: Link) {
+    func trafficEnded(on link: Link, id: Int) {
         let reason = FreightError(
             .nodeGone, "the gateway link to cluster \(link.cluster ?? "?") (\(link.address)) closed")
-        for messageID in link.egressMessages.sorted() {
-            guard let (_, portID) = egressOf.removeValue(forKey: messageID) else { continue }
-            engine.flowFrame(.abort(messageID, reason), from: .local(portID))
+        if let port = egressPorts[id] {
+            for messageID in link.egressMessages.sorted() {
+                engine.flowFrame(.abort(messageID, reason), from: .local(port.portID))
+            }
         }
         if let ingress = link.ingress {
             // Held for the hold time: another gateway of the same cluster may take them over (a resume OPEN).

@@ -71,8 +71,6 @@ extension NodeEngine {
         load: (EndpointKey) -> Int
     ) throws(FreightError) -> FlowTable.Plan {
         var targets: [EndpointKey]
-        // The other cluster each route endpoint among the targets leads to.
-        var clusters: [EndpointKey: String] = [:]
         switch port {
         case .local where isGatewayPort(port):
             targets = try ingressTargets(header, open: open, load: load)
@@ -84,11 +82,8 @@ extension NodeEngine {
                 logger.notice("app \(session.label): \(refusal.message)")
                 throw refusal
             }
-            let matches = withRoutesChosen(index.match(destination))
             tieBreak &+= 1
-            let planned = planner.plan(matches: matches, load: load, tieBreak: tieBreak)
-            targets = planned.map(\.key)
-            for record in planned { if let route = record.route { clusters[record.key] = route.cluster } }
+            targets = plannedTargets(index.match(destination), load: load, tieBreak: tieBreak).map(\.key)
             guard !targets.isEmpty else { throw FreightError.noRoute(destination.description) }
         case .peer:
             guard !open.path.contains(name) else {
@@ -139,7 +134,7 @@ extension NodeEngine {
                 branches.append(
                     Flow.Branch(
                         port: .peer(hop), targets: keys, rails: plannedRails(header, to: hop),
-                        cluster: clusters[keys[0]]))
+                        remote: self.remote(of: keys)))
             } else {
                 let through = hop == keys[0].node ? "" : " (through node \(hop))"
                 branches.append(

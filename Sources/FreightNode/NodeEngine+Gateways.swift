@@ -8,14 +8,21 @@ import FreightWire
 /// the cluster's directory, every node plans a remote address to the gateway that reaches it, and a gateway plans a
 /// message that entered from another cluster for its own endpoints or a route on.
 extension NodeEngine {
-    /// Makes the routes to other clusters that this gateway chose its own endpoints, each on the egress port of its
-    /// cluster, and announces what changed (mesh and etcd alike). Called when the route table's choice changed.
+    /// Makes the routes to other clusters that this gateway reaches over its own links its own endpoints, each on
+    /// the egress port of its cluster, and announces what changed (mesh and etcd alike). Called when the route
+    /// table's choice changed. A route to an `any` group of another cluster is an endpoint in that group.
     func syncRouteEndpoints() {
         guard let gateways else { return }
-        var wanted: [RouteKey: RemoteRoute] = [:]
-        for (key, choice) in gateways.table.chosen where key.origin != configuration.cluster && choice.link != nil {
-            wanted[key] = RemoteRoute(cluster: key.origin, path: choice.route.path, cost: choice.route.cost)
+        var wanted: [RouteKey: (route: RemoteRoute, link: Int)] = [:]
+        for (key, choice) in gateways.table.reach where key.origin != configuration.cluster {
+            guard let link = choice.link else { continue }
+            wanted[key] = (
+                RemoteRoute(
+                    cluster: key.origin, path: choice.route.path, cost: choice.route.cost,
+                    groupPattern: key.group?.pattern), link
+            )
         }
+        defer { gateways.dropClosedPorts() }
         var added: [EndpointRecord] = []
         var removed: [UInt64] = []
         for (key, id) in routeEndpoints where wanted[key] == nil {
@@ -24,17 +31,17 @@ extension NodeEngine {
             _ = index.remove(EndpointKey(node: name, id: id))
             removed.append(id)
         }
-        for (key, route) in wanted.sorted(by: { $0.key.description < $1.key.description }) {
-            let port = Port.local(gateways.egressPort(for: key.origin).portID)
+        for (key, (route, link)) in wanted.sorted(by: { $0.key.description < $1.key.description }) {
+            let port = Port.local(gateways.egressPort(for: link).portID)
             var record: EndpointRecord
             if let id = routeEndpoints[key], let known = localEndpoints[id]?.record {
-                guard known.route != route else { continue }
+                guard known.route != route || localEndpoints[id]?.port != port else { continue }
                 record = known
                 record.route = route
                 localEndpoints.update(record, port: port)
             } else {
                 record = localEndpoints.add(
-                    pattern: key.pattern, group: nil, app: "gateway \(name)", port: port, route: route)
+                    pattern: key.pattern, group: key.group?.name, app: "gateway \(name)", port: port, route: route)
                 routeEndpoints[key] = record.key.id
             }
             index.upsert(record)
@@ -50,23 +57,65 @@ extension NodeEngine {
         }
     }
 
-    /// What the directory matched for a message from this cluster: its own endpoints, and for each other cluster that
-    /// serves the address the one cheapest route to it (several gateways may reach one cluster; the message goes
-    /// there once, and that cluster delivers it to every endpoint of its own that matches).
-    func withRoutesChosen(_ matches: [EndpointRecord]) -> [EndpointRecord] {
-        guard matches.contains(where: { $0.route != nil }) else { return matches }
-        var best: [String: EndpointRecord] = [:]
-        var own: [EndpointRecord] = []
-        for record in matches {
-            guard let route = record.route else {
-                own.append(record)
-                continue
-            }
-            guard route.cluster != configuration.cluster else { continue }
-            if let known = best[route.cluster], !Self.cheaper(record, than: known) { continue }
-            best[route.cluster] = record
+    /// What the directory matched for a message from this cluster, planned (docs/gateways.md, "Groups across
+    /// clusters"): every pattern receiver of this cluster; each `any` group once, at the member the planner finds
+    /// nearest (this node, then this cluster, then the nearest cluster by cost); and for each other cluster that
+    /// serves the address, the route endpoints that carry the message there once, for its pattern receivers and the
+    /// groups it serves.
+    func plannedTargets(
+        _ matches: [EndpointRecord], load: (EndpointKey) -> Int, tieBreak: UInt64
+    ) -> [EndpointRecord] {
+        guard matches.contains(where: { $0.route != nil }) else {
+            return planner.plan(matches: matches, load: load, tieBreak: tieBreak)
         }
-        return own + best.values.sorted { $0.route!.cluster < $1.route!.cluster }
+        let routes = matches.filter { $0.route != nil && $0.route!.cluster != configuration.cluster }
+        let planned = planner.plan(
+            matches: matches.filter { $0.route == nil } + routes.filter { $0.group != nil }, load: load,
+            tieBreak: tieBreak)
+        var targets = planned.filter { $0.route == nil }
+        var groups: [String: Set<RouteGroup>] = [:]
+        for record in planned {
+            if let route = record.route, let group = record.anyGroup {
+                groups[route.cluster, default: []].insert(group)
+            }
+        }
+        let patterns = Set(routes.filter { $0.group == nil }.map { $0.route!.cluster })
+        for cluster in patterns.union(groups.keys).sorted() {
+            targets += carriers(
+                to: Flow.Remote(
+                    cluster: cluster, patterns: patterns.contains(cluster), groups: (groups[cluster] ?? []).sorted()),
+                among: routes)
+        }
+        return targets
+    }
+
+    /// The route endpoints among `records` that carry a message into `remote.cluster` for what it names: for each
+    /// (its pattern receivers, each group) the cheapest, on the gateway of the cheapest of them all where that
+    /// gateway has one, so that the message goes there once.
+    func carriers(to remote: Flow.Remote, among records: [EndpointRecord]) -> [EndpointRecord] {
+        let needs: [RouteGroup?] = (remote.patterns ? [nil] : []) + remote.groups
+        let options = needs.map { need in
+            records.filter { $0.route?.cluster == remote.cluster && $0.anyGroup == need }
+        }
+        guard let anchor = options.joined().min(by: Self.cheaper)?.key.node else { return [] }
+        var carriers: [EndpointRecord] = []
+        for records in options {
+            let pick = records.filter { $0.key.node == anchor }.min(by: Self.cheaper) ?? records.min(by: Self.cheaper)
+            if let pick { carriers.append(pick) }
+        }
+        return carriers
+    }
+
+    /// What a branch to a gateway of this cluster carries into another cluster, from its targets (route endpoints);
+    /// nil when they lead to several clusters (such a branch is not moved to another gateway).
+    func remote(of targets: [EndpointKey]) -> Flow.Remote? {
+        let records = targets.compactMap { index.record($0) }
+        guard let cluster = records.first?.route?.cluster,
+            records.count == targets.count && records.allSatisfy({ $0.route?.cluster == cluster })
+        else { return nil }
+        return Flow.Remote(
+            cluster: cluster, patterns: records.contains { $0.group == nil },
+            groups: records.compactMap(\.anyGroup).sorted())
     }
 
     /// Least cost, then the shorter path, then this node's own route, then the lower key.
@@ -78,26 +127,45 @@ extension NodeEngine {
         return a.key.id < b.key.id
     }
 
-    /// Where a message that entered this cluster through a gateway link goes: to this cluster's own endpoints when it
-    /// is bound here, or on along the cheapest route to the cluster it is bound for that crosses none of the clusters
-    /// it crossed already.
+    /// Where a message that entered this cluster through a gateway link goes, for each cluster it is bound for: to
+    /// this cluster's pattern receivers and the groups named (once each) when it is this one, or on along the
+    /// cheapest routes to that cluster that cross none of the clusters it crossed already. A cluster it cannot reach
+    /// from here is left out (and logged); the message fails only when it reaches none.
     func ingressTargets(
         _ header: Freight_Wire_V1_MessageHeader, open: Freight_Wire_V1_Open, load: (EndpointKey) -> Int
     ) throws(FreightError) -> [EndpointKey] {
         let destination = try parsedAddress(header.destination)
         let matches = index.match(destination)
-        var targets: [EndpointKey]
-        if open.toCluster == configuration.cluster {
-            tieBreak &+= 1
-            targets = planner.plan(matches: matches.filter { $0.route == nil }, load: load, tieBreak: tieBreak).map(
-                \.key)
-        } else {
-            let crossed = Set(ClusterPath.clusters(in: open.path))
-            let onward = matches.filter { record in
-                guard let route = record.route, route.cluster == open.toCluster else { return false }
-                return !route.path.contains(where: crossed.contains)
+        let crossed = Set(ClusterPath.clusters(in: open.path))
+        var targets: [EndpointKey] = []
+        for bound in open.destinations {
+            // Checked at the link: valid groups only.
+            let groups = bound.groups.compactMap { try? RouteGroup(wire: $0) }
+            var found: [EndpointKey]
+            if bound.cluster == configuration.cluster {
+                tieBreak &+= 1
+                let served = Set(groups)
+                let mine = matches.filter { record in
+                    guard record.route == nil else { return false }
+                    guard let group = record.anyGroup else { return !bound.groupsOnly }
+                    return served.contains(group)
+                }
+                found = planner.plan(matches: mine, load: load, tieBreak: tieBreak).map(\.key)
+            } else {
+                let onward = matches.filter { record in
+                    guard let route = record.route, route.cluster == bound.cluster else { return false }
+                    return !route.path.contains(where: crossed.contains)
+                }
+                found = carriers(
+                    to: Flow.Remote(cluster: bound.cluster, patterns: !bound.groupsOnly, groups: groups), among: onward
+                ).map(\.key)
             }
-            targets = withRoutesChosen(onward).prefix(1).map(\.key)
+            if found.isEmpty {
+                logger.notice(
+                    "message \(String(header.id, radix: 16)) to \(destination): no route on to cluster \(bound.cluster) from cluster \(configuration.cluster)"
+                )
+            }
+            targets += found
         }
         guard !targets.isEmpty else {
             throw FreightError(.noRoute, "no route to \(destination) in cluster \(configuration.cluster)")
@@ -114,18 +182,23 @@ extension NodeEngine {
         var moves: [(id: UInt64, from: Port, to: Flow.Branch)] = []
         for flow in flowTable.flows.values {
             for branch in flow.branches {
-                guard let cluster = branch.cluster, case .suspended = branch.state, case .peer(let lost) = branch.port,
+                guard let remote = branch.remote, case .suspended = branch.state, case .peer(let lost) = branch.port,
                     let destination = try? parsedAddress(flow.header.destination)
                 else { continue }
                 let others = index.match(destination).filter { record in
-                    guard record.route?.cluster == cluster, record.key.node != lost else { return false }
+                    guard record.route?.cluster == remote.cluster, record.key.node != lost else { return false }
                     return record.key.node == name || members[record.key.node]?.link.isUp == true
                 }
-                guard let best = withRoutesChosen(others).first else { continue }
+                // All of it through one other gateway, or the branch waits for its own.
+                let carriers = carriers(to: remote, among: others)
+                guard carriers.count == (remote.patterns ? 1 : 0) + remote.groups.count,
+                    let node = carriers.first?.key.node, carriers.allSatisfy({ $0.key.node == node })
+                else { continue }
                 let port: Port =
-                    best.key.node == name
-                    ? (localEndpoints[best.key.id]?.port ?? .peer(best.key.node)) : .peer(best.key.node)
-                moves.append((flow.id, branch.port, Flow.Branch(port: port, targets: [best.key], cluster: cluster)))
+                    node == name
+                    ? (localEndpoints[carriers[0].key.id]?.port ?? .peer(node)) : .peer(node)
+                moves.append(
+                    (flow.id, branch.port, Flow.Branch(port: port, targets: carriers.map(\.key), remote: remote)))
             }
         }
         for move in moves where flowTable.reroute(move.id, from: move.from, to: move.to, actions: &flowActions) {

@@ -22,12 +22,8 @@ extension NodeEngine {
         closeStalledStreams()
         closeLongHolds()
         closeSilentProbes()
-        if let gateways {
-            // What the cluster serves, announced to other clusters once it changed.
-            gateways.serve(
-                index.nodes.flatMap { index.endpoints(at: $0).filter { $0.route == nil }.map(\.pattern) },
-                digest: index.digest)
-        }
+        // What the cluster serves and its other gateways reach, announced to other clusters once it changed.
+        gateways?.directoryChanged(index)
         var links: [String: Membership.LinkState] = [:]
         for member in members.values {
             links[member.name] = .init(isUp: member.link.isUp, missingStripes: !member.link.missingStripes.isEmpty)

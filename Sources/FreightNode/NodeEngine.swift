@@ -568,7 +568,9 @@ extension NodeEngine {
     }
 
     /// Whether this node's directory holds a route to `address` in another cluster (docs/gateways.md).
-    public func reaches(_ address: Address, in cluster: String) async throws -> Bool {
-        try await eventLoop.submit { [self] in index.match(address).contains { $0.route?.cluster == cluster } }.get()
+    public func reaches(_ address: Address, in cluster: String, group: String? = nil) async throws -> Bool {
+        try await eventLoop.submit { [self] in
+            index.match(address).contains { $0.route?.cluster == cluster && $0.group == group }
+        }.get()
     }
 }

@@ -26,7 +26,7 @@ public struct DeliveryPlanner: Sendable {
         var groups: [String: [EndpointRecord]] = [:]
         for record in matches {
             if let group = record.group {
-                groups[groupKey(group, record.pattern), default: []].append(record)
+                groups[groupKey(group, record.groupScope), default: []].append(record)
             } else {
                 targets.append(record)
             }
@@ -41,9 +41,12 @@ public struct DeliveryPlanner: Sendable {
         return targets.sorted { ($0.key.node, $0.key.id) < ($1.key.node, $1.key.id) }
     }
 
-    /// Relative cost of reaching an endpoint: 0 on this node, 1 one hop away (a full mesh has no longer routes yet).
+    /// Relative cost of reaching an endpoint: 0 on this node, 1 one hop away (a full mesh has no longer routes yet),
+    /// and for a route to another cluster 2 plus the route's cost: a group is served on the sender's node, then in
+    /// its cluster, then in the nearest cluster by cost (docs/gateways.md, "Groups across clusters").
     public func cost(of record: EndpointRecord) -> Int {
-        record.key.node == localNode ? 0 : 1
+        if let route = record.route { return 2 + Int(clamping: min(route.cost, UInt64(Int.max - 2))) }
+        return record.key.node == localNode ? 0 : 1
     }
 
     /// Groups are scoped to the pattern they serve, so `--group g` on two different addresses are two groups.

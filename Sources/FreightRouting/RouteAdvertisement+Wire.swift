@@ -1,4 +1,5 @@
 import FreightCore
+import FreightDirectory
 import FreightWire
 
 extension RouteAdvertisement {
@@ -11,6 +12,9 @@ extension RouteAdvertisement {
                     .invalidArgument, "ROUTES names a cluster that is not a valid name: \(name.prefix(64))")
             }
             return name
+        }
+        func group(_ has: Bool, _ ref: Freight_Wire_V1_GroupRef) throws(FreightError) -> RouteGroup? {
+            has ? try RouteGroup(wire: ref) : nil
         }
         var announced: [ClusterRoute] = []
         announced.reserveCapacity(wire.announced.count)
@@ -25,12 +29,15 @@ extension RouteAdvertisement {
             announced.append(
                 ClusterRoute(
                     pattern: try AddressPattern(route.pattern), origin: try cluster(route.origin), path: path,
-                    cost: route.cost))
+                    cost: route.cost, group: try group(route.hasGroup, route.group)))
         }
         var withdrawn: [RouteKey] = []
         withdrawn.reserveCapacity(wire.withdrawn.count)
         for key in wire.withdrawn {
-            withdrawn.append(RouteKey(try AddressPattern(key.pattern), origin: try cluster(key.origin)))
+            withdrawn.append(
+                RouteKey(
+                    try AddressPattern(key.pattern), origin: try cluster(key.origin),
+                    group: try group(key.hasGroup, key.group)))
         }
         self.init(announced: announced, withdrawn: withdrawn)
     }
@@ -57,15 +64,35 @@ extension RouteAdvertisement {
             entry.origin = route.origin
             entry.path = route.path
             entry.cost = route.cost
+            if let group = route.group { entry.group = group.wire }
             add((try? entry.serializedBytes() as [UInt8])?.count ?? bytesMax) { $0.announced.append(entry) }
         }
         for key in withdrawn {
             var entry = Freight_Wire_V1_RouteKey()
             entry.pattern = key.pattern.description
             entry.origin = key.origin
+            if let group = key.group { entry.group = group.wire }
             add((try? entry.serializedBytes() as [UInt8])?.count ?? bytesMax) { $0.withdrawn.append(entry) }
         }
         frames.append(frame)
         return frames
+    }
+}
+
+extension RouteGroup {
+    /// The group as frames name it.
+    public var wire: Freight_Wire_V1_GroupRef {
+        var ref = Freight_Wire_V1_GroupRef()
+        ref.name = name
+        ref.pattern = pattern.description
+        return ref
+    }
+
+    /// A group a frame names, checked.
+    public init(wire: Freight_Wire_V1_GroupRef) throws(FreightError) {
+        guard AddressGrammar.isName(wire.name) else {
+            throw FreightError(.invalidArgument, "a group that is not a valid name: \(wire.name.prefix(64))")
+        }
+        self.init(wire.name, pattern: try AddressPattern(wire.pattern))
     }
 }

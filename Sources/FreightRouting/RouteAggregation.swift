@@ -7,10 +7,13 @@ import FreightCore
 public struct RouteAggregation: Sendable {
     public var fanoutMax: Int
     public var patternsMax: Int
+    /// `any` groups a cluster announces at most (they are not folded: each is a route of its own).
+    public var groupsMax: Int
 
-    public init(fanoutMax: Int = 16, patternsMax: Int = 256) {
+    public init(fanoutMax: Int = 16, patternsMax: Int = 256, groupsMax: Int = 256) {
         self.fanoutMax = max(1, fanoutMax)
         self.patternsMax = max(1, patternsMax)
+        self.groupsMax = max(0, groupsMax)
     }
 
     public func aggregate(_ patterns: [AddressPattern]) -> [AddressPattern] {

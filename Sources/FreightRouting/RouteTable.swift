@@ -1,36 +1,44 @@
 import FreightCore
+import FreightDirectory
 
-/// What identifies a route between sites: a pattern and the cluster whose endpoints serve it.
+/// What identifies a route between sites: a pattern, the cluster whose endpoints serve it, and for a route to an
+/// `any` group of that cluster, the group (its pattern receivers and each of its groups are routes of their own).
 public struct RouteKey: Hashable, Sendable, CustomStringConvertible {
     public var pattern: AddressPattern
     public var origin: String
+    public var group: RouteGroup?
 
-    public init(_ pattern: AddressPattern, origin: String) {
+    public init(_ pattern: AddressPattern, origin: String, group: RouteGroup? = nil) {
         self.pattern = pattern
         self.origin = origin
+        self.group = group
     }
 
-    public var description: String { "\(pattern)@\(origin)" }
+    public var description: String { "\(pattern)@\(origin)\(group.map { " (\($0))" } ?? "")" }
 }
 
-/// A route between sites (docs/gateways.md): `pattern`, served by `origin`, reached through `path` (the clusters
-/// from the next one to the origin, which is last; empty for a cluster's own patterns) at `cost` (microseconds,
-/// summed over the gateway links on the way).
+/// A route between sites (docs/gateways.md): `pattern`, served by `origin` (by its `group` when set), reached
+/// through `path` (the clusters from the next one to the origin, which is last; empty for a cluster's own patterns)
+/// at `cost` (microseconds, summed over the gateway links on the way).
 public struct ClusterRoute: Hashable, Sendable, CustomStringConvertible {
     public var pattern: AddressPattern
     public var origin: String
     public var path: [String]
     public var cost: UInt64
+    public var group: RouteGroup?
 
-    public init(pattern: AddressPattern, origin: String, path: [String], cost: UInt64) {
+    public init(pattern: AddressPattern, origin: String, path: [String], cost: UInt64, group: RouteGroup? = nil) {
         self.pattern = pattern
         self.origin = origin
         self.path = path
         self.cost = cost
+        self.group = group
     }
 
-    public var key: RouteKey { RouteKey(pattern, origin: origin) }
-    public var description: String { "\(pattern) via [\(path.joined(separator: " "))] cost \(cost)" }
+    public var key: RouteKey { RouteKey(pattern, origin: origin, group: group) }
+    public var description: String {
+        "\(pattern)\(group.map { " (\($0))" } ?? "") via [\(path.joined(separator: " "))] cost \(cost)"
+    }
 }
 
 /// Routes one gateway announces and withdraws on one link. An empty one is a keepalive.
@@ -94,12 +102,15 @@ public struct RouteTable: Sendable {
         public var routesPerLinkMax: Int
         public var pathMax: Int
         public var aggregation: RouteAggregation
+        /// What the hop to another gateway of this cluster adds to a route it reaches (microseconds): a gateway
+        /// prefers its own links to the same cluster at equal cost.
+        public var internalCost: UInt64
 
         public init(
             cluster: String, keepaliveNanos: UInt64 = 1_000_000_000, holdNanos: UInt64 = 3_000_000_000,
             advertiseIntervalNanos: UInt64 = 100_000_000, routesPerLinkMax: Int = Limits.routesPerLinkMax,
             pathMax: Int = Limits.clusterPathMax,
-            aggregation: RouteAggregation = RouteAggregation()
+            aggregation: RouteAggregation = RouteAggregation(), internalCost: UInt64 = 1_000
         ) {
             self.cluster = cluster
             self.keepaliveNanos = keepaliveNanos
@@ -108,6 +119,7 @@ public struct RouteTable: Sendable {
             self.routesPerLinkMax = routesPerLinkMax
             self.pathMax = pathMax
             self.aggregation = aggregation
+            self.internalCost = internalCost
         }
     }
 
@@ -131,6 +143,9 @@ public struct RouteTable: Sendable {
         var cost: UInt64
         var filters: RouteFilters
         var isInternal: Bool
+        /// False for a link the cluster's directory carries (``directoryRoutes(_:of:now:into:)``): no keepalives,
+        /// no hold time, nothing advertised on it.
+        var isTimed: Bool = true
         var lastHeard: UInt64
         var lastSent: UInt64
         /// Chosen keys changed since the last advertisement on this link, waiting for its interval to end.
@@ -151,10 +166,15 @@ public struct RouteTable: Sendable {
     public var cluster: String { configuration.cluster }
     /// The cluster's own patterns, aggregated.
     public private(set) var served: Set<AddressPattern> = []
+    /// The cluster's own `any` groups.
+    public private(set) var servedGroups: Set<RouteGroup> = []
     var links: [Int: Link] = [:]
     /// Per key, the candidate learned on each link (cost as announced, the link's own not added).
     var candidates: [RouteKey: [Int: ClusterRoute]] = [:]
     public private(set) var chosen: [RouteKey: Choice] = [:]
+    /// Per key, the best route over this gateway's own links to other clusters (not through another gateway of this
+    /// cluster): what it puts in the cluster's directory and carries messages on, chosen or not.
+    public private(set) var reach: [RouteKey: Choice] = [:]
     /// Counts the changes of `chosen`: an owner that mirrors the choice elsewhere (a gateway's directory endpoints)
     /// compares it instead of the whole table.
     public private(set) var choiceVersion: UInt64 = 0
@@ -165,13 +185,43 @@ public struct RouteTable: Sendable {
 
     // MARK: events
 
-    /// The patterns the cluster's endpoints serve (from its directory); they are aggregated first.
-    public mutating func serve(_ patterns: [AddressPattern], now: UInt64, into actions: inout [RouteAction]) {
+    /// The patterns the cluster's pattern receivers serve and its `any` groups (from its directory); the patterns
+    /// are aggregated first, the groups kept whole (at most `aggregation.groupsMax`, by name).
+    public mutating func serve(
+        _ patterns: [AddressPattern], groups: [RouteGroup] = [], now: UInt64, into actions: inout [RouteAction]
+    ) {
         let next = Set(configuration.aggregation.aggregate(patterns))
+        let nextGroups = Set(Set(groups).sorted().prefix(configuration.aggregation.groupsMax))
         var dirty = Set<RouteKey>()
         for pattern in served.symmetricDifference(next) { dirty.insert(RouteKey(pattern, origin: cluster)) }
+        for group in servedGroups.symmetricDifference(nextGroups) {
+            dirty.insert(RouteKey(group.pattern, origin: cluster, group: group))
+        }
         served = next
+        servedGroups = nextGroups
         choose(dirty, now: now, into: &actions)
+    }
+
+    /// What another gateway of this cluster reaches over its own links (the routes it put in the cluster's
+    /// directory), all of it each time; `id` names that gateway among the table's links. The directory carries this
+    /// link: it has no keepalives and no hold time (a gateway that is gone leaves the directory, and an empty list
+    /// takes the link down), and nothing is advertised on it (this gateway's own reach goes into the directory).
+    public mutating func directoryRoutes(
+        _ routes: [ClusterRoute], of id: Int, now: UInt64, into actions: inout [RouteAction]
+    ) {
+        guard !routes.isEmpty else { return linkDown(id, now: now, into: &actions) }
+        if links[id] == nil {
+            links[id] = Link(
+                peer: cluster, cost: configuration.internalCost, filters: .everything, isInternal: true,
+                isTimed: false, lastHeard: now, lastSent: now)
+        }
+        var advertisement = RouteAdvertisement()
+        var next: [RouteKey: ClusterRoute] = [:]
+        for route in routes where next[route.key] == nil { next[route.key] = route }
+        for key in links[id]!.received.keys where next[key] == nil { advertisement.withdrawn.append(key) }
+        for (key, route) in next where links[id]!.received[key] != route { advertisement.announced.append(route) }
+        guard !advertisement.isEmpty else { return }
+        received(advertisement, on: id, now: now, into: &actions)
     }
 
     /// A gateway link came up to a gateway of `peer` (the cluster its certificate proved; this table's own cluster
@@ -217,7 +267,7 @@ public struct RouteTable: Sendable {
             guard accepts(route, from: link) else { continue }
             link.received[route.key] = route
             let imported = RouteFilters.narrow(route.pattern, by: link.filters.imports).map {
-                RouteKey($0, origin: route.origin)
+                RouteKey($0, origin: route.origin, group: route.group)
             }
             link.importedAs[route.key] = imported
             for key in imported { link.importedFrom[key, default: []].insert(route.key) }
@@ -239,7 +289,7 @@ public struct RouteTable: Sendable {
 
     /// The hold timer, gathered advertisements and keepalives.
     public mutating func tick(now: UInt64, into actions: inout [RouteAction]) {
-        for id in links.keys.sorted() {
+        for id in links.keys.sorted() where links[id]!.isTimed {
             flush(id, now: now, into: &actions)
             guard let link = links[id] else { continue }
             if now >= Self.after(link.lastHeard, configuration.holdNanos) {
@@ -254,11 +304,11 @@ public struct RouteTable: Sendable {
 
     // MARK: queries
 
-    /// The chosen route to each cluster that serves `address`, least cost first: one per origin (pattern receivers
-    /// in each receive; an `any` group takes the first).
+    /// The chosen route to the pattern receivers of each cluster that serves `address`, least cost first: one per
+    /// origin.
     public func routes(to address: Address) -> [Choice] {
         var best: [String: Choice] = [:]
-        for (key, choice) in chosen where key.origin != cluster && key.pattern.matches(address) {
+        for (key, choice) in chosen where key.origin != cluster && key.group == nil && key.pattern.matches(address) {
             if let known = best[key.origin], !Self.better(choice.route, than: known.route) { continue }
             best[key.origin] = choice
         }
@@ -267,7 +317,7 @@ public struct RouteTable: Sendable {
 
     /// The links and what each carries, for `freight status`.
     public var linkInfo: [Int: LinkInfo] {
-        links.mapValues {
+        links.filter(\.value.isTimed).mapValues {
             LinkInfo(
                 peer: $0.peer, cost: $0.cost, filters: $0.filters, routesLearned: $0.received.count,
                 routesSent: $0.sent.count)
@@ -320,9 +370,15 @@ public struct RouteTable: Sendable {
                 choiceVersion &+= 1
                 changed.insert(key)
             }
+            let nextReach = key.origin == cluster ? nil : choice(for: key, externalOnly: true)
+            if nextReach != reach[key] {
+                reach[key] = nextReach
+                choiceVersion &+= 1
+                changed.insert(key)
+            }
         }
         guard !changed.isEmpty else { return }
-        for id in links.keys.sorted() {
+        for id in links.keys.sorted() where links[id]!.isTimed {
             links[id]!.pending.formUnion(changed)
             flush(id, now: now, into: &actions)
         }
@@ -337,11 +393,11 @@ public struct RouteTable: Sendable {
     }
 
     /// True when nothing waits to be advertised (a simulation runs until every table is quiet).
-    public var isQuiet: Bool { links.values.allSatisfy(\.pending.isEmpty) }
+    public var isQuiet: Bool { links.values.allSatisfy { !$0.isTimed || $0.pending.isEmpty } }
 
     /// When the next ``tick`` has something to do: a pending advertisement, a keepalive or a hold time.
     public var nextDeadline: UInt64? {
-        links.values.map { link in
+        links.values.filter(\.isTimed).map { link in
             var deadline = min(
                 Self.after(link.lastSent, configuration.keepaliveNanos),
                 Self.after(link.lastHeard, configuration.holdNanos))
@@ -358,17 +414,25 @@ public struct RouteTable: Sendable {
         return overflow ? .max : sum
     }
 
-    private func choice(for key: RouteKey) -> Choice? {
+    /// The best candidate for `key` (with `externalOnly`, over links to other clusters only).
+    private func choice(for key: RouteKey, externalOnly: Bool = false) -> Choice? {
         if key.origin == cluster {
-            return served.contains(key.pattern)
-                ? Choice(route: ClusterRoute(pattern: key.pattern, origin: cluster, path: [], cost: 0), link: nil)
+            let serves =
+                if let group = key.group { servedGroups.contains(group) && key.pattern == group.pattern } else {
+                    served.contains(key.pattern)
+                }
+            return serves
+                ? Choice(
+                    route: ClusterRoute(pattern: key.pattern, origin: cluster, path: [], cost: 0, group: key.group),
+                    link: nil)
                 : nil
         }
         var best: Choice?
         for (id, candidate) in candidates[key] ?? [:] {
-            guard let link = links[id] else { continue }
+            guard let link = links[id], !(externalOnly && link.isInternal) else { continue }
             var route = candidate
-            route.cost = candidate.cost &+ link.cost
+            // Saturating: a peer announcing a cost near the end of the range does not wrap to a cheap one.
+            route.cost = Self.after(candidate.cost, link.cost)
             let choice = Choice(route: route, link: id)
             if let known = best {
                 if Self.better(route, than: known.route) || (route == known.route && id < known.link!) { best = choice }
@@ -388,18 +452,17 @@ public struct RouteTable: Sendable {
 
     /// What `chosen[key]` puts on the link: the route narrowed to its exports, this cluster first on its path.
     private func exported(_ key: RouteKey, on id: Int, link: Link) -> [ClusterRoute] {
-        guard let choice = chosen[key] else { return [] }
         if link.isInternal {
-            // Gateways of one cluster pass on what they learned from other clusters, as it is; the cluster's own
-            // patterns each of them serves from the directory.
-            guard let from = choice.link, let source = links[from], !source.isInternal else { return [] }
-            return [choice.route]
+            // Gateways of one cluster pass each other what they reach over their own links, as it is (as the
+            // directory does); the cluster's own patterns each of them serves from the directory.
+            return reach[key].map { [$0.route] } ?? []
         }
+        guard let choice = chosen[key] else { return [] }
         if choice.link == id || choice.route.path.contains(link.peer) { return [] }
         let path = [cluster] + choice.route.path
         guard path.count <= configuration.pathMax else { return [] }
         return RouteFilters.narrow(key.pattern, by: link.filters.exports).map {
-            ClusterRoute(pattern: $0, origin: key.origin, path: path, cost: choice.route.cost)
+            ClusterRoute(pattern: $0, origin: key.origin, path: path, cost: choice.route.cost, group: key.group)
         }
     }
 

@@ -59,14 +59,17 @@ public final class ClusterChain: Sendable {
         return ClusterChain(clusters: clusters, fabrics: fabrics, directory: directory)
     }
 
-    /// Waits until every node of cluster `from` resolves `address` to a route into cluster `to`.
-    public func waitForRoute(_ address: Address, from: Int, to cluster: String, timeout: Duration = .seconds(20))
-        async throws
-    {
+    /// Waits until every node of cluster `from` resolves `address` to a route into cluster `to` (to its pattern
+    /// receivers, or with `group`, to that `any` group).
+    public func waitForRoute(
+        _ address: Address, from: Int, to cluster: String, group: String? = nil, timeout: Duration = .seconds(20)
+    ) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             var seen = true
-            for engine in fabrics[from].engines where try await !engine.reaches(address, in: cluster) { seen = false }
+            for engine in fabrics[from].engines where try await !engine.reaches(address, in: cluster, group: group) {
+                seen = false
+            }
             if seen { return }
             try await Task.sleep(for: .milliseconds(50))
         }

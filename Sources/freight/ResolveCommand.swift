@@ -166,8 +166,13 @@ struct StatusCommand: AsyncParsableCommand {
                             "messages_out": $0.messagesOut, "messages_in": $0.messagesIn,
                         ] as [String: Any]
                     },
-                    "routes": status.routes.map {
-                        ["pattern": $0.pattern, "origin": $0.origin, "path": $0.path, "cost": $0.cost] as [String: Any]
+                    "routes": status.routes.map { route in
+                        var entry: [String: Any] = [
+                            "pattern": route.pattern, "origin": route.origin, "path": route.path, "cost": route.cost,
+                        ]
+                        if route.hasGroup { entry["group"] = route.group.name }
+                        if !route.throughGateway.isEmpty { entry["through_gateway"] = route.throughGateway }
+                        return entry
                     },
                     "routes_omitted": status.routesOmitted,
                     "peers": status.peers.map {
@@ -203,7 +208,7 @@ struct StatusCommand: AsyncParsableCommand {
                     )
                     for route in status.routes {
                         printLine(
-                            "  \(route.pattern)\tat \(route.origin)\tvia \(route.path.joined(separator: " → "))\tcost \(route.cost) µs"
+                            "  \(route.pattern)\(route.hasGroup ? " (group \(route.group.name))" : "")\tat \(route.origin)\tvia \(route.throughGateway.isEmpty ? "" : "gateway \(route.throughGateway) → ")\(route.path.joined(separator: " → "))\tcost \(route.cost) µs"
                         )
                     }
                 }

@@ -14,7 +14,9 @@ import Testing
     static let second = FlowPort.peer("gw2")
 
     static func branch(_ port: FlowPort, cluster: String? = "b") -> Flow.Branch {
-        Flow.Branch(port: port, targets: [EndpointKey(node: port.description, id: 1)], cluster: cluster)
+        Flow.Branch(
+            port: port, targets: [EndpointKey(node: port.description, id: 1)],
+            remote: cluster.map { Flow.Remote(cluster: $0) })
     }
 
     /// The sender's node: the branch to the first gateway is suspended when its link breaks; moved to the second,

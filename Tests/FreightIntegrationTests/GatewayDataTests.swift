@@ -34,6 +34,26 @@ import Testing
         }
     }
 
+    /// Starts `a3`, a second gateway of cluster a on `host` that trusts `peer`'s authority, and returns its gateway
+    /// address.
+    static func secondGateway(of a: Site, host: String, peer: String, folder: String) async throws -> String {
+        let issued = try await FreightProcess.run([
+            "cert", "issue", "--cluster", "a", "--node", "a3", "--authority", "\(folder)/a-ca", "--out", "\(folder)/a3",
+        ])
+        #expect(issued.status == 0, "\(issued.stderr)")
+        let second = try await a.cluster.startNode(
+            name: "a3", host: host, join: [a.node.listen],
+            extraArguments: [
+                "--tls-authority", "\(folder)/a3/authority.pem", "--tls-cert", "\(folder)/a3/node.pem", "--tls-key",
+                "\(folder)/a3/node-key.pem", "--gateway", "\(host):0", "--peer-authority",
+                "\(folder)/\(peer)-ca/authority.pem", "--nvidia-smi", "off",
+            ])
+        try await a.cluster.waitForMesh()
+        let line = second.process.stdoutLines.first { $0.contains("\"listening\"") } ?? ""
+        return try #require(
+            (try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["gateway"] as? String)
+    }
+
     /// The endpoints a node's directory matches for `address` (`freight resolve --json`).
     static func resolved(_ address: String, at site: Site, node: String) async throws -> [[String: Any]] {
         let result = try await FreightProcess.run([
@@ -137,24 +157,10 @@ import Testing
         let folder = NSTemporaryDirectory() + "freight-gateway-data-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: folder) }
         for cluster in ["a", "b"] { try await GatewayTests.certificates(cluster, in: folder) }
-        let issued = try await FreightProcess.run([
-            "cert", "issue", "--cluster", "a", "--node", "a3", "--authority", "\(folder)/a-ca", "--out", "\(folder)/a3",
-        ])
-        #expect(issued.status == 0, "\(issued.stderr)")
         let a = try await GatewayTests.site(
             "a", host: "127.0.0.41", folder: folder, peers: ["b"], dial: [], export: [], worker: "127.0.0.51")
         defer { a.cluster.stop() }
-        let second = try await a.cluster.startNode(
-            name: "a3", host: "127.0.0.61", join: [a.node.listen],
-            extraArguments: [
-                "--tls-authority", "\(folder)/a3/authority.pem", "--tls-cert", "\(folder)/a3/node.pem", "--tls-key",
-                "\(folder)/a3/node-key.pem", "--gateway", "127.0.0.61:0", "--peer-authority",
-                "\(folder)/b-ca/authority.pem", "--nvidia-smi", "off",
-            ])
-        try await a.cluster.waitForMesh()
-        let line = second.process.stdoutLines.first { $0.contains("\"listening\"") } ?? ""
-        let secondGateway = try #require(
-            (try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["gateway"] as? String)
+        let secondGateway = try await Self.secondGateway(of: a, host: "127.0.0.61", peer: "b", folder: folder)
         let b = try await GatewayTests.site(
             "b", host: "127.0.0.42", folder: folder, peers: ["a"], dial: [a.gateway, secondGateway],
             export: ["ckpt/**"], worker: "127.0.0.52")
@@ -196,5 +202,60 @@ import Testing
         let resumes = delivery?["resumed_at"] as? [Int] ?? []
         #expect(resumes.count == 1 && resumes.allSatisfy { $0 >= 256 << 20 && $0 < 2 << 30 }, "\(resumes)")
         print("gateway failover: \(killed) killed, the message resumed through \(other) at \(resumes)")
+    }
+
+    /// Cluster a has two gateways, `a` linked to b and `a3` linked to c: b learns c's routes through a (a3 reached c,
+    /// `a` passes on what a3 put in a's directory), and a message from b to c crosses both of a's gateways
+    /// (docs/gateways.md, "Several gateways"). When a3 goes, b's route to c is withdrawn.
+    @Test func aClusterWithTwoGatewaysCarriesWhatEachLearned() async throws {
+        let folder = NSTemporaryDirectory() + "freight-gateway-data-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for cluster in ["a", "b", "c"] { try await GatewayTests.certificates(cluster, in: folder) }
+        let a = try await GatewayTests.site(
+            "a", host: "127.0.0.44", folder: folder, peers: ["b"], dial: [], export: ["ckpt/**"])
+        defer { a.cluster.stop() }
+        let secondGateway = try await Self.secondGateway(of: a, host: "127.0.0.64", peer: "c", folder: folder)
+        let b = try await GatewayTests.site(
+            "b", host: "127.0.0.45", folder: folder, peers: ["a"], dial: [a.gateway], export: [])
+        defer { b.cluster.stop() }
+        let c = try await GatewayTests.site(
+            "c", host: "127.0.0.46", folder: folder, peers: ["a"], dial: [secondGateway], export: ["ckpt/**"])
+        defer { c.cluster.stop() }
+
+        let receiver = try await c.cluster.receiver(
+            "ckpt/x", at: "c", ["--check", "--count", "1"], seenAt: "c")
+        defer { receiver.stop() }
+        do {
+            try await GatewayTests.waitFor("b learns ckpt/x in c through a") {
+                try await GatewayTests.routes(b)["ckpt/x"]?.path == ["a", "c"]
+            }
+        } catch {
+            for (site, node) in [(a, "a"), (a, "a3"), (b, "b"), (c, "c")] {
+                print("status of \(node): \(try await site.cluster.status(node)["routes"] ?? "-")")
+                print("log of \(node):\n\(site.cluster.node(node).process.stderr.suffix(3000))")
+            }
+            throw error
+        }
+        // At `a`, the route is a3's, through the directory.
+        let status = try await a.cluster.status("a")
+        let learned = (status["routes"] as? [[String: Any]] ?? []).first { $0["origin"] as? String == "c" }
+        #expect(learned?["through_gateway"] as? String == "a3", "\(learned ?? [:])")
+
+        let send = try await FreightProcess.run([
+            "send", "ckpt/x", "--size", "64MiB", "--via", b.cluster.node("b").socket, "--json",
+        ])
+        #expect(send.status == 0, "\(send.stderr)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "\(receiver.stderr)")
+        let received = receiver.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical")
+        let report = send.stdout.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let delivery = (report.first?["deliveries"] as? [[String: Any]])?.first
+        #expect(delivery?["path"] as? [String] == ["b", "a/a", "a/a3", "c/c"], "\(delivery ?? [:])")
+
+        // a3 goes: b's route to c is withdrawn.
+        a.cluster.node("a3").process.kill(SIGKILL)
+        try await GatewayTests.waitFor("b's route to c is withdrawn") {
+            try await GatewayTests.routes(b)["ckpt/x"] == nil
+        }
     }
 }

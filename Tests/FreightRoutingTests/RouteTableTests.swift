@@ -1,4 +1,5 @@
 import FreightCore
+import FreightDirectory
 import Testing
 
 @testable import FreightRouting
@@ -308,6 +309,91 @@ struct Heap {
         #expect(network.tables["A1"]!.routes(to: Self.address("c/1")).first?.link == 3)
         // A's own patterns reach B once, from A1, with A alone on the path.
         #expect(network.tables["B"]!.routes(to: Self.address("a/1")).first?.route.path == ["A"])
+    }
+
+    /// What the real gateways do: each puts what it reaches over its own links in the cluster's directory, and every
+    /// other gateway of the cluster takes that as a link without keepalives or a hold time (directoryRoutes). B
+    /// reaches C through A's two gateways; when A2's routes leave the directory, B's route to C is withdrawn.
+    @Test func gatewaysOfOneClusterShareThroughTheDirectory() {
+        var network = RouteNetwork(seed: 6)
+        network.add("A1", cluster: "A", serving: ["a/**"])
+        network.add("A2", cluster: "A", serving: ["a/**"])
+        network.add("B", serving: ["b/**"])
+        network.add("C", serving: ["c/**"])
+        network.link(1, "A1", "B", cost: 10)
+        network.link(2, "A2", "C", cost: 10)
+        let quiet = network.run()
+        #expect(quiet)
+        // The directory: A1 holds A2's reach and A2 holds A1's, each as a link of its own (negative ids).
+        func share(_ from: String, _ to: String, id: Int, routes: [ClusterRoute]? = nil) {
+            var actions: [RouteAction] = []
+            let reach = routes ?? network.tables[from]!.reach.values.map(\.route)
+            network.tables[to]!.directoryRoutes(reach, of: id, now: network.now, into: &actions)
+            #expect(actions.allSatisfy { if case .advertise(let link, _) = $0 { link > 0 } else { false } })
+            network.carry(actions, from: to)
+        }
+        #expect(network.tables["A1"]!.reach.keys.map(\.origin) == ["B"])
+        share("A2", "A1", id: -1)
+        share("A1", "A2", id: -1)
+        let quiet2 = network.run()
+        #expect(quiet2)
+        let bToC = network.tables["B"]!.routes(to: Self.address("c/1"))
+        #expect(bToC.first?.route.path == ["A", "C"])
+        #expect(bToC.first?.route.cost == 10 + 1_000 + 10, "A2's link, the hop inside A, A1's link")
+        #expect(network.tables["A1"]!.routes(to: Self.address("c/1")).first?.link == -1)
+        // What a gateway reaches through another is not its own reach: nothing goes back into the directory.
+        #expect(network.tables["A1"]!.reach.keys.map(\.origin) == ["B"])
+        #expect(network.tables["A1"]!.linkInfo.keys.sorted() == [1], "status lists gateway links only")
+        // A2 leaves the directory: B's route to C goes.
+        share("A2", "A1", id: -1, routes: [])
+        let quiet3 = network.run()
+        #expect(quiet3)
+        #expect(network.tables["B"]!.routes(to: Self.address("c/1")).isEmpty)
+        // A directory link has no hold time: far past it, only the gateway link is closed.
+        share("A2", "A1", id: -2)
+        var actions: [RouteAction] = []
+        network.tables["A1"]!.tick(now: network.now + 1 << 62, into: &actions)
+        let closed = actions.compactMap { if case .closeLink(let id, _) = $0 { id } else { nil } }
+        #expect(closed == [1])
+        #expect(network.tables["A1"]!.routes(to: Self.address("c/1")).first?.link == -2)
+    }
+
+    /// An `any` group is a route of its own, kept whole rather than folded, narrowed by the filters like a pattern
+    /// (keeping the pattern its members registered), and withdrawn when the group goes.
+    @Test func groupsAreRoutesOfTheirOwn() throws {
+        var network = RouteNetwork(seed: 8)
+        network.add("A", serving: ["a/**"])
+        network.add("B", serving: ["logs/**"])
+        let workers = RouteGroup("workers", pattern: RouteNetwork.pattern("svc/*"))
+        let other = RouteGroup("auditors", pattern: RouteNetwork.pattern("audit/**"))
+        var actions: [RouteAction] = []
+        network.tables["B"]!.serve(
+            [RouteNetwork.pattern("logs/**")], groups: [workers, other], now: network.now, into: &actions)
+        network.carry(actions, from: "B")
+        let exports = RouteFilters(exports: [RouteNetwork.pattern("svc/a")], imports: [RouteNetwork.pattern("**")])
+        network.link(1, "A", "B", cost: 10, filters: .everything, back: exports)
+        let quiet = network.run()
+        #expect(quiet)
+        let learned = network.tables["A"]!.chosen.keys.filter { $0.origin == "B" }
+        #expect(learned.map(\.description) == ["svc/a@B (group workers of svc/*)"])
+        #expect(network.tables["A"]!.routes(to: Self.address("svc/a")).isEmpty, "no pattern receivers there")
+        // The group goes: its route is withdrawn.
+        actions.removeAll()
+        network.tables["B"]!.serve([RouteNetwork.pattern("logs/**")], groups: [other], now: network.now, into: &actions)
+        network.carry(actions, from: "B")
+        let quiet2 = network.run()
+        #expect(quiet2)
+        #expect(network.tables["A"]!.chosen.keys.allSatisfy { $0.origin == "A" })
+        // On the wire, a group round-trips and a bad one is refused.
+        let route = ClusterRoute(
+            pattern: RouteNetwork.pattern("svc/a"), origin: "b", path: ["b"], cost: 3, group: workers)
+        let advertisement = RouteAdvertisement(announced: [route], withdrawn: [route.key])
+        let frames = advertisement.wireFrames()
+        #expect(frames.count == 1)
+        #expect(try RouteAdvertisement(wire: frames[0]) == advertisement)
+        var bad = frames[0]
+        bad.announced[0].group.name = "Not A Name"
+        #expect(throws: FreightError.self) { try RouteAdvertisement(wire: bad) }
     }
 
     /// 120 clusters on a seeded random graph: the tables converge, each chosen route costs what the least-cost

@@ -201,11 +201,11 @@ public nonisolated struct Freight_Wire_V1_Open: @unchecked Sendable {
     set {_uniqueStorage()._resumedAt = newValue}
   }
 
-  /// Gateway to gateway (docs/gateways.md): the cluster the message is bound for, its origin route's cluster (this
-  /// cluster: its own endpoints). Nodes of other clusters in `path` are named CLUSTER/NODE.
-  public var toCluster: String {
-    get {_storage._toCluster}
-    set {_uniqueStorage()._toCluster = newValue}
+  /// Gateway to gateway (docs/gateways.md): the clusters the message is bound for through this link (one OPEN per
+  /// message and link), each with what takes it there. Nodes of other clusters in `path` are named CLUSTER/NODE.
+  public var destinations: [Freight_Wire_V1_Destination] {
+    get {_storage._destinations}
+    set {_uniqueStorage()._destinations = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -213,6 +213,40 @@ public nonisolated struct Freight_Wire_V1_Open: @unchecked Sendable {
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A cluster a message is bound for, gateway to gateway: the `any` groups of that cluster that take it (each served
+/// once, by a member there), and whether its pattern receivers take it too (groups_only false). A group that the
+/// sender's cluster, or a nearer one, serves is not named (docs/gateways.md, "Groups across clusters").
+public nonisolated struct Freight_Wire_V1_Destination: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cluster: String = String()
+
+  public var groups: [Freight_Wire_V1_GroupRef] = []
+
+  public var groupsOnly: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An `any` group: its name and the pattern its members registered.
+public nonisolated struct Freight_Wire_V1_GroupRef: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var pattern: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Freight_Wire_V1_EndpointRef: Sendable {
@@ -600,6 +634,10 @@ public nonisolated struct Freight_Wire_V1_Endpoint: Sendable {
 
   public var cost: UInt64 = 0
 
+  /// For a route to an `any` group of the other cluster (group is its name): the pattern its members registered,
+  /// which `pattern` may narrow (docs/gateways.md, "Groups across clusters").
+  public var groupPattern: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -674,9 +712,21 @@ public nonisolated struct Freight_Wire_V1_Route: Sendable {
   /// microseconds, summed over the gateway links on the way
   public var cost: UInt64 = 0
 
+  /// set: the route reaches this `any` group of the origin, not its pattern receivers
+  public var group: Freight_Wire_V1_GroupRef {
+    get {_group ?? Freight_Wire_V1_GroupRef()}
+    set {_group = newValue}
+  }
+  /// Returns true if `group` has been explicitly set.
+  public var hasGroup: Bool {self._group != nil}
+  /// Clears the value of `group`. Subsequent reads from it will return its default value.
+  public mutating func clearGroup() {self._group = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _group: Freight_Wire_V1_GroupRef? = nil
 }
 
 public nonisolated struct Freight_Wire_V1_RouteKey: Sendable {
@@ -688,9 +738,20 @@ public nonisolated struct Freight_Wire_V1_RouteKey: Sendable {
 
   public var origin: String = String()
 
+  public var group: Freight_Wire_V1_GroupRef {
+    get {_group ?? Freight_Wire_V1_GroupRef()}
+    set {_group = newValue}
+  }
+  /// Returns true if `group` has been explicitly set.
+  public var hasGroup: Bool {self._group != nil}
+  /// Clears the value of `group`. Subsequent reads from it will return its default value.
+  public mutating func clearGroup() {self._group = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _group: Freight_Wire_V1_GroupRef? = nil
 }
 
 public nonisolated struct Freight_Wire_V1_Member: Sendable {
@@ -1084,9 +1145,24 @@ public nonisolated struct Freight_Wire_V1_RouteStatus: Sendable {
 
   public var cost: UInt64 = 0
 
+  /// a route to an `any` group of the origin
+  public var group: Freight_Wire_V1_GroupRef {
+    get {_group ?? Freight_Wire_V1_GroupRef()}
+    set {_group = newValue}
+  }
+  /// Returns true if `group` has been explicitly set.
+  public var hasGroup: Bool {self._group != nil}
+  /// Clears the value of `group`. Subsequent reads from it will return its default value.
+  public mutating func clearGroup() {self._group = nil}
+
+  /// The route was learned by another gateway of this cluster (its directory), not on this one's links.
+  public var throughGateway: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _group: Freight_Wire_V1_GroupRef? = nil
 }
 
 public nonisolated struct Freight_Wire_V1_PeerStatus: Sendable {
@@ -1289,7 +1365,7 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
 
 nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Open"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0\u{1}resume\0\u{3}resumed_at\0\u{3}to_cluster\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0\u{1}resume\0\u{3}resumed_at\0\u{2}\u{2}destinations\0\u{c}\u{7}\u{1}\u{c}\u{9}\u{1}")
 
   fileprivate class _StorageClass {
     var _header: Freight_Wire_V1_MessageHeader? = nil
@@ -1298,7 +1374,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
     var _shared: Bool = false
     var _resume: Bool = false
     var _resumedAt: UInt64 = 0
-    var _toCluster: String = String()
+    var _destinations: [Freight_Wire_V1_Destination] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1315,7 +1391,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
       _shared = source._shared
       _resume = source._resume
       _resumedAt = source._resumedAt
-      _toCluster = source._toCluster
+      _destinations = source._destinations
     }
   }
 
@@ -1340,7 +1416,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
         case 4: try { try decoder.decodeSingularBoolField(value: &_storage._shared) }()
         case 5: try { try decoder.decodeSingularBoolField(value: &_storage._resume) }()
         case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._resumedAt) }()
-        case 7: try { try decoder.decodeSingularStringField(value: &_storage._toCluster) }()
+        case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._destinations) }()
         default: break
         }
       }
@@ -1371,8 +1447,8 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
       if _storage._resumedAt != 0 {
         try visitor.visitSingularUInt64Field(value: _storage._resumedAt, fieldNumber: 6)
       }
-      if !_storage._toCluster.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._toCluster, fieldNumber: 7)
+      if !_storage._destinations.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._destinations, fieldNumber: 8)
       }
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1389,11 +1465,86 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._shared != rhs_storage._shared {return false}
         if _storage._resume != rhs_storage._resume {return false}
         if _storage._resumedAt != rhs_storage._resumedAt {return false}
-        if _storage._toCluster != rhs_storage._toCluster {return false}
+        if _storage._destinations != rhs_storage._destinations {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_Destination: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Destination"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{1}groups\0\u{3}groups_only\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.cluster) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.groups) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.groupsOnly) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.cluster.isEmpty {
+      try visitor.visitSingularStringField(value: self.cluster, fieldNumber: 1)
+    }
+    if !self.groups.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.groups, fieldNumber: 2)
+    }
+    if self.groupsOnly != false {
+      try visitor.visitSingularBoolField(value: self.groupsOnly, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_Destination, rhs: Freight_Wire_V1_Destination) -> Bool {
+    if lhs.cluster != rhs.cluster {return false}
+    if lhs.groups != rhs.groups {return false}
+    if lhs.groupsOnly != rhs.groupsOnly {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_GroupRef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GroupRef"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}pattern\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.pattern) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.pattern.isEmpty {
+      try visitor.visitSingularStringField(value: self.pattern, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_GroupRef, rhs: Freight_Wire_V1_GroupRef) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.pattern != rhs.pattern {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2086,7 +2237,7 @@ nonisolated extension Freight_Wire_V1_PlannedPath: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Freight_Wire_V1_Endpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Endpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}id\0\u{1}pattern\0\u{1}group\0\u{1}app\0\u{1}cluster\0\u{3}cluster_path\0\u{1}cost\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}id\0\u{1}pattern\0\u{1}group\0\u{1}app\0\u{1}cluster\0\u{3}cluster_path\0\u{1}cost\0\u{3}group_pattern\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2102,6 +2253,7 @@ nonisolated extension Freight_Wire_V1_Endpoint: SwiftProtobuf.Message, SwiftProt
       case 6: try { try decoder.decodeSingularStringField(value: &self.cluster) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.clusterPath) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.cost) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.groupPattern) }()
       default: break
       }
     }
@@ -2132,6 +2284,9 @@ nonisolated extension Freight_Wire_V1_Endpoint: SwiftProtobuf.Message, SwiftProt
     if self.cost != 0 {
       try visitor.visitSingularUInt64Field(value: self.cost, fieldNumber: 8)
     }
+    if !self.groupPattern.isEmpty {
+      try visitor.visitSingularStringField(value: self.groupPattern, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2144,6 +2299,7 @@ nonisolated extension Freight_Wire_V1_Endpoint: SwiftProtobuf.Message, SwiftProt
     if lhs.cluster != rhs.cluster {return false}
     if lhs.clusterPath != rhs.clusterPath {return false}
     if lhs.cost != rhs.cost {return false}
+    if lhs.groupPattern != rhs.groupPattern {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2266,7 +2422,7 @@ nonisolated extension Freight_Wire_V1_Routes: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Freight_Wire_V1_Route: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Route"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0\u{1}origin\0\u{1}path\0\u{1}cost\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0\u{1}origin\0\u{1}path\0\u{1}cost\0\u{1}group\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2278,12 +2434,17 @@ nonisolated extension Freight_Wire_V1_Route: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeSingularStringField(value: &self.origin) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.path) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.cost) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._group) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.pattern.isEmpty {
       try visitor.visitSingularStringField(value: self.pattern, fieldNumber: 1)
     }
@@ -2296,6 +2457,9 @@ nonisolated extension Freight_Wire_V1_Route: SwiftProtobuf.Message, SwiftProtobu
     if self.cost != 0 {
       try visitor.visitSingularUInt64Field(value: self.cost, fieldNumber: 4)
     }
+    try { if let v = self._group {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2304,6 +2468,7 @@ nonisolated extension Freight_Wire_V1_Route: SwiftProtobuf.Message, SwiftProtobu
     if lhs.origin != rhs.origin {return false}
     if lhs.path != rhs.path {return false}
     if lhs.cost != rhs.cost {return false}
+    if lhs._group != rhs._group {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2311,7 +2476,7 @@ nonisolated extension Freight_Wire_V1_Route: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Freight_Wire_V1_RouteKey: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RouteKey"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0\u{1}origin\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0\u{1}origin\0\u{1}group\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2321,24 +2486,33 @@ nonisolated extension Freight_Wire_V1_RouteKey: SwiftProtobuf.Message, SwiftProt
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.pattern) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.origin) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._group) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.pattern.isEmpty {
       try visitor.visitSingularStringField(value: self.pattern, fieldNumber: 1)
     }
     if !self.origin.isEmpty {
       try visitor.visitSingularStringField(value: self.origin, fieldNumber: 2)
     }
+    try { if let v = self._group {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Freight_Wire_V1_RouteKey, rhs: Freight_Wire_V1_RouteKey) -> Bool {
     if lhs.pattern != rhs.pattern {return false}
     if lhs.origin != rhs.origin {return false}
+    if lhs._group != rhs._group {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2968,7 +3142,7 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
 
 nonisolated extension Freight_Wire_V1_RouteStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RouteStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0\u{1}origin\0\u{1}path\0\u{1}cost\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0\u{1}origin\0\u{1}path\0\u{1}cost\0\u{1}group\0\u{3}through_gateway\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2980,12 +3154,18 @@ nonisolated extension Freight_Wire_V1_RouteStatus: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeSingularStringField(value: &self.origin) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.path) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.cost) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._group) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.throughGateway) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.pattern.isEmpty {
       try visitor.visitSingularStringField(value: self.pattern, fieldNumber: 1)
     }
@@ -2998,6 +3178,12 @@ nonisolated extension Freight_Wire_V1_RouteStatus: SwiftProtobuf.Message, SwiftP
     if self.cost != 0 {
       try visitor.visitSingularUInt64Field(value: self.cost, fieldNumber: 4)
     }
+    try { if let v = self._group {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if !self.throughGateway.isEmpty {
+      try visitor.visitSingularStringField(value: self.throughGateway, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3006,6 +3192,8 @@ nonisolated extension Freight_Wire_V1_RouteStatus: SwiftProtobuf.Message, SwiftP
     if lhs.origin != rhs.origin {return false}
     if lhs.path != rhs.path {return false}
     if lhs.cost != rhs.cost {return false}
+    if lhs._group != rhs._group {return false}
+    if lhs.throughGateway != rhs.throughGateway {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
