@@ -68,6 +68,7 @@ public final class InProcessFabric: Sendable {
         sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
         sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
         resumeHoldSeconds: Int = Limits.resumeHoldSeconds,
+        idleSeconds: Int = Limits.idleSeconds,
         logLevel: Logger.Level = .warning,
         environment: NodeEnvironment = .system,
         linkCapabilities: LinkCapabilities = .socket,
@@ -113,7 +114,8 @@ public final class InProcessFabric: Sendable {
                     environment: environment,
                     linkCapabilities: linkCapabilities,
                     appsOverTCP: appsOverTCP,
-                    linkSecurity: linkSecurity
+                    linkSecurity: linkSecurity,
+                    idleSeconds: idleSeconds
                 )
                 if index == count { configuration.gateway = gateway }
                 let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
@@ -142,6 +144,7 @@ public final class InProcessFabric: Sendable {
         sharedMemoryBudgetBytes: Int = Limits.sharedBudgetDefault,
         sharedHoldSeconds: Int = Limits.sharedHoldSeconds,
         resumeHoldSeconds: Int = Limits.resumeHoldSeconds,
+        idleSeconds: Int = Limits.idleSeconds,
         logLevel: Logger.Level = .warning,
         environment: NodeEnvironment = .system,
         linkCapabilities: LinkCapabilities = .socket,
@@ -152,7 +155,8 @@ public final class InProcessFabric: Sendable {
         let fabric = try await start(
             nodes: count, cluster: cluster, streams: streams, windowBytes: windowBytes,
             memoryBudgetBytes: memoryBudgetBytes, sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
-            sharedHoldSeconds: sharedHoldSeconds, resumeHoldSeconds: resumeHoldSeconds, logLevel: logLevel,
+            sharedHoldSeconds: sharedHoldSeconds, resumeHoldSeconds: resumeHoldSeconds, idleSeconds: idleSeconds,
+            logLevel: logLevel,
             environment: environment, linkCapabilities: linkCapabilities, links: links, routes: routes)
         do {
             let result = try await body(fabric)

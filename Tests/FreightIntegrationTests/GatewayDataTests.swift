@@ -258,4 +258,43 @@ import Testing
             try await GatewayTests.routes(b)["ckpt/x"] == nil
         }
     }
+
+    /// The routes a gateway reaches travel in an etcd directory as in the mesh (all three clusters keep theirs in one
+    /// etcd, each under its own prefix), and a slow receiver in c slows the sender in a: while a receiver at 64 MiB/s
+    /// takes 256 MiB, the sender's node is never more than one window (32 MiB) and the sampling ahead of it.
+    @Test func aSlowReceiverInCSlowsTheSenderInAOverAnEtcdDirectory() async throws {
+        let etcd = try await EtcdServer.start()
+        defer { etcd.stop() }
+        let folder = NSTemporaryDirectory() + "freight-gateway-data-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let (a, b, c) = try await Self.chain(folder, extraArguments: ["--directory", etcd.url, "--lease-ttl", "5"])
+        defer { for site in [a, b, c] { site.cluster.stop() } }
+        let receiver = try await c.cluster.receiver(
+            "ckpt/eu/slow", at: "c2", ["--check", "--count", "1", "--rate", "64MiB"], seenAt: "c")
+        defer { receiver.stop() }
+        try await GatewayTests.waitFor("a2 resolves ckpt/eu/slow to a's gateway through etcd") {
+            try await Self.resolved("ckpt/eu/slow", at: a, node: "a2").contains { $0["cluster"] as? String == "c" }
+        }
+        let send = try FreightProcess(["send", "ckpt/eu/slow", "--size", "256MiB", "--via", a.worker.socket, "--json"])
+        defer { send.stop() }
+        try await GatewayTests.waitFor("c2 takes 64 MiB") {
+            try await c.cluster.status("c2")["bytes_in"] as? Int ?? 0 >= 64 << 20
+        }
+        var samples: [(sent: Int, received: Int)] = []
+        for _ in 0..<5 {
+            let received = try await c.cluster.status("c2")["bytes_in"] as? Int ?? 0
+            let sent = try await a.cluster.status("a2")["bytes_out"] as? Int ?? 0
+            samples.append((sent, received))
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        print("slow receiver: a2 sent, c2 received (MiB): \(samples.map { "\($0.sent >> 20)/\($0.received >> 20)" })")
+        #expect(samples.allSatisfy { $0.sent < 256 << 20 }, "the sender waits for the receiver")
+        #expect(samples.allSatisfy { $0.sent - $0.received <= 48 << 20 }, "at most a window ahead")
+        #expect(try await send.waitForExit(timeout: .seconds(60)) == 0, "\(send.stderr)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "\(receiver.stderr)")
+        let received = receiver.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical")
+        let delivery = (send.jsonLines.first?["deliveries"] as? [[String: Any]])?.first
+        #expect(delivery?["path"] as? [String] == ["a2", "a", "b/b", "c/c", "c/c2"], "\(delivery ?? [:])")
+    }
 }

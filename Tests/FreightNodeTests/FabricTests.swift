@@ -156,9 +156,10 @@ import Testing
     }
 
     /// One app may have at most `Limits.messagesPerConnectionMax` messages in flight through its node; the next is
-    /// refused with a reason while the others stay in flight.
+    /// refused with a reason while the others stay in flight. The idle time is long: with the whole test run beside
+    /// it on two cores, a thousand sends may wait their turn for over the usual 30 s.
     @Test(.timeLimit(.minutes(3))) func messagesInFlightPerAppAreBounded() async throws {
-        try await InProcessFabric.with(nodes: 1, cluster: "many") { fabric in
+        try await InProcessFabric.with(nodes: 1, cluster: "many", idleSeconds: 150) { fabric in
             let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "idle")
             let inbox = try await receiver.receive("many/x")  // never read until the refusals are in
             try await fabric.waitForEndpoints(try Address("many/x"), count: 1)
