@@ -36,6 +36,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     static let handshakesPerSourceMax = 8
     static let tickInterval = TimeAmount.milliseconds(100)
     static let redialInterval = TimeAmount.seconds(1)
+    /// Body bytes a gateway link hands its TLS handler at most per flush (``FrameConnection/flushBytesMax``).
+    static let flushBytesMax = 1 << 20
     /// `any` groups one message may be bound for in another cluster (as many as a cluster announces).
     static let groupsPerMessageMax = RouteAggregation().groupsMax
 
@@ -180,6 +182,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         let connection = FrameConnection(channel: channel, id: UInt64(nextLink))
         connection.delegate = self
         connection.isDialed = dialed
+        connection.flushBytesMax = Self.flushBytesMax
         let id = nextLink
         nextLink += 1
         links[id] = Link(connection: connection, address: remote, dialed: dialed, source: source, opened: .now())
