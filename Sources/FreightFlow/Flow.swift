@@ -56,7 +56,6 @@ public struct Flow: Sendable {
         /// suspended on a gateway that went away moves to another gateway that carries the same
         /// (``FlowTable/reroute(_:from:to:actions:)``).
         public var remote: Remote?
-        public var cluster: String? { remote?.cluster }
 
         /// The branch acknowledged or granted credit at least once: its OPEN arrived.
         public var heard: Bool { ackedOffset > 0 || creditOffset > 0 }

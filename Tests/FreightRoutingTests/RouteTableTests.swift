@@ -290,16 +290,22 @@ struct Heap {
         #expect(network.tables["B"]!.routes(to: Self.address("c/x")).first?.route.path == ["A", "D", "C"])
     }
 
-    /// Two gateways of cluster A, each peering with another cluster, pass what they learned to each other through
-    /// their cluster: B reaches C through A.
-    @Test func gatewaysOfOneClusterShareWhatTheyLearned() {
-        var network = RouteNetwork(seed: 5)
+    /// Cluster A with two gateways, A1 linked to B and A2 to C (cost 10 each); the gateways of A not linked yet.
+    static func twoGatewaysOfA(seed: UInt64) -> RouteNetwork {
+        var network = RouteNetwork(seed: seed)
         network.add("A1", cluster: "A", serving: ["a/**"])
         network.add("A2", cluster: "A", serving: ["a/**"])
         network.add("B", serving: ["b/**"])
         network.add("C", serving: ["c/**"])
         network.link(1, "A1", "B", cost: 10)
         network.link(2, "A2", "C", cost: 10)
+        return network
+    }
+
+    /// Two gateways of cluster A, each peering with another cluster, pass what they learned to each other through
+    /// their cluster: B reaches C through A.
+    @Test func gatewaysOfOneClusterShareWhatTheyLearned() {
+        var network = Self.twoGatewaysOfA(seed: 5)
         network.link(3, "A1", "A2", cost: 1)
         let quiet7 = network.run()
         #expect(quiet7)
@@ -315,13 +321,7 @@ struct Heap {
     /// other gateway of the cluster takes that as a link without keepalives or a hold time (directoryRoutes). B
     /// reaches C through A's two gateways; when A2's routes leave the directory, B's route to C is withdrawn.
     @Test func gatewaysOfOneClusterShareThroughTheDirectory() {
-        var network = RouteNetwork(seed: 6)
-        network.add("A1", cluster: "A", serving: ["a/**"])
-        network.add("A2", cluster: "A", serving: ["a/**"])
-        network.add("B", serving: ["b/**"])
-        network.add("C", serving: ["c/**"])
-        network.link(1, "A1", "B", cost: 10)
-        network.link(2, "A2", "C", cost: 10)
+        var network = Self.twoGatewaysOfA(seed: 6)
         let quiet = network.run()
         #expect(quiet)
         // The directory: A1 holds A2's reach and A2 holds A1's, each as a link of its own (negative ids).
