@@ -8,6 +8,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "freight", targets: ["freight"]),
+        // The packet-level WAN emulator of the tests and of scripts/wan.sh (docs/wan.md).
+        .executable(name: "freight-wan", targets: ["freight-wan"]),
         .library(name: "FreightClient", targets: ["FreightClient"]),
         .library(name: "FreightNode", targets: ["FreightNode"]),
         .library(name: "FreightTesting", targets: ["FreightTesting"]),
@@ -39,6 +41,16 @@ let package = Package(
                 "FreightCore", "CFreightCRC32C",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: strict
+        ),
+        // One direction of an emulated WAN link as pure state (docs/wan.md).
+        .target(name: "FreightWAN", dependencies: ["FreightCore"], swiftSettings: strict),
+        .executableTarget(
+            name: "freight-wan",
+            dependencies: [
+                "FreightCore", "FreightWAN", "CFreightSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
@@ -134,7 +146,7 @@ let package = Package(
         .target(
             name: "FreightTesting",
             dependencies: [
-                "FreightCore", "FreightNode", "FreightSecurity", "FreightClient", "FreightTransport",
+                "FreightCore", "CFreightSystem", "FreightNode", "FreightSecurity", "FreightClient", "FreightTransport",
                 "FreightDirectory", "FreightWire", "FreightRouting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -158,6 +170,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "FreightCoreTests", dependencies: ["FreightCore"], swiftSettings: strict),
+        .testTarget(name: "FreightWANTests", dependencies: ["FreightWAN", "FreightCore"], swiftSettings: strict),
         .testTarget(
             name: "FreightSecurityTests",
             dependencies: [

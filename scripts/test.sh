@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Freight's one test command: installs what the tests need on a fresh machine, checks that the generated
 # protobuf code is current, builds once, and runs every test (unit, real node processes on 127.0.0.x, and the
-# Python client against them, real etcd servers for the etcd directory, and release nodes in network namespaces
-# joined by shaped veth pairs for multi-rail; the last needs root).
+# Python client against them, real etcd servers for the etcd directory, release nodes in network namespaces
+# joined by shaped veth pairs for multi-rail, and gateways across the emulated WAN of freight-wan; the last two
+# need root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)   # the generated-c
 command -v etcd >/dev/null || missing+=(etcd-server)            # the etcd directory tests start their own etcd
 command -v etcdctl >/dev/null || missing+=(etcd-client)         # ...and read it back with etcdctl
 { command -v ip && command -v tc; } >/dev/null || missing+=(iproute2)  # multi-rail: namespaces, veth, tc tbf
+command -v iperf3 >/dev/null || missing+=(iperf3)               # the WAN tests measure TCP through the emulator
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
@@ -36,14 +38,19 @@ echo "== build"
 swift build --build-tests
 # The multi-rail test runs release nodes: two 2 Gbit/s rails need more than a debug node can move.
 swift build -c release --product freight
+# The WAN emulator the WAN tests put between their namespaces: a debug build would cost their measurements CPU.
+swift build -c release --product freight-wan
 
 echo "== test"
-swift test --skip-build --skip MultiRailTests --skip HostileTests
+swift test --skip-build --skip MultiRailTests --skip HostileTests --skip WANTests
 # Alone afterwards: it compares one rail's throughput with two rails' within one run, and the other suites' own
 # transfers (a 1 GiB message among them) running beside it on this 2-core machine once took it from 1.9-2.0x to
 # 1.69x in a clean-clone run.
 echo "== test (multi-rail, alone)"
 swift test --skip-build --filter MultiRailTests
+# Alone: gateways across an emulated 1 Gbit/s WAN, measured against iperf3 through the same link (docs/wan.md).
+echo "== test (WAN, alone)"
+swift test --skip-build --filter WANTests
 # Alone as well: each attack is measured against a checked stream's rate beside it (docs/hardening.md).
 echo "== test (hostile parties, alone)"
 swift test --skip-build --filter HostileTests

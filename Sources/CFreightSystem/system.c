@@ -245,3 +245,81 @@ int freight_direct_outstanding(void) {
     pthread_mutex_unlock(&direct_lock);
     return count;
 }
+
+// MARK: TUN devices for the WAN emulator (freight-wan)
+
+#if defined(__linux__)
+#include <sched.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/ioctl.h>
+
+static int tun_configure(const char *name, const char *address, const char *peer, int mtu) {
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) return -1;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int result = -1;
+    struct sockaddr_in *in = (struct sockaddr_in *)&ifr.ifr_addr;
+    in->sin_family = AF_INET;
+    if (inet_pton(AF_INET, address, &in->sin_addr) != 1) { errno = EINVAL; goto done; }
+    if (ioctl(sock, SIOCSIFADDR, &ifr) != 0) goto done;
+    in = (struct sockaddr_in *)&ifr.ifr_dstaddr;
+    in->sin_family = AF_INET;
+    if (inet_pton(AF_INET, peer, &in->sin_addr) != 1) { errno = EINVAL; goto done; }
+    if (ioctl(sock, SIOCSIFDSTADDR, &ifr) != 0) goto done;
+    ifr.ifr_mtu = mtu;
+    if (ioctl(sock, SIOCSIFMTU, &ifr) != 0) goto done;
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) != 0) goto done;
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(sock, SIOCSIFFLAGS, &ifr) != 0) goto done;
+    result = 0;
+done:;
+    int saved = errno;
+    close(sock);
+    errno = saved;
+    return result;
+}
+
+int freight_tun_open(const char *netns_path, const char *name, const char *address, const char *peer, int mtu) {
+    int home = -1, fd = -1, saved = 0;
+    if (netns_path != NULL && netns_path[0] != 0) {
+        home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (home < 0) return -1;
+        int target = open(netns_path, O_RDONLY | O_CLOEXEC);
+        if (target < 0) { saved = errno; close(home); errno = saved; return -1; }
+        int entered = setns(target, CLONE_NEWNET);
+        saved = errno;
+        close(target);
+        if (entered != 0) { close(home); errno = saved; return -1; }
+    }
+    fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+        strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+        if (ioctl(fd, TUNSETIFF, &ifr) != 0 || tun_configure(name, address, peer, mtu) != 0) {
+            saved = errno;
+            close(fd);
+            fd = -1;
+            errno = saved;
+        }
+    }
+    saved = errno;
+    if (home >= 0) {
+        if (setns(home, CLONE_NEWNET) != 0 && fd >= 0) { close(fd); fd = -1; saved = EPERM; }
+        close(home);
+    }
+    errno = saved;
+    return fd;
+}
+#else
+int freight_tun_open(const char *netns_path, const char *name, const char *address, const char *peer, int mtu) {
+    errno = ENOTSUP;
+    return -1;
+}
+#endif

@@ -73,6 +73,8 @@ public enum Limits {
     /// The largest chunk a gateway link carries: its DATA frames are read whole (through TLS), so this bounds what one
     /// frame makes a gateway hold beyond the credit it granted.
     public static let gatewayChunkBytesMax = 16 * 1024 * 1024
+    /// TCP connections one gateway link stripes over at most (docs/wan.md, "Stripes").
+    public static let gatewayStripesMax = 16
     /// Routes a gateway keeps from one gateway link: a peer that announces more is cut off and its routes withdrawn.
     public static let routesPerLinkMax = 65_536
     /// Concurrent messages one connection may have open in each direction.

@@ -69,6 +69,25 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         /// The most bytes per second the link carried out in a busy second (at least `busyBytes` moved): what it
         /// can carry, as far as it showed. Nil until it was busy once.
         var capacity: UInt64?
+        /// Random per link, chosen by the side that dialed it: the link's further stripes name it in their HELLO.
+        var nonce: UInt64
+        /// Set on a connection dialed as further stripe `index` of link `parent`, until its HELLO merges it there.
+        var stripeOf: (parent: Int, index: Int)?
+        /// The link's further connections, up (docs/wan.md, "Stripes"): DATA goes on whichever of them and
+        /// `connection` has the fewest bytes waiting.
+        var stripes: [FrameConnection] = []
+        var stripesDialing = 0
+        var nextStripe = 1
+        /// How many stripes this side's measurements ask for (made at the first round-trip sample), and the peer's.
+        var planner: StripePlanner?
+        var peerWanted = 0
+        /// Ticks of the current second, and those in which body bytes waited on every connection of the link.
+        var ticks = 0
+        var busyTicks = 0
+        var rotation = 0
+
+        /// Every connection of the link, its first included.
+        var connections: [FrameConnection] { [connection] + stripes }
     }
 
     let configuration: GatewayConfiguration
@@ -135,7 +154,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         return ServerBootstrap(group: loop)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try self.prepare(channel, dialed: false, address: nil) }
+                SocketTuning.gateway.apply(to: channel, isTCP: true, accepted: true).flatMapThrowing {
+                    try self.prepare(channel, dialed: false, address: nil)
+                }
             }
             .bind(host: host, port: port)
             .map { [self] channel in
@@ -160,8 +181,11 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         return EventLoopFuture.andAllComplete(futures, on: loop)
     }
 
-    /// TLS with the gateway's checks, then wire v1 frames, on a new link (dialed or accepted).
-    private func prepare(_ channel: Channel, dialed: Bool, address: String?) throws {
+    /// TLS with the gateway's checks, then wire v1 frames, on a new link (dialed or accepted), or on a further
+    /// stripe dialed for link `stripeOf.parent`.
+    private func prepare(
+        _ channel: Channel, dialed: Bool, address: String?, stripeOf: (parent: Int, index: Int)? = nil
+    ) throws {
         guard links.count < Self.linksMax else {
             throw FreightError(.resourceExhausted, "over \(Self.linksMax) gateway links")
         }
@@ -185,7 +209,10 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         connection.flushBytesMax = Self.flushBytesMax
         let id = nextLink
         nextLink += 1
-        links[id] = Link(connection: connection, address: remote, dialed: dialed, source: source, opened: .now())
+        links[id] = Link(
+            connection: connection, address: remote, dialed: dialed, source: source, opened: .now(),
+            nonce: stripeOf.flatMap { links[$0.parent]?.nonce } ?? UInt64.random(in: 1...UInt64.max),
+            stripeOf: stripeOf)
         linkOf[ObjectIdentifier(connection)] = id
         let handler = FrameConnectionHandler(connection: connection, logger: logger)
         let sync = channel.pipeline.syncOperations
@@ -194,11 +221,13 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         try sync.addHandler(handler)
     }
 
-    private func hello() -> Freight_Wire_V1_Hello {
+    private func hello(nonce: UInt64, stripe: Int = 0) -> Freight_Wire_V1_Hello {
         var hello = Freight_Wire_V1_Hello()
         hello.role = .gateway
         hello.name = node
         hello.cluster = cluster
+        hello.incarnation = nonce
+        hello.streamIndex = UInt32(stripe)
         return hello
     }
 
@@ -216,15 +245,17 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         }
         bootstrap
             .channelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try self.prepare(channel, dialed: true, address: text) }
+                SocketTuning.gateway.apply(to: channel, isTCP: true, accepted: true).flatMapThrowing {
+                    try self.prepare(channel, dialed: true, address: text)
+                }
             }
             .connect(host: host, port: port)
             .whenComplete { [self] result in
                 switch result {
                 case .success(let channel):
-                    guard let id = linkID(of: channel) else { return }
-                    links[id]?.connection.sendPreface()
-                    links[id]?.connection.send(.hello(hello()))
+                    guard let id = linkID(of: channel), let link = links[id] else { return }
+                    link.connection.sendPreface()
+                    link.connection.send(.hello(hello(nonce: link.nonce)))
                 case .failure(let error):
                     logger.debug("gateway \(text) did not answer: \(error)")
                     // The attempt's link never came up: forget it (its channel never became active).
@@ -251,6 +282,10 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             close(id)
         }
         ping()
+        for (id, link) in links where link.up != nil {
+            links[id]!.ticks += 1
+            if link.connections.allSatisfy({ $0.pendingBytes > 0 }) { links[id]!.busyTicks += 1 }
+        }
         measureRates()
         table.tick(now: now, into: &actions)
         carryOut()
@@ -316,9 +351,15 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
 
     func close(_ id: Int) {
         guard let link = links.removeValue(forKey: id) else { return }
-        linkOf[ObjectIdentifier(link.connection)] = nil
+        for connection in link.connections {
+            linkOf[ObjectIdentifier(connection)] = nil
+            connection.close()
+        }
+        if let (parent, _) = link.stripeOf {
+            links[parent]?.stripesDialing -= 1
+            return
+        }
         if link.dialed { dialing.remove(link.address) }
-        link.connection.close()
         table.linkDown(id, now: now, into: &actions)
         trafficEnded(on: link, id: id)
     }
@@ -327,6 +368,14 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
 
     func connection(_ connection: FrameConnection, didReceive frame: Frame) {
         guard let id = linkOf[ObjectIdentifier(connection)], let link = links[id] else { return connection.close() }
+        if connection !== link.connection {
+            // A further stripe carries DATA only (docs/wan.md).
+            guard case .data(let chunk) = frame else {
+                logger.warning("closing gateway link \(link.address): \(frame.type) frame on a further stripe")
+                return close(id)
+            }
+            return ingressData(chunk, on: id)
+        }
         switch frame {
         case .hello(let hello) where link.up == nil:
             helloReceived(hello, on: id)
@@ -372,7 +421,105 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
                 links[id]!.capacity = rate
                 updateCost(id)
             }
+            let busy = link.ticks > 0 && link.busyTicks * 10 >= link.ticks * 8
+            links[id]!.ticks = 0
+            links[id]!.busyTicks = 0
+            let carried = max(rate, links[id]!.rateIn)
+            if let wanted = links[id]!.planner?.measured(bytesPerSecond: carried, busy: busy) {
+                logger.info(
+                    "gateway link \(link.address): \(wanted) stripes wanted (busy at \(ByteCount.format(Int64(rate)))/s with \(link.connections.count))"
+                )
+                stripesChanged(id)
+            }
         }
+    }
+
+    // MARK: stripes (docs/wan.md)
+
+    /// The link's connection with the fewest body bytes waiting (the one that will have sent a new chunk first).
+    func dataConnection(_ id: Int) -> FrameConnection? {
+        guard var link = links[id] else { return nil }
+        let all = link.connections
+        link.rotation = (link.rotation + 1) % all.count
+        var best = all[link.rotation]
+        for connection in all where connection.pendingBytes < best.pendingBytes { best = connection }
+        links[id]!.rotation = link.rotation
+        return best
+    }
+
+    /// What the link's planner (and the peer's) asks for changed: the dialing side dials the stripes missing; the
+    /// other tells it.
+    private func stripesChanged(_ id: Int) {
+        guard let link = links[id], link.up != nil else { return }
+        let own = link.planner?.wanted ?? 1
+        guard link.dialed else {
+            var frame = Freight_Wire_V1_Routes()
+            frame.stripesWanted = UInt32(own)
+            link.connection.send(.routes(frame))
+            return
+        }
+        let wanted = min(StripePlanner.stripesMax, max(own, link.peerWanted))
+        let missing = wanted - 1 - link.stripes.count - link.stripesDialing
+        for _ in 0..<max(0, missing) { dialStripe(of: id) }
+    }
+
+    /// A connection of a link whose class is known: its congestion control, and on a WAN a small unsent backlog in
+    /// the kernel, so that a stripe held up by a loss takes no more chunks while the others go on.
+    private static func tune(_ connection: FrameConnection, for planner: StripePlanner) {
+        SocketTuning.setCongestionControl(planner.congestionControl, on: connection.channel)
+        if planner.linkClass == .wan {
+            SocketTuning.setNotSentLowWater(SocketTuning.wanNotSentLowWaterBytes, on: connection.channel)
+        }
+    }
+
+    /// Dials one more stripe of link `id`, from this gateway's address to the peer's.
+    private func dialStripe(of id: Int) {
+        guard let link = links[id], let address = try? NodeAddress(link.address),
+            case .tcp(let host, let port) = address
+        else { return }
+        let index = link.nextStripe
+        links[id]!.nextStripe += 1
+        links[id]!.stripesDialing += 1
+        var bootstrap = ClientBootstrap(group: loop).connectTimeout(.seconds(Limits.dialTimeoutSeconds))
+        if case .tcp(let own, _) = configuration.listen, let source = try? SocketAddress(ipAddress: own, port: 0) {
+            bootstrap = bootstrap.bind(to: source)
+        }
+        let congestion = link.planner?.congestionControl
+        bootstrap
+            .channelInitializer { [self] channel in
+                var tuning = SocketTuning.gateway
+                tuning.congestionControl = congestion ?? tuning.congestionControl
+                return tuning.apply(to: channel, isTCP: true, accepted: true).flatMapThrowing {
+                    try self.prepare(channel, dialed: true, address: link.address, stripeOf: (id, index))
+                }
+            }
+            .connect(host: host, port: port)
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let channel):
+                    guard let stripe = linkID(of: channel), let connection = links[stripe]?.connection else { return }
+                    connection.sendPreface()
+                    connection.send(.hello(hello(nonce: link.nonce, stripe: index)))
+                case .failure(let error):
+                    logger.debug("stripe \(index) of gateway link \(link.address) did not connect: \(error)")
+                    for (stripe, entry) in links where entry.stripeOf?.parent == id && entry.stripeOf?.index == index {
+                        links[stripe] = nil
+                        linkOf[ObjectIdentifier(entry.connection)] = nil
+                    }
+                    links[id]?.stripesDialing -= 1
+                }
+            }
+    }
+
+    /// A connection whose HELLO made it a further stripe of link `parent`: its frames are the link's from now on.
+    private func merge(_ id: Int, into parent: Int) {
+        guard let stripe = links.removeValue(forKey: id), links[parent] != nil else { return close(id) }
+        linkOf[ObjectIdentifier(stripe.connection)] = parent
+        if stripe.stripeOf != nil { links[parent]!.stripesDialing -= 1 }
+        links[parent]!.stripes.append(stripe.connection)
+        if let planner = links[parent]!.planner { Self.tune(stripe.connection, for: planner) }
+        logger.debug(
+            "gateway link \(links[parent]!.address): stripe up (\(links[parent]!.connections.count) connections)")
     }
 
     /// A second in which a link moved at least this much tells what it can carry.
@@ -412,14 +559,30 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             answer.pong = routes.ping
             link.connection.send(.routes(answer))
         }
+        var plan = false
         if routes.pong != 0, routes.pong == link.pingSent {
             let sample = now &- routes.pong
             let rtt = link.rtt.map { ($0 * 4 + sample) / 5 } ?? sample
             link.rtt = rtt
             link.pingSent = nil
+            if link.planner == nil {
+                // The first sample of the round trip sets the link's class, and its first count of stripes.
+                let planner = StripePlanner(rttNanos: sample)
+                link.planner = planner
+                for connection in link.connections { Self.tune(connection, for: planner) }
+                logger.info(
+                    "gateway link \(link.address): round trip \(sample / 1000) µs, \(planner.linkClass.rawValue) class, \(planner.congestionControl), \(planner.wanted) stripes wanted"
+                )
+                plan = true
+            }
+        }
+        if routes.stripesWanted != 0 {
+            link.peerWanted = min(StripePlanner.stripesMax, Int(routes.stripesWanted))
+            plan = true
         }
         links[id] = link
         if routes.pong != 0 { updateCost(id) }
+        if plan { stripesChanged(id) }
     }
 
     /// The peer's HELLO: a gateway of the cluster its certificate proved (checked by TLS already).
@@ -440,9 +603,41 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             logger.warning("refusing gateway link \(link.dialed ? "to" : "from") \(link.address): \(refusal)")
             return close(id)
         }
-        if !link.dialed {
+        if let (parent, index) = link.stripeOf {
+            // The peer took our further stripe.
+            guard links[parent]?.cluster == proven, hello.incarnation == link.nonce, hello.streamIndex == index else {
+                logger.warning(
+                    "closing stripe \(index) of gateway link \(link.address): the peer answered for another link")
+                return close(id)
+            }
+            return merge(id, into: parent)
+        }
+        if !link.dialed && hello.streamIndex > 0 {
+            // A further stripe of a link this gateway accepted: the same cluster, the link's nonce.
+            guard
+                let parent = links.first(where: {
+                    $0.value.up != nil && !$0.value.dialed && $0.value.cluster == proven
+                        && $0.value.nonce == hello.incarnation
+                })?.key
+            else {
+                logger.warning(
+                    "closing gateway link \(link.address): stripe \(hello.streamIndex) of a link this gateway does not have (behind a load balancer, every connection of a link must reach the same gateway)"
+                )
+                return close(id)
+            }
+            guard links[parent]!.connections.count < StripePlanner.stripesMax else {
+                logger.warning(
+                    "closing gateway link \(link.address): the link has \(StripePlanner.stripesMax) stripes already")
+                return close(id)
+            }
             link.connection.sendPreface()
-            link.connection.send(.hello(self.hello()))
+            link.connection.send(.hello(self.hello(nonce: hello.incarnation, stripe: Int(hello.streamIndex))))
+            return merge(id, into: parent)
+        }
+        if !link.dialed {
+            link.nonce = hello.incarnation
+            link.connection.sendPreface()
+            link.connection.send(.hello(self.hello(nonce: link.nonce)))
         }
         // The link's setup (TLS and HELLO, two or three round trips) stands in for its round trip until the first
         // pong (docs/gateways.md).
@@ -457,7 +652,12 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
 
     func connectionDidClose(_ connection: FrameConnection, error: (any Error)?) {
         guard let id = linkOf[ObjectIdentifier(connection)] else { return }
-        if let link = links[id], link.up != nil, !stopping {
+        if let link = links[id], link.up != nil, !stopping, connection !== link.connection {
+            // A link is all its stripes: its messages go on as from a broken link (resumed or moved).
+            logger.warning(
+                "gateway link \(link.address) (cluster \(link.cluster ?? "?")) lost a stripe: \(error.map { "\($0)" } ?? "closed by the peer")"
+            )
+        } else if let link = links[id], link.up != nil, !stopping {
             // A peer that closed its link cleanly stopped (or restarted); a link that broke is news.
             if let error {
                 logger.warning("gateway link \(link.address) (cluster \(link.cluster ?? "?")) broke: \(error)")
@@ -491,6 +691,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             entry.inBytesPerS = link.rateIn
             entry.messagesOut = UInt64(link.egressMessages.count)
             entry.messagesIn = UInt64(link.ingress.map { engine.flowTable.messages(from: .local($0.portID)) } ?? 0)
+            entry.stripes = UInt32(link.connections.count)
+            entry.stripesWanted = UInt32(link.planner?.wanted ?? 0)
+            entry.congestionControl = link.planner?.congestionControl ?? ""
             status.gatewayLinks.append(entry)
         }
         let chosen = table.chosen.values.filter { $0.route.origin != cluster }.sorted {

@@ -138,7 +138,8 @@ extension GatewayLinks {
         case .data(let chunk):
             guard let link = links[port.link], link.egressMessages.contains(chunk.messageID) else { return }
             links[port.link]!.bytesOut += UInt64(chunk.count)
-            link.connection.sendData(chunk, promise: nil)
+            // DATA goes on the link's stripe with the fewest bytes waiting (docs/wan.md).
+            (dataConnection(port.link) ?? link.connection).sendData(chunk, promise: nil)
         case .abort(let abort):
             guard links[port.link]?.egressMessages.remove(abort.messageID) != nil else { return }
             links[port.link]?.connection.send(.abort(abort))

@@ -20,10 +20,14 @@ public final class ProcessCluster: Sendable {
 
     /// The `freight` binary its nodes and the apps it starts run: the one beside the tests unless given.
     public let executable: String?
+    /// The network namespace its nodes run in (`ip netns exec`), when not this process's own: their Unix sockets
+    /// are files, so apps and `freight status` reach them from anywhere.
+    public let namespace: String?
 
-    public init(cluster: String = "test", executable: String? = nil) throws {
+    public init(cluster: String = "test", executable: String? = nil, namespace: String? = nil) throws {
         self.cluster = cluster
         self.executable = executable
+        self.namespace = namespace
         let path = NSTemporaryDirectory() + "freight-test-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         self.directory = path
@@ -69,7 +73,14 @@ public final class ProcessCluster: Sendable {
         ]
         for seed in join { arguments += ["--join", seed] }
         arguments += extraArguments
-        let process = try FreightProcess(arguments, executable: executable)
+        let process =
+            if let namespace {
+                try FreightProcess(
+                    ["netns", "exec", namespace, executable ?? FreightProcess.binaryPath] + arguments,
+                    executable: "/usr/sbin/ip")
+            } else {
+                try FreightProcess(arguments, executable: executable)
+            }
         let line = try await process.waitForLine { $0.contains("\"listening\"") }
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
         let node = Node(

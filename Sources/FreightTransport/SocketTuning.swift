@@ -19,6 +19,9 @@ public struct SocketTuning: Sendable, Hashable {
     /// went dark (a cable, a route, a peer's machine) is found broken and its messages held for resume, instead of
     /// hanging until the kernel's retries give up after many minutes. Nil: the kernel's default.
     public var userTimeoutMillis: Int?
+    /// Unsent bytes the kernel keeps of the connection at most (TCP_NOTSENT_LOWAT); the rest waits in the channel,
+    /// where a sender that stripes can still send it on another connection. Nil: the kernel's default (no limit).
+    public var notSentLowWaterBytes: Int?
 
     public init(
         congestionControl: String? = "reno",
@@ -26,8 +29,10 @@ public struct SocketTuning: Sendable, Hashable {
         receiveBufferBytes: Int = 4 * 1024 * 1024,
         writeLowWaterMark: Int = 2 * 1024 * 1024,
         writeHighWaterMark: Int = 4 * 1024 * 1024,
-        userTimeoutMillis: Int? = Limits.linkTimeoutSeconds * 1000
+        userTimeoutMillis: Int? = Limits.linkTimeoutSeconds * 1000,
+        notSentLowWaterBytes: Int? = nil
     ) {
+        self.notSentLowWaterBytes = notSentLowWaterBytes
         self.userTimeoutMillis = userTimeoutMillis
         self.congestionControl = congestionControl
         self.sendBufferBytes = sendBufferBytes
@@ -37,6 +42,25 @@ public struct SocketTuning: Sendable, Hashable {
     }
 
     public static let `default` = SocketTuning()
+
+    /// Gateway links (docs/wan.md): BBR until the link's round trip says it is of the LAN class, buffers the
+    /// kernel sizes to the path itself (autotuning, up to `tcp_wmem`/`tcp_rmem`), and a link that goes dark is found
+    /// broken after the link timeout.
+    public static let gateway = SocketTuning(
+        congestionControl: "bbr", sendBufferBytes: 0, receiveBufferBytes: 0, writeLowWaterMark: 32 << 10,
+        writeHighWaterMark: 64 << 10)
+
+    /// Unsent bytes a stripe of a WAN-class gateway link leaves in the kernel (docs/wan.md): the rest waits in the
+    /// channel, so that a stripe held up by a loss takes no further chunks while the others go on.
+    public static let wanNotSentLowWaterBytes = 256 << 10
+
+    /// Sets TCP_NOTSENT_LOWAT on a live TCP channel.
+    @discardableResult
+    public static func setNotSentLowWater(_ bytes: Int, on channel: Channel) -> EventLoopFuture<Void> {
+        channel.setOption(
+            ChannelOptions.tcpOption(NIOBSDSocket.Option(rawValue: tcpNotSentLowWater)), value: .init(bytes)
+        ).recover { _ in }
+    }
 
     /// Reads of up to 1 MiB: a relay forwards what it read while the bytes are still in the core's L2 cache (1 MiB per core here).
     /// (Measured with `freight bench`, 1 GiB messages: 1 MiB reads matched or beat 4 MiB reads on both paths.)
@@ -66,10 +90,26 @@ public struct SocketTuning: Sendable, Hashable {
             }
         guard isTCP else { return future }
         future = future.flatMap { channel.setOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1) }
-            .flatMap { channel.setOption(ChannelOptions.socketOption(.so_sndbuf), value: .init(sendBufferBytes)) }
-            .flatMap { channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: .init(receiveBufferBytes)) }
+        // 0: the kernel sizes the buffer (setting one turns its autotuning off).
+        if sendBufferBytes > 0 {
+            future = future.flatMap {
+                channel.setOption(ChannelOptions.socketOption(.so_sndbuf), value: .init(sendBufferBytes))
+            }
+        }
+        if receiveBufferBytes > 0 {
+            future = future.flatMap {
+                channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: .init(receiveBufferBytes))
+            }
+        }
         if let congestionControl {
-            future = future.flatMap { setCongestionControl(congestionControl, on: channel) }
+            future = future.flatMap { Self.setCongestionControl(congestionControl, on: channel) }
+        }
+        if let notSentLowWaterBytes {
+            future = future.flatMap {
+                channel.setOption(
+                    ChannelOptions.tcpOption(NIOBSDSocket.Option(rawValue: Self.tcpNotSentLowWater)),
+                    value: .init(notSentLowWaterBytes))
+            }
         }
         if let userTimeoutMillis {
             future = future.flatMap {
@@ -83,8 +123,13 @@ public struct SocketTuning: Sendable, Hashable {
 
     /// TCP_USER_TIMEOUT (linux/tcp.h).
     static let tcpUserTimeout: Int32 = 18
+    /// TCP_NOTSENT_LOWAT (linux/tcp.h).
+    static let tcpNotSentLowWater: Int32 = 25
 
-    private func setCongestionControl(_ name: String, on channel: Channel) -> EventLoopFuture<Void> {
+    /// Sets the congestion control of a TCP channel, also on a live connection; a kernel without the algorithm
+    /// leaves it as it was.
+    @discardableResult
+    public static func setCongestionControl(_ name: String, on channel: Channel) -> EventLoopFuture<Void> {
         guard let provider = channel as? SocketOptionProvider else {
             return channel.eventLoop.makeSucceededVoidFuture()
         }

@@ -26,6 +26,10 @@ struct RecvCommand: AsyncParsableCommand {
         name: .customLong("rate"),
         help: "Read each body at most this fast, per second (512MiB): a slow consumer, which slows its sender.")
     var rate: String?
+    @Option(
+        name: .customLong("window"),
+        help: "Most body bytes of one message in flight to this app (64KiB...1GiB; default 32MiB).")
+    var window: String?
     @OptionGroup var via: ViaOption
     @OptionGroup var output: OutputOptions
 
@@ -41,7 +45,9 @@ struct RecvCommand: AsyncParsableCommand {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             }
             let client = try await FreightClient.connect(
-                to: try via.address(), label: label, token: via.token, sharedMemory: try via.sharedMemory())
+                to: try via.address(), label: label, token: via.token,
+                windowBytes: Int(try window.map { try ByteCount.parse($0) } ?? Int64(Limits.windowBytesDefault)),
+                sharedMemory: try via.sharedMemory())
             let subscription = try await client.receive(pattern, group: group)
             if output.json {
                 printJSON([

@@ -164,6 +164,8 @@ struct StatusCommand: AsyncParsableCommand {
                             "rtt_us": $0.rttMicros, "bytes_out": $0.bytesOut, "bytes_in": $0.bytesIn,
                             "out_bytes_per_s": $0.outBytesPerS, "in_bytes_per_s": $0.inBytesPerS,
                             "messages_out": $0.messagesOut, "messages_in": $0.messagesIn,
+                            "stripes": $0.stripes, "stripes_wanted": $0.stripesWanted,
+                            "congestion_control": $0.congestionControl,
                         ] as [String: Any]
                     },
                     "routes": status.routes.map { route in
@@ -197,7 +199,7 @@ struct StatusCommand: AsyncParsableCommand {
                         "gateway of cluster \(status.cluster) on \(status.gateway): \(status.gatewayLinks.count) links")
                     for link in status.gatewayLinks {
                         printLine(
-                            "  cluster \(link.cluster)\t\(link.address)\t\(link.dialed ? "dialed" : "accepted")\tup \(link.upMillis / 1000) s\trtt \(link.rttMicros) µs, cost \(link.cost) µs\t\(link.routesLearned) routes in, \(link.routesSent) out"
+                            "  cluster \(link.cluster)\t\(link.address)\t\(link.dialed ? "dialed" : "accepted")\tup \(link.upMillis / 1000) s\trtt \(link.rttMicros) µs, cost \(link.cost) µs\t\(link.routesLearned) routes in, \(link.routesSent) out\t\(link.stripes) stripes (\(link.stripesWanted) wanted), \(link.congestionControl.isEmpty ? "?" : link.congestionControl)"
                         )
                         printLine(
                             "    sent \(ByteCount.format(Int64(link.bytesOut))) (\(ByteCount.format(Int64(link.outBytesPerS)))/s now, \(link.messagesOut) messages), received \(ByteCount.format(Int64(link.bytesIn))) (\(ByteCount.format(Int64(link.inBytesPerS)))/s now, \(link.messagesIn) messages)"

@@ -44,4 +44,10 @@ void freight_direct_free(void *pointer);
 void freight_direct_copy(void *destination, const void *source, size_t count);
 /// Addresses lent and not yet freed (for tests).
 int freight_direct_outstanding(void);
+
+/// A TUN device `name` (IFF_TUN, no packet information) made inside the network namespace at `netns_path` (empty
+/// or NULL: this one), given `address` with `peer` at the other end (point to point, IPv4) and `mtu`, and set up.
+/// The calling thread returns to its own namespace. Returns the device's descriptor (close-on-exec), or -1 with
+/// errno. The device goes when the descriptor is closed.
+int freight_tun_open(const char *netns_path, const char *name, const char *address, const char *peer, int mtu);
 #endif

@@ -40,13 +40,14 @@ public nonisolated struct Freight_Wire_V1_Hello: Sendable {
   /// HOST:PORT where this node accepts peers (role node)
   public var listen: String = String()
 
-  /// which stripe this connection is (role node)
+  /// which stripe this connection is (role node; role gateway: 0 for a link's first)
   public var streamIndex: UInt32 = 0
 
   /// stripes in the link (role node)
   public var streamCount: UInt32 = 0
 
-  /// random per node process start; tells a restarted node from the old one
+  /// Random per node process start; tells a restarted node from the old one. Role gateway: random per link, chosen
+  /// by the side that dials it; the link's further stripes name it (docs/wan.md).
   public var incarnation: UInt64 = 0
 
   /// In a node's answer to an app: names this session on the node's descriptor link (docs/shared-memory.md).
@@ -691,6 +692,10 @@ public nonisolated struct Freight_Wire_V1_Routes: Sendable {
 
   public var pong: UInt64 = 0
 
+  /// Connections the sender would have the link stripe over (docs/wan.md, "Stripes"); the side that dialed the link
+  /// dials up to the larger of its own wish and this. 0: no news.
+  public var stripesWanted: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1088,48 +1093,109 @@ public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Freight_Wire_V1_GatewayLinkStatus: Sendable {
+public nonisolated struct Freight_Wire_V1_GatewayLinkStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// the cluster its certificate proved
-  public var cluster: String = String()
+  public var cluster: String {
+    get {_storage._cluster}
+    set {_uniqueStorage()._cluster = newValue}
+  }
 
-  public var address: String = String()
+  public var address: String {
+    get {_storage._address}
+    set {_uniqueStorage()._address = newValue}
+  }
 
-  public var dialed: Bool = false
+  public var dialed: Bool {
+    get {_storage._dialed}
+    set {_uniqueStorage()._dialed = newValue}
+  }
 
-  public var upMillis: UInt64 = 0
+  public var upMillis: UInt64 {
+    get {_storage._upMillis}
+    set {_uniqueStorage()._upMillis = newValue}
+  }
 
   /// microseconds
-  public var cost: UInt64 = 0
+  public var cost: UInt64 {
+    get {_storage._cost}
+    set {_uniqueStorage()._cost = newValue}
+  }
 
-  public var routesLearned: UInt64 = 0
+  public var routesLearned: UInt64 {
+    get {_storage._routesLearned}
+    set {_uniqueStorage()._routesLearned = newValue}
+  }
 
-  public var routesSent: UInt64 = 0
+  public var routesSent: UInt64 {
+    get {_storage._routesSent}
+    set {_uniqueStorage()._routesSent = newValue}
+  }
 
   /// measured round-trip time (smoothed); 0: not yet
-  public var rttMicros: UInt64 = 0
+  public var rttMicros: UInt64 {
+    get {_storage._rttMicros}
+    set {_uniqueStorage()._rttMicros = newValue}
+  }
 
   /// message body bytes sent on the link, and received
-  public var bytesOut: UInt64 = 0
+  public var bytesOut: UInt64 {
+    get {_storage._bytesOut}
+    set {_uniqueStorage()._bytesOut = newValue}
+  }
 
-  public var bytesIn: UInt64 = 0
+  public var bytesIn: UInt64 {
+    get {_storage._bytesIn}
+    set {_uniqueStorage()._bytesIn = newValue}
+  }
 
   /// over the last second
-  public var outBytesPerS: UInt64 = 0
+  public var outBytesPerS: UInt64 {
+    get {_storage._outBytesPerS}
+    set {_uniqueStorage()._outBytesPerS = newValue}
+  }
 
-  public var inBytesPerS: UInt64 = 0
+  public var inBytesPerS: UInt64 {
+    get {_storage._inBytesPerS}
+    set {_uniqueStorage()._inBytesPerS = newValue}
+  }
 
   /// messages this gateway sends on the link now, and receives
-  public var messagesOut: UInt64 = 0
+  public var messagesOut: UInt64 {
+    get {_storage._messagesOut}
+    set {_uniqueStorage()._messagesOut = newValue}
+  }
 
-  public var messagesIn: UInt64 = 0
+  public var messagesIn: UInt64 {
+    get {_storage._messagesIn}
+    set {_uniqueStorage()._messagesIn = newValue}
+  }
+
+  /// TCP connections the link has up, its first included (docs/wan.md)
+  public var stripes: UInt32 {
+    get {_storage._stripes}
+    set {_uniqueStorage()._stripes = newValue}
+  }
+
+  /// what this gateway's measurements ask for
+  public var stripesWanted: UInt32 {
+    get {_storage._stripesWanted}
+    set {_uniqueStorage()._stripesWanted = newValue}
+  }
+
+  public var congestionControl: String {
+    get {_storage._congestionControl}
+    set {_uniqueStorage()._congestionControl = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Freight_Wire_V1_RouteStatus: Sendable {
@@ -2377,7 +2443,7 @@ nonisolated extension Freight_Wire_V1_Members: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Freight_Wire_V1_Routes: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Routes"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}announced\0\u{1}withdrawn\0\u{1}ping\0\u{1}pong\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}announced\0\u{1}withdrawn\0\u{1}ping\0\u{1}pong\0\u{3}stripes_wanted\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2389,6 +2455,7 @@ nonisolated extension Freight_Wire_V1_Routes: SwiftProtobuf.Message, SwiftProtob
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.withdrawn) }()
       case 3: try { try decoder.decodeSingularFixed64Field(value: &self.ping) }()
       case 4: try { try decoder.decodeSingularFixed64Field(value: &self.pong) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.stripesWanted) }()
       default: break
       }
     }
@@ -2407,6 +2474,9 @@ nonisolated extension Freight_Wire_V1_Routes: SwiftProtobuf.Message, SwiftProtob
     if self.pong != 0 {
       try visitor.visitSingularFixed64Field(value: self.pong, fieldNumber: 4)
     }
+    if self.stripesWanted != 0 {
+      try visitor.visitSingularUInt32Field(value: self.stripesWanted, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2415,6 +2485,7 @@ nonisolated extension Freight_Wire_V1_Routes: SwiftProtobuf.Message, SwiftProtob
     if lhs.withdrawn != rhs.withdrawn {return false}
     if lhs.ping != rhs.ping {return false}
     if lhs.pong != rhs.pong {return false}
+    if lhs.stripesWanted != rhs.stripesWanted {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3047,94 +3118,177 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayLinkStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{1}address\0\u{1}dialed\0\u{3}up_millis\0\u{1}cost\0\u{3}routes_learned\0\u{3}routes_sent\0\u{3}rtt_micros\0\u{3}bytes_out\0\u{3}bytes_in\0\u{3}out_bytes_per_s\0\u{3}in_bytes_per_s\0\u{3}messages_out\0\u{3}messages_in\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{1}address\0\u{1}dialed\0\u{3}up_millis\0\u{1}cost\0\u{3}routes_learned\0\u{3}routes_sent\0\u{3}rtt_micros\0\u{3}bytes_out\0\u{3}bytes_in\0\u{3}out_bytes_per_s\0\u{3}in_bytes_per_s\0\u{3}messages_out\0\u{3}messages_in\0\u{1}stripes\0\u{3}stripes_wanted\0\u{3}congestion_control\0")
+
+  fileprivate class _StorageClass {
+    var _cluster: String = String()
+    var _address: String = String()
+    var _dialed: Bool = false
+    var _upMillis: UInt64 = 0
+    var _cost: UInt64 = 0
+    var _routesLearned: UInt64 = 0
+    var _routesSent: UInt64 = 0
+    var _rttMicros: UInt64 = 0
+    var _bytesOut: UInt64 = 0
+    var _bytesIn: UInt64 = 0
+    var _outBytesPerS: UInt64 = 0
+    var _inBytesPerS: UInt64 = 0
+    var _messagesOut: UInt64 = 0
+    var _messagesIn: UInt64 = 0
+    var _stripes: UInt32 = 0
+    var _stripesWanted: UInt32 = 0
+    var _congestionControl: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _cluster = source._cluster
+      _address = source._address
+      _dialed = source._dialed
+      _upMillis = source._upMillis
+      _cost = source._cost
+      _routesLearned = source._routesLearned
+      _routesSent = source._routesSent
+      _rttMicros = source._rttMicros
+      _bytesOut = source._bytesOut
+      _bytesIn = source._bytesIn
+      _outBytesPerS = source._outBytesPerS
+      _inBytesPerS = source._inBytesPerS
+      _messagesOut = source._messagesOut
+      _messagesIn = source._messagesIn
+      _stripes = source._stripes
+      _stripesWanted = source._stripesWanted
+      _congestionControl = source._congestionControl
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.cluster) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
-      case 3: try { try decoder.decodeSingularBoolField(value: &self.dialed) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.upMillis) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.cost) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.routesLearned) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.routesSent) }()
-      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.rttMicros) }()
-      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.bytesOut) }()
-      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.bytesIn) }()
-      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.outBytesPerS) }()
-      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.inBytesPerS) }()
-      case 13: try { try decoder.decodeSingularUInt64Field(value: &self.messagesOut) }()
-      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.messagesIn) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._cluster) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._address) }()
+        case 3: try { try decoder.decodeSingularBoolField(value: &_storage._dialed) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._upMillis) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._cost) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._routesLearned) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._routesSent) }()
+        case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._rttMicros) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._bytesOut) }()
+        case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._bytesIn) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._outBytesPerS) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._inBytesPerS) }()
+        case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._messagesOut) }()
+        case 14: try { try decoder.decodeSingularUInt64Field(value: &_storage._messagesIn) }()
+        case 15: try { try decoder.decodeSingularUInt32Field(value: &_storage._stripes) }()
+        case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._stripesWanted) }()
+        case 17: try { try decoder.decodeSingularStringField(value: &_storage._congestionControl) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.cluster.isEmpty {
-      try visitor.visitSingularStringField(value: self.cluster, fieldNumber: 1)
-    }
-    if !self.address.isEmpty {
-      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
-    }
-    if self.dialed != false {
-      try visitor.visitSingularBoolField(value: self.dialed, fieldNumber: 3)
-    }
-    if self.upMillis != 0 {
-      try visitor.visitSingularUInt64Field(value: self.upMillis, fieldNumber: 4)
-    }
-    if self.cost != 0 {
-      try visitor.visitSingularUInt64Field(value: self.cost, fieldNumber: 5)
-    }
-    if self.routesLearned != 0 {
-      try visitor.visitSingularUInt64Field(value: self.routesLearned, fieldNumber: 6)
-    }
-    if self.routesSent != 0 {
-      try visitor.visitSingularUInt64Field(value: self.routesSent, fieldNumber: 7)
-    }
-    if self.rttMicros != 0 {
-      try visitor.visitSingularUInt64Field(value: self.rttMicros, fieldNumber: 8)
-    }
-    if self.bytesOut != 0 {
-      try visitor.visitSingularUInt64Field(value: self.bytesOut, fieldNumber: 9)
-    }
-    if self.bytesIn != 0 {
-      try visitor.visitSingularUInt64Field(value: self.bytesIn, fieldNumber: 10)
-    }
-    if self.outBytesPerS != 0 {
-      try visitor.visitSingularUInt64Field(value: self.outBytesPerS, fieldNumber: 11)
-    }
-    if self.inBytesPerS != 0 {
-      try visitor.visitSingularUInt64Field(value: self.inBytesPerS, fieldNumber: 12)
-    }
-    if self.messagesOut != 0 {
-      try visitor.visitSingularUInt64Field(value: self.messagesOut, fieldNumber: 13)
-    }
-    if self.messagesIn != 0 {
-      try visitor.visitSingularUInt64Field(value: self.messagesIn, fieldNumber: 14)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._cluster.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._cluster, fieldNumber: 1)
+      }
+      if !_storage._address.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._address, fieldNumber: 2)
+      }
+      if _storage._dialed != false {
+        try visitor.visitSingularBoolField(value: _storage._dialed, fieldNumber: 3)
+      }
+      if _storage._upMillis != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._upMillis, fieldNumber: 4)
+      }
+      if _storage._cost != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._cost, fieldNumber: 5)
+      }
+      if _storage._routesLearned != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._routesLearned, fieldNumber: 6)
+      }
+      if _storage._routesSent != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._routesSent, fieldNumber: 7)
+      }
+      if _storage._rttMicros != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._rttMicros, fieldNumber: 8)
+      }
+      if _storage._bytesOut != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._bytesOut, fieldNumber: 9)
+      }
+      if _storage._bytesIn != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._bytesIn, fieldNumber: 10)
+      }
+      if _storage._outBytesPerS != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._outBytesPerS, fieldNumber: 11)
+      }
+      if _storage._inBytesPerS != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._inBytesPerS, fieldNumber: 12)
+      }
+      if _storage._messagesOut != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._messagesOut, fieldNumber: 13)
+      }
+      if _storage._messagesIn != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._messagesIn, fieldNumber: 14)
+      }
+      if _storage._stripes != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._stripes, fieldNumber: 15)
+      }
+      if _storage._stripesWanted != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._stripesWanted, fieldNumber: 16)
+      }
+      if !_storage._congestionControl.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._congestionControl, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Freight_Wire_V1_GatewayLinkStatus, rhs: Freight_Wire_V1_GatewayLinkStatus) -> Bool {
-    if lhs.cluster != rhs.cluster {return false}
-    if lhs.address != rhs.address {return false}
-    if lhs.dialed != rhs.dialed {return false}
-    if lhs.upMillis != rhs.upMillis {return false}
-    if lhs.cost != rhs.cost {return false}
-    if lhs.routesLearned != rhs.routesLearned {return false}
-    if lhs.routesSent != rhs.routesSent {return false}
-    if lhs.rttMicros != rhs.rttMicros {return false}
-    if lhs.bytesOut != rhs.bytesOut {return false}
-    if lhs.bytesIn != rhs.bytesIn {return false}
-    if lhs.outBytesPerS != rhs.outBytesPerS {return false}
-    if lhs.inBytesPerS != rhs.inBytesPerS {return false}
-    if lhs.messagesOut != rhs.messagesOut {return false}
-    if lhs.messagesIn != rhs.messagesIn {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._cluster != rhs_storage._cluster {return false}
+        if _storage._address != rhs_storage._address {return false}
+        if _storage._dialed != rhs_storage._dialed {return false}
+        if _storage._upMillis != rhs_storage._upMillis {return false}
+        if _storage._cost != rhs_storage._cost {return false}
+        if _storage._routesLearned != rhs_storage._routesLearned {return false}
+        if _storage._routesSent != rhs_storage._routesSent {return false}
+        if _storage._rttMicros != rhs_storage._rttMicros {return false}
+        if _storage._bytesOut != rhs_storage._bytesOut {return false}
+        if _storage._bytesIn != rhs_storage._bytesIn {return false}
+        if _storage._outBytesPerS != rhs_storage._outBytesPerS {return false}
+        if _storage._inBytesPerS != rhs_storage._inBytesPerS {return false}
+        if _storage._messagesOut != rhs_storage._messagesOut {return false}
+        if _storage._messagesIn != rhs_storage._messagesIn {return false}
+        if _storage._stripes != rhs_storage._stripes {return false}
+        if _storage._stripesWanted != rhs_storage._stripesWanted {return false}
+        if _storage._congestionControl != rhs_storage._congestionControl {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
