@@ -159,7 +159,7 @@ let package = Package(
             name: "freight",
             dependencies: [
                 "FreightCore", "FreightNode", "FreightClient", "FreightWire", "FreightTransport", "FreightTesting",
-                "FreightGRPC", "FreightEtcd", "FreightRouting", "FreightSecurity",
+                "FreightGRPC", "FreightEtcd", "FreightRouting", "FreightSecurity", "FreightWAN",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -36,7 +36,12 @@ extension ClientCore {
         }
         // A body lent from one shared buffer is held by no node and costs this app no memory: take it whole.
         let window =
-            open.shared && shared != nil ? max(header.length, 1) : UInt64(max(windowBytes, 2 * Int(header.chunkBytes)))
+            open.shared && shared != nil
+            ? max(header.length, 1)
+            // A message across a WAN link: at least the window its gateway asked for (docs/wan.md, "Windows").
+            : max(
+                UInt64(max(windowBytes, 2 * Int(header.chunkBytes))),
+                min(open.windowHint, UInt64(Limits.windowHintMax)))
         let (stream, continuation) = AsyncThrowingStream<BodyChunk, any Error>.makeStream()
         let notes = MessageNotes()
         incoming[header.id] = Incoming(

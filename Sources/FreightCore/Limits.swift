@@ -22,6 +22,8 @@ public enum Limits {
     /// Bounds on a receiver's window.
     public static let windowBytesMin = 64 * 1024
     public static let windowBytesMax = 1024 * 1024 * 1024
+    /// The most a gateway's window hint raises the window of the nodes and apps after it (docs/wan.md, "Windows").
+    public static let windowHintMax = 256 * 1024 * 1024
     /// Memory a node commits to messages in flight; each message reserves its window.
     public static let nodeMemoryBudgetDefault = 1024 * 1024 * 1024
     /// Endpoints one `resolve` reply lists (it says when more matched).

@@ -93,12 +93,16 @@ public struct Flow: Sendable {
     /// Nodes the message has passed, this one last.
     public let path: [String]
     /// Bytes this flow holds of the node's memory budget.
-    public let reservedBytes: Int
-    /// Most credit granted upstream beyond what every branch acknowledged: the node's window, or the whole length
-    /// for a shared-buffer message between apps of one node, whose bytes no node holds.
-    public let windowBytes: UInt64
+    public internal(set) var reservedBytes: Int
+    /// Most credit granted upstream beyond what every branch acknowledged: the node's window (or more, for a message
+    /// that crossed a WAN link: ``windowHint``), or the whole length for a shared-buffer message between apps of one
+    /// node, whose bytes no node holds.
+    public internal(set) var windowBytes: UInt64
     /// Receivers are told the body comes from one shared buffer (OPEN's `shared`).
     public let shared: Bool
+    /// The window a gateway asked of every node and app after it (OPEN's `window_hint`, docs/wan.md): passed on in
+    /// the OPENs this node sends.
+    public internal(set) var windowHint: UInt64 = 0
     /// Credit and acknowledgement granted upstream so far.
     public internal(set) var upstreamCredit: UInt64 = 0
     public internal(set) var upstreamAcked: UInt64 = 0

@@ -140,7 +140,7 @@ public struct FlowTable: Sendable {
             let planned = try plan(header) { load[$0, default: 0] }
             return try start(
                 header: header, upstream: port, plan: planned, path: open.path + [name], rerouted: rerouted,
-                actions: &actions)
+                windowHint: min(open.windowHint, UInt64(Limits.windowHintMax)), actions: &actions)
         } catch {
             failed += 1
             actions.append(.send(.abort(id, error), to: port))
@@ -178,7 +178,7 @@ public struct FlowTable: Sendable {
 
     private mutating func start(
         header: Freight_Wire_V1_MessageHeader, upstream: FlowPort, plan: Plan, path: [String], rerouted: Bool,
-        actions: inout [FlowAction]
+        windowHint: UInt64 = 0, actions: inout [FlowAction]
     ) throws(FreightError) -> Flow {
         guard messages(from: upstream) < Limits.messagesPerConnectionMax else {
             throw FreightError(
@@ -188,7 +188,7 @@ public struct FlowTable: Sendable {
         }
         // Every message reserves at least the smallest chunk, so the budget also bounds how many are open. A
         // shared-buffer message between apps of this node holds no bytes here: only its regions are lent.
-        let window = plan.shared ? max(header.length, 1) : UInt64(configuration.windowBytes)
+        let window = plan.shared ? max(header.length, 1) : max(UInt64(configuration.windowBytes), windowHint)
         let reserve =
             plan.shared ? Limits.chunkBytesMin : Int(min(max(header.length, UInt64(Limits.chunkBytesMin)), window))
         guard reservedBytes + reserve <= configuration.memoryBudgetBytes else {
@@ -209,6 +209,7 @@ public struct FlowTable: Sendable {
             id: header.id, header: header, upstream: upstream, branches: plan.branches, path: path,
             reservedBytes: reserve, windowBytes: window, shared: plan.shared, upstreamResends: plan.upstreamResends)
         flow.upstreamProgressNanos = nowNanos
+        flow.windowHint = windowHint
         if rerouted { flow.gate = .awaitingOffset }
         for index in flow.branches.indices { flow.branches[index].progressNanos = nowNanos }
         reservedBytes += reserve
@@ -225,6 +226,28 @@ public struct FlowTable: Sendable {
         return flow
     }
 
+    /// Widens message `id`'s window to `window` bytes (a gateway sends it across a WAN link whose round trip needs
+    /// more than the node's window: docs/wan.md, "Windows"), reserving the difference of the memory budget; a flow
+    /// the budget or its party's share cannot widen keeps its window. Returns the window it has.
+    @discardableResult
+    public mutating func widen(_ id: UInt64, window: UInt64) -> UInt64? {
+        guard var flow = flows[id] else { return nil }
+        guard !flow.shared, window > flow.windowBytes else { return flow.windowBytes }
+        let reserve = Int(min(max(flow.length, UInt64(Limits.chunkBytesMin)), window))
+        let more = max(0, reserve - flow.reservedBytes)
+        let party = Party(upstream: flow.upstream, header: flow.header)
+        guard reservedBytes + more <= configuration.memoryBudgetBytes,
+            reserved(by: party) + more <= configuration.partyShareBytes
+        else { return flow.windowBytes }
+        reservedBytes += more
+        reservedByParty[party, default: 0] += more
+        flow.reservedBytes += more
+        flow.windowBytes = window
+        flow.windowHint = max(flow.windowHint, window)
+        flows[id] = flow
+        return window
+    }
+
     /// The OPEN that tells `branch` of `flow` (with `resume`: the message resumes after a broken link).
     static func openFrame(_ flow: Flow, _ branch: Flow.Branch, resume: Bool = false) -> Freight_Wire_V1_Open {
         var open = Freight_Wire_V1_Open()
@@ -232,6 +255,7 @@ public struct FlowTable: Sendable {
         open.path = flow.path
         open.shared = flow.shared
         open.resume = resume
+        open.windowHint = flow.windowHint
         open.targets = branch.targets.map { key in
             var ref = Freight_Wire_V1_EndpointRef()
             ref.node = key.node

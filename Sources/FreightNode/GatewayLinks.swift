@@ -54,6 +54,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         /// The ping in flight (our clock when sent), and the smoothed round-trip time in nanoseconds.
         var pingSent: UInt64?
         var rtt: UInt64?
+        /// The smallest round trip sampled: the path's own, without the queues that data in flight adds.
+        var minRTT: UInt64?
         /// The port that messages from the peer enter this node's flow table through, once the link is up.
         var ingress: GatewayIngress?
         /// Messages this gateway sent on the link (it is their egress): their ACK, DONE and ABORT come back on it.
@@ -434,7 +436,17 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         }
     }
 
-    // MARK: stripes (docs/wan.md)
+    // MARK: windows and stripes (docs/wan.md)
+
+    /// The window a message needs across link `id` when it is of the WAN class: twice its bandwidth-delay product
+    /// (the best rate it showed, or the planner's assumption until then, times its smallest round trip), at most
+    /// `Limits.windowHintMax`. Nil inside a site, where the node's window is enough.
+    func windowHint(_ id: Int) -> UInt64? {
+        guard let link = links[id], link.planner?.linkClass == .wan, let rtt = link.minRTT else { return nil }
+        let rate = max(link.capacity ?? 0, StripePlanner.assumedBytesPerSecond)
+        let bdp = Double(rate) * Double(rtt) / 1e9
+        return min(UInt64(Limits.windowHintMax), UInt64(2 * bdp))
+    }
 
     /// The link's connection with the fewest body bytes waiting (the one that will have sent a new chunk first).
     func dataConnection(_ id: Int) -> FrameConnection? {
@@ -564,6 +576,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             let sample = now &- routes.pong
             let rtt = link.rtt.map { ($0 * 4 + sample) / 5 } ?? sample
             link.rtt = rtt
+            link.minRTT = min(link.minRTT ?? sample, sample)
             link.pingSent = nil
             if link.planner == nil {
                 // The first sample of the round trip sets the link's class, and its first count of stripes.

@@ -130,6 +130,10 @@ extension GatewayLinks {
             out.path = ClusterPath.qualified(open.path, in: cluster)
             out.destinations = destinations.keys.sorted().map { destinations[$0]! }
             out.resume = open.resume
+            // Across a WAN the window must cover the round trip: this node's own, and every one after it.
+            if let hint = windowHint(port.link), hint > open.windowHint {
+                out.windowHint = engine.flowTable.widen(id, window: hint) ?? open.windowHint
+            }
             links[port.link]!.egressMessages.insert(id)
             link.connection.send(.open(out))
             logger.debug(

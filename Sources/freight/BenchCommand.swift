@@ -7,6 +7,7 @@ import FreightEtcd
 import FreightGRPC
 import FreightTesting
 import FreightTransport
+import FreightWAN
 import GRPCCore
 import Logging
 import NIOCore
@@ -24,7 +25,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("paths"),
         help:
-            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), gateway (node to node across a gateway link of two clusters, mutual TLS 1.3, against plain TCP and swift-nio-ssl alone), directory (resolving in an index of --endpoints)."
+            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), gateway (node to node across a gateway link of two clusters, mutual TLS 1.3, against plain TCP and swift-nio-ssl alone), wan (app to app across gateways of two clusters over an emulated WAN per --wan, against iperf3 through the same link; root, iperf3 and freight-wan), directory (resolving in an index of --endpoints)."
     )
     var paths = "node,app"
     @Option(name: .customLong("total"), help: "Bytes sent per measurement (at least one message).")
@@ -45,6 +46,12 @@ struct BenchCommand: AsyncParsableCommand {
             "How links between the nodes prove themselves, comma-separated to compare in one run: none (plain TCP), authenticated (mutual TLS, then plain), encrypted (mutual TLS throughout)."
     )
     var linkSecurity = "none"
+    @Option(
+        name: .customLong("wan"),
+        help: ArgumentHelp(
+            "WAN links for --paths wan, separated by ';', each freight-wan settings (rate=1gbit rtt=50ms loss=0.1%).",
+            valueName: "settings"))
+    var wan = "rate=1gbit rtt=50ms;rate=1gbit rtt=50ms loss=0.1%;rate=1gbit rtt=200ms"
     @Option(name: .customLong("endpoints"), help: "Endpoints in the index for --paths directory.")
     var endpoints = 1_000_000
     @OptionGroup var output: OutputOptions
@@ -71,12 +78,12 @@ struct BenchCommand: AsyncParsableCommand {
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             let windowBytes = Int(try ByteCount.parse(window))
             for path in pathList
-            where !["node", "app", "socket", "local", "shm", "grpc", "gateway", "directory"].contains(path) {
+            where !["node", "app", "socket", "local", "shm", "grpc", "gateway", "wan", "directory"].contains(path) {
                 throw FreightError(
                     .invalidArgument,
-                    "unknown path '\(path)': use node, app, socket, local, shm, grpc, gateway or directory")
+                    "unknown path '\(path)': use node, app, socket, local, shm, grpc, gateway, wan or directory")
             }
-            if !output.json && pathList.contains(where: { $0 != "directory" }) {
+            if !output.json && pathList.contains(where: { $0 != "directory" && $0 != "wan" }) {
                 printLine("path       size      messages  MB/s      CPU s/GiB")
             }
             let securities = try linkSecurity.split(separator: ",").map { text throws(FreightError) in
@@ -90,6 +97,10 @@ struct BenchCommand: AsyncParsableCommand {
             for path in pathList {
                 if path == "directory" {
                     try directoryBench(count: endpoints)
+                    continue
+                }
+                if path == "wan" {
+                    try await wanBench(sizes: sizeList)
                     continue
                 }
                 if path == "gateway" {
@@ -271,6 +282,50 @@ struct BenchCommand: AsyncParsableCommand {
         }
         await chain.stop()
         await plain.stop()
+    }
+
+    /// App to app across gateways of two clusters over an emulated WAN (docs/wan.md), for each link of `--wan`:
+    /// the message (each of `sizes`), then iperf3 with 8 streams for as many bytes and with one stream for 8 s,
+    /// through the same link in the same run.
+    func wanBench(sizes: [Int64]) async throws {
+        if !output.json {
+            printLine(
+                "link                                 size      freight    iperf3 -P 8  iperf3 -P 1  vs link  vs -P 8  wire   stripes"
+            )
+        }
+        for link in wan.split(separator: ";").map({ $0.split(separator: " ").map(String.init) }) {
+            var parsed = WANSettings()
+            try parsed.apply(link)
+            let rate = parsed.bitsPerSecond
+            for size in sizes {
+                let result = try await WANBench.measure(settings: link, size: size, window: window)
+                if output.json {
+                    printJSON([
+                        "path": "wan", "link": link.joined(separator: " "), "size": size,
+                        "freight_bits_per_s": result.freight, "iperf3_streams": result.streams,
+                        "iperf3_bits_per_s": result.iperfMany, "iperf3_one_stream_bits_per_s": result.iperfOne,
+                        "wire_ratio": result.wireRatio, "stripes": result.stripes,
+                    ])
+                } else {
+                    let vsLink = rate > 0 ? result.freight / Double(rate) * 100 : nil
+                    printLine(
+                        [
+                            link.joined(separator: " ").padding(toLength: 36, withPad: " ", startingAt: 0),
+                            ByteCount.format(size).padding(toLength: 9, withPad: " ", startingAt: 0),
+                            "\(Int(result.freight / 1e6)) Mbit/s".padding(toLength: 10, withPad: " ", startingAt: 0),
+                            "\(Int(result.iperfMany / 1e6)) Mbit/s".padding(toLength: 12, withPad: " ", startingAt: 0),
+                            "\(Int(result.iperfOne / 1e6)) Mbit/s".padding(toLength: 12, withPad: " ", startingAt: 0),
+                            (vsLink.map { "\($0.formatted(decimals: 0))%" } ?? "-").padding(
+                                toLength: 8, withPad: " ", startingAt: 0),
+                            "\((result.freight / result.iperfMany * 100).formatted(decimals: 0))%".padding(
+                                toLength: 8, withPad: " ", startingAt: 0),
+                            "\(result.wireRatio.formatted(decimals: 3))x".padding(
+                                toLength: 7, withPad: " ", startingAt: 0),
+                            "\(result.stripes)",
+                        ].joined(separator: " "))
+                }
+            }
+        }
     }
 
     /// An app on n1 sends to an app on n2: app → n1 → n2 → app, over the nodes' Unix sockets and one TCP hop.

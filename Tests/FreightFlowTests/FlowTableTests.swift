@@ -94,6 +94,46 @@ import Testing
         #expect(Self.acks(actions, to: Self.app).last.map { [$0.acked, $0.credit] } == [1 << 20, 5 << 20])
     }
 
+    /// Across a WAN (docs/wan.md, "Windows"): an OPEN's window hint raises the node's window for that message and is
+    /// passed on to its branches; a gateway widens a message it sends across such a link within the budget, and a
+    /// hint the budget cannot cover leaves the window as it was.
+    @Test func aWindowHintWidensTheWindowWithinTheBudget() {
+        var table = Self.table(window: 4 << 20, budget: 64 << 20)
+        var actions: [FlowAction] = []
+        var hinted = Self.open(id: 5, length: 100 * Self.mebibyte)
+        hinted.windowHint = 16 << 20
+        table.open(hinted, from: Self.peer, actions: &actions) { header, _ in
+            FlowTable.Plan(branches: [Flow.Branch(port: Self.receiver, targets: [EndpointKey(node: "n1", id: 9)])])
+        }
+        #expect(table.reservedBytes == 16 << 20)
+        let opens = Self.sent(actions).compactMap { if case .open(let open) = $0.0 { open } else { nil } }
+        #expect(opens.map(\.windowHint) == [16 << 20], "passed on to the receiver")
+        actions = []
+        table.ack(ackFrame(5, acked: 0, credit: 64 << 20), from: Self.receiver, actions: &actions)
+        #expect(Self.acks(actions, to: Self.peer).map(\.credit) == [16 << 20])
+
+        // A message from an app, widened as its gateway sends it across the WAN.
+        actions = []
+        table.open(Self.open(id: 6, length: 100 * Self.mebibyte), from: Self.app, actions: &actions) {
+            Self.twoBranches($0, $1)
+        }
+        #expect(table.widen(6, window: 24 << 20) == 24 << 20)
+        #expect(table.reservedBytes == 40 << 20)
+        // Past the budget (64 MiB): the window stays.
+        #expect(table.widen(6, window: 64 << 20) == 24 << 20)
+        #expect(table.reservedBytes == 40 << 20)
+        actions = []
+        table.ack(ackFrame(6, acked: 0, credit: 64 << 20), from: Self.peer, actions: &actions)
+        table.ack(ackFrame(6, acked: 0, credit: 64 << 20), from: Self.receiver, actions: &actions)
+        #expect(Self.acks(actions, to: Self.app).last?.credit == 24 << 20)
+        // Both end: the budget is whole again.
+        actions = []
+        table.done(Self.done(5), from: Self.receiver, actions: &actions)
+        table.done(Self.done(6), from: Self.peer, actions: &actions)
+        table.done(Self.done(6), from: Self.receiver, actions: &actions)
+        #expect(table.reservedBytes == 0)
+    }
+
     /// Every way a branch can fail takes one path: upstream hears the new minimum over the branches left (here the
     /// app's progress), and the message ends with the failed branch listed with the offset it reached.
     @Test(arguments: ["abort", "portGone", "failBranch"])

@@ -209,6 +209,14 @@ public nonisolated struct Freight_Wire_V1_Open: @unchecked Sendable {
     set {_uniqueStorage()._destinations = newValue}
   }
 
+  /// Set by the gateway that sends the message across a WAN link: the path's bandwidth-delay product, doubled. Every
+  /// node and app after it takes a window of at least this (up to its own cap), so that the credit a receiver
+  /// grants can cover the round trip of the WAN (docs/wan.md, "Windows"). 0: none.
+  public var windowHint: UInt64 {
+    get {_storage._windowHint}
+    set {_uniqueStorage()._windowHint = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1431,7 +1439,7 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
 
 nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Open"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0\u{1}resume\0\u{3}resumed_at\0\u{2}\u{2}destinations\0\u{c}\u{7}\u{1}\u{c}\u{9}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0\u{1}resume\0\u{3}resumed_at\0\u{2}\u{2}destinations\0\u{4}\u{2}window_hint\0\u{c}\u{7}\u{1}\u{c}\u{9}\u{1}")
 
   fileprivate class _StorageClass {
     var _header: Freight_Wire_V1_MessageHeader? = nil
@@ -1441,6 +1449,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
     var _resume: Bool = false
     var _resumedAt: UInt64 = 0
     var _destinations: [Freight_Wire_V1_Destination] = []
+    var _windowHint: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1458,6 +1467,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
       _resume = source._resume
       _resumedAt = source._resumedAt
       _destinations = source._destinations
+      _windowHint = source._windowHint
     }
   }
 
@@ -1483,6 +1493,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
         case 5: try { try decoder.decodeSingularBoolField(value: &_storage._resume) }()
         case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._resumedAt) }()
         case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._destinations) }()
+        case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._windowHint) }()
         default: break
         }
       }
@@ -1516,6 +1527,9 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
       if !_storage._destinations.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._destinations, fieldNumber: 8)
       }
+      if _storage._windowHint != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._windowHint, fieldNumber: 10)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1532,6 +1546,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._resume != rhs_storage._resume {return false}
         if _storage._resumedAt != rhs_storage._resumedAt {return false}
         if _storage._destinations != rhs_storage._destinations {return false}
+        if _storage._windowHint != rhs_storage._windowHint {return false}
         return true
       }
       if !storagesAreEqual {return false}

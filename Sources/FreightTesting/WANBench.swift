@@ -1,0 +1,105 @@
+import Foundation
+import FreightCore
+
+/// Freight across an emulated WAN against iperf3 through the same link, in one run (docs/wan.md): what
+/// `freight bench --paths wan` prints and the WAN tests check.
+public enum WANBench {
+    public static let iperf3 = "/usr/bin/iperf3"
+
+    public struct Result {
+        public var settings: [String]
+        /// Bits per second: iperf3 with one stream, with `streams` streams, and Freight's message.
+        public var iperfOne: Double
+        public var iperfMany: Double
+        public var streams: Int
+        public var freight: Double
+        /// Bytes that crossed the link a → b while Freight sent, over the message's size.
+        public var wireRatio: Double
+        /// The gateway link's stripes, and its status line as JSON.
+        public var stripes: Int
+        public var link: [String: Any]
+    }
+
+    /// An iperf3 server in b of `lab` on link `link`, until stopped.
+    public static func iperfServer(_ lab: WANLab, link: Int = 0, port: Int = 5201) async throws -> FreightProcess {
+        let server = try lab.process(
+            in: lab.namespaceB, ["-s", "-B", lab.address(link: link, side: 2), "-p", "\(port)", "--forceflush"],
+            executable: iperf3)
+        do {
+            _ = try await server.waitForLine(timeout: .seconds(10)) { $0.contains("Server listening") }
+        } catch {
+            server.stop()
+            throw error
+        }
+        return server
+    }
+
+    /// Runs an iperf3 client in a and returns its JSON report.
+    public static func iperf(_ lab: WANLab, link: Int = 0, port: Int = 5201, _ arguments: [String]) async throws
+        -> [String: Any]
+    {
+        let client = try lab.process(
+            in: lab.namespaceA, ["-c", lab.address(link: link, side: 2), "-p", "\(port)", "-J"] + arguments,
+            executable: iperf3)
+        let status = try await client.waitForExit(timeout: .seconds(180))
+        let text = client.stdoutLines.joined(separator: "\n")
+        guard status == 0, let report = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        else {
+            throw FreightError(.internalError, "iperf3 \(arguments.joined(separator: " ")): \(client.stderr)")
+        }
+        return report
+    }
+
+    /// What the receiving side of an iperf3 report got, in bits per second.
+    public static func receivedBitsPerSecond(_ report: [String: Any]) -> Double {
+        ((report["end"] as? [String: Any])?["sum_received"] as? [String: Any])?["bits_per_second"] as? Double ?? 0
+    }
+
+    /// Sends `size` from an app of a (node `from`) to `address` in b and returns the delivery's JSON line.
+    public static func send(
+        _ address: String, size: String, sites: WANSites, from node: String = "a1", binary: String? = nil
+    ) async throws -> [String: Any] {
+        let sender = try FreightProcess(
+            ["send", address, "--size", size, "--via", sites.a.node(node).socket, "--json"], executable: binary)
+        let status = try await sender.waitForExit(timeout: .seconds(300))
+        guard status == 0, let line = sender.jsonLines.first(where: { $0["event"] as? String == "delivered" }) else {
+            throw FreightError(.internalError, "freight send across the WAN failed: \(sender.stderr)")
+        }
+        return line
+    }
+
+    /// One measurement: a lab with `settings`, gateways a1 and b1 (`binary`, each node and the receiver with
+    /// `window`), a `size` message a → b checked byte by byte, then iperf3 with one stream for `oneStreamSeconds`
+    /// and with `streams` streams for as many bytes as the message.
+    public static func measure(
+        settings: [String], size: Int64, window: String, streams: Int = 8, oneStreamSeconds: Int = 8,
+        binary: String? = nil
+    ) async throws -> Result {
+        let lab = try await WANLab(settings: settings)
+        defer { lab.remove() }
+        let sites = try await WANSites.start(lab: lab, executable: binary, extraArguments: ["--window", window])
+        defer { sites.stop() }
+        try await sites.waitForLinks()
+        let receiver = try await sites.b.receiver(
+            "bench/wan", at: "b1", ["--count", "1", "--check", "--window", window], seenAt: "b1")
+        defer { receiver.stop() }
+        try await sites.waitForRoute("bench/wan")
+        let before = try lab.counters()
+        let delivered = try await send("bench/wan", size: "\(size)", sites: sites, binary: binary)
+        let after = try lab.counters()
+        guard try await receiver.waitForExit(timeout: .seconds(30)) == 0 else {
+            throw FreightError(.internalError, "the receiver in b failed: \(receiver.stderr)")
+        }
+        let status = try await sites.a.status("a1")
+        let link = (status["gateway_links"] as? [[String: Any]])?.first ?? [:]
+        let server = try await iperfServer(lab)
+        defer { server.stop() }
+        let many = receivedBitsPerSecond(try await iperf(lab, ["-n", "\(size)", "-P", "\(streams)"]))
+        let one = receivedBitsPerSecond(try await iperf(lab, ["-t", "\(oneStreamSeconds)"]))
+        return Result(
+            settings: settings, iperfOne: one, iperfMany: many, streams: streams,
+            freight: (delivered["mbps"] as? Double ?? 0) * 8e6,
+            wireRatio: Double(after["bytes_out", default: 0] - before["bytes_out", default: 0]) / Double(size),
+            stripes: link["stripes"] as? Int ?? 0, link: link)
+    }
+}
