@@ -478,7 +478,13 @@ extension ClientCore {
 
     func abortReceived(_ abort: Freight_Wire_V1_Abort) {
         if let transfer = outgoing.removeValue(forKey: abort.messageID) {
-            transfer.fail(abort.error)
+            // Where the message got to: what the receivers acknowledged, as far as the sender heard or the abort says.
+            var error = abort.error
+            let acked = max(abort.ackedOffset, transfer.window.ackedOffset)
+            if transfer.window.nextOffset > 0, !error.message.contains("acknowledged") {
+                error.message += "; \(acked) of \(transfer.window.length) bytes acknowledged"
+            }
+            transfer.fail(error)
         }
         if let message = incoming.removeValue(forKey: abort.messageID) {
             message.continuation.finish(throwing: abort.error)

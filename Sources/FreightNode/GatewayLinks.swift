@@ -87,6 +87,10 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         var ticks = 0
         var busyTicks = 0
         var rotation = 0
+        /// Each connection's drained body bytes at the last tick, and the connections that had bytes waiting and
+        /// drained none since: held up (a retransmission, most likely), they take no new chunk while another can.
+        var drainedAtTick: [ObjectIdentifier: UInt64] = [:]
+        var stalled: Set<ObjectIdentifier> = []
 
         /// Every connection of the link, its first included.
         var connections: [FrameConnection] { [connection] + stripes }
@@ -287,6 +291,15 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         for (id, link) in links where link.up != nil {
             links[id]!.ticks += 1
             if link.connections.allSatisfy({ $0.pendingBytes > 0 }) { links[id]!.busyTicks += 1 }
+            var stalled: Set<ObjectIdentifier> = []
+            for connection in link.connections {
+                let key = ObjectIdentifier(connection)
+                if connection.pendingBytes > 0, link.drainedAtTick[key] == connection.drainedBytes {
+                    stalled.insert(key)
+                }
+                links[id]!.drainedAtTick[key] = connection.drainedBytes
+            }
+            links[id]!.stalled = stalled
         }
         measureRates()
         table.tick(now: now, into: &actions)
@@ -453,8 +466,11 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         guard var link = links[id] else { return nil }
         let all = link.connections
         link.rotation = (link.rotation + 1) % all.count
-        var best = all[link.rotation]
-        for connection in all where connection.pendingBytes < best.pendingBytes { best = connection }
+        // The one that will have sent a new chunk first: the fewest bytes waiting, among those not held up.
+        let moving = all.filter { !link.stalled.contains(ObjectIdentifier($0)) }
+        let candidates = moving.isEmpty ? all : moving
+        var best = candidates[link.rotation % candidates.count]
+        for connection in candidates where connection.pendingBytes < best.pendingBytes { best = connection }
         links[id]!.rotation = link.rotation
         return best
     }

@@ -288,7 +288,10 @@ import Testing
             try await Task.sleep(for: .milliseconds(200))
         }
         print("slow receiver: a2 sent, c2 received (MiB): \(samples.map { "\($0.sent >> 20)/\($0.received >> 20)" })")
-        #expect(samples.allSatisfy { $0.sent < 256 << 20 }, "the sender waits for the receiver")
+        // While the receiver has more than a window and a half to go, the sender has not finished: it waits. (Beside
+        // the whole test run the samples, each a status call, can be a second apart, and the receiver near its end.)
+        let early = samples.filter { $0.received < 200 << 20 }
+        #expect(!early.isEmpty && early.allSatisfy { $0.sent < 256 << 20 }, "the sender waits for the receiver")
         #expect(samples.allSatisfy { $0.sent - $0.received <= 48 << 20 }, "at most a window ahead")
         #expect(try await send.waitForExit(timeout: .seconds(60)) == 0, "\(send.stderr)")
         #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "\(receiver.stderr)")

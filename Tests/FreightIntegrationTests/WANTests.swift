@@ -84,4 +84,82 @@ import Testing
         #expect(result.stripes >= 2, "\(result.link)")
         #expect(result.wireRatio < 1.05)
     }
+
+    /// The WAN cut at half of a 1 GiB message and restored 2 s later: the message goes on from where it was, arrives
+    /// whole (checked byte by byte), and the link carried at most 1.05 times the message.
+    @Test func aMessageGoesOnAfterTheWANIsCutAndRestored() async throws {
+        let binary = try #require(
+            ProcessCluster.releaseBinary, "build the release node first: swift build -c release --product freight")
+        let lab = try await WANLab(settings: ["rate=1gbit", "rtt=50ms"])
+        defer { lab.remove() }
+        let sites = try await WANSites.start(lab: lab, executable: binary)
+        defer { sites.stop() }
+        try await sites.waitForLinks()
+        let receiver = try await sites.b.receiver("ckpt/cut", at: "b1", ["--count", "1", "--check"], seenAt: "b1")
+        defer { receiver.stop() }
+        try await sites.waitForRoute("ckpt/cut")
+        let size: UInt64 = 1 << 30
+        let before = try lab.counters()["bytes_out", default: 0]
+        let sender = try FreightProcess(
+            ["send", "ckpt/cut", "--size", "1GiB", "--via", sites.a.node("a1").socket, "--json"], executable: binary)
+        defer { sender.stop() }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try lab.counters()["bytes_out", default: 0] - before < size / 2 {
+            #expect(ContinuousClock.now < deadline && sender.isRunning, "half the message never crossed")
+            guard ContinuousClock.now < deadline, sender.isRunning else { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try lab.control("cut")
+        try await Task.sleep(for: .seconds(2))
+        try lab.control("restore")
+        #expect(try await sender.waitForExit(timeout: .seconds(120)) == 0, "send: \(sender.stderr)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "receiver: \(receiver.stderr)")
+        let wire = try lab.counters()["bytes_out", default: 0] - before
+        let delivered = sender.jsonLines.first { $0["event"] as? String == "delivered" } ?? [:]
+        print("WAN cut for 2 s at half of 1 GiB: wire \(Double(wire) / Double(size))x; delivery \(delivered)")
+        #expect(Double(wire) <= 1.05 * Double(size), "the link carried \(wire) bytes for a message of \(size)")
+    }
+
+    /// The WAN cut for good mid-message, with no other way between the clusters: past the resume hold time both
+    /// sides fail the message with the offset it reached, and neither gateway holds any of its memory.
+    @Test func aMessageCutForGoodFailsOnBothSidesAndFreesItsMemory() async throws {
+        let binary = try #require(
+            ProcessCluster.releaseBinary, "build the release node first: swift build -c release --product freight")
+        let lab = try await WANLab(settings: ["rate=1gbit", "rtt=50ms"])
+        defer { lab.remove() }
+        let sites = try await WANSites.start(lab: lab, executable: binary, extraArguments: ["--resume-hold", "3"])
+        defer { sites.stop() }
+        try await sites.waitForLinks()
+        let receiver = try await sites.b.receiver("ckpt/gone", at: "b1", ["--count", "1"], seenAt: "b1")
+        defer { receiver.stop() }
+        try await sites.waitForRoute("ckpt/gone")
+        let before = try lab.counters()["bytes_out", default: 0]
+        let sender = try FreightProcess(
+            ["send", "ckpt/gone", "--size", "1GiB", "--via", sites.a.node("a1").socket, "--json"], executable: binary)
+        defer { sender.stop() }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try lab.counters()["bytes_out", default: 0] - before < 256 << 20 {
+            guard ContinuousClock.now < deadline, sender.isRunning else {
+                Issue.record("a quarter of the message never crossed: \(sender.stderr)")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try lab.control("cut")
+        let cutAt = ContinuousClock.now
+        #expect(try await sender.waitForExit(timeout: .seconds(90)) != 0)
+        #expect(try await receiver.waitForExit(timeout: .seconds(60)) != 0)
+        let waited = ContinuousClock.now - cutAt
+        print(
+            "WAN cut for good: sender: \(sender.stderr.suffix(300)); receiver: \(receiver.stdoutLines.suffix(2)); after \(waited)"
+        )
+        #expect(sender.stderr.contains("acknowledged") || sender.stderr.contains("acked"), "\(sender.stderr)")
+        #expect(
+            receiver.jsonLines.contains { $0["event"] as? String == "failed" }, "\(receiver.stdoutLines.suffix(3))")
+        for (cluster, node) in [(sites.a, "a1"), (sites.b, "b1")] {
+            let status = try await cluster.status(node)
+            #expect(status["memory_reserved_bytes"] as? Int == 0, "\(node): \(status["memory_reserved_bytes"] ?? "?")")
+            #expect(status["messages_in_flight"] as? Int == 0, "\(node): \(status["messages_in_flight"] ?? "?")")
+        }
+    }
 }
