@@ -14,14 +14,33 @@ import NIOSSL
 public struct GatewayConfiguration: Sendable {
     public var listen: NodeAddress
     public var peers: [NodeAddress]
+    /// The name each peer's TLS handshake is to carry (SNI), nil for none, in the order of `peers`: a proxy in front
+    /// of several gateways on one address routes each connection by it (docs/wan.md, "Behind Envoy").
+    public var serverNames: [String?]
     public var filters: RouteFilters
     public var security: GatewaySecurity
 
-    public init(listen: NodeAddress, peers: [NodeAddress], filters: RouteFilters, security: GatewaySecurity) {
+    public init(
+        listen: NodeAddress, peers: [NodeAddress], serverNames: [String?] = [], filters: RouteFilters,
+        security: GatewaySecurity
+    ) {
         self.listen = listen
         self.peers = peers
+        self.serverNames = serverNames
         self.filters = filters
         self.security = security
+    }
+
+    /// A name that may go in SNI: DNS labels of letters, digits and hyphens, dot-separated, not an IP address.
+    public static func isServerName(_ text: String) -> Bool {
+        let labels = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard text.utf8.count <= 253, !labels.isEmpty, !labels.allSatisfy({ $0.allSatisfy(\.isNumber) }) else {
+            return false
+        }
+        return labels.allSatisfy { label in
+            (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        }
     }
 }
 
@@ -34,6 +53,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     /// Accepted links from one source address that have not said HELLO yet: strangers on one address cannot hold
     /// the slots that gateways of other clusters need.
     static let handshakesPerSourceMax = 8
+    /// Further stripes of one link dialed at once.
+    static let stripesDialedAtOnce = 4
     static let tickInterval = TimeAmount.milliseconds(100)
     static let redialInterval = TimeAmount.seconds(1)
     /// Body bytes a gateway link hands its TLS handler at most per flush (``FrameConnection/flushBytesMax``).
@@ -204,7 +225,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         }
         let remote = address ?? channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
         let logger = self.logger
-        let tls = try configuration.security.tlsHandler(accepted: !dialed) { result in
+        let serverName = dialed ? address.flatMap { Self.peer($0).serverName } : nil
+        let tls = try configuration.security.tlsHandler(accepted: !dialed, serverName: serverName) { result in
             if case .failure(let refusal) = result {
                 logger.warning("refusing gateway link \(dialed ? "to" : "from") \(remote): \(refusal)")
             }
@@ -239,9 +261,14 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
 
     // MARK: dialing and the timer
 
-    private func dial(_ address: NodeAddress) {
+    /// A dialed peer as its link names it, `[NAME@]HOST:PORT`: the name its handshake carries (SNI), and where.
+    static func peer(_ text: String) -> (serverName: String?, address: String) {
+        let parts = text.split(separator: "@", maxSplits: 1).map(String.init)
+        return parts.count == 2 ? (parts[0], parts[1]) : (nil, text)
+    }
+
+    private func dial(_ address: NodeAddress, as text: String) {
         guard case .tcp(let host, let port) = address else { return }
-        let text = "\(address)"
         dialing.insert(text)
         logger.debug("dialing gateway \(text)")
         var bootstrap = ClientBootstrap(group: loop).connectTimeout(.seconds(Limits.dialTimeoutSeconds))
@@ -282,7 +309,11 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     /// Dials peers not linked, closes links that never said HELLO, feeds the table the cluster's patterns when
     /// they changed, and carries out what the table decided.
     private func tick() {
-        for peer in configuration.peers where !dialing.contains("\(peer)") { dial(peer) }
+        for (index, peer) in configuration.peers.enumerated() {
+            let name = index < configuration.serverNames.count ? configuration.serverNames[index] : nil
+            let text = name.map { "\($0)@\(peer)" } ?? "\(peer)"
+            if !dialing.contains(text) { dial(peer, as: text) }
+        }
         for (id, link) in links where link.up == nil && NIODeadline.now() - link.opened > .seconds(Self.helloSeconds) {
             logger.warning("closing gateway link \(link.address): no HELLO within \(Self.helloSeconds) s")
             close(id)
@@ -487,7 +518,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             return
         }
         let wanted = min(StripePlanner.stripesMax, max(own, link.peerWanted))
-        let missing = wanted - 1 - link.stripes.count - link.stripesDialing
+        // A few at a time: a proxy in front of the peer shows them all from one address, and a gateway takes at most
+        // `handshakesPerSourceMax` links in handshake from one address. The next go when these are up.
+        let missing = min(wanted - 1 - link.stripes.count, Self.stripesDialedAtOnce) - link.stripesDialing
         for _ in 0..<max(0, missing) { dialStripe(of: id) }
     }
 
@@ -502,7 +535,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
 
     /// Dials one more stripe of link `id`, from this gateway's address to the peer's.
     private func dialStripe(of id: Int) {
-        guard let link = links[id], let address = try? NodeAddress(link.address),
+        guard let link = links[id], let address = try? NodeAddress(Self.peer(link.address).address),
             case .tcp(let host, let port) = address
         else { return }
         let index = link.nextStripe
@@ -545,6 +578,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         linkOf[ObjectIdentifier(stripe.connection)] = parent
         if stripe.stripeOf != nil { links[parent]!.stripesDialing -= 1 }
         links[parent]!.stripes.append(stripe.connection)
+        defer { stripesChanged(parent) }
         if let planner = links[parent]!.planner { Self.tune(stripe.connection, for: planner) }
         logger.debug(
             "gateway link \(links[parent]!.address): stripe up (\(links[parent]!.connections.count) connections)")

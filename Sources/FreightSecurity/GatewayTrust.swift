@@ -136,9 +136,11 @@ public struct GatewaySecurity: Sendable {
     }
 
     /// The TLS handler of one gateway link. `decided` is told the cluster the peer proved, or why it was refused,
-    /// before the handshake ends (a refused peer's handshake fails).
+    /// before the handshake ends (a refused peer's handshake fails). A dialed link with `serverName` names it in its
+    /// handshake (SNI), for a proxy that routes by it; the certificate is checked for its cluster, not that name.
     public func tlsHandler(
-        accepted: Bool, decided: @escaping @Sendable (Result<String, GatewayRefusal>) -> Void
+        accepted: Bool, serverName: String? = nil,
+        decided: @escaping @Sendable (Result<String, GatewayRefusal>) -> Void
     ) throws -> NIOSSLHandler {
         let trust = self.trust
         let callback: NIOSSLCustomVerificationCallback = { certificates, promise in
@@ -152,6 +154,6 @@ public struct GatewaySecurity: Sendable {
         }
         return accepted
             ? NIOSSLServerHandler(context: server, customVerificationCallback: callback)
-            : try NIOSSLClientHandler(context: client, serverHostname: nil, customVerificationCallback: callback)
+            : try NIOSSLClientHandler(context: client, serverHostname: serverName, customVerificationCallback: callback)
     }
 }

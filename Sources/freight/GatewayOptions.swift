@@ -11,7 +11,10 @@ struct GatewayOptions: ParsableArguments {
         help: "HOST:PORT where this node, as a gateway of its cluster, links with gateways of other clusters.")
     var listen: String?
     @Option(
-        name: .customLong("gateway-peer"), help: "HOST:PORT of a gateway of another cluster to link to; repeatable.")
+        name: .customLong("gateway-peer"),
+        help:
+            "[NAME@]HOST:PORT of a gateway of another cluster to link to; repeatable. With NAME the TLS handshake names it (SNI), for a proxy that routes by name to one of several gateways behind one port."
+    )
     var peers: [String] = []
     @Option(
         name: .customLong("export"),
@@ -51,8 +54,22 @@ struct GatewayOptions: ParsableArguments {
         let filters = RouteFilters(
             exports: try exports.map { try AddressPattern($0) },
             imports: imports.isEmpty ? [try AddressPattern("**")] : try imports.map { try AddressPattern($0) })
+        var serverNames: [String?] = []
+        var peerAddresses: [NodeAddress] = []
+        for peer in peers {
+            let parts = peer.split(separator: "@", maxSplits: 1).map(String.init)
+            let target = try address(parts.last ?? peer, "--gateway-peer")
+            if parts.count == 2 {
+                guard GatewayConfiguration.isServerName(parts[0]) else {
+                    throw FreightError(
+                        .invalidArgument, "--gateway-peer \(peer): '\(parts[0])' is not a DNS name to send as SNI")
+                }
+            }
+            serverNames.append(parts.count == 2 ? parts[0] : nil)
+            peerAddresses.append(target)
+        }
         return GatewayConfiguration(
-            listen: try address(listen, "--gateway"), peers: try peers.map { try address($0, "--gateway-peer") },
+            listen: try address(listen, "--gateway"), peers: peerAddresses, serverNames: serverNames,
             filters: filters,
             security: try GatewaySecurity(
                 cluster: cluster, certificate: certificate, key: key, peerAuthorities: authorities))

@@ -1,3 +1,4 @@
+import FreightNode
 import FreightTransport
 import Testing
 
@@ -44,5 +45,17 @@ import Testing
             _ = planner.measured(bytesPerSecond: rate, busy: true)
         }
         #expect(planner.wanted == StripePlanner.stripesMax && planner.settled)
+    }
+}
+
+@Suite struct GatewayPeerNameTests {
+    /// `--gateway-peer NAME@HOST:PORT`: NAME goes in SNI, so it must be a DNS name, never an address.
+    @Test func serverNamesAreDNSNames() {
+        for good in ["gw-a.freight.test", "a1", "east-west.cluster-a.example.com"] {
+            #expect(GatewayConfiguration.isServerName(good), "\(good)")
+        }
+        for bad in ["", "127.0.0.1", "-a.b", "a-.b", "a..b", "a b", "ä.b", String(repeating: "a", count: 64)] {
+            #expect(!GatewayConfiguration.isServerName(bad), "\(bad)")
+        }
     }
 }
