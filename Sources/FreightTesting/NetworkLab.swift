@@ -17,20 +17,11 @@ public final class NetworkLab: Sendable {
     /// Creates the namespaces and links; removes whatever it made if a step fails.
     public init(rails: Int, rateMbit: Int) throws {
         precondition((1...8).contains(rails))
-        guard
-            let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first(where: {
-                FileManager.default.isExecutableFile(atPath: $0)
-            })
-        else {
-            throw FreightError(.internalError, "iproute2's ip is not installed (apt-get install iproute2)")
-        }
-        guard getuid() == 0 else {
-            throw FreightError(.internalError, "network namespaces need root (CAP_NET_ADMIN)")
-        }
+        let ip = try Self.ipTool()
         self.ip = ip
         self.rails = rails
         self.prefix = "frl\(getpid())"
-        Self.removeStale(ip: ip)
+        Self.removeStale(ip: ip, prefix: "frl")
         do {
             try run(["netns", "add", namespaceA])
             try run(["netns", "add", namespaceB])
@@ -85,12 +76,29 @@ public final class NetworkLab: Sendable {
         try Command.run(ip, arguments)
     }
 
-    /// Namespaces named by an earlier lab whose process is gone.
-    static func removeStale(ip: String) {
+    /// iproute2's `ip`, when it is installed and this process may make namespaces (root).
+    static func ipTool() throws -> String {
+        guard
+            let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
+        else {
+            throw FreightError(.internalError, "iproute2's ip is not installed (apt-get install iproute2)")
+        }
+        guard getuid() == 0 else {
+            throw FreightError(.internalError, "network namespaces need root (CAP_NET_ADMIN)")
+        }
+        return ip
+    }
+
+    /// Namespaces named `PREFIX<pid>a|b` by an earlier lab whose process is gone.
+    static func removeStale(ip: String, prefix: String) {
         guard let listing = try? Command.run(ip, ["netns", "list"]) else { return }
         for line in listing.split(separator: "\n") {
             let name = String(line.split(separator: " ").first ?? "")
-            guard name.hasPrefix("frl"), name.count > 4, let pid = Int32(name.dropFirst(3).dropLast()) else { continue }
+            guard name.hasPrefix(prefix), name.count > prefix.count + 1,
+                let pid = Int32(name.dropFirst(prefix.count).dropLast())
+            else { continue }
             if pid != getpid() && Foundation.kill(pid, 0) != 0 { try? run(ip: ip, ["netns", "delete", name]) }
         }
     }

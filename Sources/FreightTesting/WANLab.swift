@@ -23,21 +23,12 @@ public final class WANLab: Sendable {
     /// link and direction; removes what it made if a step fails.
     public init(links: Int = 1, settings: [String], seed: UInt64 = 1) async throws {
         precondition((1...8).contains(links))
-        guard
-            let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first(where: {
-                FileManager.default.isExecutableFile(atPath: $0)
-            })
-        else {
-            throw FreightError(.internalError, "iproute2's ip is not installed (apt-get install iproute2)")
-        }
-        guard getuid() == 0 else {
-            throw FreightError(.internalError, "network namespaces and TUN devices need root (CAP_NET_ADMIN)")
-        }
+        let ip = try NetworkLab.ipTool()
         self.ip = ip
         self.links = links
         let prefix = "fwn\(getpid())"
         self.prefix = prefix
-        Self.removeStale(ip: ip)
+        NetworkLab.removeStale(ip: ip, prefix: "fwn")
         controlPath = NSTemporaryDirectory() + "freight-wan-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
         do {
             try Command.run(ip, ["netns", "add", "\(prefix)a"])
@@ -115,15 +106,5 @@ public final class WANLab: Sendable {
         emulator.stop()
         for namespace in [namespaceA, namespaceB] { try? Command.run(ip, ["netns", "delete", namespace]) }
         unlink(controlPath)
-    }
-
-    /// Namespaces named by an earlier lab whose process is gone.
-    static func removeStale(ip: String) {
-        guard let listing = try? Command.run(ip, ["netns", "list"]) else { return }
-        for line in listing.split(separator: "\n") {
-            let name = String(line.split(separator: " ").first ?? "")
-            guard name.hasPrefix("fwn"), name.count > 4, let pid = Int32(name.dropFirst(3).dropLast()) else { continue }
-            if pid != getpid() && Foundation.kill(pid, 0) != 0 { try? Command.run(ip, ["netns", "delete", name]) }
-        }
     }
 }
