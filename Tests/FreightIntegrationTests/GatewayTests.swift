@@ -123,8 +123,13 @@ import Testing
         }
         let route = try #require(try await Self.routes(a)["ckpt/eu/step-1"])
         #expect(route.origin == "c" && route.path == ["b", "c"], "\(route)")
-        let atB = try #require(try await Self.routes(b)["ckpt/eu/step-1"])
-        #expect(route.cost > atB.cost, "a's cost adds its link to b: \(route.cost) against \(atB.cost)")
+        // Costs follow measured round trips, and a hears b's changes a moment after b makes them (gathered for
+        // 100 ms, and only changes of a quarter or more): compare the two once a has heard b's latest.
+        try await Self.waitFor("a's cost adds its link to b to b's cost") {
+            let atA = try await Self.routes(a)["ckpt/eu/step-1"]?.cost ?? 0
+            let atB = try await Self.routes(b)["ckpt/eu/step-1"]?.cost ?? .max
+            return atA > atB
+        }
         try await Self.waitFor("c learns a's jobs through b") {
             try await Self.routes(c)["jobs/train"]?.path == ["b", "a"]
         }
