@@ -45,7 +45,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // One direction of an emulated WAN link as pure state (docs/wan.md).
-        .target(name: "FreightWAN", dependencies: ["FreightCore"], swiftSettings: strict),
+        .target(name: "FreightWAN", dependencies: ["FreightCore", "CFreightSystem"], swiftSettings: strict),
         .executableTarget(
             name: "freight-wan",
             dependencies: [
@@ -146,7 +146,8 @@ let package = Package(
         .target(
             name: "FreightTesting",
             dependencies: [
-                "FreightCore", "CFreightSystem", "FreightNode", "FreightSecurity", "FreightClient", "FreightTransport",
+                "FreightCore", "CFreightSystem", "FreightWAN", "FreightNode", "FreightSecurity", "FreightClient",
+                "FreightTransport",
                 "FreightDirectory", "FreightWire", "FreightRouting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

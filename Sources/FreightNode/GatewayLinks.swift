@@ -261,6 +261,15 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
 
     // MARK: dialing and the timer
 
+    /// A bootstrap for a gateway link or stripe: from the gateway's own address, so that peers see which gateway
+    /// dialed.
+    private func dialBootstrap() -> ClientBootstrap {
+        let bootstrap = ClientBootstrap(group: loop).connectTimeout(.seconds(Limits.dialTimeoutSeconds))
+        guard case .tcp(let own, _) = configuration.listen, let source = try? SocketAddress(ipAddress: own, port: 0)
+        else { return bootstrap }
+        return bootstrap.bind(to: source)
+    }
+
     /// A dialed peer as its link names it, `[NAME@]HOST:PORT`: the name its handshake carries (SNI), and where.
     static func peer(_ text: String) -> (serverName: String?, address: String) {
         let parts = text.split(separator: "@", maxSplits: 1).map(String.init)
@@ -271,12 +280,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         guard case .tcp(let host, let port) = address else { return }
         dialing.insert(text)
         logger.debug("dialing gateway \(text)")
-        var bootstrap = ClientBootstrap(group: loop).connectTimeout(.seconds(Limits.dialTimeoutSeconds))
-        // From the gateway's own address, so that peers see which gateway dialed.
-        if case .tcp(let own, _) = configuration.listen, let source = try? SocketAddress(ipAddress: own, port: 0) {
-            bootstrap = bootstrap.bind(to: source)
-        }
-        bootstrap
+        dialBootstrap()
             .channelInitializer { [self] channel in
                 SocketTuning.gateway.apply(to: channel, isTCP: true, accepted: true).flatMapThrowing {
                     try self.prepare(channel, dialed: true, address: text)
@@ -541,12 +545,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         let index = link.nextStripe
         links[id]!.nextStripe += 1
         links[id]!.stripesDialing += 1
-        var bootstrap = ClientBootstrap(group: loop).connectTimeout(.seconds(Limits.dialTimeoutSeconds))
-        if case .tcp(let own, _) = configuration.listen, let source = try? SocketAddress(ipAddress: own, port: 0) {
-            bootstrap = bootstrap.bind(to: source)
-        }
         let congestion = link.planner?.congestionControl
-        bootstrap
+        dialBootstrap()
             .channelInitializer { [self] channel in
                 var tuning = SocketTuning.gateway
                 tuning.congestionControl = congestion ?? tuning.congestionControl

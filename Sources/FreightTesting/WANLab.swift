@@ -1,6 +1,7 @@
 import CFreightSystem
 import Foundation
 import FreightCore
+import FreightWAN
 
 /// Two network namespaces, `a` and `b`, joined only by `links` emulated WAN links (docs/wan.md): a `freight-wan`
 /// process holds a TUN device `wanN` in each namespace and carries packets between them with the link's delay, rate,
@@ -77,16 +78,7 @@ public final class WANLab: Sendable {
     /// returns its answer; throws when it answers with an error.
     @discardableResult
     public func control(_ command: String) throws -> String {
-        let fd = freight_unix_connect_type(controlPath, 0)
-        guard fd >= 0 else { throw FreightError(.internalError, "the WAN emulator does not answer at \(controlPath)") }
-        defer { close(fd) }
-        _ = freight_set_receive_timeout(fd, 5000)
-        let line = command + "\n"
-        _ = line.withCString { write(fd, $0, strlen($0)) }
-        var bytes: [UInt8] = []
-        var byte: UInt8 = 0
-        while bytes.count < 1 << 16, read(fd, &byte, 1) == 1, byte != UInt8(ascii: "\n") { bytes.append(byte) }
-        let answer = String(decoding: bytes, as: UTF8.self)
+        let answer = try WANControl.send(command, to: controlPath)
         guard !answer.hasPrefix("error"), !answer.isEmpty else {
             throw FreightError(.internalError, "WAN emulator: \(command): \(answer)")
         }

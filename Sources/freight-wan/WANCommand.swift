@@ -88,7 +88,11 @@ struct Control: ParsableCommand {
     var words: [String]
 
     func run() throws {
-        print(try ControlServer.send(words.joined(separator: " "), to: socket))
+        do {
+            print(try WANControl.send(words.joined(separator: " "), to: socket))
+        } catch {
+            throw ValidationError(error.message)
+        }
     }
 }
 
@@ -201,7 +205,7 @@ struct ControlServer: Sendable {
                 let connection = freight_accept(listener)
                 guard connection >= 0 else { continue }
                 _ = freight_set_receive_timeout(connection, 2000)
-                let line = Self.readLine(connection)
+                let line = WANControl.readLine(connection, max: WANControl.commandBytesMax)
                 let answer = handle(line) + "\n"
                 _ = answer.withCString { write(connection, $0, strlen($0)) }
                 close(connection)
@@ -238,22 +242,5 @@ struct ControlServer: Sendable {
         }
         return
             "ok: \(chosen.map { "link \($0.index): \($0.directions[0].settings.description)" }.joined(separator: "; "))"
-    }
-
-    static func readLine(_ fd: Int32) -> String {
-        var bytes: [UInt8] = []
-        var byte: UInt8 = 0
-        while bytes.count < 4096, read(fd, &byte, 1) == 1, byte != UInt8(ascii: "\n") { bytes.append(byte) }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    static func send(_ command: String, to path: String) throws -> String {
-        let fd = freight_unix_connect_type(path, 0)
-        guard fd >= 0 else { throw ValidationError("cannot reach \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        _ = freight_set_receive_timeout(fd, 5000)
-        let line = command + "\n"
-        _ = line.withCString { write(fd, $0, strlen($0)) }
-        return readLine(fd)
     }
 }
