@@ -7,6 +7,9 @@
 #   scripts/simulate.sh --nodes 200         # 200 schedules of three whole nodes over in-process links, cut at
 #                                           # seeded byte counts (InProcessChaosTests; the test command runs 6)
 #   scripts/simulate.sh --nodes-seed N      # replays schedule N of those
+#   scripts/simulate.sh --routes 20         # 20 seeded graphs of 120 clusters exchanging routes (RouteTableTests;
+#                                           # the test command runs 1)
+#   scripts/simulate.sh --routes-seed N     # replays graph N of those
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -14,6 +17,8 @@ case "${1:-}" in
   --fabric-seed) export FREIGHT_FABRIC_SEED="$2" FREIGHT_FABRIC_TRACE=1; filter=FabricSimulationTests ;;
   --nodes) export FREIGHT_NODES_SEEDS="${2:-100}"; filter=InProcessChaosTests ;;
   --nodes-seed) export FREIGHT_NODES_SEED="$2"; filter=InProcessChaosTests ;;
+  --routes) export FREIGHT_ROUTE_SEEDS="${2:-10}"; filter=aHundredClustersConverge ;;
+  --routes-seed) export FREIGHT_ROUTE_SEED="$2"; filter=aHundredClustersConverge ;;
   *) export FREIGHT_FLOW_SEEDS="${1:-10000}" FREIGHT_FABRIC_SEEDS="${1:-10000}"
      filter='FlowTableSimulationTests|FabricSimulationTests' ;;
 esac

@@ -4,8 +4,9 @@ import Synchronization
 
 final class OutputBox: Sendable {
     let state = Mutex<(stdout: [String], partial: String, stderr: String)>(([], "", ""))
-    /// Set when stdout reached its end (the process closed it).
+    /// Set when stdout (stderr) reached its end (the process closed it).
     let stdoutEnded = Atomic<Bool>(false)
+    let stderrEnded = Atomic<Bool>(false)
 }
 
 /// A `freight` child process with its output collected line by line. Stopped by its PID, never by name.
@@ -100,6 +101,7 @@ public final class FreightProcess: Sendable {
                 if state.stderr.utf8.count > 1 << 20 { state.stderr = String(state.stderr.suffix(1 << 19)) }
             }
         } end: {
+            output.stderrEnded.store(true, ordering: .releasing)
         }
     }
 
@@ -143,6 +145,8 @@ public final class FreightProcess: Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
+        // A last look: a busy machine may have let the line in while this task waited for a thread.
+        if let line = stdoutLines.first(where: predicate) { return line }
         throw FreightError(
             .internalError,
             "timed out waiting for output of freight \(arguments.joined(separator: " ")); stderr: \(stderr)")
@@ -170,9 +174,12 @@ public final class FreightProcess: Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        // Let stdout drain to its end (a large output is still in the pipe when the process exits).
+        // Let stdout and stderr drain to their ends (a large output is still in the pipe when the process exits,
+        // and a refusal's message could be read after the exit was seen).
         let drained = ContinuousClock.now + .seconds(5)
-        while !output.stdoutEnded.load(ordering: .acquiring) && ContinuousClock.now < drained {
+        while !(output.stdoutEnded.load(ordering: .acquiring) && output.stderrEnded.load(ordering: .acquiring))
+            && ContinuousClock.now < drained
+        {
             try await Task.sleep(for: .milliseconds(10))
         }
         return process.terminationStatus
