@@ -177,9 +177,11 @@ extension ClientCore {
         guard let update else { return }
         if message.window.isComplete {
             complete(id)
-        } else if update.acked - message.ackSent >= message.window.windowBytes / 4 {
+        } else if update.acked - message.ackSent >= message.window.windowBytes / 4 || message.window.isCaughtUp {
             // Acknowledging every piece costs a frame on every hop; a quarter window at a time keeps the sender
-            // three quarters of a window ahead and the pipe full.
+            // three quarters of a window ahead and the pipe full. An app that has taken everything that arrived
+            // acknowledges at once: a node on the way may grant less than this app's window (a message opened
+            // under memory pressure, docs/wan.md), and its sender waits for this acknowledgement to send more.
             incoming[id]?.ackSent = update.acked
             connection?.send(.ack(id, acked: update.acked, credit: update.credit))
         }

@@ -32,6 +32,8 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     var sharedBlock: SharedBuffer?
     /// The pool had no room for the next chunk: pumped again when a region comes back.
     var waitingForRegion = false
+    /// Chunk-sized regions of the send pool this message holds (lent to the node until the receivers have them).
+    var regionsHeld = 0
     /// A streamed body's pieces sent and not yet acknowledged, in order (the writer cannot give them again): sent
     /// again from here when a link on the way broke. At most one window: nothing is sent past the credit.
     var retained = CircularBuffer<(offset: UInt64, bytes: ByteBuffer)>()
@@ -339,12 +341,19 @@ extension ClientCore {
         case .bytes, .file, .pattern:
             while !transfer.window.allSent {
                 let size = Int(transfer.window.chunkBytes)
-                guard let start = shared.allocator.allocate(size) else {
+                // Messages sent at once share the pool evenly: one that holds its share waits its turn like one
+                // that found no room (the first to get credit would otherwise fill the pool and the link).
+                let share = max(1, shared.allocator.capacity / size / max(1, outgoing.count))
+                let start = transfer.regionsHeld < share ? shared.allocator.allocate(size) : nil
+                guard let start else {
                     if shared.allocator.regionCount == 0 {
                         transfer.usesShared = false
                         return false
                     }
-                    transfer.waitingForRegion = true
+                    if !transfer.waitingForRegion {
+                        transfer.waitingForRegion = true
+                        shared.waiting.append(transfer.id)
+                    }
                     return true
                 }
                 guard let next = transfer.window.nextChunk() else {
@@ -359,6 +368,8 @@ extension ClientCore {
                     return true
                 }
                 let crc = CRC32C.checksum(UnsafeRawBufferPointer(raw))
+                transfer.regionsHeld += 1
+                shared.owners[start] = transfer.id
                 lend(
                     transfer, start: start, offset: start, length: next.count, bodyOffset: next.offset, crc: crc,
                     isLast: next.isLast)

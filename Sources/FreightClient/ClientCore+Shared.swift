@@ -22,6 +22,11 @@ final class ClientShared: @unchecked Sendable {
     var references: [Int: Int] = [:]
     /// Regions lent to the node (one entry per SHARED frame), with the allocation each lies in.
     var loans: [SharedRegion: [Int]] = [:]
+    /// Messages waiting for room in the send pool, in the order they found none: a region that comes back goes to
+    /// the one that waited longest, so that messages sent at once share the pool (and the link) evenly.
+    var waiting: [UInt64] = []
+    /// The message each chunk-sized allocation of the send pool was taken for (``ClientCore/pumpShared(_:)``).
+    var owners: [Int: UInt64] = [:]
     /// Other apps' send pools, pushed by the node down the descriptor link.
     var foreign: [UInt32: SharedMapping] = [:]
     /// SHARED frames naming a pool whose descriptor has not arrived yet.
@@ -158,7 +163,11 @@ extension ClientCore {
         }
         shared.references[offset] = nil
         shared.allocator.free(offset)
-        for transfer in outgoing.values where transfer.waitingForRegion {
+        if let owner = shared.owners.removeValue(forKey: offset) { outgoing[owner]?.regionsHeld -= 1 }
+        let waiting = shared.waiting
+        shared.waiting = []
+        for id in waiting {
+            guard let transfer = outgoing[id], transfer.waitingForRegion else { continue }
             transfer.waitingForRegion = false
             pump(transfer)
         }

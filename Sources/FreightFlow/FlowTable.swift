@@ -188,16 +188,34 @@ public struct FlowTable: Sendable {
         }
         // Every message reserves at least the smallest chunk, so the budget also bounds how many are open. A
         // shared-buffer message between apps of this node holds no bytes here: only its regions are lent.
-        let window = plan.shared ? max(header.length, 1) : max(UInt64(configuration.windowBytes), windowHint)
-        let reserve =
+        var window = plan.shared ? max(header.length, 1) : max(UInt64(configuration.windowBytes), windowHint)
+        var reserve =
             plan.shared ? Limits.chunkBytesMin : Int(min(max(header.length, UInt64(Limits.chunkBytesMin)), window))
+        let party = Party(upstream: upstream, header: header)
+        // Under memory pressure a message gets its share of what the limit holds rather than a refusal (docs/wan.md,
+        // "Many messages"): when not even a chunk is left, the windows of the messages under the same limit (its
+        // party's share, or the whole budget) shrink to an even share of it, and the new one takes that share.
+        let chunk = Int(header.chunkBytes)
+        if !plan.shared, reserve > left(for: party) {
+            var share = reserve
+            if configuration.partyShareBytes - reserved(by: party) < min(reserve, chunk) {
+                share = min(share, shrink(party: party, toShareOf: configuration.partyShareBytes))
+            }
+            if configuration.memoryBudgetBytes - reservedBytes < min(reserve, chunk) {
+                share = min(share, shrink(party: nil, toShareOf: configuration.memoryBudgetBytes))
+            }
+            let fits = min(share, left(for: party)) / chunk * chunk
+            if fits >= min(reserve, chunk) {
+                reserve = min(reserve, fits)
+                window = UInt64(reserve)
+            }
+        }
         guard reservedBytes + reserve <= configuration.memoryBudgetBytes else {
             throw FreightError(
                 .resourceExhausted,
                 "node \(name) is at its memory budget (\(ByteCount.format(Int64(configuration.memoryBudgetBytes))) in flight); try again"
             )
         }
-        let party = Party(upstream: upstream, header: header)
         guard reserved(by: party) + reserve <= configuration.partyShareBytes else {
             let who = if case .peer = upstream { "\(header.source) (through \(upstream))" } else { "\(upstream)" }
             throw FreightError(
@@ -224,6 +242,43 @@ public struct FlowTable: Sendable {
         }
         finishIfComplete(header.id, actions: &actions)
         return flow
+    }
+
+    /// Bytes a new message of `party` may still reserve: what is left of the budget and of the party's share.
+    private func left(for party: Party) -> Int {
+        min(configuration.memoryBudgetBytes - reservedBytes, configuration.partyShareBytes - reserved(by: party))
+    }
+
+    /// Shrinks the windows of `party`'s messages (every message's, for nil) to an even share of `limit` among them
+    /// and one more, in whole chunks; returns that share. A message keeps reserved what it was granted and its
+    /// branches have not acknowledged (it may still arrive), and gives the rest back as they do (``settle(_:)``).
+    private mutating func shrink(party: Party?, toShareOf limit: Int) -> Int {
+        let ids = flows.values.filter { flow in
+            !flow.shared && (party == nil || Party(upstream: flow.upstream, header: flow.header) == party)
+        }.map(\.id)
+        let share = max(Limits.chunkBytesMin, limit / (ids.count + 1))
+        for id in ids {
+            let chunk = UInt64(flows[id]!.header.chunkBytes)
+            let window = max(chunk, UInt64(share) / chunk * chunk)
+            guard flows[id]!.windowBytes > window else { continue }
+            flows[id]!.windowBytes = window
+            settle(id)
+        }
+        return share
+    }
+
+    /// Gives back what message `id` reserves beyond its window and beyond what it was granted and not yet
+    /// acknowledged everywhere (its window shrank under memory pressure).
+    private mutating func settle(_ id: UInt64) {
+        guard let flow = flows[id], !flow.shared else { return }
+        let outstanding = Int(flow.upstreamCredit - min(flow.upstreamAcked, flow.upstreamCredit))
+        let needed = max(Int(min(max(flow.length, UInt64(Limits.chunkBytesMin)), flow.windowBytes)), outstanding)
+        guard flow.reservedBytes > needed else { return }
+        let freed = flow.reservedBytes - needed
+        flows[id]!.reservedBytes = needed
+        reservedBytes -= freed
+        let party = Party(upstream: flow.upstream, header: flow.header)
+        reservedByParty[party, default: 0] -= freed
     }
 
     /// Widens message `id`'s window to `window` bytes (a gateway sends it across a WAN link whose round trip needs
@@ -330,6 +385,9 @@ public struct FlowTable: Sendable {
             return flow.upstreamUpdate()
         }
         let update = apply(&flows.values[slot])
+        if update != nil, flows.values[slot].reservedBytes > Int(flows.values[slot].windowBytes) {
+            settle(ack.messageID)
+        }
         if ack.hasResendFrom { flows.values[slot].rewinds += 1 }
         if ack.hasResendFrom, flows.values[slot].gate == .awaitingOffset {
             flows.values[slot].gate = .resending(from: ack.resendFrom)

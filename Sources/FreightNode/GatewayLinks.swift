@@ -59,6 +59,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     static let redialInterval = TimeAmount.seconds(1)
     /// Body bytes a gateway link hands its TLS handler at most per flush (``FrameConnection/flushBytesMax``).
     static let flushBytesMax = 1 << 20
+    /// Body bytes a connection of a gateway link may have waiting (written, not yet taken by the kernel) before the
+    /// link's queue stops handing it chunks: enough to keep the kernel fed between two turns of the event loop.
+    static let feedBytes = 2 << 20
     /// `any` groups one message may be bound for in another cluster (as many as a cluster announces).
     static let groupsPerMessageMax = RouteAggregation().groupsMax
 
@@ -112,6 +115,12 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         /// drained none since: held up (a retransmission, most likely), they take no new chunk while another can.
         var drainedAtTick: [ObjectIdentifier: UInt64] = [:]
         var stalled: Set<ObjectIdentifier> = []
+        /// DATA waiting for a connection of the link, per message, and the messages that have some in the order of
+        /// their turns (docs/wan.md, "Many messages"): a connection is handed a chunk when it has less than
+        /// `GatewayLinks.feedBytes` waiting, each message's next chunk in turn, so that messages share the link
+        /// evenly whatever their windows.
+        var outbox: [UInt64: CircularBuffer<DataChunk>] = [:]
+        var turns = CircularBuffer<UInt64>()
 
         /// Every connection of the link, its first included.
         var connections: [FrameConnection] { [connection] + stripes }
@@ -335,6 +344,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
                 links[id]!.drainedAtTick[key] = connection.drainedBytes
             }
             links[id]!.stalled = stalled
+            feed(id)
         }
         measureRates()
         table.tick(now: now, into: &actions)
@@ -507,7 +517,39 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         var best = candidates[link.rotation % candidates.count]
         for connection in candidates where connection.pendingBytes < best.pendingBytes { best = connection }
         links[id]!.rotation = link.rotation
-        return best
+        return best.pendingBytes < Self.feedBytes ? best : nil
+    }
+
+    /// Queues a chunk of a message this gateway sends on link `id`, behind that message's earlier ones.
+    func enqueue(_ chunk: DataChunk, on id: Int) {
+        guard links[id] != nil else { return }
+        if links[id]!.outbox[chunk.messageID, default: []].isEmpty { links[id]!.turns.append(chunk.messageID) }
+        links[id]!.outbox[chunk.messageID, default: []].append(chunk)
+        feed(id)
+    }
+
+    /// Drops what a message still had waiting on link `id` (it ended or moved).
+    func dropQueued(_ messageID: UInt64, on id: Int) {
+        guard links[id]?.outbox.removeValue(forKey: messageID) != nil else { return }
+        if let index = links[id]!.turns.firstIndex(of: messageID) { links[id]!.turns.remove(at: index) }
+    }
+
+    /// Hands waiting chunks to the link's connections while one has room: the next message in turn gives one
+    /// chunk and goes to the back. Called again whenever a connection handed a chunk to the kernel.
+    func feed(_ id: Int) {
+        while links[id]?.turns.isEmpty == false, let connection = dataConnection(id) {
+            let messageID = links[id]!.turns.removeFirst()
+            guard let chunk = links[id]!.outbox[messageID]?.popFirst() else { continue }
+            if links[id]!.outbox[messageID]!.isEmpty {
+                links[id]!.outbox[messageID] = nil
+            } else {
+                links[id]!.turns.append(messageID)
+            }
+            links[id]!.bytesOut += UInt64(chunk.count)
+            let written = loop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { [self] _ in feed(id) }
+            connection.sendData(chunk, promise: written)
+        }
     }
 
     /// What the link's planner (and the peer's) asks for changed: the dialing side dials the stripes missing; the

@@ -140,12 +140,13 @@ extension GatewayLinks {
                 "message \(String(id, radix: 16)) to \(destinations.keys.sorted().map { "cluster \($0)" }.joined(separator: ", ")) on gateway link \(link.address)\(open.resume ? " (resumes here)" : "")"
             )
         case .data(let chunk):
-            guard let link = links[port.link], link.egressMessages.contains(chunk.messageID) else { return }
-            links[port.link]!.bytesOut += UInt64(chunk.count)
-            // DATA goes on the link's stripe with the fewest bytes waiting (docs/wan.md).
-            (dataConnection(port.link) ?? link.connection).sendData(chunk, promise: nil)
+            guard links[port.link]?.egressMessages.contains(chunk.messageID) == true else { return }
+            // DATA waits its message's turn, then goes on the link's stripe with the fewest bytes waiting
+            // (docs/wan.md, "Stripes" and "Many messages").
+            enqueue(chunk, on: port.link)
         case .abort(let abort):
             guard links[port.link]?.egressMessages.remove(abort.messageID) != nil else { return }
+            dropQueued(abort.messageID, on: port.link)
             links[port.link]?.connection.send(.abort(abort))
         default:
             break
@@ -192,6 +193,7 @@ extension GatewayLinks {
 
     private func forget(_ messageID: UInt64, on id: Int) {
         links[id]?.egressMessages.remove(messageID)
+        dropQueued(messageID, on: id)
     }
 
     // MARK: ingress

@@ -134,6 +134,9 @@ public struct ReceiveWindow: Sendable {
             .protocolViolation, "chunk [\(offset), \(end)) overlaps bytes [\(start), \(stop)) that arrived before")
     }
 
+    /// Every chunk that arrived is consumed: nothing waits for the app.
+    public var isCaughtUp: Bool { accepted.isEmpty && pieces.isEmpty }
+
     /// Marks an accepted chunk as held by the app; returns the new (acked, credit) when the acknowledgement moved.
     public mutating func consume(offset: UInt64) -> (acked: UInt64, credit: UInt64)? {
         var offset = offset

@@ -30,6 +30,10 @@ struct RecvCommand: AsyncParsableCommand {
         name: .customLong("window"),
         help: "Most body bytes of one message in flight to this app (64KiB...1GiB; default 32MiB).")
     var window: String?
+    @Option(
+        name: .customLong("parallel"),
+        help: "How many messages this app takes in at once (each read, checked or written as it arrives).")
+    var parallel = 1
     @OptionGroup var via: ViaOption
     @OptionGroup var output: OutputOptions
 
@@ -37,6 +41,9 @@ struct RecvCommand: AsyncParsableCommand {
         MemoryTuning.apply()
         do {
             if let count, count < 1 { throw FreightError(.invalidArgument, "--count must be at least 1") }
+            guard (1...Limits.messagesPerConnectionMax).contains(parallel) else {
+                throw FreightError(.invalidArgument, "--parallel must be 1...\(Limits.messagesPerConnectionMax)")
+            }
             let bytesPerSecond = try rate.map { try ByteCount.parse($0) }
             if let bytesPerSecond, bytesPerSecond < 1 {
                 throw FreightError(.invalidArgument, "--rate must be at least one byte per second")
@@ -61,17 +68,32 @@ struct RecvCommand: AsyncParsableCommand {
             var received = 0
             var lastFailure: FreightError?
             var failures = 0
-            for try await message in subscription {
-                do {
-                    try await handle(bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message)
-                } catch {
-                    let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
-                    reportFailure(message, failure)
-                    lastFailure = failure
-                    failures += 1
+            try await withThrowingTaskGroup(of: FreightError?.self) { group in
+                var running = 0
+                func settle(_ outcome: FreightError??) {
+                    running -= 1
+                    if case .some(.some(let failure)) = outcome {
+                        lastFailure = failure
+                        failures += 1
+                    }
                 }
-                received += 1
-                if let count, received >= count { break }
+                for try await message in subscription {
+                    if running == parallel { settle(try await group.next()) }
+                    running += 1
+                    group.addTask {
+                        do {
+                            try await handle(bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message)
+                            return nil
+                        } catch {
+                            let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
+                            reportFailure(message, failure)
+                            return failure
+                        }
+                    }
+                    received += 1
+                    if let count, received >= count { break }
+                }
+                while running > 0 { settle(try await group.next()) }
             }
             await client.close()
             if let lastFailure {

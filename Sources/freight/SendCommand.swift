@@ -15,6 +15,10 @@ struct SendCommand: AsyncParsableCommand {
     var size: String?
     @Option(name: .customLong("count"), help: "How many messages to send.")
     var count = 1
+    @Option(
+        name: .customLong("parallel"),
+        help: "How many of the --count messages are in flight at once (each prints its own report; no progress bar).")
+    var parallel = 1
     @Option(name: .customLong("chunk-size"), help: "Body chunk size (64KiB...64MiB).")
     var chunkSize = ByteCount.format(Int64(Limits.chunkBytesDefault))
     @Option(name: .customLong("seed"), help: "Seed of a generated body; receivers can check it with --check-seed.")
@@ -38,6 +42,9 @@ struct SendCommand: AsyncParsableCommand {
             default: throw FreightError(.invalidArgument, "give exactly one of --file PATH or --size BYTES")
             }
             guard count >= 1 else { throw FreightError(.invalidArgument, "--count must be at least 1") }
+            guard (1...Limits.messagesPerConnectionMax).contains(parallel) else {
+                throw FreightError(.invalidArgument, "--parallel must be 1...\(Limits.messagesPerConnectionMax)")
+            }
             _ = try Address(address)
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             var attributes: [String: String] = file == nil ? ["freight-seed": "\(seed)"] : [:]
@@ -49,42 +56,68 @@ struct SendCommand: AsyncParsableCommand {
             }
             let client = try await FreightClient.connect(
                 to: try via.address(), label: label, token: via.token, sharedMemory: try via.sharedMemory())
-            for _ in 0..<count {
-                let total: UInt64
-                switch body {
-                case .pattern(_, let length): total = UInt64(length)
-                case .file(let path):
-                    total = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
-                case .bytes(let buffer): total = UInt64(buffer.readableBytes)
-                case .repeating(_, let length), .repeatingShared(_, let length), .stream(_, let length):
-                    total = UInt64(length)
-                case .shared(let buffer): total = UInt64(buffer.count)
-                }
-                let bar = ProgressBar(total: total, label: "sending")
-                let drawing = Task { await bar.run() }
-                let report: DeliveryReport
-                do {
-                    report = try await client.send(
-                        to: address,
-                        body: body,
-                        options: SendOptions(
-                            attributes: attributes,
-                            chunkBytes: chunkBytes,
-                            onProgress: { bar.update($0) }
-                        )
-                    )
-                } catch {
-                    drawing.cancel()
-                    await drawing.value
-                    throw error
-                }
-                drawing.cancel()
-                await drawing.value
-                printReport(report)
+            let options = SendOptions(attributes: attributes, chunkBytes: chunkBytes)
+            if parallel > 1 {
+                try await sendInParallel(client, body: body, options: options)
+            } else {
+                for _ in 0..<count { try await sendOne(client, body: body, options: options) }
             }
             await client.close()
         } catch {
             fail(error)
+        }
+    }
+
+    static func length(of body: OutgoingBody) -> UInt64 {
+        switch body {
+        case .pattern(_, let length): UInt64(length)
+        case .file(let path): (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? UInt64) ?? 0
+        case .bytes(let buffer): UInt64(buffer.readableBytes)
+        case .repeating(_, let length), .repeatingShared(_, let length), .stream(_, let length): UInt64(length)
+        case .shared(let buffer): UInt64(buffer.count)
+        }
+    }
+
+    /// One message, with a progress bar on a terminal.
+    private func sendOne(_ client: FreightClient, body: OutgoingBody, options: SendOptions) async throws {
+        let bar = ProgressBar(total: Self.length(of: body), label: "sending")
+        let drawing = Task { await bar.run() }
+        var options = options
+        options.onProgress = { bar.update($0) }
+        let report: DeliveryReport
+        do {
+            report = try await client.send(to: address, body: body, options: options)
+        } catch {
+            drawing.cancel()
+            await drawing.value
+            throw error
+        }
+        drawing.cancel()
+        await drawing.value
+        printReport(report)
+    }
+
+    /// `count` messages, `parallel` of them in flight at once; each report printed as it ends. The first failure
+    /// ends the command once the messages in flight have ended.
+    private func sendInParallel(_ client: FreightClient, body: OutgoingBody, options: SendOptions) async throws {
+        try await withThrowingTaskGroup(of: DeliveryReport.self) { group in
+            var started = 0
+            var failure: (any Error)?
+            while started < min(parallel, count) {
+                group.addTask { try await client.send(to: address, body: body, options: options) }
+                started += 1
+            }
+            while let result = await group.nextResult() {
+                switch result {
+                case .success(let report): printReport(report)
+                case .failure(let error): failure = failure ?? error
+                }
+                if failure == nil, started < count {
+                    group.addTask { try await client.send(to: address, body: body, options: options) }
+                    started += 1
+                }
+            }
+            if let failure { throw failure }
         }
     }
 

@@ -199,6 +199,50 @@ import Testing
         #expect(table.count == 0 && table.failed == 1)
     }
 
+    /// Memory pressure shrinks windows before it refuses messages (docs/wan.md, "Many messages"): a message that
+    /// finds less left than its window opens with what is left, in whole chunks; one that finds not even a chunk
+    /// left makes the messages under the same limit (its party's share, or the budget) shrink to an even share, and
+    /// takes that share. Credit already granted stays reserved until it is acknowledged.
+    @Test func memoryPressureShrinksWindowsBeforeItRefuses() {
+        var table = Self.table(window: 8 << 20, budget: 20 << 20)
+        var actions: [FlowAction] = []
+        func open(_ id: UInt64, from port: FlowPort) -> FreightError? {
+            actions = []
+            table.open(Self.open(id: id, length: 64 << 20), from: port, actions: &actions) { _, _ in
+                FlowTable.Plan(branches: [Flow.Branch(port: Self.receiver, targets: [EndpointKey(node: "n1", id: 9)])])
+            }
+            guard case .abort(let abort)? = Self.sent(actions).first?.0 else { return nil }
+            return abort.error
+        }
+        let mebibyte = Int(Self.mebibyte)
+        // One party may hold half the budget (10 MiB): a whole window, then the 2 MiB left.
+        #expect(open(1, from: Self.app) == nil)
+        #expect(open(2, from: Self.app) == nil)
+        #expect(table[2]?.windowBytes == 2 << 20)
+        // Message 1 is granted its 8 MiB: they stay reserved, so a third finds no chunk to take.
+        actions = []
+        table.ack(ackFrame(1, acked: 0, credit: 64 << 20), from: Self.receiver, actions: &actions)
+        #expect(Self.acks(actions, to: Self.app).map(\.credit) == [8 << 20])
+        #expect(open(3, from: Self.app)?.message.contains("one party may have") == true)
+        #expect(table[1]?.windowBytes == 3 << 20, "shrunk to a third of the share, in whole chunks")
+        #expect(table.reserved(by: Self.app) == 10 * mebibyte)
+        // Acknowledged, message 1 gives back what its smaller window does not need, and a fourth gets a share.
+        actions = []
+        table.ack(ackFrame(1, acked: 8 << 20, credit: 64 << 20), from: Self.receiver, actions: &actions)
+        #expect(Self.acks(actions, to: Self.app).last?.credit == 11 << 20, "credit within the smaller window")
+        #expect(table.reserved(by: Self.app) == 5 * mebibyte)
+        #expect(open(4, from: Self.app) == nil)
+        #expect(table[4]?.windowBytes == 5 << 20, "what is left of the share")
+        // Other parties: a whole window, what is left of the budget, then an even share of the budget for all.
+        #expect(open(5, from: .session(2)) == nil)
+        #expect(open(6, from: .session(3)) == nil)
+        #expect(table[6]?.windowBytes == 2 << 20)
+        #expect(table.reservedBytes == 20 * mebibyte)
+        #expect(open(7, from: .session(4)) == nil)
+        #expect([1, 2, 4, 5, 6, 7].map { table[$0]?.windowBytes } == [3, 2, 3, 3, 2, 3].map { $0 << 20 })
+        #expect(table.reservedBytes == 16 * mebibyte)
+    }
+
     @Test func headerLimitsBudgetAndMessagesPerUpstreamRefuseWithAReason() {
         var table = Self.table(window: 8 << 20, budget: 16 << 20)
         var actions: [FlowAction] = []
@@ -212,9 +256,17 @@ import Testing
         #expect(refusal(Self.open(id: 1, length: 1, chunk: 1000))?.message.contains("chunk size") == true)
         #expect(refusal(Self.open(id: 2, length: 64 << 20)) == nil)
         #expect(refusal(Self.open(id: 2, length: 64 << 20))?.code == .duplicate)
+        // Granted in full, message 2's window cannot shrink to make room (memoryPressureShrinksWindowsBeforeItRefuses).
+        func grant(_ id: UInt64) {
+            for port in [Self.peer, Self.receiver] {
+                table.ack(ackFrame(id, acked: 0, credit: 64 << 20), from: port, actions: &actions)
+            }
+        }
+        grant(2)
         // Half the budget is one party's share (docs/hardening.md): a second party takes the rest.
         #expect(refusal(Self.open(id: 3, length: 64 << 20))?.message.contains("one party may have") == true)
         #expect(refusal(Self.open(id: 3, length: 64 << 20), from: .session(2)) == nil)
+        grant(3)
         let full = refusal(Self.open(id: 4, length: 64 << 20), from: .session(3))
         #expect(full?.code == .resourceExhausted && full?.message.contains("memory budget") == true)
         var many = Self.table(budget: 1 << 40)

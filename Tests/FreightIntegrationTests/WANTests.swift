@@ -162,4 +162,58 @@ import Testing
             #expect(status["messages_in_flight"] as? Int == 0, "\(node): \(status["messages_in_flight"] ?? "?")")
         }
     }
+
+    /// 64 messages of 16 MiB at once from one app of a to one app of b across 1 Gbit/s at 50 ms: none is refused,
+    /// each arrives whole, they share the link (nearly all end within 20% of the whole run), and neither gateway's
+    /// reserved memory passes its budget.
+    @Test func sixtyFourMessagesShareTheLinkFairly() async throws {
+        let binary = try #require(
+            ProcessCluster.releaseBinary, "build the release node first: swift build -c release --product freight")
+        let lab = try await WANLab(settings: ["rate=1gbit", "rtt=50ms"])
+        defer { lab.remove() }
+        let sites = try await WANSites.start(lab: lab, executable: binary)
+        defer { sites.stop() }
+        try await sites.waitForLinks()
+        let count = 64
+        let receiver = try await sites.b.receiver(
+            "ckpt/many", at: "b1", ["--count", "\(count)", "--parallel", "\(count)", "--check"], seenAt: "b1")
+        defer { receiver.stop() }
+        try await sites.waitForRoute("ckpt/many")
+        let sender = try FreightProcess(
+            [
+                "send", "ckpt/many", "--size", "16MiB", "--count", "\(count)", "--parallel", "\(count)", "--via",
+                sites.a.node("a1").socket, "--json",
+            ], executable: binary)
+        defer { sender.stop() }
+        // The most either gateway reserved while they ran, sampled.
+        var peak: [String: Int] = [:]
+        let deadline = ContinuousClock.now + .seconds(120)
+        while sender.isRunning && ContinuousClock.now < deadline {
+            for (cluster, node) in [(sites.a, "a1"), (sites.b, "b1")] {
+                let reserved = try await cluster.status(node)["memory_reserved_bytes"] as? Int ?? 0
+                peak[node] = max(peak[node] ?? 0, reserved)
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(try await sender.waitForExit(timeout: .seconds(10)) == 0, "send: \(sender.stderr.suffix(600))")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "receiver: \(receiver.stderr)")
+        let reports = sender.jsonLines.filter { $0["event"] as? String == "delivered" }
+        let seconds = reports.compactMap { $0["seconds"] as? Double }.sorted()
+        #expect(seconds.count == count, "\(reports.count) of \(count) delivered")
+        let checked = receiver.jsonLines.filter { $0["checked"] as? Bool == true }.count
+        #expect(checked == count, "\(checked) of \(count) checked")
+        guard let longest = seconds.last, let shortest = seconds.first else { return }
+        let megabits = Double(count * (16 << 20)) * 8 / longest / 1e6
+        print(
+            "WAN 64 x 16 MiB at once: \(Int(megabits)) Mbit/s together; each took \(String(format: "%.2f", shortest))...\(String(format: "%.2f", longest)) s; peak reserved \(peak.mapValues { $0 >> 20 }) MiB"
+        )
+        print("each took (s): \(seconds.map { String(format: "%.1f", $0) }.joined(separator: " "))")
+        // Sharing the link the whole run, a message's rate is within 20% of a 64th of the link's when it ends within
+        // 20% of the whole run. Measured, every message does (docs/wan.md, "Many messages"); on this shared 2-core
+        // machine the test holds nine in ten to it and every one to twice its share at most.
+        let fair = seconds.filter { $0 >= longest / 1.2 }.count
+        #expect(fair >= count * 9 / 10, "\(fair) of \(count) within 20% of their share: \(seconds)")
+        #expect(shortest >= longest / 2, "\(seconds)")
+        for (node, bytes) in peak { #expect(bytes <= Limits.nodeMemoryBudgetDefault, "\(node) reserved \(bytes)") }
+    }
 }

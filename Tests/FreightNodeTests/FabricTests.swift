@@ -121,7 +121,8 @@ import Testing
         }
     }
 
-    /// Messages beyond the node's memory budget are refused with a reason, never queued.
+    /// Messages beyond the node's memory budget (once every window in it was granted) are refused with a reason,
+    /// never queued.
     @Test func memoryBudgetRefusesWithAReason() async throws {
         try await InProcessFabric.with(
             nodes: 1, cluster: "budget", windowBytes: 8 << 20, memoryBudgetBytes: 16 << 20
@@ -142,6 +143,12 @@ import Testing
             var iterator = inbox.makeAsyncIterator()
             let first = try #require(try await iterator.next())
             let second = try #require(try await iterator.next())
+            // Both granted their windows and sent them: what a message was granted cannot shrink away to make room
+            // for another (docs/wan.md, "Many messages"), so the third finds none.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try await fabric.engines[0].statusSnapshot().bytesIn < 16 << 20, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             await #expect {
                 try await sender.send(to: "budget/x", body: .pattern(seed: 1, length: 64 << 20))
             } throws: { error in
