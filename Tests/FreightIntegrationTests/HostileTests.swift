@@ -97,9 +97,10 @@ import Testing
         )
     }
 
-    /// 32 OPENs of 32 MiB that never send data: the app gets at most its share of the budget (half), the rest is
-    /// refused naming the share, the stream beside keeps its rate, and the message whose receiver granted credit
-    /// fails when the idle time passes, its reservation returned.
+    /// 32 OPENs of 32 MiB that never send data: the app gets at most its share of the budget (half), which its
+    /// messages divide among them (their windows shrink; one that finds nothing to divide is refused naming the
+    /// share: docs/wan.md, "Many messages"), the stream beside keeps its rate, and the messages whose receiver
+    /// granted credit fail when the idle time passes, their reservations returned.
     /// An app on `socket` that opens 32 messages of 32 MiB to the sink and never sends a byte of them.
     static func hoarder(_ socket: String) async throws -> WireApp {
         try await Strangers.onThread { () -> Result<WireApp, FreightError> in
@@ -143,7 +144,8 @@ import Testing
             return reasons
         }
         let idleAt = ContinuousClock.now - opened
-        #expect(outcomes.count(where: { $0.contains("one party may have") }) == 16, "\(outcomes.prefix(3))")
+        #expect(
+            outcomes.dropLast().allSatisfy { $0.contains("one party may have") }, "\(outcomes.prefix(3))")
         #expect(outcomes.last?.contains("sent no bytes") == true, "\(outcomes.suffix(2))")
         #expect(idleAt < .seconds(3 + 3 + 6), "the idle message failed after \(idleAt)")
         #expect(reserved <= budget / 2 + 64 << 20, "\(reserved) of \(budget) reserved while the app hoards")
