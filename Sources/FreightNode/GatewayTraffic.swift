@@ -269,10 +269,12 @@ extension GatewayLinks {
     func trafficEnded(on link: Link, id: Int) {
         let reason = FreightError(
             .nodeGone, "the gateway link to cluster \(link.cluster ?? "?") (\(link.address)) closed")
-        if let port = egressPorts[id] {
-            for messageID in link.egressMessages.sorted() {
-                engine.flowFrame(.abort(messageID, reason), from: .local(port.portID))
-            }
+        if let port = egressPorts[id], !link.egressMessages.isEmpty {
+            // Held as a branch to a node whose link broke is: moved to another gateway of this cluster that reaches
+            // the same cluster (docs/wan.md, "Cuts"), or failed with the offset it reached after the hold time.
+            engine.flowTable.linkLost(.local(port.portID), error: reason, actions: &engine.flowActions)
+            engine.performFlowActions()
+            engine.rerouteSuspended()
         }
         if let ingress = link.ingress {
             // Held for the hold time: another gateway of the same cluster may take them over (a resume OPEN).

@@ -37,7 +37,18 @@ extension NodeEngine {
                 }
                 return
             }
-            return flowTable.resume(open, from: port, actions: &flowActions)
+            return flowTable.resume(
+                open, from: port, mayAdopt: { mayAdoptRelayed($0, open: open, by: port) }, actions: &flowActions)
+        }
+        if open.resume, isGatewayPort(port), flowTable[open.header.id] == nil {
+            // A message that moved to another gateway pair (its way through this cluster's other gateway broke):
+            // opened here and passed on with resume to the node that holds it, which lets this gateway take over
+            // (docs/wan.md, "Cuts").
+            flowTable.open(open, from: port, rerouted: true, actions: &flowActions) {
+                header, load throws(FreightError) in
+                try plan(header, open: open, from: port, load: load)
+            }
+            return
         }
         if open.resume, isGatewayPort(port) {
             let before = flowTable[open.header.id]
@@ -122,7 +133,10 @@ extension NodeEngine {
         }
         var branches: [Flow.Branch] = []
         for (port, keys) in local.sorted(by: { $0.key.description < $1.key.description }) {
-            branches.append(Flow.Branch(port: port, targets: keys))
+            // A link of this gateway: what the branch carries, so that another gateway can take it over when the
+            // link closes (docs/wan.md, "Cuts").
+            branches.append(
+                Flow.Branch(port: port, targets: keys, remote: isGatewayPort(port) ? self.remote(of: keys) : nil))
         }
         for (hop, keys) in remote.sorted(by: { $0.key < $1.key }) {
             if open.path.contains(hop) {
@@ -151,7 +165,8 @@ extension NodeEngine {
     func resends(_ port: Port) -> Bool {
         switch port {
         case .session(let id): sessions[id]?.resends == true
-        case .local(let id): localPorts[id] is InProcessSource
+        // A gateway link passes a request to send again on to its far side, which passes it to the source.
+        case .local(let id): localPorts[id] is InProcessSource || localPorts[id] is GatewayIngress
         case .peer(let node): membership.peers[node]?.resumes == true
         }
     }

@@ -182,12 +182,25 @@ extension NodeEngine {
         var moves: [(id: UInt64, from: Port, to: Flow.Branch)] = []
         for flow in flowTable.flows.values {
             for branch in flow.branches {
-                guard let remote = branch.remote, case .suspended = branch.state, case .peer(let lost) = branch.port,
+                guard let remote = branch.remote, case .suspended = branch.state,
                     let destination = try? parsedAddress(flow.header.destination)
                 else { continue }
+                // Through a gateway node whose link broke, or through a link of this gateway that closed.
+                let lost: String
+                switch branch.port {
+                case .peer(let node): lost = node
+                case .local: lost = name
+                default: continue
+                }
                 let others = index.match(destination).filter { record in
-                    guard record.route?.cluster == remote.cluster, record.key.node != lost else { return false }
-                    return record.key.node == name || members[record.key.node]?.link.isUp == true
+                    guard record.route?.cluster == remote.cluster else { return false }
+                    if record.key.node == name {
+                        guard let port = localEndpoints[record.key.id]?.port else { return false }
+                        return port != branch.port
+                    }
+                    // Never back to a node the message already crossed (its sender's node may be a gateway too).
+                    return record.key.node != lost && !flow.path.contains(record.key.node)
+                        && members[record.key.node]?.link.isUp == true
                 }
                 // All of it through one other gateway, or the branch waits for its own.
                 let carriers = carriers(to: remote, among: others)
@@ -224,6 +237,16 @@ extension NodeEngine {
             let cluster = gateways.ingressCluster(new)
         else { return false }
         return gateways.ingressCluster(old) == cluster
+    }
+
+    /// A node of this cluster may take a message over that came in through a gateway link of this node when it
+    /// relays the message's resume from another gateway link to the same cluster (the message moved to another
+    /// gateway pair, docs/wan.md, "Cuts"): its path crossed that cluster.
+    func mayAdoptRelayed(_ flow: Flow, open: Freight_Wire_V1_Open, by port: Port) -> Bool {
+        guard case .peer(let member) = port, members[member] != nil, case .local(let old) = flow.upstream,
+            let gateways, let cluster = gateways.ingressCluster(old)
+        else { return false }
+        return ClusterPath.clusters(in: open.path).contains(cluster)
     }
 
     /// True for the ports of a gateway's links: their DONE names endpoints of other clusters and is not rewritten.

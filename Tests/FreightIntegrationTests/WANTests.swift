@@ -163,6 +163,50 @@ import Testing
         }
     }
 
+    /// Two gateway pairs, each on its own emulated link (the second a little longer, so that a1 sends over its own);
+    /// the link that carries a 1 GiB message is cut for good at a quarter of it: the message goes on over the other
+    /// pair (a1's branch moves to a2, which reaches b1's receiver through b2) from where the receiver is, and arrives
+    /// whole, checked byte by byte.
+    @Test func aMessageCutForGoodGoesOnOverTheOtherGatewayPair() async throws {
+        let binary = try #require(
+            ProcessCluster.releaseBinary, "build the release node first: swift build -c release --product freight")
+        let lab = try await WANLab(links: 2, settings: ["rate=1gbit", "rtt=50ms"])
+        defer { lab.remove() }
+        _ = try lab.control("set link=1 rtt=80ms")
+        let sites = try await WANSites.start(lab: lab, executable: binary)
+        defer { sites.stop() }
+        try await sites.waitForLinks()
+        let receiver = try await sites.b.receiver("ckpt/pair", at: "b1", ["--count", "1", "--check"], seenAt: "b1")
+        defer { receiver.stop() }
+        try await sites.waitForRoute("ckpt/pair", at: "a1")
+        try await sites.waitForRoute("ckpt/pair", at: "a2")
+        let before = try lab.counters(link: 0)["bytes_out", default: 0]
+        let sender = try FreightProcess(
+            ["send", "ckpt/pair", "--size", "1GiB", "--via", sites.a.node("a1").socket, "--json"], executable: binary)
+        defer { sender.stop() }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try lab.counters(link: 0)["bytes_out", default: 0] - before < 256 << 20 {
+            guard ContinuousClock.now < deadline, sender.isRunning else {
+                Issue.record("a quarter of the message never crossed link 0: \(sender.stderr)")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try lab.control("cut link=0")
+        #expect(try await sender.waitForExit(timeout: .seconds(120)) == 0, "send: \(sender.stderr)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "receiver: \(receiver.stderr)")
+        let received = receiver.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical: \(receiver.stdoutLines.suffix(2))")
+        let delivery = (sender.jsonLines.first?["deliveries"] as? [[String: Any]])?.first ?? [:]
+        let path = delivery["path"] as? [String] ?? []
+        let resumes = delivery["resumed_at"] as? [Int] ?? []
+        print("WAN pair cut for good at a quarter of 1 GiB: path \(path), resumed at \(resumes)")
+        #expect(path.contains("a2") && path.contains("b/b2"), "the message went on over a2 and b2: \(path)")
+        #expect(!resumes.isEmpty && resumes.allSatisfy { $0 >= 128 << 20 }, "resumed from where it was: \(resumes)")
+        let second = try lab.counters(link: 1)["bytes_out", default: 0]
+        #expect(second < 1 << 30, "the second link carried what was left, not the whole message: \(second)")
+    }
+
     /// 64 messages of 16 MiB at once from one app of a to one app of b across 1 Gbit/s at 50 ms: none is refused,
     /// each arrives whole, they share the link (nearly all end within 20% of the whole run), and neither gateway's
     /// reserved memory passes its budget.
