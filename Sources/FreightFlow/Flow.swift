@@ -103,6 +103,11 @@ public struct Flow: Sendable {
     /// The window a gateway asked of every node and app after it (OPEN's `window_hint`, docs/wan.md): passed on in
     /// the OPENs this node sends.
     public internal(set) var windowHint: UInt64 = 0
+    /// Set on a detour: the message whose bytes this one carries to another gateway pair, and where they rejoin it
+    /// (OPEN's `part`, docs/wan.md, "Over every gateway pair"). Passed on in the OPENs this node sends.
+    public internal(set) var part: Freight_Wire_V1_Part?
+    /// The window grew here and the node upstream has not been told yet (ACK's `window_hint`).
+    public internal(set) var tellsUpstreamWindow = false
     /// Credit and acknowledgement granted upstream so far.
     public internal(set) var upstreamCredit: UInt64 = 0
     public internal(set) var upstreamAcked: UInt64 = 0

@@ -37,7 +37,23 @@ extension FlowTable {
         }
         for target in moved.targets { endpointLoad[target, default: 0] += 1 }
         flows[id]!.branches[index] = moved
+        // The old way may still stand (a gateway whose own link closed): it lets the message go.
+        actions.append(
+            .send(
+                .abort(id, FreightError(.cancelled, "message moved to \(moved.port)"), ackedOffset: old.ackedOffset),
+                to: port))
         actions.append(.send(.open(Self.openFrame(flows[id]!, moved, resume: true)), to: moved.port))
+        return true
+    }
+
+    /// The gateway that branch `port` of message `id` goes to no longer reaches the branch's cluster (its link there
+    /// closed, and its routes left the directory): the branch is suspended as for a broken link, to move to another
+    /// gateway at once (``reroute(_:from:to:actions:)``). Only where the upstream sends again; true when suspended.
+    @discardableResult
+    public mutating func suspend(_ id: UInt64, port: FlowPort, actions: inout [FlowAction]) -> Bool {
+        guard let flow = flows[id], flow.upstreamResends, let index = flow.openBranch(port) else { return false }
+        flows[id]!.branches[index].state = .suspended(sinceNanos: nowNanos)
+        actions.append(.branchRewound(messageID: id, port: port))
         return true
     }
 

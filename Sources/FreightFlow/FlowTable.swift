@@ -140,7 +140,8 @@ public struct FlowTable: Sendable {
             let planned = try plan(header) { load[$0, default: 0] }
             return try start(
                 header: header, upstream: port, plan: planned, path: open.path + [name], rerouted: rerouted,
-                windowHint: min(open.windowHint, UInt64(Limits.windowHintMax)), actions: &actions)
+                windowHint: min(open.windowHint, UInt64(Limits.windowHintMax)),
+                part: open.hasPart ? open.part : nil, actions: &actions)
         } catch {
             failed += 1
             actions.append(.send(.abort(id, error), to: port))
@@ -178,7 +179,7 @@ public struct FlowTable: Sendable {
 
     private mutating func start(
         header: Freight_Wire_V1_MessageHeader, upstream: FlowPort, plan: Plan, path: [String], rerouted: Bool,
-        windowHint: UInt64 = 0, actions: inout [FlowAction]
+        windowHint: UInt64 = 0, part: Freight_Wire_V1_Part? = nil, actions: inout [FlowAction]
     ) throws(FreightError) -> Flow {
         guard messages(from: upstream) < Limits.messagesPerConnectionMax else {
             throw FreightError(
@@ -228,6 +229,7 @@ public struct FlowTable: Sendable {
             reservedBytes: reserve, windowBytes: window, shared: plan.shared, upstreamResends: plan.upstreamResends)
         flow.upstreamProgressNanos = nowNanos
         flow.windowHint = windowHint
+        flow.part = part
         if rerouted { flow.gate = .awaitingOffset }
         for index in flow.branches.indices { flow.branches[index].progressNanos = nowNanos }
         reservedBytes += reserve
@@ -299,6 +301,7 @@ public struct FlowTable: Sendable {
         flow.reservedBytes += more
         flow.windowBytes = window
         flow.windowHint = max(flow.windowHint, window)
+        if case .peer = flow.upstream { flow.tellsUpstreamWindow = true }
         flows[id] = flow
         return window
     }
@@ -311,6 +314,7 @@ public struct FlowTable: Sendable {
         open.shared = flow.shared
         open.resume = resume
         open.windowHint = flow.windowHint
+        if let part = flow.part { open.part = part }
         open.targets = branch.targets.map { key in
             var ref = Freight_Wire_V1_EndpointRef()
             ref.node = key.node
@@ -374,6 +378,11 @@ public struct FlowTable: Sendable {
                 ack.messageID, FreightError(.protocolViolation, "\(port) acknowledged past the message"),
                 notifyUpstream: true, actions: &actions)
         }
+        if ack.windowHint > flows.values[slot].windowBytes, case .peer = port {
+            // A node after this one widened its window for the WAN: this one does too, and tells the one before. Only
+            // a node of the cluster is heard: an app, or another cluster, may not make this node hold more.
+            widen(ack.messageID, window: min(ack.windowHint, UInt64(Limits.windowHintMax)))
+        }
         let now = nowNanos
         func apply(_ flow: inout Flow) -> (acked: UInt64, credit: UInt64)? {
             let credit = max(flow.branches[index].creditOffset, min(ack.creditOffset, length))
@@ -424,6 +433,14 @@ public struct FlowTable: Sendable {
             upstream.creditOffset = flow.upstreamCredit
             upstream.resendFrom = ack.resendFrom
             upstream.resendCode = ack.resendCode
+            actions.append(.send(.ack(upstream), to: flow.upstream))
+        } else if let update, flow.tellsUpstreamWindow {
+            flows.values[slot].tellsUpstreamWindow = false
+            var upstream = Freight_Wire_V1_Ack()
+            upstream.messageID = ack.messageID
+            upstream.ackedOffset = update.acked
+            upstream.creditOffset = update.credit
+            upstream.windowHint = flow.windowBytes
             actions.append(.send(.ack(upstream), to: flow.upstream))
         } else if let update {
             actions.append(.send(.ack(ack.messageID, acked: update.acked, credit: update.credit), to: flow.upstream))
@@ -652,9 +669,19 @@ public struct FlowTable: Sendable {
     }
 
     /// Every connection the peer sends on broke (its stripes to this node), and the peer resumes: flows from it are
-    /// held for it to come back and re-open them (``resume(_:from:actions:)``), until the hold time passes.
+    /// held for it to come back and re-open them (``resume(_:from:actions:)``), until the hold time passes. A flow
+    /// whose upstream cannot send again (a detour, docs/wan.md) ends at once: nothing would come to resume it.
     public mutating func upstreamLost(_ peer: FlowPort, actions: inout [FlowAction]) {
         for (id, flow) in flows where flow.upstream == peer && flow.upstreamLostNanos == nil {
+            guard flow.upstreamResends else {
+                abort(
+                    id,
+                    FreightError(
+                        .nodeGone,
+                        "\(peer), which sent message \(String(id, radix: 16)), is unreachable after \(flow.bytesForwarded) of \(flow.length) bytes"
+                    ), notifyUpstream: true, actions: &actions)
+                continue
+            }
             flows[id]!.upstreamLostNanos = nowNanos
         }
     }

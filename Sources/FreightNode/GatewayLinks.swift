@@ -74,6 +74,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         var opened: NIODeadline
         /// Set once the peer's HELLO was checked against its certificate.
         var cluster: String?
+        /// The peer gateway's node name, from its HELLO: where a detour's bytes rejoin a message sent on this link.
+        var peerName: String?
         var up: NIODeadline?
         /// The ping in flight (our clock when sent), and the smoothed round-trip time in nanoseconds.
         var pingSent: UInt64?
@@ -87,6 +89,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         /// Body bytes sent and received on the link.
         var bytesOut: UInt64 = 0
         var bytesIn: UInt64 = 0
+        /// Of `bytesIn`, those that came over another gateway pair to rejoin their message here (a detour).
+        var detourBytesIn: UInt64 = 0
         /// The body bytes at the last rate measurement, and the rates then (bytes per second over the last second).
         var measuredOut: UInt64 = 0
         var measuredIn: UInt64 = 0
@@ -142,6 +146,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     /// taken over by another link from the same cluster.
     var closedIngress: [UInt64: String] = [:]
     var closedIngressOrder: [UInt64] = []
+    /// Messages sent on a link that carry some of their bytes over another gateway pair, and detours whose bytes
+    /// rejoin a message here (docs/wan.md, "Over every gateway pair").
+    var detours = Detours()
     /// The routes the cluster's directory was last given (``NodeEngine/syncRouteEndpoints()``).
     private var routesPublished: UInt64 = 0
     private var ratesMeasuredAt: UInt64 = 0
@@ -550,6 +557,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             written.futureResult.whenComplete { [self] _ in feed(id) }
             connection.sendData(chunk, promise: written)
         }
+        spill(id)
     }
 
     /// What the link's planner (and the peer's) asks for changed: the dialing side dials the stripes missing; the
@@ -748,6 +756,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         // pong (docs/gateways.md).
         let setup = UInt64(max(1, (NIODeadline.now() - link.opened).nanoseconds / 1000))
         link.cluster = proven
+        link.peerName = AddressGrammar.isName(hello.name) ? hello.name : nil
         link.up = .now()
         link.ingress = engine.localPorts.add { GatewayIngress(gateways: self, portID: $0, link: id, cluster: proven) }
         links[id] = link

@@ -130,9 +130,17 @@ extension GatewayLinks {
             out.path = ClusterPath.qualified(open.path, in: cluster)
             out.destinations = destinations.keys.sorted().map { destinations[$0]! }
             out.resume = open.resume
+            out.windowHint = open.windowHint
+            if open.hasPart { out.part = open.part }
             // Across a WAN the window must cover the round trip: this node's own, and every one after it.
-            if let hint = windowHint(port.link), hint > open.windowHint {
-                out.windowHint = engine.flowTable.widen(id, window: hint) ?? open.windowHint
+            // A large message that may take a detour over another gateway pair needs the window of both paths.
+            if var hint = windowHint(port.link) {
+                if !open.hasPart, open.header.length >= Self.detourMessageBytesMin, companion(of: port.link) != nil {
+                    hint = min(UInt64(Limits.windowHintMax), 8 * hint)
+                }
+                if hint > open.windowHint {
+                    out.windowHint = engine.flowTable.widen(id, window: hint) ?? open.windowHint
+                }
             }
             links[port.link]!.egressMessages.insert(id)
             link.connection.send(.open(out))
@@ -147,6 +155,7 @@ extension GatewayLinks {
         case .abort(let abort):
             guard links[port.link]?.egressMessages.remove(abort.messageID) != nil else { return }
             dropQueued(abort.messageID, on: port.link)
+            endDetour(of: abort.messageID, reason: nil)
             links[port.link]?.connection.send(.abort(abort))
         default:
             break
@@ -186,6 +195,9 @@ extension GatewayLinks {
         case .abort:
             forget(messageID, on: id)
             engine.flowFrame(frame, from: .local(portID))
+        case .ack(let ack):
+            engine.flowFrame(frame, from: .local(portID))
+            detourAcknowledged(messageID, through: ack.ackedOffset, on: id)
         default:
             engine.flowFrame(frame, from: .local(portID))
         }
@@ -194,6 +206,7 @@ extension GatewayLinks {
     private func forget(_ messageID: UInt64, on id: Int) {
         links[id]?.egressMessages.remove(messageID)
         dropQueued(messageID, on: id)
+        endDetour(of: messageID, reason: nil)
     }
 
     // MARK: ingress
@@ -228,6 +241,16 @@ extension GatewayLinks {
             link.connection.send(.abort(open.header.id, refusal))
             return
         }
+        var open = open
+        if open.hasPart {
+            // A detour: it rejoins its message at a gateway of this cluster, which trusts the cluster named here only.
+            guard AddressGrammar.isName(open.part.gateway), let cluster = link.cluster else {
+                link.connection.send(
+                    .abort(open.header.id, FreightError(.protocolViolation, "a detour names no valid gateway")))
+                return
+            }
+            open.part.cluster = cluster
+        }
         engine.flowFrame(.open(open), from: .local(ingress.portID))
     }
 
@@ -257,9 +280,11 @@ extension GatewayLinks {
         engine.flowFrame(.data(chunk), from: .local(ingress.portID))
     }
 
-    /// A frame the flow table sends back to a message's sender in another cluster.
+    /// A frame the flow table sends back to a message's sender in another cluster (and to the detour that carries
+    /// some of its bytes, if any: docs/wan.md, "Over every gateway pair").
     func ingress(_ frame: Frame, to id: Int) {
         links[id]?.connection.send(frame)
+        mirror(frame)
     }
 
     // MARK: a link's end
@@ -269,6 +294,7 @@ extension GatewayLinks {
     func trafficEnded(on link: Link, id: Int) {
         let reason = FreightError(
             .nodeGone, "the gateway link to cluster \(link.cluster ?? "?") (\(link.address)) closed")
+        endDetours(on: id, reason: reason)
         if let port = egressPorts[id], !link.egressMessages.isEmpty {
             // Held as a branch to a node whose link broke is: moved to another gateway of this cluster that reaches
             // the same cluster (docs/wan.md, "Cuts"), or failed with the offset it reached after the hold time.

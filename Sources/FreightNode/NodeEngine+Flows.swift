@@ -81,6 +81,7 @@ extension NodeEngine {
         _ header: Freight_Wire_V1_MessageHeader, open: Freight_Wire_V1_Open, from port: Port,
         load: (EndpointKey) -> Int
     ) throws(FreightError) -> FlowTable.Plan {
+        if open.hasPart { return try detourPlan(open, from: port) }
         var targets: [EndpointKey]
         switch port {
         case .local where isGatewayPort(port):
@@ -158,6 +159,45 @@ extension NodeEngine {
             }
         }
         return FlowTable.Plan(branches: branches, shared: shared, upstreamResends: resends(port))
+    }
+
+    /// Where a detour goes from this node (docs/wan.md, "Over every gateway pair"): at a gateway of the sender's
+    /// cluster, onto its link (the route endpoint its OPEN names, as for any message); from the far cluster's gateway
+    /// it entered, to the gateway where it rejoins its message; there, to the detour port. Its upstream never sends
+    /// again: a detour that breaks ends, and its sender's gateway sends what it carried over its own link.
+    private func detourPlan(_ open: Freight_Wire_V1_Open, from port: Port) throws(FreightError) -> FlowTable.Plan {
+        let part = open.part
+        guard let gateways else { throw FreightError(.noRoute, "node \(name) is not a gateway and takes no detour") }
+        if isGatewayPort(port) {
+            if part.gateway == name {
+                return FlowTable.Plan(
+                    branches: [Flow.Branch(port: .local(gateways.detourPort.portID), targets: [])],
+                    upstreamResends: false)
+            }
+            guard members[part.gateway]?.link.isUp == true else {
+                throw FreightError(
+                    .noRoute, "gateway \(part.gateway) of cluster \(configuration.cluster) is not reachable")
+            }
+            return FlowTable.Plan(
+                branches: [Flow.Branch(port: .peer(part.gateway), targets: [])], upstreamResends: false)
+        }
+        guard case .peer = port, !open.path.contains(name) else {
+            throw FreightError(.protocolViolation, "a detour comes from a node or a gateway link, once")
+        }
+        guard let target = open.targets.first else {
+            guard part.gateway == name else {
+                throw FreightError(
+                    .noRoute, "detour \(open.header.id) rejoins its message at \(part.gateway), not here")
+            }
+            return FlowTable.Plan(
+                branches: [Flow.Branch(port: .local(gateways.detourPort.portID), targets: [])], upstreamResends: false)
+        }
+        guard open.targets.count == 1, target.node == name, let local = localEndpoints[target.id]?.port,
+            isGatewayPort(local)
+        else { throw FreightError(.noRoute, "detour \(open.header.id) names no gateway link of node \(name)") }
+        return FlowTable.Plan(
+            branches: [Flow.Branch(port: local, targets: [EndpointKey(node: name, id: target.id)])],
+            upstreamResends: false)
     }
 
     /// Whether `port` sends a message's bytes again from an offset when asked (its HELLO says "resume"; in-process

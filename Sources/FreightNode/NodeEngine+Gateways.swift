@@ -182,42 +182,70 @@ extension NodeEngine {
         var moves: [(id: UInt64, from: Port, to: Flow.Branch)] = []
         for flow in flowTable.flows.values {
             for branch in flow.branches {
-                guard let remote = branch.remote, case .suspended = branch.state,
-                    let destination = try? parsedAddress(flow.header.destination)
-                else { continue }
-                // Through a gateway node whose link broke, or through a link of this gateway that closed.
-                let lost: String
-                switch branch.port {
-                case .peer(let node): lost = node
-                case .local: lost = name
-                default: continue
-                }
-                let others = index.match(destination).filter { record in
-                    guard record.route?.cluster == remote.cluster else { return false }
-                    if record.key.node == name {
-                        guard let port = localEndpoints[record.key.id]?.port else { return false }
-                        return port != branch.port
-                    }
-                    // Never back to a node the message already crossed (its sender's node may be a gateway too).
-                    return record.key.node != lost && !flow.path.contains(record.key.node)
-                        && members[record.key.node]?.link.isUp == true
-                }
-                // All of it through one other gateway, or the branch waits for its own.
-                let carriers = carriers(to: remote, among: others)
-                guard carriers.count == (remote.patterns ? 1 : 0) + remote.groups.count,
-                    let node = carriers.first?.key.node, carriers.allSatisfy({ $0.key.node == node })
-                else { continue }
-                let port: Port =
-                    node == name
-                    ? (localEndpoints[carriers[0].key.id]?.port ?? .peer(node)) : .peer(node)
-                moves.append(
-                    (flow.id, branch.port, Flow.Branch(port: port, targets: carriers.map(\.key), remote: remote)))
+                guard case .suspended = branch.state, let moved = alternative(to: branch, of: flow) else { continue }
+                moves.append((flow.id, branch.port, moved))
             }
         }
+        move(moves)
+    }
+
+    /// Moves every branch to a gateway of this cluster whose routes for it left the directory (its own link to that
+    /// cluster closed: the gateway stands, but reaches it no more) to another gateway that reaches it, when there is
+    /// one: a node that sent through the other gateway pair goes on over its own (docs/wan.md, "Cuts").
+    func moveOffLostRoutes() {
+        var moves: [(id: UInt64, from: Port, to: Flow.Branch)] = []
+        for flow in flowTable.flows.values where flow.upstreamResends {
+            for branch in flow.branches where branch.isOpen && branch.remote != nil {
+                guard case .peer = branch.port, !branch.targets.isEmpty,
+                    branch.targets.allSatisfy({ index.record($0) == nil }),
+                    let moved = alternative(to: branch, of: flow)
+                else { continue }
+                moves.append((flow.id, branch.port, moved))
+            }
+        }
+        guard !moves.isEmpty else { return }
+        for move in moves { flowTable.suspend(move.id, port: move.from, actions: &flowActions) }
+        performFlowActions()
+        move(moves)
+    }
+
+    private func move(_ moves: [(id: UInt64, from: Port, to: Flow.Branch)]) {
         for move in moves where flowTable.reroute(move.id, from: move.from, to: move.to, actions: &flowActions) {
             logger.notice("message \(String(move.id, radix: 16)) moves from \(move.from) to \(move.to.port)")
         }
         performFlowActions()
+    }
+
+    /// Where a branch bound for another cluster can go instead of its own gateway: all of it through one other gateway
+    /// of this cluster that reaches that cluster, whose link is up and that the message did not cross, or nil.
+    private func alternative(to branch: Flow.Branch, of flow: Flow) -> Flow.Branch? {
+        guard let remote = branch.remote, let destination = try? parsedAddress(flow.header.destination) else {
+            return nil
+        }
+        // Through a gateway node whose link broke, or through a link of this gateway that closed.
+        let lost: String
+        switch branch.port {
+        case .peer(let node): lost = node
+        case .local: lost = name
+        default: return nil
+        }
+        let others = index.match(destination).filter { record in
+            guard record.route?.cluster == remote.cluster else { return false }
+            if record.key.node == name {
+                guard let port = localEndpoints[record.key.id]?.port else { return false }
+                return port != branch.port
+            }
+            // Never back to a node the message already crossed (its sender's node may be a gateway too).
+            return record.key.node != lost && !flow.path.contains(record.key.node)
+                && members[record.key.node]?.link.isUp == true
+        }
+        let carriers = carriers(to: remote, among: others)
+        guard carriers.count == (remote.patterns ? 1 : 0) + remote.groups.count,
+            let node = carriers.first?.key.node, carriers.allSatisfy({ $0.key.node == node })
+        else { return nil }
+        let port: Port =
+            node == name ? (localEndpoints[carriers[0].key.id]?.port ?? .peer(node)) : .peer(node)
+        return Flow.Branch(port: port, targets: carriers.map(\.key), remote: remote)
     }
 
     /// A resume OPEN from a node of this cluster for a message this node never held, bound for a route of this
@@ -232,11 +260,17 @@ extension NodeEngine {
 
     /// Another gateway link may take a message over from the one it came in on when both come from the same cluster
     /// (each proved by its certificate).
+    /// Or when it came through another gateway of this cluster (a member) from that cluster: its sender's cluster
+    /// moved it to this gateway pair (docs/wan.md, "Cuts").
     func mayAdopt(_ flow: Flow, by port: Port) -> Bool {
-        guard case .local(let new) = port, case .local(let old) = flow.upstream, let gateways,
-            let cluster = gateways.ingressCluster(new)
-        else { return false }
-        return gateways.ingressCluster(old) == cluster
+        guard case .local(let new) = port, let gateways, let cluster = gateways.ingressCluster(new) else {
+            return false
+        }
+        switch flow.upstream {
+        case .local(let old): return gateways.ingressCluster(old) == cluster
+        case .peer(let member): return members[member] != nil && ClusterPath.clusters(in: flow.path).contains(cluster)
+        case .session: return false
+        }
     }
 
     /// A node of this cluster may take a message over that came in through a gateway link of this node when it

@@ -18,6 +18,7 @@ extension NodeEngine {
         flowTable.advance(to: nowNanos, actions: &flowActions)
         performFlowActions()
         rerouteSuspended()
+        moveOffLostRoutes()
         if !usesMesh { joinDirectoryNodes() }
         closeStalledStreams()
         closeLongHolds()

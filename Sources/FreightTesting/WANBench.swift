@@ -68,14 +68,15 @@ public enum WANBench {
         return line
     }
 
-    /// One measurement: a lab with `settings`, gateways a1 and b1 (`binary`, each node and the receiver with
-    /// `window`), a `size` message a → b checked byte by byte, then iperf3 with one stream for `oneStreamSeconds`
-    /// and with `streams` streams for as many bytes as the message.
+    /// One measurement: a lab of `pairs` links with `settings` each, gateways a1 and b1 (and a2, b2… one pair per
+    /// link; `binary`, each node and the receiver with `window`), a `size` message from an app of a1 to one of b1
+    /// checked byte by byte, then iperf3 with one stream for `oneStreamSeconds` on the first link and with `streams`
+    /// streams on every link at once, each for its share of the message's bytes.
     public static func measure(
         settings: [String], size: Int64, window: String, streams: Int = 8, oneStreamSeconds: Int = 8,
-        binary: String? = nil
+        pairs: Int = 1, binary: String? = nil
     ) async throws -> Result {
-        let lab = try await WANLab(settings: settings)
+        let lab = try await WANLab(links: pairs, settings: settings)
         defer { lab.remove() }
         let sites = try await WANSites.start(lab: lab, executable: binary, extraArguments: ["--window", window])
         defer { sites.stop() }
@@ -83,23 +84,32 @@ public enum WANBench {
         let receiver = try await sites.b.receiver(
             "bench/wan", at: "b1", ["--count", "1", "--check", "--window", window], seenAt: "b1")
         defer { receiver.stop() }
-        try await sites.waitForRoute("bench/wan")
-        let before = try lab.counters()
+        for node in sites.a.nodes { try await sites.waitForRoute("bench/wan", at: node.name) }
+        let before = try (0..<pairs).map { try lab.counters(link: $0)["bytes_out", default: 0] }
         let delivered = try await send("bench/wan", size: "\(size)", sites: sites, binary: binary)
-        let after = try lab.counters()
+        let after = try (0..<pairs).map { try lab.counters(link: $0)["bytes_out", default: 0] }
         guard try await receiver.waitForExit(timeout: .seconds(30)) == 0 else {
             throw FreightError(.internalError, "the receiver in b failed: \(receiver.stderr)")
         }
         let status = try await sites.a.status("a1")
         let link = (status["gateway_links"] as? [[String: Any]])?.first ?? [:]
-        let server = try await iperfServer(lab)
-        defer { server.stop() }
-        let many = receivedBitsPerSecond(try await iperf(lab, ["-n", "\(size)", "-P", "\(streams)"]))
+        var servers: [FreightProcess] = []
+        defer { for server in servers { server.stop() } }
+        for index in 0..<pairs { servers.append(try await iperfServer(lab, link: index)) }
+        let many = try await withThrowingTaskGroup(of: Double.self) { group in
+            for index in 0..<pairs {
+                group.addTask {
+                    receivedBitsPerSecond(
+                        try await iperf(lab, link: index, ["-n", "\(size / Int64(pairs))", "-P", "\(streams)"]))
+                }
+            }
+            return try await group.reduce(0, +)
+        }
         let one = receivedBitsPerSecond(try await iperf(lab, ["-t", "\(oneStreamSeconds)"]))
         return Result(
             settings: settings, iperfOne: one, iperfMany: many, streams: streams,
             freight: (delivered["mbps"] as? Double ?? 0) * 8e6,
-            wireRatio: Double(after["bytes_out", default: 0] - before["bytes_out", default: 0]) / Double(size),
+            wireRatio: Double(zip(after, before).map { $0 - $1 }.reduce(0, +)) / Double(size),
             stripes: link["stripes"] as? Int ?? 0, link: link)
     }
 }

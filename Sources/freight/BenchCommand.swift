@@ -49,7 +49,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("wan"),
         help: ArgumentHelp(
-            "WAN links for --paths wan, separated by ';', each freight-wan settings (rate=1gbit rtt=50ms loss=0.1%).",
+            "WAN links for --paths wan, separated by ';', each freight-wan settings (rate=1gbit rtt=50ms loss=0.1%), and pairs=N for N gateway pairs, each on a link of its own with those settings.",
             valueName: "settings"))
     var wan = "rate=1gbit rtt=50ms;rate=1gbit rtt=50ms loss=0.1%;rate=1gbit rtt=200ms"
     @Option(name: .customLong("endpoints"), help: "Endpoints in the index for --paths directory.")
@@ -293,15 +293,23 @@ struct BenchCommand: AsyncParsableCommand {
                 "link                                 size      freight    iperf3 -P 8  iperf3 -P 1  vs link  vs -P 8  wire   stripes"
             )
         }
-        for link in wan.split(separator: ";").map({ $0.split(separator: " ").map(String.init) }) {
+        for entry in wan.split(separator: ";").map({ $0.split(separator: " ").map(String.init) }) {
+            // `pairs=N`: N gateway pairs, each on a link of its own with these settings (docs/wan.md).
+            let pairs = entry.first { $0.hasPrefix("pairs=") }.map { Int($0.dropFirst(6)) } ?? 1
+            guard let pairs, (1...8).contains(pairs) else {
+                throw FreightError(
+                    .invalidArgument, "pairs= takes 1 to 8 gateway pairs: \(entry.joined(separator: " "))")
+            }
+            let link = entry.filter { !$0.hasPrefix("pairs=") }
             var parsed = WANSettings()
             try parsed.apply(link)
-            let rate = parsed.bitsPerSecond
+            let rate = parsed.bitsPerSecond * UInt64(pairs)
             for size in sizes {
-                let result = try await WANBench.measure(settings: link, size: size, window: window)
+                let result = try await WANBench.measure(
+                    settings: link, size: size, window: window, pairs: pairs)
                 if output.json {
                     printJSON([
-                        "path": "wan", "link": link.joined(separator: " "), "size": size,
+                        "path": "wan", "link": entry.joined(separator: " "), "size": size,
                         "freight_bits_per_s": result.freight, "iperf3_streams": result.streams,
                         "iperf3_bits_per_s": result.iperfMany, "iperf3_one_stream_bits_per_s": result.iperfOne,
                         "wire_ratio": result.wireRatio, "stripes": result.stripes,
@@ -310,7 +318,7 @@ struct BenchCommand: AsyncParsableCommand {
                     let vsLink = rate > 0 ? result.freight / Double(rate) * 100 : nil
                     printLine(
                         [
-                            link.joined(separator: " ").padding(toLength: 36, withPad: " ", startingAt: 0),
+                            entry.joined(separator: " ").padding(toLength: 36, withPad: " ", startingAt: 0),
                             ByteCount.format(size).padding(toLength: 9, withPad: " ", startingAt: 0),
                             "\(Int(result.freight / 1e6)) Mbit/s".padding(toLength: 10, withPad: " ", startingAt: 0),
                             "\(Int(result.iperfMany / 1e6)) Mbit/s".padding(toLength: 12, withPad: " ", startingAt: 0),

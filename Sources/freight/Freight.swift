@@ -27,6 +27,12 @@ struct ViaOption: ParsableArguments {
         name: .customLong("shared-memory"),
         help: "Bodies through shared memory with the node (Unix socket only): auto, off or required.")
     var sharedMemoryMode = "auto"
+    @Option(
+        name: .customLong("shared-pool"),
+        help:
+            "Each half of this app's shared-memory pool (default 64MiB; freight send takes up to 256MiB for large messages): an app has at most its send pool in flight, and a WAN needs its window."
+    )
+    var sharedPool: String?
 
     /// The secret of the node's access-list token this app presents ($FREIGHT_TOKEN; apps over TCP need one when
     /// the node has an access list). Kept out of the command line, where other users of the machine could read it.
@@ -37,11 +43,26 @@ struct ViaOption: ParsableArguments {
         return try NodeAddress(text)
     }
 
-    func sharedMemory() throws -> SharedMemory {
+    /// What `--shared-memory` and `--shared-pool` ask for; `sending` bytes at once (a sender's messages in flight)
+    /// size the send half when `--shared-pool` is not given: 64 MiB up to 256 MiB, so that an app's pool does not cap
+    /// the window a WAN needs (docs/wan.md, "Windows").
+    func sharedMemory(sending: Int64 = 0) throws -> SharedMemory {
+        var receive = Limits.sharedPoolHalfBytesDefault
+        var send = Int(min(max(sending, Int64(receive)), 4 * Int64(Limits.sharedPoolHalfBytesDefault)))
+        if let sharedPool {
+            let bytes = try ByteCount.parse(sharedPool)
+            guard bytes >= Int64(Limits.chunkBytesMin), bytes <= Int64(Limits.sharedPoolBytesMax) else {
+                throw FreightError(
+                    .invalidArgument,
+                    "--shared-pool \(sharedPool): \(Limits.chunkBytesMin) bytes to \(ByteCount.format(Int64(Limits.sharedPoolBytesMax)))"
+                )
+            }
+            (send, receive) = (Int(bytes), Int(bytes))
+        }
         switch sharedMemoryMode {
-        case "auto": .automatic
-        case "off": .off
-        case "required": .required()
+        case "auto": return .automatic(sendBytes: send, receiveBytes: receive)
+        case "off": return .off
+        case "required": return .required(sendBytes: send, receiveBytes: receive)
         default: throw FreightError(.invalidArgument, "--shared-memory \(sharedMemoryMode): use auto, off or required")
         }
     }

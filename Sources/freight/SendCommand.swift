@@ -55,7 +55,8 @@ struct SendCommand: AsyncParsableCommand {
                 attributes[Limits.gpuAttribute] = "\(gpu)"
             }
             let client = try await FreightClient.connect(
-                to: try via.address(), label: label, token: via.token, sharedMemory: try via.sharedMemory())
+                to: try via.address(), label: label, token: via.token,
+                sharedMemory: try via.sharedMemory(sending: Int64(Self.length(of: body)) * Int64(min(count, parallel))))
             let options = SendOptions(attributes: attributes, chunkBytes: chunkBytes)
             if parallel > 1 {
                 try await sendInParallel(client, body: body, options: options)

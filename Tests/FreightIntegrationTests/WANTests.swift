@@ -170,16 +170,8 @@ import Testing
     @Test func aMessageCutForGoodGoesOnOverTheOtherGatewayPair() async throws {
         let binary = try #require(
             ProcessCluster.releaseBinary, "build the release node first: swift build -c release --product freight")
-        let lab = try await WANLab(links: 2, settings: ["rate=1gbit", "rtt=50ms"])
-        defer { lab.remove() }
-        _ = try lab.control("set link=1 rtt=80ms")
-        let sites = try await WANSites.start(lab: lab, executable: binary)
-        defer { sites.stop() }
-        try await sites.waitForLinks()
-        let receiver = try await sites.b.receiver("ckpt/pair", at: "b1", ["--count", "1", "--check"], seenAt: "b1")
-        defer { receiver.stop() }
-        try await sites.waitForRoute("ckpt/pair", at: "a1")
-        try await sites.waitForRoute("ckpt/pair", at: "a2")
+        let (lab, sites, receiver) = try await Self.twoPairs(receiving: "ckpt/pair", secondRTT: "80ms", binary: binary)
+        defer { Self.stop(lab, sites, receiver) }
         let before = try lab.counters(link: 0)["bytes_out", default: 0]
         let sender = try FreightProcess(
             ["send", "ckpt/pair", "--size", "1GiB", "--via", sites.a.node("a1").socket, "--json"], executable: binary)
@@ -205,6 +197,102 @@ import Testing
         #expect(!resumes.isEmpty && resumes.allSatisfy { $0 >= 128 << 20 }, "resumed from where it was: \(resumes)")
         let second = try lab.counters(link: 1)["bytes_out", default: 0]
         #expect(second < 1 << 30, "the second link carried what was left, not the whole message: \(second)")
+    }
+
+    /// Two gateway pairs, each on its own 1 Gbit/s link at 50 ms: one 1 GiB message from an app of a1 to one of b1
+    /// crosses both (a1's own link, and a detour through a2 and b2 that rejoins it at b1), arrives whole, checked byte
+    /// by byte, and each link carries a good part of it, not much more than the message in all.
+    @Test func oneMessageCrossesBothGatewayPairs() async throws {
+        let binary = try #require(
+            ProcessCluster.releaseBinary, "build the release node first: swift build -c release --product freight")
+        let (lab, sites, receiver) = try await Self.twoPairs(receiving: "ckpt/both", binary: binary)
+        defer { Self.stop(lab, sites, receiver) }
+        let before = try (0..<2).map { try lab.counters(link: $0)["bytes_out", default: 0] }
+        let delivered = try await WANBench.send("ckpt/both", size: "1GiB", sites: sites, binary: binary)
+        let carried = try (0..<2).map { try lab.counters(link: $0)["bytes_out", default: 0] - before[$0] }
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "receiver: \(receiver.stderr)")
+        let received = receiver.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical: \(receiver.stdoutLines.suffix(2))")
+        let rate = (delivered["mbps"] as? Double ?? 0) * 8
+        print(
+            "WAN two gateway pairs, 1 Gbit/s and 50 ms each: 1 GiB at \(Int(rate)) Mbit/s; the links carried \(carried.map { $0 >> 20 }) MiB"
+        )
+        #expect(carried.allSatisfy { $0 >= 256 << 20 }, "each pair carried a good part of the message: \(carried)")
+        #expect(Double(carried.reduce(0, +)) < 1.05 * Double(1 << 30), "the links carried \(carried)")
+        // One pair alone cannot pass its link (1000 Mbit/s; it reaches 860-890 here).
+        #expect(rate >= 1_100, "two pairs together: \(rate) Mbit/s")
+    }
+
+    /// One 1 GiB message over two gateway pairs (its own link and a detour over the other pair); the second link is
+    /// cut for good once both carried some of it. Whether it carried the message itself or its detour, the message
+    /// goes on over the pair left (moved there, or sent again from what b1 holds) and arrives whole, checked byte by
+    /// byte.
+    @Test func aMessageOverTwoPairsGoesOnWhenOneIsCutForGood() async throws {
+        let binary = try #require(
+            ProcessCluster.releaseBinary, "build the release node first: swift build -c release --product freight")
+        let (lab, sites, receiver) = try await Self.twoPairs(receiving: "ckpt/cut", binary: binary)
+        defer { Self.stop(lab, sites, receiver) }
+        let before = try (0..<2).map { try lab.counters(link: $0)["bytes_out", default: 0] }
+        let sender = try FreightProcess(
+            ["send", "ckpt/cut", "--size", "1GiB", "--via", sites.a.node("a1").socket, "--json"], executable: binary)
+        defer { sender.stop() }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try (0..<2).contains(where: {
+            try lab.counters(link: $0)["bytes_out", default: 0] - before[$0] < 64 << 20
+        }) {
+            guard ContinuousClock.now < deadline, sender.isRunning else {
+                Issue.record("the message did not cross both links: \(sender.stderr)")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try lab.control("cut link=1")
+        #expect(try await sender.waitForExit(timeout: .seconds(120)) == 0, "send: \(sender.stderr)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "receiver: \(receiver.stderr)")
+        let received = receiver.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical: \(receiver.stdoutLines.suffix(2))")
+        let delivery = (sender.jsonLines.first?["deliveries"] as? [[String: Any]])?.first ?? [:]
+        let carried = try (0..<2).map { try lab.counters(link: $0)["bytes_out", default: 0] - before[$0] }
+        print(
+            "two pairs, link 1 cut for good: path \(delivery["path"] as? [String] ?? []), resumed at \(delivery["resumed_at"] as? [Int] ?? []), the links carried \(carried.map { $0 >> 20 }) MiB"
+        )
+        #expect((delivery["path"] as? [String] ?? []).contains("b/b1"), "delivered at b1: \(delivery)")
+        // What was in flight over the cut link crosses again, no more.
+        #expect(Double(carried.reduce(0, +)) < 1.25 * Double(1 << 30), "the links carried \(carried)")
+    }
+
+    /// Two gateway pairs, each on its own 1 Gbit/s link (at 50 ms, the second at `secondRTT`), a receiver of
+    /// `address` at b1 that checks every byte, and routes to it at a1 and a2; what it made is removed if a step fails.
+    static func twoPairs(receiving address: String, secondRTT: String = "50ms", binary: String) async throws
+        -> (WANLab, WANSites, FreightProcess)
+    {
+        let lab = try await WANLab(links: 2, settings: ["rate=1gbit", "rtt=50ms"])
+        var sites: WANSites?
+        do {
+            _ = try lab.control("set link=1 rtt=\(secondRTT)")
+            sites = try await WANSites.start(lab: lab, executable: binary)
+            try await sites!.waitForLinks()
+            let receiver = try await sites!.b.receiver(
+                address, at: "b1", ["--count", "1", "--check"], seenAt: "b1")
+            do {
+                try await sites!.waitForRoute(address, at: "a1")
+                try await sites!.waitForRoute(address, at: "a2")
+            } catch {
+                receiver.stop()
+                throw error
+            }
+            return (lab, sites!, receiver)
+        } catch {
+            sites?.stop()
+            lab.remove()
+            throw error
+        }
+    }
+
+    static func stop(_ lab: WANLab, _ sites: WANSites, _ receiver: FreightProcess) {
+        receiver.stop()
+        sites.stop()
+        lab.remove()
     }
 
     /// 64 messages of 16 MiB at once from one app of a to one app of b across 1 Gbit/s at 50 ms: none is refused,

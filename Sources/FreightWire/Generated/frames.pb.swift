@@ -217,11 +217,44 @@ public nonisolated struct Freight_Wire_V1_Open: @unchecked Sendable {
     set {_uniqueStorage()._windowHint = newValue}
   }
 
+  /// Set on a detour (docs/wan.md, "Over every gateway pair"): this message carries some of the bytes of another
+  /// message, `part.message_id`, that a gateway of the sender's cluster sends across its own link to gateway
+  /// `part.gateway` of the far cluster, and goes there over another gateway pair.
+  public var part: Freight_Wire_V1_Part {
+    get {_storage._part ?? Freight_Wire_V1_Part()}
+    set {_uniqueStorage()._part = newValue}
+  }
+  /// Returns true if `part` has been explicitly set.
+  public var hasPart: Bool {_storage._part != nil}
+  /// Clears the value of `part`. Subsequent reads from it will return its default value.
+  public mutating func clearPart() {_uniqueStorage()._part = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Which message a detour carries bytes of, and where they rejoin it: on gateway `gateway`, as if they came in on its
+/// gateway link whose incarnation (the nonce its dialer chose) is `link`. `cluster` is set by the far cluster's gateway
+/// that the detour entered through: the cluster its certificate proved.
+public nonisolated struct Freight_Wire_V1_Part: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var messageID: UInt64 = 0
+
+  public var gateway: String = String()
+
+  public var link: UInt64 = 0
+
+  public var cluster: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// A cluster a message is bound for, gateway to gateway: the `any` groups of that cluster that take it (each served
@@ -299,6 +332,11 @@ public nonisolated struct Freight_Wire_V1_Ack: Sendable {
   /// Why bytes are asked for again, as an error code, when it is not a broken link: a receiving app that found a chunk
   /// failing its CRC32C check sets checksum mismatch. A source that cannot send again fails the message with it.
   public var resendCode: UInt32 = 0
+
+  /// Set once by a node whose window for the message grew (a gateway that sends it across a WAN, docs/wan.md,
+  /// "Windows"): the node before it widens its own to match, within its budget and up to 256 MiB, and passes it on,
+  /// so that the sender's node grants what the WAN needs. Apps ignore it. 0: none.
+  public var windowHint: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1439,7 +1477,7 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
 
 nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Open"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0\u{1}resume\0\u{3}resumed_at\0\u{2}\u{2}destinations\0\u{4}\u{2}window_hint\0\u{c}\u{7}\u{1}\u{c}\u{9}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}targets\0\u{1}path\0\u{1}shared\0\u{1}resume\0\u{3}resumed_at\0\u{2}\u{2}destinations\0\u{4}\u{2}window_hint\0\u{1}part\0\u{c}\u{7}\u{1}\u{c}\u{9}\u{1}")
 
   fileprivate class _StorageClass {
     var _header: Freight_Wire_V1_MessageHeader? = nil
@@ -1450,6 +1488,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
     var _resumedAt: UInt64 = 0
     var _destinations: [Freight_Wire_V1_Destination] = []
     var _windowHint: UInt64 = 0
+    var _part: Freight_Wire_V1_Part? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1468,6 +1507,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
       _resumedAt = source._resumedAt
       _destinations = source._destinations
       _windowHint = source._windowHint
+      _part = source._part
     }
   }
 
@@ -1494,6 +1534,7 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
         case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._resumedAt) }()
         case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._destinations) }()
         case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._windowHint) }()
+        case 11: try { try decoder.decodeSingularMessageField(value: &_storage._part) }()
         default: break
         }
       }
@@ -1530,6 +1571,9 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
       if _storage._windowHint != 0 {
         try visitor.visitSingularUInt64Field(value: _storage._windowHint, fieldNumber: 10)
       }
+      try { if let v = _storage._part {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1547,10 +1591,56 @@ nonisolated extension Freight_Wire_V1_Open: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._resumedAt != rhs_storage._resumedAt {return false}
         if _storage._destinations != rhs_storage._destinations {return false}
         if _storage._windowHint != rhs_storage._windowHint {return false}
+        if _storage._part != rhs_storage._part {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_Part: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Part"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{1}gateway\0\u{1}link\0\u{1}cluster\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFixed64Field(value: &self.messageID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.gateway) }()
+      case 3: try { try decoder.decodeSingularFixed64Field(value: &self.link) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.cluster) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.messageID != 0 {
+      try visitor.visitSingularFixed64Field(value: self.messageID, fieldNumber: 1)
+    }
+    if !self.gateway.isEmpty {
+      try visitor.visitSingularStringField(value: self.gateway, fieldNumber: 2)
+    }
+    if self.link != 0 {
+      try visitor.visitSingularFixed64Field(value: self.link, fieldNumber: 3)
+    }
+    if !self.cluster.isEmpty {
+      try visitor.visitSingularStringField(value: self.cluster, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_Part, rhs: Freight_Wire_V1_Part) -> Bool {
+    if lhs.messageID != rhs.messageID {return false}
+    if lhs.gateway != rhs.gateway {return false}
+    if lhs.link != rhs.link {return false}
+    if lhs.cluster != rhs.cluster {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1668,7 +1758,7 @@ nonisolated extension Freight_Wire_V1_EndpointRef: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Ack"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{3}acked_offset\0\u{3}credit_offset\0\u{3}resend_from\0\u{3}resend_code\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{3}acked_offset\0\u{3}credit_offset\0\u{3}resend_from\0\u{3}resend_code\0\u{3}window_hint\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1681,6 +1771,7 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.creditOffset) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self._resendFrom) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.resendCode) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.windowHint) }()
       default: break
       }
     }
@@ -1706,6 +1797,9 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
     if self.resendCode != 0 {
       try visitor.visitSingularUInt32Field(value: self.resendCode, fieldNumber: 5)
     }
+    if self.windowHint != 0 {
+      try visitor.visitSingularUInt64Field(value: self.windowHint, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1715,6 +1809,7 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.creditOffset != rhs.creditOffset {return false}
     if lhs._resendFrom != rhs._resendFrom {return false}
     if lhs.resendCode != rhs.resendCode {return false}
+    if lhs.windowHint != rhs.windowHint {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
