@@ -51,7 +51,7 @@ struct BenchCommand: AsyncParsableCommand {
         help: ArgumentHelp(
             "WAN links for --paths wan, separated by ';', each freight-wan settings (rate=1gbit rtt=50ms loss=0.1%), and pairs=N for N gateway pairs, each on a link of its own with those settings.",
             valueName: "settings"))
-    var wan = "rate=1gbit rtt=50ms;rate=1gbit rtt=50ms loss=0.1%;rate=1gbit rtt=200ms"
+    var wan = "rate=1gbit rtt=50ms;rate=1gbit rtt=50ms loss=0.1%;rate=1gbit rtt=200ms;rate=1gbit rtt=50ms pairs=2"
     @Option(name: .customLong("endpoints"), help: "Endpoints in the index for --paths directory.")
     var endpoints = 1_000_000
     @OptionGroup var output: OutputOptions
@@ -290,7 +290,7 @@ struct BenchCommand: AsyncParsableCommand {
     func wanBench(sizes: [Int64]) async throws {
         if !output.json {
             printLine(
-                "link                                 size      freight    iperf3 -P 8  iperf3 -P 1  vs link  vs -P 8  wire   stripes"
+                "link                                 size      freight      iperf3 -P 8  iperf3 -P 1  vs link  vs -P 8  wire   stripes"
             )
         }
         for entry in wan.split(separator: ";").map({ $0.split(separator: " ").map(String.init) }) {
@@ -320,7 +320,7 @@ struct BenchCommand: AsyncParsableCommand {
                         [
                             entry.joined(separator: " ").padding(toLength: 36, withPad: " ", startingAt: 0),
                             ByteCount.format(size).padding(toLength: 9, withPad: " ", startingAt: 0),
-                            "\(Int(result.freight / 1e6)) Mbit/s".padding(toLength: 10, withPad: " ", startingAt: 0),
+                            "\(Int(result.freight / 1e6)) Mbit/s".padding(toLength: 12, withPad: " ", startingAt: 0),
                             "\(Int(result.iperfMany / 1e6)) Mbit/s".padding(toLength: 12, withPad: " ", startingAt: 0),
                             "\(Int(result.iperfOne / 1e6)) Mbit/s".padding(toLength: 12, withPad: " ", startingAt: 0),
                             (vsLink.map { "\($0.formatted(decimals: 0))%" } ?? "-").padding(
