@@ -96,7 +96,7 @@ extension GatewayLinks {
             detour.homeSinceGrowth += first.count
             if detour.homeSinceGrowth >= detour.cap {
                 detour.homeSinceGrowth = 0
-                detour.cap = min(2 * detour.cap, 2 * Int(windowHint(id) ?? 0))
+                detour.cap = min(2 * detour.cap, Int(windowHint(id) ?? 0) / 2)
             }
         }
         detours.outgoing[messageID] = detour
@@ -147,7 +147,7 @@ extension GatewayLinks {
             guard let detour = detours.outgoing[messageID], detour.link == id,
                 let chunk = links[id]!.outbox[messageID]?.first,
                 chunk.offset + UInt64(chunk.count) <= detour.credit,
-                detour.inFlightBytes < min(detour.cap, 2 * Int(window)),
+                detour.inFlightBytes < min(detour.cap, Int(window) / 2),
                 let length = engine.flowTable[messageID]?.length,
                 length - chunk.offset >= UInt64(detour.inFlightBytes + chunk.count) * 2
             else {

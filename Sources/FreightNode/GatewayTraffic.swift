@@ -136,7 +136,7 @@ extension GatewayLinks {
             // A large message that may take a detour over another gateway pair needs the window of both paths.
             if var hint = windowHint(port.link) {
                 if !open.hasPart, open.header.length >= Self.detourMessageBytesMin, companion(of: port.link) != nil {
-                    hint = min(UInt64(Limits.windowHintMax), 8 * hint)
+                    hint = min(UInt64(Limits.windowHintMax), 2 * hint)
                 }
                 if hint > open.windowHint {
                     out.windowHint = engine.flowTable.widen(id, window: hint) ?? open.windowHint
