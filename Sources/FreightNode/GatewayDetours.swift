@@ -200,7 +200,8 @@ extension GatewayLinks {
 
     /// Link `id` closed: detours of the messages sent on it end, and detours that rejoined messages that came in on
     /// it fail (their sender's gateway sends again what they carried, or the message moves).
-    func endDetours(on id: Int, reason: FreightError) {
+    func endDetours(on link: Link, id: Int, reason: FreightError) {
+        for messageID in link.egressMessages { detours.considered.remove(messageID) }
         for (messageID, detour) in detours.outgoing where detour.link == id {
             endDetour(of: messageID, reason: nil)
         }
@@ -240,7 +241,6 @@ extension GatewayLinks {
             }
             chunk.messageID = rejoin.message
             links[rejoin.link]!.bytesIn += UInt64(chunk.count)
-            links[rejoin.link]!.detourBytesIn += UInt64(chunk.count)
             engine.flowFrame(.data(chunk), from: .local(ingress.portID))
         default:
             break

@@ -89,8 +89,6 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         /// Body bytes sent and received on the link.
         var bytesOut: UInt64 = 0
         var bytesIn: UInt64 = 0
-        /// Of `bytesIn`, those that came over another gateway pair to rejoin their message here (a detour).
-        var detourBytesIn: UInt64 = 0
         /// The body bytes at the last rate measurement, and the rates then (bytes per second over the last second).
         var measuredOut: UInt64 = 0
         var measuredIn: UInt64 = 0

@@ -294,7 +294,7 @@ extension GatewayLinks {
     func trafficEnded(on link: Link, id: Int) {
         let reason = FreightError(
             .nodeGone, "the gateway link to cluster \(link.cluster ?? "?") (\(link.address)) closed")
-        endDetours(on: id, reason: reason)
+        endDetours(on: link, id: id, reason: reason)
         if let port = egressPorts[id], !link.egressMessages.isEmpty {
             // Held as a branch to a node whose link broke is: moved to another gateway of this cluster that reaches
             // the same cluster (docs/wan.md, "Cuts"), or failed with the offset it reached after the hold time.

@@ -176,20 +176,10 @@ import Testing
         let sender = try FreightProcess(
             ["send", "ckpt/pair", "--size", "1GiB", "--via", sites.a.node("a1").socket, "--json"], executable: binary)
         defer { sender.stop() }
-        let deadline = ContinuousClock.now + .seconds(60)
-        while try lab.counters(link: 0)["bytes_out", default: 0] - before < 256 << 20 {
-            guard ContinuousClock.now < deadline, sender.isRunning else {
-                Issue.record("a quarter of the message never crossed link 0: \(sender.stderr)")
-                return
-            }
-            try await Task.sleep(for: .milliseconds(20))
+        guard try await Self.cut(lab, link: 0, onceCarried: [0: 256 << 20], since: [0: before], sender: sender) else {
+            return
         }
-        try lab.control("cut link=0")
-        #expect(try await sender.waitForExit(timeout: .seconds(120)) == 0, "send: \(sender.stderr)")
-        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "receiver: \(receiver.stderr)")
-        let received = receiver.jsonLines.first { $0["event"] as? String == "received" }
-        #expect(received?["checked"] as? Bool == true, "byte-identical: \(receiver.stdoutLines.suffix(2))")
-        let delivery = (sender.jsonLines.first?["deliveries"] as? [[String: Any]])?.first ?? [:]
+        let delivery = try await Self.deliveredWhole(sender, receiver)
         let path = delivery["path"] as? [String] ?? []
         let resumes = delivery["resumed_at"] as? [Int] ?? []
         print("WAN pair cut for good at a quarter of 1 GiB: path \(path), resumed at \(resumes)")
@@ -236,22 +226,12 @@ import Testing
         let sender = try FreightProcess(
             ["send", "ckpt/cut", "--size", "1GiB", "--via", sites.a.node("a1").socket, "--json"], executable: binary)
         defer { sender.stop() }
-        let deadline = ContinuousClock.now + .seconds(60)
-        while try (0..<2).contains(where: {
-            try lab.counters(link: $0)["bytes_out", default: 0] - before[$0] < 64 << 20
-        }) {
-            guard ContinuousClock.now < deadline, sender.isRunning else {
-                Issue.record("the message did not cross both links: \(sender.stderr)")
-                return
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        try lab.control("cut link=1")
-        #expect(try await sender.waitForExit(timeout: .seconds(120)) == 0, "send: \(sender.stderr)")
-        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "receiver: \(receiver.stderr)")
-        let received = receiver.jsonLines.first { $0["event"] as? String == "received" }
-        #expect(received?["checked"] as? Bool == true, "byte-identical: \(receiver.stdoutLines.suffix(2))")
-        let delivery = (sender.jsonLines.first?["deliveries"] as? [[String: Any]])?.first ?? [:]
+        guard
+            try await Self.cut(
+                lab, link: 1, onceCarried: [0: 64 << 20, 1: 64 << 20], since: [0: before[0], 1: before[1]],
+                sender: sender)
+        else { return }
+        let delivery = try await Self.deliveredWhole(sender, receiver)
         let carried = try (0..<2).map { try lab.counters(link: $0)["bytes_out", default: 0] - before[$0] }
         print(
             "two pairs, link 1 cut for good: path \(delivery["path"] as? [String] ?? []), resumed at \(delivery["resumed_at"] as? [Int] ?? []), the links carried \(carried.map { $0 >> 20 }) MiB"
@@ -287,6 +267,35 @@ import Testing
             lab.remove()
             throw error
         }
+    }
+
+    /// Cuts `link` of `lab` for good once each link in `carried` carried that many bytes a → b since the counts in
+    /// `since`; false (with the issue recorded) when that did not happen within 60 s or the sender ended first.
+    static func cut(
+        _ lab: WANLab, link: Int, onceCarried carried: [Int: UInt64], since: [Int: UInt64], sender: FreightProcess
+    ) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try carried.contains(where: {
+            try lab.counters(link: $0.key)["bytes_out", default: 0] - since[$0.key]! < $0.value
+        }) {
+            guard ContinuousClock.now < deadline, sender.isRunning else {
+                Issue.record("the message did not cross the links as far as \(carried): \(sender.stderr)")
+                return false
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try lab.control("cut link=\(link)")
+        return true
+    }
+
+    /// Expects the sender and the receiver to end well and the message to have arrived byte-identical; returns the
+    /// sender's delivery.
+    static func deliveredWhole(_ sender: FreightProcess, _ receiver: FreightProcess) async throws -> [String: Any] {
+        #expect(try await sender.waitForExit(timeout: .seconds(120)) == 0, "send: \(sender.stderr)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "receiver: \(receiver.stderr)")
+        let received = receiver.jsonLines.first { $0["event"] as? String == "received" }
+        #expect(received?["checked"] as? Bool == true, "byte-identical: \(receiver.stdoutLines.suffix(2))")
+        return (sender.jsonLines.first?["deliveries"] as? [[String: Any]])?.first ?? [:]
     }
 
     static func stop(_ lab: WANLab, _ sites: WANSites, _ receiver: FreightProcess) {
