@@ -155,13 +155,17 @@ struct LinkDownTests {
         func socket(_ name: String) -> String { "\(folder)/\(name).sock" }
         /// What both nodes and both apps said, for a failure's record.
         func explain(send: FreightProcess, recv: FreightProcess) async {
-            for (name, node) in [("a", a), ("b", b)] {
-                let status = (try? await status(name)).map { "\($0)" } ?? "no status"
-                let log = node.stdoutLines.suffix(200).joined(separator: "\n") + "\n" + node.stderr.suffix(20000)
-                Issue.record("node \(name): \(status)\n\(log)")
-            }
+            // The apps first, then each node's log without the status polls of the test itself.
             let apps = "send: \(send.stdoutLines) \(send.stderr.suffix(2000))"
             Issue.record("\(apps)\nrecv: \(recv.stdoutLines) \(recv.stderr.suffix(2000))")
+            for (name, node) in [("a", a), ("b", b)] {
+                let status = (try? await status(name)).map { "\($0)" } ?? "no status"
+                let lines = node.stderr.split(separator: "\n").filter {
+                    !$0.contains("app status attached") && !$0.contains("app status detached")
+                }
+                let log = lines.suffix(150).joined(separator: "\n")
+                Issue.record("node \(name): \(log)\n\(status)")
+            }
         }
         /// `name` has no stripe up to its peer.
         func linkBroken(_ name: String) async throws -> Bool {
@@ -283,8 +287,11 @@ struct LinkDownTests {
         defer { send.stop() }
         try await Self.waitFor(pair, bytesIn: 128 * Self.mebibyte)
         try pair.lab.setLink(rail: 0, up: false)
-        #expect(try await send.waitForExit(timeout: .seconds(60)) != 0)
-        #expect(try await recv.waitForExit(timeout: .seconds(60)) != 0)
+        let sent = try await send.waitForExit(timeout: .seconds(60))
+        let received = try await recv.waitForExit(timeout: .seconds(60))
+        let named = send.stderr.contains("broke at offset") && recv.stderr.contains("broke at offset")
+        if sent == 0 || received == 0 || !named { await pair.explain(send: send, recv: recv) }
+        #expect(sent != 0 && received != 0, "both apps fail")
         #expect(send.stderr.contains("broke at offset"), "the sender names the offset: \(send.stderr)")
         #expect(recv.stderr.contains("broke at offset"), "the receiver names the offset: \(recv.stderr)")
         for node in ["a", "b"] {
