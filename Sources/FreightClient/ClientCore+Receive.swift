@@ -19,6 +19,9 @@ struct Incoming {
 }
 
 extension ClientCore {
+    /// The most body bytes an app takes before it acknowledges them, whatever its window.
+    static let ackStepBytesMax: UInt64 = 8 << 20
+
     func openReceived(_ open: Freight_Wire_V1_Open) {
         let header = open.header
         if open.resume {
@@ -177,9 +180,13 @@ extension ClientCore {
         guard let update else { return }
         if message.window.isComplete {
             complete(id)
-        } else if update.acked - message.ackSent >= message.window.windowBytes / 4 || message.window.isCaughtUp {
+        } else if update.acked - message.ackSent >= min(message.window.windowBytes / 4, Self.ackStepBytesMax)
+            || message.window.isCaughtUp
+        {
             // Acknowledging every piece costs a frame on every hop; a quarter window at a time keeps the sender
-            // three quarters of a window ahead and the pipe full. An app that has taken everything that arrived
+            // three quarters of a window ahead and the pipe full. A window sized for a WAN (100 MB) acknowledges
+            // every 8 MiB: a detour's bytes count in flight until the message's acknowledgement covers them
+            // (docs/wan.md, "Over every gateway pair"). An app that has taken everything that arrived
             // acknowledges at once: a node on the way may grant less than this app's window (a message opened
             // under memory pressure, docs/wan.md), and its sender waits for this acknowledgement to send more.
             incoming[id]?.ackSent = update.acked

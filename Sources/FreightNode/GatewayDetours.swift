@@ -33,8 +33,8 @@ struct Detours {
         var inFlight = CircularBuffer<(end: UInt64, count: Int)>()
         var inFlightBytes = 0
         var bytes: UInt64 = 0
-        /// What the detour may have in flight: from a few chunks, doubled each time as much came home, up to the
-        /// link's window twice (a slow start: a detour that is slow to begin holds up only a little of the message).
+        /// What the detour may have in flight: from half the link's window (at least 4 MiB), doubled each time as
+        /// much came home, up to the whole window. Its chunks count until the message's acknowledgement covers them.
         var cap = 4 << 20
         var homeSinceGrowth = 0
     }
@@ -96,7 +96,7 @@ extension GatewayLinks {
             detour.homeSinceGrowth += first.count
             if detour.homeSinceGrowth >= detour.cap {
                 detour.homeSinceGrowth = 0
-                detour.cap = min(2 * detour.cap, Int(windowHint(id) ?? 0) / 2)
+                detour.cap = min(2 * detour.cap, Int(windowHint(id) ?? 0))
             }
         }
         detours.outgoing[messageID] = detour
@@ -126,7 +126,9 @@ extension GatewayLinks {
         }
         engine.performFlowActions()
         guard opened != nil else { return }
-        detours.outgoing[messageID] = Detours.Outgoing(part: part, link: id, through: target.node)
+        var outgoing = Detours.Outgoing(part: part, link: id, through: target.node)
+        outgoing.cap = max(outgoing.cap, Int(windowHint(id) ?? 0) / 2)
+        detours.outgoing[messageID] = outgoing
         detours.messageOf[part] = messageID
         logger.info(
             "message \(String(messageID, radix: 16)) on gateway link \(link.address) also goes through \(target.node) (detour \(String(part, radix: 16)))"
@@ -147,9 +149,9 @@ extension GatewayLinks {
             guard let detour = detours.outgoing[messageID], detour.link == id,
                 let chunk = links[id]!.outbox[messageID]?.first,
                 chunk.offset + UInt64(chunk.count) <= detour.credit,
-                detour.inFlightBytes < min(detour.cap, Int(window) / 2),
+                detour.inFlightBytes < min(detour.cap, Int(window)),
                 let length = engine.flowTable[messageID]?.length,
-                length - chunk.offset >= UInt64(detour.inFlightBytes + chunk.count) * 2
+                length - chunk.offset >= UInt64(detour.inFlightBytes + chunk.count) * 3 / 2
             else {
                 links[id]!.turns.append(messageID)
                 continue

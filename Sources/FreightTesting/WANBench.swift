@@ -12,8 +12,11 @@ public enum WANBench {
         public var iperfOne: Double
         public var iperfMany: Double
         public var streams: Int
+        /// Freight's first message, on links just up (their stripes new: TCP and the stripe planner start), and
+        /// the same message sent again at once over the links now established.
         public var freight: Double
-        /// Bytes that crossed the link a → b while Freight sent, over the message's size.
+        public var freightEstablished: Double
+        /// Bytes that crossed the link a → b while Freight sent both messages, over their size.
         public var wireRatio: Double
         /// The gateway link's stripes, and its status line as JSON.
         public var stripes: Int
@@ -70,7 +73,7 @@ public enum WANBench {
 
     /// One measurement: a lab of `pairs` links with `settings` each, gateways a1 and b1 (and a2, b2… one pair per
     /// link; `binary`, each node and the receiver with `window`), a `size` message from an app of a1 to one of b1
-    /// checked byte by byte, then iperf3 with one stream for `oneStreamSeconds` on the first link and with `streams`
+    /// checked byte by byte, and the same again over the links now established, then iperf3 with one stream for `oneStreamSeconds` on the first link and with `streams`
     /// streams on every link at once, each for its share of the message's bytes.
     public static func measure(
         settings: [String], size: Int64, window: String, streams: Int = 8, oneStreamSeconds: Int = 8,
@@ -82,11 +85,12 @@ public enum WANBench {
         defer { sites.stop() }
         try await sites.waitForLinks()
         let receiver = try await sites.b.receiver(
-            "bench/wan", at: "b1", ["--count", "1", "--check", "--window", window], seenAt: "b1")
+            "bench/wan", at: "b1", ["--count", "2", "--check", "--window", window], seenAt: "b1")
         defer { receiver.stop() }
         for node in sites.a.nodes { try await sites.waitForRoute("bench/wan", at: node.name) }
         let before = try (0..<pairs).map { try lab.counters(link: $0)["bytes_out", default: 0] }
         let delivered = try await send("bench/wan", size: "\(size)", sites: sites, binary: binary)
+        let again = try await send("bench/wan", size: "\(size)", sites: sites, binary: binary)
         let after = try (0..<pairs).map { try lab.counters(link: $0)["bytes_out", default: 0] }
         guard try await receiver.waitForExit(timeout: .seconds(30)) == 0 else {
             throw FreightError(.internalError, "the receiver in b failed: \(receiver.stderr)")
@@ -109,7 +113,8 @@ public enum WANBench {
         return Result(
             settings: settings, iperfOne: one, iperfMany: many, streams: streams,
             freight: (delivered["mbps"] as? Double ?? 0) * 8e6,
-            wireRatio: Double(zip(after, before).map { $0 - $1 }.reduce(0, +)) / Double(size),
+            freightEstablished: (again["mbps"] as? Double ?? 0) * 8e6,
+            wireRatio: Double(zip(after, before).map { $0 - $1 }.reduce(0, +)) / Double(2 * size),
             stripes: link["stripes"] as? Int ?? 0, link: link)
     }
 }

@@ -6,8 +6,8 @@ import FreightCore
 ///
 /// One TCP stream carries at most its window per round trip (a few MiB: `tcp_wmem`), so across a WAN one stream
 /// fills a fraction of the path; several fill it. The planner starts from what a `assumedBytesPerSecond` path would
-/// need at the measured round trip, then adds stripes while each addition raised a busy link's rate by at least
-/// `gain`, and stops at the first that did not (or at `stripesMax`).
+/// need at the measured round trip, then, from its second busy second on, adds stripes while each addition raised a
+/// busy link's rate by at least `gain`, and stops at the first that did not (or at `stripesMax`).
 public struct StripePlanner: Sendable, Equatable {
     /// Connections one gateway link has at most.
     public static let stripesMax = Limits.gatewayStripesMax
@@ -42,6 +42,9 @@ public struct StripePlanner: Sendable, Equatable {
             linkClass = .wan
             let bdp = Double(Self.assumedBytesPerSecond) * Double(rttNanos) / 1e9
             wanted = min(Self.stripesMax, max(2, Int((bdp / Double(Self.stripeWindowBytes)).rounded(.up))))
+            // The first count is judged, as every later one, once its stripes had time to grow: a first busy
+            // second measures their start, and that would make any addition look as if it paid off.
+            waiting = Self.judgeAfter(rttNanos: rttNanos)
         }
     }
 
@@ -67,8 +70,11 @@ public struct StripePlanner: Sendable, Equatable {
         }
         rateBefore = rate
         wanted = min(Self.stripesMax, wanted + max(1, wanted / 2))
-        // Judge the addition once its stripes have had about twenty round trips (at least one second) to grow.
-        waiting = max(1, Int((Double(rttNanos) * 20 / 1e9).rounded(.up)))
+        waiting = Self.judgeAfter(rttNanos: rttNanos)
         return wanted
     }
+
+    /// Busy seconds to let pass before judging a count: about twenty round trips (at least one second), for its
+    /// stripes to grow.
+    static func judgeAfter(rttNanos: UInt64) -> Int { max(1, Int((Double(rttNanos) * 20 / 1e9).rounded(.up))) }
 }

@@ -25,6 +25,8 @@ import Testing
         var planner = StripePlanner(rttNanos: 50 * Self.ms)
         // Not busy (the senders, not the link, held the rate): nothing changes.
         #expect(planner.measured(bytesPerSecond: 10_000_000, busy: false) == nil)
+        // The first busy second is the stripes' start: not judged.
+        #expect(planner.measured(bytesPerSecond: 20_000_000, busy: true) == nil)
         // Busy: one more is tried, then judged after a second of it.
         #expect(planner.measured(bytesPerSecond: 60_000_000, busy: true) == 6)
         #expect(planner.measured(bytesPerSecond: 61_000_000, busy: true) == nil)
