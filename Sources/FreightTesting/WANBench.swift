@@ -73,8 +73,9 @@ public enum WANBench {
 
     /// One measurement: a lab of `pairs` links with `settings` each, gateways a1 and b1 (and a2, b2… one pair per
     /// link; `binary`, each node and the receiver with `window`), a `size` message from an app of a1 to one of b1
-    /// checked byte by byte, and the same again over the links now established, then iperf3 with one stream for `oneStreamSeconds` on the first link and with `streams`
-    /// streams on every link at once, each for its share of the message's bytes.
+    /// checked byte by byte, and the same again over the links now established, then iperf3 with one stream for
+    /// `oneStreamSeconds` on the first link and with `streams` streams on every link at once, each for its share of
+    /// the message's bytes.
     public static func measure(
         settings: [String], size: Int64, window: String, streams: Int = 8, oneStreamSeconds: Int = 8,
         pairs: Int = 1, binary: String? = nil
