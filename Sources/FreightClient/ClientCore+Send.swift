@@ -99,6 +99,11 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
 }
 
 extension ClientCore {
+    /// Body bytes put into the send pool in one go after which their SHARED frames leave at once, not at the end of
+    /// the turn: a window of 100 MiB or more takes tens of milliseconds to prepare, and the node forwards the first
+    /// chunks meanwhile.
+    static let flushFilledBytes = 4 << 20
+
     func send(
         to destination: Address,
         body: OutgoingBody,
@@ -339,6 +344,7 @@ extension ClientCore {
         case .stream:
             return false
         case .bytes, .file, .pattern:
+            var filled = 0
             while !transfer.window.allSent {
                 let size = Int(transfer.window.chunkBytes)
                 // Messages sent at once share the pool evenly: one that holds its share waits its turn like one
@@ -373,6 +379,11 @@ extension ClientCore {
                 lend(
                     transfer, start: start, offset: start, length: next.count, bodyOffset: next.offset, crc: crc,
                     isLast: next.isLast)
+                filled += Int(next.count)
+                if filled >= Self.flushFilledBytes {
+                    filled = 0
+                    connection?.flushNow()
+                }
             }
             return true
         }

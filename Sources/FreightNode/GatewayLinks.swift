@@ -117,6 +117,11 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         /// drained none since: held up (a retransmission, most likely), they take no new chunk while another can.
         var drainedAtTick: [ObjectIdentifier: UInt64] = [:]
         var stalled: Set<ObjectIdentifier> = []
+        /// Connections that still had bytes waiting at the last tick and drained less than a quarter of what the
+        /// link's fastest one did since the one before (a stripe just up, whose TCP window still grows round trip
+        /// by round trip): each takes a chunk only when it has none waiting, so that chunks the message's
+        /// acknowledgement waits for do not queue behind it (docs/wan.md, "Stripes").
+        var slow: Set<ObjectIdentifier> = []
         /// DATA waiting for a connection of the link, per message, and the messages that have some in the order of
         /// their turns (docs/wan.md, "Many messages"): a connection is handed a chunk when it has less than
         /// `GatewayLinks.feedBytes` waiting, each message's next chunk in turn, so that messages share the link
@@ -126,6 +131,12 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
 
         /// Every connection of the link, its first included.
         var connections: [FrameConnection] { [connection] + stripes }
+        /// The connections this side sends DATA on: as many as its planner wants (docs/wan.md, "Stripes"). The peer
+        /// may want more for what it sends, and a count taken back leaves its stripes up and idle.
+        var sending: [FrameConnection] {
+            let all = connections
+            return Array(all.prefix(max(1, planner?.wanted ?? all.count)))
+        }
     }
 
     let configuration: GatewayConfiguration
@@ -339,16 +350,22 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         ping()
         for (id, link) in links where link.up != nil {
             links[id]!.ticks += 1
-            if link.connections.allSatisfy({ $0.pendingBytes > 0 }) { links[id]!.busyTicks += 1 }
+            if link.sending.allSatisfy({ $0.pendingBytes > 0 }) { links[id]!.busyTicks += 1 }
             var stalled: Set<ObjectIdentifier> = []
+            var drained: [ObjectIdentifier: UInt64] = [:]
             for connection in link.connections {
                 let key = ObjectIdentifier(connection)
                 if connection.pendingBytes > 0, link.drainedAtTick[key] == connection.drainedBytes {
                     stalled.insert(key)
                 }
+                drained[key] = connection.drainedBytes - (link.drainedAtTick[key] ?? connection.drainedBytes)
                 links[id]!.drainedAtTick[key] = connection.drainedBytes
             }
+            let most = drained.values.max() ?? 0
             links[id]!.stalled = stalled
+            links[id]!.slow = Set(
+                link.connections.filter { $0.pendingBytes > 0 && drained[ObjectIdentifier($0), default: 0] * 4 < most }
+                    .map(ObjectIdentifier.init))
             feed(id)
         }
         measureRates()
@@ -492,7 +509,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             let carried = max(rate, links[id]!.rateIn)
             if let wanted = links[id]!.planner?.measured(bytesPerSecond: carried, busy: busy) {
                 logger.info(
-                    "gateway link \(link.address): \(wanted) stripes wanted (busy at \(ByteCount.format(Int64(rate)))/s with \(link.connections.count))"
+                    "gateway link \(link.address): \(wanted) stripes wanted (busy at \(ByteCount.format(Int64(rate)))/s with \(link.sending.count))"
                 )
                 stripesChanged(id)
             }
@@ -517,15 +534,19 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     /// The link's connection with the fewest body bytes waiting (the one that will have sent a new chunk first).
     func dataConnection(_ id: Int) -> FrameConnection? {
         guard var link = links[id] else { return nil }
-        let all = link.connections
+        let all = link.sending
         link.rotation = (link.rotation + 1) % all.count
         // The one that will have sent a new chunk first: the fewest bytes waiting, among those not held up.
         let moving = all.filter { !link.stalled.contains(ObjectIdentifier($0)) }
-        let candidates = moving.isEmpty ? all : moving
+        // Each with room: less than `feedBytes` waiting, or none for a slow one.
+        let candidates = (moving.isEmpty ? all : moving).filter {
+            $0.pendingBytes < (link.slow.contains(ObjectIdentifier($0)) ? 1 : Self.feedBytes)
+        }
+        guard !candidates.isEmpty else { return nil }
         var best = candidates[link.rotation % candidates.count]
         for connection in candidates where connection.pendingBytes < best.pendingBytes { best = connection }
         links[id]!.rotation = link.rotation
-        return best.pendingBytes < Self.feedBytes ? best : nil
+        return best
     }
 
     /// Queues a chunk of a message this gateway sends on link `id`, behind that message's earlier ones.

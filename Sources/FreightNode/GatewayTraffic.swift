@@ -133,10 +133,11 @@ extension GatewayLinks {
             out.windowHint = open.windowHint
             if open.hasPart { out.part = open.part }
             // Across a WAN the window must cover the round trip: this node's own, and every one after it.
-            // A large message that may take a detour over another gateway pair needs the window of both paths.
+            // A large message that may take a detour over another gateway pair needs the window of both paths, and
+            // more: the detour's chunks come home later than the link's (docs/wan.md, "Over every gateway pair").
             if var hint = windowHint(port.link) {
                 if !open.hasPart, open.header.length >= Self.detourMessageBytesMin, companion(of: port.link) != nil {
-                    hint = min(UInt64(Limits.windowHintMax), 2 * hint)
+                    hint = min(UInt64(Limits.windowHintMax), Self.detourWindowLinks * hint)
                 }
                 if hint > open.windowHint {
                     out.windowHint = engine.flowTable.widen(id, window: hint) ?? open.windowHint

@@ -18,7 +18,8 @@ public enum WANBench {
         public var freightEstablished: Double
         /// Bytes that crossed the link a → b while Freight sent both messages, over their size.
         public var wireRatio: Double
-        /// The gateway link's stripes, and its status line as JSON.
+        /// The stripes the sending gateway sends on (its planner's count: a count it took back leaves stripes up and
+        /// idle), and the link's status line as JSON.
         public var stripes: Int
         public var link: [String: Any]
     }
@@ -116,6 +117,6 @@ public enum WANBench {
             freight: (delivered["mbps"] as? Double ?? 0) * 8e6,
             freightEstablished: (again["mbps"] as? Double ?? 0) * 8e6,
             wireRatio: Double(zip(after, before).map { $0 - $1 }.reduce(0, +)) / Double(2 * size),
-            stripes: link["stripes"] as? Int ?? 0, link: link)
+            stripes: link["stripes_wanted"] as? Int ?? 0, link: link)
     }
 }

@@ -83,6 +83,14 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         onEstablished()
     }
 
+    /// Flushes what was written now, not at the end of the event loop's turn: a sender that prepares many chunks
+    /// in one turn lets the first ones go while it prepares the rest.
+    public func flushNow() {
+        channel.eventLoop.assertInEventLoop()
+        unflushedBytes = 0
+        channel.flush()
+    }
+
     public func sendPreface() {
         channel.writeAndFlush(FrameEncoder.prefaceBuffer(allocator: allocator), promise: nil)
     }
