@@ -82,7 +82,8 @@ extension ClientCore {
             attributes: header.attributes,
             path: open.path,
             body: body,
-            notes: notes
+            notes: notes,
+            failing: { [self] error in loop.execute { self.fail(id, error) } }
         )
         switch subscription.yield(message) {
         case .enqueued:
@@ -172,7 +173,7 @@ extension ClientCore {
         return true
     }
 
-    /// The app took a chunk: acknowledge what is now contiguous, and finish when all is held.
+    /// The app is done with a chunk: acknowledge what is now contiguous, and finish when all is handled.
     func consumed(_ id: UInt64, offset: UInt64) {
         guard var message = incoming[id] else { return }
         let update = message.window.consume(offset: offset)

@@ -55,8 +55,9 @@ public struct BodyChunk: Sendable {
     }
 }
 
-/// A message delivered to this app. Read its body once; the sender is credited as the app takes chunks, so an
-/// app that reads slowly slows its sender instead of filling memory.
+/// A message delivered to this app. Read its body once; the sender is credited as the app is done with chunks (it
+/// asks for the next), so an app that reads slowly slows its sender instead of filling memory, and the sender's
+/// delivery report means that the app handled every byte (docs/small-messages-and-files.md).
 public struct IncomingMessage: Sendable {
     public let id: UInt64
     public let source: String
@@ -68,6 +69,11 @@ public struct IncomingMessage: Sendable {
     public let path: [String]
     public internal(set) var body: MessageBody
     let notes: MessageNotes
+    let failing: @Sendable (FreightError) -> Void
+
+    /// Fails the message for its sender with `error` (its reason, and the bytes this app acknowledged) and ends its
+    /// body here: for an app that cannot handle what it reads, such as a write to a full disk.
+    public func fail(_ error: FreightError) { failing(error) }
 
     /// The same message whose body is read at most `bytesPerSecond` on average (``MessageBody/paced(bytesPerSecond:)``).
     public func paced(bytesPerSecond: Int) -> IncomingMessage {
@@ -80,28 +86,62 @@ public struct IncomingMessage: Sendable {
     /// read.
     public var resumedAt: [UInt64] { notes.resumes }
 
-    /// Writes the body to `path` (each chunk at its offset) and returns the byte count.
+    /// The name a body has while ``write(toFile:)`` writes it: hidden, in the same folder, so that the rename at the
+    /// end is atomic and a file under its own name is always whole.
+    public static func partialPath(for path: String) -> String {
+        let slash = path.lastIndex(of: "/")
+        let folder = slash.map { String(path[...$0]) } ?? ""
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        return "\(folder).\(name).freight-partial"
+    }
+
+    /// Writes the body to `path` (each chunk at its offset) and returns the byte count. The bytes go to a hidden
+    /// partial file (``partialPath(for:)``) that takes the name `path` once the body ended, so a message that fails
+    /// or stops never leaves a file that looks complete. A write that fails (a full disk) fails the message for its
+    /// sender with the reason, and the partial file is removed.
     public func write(toFile path: String) async throws -> UInt64 {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw FreightError(.io, "cannot create \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+        let partial = Self.partialPath(for: path)
+        let fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else {
+            let error = FreightError(.io, "cannot create \(partial): \(String(cString: strerror(errno)))")
+            fail(error)
+            throw error
+        }
+        var isOpen = true
+        var whole = false
+        defer {
+            if isOpen { close(fd) }
+            if !whole { unlink(partial) }
+        }
         var total: UInt64 = 0
         for try await chunk in body {
+            var failedAt: UInt64 = 0
             let written = try chunk.withUnsafeBytes { raw -> Int in
                 var done = 0
                 while done < raw.count {
                     let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(chunk.offset) + off_t(done))
-                    if n <= 0 { return -1 }
+                    if n <= 0 {
+                        failedAt = chunk.offset + UInt64(done)
+                        return -1
+                    }
                     done += n
                 }
                 return done
             }
             guard written >= 0 else {
-                throw FreightError(.io, "cannot write \(path): \(String(cString: strerror(errno)))")
+                let error = FreightError(
+                    .io, "cannot write \(path) at offset \(failedAt): \(String(cString: strerror(errno)))")
+                fail(error)
+                throw error
             }
             total += UInt64(written)
         }
         if length == 0 { ftruncate(fd, 0) }
+        isOpen = false
+        guard close(fd) == 0, rename(partial, path) == 0 else {
+            throw FreightError(.io, "cannot finish \(path): \(String(cString: strerror(errno)))")
+        }
+        whole = true
         return total
     }
 
@@ -158,11 +198,18 @@ public struct MessageBody: AsyncSequence, Sendable {
         var base: AsyncThrowingStream<BodyChunk, any Error>.AsyncIterator
         let consumed: @Sendable (UInt64) -> Void
         let pace: PaceGate?
+        /// The chunk the app took last: it is done with it when it asks for the next one (or for the end), and only
+        /// then is it acknowledged, so the message's DONE means the app handled every byte.
+        var taken: UInt64?
 
         public mutating func next() async throws -> BodyChunk? {
+            if let taken {
+                consumed(taken)
+                self.taken = nil
+            }
             guard let chunk = try await base.next() else { return nil }
             if let pace { try await pace.wait(taking: chunk.count) }
-            consumed(chunk.offset)
+            taken = chunk.offset
             return chunk
         }
     }

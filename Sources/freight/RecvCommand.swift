@@ -10,7 +10,9 @@ struct RecvCommand: AsyncParsableCommand {
 
     @Argument(help: "An address or a pattern (llm/*/3, llm/**).")
     var pattern: String
-    @Option(name: .customLong("out"), help: "Write each body to its own file in this folder.")
+    @Option(
+        name: .customLong("out"),
+        help: "Write each body to its own file in this folder (a hidden .NAME.freight-partial until whole).")
     var out: String?
     @Option(
         name: .customLong("count"),
