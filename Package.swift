@@ -109,7 +109,7 @@ let package = Package(
         .target(
             name: "FreightClient",
             dependencies: [
-                "FreightCore", "FreightWire", "FreightTransport",
+                "FreightCore", "FreightWire", "FreightTransport", "CFreightSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

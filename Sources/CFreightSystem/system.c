@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -323,3 +324,25 @@ int freight_tun_open(const char *netns_path, const char *name, const char *addre
     return -1;
 }
 #endif
+
+int freight_fallocate(int fd, off_t offset, off_t length) {
+    return fallocate(fd, 0, offset, length) == 0 ? 0 : errno;
+}
+
+int freight_lendable_file(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || (flags & O_ACCMODE) == O_WRONLY || (flags & (O_PATH | O_DIRECT)) != 0) return 1;
+    struct statfs info;
+    if (fstatfs(fd, &info) != 0) return 2;
+    switch ((unsigned long)info.f_type) {
+    case 0x01021994UL: /* tmpfs */
+    case 0xEF53UL: /* ext2, ext3, ext4 */
+    case 0x58465342UL: /* xfs */
+    case 0x9123683EUL: /* btrfs */
+    case 0xF2F52010UL: /* f2fs */
+    case 0x2FC12FC1UL: /* zfs */
+        return 0;
+    default:
+        return 2;
+    }
+}

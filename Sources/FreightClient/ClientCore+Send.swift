@@ -2,6 +2,7 @@ import FreightCore
 import FreightTransport
 import FreightWire
 import NIOCore
+import NIOPosix
 
 #if canImport(Glibc)
     import Glibc
@@ -23,6 +24,8 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     var nextWrite: UInt64 = 0
     let buffersMax: Int
     var fd: Int32 = -1
+    /// A file body lent to the node, which sends it with `sendfile` (docs/small-messages-and-files.md).
+    var lent = LentFile.none
     /// CRC32C of a repeated block's slices, by length: the bytes never change, so each is computed once.
     var repeatedChecksums: [Int: UInt32] = [:]
     /// Chunks go through shared memory (decided when the message starts; a pool too small for one chunk turns it
@@ -95,7 +98,20 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
             close(fd)
             fd = -1
         }
+        if case .ready(_, let link) = lent { close(link) }
+        lent = .over
     }
+}
+
+/// Where a file body stands with the node: lent (the node reads it), being lent, or sent through the pool.
+enum LentFile {
+    /// Not lent: the app reads the file into its pool.
+    case none
+    case attaching
+    /// Lent as pool `pool`; closing `link` takes the file back.
+    case ready(pool: UInt32, link: Int32)
+    /// The message ended.
+    case over
 }
 
 extension ClientCore {
@@ -131,6 +147,7 @@ extension ClientCore {
                 return eventLoop.makeFailedFuture(
                     FreightError(.io, "cannot open \(path): \(String(cString: strerror(errno)))"))
             }
+            if let shared, length > 0 { lendFile(transfer, shared: shared) }
         }
         if let shared {
             switch body {
@@ -201,6 +218,61 @@ extension ClientCore {
             transfer.window.rewind(to: ack.resendFrom)
         }
         pump(transfer)
+    }
+
+    /// Lends a file body to the node (on a thread: the link is blocking); until it answers, the message sends
+    /// nothing, and a refusal sends it through the pool instead.
+    private func lendFile(_ transfer: Outgoing, shared: ClientShared) {
+        transfer.lent = .attaching
+        let fd = transfer.fd
+        let length = transfer.window.length
+        let (path, token) = (shared.socketPath, shared.token)
+        NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) {
+            ClientShared.lendFile(socketPath: path, token: token, fd: fd, bytes: length)
+        }.whenComplete { [self] result in
+            guard case .attaching = transfer.lent else {
+                if case .success(.success(let lent)) = result { close(lent.link) }
+                return
+            }
+            transfer.lent = .none
+            if case .success(.success(let lent)) = result {
+                transfer.lent = .ready(pool: lent.pool, link: lent.link)
+            }
+            pump(transfer)
+        }
+    }
+
+    /// Sends a lent file's chunks as the credit allows: SHARED frames naming the file's bytes, each with its
+    /// checksum. The checksum is taken over a read into one reused buffer (`pread`), not a mapping of the file:
+    /// a file truncated meanwhile is then a failed read, where a mapping would kill the app.
+    private func pumpLentFile(_ transfer: Outgoing, pool: UInt32) {
+        guard let connection else { return }
+        var named = 0
+        while let next = transfer.window.nextChunk() {
+            let region = SharedRegion(pool: pool, offset: next.offset, length: next.count)
+            if checksumScratch.capacity < Int(next.count) {
+                checksumScratch = ByteBufferAllocator().buffer(capacity: Int(transfer.window.chunkBytes))
+            }
+            checksumScratch.clear()
+            var code: Int32 = 0
+            checksumScratch.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(next.count)) { raw in
+                code = fill(
+                    transfer, at: next.offset, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<Int(next.count)]))
+                return code == 0 ? Int(next.count) : 0
+            }
+            guard code == 0 else { return failRead(transfer, at: next.offset, code) }
+            let crc = CRC32C.checksum(checksumScratch)
+            connection.send(
+                .shared(
+                    SharedChunk(
+                        messageID: transfer.id, offset: next.offset, crc32c: crc, isLast: next.isLast, region: region)
+                ))
+            named += Int(next.count)
+            if named >= Self.flushFilledBytes {
+                named = 0
+                connection.flushNow()
+            }
+        }
     }
 
     /// Sends every chunk the credit and the buffer pool allow.
@@ -314,6 +386,13 @@ extension ClientCore {
     /// small for one chunk): it then goes through the socket.
     func pumpShared(_ transfer: Outgoing) -> Bool {
         guard let shared else { return false }
+        switch transfer.lent {
+        case .attaching: return true
+        case .ready(let pool, _):
+            pumpLentFile(transfer, pool: pool)
+            return true
+        case .none, .over: break
+        }
         switch transfer.body {
         case .shared(let buffer):
             while let span = transfer.window.nextSpan() {

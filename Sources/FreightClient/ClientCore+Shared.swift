@@ -34,11 +34,16 @@ final class ClientShared: @unchecked Sendable {
     let link: Int32
     let reader: NIOThreadPool
     let state = SharedSessionState()
+    /// Where the descriptor link listens, and the session's token: files are lent over links of their own.
+    let socketPath: String
+    let token: UInt64
 
     private init(
         send: SharedMapping, receive: SharedMapping, sendPoolID: UInt32, receivePoolID: UInt32, link: Int32,
-        reader: NIOThreadPool
+        reader: NIOThreadPool, socketPath: String, token: UInt64
     ) {
+        self.socketPath = socketPath
+        self.token = token
         self.send = send
         self.receive = receive
         self.sendPoolID = sendPoolID
@@ -101,10 +106,43 @@ final class ClientShared: @unchecked Sendable {
             }
             return ClientShared(
                 send: send, receive: receive, sendPoolID: sendPoolID, receivePoolID: receivePoolID, link: link,
-                reader: reader)
+                reader: reader, socketPath: socketPath, token: token)
         } catch {
             try? await reader.shutdownGracefully()
             throw error
+        }
+    }
+
+    /// Lends the open file `fd` of `bytes` bytes to the node for sending (its own descriptor link, which stays open
+    /// while the file is lent: closing it takes the file back). Blocking: call on a thread of its own. Returns the
+    /// file's pool id and the link, or the node's reason for refusing.
+    static func lendFile(
+        socketPath: String, token: UInt64, fd: Int32, bytes: UInt64
+    ) -> Result<(pool: UInt32, link: Int32), FreightError> {
+        let link = DescriptorLink.connect(socketPath: socketPath)
+        guard link >= 0 else {
+            return .failure(FreightError(.connectionFailed, "cannot open a descriptor link to lend a file"))
+        }
+        freight_set_receive_timeout(link, 5000)
+        guard
+            DescriptorLink.send(
+                DescriptorLink.encode(DescriptorLink.FileAttach(token: token, bytes: bytes)), fds: [fd], on: link,
+                wait: true),
+            let answer = DescriptorLink.receive(on: link)
+        else {
+            Glibc.close(link)
+            return .failure(FreightError(.connectionFailed, "the node did not answer the file attach"))
+        }
+        for received in answer.fds { Glibc.close(received) }
+        switch try? DescriptorLink.decodeMessage(answer.bytes) {
+        case .accepted(let pool, _)?:
+            return .success((pool, link))
+        case .refused(let reason)?:
+            Glibc.close(link)
+            return .failure(FreightError(.resourceExhausted, reason))
+        default:
+            Glibc.close(link)
+            return .failure(FreightError(.protocolViolation, "unexpected answer to a file attach"))
         }
     }
 

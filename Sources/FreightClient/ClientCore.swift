@@ -25,6 +25,8 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     var incoming: [UInt64: Incoming] = [:]
     var outgoing: [UInt64: Outgoing] = [:]
     var messageIDs = IDSequence()
+    /// Where a lent file's chunks are read for their checksums (one chunk, reused).
+    var checksumScratch = ByteBuffer()
     /// A chunk that failed its checksum, judged when the next frame arrives: a relay whose sender vanished
     /// mid-chunk completes that chunk with filler and sends the message's ABORT right behind it, and the ABORT's
     /// reason is the one to report.

@@ -1,3 +1,4 @@
+import CFreightSystem
 import FreightCore
 import FreightWire
 import NIOCore
@@ -114,7 +115,19 @@ public struct IncomingMessage: Sendable {
             if !whole { unlink(partial) }
         }
         var total: UInt64 = 0
+        var allocation = FileAllocation(length: length)
         for try await chunk in body {
+            // The file's blocks are allocated ahead of the writes, a stretch at a time: a full disk is found
+            // before the bytes that would not fit, and a disk's file is laid out in long extents
+            // (docs/small-messages-and-files.md, "Receiving").
+            let code = allocation.ensure(fd: fd, through: chunk.offset + UInt64(chunk.count))
+            guard code == 0 else {
+                let error = FreightError(
+                    .io,
+                    "cannot write \(path) at offset \(allocation.allocatedEnd): \(String(cString: strerror(code)))")
+                fail(error)
+                throw error
+            }
             var failedAt: UInt64 = 0
             let written = try chunk.withUnsafeBytes { raw -> Int in
                 var done = 0
@@ -175,6 +188,33 @@ public struct IncomingMessage: Sendable {
         var total: UInt64 = 0
         for try await chunk in body { total += UInt64(chunk.count) }
         return total
+    }
+}
+
+/// Where an output file's blocks are allocated: ahead of its writes, ``stretch`` at a time (`fallocate`).
+struct FileAllocation {
+    static let stretch: UInt64 = 64 << 20
+    let length: UInt64
+    private(set) var allocatedEnd: UInt64 = 0
+    /// The filesystem cannot allocate ahead: the writes allocate as they go.
+    private var unsupported = false
+
+    init(length: UInt64) { self.length = length }
+
+    /// Allocates through `end` (and a stretch past it, within the body); returns 0 or the errno of a failure that
+    /// stops the writes (a full disk).
+    mutating func ensure(fd: Int32, through end: UInt64) -> Int32 {
+        guard !unsupported, end > allocatedEnd else { return 0 }
+        let target = min(length, max(end, allocatedEnd + Self.stretch))
+        let code = freight_fallocate(fd, off_t(allocatedEnd), off_t(target - allocatedEnd))
+        if code == EOPNOTSUPP || code == ENOSYS || code == EINVAL {
+            unsupported = true
+            return 0
+        }
+        if code == EINTR { return 0 }
+        guard code == 0 else { return code }
+        allocatedEnd = target
+        return 0
     }
 }
 

@@ -118,6 +118,8 @@ public enum Limits {
     public static let sharedHoldSeconds = 60
     /// Regions one app may hold at once (each SHARED frame it has not released).
     public static let sharedHoldsMax = 65_536
+    /// Files one app may lend its node for sending at once (`freight send --file`; docs/small-messages-and-files.md).
+    public static let sharedFilesPerAppMax = 64
     /// Registrations and withdrawals a node may have waiting for its directory backend (etcd) at once.
     public static let directoryPendingMax = 65_536
     /// Seconds a registration waits for an unreachable directory backend (etcd at a node's start, or away) before

@@ -61,6 +61,8 @@ final class AppSession: @unchecked Sendable {  // confined to the node's event l
     var receivePool: NodePool?
     /// The descriptor link's socket (-1 when none).
     var link: Int32 = -1
+    /// Files the app lent for sending, by pool id, with the link each is lent over.
+    var files: [UInt32: (pool: NodePool, link: Int32)] = [:]
     /// Regions lent to this app and not yet released, by region, oldest first.
     var holds: [SharedRegion: [(loan: Loan, since: UInt64)]] = [:]
     var holdCount = 0

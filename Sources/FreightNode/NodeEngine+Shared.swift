@@ -1,3 +1,4 @@
+import CFreightSystem
 import FreightCore
 import FreightFlow
 import FreightTransport
@@ -14,14 +15,32 @@ extension NodeEngine {
     /// Starts accepting descriptor links next to the node's Unix socket; on loop.
     func startDescriptorListener() throws(FreightError) {
         guard let path = configuration.socketPath, configuration.sharedMemoryBudgetBytes > 0 else { return }
-        descriptorListener = try DescriptorListener(path: path + DescriptorLink.suffix) {
-            [weak self] attach, send, receive, link in
-            guard let self else {
-                for fd in [send, receive, link] { close(fd) }
-                return
-            }
-            eventLoop.execute { self.attachPools(attach, send: send, receive: receive, link: link) }
-        }
+        let loop = eventLoop
+        descriptorListener = try DescriptorListener(
+            path: path + DescriptorLink.suffix,
+            onAttach: { [weak self] attach, send, receive, link in
+                guard let self else {
+                    for fd in [send, receive, link] { close(fd) }
+                    return
+                }
+                loop.execute { self.attachPools(attach, send: send, receive: receive, link: link) }
+            },
+            onFile: { [weak self] attach, file, link in
+                guard let self else {
+                    close(file)
+                    shutdown(link, Int32(SHUT_RDWR))
+                    return
+                }
+                loop.execute { self.fileLent(attach, file: file, link: link) }
+            },
+            onFileClosed: { [weak self] link in
+                // The listener no longer watches `link`: it is the node's to close (after any answer on it).
+                guard let self else {
+                    close(link)
+                    return
+                }
+                loop.execute { self.fileLinkClosed(link) }
+            })
     }
 
     /// An app's descriptor link brought its pools: check them against the budget and map them.
@@ -64,6 +83,58 @@ extension NodeEngine {
         )
     }
 
+    /// An app lent a file for sending (docs/small-messages-and-files.md): a pool of its own, read with `sendfile`,
+    /// until the app closes the file's link. Refused (the link shut, which the listener then reports) when the app
+    /// has no session here, has lent its most files, or the descriptor is not a regular file of the declared size.
+    func fileLent(_ attach: DescriptorLink.FileAttach, file: Int32, link: Int32) {
+        func refuse(_ reason: String) {
+            logger.info("refused a lent file: \(reason)")
+            _ = DescriptorLink.send(DescriptorLink.encode(.refused(reason)), on: link, wait: false)
+            close(file)
+            shutdown(link, Int32(SHUT_RDWR))
+        }
+        guard let session = sessions.session(token: attach.token) else {
+            return refuse("no app session with that token on node \(name)")
+        }
+        guard session.files.count < Limits.sharedFilesPerAppMax else {
+            return refuse("app \(session.label) lent \(Limits.sharedFilesPerAppMax) files already")
+        }
+        var status = stat()
+        guard fstat(file, &status) == 0, status.st_mode & S_IFMT == S_IFREG,
+            UInt64(status.st_size) >= attach.bytes, attach.bytes <= UInt64(Int.max)
+        else {
+            return refuse("a lent file must be a regular file of at least its declared \(attach.bytes) bytes")
+        }
+        // `sendfile` needs a descriptor open for reading, through the page cache, and the node must not wait on a
+        // network or user-space filesystem in its event loop (docs/threat-model.md).
+        switch freight_lendable_file(file) {
+        case 0: break
+        case 1: return refuse("a lent file must be open for reading (not O_PATH or O_DIRECT)")
+        default: return refuse("a lent file must be on a local filesystem (tmpfs, ext4, xfs, btrfs, f2fs or zfs)")
+        }
+        let pool = shared.lendFile(fd: file, size: Int(attach.bytes), owner: session.id)
+        guard
+            DescriptorLink.send(
+                DescriptorLink.encode(.accepted(sendPool: pool.id, receivePool: 0)), on: link, wait: false)
+        else {
+            shared.ownerGone(pool)
+            shutdown(link, Int32(SHUT_RDWR))
+            return
+        }
+        session.files[pool.id] = (pool, link)
+        fileLinks[link] = (session.id, pool.id)
+    }
+
+    /// A lent file's link closed (the app's message ended, or the app is gone): the file closes once every loan
+    /// of it is back.
+    func fileLinkClosed(_ link: Int32) {
+        close(link)
+        guard let (owner, id) = fileLinks.removeValue(forKey: link) else { return }
+        if let pool = sessions[owner]?.files.removeValue(forKey: id)?.pool ?? shared.pools[id] {
+            shared.ownerGone(pool)
+        }
+    }
+
     /// The app is gone: drop what it held, and close its pools once every loan of them is back.
     func sharedSessionClosed(_ session: AppSession) {
         for holds in session.holds.values {
@@ -72,6 +143,12 @@ extension NodeEngine {
         session.holds = [:]
         session.holdCount = 0
         for pool in [session.sendPool, session.receivePool].compactMap({ $0 }) { shared.ownerGone(pool) }
+        for (pool, link) in session.files.values {
+            // The link is reported closed once shut; the file closes with its last loan.
+            shared.ownerGone(pool)
+            shutdown(link, Int32(SHUT_RDWR))
+        }
+        session.files = [:]
         shared.sessionGone(session.id)
         if session.link >= 0 {
             close(session.link)
@@ -117,10 +194,25 @@ extension NodeEngine {
 
     // MARK: Frames from apps
 
-    /// An app lent a region of its send pool for a message's bytes.
+    /// An app lent a region of its send pool, or of a file it lent, for a message's bytes.
     func sharedReceived(_ chunk: SharedChunk, from session: AppSession) {
-        guard let pool = session.sendPool, pool.contains(chunk.region) else {
-            return reject(session.connection, "SHARED frame names \(chunk.region), not a region of its send pool")
+        let pool: NodePool
+        if let send = session.sendPool, send.contains(chunk.region) {
+            pool = send
+        } else if let file = session.files[chunk.region.pool]?.pool, file.contains(chunk.region) {
+            // The app may have shrunk its file since: `sendfile` would then find nothing to send.
+            guard file.mapping.stillHolds(offset: chunk.region.offset, length: chunk.region.length) else {
+                return abortFromApp(
+                    chunk.messageID,
+                    FreightError(
+                        .io,
+                        "the file lent for the message ends before offset \(chunk.region.offset + chunk.region.length)")
+                )
+            }
+            pool = file
+        } else {
+            return reject(
+                session.connection, "SHARED frame names \(chunk.region), not a region of its send pool or a lent file")
         }
         let loan = Loan(pool: pool, region: chunk.region)
         defer { shared.returnUse(loan) }
@@ -137,11 +229,14 @@ extension NodeEngine {
                 || members[node]?.link.control?.capabilities.contains(.sendsFileRegions) != true:
                 // Small: a copy joins the frames around it in one writev(2); sendfile would be a call of its own.
                 // A link that cannot send file regions (TLS) takes a copy too.
-                copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port)
+                guard copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port) else {
+                    return
+                }
             case .peer:
-                sendSharedToPeer(chunk, loan: loan, chunkBytes: Int(flow.header.chunkBytes), port: branch.port)
+                guard sendSharedToPeer(chunk, loan: loan, chunkBytes: Int(flow.header.chunkBytes), port: branch.port)
+                else { return }
             case .session(let id):
-                if let receiver = sessions[id], receiver.takesShared, push(pool, to: receiver) {
+                if !pool.isFile, let receiver = sessions[id], receiver.takesShared, push(pool, to: receiver) {
                     lend(chunk, loan: loan, to: receiver, addingUse: true)
                 } else if flow.shared {
                     // A shared-buffer flow has no window to copy within: the receiver must take the region.
@@ -149,12 +244,22 @@ extension NodeEngine {
                         flow.id, port: branch.port,
                         FreightError(.resourceExhausted, "app session \(id) cannot take shared regions now"))
                 } else {
-                    copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port)
+                    guard copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port) else {
+                        return
+                    }
                 }
             case .local:
-                copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port)
+                guard copyOut(chunk, pool: pool, chunkBytes: Int(flow.header.chunkBytes), to: branch.port) else {
+                    return
+                }
             }
         }
+    }
+
+    /// Ends a message an app is sending with `error`, both ways (its bytes could not be had).
+    private func abortFromApp(_ id: UInt64, _ error: FreightError) {
+        flowTable.abort(id, error, notifyUpstream: true, actions: &flowActions)
+        performFlowActions()
     }
 
     /// An app gave back regions lent to it.
@@ -172,7 +277,7 @@ extension NodeEngine {
 
     /// The region's bytes sent to a peer as DATA frames straight from the pool file (`sendfile`), split at the
     /// message's chunk size; each carries its CRC32C (computed here when the app left it out).
-    private func sendSharedToPeer(_ chunk: SharedChunk, loan: Loan, chunkBytes: Int, port: Port) {
+    private func sendSharedToPeer(_ chunk: SharedChunk, loan: Loan, chunkBytes: Int, port: Port) -> Bool {
         let total = chunk.count
         var start = 0
         while start < total {
@@ -181,14 +286,26 @@ extension NodeEngine {
             let crc: UInt32
             if whole && chunk.hasChecksum {
                 crc = chunk.crc32c
+            } else if let bytes = loan.pool.mapping.bytes(
+                offset: chunk.region.offset + UInt64(start), length: UInt64(count))
+            {
+                crc = CRC32C.checksum(bytes)
+            } else if let bytes = loan.pool.mapping.read(
+                offset: chunk.region.offset + UInt64(start), length: UInt64(count))
+            {
+                crc = CRC32C.checksum(bytes)
             } else {
-                crc = CRC32C.checksum(
-                    loan.pool.mapping.bytes(offset: chunk.region.offset + UInt64(start), length: UInt64(count))!)
+                abortFromApp(
+                    chunk.messageID,
+                    FreightError(.io, "cannot read the lent file at \(chunk.region.offset + UInt64(start))"))
+                return false
             }
             let header = DataChunk(
                 messageID: chunk.messageID, offset: chunk.offset + UInt64(start), crc32c: crc,
                 isLast: chunk.isLast && start + count == total, pieces: [])
-            guard let connection = dataConnection(for: port, bytes: count, messageID: chunk.messageID) else { return }
+            guard let connection = dataConnection(for: port, bytes: count, messageID: chunk.messageID) else {
+                return true
+            }
             // One use until the write is done (the pool file must stay open for it), one until acknowledged.
             loan.uses += 2
             if flowTable[chunk.messageID]?.branches.contains(where: { $0.port == port && $0.isOpen }) == true {
@@ -205,16 +322,22 @@ extension NodeEngine {
                 promise: written)
             start += count
         }
+        return true
     }
 
     /// The region's bytes copied into buffers for a receiver that does not take shared memory.
-    private func copyOut(_ chunk: SharedChunk, pool: NodePool, chunkBytes: Int, to port: Port) {
+    private func copyOut(_ chunk: SharedChunk, pool: NodePool, chunkBytes: Int, to port: Port) -> Bool {
         let total = chunk.count
         var start = 0
         while start < total {
             let count = min(chunkBytes, total - start)
-            let bytes = pool.mapping.bytes(offset: chunk.region.offset + UInt64(start), length: UInt64(count))!
-            let buffer = ByteBuffer(bytes: bytes)
+            guard let buffer = pool.mapping.read(offset: chunk.region.offset + UInt64(start), length: UInt64(count))
+            else {
+                abortFromApp(
+                    chunk.messageID,
+                    FreightError(.io, "cannot read the lent file at \(chunk.region.offset + UInt64(start))"))
+                return false
+            }
             let crc = start == 0 && count == total && chunk.hasChecksum ? chunk.crc32c : CRC32C.checksum(buffer)
             sendData(
                 DataChunk(
@@ -223,6 +346,7 @@ extension NodeEngine {
                 to: port)
             start += count
         }
+        return true
     }
 
     /// A region of the app's receive pool for a chunk arriving for it, when the app takes shared memory and the

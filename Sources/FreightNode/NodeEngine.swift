@@ -114,6 +114,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
 
     // Shared memory (docs/shared-memory.md).
     var descriptorListener: DescriptorListener?
+    /// Links of files apps lent, with the session and the file's pool id (docs/small-messages-and-files.md).
+    var fileLinks: [Int32: (session: UInt64, pool: UInt32)] = [:]
     /// Pools, loans and the shared-memory budget.
     let shared: SharedMemoryBroker
 
@@ -473,6 +475,12 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     /// Shared-region bytes sent to peers by reference (`sendfile`), with no copy of their own.
     public func bodyBytesSentFromPools() async throws -> UInt64 {
         try await eventLoop.submit { [self] in counters.bytesSentFromPools }.get()
+    }
+
+    /// Files apps lent this node for sending and not yet taken back (or not yet closed: a file closes once every
+    /// loan of it is back).
+    public func filesLent() async throws -> Int {
+        try await eventLoop.submit { [self] in shared.pools.values.filter(\.isFile).count }.get()
     }
 
     /// Chunk body bytes read from node connections straight into apps' receive pools, with no copy of their own.

@@ -27,6 +27,9 @@ final class NodePool: @unchecked Sendable {  // confined to the node's event loo
         self.receive = allocatesHere ? RegionAllocator(range: 0..<mapping.size) : nil
     }
 
+    /// A file the app lent for sending (not mapped here: read with `sendfile` and `pread` only).
+    var isFile: Bool { !mapping.isMapped }
+
     func contains(_ region: SharedRegion) -> Bool {
         region.pool == id && region.length > 0 && mapping.contains(offset: region.offset, length: region.length)
     }
@@ -118,6 +121,16 @@ final class SharedMemoryBroker: @unchecked Sendable {  // confined to the node's
         }
     }
 
+    /// A file an app lent for sending, as a pool of its own (it counts against no budget: its pages are the file's,
+    /// not memory the node holds).
+    func lendFile(fd: Int32, size: Int, owner: UInt64) -> NodePool {
+        let pool = NodePool(
+            id: nextPoolID, mapping: .lentFile(fd: fd, size: size), owner: owner, allocatesHere: false)
+        nextPoolID &+= 1
+        pools[pool.id] = pool
+        return pool
+    }
+
     /// The app that lent `pool` is gone: the pool closes once every loan of it is back.
     func ownerGone(_ pool: NodePool) {
         pool.ownerAlive = false
@@ -132,7 +145,7 @@ final class SharedMemoryBroker: @unchecked Sendable {  // confined to the node's
     private func closeIfUnused(_ pool: NodePool) {
         guard !pool.ownerAlive, pool.loansOut == 0, pools[pool.id] === pool else { return }
         pools[pool.id] = nil
-        poolBytes -= pool.mapping.size
+        if !pool.isFile { poolBytes -= pool.mapping.size }
     }
 
     // MARK: Loans
@@ -151,7 +164,8 @@ final class SharedMemoryBroker: @unchecked Sendable {  // confined to the node's
         pool.loansOut -= 1
         if pool.receive != nil {
             pool.receive?.free(Int(loan.region.offset))
-        } else if pool.ownerAlive {
+        } else if pool.ownerAlive && !pool.isFile {
+            // A lent file's regions need no RELEASE: the app sends them by credit, not by room in a pool.
             release(pool.owner, loan.region)
         }
         closeIfUnused(pool)

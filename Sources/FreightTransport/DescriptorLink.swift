@@ -14,12 +14,17 @@ import Synchronization
 /// Messages, all integers big-endian:
 /// - app → node, once: "FRGD", u16 version 1, u16 0, u64 session token (from the node's HELLO), u64 send-pool
 ///   bytes, u64 receive-pool bytes; two descriptors (send pool, receive pool).
+/// - app → node, on a link of its own per file it sends (docs/small-messages-and-files.md): "FRGF", u16 version
+///   1, u16 0, u64 session token, u64 file bytes; one descriptor (the file, open for reading). The file is lent
+///   while the link is open: the app closes the link when its message ended.
 /// - node → app: u8 kind, 3 bytes 0, u32 pool, u64 bytes, u32 second pool, u32 text length, text.
-///   kind 1 accepted (pool = the app's send pool id, second = its receive pool id), 2 refused (text = reason),
-///   3 another app's send pool (one descriptor), sent before the first SHARED frame that names it.
+///   kind 1 accepted (pool = the app's send pool id, second = its receive pool id; for a file: pool = the file's
+///   id, second 0), 2 refused (text = reason), 3 another app's send pool (one descriptor), sent before the first
+///   SHARED frame that names it.
 public enum DescriptorLink {
     public static let suffix = ".fd"
     static let magic: [UInt8] = Array("FRGD".utf8)
+    static let fileMagic: [UInt8] = Array("FRGF".utf8)
     static let attachBytes = 32
     static let headerBytes = 24
     static let textMax = 1000
@@ -35,6 +40,48 @@ public enum DescriptorLink {
             self.receiveBytes = receiveBytes
         }
     }
+
+    /// A file lent for sending (`FRGF`): the session it belongs to and its size when the app opened it.
+    public struct FileAttach: Sendable, Hashable {
+        public var token: UInt64
+        public var bytes: UInt64
+
+        public init(token: UInt64, bytes: UInt64) {
+            self.token = token
+            self.bytes = bytes
+        }
+    }
+
+    public static func encode(_ file: FileAttach) -> [UInt8] {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(fileMagic)
+        buffer.writeInteger(UInt16(1))
+        buffer.writeInteger(UInt16(0))
+        buffer.writeInteger(file.token)
+        buffer.writeInteger(file.bytes)
+        return Array(buffer.readableBytesView)
+    }
+
+    public static func decodeFileAttach(_ bytes: [UInt8]) throws(FreightError) -> FileAttach {
+        var buffer = ByteBuffer(bytes: bytes)
+        guard bytes.count == fileAttachBytes, buffer.readBytes(length: 4) == fileMagic else {
+            throw FreightError(.protocolViolation, "not a Freight file attach")
+        }
+        guard buffer.readInteger(as: UInt16.self) == 1, buffer.readInteger(as: UInt16.self) == 0 else {
+            throw FreightError(.protocolViolation, "unsupported descriptor link version")
+        }
+        let token = buffer.readInteger(as: UInt64.self)!
+        let size = buffer.readInteger(as: UInt64.self)!
+        guard size > 0, size <= UInt64(Int64.max) else {
+            throw FreightError(.invalidArgument, "a lent file must have 1 byte or more")
+        }
+        return FileAttach(token: token, bytes: size)
+    }
+
+    static let fileAttachBytes = 24
+
+    /// Whether `bytes` is a file attach (`FRGF`) rather than a pool attach.
+    static func isFileAttach(_ bytes: [UInt8]) -> Bool { bytes.starts(with: fileMagic) }
 
     public enum Message: Sendable, Hashable {
         case accepted(sendPool: UInt32, receivePool: UInt32)
@@ -163,7 +210,9 @@ public enum DescriptorLink {
 /// Accepts descriptor links on a node: one thread polls the listening socket and every link that has not sent its
 /// attach message yet, so that attaches are served concurrently (docs/hardening.md): a link that sends nothing
 /// keeps no one else waiting, and is closed when ``attachTimeoutMillis`` pass; at most ``pendingMax`` wait at once
-/// (more are refused with the reason). Each attach is handed to `onAttach`. Stopped by ``stop()``.
+/// (more are refused with the reason). Each attach is handed to `onAttach`. A file attach (`FRGF`) is handed to
+/// `onFile`, and its link stays in the poll set until the app closes it (its message ended, or the app is gone),
+/// which `onFileClosed` hears; at most ``filesMax`` files are lent at once. Stopped by ``stop()``.
 public final class DescriptorListener: @unchecked Sendable {  // `socket` is set once; stop is idempotent by design
     public let path: String
     private let socket: Int32
@@ -172,6 +221,8 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
     /// How long a link has to send its attach message, and how many may be waiting to.
     public static let attachTimeoutMillis = 2000
     public static let pendingMax = 64
+    /// Files lent at once, over every app (each holds a descriptor of the node's until its link closes).
+    public static let filesMax = 1024
     /// The longest the thread sleeps in `poll`, so that it sees ``stop()`` soon.
     static let pollMillis = 200
 
@@ -181,7 +232,20 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
         @Sendable (DescriptorLink.Attach, _ send: Int32, _ receive: Int32, _ link: Int32)
         -> Void
 
-    public init(path: String, onAttach: @escaping AttachHandler) throws(FreightError) {
+    /// Called on the listener's thread with a file attach, the file's descriptor and the link's socket; the callee
+    /// owns both, but for the link's closing, which ``FileClosedHandler`` reports: the callee closes the link then.
+    public typealias FileHandler = @Sendable (DescriptorLink.FileAttach, _ file: Int32, _ link: Int32) -> Void
+    /// The app closed a file's link (or the listener stopped watching it): the callee closes `link`.
+    public typealias FileClosedHandler = @Sendable (_ link: Int32) -> Void
+
+    public init(
+        path: String, onAttach: @escaping AttachHandler,
+        onFile: @escaping FileHandler = { _, file, link in
+            close(file)
+            close(link)
+        },
+        onFileClosed: @escaping FileClosedHandler = { _ in }
+    ) throws(FreightError) {
         self.path = path
         let fd = freight_unix_listen(path, 64, 1)
         guard fd >= 0 else {
@@ -190,7 +254,8 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
         socket = fd
         thread.start()
         thread.submit { [socket, stopped] _ in
-            Self.serve(socket, stopped: stopped, onAttach: onAttach)
+            Self.serve(
+                socket, stopped: stopped, handlers: Handlers(attach: onAttach, file: onFile, closed: onFileClosed))
         }
     }
 
@@ -200,12 +265,24 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
         return time.tv_sec * 1000 + time.tv_nsec / 1_000_000
     }
 
-    private static func serve(_ socket: Int32, stopped: StopFlag, onAttach: AttachHandler) {
+    struct Handlers {
+        let attach: AttachHandler
+        let file: FileHandler
+        let closed: FileClosedHandler
+    }
+
+    private static func serve(_ socket: Int32, stopped: StopFlag, handlers: Handlers) {
         var pending: [(link: Int32, deadline: Int)] = []
-        defer { for entry in pending { close(entry.link) } }
+        // Links of lent files, watched for their end; each is the node's to close once reported.
+        var files: [Int32] = []
+        defer {
+            for entry in pending { close(entry.link) }
+            for link in files { handlers.closed(link) }
+        }
         while !stopped.value.load(ordering: .relaxed) {
             var polls = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0)]
             polls += pending.map { pollfd(fd: $0.link, events: Int16(POLLIN), revents: 0) }
+            polls += files.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             let now = nowMillis()
             let wait = min(pollMillis, pending.map { max(0, $0.deadline - now) }.min() ?? pollMillis)
             let ready = poll(&polls, nfds_t(polls.count), Int32(wait))
@@ -213,9 +290,19 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
             if stopped.value.load(ordering: .relaxed) { return }
             let after = nowMillis()
             var waiting: [(link: Int32, deadline: Int)] = []
+            // A file's link says nothing after its attach: anything readable is its end (or a violation: ended too).
+            var watched: [Int32] = []
+            for (index, link) in files.enumerated() {
+                if polls[1 + pending.count + index].revents != 0 {
+                    handlers.closed(link)
+                } else {
+                    watched.append(link)
+                }
+            }
+            files = watched
             for (index, entry) in pending.enumerated() {
                 if polls[index + 1].revents != 0 {
-                    attach(entry.link, onAttach: onAttach)
+                    if attach(entry.link, handlers: handlers, filesLent: files.count) { files.append(entry.link) }
                 } else if after >= entry.deadline {
                     _ = DescriptorLink.send(
                         DescriptorLink.encode(.refused("no attach message within \(attachTimeoutMillis) ms")),
@@ -244,22 +331,49 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
         }
     }
 
-    /// Reads the attach message of a link that has one ready (or closed) and hands it on, or refuses it.
-    private static func attach(_ link: Int32, onAttach: AttachHandler) {
+    /// Reads the attach message of a link that has one ready (or closed) and hands it on, or refuses it. Returns
+    /// true for a file handed on, whose link is to be watched.
+    private static func attach(_ link: Int32, handlers: Handlers, filesLent: Int) -> Bool {
         freight_set_receive_timeout(link, 100)  // the message is there: a read never waits for long
         guard let (bytes, fds) = DescriptorLink.receive(on: link) else {
             close(link)
-            return
+            return false
+        }
+        if DescriptorLink.isFileAttach(bytes) {
+            let refusal: String?
+            var file: DescriptorLink.FileAttach?
+            if fds.count != 1 {
+                refusal = "a file attach must carry one descriptor"
+            } else if filesLent >= filesMax {
+                refusal = "\(filesMax) files are lent to this node already; send through the pool"
+            } else {
+                do throws(FreightError) {
+                    file = try DescriptorLink.decodeFileAttach(bytes)
+                    refusal = nil
+                } catch {
+                    refusal = error.message
+                }
+            }
+            guard let file, refusal == nil else {
+                _ = DescriptorLink.send(
+                    DescriptorLink.encode(.refused(refusal ?? "malformed file attach")), on: link, wait: false)
+                for fd in fds { close(fd) }
+                close(link)
+                return false
+            }
+            handlers.file(file, fds[0], link)
+            return true
         }
         guard fds.count == 2, let attach = try? DescriptorLink.decodeAttach(bytes) else {
             let reason = fds.count == 2 ? "malformed attach message" : "attach must carry two pools"
             _ = DescriptorLink.send(DescriptorLink.encode(.refused(reason)), on: link, wait: false)
             for fd in fds { close(fd) }
             close(link)
-            return
+            return false
         }
         freight_set_receive_timeout(link, 0)
-        onAttach(attach, fds[0], fds[1], link)
+        handlers.attach(attach, fds[0], fds[1], link)
+        return false
     }
 
     final class StopFlag: Sendable {

@@ -6,14 +6,28 @@ import NIOCore
     import Glibc
 #endif
 
-/// One shared-memory file (a sealed memfd) mapped into this process. Owns its descriptor and mapping: both are
-/// released when the last reference goes, so bytes handed out as views keep their mapping alive.
+/// One shared-memory file (a sealed memfd) mapped into this process, or a file an app lent its node for sending
+/// (``lentFile(fd:size:)``: not mapped, since the app may shrink it; read with `sendfile` and `pread` only). Owns
+/// its descriptor and mapping: both are released when the last reference goes, so bytes handed out as views keep
+/// their mapping alive.
 public final class SharedMapping: @unchecked Sendable {  // immutable after init but for the lazily made handle
     public let fd: Int32
     public let size: Int
-    public let base: UnsafeMutableRawPointer
+    private let mapped: UnsafeMutableRawPointer?
     public let writable: Bool
     private var handle: NIOFileHandle?
+
+    /// The first byte of the mapping; only for a mapped one (never a lent file's).
+    public var base: UnsafeMutableRawPointer { mapped! }
+    /// False for a lent file, whose bytes are never touched through a mapping.
+    public var isMapped: Bool { mapped != nil }
+
+    /// A file an app lent for sending (docs/small-messages-and-files.md), `size` bytes when it was lent: kept as a
+    /// descriptor, never mapped (a file may be truncated under a mapping, and touching it then kills the process).
+    /// Takes ownership of `fd`.
+    public static func lentFile(fd: Int32, size: Int) -> SharedMapping {
+        SharedMapping(unmapped: fd, size: size)
+    }
 
     /// Creates a new pool file of `size` bytes and maps it for reading and writing.
     public static func create(size: Int, name: String) throws(FreightError) -> SharedMapping {
@@ -46,12 +60,19 @@ public final class SharedMapping: @unchecked Sendable {  // immutable after init
         }
         self.fd = fd
         self.size = size
-        self.base = address
+        self.mapped = address
         self.writable = writable
     }
 
+    private init(unmapped fd: Int32, size: Int) {
+        self.fd = fd
+        self.size = size
+        self.mapped = nil
+        self.writable = false
+    }
+
     deinit {
-        munmap(base, size)
+        if let mapped { munmap(mapped, size) }
         if let handle {
             try? handle.close()
         } else {
@@ -65,10 +86,38 @@ public final class SharedMapping: @unchecked Sendable {  // immutable after init
         return !overflow && end <= UInt64(size)
     }
 
-    /// The bytes of a region; nil when it is not inside the mapping.
+    /// The bytes of a region; nil when it is not inside the mapping (or nothing is mapped).
     public func bytes(offset: UInt64, length: UInt64) -> UnsafeRawBufferPointer? {
+        guard let mapped, contains(offset: offset, length: length) else { return nil }
+        return UnsafeRawBufferPointer(start: mapped + Int(offset), count: Int(length))
+    }
+
+    /// A copy of a region's bytes: from the mapping, or read from the file (`pread`) when nothing is mapped; nil
+    /// when the region is outside, or the file no longer holds it (a lent file shrank).
+    public func read(offset: UInt64, length: UInt64) -> ByteBuffer? {
+        if isMapped { return bytes(offset: offset, length: length).map { ByteBuffer(bytes: $0) } }
         guard contains(offset: offset, length: length) else { return nil }
-        return UnsafeRawBufferPointer(start: base + Int(offset), count: Int(length))
+        var buffer = ByteBufferAllocator().buffer(capacity: Int(length))
+        var complete = false
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { raw in
+            var done = 0
+            while done < Int(length) {
+                let n = pread(fd, raw.baseAddress! + done, Int(length) - done, off_t(offset) + off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return 0 }
+                done += n
+            }
+            complete = true
+            return done
+        }
+        return complete ? buffer : nil
+    }
+
+    /// Whether the file still holds `[offset, offset + length)` (a lent file may have been truncated since).
+    public func stillHolds(offset: UInt64, length: UInt64) -> Bool {
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { return false }
+        return UInt64(status.st_size) >= offset + length
     }
 
     /// A region as a `FileRegion`, for the kernel to send with `sendfile`. Loop-confined (one handle per mapping,

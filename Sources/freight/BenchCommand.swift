@@ -25,7 +25,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("paths"),
         help:
-            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), gateway (node to node across a gateway link of two clusters, mutual TLS 1.3, against plain TCP and swift-nio-ssl alone), wan (app to app across gateways of two clusters over an emulated WAN per --wan, against iperf3 through the same link; root, iperf3 and freight-wan), directory (resolving in an index of --endpoints)."
+            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), gateway (node to node across a gateway link of two clusters, mutual TLS 1.3, against plain TCP and swift-nio-ssl alone), wan (app to app across gateways of two clusters over an emulated WAN per --wan, against iperf3 through the same link; root, iperf3 and freight-wan), directory (resolving in an index of --endpoints), file (file to file through two nodes, in --folder, against dd into the same folder and app to app in the same run)."
     )
     var paths = "node,app"
     @Option(name: .customLong("total"), help: "Bytes sent per measurement (at least one message).")
@@ -54,6 +54,10 @@ struct BenchCommand: AsyncParsableCommand {
     var wan = "rate=1gbit rtt=50ms;rate=1gbit rtt=50ms loss=0.1%;rate=1gbit rtt=200ms;rate=1gbit rtt=50ms pairs=2"
     @Option(name: .customLong("endpoints"), help: "Endpoints in the index for --paths directory.")
     var endpoints = 1_000_000
+    @Option(
+        name: .customLong("folder"),
+        help: "Where --paths file puts its files (default /dev/shm, a tmpfs; a folder on disk measures the disk).")
+    var folder: String?
     @OptionGroup var output: OutputOptions
 
     struct Result {
@@ -78,10 +82,12 @@ struct BenchCommand: AsyncParsableCommand {
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             let windowBytes = Int(try ByteCount.parse(window))
             for path in pathList
-            where !["node", "app", "socket", "local", "shm", "grpc", "gateway", "wan", "directory"].contains(path) {
+            where !["node", "app", "socket", "local", "shm", "grpc", "gateway", "wan", "directory", "file"].contains(
+                path)
+            {
                 throw FreightError(
                     .invalidArgument,
-                    "unknown path '\(path)': use node, app, socket, local, shm, grpc, gateway, wan or directory")
+                    "unknown path '\(path)': use node, app, socket, local, shm, grpc, gateway, wan, directory or file")
             }
             if !output.json && pathList.contains(where: { $0 != "directory" && $0 != "wan" }) {
                 printLine("path       size      messages  MB/s      CPU s/GiB")
@@ -123,6 +129,13 @@ struct BenchCommand: AsyncParsableCommand {
                         nodes: 2, cluster: "bench", streams: streams, windowBytes: windowBytes, security: security
                     )
                     do {
+                        if path == "file" {
+                            try await fileBench(
+                                fabric, sizes: sizeList, totalBytes: totalBytes, chunkBytes: chunkBytes,
+                                windowBytes: windowBytes, report: report)
+                            await fabric.stop()
+                            continue
+                        }
                         for size in sizeList {
                             let count = Int(max(1, totalBytes / size))
                             let parallel = inFlight ?? Int(max(1, min(64, (64 << 20) / size)))

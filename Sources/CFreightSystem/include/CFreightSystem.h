@@ -14,6 +14,15 @@ int freight_memfd(const char *name, off_t size);
 /// 0 when `fd` is a file of exactly `size` bytes sealed against shrinking; -1 otherwise.
 int freight_memfd_check(int fd, off_t size);
 
+/// Allocates the blocks of `[offset, offset + length)` of a file (`fallocate(2)`, mode 0: the size grows to cover
+/// them). Returns 0, or the errno: EOPNOTSUPP where the filesystem cannot, ENOSPC where it is full.
+int freight_fallocate(int fd, off_t offset, off_t length);
+
+/// Whether a node may send from `fd` with `sendfile` in its event loop: 0 when it is open for reading through the
+/// page cache (not O_PATH, not O_DIRECT) on a local filesystem (tmpfs, ext2/3/4, xfs, btrfs, f2fs, zfs); 1 when its
+/// open mode is wrong; 2 when its filesystem is another (a network or user-space one may keep a read waiting).
+int freight_lendable_file(int fd);
+
 /// A listening Unix socket at `path` (an existing file there is removed first); -1 on failure.
 /// `seqpacket` picks SOCK_SEQPACKET (message boundaries kept) over SOCK_STREAM; connect takes the same flag.
 int freight_unix_listen(const char *path, int backlog, int seqpacket);
