@@ -211,13 +211,29 @@ public struct FlowTable: Sendable {
                 window = UInt64(reserve)
             }
         }
+        // A relayed message (from a peer, or a gateway's port) whose party's share is all credit granted and not yet
+        // come back opens with one chunk while the node's budget has room, past the share: the hop before it
+        // admitted it and holds its bytes, and a refusal here would fail a message that its own node took in only
+        // because this one granted credit to others a moment sooner (docs/wan.md, "Many messages"). Bounded by the
+        // budget and by the messages one connection may have open.
+        var pastShare = false
+        if !plan.shared, reserved(by: party) + min(reserve, chunk) > configuration.partyShareBytes,
+            reservedBytes + min(reserve, chunk) <= configuration.memoryBudgetBytes
+        {
+            if case .session = upstream {
+            } else {
+                reserve = min(reserve, chunk)
+                window = UInt64(reserve)
+                pastShare = true
+            }
+        }
         guard reservedBytes + reserve <= configuration.memoryBudgetBytes else {
             throw FreightError(
                 .resourceExhausted,
                 "node \(name) is at its memory budget (\(ByteCount.format(Int64(configuration.memoryBudgetBytes))) in flight); try again"
             )
         }
-        guard reserved(by: party) + reserve <= configuration.partyShareBytes else {
+        guard pastShare || reserved(by: party) + reserve <= configuration.partyShareBytes else {
             let who = if case .peer = upstream { "\(header.source) (through \(upstream))" } else { "\(upstream)" }
             throw FreightError(
                 .resourceExhausted,

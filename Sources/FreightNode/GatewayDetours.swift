@@ -147,10 +147,6 @@ extension GatewayLinks {
         guard !detours.outgoing.isEmpty, let window = windowHint(id), let port = detours.port else { return }
         var unmoved = links[id]?.turns.count ?? 0
         let waitingOnLink = links[id]?.connections.reduce(0) { $0 + $1.pendingBytes } ?? 0
-        var queued: [UInt64: Int] = [:]
-        for (messageID, detour) in detours.outgoing where detour.link == id {
-            queued[messageID] = links[id]?.outbox[messageID]?.reduce(0) { $0 + $1.count } ?? 0
-        }
         while unmoved > 0, let messageID = links[id]?.turns.first {
             unmoved -= 1
             links[id]!.turns.removeFirst()
@@ -161,18 +157,13 @@ extension GatewayLinks {
                 let chunk = links[id]!.outbox[messageID]?.first,
                 chunk.offset + UInt64(chunk.count) <= detour.credit,
                 detour.inFlightBytes < min(detour.cap, Int(window)),
-                detour.inFlightBytes + 2 * chunk.count <= waitingOnLink + queued[messageID, default: 0]
+                detour.inFlightBytes + 2 * chunk.count <= waitingOnLink + links[id]!.outboxBytes[messageID, default: 0]
             else {
                 links[id]!.turns.append(messageID)
                 continue
             }
-            links[id]!.outbox[messageID]!.removeFirst()
-            queued[messageID, default: 0] -= chunk.count
-            if links[id]!.outbox[messageID]!.isEmpty {
-                links[id]!.outbox[messageID] = nil
-            } else {
-                links[id]!.turns.append(messageID)
-            }
+            _ = links[id]!.popChunk(messageID)
+            if links[id]!.outbox[messageID] != nil { links[id]!.turns.append(messageID) }
             detours.outgoing[messageID]!.inFlight.append((chunk.offset + UInt64(chunk.count), chunk.count))
             detours.outgoing[messageID]!.inFlightBytes += chunk.count
             detours.outgoing[messageID]!.bytes += UInt64(chunk.count)

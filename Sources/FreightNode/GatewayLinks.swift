@@ -127,7 +127,22 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         /// `GatewayLinks.feedBytes` waiting, each message's next chunk in turn, so that messages share the link
         /// evenly whatever their windows.
         var outbox: [UInt64: CircularBuffer<DataChunk>] = [:]
+        /// Body bytes in each message's ``outbox``, kept as chunks come and go (a detour's end is weighed against
+        /// it at every chunk the link drains).
+        var outboxBytes: [UInt64: Int] = [:]
         var turns = CircularBuffer<UInt64>()
+
+        /// Takes the first chunk waiting for `messageID`; the message leaves the outbox with its last.
+        mutating func popChunk(_ messageID: UInt64) -> DataChunk? {
+            guard let chunk = outbox[messageID]?.popFirst() else { return nil }
+            if outbox[messageID]!.isEmpty {
+                outbox[messageID] = nil
+                outboxBytes[messageID] = nil
+            } else {
+                outboxBytes[messageID, default: 0] -= chunk.count
+            }
+            return chunk
+        }
 
         /// Every connection of the link, its first included.
         var connections: [FrameConnection] { [connection] + stripes }
@@ -554,12 +569,14 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         guard links[id] != nil else { return }
         if links[id]!.outbox[chunk.messageID, default: []].isEmpty { links[id]!.turns.append(chunk.messageID) }
         links[id]!.outbox[chunk.messageID, default: []].append(chunk)
+        links[id]!.outboxBytes[chunk.messageID, default: 0] += chunk.count
         feed(id)
     }
 
     /// Drops what a message still had waiting on link `id` (it ended or moved).
     func dropQueued(_ messageID: UInt64, on id: Int) {
         guard links[id]?.outbox.removeValue(forKey: messageID) != nil else { return }
+        links[id]!.outboxBytes[messageID] = nil
         if let index = links[id]!.turns.firstIndex(of: messageID) { links[id]!.turns.remove(at: index) }
     }
 
@@ -568,12 +585,8 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     func feed(_ id: Int) {
         while links[id]?.turns.isEmpty == false, let connection = dataConnection(id) {
             let messageID = links[id]!.turns.removeFirst()
-            guard let chunk = links[id]!.outbox[messageID]?.popFirst() else { continue }
-            if links[id]!.outbox[messageID]!.isEmpty {
-                links[id]!.outbox[messageID] = nil
-            } else {
-                links[id]!.turns.append(messageID)
-            }
+            guard let chunk = links[id]!.popChunk(messageID) else { continue }
+            if links[id]!.outbox[messageID] != nil { links[id]!.turns.append(messageID) }
             links[id]!.bytesOut += UInt64(chunk.count)
             let written = loop.makePromise(of: Void.self)
             written.futureResult.whenComplete { [self] _ in feed(id) }

@@ -57,6 +57,38 @@ import Testing
         #expect(table.reservedBytes == 40 << 20)
     }
 
+    /// A relayed message (from a peer) whose party's share is all granted credit opens with one chunk while the
+    /// node's budget has room, instead of being refused: the hop before it admitted it (docs/wan.md, "Many
+    /// messages"). The whole budget still refuses.
+    @Test func aRelayedMessagePastItsPartysShareOpensWithOneChunk() {
+        var table = Self.table(budget: 64 << 20, share: 32 << 20)
+        var actions: [FlowAction] = []
+        for id in 1...4 {
+            table.open(T.open(id: UInt64(id), length: 8 << 20), from: T.peer, actions: &actions) {
+                Self.oneBranch($0, $1)
+            }
+            table.ack(ackFrame(UInt64(id), acked: 0, credit: 8 << 20), from: T.receiver, actions: &actions)
+        }
+        #expect(table.reservedBytes == 32 << 20)
+        actions = []
+        let relayed = table.open(T.open(id: 5, length: 8 << 20), from: T.peer, actions: &actions) {
+            Self.oneBranch($0, $1)
+        }
+        #expect(Self.aborts(actions, to: T.peer).isEmpty, "\(Self.aborts(actions, to: T.peer))")
+        #expect(relayed?.windowBytes == 1 << 20)
+        #expect(table.reservedBytes == 33 << 20)
+        // Up to the whole budget, and no further.
+        for id in 6...36 {
+            table.open(T.open(id: UInt64(id), length: 8 << 20), from: T.peer, actions: &actions) {
+                Self.oneBranch($0, $1)
+            }
+        }
+        #expect(table.reservedBytes == 64 << 20)
+        actions = []
+        table.open(T.open(id: 37, length: 8 << 20), from: T.peer, actions: &actions) { Self.oneBranch($0, $1) }
+        #expect(Self.aborts(actions, to: T.peer).first?.contains("memory budget") == true)
+    }
+
     /// A message whose sender holds credit and sends nothing fails when the idle time passes, and returns its
     /// reservation; one whose sender waits for credit does not.
     @Test func anIdleSenderLosesItsReservation() {
