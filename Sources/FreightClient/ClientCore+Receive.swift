@@ -29,14 +29,6 @@ extension ClientCore {
             incoming[header.id]?.notes.resumed(at: open.resumedAt)
             return
         }
-        let endpoints = open.targets.map(\.id)
-        guard incoming[header.id] == nil,
-            let subscription = endpoints.lazy.compactMap({ self.subscriptions[$0] }).first
-        else {
-            connection?.send(
-                .abort(header.id, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint")))
-            return
-        }
         // A body lent from one shared buffer is held by no node and costs this app no memory: take it whole.
         let window =
             open.shared && shared != nil
@@ -45,6 +37,21 @@ extension ClientCore {
             : max(
                 UInt64(max(windowBytes, 2 * Int(header.chunkBytes))),
                 min(open.windowHint, UInt64(Limits.windowHintMax)))
+        admitIncoming(header: header, targets: open.targets, path: open.path, window: window)
+    }
+
+    /// Hands a new message to the subscription of the endpoint it is for.
+    private func admitIncoming(
+        header: Freight_Wire_V1_MessageHeader, targets: [Freight_Wire_V1_EndpointRef], path: [String], window: UInt64
+    ) {
+        let endpoints = targets.map(\.id)
+        guard incoming[header.id] == nil,
+            let subscription = endpoints.lazy.compactMap({ self.subscriptions[$0] }).first
+        else {
+            connection?.send(
+                .abort(header.id, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint")))
+            return
+        }
         let (stream, continuation) = AsyncThrowingStream<BodyChunk, any Error>.makeStream()
         let notes = MessageNotes()
         incoming[header.id] = Incoming(
@@ -80,33 +87,34 @@ extension ClientCore {
             length: header.length,
             contentType: header.contentType,
             attributes: header.attributes,
-            path: open.path,
+            path: path,
             body: body,
             notes: notes,
             failing: { [self] error in loop.execute { self.fail(id, error) } }
         )
+        let refusal: FreightError
         switch subscription.yield(message) {
         case .enqueued:
-            break
+            return
         case .dropped:
-            incoming[id] = nil
-            connection?.send(
-                .abort(
-                    id,
-                    FreightError(
-                        .resourceExhausted,
-                        "app \(label) has \(Limits.messagesPerConnectionMax) messages waiting to be read"
-                    )))
+            refusal = FreightError(
+                .resourceExhausted, "app \(label) has \(Limits.messagesPerConnectionMax) messages waiting to be read")
         case .terminated:
-            incoming[id] = nil
-            connection?.send(.abort(id, FreightError(.receiverGone, "app \(label) stopped receiving")))
+            refusal = FreightError(.receiverGone, "app \(label) stopped receiving")
         @unknown default:
-            incoming[id] = nil
+            refusal = FreightError(.receiverGone, "app \(label) stopped receiving")
         }
+        incoming[id] = nil
+        connection?.send(.abort(id, refusal))
     }
 
     /// The app took the message from its subscription: grant the first credit.
     func accepted(_ id: UInt64) {
+        if let length = smallIncoming[id] {
+            // An empty small message is handled once taken.
+            if length == 0 { smallIncoming[id] = nil; queueOutcome(id, .delivered) }
+            return
+        }
         guard var message = incoming[id], !message.accepted else { return }
         message.accepted = true
         incoming[id] = message

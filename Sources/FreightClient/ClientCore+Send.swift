@@ -40,6 +40,10 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     /// A streamed body's pieces sent and not yet acknowledged, in order (the writer cannot give them again): sent
     /// again from here when a link on the way broke. At most one window: nothing is sent past the credit.
     var retained = CircularBuffer<(offset: UInt64, bytes: ByteBuffer)>()
+    /// Sent as a small message: what it counts against the node's eager budget until its outcome, and its header
+    /// (sent again as OPEN when the outcome says RESEND).
+    var smallCost: UInt64 = 0
+    var smallHeader: Freight_Wire_V1_MessageHeader?
 
     /// Where the bytes taken from a streamed body's writer end.
     var retainedEnd: UInt64 { retained.last.map { $0.offset + UInt64($0.bytes.readableBytes) } ?? window.ackedOffset }
@@ -178,6 +182,12 @@ extension ClientCore {
         header.contentType = options.contentType
         header.attributes = options.attributes
         header.chunkBytes = UInt32(chunkBytes)
+        if transfer.fd < 0, goesSmall(body, length: length),
+            header.encodedSize <= Limits.smallHeaderAllowanceBytes
+        {
+            sendSmall(transfer, header: header)
+            return promise.futureResult
+        }
         var open = Freight_Wire_V1_Open()
         open.header = header
         if case .shared = body { open.shared = true }
@@ -587,6 +597,7 @@ extension ClientCore {
             }
             transfer.fail(error)
         }
+        smallIncoming[abort.messageID] = nil
         if let message = incoming.removeValue(forKey: abort.messageID) {
             message.continuation.finish(throwing: abort.error)
         }

@@ -24,6 +24,15 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     var subscriptions: [UInt64: AsyncThrowingStream<IncomingMessage, any Error>.Continuation] = [:]
     var incoming: [UInt64: Incoming] = [:]
     var outgoing: [UInt64: Outgoing] = [:]
+    /// Small messages (ClientCore+Small): bytes counted against the node's eager budget, and the SMALL and
+    /// OUTCOMES frames being gathered this turn.
+    var smallOutstanding: UInt64 = 0
+    var pendingSmall: [SmallMessage] = []
+    var pendingSmallBytes = 0
+    var pendingOutcomes: [SmallOutcome] = []
+    var smallFlushScheduled = false
+    /// Small messages handed to the app and not yet read or failed, with their lengths.
+    var smallIncoming: [UInt64: UInt64] = [:]
     var messageIDs = IDSequence()
     /// Where a lent file's chunks are read for their checksums (one chunk, reused).
     var checksumScratch = ByteBuffer()
@@ -93,6 +102,10 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
             sharedChunkReceived(chunk)
         case .release(let regions):
             releaseReceived(regions)
+        case .small(let batch):
+            smallReceived(batch)
+        case .outcomes(let outcomes):
+            outcomesReceived(outcomes)
         case .request, .endpoints, .members, .routes:
             connection.close()
         }
@@ -113,6 +126,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
         subscriptions = [:]
         for message in incoming.values { message.continuation.finish(throwing: reason) }
         incoming = [:]
+        smallIncoming = [:]
         for transfer in outgoing.values { transfer.fail(reason) }
         outgoing = [:]
     }

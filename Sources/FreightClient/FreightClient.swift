@@ -22,6 +22,8 @@ public final class FreightClient: Sendable {
     let group: MultiThreadedEventLoopGroup?
     public let nodeName: String
     private let closed = Atomic<Bool>(false)
+    /// The address sent to last, parsed: apps send many messages to the same address.
+    private let lastAddress = Mutex<(text: String, address: Address)?>(nil)
 
     private init(core: ClientCore, group: MultiThreadedEventLoopGroup?, nodeName: String) {
         self.core = core
@@ -73,7 +75,8 @@ public final class FreightClient: Sendable {
                 var hello = Freight_Wire_V1_Hello()
                 hello.role = .app
                 hello.name = label
-                hello.capabilities = [WireV1.capabilityResume]
+                hello.capabilities = [WireV1.capabilityResume, WireV1.capabilitySmall]
+                hello.eagerBytes = UInt64(Limits.eagerBytesApp)
                 if let token { hello.token = token }
                 connection.send(.hello(hello))
                 return answered
@@ -162,7 +165,13 @@ public final class FreightClient: Sendable {
     public func send(to address: String, body: OutgoingBody, options: SendOptions = SendOptions()) async throws
         -> DeliveryReport
     {
-        let destination = try Address(address)
+        let destination: Address
+        if let last = lastAddress.withLock({ $0 }), last.text == address {
+            destination = last.address
+        } else {
+            destination = try Address(address)
+            lastAddress.withLock { $0 = (address, destination) }
+        }
         guard (Limits.chunkBytesMin...Limits.chunkBytesMax).contains(options.chunkBytes) else {
             throw FreightError(
                 .invalidArgument,
@@ -238,7 +247,9 @@ public final class FreightClient: Sendable {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         let core = self.core
         try? await core.eventLoop.flatSubmit {
-            // What the app sent last (a DONE, a RELEASE) leaves before the connection closes.
+            // What the app sent last (a DONE, a RELEASE, outcomes and small messages gathered this turn) leaves
+            // before the connection closes.
+            core.flushSmall()
             core.connection?.channel.flush()
             return core.connection?.channel.close() ?? core.eventLoop.makeSucceededVoidFuture()
         }.get()

@@ -222,9 +222,23 @@ struct FileAllocation {
 /// grants the sender more credit.
 public struct MessageBody: AsyncSequence, Sendable {
     public typealias Element = BodyChunk
-    let stream: AsyncThrowingStream<BodyChunk, any Error>
+    /// The chunks as they arrive, or, for a message that came whole (a small one), its one chunk.
+    let stream: AsyncThrowingStream<BodyChunk, any Error>?
+    let whole: BodyChunk?
     let consumed: @Sendable (UInt64) -> Void
     var pace: PaceGate?
+
+    init(stream: AsyncThrowingStream<BodyChunk, any Error>, consumed: @escaping @Sendable (UInt64) -> Void) {
+        self.stream = stream
+        self.whole = nil
+        self.consumed = consumed
+    }
+
+    init(whole: BodyChunk?, consumed: @escaping @Sendable (UInt64) -> Void) {
+        self.stream = nil
+        self.whole = whole
+        self.consumed = consumed
+    }
 
     /// The same body read at most `bytesPerSecond` on average: each chunk is taken (and so acknowledged and
     /// credited) once the rate allows, so the sender slows to it (`freight recv --rate`).
@@ -235,7 +249,8 @@ public struct MessageBody: AsyncSequence, Sendable {
     }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
-        var base: AsyncThrowingStream<BodyChunk, any Error>.AsyncIterator
+        var base: AsyncThrowingStream<BodyChunk, any Error>.AsyncIterator?
+        var whole: BodyChunk?
         let consumed: @Sendable (UInt64) -> Void
         let pace: PaceGate?
         /// The chunk the app took last: it is done with it when it asks for the next one (or for the end), and only
@@ -247,7 +262,16 @@ public struct MessageBody: AsyncSequence, Sendable {
                 consumed(taken)
                 self.taken = nil
             }
-            guard let chunk = try await base.next() else { return nil }
+            let chunk: BodyChunk
+            if var stream = base {
+                guard let next = try await stream.next() else { return nil }
+                base = stream
+                chunk = next
+            } else {
+                guard let only = whole else { return nil }
+                whole = nil
+                chunk = only
+            }
             if let pace { try await pace.wait(taking: chunk.count) }
             taken = chunk.offset
             return chunk
@@ -255,7 +279,7 @@ public struct MessageBody: AsyncSequence, Sendable {
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: stream.makeAsyncIterator(), consumed: consumed, pace: pace)
+        AsyncIterator(base: stream?.makeAsyncIterator(), whole: whole, consumed: consumed, pace: pace)
     }
 }
 

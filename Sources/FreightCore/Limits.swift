@@ -13,6 +13,19 @@ public enum Limits {
     public static let chunkBytesDefault = 1024 * 1024
     /// Largest control frame (everything that is not a body chunk): the protobuf payload.
     public static let controlFrameBytesMax = 64 * 1024
+    /// Largest body sent as a SMALL message (header and body in one frame, docs/small-messages-and-files.md);
+    /// larger ones go as OPEN and DATA.
+    public static let smallBodyBytesMax = 16 * 1024
+    /// What a small message counts against an eager budget beyond its body: an allowance for its header.
+    public static let smallHeaderAllowanceBytes = 512
+    /// What a small message of `length` body bytes counts against an eager budget; both ends of a hop count alike.
+    public static func smallCost(length: UInt64) -> UInt64 { length + UInt64(smallHeaderAllowanceBytes) }
+    /// A SMALL or OUTCOMES frame is closed once its payload reaches this, below the control-frame limit.
+    public static let smallBatchBytesMax = 48 * 1024
+    /// Eager budgets (Hello.eager_bytes): what a node takes from each peer and app, and an app from its node, of
+    /// small messages whose outcomes have not come back.
+    public static let eagerBytesNode = 16 * 1024 * 1024
+    public static let eagerBytesApp = 4 * 1024 * 1024
     /// Largest message header (protobuf), within a control frame.
     public static let headerBytesMax = 16 * 1024
     /// Attributes on one message header.

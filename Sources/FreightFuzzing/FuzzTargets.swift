@@ -66,7 +66,7 @@ func fuzzControl(type: UInt8, _ bytes: [UInt8]) {
     // A frame header for the payload, so the parser's own control path decodes it.
     let types: [WireV1.FrameType] = [
         .hello, .open, .ack, .done, .abort, .request, .reply, .endpoints, .members,
-        .shared, .release,
+        .shared, .release, .small, .outcomes,
     ]
     let frameType = types[Int(type) % types.count]
     let payload = Array(bytes.prefix(limits.controlFrameBytesMax))

@@ -54,6 +54,8 @@ final class AppSession: @unchecked Sendable {  // confined to the node's event l
     var endpoints: Set<UInt64> = []
     /// The app sends a message's bytes again from an offset when asked (its HELLO says "resume").
     var resends = false
+    /// Small-message bytes the app takes before their outcomes (its HELLO's eager_bytes; 0: it takes no SMALL).
+    var eagerBytes: UInt64 = 0
     /// Names this session on the descriptor link.
     let token = UInt64.random(in: 1...UInt64.max)
     /// The pools the app lent, once its descriptor link attached them.

@@ -305,6 +305,7 @@ extension NodeEngine {
 
     /// An app or a peer is gone: flows it sent are aborted downstream; branches to it fail.
     func portGone(_ port: Port, error: FreightError) {
+        smallPortGone(port, reason: error.message)
         flowTable.portGone(port, error: error, actions: &flowActions)
         performFlowActions()
     }

@@ -379,6 +379,10 @@ extension NodeEngine {
             }
         case .open, .data, .ack, .done, .abort:
             flowFrame(frame, from: .peer(peer))
+        case .small(let batch):
+            smallReceived(batch, from: .peer(peer), on: connection)
+        case .outcomes(let outcomes):
+            outcomesReceived(outcomes, from: .peer(peer))
         case .hello, .request, .reply, .shared, .release, .routes:
             reject(connection, "unexpected \(frame.type) frame from node \(peer)")
         }
@@ -419,6 +423,7 @@ extension NodeEngine {
     /// messages fail then). For what the peer sends (its stripes here): with none left, its messages are held.
     func linkConnectionLost(_ member: Member, _ connection: FrameConnection, reason: String) {
         let loss = member.link.remove(connection)
+        if !member.link.isUp { smallPortGone(.peer(member.name), reason: "the link to node \(member.name) broke") }
         if loss.egress, member.link.isUp, membership.peers[member.name]?.resumes == true, !stopping {
             logger.info("a stripe to node \(member.name) broke (\(reason)); sending what it carried again")
         }

@@ -27,6 +27,10 @@ extension NodeEngine {
             sharedReceived(chunk, from: session)
         case .release(let regions):
             releaseReceived(regions, from: session)
+        case .small(let batch):
+            smallReceived(batch, from: .session(session.id), on: connection)
+        case .outcomes(let outcomes):
+            outcomesReceived(outcomes, from: .session(session.id))
         case .hello, .reply, .endpoints, .members, .routes:
             reject(connection, "unexpected \(frame.type) frame from app \(session.label)")
         }

@@ -21,6 +21,9 @@ struct NodeCounters {
     var bytesReadIntoPools: UInt64 = 0
     /// Shared-region bytes sent to peers by reference (`sendfile`), with no copy of their own.
     var bytesSentFromPools: UInt64 = 0
+    /// Small messages passed on whole, and answered RESEND (NodeEngine+Small).
+    var smallPassed: UInt64 = 0
+    var smallResent: UInt64 = 0
 }
 
 /// A Freight node: accepts apps and peers, keeps the cluster's mesh and directory, and relays messages.
@@ -76,6 +79,16 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     /// Every message passing through this node (pure; docs/core.md), and the buffer its actions are collected in.
     var flowTable: FlowTable
     var flowActions: [FlowAction] = []
+    /// Small messages passing this node, and the SMALL and OUTCOMES frames being gathered for each port this turn
+    /// (NodeEngine+Small).
+    var small = SmallLedger()
+    var pendingSmall: [Port: [SmallMessage]] = [:]
+    var pendingSmallBytes: [Port: Int] = [:]
+    var pendingOutcomes: [Port: [SmallOutcome]] = [:]
+    var smallFlushScheduled = false
+    var smallMatchCache: [String: (version: UInt64, records: [EndpointRecord])] = [:]
+    /// What each peer advertised it takes of small messages (its HELLO's eager_bytes).
+    var peerEagerBytes: [String: UInt64] = [:]
     var performingFlowActions = false
     /// Destinations of apps' messages, parsed (`parsedAddress`).
     var parsedAddresses: [String: Address] = [:]
@@ -344,7 +357,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         hello.streamIndex = UInt32(stream)
         hello.streamCount = UInt32(configuration.streams)
         hello.incarnation = incarnation
-        hello.capabilities = [WireV1.capabilityResume]
+        hello.capabilities = [WireV1.capabilityResume, WireV1.capabilitySmall]
+        hello.eagerBytes = eagerBytesGiven
         return .hello(hello)
     }
 
@@ -414,6 +428,9 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         status.bytesIn = counters.bytesIn
         status.bytesOut = counters.bytesOut
         status.messagesDelivered = flowTable.delivered
+        status.smallPassed = counters.smallPassed
+        status.smallResent = counters.smallResent
+        status.smallInFlight = UInt64(small.count)
         status.messagesFailed = flowTable.failed
         status.peakRssBytes = ProcessStats.peakResidentBytes()
         status.memoryReservedBytes = UInt64(flowTable.reservedBytes)
@@ -549,6 +566,7 @@ extension NodeEngine: FrameConnectionDelegate {
             session.identity = identity
             session.checked = checked
             session.resends = hello.capabilities.contains(WireV1.capabilityResume)
+            session.eagerBytes = Self.eagerBytes(hello)
             guard case .hello(var reply) = helloFrame(role: .node) else { return }
             reply.sessionToken = session.token
             connection.send(.hello(reply))
@@ -556,7 +574,10 @@ extension NodeEngine: FrameConnectionDelegate {
             connection.established()
             logger.debug("app \(session.label) attached as session \(session.id)")
         case .node:
-            defer { membership.peerResumes(hello.name, hello.capabilities.contains(WireV1.capabilityResume)) }
+            defer {
+                membership.peerResumes(hello.name, hello.capabilities.contains(WireV1.capabilityResume))
+                if members[hello.name] != nil { peerEagerBytes[hello.name] = Self.eagerBytes(hello) }
+            }
             if connection.isDialed {
                 // The reply on a connection this node opened: the peer's identity.
                 dialedHelloReceived(hello, on: connection)

@@ -19,8 +19,8 @@ public final class CheckedStream: Sendable {
         do {
             sender = try FreightProcess(
                 [
-                    "send", address, "--size", size, "--count", "\(count)", "--via", cluster.node(from).socket,
-                    "--json",
+                    "send", address, "--size", size, "--count", "\(count)", "--parallel", "1", "--via",
+                    cluster.node(from).socket, "--json",
                 ], executable: cluster.executable)
         } catch {
             receiver.stop()

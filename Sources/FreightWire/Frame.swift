@@ -100,6 +100,8 @@ public enum Frame: Sendable {
     case routes(Freight_Wire_V1_Routes)
     case shared(SharedChunk)
     case release([SharedRegion])
+    case small([SmallMessage])
+    case outcomes([SmallOutcome])
 
     public var type: WireV1.FrameType {
         switch self {
@@ -116,6 +118,8 @@ public enum Frame: Sendable {
         case .routes: .routes
         case .shared: .shared
         case .release: .release
+        case .small: .small
+        case .outcomes: .outcomes
         }
     }
 }

@@ -32,6 +32,10 @@ public enum FrameEncoder {
             return shared(chunk, into: &buffer)
         case .release(let regions):
             return try release(regions, into: &buffer)
+        case .small(let messages):
+            return try SmallFrames.encode(messages, into: &buffer)
+        case .outcomes(let outcomes):
+            return try SmallFrames.encode(outcomes, into: &buffer)
         default:
             break
         }
@@ -49,7 +53,7 @@ public enum FrameEncoder {
             case .endpoints(let m): payload = try m.serializedBytes()
             case .members(let m): payload = try m.serializedBytes()
             case .routes(let r): payload = try r.serializedBytes()
-            case .shared, .release: preconditionFailure("binary frames are encoded above")
+            case .shared, .release, .small, .outcomes: preconditionFailure("binary frames are encoded above")
             }
         } catch {
             throw FreightError(.internalError, "cannot encode \(frame.type) frame: \(error)")

@@ -188,6 +188,8 @@ public struct FrameParser: Sendable {
     static func decodeControl(type: WireV1.FrameType, flags: UInt8, payload: ByteBuffer) throws(ParseError) -> Frame {
         if type == .shared { return try decodeShared(flags: flags, payload: payload) }
         if type == .release { return try decodeRelease(payload) }
+        if type == .small { return .small(try SmallFrames.decodeSmall(payload)) }
+        if type == .outcomes { return .outcomes(try SmallFrames.decodeOutcomes(payload)) }
         do {
             let bytes = [UInt8](payload.readableBytesView)
             switch type {
@@ -202,7 +204,7 @@ public struct FrameParser: Sendable {
             case .endpoints: return .endpoints(try Freight_Wire_V1_Endpoints(serializedBytes: bytes))
             case .members: return .members(try Freight_Wire_V1_Members(serializedBytes: bytes))
             case .routes: return .routes(try Freight_Wire_V1_Routes(serializedBytes: bytes))
-            case .shared, .release: preconditionFailure("binary frames are decoded above")
+            case .shared, .release, .small, .outcomes: preconditionFailure("binary frames are decoded above")
             }
         } catch {
             throw .malformedControlFrame(type: type.rawValue, reason: "\(error)")

@@ -25,10 +25,15 @@ public enum WireV1 {
         case shared = 11
         case release = 12
         case routes = 13
+        case small = 14
+        case outcomes = 15
     }
 
     /// HELLO capability: messages resume across a broken link (docs/core.md).
     public static let capabilityResume = "resume"
+    /// HELLO capability: takes SMALL and answers with OUTCOMES, within the `eager_bytes` it advertises
+    /// (docs/small-messages-and-files.md).
+    public static let capabilitySmall = "small"
     /// DATA flag: this chunk is the last of its message.
     public static let flagLastChunk: UInt8 = 0x1
     /// SHARED flag: the frame carries the region's CRC32C.

@@ -80,6 +80,21 @@ struct RecvCommand: AsyncParsableCommand {
                     }
                 }
                 for try await message in subscription {
+                    // A small body is whole when the message is: handled at once rather than in a task of its own
+                    // (many small messages a second), unless it is paced or written to a file.
+                    if message.length <= UInt64(Limits.smallBodyBytesMax), bytesPerSecond == nil, out == nil {
+                        do {
+                            try await handle(message)
+                        } catch {
+                            let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
+                            reportFailure(message, failure)
+                            lastFailure = failure
+                            failures += 1
+                        }
+                        received += 1
+                        if let count, received >= count { break }
+                        continue
+                    }
                     if running == parallel { settle(try await group.next()) }
                     running += 1
                     group.addTask {

@@ -143,7 +143,9 @@ struct StatusCommand: AsyncParsableCommand {
                     "name": status.name, "cluster": status.cluster, "listen": status.listen,
                     "local_endpoints": status.localEndpoints, "known_endpoints": status.knownEndpoints,
                     "messages_in_flight": status.messagesInFlight, "messages_delivered": status.messagesDelivered,
-                    "messages_failed": status.messagesFailed, "bytes_in": status.bytesIn, "bytes_out": status.bytesOut,
+                    "messages_failed": status.messagesFailed, "small_passed": status.smallPassed,
+                    "small_resent": status.smallResent, "small_in_flight": status.smallInFlight,
+                    "bytes_in": status.bytesIn, "bytes_out": status.bytesOut,
                     "peak_rss_bytes": status.peakRssBytes, "memory_reserved_bytes": status.memoryReservedBytes,
                     "memory_budget_bytes": status.memoryBudgetBytes, "streams": status.streams,
                     "uptime_ms": status.uptimeMillis, "rss_bytes": status.rssBytes,
@@ -219,6 +221,9 @@ struct StatusCommand: AsyncParsableCommand {
                 )
                 printLine(
                     "messages: \(status.messagesInFlight) in flight, \(status.messagesDelivered) delivered, \(status.messagesFailed) failed"
+                )
+                printLine(
+                    "small messages: \(status.smallPassed) passed on whole, \(status.smallResent) sent again as OPEN and DATA, \(status.smallInFlight) in flight"
                 )
                 printLine(
                     "traffic: \(ByteCount.format(Int64(status.bytesIn))) in, \(ByteCount.format(Int64(status.bytesOut))) out"

@@ -13,12 +13,17 @@ struct SendCommand: AsyncParsableCommand {
     var file: String?
     @Option(name: .customLong("size"), help: "Send a generated body of this size (4096, 64KiB, 1GiB).")
     var size: String?
-    @Option(name: .customLong("count"), help: "How many messages to send.")
+    @Option(
+        name: .customLong("count"),
+        help: "How many messages to send; with more than one, a last line gives their rate (messages/s, MB/s).")
     var count = 1
     @Option(
         name: .customLong("parallel"),
-        help: "How many of the --count messages are in flight at once (each prints its own report; no progress bar).")
-    var parallel = 1
+        help: """
+            How many of the --count messages are in flight at once (no progress bar). Default: as many as 64 MiB \
+            holds, at most 64, for bodies up to 1 MiB; one for larger ones.
+            """)
+    var parallel: Int?
     @Option(name: .customLong("chunk-size"), help: "Body chunk size (64KiB...64MiB).")
     var chunkSize = ByteCount.format(Int64(Limits.chunkBytesDefault))
     @Option(name: .customLong("seed"), help: "Seed of a generated body; receivers can check it with --check-seed.")
@@ -42,6 +47,7 @@ struct SendCommand: AsyncParsableCommand {
             default: throw FreightError(.invalidArgument, "give exactly one of --file PATH or --size BYTES")
             }
             guard count >= 1 else { throw FreightError(.invalidArgument, "--count must be at least 1") }
+            let parallel = min(count, self.parallel ?? Self.defaultParallel(Self.length(of: body)))
             guard (1...Limits.messagesPerConnectionMax).contains(parallel) else {
                 throw FreightError(.invalidArgument, "--parallel must be 1...\(Limits.messagesPerConnectionMax)")
             }
@@ -58,10 +64,10 @@ struct SendCommand: AsyncParsableCommand {
                 to: try via.address(), label: label, token: via.token,
                 sharedMemory: try via.sharedMemory(sending: Int64(Self.length(of: body)) * Int64(min(count, parallel))))
             let options = SendOptions(attributes: attributes, chunkBytes: chunkBytes)
-            if parallel > 1 {
-                try await sendInParallel(client, body: body, options: options)
+            if count > 1 {
+                try await sendMany(client, body: body, options: options, parallel: parallel)
             } else {
-                for _ in 0..<count { try await sendOne(client, body: body, options: options) }
+                try await sendOne(client, body: body, options: options)
             }
             await client.close()
         } catch {
@@ -98,27 +104,62 @@ struct SendCommand: AsyncParsableCommand {
         printReport(report)
     }
 
-    /// `count` messages, `parallel` of them in flight at once; each report printed as it ends. The first failure
-    /// ends the command once the messages in flight have ended.
-    private func sendInParallel(_ client: FreightClient, body: OutgoingBody, options: SendOptions) async throws {
-        try await withThrowingTaskGroup(of: DeliveryReport.self) { group in
-            var started = 0
-            var failure: (any Error)?
-            while started < min(parallel, count) {
-                group.addTask { try await client.send(to: address, body: body, options: options) }
-                started += 1
-            }
-            while let result = await group.nextResult() {
-                switch result {
-                case .success(let report): printReport(report)
-                case .failure(let error): failure = failure ?? error
+    /// Messages in flight at once when `--parallel` is not given: as the bench keeps them (64 MiB, at most 64) for
+    /// bodies up to 1 MiB, so that many small messages pipeline; one at a time for larger ones.
+    static func defaultParallel(_ length: UInt64) -> Int {
+        length <= 1 << 20 ? Int(min(64, (64 << 20) / max(length, 1))) : 1
+    }
+
+    /// Reports printed one per message up to this many messages (on a terminal; `--json` prints every one); past
+    /// it, only the last line.
+    static let reportsPrintedMax = 1000
+
+    /// `count` messages, `parallel` of them in flight at once (as many senders, each sending its share in turn);
+    /// each report printed as it ends (with `--json`, or up to ``reportsPrintedMax`` messages), then one line with the
+    /// rate. The first
+    /// failure ends the command once the messages in flight have ended.
+    private func sendMany(_ client: FreightClient, body: OutgoingBody, options: SendOptions, parallel: Int)
+        async throws
+    {
+        let printsEach = output.json || count <= Self.reportsPrintedMax
+        let started = ContinuousClock.now
+        let cpu = ProcessStats.cpuSeconds()
+        let (total, address) = (count, self.address)
+        let failure = try await withThrowingTaskGroup(of: (any Error)?.self) { group in
+            for worker in 0..<parallel {
+                let share = total / parallel + (worker < total % parallel ? 1 : 0)
+                group.addTask {
+                    for _ in 0..<share {
+                        do {
+                            let report = try await client.send(to: address, body: body, options: options)
+                            if printsEach { printReport(report) }
+                        } catch {
+                            return error
+                        }
+                    }
+                    return nil
                 }
-                if failure == nil, started < count {
-                    group.addTask { try await client.send(to: address, body: body, options: options) }
-                    started += 1
-                }
             }
-            if let failure { throw failure }
+            var first: (any Error)?
+            for try await outcome in group where first == nil { first = outcome }
+            return first
+        }
+        if let failure { throw failure }
+        let elapsed = ContinuousClock.now - started
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let length = Self.length(of: body)
+        let bytes = Double(length) * Double(count)
+        let rate = Double(count) / seconds
+        if output.json {
+            printJSON([
+                "event": "sent", "address": address, "messages": count, "bytes": Int(bytes), "seconds": seconds,
+                "messages_per_s": rate, "mbps": bytes / seconds / 1e6, "in_flight": parallel,
+                "cpu_seconds": ProcessStats.cpuSeconds() - cpu,
+            ])
+        } else {
+            printLine(
+                "sent \(count) messages of \(ByteCount.format(Int64(length))) to \(address), \(parallel) in flight, every one delivered, in \(seconds.formatted(decimals: 3)) s: \(rate.formatted(decimals: 0)) messages/s, \((bytes / seconds / 1e6).formatted(decimals: 1)) MB/s"
+            )
         }
     }
 

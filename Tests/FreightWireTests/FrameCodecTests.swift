@@ -222,3 +222,104 @@ import Testing
         return nil
     }
 }
+
+/// SMALL and OUTCOMES frames (docs/wire-protocol.md): binary, with one string table per frame.
+@Suite struct SmallFrameTests {
+    static func messages() -> [SmallMessage] {
+        (0..<5).map { index in
+            var header = Freight_Wire_V1_MessageHeader()
+            header.id = UInt64(index) + 1
+            header.source = "n1/tx"
+            header.destination = "llm/tokens/\(index % 2)"
+            if index == 3 {
+                header.attributes = ["k": "v"]
+                header.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            }
+            let body = ByteBuffer(bytes: (0..<(index * 100)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+            return SmallMessage(
+                header: header, targetNode: "n2", targetID: 9, path: index == 4 ? [] : ["n1"], body: body,
+                crc32c: CRC32C.checksum(body))
+        }
+    }
+
+    @Test func smallMessagesRoundTrip() throws {
+        let sent = Self.messages()
+        var parser = FrameParser(expectPreface: false)
+        var frames: [Frame] = []
+        try parser.feed(try FrameEncoder.encode(.small(sent))) { frames.append($0) }
+        guard frames.count == 1, case .small(let received) = frames[0] else {
+            Issue.record("one SMALL frame, got \(frames.map(\.type))")
+            return
+        }
+        #expect(received.count == sent.count)
+        for (a, b) in zip(sent, received) {
+            var expected = a.header
+            expected.length = UInt64(a.body.readableBytes)
+            #expect(b.header == expected)
+            #expect(b.body == a.body && b.crc32c == a.crc32c && b.path == a.path)
+            #expect(b.targetNode == "n2" && b.targetID == 9)
+        }
+    }
+
+    @Test func outcomesRoundTrip() throws {
+        var delivered = SmallOutcome(1, .delivered)
+        delivered.delivery.endpoint.node = "n2"
+        delivered.delivery.endpoint.id = 4
+        delivered.delivery.address = "llm/**"
+        delivered.delivery.app = "rx"
+        delivered.delivery.path = ["n1", "n2"]
+        let sent = [
+            delivered, delivered, SmallOutcome(2, failed: FreightError(.receiverGone, "gone")),
+            SmallOutcome(3, .resend),
+        ]
+        var parser = FrameParser(expectPreface: false)
+        var frames: [Frame] = []
+        try parser.feed(try FrameEncoder.encode(.outcomes(sent))) { frames.append($0) }
+        guard frames.count == 1, case .outcomes(let received) = frames[0] else {
+            Issue.record("one OUTCOMES frame, got \(frames.map(\.type))")
+            return
+        }
+        #expect(received.map(\.messageID) == [1, 1, 2, 3])
+        #expect(received.map(\.kind) == [.delivered, .delivered, .failed, .resend])
+        #expect(received[0].delivery == delivered.delivery && received[1].delivery == delivered.delivery)
+        #expect(received[2].error.code == .receiverGone && received[2].reason == "gone")
+    }
+
+    /// A batch whose bodies would not fit one frame is refused with resourceExhausted (the sender splits it).
+    @Test func aBatchOverAFrameIsRefused() throws {
+        var header = Freight_Wire_V1_MessageHeader()
+        header.destination = "a"
+        let body = ByteBuffer(repeating: 1, count: 16 << 10)
+        let batch = (0..<5).map { _ in SmallMessage(header: header, body: body, crc32c: 0) }
+        #expect {
+            _ = try FrameEncoder.encode(.small(batch))
+        } throws: { ($0 as? FreightError)?.code == .resourceExhausted }
+    }
+
+    /// Every cut of a valid payload, and every byte of it changed, either decodes or throws: never a crash, never
+    /// a string or body read past the payload.
+    @Test func damagedPayloadsThrow() throws {
+        for frame in [
+            Frame.small(Self.messages()), .outcomes([SmallOutcome(1, .delivered), SmallOutcome(2, .resend)]),
+        ] {
+            var encoded = try FrameEncoder.encode(frame)
+            let type = encoded.getInteger(at: 4, as: UInt8.self)!
+            encoded.moveReaderIndex(forwardBy: WireV1.frameHeaderBytes)
+            let payload = [UInt8](encoded.readableBytesView)
+            for cut in 0..<payload.count {
+                _ = try? FrameParser.decodeControl(
+                    type: WireV1.FrameType(rawValue: type)!, flags: 0, payload: ByteBuffer(bytes: payload[..<cut]))
+            }
+            for index in payload.indices {
+                var damaged = payload
+                damaged[index] ^= 0xFF
+                _ = try? FrameParser.decodeControl(
+                    type: WireV1.FrameType(rawValue: type)!, flags: 0, payload: ByteBuffer(bytes: damaged))
+            }
+            #expect(throws: FrameParser.ParseError.self) {
+                _ = try FrameParser.decodeControl(
+                    type: WireV1.FrameType(rawValue: type)!, flags: 0, payload: ByteBuffer(bytes: payload.dropLast()))
+            }
+        }
+    }
+}

@@ -62,6 +62,11 @@ public nonisolated struct Freight_Wire_V1_Hello: Sendable {
   /// one when the node has an access list.
   public var token: String = String()
 
+  /// How many bytes of SMALL messages this side takes from the other before their outcomes (docs/eager-window.md):
+  /// headers and bodies together, counted by the sender per connection until each message's outcome comes back.
+  /// 0: none (a party that predates SMALL; it gets OPEN and DATA only).
+  public var eagerBytes: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Role: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -1132,6 +1137,23 @@ public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
     set {_uniqueStorage()._routesOmitted = newValue}
   }
 
+  /// Small messages (docs/small-messages-and-files.md): passed on whole in SMALL frames since the node started,
+  /// answered RESEND (sent again as OPEN and DATA), and passed on whose outcome has not come back yet.
+  public var smallPassed: UInt64 {
+    get {_storage._smallPassed}
+    set {_uniqueStorage()._smallPassed = newValue}
+  }
+
+  public var smallResent: UInt64 {
+    get {_storage._smallResent}
+    set {_uniqueStorage()._smallResent = newValue}
+  }
+
+  public var smallInFlight: UInt64 {
+    get {_storage._smallInFlight}
+    set {_uniqueStorage()._smallInFlight = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1318,7 +1340,7 @@ fileprivate nonisolated let _protobuf_package = "freight.wire.v1"
 
 nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{3}stream_index\0\u{3}stream_count\0\u{1}incarnation\0\u{3}session_token\0\u{1}capabilities\0\u{1}token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{3}stream_index\0\u{3}stream_count\0\u{1}incarnation\0\u{3}session_token\0\u{1}capabilities\0\u{1}token\0\u{3}eager_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1336,6 +1358,7 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
       case 8: try { try decoder.decodeSingularFixed64Field(value: &self.sessionToken) }()
       case 9: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.token) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.eagerBytes) }()
       default: break
       }
     }
@@ -1372,6 +1395,9 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
     if !self.token.isEmpty {
       try visitor.visitSingularStringField(value: self.token, fieldNumber: 10)
     }
+    if self.eagerBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.eagerBytes, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1386,6 +1412,7 @@ nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobu
     if lhs.sessionToken != rhs.sessionToken {return false}
     if lhs.capabilities != rhs.capabilities {return false}
     if lhs.token != rhs.token {return false}
+    if lhs.eagerBytes != rhs.eagerBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2913,7 +2940,7 @@ nonisolated extension Freight_Wire_V1_Nic: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0\u{3}link_security\0\u{1}gateway\0\u{3}gateway_links\0\u{1}routes\0\u{3}routes_omitted\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0\u{3}link_security\0\u{1}gateway\0\u{3}gateway_links\0\u{1}routes\0\u{3}routes_omitted\0\u{3}small_passed\0\u{3}small_resent\0\u{3}small_in_flight\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2952,6 +2979,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
     var _gatewayLinks: [Freight_Wire_V1_GatewayLinkStatus] = []
     var _routes: [Freight_Wire_V1_RouteStatus] = []
     var _routesOmitted: UInt32 = 0
+    var _smallPassed: UInt64 = 0
+    var _smallResent: UInt64 = 0
+    var _smallInFlight: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2998,6 +3028,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       _gatewayLinks = source._gatewayLinks
       _routes = source._routes
       _routesOmitted = source._routesOmitted
+      _smallPassed = source._smallPassed
+      _smallResent = source._smallResent
+      _smallInFlight = source._smallInFlight
     }
   }
 
@@ -3052,6 +3085,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         case 34: try { try decoder.decodeRepeatedMessageField(value: &_storage._gatewayLinks) }()
         case 35: try { try decoder.decodeRepeatedMessageField(value: &_storage._routes) }()
         case 36: try { try decoder.decodeSingularUInt32Field(value: &_storage._routesOmitted) }()
+        case 37: try { try decoder.decodeSingularUInt64Field(value: &_storage._smallPassed) }()
+        case 38: try { try decoder.decodeSingularUInt64Field(value: &_storage._smallResent) }()
+        case 39: try { try decoder.decodeSingularUInt64Field(value: &_storage._smallInFlight) }()
         default: break
         }
       }
@@ -3172,6 +3208,15 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       if _storage._routesOmitted != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._routesOmitted, fieldNumber: 36)
       }
+      if _storage._smallPassed != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._smallPassed, fieldNumber: 37)
+      }
+      if _storage._smallResent != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._smallResent, fieldNumber: 38)
+      }
+      if _storage._smallInFlight != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._smallInFlight, fieldNumber: 39)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3217,6 +3262,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         if _storage._gatewayLinks != rhs_storage._gatewayLinks {return false}
         if _storage._routes != rhs_storage._routes {return false}
         if _storage._routesOmitted != rhs_storage._routesOmitted {return false}
+        if _storage._smallPassed != rhs_storage._smallPassed {return false}
+        if _storage._smallResent != rhs_storage._smallResent {return false}
+        if _storage._smallInFlight != rhs_storage._smallInFlight {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -1,0 +1,207 @@
+import FreightCore
+import FreightTransport
+import FreightWire
+import NIOCore
+
+/// Small messages (docs/small-messages-and-files.md): a body of at most `Limits.smallBodyBytesMax` goes whole in a
+/// SMALL frame with its header, gathered with the others sent in the same turn, while the node's eager budget has
+/// room; its outcome comes back in an OUTCOMES frame. A RESEND outcome sends it again as OPEN and DATA.
+extension ClientCore {
+    /// Whether a message goes small: a body in memory (bytes, generated, a repeated block) of at most
+    /// `Limits.smallBodyBytesMax` bytes, to a node that takes SMALL and has budget left.
+    func goesSmall(_ body: OutgoingBody, length: UInt64) -> Bool {
+        guard length <= UInt64(Limits.smallBodyBytesMax), nodeEagerBytes > 0,
+            smallOutstanding + Limits.smallCost(length: length) <= nodeEagerBytes
+        else { return false }
+        switch body {
+        // A shared buffer is handed to the node as it is (the app gets it back when the receivers hold it): a
+        // repeated block only lends its bytes, so it may be copied.
+        case .bytes, .pattern, .repeating, .repeatingShared: return true
+        case .file, .stream, .shared: return false
+        }
+    }
+
+    /// What the node takes of small messages from this app (0: it takes none).
+    var nodeEagerBytes: UInt64 {
+        guard let hello = nodeHello, hello.capabilities.contains(WireV1.capabilitySmall) else { return 0 }
+        return hello.eagerBytes
+    }
+
+    func sendSmall(_ transfer: Outgoing, header: Freight_Wire_V1_MessageHeader) {
+        let length = Int(header.length)
+        var body = connection?.channel.allocator.buffer(capacity: length) ?? ByteBuffer()
+        var readError: Int32 = 0
+        body.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { whole in
+            let raw = UnsafeMutableRawBufferPointer(rebasing: whole[..<length])
+            switch transfer.body {
+            case .bytes(let buffer):
+                buffer.withUnsafeReadableBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+            case .repeating(let block, _):
+                block.withUnsafeReadableBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+            case .repeatingShared(let block, _):
+                block.withUnsafeBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+            default:
+                readError = fill(transfer, at: 0, into: raw)
+            }
+            return length
+        }
+        guard readError == 0 else { return failRead(transfer, at: 0, readError) }
+        let small = SmallMessage(header: header, body: body, crc32c: CRC32C.checksum(body))
+        transfer.smallHeader = header
+        transfer.smallCost = Limits.smallCost(length: header.length)
+        smallOutstanding += transfer.smallCost
+        pendingSmall.append(small)
+        pendingSmallBytes += length + Self.smallEntryAllowanceBytes
+        if pendingSmallBytes >= Limits.smallBatchBytesMax { flushSmall() }
+        scheduleSmallFlush()
+    }
+
+    /// Entry bytes beyond the body a batch counts before it is closed (header, framing).
+    static let smallEntryAllowanceBytes = 256
+    static let outcomesPerFrameMax = 256
+
+    func outcomesReceived(_ outcomes: [SmallOutcome]) {
+        for outcome in outcomes {
+            let id = outcome.messageID
+            guard let transfer = outgoing[id], transfer.smallCost > 0 else { continue }
+            smallOutstanding -= min(smallOutstanding, transfer.smallCost)
+            transfer.smallCost = 0
+            switch outcome.kind {
+            case .delivered:
+                outgoing[id] = nil
+                transfer.onProgress?(transfer.window.length)
+                let delivery = outcome.delivery
+                transfer.promise.succeed(
+                    DeliveryReport(
+                        messageID: id, destination: transfer.destination, bytes: transfer.window.length,
+                        seconds: Double((NIODeadline.now() - transfer.started).nanoseconds) / 1e9,
+                        deliveries: [
+                            DeliveryReport.Delivery(
+                                node: delivery.endpoint.node, endpointID: delivery.endpoint.id,
+                                address: delivery.address, app: delivery.app, path: delivery.path)
+                        ], failures: []))
+            case .resend:
+                // Not taken as a small message on the way (nothing was delivered): as OPEN and DATA.
+                guard let header = transfer.smallHeader else { continue }
+                transfer.smallHeader = nil
+                var open = Freight_Wire_V1_Open()
+                open.header = header
+                if let error = connection?.send(.open(open)) {
+                    outgoing[id] = nil
+                    transfer.fail(error)
+                }
+            case .failed:
+                outgoing[id] = nil
+                transfer.fail(outcome.error)
+            }
+        }
+    }
+
+    /// A SMALL frame from the node: each message is checked and handed to its subscription whole; its outcome
+    /// goes back once the app took its body (or failed it).
+    func smallReceived(_ messages: [SmallMessage]) {
+        for small in messages {
+            let header = small.header
+            let id = header.id
+            guard CRC32C.checksum(small.body) == small.crc32c else {
+                // Nothing was taken: the sender sends it again as OPEN and DATA, whose chunks are asked for again
+                // if they fail too.
+                queueOutcome(id, .resend)
+                continue
+            }
+            guard smallIncoming[id] == nil, incoming[id] == nil,
+                let subscription = subscriptions[small.targetID]
+            else {
+                queueOutcome(
+                    id, .failed, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint"))
+                continue
+            }
+            let loop = eventLoop
+            let chunk =
+                header.length == 0
+                // A copy of its own: a slice would keep the whole read buffer it arrived in.
+                ? nil : BodyChunk(offset: 0, bytes: ByteBuffer(buffer: small.body))
+            let message = IncomingMessage(
+                id: id, source: header.source, destination: header.destination, length: header.length,
+                contentType: header.contentType, attributes: header.attributes, path: small.path,
+                body: MessageBody(whole: chunk) { [self] _ in loop.execute { self.smallHandled(id, nil) } },
+                notes: MessageNotes(),
+                failing: { [self] error in loop.execute { self.smallHandled(id, error) } })
+            smallIncoming[id] = header.length
+            switch subscription.yield(message) {
+            case .enqueued:
+                continue
+            case .dropped:
+                smallHandled(
+                    id,
+                    FreightError(
+                        .resourceExhausted,
+                        "app \(label) has \(Limits.messagesPerConnectionMax) messages waiting to be read"))
+            case .terminated:
+                smallHandled(id, FreightError(.receiverGone, "app \(label) stopped receiving"))
+            @unknown default:
+                smallHandled(id, FreightError(.receiverGone, "app \(label) stopped receiving"))
+            }
+        }
+    }
+
+    /// The app read a small message's body (nil), or failed it: its outcome goes to the node.
+    func smallHandled(_ id: UInt64, _ error: FreightError?) {
+        guard smallIncoming.removeValue(forKey: id) != nil else { return }
+        if let error {
+            queueOutcome(id, .failed, error)
+        } else {
+            queueOutcome(id, .delivered)
+        }
+    }
+
+    func queueOutcome(_ id: UInt64, _ kind: SmallOutcome.Kind, _ error: FreightError? = nil) {
+        var outcome = SmallOutcome(id, kind)
+        if let error {
+            outcome.code = error.code.rawValue
+            outcome.reason = error.message
+        }
+        pendingOutcomes.append(outcome)
+        if pendingOutcomes.count >= Self.outcomesPerFrameMax { flushSmall() }
+        scheduleSmallFlush()
+    }
+
+    private func scheduleSmallFlush() {
+        guard !smallFlushScheduled else { return }
+        smallFlushScheduled = true
+        eventLoop.execute { [self] in
+            smallFlushScheduled = false
+            flushSmall()
+        }
+    }
+
+    func flushSmall() {
+        if !pendingOutcomes.isEmpty {
+            let outcomes = pendingOutcomes
+            pendingOutcomes = []
+            connection?.send(.outcomes(outcomes))
+        }
+        if !pendingSmall.isEmpty {
+            let batch = pendingSmall
+            pendingSmall = []
+            pendingSmallBytes = 0
+            write(batch)
+        }
+    }
+
+    /// One SMALL frame, or two halves when headers made it larger than a frame.
+    private func write(_ messages: [SmallMessage]) {
+        guard let connection, let error = connection.send(.small(messages)) else { return }
+        if messages.count > 1, error.code == .resourceExhausted {
+            let half = messages.count / 2
+            write(Array(messages[..<half]))
+            write(Array(messages[half...]))
+            return
+        }
+        for message in messages {
+            guard let transfer = outgoing.removeValue(forKey: message.header.id) else { continue }
+            smallOutstanding -= min(smallOutstanding, transfer.smallCost)
+            transfer.fail(error)
+        }
+    }
+}

@@ -1,0 +1,268 @@
+import FreightCore
+import FreightDirectory
+import FreightFlow
+import FreightTransport
+import FreightWire
+import NIOCore
+
+/// Small messages (docs/small-messages-and-files.md): whole messages in SMALL frames, passed on at once to the one
+/// endpoint they go to, their outcomes back in OUTCOMES frames, both batched per port and turn. A node holds no
+/// small message: it passes it on within the next hop's eager budget or answers RESEND, and the sender sends it
+/// again as OPEN and DATA (a message for several receivers, a gateway, an in-process port, a full budget).
+extension NodeEngine {
+    /// What this node advertises to apps and peers: small-message bytes it takes from each before their outcomes.
+    var eagerBytesGiven: UInt64 { UInt64(Limits.eagerBytesNode) }
+
+    /// What a party's HELLO says it takes of small messages: 0 without the capability.
+    static func eagerBytes(_ hello: Freight_Wire_V1_Hello) -> UInt64 {
+        hello.capabilities.contains(WireV1.capabilitySmall) ? hello.eagerBytes : 0
+    }
+
+    /// What `port` advertised: 0 when it takes no SMALL (or is not there).
+    func eagerBytesTaken(by port: Port) -> UInt64 {
+        switch port {
+        case .session(let id): sessions[id]?.eagerBytes ?? 0
+        case .peer(let node): members[node]?.link.isUp == true ? peerEagerBytes[node] ?? 0 : 0
+        case .local: 0
+        }
+    }
+
+    func smallReceived(_ messages: [SmallMessage], from port: Port, on connection: FrameConnection) {
+        for var message in messages {
+            let id = message.header.id
+            let length = message.header.length
+            guard length <= UInt64(Limits.smallBodyBytesMax) else {
+                return reject(
+                    connection,
+                    "SMALL message \(String(id, radix: 16)) has \(length) body bytes (at most \(Limits.smallBodyBytesMax))"
+                )
+            }
+            if case .session = port,
+                small.heldCount[port, default: 0] + flowTable.messages(from: port) >= Limits.messagesPerConnectionMax
+            {
+                queueOutcome(
+                    SmallOutcome(
+                        id,
+                        failed: FreightError(
+                            .resourceExhausted,
+                            "\(port) has \(Limits.messagesPerConnectionMax) messages in flight through node \(name), the most allowed"
+                        )), to: port)
+                continue
+            }
+            let headerBytes = message.header.encodedSize
+            guard headerBytes <= Limits.headerBytesMax else {
+                queueOutcome(
+                    SmallOutcome(
+                        id,
+                        failed: FreightError(
+                            .invalidArgument,
+                            "message header of \(headerBytes) bytes is over \(Limits.headerBytesMax)")), to: port)
+                continue
+            }
+            do throws(SmallLedger.Refusal) {
+                try small.take(id, length: length, from: port, budget: eagerBytesGiven)
+            } catch .overBudget(let held, let budget) {
+                return reject(
+                    connection, "\(held) bytes of small messages in flight, past the \(budget) this node advertised")
+            } catch {
+                queueOutcome(
+                    SmallOutcome(
+                        id, failed: FreightError(.protocolViolation, "message \(String(id, radix: 16)) is in flight")),
+                    to: port)
+                continue
+            }
+            guard flowTable[id] == nil else {
+                finishSmall(
+                    id,
+                    SmallOutcome(
+                        id, failed: FreightError(.protocolViolation, "message \(String(id, radix: 16)) is in flight")))
+                continue
+            }
+            counters.bytesIn += length
+            guard let (target, next) = smallTarget(&message, from: port) else {
+                finishSmall(id, resendOutcome(id))
+                continue
+            }
+            message.path.append(name)
+            message.targetNode = target.node
+            message.targetID = target.id
+            guard small.pass(id, to: next, budget: eagerBytesTaken(by: next)) else {
+                finishSmall(id, resendOutcome(id))
+                continue
+            }
+            if target.node == name { small.note(id, endpoint: target.id, path: message.path) }
+            counters.smallPassed += 1
+            queueSmall(message, to: next)
+        }
+    }
+
+    /// The one endpoint a small message goes to and the port it leaves by, or nil when it cannot go small from
+    /// here: not exactly one receiver, a receiver or a hop that takes no SMALL, a gateway, a refusal (the message
+    /// then goes as OPEN and DATA, which says why where it fails).
+    private func smallTarget(_ message: inout SmallMessage, from port: Port) -> (EndpointKey, Port)? {
+        let target: EndpointKey
+        switch port {
+        case .session(let id):
+            guard let session = sessions[id], let destination = try? parsedAddress(message.header.destination),
+                accessRefusal(session, .send, AddressPattern(destination)) == nil
+            else { return nil }
+            message.header.source = "\(name)/\(session.label)"
+            message.path = []
+            let matches = smallMatches(message.header.destination, destination)
+            if matches.count == 1, matches[0].route == nil {
+                target = matches[0].key
+            } else {
+                tieBreak &+= 1
+                let planned = plannedTargets(matches, load: { flowTable.load($0) }, tieBreak: tieBreak)
+                guard planned.count == 1, planned[0].route == nil else { return nil }
+                target = planned[0].key
+            }
+        case .peer:
+            guard !message.targetNode.isEmpty, !message.path.contains(name),
+                message.path.count(where: { !$0.contains("/") }) < Limits.pathHopsMax
+            else { return nil }
+            target = EndpointKey(node: message.targetNode, id: message.targetID)
+        case .local:
+            return nil
+        }
+        if target.node == name {
+            guard let local = localEndpoints[target.id], local.record.route == nil, case .session = local.port
+            else { return nil }
+            return (target, local.port)
+        }
+        let hop = configuration.routes[target.node] ?? target.node
+        guard !message.path.contains(hop), hop != name else { return nil }
+        return (target, .peer(hop))
+    }
+
+    /// The endpoints an address matches, kept per address while the directory stays as it was: apps send many
+    /// small messages to the same few addresses.
+    private func smallMatches(_ key: String, _ destination: Address) -> [EndpointRecord] {
+        if let cached = smallMatchCache[key], cached.version == index.version { return cached.records }
+        let records = index.match(destination)
+        if smallMatchCache.count >= Self.parsedAddressesMax { smallMatchCache.removeAll(keepingCapacity: true) }
+        smallMatchCache[key] = (index.version, records)
+        return records
+    }
+
+    /// An outcome came back from `port`: passed to the message's upstream (with the delivery filled in when the
+    /// receiving app is on this node).
+    func outcomesReceived(_ outcomes: [SmallOutcome], from port: Port) {
+        for var outcome in outcomes {
+            guard let entry = small.outcome(outcome.messageID, from: port) else { continue }
+            if case .session(let id) = port {
+                // An app speaks for its own endpoint only: the delivery is written here.
+                outcome.delivery = Freight_Wire_V1_Delivery()
+                if outcome.kind == .delivered {
+                    outcome.delivery.endpoint.node = name
+                    outcome.delivery.endpoint.id = entry.endpoint
+                    outcome.delivery.address = localEndpoints[entry.endpoint]?.record.pattern.description ?? ""
+                    outcome.delivery.app = sessions[id]?.label ?? ""
+                    outcome.delivery.path = entry.path
+                }
+            }
+            queueOutcome(outcome, to: entry.upstream)
+        }
+    }
+
+    /// Small messages that went to or came from `port`, which is gone: those it sent are forgotten, and those sent
+    /// to it fail for their senders (it may or may not have delivered them).
+    func smallPortGone(_ port: Port, reason: String) {
+        for (id, entry) in small.portGone(port) {
+            queueOutcome(
+                SmallOutcome(
+                    id,
+                    failed: FreightError(
+                        .nodeGone, "\(reason) before the message's outcome came back (it may have been delivered)")),
+                to: entry.upstream)
+        }
+        pendingSmall[port] = nil
+        pendingOutcomes[port] = nil
+    }
+
+    private func finishSmall(_ id: UInt64, _ outcome: SmallOutcome) {
+        guard let entry = small.finish(id) else { return }
+        queueOutcome(outcome, to: entry.upstream)
+    }
+
+    private func resendOutcome(_ id: UInt64) -> SmallOutcome {
+        counters.smallResent += 1
+        return SmallOutcome(id, .resend)
+    }
+
+    // MARK: Batches
+
+    private func queueSmall(_ message: SmallMessage, to port: Port) {
+        pendingSmall[port, default: []].append(message)
+        let bytes = pendingSmallBytes[port, default: 0] + message.body.readableBytes + Self.smallEntryAllowanceBytes
+        pendingSmallBytes[port] = bytes
+        if bytes >= Limits.smallBatchBytesMax { flushSmall(to: port) }
+        scheduleSmallFlush()
+    }
+
+    private func queueOutcome(_ outcome: SmallOutcome, to port: Port) {
+        pendingOutcomes[port, default: []].append(outcome)
+        let count = pendingOutcomes[port]!.count
+        if count >= Self.outcomesPerFrameMax { flushOutcomes(to: port) }
+        scheduleSmallFlush()
+    }
+
+    /// Entry bytes beyond the body a batch counts before it is closed (header, path, framing).
+    static let smallEntryAllowanceBytes = 256
+    /// Outcomes per OUTCOMES frame (each at most a reason's length).
+    static let outcomesPerFrameMax = 128
+
+    private func scheduleSmallFlush() {
+        guard !smallFlushScheduled else { return }
+        smallFlushScheduled = true
+        eventLoop.execute { [self] in
+            smallFlushScheduled = false
+            for port in Array(pendingOutcomes.keys) { flushOutcomes(to: port) }
+            for port in Array(pendingSmall.keys) { flushSmall(to: port) }
+        }
+    }
+
+    private func flushSmall(to port: Port) {
+        guard let batch = pendingSmall.removeValue(forKey: port) else { return }
+        pendingSmallBytes[port] = nil
+        write(batch, to: port)
+    }
+
+    /// Writes messages as one SMALL frame, or as two halves when their headers made it larger than a frame; a port
+    /// that is gone (or a message over a frame alone) gets them back as RESEND.
+    private func write(_ messages: [SmallMessage], to port: Port) {
+        guard let connection = controlConnection(port) else {
+            for message in messages { finishSmall(message.header.id, resendOutcome(message.header.id)) }
+            return
+        }
+        guard let error = connection.send(.small(messages)) else {
+            counters.bytesOut += messages.reduce(0) { $0 + UInt64($1.body.readableBytes) }
+            return
+        }
+        guard messages.count > 1, error.code == .resourceExhausted else {
+            for message in messages { finishSmall(message.header.id, resendOutcome(message.header.id)) }
+            return
+        }
+        let half = messages.count / 2
+        write(Array(messages[..<half]), to: port)
+        write(Array(messages[half...]), to: port)
+    }
+
+    private func flushOutcomes(to port: Port) {
+        guard let outcomes = pendingOutcomes.removeValue(forKey: port) else { return }
+        guard let connection = controlConnection(port) else { return }
+        if let error = connection.send(.outcomes(outcomes)), outcomes.count > 1, error.code == .resourceExhausted {
+            let half = outcomes.count / 2
+            connection.send(.outcomes(Array(outcomes[..<half])))
+            connection.send(.outcomes(Array(outcomes[half...])))
+        }
+    }
+
+    private func controlConnection(_ port: Port) -> FrameConnection? {
+        switch port {
+        case .session(let id): sessions[id]?.connection
+        case .peer(let node): members[node]?.link.anyConnection
+        case .local: nil
+        }
+    }
+}
