@@ -45,9 +45,9 @@ extension ClientCore {
         header: Freight_Wire_V1_MessageHeader, targets: [Freight_Wire_V1_EndpointRef], path: [String], window: UInt64
     ) {
         let endpoints = targets.map(\.id)
-        guard incoming[header.id] == nil,
-            let subscription = endpoints.lazy.compactMap({ self.subscriptions[$0] }).first
-        else {
+        let inbox = endpoints.lazy.compactMap { self.inboxes[$0] }.first
+        let subscription = endpoints.lazy.compactMap { self.subscriptions[$0] }.first
+        guard incoming[header.id] == nil, inbox != nil || subscription != nil else {
             connection?.send(
                 .abort(header.id, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint")))
             return
@@ -88,12 +88,18 @@ extension ClientCore {
             contentType: header.contentType,
             attributes: header.attributes,
             path: path,
+            replyTo: header.replyTo,
             body: body,
             notes: notes,
             failing: { [self] error in loop.execute { self.fail(id, error) } }
         )
+        if let inbox {
+            // The client's own endpoint (its requests' inbox) takes the message here, on the loop.
+            inbox(message)
+            return accepted(id)
+        }
         let refusal: FreightError
-        switch subscription.yield(message) {
+        switch subscription!.yield(message) {
         case .enqueued:
             return
         case .dropped:

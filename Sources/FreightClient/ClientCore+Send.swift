@@ -182,6 +182,7 @@ extension ClientCore {
         header.contentType = options.contentType
         header.attributes = options.attributes
         header.chunkBytes = UInt32(chunkBytes)
+        if let replyTo = options.replyTo { header.replyTo = replyTo }
         if transfer.fd < 0, goesSmall(body, length: length),
             header.encodedSize <= Limits.smallHeaderAllowanceBytes
         {

@@ -109,9 +109,9 @@ extension ClientCore {
                 queueOutcome(id, .resend)
                 continue
             }
-            guard smallIncoming[id] == nil, incoming[id] == nil,
-                let subscription = subscriptions[small.targetID]
-            else {
+            let inbox = inboxes[small.targetID]
+            let subscription = subscriptions[small.targetID]
+            guard smallIncoming[id] == nil, incoming[id] == nil, inbox != nil || subscription != nil else {
                 queueOutcome(
                     id, .failed, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint"))
                 continue
@@ -124,11 +124,17 @@ extension ClientCore {
             let message = IncomingMessage(
                 id: id, source: header.source, destination: header.destination, length: header.length,
                 contentType: header.contentType, attributes: header.attributes, path: small.path,
+                replyTo: header.replyTo,
                 body: MessageBody(whole: chunk) { [self] _ in loop.execute { self.smallHandled(id, nil) } },
                 notes: MessageNotes(),
                 failing: { [self] error in loop.execute { self.smallHandled(id, error) } })
             smallIncoming[id] = header.length
-            switch subscription.yield(message) {
+            if let inbox {
+                inbox(message)
+                accepted(id)
+                continue
+            }
+            switch subscription!.yield(message) {
             case .enqueued:
                 continue
             case .dropped:

@@ -31,6 +31,8 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     var pendingSmallBytes = 0
     var pendingOutcomes: [SmallOutcome] = []
     var smallFlushScheduled = false
+    /// Endpoints of the client's own, whose messages a handler takes on the loop (its requests' inbox).
+    var inboxes: [UInt64: (IncomingMessage) -> Void] = [:]
     /// Small messages handed to the app and not yet read or failed, with their lengths.
     var smallIncoming: [UInt64: UInt64] = [:]
     var messageIDs = IDSequence()

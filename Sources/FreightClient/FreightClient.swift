@@ -22,6 +22,8 @@ public final class FreightClient: Sendable {
     let group: MultiThreadedEventLoopGroup?
     public let nodeName: String
     private let closed = Atomic<Bool>(false)
+    /// Requests waiting for their replies, and the inbox they come to (FreightClient+Request).
+    let requests = Requests()
     /// The address sent to last, parsed: apps send many messages to the same address.
     private let lastAddress = Mutex<(text: String, address: Address)?>(nil)
 
@@ -165,6 +167,15 @@ public final class FreightClient: Sendable {
     public func send(to address: String, body: OutgoingBody, options: SendOptions = SendOptions()) async throws
         -> DeliveryReport
     {
+        let (destination, length) = try prepared(address, body: body, options: options)
+        let core = self.core
+        return try await core.eventLoop.flatSubmit {
+            core.send(to: destination, body: body, length: length, options: options)
+        }.get()
+    }
+
+    /// A send's destination, parsed, and its body's length, or why it cannot be sent.
+    func prepared(_ address: String, body: OutgoingBody, options: SendOptions) throws -> (Address, UInt64) {
         let destination: Address
         if let last = lastAddress.withLock({ $0 }), last.text == address {
             destination = last.address
@@ -201,10 +212,7 @@ public final class FreightClient: Sendable {
             }
             length = UInt64(count)
         }
-        let core = self.core
-        return try await core.eventLoop.flatSubmit {
-            core.send(to: destination, body: body, length: length, options: options)
-        }.get()
+        return (destination, length)
     }
 
     /// Endpoints whose pattern matches `pattern` (or an address), across the cluster.
@@ -245,6 +253,7 @@ public final class FreightClient: Sendable {
     /// Detaches from the node; messages in progress fail.
     public func close() async {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
+        requests.close(FreightError(.cancelled, "the client closed"))
         let core = self.core
         try? await core.eventLoop.flatSubmit {
             // What the app sent last (a DONE, a RELEASE, outcomes and small messages gathered this turn) leaves

@@ -68,6 +68,8 @@ public struct IncomingMessage: Sendable {
     public let attributes: [String: String]
     /// The nodes the message passed.
     public let path: [String]
+    /// Where the sender wants a reply (``FreightClient/reply(to:body:options:)``); empty when it wants none.
+    public let replyTo: String
     public internal(set) var body: MessageBody
     let notes: MessageNotes
     let failing: @Sendable (FreightError) -> Void

@@ -62,17 +62,22 @@ public struct SendOptions: Sendable {
     public var chunkBytes: Int
     /// Called on the client's event loop with the acknowledged byte count as it grows.
     public var onProgress: (@Sendable (UInt64) -> Void)?
+    /// Where the receiver should send its reply (``IncomingMessage/replyTo``); ``FreightClient/request(to:body:options:timeout:)``
+    /// sets it to an address of the client's inbox.
+    public var replyTo: String?
 
     public init(
         contentType: String = "application/octet-stream",
         attributes: [String: String] = [:],
         chunkBytes: Int = Limits.chunkBytesDefault,
-        onProgress: (@Sendable (UInt64) -> Void)? = nil
+        onProgress: (@Sendable (UInt64) -> Void)? = nil,
+        replyTo: String? = nil
     ) {
         self.contentType = contentType
         self.attributes = attributes
         self.chunkBytes = chunkBytes
         self.onProgress = onProgress
+        self.replyTo = replyTo
     }
 }
 

@@ -17,6 +17,7 @@ public struct FreightError: Error, Hashable, Sendable, CustomStringConvertible {
             case io = 13
             case internalError = 14
             case permissionDenied = 15
+            case timedOut = 16
         }
         let value: Value
 
@@ -36,6 +37,8 @@ public struct FreightError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let internalError = Code(value: .internalError)
         /// An access list or an identity check refused it (docs/hardening.md).
         public static let permissionDenied = Code(value: .permissionDenied)
+        /// No answer within the time asked for (a request's reply).
+        public static let timedOut = Code(value: .timedOut)
 
         /// The number carried on the wire.
         public var rawValue: UInt32 { value.rawValue }

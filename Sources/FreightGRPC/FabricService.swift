@@ -372,6 +372,7 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
             case .cancelled: .cancelled
             case .duplicate: .alreadyExists
             case .permissionDenied: .permissionDenied
+            case .timedOut: .deadlineExceeded
             default: .internalError
             }
         return RPCError(code: code, message: freight.message)

@@ -9,6 +9,7 @@ extension Freight_Wire_V1_MessageHeader {
         bytes += Self.varintField(UInt64(priority)) + Self.varintField(UInt64(chunkBytes))
         bytes += Self.stringField(source) + Self.stringField(destination) + Self.stringField(contentType)
         bytes += Self.stringField(traceparent) + Self.stringField(tracestate)
+        bytes += Self.stringField(replyTo)
         for (key, value) in attributes {
             // A map entry always carries its key and value, empty or not.
             bytes += Self.lengthDelimited(Self.lengthDelimited(key.utf8.count) + Self.lengthDelimited(value.utf8.count))

@@ -69,7 +69,8 @@ public struct SmallOutcome: Sendable {
 ///     SMALL entry:    u64 id, u32 crc32c, u32 body length, u64 target endpoint id, u16 extra header length,
 ///                     u8 path count, u16 source, u16 destination, u16 target node, u16 path node…,
 ///                     extra header (a MessageHeader protobuf of the fields besides id, source, destination and
-///                     length; empty when they are all unset), body
+///                     length: content type, attributes, trace context, deadline, priority, reply-to; empty when
+///                     they are all unset), body
 ///     OUTCOMES entry: u64 id, u8 kind, u32 code, u64 endpoint id, u8 path count, u16 reason, u16 endpoint node,
 ///                     u16 address, u16 app, u16 path node…
 public enum SmallFrames {
@@ -255,14 +256,15 @@ public enum SmallFrames {
     /// Whether two headers agree on every field the extra header carries.
     private static func sameExtras(_ a: Freight_Wire_V1_MessageHeader, _ b: Freight_Wire_V1_MessageHeader) -> Bool {
         a.contentType == b.contentType && a.traceparent == b.traceparent && a.tracestate == b.tracestate
-            && a.deadlineUnixNanos == b.deadlineUnixNanos && a.priority == b.priority && a.attributes == b.attributes
-            && a.unknownFields == b.unknownFields
+            && a.deadlineUnixNanos == b.deadlineUnixNanos && a.priority == b.priority && a.replyTo == b.replyTo
+            && a.attributes == b.attributes && a.unknownFields == b.unknownFields
     }
 
     private static func extraHeader(_ header: Freight_Wire_V1_MessageHeader) throws(FreightError) -> [UInt8] {
         guard
             !(header.contentType.isEmpty && header.attributes.isEmpty && header.traceparent.isEmpty
-                && header.tracestate.isEmpty && header.deadlineUnixNanos == 0 && header.priority == 0)
+                && header.tracestate.isEmpty && header.deadlineUnixNanos == 0 && header.priority == 0
+                && header.replyTo.isEmpty && header.unknownFields.data.isEmpty)
         else { return [] }
         var extra = header
         extra.id = 0

@@ -25,7 +25,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("paths"),
         help:
-            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), gateway (node to node across a gateway link of two clusters, mutual TLS 1.3, against plain TCP and swift-nio-ssl alone), wan (app to app across gateways of two clusters over an emulated WAN per --wan, against iperf3 through the same link; root, iperf3 and freight-wan), directory (resolving in an index of --endpoints), file (file to file through two nodes, in --folder, against dd into the same folder and app to app in the same run)."
+            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), gateway (node to node across a gateway link of two clusters, mutual TLS 1.3, against plain TCP and swift-nio-ssl alone), wan (app to app across gateways of two clusters over an emulated WAN per --wan, against iperf3 through the same link; root, iperf3 and freight-wan), directory (resolving in an index of --endpoints), file (file to file through two nodes, in --folder, against dd into the same folder and app to app in the same run), request (request and reply between two apps through two nodes, one round trip at a time: p50 and p99)."
     )
     var paths = "node,app"
     @Option(name: .customLong("total"), help: "Bytes sent per measurement (at least one message).")
@@ -82,14 +82,15 @@ struct BenchCommand: AsyncParsableCommand {
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             let windowBytes = Int(try ByteCount.parse(window))
             for path in pathList
-            where !["node", "app", "socket", "local", "shm", "grpc", "gateway", "wan", "directory", "file"].contains(
-                path)
-            {
+            where ![
+                "node", "app", "socket", "local", "shm", "grpc", "gateway", "wan", "directory", "file", "request",
+            ].contains(path) {
                 throw FreightError(
                     .invalidArgument,
-                    "unknown path '\(path)': use node, app, socket, local, shm, grpc, gateway, wan, directory or file")
+                    "unknown path '\(path)': use node, app, socket, local, shm, grpc, gateway, wan, directory, file or request"
+                )
             }
-            if !output.json && pathList.contains(where: { $0 != "directory" && $0 != "wan" }) {
+            if !output.json && pathList.contains(where: { !["directory", "wan", "request"].contains($0) }) {
                 printLine("path       size      messages  MB/s      CPU s/GiB")
             }
             let securities = try linkSecurity.split(separator: ",").map { text throws(FreightError) in
@@ -129,6 +130,13 @@ struct BenchCommand: AsyncParsableCommand {
                         nodes: 2, cluster: "bench", streams: streams, windowBytes: windowBytes, security: security
                     )
                     do {
+                        if path == "request" {
+                            for size in sizeList {
+                                try await requestBench(fabric, size: size, totalBytes: totalBytes)
+                            }
+                            await fabric.stop()
+                            continue
+                        }
                         if path == "file" {
                             try await fileBench(
                                 fabric, sizes: sizeList, totalBytes: totalBytes, chunkBytes: chunkBytes,

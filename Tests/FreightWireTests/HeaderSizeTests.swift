@@ -44,6 +44,7 @@ import Testing
             header.contentType = Self.randomText(&generator, maxCount: 20)
             header.traceparent = Self.randomText(&generator, maxCount: 60)
             header.tracestate = Self.randomText(&generator, maxCount: 200)
+            header.replyTo = Self.randomText(&generator, maxCount: 80)
             for _ in 0..<Int.random(in: 0...20, using: &generator) {
                 header.attributes[Self.randomText(&generator, maxCount: 30)] = Self.randomText(
                     &generator, maxCount: 600)

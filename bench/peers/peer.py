@@ -61,6 +61,39 @@ async def nats_send(args):
     await nc.close()
 
 
+# NATS request/reply: a responder that answers every request with its own bytes, and a requester that sends one
+# request at a time and times each round trip (the first 100 not counted).
+async def nats_reply(args):
+    import nats
+
+    nc = await nats.connect(f"nats://127.0.0.1:{args.port}", max_reconnect_attempts=0)
+
+    async def handler(msg):
+        await msg.respond(msg.data)
+
+    await nc.subscribe("rr", cb=handler)
+    await nc.flush()
+    say(ready=True, cpu0=time.process_time())
+    await asyncio.Event().wait()
+
+
+async def nats_request(args):
+    import nats
+
+    nc = await nats.connect(f"nats://127.0.0.1:{args.port}", max_reconnect_attempts=0)
+    data = payload(args.size)
+    for _ in range(100):
+        await nc.request("rr", data, timeout=10)
+    micros = []
+    for _ in range(args.count):
+        sent = time.perf_counter()
+        await nc.request("rr", data, timeout=10)
+        micros.append((time.perf_counter() - sent) * 1e6)
+    micros.sort()
+    say(p50_us=micros[len(micros) // 2], p99_us=micros[min(len(micros) - 1, len(micros) * 99 // 100)])
+    await nc.close()
+
+
 # ZeroMQ: PUSH/PULL over TCP, zero-copy sends.
 def zmq_recv(args):
     import zmq
@@ -158,6 +191,8 @@ def main():
     roles = {
         "nats-recv": lambda: asyncio.run(nats_recv(args)),
         "nats-send": lambda: asyncio.run(nats_send(args)),
+        "nats-reply": lambda: asyncio.run(nats_reply(args)),
+        "nats-request": lambda: asyncio.run(nats_request(args)),
         "zmq-recv": lambda: zmq_recv(args),
         "zmq-send": lambda: zmq_send(args),
         "grpc-recv": lambda: grpc_recv(args),

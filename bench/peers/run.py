@@ -161,6 +161,22 @@ class Nats:
     def run(self, size, count):
         return run_pair("nats", size, count, self.port, [self.server.pid])
 
+    def round_trips(self, size, count):
+        """Request/reply, one round trip at a time: p50 and p99 in microseconds."""
+        responder = Child([PY, os.path.join(HERE, "peer.py"), "nats-reply", "--size", str(size), "--count", "0",
+                           "--port", str(self.port)])
+        requester = None
+        try:
+            responder.wait_for("ready")
+            requester = Child([PY, os.path.join(HERE, "peer.py"), "nats-request", "--size", str(size), "--count",
+                               str(count), "--port", str(self.port)])
+            result = requester.wait_for("p50_us", timeout=300)
+            return {"p50_us": result["p50_us"], "p99_us": result["p99_us"]}
+        finally:
+            for child in (requester, responder):
+                if child:
+                    child.stop()
+
     def close(self):
         self.server.terminate()
         self.server.wait()
@@ -235,6 +251,7 @@ IN_FLIGHT_BYTES = 64 * MiB  # as `freight bench` keeps by default
 WARM_UP_BYTES = 64 * MiB  # the warm-up round's measurement that sizes the counted ones
 MAX_BYTES_PER_RUN = 16 * GiB
 SMALL_WARM_UP = 20_000  # small messages in the warm-up round
+ROUND_TRIPS = 5_000  # request/reply round trips per round and system
 
 
 class Freight:
@@ -261,6 +278,13 @@ class Freight:
         row = [r for r in rows if r["path"] == wanted][-1]
         return {"mbps": row["mbps"], "cpu_s_per_gib": row["cpu_s_per_gib"], "peak_bytes": row["peak_rss_bytes"],
                 "seconds": row["seconds"]}
+
+    def round_trips(self, size, count):
+        """`freight bench --paths request`: request/reply between two apps through two nodes, one at a time."""
+        out = subprocess.run([self.binary, "bench", "--paths", "request", "--sizes", str(size), "--total",
+                              str(size * count), "--json"], capture_output=True, text=True, check=True)
+        row = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")][-1]
+        return {"p50_us": row["p50_us"], "p99_us": row["p99_us"]}
 
     def close(self):
         pass
@@ -346,6 +370,14 @@ def main():
                         rates[(system.name, size)] = run["mbps"] * 1e6
                     else:
                         small.setdefault((system.name, size), []).append(run["mbps"] * 1e6 / size)
+        # Request and reply, 256 B, one round trip at a time: p50 and p99 per round.
+        round_trips = {}
+        for round_ in range(args.rounds):
+            for system in (app, nats):
+                try:
+                    round_trips.setdefault(system.name, []).append(system.round_trips(256, ROUND_TRIPS))
+                except Exception as error:  # a failed run is reported, not fatal
+                    print(f"{system.name} request/reply: {error}", file=sys.stderr)
     finally:
         for system in systems:
             system.close()
@@ -391,6 +423,16 @@ def main():
 
     for name in (app.name, nats.name):
         lines.append(f"| {name} | {median_or_failed((name, 256))} | {median_or_failed((name, 4096))} |")
+    lines += ["", f"Request and reply, 256 B, one round trip at a time ({ROUND_TRIPS:,} per round; Freight through two "
+              "nodes, NATS through its server), microseconds, median over rounds:", "",
+              "| system | p50 | p99 |", "|---|---|---|"]
+    for name in (app.name, nats.name):
+        runs = round_trips.get(name, [])
+        if runs:
+            lines.append(f"| {name} | {statistics.median(r['p50_us'] for r in runs):,.0f} | "
+                         f"{statistics.median(r['p99_us'] for r in runs):,.0f} |")
+        else:
+            lines.append(f"| {name} | failed | |")
 
     # Goals, each a ratio from this run: of the medians, and beside it the range of the ratios within each round (the
     # two systems measured minutes apart at most), which shows how much of a shortfall is this machine's drift.
@@ -446,6 +488,7 @@ def main():
     with open(os.path.join(out_dir, "peers.json"), "w") as f:
         json.dump({"results": {f"{n}|{s}": r for (n, s), r in results.items()},
                    "small": {f"{n}|{s}": r for (n, s), r in small.items()},
+                   "round_trips": round_trips,
                    "skipped": {f"{n}|{s}": r for (n, s), r in skipped.items()}}, f, indent=1)
     chart(names, sizes, table, os.path.join(out_dir, "peers.png"))
     readme(args.readme, text)

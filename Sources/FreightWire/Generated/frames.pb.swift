@@ -155,6 +155,10 @@ public nonisolated struct Freight_Wire_V1_MessageHeader: Sendable {
   /// size of every body chunk but the last
   public var chunkBytes: UInt32 = 0
 
+  /// Where a reply goes (request and reply, docs/small-messages-and-files.md): an address the sender receives on,
+  /// most often under its client's inbox (`_inbox/NODE/ID/N`). Empty: no reply expected.
+  public var replyTo: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1424,7 +1428,7 @@ nonisolated extension Freight_Wire_V1_Hello.Role: SwiftProtobuf._ProtoNameProvid
 
 nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MessageHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}source\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{1}traceparent\0\u{1}tracestate\0\u{3}deadline_unix_nanos\0\u{1}priority\0\u{3}chunk_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}source\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{1}traceparent\0\u{1}tracestate\0\u{3}deadline_unix_nanos\0\u{1}priority\0\u{3}chunk_bytes\0\u{3}reply_to\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1443,6 +1447,7 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.deadlineUnixNanos) }()
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.priority) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.chunkBytes) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.replyTo) }()
       default: break
       }
     }
@@ -1482,6 +1487,9 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
     if self.chunkBytes != 0 {
       try visitor.visitSingularUInt32Field(value: self.chunkBytes, fieldNumber: 11)
     }
+    if !self.replyTo.isEmpty {
+      try visitor.visitSingularStringField(value: self.replyTo, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1497,6 +1505,7 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
     if lhs.deadlineUnixNanos != rhs.deadlineUnixNanos {return false}
     if lhs.priority != rhs.priority {return false}
     if lhs.chunkBytes != rhs.chunkBytes {return false}
+    if lhs.replyTo != rhs.replyTo {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

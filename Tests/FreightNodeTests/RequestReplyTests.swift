@@ -1,0 +1,82 @@
+import FreightClient
+import FreightCore
+import FreightNode
+import FreightTesting
+import NIOCore
+import Testing
+
+/// Request and reply (docs/small-messages-and-files.md): a request names an address of its client's inbox, the
+/// responder replies to it, and the client hands each reply to its own request.
+@Suite(.serialized) struct RequestReplyTests {
+    /// Many requests at once across two nodes: each gets its own reply (the responder answers with the request's
+    /// bytes reversed), and both ways go as small messages.
+    @Test func eachRequestGetsItsOwnReply() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "rr") { fabric in
+            let responder = try await FreightClient.connect(to: fabric.socket(1), label: "responder")
+            let requester = try await FreightClient.connect(to: fabric.socket(0), label: "requester")
+            let inbox = try await responder.receive("svc/reverse")
+            try await fabric.waitForEndpoints(try Address("svc/reverse"), count: 1)
+            let serving = Task {
+                for try await request in inbox {
+                    let body = try await request.collect(upTo: 4096)
+                    try await responder.reply(
+                        to: request, body: .bytes(ByteBuffer(bytes: body.readableBytesView.reversed())))
+                }
+            }
+            let before = try await fabric.engines[1].statusSnapshot().smallPassed
+            let count = 100
+            let matched = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for index in 0..<count {
+                    group.addTask {
+                        let text = "request \(index)"
+                        let reply = try await requester.request(
+                            to: "svc/reverse", body: .bytes(ByteBuffer(string: text)), timeout: .seconds(20))
+                        let body = try await reply.collect(upTo: 4096)
+                        return String(buffer: body) == String(text.reversed())
+                    }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(matched == count)
+            // Requests into n2's responder and replies out of it, each passed on whole.
+            let passed = try await fabric.engines[1].statusSnapshot().smallPassed - before
+            #expect(passed >= UInt64(2 * count), "\(passed) small messages passed by n2")
+            serving.cancel()
+            await requester.close()
+            await responder.close()
+        }
+    }
+
+    /// A request nobody answers fails with timedOut once its time is up; a message that asked for no reply cannot
+    /// be replied to.
+    @Test func unansweredRequestsTimeOut() async throws {
+        try await InProcessFabric.with(nodes: 1, cluster: "rr-silent") { fabric in
+            let silent = try await FreightClient.connect(to: fabric.socket(0), label: "silent")
+            let requester = try await FreightClient.connect(to: fabric.socket(0), label: "requester")
+            let inbox = try await silent.receive("svc/silent")
+            try await fabric.waitForEndpoints(try Address("svc/silent"), count: 1)
+            let reading = Task {
+                var reader = inbox.makeAsyncIterator()
+                let first = try #require(try await reader.next())
+                _ = try await first.drain()
+                let second = try #require(try await reader.next())
+                _ = try await second.drain()
+                return second
+            }
+            let started = ContinuousClock.now
+            await #expect {
+                _ = try await requester.request(
+                    to: "svc/silent", body: .bytes(ByteBuffer(string: "hello")), timeout: .milliseconds(300))
+            } throws: { ($0 as? FreightError)?.code == .timedOut }
+            #expect(ContinuousClock.now - started < .seconds(5))
+            _ = try await requester.send(to: "svc/silent", body: .bytes(ByteBuffer(string: "no reply wanted")))
+            let plain = try await reading.value
+            #expect(plain.replyTo.isEmpty)
+            await #expect {
+                try await silent.reply(to: plain, body: .bytes(ByteBuffer(string: "?")))
+            } throws: { ($0 as? FreightError)?.code == .invalidArgument }
+            await requester.close()
+            await silent.close()
+        }
+    }
+}
