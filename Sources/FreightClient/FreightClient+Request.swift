@@ -84,7 +84,7 @@ final class Requests: Sendable {
     }
 
     private func open(_ client: FreightClient) async throws -> String {
-        let prefix = "_inbox/\(client.nodeName)/\(String(UInt64.random(in: 1...UInt64.max), radix: 16))"
+        let prefix = "\(Limits.inboxSegment)/\(client.nodeName)/\(String(UInt64.random(in: 1...UInt64.max), radix: 16))"
         let core = client.core
         let reply = try await core.eventLoop.flatSubmit {
             core.request(.register(.with { $0.pattern = "\(prefix)/*" }))

@@ -2,6 +2,8 @@
 public enum Limits {
     /// Segments in an address or pattern.
     public static let addressSegmentsMax = 16
+    /// The first segment of an inbox address, `_inbox/NODE/...`: a node's own, where its clients wait for replies.
+    public static let inboxSegment = "_inbox"
     /// Bytes in an address or pattern.
     public static let addressBytesMax = 255
     /// Smallest and largest body chunk, and the default. 1 MiB: with shared memory a chunk moves through four

@@ -10,6 +10,12 @@ public struct EndpointKey: Hashable, Sendable, CustomStringConvertible {
         self.id = id
     }
 
+    /// The inbox endpoint of `node`, whichever it is: endpoint ids start at 1, so id 0 asks `node` to match the
+    /// message's inbox address itself (a reply sent before its inbox reached the sender's directory).
+    public init(inboxOf node: String) {
+        self.init(node: node, id: 0)
+    }
+
     public var description: String { "\(node)#\(id)" }
 }
 

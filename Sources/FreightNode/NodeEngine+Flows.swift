@@ -96,6 +96,7 @@ extension NodeEngine {
             }
             tieBreak &+= 1
             targets = plannedTargets(index.match(destination), load: load, tieBreak: tieBreak).map(\.key)
+            if targets.isEmpty, let node = inboxNode(of: destination) { targets = [EndpointKey(inboxOf: node)] }
             guard !targets.isEmpty else { throw FreightError.noRoute(destination.description) }
         case .peer:
             guard !open.path.contains(name) else {
@@ -106,8 +107,9 @@ extension NodeEngine {
                 throw FreightError(
                     .noRoute, "no route to \(header.destination) within \(Limits.pathHopsMax) nodes: \(open.path)")
             }
-            targets = open.targets.prefix(Limits.registrationsPerSessionMax).map {
-                EndpointKey(node: $0.node, id: $0.id)
+            targets = open.targets.prefix(Limits.registrationsPerSessionMax).flatMap { target in
+                let key = EndpointKey(node: target.node, id: target.id)
+                return key == EndpointKey(inboxOf: name) ? localInboxTargets(header.destination) : [key]
             }
             targets.removeAll { $0.node == name && localEndpoints[$0.id] == nil }
             guard !targets.isEmpty else {
@@ -213,6 +215,23 @@ extension NodeEngine {
 
     /// An app's destination, parsed once: apps send many messages to the same few addresses. The cache is
     /// emptied when it holds `Self.parsedAddressesMax` of them.
+    /// The node an inbox address (`_inbox/NODE/...`, docs/small-messages-and-files.md) belongs to, when it is a
+    /// reachable member other than this node: a reply goes there even before the directory here has learned of the
+    /// inbox, since its registration and the request travel apart (the control link, a data stripe; or etcd).
+    func inboxNode(of destination: Address) -> String? {
+        guard destination.segments.count >= 3, destination.segments[0] == Limits.inboxSegment else { return nil }
+        let node = destination.segments[1]
+        guard node != name, members[configuration.routes[node] ?? node] != nil else { return nil }
+        return node
+    }
+
+    /// The endpoints of this node an inbox address sent here by its node name matches (at most one: an inbox is
+    /// one client's).
+    func localInboxTargets(_ destination: String) -> [EndpointKey] {
+        guard let address = try? parsedAddress(destination) else { return [] }
+        return index.match(address).lazy.filter { $0.key.node == self.name && $0.route == nil }.prefix(1).map(\.key)
+    }
+
     func parsedAddress(_ text: String) throws(FreightError) -> Address {
         if let address = parsedAddresses[text] { return address }
         let address = try Address(text)

@@ -65,6 +65,13 @@ extension NodeEngine {
     func registerEndpoint(_ register: Freight_Wire_V1_Register, for session: AppSession) throws(FreightError) -> UInt64
     {
         let pattern = try AddressPattern(register.pattern)
+        if pattern.segments.count >= 2, pattern.segments[0] == .literal(Limits.inboxSegment),
+            pattern.segments[1] != .literal(name)
+        {
+            // Replies to another node's inboxes go to that node: no app here may take them.
+            let inbox = Limits.inboxSegment
+            throw FreightError(.permissionDenied, "the \(inbox)/ addresses of node \(name) are \(inbox)/\(name)/...")
+        }
         if let refusal = accessRefusal(session, .receive, pattern) {
             logger.notice("app \(session.label): \(refusal.message)")
             throw refusal

@@ -111,6 +111,8 @@ extension NodeEngine {
             let matches = smallMatches(message.header.destination, destination)
             if matches.count == 1, matches[0].route == nil {
                 target = matches[0].key
+            } else if matches.isEmpty, let node = inboxNode(of: destination) {
+                target = EndpointKey(inboxOf: node)
             } else {
                 tieBreak &+= 1
                 let planned = plannedTargets(matches, load: { flowTable.load($0) }, tieBreak: tieBreak)
@@ -121,7 +123,13 @@ extension NodeEngine {
             guard !message.targetNode.isEmpty, !message.path.contains(name),
                 message.path.count(where: { !$0.contains("/") }) < Limits.pathHopsMax
             else { return nil }
-            target = EndpointKey(node: message.targetNode, id: message.targetID)
+            let named = EndpointKey(node: message.targetNode, id: message.targetID)
+            if named == EndpointKey(inboxOf: name) {
+                guard let local = localInboxTargets(message.header.destination).first else { return nil }
+                target = local
+            } else {
+                target = named
+            }
         case .local:
             return nil
         }

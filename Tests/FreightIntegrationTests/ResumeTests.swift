@@ -287,8 +287,14 @@ struct LinkDownTests {
         defer { send.stop() }
         try await Self.waitFor(pair, bytesIn: 128 * Self.mebibyte)
         try pair.lab.setLink(rail: 0, up: false)
-        let sent = try await send.waitForExit(timeout: .seconds(60))
-        let received = try await recv.waitForExit(timeout: .seconds(60))
+        // Both apps should be told within the link timeout and the hold time; explain while they still wait.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while (send.isRunning || recv.isRunning) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        if send.isRunning || recv.isRunning { await pair.explain(send: send, recv: recv) }
+        let sent = try await send.waitForExit(timeout: .seconds(1))
+        let received = try await recv.waitForExit(timeout: .seconds(1))
         let named = send.stderr.contains("broke at offset") && recv.stderr.contains("broke at offset")
         if sent == 0 || received == 0 || !named { await pair.explain(send: send, recv: recv) }
         #expect(sent != 0 && received != 0, "both apps fail")

@@ -1,9 +1,11 @@
 import FreightClient
 import FreightCore
-import FreightNode
+import FreightDirectory
 import FreightTesting
 import NIOCore
 import Testing
+
+@testable import FreightNode
 
 /// Request and reply (docs/small-messages-and-files.md): a request names an address of its client's inbox, the
 /// responder replies to it, and the client hands each reply to its own request.
@@ -44,6 +46,46 @@ import Testing
             serving.cancel()
             await requester.close()
             await responder.close()
+        }
+    }
+
+    /// A reply can reach its inbox before the inbox's registration reaches the responder's node (they travel
+    /// apart): an inbox address names its node, which the reply goes to and which matches it there, small or not.
+    /// No app may register another node's inbox addresses.
+    @Test func aReplyFindsAnInboxItsNodeHasNotAnnounced() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "rr-inbox") { fabric in
+            let waiter = try await FreightClient.connect(to: fabric.socket(0), label: "waiter")
+            let replier = try await FreightClient.connect(to: fabric.socket(1), label: "replier")
+            let prefix = "_inbox/\(waiter.nodeName)/probe"
+            let inbox = try await waiter.receive("\(prefix)/*")
+            let address = try Address("\(prefix)/1")
+            try await fabric.waitForEndpoints(address, count: 1)
+            // n2 forgets the inbox, as if its registration had not arrived yet.
+            let n2 = fabric.engines[1]
+            try await n2.eventLoop.submit {
+                for record in n2.index.match(address) { _ = n2.index.remove(record.key) }
+            }.get()
+            #expect(try await n2.matchCount(address) == 0)
+            let large = ByteBuffer(repeating: 7, count: 256 * 1024)
+            let reading = Task {
+                var bodies: [ByteBuffer] = []
+                for try await message in inbox {
+                    bodies.append(try await message.collect(upTo: 1 << 20))
+                    if bodies.count == 2 { break }
+                }
+                return bodies
+            }
+            let small = try await replier.send(to: "\(prefix)/1", body: .bytes(ByteBuffer(string: "small reply")))
+            let regular = try await replier.send(to: "\(prefix)/2", body: .bytes(large))
+            #expect(small.deliveries.count == 1 && regular.deliveries.count == 1)
+            let bodies = try await reading.value
+            #expect(bodies.map(\.readableBytes).sorted() == [11, large.readableBytes])
+            // Nothing here may take n1's replies.
+            await #expect {
+                _ = try await replier.receive("_inbox/\(waiter.nodeName)/**")
+            } throws: { ($0 as? FreightError)?.code == .permissionDenied }
+            await replier.close()
+            await waiter.close()
         }
     }
 
