@@ -21,12 +21,6 @@ extension ClientCore {
         }
     }
 
-    /// What the node takes of small messages from this app (0: it takes none).
-    var nodeEagerBytes: UInt64 {
-        guard let hello = nodeHello, hello.capabilities.contains(WireV1.capabilitySmall) else { return 0 }
-        return hello.eagerBytes
-    }
-
     func sendSmall(_ transfer: Outgoing, header: Freight_Wire_V1_MessageHeader) {
         let length = Int(header.length)
         var body = connection?.channel.allocator.buffer(capacity: length) ?? ByteBuffer()
@@ -162,12 +156,7 @@ extension ClientCore {
     }
 
     func queueOutcome(_ id: UInt64, _ kind: SmallOutcome.Kind, _ error: FreightError? = nil) {
-        var outcome = SmallOutcome(id, kind)
-        if let error {
-            outcome.code = error.code.rawValue
-            outcome.reason = error.message
-        }
-        pendingOutcomes.append(outcome)
+        pendingOutcomes.append(error.map { SmallOutcome(id, failed: $0) } ?? SmallOutcome(id, kind))
         if pendingOutcomes.count >= Self.outcomesPerFrameMax { flushSmall() }
         scheduleSmallFlush()
     }
@@ -185,7 +174,7 @@ extension ClientCore {
         if !pendingOutcomes.isEmpty {
             let outcomes = pendingOutcomes
             pendingOutcomes = []
-            connection?.send(.outcomes(outcomes))
+            _ = connection?.sendSplitting(outcomes, as: Frame.outcomes)
         }
         if !pendingSmall.isEmpty {
             let batch = pendingSmall
@@ -195,16 +184,11 @@ extension ClientCore {
         }
     }
 
-    /// One SMALL frame, or two halves when headers made it larger than a frame.
+    /// SMALL frames, split where headers make one too large; a message no frame takes fails.
     private func write(_ messages: [SmallMessage]) {
-        guard let connection, let error = connection.send(.small(messages)) else { return }
-        if messages.count > 1, error.code == .resourceExhausted {
-            let half = messages.count / 2
-            write(Array(messages[..<half]))
-            write(Array(messages[half...]))
-            return
-        }
-        for message in messages {
+        guard let connection else { return }
+        let error = FreightError(.resourceExhausted, "a small message does not fit a SMALL frame")
+        for message in connection.sendSplitting(messages, as: Frame.small) {
             guard let transfer = outgoing.removeValue(forKey: message.header.id) else { continue }
             smallOutstanding -= min(smallOutstanding, transfer.smallCost)
             transfer.fail(error)

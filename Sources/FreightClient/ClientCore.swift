@@ -27,6 +27,8 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     /// Small messages (ClientCore+Small): bytes counted against the node's eager budget, and the SMALL and
     /// OUTCOMES frames being gathered this turn.
     var smallOutstanding: UInt64 = 0
+    /// What the node takes of small messages from this app (its HELLO's eager_bytes; 0: it takes none).
+    var nodeEagerBytes: UInt64 = 0
     var pendingSmall: [SmallMessage] = []
     var pendingSmallBytes = 0
     var pendingOutcomes: [SmallOutcome] = []
@@ -81,6 +83,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
         switch frame {
         case .hello(let hello):
             nodeHello = hello
+            nodeEagerBytes = hello.capabilities.contains(WireV1.capabilitySmall) ? hello.eagerBytes : 0
             helloPromise?.succeed(hello)
             helloPromise = nil
         case .reply(let reply):

@@ -24,6 +24,9 @@ public enum Limits {
     public static func smallCost(length: UInt64) -> UInt64 { length + UInt64(smallHeaderAllowanceBytes) }
     /// A SMALL or OUTCOMES frame is closed once its payload reaches this, below the control-frame limit.
     public static let smallBatchBytesMax = 48 * 1024
+    /// The longest reason an outcome of a small message carries (longer ones are cut): an app's own reason can be
+    /// any length, and a batch of outcomes must fit a frame.
+    public static let outcomeReasonBytesMax = 1024
     /// Eager budgets (Hello.eager_bytes): what a node takes from each peer and app, and an app from its node, of
     /// small messages whose outcomes have not come back.
     public static let eagerBytesNode = 16 * 1024 * 1024

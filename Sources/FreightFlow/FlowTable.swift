@@ -87,6 +87,12 @@ public struct FlowTable: Sendable {
     public func load(_ key: EndpointKey) -> Int { endpointLoad[key, default: 0] }
     /// Messages in flight from an upstream port.
     public func messages(from port: FlowPort) -> Int { flowsByUpstream[port, default: 0] }
+    /// Why `port` may start no more messages here (small ones included, NodeEngine+Small).
+    public func tooManyMessages(from port: FlowPort) -> FreightError {
+        FreightError(
+            .resourceExhausted,
+            "\(port) has \(Limits.messagesPerConnectionMax) messages in flight through node \(name), the most allowed")
+    }
     /// Who a message's reservation counts against: the app session that sent it to this node, or, for a message
     /// relayed by a peer, the app it came from as the peer names it (`node/app`): one app's messages cannot fill a
     /// relay's share of its peer, and so starve the other apps behind that peer.
@@ -181,12 +187,7 @@ public struct FlowTable: Sendable {
         header: Freight_Wire_V1_MessageHeader, upstream: FlowPort, plan: Plan, path: [String], rerouted: Bool,
         windowHint: UInt64 = 0, part: Freight_Wire_V1_Part? = nil, actions: inout [FlowAction]
     ) throws(FreightError) -> Flow {
-        guard messages(from: upstream) < Limits.messagesPerConnectionMax else {
-            throw FreightError(
-                .resourceExhausted,
-                "\(upstream) has \(Limits.messagesPerConnectionMax) messages in flight through node \(name), the most allowed"
-            )
-        }
+        guard messages(from: upstream) < Limits.messagesPerConnectionMax else { throw tooManyMessages(from: upstream) }
         // Every message reserves at least the smallest chunk, so the budget also bounds how many are open. A
         // shared-buffer message between apps of this node holds no bytes here: only its regions are lent.
         var window = plan.shared ? max(header.length, 1) : max(UInt64(configuration.windowBytes), windowHint)

@@ -22,7 +22,7 @@ extension NodeEngine {
     func eagerBytesTaken(by port: Port) -> UInt64 {
         switch port {
         case .session(let id): sessions[id]?.eagerBytes ?? 0
-        case .peer(let node): members[node]?.link.isUp == true ? peerEagerBytes[node] ?? 0 : 0
+        case .peer(let node): members[node].map { $0.link.isUp ? $0.eagerBytes : 0 } ?? 0
         case .local: 0
         }
     }
@@ -40,23 +40,13 @@ extension NodeEngine {
             if case .session = port,
                 small.heldCount[port, default: 0] + flowTable.messages(from: port) >= Limits.messagesPerConnectionMax
             {
-                queueOutcome(
-                    SmallOutcome(
-                        id,
-                        failed: FreightError(
-                            .resourceExhausted,
-                            "\(port) has \(Limits.messagesPerConnectionMax) messages in flight through node \(name), the most allowed"
-                        )), to: port)
+                queueOutcome(SmallOutcome(id, failed: flowTable.tooManyMessages(from: port)), to: port)
                 continue
             }
-            let headerBytes = message.header.encodedSize
-            guard headerBytes <= Limits.headerBytesMax else {
-                queueOutcome(
-                    SmallOutcome(
-                        id,
-                        failed: FreightError(
-                            .invalidArgument,
-                            "message header of \(headerBytes) bytes is over \(Limits.headerBytesMax)")), to: port)
+            // A header past what a small message's cost allows goes as OPEN, whose own limits then apply.
+            guard message.header.encodedSize <= Limits.smallHeaderAllowanceBytes else {
+                counters.smallResent += 1
+                queueOutcome(SmallOutcome(id, .resend), to: port)
                 continue
             }
             do throws(SmallLedger.Refusal) {
@@ -91,7 +81,6 @@ extension NodeEngine {
                 continue
             }
             if target.node == name { small.note(id, endpoint: target.id, path: message.path) }
-            counters.smallPassed += 1
             queueSmall(message, to: next)
         }
     }
@@ -158,6 +147,7 @@ extension NodeEngine {
     func outcomesReceived(_ outcomes: [SmallOutcome], from port: Port) {
         for var outcome in outcomes {
             guard let entry = small.outcome(outcome.messageID, from: port) else { continue }
+            outcome.reason = SmallOutcome.bounded(outcome.reason)
             if case .session(let id) = port {
                 // An app speaks for its own endpoint only: the delivery is written here.
                 outcome.delivery = Freight_Wire_V1_Delivery()
@@ -236,34 +226,20 @@ extension NodeEngine {
         write(batch, to: port)
     }
 
-    /// Writes messages as one SMALL frame, or as two halves when their headers made it larger than a frame; a port
-    /// that is gone (or a message over a frame alone) gets them back as RESEND.
+    /// Writes messages in SMALL frames (split where their headers make one too large); what a port that is gone, or
+    /// a frame, cannot take is answered RESEND.
     private func write(_ messages: [SmallMessage], to port: Port) {
-        guard let connection = controlConnection(port) else {
-            for message in messages { finishSmall(message.header.id, resendOutcome(message.header.id)) }
-            return
-        }
-        guard let error = connection.send(.small(messages)) else {
-            counters.bytesOut += messages.reduce(0) { $0 + UInt64($1.body.readableBytes) }
-            return
-        }
-        guard messages.count > 1, error.code == .resourceExhausted else {
-            for message in messages { finishSmall(message.header.id, resendOutcome(message.header.id)) }
-            return
-        }
-        let half = messages.count / 2
-        write(Array(messages[..<half]), to: port)
-        write(Array(messages[half...]), to: port)
+        let unsent = controlConnection(port)?.sendSplitting(messages, as: Frame.small) ?? messages
+        let bodyBytes = { (list: [SmallMessage]) in list.reduce(0) { $0 + UInt64($1.body.readableBytes) } }
+        counters.smallPassed += UInt64(messages.count - unsent.count)
+        counters.bytesOut += bodyBytes(messages) - bodyBytes(unsent)
+        for message in unsent { finishSmall(message.id, resendOutcome(message.id)) }
     }
 
+    /// Writes outcomes in OUTCOMES frames (reasons are bounded, so every one fits); a port that is gone takes none.
     private func flushOutcomes(to port: Port) {
         guard let outcomes = pendingOutcomes.removeValue(forKey: port) else { return }
-        guard let connection = controlConnection(port) else { return }
-        if let error = connection.send(.outcomes(outcomes)), outcomes.count > 1, error.code == .resourceExhausted {
-            let half = outcomes.count / 2
-            connection.send(.outcomes(Array(outcomes[..<half])))
-            connection.send(.outcomes(Array(outcomes[half...])))
-        }
+        _ = controlConnection(port)?.sendSplitting(outcomes, as: Frame.outcomes)
     }
 
     private func controlConnection(_ port: Port) -> FrameConnection? {

@@ -87,8 +87,6 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var pendingOutcomes: [Port: [SmallOutcome]] = [:]
     var smallFlushScheduled = false
     var smallMatchCache: [String: (version: UInt64, records: [EndpointRecord])] = [:]
-    /// What each peer advertised it takes of small messages (its HELLO's eager_bytes).
-    var peerEagerBytes: [String: UInt64] = [:]
     var performingFlowActions = false
     /// Destinations of apps' messages, parsed (`parsedAddress`).
     var parsedAddresses: [String: Address] = [:]
@@ -576,7 +574,7 @@ extension NodeEngine: FrameConnectionDelegate {
         case .node:
             defer {
                 membership.peerResumes(hello.name, hello.capabilities.contains(WireV1.capabilityResume))
-                if members[hello.name] != nil { peerEagerBytes[hello.name] = Self.eagerBytes(hello) }
+                members[hello.name]?.eagerBytes = Self.eagerBytes(hello)
             }
             if connection.isDialed {
                 // The reply on a connection this node opened: the peer's identity.

@@ -112,7 +112,8 @@ public final class WireApp: @unchecked Sendable {
     public func write(_ buffer: ByteBuffer) throws {
         var left = buffer
         while left.readableBytes > 0 {
-            let count = left.withUnsafeReadableBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
+            // MSG_NOSIGNAL: a node that closed the connection is an error here, not a SIGPIPE for the whole process.
+            let count = left.withUnsafeReadableBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             guard count > 0 else { throw FreightError(.io, "write failed") }
             left.moveReaderIndex(forwardBy: count)
         }

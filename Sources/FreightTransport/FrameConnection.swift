@@ -113,6 +113,16 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         return nil
     }
 
+    /// Sends `items` as one frame (`frame` builds it), or, when they make it larger than a control frame, as halves
+    /// of them, and so on down to single items. Returns what could not be sent (one item alone over the limit, any
+    /// other refusal), for the caller to answer for.
+    public func sendSplitting<Item>(_ items: [Item], as frame: ([Item]) -> Frame) -> [Item] {
+        guard !items.isEmpty, let error = send(frame(items)) else { return [] }
+        guard items.count > 1, error.code == .resourceExhausted else { return items }
+        let half = items.count / 2
+        return sendSplitting(Array(items[..<half]), as: frame) + sendSplitting(Array(items[half...]), as: frame)
+    }
+
     /// Writes a whole chunk without copying its bytes; `promise` completes when the kernel took them.
     public func sendData(_ chunk: DataChunk, promise: EventLoopPromise<Void>?) {
         channel.eventLoop.assertInEventLoop()

@@ -54,7 +54,18 @@ public struct SmallOutcome: Sendable {
     public init(_ messageID: UInt64, failed error: FreightError) {
         self.init(messageID, .failed)
         code = error.code.rawValue
-        reason = error.message
+        reason = Self.bounded(error.message)
+    }
+
+    /// `text` cut to `Limits.outcomeReasonBytesMax` bytes, at a character's boundary.
+    public static func bounded(_ text: String) -> String {
+        guard text.utf8.count > Limits.outcomeReasonBytesMax else { return text }
+        var cut = ""
+        for character in text {
+            guard cut.utf8.count + character.utf8.count <= Limits.outcomeReasonBytesMax else { break }
+            cut.append(character)
+        }
+        return cut
     }
 
     public var error: FreightError { FreightError(.init(rawValue: code), reason) }

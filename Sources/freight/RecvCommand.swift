@@ -72,25 +72,20 @@ struct RecvCommand: AsyncParsableCommand {
             var failures = 0
             try await withThrowingTaskGroup(of: FreightError?.self) { group in
                 var running = 0
+                func note(_ failure: FreightError?) {
+                    guard let failure else { return }
+                    lastFailure = failure
+                    failures += 1
+                }
                 func settle(_ outcome: FreightError??) {
                     running -= 1
-                    if case .some(.some(let failure)) = outcome {
-                        lastFailure = failure
-                        failures += 1
-                    }
+                    if case .some(let failure) = outcome { note(failure) }
                 }
                 for try await message in subscription {
                     // A small body is whole when the message is: handled at once rather than in a task of its own
                     // (many small messages a second), unless it is paced or written to a file.
                     if message.length <= UInt64(Limits.smallBodyBytesMax), bytesPerSecond == nil, out == nil {
-                        do {
-                            try await handle(message)
-                        } catch {
-                            let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
-                            reportFailure(message, failure)
-                            lastFailure = failure
-                            failures += 1
-                        }
+                        note(await handled(message))
                         received += 1
                         if let count, received >= count { break }
                         continue
@@ -98,14 +93,7 @@ struct RecvCommand: AsyncParsableCommand {
                     if running == parallel { settle(try await group.next()) }
                     running += 1
                     group.addTask {
-                        do {
-                            try await handle(bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message)
-                            return nil
-                        } catch {
-                            let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
-                            reportFailure(message, failure)
-                            return failure
-                        }
+                        await handled(bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message)
                     }
                     received += 1
                     if let count, received >= count { break }
@@ -120,6 +108,18 @@ struct RecvCommand: AsyncParsableCommand {
             await client.close()
         } catch {
             fail(error)
+        }
+    }
+
+    /// Receives one message (``handle(_:)``); its failure, reported, or nil.
+    private func handled(_ message: IncomingMessage) async -> FreightError? {
+        do {
+            try await handle(message)
+            return nil
+        } catch {
+            let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
+            reportFailure(message, failure)
+            return failure
         }
     }
 

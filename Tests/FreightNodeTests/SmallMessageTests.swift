@@ -151,8 +151,9 @@ import Testing
             let body = ByteBuffer(repeating: 7, count: Limits.smallBodyBytesMax)
             let crc = CRC32C.checksum(body)
             let perHolder = Limits.eagerBytesApp / Int(Limits.smallCost(length: UInt64(body.readableBytes)))
+            // Twice what the holders take: past the rogue's budget, the node closes the connection and a write fails.
             var closed = false
-            for index in 0..<(holders * perHolder) where !closed {
+            for index in 0..<(2 * holders * perHolder) where !closed {
                 var header = Freight_Wire_V1_MessageHeader()
                 header.id = UInt64.random(in: 1...UInt64.max)
                 header.destination = "hold/\(index % holders)"
@@ -164,7 +165,8 @@ import Testing
                     closed = true
                 }
             }
-            // The node closes the rogue's connection: a read sees the end.
+            #expect(closed, "the node kept taking small messages past the budget it advertised")
+            // The node closed the rogue's connection: a read sees the end.
             #expect(throws: FreightError.self) {
                 _ = try rogue.next { _ in false }
             }
