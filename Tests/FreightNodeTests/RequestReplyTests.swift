@@ -3,6 +3,7 @@ import FreightCore
 import FreightDirectory
 import FreightTesting
 import NIOCore
+import Synchronization
 import Testing
 
 @testable import FreightNode
@@ -18,28 +19,53 @@ import Testing
             let requester = try await FreightClient.connect(to: fabric.socket(0), label: "requester")
             let inbox = try await responder.receive("svc/reverse")
             try await fabric.waitForEndpoints(try Address("svc/reverse"), count: 1)
+            // Set once every request has its reply: the responder's last reports may then fail as it closes.
+            let finished = Flag()
+            // Each request answered in a task of its own, as a service does: a reply's delivery report takes a
+            // round trip, and waiting for each in turn made 100 requests outlast their time on a loaded machine.
             let serving = Task {
-                for try await request in inbox {
-                    let body = try await request.collect(upTo: 4096)
-                    try await responder.reply(
-                        to: request, body: .bytes(ByteBuffer(bytes: body.readableBytesView.reversed())))
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await request in inbox {
+                        group.addTask {
+                            do {
+                                let body = try await request.collect(upTo: 4096)
+                                try await responder.reply(
+                                    to: request, body: .bytes(ByteBuffer(bytes: body.readableBytesView.reversed())))
+                            } catch  where !finished.isSet {
+                                Issue.record("the responder could not answer \(request.replyTo): \(error)")
+                            }
+                        }
+                    }
                 }
             }
             let before = try await fabric.engines[1].statusSnapshot().smallPassed
             let count = 100
-            let matched = try await withThrowingTaskGroup(of: Bool.self) { group in
+            let started = ContinuousClock.now
+            // Each request's outcome, with when it came: a failure says how far the others got.
+            let outcomes = await withTaskGroup(of: (Bool, String?, Duration).self) { group in
                 for index in 0..<count {
                     group.addTask {
                         let text = "request \(index)"
-                        let reply = try await requester.request(
-                            to: "svc/reverse", body: .bytes(ByteBuffer(string: text)), timeout: .seconds(20))
-                        let body = try await reply.collect(upTo: 4096)
-                        return String(buffer: body) == String(text.reversed())
+                        do {
+                            let reply = try await requester.request(
+                                to: "svc/reverse", body: .bytes(ByteBuffer(string: text)), timeout: .seconds(60))
+                            let body = try await reply.collect(upTo: 4096)
+                            return (String(buffer: body) == String(text.reversed()), nil, .now - started)
+                        } catch {
+                            return (false, "\(text): \(error)", .now - started)
+                        }
                     }
                 }
-                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+                return await group.reduce(into: []) { $0.append($1) }
             }
-            #expect(matched == count)
+            finished.set()
+            let matched = outcomes.count { $0.0 }
+            let errors = outcomes.compactMap(\.1)
+            let slowest = outcomes.filter { $0.0 }.map(\.2).max() ?? .zero
+            #expect(
+                matched == count,
+                "\(matched) of \(count) replies matched, the last after \(slowest); \(errors.count) failed: \(errors.prefix(3))"
+            )
             // Requests into n2's responder and replies out of it, each passed on whole.
             let passed = try await fabric.engines[1].statusSnapshot().smallPassed - before
             #expect(passed >= UInt64(2 * count), "\(passed) small messages passed by n2")
@@ -121,4 +147,11 @@ import Testing
             await silent.close()
         }
     }
+}
+
+/// A flag set once, read from any task.
+private final class Flag: Sendable {
+    private let state = Mutex(false)
+    var isSet: Bool { state.withLock { $0 } }
+    func set() { state.withLock { $0 = true } }
 }
