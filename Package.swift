@@ -205,7 +205,10 @@ let package = Package(
             name: "FreightNodeTests",
             dependencies: [
                 "FreightTesting", "FreightClient", "FreightNode", "FreightCore", "FreightWire", "FreightTransport",
+                "FreightGRPC",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strict
         ),

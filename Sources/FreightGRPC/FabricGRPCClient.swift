@@ -1,6 +1,7 @@
 import FreightCore
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import NIOCore
 
 /// Client-side settings for Freight's gRPC API from Swift: the same large-body tuning as the server.
 public enum FabricGRPCClient {
@@ -12,6 +13,9 @@ public enum FabricGRPCClient {
             config: .defaults {
                 $0.http2.targetWindowSize = 16 << 20
                 $0.http2.maxFrameSize = 1 << 20
+                $0.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+                    channel.setOption(ChannelOptions.recvAllocator, value: FabricServer.receiveAllocator)
+                }
             },
             serviceConfig: ServiceConfig(methodConfig: [
                 MethodConfig(

@@ -5,6 +5,7 @@ import FreightTransport
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// Serves a node's gRPC API (``FabricService``) on HTTP/2 over TCP, as a `Service` in the node's `ServiceGroup`
@@ -39,8 +40,17 @@ public struct FabricServer: Service {
             // enforces 100 when nothing is said). Each Receive call is one endpoint of the node's gRPC session.
             $0.http2.maxConcurrentStreams = Limits.registrationsPerSessionMax
             $0.rpc.maxRequestPayloadSize = 2 * Limits.grpcDataBytesMax
+            $0.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+                channel.setOption(ChannelOptions.recvAllocator, value: Self.receiveAllocator)
+            }
         }
     }
+
+    /// Reads of up to 1 MiB once a connection moves bytes (NIO's default stops at 64 KiB: each read then costs a
+    /// system call, and on loopback an acknowledgement processed in it, per 64 KiB), starting at 2 KiB for a caller
+    /// that has sent nothing much.
+    public static let receiveAllocator = AdaptiveRecvByteBufferAllocator(
+        minimum: 2048, initial: 2048, maximum: 1 << 20)
 
     public func run() async throws {
         try await engine.waitUntilStarted()

@@ -1,16 +1,15 @@
-import Foundation
 import FreightClient
 import FreightCore
 import FreightDirectory
 import FreightNode
 import GRPCCore
+import GRPCProtobuf
 import NIOCore
-import NIOFoundationCompat
 
 /// The gRPC API of one node (proto/freight/v1/fabric.proto, docs/grpc-api.md). It is an app of its own node: every
 /// call goes through one ``FreightClient`` attached to the node's Unix socket (shared memory when the node takes
 /// it), so a gRPC app gets exactly the Swift client's semantics. Watch reads the node's index directly.
-public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
+public struct FabricService: RegistrableRPCService {
     let engine: NodeEngine
     let client: FreightClient
     /// Bytes of one `BodyChunk.data` the server sends (1 MiB measured faster than 256 KiB or 4 MiB on loopback).
@@ -20,6 +19,50 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
         self.engine = engine
         self.client = client
         self.pieceBytes = pieceBytes
+    }
+
+    /// The methods of `freight.v1.FabricService`, registered by hand so that the two that carry bodies use the
+    /// coders of BodyCoding.swift; every call sees its metadata (the caller's token).
+    public func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        typealias Methods = Freight_V1_FabricService.Method
+        router.registerHandler(
+            forMethod: Methods.Receive.descriptor, deserializer: ProtobufDeserializer<Freight_V1_ReceiveRequest>(),
+            serializer: ReceiveEventSerializer()
+        ) { request, context in
+            try await receive(request: ServerRequest(stream: request), context: context)
+        }
+        router.registerHandler(
+            forMethod: Methods.Send.descriptor, deserializer: SendPartDeserializer(),
+            serializer: ProtobufSerializer<Freight_V1_SendResponse>()
+        ) { request, context in
+            StreamingServerResponse(single: try await send(request: request, context: context))
+        }
+        router.registerHandler(
+            forMethod: Methods.Resolve.descriptor, deserializer: ProtobufDeserializer<Freight_V1_ResolveRequest>(),
+            serializer: ProtobufSerializer<Freight_V1_ResolveResponse>()
+        ) { request, context in
+            let single = try await ServerRequest(stream: request)
+            let response = try await resolve(request: single.message, context: context)
+            return StreamingServerResponse(single: ServerResponse(message: response, metadata: [:]))
+        }
+        router.registerHandler(
+            forMethod: Methods.Watch.descriptor, deserializer: ProtobufDeserializer<Freight_V1_WatchRequest>(),
+            serializer: ProtobufSerializer<Freight_V1_WatchResponse>()
+        ) { request, context in
+            let single = try await ServerRequest(stream: request)
+            return StreamingServerResponse { writer in
+                try await watch(request: single.message, response: writer, context: context)
+                return [:]
+            }
+        }
+        router.registerHandler(
+            forMethod: Methods.Status.descriptor, deserializer: ProtobufDeserializer<Freight_V1_StatusRequest>(),
+            serializer: ProtobufSerializer<Freight_V1_StatusResponse>()
+        ) { request, context in
+            let single = try await ServerRequest(stream: request)
+            let response = try await status(request: single.message, context: context)
+            return StreamingServerResponse(single: ServerResponse(message: response, metadata: [:]))
+        }
     }
 
     // MARK: Who calls (docs/hardening.md)
@@ -54,9 +97,9 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
 
     // MARK: Receive
 
-    public func receive(
+    func receive(
         request: ServerRequest<Freight_V1_ReceiveRequest>, context: ServerContext
-    ) async throws -> StreamingServerResponse<Freight_V1_ReceiveResponse> {
+    ) async throws -> StreamingServerResponse<ReceiveEvent> {
         let identity = try caller(request.metadata)
         return StreamingServerResponse(metadata: [:]) { writer in
             try await Self.endingWithTheRPC { try await receiveMessages(request.message, writer, as: identity) }
@@ -64,47 +107,37 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
         }
     }
 
-    /// The simple form, which sees no metadata: only on a node without an access list.
-    public func receive(
-        request: Freight_V1_ReceiveRequest,
-        response: RPCWriter<Freight_V1_ReceiveResponse>,
-        context: ServerContext
-    ) async throws {
-        try await Self.endingWithTheRPC { try await receiveMessages(request, response, as: nil) }
-    }
-
     private func receiveMessages(
-        _ request: Freight_V1_ReceiveRequest, _ response: RPCWriter<Freight_V1_ReceiveResponse>,
-        as identity: AppIdentity?
-    )
-        async throws
-    {
+        _ request: Freight_V1_ReceiveRequest, _ response: RPCWriter<ReceiveEvent>, as identity: AppIdentity?
+    ) async throws {
         try authorize(identity, .receive, try mapped { try AddressPattern(request.pattern) })
         let subscription = try await mapped {
             try await client.receive(request.pattern, group: request.group.isEmpty ? nil : request.group)
         }
         try await response.write(
-            .with {
-                $0.registered = .with {
-                    $0.endpointID = subscription.endpointID
-                    $0.node = client.nodeName
-                }
-            })
+            .event(
+                .with {
+                    $0.registered = .with {
+                        $0.endpointID = subscription.endpointID
+                        $0.node = client.nodeName
+                    }
+                }))
         // Taking a chunk credits the sender; a chunk is taken only once the previous one was written, and a write
         // waits while the client does not read (HTTP/2 flow control): a client that stops reading stops its sender.
         for try await message in subscription {
             try await response.write(
-                .with {
-                    $0.start = .with {
-                        $0.messageID = message.id
-                        $0.source = message.source
-                        $0.destination = message.destination
-                        $0.length = message.length
-                        $0.contentType = message.contentType
-                        $0.attributes = message.attributes
-                        $0.path = message.path
-                    }
-                })
+                .event(
+                    .with {
+                        $0.start = .with {
+                            $0.messageID = message.id
+                            $0.source = message.source
+                            $0.destination = message.destination
+                            $0.length = message.length
+                            $0.contentType = message.contentType
+                            $0.attributes = message.attributes
+                            $0.path = message.path
+                        }
+                    }))
             // A message that fails ends with a `failed` event, and the stream goes on with the next one.
             var body = message.body.makeAsyncIterator()
             while true {
@@ -113,34 +146,25 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
                     next = try await body.next()
                 } catch let error as FreightError {
                     try await response.write(
-                        .with {
-                            $0.failed = .with {
-                                $0.messageID = message.id
-                                $0.reason = error.message
-                            }
-                        })
+                        .event(
+                            .with {
+                                $0.failed = .with {
+                                    $0.messageID = message.id
+                                    $0.reason = error.message
+                                }
+                            }))
                     break
                 }
                 guard let chunk = next else {
-                    try await response.write(.with { $0.end = .with { $0.messageID = message.id } })
+                    try await response.write(.event(.with { $0.end = .with { $0.messageID = message.id } }))
                     break
                 }
+                // Written from where the chunk lies, a piece at a time (ReceiveEventSerializer).
                 var start = 0
                 while start < chunk.count {
                     let count = min(pieceBytes, chunk.count - start)
-                    let data = try mapped {
-                        try chunk.withUnsafeBytes {
-                            Data(UnsafeRawBufferPointer(rebasing: $0[start..<(start + count)]))
-                        }
-                    }
                     try await response.write(
-                        .with {
-                            $0.chunk = .with {
-                                $0.messageID = message.id
-                                $0.offset = chunk.offset + UInt64(start)
-                                $0.data = data
-                            }
-                        })
+                        .piece(messageID: message.id, chunk: chunk, range: start..<(start + count)))
                     start += count
                 }
             }
@@ -149,26 +173,18 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
 
     // MARK: Send
 
-    public func send(
-        request: StreamingServerRequest<Freight_V1_SendRequest>, context: ServerContext
+    func send(
+        request: StreamingServerRequest<SendPart>, context: ServerContext
     ) async throws -> ServerResponse<Freight_V1_SendResponse> {
         let identity = try caller(request.metadata)
         return ServerResponse(message: try await send(request.messages, as: identity), metadata: [:])
     }
 
-    /// The simple form, which sees no metadata: only on a node without an access list.
-    public func send(
-        request: RPCAsyncSequence<Freight_V1_SendRequest, any Error>,
-        context: ServerContext
-    ) async throws -> Freight_V1_SendResponse {
-        try await send(request, as: nil)
-    }
-
     private func send(
-        _ request: RPCAsyncSequence<Freight_V1_SendRequest, any Error>, as identity: AppIdentity?
+        _ request: RPCAsyncSequence<SendPart, any Error>, as identity: AppIdentity?
     ) async throws -> Freight_V1_SendResponse {
         var requests = request.makeAsyncIterator()
-        guard let first = try await requests.next(), case .header(let header)? = first.part else {
+        guard let first = try await requests.next(), case .header(let header) = first else {
             throw RPCError(code: .invalidArgument, message: "the first SendRequest must carry the header")
         }
         let address = try mapped { try Address(header.destination) }
@@ -189,20 +205,22 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
         do {
             var total: UInt64 = 0
             while let next = try await requests.next() {
-                guard case .data(let data)? = next.part else {
+                guard case .data(let data) = next else {
                     throw RPCError(code: .invalidArgument, message: "a SendRequest after the first must carry data")
                 }
-                guard data.count <= Limits.grpcDataBytesMax else {
+                guard data.readableBytes <= Limits.grpcDataBytesMax else {
                     throw RPCError(
                         code: .resourceExhausted,
-                        message: "a data part of \(data.count) bytes is over the \(Limits.grpcDataBytesMax)-byte limit")
+                        message:
+                            "a data part of \(data.readableBytes) bytes is over the \(Limits.grpcDataBytesMax)-byte limit"
+                    )
                 }
-                total += UInt64(data.count)
+                total += UInt64(data.readableBytes)
                 guard total <= header.length else {
                     throw RPCError(
                         code: .invalidArgument, message: "the body is longer than the \(header.length) bytes declared")
                 }
-                try await writer.write(ByteBuffer(data: data))
+                try await writer.write(data)
             }
             guard total == header.length else {
                 throw RPCError(
@@ -250,7 +268,7 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
 
     // MARK: Resolve, watch, status
 
-    public func resolve(request: Freight_V1_ResolveRequest, context: ServerContext) async throws
+    func resolve(request: Freight_V1_ResolveRequest, context: ServerContext) async throws
         -> Freight_V1_ResolveResponse
     {
         let found = try await mapped { try await client.resolve(request.pattern) }
@@ -268,7 +286,7 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
         }
     }
 
-    public func watch(
+    func watch(
         request: Freight_V1_WatchRequest,
         response: RPCWriter<Freight_V1_WatchResponse>,
         context: ServerContext
@@ -300,7 +318,7 @@ public struct FabricService: Freight_V1_FabricService.SimpleServiceProtocol {
         }
     }
 
-    public func status(request: Freight_V1_StatusRequest, context: ServerContext) async throws
+    func status(request: Freight_V1_StatusRequest, context: ServerContext) async throws
         -> Freight_V1_StatusResponse
     {
         let status = try await mapped { try await client.status() }

@@ -25,7 +25,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("paths"),
         help:
-            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), gateway (node to node across a gateway link of two clusters, mutual TLS 1.3, against plain TCP and swift-nio-ssl alone), wan (app to app across gateways of two clusters over an emulated WAN per --wan, against iperf3 through the same link; root, iperf3 and freight-wan), directory (resolving in an index of --endpoints), file (file to file through two nodes, in --folder, against dd into the same folder and app to app in the same run), request (request and reply between two apps through two nodes, one round trip at a time: p50 and p99)."
+            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), grpc-send (a gRPC app sending to a native app: one gRPC leg, the API's client streaming), gateway (node to node across a gateway link of two clusters, mutual TLS 1.3, against plain TCP and swift-nio-ssl alone), wan (app to app across gateways of two clusters over an emulated WAN per --wan, against iperf3 through the same link; root, iperf3 and freight-wan), directory (resolving in an index of --endpoints), file (file to file through two nodes, in --folder, against dd into the same folder and app to app in the same run), request (request and reply between two apps through two nodes, one round trip at a time: p50 and p99)."
     )
     var paths = "node,app"
     @Option(name: .customLong("total"), help: "Bytes sent per measurement (at least one message).")
@@ -83,11 +83,12 @@ struct BenchCommand: AsyncParsableCommand {
             let windowBytes = Int(try ByteCount.parse(window))
             for path in pathList
             where ![
-                "node", "app", "socket", "local", "shm", "grpc", "gateway", "wan", "directory", "file", "request",
+                "node", "app", "socket", "local", "shm", "grpc", "grpc-send", "gateway", "wan", "directory", "file",
+                "request",
             ].contains(path) {
                 throw FreightError(
                     .invalidArgument,
-                    "unknown path '\(path)': use node, app, socket, local, shm, grpc, gateway, wan, directory, file or request"
+                    "unknown path '\(path)': use node, app, socket, local, shm, grpc, grpc-send, gateway, wan, directory, file or request"
                 )
             }
             if !output.json && pathList.contains(where: { !["directory", "wan", "request"].contains($0) }) {
@@ -181,7 +182,10 @@ struct BenchCommand: AsyncParsableCommand {
                                     windowBytes: windowBytes, sharedMemory: .off)
                                 let grpc = try await grpcToGRPC(
                                     fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes)
-                                for result in [native, socket, grpc] { report(result) }
+                                let send = try await grpcToGRPC(
+                                    fabric, size: size, count: count, parallel: inFlight, chunkBytes: chunkBytes,
+                                    toApp: true)
+                                for result in [native, socket, grpc, send] { report(result) }
                                 if !output.json {
                                     let vsShared = grpc.megabytesPerSecond / native.megabytesPerSecond * 100
                                     let vsSocket = grpc.megabytesPerSecond / socket.megabytesPerSecond * 100
@@ -189,6 +193,11 @@ struct BenchCommand: AsyncParsableCommand {
                                         "grpc \(ByteCount.format(size)): \(vsShared.formatted(decimals: 0))% of native apps with shared memory, \(vsSocket.formatted(decimals: 0))% of native apps over sockets"
                                     )
                                 }
+                            case "grpc-send":
+                                report(
+                                    try await grpcToGRPC(
+                                        fabric, size: size, count: count, parallel: inFlight ?? 1,
+                                        chunkBytes: chunkBytes, toApp: true))
                             default:
                                 let tcp = try await sameNode(
                                     fabric, shared: false, size: size, count: count, parallel: parallel,
@@ -452,9 +461,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     /// A gRPC app on n1 sends to a gRPC app on n2 through both nodes' gRPC APIs (HTTP/2 on loopback into each
     /// node, then the fabric between them), one message at a time, as a Python or Go app would.
-    func grpcToGRPC(_ fabric: InProcessFabric, size: Int64, count: Int, parallel: Int, chunkBytes: Int) async throws
-        -> Result
-    {
+    func grpcToGRPC(
+        _ fabric: InProcessFabric, size: Int64, count: Int, parallel: Int, chunkBytes: Int, toApp: Bool = false
+    ) async throws -> Result {
         var logger = Logger(label: "freight.bench")
         logger.logLevel = .warning
         // Each node's gRPC API runs as the service it is in `freight node`, in a task group cancelled at the end.
@@ -483,14 +492,18 @@ struct BenchCommand: AsyncParsableCommand {
             }
             defer { group.cancelAll() }
             return try await grpcMessages(
-                fabric, ports: [first, second], size: size, count: count, parallel: parallel, chunkBytes: chunkBytes)
+                fabric, ports: [first, second], size: size, count: count, parallel: parallel, chunkBytes: chunkBytes,
+                toApp: toApp)
         }
     }
 
+    /// Messages from a gRPC app on n1 (client streaming) to a gRPC app on n2 (server streaming), or with `toApp`
+    /// to a native app on n2: the API's send leg alone, as a Python app sending to a Swift service uses it.
     private func grpcMessages(
-        _ fabric: InProcessFabric, ports: [Int], size: Int64, count: Int, parallel: Int, chunkBytes: Int
+        _ fabric: InProcessFabric, ports: [Int], size: Int64, count: Int, parallel: Int, chunkBytes: Int,
+        toApp: Bool
     ) async throws -> Result {
-        let address = "bench/grpc/\(size)"
+        let address = "bench/grpc/\(toApp ? "app" : "grpc")/\(size)"
         // Parts of 1 MiB, as the server sends its chunks: measured faster than 256 KiB or 4 MiB here.
         var block = [UInt8](repeating: 0, count: 1 << 20)
         block.withUnsafeMutableBytes { PatternFill.fill($0, seed: 5, offset: 0) }
@@ -502,7 +515,15 @@ struct BenchCommand: AsyncParsableCommand {
                 let rx = Freight_V1_FabricService.Client(wrapping: rxClient)
                 let tx = Freight_V1_FabricService.Client(wrapping: txClient)
                 let (registered, registration) = AsyncStream<Void>.makeStream()
+                let app =
+                    toApp ? try await FreightClient.connect(to: fabric.socket(1), label: "bench-rx") : nil
+                var draining: Task<Void, any Error>?
+                if let app {
+                    draining = try await drain(app, address, parallel: parallel)
+                    registration.yield()
+                }
                 let receiving = Task {
+                    guard !toApp else { return }
                     try await rx.receive(.with { $0.pattern = address }) { response in
                         var ended = 0
                         for try await item in response.messages {
@@ -542,9 +563,11 @@ struct BenchCommand: AsyncParsableCommand {
                 // Each send is its own RPC; the receiver's one stream takes the messages in turn.
                 try await inParallel(count: count, workers: parallel) { try await send(size) }
                 let result = Result(
-                    path: "grpc", size: size, messages: count, seconds: seconds(since: started),
+                    path: toApp ? "grpc-send" : "grpc", size: size, messages: count, seconds: seconds(since: started),
                     cpuSeconds: ProcessStats.cpuSeconds() - cpu)
                 try await receiving.value
+                draining?.cancel()
+                await app?.close()
                 return result
             }
         }

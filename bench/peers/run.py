@@ -308,15 +308,25 @@ def main():
     parser.add_argument("--bytes-per-run", type=int, default=None,
                         help="a fixed amount per measurement instead of --seconds-per-run (at least one message)")
     parser.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
+    parser.add_argument("--grpc-only", action="store_true",
+                        help="only the gRPC API's client streaming against grpcio's, alternating, at 8 MiB and up "
+                             "of --sizes; prints a table and writes nothing")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.grpc_only:
+        return grpc_only(args, [s for s in sizes if s >= 8 * MiB])
 
     iperf, iperf_per_message = Iperf(), Iperf(per_message=True)
     node, app = Freight("node", "Freight node to node"), Freight("app", "Freight app to app (2 nodes)")
     local = Freight("local", "Freight app to app (1 node, shared memory)")
     nats = Nats()
-    peers = [nats, ZeroMQ(), GRPC()]
-    systems = [iperf, iperf_per_message, node, app, Freight("grpc", "Freight gRPC API (2 nodes)")] + peers + [local]
+    grpcio = GRPC()
+    peers = [nats, ZeroMQ(), grpcio]
+    # The gRPC API both ways (a gRPC app to a gRPC app: two gRPC legs and the fabric), and its client streaming
+    # alone (a gRPC app to a native app), which is what grpcio's row measures.
+    grpc_api = Freight("grpc", "Freight gRPC API (2 nodes)")
+    grpc_send = Freight("grpc-send", "Freight gRPC API, gRPC app to native app (2 nodes)")
+    systems = [iperf, iperf_per_message, node, app, grpc_api, grpc_send] + peers + [local]
     results = {}  # (system, size) -> [runs]
     skipped = {}
     # Each measurement lasts about --seconds-per-run at the rate the system showed in a warm-up round that is not
@@ -478,6 +488,16 @@ def main():
                          f"cores, and that stream alone spends {spent:.2f}")
             line += ")"
         goals.append(line)
+    for size in sizes:
+        if size < 8 * MiB or (grpcio.name, size) not in table or (grpc_send.name, size) not in table:
+            continue
+        ratio = table[(grpc_send.name, size)] / table[(grpcio.name, size)]
+        line = (f"- {fmt_size(size)}: the gRPC API's client streaming (gRPC app to native app) at {ratio * 100:.0f}% "
+                f"of grpcio's; goal 100% {'met' if ratio >= 1 else 'NOT met'}")
+        rounds = per_round(grpc_send.name, grpcio.name, size)
+        if rounds:
+            line += f"; {min(rounds) * 100:.0f}–{max(rounds) * 100:.0f}% within each round"
+        goals.append(line)
     lines += ["", "Goals:", ""] + goals
     text = "\n".join(lines) + "\n"
 
@@ -493,6 +513,33 @@ def main():
     chart(names, sizes, table, os.path.join(out_dir, "peers.png"))
     readme(args.readme, text)
     print(text)
+
+
+def grpc_only(args, sizes):
+    """A gRPC app sending to a native app through two nodes (`freight bench --paths grpc-send`) against grpcio's
+    client streaming, one message per call, alternating in each round, each measurement about 1 GiB."""
+    systems = [Freight("grpc-send", "Freight gRPC API, gRPC app to native app (2 nodes)"), GRPC()]
+    runs = {}
+    for round_ in range(args.rounds):
+        for size in sizes:
+            for system in systems:
+                count = max(1, GiB // size)
+                runs.setdefault((system.name, size), []).append(system.run(size, count))
+        print(f"round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    print(f"`bench/peers/run.sh --grpc-only` ({args.rounds} rounds, alternating; Freight keeps "
+          f"{fmt_size(IN_FLIGHT_BYTES)} of messages in flight, 1 to 64; grpcio one call per message, in turn)\n")
+    print("| system | message | MB/s (median) | spread (min–max) | CPU s/GiB |\n|---|---|---|---|---|")
+    for size in sizes:
+        for system in systems:
+            rows = [r for r in runs[(system.name, size)] if "failed" not in r]
+            if not rows:
+                print(f"| {system.name} | {fmt_size(size)} | failed | | |")
+                continue
+            print(f"| {system.name} | {fmt_size(size)} | {statistics.median(r['mbps'] for r in rows):.0f} | "
+                  f"{min(r['mbps'] for r in rows):.0f}–{max(r['mbps'] for r in rows):.0f} | "
+                  f"{statistics.median(r['cpu_s_per_gib'] for r in rows):.2f} |")
+    for system in systems:
+        system.close()
 
 
 def chart(names, sizes, table, path):

@@ -5,6 +5,7 @@
 # README's comparison section.
 #   bench/peers/run.sh                # 5 rounds
 #   ROUNDS=3 bench/peers/run.sh
+#   bench/peers/run.sh --grpc-only   # the gRPC API's client streaming against grpcio's alone; writes nothing
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
