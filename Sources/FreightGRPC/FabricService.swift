@@ -136,6 +136,7 @@ public struct FabricService: RegistrableRPCService {
                             $0.contentType = message.contentType
                             $0.attributes = message.attributes
                             $0.path = message.path
+                            $0.replyTo = message.replyTo
                         }
                     }))
             // A message that fails ends with a `failed` event, and the stream goes on with the next one.
@@ -195,8 +196,10 @@ public struct FabricService: RegistrableRPCService {
         }
         let chunkBytes = header.chunkBytes == 0 ? Limits.chunkBytesDefault : Int(header.chunkBytes)
         let writer = BodyWriter(limitBytes: max(chunkBytes, 8 << 20))
+        if !header.replyTo.isEmpty { _ = try mapped { try Address(header.replyTo) } }
         let options = SendOptions(
-            contentType: header.contentType, attributes: header.attributes, chunkBytes: chunkBytes)
+            contentType: header.contentType, attributes: header.attributes, chunkBytes: chunkBytes,
+            replyTo: header.replyTo.isEmpty ? nil : header.replyTo)
         let client = self.client
         let sending = Task {
             try await client.send(

@@ -162,6 +162,9 @@ public nonisolated struct Freight_V1_MessageStart: Sendable {
   /// Nodes the message passed, in order.
   public var path: [String] = []
 
+  /// Where the sender asks for a reply (request and reply): send it there as any message. Empty: none asked.
+  public var replyTo: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -272,6 +275,10 @@ public nonisolated struct Freight_V1_SendHeader: Sendable {
 
   /// Chunk size on the fabric; 0: the default (4 MiB).
   public var chunkBytes: UInt32 = 0
+
+  /// An address the receiver may reply to (request and reply), often one of the sender's own endpoints: the
+  /// receiver sees it as MessageStart.reply_to. Empty: no reply asked.
+  public var replyTo: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -757,7 +764,7 @@ nonisolated extension Freight_V1_Registered: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MessageStart"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{1}source\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{1}path\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{1}source\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{1}path\0\u{3}reply_to\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -772,6 +779,7 @@ nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProto
       case 5: try { try decoder.decodeSingularStringField(value: &self.contentType) }()
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.attributes) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.path) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.replyTo) }()
       default: break
       }
     }
@@ -799,6 +807,9 @@ nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProto
     if !self.path.isEmpty {
       try visitor.visitRepeatedStringField(value: self.path, fieldNumber: 7)
     }
+    if !self.replyTo.isEmpty {
+      try visitor.visitSingularStringField(value: self.replyTo, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -810,6 +821,7 @@ nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProto
     if lhs.contentType != rhs.contentType {return false}
     if lhs.attributes != rhs.attributes {return false}
     if lhs.path != rhs.path {return false}
+    if lhs.replyTo != rhs.replyTo {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -984,7 +996,7 @@ nonisolated extension Freight_V1_SendRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Freight_V1_SendHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SendHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{3}chunk_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{3}chunk_bytes\0\u{3}reply_to\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -997,6 +1009,7 @@ nonisolated extension Freight_V1_SendHeader: SwiftProtobuf.Message, SwiftProtobu
       case 3: try { try decoder.decodeSingularStringField(value: &self.contentType) }()
       case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.attributes) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.chunkBytes) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.replyTo) }()
       default: break
       }
     }
@@ -1018,6 +1031,9 @@ nonisolated extension Freight_V1_SendHeader: SwiftProtobuf.Message, SwiftProtobu
     if self.chunkBytes != 0 {
       try visitor.visitSingularUInt32Field(value: self.chunkBytes, fieldNumber: 5)
     }
+    if !self.replyTo.isEmpty {
+      try visitor.visitSingularStringField(value: self.replyTo, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1027,6 +1043,7 @@ nonisolated extension Freight_V1_SendHeader: SwiftProtobuf.Message, SwiftProtobu
     if lhs.contentType != rhs.contentType {return false}
     if lhs.attributes != rhs.attributes {return false}
     if lhs.chunkBytes != rhs.chunkBytes {return false}
+    if lhs.replyTo != rhs.replyTo {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -52,6 +52,8 @@ class Message:
         self.content_type = start.content_type
         self.attributes = dict(start.attributes)
         self.path = list(start.path)
+        # Where the sender asks for a reply (Client.reply); "" when it asked for none.
+        self.reply_to = start.reply_to
         self._stream = stream
         self._done = False
 
@@ -120,8 +122,9 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def send(self, address, body, content_type="application/octet-stream", attributes=None):
+    def send(self, address, body, content_type="application/octet-stream", attributes=None, reply_to=""):
         """Sends `body` (bytes, or a file path) to `address`; returns the SendResponse once delivered.
+        `reply_to`: an address the receiver may answer to (its Message.reply_to).
         Raises grpc.RpcError: NOT_FOUND (no route), INVALID_ARGUMENT (bad address), ABORTED (receiver gone)."""
         if isinstance(body, (bytes, bytearray, memoryview)):
             view = memoryview(body)
@@ -143,7 +146,8 @@ class Client:
                         yield data
 
         header = pb.SendHeader(
-            destination=address, length=length, content_type=content_type, attributes=attributes or {}
+            destination=address, length=length, content_type=content_type, attributes=attributes or {},
+            reply_to=reply_to,
         )
 
         def requests():
@@ -152,6 +156,13 @@ class Client:
                 yield pb.SendRequest(data=data)
 
         return self.stub.Send(requests(), metadata=self.metadata)
+
+    def reply(self, message, body, content_type="application/octet-stream", attributes=None):
+        """Sends `body` as the reply to `message` (to its reply_to), as a Swift client's request() waits for.
+        Raises ValueError when the message asked for no reply."""
+        if not message.reply_to:
+            raise ValueError(f"message {message.id:x} from {message.source} asks for no reply")
+        return self.send(message.reply_to, body, content_type=content_type, attributes=attributes)
 
     def receive(self, pattern, group="", registered=None):
         """Registers an endpoint on `pattern` and yields its messages as they arrive (until the caller stops).

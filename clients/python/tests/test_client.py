@@ -71,6 +71,40 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(path, ["n1", "n2"])
         self.assertTrue(source.endswith("/grpc"))
 
+    def test_request_and_reply(self):
+        """A message sent with reply_to is answered with Client.reply, into an inbox of the sender's node."""
+        inbox = {}
+        ready = threading.Event()
+
+        def wait_for_reply():
+            try:
+                for message in self.n1.receive("_inbox/n1/py/*", registered=lambda _: ready.set()):
+                    inbox["reply"] = (message.destination, message.read())
+                    break
+            except Exception as error:  # reported by the test
+                inbox["error"] = error
+            ready.set()
+
+        waiting = threading.Thread(target=wait_for_reply, daemon=True)
+        waiting.start()
+        self.assertTrue(ready.wait(10))
+        thread, result = self.start_receiver(
+            "py/echo", lambda m: (m.reply_to, self.n2.reply(m, m.read()[::-1]).bytes))
+        self.n1.send("py/echo", b"request", reply_to="_inbox/n1/py/1")
+        thread.join(10)
+        waiting.join(10)
+        self.assertNotIn("error", result)
+        self.assertEqual(result["value"], ("_inbox/n1/py/1", 7))
+        self.assertEqual(inbox.get("reply"), ("_inbox/n1/py/1", b"tseuqer"))
+
+        # Another node's inboxes are its own; a reply_to must be an address.
+        with self.assertRaises(grpc.RpcError) as caught:
+            next(self.n2.receive("_inbox/n1/py/*"))
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.n1.send("py/echo", b"x", reply_to="py/Bad")
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
     def test_status_codes(self):
         with self.assertRaises(grpc.RpcError) as caught:
             self.n1.send("py/nobody/home", b"x")
