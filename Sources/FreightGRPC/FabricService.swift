@@ -5,6 +5,7 @@ import FreightNode
 import GRPCCore
 import GRPCProtobuf
 import NIOCore
+import SwiftProtobuf
 
 /// The gRPC API of one node (proto/freight/v1/fabric.proto, docs/grpc-api.md). It is an app of its own node: every
 /// call goes through one ``FreightClient`` attached to the node's Unix socket (shared memory when the node takes
@@ -37,14 +38,7 @@ public struct FabricService: RegistrableRPCService {
         ) { request, context in
             StreamingServerResponse(single: try await send(request: request, context: context))
         }
-        router.registerHandler(
-            forMethod: Methods.Resolve.descriptor, deserializer: ProtobufDeserializer<Freight_V1_ResolveRequest>(),
-            serializer: ProtobufSerializer<Freight_V1_ResolveResponse>()
-        ) { request, context in
-            let single = try await ServerRequest(stream: request)
-            let response = try await resolve(request: single.message, context: context)
-            return StreamingServerResponse(single: ServerResponse(message: response, metadata: [:]))
-        }
+        Self.registerUnary(Methods.Resolve.descriptor, with: &router, resolve)
         router.registerHandler(
             forMethod: Methods.Watch.descriptor, deserializer: ProtobufDeserializer<Freight_V1_WatchRequest>(),
             serializer: ProtobufSerializer<Freight_V1_WatchResponse>()
@@ -55,12 +49,21 @@ public struct FabricService: RegistrableRPCService {
                 return [:]
             }
         }
+        Self.registerUnary(Methods.Status.descriptor, with: &router, status)
+    }
+
+    /// A unary method of protobuf messages: one request in, one response out.
+    private static func registerUnary<
+        Transport: ServerTransport, Input: SwiftProtobuf.Message, Output: SwiftProtobuf.Message
+    >(
+        _ descriptor: MethodDescriptor, with router: inout RPCRouter<Transport>,
+        _ handle: @escaping @Sendable (Input, ServerContext) async throws -> Output
+    ) {
         router.registerHandler(
-            forMethod: Methods.Status.descriptor, deserializer: ProtobufDeserializer<Freight_V1_StatusRequest>(),
-            serializer: ProtobufSerializer<Freight_V1_StatusResponse>()
+            forMethod: descriptor, deserializer: ProtobufDeserializer<Input>(), serializer: ProtobufSerializer<Output>()
         ) { request, context in
             let single = try await ServerRequest(stream: request)
-            let response = try await status(request: single.message, context: context)
+            let response = try await handle(single.message, context)
             return StreamingServerResponse(single: ServerResponse(message: response, metadata: [:]))
         }
     }

@@ -450,6 +450,10 @@ def main():
         pairs = zip(results.get((a, size), []), results.get((b, size), []))
         return [x["mbps"] / y["mbps"] for x, y in pairs if "failed" not in x and "failed" not in y and y["mbps"] > 0]
 
+    def percent_per_round(a, b, size):
+        rounds = per_round(a, b, size)
+        return f"; {min(rounds) * 100:.0f}–{max(rounds) * 100:.0f}% within each round" if rounds else ""
+
     goals = []
     peer_names = [p.name for p in peers]
     for freight_app in (app.name, local.name):
@@ -472,9 +476,7 @@ def main():
         ratio = table[(node.name, size)] / table[(iperf.name, size)]
         line = (f"- {fmt_size(size)}: Freight node to node at {ratio * 100:.0f}% of iperf3's ceiling; goal 80% "
                 f"{'met' if ratio >= 0.8 else 'NOT met'}")
-        rounds = per_round(node.name, iperf.name, size)
-        if rounds:
-            line += f"; {min(rounds) * 100:.0f}–{max(rounds) * 100:.0f}% within each round"
+        line += percent_per_round(node.name, iperf.name, size)
         if (iperf_per_message.name, size) in table:
             like = table[(node.name, size)] / table[(iperf_per_message.name, size)]
             line += f" ({like * 100:.0f}% of iperf3 writing one {fmt_size(size)} message at a time"
@@ -494,9 +496,7 @@ def main():
         ratio = table[(grpc_send.name, size)] / table[(grpcio.name, size)]
         line = (f"- {fmt_size(size)}: the gRPC API's client streaming (gRPC app to native app) at {ratio * 100:.0f}% "
                 f"of grpcio's; goal 100% {'met' if ratio >= 1 else 'NOT met'}")
-        rounds = per_round(grpc_send.name, grpcio.name, size)
-        if rounds:
-            line += f"; {min(rounds) * 100:.0f}–{max(rounds) * 100:.0f}% within each round"
+        line += percent_per_round(grpc_send.name, grpcio.name, size)
         goals.append(line)
     lines += ["", "Goals:", ""] + goals
     text = "\n".join(lines) + "\n"

@@ -40,14 +40,16 @@ class ClientTests(unittest.TestCase):
             time.sleep(0.05)
         self.fail(f"{address} never resolved to {count} endpoints")
 
-    def start_receiver(self, address, handle):
-        """Runs `handle(message)` for the first message on n2's `address`, in a thread; returns (thread, result)."""
+    def start_receiver(self, address, handle, client=None):
+        """Runs `handle(message)` for the first message on `address` at `client` (n2 unless given), in a thread;
+        returns (thread, result)."""
         result = {}
         ready = threading.Event()
+        client = client or self.n2
 
         def run():
             try:
-                for message in self.n2.receive(address, registered=lambda _: ready.set()):
+                for message in client.receive(address, registered=lambda _: ready.set()):
                     result["value"] = handle(message)
                     break
             except Exception as error:  # reported by the test
@@ -73,21 +75,8 @@ class ClientTests(unittest.TestCase):
 
     def test_request_and_reply(self):
         """A message sent with reply_to is answered with Client.reply, into an inbox of the sender's node."""
-        inbox = {}
-        ready = threading.Event()
-
-        def wait_for_reply():
-            try:
-                for message in self.n1.receive("_inbox/n1/py/*", registered=lambda _: ready.set()):
-                    inbox["reply"] = (message.destination, message.read())
-                    break
-            except Exception as error:  # reported by the test
-                inbox["error"] = error
-            ready.set()
-
-        waiting = threading.Thread(target=wait_for_reply, daemon=True)
-        waiting.start()
-        self.assertTrue(ready.wait(10))
+        waiting, inbox = self.start_receiver(
+            "_inbox/n1/py/*", lambda m: (m.destination, m.read()), client=self.n1)
         thread, result = self.start_receiver(
             "py/echo", lambda m: (m.reply_to, self.n2.reply(m, m.read()[::-1]).bytes))
         self.n1.send("py/echo", b"request", reply_to="_inbox/n1/py/1")
@@ -95,7 +84,8 @@ class ClientTests(unittest.TestCase):
         waiting.join(10)
         self.assertNotIn("error", result)
         self.assertEqual(result["value"], ("_inbox/n1/py/1", 7))
-        self.assertEqual(inbox.get("reply"), ("_inbox/n1/py/1", b"tseuqer"))
+        self.assertNotIn("error", inbox)
+        self.assertEqual(inbox.get("value"), ("_inbox/n1/py/1", b"tseuqer"))
 
         # Another node's inboxes are its own; a reply_to must be an address.
         with self.assertRaises(grpc.RpcError) as caught:
