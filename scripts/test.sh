@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Freight's one test command: installs what the tests need on a fresh machine, checks that the generated
 # protobuf code is current, builds once, and runs every test (unit, real node processes on 127.0.0.x, and the
-# Python client against them, real etcd servers for the etcd directory, release nodes in network namespaces
-# joined by shaped veth pairs for multi-rail, and gateways across the emulated WAN of freight-wan; the last two
-# need root).
+# Python client against them, real etcd servers for the etcd directory, a real Prometheus scraping nodes' admin
+# ports, release nodes in network namespaces joined by shaped veth pairs for multi-rail, and gateways across the
+# emulated WAN of freight-wan; the last two need root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,7 @@ command -v etcd >/dev/null || missing+=(etcd-server)            # the etcd direc
 command -v etcdctl >/dev/null || missing+=(etcd-client)         # ...and read it back with etcdctl
 { command -v ip && command -v tc; } >/dev/null || missing+=(iproute2)  # multi-rail: namespaces, veth, tc tbf
 command -v iperf3 >/dev/null || missing+=(iperf3)               # the WAN tests measure TCP through the emulator
+{ command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)  # AdminTests: a real scrape
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq

@@ -129,6 +129,8 @@ public struct Flow: Sendable {
     /// When bytes last came from the upstream (or the message opened), on the table's clock: a message whose
     /// upstream has credit and sends nothing for the idle time is aborted and its reservation returned.
     public internal(set) var upstreamProgressNanos: UInt64 = 0
+    /// When the flow opened, on the table's clock.
+    public internal(set) var startedNanos: UInt64 = 0
     /// Chunks are dropped here, without failing the message, until the upstream sends again from where the receiver
     /// is (docs/gateways.md, "Resume through another gateway").
     public internal(set) var gate: ResumeGate?

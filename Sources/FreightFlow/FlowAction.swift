@@ -1,3 +1,4 @@
+import FreightCore
 import FreightWire
 
 /// What ``FlowTable`` asks its owner to carry out after an event.
@@ -11,8 +12,39 @@ public enum FlowAction: Sendable {
     /// A branch's link broke (it is suspended, or the bytes past what it acknowledged are sent again): what was
     /// lent for its bytes can be returned, as the source sends them again from its own copy.
     case branchRewound(messageID: UInt64, port: FlowPort)
-    /// The flow is gone from the table: its memory is back in the budget; anything still lent for it returns.
-    case finished(messageID: UInt64)
+    /// The flow is gone from the table: its memory is back in the budget; anything still lent for it returns. What
+    /// became of it is in `end` (for metrics and traces).
+    case finished(FlowEnd)
     /// Something a peer did wrong that ends nothing but deserves a line in the log.
     case warning(String)
+}
+
+/// How a message ended at this node: what its metrics and its span record.
+public struct FlowEnd: Sendable, Equatable {
+    public var messageID: UInt64
+    public var length: UInt64
+    /// Body bytes this node admitted from upstream.
+    public var bytes: UInt64
+    /// When the flow opened and when it ended, on the table's clock (``FlowTable/observe(now:)``).
+    public var startedNanos: UInt64
+    public var endedNanos: UInt64
+    /// Why it failed everywhere, or nil when at least one receiver has it.
+    public var failure: FreightError.Code?
+    /// Times its upstream link resumed at this node.
+    public var resumes: Int
+
+    public var nanos: UInt64 { endedNanos &- startedNanos }
+
+    public init(
+        messageID: UInt64, length: UInt64, bytes: UInt64, startedNanos: UInt64, endedNanos: UInt64,
+        failure: FreightError.Code?, resumes: Int
+    ) {
+        self.messageID = messageID
+        self.length = length
+        self.bytes = bytes
+        self.startedNanos = startedNanos
+        self.endedNanos = endedNanos
+        self.failure = failure
+        self.resumes = resumes
+    }
 }

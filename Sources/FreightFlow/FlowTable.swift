@@ -245,6 +245,7 @@ public struct FlowTable: Sendable {
             id: header.id, header: header, upstream: upstream, branches: plan.branches, path: path,
             reservedBytes: reserve, windowBytes: window, shared: plan.shared, upstreamResends: plan.upstreamResends)
         flow.upstreamProgressNanos = nowNanos
+        flow.startedNanos = nowNanos
         flow.windowHint = windowHint
         flow.part = part
         if rerouted { flow.gate = .awaitingOffset }
@@ -551,7 +552,7 @@ public struct FlowTable: Sendable {
     ) {
         guard let flow = flows[id] else { return }
         failed += 1
-        release(flow, actions: &actions)
+        release(flow, failure: error.code, actions: &actions)
         for branch in flow.branches where branch.isPending {
             actions.append(.send(.abort(id, error, ackedOffset: branch.ackedOffset), to: branch.port))
         }
@@ -564,8 +565,15 @@ public struct FlowTable: Sendable {
     private mutating func finishIfComplete(_ id: UInt64, actions: inout [FlowAction]) {
         guard let flow = flows[id], flow.allBranchesFinished else { return }
         let outcome = flow.outcome(nodeName: name)
-        if case .done = outcome { delivered += 1 } else { failed += 1 }
-        release(flow, actions: &actions)
+        var failure: FreightError.Code?
+        switch outcome {
+        case .done: delivered += 1
+        case .abort(let abort):
+            failed += 1
+            failure = FreightError.Code(rawValue: abort.code)
+        default: failed += 1
+        }
+        release(flow, failure: failure, actions: &actions)
         actions.append(.send(outcome, to: flow.upstream))
         if case .peer = flow.upstream { remember(outcome, of: id, for: flow.upstream) }
     }
@@ -585,7 +593,7 @@ public struct FlowTable: Sendable {
         }
     }
 
-    private mutating func release(_ flow: Flow, actions: inout [FlowAction]) {
+    private mutating func release(_ flow: Flow, failure: FreightError.Code?, actions: inout [FlowAction]) {
         flows[flow.id] = nil
         reservedBytes -= flow.reservedBytes
         let party = Party(upstream: flow.upstream, header: flow.header)
@@ -608,13 +616,24 @@ public struct FlowTable: Sendable {
                 }
             }
         }
-        actions.append(.finished(messageID: flow.id))
+        actions.append(
+            .finished(
+                FlowEnd(
+                    messageID: flow.id, length: flow.length, bytes: flow.bytesForwarded,
+                    startedNanos: flow.startedNanos, endedNanos: nowNanos, failure: failure,
+                    resumes: flow.resumes.count)))
     }
 
     // MARK: Broken links and resume (docs/core.md)
 
     /// Time passes: flows held for a link, and branches suspended on one, past the hold time fail with the offset
     /// they reached; outcomes remembered past it are forgotten.
+    /// Moves the table's clock to `now` without looking for what timed out (``advance(to:actions:)`` does): an owner
+    /// says the time as events come, so that a flow's start and end (``FlowEnd``) are as exact as its clock.
+    public mutating func observe(now: UInt64) {
+        nowNanos = max(nowNanos, now)
+    }
+
     public mutating func advance(to now: UInt64, actions: inout [FlowAction]) {
         nowNanos = max(nowNanos, now)
         let hold = UInt64(configuration.resumeHold.components.seconds) * 1_000_000_000

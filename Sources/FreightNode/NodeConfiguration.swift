@@ -1,3 +1,4 @@
+import CoreMetrics
 import FreightCore
 import FreightDirectory
 import FreightRouting
@@ -68,6 +69,8 @@ public struct NodeConfiguration: Sendable {
     public var linkSecurity: LinkSecurity?
     /// Makes the node a gateway of its cluster (docs/gateways.md); nil: an ordinary node.
     public var gateway: GatewayConfiguration?
+    /// Where the node records its metrics (docs/observability.md); nil: nowhere.
+    public var metrics: (any MetricsFactory)?
 
     public init(
         cluster: String = "default",

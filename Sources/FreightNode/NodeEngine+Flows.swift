@@ -13,6 +13,7 @@ typealias Port = FlowPort
 /// `NodeEngine+Shared`, after the table admitted them.
 extension NodeEngine {
     func flowFrame(_ frame: Frame, from port: Port) {
+        flowTable.observe(now: nowNanos)
         switch frame {
         case .open(let open): openReceived(open, from: port)
         case .data(let chunk): dataReceived(chunk, from: port)
@@ -351,8 +352,9 @@ extension NodeEngine {
                 shared.settle(id, port: port, through: acked)
             case .branchEnded(let id, let port), .branchRewound(let id, let port):
                 shared.settle(id, port: port, through: .max)
-            case .finished(let id):
-                shared.finished(id)
+            case .finished(let end):
+                shared.finished(end.messageID)
+                metrics?.ended(end)
             case .warning(let text):
                 logger.warning("\(text)")
             }

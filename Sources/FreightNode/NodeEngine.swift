@@ -140,6 +140,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
 
     /// What the node counts (status, benchmarks).
     var counters = NodeCounters()
+    /// What the node records for `/metrics` (docs/observability.md); nil without a metrics factory.
+    public let metrics: NodeMetrics?
 
     public init(configuration: NodeConfiguration, eventLoop: any EventLoop) {
         self.configuration = configuration
@@ -147,6 +149,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         self.logger = configuration.logger
         self.incarnation = configuration.environment.random()
         self.startedAtNanos = configuration.environment.nowNanos()
+        self.metrics = configuration.metrics.map { NodeMetrics(factory: $0) }
         self.logger[metadataKey: "node"] = "\(configuration.name)"
         var transport = Transport(
             eventLoop: eventLoop, tuning: configuration.tuning,
@@ -480,6 +483,23 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
             status.peers.append(peer)
         }
         return status
+    }
+
+    /// What keeps the node from being ready (docs/observability.md, `/readyz`): empty when it listens for peers and
+    /// apps, its directory is reachable, and it is not shutting down.
+    public func unreadiness() async throws -> [String] {
+        try await eventLoop.submit { [self] in
+            var reasons: [String] = []
+            if stopping { reasons.append("shutting down") }
+            if listener == nil && !stopping { reasons.append("not listening for peers yet") }
+            if let path = configuration.socketPath, socketListener == nil, !stopping {
+                reasons.append("not accepting apps on \(path) yet")
+            }
+            if let directory = configuration.directory, case .unreachable(let reason) = directory.health {
+                reasons.append("directory \(directory.kind) unreachable: \(reason)")
+            }
+            return reasons
+        }.get()
     }
 
     /// Snapshot for callers off the loop (tests, the demo).

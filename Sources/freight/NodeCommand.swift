@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import FreightAdmin
 import FreightCore
 import FreightDirectory
 import FreightEtcd
@@ -9,6 +10,7 @@ import FreightRouting
 import FreightTransport
 import Logging
 import NIOPosix
+import Prometheus
 import ServiceLifecycle
 import Synchronization
 
@@ -92,7 +94,9 @@ struct NodeCommand: AsyncParsableCommand {
     @OptionGroup(title: "Gateway of the cluster") var gateway: GatewayOptions
     @Option(name: .customLong("grpc"), help: "HOST:PORT for the gRPC API (port 0 picks one).")
     var grpc: String?
-    @Option(name: .customLong("admin"), help: "HOST:PORT for /metrics and /healthz (not yet available).")
+    @Option(
+        name: .customLong("admin"),
+        help: "HOST:PORT for the admin port: /metrics (Prometheus), /healthz, /readyz (port 0 picks one).")
     var admin: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel = "info"
@@ -120,8 +124,11 @@ struct NodeCommand: AsyncParsableCommand {
     func run() async throws {
         MemoryTuning.apply()
         do {
-            guard admin == nil else {
-                throw FreightError(.invalidArgument, "--admin is not available in this version")
+            let adminAddress = try admin.map { text throws(FreightError) -> (host: String, port: Int) in
+                guard case .tcp(let host, let port) = try NodeAddress(text) else {
+                    throw FreightError(.invalidArgument, "--admin must be HOST:PORT")
+                }
+                return (host, port)
             }
             let grpcAddress = try grpc.map { text throws(FreightError) -> (host: String, port: Int) in
                 guard case .tcp(let host, let port) = try NodeAddress(text) else {
@@ -165,6 +172,9 @@ struct NodeCommand: AsyncParsableCommand {
                 slowReceiverSeconds: slowReceiver
             )
             settings.gateway = try gateway.load(cluster: cluster, tls: tls)
+            // Each node process keeps its metrics in a registry of its own, which its admin port exposes.
+            let registry = adminAddress.map { _ in PrometheusCollectorRegistry() }
+            settings.metrics = registry.map { MetricsCatalog.factory(registry: $0) }
             let configuration = settings
             try configuration.validate()
             if configuration.access == nil {
@@ -202,6 +212,21 @@ struct NodeCommand: AsyncParsableCommand {
                         service: FabricServer(
                             engine: engine, host: grpcAddress.host, port: grpcAddress.port, logger: logger
                         ) { port in announce(engine, port) }))
+            }
+            if let adminAddress, let registry {
+                let output = self.output
+                services.append(
+                    .init(
+                        service: AdminServer(
+                            engine: engine, host: adminAddress.host, port: adminAddress.port, registry: registry,
+                            logger: logger
+                        ) { port in
+                            if output.json {
+                                printJSON(["event": "admin", "admin": "\(adminAddress.host):\(port)"])
+                            } else {
+                                printLine("node \(engine.name): admin on http://\(adminAddress.host):\(port)/metrics")
+                            }
+                        }))
             }
             let serviceGroup = ServiceGroup(
                 configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

@@ -1,0 +1,98 @@
+import FreightCore
+import FreightFlow
+import FreightWire
+import Prometheus
+import Testing
+
+@testable import FreightAdmin
+@testable import FreightNode
+
+/// What `/metrics` exposes (docs/observability.md): names, bounded labels, help for every family, counters that
+/// only grow, and series that go with the peer they describe.
+struct MetricsTests {
+    static func status(peers: [String], bytesOut: UInt64) -> Freight_Wire_V1_NodeStatus {
+        var status = Freight_Wire_V1_NodeStatus()
+        status.directory = "etcd"
+        status.directoryUnreachable = "connection refused"
+        status.bytesOut = bytesOut
+        status.memoryBudgetBytes = 1 << 30
+        status.peers = peers.map { name in
+            var peer = Freight_Wire_V1_PeerStatus()
+            peer.name = name
+            peer.streamsUp = 4
+            peer.bytesOut = bytesOut
+            return peer
+        }
+        var link = Freight_Wire_V1_GatewayLinkStatus()
+        link.cluster = "east"
+        link.rttMicros = 25_000
+        link.bytesOut = 7
+        status.gatewayLinks = [link]
+        return status
+    }
+
+    static func sample(_ text: String, _ series: String) -> Double? {
+        for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
+            return Double(line.dropFirst(series.count + 1))
+        }
+        return nil
+    }
+
+    @Test func everyFamilyHasHelpAndLabelsStayBounded() throws {
+        let registry = PrometheusCollectorRegistry()
+        let factory = MetricsCatalog.factory(registry: registry)
+        let metrics = NodeMetrics(factory: factory)
+        metrics.ended(
+            FlowEnd(
+                messageID: 1, length: 1 << 20, bytes: 1 << 20, startedNanos: 0, endedNanos: 2_000_000, failure: nil,
+                resumes: 1))
+        metrics.ended(
+            FlowEnd(
+                messageID: 2, length: 300, bytes: 0, startedNanos: 0, endedNanos: 1, failure: .resourceExhausted,
+                resumes: 0))
+        var scraped = StatusMetrics(factory: factory)
+        scraped.update(from: Self.status(peers: ["n2", "n3"], bytesOut: 100))
+        let text = String(decoding: MetricsCatalog.exposition(registry), as: UTF8.self)
+
+        let types = text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }
+        #expect(types.count >= 25, "\(text)")
+        for name in types {
+            #expect(text.contains("# HELP \(name) "), "no help for \(name)")
+        }
+        #expect(Self.sample(text, #"freight_messages_total{outcome="delivered"}"#) == 1)
+        #expect(Self.sample(text, #"freight_messages_total{outcome="failed"}"#) == 1)
+        #expect(Self.sample(text, #"freight_message_errors_total{code="resource_exhausted"}"#) == 1)
+        #expect(Self.sample(text, #"freight_message_duration_seconds_bucket{size="le_1MiB",le="0.0025"}"#) == 1)
+        #expect(Self.sample(text, #"freight_message_duration_seconds_bucket{size="le_1MiB",le="0.001"}"#) == 0)
+        #expect(Self.sample(text, "freight_message_resumes_total") == 1)
+        #expect(Self.sample(text, #"freight_directory_up{backend="etcd"}"#) == 0)
+        #expect(Self.sample(text, #"freight_gateway_link_rtt_seconds{cluster="east"}"#) == 0.025)
+        #expect(Self.sample(text, #"freight_peer_stripes_up{peer="n3"}"#) == 4)
+    }
+
+    @Test func countersGrowByWhatChangedAndGoneSeriesGo() {
+        let registry = PrometheusCollectorRegistry()
+        var scraped = StatusMetrics(factory: MetricsCatalog.factory(registry: registry))
+        scraped.update(from: Self.status(peers: ["n2", "n3"], bytesOut: 100))
+        scraped.update(from: Self.status(peers: ["n2"], bytesOut: 250))
+        var text = String(decoding: MetricsCatalog.exposition(registry), as: UTF8.self)
+        #expect(Self.sample(text, "freight_node_sent_bytes_total") == 250)
+        #expect(Self.sample(text, #"freight_peer_sent_bytes_total{peer="n2"}"#) == 250)
+        #expect(!text.contains(#"peer="n3""#), "a peer that left keeps no series:\n\(text)")
+        // A count that fell (the node's link to n2 came back anew) starts again from zero: the counter never falls.
+        scraped.update(from: Self.status(peers: ["n2"], bytesOut: 40))
+        text = String(decoding: MetricsCatalog.exposition(registry), as: UTF8.self)
+        #expect(Self.sample(text, #"freight_peer_sent_bytes_total{peer="n2"}"#) == 290)
+    }
+
+    @Test func labelsAndSizeClasses() {
+        #expect(NodeMetrics.label(.resourceExhausted) == "resource_exhausted")
+        #expect(NodeMetrics.label(.io) == "io")
+        #expect(NodeMetrics.label(FreightError.Code(rawValue: 999)) == "internal_error")
+        #expect(NodeMetrics.sizeClass(0) == 0)
+        #expect(NodeMetrics.sizeClass(4096) == 0)
+        #expect(NodeMetrics.sizeClass(4097) == 1)
+        #expect(NodeMetrics.sizeClass(1 << 40) == NodeMetrics.sizeClassNames.count - 1)
+        #expect(NodeMetrics.sizeClassNames.count == NodeMetrics.sizeClassBounds.count + 1)
+    }
+}
