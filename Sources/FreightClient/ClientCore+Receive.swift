@@ -89,6 +89,8 @@ extension ClientCore {
             attributes: header.attributes,
             path: path,
             replyTo: header.replyTo,
+            traceparent: header.traceparent,
+            tracestate: header.tracestate,
             body: body,
             notes: notes,
             failing: { [self] error in loop.execute { self.fail(id, error) } }

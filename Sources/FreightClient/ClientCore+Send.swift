@@ -183,6 +183,8 @@ extension ClientCore {
         header.attributes = options.attributes
         header.chunkBytes = UInt32(chunkBytes)
         if let replyTo = options.replyTo { header.replyTo = replyTo }
+        if let traceparent = options.traceparent { header.traceparent = traceparent }
+        if let tracestate = options.tracestate { header.tracestate = tracestate }
         if transfer.fd < 0, goesSmall(body, length: length),
             header.encodedSize <= Limits.smallHeaderAllowanceBytes
         {

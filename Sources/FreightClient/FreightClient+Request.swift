@@ -19,7 +19,7 @@ extension FreightClient {
         let number = requests.nextNumber()
         var asked = options
         asked.replyTo = "\(inbox)/\(number)"
-        let sent = asked
+        let sent = asked.withCurrentTrace()
         let (destination, length) = try prepared(address, body: body, options: sent)
         let (core, requests) = (self.core, self.requests)
         let nanos = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000

@@ -169,6 +169,7 @@ public final class FreightClient: Sendable {
     {
         let (destination, length) = try prepared(address, body: body, options: options)
         let core = self.core
+        let options = options.withCurrentTrace()
         return try await core.eventLoop.flatSubmit {
             core.send(to: destination, body: body, length: length, options: options)
         }.get()

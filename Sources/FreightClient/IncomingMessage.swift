@@ -3,6 +3,7 @@ import FreightCore
 import FreightWire
 import NIOCore
 import Synchronization
+import Tracing
 
 #if canImport(Glibc)
     import Glibc
@@ -70,6 +71,9 @@ public struct IncomingMessage: Sendable {
     public let path: [String]
     /// Where the sender wants a reply (``FreightClient/reply(to:body:options:)``); empty when it wants none.
     public let replyTo: String
+    /// The W3C trace context the message carries: the span of the last node it passed (docs/observability.md).
+    public let traceparent: String
+    public let tracestate: String
     public internal(set) var body: MessageBody
     let notes: MessageNotes
     let failing: @Sendable (FreightError) -> Void
@@ -333,4 +337,18 @@ final class MessageNotes: Sendable {
         state.withLock { if $0.count < Limits.resumesRecordedMax { $0.append(offset) } }
     }
     var resumes: [UInt64] { state.withLock { $0 } }
+}
+
+extension IncomingMessage {
+    /// The message's trace context as a `ServiceContext`, through the bootstrapped instrument: start the span of
+    /// handling it with it as the parent (`withSpan("...", context: message.serviceContext)`), and it joins the
+    /// sender's trace.
+    public var serviceContext: ServiceContext {
+        var header = Freight_Wire_V1_MessageHeader()
+        header.traceparent = traceparent
+        header.tracestate = tracestate
+        var context = ServiceContext.topLevel
+        InstrumentationSystem.instrument.extract(header, into: &context, using: HeaderPropagation())
+        return context
+    }
 }

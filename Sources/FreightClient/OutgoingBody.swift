@@ -1,6 +1,7 @@
 import FreightCore
 import FreightWire
 import NIOCore
+import Tracing
 
 /// The body of a message to send.
 public enum OutgoingBody: Sendable {
@@ -65,6 +66,11 @@ public struct SendOptions: Sendable {
     /// Where the receiver should send its reply (``IncomingMessage/replyTo``); ``FreightClient/request(to:body:options:timeout:)``
     /// sets it to an address of the client's inbox.
     public var replyTo: String?
+    /// The W3C trace context the message joins (docs/observability.md). Left nil, a send takes it from the task's
+    /// `ServiceContext` through the bootstrapped instrument (swift-distributed-tracing), if it has one; with neither,
+    /// the first node starts a trace of its own.
+    public var traceparent: String?
+    public var tracestate: String?
 
     public init(
         contentType: String = "application/octet-stream",
@@ -78,6 +84,18 @@ public struct SendOptions: Sendable {
         self.chunkBytes = chunkBytes
         self.onProgress = onProgress
         self.replyTo = replyTo
+    }
+
+    /// These options with the current task's trace context, where it has one and none was set.
+    func withCurrentTrace() -> SendOptions {
+        guard traceparent == nil, let context = ServiceContext.current else { return self }
+        var header = Freight_Wire_V1_MessageHeader()
+        InstrumentationSystem.instrument.inject(context, into: &header, using: HeaderPropagation())
+        guard !header.traceparent.isEmpty else { return self }
+        var options = self
+        options.traceparent = header.traceparent
+        options.tracestate = header.tracestate.isEmpty ? nil : header.tracestate
+        return options
     }
 }
 

@@ -99,6 +99,8 @@ public enum Limits {
     public static let routesPerLinkMax = 65_536
     /// Concurrent messages one connection may have open in each direction.
     public static let messagesPerConnectionMax = 1024
+    /// Spans a node keeps open at once (docs/observability.md): messages past it are not traced at that node.
+    public static let tracedMessagesMax = 65_536
     /// Stripes (TCP connections) between two nodes.
     public static let streamsMax = 64
     public static let streamsDefault = 4

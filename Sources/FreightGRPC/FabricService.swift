@@ -177,15 +177,26 @@ public struct FabricService: RegistrableRPCService {
 
     // MARK: Send
 
+    /// The most bytes of `traceparent` or `tracestate` metadata taken (W3C allows 512 for tracestate); longer is
+    /// ignored, and the message starts a trace of its own.
+    static let traceContextBytesMax = 512
+
     func send(
         request: StreamingServerRequest<SendPart>, context: ServerContext
     ) async throws -> ServerResponse<Freight_V1_SendResponse> {
         let identity = try caller(request.metadata)
-        return ServerResponse(message: try await send(request.messages, as: identity), metadata: [:])
+        // The caller's trace context (W3C `traceparent`/`tracestate` metadata, as OpenTelemetry's gRPC
+        // instrumentation sends it): the message joins that trace (docs/observability.md).
+        let trace = (
+            request.metadata[stringValues: "traceparent"].first(where: { _ in true }),
+            request.metadata[stringValues: "tracestate"].first(where: { _ in true })
+        )
+        return ServerResponse(message: try await send(request.messages, as: identity, trace: trace), metadata: [:])
     }
 
     private func send(
-        _ request: RPCAsyncSequence<SendPart, any Error>, as identity: AppIdentity?
+        _ request: RPCAsyncSequence<SendPart, any Error>, as identity: AppIdentity?,
+        trace: (parent: String?, state: String?)
     ) async throws -> Freight_V1_SendResponse {
         var requests = request.makeAsyncIterator()
         guard let first = try await requests.next(), case .header(let header) = first else {
@@ -200,9 +211,13 @@ public struct FabricService: RegistrableRPCService {
         let chunkBytes = header.chunkBytes == 0 ? Limits.chunkBytesDefault : Int(header.chunkBytes)
         let writer = BodyWriter(limitBytes: max(chunkBytes, 8 << 20))
         if !header.replyTo.isEmpty { _ = try mapped { try Address(header.replyTo) } }
-        let options = SendOptions(
+        var options = SendOptions(
             contentType: header.contentType, attributes: header.attributes, chunkBytes: chunkBytes,
             replyTo: header.replyTo.isEmpty ? nil : header.replyTo)
+        if let parent = trace.parent, parent.utf8.count <= Self.traceContextBytesMax {
+            options.traceparent = parent
+            if let state = trace.state, state.utf8.count <= Self.traceContextBytesMax { options.tracestate = state }
+        }
         let client = self.client
         let sending = Task {
             try await client.send(

@@ -6,6 +6,7 @@ import FreightSecurity
 import FreightTransport
 import Logging
 import NIOCore
+import Tracing
 
 /// Everything `freight node` is told on its command line.
 public struct NodeConfiguration: Sendable {
@@ -71,6 +72,8 @@ public struct NodeConfiguration: Sendable {
     public var gateway: GatewayConfiguration?
     /// Where the node records its metrics (docs/observability.md); nil: nowhere.
     public var metrics: (any MetricsFactory)?
+    /// Where the node records a span per message (docs/observability.md); nil: nowhere.
+    public var tracer: (any Tracer)?
 
     public init(
         cluster: String = "default",

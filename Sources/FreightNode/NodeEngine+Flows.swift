@@ -15,7 +15,9 @@ extension NodeEngine {
     func flowFrame(_ frame: Frame, from port: Port) {
         flowTable.observe(now: nowNanos)
         switch frame {
-        case .open(let open): openReceived(open, from: port)
+        case .open(var open):
+            if configuration.tracer != nil, !open.resume { traceOpened(&open, from: port) }
+            openReceived(open, from: port)
         case .data(let chunk): dataReceived(chunk, from: port)
         case .ack(let ack): flowTable.ack(ack, from: port, actions: &flowActions)
         case .done(let done): flowTable.done(rewritten(done, from: port), from: port, actions: &flowActions)
@@ -23,6 +25,7 @@ extension NodeEngine {
         default: break
         }
         performFlowActions()
+        if tracedOpen != nil { traceAfterOpen() }
     }
 
     // MARK: Open
@@ -355,6 +358,7 @@ extension NodeEngine {
             case .finished(let end):
                 shared.finished(end.messageID)
                 metrics?.ended(end)
+                if !spans.isEmpty { traceEnded(end) }
             case .warning(let text):
                 logger.warning("\(text)")
             }

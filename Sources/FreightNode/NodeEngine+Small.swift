@@ -43,8 +43,11 @@ extension NodeEngine {
                 queueOutcome(SmallOutcome(id, failed: flowTable.tooManyMessages(from: port)), to: port)
                 continue
             }
-            // A header past what a small message's cost allows goes as OPEN, whose own limits then apply.
-            guard message.header.encodedSize <= Limits.smallHeaderAllowanceBytes else {
+            // A header past what a small message's cost allows goes as OPEN, whose own limits then apply. So does a
+            // message its app traces, at a node that traces: its span is the flow's (docs/observability.md).
+            guard message.header.encodedSize <= Limits.smallHeaderAllowanceBytes,
+                configuration.tracer == nil || !Self.sampled(message.header.traceparent)
+            else {
                 counters.smallResent += 1
                 queueOutcome(SmallOutcome(id, .resend), to: port)
                 continue
@@ -248,5 +251,13 @@ extension NodeEngine {
         case .peer(let node): members[node]?.link.anyConnection
         case .local: nil
         }
+    }
+}
+
+extension NodeEngine {
+    /// Whether a W3C `traceparent` (`00-TRACE-SPAN-FLAGS`) asks for the trace to be recorded (flag 01).
+    static func sampled(_ traceparent: String) -> Bool {
+        guard traceparent.utf8.count == 55, let flags = UInt8(traceparent.suffix(2), radix: 16) else { return false }
+        return flags & 1 == 1
     }
 }

@@ -142,6 +142,10 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var counters = NodeCounters()
     /// What the node records for `/metrics` (docs/observability.md); nil without a metrics factory.
     public let metrics: NodeMetrics?
+    /// Open spans of messages in flight here, with a tracer (docs/observability.md).
+    var spans: [UInt64: TracedMessage] = [:]
+    /// The message whose OPEN was traced last, until its actions ran.
+    var tracedOpen: UInt64?
 
     public init(configuration: NodeConfiguration, eventLoop: any EventLoop) {
         self.configuration = configuration
@@ -313,6 +317,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
             (try? await eventLoop.submit { [self] in
                 stopping = true
                 membership.stopping = true
+                traceStopping()
                 maintenance?.cancel()
                 maintenance = nil
                 var futures: [EventLoopFuture<Void>] = []

@@ -23,11 +23,17 @@ public final class ProcessCluster: Sendable {
     /// The network namespace its nodes run in (`ip netns exec`), when not this process's own: their Unix sockets
     /// are files, so apps and `freight status` reach them from anywhere.
     public let namespace: String?
+    /// Variables its nodes and the receivers it starts run with beside this process's own (`OTEL_*`, say).
+    public let environment: [String: String]
 
-    public init(cluster: String = "test", executable: String? = nil, namespace: String? = nil) throws {
+    public init(
+        cluster: String = "test", executable: String? = nil, namespace: String? = nil,
+        environment: [String: String] = [:]
+    ) throws {
         self.cluster = cluster
         self.executable = executable
         self.namespace = namespace
+        self.environment = environment
         let path = NSTemporaryDirectory() + "freight-test-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         self.directory = path
@@ -42,9 +48,9 @@ public final class ProcessCluster: Sendable {
     /// Without `join` the nodes find each other some other way (the etcd directory).
     public static func start(
         nodes count: Int, streams: Int = 4, grpc: Bool = false, join: Bool = true, extraArguments: [String] = [],
-        executable: String? = nil
+        executable: String? = nil, environment: [String: String] = [:]
     ) async throws -> ProcessCluster {
-        let cluster = try ProcessCluster(executable: executable)
+        let cluster = try ProcessCluster(executable: executable, environment: environment)
         do {
             var first: String?
             for index in 1...count {
@@ -77,9 +83,9 @@ public final class ProcessCluster: Sendable {
             if let namespace {
                 try FreightProcess(
                     ["netns", "exec", namespace, executable ?? FreightProcess.binaryPath] + arguments,
-                    executable: "/usr/sbin/ip")
+                    executable: "/usr/sbin/ip", environment: environment)
             } else {
-                try FreightProcess(arguments, executable: executable)
+                try FreightProcess(arguments, executable: executable, environment: environment)
             }
         let line = try await process.waitForLine { $0.contains("\"listening\"") }
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
@@ -128,7 +134,8 @@ public final class ProcessCluster: Sendable {
         _ pattern: String, at node: String, _ options: [String] = [], seenAt: String = "n1"
     ) async throws -> FreightProcess {
         let process = try FreightProcess(
-            ["recv", pattern, "--via", self.node(node).socket, "--json"] + options, executable: executable)
+            ["recv", pattern, "--via", self.node(node).socket, "--json"] + options, executable: executable,
+            environment: environment)
         do {
             _ = try await process.waitForLine { $0.contains("\"ready\"") }
             try await waitForEndpoints(pattern, count: 1, at: seenAt)

@@ -175,6 +175,9 @@ struct NodeCommand: AsyncParsableCommand {
             // Each node process keeps its metrics in a registry of its own, which its admin port exposes.
             let registry = adminAddress.map { _ in PrometheusCollectorRegistry() }
             settings.metrics = registry.map { MetricsCatalog.factory(registry: $0) }
+            // With OTEL_* set, a span per message this node passes, exported over OTLP (docs/observability.md).
+            let tracing = try Telemetry.tracing(serviceName: "freight-node-\(name)")
+            settings.tracer = tracing?.tracer
             let configuration = settings
             try configuration.validate()
             if configuration.access == nil {
@@ -206,6 +209,8 @@ struct NodeCommand: AsyncParsableCommand {
                     service: NodeService(engine: engine) { engine in if grpcAddress == nil { announce(engine, nil) } })
             ]
             if let backend { services.append(.init(service: DirectoryService(backend: backend, engine: engine))) }
+            // First, so that it stops last: the node ends its open spans as it stops, and they are exported.
+            if let tracing { services.insert(.init(service: tracing.service), at: 0) }
             if let grpcAddress {
                 services.append(
                     .init(

@@ -42,6 +42,14 @@ struct RecvCommand: AsyncParsableCommand {
     func run() async throws {
         MemoryTuning.apply()
         do {
+            try await Telemetry.running(serviceName: "freight-recv") { [self] in try await receive() }
+        } catch {
+            fail(error)
+        }
+    }
+
+    private func receive() async throws {
+        do {
             if let count, count < 1 { throw FreightError(.invalidArgument, "--count must be at least 1") }
             guard (1...Limits.messagesPerConnectionMax).contains(parallel) else {
                 throw FreightError(.invalidArgument, "--parallel must be 1...\(Limits.messagesPerConnectionMax)")
@@ -106,15 +114,16 @@ struct RecvCommand: AsyncParsableCommand {
                     lastFailure.code, "\(failures) of \(received) messages failed; the last: \(lastFailure.message)")
             }
             await client.close()
-        } catch {
-            fail(error)
         }
     }
 
     /// Receives one message (``handle(_:)``); its failure, reported, or nil.
     private func handled(_ message: IncomingMessage) async -> FreightError? {
         do {
-            try await handle(message)
+            // With OTEL_* set, handling the message is a span in the sender's trace (docs/observability.md).
+            try await Telemetry.span(
+                "freight recv \(message.destination)", context: message.serviceContext, ofKind: .consumer
+            ) { try await handle(message) }
             return nil
         } catch {
             let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")

@@ -40,6 +40,14 @@ struct SendCommand: AsyncParsableCommand {
     func run() async throws {
         MemoryTuning.apply()
         do {
+            try await Telemetry.running(serviceName: "freight-send") { [self] in try await send() }
+        } catch {
+            fail(error)
+        }
+    }
+
+    private func send() async throws {
+        do {
             let body: OutgoingBody
             switch (file, size) {
             case (let path?, nil): body = .file(path: path)
@@ -64,14 +72,15 @@ struct SendCommand: AsyncParsableCommand {
                 to: try via.address(), label: label, token: via.token,
                 sharedMemory: try via.sharedMemory(sending: Int64(Self.length(of: body)) * Int64(min(count, parallel))))
             let options = SendOptions(attributes: attributes, chunkBytes: chunkBytes)
-            if count > 1 {
-                try await sendMany(client, body: body, options: options, parallel: parallel)
-            } else {
-                try await sendOne(client, body: body, options: options)
+            // With OTEL_* set, every message joins this command's span (docs/observability.md).
+            try await Telemetry.span("freight send \(address)", ofKind: .producer) {
+                if count > 1 {
+                    try await sendMany(client, body: body, options: options, parallel: parallel)
+                } else {
+                    try await sendOne(client, body: body, options: options)
+                }
             }
             await client.close()
-        } catch {
-            fail(error)
         }
     }
 

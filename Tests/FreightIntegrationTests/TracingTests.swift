@@ -1,0 +1,90 @@
+import Foundation
+import FreightCore
+import FreightTesting
+import Testing
+
+/// One trace per message across every hop (docs/observability.md, "Traces"), exported over OTLP/gRPC by real
+/// `freight` processes to an OTLP receiver on loopback (scripts/otlp-receiver.py: PyPI's opentelemetry-proto and
+/// grpcio decoding the real protocol, as a Jaeger or a Collector would).
+@Suite(.serialized) struct TracingTests {
+    /// The receiver, started on a port of its own; its spans go to `file` as JSON lines.
+    static func otlpReceiver(writingTo file: String) async throws -> (FreightProcess, String) {
+        guard let root = FreightProcess.repositoryRoot else {
+            throw FreightError(.internalError, "no repository root for scripts/otlp-receiver.py")
+        }
+        let receiver = try FreightProcess(
+            ["\(root)/scripts/otlp-receiver.py", "--listen", "127.0.0.1:0", "--out", file],
+            executable: FreightProcess.pythonPath)
+        do {
+            let line = try await receiver.waitForLine { $0.contains("\"listening\"") }
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            return (receiver, "http://127.0.0.1:\(object["port"] as! Int)")
+        } catch {
+            receiver.stop()
+            throw error
+        }
+    }
+
+    static func spans(in file: String) -> [[String: Any]] {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    /// `freight send` from n1 to `freight recv` on n2, every process with `OTEL_EXPORTER_OTLP_ENDPOINT`: four spans
+    /// in one trace, each the child of the one before: the sending app's, n1's, n2's, the receiving app's; the
+    /// nodes' spans carry the address, size, route, upstream link, chunks, outcome and throughput. A 256 B message
+    /// too, which would otherwise pass the nodes as a SMALL entry with no flow of its own.
+    @Test(arguments: [(4 << 20, 4), (256, 1)])
+    func oneTraceAcrossTwoNodesAndBothApps(size: Int, chunks: Int) async throws {
+        let file = NSTemporaryDirectory() + "freight-spans-\(UInt32.random(in: 0...UInt32.max)).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let (collector, endpoint) = try await Self.otlpReceiver(writingTo: file)
+        defer { collector.stop() }
+        let environment = ["OTEL_EXPORTER_OTLP_ENDPOINT": endpoint]
+        let cluster = try await ProcessCluster.start(nodes: 2, environment: environment)
+        defer { cluster.stop() }
+        let receiver = try await cluster.receiver("traced/in", at: "n2", ["--check", "--count", "1"])
+        defer { receiver.stop() }
+        let sent = try await FreightProcess.run(
+            ["send", "traced/in", "--size", "\(size)", "--via", cluster.node("n1").socket], environment: environment)
+        try #require(sent.status == 0, "\(sent.stderr)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "\(receiver.stderr)")
+
+        // The nodes export within their batch delay (1 s); both apps flushed as they exited.
+        let services = ["freight-send", "freight-node-n1", "freight-node-n2", "freight-recv"]
+        var spans: [[String: Any]] = []
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            spans = Self.spans(in: file)
+            if Set(spans.compactMap { $0["service"] as? String }).isSuperset(of: services) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let byService = Dictionary(spans.map { ($0["service"] as? String ?? "", $0) }) { first, _ in first }
+        let chain = services.compactMap { byService[$0] }
+        try #require(chain.count == 4, "spans of \(services), got: \(spans)\ncollector: \(collector.stderr)")
+        #expect(spans.count == 4, "one span per party: \(spans)")
+
+        let traces = Set(chain.map { $0["trace_id"] as! String })
+        #expect(traces.count == 1, "one trace: \(traces)")
+        #expect(chain[0]["parent_span_id"] as? String == "", "the sending app's span is the root")
+        for (parent, child) in zip(chain, chain.dropFirst()) {
+            #expect(
+                child["parent_span_id"] as? String == parent["span_id"] as? String,
+                "\(child["service"]!)'s parent is \(parent["service"]!)'s span")
+        }
+        for (node, upstream) in [("freight-node-n1", "app"), ("freight-node-n2", "node n1")] {
+            let attributes = try #require(byService[node]?["attributes"] as? [String: Any])
+            #expect(attributes["freight.address"] as? String == "traced/in", "\(node): \(attributes)")
+            #expect(attributes["freight.size"] as? Int == size)
+            #expect(attributes["freight.bytes"] as? Int == size)
+            #expect(attributes["freight.chunks"] as? Int == chunks)
+            #expect(attributes["freight.outcome"] as? String == "delivered")
+            #expect((attributes["freight.throughput_bytes_per_second"] as? Double ?? 0) > 0)
+            #expect((attributes["freight.upstream"] as? String ?? "").hasPrefix(upstream), "\(node): \(attributes)")
+            #expect(!((attributes["freight.route"] as? [Any]) ?? []).isEmpty, "\(node): \(attributes)")
+        }
+        #expect(chain.allSatisfy { $0["status"] as? Int != 2 }, "no span failed: \(chain)")
+    }
+}
