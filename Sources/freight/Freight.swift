@@ -12,7 +12,7 @@ struct Freight: AsyncParsableCommand {
         abstract: "A message fabric for AI platforms: large messages, by name, over the fastest path.",
         subcommands: [
             NodeCommand.self, SendCommand.self, RecvCommand.self, ResolveCommand.self, StatusCommand.self,
-            DemoCommand.self, BenchCommand.self, TopologyCommand.self, CertCommand.self,
+            TopCommand.self, DemoCommand.self, BenchCommand.self, TopologyCommand.self, CertCommand.self,
         ]
     )
 }

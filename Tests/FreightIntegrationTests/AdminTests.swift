@@ -152,6 +152,15 @@ import Testing
         #expect(counted, "messages delivered, summed over both nodes: \(last)")
         last = try await prometheus.query(#"freight_peer_stripes_up{job="freight"}"#)
         #expect(last.count == 2, "one peer link series per node: \(last)")
+
+        // `freight top` shows the same node from its socket: two frames, the second with rates.
+        let top = try await FreightProcess.run([
+            "top", "--via", cluster.node("n1").socket, "--count", "2", "--interval", "0.2",
+        ])
+        #expect(top.status == 0, "\(top.stderr)")
+        let frames = top.stdout.joined(separator: "\n")
+        #expect(frames.components(separatedBy: "node n1 of cluster test").count == 3, "two frames:\n\(frames)")
+        #expect(top.stdout.contains { $0.hasPrefix("n2 ") && $0.hasSuffix("B/s") }, "n2's link with a rate:\n\(frames)")
     }
 
     /// The value of a one-sample PromQL result.

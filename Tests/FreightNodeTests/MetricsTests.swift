@@ -95,4 +95,28 @@ struct MetricsTests {
         #expect(NodeMetrics.sizeClass(1 << 40) == NodeMetrics.sizeClassNames.count - 1)
         #expect(NodeMetrics.sizeClassNames.count == NodeMetrics.sizeClassBounds.count + 1)
     }
+
+    @Test func topShowsRatesFromTwoSnapshots() {
+        var before = Self.status(peers: ["n2"], bytesOut: 1_000_000_000)
+        before.name = "n1"
+        before.cluster = "demo"
+        before.messagesDelivered = 1000
+        before.streams = 4
+        var after = before
+        after.bytesOut = 3_500_000_000
+        after.messagesDelivered = 2000
+        after.peers[0].bytesOut = 3_500_000_000
+        after.uptimeMillis = 3_725_000
+        let view = StatusView()
+        let first = view.lines(previous: nil, current: before, seconds: 0)
+        #expect(first.contains { $0.hasPrefix("n2 ") && $0.hasSuffix(" -") }, "no rate before a second frame: \(first)")
+        let lines = view.lines(previous: before, current: after, seconds: 2)
+        let text = lines.joined(separator: "\n")
+        #expect(lines[0].contains("node n1 of cluster demo") && lines[0].contains("up 1h 02m"), "\(text)")
+        #expect(lines[0].contains("UNREACHABLE (connection refused)"), "\(text)")
+        #expect(text.contains("delivered 2,000 (500/s)"), "\(text)")
+        #expect(text.contains("out 1.25 GB/s"), "\(text)")
+        #expect(lines.contains { $0.hasPrefix("n2 ") && $0.contains("4/4") && $0.hasSuffix("1.25 GB/s") }, "\(text)")
+        #expect(lines.contains { $0.hasPrefix("east ") && $0.contains("25.0 ms") }, "\(text)")
+    }
 }
