@@ -46,7 +46,13 @@ swift build -c release --product freight
 swift build -c release --product freight-wan
 
 echo "== test"
-swift test --skip-build --skip MultiRailTests --skip HostileTests --skip WANTests --skip EnvoyTests
+swift test --skip-build --skip MultiRailTests --skip HostileTests --skip WANTests --skip EnvoyTests \
+  --skip churnConvergesWithinTwoSeconds
+# Alone afterwards: it holds every node's view to etcd's within 2 s of each burst of 10,000 registrations, and under
+# the other suites' transfers on this 2-core machine it once took 34 s and saw etcd's lease keep-alive stream close
+# (the node reconnected within a second; the cause is open, docs/directory.md).
+echo "== test (etcd churn, alone)"
+swift test --skip-build --filter churnConvergesWithinTwoSeconds
 # Alone afterwards: it compares one rail's throughput with two rails' within one run, and the other suites' own
 # transfers (a 1 GiB message among them) running beside it on this 2-core machine once took it from 1.9-2.0x to
 # 1.69x in a clean-clone run.
