@@ -13,7 +13,11 @@ typealias Port = FlowPort
 /// `NodeEngine+Shared`, after the table admitted them.
 extension NodeEngine {
     func flowFrame(_ frame: Frame, from port: Port) {
-        flowTable.observe(now: nowNanos)
+        switch frame {
+        // The flow's start and end times (FlowEnd) are read here, not per chunk.
+        case .open, .done, .abort: flowTable.observe(now: nowNanos)
+        default: break
+        }
         switch frame {
         case .open(var open):
             if configuration.tracer != nil, !open.resume { traceOpened(&open, from: port) }

@@ -124,18 +124,8 @@ struct NodeCommand: AsyncParsableCommand {
     func run() async throws {
         MemoryTuning.apply()
         do {
-            let adminAddress = try admin.map { text throws(FreightError) -> (host: String, port: Int) in
-                guard case .tcp(let host, let port) = try NodeAddress(text) else {
-                    throw FreightError(.invalidArgument, "--admin must be HOST:PORT")
-                }
-                return (host, port)
-            }
-            let grpcAddress = try grpc.map { text throws(FreightError) -> (host: String, port: Int) in
-                guard case .tcp(let host, let port) = try NodeAddress(text) else {
-                    throw FreightError(.invalidArgument, "--grpc must be HOST:PORT")
-                }
-                return (host, port)
-            }
+            let adminAddress = try admin.map { text throws(FreightError) in try Self.serverAddress(text, "--admin") }
+            let grpcAddress = try grpc.map { text throws(FreightError) in try Self.serverAddress(text, "--grpc") }
             var logger = Logger(label: "freight.node")
             logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
             let (topology, topologyWarnings) = try topologySource.load(node: name)
@@ -260,6 +250,14 @@ struct NodeCommand: AsyncParsableCommand {
             )
         }
         return list
+    }
+
+    /// Where a server of the node (its gRPC API, its admin port) listens: `HOST:PORT`, port 0 for any.
+    static func serverAddress(_ text: String, _ flag: String) throws(FreightError) -> (host: String, port: Int) {
+        guard case .tcp(let host, let port) = try NodeAddress(text) else {
+            throw FreightError(.invalidArgument, "\(flag) must be HOST:PORT")
+        }
+        return (host, port)
     }
 
     /// A node process listens and joins over TCP only: `inproc://` names reach listeners inside one process

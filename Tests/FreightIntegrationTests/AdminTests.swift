@@ -31,15 +31,6 @@ import Testing
         return (status, check.stdoutLines.joined(separator: "\n"))
     }
 
-    static func eventually(timeout: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        return try await condition()
-    }
-
     /// Two nodes on etcd with admin ports: after three 1 MiB messages from n1 to n2, each node's `/metrics` counts
     /// them (outcome, duration histogram of their size class, the peer link, the directory up) and passes
     /// `promtool check metrics`; `/healthz` and `/readyz` answer 200. etcd stops: `/readyz` answers 503 naming the
@@ -103,7 +94,7 @@ import Testing
         }
 
         etcd.stop(keepData: true)
-        let notReady = try await Self.eventually(timeout: .seconds(20)) {
+        let notReady = try await DirectoryTests.eventually(timeout: .seconds(20)) {
             let ready = try await HTTPGet.get(admin1, "/readyz")
             return ready.status == 503 && ready.body.contains("directory etcd unreachable")
         }
@@ -115,7 +106,7 @@ import Testing
 
         etcd = try await EtcdServer.start(
             clientPort: etcd.clientPort, peerPort: etcd.peerPort, dataDirectory: etcd.dataDirectory)
-        let readyAgain = try await Self.eventually(timeout: .seconds(30)) {
+        let readyAgain = try await DirectoryTests.eventually(timeout: .seconds(30)) {
             try await HTTPGet.get(admin1, "/readyz").status == 200
         }
         let afterwards = try await HTTPGet.get(admin1, "/readyz")
@@ -139,12 +130,12 @@ import Testing
         try #require(sent.status == 0, "\(sent.stderr)")
 
         var last: [[String: Any]] = []
-        let up = try await Self.eventually(timeout: .seconds(30)) {
+        let up = try await DirectoryTests.eventually(timeout: .seconds(30)) {
             last = try await prometheus.query(#"count(up{job="freight"} == 1)"#)
             return Self.scalar(last) == 2
         }
         #expect(up, "both admin ports scraped: \(last); prometheus log: \(prometheus.log.suffix(2000))")
-        let counted = try await Self.eventually(timeout: .seconds(30)) {
+        let counted = try await DirectoryTests.eventually(timeout: .seconds(30)) {
             last = try await prometheus.query(#"sum(freight_messages_total{job="freight",outcome="delivered"})"#)
             return (Self.scalar(last) ?? 0) >= 4
         }
