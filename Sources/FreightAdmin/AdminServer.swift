@@ -18,6 +18,12 @@ public struct AdminServer: Service {
     public static let idleSeconds: Int64 = 30
     /// How long the node's event loop may take to answer before `/healthz` says it is stuck.
     public static let aliveSeconds: Int64 = 2
+    /// Live pages streaming at once (each reads one status a second); more are answered 503.
+    public static let liveStreamsMax = 16
+    /// A live stream ends after this long; the browser's EventSource opens a new one by itself.
+    public static let liveStreamSeconds: Int64 = 300
+    /// Between two frames of a live stream.
+    public static let liveFrameMillis: Int64 = 1000
 
     let engine: NodeEngine
     let host: String
@@ -74,6 +80,26 @@ public struct AdminServer: Service {
             }
             return Self.text(.ok, "ready\n")
         }
+        router.get("/") { _, _ -> Response in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(string: LivePage.html)))
+        }
+        let liveStreams = Atomic<Int>(0)
+        router.get("/events") { _, _ -> Response in
+            guard liveStreams.add(1, ordering: .relaxed).newValue <= Self.liveStreamsMax else {
+                liveStreams.subtract(1, ordering: .relaxed)
+                return Self.text(.serviceUnavailable, "at most \(Self.liveStreamsMax) live pages at once\n")
+            }
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
+                body: ResponseBody { writer in
+                    defer { liveStreams.subtract(1, ordering: .relaxed) }
+                    try await Self.stream(engine, to: &writer)
+                })
+        }
         let onListening = self.onListening
         let port = self.port
         let application = Application(
@@ -85,6 +111,23 @@ public struct AdminServer: Service {
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? port) },
             logger: logger)
         try await application.run()
+    }
+
+    /// One ``LiveFrame`` a second until the client goes, the node stops, or `liveStreamSeconds` pass.
+    static func stream(_ engine: NodeEngine, to writer: inout any ResponseBodyWriter) async throws {
+        try await writer.write(ByteBuffer(string: "retry: 1000\n\n"))
+        var previous: (status: Freight_Wire_V1_NodeStatus, at: ContinuousClock.Instant)?
+        let ends = ContinuousClock.now + .seconds(liveStreamSeconds)
+        while ContinuousClock.now < ends, !Task.isCancelled, !Task.isShuttingDownGracefully {
+            if previous != nil { try await Task.sleep(for: .milliseconds(liveFrameMillis)) }
+            guard let status = try? await engine.statusSnapshot() else { break }
+            let now = ContinuousClock.now
+            let seconds = previous.map { Double(($0.at.duration(to: now)) / .milliseconds(1)) / 1000 } ?? 0
+            let frame = LiveFrame(previous: previous?.status, current: status, seconds: seconds)
+            try await writer.write(ByteBuffer(string: frame.event()))
+            previous = (status, now)
+        }
+        try await writer.finish(nil)
     }
 
     static func text(_ status: HTTPResponse.Status, _ text: String) -> Response {

@@ -55,7 +55,47 @@ public struct StatusView: Sendable {
                         ], Self.gatewayWidths))
             }
         }
+        let flowsBefore = Dictionary(
+            (previous?.flows ?? []).map { ($0.id, $0.bytes) }, uniquingKeysWith: { first, _ in first })
+        lines.append("")
+        lines.append(Self.row(["MESSAGE", "ADDRESS", "SIZE", "DONE", "RATE", "FROM", "TO"], Self.flowWidths))
+        if status.flows.isEmpty { lines.append("(no messages in flight)") }
+        for flow in status.flows {
+            lines.append(
+                Self.row(
+                    [
+                        String(flow.id, radix: 16), flow.address, ByteCount.format(Int64(clamping: flow.size)),
+                        Self.percent(flow.bytes, of: flow.size), rate(flow.bytes, flowsBefore[flow.id]), flow.upstream,
+                        flow.downstream.joined(separator: ","),
+                    ], Self.flowWidths))
+        }
+        if status.flowsOmitted > 0 { lines.append("(\(status.flowsOmitted) more messages in flight)") }
+        if !status.recentErrors.isEmpty {
+            lines.append("")
+            lines.append("LAST ERRORS (UTC)")
+            for error in status.recentErrors.prefix(Self.errorsShown) {
+                lines.append(
+                    "\(Self.timeOfDay(error.unixMillis))  \(error.code)  \(error.address) (\(ByteCount.format(Int64(clamping: error.size))))  \(error.message)"
+                )
+            }
+        }
         return lines
+    }
+
+    static let errorsShown = 5
+    static let flowWidths = [18, 28, 10, 7, 12, 16, 16]
+
+    /// `14:03:27` (UTC) of a time in milliseconds since 1970.
+    static func timeOfDay(_ unixMillis: UInt64) -> String {
+        let seconds = unixMillis / 1000 % 86_400
+        func two(_ value: UInt64) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(two(seconds / 3600)):\(two(seconds / 60 % 60)):\(two(seconds % 60))"
+    }
+
+    /// `42%` of a message's bytes.
+    static func percent(_ bytes: UInt64, of size: UInt64) -> String {
+        guard size > 0 else { return "100%" }
+        return "\(min(100, bytes * 100 / size))%"
     }
 
     static let peerWidths = [16, 24, 9, 11, 14]

@@ -101,6 +101,10 @@ public enum Limits {
     public static let messagesPerConnectionMax = 1024
     /// Spans a node keeps open at once (docs/observability.md): messages past it are not traced at that node.
     public static let tracedMessagesMax = 65_536
+    /// Messages in flight a status lists (the largest), for the live page and `freight top`.
+    public static let statusFlowsMax = 16
+    /// Failed messages a node remembers for its status, newest first.
+    public static let recentErrorsMax = 16
     /// Stripes (TCP connections) between two nodes.
     public static let streamsMax = 64
     public static let streamsDefault = 4

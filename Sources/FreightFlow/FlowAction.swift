@@ -22,6 +22,10 @@ public enum FlowAction: Sendable {
 /// How a message ended at this node: what its metrics and its span record.
 public struct FlowEnd: Sendable, Equatable {
     public var messageID: UInt64
+    /// Where it was sent (the header's destination).
+    public var address: String
+    /// The header's W3C trace context, if the message is traced.
+    public var traceparent: String
     public var length: UInt64
     /// Body bytes this node admitted from upstream.
     public var bytes: UInt64
@@ -30,16 +34,22 @@ public struct FlowEnd: Sendable, Equatable {
     public var endedNanos: UInt64
     /// Why it failed everywhere, or nil when at least one receiver has it.
     public var failure: FreightError.Code?
+    /// The failure's message, when it failed.
+    public var reason: String?
     /// Times its upstream link resumed at this node.
     public var resumes: Int
 
     public var nanos: UInt64 { endedNanos &- startedNanos }
 
     public init(
-        messageID: UInt64, length: UInt64, bytes: UInt64, startedNanos: UInt64, endedNanos: UInt64,
-        failure: FreightError.Code?, resumes: Int
+        messageID: UInt64, address: String = "", traceparent: String = "", length: UInt64, bytes: UInt64,
+        startedNanos: UInt64,
+        endedNanos: UInt64, failure: FreightError.Code?, reason: String? = nil, resumes: Int
     ) {
         self.messageID = messageID
+        self.address = address
+        self.traceparent = traceparent
+        self.reason = reason
         self.length = length
         self.bytes = bytes
         self.startedNanos = startedNanos

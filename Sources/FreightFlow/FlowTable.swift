@@ -552,7 +552,7 @@ public struct FlowTable: Sendable {
     ) {
         guard let flow = flows[id] else { return }
         failed += 1
-        release(flow, failure: error.code, actions: &actions)
+        release(flow, failure: error, actions: &actions)
         for branch in flow.branches where branch.isPending {
             actions.append(.send(.abort(id, error, ackedOffset: branch.ackedOffset), to: branch.port))
         }
@@ -565,12 +565,12 @@ public struct FlowTable: Sendable {
     private mutating func finishIfComplete(_ id: UInt64, actions: inout [FlowAction]) {
         guard let flow = flows[id], flow.allBranchesFinished else { return }
         let outcome = flow.outcome(nodeName: name)
-        var failure: FreightError.Code?
+        var failure: FreightError?
         switch outcome {
         case .done: delivered += 1
         case .abort(let abort):
             failed += 1
-            failure = FreightError.Code(rawValue: abort.code)
+            failure = FreightError(FreightError.Code(rawValue: abort.code), abort.reason)
         default: failed += 1
         }
         release(flow, failure: failure, actions: &actions)
@@ -593,7 +593,7 @@ public struct FlowTable: Sendable {
         }
     }
 
-    private mutating func release(_ flow: Flow, failure: FreightError.Code?, actions: inout [FlowAction]) {
+    private mutating func release(_ flow: Flow, failure: FreightError?, actions: inout [FlowAction]) {
         flows[flow.id] = nil
         reservedBytes -= flow.reservedBytes
         let party = Party(upstream: flow.upstream, header: flow.header)
@@ -619,9 +619,10 @@ public struct FlowTable: Sendable {
         actions.append(
             .finished(
                 FlowEnd(
-                    messageID: flow.id, length: flow.length, bytes: flow.bytesForwarded,
-                    startedNanos: flow.startedNanos, endedNanos: nowNanos, failure: failure,
-                    resumes: flow.resumes.count)))
+                    messageID: flow.id, address: flow.header.destination,
+                    traceparent: flow.header.traceparent, length: flow.length,
+                    bytes: flow.bytesForwarded, startedNanos: flow.startedNanos, endedNanos: nowNanos,
+                    failure: failure?.code, reason: failure?.message, resumes: flow.resumes.count)))
     }
 
     // MARK: Broken links and resume (docs/core.md)

@@ -238,7 +238,10 @@ extension GatewayLinks {
             refusal = nil
         }
         if let refusal {
-            logger.notice("gateway link \(link.address): message \(open.header.id) refused: \(refusal.message)")
+            engine.messageFailed(
+                open.header.id, open.header.destination, size: open.header.length,
+                traceparent: open.header.traceparent, code: refusal.code,
+                reason: "refused from gateway link \(link.address): \(refusal.message)")
             link.connection.send(.abort(open.header.id, refusal))
             return
         }

@@ -22,6 +22,7 @@ extension NodeEngine {
         case .open(var open):
             if configuration.tracer != nil, !open.resume { traceOpened(&open, from: port) }
             openReceived(open, from: port)
+            if !open.resume, flowTable[open.header.id] == nil { openRefused(open.header) }
         case .data(let chunk): dataReceived(chunk, from: port)
         case .ack(let ack): flowTable.ack(ack, from: port, actions: &flowActions)
         case .done(let done): flowTable.done(rewritten(done, from: port), from: port, actions: &flowActions)
@@ -362,6 +363,11 @@ extension NodeEngine {
             case .finished(let end):
                 shared.finished(end.messageID)
                 metrics?.ended(end)
+                if let code = end.failure {
+                    messageFailed(
+                        end.messageID, end.address, size: end.length, traceparent: end.traceparent, code: code,
+                        reason: end.reason ?? "")
+                }
                 if !spans.isEmpty { traceEnded(end) }
             case .warning(let text):
                 logger.warning("\(text)")

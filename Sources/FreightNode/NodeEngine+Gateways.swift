@@ -211,7 +211,9 @@ extension NodeEngine {
 
     private func move(_ moves: [(id: UInt64, from: Port, to: Flow.Branch)]) {
         for move in moves where flowTable.reroute(move.id, from: move.from, to: move.to, actions: &flowActions) {
-            logger.notice("message \(String(move.id, radix: 16)) moves from \(move.from) to \(move.to.port)")
+            logger.notice(
+                "message moves from \(move.from) to \(move.to.port)",
+                metadata: ["message_id": "\(String(move.id, radix: 16))"])
         }
         performFlowActions()
     }

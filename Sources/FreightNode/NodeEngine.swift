@@ -146,6 +146,10 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var spans: [UInt64: TracedMessage] = [:]
     /// The message whose OPEN was traced last, until its actions ran.
     var tracedOpen: UInt64?
+    /// The last messages that failed here (``RecentErrors``), for the status.
+    var recentErrors = RecentErrors()
+    /// Failure lines logged in the current second, and those left out since the last line (``messageFailed``).
+    var failureLog: (second: UInt64, logged: Int, suppressed: Int) = (0, 0, 0)
 
     public init(configuration: NodeConfiguration, eventLoop: any EventLoop) {
         self.configuration = configuration
@@ -461,6 +465,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         status.appsOverTcp = configuration.appsOverTCP
         status.linkSecurity = configuration.linkSecurity?.summary ?? LinkSecurity.trustedNetworkSummary
         gateways?.fill(&status)
+        fillFlows(&status)
         // Peers in name order, as many as fit one control frame with room to spare; the rest are counted.
         var bytes = (try? status.serializedBytes() as [UInt8])?.count ?? 0
         for member in members.values.sorted(by: { $0.name < $1.name }) {

@@ -100,6 +100,11 @@ struct NodeCommand: AsyncParsableCommand {
     var admin: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel = "info"
+    @Option(
+        name: .customLong("log-format"),
+        help: "text, or json: one object per line (time, level, logger, msg, message_id, trace_id, …) for log shippers."
+    )
+    var logFormat = "text"
     @OptionGroup var output: OutputOptions
 
     func stripingPolicy() throws(FreightError) -> StripeChooser.Policy {
@@ -126,8 +131,17 @@ struct NodeCommand: AsyncParsableCommand {
         do {
             let adminAddress = try admin.map { text throws(FreightError) in try Self.serverAddress(text, "--admin") }
             let grpcAddress = try grpc.map { text throws(FreightError) in try Self.serverAddress(text, "--grpc") }
+            guard let level = Logger.Level(rawValue: logLevel) else {
+                throw FreightError(
+                    .invalidArgument, "--log-level \(logLevel): use trace, debug, info, notice, warning or error")
+            }
+            switch logFormat {
+            case "text": break
+            case "json": LoggingSystem.bootstrap { label in JSONLogHandler(label: label) }
+            default: throw FreightError(.invalidArgument, "--log-format \(logFormat): use text or json")
+            }
             var logger = Logger(label: "freight.node")
-            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            logger.logLevel = level
             let (topology, topologyWarnings) = try topologySource.load(node: name)
             for warning in topologyWarnings { logger.warning("\(warning)") }
             let backend: (any DirectoryBackend)? =

@@ -119,4 +119,70 @@ struct MetricsTests {
         #expect(lines.contains { $0.hasPrefix("n2 ") && $0.contains("4/4") && $0.hasSuffix("1.25 GB/s") }, "\(text)")
         #expect(lines.contains { $0.hasPrefix("east ") && $0.contains("25.0 ms") }, "\(text)")
     }
+
+    static func flow(_ id: UInt64, _ address: String, size: UInt64, bytes: UInt64) -> Freight_Wire_V1_FlowStatus {
+        var flow = Freight_Wire_V1_FlowStatus()
+        flow.id = id
+        flow.address = address
+        flow.size = size
+        flow.bytes = bytes
+        flow.upstream = "app send"
+        flow.downstream = ["node n2"]
+        return flow
+    }
+
+    /// The live page's frame and `freight top` show the messages in flight with their progress and rate, and the
+    /// last errors; a frame is one server-sent event of one line of JSON.
+    @Test func liveFrameAndTopShowMessagesAndErrors() throws {
+        var before = Self.status(peers: ["n2"], bytesOut: 0)
+        before.name = "n1"
+        before.flows = [Self.flow(0xabc, "tensors/w", size: 1 << 30, bytes: 100 << 20)]
+        var after = before
+        after.flows = [Self.flow(0xabc, "tensors/w", size: 1 << 30, bytes: 612 << 20)]
+        after.flowsOmitted = 3
+        var error = Freight_Wire_V1_ErrorStatus()
+        error.unixMillis = 1_795_996_800_000 + 3_723_000  // 01:02:03 UTC (1,795,996,800 s is a midnight)
+        error.address = "kv/\"quoted\"\nline"
+        error.code = "no_route"
+        error.message = "no route to kv/x"
+        error.size = 4096
+        after.recentErrors = [error]
+
+        let frame = LiveFrame(previous: before, current: after, seconds: 2)
+        #expect(frame.messages.count == 1 && frame.messages[0].bytesPerSecond == Double(256 << 20))
+        #expect(frame.messages[0].id == "abc" && frame.messagesOmitted == 3)
+        #expect(frame.links.map(\.kind) == ["peer", "gateway"] && frame.links[1].rttMillis == 25)
+        #expect(frame.errors.first?.code == "no_route")
+        let event = frame.event()
+        #expect(event.hasPrefix("data: {") && event.hasSuffix("}\n\n"))
+        #expect(!event.dropLast(2).contains("\n"), "one line of JSON per event: \(event)")
+        let first = LiveFrame(previous: nil, current: after, seconds: 0)
+        #expect(first.messages[0].bytesPerSecond == 0 && first.totals.bytesOutPerSecond == 0)
+
+        let lines = StatusView().lines(previous: before, current: after, seconds: 2)
+        let text = lines.joined(separator: "\n")
+        #expect(
+            lines.contains {
+                $0.hasPrefix("abc ") && $0.contains("tensors/w") && $0.contains("59%") && $0.contains("268 MB/s")
+            },
+            "\(text)")
+        #expect(text.contains("(3 more messages in flight)"), "\(text)")
+        #expect(lines.contains { $0.hasPrefix("01:02:03  no_route") && $0.contains("no route to kv/x") }, "\(text)")
+    }
+
+    /// A node remembers the last `Limits.recentErrorsMax` failures, newest first.
+    @Test func recentErrorsKeepTheNewest() {
+        var errors = RecentErrors()
+        for id in 1...UInt64(Limits.recentErrorsMax + 5) {
+            errors.record(
+                id: id, address: "a/\(id)", size: id, code: "no_route", reason: String(repeating: "x", count: 1000))
+        }
+        let newest = errors.newestFirst
+        #expect(newest.map(\.id) == Array((6...UInt64(Limits.recentErrorsMax + 5)).reversed()))
+        #expect(newest.allSatisfy { $0.message.count == RecentErrors.messageBytesMax })
+        var few = RecentErrors()
+        few.record(id: 1, address: "a", size: 1, code: "c", reason: "r")
+        few.record(id: 2, address: "a", size: 1, code: "c", reason: "r")
+        #expect(few.newestFirst.map(\.id) == [2, 1])
+    }
 }

@@ -1158,11 +1158,87 @@ public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
     set {_uniqueStorage()._smallInFlight = newValue}
   }
 
+  /// What the live page and freight top show (docs/observability.md): the largest messages in flight here with their
+  /// progress (at most Limits.statusFlowsMax; flows_omitted counts the rest), and the last messages that failed
+  /// here, newest first (at most Limits.recentErrorsMax).
+  public var flows: [Freight_Wire_V1_FlowStatus] {
+    get {_storage._flows}
+    set {_uniqueStorage()._flows = newValue}
+  }
+
+  public var flowsOmitted: UInt32 {
+    get {_storage._flowsOmitted}
+    set {_uniqueStorage()._flowsOmitted = newValue}
+  }
+
+  public var recentErrors: [Freight_Wire_V1_ErrorStatus] {
+    get {_storage._recentErrors}
+    set {_uniqueStorage()._recentErrors = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Freight_Wire_V1_FlowStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: UInt64 = 0
+
+  public var address: String = String()
+
+  public var source: String = String()
+
+  public var size: UInt64 = 0
+
+  /// body bytes this node admitted from upstream
+  public var bytes: UInt64 = 0
+
+  /// body bytes every receiver acknowledged
+  public var acked: UInt64 = 0
+
+  /// where it came from: "app LABEL", "peer NAME", "gateway CLUSTER"
+  public var upstream: String = String()
+
+  /// where it goes, one per branch
+  public var downstream: [String] = []
+
+  public var ageMillis: UInt64 = 0
+
+  public var resumes: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Freight_Wire_V1_ErrorStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// when it failed
+  public var unixMillis: UInt64 = 0
+
+  public var id: UInt64 = 0
+
+  public var address: String = String()
+
+  public var size: UInt64 = 0
+
+  /// FreightError's code, as metrics label it
+  public var code: String = String()
+
+  public var message: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Freight_Wire_V1_GatewayLinkStatus: @unchecked Sendable {
@@ -2949,7 +3025,7 @@ nonisolated extension Freight_Wire_V1_Nic: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0\u{3}link_security\0\u{1}gateway\0\u{3}gateway_links\0\u{1}routes\0\u{3}routes_omitted\0\u{3}small_passed\0\u{3}small_resent\0\u{3}small_in_flight\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0\u{3}link_security\0\u{1}gateway\0\u{3}gateway_links\0\u{1}routes\0\u{3}routes_omitted\0\u{3}small_passed\0\u{3}small_resent\0\u{3}small_in_flight\0\u{1}flows\0\u{3}flows_omitted\0\u{3}recent_errors\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2991,6 +3067,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
     var _smallPassed: UInt64 = 0
     var _smallResent: UInt64 = 0
     var _smallInFlight: UInt64 = 0
+    var _flows: [Freight_Wire_V1_FlowStatus] = []
+    var _flowsOmitted: UInt32 = 0
+    var _recentErrors: [Freight_Wire_V1_ErrorStatus] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3040,6 +3119,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       _smallPassed = source._smallPassed
       _smallResent = source._smallResent
       _smallInFlight = source._smallInFlight
+      _flows = source._flows
+      _flowsOmitted = source._flowsOmitted
+      _recentErrors = source._recentErrors
     }
   }
 
@@ -3097,6 +3179,9 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         case 37: try { try decoder.decodeSingularUInt64Field(value: &_storage._smallPassed) }()
         case 38: try { try decoder.decodeSingularUInt64Field(value: &_storage._smallResent) }()
         case 39: try { try decoder.decodeSingularUInt64Field(value: &_storage._smallInFlight) }()
+        case 40: try { try decoder.decodeRepeatedMessageField(value: &_storage._flows) }()
+        case 41: try { try decoder.decodeSingularUInt32Field(value: &_storage._flowsOmitted) }()
+        case 42: try { try decoder.decodeRepeatedMessageField(value: &_storage._recentErrors) }()
         default: break
         }
       }
@@ -3226,6 +3311,15 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       if _storage._smallInFlight != 0 {
         try visitor.visitSingularUInt64Field(value: _storage._smallInFlight, fieldNumber: 39)
       }
+      if !_storage._flows.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._flows, fieldNumber: 40)
+      }
+      if _storage._flowsOmitted != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._flowsOmitted, fieldNumber: 41)
+      }
+      if !_storage._recentErrors.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._recentErrors, fieldNumber: 42)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3274,10 +3368,143 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         if _storage._smallPassed != rhs_storage._smallPassed {return false}
         if _storage._smallResent != rhs_storage._smallResent {return false}
         if _storage._smallInFlight != rhs_storage._smallInFlight {return false}
+        if _storage._flows != rhs_storage._flows {return false}
+        if _storage._flowsOmitted != rhs_storage._flowsOmitted {return false}
+        if _storage._recentErrors != rhs_storage._recentErrors {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_FlowStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FlowStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}address\0\u{1}source\0\u{1}size\0\u{1}bytes\0\u{1}acked\0\u{1}upstream\0\u{1}downstream\0\u{3}age_millis\0\u{1}resumes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFixed64Field(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.acked) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.upstream) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.downstream) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.ageMillis) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.resumes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.id != 0 {
+      try visitor.visitSingularFixed64Field(value: self.id, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 3)
+    }
+    if self.size != 0 {
+      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 4)
+    }
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 5)
+    }
+    if self.acked != 0 {
+      try visitor.visitSingularUInt64Field(value: self.acked, fieldNumber: 6)
+    }
+    if !self.upstream.isEmpty {
+      try visitor.visitSingularStringField(value: self.upstream, fieldNumber: 7)
+    }
+    if !self.downstream.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.downstream, fieldNumber: 8)
+    }
+    if self.ageMillis != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ageMillis, fieldNumber: 9)
+    }
+    if self.resumes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.resumes, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_FlowStatus, rhs: Freight_Wire_V1_FlowStatus) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.source != rhs.source {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.bytes != rhs.bytes {return false}
+    if lhs.acked != rhs.acked {return false}
+    if lhs.upstream != rhs.upstream {return false}
+    if lhs.downstream != rhs.downstream {return false}
+    if lhs.ageMillis != rhs.ageMillis {return false}
+    if lhs.resumes != rhs.resumes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_ErrorStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ErrorStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}unix_millis\0\u{1}id\0\u{1}address\0\u{1}size\0\u{1}code\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.unixMillis) }()
+      case 2: try { try decoder.decodeSingularFixed64Field(value: &self.id) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.unixMillis != 0 {
+      try visitor.visitSingularUInt64Field(value: self.unixMillis, fieldNumber: 1)
+    }
+    if self.id != 0 {
+      try visitor.visitSingularFixed64Field(value: self.id, fieldNumber: 2)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 3)
+    }
+    if self.size != 0 {
+      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 4)
+    }
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 5)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_ErrorStatus, rhs: Freight_Wire_V1_ErrorStatus) -> Bool {
+    if lhs.unixMillis != rhs.unixMillis {return false}
+    if lhs.id != rhs.id {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.code != rhs.code {return false}
+    if lhs.message != rhs.message {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
