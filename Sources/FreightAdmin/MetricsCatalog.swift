@@ -37,6 +37,13 @@ public enum MetricsCatalog {
         "freight_links_refused_total": "Connections refused at admission (limits, handshakes).",
         "freight_handshakes_timed_out_total": "Connections closed because their handshake took too long.",
         "freight_uptime_seconds": "Seconds since the node started.",
+        "freight_credit_stalls_total":
+            "Times an upstream (app or node) sent all the credit this node had given it and had to wait for more.",
+        "freight_peer_rail_sent_bytes_total": "Bytes this node sent to each peer node on each rail pair.",
+        "freight_link_messages_total":
+            "Messages that ended at this node, by the link they came in on (direction in) or went out on (out): a peer node, a gateway link's cluster, or this node's apps; by outcome.",
+        "freight_link_message_bytes_total":
+            "Body bytes of the messages that ended at this node, by the link they came in on or went out on.",
     ]
 
     /// A factory recording into `registry`, with buckets that span what Freight moves: 100 us to 20 min, and 1 MB/s

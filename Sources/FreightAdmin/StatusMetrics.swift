@@ -34,9 +34,27 @@ struct StatusMetrics {
         gauge("freight_directory_endpoints", status.knownEndpoints)
         gauge("freight_local_endpoints", status.localEndpoints)
         gauge("freight_peers", UInt64(status.peers.count) + UInt64(status.peersOmitted))
+        count("freight_credit_stalls_total", status.creditStalls)
+        outcomes(status.appOutcomes, kind: "app", link: "apps")
         for peer in status.peers {
             gauge("freight_peer_stripes_up", UInt64(peer.streamsUp), [("peer", peer.name)])
             count("freight_peer_sent_bytes_total", peer.bytesOut, [("peer", peer.name)])
+            // Stripe i runs on rail i / streams (PeerLink): one series per rail pair to the peer.
+            let streams = max(1, Int(status.streams))
+            var rails: [UInt64] = []
+            for (stripe, bytes) in peer.stripeBytes.enumerated() {
+                let rail = stripe / streams
+                if rail >= rails.count { rails.append(contentsOf: repeatElement(0, count: rail - rails.count + 1)) }
+                rails[rail] &+= bytes
+            }
+            for (rail, bytes) in rails.enumerated() {
+                count("freight_peer_rail_sent_bytes_total", bytes, [("peer", peer.name), ("rail", "\(rail)")])
+            }
+            outcomes(peer.outcomes, kind: "peer", link: peer.name)
+        }
+        var clusters: Set<String> = []
+        for link in status.gatewayLinks where clusters.insert(link.cluster).inserted {
+            outcomes(link.outcomes, kind: "gateway", link: link.cluster)
         }
         for link in status.gatewayLinks {
             let labels = [("cluster", link.cluster)]
@@ -56,6 +74,25 @@ struct StatusMetrics {
         for key in counters.keys where !seen.contains(key) {
             counters.removeValue(forKey: key)?.counter.destroy()
         }
+    }
+
+    /// Messages that ended here on one link, by direction and outcome, and their bytes.
+    private mutating func outcomes(_ counts: Freight_Wire_V1_LinkOutcomes, kind: String, link: String) {
+        let series: [(String, String, UInt64)] = [
+            ("in", "delivered", counts.inDelivered), ("in", "failed", counts.inFailed),
+            ("out", "delivered", counts.outDelivered), ("out", "failed", counts.outFailed),
+        ]
+        for (direction, outcome, messages) in series {
+            count(
+                "freight_link_messages_total", messages,
+                [("link_kind", kind), ("link", link), ("direction", direction), ("outcome", outcome)])
+        }
+        count(
+            "freight_link_message_bytes_total", counts.inBytes,
+            [("link_kind", kind), ("link", link), ("direction", "in")])
+        count(
+            "freight_link_message_bytes_total", counts.outBytes,
+            [("link_kind", kind), ("link", link), ("direction", "out")])
     }
 
     private static func key(_ name: String, _ labels: [(String, String)]) -> String {

@@ -38,14 +38,33 @@ public struct FlowEnd: Sendable, Equatable {
     public var reason: String?
     /// Times its upstream link resumed at this node.
     public var resumes: Int
+    /// Where it came from, and where each branch went: the links its outcome is counted on.
+    public var upstream: FlowPort
+    public var branches: [BranchEnd]
+
+    /// How one branch ended: its port, the body bytes it acknowledged, and whether its receivers have the message.
+    public struct BranchEnd: Sendable, Equatable {
+        public var port: FlowPort
+        public var bytes: UInt64
+        public var delivered: Bool
+
+        public init(port: FlowPort, bytes: UInt64, delivered: Bool) {
+            self.port = port
+            self.bytes = bytes
+            self.delivered = delivered
+        }
+    }
 
     public var nanos: UInt64 { endedNanos &- startedNanos }
 
     public init(
         messageID: UInt64, address: String = "", traceparent: String = "", length: UInt64, bytes: UInt64,
         startedNanos: UInt64,
-        endedNanos: UInt64, failure: FreightError.Code?, reason: String? = nil, resumes: Int
+        endedNanos: UInt64, failure: FreightError.Code?, reason: String? = nil, resumes: Int,
+        upstream: FlowPort = .local(0), branches: [BranchEnd] = []
     ) {
+        self.upstream = upstream
+        self.branches = branches
         self.messageID = messageID
         self.address = address
         self.traceparent = traceparent

@@ -64,6 +64,8 @@ public struct FlowTable: Sendable {
     public private(set) var reservedBytes = 0
     public private(set) var delivered: UInt64 = 0
     public private(set) var failed: UInt64 = 0
+    /// Times an upstream sent every byte of credit it had been given before the message's end: it waits for more.
+    public private(set) var creditStalls: UInt64 = 0
     var flowsByUpstream: [FlowPort: Int] = [:]
     /// Bytes of the budget reserved by each party's flows.
     var reservedByParty: [Party: Int] = [:]
@@ -376,6 +378,7 @@ public struct FlowTable: Sendable {
         }
         flows.values[slot].bytesForwarded += UInt64(count)
         flows.values[slot].upstreamProgressNanos = nowNanos
+        if end == flow.upstreamCredit && end < flow.length { creditStalls += 1 }
         if flow.resendAwaited == offset { flows.values[slot].resendAwaited = nil }
         // Bytes from it: the upstream still sends this message, so it is not held for a broken link any more.
         if flow.upstreamLostNanos != nil { flows.values[slot].upstreamLostNanos = nil }
@@ -622,7 +625,16 @@ public struct FlowTable: Sendable {
                     messageID: flow.id, address: flow.header.destination,
                     traceparent: flow.header.traceparent, length: flow.length,
                     bytes: flow.bytesForwarded, startedNanos: flow.startedNanos, endedNanos: nowNanos,
-                    failure: failure?.code, reason: failure?.message, resumes: flow.resumes.count)))
+                    failure: failure?.code, reason: failure?.message, resumes: flow.resumes.count,
+                    upstream: flow.upstream,
+                    branches: flow.branches.map { branch in
+                        switch branch.state {
+                        case .done(let done):
+                            FlowEnd.BranchEnd(
+                                port: branch.port, bytes: flow.length, delivered: !done.deliveries.isEmpty)
+                        default: FlowEnd.BranchEnd(port: branch.port, bytes: branch.ackedOffset, delivered: false)
+                        }
+                    })))
     }
 
     // MARK: Broken links and resume (docs/core.md)

@@ -166,6 +166,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     var linkOf: [ObjectIdentifier: Int] = [:]
     /// The ports messages leave this cluster through, one per link (docs/gateways.md, "The data path").
     var egressPorts: [Int: GatewayEgress] = [:]
+    /// Messages that ended here having come from or gone to each cluster, over all its links (at most `linksMax`
+    /// clusters counted).
+    var outcomes: [String: LinkOutcomes] = [:]
     /// The clusters of ingress ports whose links closed lately (the last `linksMax`): the messages they held may be
     /// taken over by another link from the same cluster.
     var closedIngress: [UInt64: String] = [:]
@@ -843,6 +846,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
             entry.stripes = UInt32(link.connections.count)
             entry.stripesWanted = UInt32(link.planner?.wanted ?? 0)
             entry.congestionControl = link.planner?.congestionControl ?? ""
+            if let cluster = link.cluster, let counted = outcomes[cluster] { entry.outcomes = counted.wire }
             status.gatewayLinks.append(entry)
         }
         let chosen = table.chosen.values.filter { $0.route.origin != cluster }.sorted {

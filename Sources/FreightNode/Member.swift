@@ -18,6 +18,8 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     let link: PeerLink
     /// Small-message bytes the peer takes before their outcomes (its HELLO's eager_bytes; 0: it takes no SMALL).
     var eagerBytes: UInt64 = 0
+    /// Messages that ended here having come from the peer or gone to it.
+    var outcomes = LinkOutcomes()
     /// What the peer says about itself: its rails and hardware.
     private(set) var record: NodeRecord
 

@@ -363,6 +363,7 @@ extension NodeEngine {
             case .finished(let end):
                 shared.finished(end.messageID)
                 metrics?.ended(end)
+                countOutcomes(end)
                 if let code = end.failure {
                     messageFailed(
                         end.messageID, end.address, size: end.length, traceparent: end.traceparent, code: code,

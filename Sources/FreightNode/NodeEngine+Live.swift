@@ -45,7 +45,66 @@ struct RecentErrors {
     }
 }
 
+/// Messages that ended at a node, counted on one link: in on it and out on it, by outcome, with their bytes.
+struct LinkOutcomes {
+    var inDelivered: UInt64 = 0
+    var inFailed: UInt64 = 0
+    var outDelivered: UInt64 = 0
+    var outFailed: UInt64 = 0
+    var inBytes: UInt64 = 0
+    var outBytes: UInt64 = 0
+
+    mutating func came(delivered: Bool, bytes: UInt64) {
+        if delivered { inDelivered += 1 } else { inFailed += 1 }
+        inBytes &+= bytes
+    }
+
+    mutating func went(delivered: Bool, bytes: UInt64) {
+        if delivered { outDelivered += 1 } else { outFailed += 1 }
+        outBytes &+= bytes
+    }
+
+    var wire: Freight_Wire_V1_LinkOutcomes {
+        var wire = Freight_Wire_V1_LinkOutcomes()
+        wire.inDelivered = inDelivered
+        wire.inFailed = inFailed
+        wire.outDelivered = outDelivered
+        wire.outFailed = outFailed
+        wire.inBytes = inBytes
+        wire.outBytes = outBytes
+        return wire
+    }
+}
+
 extension NodeEngine {
+    /// A message ended here: counted on the link it came in on and on each link a branch of it went out on.
+    func countOutcomes(_ end: FlowEnd) {
+        let delivered = end.failure == nil
+        tally(end.upstream) { $0.came(delivered: delivered, bytes: end.bytes) }
+        for branch in end.branches {
+            tally(branch.port) { $0.went(delivered: branch.delivered, bytes: branch.bytes) }
+        }
+    }
+
+    private func tally(_ port: Port, _ count: (inout LinkOutcomes) -> Void) {
+        switch port {
+        case .session: count(&appOutcomes)
+        case .peer(let name): if let member = members[name] { count(&member.outcomes) }
+        case .local(let id):
+            guard let gateways, let cluster = gatewayCluster(ofPort: id) else { return }
+            if gateways.outcomes[cluster] == nil, gateways.outcomes.count >= GatewayLinks.linksMax { return }
+            count(&gateways.outcomes[cluster, default: LinkOutcomes()])
+        }
+    }
+
+    /// The cluster of the gateway link a local port carries messages from or to; nil for other local ports.
+    func gatewayCluster(ofPort id: UInt64) -> String? {
+        guard let gateways else { return nil }
+        if let cluster = gateways.ingressCluster(id) { return cluster }
+        if let egress = localPorts[id] as? GatewayEgress { return gateways.links[egress.link]?.cluster }
+        return nil
+    }
+
     /// An OPEN the flow table refused (no receiver, no memory, not allowed): the ABORT it answers with is an error
     /// the operator sees too.
     func openRefused(_ header: Freight_Wire_V1_MessageHeader) {
@@ -152,12 +211,7 @@ extension NodeEngine {
         case .peer(let node):
             return "node \(node)"
         case .local(let id):
-            if let gateways {
-                if let cluster = gateways.ingressCluster(id) { return "gateway \(cluster)" }
-                if let egress = localPorts[id] as? GatewayEgress {
-                    return "gateway \(gateways.links[egress.link]?.cluster ?? "?")"
-                }
-            }
+            if let cluster = gatewayCluster(ofPort: id) { return "gateway \(cluster)" }
             if let endpoint = localPorts[id] { return "in-process \(type(of: endpoint))" }
             return "in-process \(id)"
         }

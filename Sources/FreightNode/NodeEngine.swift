@@ -150,6 +150,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var recentErrors = RecentErrors()
     /// Failure lines logged in the current second, and those left out since the last line (``messageFailed``).
     var failureLog: (second: UInt64, logged: Int, suppressed: Int) = (0, 0, 0)
+    /// Messages that ended here having come from this node's apps or gone to them.
+    var appOutcomes = LinkOutcomes()
 
     public init(configuration: NodeConfiguration, eventLoop: any EventLoop) {
         self.configuration = configuration
@@ -466,6 +468,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         status.linkSecurity = configuration.linkSecurity?.summary ?? LinkSecurity.trustedNetworkSummary
         gateways?.fill(&status)
         fillFlows(&status)
+        status.appOutcomes = appOutcomes.wire
+        status.creditStalls = flowTable.creditStalls
         // Peers in name order, as many as fit one control frame with room to spare; the rest are counted.
         var bytes = (try? status.serializedBytes() as [UInt8])?.count ?? 0
         for member in members.values.sorted(by: { $0.name < $1.name }) {
@@ -483,6 +487,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
             peer.rails = member.record.rails.map(\.description)
             peer.gpus = UInt32(member.record.topology.gpus.count)
             peer.nics = UInt32(member.record.topology.nics.count)
+            peer.outcomes = member.outcomes.wire
             if member.link.railCount > 1 {
                 let balancer = member.link.balancer
                 peer.railGbitPerS = (0..<member.link.railCount).map {

@@ -199,6 +199,36 @@ import Testing
         #expect(table.count == 0 && table.failed == 1)
     }
 
+    /// A credit stall is counted when the upstream sends the last byte of its credit before the message's end; the
+    /// flow's end names its upstream and each branch with what it acknowledged and whether it delivered.
+    @Test func creditStallsAndTheLinksAnEndIsCountedOn() {
+        var table = Self.table()
+        var actions: [FlowAction] = []
+        table.open(Self.open(id: 5, length: 3 * Self.mebibyte), from: Self.app, actions: &actions) {
+            Self.twoBranches($0, $1)
+        }
+        table.ack(ackFrame(5, acked: 0, credit: 2 << 20), from: Self.peer, actions: &actions)
+        table.ack(ackFrame(5, acked: 0, credit: 2 << 20), from: Self.receiver, actions: &actions)
+        #expect(table.admit(5, offset: 0, count: 1 << 20, from: Self.app, actions: &actions) != nil)
+        #expect(table.creditStalls == 0, "credit left")
+        #expect(table.admit(5, offset: 1 << 20, count: 1 << 20, from: Self.app, actions: &actions) != nil)
+        #expect(table.creditStalls == 1, "all the credit used, the message not whole")
+        table.ack(ackFrame(5, acked: 2 << 20, credit: 3 << 20), from: Self.peer, actions: &actions)
+        table.ack(ackFrame(5, acked: 2 << 20, credit: 3 << 20), from: Self.receiver, actions: &actions)
+        #expect(table.admit(5, offset: 2 << 20, count: 1 << 20, from: Self.app, actions: &actions) != nil)
+        #expect(table.creditStalls == 1, "the last byte of the message is no stall")
+        actions = []
+        table.failBranch(5, port: Self.peer, FreightError(.nodeGone, "gone"), actions: &actions)
+        table.done(Self.done(5), from: Self.receiver, actions: &actions)
+        let end = actions.compactMap { if case .finished(let end) = $0 { end } else { nil } }.first
+        #expect(end?.upstream == Self.app && end?.failure == nil)
+        #expect(
+            end?.branches == [
+                FlowEnd.BranchEnd(port: Self.peer, bytes: 2 << 20, delivered: false),
+                FlowEnd.BranchEnd(port: Self.receiver, bytes: 3 << 20, delivered: true),
+            ])
+    }
+
     /// Memory pressure shrinks windows before it refuses messages (docs/wan.md, "Many messages"): a message that
     /// finds less left than its window opens with what is left, in whole chunks; one that finds not even a chunk
     /// left makes the messages under the same limit (its party's share, or the budget) shrink to an even share, and

@@ -87,6 +87,22 @@ import Testing
             let receivedBytes = Self.sample(text, "freight_node_received_bytes_total") ?? 0
             #expect(sentBytes + receivedBytes >= Double(3 << 20), "\(name): body bytes sent and received")
             #expect((Self.sample(text, "freight_memory_budget_bytes") ?? 0) > 0)
+            // Messages per link by direction and outcome: n1 took them from its app and sent them to n2, which took
+            // them from n1 and gave them to its app.
+            let (appDirection, peerDirection) = name == "n1" ? ("in", "out") : ("out", "in")
+            for (kind, link, direction) in [("app", "apps", appDirection), ("peer", peer, peerDirection)] {
+                let series =
+                    #"freight_link_messages_total{link_kind="\#(kind)",link="\#(link)",direction="\#(direction)",outcome="delivered"}"#
+                #expect((Self.sample(text, series) ?? 0) >= 3, "\(name): \(series)\n\(text)")
+                let bytes =
+                    #"freight_link_message_bytes_total{link_kind="\#(kind)",link="\#(link)",direction="\#(direction)"}"#
+                #expect((Self.sample(text, bytes) ?? 0) >= Double(3 << 20), "\(name): \(bytes)")
+            }
+            if name == "n1" {
+                let rail = Self.sample(text, #"freight_peer_rail_sent_bytes_total{peer="n2",rail="0"}"#) ?? 0
+                #expect(rail >= Double(3 << 20), "n1: bytes to n2 on its one rail \(rail)")
+            }
+            #expect(Self.sample(text, "freight_credit_stalls_total") != nil, "\(name): credit stalls counted")
             // Every label value is bounded: no address, app or message id appears in a series.
             #expect(!text.contains("metrics/in"), "\(name): an address became a label")
             let lint = try await Self.promtool(text)

@@ -1176,11 +1176,51 @@ public nonisolated struct Freight_Wire_V1_NodeStatus: @unchecked Sendable {
     set {_uniqueStorage()._recentErrors = newValue}
   }
 
+  /// messages from and to this node's apps, as they ended
+  public var appOutcomes: Freight_Wire_V1_LinkOutcomes {
+    get {_storage._appOutcomes ?? Freight_Wire_V1_LinkOutcomes()}
+    set {_uniqueStorage()._appOutcomes = newValue}
+  }
+  /// Returns true if `appOutcomes` has been explicitly set.
+  public var hasAppOutcomes: Bool {_storage._appOutcomes != nil}
+  /// Clears the value of `appOutcomes`. Subsequent reads from it will return its default value.
+  public mutating func clearAppOutcomes() {_uniqueStorage()._appOutcomes = nil}
+
+  /// times an upstream sent all the credit it had been given and had to wait
+  public var creditStalls: UInt64 {
+    get {_storage._creditStalls}
+    set {_uniqueStorage()._creditStalls = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Messages that ended at this node, counted on one link (a peer, a gateway link's cluster, or all its apps): those
+/// that came in on it and those that went out on it, by outcome, with their body bytes that crossed it.
+public nonisolated struct Freight_Wire_V1_LinkOutcomes: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var inDelivered: UInt64 = 0
+
+  public var inFailed: UInt64 = 0
+
+  public var outDelivered: UInt64 = 0
+
+  public var outFailed: UInt64 = 0
+
+  public var inBytes: UInt64 = 0
+
+  public var outBytes: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Freight_Wire_V1_FlowStatus: Sendable {
@@ -1339,6 +1379,16 @@ public nonisolated struct Freight_Wire_V1_GatewayLinkStatus: @unchecked Sendable
     set {_uniqueStorage()._congestionControl = newValue}
   }
 
+  /// since the node started, over every link to this cluster
+  public var outcomes: Freight_Wire_V1_LinkOutcomes {
+    get {_storage._outcomes ?? Freight_Wire_V1_LinkOutcomes()}
+    set {_uniqueStorage()._outcomes = newValue}
+  }
+  /// Returns true if `outcomes` has been explicitly set.
+  public var hasOutcomes: Bool {_storage._outcomes != nil}
+  /// Clears the value of `outcomes`. Subsequent reads from it will return its default value.
+  public mutating func clearOutcomes() {_uniqueStorage()._outcomes = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1409,9 +1459,20 @@ public nonisolated struct Freight_Wire_V1_PeerStatus: Sendable {
   /// the directory; a status reply stays small)
   public var nics: UInt32 = 0
 
+  public var outcomes: Freight_Wire_V1_LinkOutcomes {
+    get {_outcomes ?? Freight_Wire_V1_LinkOutcomes()}
+    set {_outcomes = newValue}
+  }
+  /// Returns true if `outcomes` has been explicitly set.
+  public var hasOutcomes: Bool {self._outcomes != nil}
+  /// Clears the value of `outcomes`. Subsequent reads from it will return its default value.
+  public mutating func clearOutcomes() {self._outcomes = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _outcomes: Freight_Wire_V1_LinkOutcomes? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -3025,7 +3086,7 @@ nonisolated extension Freight_Wire_V1_Nic: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0\u{3}link_security\0\u{1}gateway\0\u{3}gateway_links\0\u{1}routes\0\u{3}routes_omitted\0\u{3}small_passed\0\u{3}small_resent\0\u{3}small_in_flight\0\u{1}flows\0\u{3}flows_omitted\0\u{3}recent_errors\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{1}peers\0\u{3}local_endpoints\0\u{3}known_endpoints\0\u{3}messages_in_flight\0\u{3}bytes_in\0\u{3}bytes_out\0\u{3}messages_delivered\0\u{3}messages_failed\0\u{3}peak_rss_bytes\0\u{3}memory_reserved_bytes\0\u{3}memory_budget_bytes\0\u{1}streams\0\u{3}uptime_millis\0\u{3}shared_pool_bytes\0\u{3}shared_budget_bytes\0\u{3}shared_regions_lent\0\u{3}rss_bytes\0\u{1}directory\0\u{3}directory_unreachable\0\u{3}directory_digest\0\u{1}topology\0\u{1}rails\0\u{3}peers_omitted\0\u{3}links_in_handshake\0\u{3}links_refused\0\u{3}handshakes_timed_out\0\u{3}access_list\0\u{3}apps_over_tcp\0\u{3}link_security\0\u{1}gateway\0\u{3}gateway_links\0\u{1}routes\0\u{3}routes_omitted\0\u{3}small_passed\0\u{3}small_resent\0\u{3}small_in_flight\0\u{1}flows\0\u{3}flows_omitted\0\u{3}recent_errors\0\u{3}app_outcomes\0\u{3}credit_stalls\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -3070,6 +3131,8 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
     var _flows: [Freight_Wire_V1_FlowStatus] = []
     var _flowsOmitted: UInt32 = 0
     var _recentErrors: [Freight_Wire_V1_ErrorStatus] = []
+    var _appOutcomes: Freight_Wire_V1_LinkOutcomes? = nil
+    var _creditStalls: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3122,6 +3185,8 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       _flows = source._flows
       _flowsOmitted = source._flowsOmitted
       _recentErrors = source._recentErrors
+      _appOutcomes = source._appOutcomes
+      _creditStalls = source._creditStalls
     }
   }
 
@@ -3182,6 +3247,8 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         case 40: try { try decoder.decodeRepeatedMessageField(value: &_storage._flows) }()
         case 41: try { try decoder.decodeSingularUInt32Field(value: &_storage._flowsOmitted) }()
         case 42: try { try decoder.decodeRepeatedMessageField(value: &_storage._recentErrors) }()
+        case 43: try { try decoder.decodeSingularMessageField(value: &_storage._appOutcomes) }()
+        case 44: try { try decoder.decodeSingularUInt64Field(value: &_storage._creditStalls) }()
         default: break
         }
       }
@@ -3320,6 +3387,12 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
       if !_storage._recentErrors.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._recentErrors, fieldNumber: 42)
       }
+      try { if let v = _storage._appOutcomes {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 43)
+      } }()
+      if _storage._creditStalls != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._creditStalls, fieldNumber: 44)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3371,10 +3444,67 @@ nonisolated extension Freight_Wire_V1_NodeStatus: SwiftProtobuf.Message, SwiftPr
         if _storage._flows != rhs_storage._flows {return false}
         if _storage._flowsOmitted != rhs_storage._flowsOmitted {return false}
         if _storage._recentErrors != rhs_storage._recentErrors {return false}
+        if _storage._appOutcomes != rhs_storage._appOutcomes {return false}
+        if _storage._creditStalls != rhs_storage._creditStalls {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_LinkOutcomes: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LinkOutcomes"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}in_delivered\0\u{3}in_failed\0\u{3}out_delivered\0\u{3}out_failed\0\u{3}in_bytes\0\u{3}out_bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.inDelivered) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.inFailed) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.outDelivered) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.outFailed) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.inBytes) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.outBytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.inDelivered != 0 {
+      try visitor.visitSingularUInt64Field(value: self.inDelivered, fieldNumber: 1)
+    }
+    if self.inFailed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.inFailed, fieldNumber: 2)
+    }
+    if self.outDelivered != 0 {
+      try visitor.visitSingularUInt64Field(value: self.outDelivered, fieldNumber: 3)
+    }
+    if self.outFailed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.outFailed, fieldNumber: 4)
+    }
+    if self.inBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.inBytes, fieldNumber: 5)
+    }
+    if self.outBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.outBytes, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_LinkOutcomes, rhs: Freight_Wire_V1_LinkOutcomes) -> Bool {
+    if lhs.inDelivered != rhs.inDelivered {return false}
+    if lhs.inFailed != rhs.inFailed {return false}
+    if lhs.outDelivered != rhs.outDelivered {return false}
+    if lhs.outFailed != rhs.outFailed {return false}
+    if lhs.inBytes != rhs.inBytes {return false}
+    if lhs.outBytes != rhs.outBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3512,7 +3642,7 @@ nonisolated extension Freight_Wire_V1_ErrorStatus: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayLinkStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{1}address\0\u{1}dialed\0\u{3}up_millis\0\u{1}cost\0\u{3}routes_learned\0\u{3}routes_sent\0\u{3}rtt_micros\0\u{3}bytes_out\0\u{3}bytes_in\0\u{3}out_bytes_per_s\0\u{3}in_bytes_per_s\0\u{3}messages_out\0\u{3}messages_in\0\u{1}stripes\0\u{3}stripes_wanted\0\u{3}congestion_control\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cluster\0\u{1}address\0\u{1}dialed\0\u{3}up_millis\0\u{1}cost\0\u{3}routes_learned\0\u{3}routes_sent\0\u{3}rtt_micros\0\u{3}bytes_out\0\u{3}bytes_in\0\u{3}out_bytes_per_s\0\u{3}in_bytes_per_s\0\u{3}messages_out\0\u{3}messages_in\0\u{1}stripes\0\u{3}stripes_wanted\0\u{3}congestion_control\0\u{1}outcomes\0")
 
   fileprivate class _StorageClass {
     var _cluster: String = String()
@@ -3532,6 +3662,7 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
     var _stripes: UInt32 = 0
     var _stripesWanted: UInt32 = 0
     var _congestionControl: String = String()
+    var _outcomes: Freight_Wire_V1_LinkOutcomes? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3559,6 +3690,7 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
       _stripes = source._stripes
       _stripesWanted = source._stripesWanted
       _congestionControl = source._congestionControl
+      _outcomes = source._outcomes
     }
   }
 
@@ -3594,6 +3726,7 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
         case 15: try { try decoder.decodeSingularUInt32Field(value: &_storage._stripes) }()
         case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._stripesWanted) }()
         case 17: try { try decoder.decodeSingularStringField(value: &_storage._congestionControl) }()
+        case 18: try { try decoder.decodeSingularMessageField(value: &_storage._outcomes) }()
         default: break
         }
       }
@@ -3602,6 +3735,10 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
       if !_storage._cluster.isEmpty {
         try visitor.visitSingularStringField(value: _storage._cluster, fieldNumber: 1)
       }
@@ -3653,6 +3790,9 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
       if !_storage._congestionControl.isEmpty {
         try visitor.visitSingularStringField(value: _storage._congestionControl, fieldNumber: 17)
       }
+      try { if let v = _storage._outcomes {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3679,6 +3819,7 @@ nonisolated extension Freight_Wire_V1_GatewayLinkStatus: SwiftProtobuf.Message, 
         if _storage._stripes != rhs_storage._stripes {return false}
         if _storage._stripesWanted != rhs_storage._stripesWanted {return false}
         if _storage._congestionControl != rhs_storage._congestionControl {return false}
+        if _storage._outcomes != rhs_storage._outcomes {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3749,7 +3890,7 @@ nonisolated extension Freight_Wire_V1_RouteStatus: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PeerStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{3}streams_up\0\u{1}endpoints\0\u{3}bytes_out\0\u{3}stripe_bytes\0\u{1}rails\0\u{3}rail_gbit_per_s\0\u{1}gpus\0\u{1}nics\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}listen\0\u{3}streams_up\0\u{1}endpoints\0\u{3}bytes_out\0\u{3}stripe_bytes\0\u{1}rails\0\u{3}rail_gbit_per_s\0\u{1}gpus\0\u{1}nics\0\u{1}outcomes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3767,12 +3908,17 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
       case 8: try { try decoder.decodeRepeatedDoubleField(value: &self.railGbitPerS) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.gpus) }()
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.nics) }()
+      case 11: try { try decoder.decodeSingularMessageField(value: &self._outcomes) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -3803,6 +3949,9 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
     if self.nics != 0 {
       try visitor.visitSingularUInt32Field(value: self.nics, fieldNumber: 10)
     }
+    try { if let v = self._outcomes {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3817,6 +3966,7 @@ nonisolated extension Freight_Wire_V1_PeerStatus: SwiftProtobuf.Message, SwiftPr
     if lhs.railGbitPerS != rhs.railGbitPerS {return false}
     if lhs.gpus != rhs.gpus {return false}
     if lhs.nics != rhs.nics {return false}
+    if lhs._outcomes != rhs._outcomes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
