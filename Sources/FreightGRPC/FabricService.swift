@@ -140,6 +140,8 @@ public struct FabricService: RegistrableRPCService {
                             $0.attributes = message.attributes
                             $0.path = message.path
                             $0.replyTo = message.replyTo
+                            $0.traceparent = message.traceparent
+                            $0.tracestate = message.tracestate
                         }
                     }))
             // A message that fails ends with a `failed` event, and the stream goes on with the next one.

@@ -28,7 +28,7 @@ extension NodeEngine {
         span.attributes["freight.address"] = header.destination
         span.attributes["freight.source"] = header.source
         span.attributes["freight.size"] = Int(clamping: header.length)
-        span.attributes["freight.upstream"] = port.description
+        span.attributes["freight.upstream"] = portLabel(port)
         span.attributes["freight.message_id"] = String(header.id, radix: 16)
         tracer.inject(span.context, into: &open.header, using: HeaderPropagation())
         spans[header.id] = TracedMessage(span: span, chunkBytes: 0)

@@ -37,9 +37,9 @@ import Testing
     /// with `worker`, a second node `CLUSTER2` there that joins it.
     static func site(
         _ cluster: String, host: String, folder: String, peers: [String], dial: [String], export: [String],
-        worker: String? = nil, extraArguments: [String] = []
+        worker: String? = nil, extraArguments: [String] = [], environment: [String: String] = [:]
     ) async throws -> Site {
-        let processes = try ProcessCluster(cluster: cluster)
+        let processes = try ProcessCluster(cluster: cluster, environment: environment)
         do {
             var arguments = [
                 "--tls-authority", "\(folder)/\(cluster)/authority.pem", "--tls-cert", "\(folder)/\(cluster)/node.pem",

@@ -87,4 +87,68 @@ import Testing
         }
         #expect(chain.allSatisfy { $0["status"] as? Int != 2 }, "no span failed: \(chain)")
     }
+
+    /// Across clusters: `freight send` on a2 to `freight recv` on c2 through a's gateway and c's (mutual TLS between
+    /// them): six spans in one trace, each the child of the one before; each gateway's span names the link the
+    /// message came on, and c's names the cluster it came from.
+    @Test func oneTraceAcrossTwoGateways() async throws {
+        let folder = NSTemporaryDirectory() + "freight-traced-gateways-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let file = "\(folder)/spans.jsonl"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let (collector, endpoint) = try await Self.otlpReceiver(writingTo: file)
+        defer { collector.stop() }
+        let environment = ["OTEL_EXPORTER_OTLP_ENDPOINT": endpoint]
+        for cluster in ["a", "c"] { try await GatewayTests.certificates(cluster, in: folder) }
+        let c = try await GatewayTests.site(
+            "c", host: "127.0.0.63", folder: folder, peers: ["a"], dial: [], export: ["traced/**"],
+            worker: "127.0.0.73", environment: environment)
+        defer { c.cluster.stop() }
+        let a = try await GatewayTests.site(
+            "a", host: "127.0.0.61", folder: folder, peers: ["c"], dial: [c.gateway], export: [],
+            worker: "127.0.0.71", environment: environment)
+        defer { a.cluster.stop() }
+        let receiver = try await c.cluster.receiver("traced/far", at: "c2", ["--check", "--count", "1"], seenAt: "c")
+        defer { receiver.stop() }
+        try await GatewayTests.waitFor("a2 resolves traced/far through its gateway") {
+            try await GatewayDataTests.resolved("traced/far", at: a, node: "a2").contains {
+                $0["cluster"] as? String == "c"
+            }
+        }
+        let sent = try await FreightProcess.run(
+            ["send", "traced/far", "--size", "4MiB", "--via", a.worker.socket], environment: environment)
+        try #require(sent.status == 0, "\(sent.stderr)")
+        #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "\(receiver.stderr)")
+
+        let services = [
+            "freight-send", "freight-node-a2", "freight-node-a", "freight-node-c", "freight-node-c2", "freight-recv",
+        ]
+        var spans: [[String: Any]] = []
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            spans = Self.spans(in: file)
+            if Set(spans.compactMap { $0["service"] as? String }).isSuperset(of: services) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let byService = Dictionary(spans.map { ($0["service"] as? String ?? "", $0) }) { first, _ in first }
+        let chain = services.compactMap { byService[$0] }
+        try #require(chain.count == services.count, "spans of \(services), got: \(spans)")
+        #expect(Set(chain.map { $0["trace_id"] as! String }).count == 1, "one trace: \(chain)")
+        for (parent, child) in zip(chain, chain.dropFirst()) {
+            #expect(
+                child["parent_span_id"] as? String == parent["span_id"] as? String,
+                "\(child["service"]!)'s parent is \(parent["service"]!)'s span")
+        }
+        for service in services.dropFirst().dropLast() {
+            let attributes = try #require(byService[service]?["attributes"] as? [String: Any])
+            #expect(attributes["freight.address"] as? String == "traced/far", "\(service): \(attributes)")
+            #expect(attributes["freight.outcome"] as? String == "delivered", "\(service): \(attributes)")
+            #expect(attributes["freight.bytes"] as? Int == 4 << 20, "\(service): \(attributes)")
+        }
+        let upstreamAtC = (byService["freight-node-c"]?["attributes"] as? [String: Any])?["freight.upstream"]
+        #expect(
+            (upstreamAtC as? String)?.contains("gateway") == true,
+            "c took it from its gateway link: \(upstreamAtC ?? "-")")
+        #expect(chain.allSatisfy { $0["status"] as? Int != 2 }, "no span failed: \(chain)")
+    }
 }

@@ -165,6 +165,12 @@ public nonisolated struct Freight_V1_MessageStart: Sendable {
   /// Where the sender asks for a reply (request and reply): send it there as any message. Empty: none asked.
   public var replyTo: String = String()
 
+  /// The message's W3C trace context (docs/observability.md): the span of the last node it passed when nodes trace,
+  /// else the sender's own. A receiver starts its span as a child of it to join the message's trace. Empty: none.
+  public var traceparent: String = String()
+
+  public var tracestate: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -764,7 +770,7 @@ nonisolated extension Freight_V1_Registered: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MessageStart"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{1}source\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{1}path\0\u{3}reply_to\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{1}source\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{1}path\0\u{3}reply_to\0\u{1}traceparent\0\u{1}tracestate\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -780,6 +786,8 @@ nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProto
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.attributes) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.path) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.replyTo) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.traceparent) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.tracestate) }()
       default: break
       }
     }
@@ -810,6 +818,12 @@ nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProto
     if !self.replyTo.isEmpty {
       try visitor.visitSingularStringField(value: self.replyTo, fieldNumber: 8)
     }
+    if !self.traceparent.isEmpty {
+      try visitor.visitSingularStringField(value: self.traceparent, fieldNumber: 9)
+    }
+    if !self.tracestate.isEmpty {
+      try visitor.visitSingularStringField(value: self.tracestate, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -822,6 +836,8 @@ nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProto
     if lhs.attributes != rhs.attributes {return false}
     if lhs.path != rhs.path {return false}
     if lhs.replyTo != rhs.replyTo {return false}
+    if lhs.traceparent != rhs.traceparent {return false}
+    if lhs.tracestate != rhs.tracestate {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -54,6 +54,10 @@ class Message:
         self.path = list(start.path)
         # Where the sender asks for a reply (Client.reply); "" when it asked for none.
         self.reply_to = start.reply_to
+        # The W3C trace context the message carries ("" when none): start this receiver's span as its child,
+        # e.g. with OpenTelemetry's TraceContextTextMapPropagator().extract({"traceparent": m.traceparent}).
+        self.traceparent = start.traceparent
+        self.tracestate = start.tracestate
         self._stream = stream
         self._done = False
 
@@ -122,9 +126,12 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def send(self, address, body, content_type="application/octet-stream", attributes=None, reply_to=""):
+    def send(self, address, body, content_type="application/octet-stream", attributes=None, reply_to="",
+             traceparent=None, tracestate=None):
         """Sends `body` (bytes, or a file path) to `address`; returns the SendResponse once delivered.
-        `reply_to`: an address the receiver may answer to (its Message.reply_to).
+        `reply_to`: an address the receiver may answer to (its Message.reply_to). `traceparent`/`tracestate`: the
+        W3C trace context the message joins (sent as the call's metadata, as OpenTelemetry's gRPC instrumentation
+        does); the receiver sees it as Message.traceparent.
         Raises grpc.RpcError: NOT_FOUND (no route), INVALID_ARGUMENT (bad address), ABORTED (receiver gone)."""
         if isinstance(body, (bytes, bytearray, memoryview)):
             view = memoryview(body)
@@ -155,7 +162,12 @@ class Client:
             for data in parts():
                 yield pb.SendRequest(data=data)
 
-        return self.stub.Send(requests(), metadata=self.metadata)
+        metadata = list(self.metadata or ())
+        if traceparent:
+            metadata.append(("traceparent", traceparent))
+        if tracestate:
+            metadata.append(("tracestate", tracestate))
+        return self.stub.Send(requests(), metadata=tuple(metadata) or None)
 
     def reply(self, message, body, content_type="application/octet-stream", attributes=None):
         """Sends `body` as the reply to `message` (to its reply_to), as a Swift client's request() waits for.

@@ -95,6 +95,22 @@ class ClientTests(unittest.TestCase):
             self.n1.send("py/echo", b"x", reply_to="py/Bad")
         self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
+    def test_trace_context_reaches_the_receiver(self):
+        """A message sent with a W3C traceparent arrives with the same trace (docs/observability.md)."""
+        trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        thread, result = self.start_receiver("py/traced", lambda m: (m.traceparent, m.read()))
+        self.n1.send("py/traced", b"traced", traceparent=f"00-{trace}-00f067aa0ba902b7-01", tracestate="freight=1")
+        thread.join(10)
+        self.assertNotIn("error", result)
+        traceparent, body = result["value"]
+        self.assertEqual(body, b"traced")
+        self.assertEqual(traceparent.split("-")[1], trace, traceparent)
+
+        thread, result = self.start_receiver("py/untraced", lambda m: (m.traceparent, m.read())[0])
+        self.n1.send("py/untraced", b"x")
+        thread.join(10)
+        self.assertEqual(result.get("value"), "")
+
     def test_status_codes(self):
         with self.assertRaises(grpc.RpcError) as caught:
             self.n1.send("py/nobody/home", b"x")
