@@ -72,4 +72,41 @@ import Testing
         }
         #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 20_000, "a PNG of the page: \(png.count) B")
     }
+
+    /// A gateway's page draws the other cluster its link reaches, with the link's rates and round-trip time.
+    @Test func aGatewayPageShowsTheClusterItLinksTo() async throws {
+        try #require(
+            FileManager.default.isExecutableFile(atPath: Self.chromium), "chromium is installed by scripts/test.sh")
+        let root = try #require(FreightProcess.repositoryRoot)
+        let folder = NSTemporaryDirectory() + "freight-live-gateways-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for cluster in ["a", "c"] { try await GatewayTests.certificates(cluster, in: folder) }
+        let c = try await GatewayTests.site(
+            "c", host: "127.0.0.83", folder: folder, peers: ["a"], dial: [], export: ["**"])
+        defer { c.cluster.stop() }
+        let a = try await GatewayTests.site(
+            "a", host: "127.0.0.81", folder: folder, peers: ["c"], dial: [c.gateway], export: [],
+            extraArguments: ["--admin", "127.0.0.81:0"])
+        defer { a.cluster.stop() }
+        let admin = try await AdminTests.admin(a.cluster.node("a"))
+        try await GatewayTests.waitFor("a's link to c is up") {
+            let status = try await a.cluster.status("a")
+            return (status["gateway_links"] as? [[String: Any]] ?? []).contains { $0["cluster"] as? String == "c" }
+        }
+        let screenshot = NSTemporaryDirectory() + "freight-live-\(UInt32.random(in: 0...UInt32.max)).png"
+        defer { try? FileManager.default.removeItem(atPath: screenshot) }
+        let browser = try FreightProcess(
+            [
+                "\(root)/scripts/page-screenshot.py", "http://\(admin)/", screenshot, "--frames", "2", "--nodes", "2",
+                "--timeout", "60",
+            ], executable: FreightProcess.pythonPath)
+        defer { browser.stop() }
+        let status = try await browser.waitForExit(timeout: .seconds(90))
+        let report = browser.stdoutLines.last ?? "{}"
+        try #require(status == 0, "page-screenshot.py: \(browser.stderr) \(report)")
+        let page = try JSONSerialization.jsonObject(with: Data(report.utf8)) as! [String: Any]
+        #expect(Set(page["nodes"] as? [String] ?? []) == ["a", "gateway c"], "the graph: \(report)")
+        let links = page["links"] as? [String] ?? []
+        #expect(links.count == 1 && links[0].hasPrefix("c →") && links[0].contains("←"), "the link to c: \(report)")
+    }
 }
