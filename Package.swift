@@ -36,6 +36,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
         // OTLP over gRPC only: the gRPC stack is here already, and OTLP/HTTP would bring async-http-client.
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPGRPC"]),
+        // WebAssembly filters and functions (docs/functions.md): the runtime, and its WAT assembler.
+        .package(url: "https://github.com/swiftwasm/WasmKit.git", from: "0.4.2"),
     ],
     targets: [
         .target(name: "FreightCore", swiftSettings: strict),
@@ -115,6 +117,18 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // WebAssembly filters and function endpoints on WasmKit (docs/functions.md): ABI v1, fuel and memory limits.
+        .target(
+            name: "FreightFunctions",
+            dependencies: [
+                "FreightCore",
+                .product(name: "WasmKit", package: "WasmKit"),
+                .product(name: "WAT", package: "WasmKit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // The admin port (docs/observability.md): /metrics (swift-prometheus), /healthz and /readyz, on Hummingbird.
         .target(
             name: "FreightAdmin",
@@ -185,6 +199,8 @@ let package = Package(
             dependencies: [
                 "FreightCore", "FreightNode", "FreightClient", "FreightWire", "FreightTransport", "FreightTesting",
                 "FreightGRPC", "FreightEtcd", "FreightRouting", "FreightSecurity", "FreightWAN", "FreightAdmin",
+                "FreightFunctions",
+                .product(name: "WAT", package: "WasmKit"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -198,6 +214,9 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "FreightCoreTests", dependencies: ["FreightCore"], swiftSettings: strict),
+        .testTarget(
+            name: "FreightFunctionsTests", dependencies: ["FreightFunctions", "FreightCore", "FreightWire"],
+            swiftSettings: strict),
         .testTarget(name: "FreightWANTests", dependencies: ["FreightWAN", "FreightCore"], swiftSettings: strict),
         .testTarget(
             name: "FreightSecurityTests",

@@ -18,6 +18,7 @@ public struct FreightError: Error, Hashable, Sendable, CustomStringConvertible {
             case internalError = 14
             case permissionDenied = 15
             case timedOut = 16
+            case functionFailed = 17
         }
         let value: Value
 
@@ -39,6 +40,9 @@ public struct FreightError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let permissionDenied = Code(value: .permissionDenied)
         /// No answer within the time asked for (a request's reply).
         public static let timedOut = Code(value: .timedOut)
+        /// A WebAssembly filter or function failed the message: it trapped, ran out of fuel or memory, or broke its
+        /// ABI (docs/functions.md).
+        public static let functionFailed = Code(value: .functionFailed)
 
         /// The number carried on the wire.
         public var rawValue: UInt32 { value.rawValue }

@@ -101,6 +101,18 @@ public enum Limits {
     public static let messagesPerConnectionMax = 1024
     /// Spans a node keeps open at once (docs/observability.md): messages past it are not traced at that node.
     public static let tracedMessagesMax = 65_536
+    /// Fuel a WebAssembly filter or function may burn in one call (docs/functions.md): about a second of the
+    /// interpreter's work, enough for a 1 MiB chunk of a per-byte loop.
+    public static let functionFuelPerCall: UInt64 = 400_000_000
+    /// Linear memory a module may grow to.
+    public static let functionMemoryBytesMax = 64 * 1024 * 1024
+    /// A module's size (binary or text).
+    public static let functionModuleBytesMax = 16 * 1024 * 1024
+    /// Output a filter or function may produce for one input chunk (or at its end), and in all when its output's
+    /// length is not known up front.
+    public static let functionOutputBytesMax = 64 * 1024 * 1024
+    /// A module's config string (`PATTERN=module.wasm?CONFIG`).
+    public static let functionConfigBytesMax = 4096
     /// Messages in flight a status lists (the largest), for the live page and `freight top`.
     public static let statusFlowsMax = 16
     /// Failed messages a node remembers for its status, newest first.

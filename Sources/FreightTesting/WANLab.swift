@@ -44,7 +44,7 @@ public final class WANLab: Sendable {
             emulator = try FreightProcess(arguments + settings, executable: Self.emulatorPath)
             _ = try await emulator.waitForLine(timeout: .seconds(30)) { $0.hasPrefix("ready") }
         } catch {
-            for namespace in ["\(prefix)a", "\(prefix)b"] { try? Command.run(ip, ["netns", "delete", namespace]) }
+            for namespace in ["\(prefix)a", "\(prefix)b"] { _ = try? Command.run(ip, ["netns", "delete", namespace]) }
             unlink(controlPath)
             throw error
         }
@@ -96,7 +96,7 @@ public final class WANLab: Sendable {
     /// Stops the emulator (its devices go with it) and deletes both namespaces.
     public func remove() {
         emulator.stop()
-        for namespace in [namespaceA, namespaceB] { try? Command.run(ip, ["netns", "delete", namespace]) }
+        for namespace in [namespaceA, namespaceB] { _ = try? Command.run(ip, ["netns", "delete", namespace]) }
         unlink(controlPath)
     }
 }
