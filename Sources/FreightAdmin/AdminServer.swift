@@ -122,7 +122,7 @@ public struct AdminServer: Service {
             if previous != nil { try await Task.sleep(for: .milliseconds(liveFrameMillis)) }
             guard let status = try? await engine.statusSnapshot() else { break }
             let now = ContinuousClock.now
-            let seconds = previous.map { Double(($0.at.duration(to: now)) / .milliseconds(1)) / 1000 } ?? 0
+            let seconds = previous.map { StatusView.seconds(now - $0.at) } ?? 0
             let frame = LiveFrame(previous: previous?.status, current: status, seconds: seconds)
             try await writer.write(ByteBuffer(string: frame.event()))
             previous = (status, now)

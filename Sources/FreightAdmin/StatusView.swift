@@ -85,6 +85,11 @@ public struct StatusView: Sendable {
     static let errorsShown = 5
     static let flowWidths = [18, 28, 10, 7, 12, 16, 16]
 
+    /// A duration in seconds, as the rates between two snapshots need it.
+    public static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
     /// `14:03:27` (UTC) of a time in milliseconds since 1970.
     static func timeOfDay(_ unixMillis: UInt64) -> String {
         let seconds = unixMillis / 1000 % 86_400

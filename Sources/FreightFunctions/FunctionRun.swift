@@ -118,9 +118,8 @@ public final class FunctionRun {
 
     /// Transforms the next input chunk; returns the output it gives (possibly empty).
     public func chunk(_ bytes: UnsafeRawBufferPointer) throws(FreightError) -> [UInt8] {
-        let pointer = try place(bytes)
+        _ = try place(bytes)
         let result = try call(chunkFunction, "chunk", [.i32(UInt32(bytes.count))])
-        _ = pointer
         inputBytes += UInt64(bytes.count)
         return try output(result, "chunk")
     }

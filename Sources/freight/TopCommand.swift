@@ -33,7 +33,7 @@ struct TopCommand: AsyncParsableCommand {
                 if frames > 0 { try await Task.sleep(for: .milliseconds(Int(interval * 1000))) }
                 let status = try await client.status()
                 let now = ContinuousClock.now
-                let seconds = previous.map { Self.seconds(now - $0.at) } ?? 0
+                let seconds = previous.map { StatusView.seconds(now - $0.at) } ?? 0
                 let lines = view.lines(previous: previous?.status, current: status, seconds: seconds)
                 let frame = lines.joined(separator: "\n")
                 // Home and clear on a terminal; a blank line between frames elsewhere.
@@ -45,9 +45,5 @@ struct TopCommand: AsyncParsableCommand {
         } catch {
             fail(error)
         }
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

@@ -25,6 +25,19 @@ import Testing
         }
     }
 
+    /// The spans in `file` once every one of `services` has exported one, or what came within 20 s (the nodes
+    /// export within their batch delay, 1 s; apps flush as they exit).
+    static func spans(in file: String, from services: [String]) async throws -> [[String: Any]] {
+        var spans: [[String: Any]] = []
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            spans = Self.spans(in: file)
+            if Set(spans.compactMap { $0["service"] as? String }).isSuperset(of: services) { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return spans
+    }
+
     static func spans(in file: String) -> [[String: Any]] {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return [] }
         return text.split(separator: "\n").compactMap {
@@ -52,15 +65,8 @@ import Testing
         try #require(sent.status == 0, "\(sent.stderr)")
         #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "\(receiver.stderr)")
 
-        // The nodes export within their batch delay (1 s); both apps flushed as they exited.
         let services = ["freight-send", "freight-node-n1", "freight-node-n2", "freight-recv"]
-        var spans: [[String: Any]] = []
-        let deadline = ContinuousClock.now + .seconds(20)
-        while ContinuousClock.now < deadline {
-            spans = Self.spans(in: file)
-            if Set(spans.compactMap { $0["service"] as? String }).isSuperset(of: services) { break }
-            try await Task.sleep(for: .milliseconds(200))
-        }
+        let spans = try await Self.spans(in: file, from: services)
         let byService = Dictionary(spans.map { ($0["service"] as? String ?? "", $0) }) { first, _ in first }
         let chain = services.compactMap { byService[$0] }
         try #require(chain.count == 4, "spans of \(services), got: \(spans)\ncollector: \(collector.stderr)")
@@ -123,13 +129,7 @@ import Testing
         let services = [
             "freight-send", "freight-node-a2", "freight-node-a", "freight-node-c", "freight-node-c2", "freight-recv",
         ]
-        var spans: [[String: Any]] = []
-        let deadline = ContinuousClock.now + .seconds(20)
-        while ContinuousClock.now < deadline {
-            spans = Self.spans(in: file)
-            if Set(spans.compactMap { $0["service"] as? String }).isSuperset(of: services) { break }
-            try await Task.sleep(for: .milliseconds(200))
-        }
+        let spans = try await Self.spans(in: file, from: services)
         let byService = Dictionary(spans.map { ($0["service"] as? String ?? "", $0) }) { first, _ in first }
         let chain = services.compactMap { byService[$0] }
         try #require(chain.count == services.count, "spans of \(services), got: \(spans)")
