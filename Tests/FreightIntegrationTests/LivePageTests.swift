@@ -9,8 +9,9 @@ import Testing
 @Suite(.serialized) struct LivePageTests {
     static let chromium = "/usr/bin/chromium"
 
-    /// Three nodes; two slow receivers (8 MiB/s) on n2 and n3 take a 160 MiB message each from n1, and a message to
-    /// an address nobody serves fails at n1. Chromium loads n1's page and waits until it has drawn three frames with
+    /// Three nodes; two slow receivers (8 MiB/s) on n2 and n3 take a 1 GiB message each from n1 (two minutes each, so
+    /// both are still in flight however long Chromium takes to start on a loaded machine; the test stops them), and a
+    /// message to an address nobody serves fails at n1. Chromium loads n1's page and waits until it has drawn three frames with
     /// all three nodes in the graph and both messages in flight; the page then shows the two messages with their
     /// progress, both links with a rate, and the failure with its code. The screenshot goes to
     /// `$FREIGHT_SCREENSHOT` when set (the README's picture is made so), to a temporary file otherwise.
@@ -30,7 +31,7 @@ import Testing
         for (node, address) in [("n2", "live/two"), ("n3", "live/three")] {
             receivers.append(try await cluster.receiver(address, at: node, ["--rate", "8MiB", "--count", "1"]))
             senders.append(
-                try FreightProcess(["send", address, "--size", "160MiB", "--via", cluster.node("n1").socket]))
+                try FreightProcess(["send", address, "--size", "1GiB", "--via", cluster.node("n1").socket]))
         }
         let refused = try await FreightProcess.run([
             "send", "live/nobody", "--size", "1MiB", "--via", cluster.node("n1").socket,
@@ -43,10 +44,10 @@ import Testing
         let browser = try FreightProcess(
             [
                 "\(root)/scripts/page-screenshot.py", "http://\(admin)/", screenshot, "--frames", "3", "--nodes", "3",
-                "--messages", "2", "--timeout", "60",
+                "--messages", "2", "--timeout", "90",
             ], executable: FreightProcess.pythonPath)
         defer { browser.stop() }
-        let status = try await browser.waitForExit(timeout: .seconds(90))
+        let status = try await browser.waitForExit(timeout: .seconds(120))
         let report = browser.stdoutLines.last ?? "{}"
         try #require(status == 0, "page-screenshot.py: \(browser.stderr) \(report)")
         let page = try JSONSerialization.jsonObject(with: Data(report.utf8)) as! [String: Any]
@@ -59,7 +60,7 @@ import Testing
         let messages = page["messages"] as? [String] ?? []
         for address in ["live/two", "live/three"] {
             #expect(
-                messages.contains { $0.contains(address) && $0.contains("160 MiB") && $0.contains("%") },
+                messages.contains { $0.contains(address) && $0.contains("1.0 GiB") && $0.contains("%") },
                 "\(address) in flight with its progress: \(report)")
         }
         let errors = page["errors"] as? [String] ?? []
