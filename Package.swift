@@ -107,7 +107,7 @@ let package = Package(
             name: "FreightNode",
             dependencies: [
                 "FreightCore", "FreightWire", "FreightDirectory", "FreightRouting", "FreightTransport", "FreightFlow",
-                "FreightSecurity",
+                "FreightSecurity", "FreightFunctions",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -157,7 +157,7 @@ let package = Package(
         .target(
             name: "FreightGRPC",
             dependencies: [
-                "FreightCore", "FreightNode", "FreightClient", "FreightTransport",
+                "FreightCore", "FreightNode", "FreightClient", "FreightTransport", "FreightFunctions",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

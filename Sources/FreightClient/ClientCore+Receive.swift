@@ -91,6 +91,7 @@ extension ClientCore {
             replyTo: header.replyTo,
             traceparent: header.traceparent,
             tracestate: header.tracestate,
+            filters: header.filters,
             body: body,
             notes: notes,
             failing: { [self] error in loop.execute { self.fail(id, error) } }

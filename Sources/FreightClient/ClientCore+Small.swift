@@ -119,6 +119,7 @@ extension ClientCore {
                 id: id, source: header.source, destination: header.destination, length: header.length,
                 contentType: header.contentType, attributes: header.attributes, path: small.path,
                 replyTo: header.replyTo, traceparent: header.traceparent, tracestate: header.tracestate,
+                filters: header.filters,
                 body: MessageBody(whole: chunk) { [self] _ in loop.execute { self.smallHandled(id, nil) } },
                 notes: MessageNotes(),
                 failing: { [self] error in loop.execute { self.smallHandled(id, error) } })

@@ -74,6 +74,9 @@ public struct IncomingMessage: Sendable {
     /// The W3C trace context the message carries: the span of the last node it passed (docs/observability.md).
     public let traceparent: String
     public let tracestate: String
+    /// The filters that ran on the body on its way, in order (`NODE/MODULE@SHA256-PREFIX`, docs/functions.md): its
+    /// encoding, when a filter changed it.
+    public let filters: [String]
     public internal(set) var body: MessageBody
     let notes: MessageNotes
     let failing: @Sendable (FreightError) -> Void

@@ -113,6 +113,11 @@ public enum Limits {
     public static let functionOutputBytesMax = 64 * 1024 * 1024
     /// A module's config string (`PATTERN=module.wasm?CONFIG`).
     public static let functionConfigBytesMax = 4096
+    /// Messages a node runs through its filters at once (each holds a module instance of up to
+    /// `functionMemoryBytesMax`); more fail with `resource_exhausted`, and their senders send them again.
+    public static let filteredMessagesMax = 16
+    /// Filters attached at one node.
+    public static let filtersPerNodeMax = 16
     /// Messages in flight a status lists (the largest), for the live page and `freight top`.
     public static let statusFlowsMax = 16
     /// Failed messages a node remembers for its status, newest first.

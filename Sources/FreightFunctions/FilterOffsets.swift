@@ -62,6 +62,14 @@ public struct FilterOffsets: Sendable, Equatable {
         return min(windowed, last.input + more)
     }
 
+    /// A resumable filter starts again at `point` (from ``resumePoint(output:)``): the boundaries past it are gone,
+    /// and the next one passed follows it.
+    public mutating func rewind(to point: Boundary) {
+        precondition(point.input >= acknowledged.input && point.output >= acknowledged.output, "behind what is held")
+        boundaries.removeAll { $0.input > point.input || $0.output > point.output }
+        last = point
+    }
+
     /// Where a resumable filter starts again when the receivers resume from output offset `output`: the last
     /// boundary at or below it (its input is what the node must still hold), or nil when none is known (the message
     /// restarts).

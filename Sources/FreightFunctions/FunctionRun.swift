@@ -23,6 +23,8 @@ public final class FunctionRun {
     /// The output length `begin` declared, or nil when the module does not know it.
     public private(set) var declaredLength: UInt64?
     private var failed: FreightError?
+    /// Begun again at a chunk boundary after a resume (``goesOnMidBody()``).
+    private var startedMidBody = false
 
     /// - Parameter log: where `freight.log` lines go (only with the log capability).
     public init(_ module: FunctionModule, log: (@Sendable (String) -> Void)? = nil) throws(FreightError) {
@@ -135,10 +137,15 @@ public final class FunctionRun {
         try bytes.withUnsafeBytes { raw in Result { () throws(FreightError) in try body(raw) } }.get()
     }
 
+    /// A resumable module begun again at a chunk boundary after a resume (docs/functions.md): the output before it was
+    /// given by an earlier run, so this one's is held to no more than the declared length, not to all of it (the
+    /// node checks the message's whole output).
+    public func goesOnMidBody() { startedMidBody = true }
+
     /// The input is complete: the output's last bytes.
     public func end() throws(FreightError) -> [UInt8] {
         let output = try output(try call(endFunction, "end", []), "end")
-        if let declaredLength, outputBytes != declaredLength {
+        if let declaredLength, outputBytes != declaredLength, !startedMidBody {
             throw fail("gave \(outputBytes) bytes of output after declaring \(declaredLength)")
         }
         return output

@@ -25,6 +25,13 @@ public protocol MessageFilter {
     mutating func handle(_ chunk: [UInt8], next: (_ output: [UInt8]) throws(FreightError) -> Void) throws(FreightError)
     /// The input is complete: trailing output.
     mutating func end(next: (_ output: [UInt8]) throws(FreightError) -> Void) throws(FreightError)
+    /// Begun again at a chunk boundary after a resume: the input and output before it went through an earlier
+    /// instance (only resumable filters are begun so).
+    mutating func goesOnMidBody()
+}
+
+extension MessageFilter {
+    public mutating func goesOnMidBody() {}
 }
 
 /// A WebAssembly module as a filter: one ``FunctionRun`` per message.
@@ -65,6 +72,8 @@ public struct WasmFilter: MessageFilter {
         let output = try run.end()
         if !output.isEmpty { try next(output) }
     }
+
+    public mutating func goesOnMidBody() { run.goesOnMidBody() }
 }
 
 /// Filters in the order they were attached, composed: the output of one is the input of the next.
@@ -77,6 +86,10 @@ public struct FilterChain {
 
     public mutating func begin(_ header: inout FilterHeader) throws(FreightError) {
         for index in filters.indices { try filters[index].begin(&header) }
+    }
+
+    public mutating func goesOnMidBody() {
+        for index in filters.indices { filters[index].goesOnMidBody() }
     }
 
     /// Passes `chunk` through every filter; `sink` gets the last one's output.

@@ -50,6 +50,25 @@ public struct FabricService: RegistrableRPCService {
             }
         }
         Self.registerUnary(Methods.Status.descriptor, with: &router, status)
+        Self.registerUnary(Methods.AttachFilter.descriptor, with: &router, attachFilter)
+        Self.registerUnary(Methods.DetachFilter.descriptor, with: &router, detachFilter)
+        Self.registerUnary(Methods.ListFilters.descriptor, with: &router, listFilters)
+    }
+
+    /// A unary method whose handler sees the request's metadata (the caller's token).
+    private static func registerUnary<
+        Transport: ServerTransport, Input: SwiftProtobuf.Message, Output: SwiftProtobuf.Message
+    >(
+        _ descriptor: MethodDescriptor, with router: inout RPCRouter<Transport>,
+        _ handle: @escaping @Sendable (ServerRequest<Input>) async throws -> Output
+    ) {
+        router.registerHandler(
+            forMethod: descriptor, deserializer: ProtobufDeserializer<Input>(), serializer: ProtobufSerializer<Output>()
+        ) { request, context in
+            let single = try await ServerRequest(stream: request)
+            let response = try await handle(single)
+            return StreamingServerResponse(single: ServerResponse(message: response, metadata: [:]))
+        }
     }
 
     /// A unary method of protobuf messages: one request in, one response out.
@@ -142,6 +161,7 @@ public struct FabricService: RegistrableRPCService {
                             $0.replyTo = message.replyTo
                             $0.traceparent = message.traceparent
                             $0.tracestate = message.tracestate
+                            $0.filters = message.filters
                         }
                     }))
             // A message that fails ends with a `failed` event, and the stream goes on with the next one.
@@ -419,7 +439,7 @@ public struct FabricService: RegistrableRPCService {
         return RPCError(code: code, message: freight.message)
     }
 
-    private func mapped<T>(_ body: () async throws -> T) async throws -> T {
+    func mapped<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch {
@@ -427,7 +447,7 @@ public struct FabricService: RegistrableRPCService {
         }
     }
 
-    private func mapped<T>(_ body: () throws -> T) throws -> T {
+    func mapped<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch {

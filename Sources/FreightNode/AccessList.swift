@@ -33,16 +33,17 @@ public struct AppIdentity: Sendable, Hashable, CustomStringConvertible {
 /// ```
 /// # A token and its secret: apps over TCP and gRPC present the secret (FREIGHT_TOKEN).
 /// token ci 3f9c1e…
-/// # allow IDENTITY ACTIONS PREFIX…   identity: uid:N, gid:N, token:NAME or any; actions: receive, send, or both
+/// # allow IDENTITY ACTIONS PREFIX…   identity: uid:N, gid:N, token:NAME or any; actions: receive, send, filter
 /// allow uid:1000 receive,send team-a/**
 /// allow token:ci send jobs/**
 /// allow any receive public/**
 /// ```
 /// `receive` lets an app register endpoints on patterns within a prefix; `send` lets it open messages to
-/// addresses within one. What no rule allows is refused, with the rules that apply named.
+/// addresses within one; `filter` lets it attach WebAssembly filters (gRPC `AttachFilter`) on patterns within one. What no rule allows is refused, with the rules that apply named.
 public struct AccessList: Sendable {
     public enum Action: String, Sendable, CaseIterable {
-        case receive, send
+        /// `filter`: attach WebAssembly filters on patterns within a prefix, and detach them (docs/functions.md).
+        case receive, send, filter
     }
 
     enum Principal: Hashable, Sendable, CustomStringConvertible {
@@ -133,7 +134,7 @@ public struct AccessList: Sendable {
                 var actions: Set<Action> = []
                 for word in words[2].split(separator: ",") {
                     guard let action = Action(rawValue: String(word)) else {
-                        throw bad("action '\(word)' is not receive or send")
+                        throw bad("action '\(word)' is not receive, send or filter")
                     }
                     actions.insert(action)
                 }
@@ -182,7 +183,12 @@ public struct AccessList: Sendable {
     public func refusal(_ identity: AppIdentity, _ action: Action, _ pattern: AddressPattern) -> FreightError? {
         let applying = rules.filter { $0.principal.includes(identity) && $0.actions.contains(action) }
         if applying.contains(where: { rule in rule.prefixes.contains { $0.covers(pattern) } }) { return nil }
-        let verb = action == .receive ? "receive on" : "send to"
+        let verb =
+            switch action {
+            case .receive: "receive on"
+            case .send: "send to"
+            case .filter: "attach filters on"
+            }
         guard !applying.isEmpty else {
             return FreightError(
                 .permissionDenied,

@@ -1,6 +1,7 @@
 import CoreMetrics
 import FreightCore
 import FreightDirectory
+import FreightFunctions
 import FreightRouting
 import FreightSecurity
 import FreightTransport
@@ -74,6 +75,10 @@ public struct NodeConfiguration: Sendable {
     public var metrics: (any MetricsFactory)?
     /// Where the node records a span per message (docs/observability.md); nil: nowhere.
     public var tracer: (any Tracer)?
+    /// WebAssembly filters on patterns (docs/functions.md), in the order messages run through them.
+    public var filters: [FilterAttachment] = []
+    /// What filters attached at run time may import (`--filter-grant-log`).
+    public var filterCapabilities: FunctionModule.Capabilities = []
 
     public init(
         cluster: String = "default",

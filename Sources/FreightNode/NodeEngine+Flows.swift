@@ -86,13 +86,23 @@ extension NodeEngine {
     /// the delivery planner; for a peer's, the endpoints its OPEN names. One branch per local port, and one per next
     /// hop: the endpoint's own node, or the relay a route names for it (``NodeConfiguration/routes``), so that a
     /// message can pass several nodes (n1 → n2 → n3).
-    private func plan(
+    ///
+    /// A message that runs through this node's filters has one branch here, the filter port; what the filters make
+    /// of it is planned as if it came from where the message did (``FilterPort``).
+    func plan(
         _ header: Freight_Wire_V1_MessageHeader, open: Freight_Wire_V1_Open, from port: Port,
         load: (EndpointKey) -> Int
     ) throws(FreightError) -> FlowTable.Plan {
         if open.hasPart { return try detourPlan(open, from: port) }
         var targets: [EndpointKey]
         switch port {
+        case .local where isFilterPort(port):
+            // What the filters made of a message goes to the receivers planned for the message.
+            targets = open.targets.map { EndpointKey(node: $0.node, id: $0.id) }
+            targets.removeAll { $0.node == name && localEndpoints[$0.id] == nil }
+            guard !targets.isEmpty else {
+                throw FreightError(.noRoute, "no route to \(header.destination): its receivers went away")
+            }
         case .local where isGatewayPort(port):
             targets = try ingressTargets(header, open: open, load: load)
         case .session, .local:
@@ -124,6 +134,11 @@ extension NodeEngine {
             guard !targets.isEmpty else {
                 throw FreightError(.noRoute, "no route to \(header.destination): its endpoint on node \(name) is gone")
             }
+        }
+        if !isFilterPort(port), !filters(for: header).isEmpty {
+            return FlowTable.Plan(
+                branches: [Flow.Branch(port: .local(filterPort.portID), targets: targets)],
+                upstreamResends: resends(port))
         }
         // A shared-buffer message between apps of this node holds no bytes here: only its regions are lent.
         let shared =
@@ -217,7 +232,9 @@ extension NodeEngine {
         switch port {
         case .session(let id): sessions[id]?.resends == true
         // A gateway link passes a request to send again on to its far side, which passes it to the source.
-        case .local(let id): localPorts[id] is InProcessSource || localPorts[id] is GatewayIngress
+        // The filter port makes its output again from the input it holds (docs/functions.md).
+        case .local(let id):
+            localPorts[id] is InProcessSource || localPorts[id] is GatewayIngress || localPorts[id] is FilterPort
         case .peer(let node): membership.peers[node]?.resumes == true
         }
     }
@@ -251,7 +268,7 @@ extension NodeEngine {
 
     /// An app speaks for its own endpoints only: its DONE is rewritten to name them.
     private func rewritten(_ done: Freight_Wire_V1_Done, from port: Port) -> Freight_Wire_V1_Done {
-        guard port.isLocal, !isGatewayPort(port),
+        guard port.isLocal, !isGatewayPort(port), !isFilterPort(port),
             let targets = flowTable[done.messageID]?.branches.first(where: { $0.port == port })?.targets,
             !targets.isEmpty
         else { return done }

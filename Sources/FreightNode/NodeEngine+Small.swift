@@ -89,9 +89,11 @@ extension NodeEngine {
     }
 
     /// The one endpoint a small message goes to and the port it leaves by, or nil when it cannot go small from
-    /// here: not exactly one receiver, a receiver or a hop that takes no SMALL, a gateway, a refusal (the message
+    /// here: not exactly one receiver, a receiver or a hop that takes no SMALL, a gateway, a filter, a refusal (the message
     /// then goes as OPEN and DATA, which says why where it fails).
     private func smallTarget(_ message: inout SmallMessage, from port: Port) -> (EndpointKey, Port)? {
+        // A message this node filters goes through the filter port, as OPEN and DATA.
+        guard filters(for: message.header).isEmpty else { return nil }
         let target: EndpointKey
         switch port {
         case .session(let id):

@@ -118,6 +118,9 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var maintenance: RepeatedTask?
     /// Links to gateways of other clusters, when this node is a gateway.
     var gateways: GatewayLinks?
+    /// WebAssembly filters attached at this node, in order, and the port they run on (NodeEngine+Filters).
+    var attachedFilters: [FilterAttachment]
+    var filterPortStorage: FilterPort?
     /// The endpoint this gateway registered for each route it chose to another cluster.
     var routeEndpoints: [RouteKey: UInt64] = [:]
     /// Set when `stop()` begins: links that close then are not redialed or resumed.
@@ -176,6 +179,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         self.transport = transport
         self.boundListen = configuration.listen
         self.planner = DeliveryPlanner(localNode: configuration.name)
+        self.attachedFilters = configuration.filters
         self.flowTable = FlowTable(
             configuration: .init(
                 nodeName: configuration.name, windowBytes: configuration.windowBytes,

@@ -55,7 +55,8 @@ struct FunctionCommand: ParsableCommand {
             abstract: "Check that a module speaks Freight's function ABI and say what it declares.")
 
         @Argument(help: "The .wasm or .wat file.") var module: String
-        @Flag(name: .customLong("grant-log"), help: "Grant freight.log, as --filter ...?log would.") var grantLog =
+        @Flag(name: .customLong("grant-log"), help: "Grant freight.log, as a node's --filter-grant-log would.")
+        var grantLog =
             false
 
         func run() throws {

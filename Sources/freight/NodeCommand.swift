@@ -4,6 +4,7 @@ import FreightAdmin
 import FreightCore
 import FreightDirectory
 import FreightEtcd
+import FreightFunctions
 import FreightGRPC
 import FreightNode
 import FreightRouting
@@ -98,6 +99,16 @@ struct NodeCommand: AsyncParsableCommand {
         name: .customLong("admin"),
         help: "HOST:PORT for the admin port: /metrics (Prometheus), /healthz, /readyz (port 0 picks one).")
     var admin: String?
+    @Option(
+        name: .customLong("filter"),
+        help:
+            "PATTERN=MODULE.wasm[?CONFIG]: messages to PATTERN run through this WebAssembly filter at this node (docs/functions.md); repeatable, in order."
+    )
+    var filters: [String] = []
+    @Flag(
+        name: .customLong("filter-grant-log"),
+        help: "Let this node's filters import freight.log (lines in the node's log); no other capability exists.")
+    var filterGrantLog = false
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel = "info"
     @Option(
@@ -176,6 +187,12 @@ struct NodeCommand: AsyncParsableCommand {
                 slowReceiverSeconds: slowReceiver
             )
             settings.gateway = try gateway.load(cluster: cluster, tls: tls)
+            let grants: FunctionModule.Capabilities = filterGrantLog ? [.log] : []
+            settings.filterCapabilities = grants
+            settings.filters = try filters.map { text throws(FreightError) in
+                try FilterAttachment.parse(text, capabilities: grants)
+            }
+            for filter in settings.filters { logger.info("filter \(filter.description)") }
             // Each node process keeps its metrics in a registry of its own, which its admin port exposes.
             let registry = adminAddress.map { _ in PrometheusCollectorRegistry() }
             settings.metrics = registry.map { MetricsCatalog.factory(registry: $0) }

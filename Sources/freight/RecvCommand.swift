@@ -207,6 +207,7 @@ struct RecvCommand: AsyncParsableCommand {
             if let file { object["file"] = file }
             if let checked { object["checked"] = checked }
             object["resumed_at"] = message.resumedAt
+            if !message.filters.isEmpty { object["filters"] = message.filters }
             printJSON(object)
         } else {
             var line =
@@ -214,6 +215,7 @@ struct RecvCommand: AsyncParsableCommand {
             line +=
                 " via \(message.path.joined(separator: " → ")) in \(seconds.formatted(decimals: 3)) s (\(rate.formatted(decimals: 0)) MB/s)"
             if let file { line += " → \(file)" }
+            if !message.filters.isEmpty { line += ", filtered by \(message.filters.joined(separator: ", "))" }
             if let checked { line += checked ? ", every byte checked" : ", BYTES DIFFER" }
             if !message.resumedAt.isEmpty {
                 line +=

@@ -48,6 +48,11 @@ struct FilterChainTests {
         #expect(offsets.inputCredit(outputCredit: 1 << 20, windowBytes: 32 << 20) == 3 << 20, "no more than taken")
         #expect(offsets.resumePoint(output: 1300 << 10) == .init(input: 2 << 20, output: 1 << 20))
         #expect(offsets.resumePoint(output: 100) == nil, "below what was acknowledged")
+        // The filter starts again there: what it passes from now on follows that boundary.
+        offsets.rewind(to: .init(input: 2 << 20, output: 1 << 20))
+        #expect(offsets.boundaries.isEmpty && offsets.last == .init(input: 2 << 20, output: 1 << 20))
+        offsets.passed(input: 3 << 20, output: 1536 << 10)
+        #expect(offsets.outputAcknowledged(1536 << 10) == 3 << 20)
         var unknown = FilterOffsets(inputLength: 1 << 20, outputLength: nil)
         #expect(unknown.inputCredit(outputCredit: 0, windowBytes: 256 << 10) == 256 << 10)
         unknown.passed(input: 1 << 20, output: 10)

@@ -119,5 +119,18 @@ import Testing
         #expect(try await inside.waitForExit(timeout: .seconds(60)) == 0, "\(inside.stderr)")
         #expect(try await receiver.waitForExit(timeout: .seconds(30)) == 0, "\(receiver.stderr)")
         #expect(try await TestFiles.identical(source, out))
+
+        // A filter sees and changes every message to its pattern: attaching one needs the `filter` action.
+        let examples = "\(FreightProcess.repositoryRoot ?? ".")/examples/functions"
+        let filter = try Self.python(
+            [
+                Self.clientScript, "attach-filter", "--target", cluster.node("n1").grpc, "team-a/**",
+                "\(examples)/downcast.wat",
+            ],
+            environment: token)
+        defer { filter.stop() }
+        #expect(try await filter.waitForExit(timeout: .seconds(30)) != 0)
+        #expect(
+            filter.stderr.contains("PERMISSION_DENIED") && filter.stderr.contains("filter"), "\(filter.stderr)")
     }
 }

@@ -282,8 +282,11 @@ import Testing
         }
         var samples: [(sent: Int, received: Int)] = []
         for _ in 0..<5 {
-            let received = try await c.cluster.status("c2")["bytes_in"] as? Int ?? 0
-            let sent = try await a.cluster.status("a2")["bytes_out"] as? Int ?? 0
+            // Both at once: asked one after the other on a loaded machine, the sender moves on between the two.
+            async let receivedStatus = c.cluster.status("c2")
+            async let sentStatus = a.cluster.status("a2")
+            let received = try await receivedStatus["bytes_in"] as? Int ?? 0
+            let sent = try await sentStatus["bytes_out"] as? Int ?? 0
             samples.append((sent, received))
             try await Task.sleep(for: .milliseconds(200))
         }

@@ -37,9 +37,10 @@ import Testing
     /// with `worker`, a second node `CLUSTER2` there that joins it.
     static func site(
         _ cluster: String, host: String, folder: String, peers: [String], dial: [String], export: [String],
-        worker: String? = nil, extraArguments: [String] = [], environment: [String: String] = [:]
+        worker: String? = nil, extraArguments: [String] = [], gatewayArguments: [String] = [],
+        environment: [String: String] = [:], executable: String? = nil
     ) async throws -> Site {
-        let processes = try ProcessCluster(cluster: cluster, environment: environment)
+        let processes = try ProcessCluster(cluster: cluster, executable: executable, environment: environment)
         do {
             var arguments = [
                 "--tls-authority", "\(folder)/\(cluster)/authority.pem", "--tls-cert", "\(folder)/\(cluster)/node.pem",
@@ -49,7 +50,7 @@ import Testing
             for address in dial { arguments += ["--gateway-peer", address] }
             for pattern in export { arguments += ["--export", pattern] }
             let node = try await processes.startNode(
-                name: cluster, host: host, join: [], extraArguments: arguments + extraArguments)
+                name: cluster, host: host, join: [], extraArguments: arguments + extraArguments + gatewayArguments)
             let line = node.process.stdoutLines.first { $0.contains("\"listening\"") } ?? ""
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
             let gateway = try #require(object?["gateway"] as? String)

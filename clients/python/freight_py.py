@@ -4,6 +4,8 @@
     python freight_py.py send  --target 127.0.0.1:7300 ADDRESS FILE
     python freight_py.py recv  --target 127.0.0.1:7300 ADDRESS --out FILE
     python freight_py.py resolve --target 127.0.0.1:7300 PATTERN
+    python freight_py.py attach-filter --target 127.0.0.1:7300 PATTERN MODULE.wasm [--config CONFIG]
+    python freight_py.py detach-filter --target 127.0.0.1:7300 PATTERN
 
 Prints one JSON object per line; digests are SHA-256 of the body.
 """
@@ -29,12 +31,13 @@ def sha256_file(path):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["send", "recv", "resolve"])
+    parser.add_argument("command", choices=["send", "recv", "resolve", "attach-filter", "detach-filter"])
     parser.add_argument("--target", required=True)
     parser.add_argument("address")
     parser.add_argument("file", nargs="?")
     parser.add_argument("--out")
     parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--config", default="")
     args = parser.parse_args()
     # The secret of an access-list token, from the environment (never the command line, where others can read it).
     client = Client(args.target, token=os.environ.get("FREIGHT_TOKEN") or None)
@@ -58,6 +61,12 @@ def main():
                 received += 1
                 if received >= args.count:
                     break
+        elif args.command == "attach-filter":
+            for attached in client.attach_filter(args.address, args.file, config=args.config):
+                print(json.dumps({"pattern": attached.pattern, "name": attached.name, "sha256": attached.sha256,
+                                  "config": attached.config, "resumable": attached.resumable}), flush=True)
+        elif args.command == "detach-filter":
+            print(json.dumps({"detached": client.detach_filter(args.address)}), flush=True)
         else:
             endpoints, truncated = client.resolve(args.address)
             for endpoint in endpoints:

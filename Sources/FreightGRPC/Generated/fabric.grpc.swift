@@ -89,13 +89,55 @@ public enum Freight_V1_FabricService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "AttachFilter" metadata.
+        public enum AttachFilter: Sendable {
+            /// Request type for "AttachFilter".
+            public typealias Input = Freight_V1_AttachFilterRequest
+            /// Response type for "AttachFilter".
+            public typealias Output = Freight_V1_FiltersResponse
+            /// Descriptor for "AttachFilter".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "freight.v1.FabricService"),
+                method: "AttachFilter",
+                type: .unary
+            )
+        }
+        /// Namespace for "DetachFilter" metadata.
+        public enum DetachFilter: Sendable {
+            /// Request type for "DetachFilter".
+            public typealias Input = Freight_V1_DetachFilterRequest
+            /// Response type for "DetachFilter".
+            public typealias Output = Freight_V1_FiltersResponse
+            /// Descriptor for "DetachFilter".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "freight.v1.FabricService"),
+                method: "DetachFilter",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListFilters" metadata.
+        public enum ListFilters: Sendable {
+            /// Request type for "ListFilters".
+            public typealias Input = Freight_V1_ListFiltersRequest
+            /// Response type for "ListFilters".
+            public typealias Output = Freight_V1_FiltersResponse
+            /// Descriptor for "ListFilters".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "freight.v1.FabricService"),
+                method: "ListFilters",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "freight.v1.FabricService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Receive.descriptor,
             Send.descriptor,
             Resolve.descriptor,
             Watch.descriptor,
-            Status.descriptor
+            Status.descriptor,
+            AttachFilter.descriptor,
+            DetachFilter.descriptor,
+            ListFilters.descriptor
         ]
     }
 }
@@ -220,6 +262,62 @@ extension Freight_V1_FabricService {
             request: GRPCCore.StreamingServerRequest<Freight_V1_StatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Freight_V1_StatusResponse>
+
+        /// Handle the "AttachFilter" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Attaches a WebAssembly filter at this node (docs/functions.md): messages to addresses the pattern matches that
+        /// > open from now on run through it, after the filters attached before it. With an access list, the caller needs
+        /// > the `filter` action on the pattern.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Freight_V1_AttachFilterRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Freight_V1_FiltersResponse` messages.
+        func attachFilter(
+            request: GRPCCore.StreamingServerRequest<Freight_V1_AttachFilterRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Freight_V1_FiltersResponse>
+
+        /// Handle the "DetachFilter" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Detaches the filters on a pattern (the same `filter` action); messages they run on already go on.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Freight_V1_DetachFilterRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Freight_V1_FiltersResponse` messages.
+        func detachFilter(
+            request: GRPCCore.StreamingServerRequest<Freight_V1_DetachFilterRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Freight_V1_FiltersResponse>
+
+        /// Handle the "ListFilters" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The filters attached at this node, in the order messages run through them.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Freight_V1_ListFiltersRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Freight_V1_FiltersResponse` messages.
+        func listFilters(
+            request: GRPCCore.StreamingServerRequest<Freight_V1_ListFiltersRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Freight_V1_FiltersResponse>
     }
 
     /// Service protocol for the "freight.v1.FabricService" service.
@@ -328,6 +426,62 @@ extension Freight_V1_FabricService {
             request: GRPCCore.ServerRequest<Freight_V1_StatusRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Freight_V1_StatusResponse>
+
+        /// Handle the "AttachFilter" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Attaches a WebAssembly filter at this node (docs/functions.md): messages to addresses the pattern matches that
+        /// > open from now on run through it, after the filters attached before it. With an access list, the caller needs
+        /// > the `filter` action on the pattern.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Freight_V1_AttachFilterRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Freight_V1_FiltersResponse` message.
+        func attachFilter(
+            request: GRPCCore.ServerRequest<Freight_V1_AttachFilterRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Freight_V1_FiltersResponse>
+
+        /// Handle the "DetachFilter" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Detaches the filters on a pattern (the same `filter` action); messages they run on already go on.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Freight_V1_DetachFilterRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Freight_V1_FiltersResponse` message.
+        func detachFilter(
+            request: GRPCCore.ServerRequest<Freight_V1_DetachFilterRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Freight_V1_FiltersResponse>
+
+        /// Handle the "ListFilters" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The filters attached at this node, in the order messages run through them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Freight_V1_ListFiltersRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Freight_V1_FiltersResponse` message.
+        func listFilters(
+            request: GRPCCore.ServerRequest<Freight_V1_ListFiltersRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Freight_V1_FiltersResponse>
     }
 
     /// Simple service protocol for the "freight.v1.FabricService" service.
@@ -436,6 +590,62 @@ extension Freight_V1_FabricService {
             request: Freight_V1_StatusRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Freight_V1_StatusResponse
+
+        /// Handle the "AttachFilter" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Attaches a WebAssembly filter at this node (docs/functions.md): messages to addresses the pattern matches that
+        /// > open from now on run through it, after the filters attached before it. With an access list, the caller needs
+        /// > the `filter` action on the pattern.
+        ///
+        /// - Parameters:
+        ///   - request: A `Freight_V1_AttachFilterRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Freight_V1_FiltersResponse` to respond with.
+        func attachFilter(
+            request: Freight_V1_AttachFilterRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Freight_V1_FiltersResponse
+
+        /// Handle the "DetachFilter" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Detaches the filters on a pattern (the same `filter` action); messages they run on already go on.
+        ///
+        /// - Parameters:
+        ///   - request: A `Freight_V1_DetachFilterRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Freight_V1_FiltersResponse` to respond with.
+        func detachFilter(
+            request: Freight_V1_DetachFilterRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Freight_V1_FiltersResponse
+
+        /// Handle the "ListFilters" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The filters attached at this node, in the order messages run through them.
+        ///
+        /// - Parameters:
+        ///   - request: A `Freight_V1_ListFiltersRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Freight_V1_FiltersResponse` to respond with.
+        func listFilters(
+            request: Freight_V1_ListFiltersRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Freight_V1_FiltersResponse
     }
 }
 
@@ -498,6 +708,39 @@ extension Freight_V1_FabricService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Freight_V1_FabricService.Method.AttachFilter.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Freight_V1_AttachFilterRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Freight_V1_FiltersResponse>(),
+            handler: { request, context in
+                try await self.attachFilter(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Freight_V1_FabricService.Method.DetachFilter.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Freight_V1_DetachFilterRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Freight_V1_FiltersResponse>(),
+            handler: { request, context in
+                try await self.detachFilter(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Freight_V1_FabricService.Method.ListFilters.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Freight_V1_ListFiltersRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Freight_V1_FiltersResponse>(),
+            handler: { request, context in
+                try await self.listFilters(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -553,6 +796,39 @@ extension Freight_V1_FabricService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Freight_V1_StatusResponse> {
         let response = try await self.status(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func attachFilter(
+        request: GRPCCore.StreamingServerRequest<Freight_V1_AttachFilterRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Freight_V1_FiltersResponse> {
+        let response = try await self.attachFilter(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func detachFilter(
+        request: GRPCCore.StreamingServerRequest<Freight_V1_DetachFilterRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Freight_V1_FiltersResponse> {
+        let response = try await self.detachFilter(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listFilters(
+        request: GRPCCore.StreamingServerRequest<Freight_V1_ListFiltersRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Freight_V1_FiltersResponse> {
+        let response = try await self.listFilters(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -629,6 +905,45 @@ extension Freight_V1_FabricService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Freight_V1_StatusResponse> {
         return GRPCCore.ServerResponse<Freight_V1_StatusResponse>(
             message: try await self.status(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func attachFilter(
+        request: GRPCCore.ServerRequest<Freight_V1_AttachFilterRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Freight_V1_FiltersResponse> {
+        return GRPCCore.ServerResponse<Freight_V1_FiltersResponse>(
+            message: try await self.attachFilter(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func detachFilter(
+        request: GRPCCore.ServerRequest<Freight_V1_DetachFilterRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Freight_V1_FiltersResponse> {
+        return GRPCCore.ServerResponse<Freight_V1_FiltersResponse>(
+            message: try await self.detachFilter(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listFilters(
+        request: GRPCCore.ServerRequest<Freight_V1_ListFiltersRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Freight_V1_FiltersResponse> {
+        return GRPCCore.ServerResponse<Freight_V1_FiltersResponse>(
+            message: try await self.listFilters(
                 request: request.message,
                 context: context
             ),
@@ -768,6 +1083,77 @@ extension Freight_V1_FabricService {
             deserializer: some GRPCCore.MessageDeserializer<Freight_V1_StatusResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_StatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AttachFilter" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Attaches a WebAssembly filter at this node (docs/functions.md): messages to addresses the pattern matches that
+        /// > open from now on run through it, after the filters attached before it. With an access list, the caller needs
+        /// > the `filter` action on the pattern.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Freight_V1_AttachFilterRequest` message.
+        ///   - serializer: A serializer for `Freight_V1_AttachFilterRequest` messages.
+        ///   - deserializer: A deserializer for `Freight_V1_FiltersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func attachFilter<Result>(
+            request: GRPCCore.ClientRequest<Freight_V1_AttachFilterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Freight_V1_AttachFilterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Freight_V1_FiltersResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DetachFilter" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Detaches the filters on a pattern (the same `filter` action); messages they run on already go on.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Freight_V1_DetachFilterRequest` message.
+        ///   - serializer: A serializer for `Freight_V1_DetachFilterRequest` messages.
+        ///   - deserializer: A deserializer for `Freight_V1_FiltersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func detachFilter<Result>(
+            request: GRPCCore.ClientRequest<Freight_V1_DetachFilterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Freight_V1_DetachFilterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Freight_V1_FiltersResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListFilters" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The filters attached at this node, in the order messages run through them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Freight_V1_ListFiltersRequest` message.
+        ///   - serializer: A serializer for `Freight_V1_ListFiltersRequest` messages.
+        ///   - deserializer: A deserializer for `Freight_V1_FiltersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listFilters<Result>(
+            request: GRPCCore.ClientRequest<Freight_V1_ListFiltersRequest>,
+            serializer: some GRPCCore.MessageSerializer<Freight_V1_ListFiltersRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Freight_V1_FiltersResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -961,6 +1347,110 @@ extension Freight_V1_FabricService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "AttachFilter" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Attaches a WebAssembly filter at this node (docs/functions.md): messages to addresses the pattern matches that
+        /// > open from now on run through it, after the filters attached before it. With an access list, the caller needs
+        /// > the `filter` action on the pattern.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Freight_V1_AttachFilterRequest` message.
+        ///   - serializer: A serializer for `Freight_V1_AttachFilterRequest` messages.
+        ///   - deserializer: A deserializer for `Freight_V1_FiltersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func attachFilter<Result>(
+            request: GRPCCore.ClientRequest<Freight_V1_AttachFilterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Freight_V1_AttachFilterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Freight_V1_FiltersResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Freight_V1_FabricService.Method.AttachFilter.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DetachFilter" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Detaches the filters on a pattern (the same `filter` action); messages they run on already go on.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Freight_V1_DetachFilterRequest` message.
+        ///   - serializer: A serializer for `Freight_V1_DetachFilterRequest` messages.
+        ///   - deserializer: A deserializer for `Freight_V1_FiltersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func detachFilter<Result>(
+            request: GRPCCore.ClientRequest<Freight_V1_DetachFilterRequest>,
+            serializer: some GRPCCore.MessageSerializer<Freight_V1_DetachFilterRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Freight_V1_FiltersResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Freight_V1_FabricService.Method.DetachFilter.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListFilters" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The filters attached at this node, in the order messages run through them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Freight_V1_ListFiltersRequest` message.
+        ///   - serializer: A serializer for `Freight_V1_ListFiltersRequest` messages.
+        ///   - deserializer: A deserializer for `Freight_V1_FiltersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listFilters<Result>(
+            request: GRPCCore.ClientRequest<Freight_V1_ListFiltersRequest>,
+            serializer: some GRPCCore.MessageSerializer<Freight_V1_ListFiltersRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Freight_V1_FiltersResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Freight_V1_FabricService.Method.ListFilters.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1108,6 +1598,95 @@ extension Freight_V1_FabricService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Freight_V1_StatusRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Freight_V1_StatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AttachFilter" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Attaches a WebAssembly filter at this node (docs/functions.md): messages to addresses the pattern matches that
+    /// > open from now on run through it, after the filters attached before it. With an access list, the caller needs
+    /// > the `filter` action on the pattern.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Freight_V1_AttachFilterRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func attachFilter<Result>(
+        request: GRPCCore.ClientRequest<Freight_V1_AttachFilterRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.attachFilter(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Freight_V1_AttachFilterRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Freight_V1_FiltersResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DetachFilter" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Detaches the filters on a pattern (the same `filter` action); messages they run on already go on.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Freight_V1_DetachFilterRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func detachFilter<Result>(
+        request: GRPCCore.ClientRequest<Freight_V1_DetachFilterRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.detachFilter(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Freight_V1_DetachFilterRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Freight_V1_FiltersResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListFilters" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The filters attached at this node, in the order messages run through them.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Freight_V1_ListFiltersRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listFilters<Result>(
+        request: GRPCCore.ClientRequest<Freight_V1_ListFiltersRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listFilters(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Freight_V1_ListFiltersRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Freight_V1_FiltersResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1278,6 +1857,107 @@ extension Freight_V1_FabricService.ClientProtocol {
             metadata: metadata
         )
         return try await self.status(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AttachFilter" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Attaches a WebAssembly filter at this node (docs/functions.md): messages to addresses the pattern matches that
+    /// > open from now on run through it, after the filters attached before it. With an access list, the caller needs
+    /// > the `filter` action on the pattern.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func attachFilter<Result>(
+        _ message: Freight_V1_AttachFilterRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Freight_V1_AttachFilterRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.attachFilter(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DetachFilter" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Detaches the filters on a pattern (the same `filter` action); messages they run on already go on.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func detachFilter<Result>(
+        _ message: Freight_V1_DetachFilterRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Freight_V1_DetachFilterRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.detachFilter(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListFilters" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The filters attached at this node, in the order messages run through them.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listFilters<Result>(
+        _ message: Freight_V1_ListFiltersRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Freight_V1_FiltersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Freight_V1_ListFiltersRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listFilters(
             request: request,
             options: options,
             onResponse: handleResponse

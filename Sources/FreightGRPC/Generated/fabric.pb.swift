@@ -171,6 +171,9 @@ public nonisolated struct Freight_V1_MessageStart: Sendable {
 
   public var tracestate: String = String()
 
+  /// The filters that ran on the body on its way (docs/functions.md), in order: `NODE/MODULE@SHA256-PREFIX` each.
+  public var filters: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -576,6 +579,89 @@ public nonisolated struct Freight_V1_Peer: Sendable {
   public init() {}
 }
 
+public nonisolated struct Freight_V1_AttachFilterRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The addresses whose messages run through the filter (`tensors/**`).
+  public var pattern: String = String()
+
+  /// The module: WebAssembly binary or text (WAT), at most 16 MiB, speaking ABI v1 (docs/functions.md).
+  public var module: Data = Data()
+
+  /// What it is called in the header's record and the node's log (`downcast`).
+  public var name: String = String()
+
+  /// The string given to the module's `begin` (`drop=tenant,secret`), at most 4 KiB.
+  public var config: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Freight_V1_DetachFilterRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pattern: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// No fields: the filters of the node serving the call.
+public nonisolated struct Freight_V1_ListFiltersRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Freight_V1_Filter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pattern: String = String()
+
+  public var name: String = String()
+
+  /// SHA-256 of the module's bytes, hex.
+  public var sha256: String = String()
+
+  public var config: String = String()
+
+  /// The module keeps no state across chunks: a message resumes through it after a broken link.
+  public var resumable: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Freight_V1_FiltersResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The filters attached now, in order.
+  public var filters: [Freight_V1_Filter] = []
+
+  /// DetachFilter: how many were detached.
+  public var detached: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "freight.v1"
@@ -770,7 +856,7 @@ nonisolated extension Freight_V1_Registered: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MessageStart"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{1}source\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{1}path\0\u{3}reply_to\0\u{1}traceparent\0\u{1}tracestate\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{1}source\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{1}path\0\u{3}reply_to\0\u{1}traceparent\0\u{1}tracestate\0\u{1}filters\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -788,6 +874,7 @@ nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProto
       case 8: try { try decoder.decodeSingularStringField(value: &self.replyTo) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.traceparent) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.tracestate) }()
+      case 11: try { try decoder.decodeRepeatedStringField(value: &self.filters) }()
       default: break
       }
     }
@@ -824,6 +911,9 @@ nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProto
     if !self.tracestate.isEmpty {
       try visitor.visitSingularStringField(value: self.tracestate, fieldNumber: 10)
     }
+    if !self.filters.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.filters, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -838,6 +928,7 @@ nonisolated extension Freight_V1_MessageStart: SwiftProtobuf.Message, SwiftProto
     if lhs.replyTo != rhs.replyTo {return false}
     if lhs.traceparent != rhs.traceparent {return false}
     if lhs.tracestate != rhs.tracestate {return false}
+    if lhs.filters != rhs.filters {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1537,6 +1628,185 @@ nonisolated extension Freight_V1_Peer: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.listen != rhs.listen {return false}
     if lhs.streamsUp != rhs.streamsUp {return false}
     if lhs.endpoints != rhs.endpoints {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_V1_AttachFilterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AttachFilterRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0\u{1}module\0\u{1}name\0\u{1}config\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.pattern) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.module) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.config) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.pattern.isEmpty {
+      try visitor.visitSingularStringField(value: self.pattern, fieldNumber: 1)
+    }
+    if !self.module.isEmpty {
+      try visitor.visitSingularBytesField(value: self.module, fieldNumber: 2)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 3)
+    }
+    if !self.config.isEmpty {
+      try visitor.visitSingularStringField(value: self.config, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_V1_AttachFilterRequest, rhs: Freight_V1_AttachFilterRequest) -> Bool {
+    if lhs.pattern != rhs.pattern {return false}
+    if lhs.module != rhs.module {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.config != rhs.config {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_V1_DetachFilterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DetachFilterRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.pattern) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.pattern.isEmpty {
+      try visitor.visitSingularStringField(value: self.pattern, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_V1_DetachFilterRequest, rhs: Freight_V1_DetachFilterRequest) -> Bool {
+    if lhs.pattern != rhs.pattern {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_V1_ListFiltersRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListFiltersRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_V1_ListFiltersRequest, rhs: Freight_V1_ListFiltersRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_V1_Filter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Filter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pattern\0\u{1}name\0\u{1}sha256\0\u{1}config\0\u{1}resumable\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.pattern) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.sha256) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.config) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.resumable) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.pattern.isEmpty {
+      try visitor.visitSingularStringField(value: self.pattern, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if !self.sha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.sha256, fieldNumber: 3)
+    }
+    if !self.config.isEmpty {
+      try visitor.visitSingularStringField(value: self.config, fieldNumber: 4)
+    }
+    if self.resumable != false {
+      try visitor.visitSingularBoolField(value: self.resumable, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_V1_Filter, rhs: Freight_V1_Filter) -> Bool {
+    if lhs.pattern != rhs.pattern {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.config != rhs.config {return false}
+    if lhs.resumable != rhs.resumable {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_V1_FiltersResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FiltersResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}filters\0\u{1}detached\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.filters) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.detached) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.filters.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.filters, fieldNumber: 1)
+    }
+    if self.detached != 0 {
+      try visitor.visitSingularUInt32Field(value: self.detached, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_V1_FiltersResponse, rhs: Freight_V1_FiltersResponse) -> Bool {
+    if lhs.filters != rhs.filters {return false}
+    if lhs.detached != rhs.detached {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -159,6 +159,10 @@ public nonisolated struct Freight_Wire_V1_MessageHeader: Sendable {
   /// most often under its client's inbox (`_inbox/NODE/ID/N`). Empty: no reply expected.
   public var replyTo: String = String()
 
+  /// The filters that ran on the body on its way (docs/functions.md), in order: `NODE/MODULE@SHA256-PREFIX` each, so
+  /// that the receiver knows its encoding. A node runs its filters on a message once.
+  public var filters: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1565,7 +1569,7 @@ nonisolated extension Freight_Wire_V1_Hello.Role: SwiftProtobuf._ProtoNameProvid
 
 nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MessageHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}source\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{1}traceparent\0\u{1}tracestate\0\u{3}deadline_unix_nanos\0\u{1}priority\0\u{3}chunk_bytes\0\u{3}reply_to\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}source\0\u{1}destination\0\u{1}length\0\u{3}content_type\0\u{1}attributes\0\u{1}traceparent\0\u{1}tracestate\0\u{3}deadline_unix_nanos\0\u{1}priority\0\u{3}chunk_bytes\0\u{3}reply_to\0\u{1}filters\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1585,6 +1589,7 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.priority) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.chunkBytes) }()
       case 12: try { try decoder.decodeSingularStringField(value: &self.replyTo) }()
+      case 13: try { try decoder.decodeRepeatedStringField(value: &self.filters) }()
       default: break
       }
     }
@@ -1627,6 +1632,9 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
     if !self.replyTo.isEmpty {
       try visitor.visitSingularStringField(value: self.replyTo, fieldNumber: 12)
     }
+    if !self.filters.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.filters, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1643,6 +1651,7 @@ nonisolated extension Freight_Wire_V1_MessageHeader: SwiftProtobuf.Message, Swif
     if lhs.priority != rhs.priority {return false}
     if lhs.chunkBytes != rhs.chunkBytes {return false}
     if lhs.replyTo != rhs.replyTo {return false}
+    if lhs.filters != rhs.filters {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -58,6 +58,9 @@ class Message:
         # e.g. with OpenTelemetry's TraceContextTextMapPropagator().extract({"traceparent": m.traceparent}).
         self.traceparent = start.traceparent
         self.tracestate = start.tracestate
+        # The filters that ran on the body on its way, in order ("NODE/MODULE@SHA256-PREFIX"): its encoding, when a
+        # filter changed it (docs/functions.md).
+        self.filters = list(start.filters)
         self._stream = stream
         self._done = False
 
@@ -213,3 +216,23 @@ class Client:
 
     def status(self):
         return self.stub.Status(pb.StatusRequest())
+
+    def attach_filter(self, pattern, module, name="", config=""):
+        """Attaches a WebAssembly filter at this node (docs/functions.md): messages to `pattern` that open from now on
+        run through it. `module`: the module's bytes, or the path of a .wasm or .wat file. Returns the filters now
+        attached (list of Filter)."""
+        if isinstance(module, str):
+            if not name:
+                name = os.path.basename(module).split(".")[0]
+            with open(module, "rb") as f:
+                module = f.read()
+        request = pb.AttachFilterRequest(pattern=pattern, module=module, name=name, config=config)
+        return list(self.stub.AttachFilter(request, metadata=self.metadata).filters)
+
+    def detach_filter(self, pattern):
+        """Detaches the filters on `pattern`; returns how many there were."""
+        return self.stub.DetachFilter(pb.DetachFilterRequest(pattern=pattern), metadata=self.metadata).detached
+
+    def filters(self):
+        """The filters attached at this node, in order (list of Filter: pattern, name, sha256, config, resumable)."""
+        return list(self.stub.ListFilters(pb.ListFiltersRequest(), metadata=self.metadata).filters)

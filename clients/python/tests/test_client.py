@@ -1,6 +1,7 @@
 """The Python client against real Freight nodes. Freight's Swift tests start two nodes with --grpc and run this
 with FREIGHT_GRPC_N1 and FREIGHT_GRPC_N2 set to their gRPC addresses."""
 
+import array
 import hashlib
 import os
 import sys
@@ -110,6 +111,40 @@ class ClientTests(unittest.TestCase):
         self.n1.send("py/untraced", b"x")
         thread.join(10)
         self.assertEqual(result.get("value"), "")
+
+    def test_a_filter_attached_at_run_time(self):
+        """A filter attached through the API (docs/functions.md) downcasts fp32 to bf16 on the way, and the receiver
+        is told it ran; detached, bodies pass unchanged; a module that is not Freight's ABI is refused."""
+        examples = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "examples", "functions")
+        attached = self.n1.attach_filter("py/tensors/**", os.path.join(examples, "downcast.wat"))
+        self.assertEqual([(f.pattern, f.name, f.resumable) for f in attached], [("py/tensors/**", "downcast", True)])
+        values = array.array("f", [1.0, -2.5, 3.14159, 1e-40, float("inf"), float("nan"), 65504.0, 1.00390625])
+        values = values * 8192  # 256 KiB
+        words = array.array("I", values.tobytes())
+        expected = array.array("H", [((w >> 16) | 0x40) if (w & 0x7FFFFFFF) > 0x7F800000
+                                     else ((w + 0x7FFF + ((w >> 16) & 1)) >> 16) & 0xFFFF for w in words])
+        try:
+            thread, result = self.start_receiver("py/tensors/w", lambda m: (m.read(), m.filters))
+            self.n1.send("py/tensors/w", values.tobytes())
+            thread.join(30)
+            self.assertNotIn("error", result)
+            body, filters = result["value"]
+            self.assertEqual(len(body), len(values) * 2)
+            self.assertEqual(body, expected.tobytes())
+            self.assertEqual(len(filters), 1)
+            self.assertTrue(filters[0].startswith("n1/downcast@"), filters)
+        finally:
+            self.assertEqual(self.n1.detach_filter("py/tensors/**"), 1)
+        self.assertEqual(self.n1.filters(), [])
+        thread, result = self.start_receiver("py/tensors/w", lambda m: (m.read(), m.filters))
+        self.n1.send("py/tensors/w", values.tobytes())
+        thread.join(30)
+        self.assertEqual(result["value"], (values.tobytes(), []))
+
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.n1.attach_filter("py/x/**", b"(module)", name="empty")
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("ABI v1", caught.exception.details())
 
     def test_status_codes(self):
         with self.assertRaises(grpc.RpcError) as caught:
