@@ -55,9 +55,10 @@ public struct FilterAttachment: Sendable {
 
 /// The node's filters (docs/functions.md, "Where a filter sits in the node"): one port that the flow table sees as
 /// the only receiver of a message to filter (its first flow) and as the sender of what the filters make of it (a
-/// second flow, under an id of its own, planned to the message's receivers as if this node had sent it). Credit,
+/// second flow, under an id of its own, sent to the receivers chosen for the message). Credit,
 /// acknowledged offsets and outcomes cross from one flow to the other through ``FilterOffsets``. Each module call
-/// runs on a thread pool, one at a time per message, so a slow module holds up its own message only.
+/// runs on a thread pool, one at a time per message, never on the node's loop: a slow module holds up no link or app,
+/// only filtered messages waiting for a thread.
 final class FilterPort: LocalPort, @unchecked Sendable {  // confined to the node's event loop
     unowned let engine: NodeEngine
     let portID: UInt64
@@ -179,7 +180,12 @@ final class FilterPort: LocalPort, @unchecked Sendable {  // confined to the nod
                     "a link broke at offset \(output) after filter \(names) at node \(engine.name), which keeps state across chunks: the message cannot resume through it; send it again"
                 ))
         }
-        guard let point = message.offsets.resumePoint(output: output),
+        // Exactly where the receivers resume, back or forward: an earlier resume (a stripe lost, then the whole link)
+        // may have gone back further than they need, and output sent under wrong offsets would be wrong bytes.
+        var window = message.output
+        window.resend(from: output)
+        let from = window.nextOffset
+        guard let point = message.offsets.resumePoint(output: from),
             point.input == message.nextInput
                 || message.held.contains(where: {
                     $0.key <= point.input && $0.key + UInt64($0.value.count) > point.input
@@ -189,11 +195,11 @@ final class FilterPort: LocalPort, @unchecked Sendable {  // confined to the nod
                 message,
                 FreightError(
                     .functionFailed,
-                    "node \(engine.name) no longer holds the input to resume filter \(names) at output offset \(output)"
+                    "node \(engine.name) no longer holds the input to resume filter \(names) at output offset \(from)"
                 ))
         }
         engine.logger.debug(
-            "message \(String(message.open.header.id, radix: 16)) resumes through \(names) at output \(output) (input \(point.input))"
+            "message \(String(message.open.header.id, radix: 16)) resumes through \(names) at output \(from) (input \(point.input))"
         )
         for (offset, chunk) in message.held where offset + UInt64(chunk.count) > point.input {
             message.early[offset] = chunk
@@ -201,11 +207,11 @@ final class FilterPort: LocalPort, @unchecked Sendable {  // confined to the nod
         message.held = [:]
         message.nextInput = point.input
         message.produced = point.output
-        message.skipOutput = output - point.output
+        message.skipOutput = from - point.output
         message.ended = false
         message.pending.clear()
         message.offsets.rewind(to: point)
-        message.output.rewind(to: output)
+        message.output = window
         begin(message) { [self] filtered in
             guard filtered.length == message.output.length else {
                 return fail(
@@ -327,9 +333,20 @@ final class FilterPort: LocalPort, @unchecked Sendable {  // confined to the nod
 
     /// Sends the output the filters made, within the credit its receivers gave.
     private func pump(_ message: FilteredMessage) {
+        // After a resume, acknowledgements of bytes sent before it can move the window past the output waiting here
+        // (the receivers hold those bytes already): what they cover is dropped, so every byte goes out under its own
+        // offset.
+        let pendingStart = message.produced + message.skipOutput - UInt64(message.pending.readableBytes)
+        if message.output.nextOffset > pendingStart {
+            let ahead = message.output.nextOffset - pendingStart
+            let dropped = min(Int(clamping: ahead), message.pending.readableBytes)
+            message.pending.moveReaderIndex(forwardBy: dropped)
+            message.skipOutput += ahead - UInt64(dropped)
+        }
         while message.pending.readableBytes > 0 {
             let count = min(message.pending.readableBytes, message.chunkBytes, Int(message.output.available))
-            guard count > 0, let next = message.output.take(UInt64(count)),
+            let start = message.produced + message.skipOutput - UInt64(message.pending.readableBytes)
+            guard count > 0, message.output.nextOffset == start, let next = message.output.take(UInt64(count)),
                 let bytes = message.pending.readSlice(length: count)
             else { break }
             let chunk = DataChunk(

@@ -63,6 +63,13 @@ public struct SendWindow: Sendable {
         return true
     }
 
+    /// Sends again from exactly `offset`, where a receiver resumes after a broken link: back (bytes past it were lost)
+    /// or forward (an earlier rewind went further back than this receiver needs, so the bytes between were sent
+    /// already), never below what is acknowledged nor past what was ever sent.
+    public mutating func resend(from offset: UInt64) {
+        nextOffset = min(max(offset, ackedOffset), sentOffset)
+    }
+
     /// Applies an acknowledgement. Offsets never go backwards; an acknowledgement past what was sent is a protocol error.
     public mutating func ack(acked: UInt64, credit: UInt64) throws(FreightError) {
         guard acked <= sentOffset, acked <= length else {

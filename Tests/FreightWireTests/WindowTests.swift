@@ -90,6 +90,24 @@ import Testing
         #expect(throws: FreightError.self) { try fresh.ack(acked: 8, credit: 16) }
     }
 
+    /// A receiver that resumes names exactly where: a sender that went back further for an earlier break (a lost
+    /// stripe) moves forward to it, never past what it ever sent nor below what is acknowledged.
+    @Test func aResendStartsExactlyWhereTheReceiverResumes() throws {
+        var sender = SendWindow(length: 16, chunkBytes: 4)
+        try sender.ack(acked: 0, credit: 16)
+        _ = sender.nextChunk()
+        _ = sender.nextChunk()
+        _ = sender.nextChunk()
+        sender.rewind(to: 4)
+        sender.resend(from: 10)
+        #expect(sender.nextOffset == 10 && sender.take(2)! == (10, 2, false))
+        sender.resend(from: 15)
+        #expect(sender.nextOffset == 12, "never past what was sent")
+        try sender.ack(acked: 8, credit: 16)
+        sender.resend(from: 2)
+        #expect(sender.nextOffset == 8, "never below what is acknowledged")
+    }
+
     /// A chunk that arrives in pieces is acknowledged once every piece is consumed, so acknowledgements stay on the
     /// sender's chunk boundaries and a chunk sent again from one is held whole (dropped), never in part.
     @Test func piecesAreAcknowledgedByWholeChunks() throws {
