@@ -73,8 +73,6 @@ final class FilterPort: LocalPort, @unchecked Sendable {  // confined to the nod
         self.pool = pool
     }
 
-    var count: Int { messages.count }
-
     func deliver(_ frame: Frame) {
         switch frame {
         case .open(let open) where !open.resume:
@@ -84,7 +82,7 @@ final class FilterPort: LocalPort, @unchecked Sendable {  // confined to the nod
             // come again and are dropped.
             break
         case .data(let chunk):
-            guard let message = messages[chunk.messageID], !message.failed else { return }
+            guard let message = messages[chunk.messageID] else { return }
             guard chunk.offset + UInt64(chunk.count) > message.nextInput else { return }
             message.early[chunk.offset] = chunk
             runNext(message)
@@ -267,7 +265,7 @@ final class FilterPort: LocalPort, @unchecked Sendable {  // confined to the nod
 
     /// Hands the next input chunk in order to the filters, once the call before it returned.
     private func runNext(_ message: FilteredMessage) {
-        guard !message.running, message.outputOpened, !message.failed, !message.ended else { return }
+        guard !message.running, message.outputOpened, !message.ended else { return }
         let length = message.open.header.length
         var found: DataChunk?
         if length > 0 {
@@ -379,7 +377,6 @@ final class FilterPort: LocalPort, @unchecked Sendable {  // confined to the nod
             (error as? FreightError)
             ?? FreightError(.functionFailed, "a filter at node \(engine.name) failed: \(error)")
         let id = message.open.header.id
-        message.failed = true
         messages[id] = nil
         inputOf[message.outputID] = nil
         engine.logger.notice(
@@ -416,7 +413,6 @@ final class FilteredMessage: @unchecked Sendable {  // confined to the node's ev
     var pending = ByteBuffer()
     var running = false
     var ended = false
-    var failed = false
     var ackedGiven: UInt64 = 0
     var creditGiven: UInt64 = 0
 
