@@ -129,6 +129,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Function endpoints at a node (docs/functions.md): deploys, module copies, instances on demand.
+        .target(
+            name: "FreightFunctionHost",
+            dependencies: [
+                "FreightCore", "FreightNode", "FreightClient", "FreightFunctions", "FreightDirectory",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         // The admin port (docs/observability.md): /metrics (swift-prometheus), /healthz and /readyz, on Hummingbird.
         .target(
             name: "FreightAdmin",
@@ -199,7 +212,7 @@ let package = Package(
             dependencies: [
                 "FreightCore", "FreightNode", "FreightClient", "FreightWire", "FreightTransport", "FreightTesting",
                 "FreightGRPC", "FreightEtcd", "FreightRouting", "FreightSecurity", "FreightWAN", "FreightAdmin",
-                "FreightFunctions",
+                "FreightFunctions", "FreightFunctionHost", "FreightDirectory",
                 .product(name: "WAT", package: "WasmKit"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -242,7 +255,8 @@ let package = Package(
             name: "FreightFlowTests",
             dependencies: ["FreightFlow", "FreightWire", "FreightDirectory", "FreightCore"], swiftSettings: strict),
         .testTarget(
-            name: "FreightDirectoryTests", dependencies: ["FreightDirectory", "FreightCore"], swiftSettings: strict),
+            name: "FreightDirectoryTests", dependencies: ["FreightDirectory", "FreightCore", "FreightWire"],
+            swiftSettings: strict),
         .testTarget(
             name: "FreightRoutingTests",
             dependencies: ["FreightRouting", "FreightDirectory", "FreightCore", "FreightWire"],

@@ -111,7 +111,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
             smallReceived(batch)
         case .outcomes(let outcomes):
             outcomesReceived(outcomes)
-        case .request, .endpoints, .members, .routes:
+        case .request, .endpoints, .members, .routes, .functions:
             connection.close()
         }
     }

@@ -118,6 +118,20 @@ public enum Limits {
     public static let filteredMessagesMax = 16
     /// Filters attached at one node.
     public static let filtersPerNodeMax = 16
+    /// The first segment of the fabric's function addresses (`_fn/deploy`, `_fn/modules/DIGEST`, docs/functions.md).
+    public static let functionSegment = "_fn"
+    /// Functions bound in one cluster (removals the mesh remembers count too, and go first when it is full).
+    public static let functionsMax = 256
+    /// A function's `--max-instances`.
+    public static let functionInstancesMax = 1024
+    /// Messages a node runs through its function endpoints at once, all functions together (each holds an
+    /// instance of up to `functionMemoryBytesMax` and its output of up to `functionOutputBytesMax`); more wait
+    /// their turn at their senders.
+    public static let functionRunsPerNodeMax = 16
+    /// Module bytes a node keeps for the functions it serves.
+    public static let functionModulesBytesMax = 256 * 1024 * 1024
+    /// A function endpoint's compiled module is dropped after this long without a message (a node may say less).
+    public static let functionIdleSeconds = 300
     /// Messages in flight a status lists (the largest), for the live page and `freight top`.
     public static let statusFlowsMax = 16
     /// Failed messages a node remembers for its status, newest first.

@@ -17,7 +17,7 @@ public protocol DirectoryClient: AnyObject, Sendable {
     /// This node's own endpoints now, for a backend that re-publishes them after an outage.
     func localRecords() async throws -> [EndpointRecord]
     /// Replaces everything the node knows of other nodes with a full read of the directory.
-    func directorySnapshot(nodes: [NodeRecord], endpoints: [EndpointRecord])
+    func directorySnapshot(nodes: [NodeRecord], endpoints: [EndpointRecord], functions: [FunctionRecord])
     /// Applies changes read from the directory.
     func directoryApply(_ updates: [DirectoryUpdate])
 }
@@ -40,6 +40,10 @@ public protocol DirectoryBackend: AnyObject, Sendable {
     func publish(_ records: [EndpointRecord], completion: @escaping @Sendable (FreightError?) -> Void)
     /// Withdraws this node's endpoints (best effort now; made good on the next reconciliation).
     func withdraw(_ keys: [EndpointKey])
+    /// Binds `record` to `address` across the cluster, or with nil unbinds it (docs/functions.md); `completion`
+    /// runs once the backend holds the change, or with the reason it cannot.
+    func function(
+        _ address: Address, _ record: FunctionRecord?, completion: @escaping @Sendable (FreightError?) -> Void)
 }
 
 /// What a backend tells the engine about other nodes.
@@ -48,4 +52,6 @@ public enum DirectoryUpdate: Sendable {
     case endpointGone(EndpointKey)
     case node(NodeRecord)
     case nodeGone(String)
+    case function(FunctionRecord)
+    case functionGone(Address)
 }

@@ -50,6 +50,8 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
         /// Registrations wait for etcd until their deadline (``Limits/directoryWaitSeconds``).
         case put([EndpointRecord], deadline: ContinuousClock.Instant, @Sendable (FreightError?) -> Void)
         case delete([EndpointKey])
+        /// A function bound (a record) or unbound (nil) at an address: cluster-wide keys, on no lease.
+        case function(Address, FunctionRecord?, @Sendable (FreightError?) -> Void)
     }
 
     struct State {
@@ -121,9 +123,16 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                     return true
                 case .delete:
                     return true
+                case .function:
+                    expired.append(operation)
+                    return true
                 }
             }
             return expired
+        }
+        for case .function(let address, _, let completion) in expired {
+            completion(
+                FreightError(.connectionFailed, "directory unreachable: \(reason); function \(address) unchanged"))
         }
         for case .put(_, _, let completion) in expired {
             completion(
@@ -146,6 +155,25 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             return true
         }
         if queued { wakePublisher() }
+    }
+
+    /// Binds `record` to its address in etcd, or with nil unbinds `address`; `completion` runs once etcd holds
+    /// it, or with the reason it cannot (etcd unreachable now: at once).
+    public func function(
+        _ address: Address, _ record: FunctionRecord?, completion: @escaping @Sendable (FreightError?) -> Void
+    ) {
+        let refused: FreightError? = state.withLock { state in
+            guard case .reachable = state.health else {
+                return FreightError(.connectionFailed, "directory unreachable: etcd does not answer now")
+            }
+            guard state.pending.count < Limits.directoryPendingMax else {
+                return FreightError(.resourceExhausted, "\(Limits.directoryPendingMax) writes wait for etcd; try again")
+            }
+            state.pending.append(.function(address, record, completion))
+            return nil
+        }
+        if let refused { return completion(refused) }
+        wakePublisher()
     }
 
     private func wakePublisher() {
@@ -209,8 +237,8 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             try await paced()
             let lease = try await leases.leaseGrant(.with { $0.ttl = Int64(leaseTTL) }, options: options).id
             try await reconcileOwnKeys(engine, kv: kv, lease: lease, layout: layout, options: options)
-            let (revision, nodes, endpoints) = try await readAll(kv, layout: layout, options: options)
-            engine.directorySnapshot(nodes: nodes, endpoints: endpoints)
+            let (revision, nodes, endpoints, functions) = try await readAll(kv, layout: layout, options: options)
+            engine.directorySnapshot(nodes: nodes, endpoints: endpoints, functions: functions)
             state.withLock { $0.health = .reachable }
             logger.info("etcd directory: \(endpoints.count) endpoints on \(nodes.count) nodes at revision \(revision)")
 
@@ -278,11 +306,12 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
     private func readAll(
         _ kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, layout: EtcdLayout, options: CallOptions
     ) async throws -> (
-        revision: Int64, nodes: [NodeRecord], endpoints: [EndpointRecord]
+        revision: Int64, nodes: [NodeRecord], endpoints: [EndpointRecord], functions: [FunctionRecord]
     ) {
         var revision: Int64 = 0
         var nodes: [NodeRecord] = []
         var endpoints: [EndpointRecord] = []
+        var functions: [FunctionRecord] = []
         var next = layout.prefix
         let end = EtcdLayout.rangeEnd(of: layout.prefix)
         while true {
@@ -300,13 +329,14 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                 switch layout.decode(key: item.key, value: item.value) {
                 case .endpoint(let record)?: endpoints.append(record)
                 case .node(let record)?: nodes.append(record)
+                case .function(let record)?: functions.append(record)
                 default: break
                 }
             }
             guard page.more, let last = page.kvs.last?.key else { break }
             next = last + Data([0])
         }
-        return (revision, nodes, endpoints)
+        return (revision, nodes, endpoints, functions)
     }
 
     /// Sends a keep-alive every third of the TTL; fails when etcd says the lease expired or stops answering.
@@ -368,11 +398,15 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                     case (.put, .endpoint(let record)?): updates.append(.endpoint(record))
                     case (.put, .node(let record)?):
                         updates.append(.node(record))
+                    case (.put, .function(let record)?):
+                        updates.append(.function(record))
                     case (.delete, _):
                         if let key = layout.endpointKey(from: event.kv.key) {
                             updates.append(.endpointGone(key))
                         } else if let name = layout.nodeName(from: event.kv.key) {
                             updates.append(.nodeGone(name))
+                        } else if let address = layout.functionAddress(from: event.kv.key) {
+                            updates.append(.functionGone(address))
                         }
                     default: break
                     }
@@ -418,6 +452,11 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                     operations += keys.map { key in
                         .with { $0.requestDeleteRange = .with { $0.key = layout.endpointKey(key) } }
                     }
+                case .function(let address, let record?, _):
+                    operations.append(
+                        layout.put(layout.functionKey(address), value: try layout.functionValue(record), lease: 0))
+                case .function(let address, nil, _):
+                    operations.append(.with { $0.requestDeleteRange = .with { $0.key = layout.functionKey(address) } })
                 }
             }
             do {
@@ -425,9 +464,11 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
             } catch {
                 let reason = FreightError(.connectionFailed, "directory unreachable: \(Self.describe(error))")
                 for case .put(_, _, let completion) in batch { completion(reason) }
+                for case .function(_, _, let completion) in batch { completion(reason) }
                 throw error
             }
             for case .put(_, _, let completion) in batch { completion(nil) }
+            for case .function(_, _, let completion) in batch { completion(nil) }
         }
     }
 
@@ -440,6 +481,7 @@ public final class EtcdDirectory: DirectoryBackend, @unchecked Sendable {  // mu
                 switch first {
                 case .put(let records, _, _): count += records.count
                 case .delete(let keys): count += keys.count
+                case .function: count += 1
                 }
                 taken.append(state.pending.removeFirst())
             }

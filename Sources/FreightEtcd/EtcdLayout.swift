@@ -16,11 +16,24 @@ public struct EtcdLayout: Sendable {
     public enum Entry: Sendable, Equatable {
         case node(NodeRecord)
         case endpoint(EndpointRecord)
+        case function(FunctionRecord)
     }
 
     public func nodeKey(_ name: String) -> Data { prefix + Data("nodes/\(name)".utf8) }
 
     public func endpointKey(_ key: EndpointKey) -> Data { prefix + Data("endpoints/\(key.node)/\(key.id)".utf8) }
+
+    /// A function's key: cluster-wide, on no lease (docs/functions.md).
+    public func functionKey(_ address: Address) -> Data { prefix + Data("functions/\(address)".utf8) }
+
+    public func functionValue(_ record: FunctionRecord) throws -> Data {
+        try record.wire.serializedData()
+    }
+
+    public func functionAddress(from key: Data) -> Address? {
+        guard let rest = relative(key), rest.hasPrefix("functions/") else { return nil }
+        return try? Address(String(rest.dropFirst("functions/".count)))
+    }
 
     public func ownEndpointsPrefix(_ node: String) -> Data { prefix + Data("endpoints/\(node)/".utf8) }
 
@@ -83,6 +96,12 @@ public struct EtcdLayout: Sendable {
                 let record = try? NodeRecord(wire: member)
             else { return nil }
             return .node(record)
+        }
+        if let address = functionAddress(from: key) {
+            guard let wire = try? Freight_Wire_V1_FunctionRecord(serializedBytes: value),
+                let record = try? FunctionRecord(wire: wire), record.address == address, !record.removed
+            else { return nil }
+            return .function(record)
         }
         if let endpointKey = endpointKey(from: key) {
             guard let endpoint = try? Freight_Wire_V1_Endpoint(serializedBytes: value),

@@ -10,9 +10,10 @@ extension NodeEngine {
 
     /// Replaces everything the index holds for other nodes with a full read of the directory.
     public func directorySnapshot(
-        nodes: [NodeRecord], endpoints: [EndpointRecord]
+        nodes: [NodeRecord], endpoints: [EndpointRecord], functions: [FunctionRecord]
     ) {
         eventLoop.execute { [self] in
+            functionTable.replace(with: functions)
             let fresh = Set(endpoints.map(\.key))
             for node in index.nodes where node != name {
                 for record in index.endpoints(at: node) where !fresh.contains(record.key) { index.remove(record.key) }
@@ -39,6 +40,10 @@ extension NodeEngine {
                 case .node(let record) where record.name != name:
                     directoryNodes[record.name] = record
                     if let member = members[record.name] { adopt(record, for: member) }
+                case .function(let record):
+                    functionTable.merge(record)
+                case .functionGone(let address):
+                    functionTable.forget(address)
                 case .nodeGone(let node) where node != name:
                     directoryNodes[node] = nil
                     if index.removeAll(at: node) >= MemoryTuning.trimAfterDroppedEntries {

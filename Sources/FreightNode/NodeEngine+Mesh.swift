@@ -292,6 +292,7 @@ extension NodeEngine {
             bytes += size + Self.listEntryOverheadBytes
         }
         if !part.members.isEmpty { control.send(.members(part)) }
+        sendFunctions(Array(functionTable.records.values), to: [member])
         let records = localEndpoints.records
         for (index, batch) in Self.batches(records).enumerated() {
             var update = Freight_Wire_V1_Endpoints()
@@ -377,6 +378,8 @@ extension NodeEngine {
                     dialSeed(record.listen)
                 }
             }
+        case .functions(let list):
+            if usesMesh { functionsReceived(list, from: member) }
         case .open, .data, .ack, .done, .abort:
             flowFrame(frame, from: .peer(peer))
         case .small(let batch):

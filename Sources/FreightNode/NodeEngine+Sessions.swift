@@ -31,7 +31,7 @@ extension NodeEngine {
             smallReceived(batch, from: .session(session.id), on: connection)
         case .outcomes(let outcomes):
             outcomesReceived(outcomes, from: .session(session.id))
-        case .hello, .reply, .endpoints, .members, .routes:
+        case .hello, .reply, .endpoints, .members, .routes, .functions:
             reject(connection, "unexpected \(frame.type) frame from app \(session.label)")
         }
     }

@@ -121,6 +121,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     /// WebAssembly filters attached at this node, in order, and the port they run on (NodeEngine+Filters).
     var attachedFilters: [FilterAttachment]
     var filterPortStorage: FilterPort?
+    /// The functions bound in the cluster (docs/functions.md): gossiped in the mesh, read from etcd otherwise.
+    var functionTable = FunctionTable()
     /// The endpoint this gateway registered for each route it chose to another cluster.
     var routeEndpoints: [RouteKey: UInt64] = [:]
     /// Set when `stop()` begins: links that close then are not redialed or resumed.

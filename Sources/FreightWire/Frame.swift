@@ -102,6 +102,7 @@ public enum Frame: Sendable {
     case release([SharedRegion])
     case small([SmallMessage])
     case outcomes([SmallOutcome])
+    case functions(Freight_Wire_V1_Functions)
 
     public var type: WireV1.FrameType {
         switch self {
@@ -120,6 +121,7 @@ public enum Frame: Sendable {
         case .release: .release
         case .small: .small
         case .outcomes: .outcomes
+        case .functions: .functions
         }
     }
 }

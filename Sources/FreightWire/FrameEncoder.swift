@@ -53,6 +53,7 @@ public enum FrameEncoder {
             case .endpoints(let m): payload = try m.serializedBytes()
             case .members(let m): payload = try m.serializedBytes()
             case .routes(let r): payload = try r.serializedBytes()
+            case .functions(let m): payload = try m.serializedBytes()
             case .shared, .release, .small, .outcomes: preconditionFailure("binary frames are encoded above")
             }
         } catch {

@@ -204,6 +204,7 @@ public struct FrameParser: Sendable {
             case .endpoints: return .endpoints(try Freight_Wire_V1_Endpoints(serializedBytes: bytes))
             case .members: return .members(try Freight_Wire_V1_Members(serializedBytes: bytes))
             case .routes: return .routes(try Freight_Wire_V1_Routes(serializedBytes: bytes))
+            case .functions: return .functions(try Freight_Wire_V1_Functions(serializedBytes: bytes))
             case .shared, .release, .small, .outcomes: preconditionFailure("binary frames are decoded above")
             }
         } catch {

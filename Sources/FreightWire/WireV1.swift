@@ -27,6 +27,7 @@ public enum WireV1 {
         case routes = 13
         case small = 14
         case outcomes = 15
+        case functions = 16
     }
 
     /// HELLO capability: messages resume across a broken link (docs/core.md).

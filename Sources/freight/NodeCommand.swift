@@ -4,6 +4,7 @@ import FreightAdmin
 import FreightCore
 import FreightDirectory
 import FreightEtcd
+import FreightFunctionHost
 import FreightFunctions
 import FreightGRPC
 import FreightNode
@@ -109,6 +110,16 @@ struct NodeCommand: AsyncParsableCommand {
         name: .customLong("filter-grant-log"),
         help: "Let this node's filters import freight.log (lines in the node's log); no other capability exists.")
     var filterGrantLog = false
+    @Flag(
+        name: .customLong("functions"),
+        help:
+            "Serve function endpoints (freight fn deploy): run instances of the cluster's functions on demand here (docs/functions.md)."
+    )
+    var functions = false
+    @Option(
+        name: .customLong("function-idle"),
+        help: "Seconds a function's compiled module stays warm at this node without a message (default 300).")
+    var functionIdle = Limits.functionIdleSeconds
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel = "info"
     @Option(
@@ -232,6 +243,13 @@ struct NodeCommand: AsyncParsableCommand {
             if let backend { services.append(.init(service: DirectoryService(backend: backend, engine: engine))) }
             // First, so that it stops last: the node ends its open spans as it stops, and they are exported.
             if let tracing { services.insert(.init(service: tracing.service), at: 0) }
+            if functions {
+                guard (1...86_400).contains(functionIdle) else {
+                    throw FreightError(.invalidArgument, "--function-idle must be 1 to 86400 seconds")
+                }
+                services.append(
+                    .init(service: FunctionHost(engine: engine, idleAfter: .seconds(functionIdle), logger: logger)))
+            }
             if let grpcAddress {
                 services.append(
                     .init(

@@ -9,6 +9,20 @@ import Testing
 @Suite struct EtcdLayoutTests {
     let layout = EtcdLayout(cluster: "prod")
 
+    @Test func functionsRoundTripOnNoLease() throws {
+        let record = FunctionRecord(
+            address: try Address("tools/crc"), digest: String(repeating: "0f", count: 32), moduleBytes: 2189,
+            maxInstances: 4, config: "", version: 77, deployedBy: "n2", name: "checksum")
+        let key = layout.functionKey(record.address)
+        #expect(String(decoding: key, as: UTF8.self) == "/freight/prod/functions/tools/crc")
+        #expect(layout.decode(key: key, value: try layout.functionValue(record)) == .function(record))
+        #expect(layout.functionAddress(from: key) == record.address)
+        // A value for another address, or one that is not a record, is not trusted.
+        let other = layout.functionKey(try Address("tools/other"))
+        #expect(layout.decode(key: other, value: try layout.functionValue(record)) == nil)
+        #expect(layout.decode(key: key, value: Data([0xff, 0x01])) == nil)
+    }
+
     @Test func endpointsAndNodesRoundTrip() throws {
         let record = EndpointRecord(
             key: EndpointKey(node: "n7", id: 42), pattern: try AddressPattern("llm/*/3"), group: "decoders", app: "kv")

@@ -733,6 +733,56 @@ public nonisolated struct Freight_Wire_V1_Members: Sendable {
   public init() {}
 }
 
+/// Node -> node (the mesh directory): the function deployments the sender knows (docs/functions.md, "Function
+/// endpoints"). The newer record of an address wins; a removal is a record too, so an older one does not come back.
+public nonisolated struct Freight_Wire_V1_Functions: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var records: [Freight_Wire_V1_FunctionRecord] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A module bound to an address across the cluster: in the mesh's FUNCTIONS frames and as the value of etcd's
+/// functions/ADDRESS key.
+public nonisolated struct Freight_Wire_V1_FunctionRecord: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var address: String = String()
+
+  /// SHA-256 of the module's bytes, hex: nodes fetch them from _fn/modules/DIGEST
+  public var digest: String = String()
+
+  public var moduleBytes: UInt64 = 0
+
+  /// at most this many messages run it at once, across the cluster
+  public var maxInstances: UInt32 = 0
+
+  /// handed to `begin`
+  public var config: String = String()
+
+  /// when it was deployed or removed, unix nanoseconds: the newer record wins
+  public var version: UInt64 = 0
+
+  /// the node that took the deploy
+  public var deployedBy: String = String()
+
+  public var removed: Bool = false
+
+  /// the module's name, for lists and the header's record
+  public var name: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// Gateway -> gateway of another cluster: routes between sites announced and withdrawn (docs/gateways.md). An
 /// empty one keeps a quiet gateway link alive. A large table goes as several frames, each under the control frame
 /// limit.
@@ -2728,6 +2778,106 @@ nonisolated extension Freight_Wire_V1_Members: SwiftProtobuf.Message, SwiftProto
 
   public static func ==(lhs: Freight_Wire_V1_Members, rhs: Freight_Wire_V1_Members) -> Bool {
     if lhs.members != rhs.members {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_Functions: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Functions"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}records\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.records) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.records.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.records, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_Functions, rhs: Freight_Wire_V1_Functions) -> Bool {
+    if lhs.records != rhs.records {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Freight_Wire_V1_FunctionRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FunctionRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}address\0\u{1}digest\0\u{3}module_bytes\0\u{3}max_instances\0\u{1}config\0\u{1}version\0\u{3}deployed_by\0\u{1}removed\0\u{1}name\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.digest) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.moduleBytes) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.maxInstances) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.config) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.deployedBy) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.removed) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 1)
+    }
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 2)
+    }
+    if self.moduleBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.moduleBytes, fieldNumber: 3)
+    }
+    if self.maxInstances != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxInstances, fieldNumber: 4)
+    }
+    if !self.config.isEmpty {
+      try visitor.visitSingularStringField(value: self.config, fieldNumber: 5)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 6)
+    }
+    if !self.deployedBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.deployedBy, fieldNumber: 7)
+    }
+    if self.removed != false {
+      try visitor.visitSingularBoolField(value: self.removed, fieldNumber: 8)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Freight_Wire_V1_FunctionRecord, rhs: Freight_Wire_V1_FunctionRecord) -> Bool {
+    if lhs.address != rhs.address {return false}
+    if lhs.digest != rhs.digest {return false}
+    if lhs.moduleBytes != rhs.moduleBytes {return false}
+    if lhs.maxInstances != rhs.maxInstances {return false}
+    if lhs.config != rhs.config {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.deployedBy != rhs.deployedBy {return false}
+    if lhs.removed != rhs.removed {return false}
+    if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
