@@ -24,7 +24,7 @@ struct HostContext: Sendable {
     /// is delivered once the directory holds the function; anything wrong fails it with the reason.
     func deploy(_ message: IncomingMessage) async {
         do {
-            let (bytes, rest) = try await Self.readHeld(message, limit: Limits.functionModuleBytesMax)
+            let (given, rest) = try await Self.readHeld(message, limit: Limits.functionModuleBytesMax)
             let attributes = message.attributes
             guard let text = attributes["address"] else {
                 throw FreightError(.invalidArgument, "a deploy names its function's address (attribute address)")
@@ -43,7 +43,9 @@ struct HostContext: Sendable {
                 throw FreightError(.invalidArgument, "config is over \(Limits.functionConfigBytesMax) bytes")
             }
             let name = String((attributes["name"] ?? "function").prefix(Limits.nameBytesMax))
-            // Checked as every node will load it: ABI v1, and no import (a function is granted nothing).
+            // Kept and copied as a binary (text is assembled once, here), and checked as every node will load it:
+            // ABI v1, and no import (a function is granted nothing).
+            let bytes = try FunctionModule.binary(of: given, name: name)
             let module = try FunctionModule(name: name, bytes: bytes)
             try await state.store(module.digest, bytes)
             await serveModule(module.digest)
@@ -264,40 +266,37 @@ struct HostContext: Sendable {
         let attributes: [String: String]
         do {
             let (module, compiled) = try await state.module(for: record)
-            let instantiating = ContinuousClock.now
-            let run = try await Self.pool { () throws(FreightError) in try RunBox(FunctionRun(module)) }
-            if let compiled {
-                logger.info(
-                    "function \(record.address): cold start, module compiled in \(compiled), instance in \(ContinuousClock.now - instantiating)"
-                )
-            }
-            let declared = try await Self.pool { () throws(FreightError) in
-                try run.run.begin(length: message.length, config: record.config)
-            }
-            if let declared, declared > UInt64(Limits.functionOutputBytesMax) {
-                throw FreightError(
-                    .functionFailed,
-                    "function \(record.address) declared \(declared) bytes of output; at most \(Limits.functionOutputBytesMax)"
-                )
-            }
-            attributes = try await Self.pool { () throws(FreightError) in
-                try run.run.attributes(message.attributes)
-            }
+            // One call to the pool for the instance, `begin` and `attributes`; one per chunk after that, the last
+            // chunk's with `end`: each hop to the pool and back costs tens of microseconds.
+            // The instance starts (with `begin` and `attributes`) in the pool call that takes the first chunk, and
+            // the last chunk's call ends it: a small request costs one hop to the pool and back.
+            let run = RunBox(module: module, length: message.length, config: record.config, given: message.attributes)
+            let length = message.length
             var collected: [UInt8] = []
-            collected.reserveCapacity(Int(declared ?? 0))
             var chunks = message.body.makeAsyncIterator()
             var next: UInt64 = 0
             var early: [UInt64: BodyChunk] = [:]
-            func take(_ chunk: BodyChunk) async throws {
+            var ended = false
+            func take(_ chunk: BodyChunk?) async throws {
+                let last = next + UInt64(chunk?.count ?? 0) >= length
                 let out = try await Self.pool { () throws(FreightError) in
-                    try Self.feed(run.run, chunk)
+                    let instance = try run.started()
+                    return try (chunk.map { chunk throws(FreightError) in try Self.feed(instance, chunk) } ?? [])
+                        + (last ? instance.end() : [])
+                }
+                if next == 0, let compiled {
+                    logger.info(
+                        "function \(record.address): cold start, module compiled in \(compiled), instance in \(run.instantiated)"
+                    )
                 }
                 collected += out
-                next += UInt64(chunk.count)
+                next += UInt64(chunk?.count ?? 0)
+                ended = last
             }
-            while next < message.length {
+            if length == 0 { try await take(nil) }
+            while next < length {
                 guard let chunk = try await chunks.next() else {
-                    throw FreightError(.senderGone, "the body ended at \(next) of \(message.length) bytes")
+                    throw FreightError(.senderGone, "the body ended at \(next) of \(length) bytes")
                 }
                 if chunk.offset == next {
                     try await take(chunk)
@@ -305,13 +304,20 @@ struct HostContext: Sendable {
                 } else {
                     early[chunk.offset] = chunk
                 }
+                if let declared = run.declared, declared > UInt64(Limits.functionOutputBytesMax) {
+                    throw FreightError(
+                        .functionFailed,
+                        "function \(record.address) declared \(declared) bytes of output; at most \(Limits.functionOutputBytesMax)"
+                    )
+                }
                 if collected.count > Limits.functionOutputBytesMax {
                     throw FreightError(
                         .functionFailed,
                         "function \(record.address) gave over \(Limits.functionOutputBytesMax) bytes of output")
                 }
             }
-            collected += try await Self.pool { () throws(FreightError) in try run.run.end() }
+            if !ended { collected += try await Self.pool { () throws(FreightError) in try run.started().end() } }
+            attributes = run.attributes
             guard collected.count <= Limits.functionOutputBytesMax else {
                 throw FreightError(
                     .functionFailed,
@@ -408,9 +414,35 @@ struct HostContext: Sendable {
     }
 }
 
-/// One message's ``FunctionRun``, handed between the thread pool's threads: its calls run one at a time (each
-/// awaited before the next), never at once.
+/// One message's ``FunctionRun``, started at its first call, handed between the thread pool's threads: its calls
+/// run one at a time (each awaited before the next), never at once, so its state needs no lock.
 final class RunBox: @unchecked Sendable {
-    let run: FunctionRun
-    init(_ run: FunctionRun) { self.run = run }
+    let module: FunctionModule
+    let length: UInt64
+    let config: String
+    let given: [String: String]
+    private var run: FunctionRun?
+    /// What `begin` declared and `attributes` gave, once started.
+    private(set) var declared: UInt64?
+    private(set) var attributes: [String: String] = [:]
+    private(set) var instantiated = Duration.zero
+
+    init(module: FunctionModule, length: UInt64, config: String, given: [String: String]) {
+        self.module = module
+        self.length = length
+        self.config = config
+        self.given = given
+    }
+
+    /// The instance, started (`begin`, `attributes`) at the first call.
+    func started() throws(FreightError) -> FunctionRun {
+        if let run { return run }
+        let begun = ContinuousClock.now
+        let run = try FunctionRun(module)
+        instantiated = ContinuousClock.now - begun
+        declared = try run.begin(length: length, config: config)
+        attributes = try run.attributes(given)
+        self.run = run
+        return run
+    }
 }

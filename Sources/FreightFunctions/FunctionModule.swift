@@ -7,6 +7,16 @@ import WAT
 /// exports `memory`, `freight_abi_v1`, `begin`, `input`, `chunk` and `end` with their signatures, and imports
 /// nothing the node does not grant. Each message runs in a fresh ``FunctionRun``.
 public struct FunctionModule: Sendable {
+    /// `bytes` as a WebAssembly binary: as they are when they are one, else assembled from WebAssembly text.
+    public static func binary(of bytes: [UInt8], name: String) throws(FreightError) -> [UInt8] {
+        if bytes.starts(with: [0x00, 0x61, 0x73, 0x6D]) { return bytes }
+        do {
+            return try wat2wasm(String(decoding: bytes, as: UTF8.self))
+        } catch {
+            throw FreightError(.invalidArgument, "module \(name) is neither WebAssembly nor valid WAT: \(error)")
+        }
+    }
+
     /// What a module may import, granted where it is attached.
     public struct Capabilities: OptionSet, Sendable, Hashable {
         public let rawValue: Int
@@ -48,16 +58,7 @@ public struct FunctionModule: Sendable {
             let hex = String(byte, radix: 16)
             return byte < 16 ? "0" + hex : hex
         }.joined()
-        let binary: [UInt8]
-        if bytes.starts(with: [0x00, 0x61, 0x73, 0x6D]) {
-            binary = bytes
-        } else {
-            do {
-                binary = try wat2wasm(String(decoding: bytes, as: UTF8.self))
-            } catch {
-                throw FreightError(.invalidArgument, "module \(name) is neither WebAssembly nor valid WAT: \(error)")
-            }
-        }
+        let binary = try Self.binary(of: bytes, name: name)
         do {
             module = try parseWasm(bytes: binary)
         } catch {

@@ -25,7 +25,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("paths"),
         help:
-            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), grpc-send (a gRPC app sending to a native app: one gRPC leg, the API's client streaming), gateway (node to node across a gateway link of two clusters, mutual TLS 1.3, against plain TCP and swift-nio-ssl alone), wan (app to app across gateways of two clusters over an emulated WAN per --wan, against iperf3 through the same link; root, iperf3 and freight-wan), directory (resolving in an index of --endpoints), file (file to file through two nodes, in --folder, against dd into the same folder and app to app in the same run), request (request and reply between two apps through two nodes, one round trip at a time: p50 and p99)."
+            "Paths to measure (comma-separated): node, app, socket (app to app without shared memory), local (two apps of one node: TCP vs shared memory), shm (its shared-memory half), grpc (gRPC apps vs native apps), grpc-send (a gRPC app sending to a native app: one gRPC leg, the API's client streaming), gateway (node to node across a gateway link of two clusters, mutual TLS 1.3, against plain TCP and swift-nio-ssl alone), wan (app to app across gateways of two clusters over an emulated WAN per --wan, against iperf3 through the same link; root, iperf3 and freight-wan), directory (resolving in an index of --endpoints), file (file to file through two nodes, in --folder, against dd into the same folder and app to app in the same run), request (request and reply between two apps through two nodes, one round trip at a time: p50 and p99), functions (WebAssembly in the path: a pass-through filter's cost per chunk, the downcast against a Swift loop, a function's cold and warm start, and round trips to a function endpoint against an app; reads --examples)."
     )
     var paths = "node,app"
     @Option(name: .customLong("total"), help: "Bytes sent per measurement (at least one message).")
@@ -58,6 +58,8 @@ struct BenchCommand: AsyncParsableCommand {
         name: .customLong("folder"),
         help: "Where --paths file puts its files (default /dev/shm, a tmpfs; a folder on disk measures the disk).")
     var folder: String?
+    @Option(name: .customLong("examples"), help: "Where --paths functions finds the example modules (.wat).")
+    var examples = "examples/functions"
     @OptionGroup var output: OutputOptions
 
     struct Result {
@@ -84,14 +86,15 @@ struct BenchCommand: AsyncParsableCommand {
             for path in pathList
             where ![
                 "node", "app", "socket", "local", "shm", "grpc", "grpc-send", "gateway", "wan", "directory", "file",
-                "request",
+                "request", "functions",
             ].contains(path) {
                 throw FreightError(
                     .invalidArgument,
-                    "unknown path '\(path)': use node, app, socket, local, shm, grpc, grpc-send, gateway, wan, directory, file or request"
+                    "unknown path '\(path)': use node, app, socket, local, shm, grpc, grpc-send, gateway, wan, directory, file, request or functions"
                 )
             }
-            if !output.json && pathList.contains(where: { !["directory", "wan", "request"].contains($0) }) {
+            if !output.json && pathList.contains(where: { !["directory", "wan", "request", "functions"].contains($0) })
+            {
                 printLine("path       size      messages  MB/s      CPU s/GiB")
             }
             let securities = try linkSecurity.split(separator: ",").map { text throws(FreightError) in
@@ -105,6 +108,10 @@ struct BenchCommand: AsyncParsableCommand {
             for path in pathList {
                 if path == "directory" {
                     try directoryBench(count: endpoints)
+                    continue
+                }
+                if path == "functions" {
+                    try await functionsBench(examples: examples)
                     continue
                 }
                 if path == "wan" {
