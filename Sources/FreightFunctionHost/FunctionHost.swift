@@ -9,6 +9,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// Function endpoints at one node (docs/functions.md, "Function endpoints"): an app of its own node, trusted by
 /// it, that serves the functions bound in the cluster. It takes deploys, lists and removals (`_fn/deploy`,
@@ -112,6 +113,8 @@ actor HostState {
     var lastFetch: [String: ContinuousClock.Instant] = [:]
     /// Every function this node serves, together: at most `Limits.functionRunsPerNodeMax` run at once.
     nonisolated let nodeSlots = Slots(limit: Limits.functionRunsPerNodeMax)
+    /// Replies on their way to their requesters, each holding its output: as many again as instances.
+    nonisolated let replySlots = Slots(limit: Limits.functionRunsPerNodeMax)
     /// Cold starts and warm calls so far (for status and the benchmark's cross-check).
     var coldStarts = 0
     var warmCalls = 0
@@ -237,5 +240,21 @@ actor HostState {
         }
         moduleEndpoints = [:]
         nodeSlots.close()
+        replySlots.close()
+    }
+}
+
+/// Runs its closure the first time `run()` is called, never again.
+final class Once: Sendable {
+    private let body: Mutex<(@Sendable () -> Void)?>
+
+    init(_ body: @escaping @Sendable () -> Void) { self.body = Mutex(body) }
+
+    func run() {
+        let taken = body.withLock { body in
+            defer { body = nil }
+            return body
+        }
+        taken?()
     }
 }

@@ -233,11 +233,12 @@ struct HostContext: Sendable {
                     break
                 }
                 Task {
-                    defer {
+                    let release = Once {
                         nodeSlots.release()
                         slots.release()
                     }
-                    await context.run(message, record)
+                    defer { release.run() }
+                    await context.run(message, record) { release.run() }
                 }
             }
         }
@@ -252,8 +253,10 @@ struct HostContext: Sendable {
 
     /// Runs `message` through a fresh instance of the function's module, chunk by chunk, and sends the output to
     /// its reply-to address. The message is delivered once the module has taken its last byte and ended; a module
-    /// that traps, loops or runs out of memory fails the message with the reason instead.
-    func run(_ message: IncomingMessage, _ record: FunctionRecord) async {
+    /// that traps, loops or runs out of memory fails the message with the reason instead. `ended` runs once the
+    /// module is done with the message: its instance slot goes to the next message while the reply is on its way
+    /// (a reply slot bounds the replies in flight, and the output they hold).
+    func run(_ message: IncomingMessage, _ record: FunctionRecord, ended: @Sendable () -> Void) async {
         guard !message.replyTo.isEmpty else {
             message.fail(
                 FreightError(
@@ -266,8 +269,6 @@ struct HostContext: Sendable {
         let attributes: [String: String]
         do {
             let (module, compiled) = try await state.module(for: record)
-            // One call to the pool for the instance, `begin` and `attributes`; one per chunk after that, the last
-            // chunk's with `end`: each hop to the pool and back costs tens of microseconds.
             // The instance starts (with `begin` and `attributes`) in the pool call that takes the first chunk, and
             // the last chunk's call ends it: a small request costs one hop to the pool and back.
             let run = RunBox(module: module, length: message.length, config: record.config, given: message.attributes)
@@ -335,6 +336,9 @@ struct HostContext: Sendable {
             message.fail(failure)
             return
         }
+        guard await state.replySlots.acquire() else { return }
+        defer { state.replySlots.release() }
+        ended()
         var options = SendOptions()
         options.attributes = attributes
         options.attributes["function"] = "\(engine.name)/\(record.name)@\(record.digest.prefix(12))"

@@ -138,11 +138,11 @@ extension BenchCommand {
             "checksum function (\(checksumBytes.count) bytes of WebAssembly), in process: cold start (compile and instantiate) p50 \(coldP50.formatted(decimals: 0)) µs, p99 \(coldP99.formatted(decimals: 0)) µs; warm start (instantiate) p50 \(warmP50.formatted(decimals: 0)) µs, p99 \(warmP99.formatted(decimals: 0)) µs; a warm call on 256 B p50 \(callP50.formatted(decimals: 0)) µs, p99 \(callP99.formatted(decimals: 0)) µs"
         )
 
-        try await functionRoundTrips(checksumBytes: checksumBytes)
+        try await functionRoundTrips(checksumBytes: checksumBytes, passthroughBytes: try load("passthrough"))
     }
 
     /// Round trips to the checksum function on n2 and to an app on n2 that answers the same, from an app on n1.
-    private func functionRoundTrips(checksumBytes: [UInt8]) async throws {
+    private func functionRoundTrips(checksumBytes: [UInt8], passthroughBytes: [UInt8]) async throws {
         let fabric = try await InProcessFabric.start(nodes: 2, cluster: "bench-fn")
         var logger = Logger(label: "freight.bench")
         logger.logLevel = .warning
@@ -157,6 +157,12 @@ extension BenchCommand {
                 options: SendOptions(attributes: ["address": "bench/fn/crc", "name": "checksum"])
             ).drain()
             try await fabric.waitForEndpoints(try Address("bench/fn/crc"), count: 1)
+            // The pass-through as a function: what the host costs around a module that does no work.
+            _ = try await requester.request(
+                to: "_fn/deploy", body: .bytes(ByteBuffer(bytes: passthroughBytes)),
+                options: SendOptions(attributes: ["address": "bench/fn/echo", "name": "passthrough"])
+            ).drain()
+            try await fabric.waitForEndpoints(try Address("bench/fn/echo"), count: 1)
             let body = ByteBuffer(repeating: 7, count: 256)
             let first = ContinuousClock.now
             let reply = try await requester.request(to: "bench/fn/crc", body: .bytes(body))
@@ -178,7 +184,7 @@ extension BenchCommand {
                 }
             }
             var results: [String: (Double, Double)] = [:]
-            for address in ["bench/fn/crc", "bench/app/crc"] {
+            for address in ["bench/fn/crc", "bench/fn/echo", "bench/app/crc"] {
                 for _ in 0..<100 { _ = try await requester.request(to: address, body: .bytes(body)).drain() }
                 var micros: [Double] = []
                 for _ in 0..<2000 {
@@ -192,14 +198,16 @@ extension BenchCommand {
             await requester.close()
             await responder.close()
             let (fnP50, fnP99) = results["bench/fn/crc"]!
+            let (echoP50, echoP99) = results["bench/fn/echo"]!
             let (appP50, appP99) = results["bench/app/crc"]!
             report(
                 function: "endpoint",
                 [
                     "deploy_to_first_reply_s": bound, "first_call_us": coldMicros, "fn_p50_us": fnP50,
-                    "fn_p99_us": fnP99, "app_p50_us": appP50, "app_p99_us": appP99,
+                    "fn_p99_us": fnP99, "passthrough_p50_us": echoP50, "passthrough_p99_us": echoP99,
+                    "app_p50_us": appP50, "app_p99_us": appP99,
                 ],
-                "checksum function endpoint on n2, requests of 256 B from n1, one at a time: p50 \(fnP50.formatted(decimals: 0)) µs, p99 \(fnP99.formatted(decimals: 0)) µs (an app answering the same: p50 \(appP50.formatted(decimals: 0)) µs, p99 \(appP99.formatted(decimals: 0)) µs); first call after the deploy (cold) \(coldMicros.formatted(decimals: 0)) µs"
+                "checksum function endpoint on n2, requests of 256 B from n1, one at a time: p50 \(fnP50.formatted(decimals: 0)) µs, p99 \(fnP99.formatted(decimals: 0)) µs (the pass-through as a function: p50 \(echoP50.formatted(decimals: 0)) µs, p99 \(echoP99.formatted(decimals: 0)) µs; an app answering the same: p50 \(appP50.formatted(decimals: 0)) µs, p99 \(appP99.formatted(decimals: 0)) µs); first call after the deploy (cold) \(coldMicros.formatted(decimals: 0)) µs"
             )
         } catch {
             host.cancel()
