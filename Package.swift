@@ -129,6 +129,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The CUDA driver API loaded at run time (docs/gpu.md): no build-time dependency on CUDA.
+        .target(name: "FreightCUDA", dependencies: ["FreightCore"], swiftSettings: strict),
         // Function endpoints at a node (docs/functions.md): deploys, module copies, instances on demand.
         .target(
             name: "FreightFunctionHost",
@@ -212,7 +214,7 @@ let package = Package(
             dependencies: [
                 "FreightCore", "FreightNode", "FreightClient", "FreightWire", "FreightTransport", "FreightTesting",
                 "FreightGRPC", "FreightEtcd", "FreightRouting", "FreightSecurity", "FreightWAN", "FreightAdmin",
-                "FreightFunctions", "FreightFunctionHost", "FreightDirectory",
+                "FreightFunctions", "FreightFunctionHost", "FreightDirectory", "FreightCUDA",
                 .product(name: "WAT", package: "WasmKit"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -227,6 +229,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "FreightCoreTests", dependencies: ["FreightCore"], swiftSettings: strict),
+        .testTarget(name: "FreightCUDATests", dependencies: ["FreightCUDA", "FreightCore"], swiftSettings: strict),
         .testTarget(
             name: "FreightFunctionsTests", dependencies: ["FreightFunctions", "FreightCore", "FreightWire"],
             swiftSettings: strict),

@@ -13,7 +13,7 @@ struct Freight: AsyncParsableCommand {
         subcommands: [
             NodeCommand.self, SendCommand.self, RecvCommand.self, ResolveCommand.self, StatusCommand.self,
             TopCommand.self, DemoCommand.self, BenchCommand.self, TopologyCommand.self, CertCommand.self,
-            FunctionCommand.self,
+            FunctionCommand.self, GPUCommand.self,
         ]
     )
 }
