@@ -10,8 +10,8 @@ import Testing
 @Suite(.serialized) struct FunctionEndpointTests {
     enum Backend: String, CaseIterable, Sendable { case mesh, etcd }
 
-    /// The nodes' addresses: 127.0.0.111 to .114, which no other suite uses.
-    static let host = "127.0.0.11"
+    /// The nodes' addresses: 127.0.0.121 to .124, which no other suite uses (.100 to .115 are strangers' sources).
+    static let host = "127.0.0.12"
 
     /// n1 and n2 serve functions (compiled modules dropped after `idle` seconds); n3 does not.
     static func start(_ backend: Backend, idle: Int = 300) async throws -> (ProcessCluster, EtcdServer?) {
