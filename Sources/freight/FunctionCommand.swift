@@ -9,7 +9,9 @@ import WAT
 /// `freight fn`: WebAssembly filters and functions (docs/functions.md).
 struct FunctionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "fn", abstract: "WebAssembly filters and functions: assemble and check modules.",
+        commandName: "fn",
+        abstract:
+            "WebAssembly filters and functions: assemble and check modules; deploy, call, list and remove functions.",
         subcommands: [
             AssembleCommand.self, CheckCommand.self, DeployCommand.self, ListCommand.self, RemoveCommand.self,
             CallCommand.self,
