@@ -136,7 +136,6 @@ let package = Package(
             name: "FreightFunctionHost",
             dependencies: [
                 "FreightCore", "FreightNode", "FreightClient", "FreightFunctions", "FreightDirectory",
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

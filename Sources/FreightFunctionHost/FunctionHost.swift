@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import FreightClient
 import FreightCore
@@ -115,9 +114,6 @@ actor HostState {
     nonisolated let nodeSlots = Slots(limit: Limits.functionRunsPerNodeMax)
     /// Replies on their way to their requesters, each holding its output: as many again as instances.
     nonisolated let replySlots = Slots(limit: Limits.functionRunsPerNodeMax)
-    /// Cold starts and warm calls so far (for status and the benchmark's cross-check).
-    var coldStarts = 0
-    var warmCalls = 0
 
     func store(_ digest: String, _ bytes: [UInt8]) throws(FreightError) {
         guard modules[digest] == nil else { return }
@@ -152,8 +148,10 @@ actor HostState {
         return false
     }
 
-    /// Module bytes held that `referenced` does not name, past their grace.
+    /// Module bytes held that `referenced` does not name, past their grace. Fetch times of modules no longer
+    /// referenced are forgotten too (a fetch that never succeeded leaves one).
     func unreferenced(_ referenced: Set<String>) -> [String] {
+        lastFetch = lastFetch.filter { referenced.contains($0.key) }
         let now = ContinuousClock.now
         return modules.keys.filter {
             !referenced.contains($0) && now - (storedAt[$0] ?? now) >= Self.unreferencedGrace
@@ -193,7 +191,6 @@ actor HostState {
         if var kept = compiled[record.digest] {
             kept.lastUsed = .now
             compiled[record.digest] = kept
-            warmCalls += 1
             return (kept.module, nil)
         }
         guard let bytes = modules[record.digest] else {
@@ -203,7 +200,6 @@ actor HostState {
         let started = ContinuousClock.now
         let module = try FunctionModule(name: record.name.isEmpty ? "function" : record.name, bytes: bytes)
         compiled[record.digest] = Compiled(module: module, lastUsed: .now)
-        coldStarts += 1
         return (module, ContinuousClock.now - started)
     }
 

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import FreightClient
 import FreightCore
@@ -172,7 +171,7 @@ struct HostContext: Sendable {
                 timeout: FunctionHost.fetchTimeout)
             let buffer = try await reply.collect(upTo: Limits.functionModuleBytesMax)
             let bytes = Array(buffer.readableBytesView)
-            guard Self.sha256(bytes) == record.digest else {
+            guard FunctionModule.digest(of: bytes) == record.digest else {
                 throw FreightError(.checksumMismatch, "the bytes fetched for \(record.address) have another digest")
             }
             try await state.store(record.digest, bytes)
@@ -394,13 +393,6 @@ struct HostContext: Sendable {
             received += chunk.count
         }
         return (bytes, iterator)
-    }
-
-    static func sha256(_ bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
     }
 
     static func freightError(_ error: any Error) -> FreightError {

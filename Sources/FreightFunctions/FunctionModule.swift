@@ -7,6 +7,14 @@ import WAT
 /// exports `memory`, `freight_abi_v1`, `begin`, `input`, `chunk` and `end` with their signatures, and imports
 /// nothing the node does not grant. Each message runs in a fresh ``FunctionRun``.
 public struct FunctionModule: Sendable {
+    /// SHA-256 of `bytes`, hex: a module's ``digest``.
+    public static func digest(of bytes: [UInt8]) -> String {
+        SHA256.hash(data: bytes).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+
     /// `bytes` as a WebAssembly binary: as they are when they are one, else assembled from WebAssembly text.
     public static func binary(of bytes: [UInt8], name: String) throws(FreightError) -> [UInt8] {
         if bytes.starts(with: [0x00, 0x61, 0x73, 0x6D]) { return bytes }
@@ -54,10 +62,7 @@ public struct FunctionModule: Sendable {
         self.name = name
         self.capabilities = capabilities
         self.fuelPerCall = min(fuelPerCall, FreightCore.Limits.functionFuelPerCall)
-        digest = SHA256.hash(data: bytes).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        digest = Self.digest(of: bytes)
         let binary = try Self.binary(of: bytes, name: name)
         do {
             module = try parseWasm(bytes: binary)
