@@ -46,7 +46,8 @@ extension ClientCore {
     ) {
         let endpoints = targets.map(\.id)
         let inbox = endpoints.lazy.compactMap { self.inboxes[$0] }.first
-        let subscription = endpoints.lazy.compactMap { self.subscriptions[$0] }.first
+        let subscribed = endpoints.lazy.compactMap { id in self.subscriptions[id].map { (id, $0) } }.first
+        let subscription = subscribed?.1
         guard incoming[header.id] == nil, inbox != nil || subscription != nil else {
             connection?.send(
                 .abort(header.id, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint")))
@@ -104,7 +105,7 @@ extension ClientCore {
         let refusal: FreightError
         switch subscription!.yield(message) {
         case .enqueued:
-            return
+            return handedOver(id, to: subscribed!.0)
         case .dropped:
             refusal = FreightError(
                 .resourceExhausted, "app \(label) has \(Limits.messagesPerConnectionMax) messages waiting to be read")
@@ -119,6 +120,7 @@ extension ClientCore {
 
     /// The app took the message from its subscription: grant the first credit.
     func accepted(_ id: UInt64) {
+        untaken[id] = nil
         if let length = smallIncoming[id] {
             // An empty small message is handled once taken.
             if length == 0 { smallIncoming[id] = nil; queueOutcome(id, .delivered) }

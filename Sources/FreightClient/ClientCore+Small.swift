@@ -131,7 +131,7 @@ extension ClientCore {
             }
             switch subscription!.yield(message) {
             case .enqueued:
-                continue
+                handedOver(id, to: small.targetID)
             case .dropped:
                 smallHandled(
                     id,

@@ -37,6 +37,9 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     var inboxes: [UInt64: (IncomingMessage) -> Void] = [:]
     /// Small messages handed to the app and not yet read or failed, with their lengths.
     var smallIncoming: [UInt64: UInt64] = [:]
+    /// Messages (small or not) waiting in a subscription's stream for the app to take them, by endpoint: a
+    /// subscription cancelled before the app took them fails them for their senders at once.
+    var untaken: [UInt64: UInt64] = [:]
     var messageIDs = IDSequence()
     /// Where a lent file's chunks are read for their checksums (one chunk, reused).
     var checksumScratch = ByteBuffer()
@@ -132,6 +135,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
         for message in incoming.values { message.continuation.finish(throwing: reason) }
         incoming = [:]
         smallIncoming = [:]
+        untaken = [:]
         for transfer in outgoing.values { transfer.fail(reason) }
         outgoing = [:]
     }
@@ -146,5 +150,22 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
         guard let continuation = subscriptions.removeValue(forKey: endpointID) else { return }
         continuation.finish()
         _ = request(.unregister(.with { $0.endpointID = endpointID }))
+        // What waits in the stream would wait for ever (no credit goes to its sender until it is taken): it fails
+        // now, with the reason, for its sender.
+        let reason = FreightError(
+            .receiverGone, "app \(label) stopped receiving on this endpoint before it took the message")
+        for id in untaken.filter({ $0.value == endpointID }).map(\.key) {
+            untaken[id] = nil
+            if smallIncoming[id] != nil {
+                smallHandled(id, reason)
+            } else {
+                fail(id, reason)
+            }
+        }
+    }
+
+    /// `id` waits in the stream of the subscription of `endpointID` until the app takes it.
+    func handedOver(_ id: UInt64, to endpointID: UInt64) {
+        untaken[id] = endpointID
     }
 }

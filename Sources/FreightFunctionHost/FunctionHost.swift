@@ -187,7 +187,9 @@ actor HostState {
 
     /// The compiled module for `record`: compiled now (a cold start: how long it took) or kept from an earlier
     /// message (warm: nil).
-    func module(for record: FunctionRecord) throws(FreightError) -> (FunctionModule, compiled: Duration?) {
+    func module(for record: FunctionRecord, fuelPerCall: UInt64) throws(FreightError) -> (
+        FunctionModule, compiled: Duration?
+    ) {
         if var kept = compiled[record.digest] {
             kept.lastUsed = .now
             compiled[record.digest] = kept
@@ -198,7 +200,8 @@ actor HostState {
                 .resourceExhausted, "function \(record.address): this node has not fetched its module yet")
         }
         let started = ContinuousClock.now
-        let module = try FunctionModule(name: record.name.isEmpty ? "function" : record.name, bytes: bytes)
+        let module = try FunctionModule(
+            name: record.name.isEmpty ? "function" : record.name, bytes: bytes, fuelPerCall: fuelPerCall)
         compiled[record.digest] = Compiled(module: module, lastUsed: .now)
         return (module, ContinuousClock.now - started)
     }

@@ -267,7 +267,8 @@ struct HostContext: Sendable {
         let output: [UInt8]
         let attributes: [String: String]
         do {
-            let (module, compiled) = try await state.module(for: record)
+            let (module, compiled) = try await state.module(
+                for: record, fuelPerCall: engine.configuration.functionFuelPerCall)
             // The instance starts (with `begin` and `attributes`) in the pool call that takes the first chunk, and
             // the last chunk's call ends it: a small request costs one hop to the pool and back.
             let run = RunBox(module: module, length: message.length, config: record.config, given: message.attributes)

@@ -22,7 +22,9 @@ extension FabricService {
                 throw FreightError(
                     .invalidArgument, "the filter's config is over \(Limits.functionConfigBytesMax) bytes")
             }
-            let module = try FunctionModule(name: name, bytes: Array(request.module), capabilities: capabilities)
+            let module = try FunctionModule(
+                name: name, bytes: Array(request.module), capabilities: capabilities,
+                fuelPerCall: engine.configuration.functionFuelPerCall)
             return FilterAttachment(pattern: pattern, module: module, config: request.config)
         }
         try await mapped { try await engine.attachFilter(attachment) }

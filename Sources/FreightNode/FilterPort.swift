@@ -22,9 +22,10 @@ public struct FilterAttachment: Sendable {
     }
 
     /// `PATTERN=PATH[?CONFIG]`: reads and checks the module at PATH, granting it `capabilities`.
-    public static func parse(_ text: String, capabilities: FunctionModule.Capabilities = []) throws(FreightError)
-        -> FilterAttachment
-    {
+    public static func parse(
+        _ text: String, capabilities: FunctionModule.Capabilities = [],
+        fuelPerCall: UInt64 = Limits.functionFuelPerCall
+    ) throws(FreightError) -> FilterAttachment {
         guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
             throw FreightError(.invalidArgument, "--filter \(text): use PATTERN=MODULE.wasm[?CONFIG]")
         }
@@ -44,7 +45,8 @@ public struct FilterAttachment: Sendable {
         }
         let file = (path as NSString).lastPathComponent
         let name = file.split(separator: ".").first.map(String.init) ?? file
-        let module = try FunctionModule(name: name, bytes: Array(bytes), capabilities: capabilities)
+        let module = try FunctionModule(
+            name: name, bytes: Array(bytes), capabilities: capabilities, fuelPerCall: fuelPerCall)
         return FilterAttachment(pattern: pattern, module: module, config: config)
     }
 

@@ -79,6 +79,9 @@ public struct NodeConfiguration: Sendable {
     public var filters: [FilterAttachment] = []
     /// What filters attached at run time may import (`--filter-grant-log`).
     public var filterCapabilities: FunctionModule.Capabilities = []
+    /// Fuel each call into a filter or function at this node may burn (`--function-fuel`; at most
+    /// `Limits.functionFuelPerCall`).
+    public var functionFuelPerCall = Limits.functionFuelPerCall
 
     public init(
         cluster: String = "default",

@@ -120,6 +120,12 @@ struct NodeCommand: AsyncParsableCommand {
         name: .customLong("function-idle"),
         help: "Seconds a function's compiled module stays warm at this node without a message (default 300).")
     var functionIdle = Limits.functionIdleSeconds
+    @Option(
+        name: .customLong("function-fuel"),
+        help:
+            "Fuel each call into a filter or function at this node may burn before it fails its message (default and most \(Limits.functionFuelPerCall), about a second of the interpreter's work)."
+    )
+    var functionFuel = Limits.functionFuelPerCall
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
     var logLevel = "info"
     @Option(
@@ -200,8 +206,13 @@ struct NodeCommand: AsyncParsableCommand {
             settings.gateway = try gateway.load(cluster: cluster, tls: tls)
             let grants: FunctionModule.Capabilities = filterGrantLog ? [.log] : []
             settings.filterCapabilities = grants
+            guard (1...Limits.functionFuelPerCall).contains(functionFuel) else {
+                throw FreightError(
+                    .invalidArgument, "--function-fuel must be 1 to \(Limits.functionFuelPerCall) per call")
+            }
+            settings.functionFuelPerCall = functionFuel
             settings.filters = try filters.map { text throws(FreightError) in
-                try FilterAttachment.parse(text, capabilities: grants)
+                try FilterAttachment.parse(text, capabilities: grants, fuelPerCall: functionFuel)
             }
             for filter in settings.filters { logger.info("filter \(filter.description)") }
             // Each node process keeps its metrics in a registry of its own, which its admin port exposes.

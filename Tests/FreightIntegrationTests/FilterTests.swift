@@ -18,8 +18,9 @@ import Testing
     /// The nodes' addresses: 127.0.0.91 to .93, which no other suite uses (a test here kills n3's connections).
     static let host = "127.0.0.9"
 
-    /// The release build of n1, n2 (with `filters`) and n3: WasmKit in a debug build runs ten times slower.
-    static func relay(filters: [String]) async throws -> ProcessCluster {
+    /// The release build of n1, n2 (with `filters` and `arguments`) and n3: WasmKit in a debug build runs ten times
+    /// slower.
+    static func relay(filters: [String], arguments: [String] = []) async throws -> ProcessCluster {
         let binary = try #require(
             ProcessCluster.releaseBinary, "build the release node first: swift build -c release --product freight")
         let cluster = try ProcessCluster(executable: binary)
@@ -27,7 +28,8 @@ import Testing
             let n1 = try await cluster.startNode(
                 name: "n1", host: "\(host)1", join: [], extraArguments: ["--route", "n3=n2"])
             try await cluster.startNode(
-                name: "n2", host: "\(host)2", join: [n1.listen], extraArguments: filters.flatMap { ["--filter", $0] })
+                name: "n2", host: "\(host)2", join: [n1.listen],
+                extraArguments: filters.flatMap { ["--filter", $0] } + arguments)
             try await cluster.startNode(name: "n3", host: "\(host)3", join: [n1.listen])
             try await cluster.waitForMesh()
             return cluster
@@ -147,7 +149,9 @@ import Testing
             filters.append("bad/\(name)=\(try Self.module(name, "(module \(abi) \(chunk))", in: folder))")
         }
         filters.append("good/**=\(Self.examples)/downcast.wat")
-        let cluster = try await Self.relay(filters: filters)
+        // 50 million fuel a call: eight times what the downcast of a 1 MiB chunk burns, and a loop runs out within a
+        // second or so even on a loaded machine (the default, 400 million, is about a second at full speed).
+        let cluster = try await Self.relay(filters: filters, arguments: ["--function-fuel", "50000000"])
         defer { cluster.stop() }
         let recv = try await cluster.receiver("bad/*", at: "n3")
         defer { recv.stop() }

@@ -50,6 +50,16 @@ import Testing
         return withUnsafeBytes(of: crc.littleEndian) { $0.map { String(format: "%02x", $0) }.joined() }
     }
 
+    /// What the function hosts (n1, n2) logged about functions, for a failure's message.
+    static func hostLogs(_ cluster: ProcessCluster) -> String {
+        ["n1", "n2"].map { name in
+            let lines = cluster.node(name).process.stderr.split(separator: "\n").filter {
+                $0.contains("function") || $0.contains("module")
+            }
+            return "\(name) logged:\n" + lines.suffix(20).joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+
     /// Waits until `node` resolves `address` to `count` endpoints (the hosts that serve it).
     static func waitForServers(_ cluster: ProcessCluster, _ address: String, count: Int, at node: String) async throws {
         let deadline = ContinuousClock.now + .seconds(15)
@@ -95,7 +105,7 @@ import Testing
         try Data(body).write(to: URL(fileURLWithPath: file))
         for node in [n3, n1, n2] {
             let call = try await Self.fn(["call", "tools/crc", "--file", file], at: node)
-            #expect(call.status == 0, "\(node.name): \(call.stderr)")
+            #expect(call.status == 0, "\(node.name): \(call.stderr)\n\(Self.hostLogs(cluster))")
             #expect(call.stdout.first == Self.expectedChecksum(body), "\(node.name): \(call.stdout)")
         }
         let small = try await Self.fn(["call", "tools/crc", "--data", "123456789"], at: n3)

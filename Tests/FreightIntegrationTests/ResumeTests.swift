@@ -32,7 +32,7 @@ struct ResumeTests {
     }
 
     static func waitFor(_ cluster: ProcessCluster, _ node: String, bytesIn bytes: Int) async throws {
-        let deadline = ContinuousClock.now + .seconds(120)
+        let deadline = ContinuousClock.now + .seconds(240)
         while try await bytesIn(cluster, node) < bytes {
             guard ContinuousClock.now < deadline else {
                 Issue.record("\(node) never took in \(bytes) bytes")

@@ -228,6 +228,41 @@ import Testing
         }
     }
 
+    /// Messages waiting in a subscription that the app cancels before taking them fail for their senders at once,
+    /// with the reason, small or not, while the app's other subscriptions go on; the app's connection stays up.
+    @Test(.timeLimit(.minutes(1))) func aCancelledSubscriptionFailsWhatItHadNotTaken() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "cancel") { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx")
+            let dropped = try await receiver.receive("cancel/x")
+            let kept = try await receiver.receive("cancel/y")
+            try await fabric.waitForEndpoints(try Address("cancel/x"), count: 1)
+            try await fabric.waitForEndpoints(try Address("cancel/y"), count: 1)
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+            let sends = [64, Limits.smallBodyBytesMax + 1, 4 << 20].map { length in
+                Task { try await sender.send(to: "cancel/x", body: .pattern(seed: 1, length: Int64(length))) }
+            }
+            // All three wait in the stream, untaken: then the app stops receiving there.
+            try await Task.sleep(for: .milliseconds(500))
+            let cancelled = ContinuousClock.now
+            dropped.cancel()
+            for send in sends {
+                await #expect {
+                    _ = try await send.value
+                } throws: { error in
+                    "\(error)".contains("stopped receiving on this endpoint before it took the message")
+                }
+            }
+            #expect(ContinuousClock.now - cancelled < .seconds(10), "failed at once, not by an idle timer")
+            // The other subscription of the same app goes on.
+            let sending = Task { try await sender.send(to: "cancel/y", body: .pattern(seed: 2, length: 1 << 20)) }
+            var messages = kept.makeAsyncIterator()
+            #expect(try await #require(try await messages.next()).checkPattern(seed: 2))
+            #expect(try await sending.value.deliveries.count == 1)
+            await sender.close()
+            await receiver.close()
+        }
+    }
+
     /// A header over `Limits.headerBytesMax` is refused with a reason; a window outside its limits is refused at once.
     @Test func headerAndWindowLimits() async throws {
         try await InProcessFabric.with(nodes: 1, cluster: "limits") { fabric in
