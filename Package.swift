@@ -130,7 +130,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // The CUDA driver API loaded at run time (docs/gpu.md): no build-time dependency on CUDA.
-        .target(name: "FreightCUDA", dependencies: ["FreightCore"], swiftSettings: strict),
+        .target(name: "FreightCUDA", dependencies: ["FreightCore", "CFreightSystem"], swiftSettings: strict),
         // Function endpoints at a node (docs/functions.md): deploys, module copies, instances on demand.
         .target(
             name: "FreightFunctionHost",
@@ -228,7 +228,9 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "FreightCoreTests", dependencies: ["FreightCore"], swiftSettings: strict),
-        .testTarget(name: "FreightCUDATests", dependencies: ["FreightCUDA", "FreightCore"], swiftSettings: strict),
+        .testTarget(
+            name: "FreightCUDATests", dependencies: ["FreightCUDA", "FreightCore", "FreightTesting"],
+            swiftSettings: strict),
         .testTarget(
             name: "FreightFunctionsTests", dependencies: ["FreightFunctions", "FreightCore", "FreightWire"],
             swiftSettings: strict),

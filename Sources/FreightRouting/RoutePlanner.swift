@@ -62,6 +62,10 @@ public struct RoutePlanner: Sendable {
         public static let nvlink = Capabilities(rawValue: 2)
         /// A NIC reads and writes GPU memory directly (GPUDirect RDMA).
         public static let gpuDirect = Capabilities(rawValue: 4)
+        /// Apps of one node on one GPU hand device memory over by CUDA IPC handle, no byte moved (docs/gpu.md).
+        public static let cudaIPC = Capabilities(rawValue: 8)
+        /// A body in device memory is staged GPU → pinned pool → link → pinned pool → GPU (docs/gpu.md).
+        public static let gpuStaged = Capabilities(rawValue: 16)
         /// What this build of Freight has.
         public static let thisBuild: Capabilities = [.sharedMemory]
     }
@@ -70,6 +74,7 @@ public struct RoutePlanner: Sendable {
         case inProcess = "in-process"
         case sharedMemory = "shared-memory"
         case nvlink
+        case cudaIPC = "cuda-ipc"
         case railNIC = "rail-nic"
         case tcp
     }
@@ -101,6 +106,11 @@ public struct RoutePlanner: Sendable {
         public var inProcessLatency = 1e-6
         public var sharedMemoryLatency = 10e-6
         public var nvlinkLatency = 5e-6
+        /// Opening (or finding open) an IPC handle and the loan's round trip through the node.
+        public var cudaIPCLatency = 20e-6
+        /// A copy engine's rate between a GPU and pinned host memory when nothing better is known (PCIe Gen5 x16
+        /// moves about 50 GB/s; the staging copies overlap the network, so the slower of the two bounds a path).
+        public var pinnedCopyGbitPerSecond = 400.0
         public var nicLatency = 20e-6
         public var tcpLatency = 50e-6
         /// Bandwidth of a rail or TCP path whose speed nobody stated or measured.
@@ -128,6 +138,16 @@ public struct RoutePlanner: Sendable {
             if source.app != nil, source.app == destination.app {
                 return single(
                     .inProcess, via: "same app", bytes: bytes, gbit: .infinity, latency: cost.inProcessLatency)
+            }
+            if let gpu = source.gpu, gpu == destination.gpu {
+                if capabilities.contains(.cudaIPC) {
+                    return single(
+                        .cudaIPC, via: "CUDA IPC handle on GPU \(gpu) of node \(source.node)", bytes: bytes,
+                        gbit: .infinity, latency: cost.cudaIPCLatency)
+                }
+                notes.append(
+                    "both ends are on GPU \(gpu), but node \(source.node) has no CUDA IPC: the body goes through host memory"
+                )
             }
             if let gpus = gpuPair(source, destination, nodes), let path = nvlinkPath(gpus, bytes: bytes, notes: &notes)
             {
@@ -176,6 +196,17 @@ public struct RoutePlanner: Sendable {
             let to = there.listen.isEmpty ? "node \(destination.node)" : there.listen
             candidates.append(
                 Candidate(kind: .tcp, via: "tcp to \(to)", gbit: cost.unknownGbitPerSecond, latency: cost.tcpLatency))
+        }
+        if source.gpu != nil || destination.gpu != nil {
+            if capabilities.contains(.gpuStaged) {
+                // The copies overlap the network: each path is as fast as the slower of the link and the copy engine.
+                for index in candidates.indices {
+                    candidates[index].gbit = min(candidates[index].gbit, cost.pinnedCopyGbitPerSecond)
+                }
+                notes.append("staged GPU → pinned pool → link → pinned pool → GPU, the copies overlapping the network")
+            } else {
+                notes.append("no GPU transport at these nodes: the app copies the body between GPU and host memory")
+            }
         }
         let paths = split(bytes, over: candidates)
         return RoutePlan(paths: paths, expectedSeconds: paths.map(\.expectedSeconds).max() ?? 0, notes: notes)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import FreightCUDA
 import FreightCore
+import FreightWire
 
 /// `freight gpu`: what the CUDA driver sees on this machine (docs/gpu.md), or plainly why there is nothing.
 struct GPUCommand: AsyncParsableCommand {
@@ -9,6 +10,14 @@ struct GPUCommand: AsyncParsableCommand {
         commandName: "gpu", abstract: "Say what the CUDA driver sees here (loaded at run time), or why there is none.")
 
     @Option(name: .customLong("driver"), help: "The driver library to open.") var driver = "libcuda.so.1"
+    @Flag(
+        name: .customLong("check"),
+        help:
+            "Check GPU 0's transports: copies both ways through pinned host memory (their rates measured) and an IPC handle opened by another process."
+    )
+    var check = false
+    @Option(name: .customLong("size"), help: "Bytes each --check copy moves.") var size = "256MiB"
+    @Option(name: .customLong("ipc-read"), help: .hidden) var ipcRead: String?
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
@@ -16,10 +25,35 @@ struct GPUCommand: AsyncParsableCommand {
         do {
             loaded = try CUDADriver.load(library: driver)
         } catch {
+            if check || ipcRead != nil { fail(error) }
             if output.json {
                 printJSON(["driver": NSNull(), "reason": error.message, "gpus": [Any]()])
             } else {
                 printLine("no GPU transport on this machine: \(error.message)")
+            }
+            return
+        }
+        if let ipcRead {
+            do {
+                printJSON(try GPUCheck.readOpened(ipcRead, driver: loaded, count: Int(try ByteCount.parse(size))))
+            } catch {
+                fail(error)
+            }
+            return
+        }
+        if check {
+            do {
+                let report = try GPUCheck(driver: loaded, count: Int(try ByteCount.parse(size))).run()
+                if output.json {
+                    printJSON(report)
+                } else {
+                    for (key, value) in report.sorted(by: { $0.key < $1.key }) { printLine("\(key): \(value)") }
+                }
+                if report["ok"] as? Bool != true { throw ExitCode(1) }
+            } catch let exit as ExitCode {
+                throw exit
+            } catch {
+                fail(error)
             }
             return
         }
@@ -34,6 +68,7 @@ struct GPUCommand: AsyncParsableCommand {
                             "index": $0.index, "name": $0.name, "memory_bytes": $0.memoryBytes, "pci_bus": $0.pciBus,
                             "can_map_host_memory": $0.canMapHostMemory, "unified_addressing": $0.unifiedAddressing,
                             "async_engines": $0.asyncEngines,
+                            "transports": $0.transports,
                         ] as [String: Any]
                     },
                 ])
@@ -42,12 +77,128 @@ struct GPUCommand: AsyncParsableCommand {
                     "CUDA \(version) driver (\(loaded.library)): \(devices.count) GPU\(devices.count == 1 ? "" : "s")")
                 for device in devices {
                     printLine(
-                        "  GPU \(device.index): \(device.name), \(ByteCount.format(Int64(device.memoryBytes))), PCI bus \(device.pciBus), \(device.asyncEngines) copy engines\(device.canMapHostMemory ? ", pins host memory" : "")\(device.unifiedAddressing ? ", unified addressing" : "")"
+                        "  GPU \(device.index): \(device.name), \(ByteCount.format(Int64(device.memoryBytes))), PCI bus \(device.pciBus), \(device.asyncEngines) copy engines\(device.canMapHostMemory ? ", pins host memory" : "")\(device.unifiedAddressing ? ", unified addressing" : ""); transports: \(device.transports.isEmpty ? "none" : device.transports.joined(separator: ", "))"
                     )
                 }
             }
         } catch {
             fail(error)
         }
+    }
+}
+
+/// `freight gpu --check`: GPU 0's driver calls that Freight's GPU transports are built from, on real memory: a copy
+/// host → device and back through pinned host memory (the copy engines' rates, best of a few), and the allocation's
+/// IPC handle opened and read by another process (this binary again, `--ipc-read`), its CRC32C compared.
+struct GPUCheck {
+    let driver: CUDADriver
+    let count: Int
+    static let rounds = 5
+
+    func run() throws -> [String: Any] {
+        let gpu = try CUDAGPU(driver, index: 0)
+        let name = try driver.devices().first?.name ?? ""
+        let device = try gpu.allocate(count)
+        defer { try? gpu.free(device) }
+        let source = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+        let target = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+        defer {
+            source.deallocate()
+            target.deallocate()
+        }
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for index in stride(from: 0, to: count, by: 8) {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            withUnsafeBytes(of: state) { word in
+                for offset in 0..<min(8, count - index) { source[index + offset] = word[offset] }
+            }
+        }
+        target.initializeMemory(as: UInt8.self, repeating: 0)
+        try gpu.pin(source.baseAddress!, count: count)
+        defer { try? gpu.unpin(source.baseAddress!) }
+        try gpu.pin(target.baseAddress!, count: count)
+        defer { try? gpu.unpin(target.baseAddress!) }
+        let stream = try gpu.makeStream()
+        defer { try? gpu.destroy(stream) }
+        func best(_ copy: () throws(FreightError) -> Void) throws(FreightError) -> Double {
+            var fastest = Duration.seconds(3600)
+            for _ in 0..<Self.rounds {
+                let started = ContinuousClock.now
+                try copy()
+                try gpu.synchronize(stream)
+                fastest = min(fastest, ContinuousClock.now - started)
+            }
+            let seconds = Double(fastest.components.seconds) + Double(fastest.components.attoseconds) / 1e18
+            return Double(count) / max(seconds, 1e-9) / 1e9
+        }
+        let toDevice = try best { () throws(FreightError) in
+            try gpu.copy(toDevice: device, from: source.baseAddress!, count: count, on: stream)
+        }
+        let toHost = try best { () throws(FreightError) in
+            try gpu.copy(toHost: target.baseAddress!, from: device, count: count, on: stream)
+        }
+        let copiesMatch = memcmp(source.baseAddress!, target.baseAddress!, count) == 0
+        let crc = CRC32C.checksum(UnsafeRawBufferPointer(source))
+        let handle = try gpu.ipcHandle(of: device)
+        let reader = try Self.readInAnotherProcess(handle, driver: driver.library, count: count)
+        let ipcMatches = (reader["crc32c"] as? Int).map { UInt32(clamping: $0) } == crc
+        return [
+            "gpu": name, "driver": driver.library, "bytes": count,
+            "host_to_device_gb_per_s": (toDevice * 100).rounded() / 100,
+            "device_to_host_gb_per_s": (toHost * 100).rounded() / 100,
+            "copies_match": copiesMatch, "ipc_read_matches": ipcMatches,
+            "ipc_open_us": reader["open_us"] ?? NSNull(), "ok": copiesMatch && ipcMatches,
+        ]
+    }
+
+    /// Runs `freight gpu --ipc-read HANDLE` and returns what it printed.
+    static func readInAnotherProcess(_ handle: CUDAIPCHandle, driver: String, count: Int) throws -> [String: Any] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = [
+            "gpu", "--driver", driver, "--ipc-read", handle.bytes.map { String(format: "%02x", $0) }.joined(),
+            "--size", "\(count)",
+        ]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else {
+            throw FreightError(
+                .internalError, "the process that opens the IPC handle exited \(process.terminationStatus)")
+        }
+        return object
+    }
+
+    /// The child's side: opens `hex` (an IPC handle) on GPU 0, copies `count` bytes to host memory and returns their
+    /// CRC32C and how long the open took.
+    static func readOpened(_ hex: String, driver: CUDADriver, count: Int) throws(FreightError) -> [String: Any] {
+        var bytes: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex, let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex),
+            let byte = UInt8(hex[index..<next], radix: 16)
+        {
+            bytes.append(byte)
+            index = next
+        }
+        let handle = try CUDAIPCHandle(checking: bytes)
+        let gpu = try CUDAGPU(driver, index: 0)
+        let started = ContinuousClock.now
+        let opened = try gpu.open(handle)
+        let openTook = ContinuousClock.now - started
+        defer { try? gpu.close(opened: opened) }
+        let host = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+        defer { host.deallocate() }
+        let stream = try gpu.makeStream()
+        defer { try? gpu.destroy(stream) }
+        try gpu.copy(toHost: host.baseAddress!, from: opened, count: count, on: stream)
+        try gpu.synchronize(stream)
+        let micros = Double(openTook.components.attoseconds) / 1e12 + Double(openTook.components.seconds) * 1e6
+        return ["crc32c": Int(CRC32C.checksum(UnsafeRawBufferPointer(host))), "open_us": (micros * 10).rounded() / 10]
     }
 }

@@ -1,5 +1,7 @@
+import Foundation
 import FreightCUDA
 import FreightCore
+import FreightTesting
 import Testing
 
 /// The CUDA driver loaded at run time (docs/gpu.md): on a machine without NVIDIA's driver, or with a library that is
@@ -33,5 +35,121 @@ import Testing
                 error.message.contains("no NVIDIA driver") || error.message.contains("cuInit failed"),
                 "\(error.message)")
         }
+    }
+}
+
+/// The driver calls Freight's GPU transports are built from — memory, pinned host memory, streams, events, IPC
+/// handles — run against the stand-in driver (Tests/StandInCUDA: host memory answering the driver API, not a GPU),
+/// so that these code paths are exercised on every machine; scripts/gpu-check.sh runs them against a real GPU.
+@Suite struct StandInDriverTests {
+    static func driver() throws -> CUDADriver {
+        try CUDADriver.load(library: try StandInCUDA.library())
+    }
+
+    @Test func theStandInIsLoadedAndSaysWhatItIs() throws {
+        let driver = try Self.driver()
+        #expect(try driver.version() == "12.4")
+        let devices = try driver.devices()
+        #expect(devices.count == 1)
+        #expect(devices.first?.name.contains("not a GPU") == true)
+        #expect(devices.first?.memoryBytes == 1 << 30)
+        #expect(devices.first?.canMapHostMemory == true && devices.first?.unifiedAddressing == true)
+    }
+
+    /// Host → device → host through pinned memory on a stream, an event marking the end: the bytes come back.
+    @Test func bytesGoThereAndBackThroughPinnedMemory() throws {
+        let gpu = try CUDAGPU(try Self.driver(), index: 0)
+        let count = 4 << 20
+        let device = try gpu.allocate(count)
+        defer { try? gpu.free(device) }
+        #expect(try gpu.allocation(containing: device + 4096) == (device, count))
+        let source = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+        let target = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+        defer {
+            source.deallocate()
+            target.deallocate()
+        }
+        var random = SeededRandom(seed: 23)
+        for index in 0..<count { source[index] = UInt8(truncatingIfNeeded: random.next()) }
+        target.initializeMemory(as: UInt8.self, repeating: 0)
+        try gpu.pin(source.baseAddress!, count: count)
+        try gpu.pin(target.baseAddress!, count: count)
+        let stream = try gpu.makeStream()
+        let event = try gpu.makeEvent()
+        try gpu.copy(toDevice: device, from: source.baseAddress!, count: count, on: stream)
+        try gpu.copy(toHost: target.baseAddress!, from: device, count: count, on: stream)
+        try gpu.record(event, on: stream)
+        try gpu.synchronize(event)
+        #expect(try gpu.isComplete(event))
+        #expect(memcmp(source.baseAddress!, target.baseAddress!, count) == 0)
+        try gpu.destroy(event)
+        try gpu.destroy(stream)
+        try gpu.unpin(source.baseAddress!)
+        try gpu.unpin(target.baseAddress!)
+    }
+
+    /// An allocation's IPC handle maps the same bytes where it is opened (the stand-in lets its own process open
+    /// it; NVIDIA's driver allows only another process, which the DEVICE frames' tests use).
+    @Test func anIPCHandleNamesTheSameBytes() throws {
+        let gpu = try CUDAGPU(try Self.driver(), index: 0)
+        let device = try gpu.allocate(1 << 20)
+        defer { try? gpu.free(device) }
+        let stream = try gpu.makeStream()
+        let bytes = [UInt8](repeating: 0xA5, count: 1 << 20)
+        try bytes.withUnsafeBytes { try gpu.copy(toDevice: device, from: $0.baseAddress!, count: $0.count, on: stream) }
+        let handle = try gpu.ipcHandle(of: device)
+        #expect(handle.bytes.count == CUDAIPCHandle.count)
+        let opened = try gpu.open(handle)
+        var read = [UInt8](repeating: 0, count: 1 << 20)
+        try read.withUnsafeMutableBytes {
+            try gpu.copy(toHost: $0.baseAddress!, from: opened, count: $0.count, on: stream)
+        }
+        try gpu.synchronize(stream)
+        #expect(read == bytes)
+        try gpu.close(opened: opened)
+        #expect(throws: FreightError.self) { try CUDAIPCHandle(checking: Array(handle.bytes.dropLast())) }
+    }
+
+    /// Every failing call names itself and the driver's error.
+    @Test func failingCallsSayWhichAndWhy() throws {
+        let gpu = try CUDAGPU(try Self.driver(), index: 0)
+        let tooMuch = #expect(throws: FreightError.self) { try gpu.allocate(2 << 30) }
+        #expect(tooMuch?.message.contains("cuMemAlloc(2147483648) failed: CUDA_ERROR_OUT_OF_MEMORY") == true)
+        let unknown = #expect(throws: FreightError.self) { try gpu.free(0x1000) }
+        #expect(unknown?.message == "cuMemFree failed: CUDA_ERROR_INVALID_VALUE: invalid argument")
+        let absent = #expect(throws: FreightError.self) { try CUDAGPU(gpu.driver, index: 1) }
+        #expect(absent?.message.contains("CUDA_ERROR_INVALID_DEVICE") == true)
+    }
+
+    /// `freight gpu` describes what the driver sees, or says plainly why there is nothing (here: a driver that
+    /// finds no device, as one whose GPUs are hidden from the process).
+    @Test func freightGPUSaysWhatItSeesOrWhy() async throws {
+        let library = try StandInCUDA.library()
+        let seen = try await FreightProcess.run(["gpu", "--driver", library, "--json"])
+        #expect(seen.status == 0, "\(seen.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data((seen.stdout.first ?? "{}").utf8)) as? [String: Any]
+        let gpus = object?["gpus"] as? [[String: Any]] ?? []
+        #expect(gpus.count == 1 && (gpus.first?["name"] as? String)?.contains("not a GPU") == true, "\(seen.stdout)")
+        #expect(gpus.first?["transports"] as? [String] == ["cuda-ipc", "gpu-staged"])
+        let hidden = try await FreightProcess.run(
+            ["gpu", "--driver", library], environment: ["FREIGHT_STANDIN_CUDA_DEVICES": "0"])
+        #expect(hidden.status == 0)
+        #expect(
+            hidden.stdout.first?.contains("no GPU transport on this machine: cuInit failed: CUDA_ERROR_NO_DEVICE")
+                == true, "\(hidden.stdout)")
+    }
+
+    /// `freight gpu --check` copies both ways through pinned memory (their rates measured) and has another process
+    /// open the allocation's IPC handle and read the same bytes.
+    @Test func freightGPUCheckCopiesAndSharesAcrossProcesses() async throws {
+        let run = try await FreightProcess.run(
+            ["gpu", "--driver", try StandInCUDA.library(), "--check", "--size", "16MiB", "--json"])
+        #expect(run.status == 0, "\(run.stderr) \(run.stdout)")
+        let report = try JSONSerialization.jsonObject(with: Data((run.stdout.first ?? "{}").utf8)) as? [String: Any]
+        #expect(report?["ok"] as? Bool == true, "\(run.stdout)")
+        #expect(report?["copies_match"] as? Bool == true && report?["ipc_read_matches"] as? Bool == true)
+        #expect((report?["host_to_device_gb_per_s"] as? Double ?? 0) > 0)
+        #expect((report?["device_to_host_gb_per_s"] as? Double ?? 0) > 0)
+        #expect(report?["bytes"] as? Int == 16 << 20)
     }
 }

@@ -119,6 +119,38 @@ enum Simulated {
         #expect(noShared.paths.map(\.kind) == [.tcp])
     }
 
+    /// CUDA IPC for two apps on one GPU of one node, and staging through pinned pools between nodes, only where the
+    /// nodes found them (docs/gpu.md); elsewhere host memory, and a note that says why.
+    @Test func gpuTransportsOnlyWhereTheNodesHaveThem() {
+        let from = Placement(node: "dgx4", app: 1, gpu: 3)
+        let to = Placement(node: "dgx4", app: 2, gpu: 3)
+        let ipc = RoutePlanner(capabilities: [.sharedMemory, .cudaIPC]).plan(
+            from: from, to: to, bytes: Simulated.gib, nodes: Simulated.pod)
+        #expect(ipc.paths.map(\.kind) == [.cudaIPC])
+        #expect(ipc.paths.first?.via == "CUDA IPC handle on GPU 3 of node dgx4")
+        #expect(ipc.expectedSeconds == 20e-6, "a hand-over: no byte moves")
+        let host = planner.plan(from: from, to: to, bytes: Simulated.gib, nodes: Simulated.pod)
+        #expect(host.paths.map(\.kind) == [.sharedMemory])
+        #expect(host.notes.contains { $0.contains("has no CUDA IPC") }, "\(host.notes)")
+        // Another GPU of the same node is not CUDA IPC's (NVLink peer to peer would be).
+        let otherGPU = RoutePlanner(capabilities: [.sharedMemory, .cudaIPC]).plan(
+            from: from, to: Placement(node: "dgx4", app: 2, gpu: 4), bytes: 1 << 20, nodes: Simulated.pod)
+        #expect(otherGPU.paths.map(\.kind) == [.sharedMemory])
+
+        var slowCopies = RoutePlanner.CostModel()
+        slowCopies.pinnedCopyGbitPerSecond = 100
+        let across = (Placement(node: "dgx2", gpu: 5), Placement(node: "dgx30", gpu: 5))
+        let staged = RoutePlanner(capabilities: [.sharedMemory, .gpuStaged], cost: slowCopies).plan(
+            from: across.0, to: across.1, bytes: Simulated.gib, nodes: Simulated.pod)
+        checkConsistent(staged, bytes: Simulated.gib)
+        #expect(staged.paths.map(\.kind) == [.railNIC])
+        #expect(staged.paths.first?.gbitPerSecond == 100, "the copy engine is the slower: it bounds the path")
+        #expect(staged.notes.contains { $0.hasPrefix("staged GPU → pinned pool") }, "\(staged.notes)")
+        let unstaged = planner.plan(from: across.0, to: across.1, bytes: Simulated.gib, nodes: Simulated.pod)
+        #expect(unstaged.paths.first?.gbitPerSecond == 400)
+        #expect(unstaged.notes.contains { $0.contains("no GPU transport at these nodes") }, "\(unstaged.notes)")
+    }
+
     @Test func podNodesAreSeparateNVLinkDomains() {
         let plan = gpuPlanner.plan(
             from: Placement(node: "dgx0", gpu: 5), to: Placement(node: "dgx1", gpu: 5), bytes: Simulated.gib,

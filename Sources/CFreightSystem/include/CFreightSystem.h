@@ -59,4 +59,10 @@ int freight_direct_outstanding(void);
 /// The calling thread returns to its own namespace. Returns the device's descriptor (close-on-exec), or -1 with
 /// errno. The device goes when the descriptor is closed.
 int freight_tun_open(const char *netns_path, const char *name, const char *address, const char *peer, int mtu);
+
+/// CUDA's `CUipcMemHandle` (cuda.h): 64 opaque bytes, passed by value to `cuIpcOpenMemHandle`. Declared here so that
+/// Swift calls the driver, which Freight loads at run time (Sources/FreightCUDA), with C's struct-passing rules.
+typedef struct {
+    char reserved[64];
+} freight_cu_ipc_mem_handle;
 #endif

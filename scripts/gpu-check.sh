@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU checks of docs/gpu.md ("Checked on real hardware"), in two steps:
+#   scripts/gpu-check.sh build     here, with the Swift toolchain: a release freight with the Swift standard library
+#                                  linked in (--static-swift-stdlib) and stripped, in .build-gpu/freight, to carry
+#                                  to a GPU machine that has no Swift toolchain.
+#   scripts/gpu-check.sh run OUT   on a machine with an NVIDIA GPU and its driver: records the machine's topology
+#                                  (scripts/record-topology.sh) and what `freight gpu` sees, and runs
+#                                  `freight gpu --check` (copies both ways through pinned memory with their rates, an
+#                                  IPC handle opened by another process); every record and figure lands under OUT.
+# Nothing in CI needs a GPU: the tests run the same calls against a stand-in driver (Tests/StandInCUDA).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+build)
+  swift build -c release --product freight --static-swift-stdlib
+  mkdir -p .build-gpu
+  cp "$(swift build -c release --product freight --static-swift-stdlib --show-bin-path)/freight" .build-gpu/freight
+  strip .build-gpu/freight
+  ls -l .build-gpu/freight
+  ;;
+run)
+  out="${2:?usage: scripts/gpu-check.sh run OUT}"
+  bin="${FREIGHT_BIN:-.build-gpu/freight}"
+  mkdir -p "$out"
+  name="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9._-')"
+  count="$(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l)"
+  # A machine with one GPU is not a DGX: the fixture's name says what it is.
+  scripts/record-topology.sh "${count}x-${name}" "$out/fixtures"
+  "$bin" gpu --json > "$out/gpu.json"
+  "$bin" gpu | tee "$out/gpu.txt"
+  status=0
+  "$bin" gpu --check --size 1GiB --json > "$out/gpu-check.json" || status=$?
+  cat "$out/gpu-check.json"
+  exit "$status"
+  ;;
+*)
+  echo "usage: scripts/gpu-check.sh build | run OUT" >&2
+  exit 2
+  ;;
+esac
