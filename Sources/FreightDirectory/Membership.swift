@@ -201,7 +201,10 @@ public struct Membership: Sendable {
     public mutating func tick(nowNanos now: UInt64, links: [String: LinkState], actions: inout [Action]) {
         for (address, seed) in seeds.sorted(by: { $0.key.description < $1.key.description }) where !seed.probing {
             if address == configuration.listen { continue }
-            if peers.contains(where: { $0.value.listen == address && links[$0.key]?.isUp == true }) { continue }
+            // A seed that is a known member is redialed as that member (its stripes, below): a probe beside those
+            // dials reached the seed as a second stripe 0 once and replaced the member's own, which both ends then
+            // lost (the member is forgotten after its hold time, and the seed is probed again).
+            if peers.contains(where: { $0.value.listen == address }) { continue }
             seeds[address]?.attempts += 1
             actions.append(.dialSeed(address))
         }

@@ -118,6 +118,11 @@ public final class InProcessFabric: Sendable {
                     idleSeconds: idleSeconds
                 )
                 if index == count { configuration.gateway = gateway }
+                // These nodes share the test process with every other suite, whose start (dozens of node processes
+                // launched at once on two cores) once kept an app's hello unread for 5 s: the app is not a stranger
+                // that stalls, so it gets 30 s here. The deadline itself is tested on real processes
+                // (LinkSecurityTests, HostileTests).
+                configuration.admission.handshakeTimeout = .seconds(30)
                 let engine = NodeEngine(configuration: configuration, eventLoop: group.next())
                 try await engine.start()
                 engines.append(engine)

@@ -64,6 +64,12 @@ import Testing
         actions = []
         membership.tick(nowNanos: 3 * Self.second, links: ["n2": up], actions: &actions)
         #expect(actions.isEmpty, "the node at the seed is linked: the seed is not dialed")
+        // Its link down: the member's stripes are redialed, and no probe of the seed beside them (it would reach the
+        // seed as a second stripe 0 and replace the member's own).
+        actions = []
+        membership.tick(
+            nowNanos: 4 * Self.second, links: ["n2": .init(isUp: false, missingStripes: true)], actions: &actions)
+        #expect(actions.contains(.dial("n2")) && !actions.contains(.dialSeed(seed)), "\(actions)")
     }
 
     @Test func aNewIncarnationReplacesTheOldAndTheLimitHolds() throws {
