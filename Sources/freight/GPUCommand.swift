@@ -106,15 +106,7 @@ struct GPUCheck {
             source.deallocate()
             target.deallocate()
         }
-        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
-        for index in stride(from: 0, to: count, by: 8) {
-            state ^= state << 13
-            state ^= state >> 7
-            state ^= state << 17
-            withUnsafeBytes(of: state) { word in
-                for offset in 0..<min(8, count - index) { source[index + offset] = word[offset] }
-            }
-        }
+        PatternFill.fill(source, seed: 23, offset: 0)
         target.initializeMemory(as: UInt8.self, repeating: 0)
         try gpu.pin(source.baseAddress!, count: count)
         defer { try? gpu.unpin(source.baseAddress!) }
