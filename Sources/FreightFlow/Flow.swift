@@ -111,8 +111,10 @@ public struct Flow: Sendable {
     /// Credit and acknowledgement granted upstream so far.
     public internal(set) var upstreamCredit: UInt64 = 0
     public internal(set) var upstreamAcked: UInt64 = 0
-    /// Body bytes admitted from upstream.
+    /// Body bytes admitted from upstream (bytes sent again after a resume count again).
     public internal(set) var bytesForwarded: UInt64 = 0
+    /// The furthest end of a chunk admitted from upstream: how much of its credit the upstream used.
+    public internal(set) var admittedEnd: UInt64 = 0
     /// The upstream can send bytes again from an offset (an app or in-process source that says so, or a peer that
     /// resumes): only then may a broken link suspend a branch instead of failing it.
     public let upstreamResends: Bool

@@ -377,6 +377,7 @@ public struct FlowTable: Sendable {
             return nil
         }
         flows.values[slot].bytesForwarded += UInt64(count)
+        if end > flow.admittedEnd { flows.values[slot].admittedEnd = end }
         flows.values[slot].upstreamProgressNanos = nowNanos
         if end == flow.upstreamCredit && end < flow.length { creditStalls += 1 }
         if flow.resendAwaited == offset { flows.values[slot].resendAwaited = nil }
@@ -691,14 +692,14 @@ public struct FlowTable: Sendable {
     private mutating func expireIdle(_ flow: Flow, actions: inout [FlowAction]) -> Bool {
         let idle = UInt64(configuration.idle.components.seconds) * 1_000_000_000
         let waitingForUpstream =
-            flow.upstreamLostNanos == nil && !flow.shared && flow.bytesForwarded < flow.upstreamCredit
+            flow.upstreamLostNanos == nil && !flow.shared && flow.admittedEnd < flow.upstreamCredit
             && flow.resendAwaited == nil
         if waitingForUpstream, nowNanos &- flow.upstreamProgressNanos >= idle {
             abort(
                 flow.id,
                 FreightError(
                     .senderGone,
-                    "\(flow.upstream) sent no bytes of message \(String(flow.id, radix: 16)) for \(configuration.idle.components.seconds) s (at offset \(flow.bytesForwarded) of \(flow.length)); its reservation is returned"
+                    "\(flow.upstream) sent no bytes of message \(String(flow.id, radix: 16)) for \(configuration.idle.components.seconds) s (at offset \(flow.admittedEnd) of \(flow.length)); its reservation is returned"
                 ), notifyUpstream: true, actions: &actions)
             return true
         }

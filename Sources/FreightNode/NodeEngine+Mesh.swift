@@ -23,6 +23,7 @@ extension NodeEngine {
         closeStalledStreams()
         closeLongHolds()
         closeSilentProbes()
+        closeSilentLinks()
         // What the cluster serves and its other gateways reach, announced to other clusters once it changed.
         gateways?.directoryChanged(index)
         var links: [String: Membership.LinkState] = [:]
@@ -44,6 +45,40 @@ extension NodeEngine {
                 probe.close()
             }
         }
+    }
+
+    /// A peer whose own stripes to this node stand sends a heartbeat on each of them every heartbeat interval. One
+    /// heard from on none of its connections for ``silenceLimitNanos`` is cut off: every connection of its link is
+    /// closed, and its messages are held and resumed as for any link that broke. TCP_USER_TIMEOUT alone misses a
+    /// path that went dark while this node's own sends fail locally (an interface taken down under queued data:
+    /// the kernel retries those sends without ever counting the timeout), and the link would stand for ever.
+    func closeSilentLinks() {
+        let now = nowNanos
+        for member in members.values {
+            let connections = member.link.allConnections
+            let heard = connections.reduce(0) { $0 &+ $1.eventsReceived }
+            // Nothing is owed while the peer's own stripes are down (it redials) or it sends no heartbeats.
+            if heard != member.heardEvents || member.link.ingress.isEmpty
+                || membership.peers[member.name]?.resumes != true
+            {
+                member.heardEvents = heard
+                member.heardNanos = now
+                continue
+            }
+            guard now &- member.heardNanos > silenceLimitNanos else { continue }
+            logger.warning(
+                "heard nothing from node \(member.name) for \((now &- member.heardNanos) / 1_000_000_000) s, heartbeats included: closing its link"
+            )
+            member.heardNanos = now
+            for connection in connections { connection.close() }
+        }
+    }
+
+    /// How long a peer whose stripes stand may go unheard: the link timeout (at least two seconds: the checks run
+    /// once a second) and three heartbeat intervals.
+    var silenceLimitNanos: UInt64 {
+        let timeoutMillis = configuration.tuning.userTimeoutMillis ?? Limits.linkTimeoutSeconds * 1000
+        return UInt64(max(timeoutMillis, 2000)) * 1_000_000 + 3 * membership.configuration.heartbeatIntervalNanos
     }
 
     /// What the membership decided to do, done in order (an action may lead to more).

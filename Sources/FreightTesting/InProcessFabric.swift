@@ -77,7 +77,8 @@ public final class InProcessFabric: Sendable {
         appsOverTCP: Bool = true,
         security: Security = .none,
         naming: Naming = .plain,
-        gateway: GatewayConfiguration? = nil
+        gateway: GatewayConfiguration? = nil,
+        linkTimeoutSeconds: Int = Limits.linkTimeoutSeconds
     ) async throws -> InProcessFabric {
         let tag = "freight-fabric-\(UInt32.random(in: 0...UInt32.max))"
         let directory = NSTemporaryDirectory() + tag
@@ -118,6 +119,7 @@ public final class InProcessFabric: Sendable {
                     idleSeconds: idleSeconds
                 )
                 if index == count { configuration.gateway = gateway }
+                configuration.tuning.userTimeoutMillis = linkTimeoutSeconds * 1000
                 // These nodes share the test process with every other suite, whose start (dozens of node processes
                 // launched at once on two cores) once kept an app's hello unread for 5 s: the app is not a stranger
                 // that stalls, so it gets 30 s here. The deadline itself is tested on real processes
@@ -155,6 +157,7 @@ public final class InProcessFabric: Sendable {
         linkCapabilities: LinkCapabilities = .socket,
         links: Links = .sockets,
         routes: [String: [String: String]] = [:],
+        linkTimeoutSeconds: Int = Limits.linkTimeoutSeconds,
         _ body: (InProcessFabric) async throws -> T
     ) async throws -> T {
         let fabric = try await start(
@@ -162,7 +165,8 @@ public final class InProcessFabric: Sendable {
             memoryBudgetBytes: memoryBudgetBytes, sharedMemoryBudgetBytes: sharedMemoryBudgetBytes,
             sharedHoldSeconds: sharedHoldSeconds, resumeHoldSeconds: resumeHoldSeconds, idleSeconds: idleSeconds,
             logLevel: logLevel,
-            environment: environment, linkCapabilities: linkCapabilities, links: links, routes: routes)
+            environment: environment, linkCapabilities: linkCapabilities, links: links, routes: routes,
+            linkTimeoutSeconds: linkTimeoutSeconds)
         do {
             let result = try await body(fabric)
             await fabric.stop()
@@ -194,6 +198,17 @@ public final class InProcessFabric: Sendable {
         if let name = inProcessName(index) {
             InProcessNetwork.shared.cut(name, afterBytes: bytes, staysDown: staysDown)
         }
+    }
+
+    /// The path to and from node `index` goes dark with no end told (`links: .inProcess`,
+    /// ``InProcessNetwork/darken(_:)``); ``setDown(_:_:)`` with false brings it back.
+    public func darken(_ index: Int) {
+        if let name = inProcessName(index) { InProcessNetwork.shared.darken(name) }
+    }
+
+    /// Darkens the path of node `index` once its links carried `bytes` more: at an exact point of a transfer.
+    public func darken(_ index: Int, afterBytes bytes: Int) {
+        if let name = inProcessName(index) { InProcessNetwork.shared.darken(name, afterBytes: bytes) }
     }
 
     /// Takes node `index` off the in-process network, or puts it back (`links: .inProcess`): while it is down, its

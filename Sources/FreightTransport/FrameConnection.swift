@@ -31,6 +31,8 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     public private(set) var pendingBytes = 0
     /// Body bytes the kernel has taken, ever; a rail's drain rate is measured from it.
     public private(set) var drainedBytes: UInt64 = 0
+    /// Frames and pieces of chunks read from the peer, ever: whether it was heard from since a moment ago.
+    public internal(set) var eventsReceived: UInt64 = 0
     public weak var delegate: (any FrameConnectionDelegate)?
     /// What the peer said in its Hello, once it did.
     public var hello: Freight_Wire_V1_Hello?
@@ -243,6 +245,7 @@ public final class FrameConnectionHandler: ChannelInboundHandler, @unchecked Sen
     /// One event from the connection's ``FrameReader``, which calls this directly (no `NIOAny` in between).
     public func handle(_ event: ParserEvent) {
         guard !connection.isClosed else { return }
+        connection.eventsReceived &+= 1
         switch event {
         case .frame(let frame):
             connection.delegate?.connection(connection, didReceive: frame)

@@ -32,8 +32,9 @@ public final class InProcessNetwork: Sendable {
         var listeners: [String: Listener] = [:]
         var pairs: [UInt64: Pair] = [:]
         var down: Set<String> = []
+        var dark: Set<String> = []
         /// Bytes the links of a name may still carry before they are cut (``cut(_:afterBytes:)``).
-        var tripwires: [String: (bytes: Int, staysDown: Bool)] = [:]
+        var tripwires: [String: (bytes: Int, staysDown: Bool, darkens: Bool)] = [:]
         var nextID: UInt64 = 1
     }
 
@@ -128,30 +129,55 @@ public final class InProcessNetwork: Sendable {
     /// and keeps `name` down after when `staysDown`: a break at an exact point of a transfer, whatever the speed of
     /// the machine.
     public func cut(_ name: String, afterBytes bytes: Int, staysDown: Bool = false) {
-        state.withLock { state in state.tripwires[name] = (bytes, staysDown) }
+        state.withLock { state in state.tripwires[name] = (bytes, staysDown, false) }
+    }
+
+    /// Darkens the path to and from `name` (``darken(_:)``) once its links have carried `bytes` more.
+    public func darken(_ name: String, afterBytes bytes: Int) {
+        state.withLock { state in state.tripwires[name] = (bytes, false, true) }
     }
 
     private func carried(_ bytes: Int, on id: UInt64) {
-        let tripped: (name: String, staysDown: Bool)? = state.withLock { state in
+        let tripped: (name: String, darkens: Bool)? = state.withLock { state in
             guard !state.tripwires.isEmpty, let pair = state.pairs[id] else { return nil }
             for name in [pair.listener, pair.dialer].compactMap({ $0 }) {
                 guard let wire = state.tripwires[name] else { continue }
                 if wire.bytes <= bytes {
                     state.tripwires[name] = nil
                     if wire.staysDown { state.down.insert(name) }
-                    return (name, wire.staysDown)
+                    return (name, wire.darkens)
                 }
                 state.tripwires[name]?.bytes = wire.bytes - bytes
             }
             return nil
         }
-        if let tripped { cut(tripped.name) }
+        guard let tripped else { return }
+        if tripped.darkens { darken(tripped.name) } else { cut(tripped.name) }
     }
 
     /// While `name` is down, dials to and from it time out; taking it down cuts the links it has.
     public func setDown(_ name: String, _ down: Bool) {
-        _ = state.withLock { state in down ? state.down.insert(name).inserted : state.down.remove(name) != nil }
-        if down { cut(name) }
+        let wasDark = state.withLock { state in
+            _ = down ? state.down.insert(name).inserted : state.down.remove(name) != nil
+            return state.dark.remove(name) != nil
+        }
+        if down || wasDark { cut(name) }
+    }
+
+    /// The path to and from `name` goes dark without either end hearing of it, as when an interface goes down
+    /// under queued data and TCP never counts its timeout: every link of `name` stays open and carries nothing
+    /// more either way (writes are taken until the far end's window is full, then the end stops being writable),
+    /// and dials to and from `name` time out. ``setDown(_:_:)`` with false brings it back: the dark links are
+    /// reset then, as the resets of the far ends would arrive.
+    public func darken(_ name: String) {
+        let dark: [Pair] = state.withLock { state in
+            state.down.insert(name)
+            state.dark.insert(name)
+            return state.pairs.values.filter { $0.listener == name || $0.dialer == name }
+        }
+        for pair in dark {
+            for end in [pair.client, pair.server] { end.eventLoop.execute { end.goDark() } }
+        }
     }
 
     /// Links to or from `name` that stand.
@@ -247,6 +273,8 @@ final class InProcessChannel: Channel, ChannelCore, @unchecked Sendable {
     /// Told how many bytes each read carried (the network's tripwires).
     private var carried: (@Sendable (Int) -> Void)?
     private var open = true
+    /// The path went dark (``InProcessNetwork/darken(_:)``): what arrives is lost, and nothing is told.
+    private var dark = false
     private var pending: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     /// Bytes flushed to the far end that it has not read yet.
     private var inFlightBytes = 0
@@ -376,8 +404,21 @@ final class InProcessChannel: Channel, ChannelCore, @unchecked Sendable {
 
     // MARK: Bytes
 
+    /// From now on, what arrives is lost unread (the far end's writes stay in flight for ever).
+    func goDark() {
+        eventLoop.preconditionInEventLoop()
+        dark = true
+        while let arrival = inbound.popFirst() {
+            if case .bytes(_, let promise) = arrival { promise?.succeed() }
+        }
+    }
+
     private func arrive(_ arrivals: [Arrival]) {
         eventLoop.preconditionInEventLoop()
+        if dark {
+            for case .bytes(_, let promise) in arrivals { promise?.succeed() }
+            return
+        }
         guard open else {
             for case .bytes(_, let promise) in arrivals { promise?.fail(ChannelError.ioOnClosedChannel) }
             return

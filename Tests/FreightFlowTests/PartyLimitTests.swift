@@ -110,6 +110,35 @@ import Testing
         #expect(Self.aborts(actions, to: T.receiver).count == 1, "the receiver hears it too")
     }
 
+    /// Bytes sent again after a resume do not count as credit used: a sender that sent part of a message twice and
+    /// then stopped, credit in hand, still loses its reservation when the idle time passes.
+    @Test func bytesSentAgainDoNotHideAnIdleSender() {
+        var table = Self.table()
+        var actions: [FlowAction] = []
+        table.advance(to: 1 * Self.second, actions: &actions)
+        table.open(T.open(id: 1, length: 64 << 20), from: T.app, actions: &actions) { _, _ in
+            FlowTable.Plan(
+                branches: [Flow.Branch(port: T.receiver, targets: [EndpointKey(node: "n1", id: 9)])],
+                upstreamResends: true)
+        }
+        table.ack(ackFrame(1, acked: 0, credit: 8 << 20), from: T.receiver, actions: &actions)
+        for mebibyte in 0..<8 {
+            _ = table.admit(1, offset: UInt64(mebibyte) << 20, count: 1 << 20, from: T.app, actions: &actions)
+        }
+        // The receiver lost what came after 4 MiB and asks for it again, granting 4 MiB more credit.
+        var again = ackFrame(1, acked: 4 << 20, credit: 12 << 20)
+        again.resendFrom = 4 << 20
+        table.ack(again, from: T.receiver, actions: &actions)
+        for mebibyte in 4..<8 {
+            _ = table.admit(1, offset: UInt64(mebibyte) << 20, count: 1 << 20, from: T.app, actions: &actions)
+        }
+        #expect(table[1]?.bytesForwarded == 12 << 20, "as much as its credit, counting the bytes sent twice")
+        actions = []
+        table.advance(to: 32 * Self.second, actions: &actions)
+        #expect(table[1] == nil, "it used 8 MiB of 12 MiB of credit and sent nothing for 30 s")
+        #expect(Self.aborts(actions, to: T.app).first?.contains("at offset 8388608") == true, "\(actions)")
+    }
+
     /// Fan-out: a receiver that took nothing for the slow-receiver time while the other went on is cut with `slow
     /// receiver`; the other goes on and the message can still be delivered to it.
     @Test func aSlowReceiverIsCutAndTheOthersGoOn() {

@@ -1,3 +1,4 @@
+import Foundation
 import FreightClient
 import FreightCore
 import FreightNode
@@ -283,6 +284,17 @@ import Testing
             _ = inbox
             await sender.close()
             await receiver.close()
+        }
+    }
+
+    /// An app pointed at a socket where no node listens gets a clear error, and nothing is left behind (the hello it
+    /// would have waited for was once dropped unanswered: a crash in debug builds).
+    @Test func noNodeAtTheSocketIsAClearError() async throws {
+        let path = NSTemporaryDirectory() + "freight-nobody-\(UInt32.random(in: 0...UInt32.max)).sock"
+        await #expect {
+            _ = try await FreightClient.connect(to: try NodeAddress(path), label: "lost")
+        } throws: { error in
+            (error as? FreightError)?.code == .connectionFailed && "\(error)".contains(path)
         }
     }
 }

@@ -96,6 +96,38 @@ import Testing
 
     /// A node off the network for longer than the hold time: both sides fail the message naming the offset, and
     /// neither holds anything after.
+    /// A path that goes dark with neither end told (no reset, no TCP timeout: an interface down under queued data,
+    /// where the kernel retries the sends without counting its timeout) is found by the silence of the peer's
+    /// heartbeats: both nodes count the link broken, hold the message, and resume it once the path is back.
+    @Test(.timeLimit(.minutes(2))) func aPathGoneDarkIsFoundByItsSilenceAndResumes() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "inproc-dark", links: .inProcess, linkTimeoutSeconds: 1) {
+            fabric in
+            let address = try Address("inproc/dark")
+            _ = try await fabric.engines[1].attachSink(try AddressPattern("inproc/dark"))
+            try await fabric.waitForEndpoints(address, count: 1)
+            let length: UInt64 = 1 << 30
+            fabric.darken(1, afterBytes: 256 << 20)
+            let sending = Task { try await fabric.engines[0].sendFromNode(to: address, length: length) }
+            // Silent for the link timeout (2 s at least) and three heartbeats (1 s each): broken within seconds.
+            let deadline = ContinuousClock.now + .seconds(30)
+            var broken = false
+            while !broken && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                var up = 0
+                for engine in fabric.engines {
+                    up += try await engine.statusSnapshot().peers.reduce(0) { $0 + Int($1.streamsUp) }
+                }
+                broken = up == 0
+            }
+            #expect(broken, "neither node found the dark path")
+            fabric.setDown(1, false)
+            let done = try await sending.value
+            #expect(done.deliveries.count == 1 && done.failures.isEmpty, "\(done.failures)")
+            let resumed = try #require(done.deliveries.first?.resumedAt.first, "no resume was reported")
+            #expect(resumed > 0 && resumed < length)
+        }
+    }
+
     @Test(.timeLimit(.minutes(1))) func downPastTheHoldTimeFailsWithTheOffset() async throws {
         try await InProcessFabric.with(nodes: 2, cluster: "inproc-down", resumeHoldSeconds: 2, links: .inProcess) {
             fabric in
