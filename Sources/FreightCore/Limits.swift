@@ -77,6 +77,10 @@ public enum Limits {
     public static let rewindsPerMessageMax = 64
     /// Largest `--resume-hold`.
     public static let resumeHoldSecondsMax = 3600
+    /// Seconds a node told to stop (SIGTERM) lets its messages in flight finish, taking no new ones, before it
+    /// fails what is left with the reason and exits. The default of `freight node --drain`; Kubernetes' default
+    /// termination grace period is 30 s.
+    public static let drainSecondsDefault = 20
     /// Heartbeats a node sends on each stripe per link timeout (so a dark link has bytes unacknowledged on every
     /// stripe well before the timeout ends).
     public static let heartbeatsPerLinkTimeout = 3

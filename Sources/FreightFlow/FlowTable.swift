@@ -85,6 +85,8 @@ public struct FlowTable: Sendable {
     }
 
     public var count: Int { flows.count }
+    /// The messages in flight, by id.
+    public var messageIDs: [UInt64] { Array(flows.keys) }
     /// Messages in flight to an endpoint through this node.
     public func load(_ key: EndpointKey) -> Int { endpointLoad[key, default: 0] }
     /// Messages in flight from an upstream port.

@@ -58,6 +58,9 @@ public struct NodeConfiguration: Sendable {
     public var partyShareBytes: Int?
     /// Seconds a message's sender may hold credit and send nothing before the message is aborted (`--idle`).
     public var idleSeconds: Int
+    /// Seconds a node told to stop lets its messages in flight finish before it fails them (`--drain`;
+    /// ``NodeEngine/drain(within:)``); 0: none.
+    public var drainSeconds = Limits.drainSecondsDefault
     /// Seconds one receiver of a fan-out may take nothing while the others go on before it is cut
     /// (`--slow-receiver`).
     public var slowReceiverSeconds: Int
@@ -178,6 +181,10 @@ public struct NodeConfiguration: Sendable {
             throw FreightError(
                 .invalidArgument, "--idle and --slow-receiver must be within 1...\(Limits.resumeHoldSecondsMax) seconds"
             )
+        }
+        guard (0...Limits.resumeHoldSecondsMax).contains(drainSeconds) else {
+            throw FreightError(
+                .invalidArgument, "--drain \(drainSeconds) is out of range 0...\(Limits.resumeHoldSecondsMax) seconds")
         }
         guard (1...Limits.resumeHoldSecondsMax).contains(resumeHoldSeconds) else {
             throw FreightError(

@@ -93,6 +93,9 @@ extension NodeEngine {
         _ header: Freight_Wire_V1_MessageHeader, open: Freight_Wire_V1_Open, from port: Port,
         load: (EndpointKey) -> Int
     ) throws(FreightError) -> FlowTable.Plan {
+        if draining && !open.resume {
+            throw FreightError(.nodeGone, "node \(name) is shutting down: it takes no new messages")
+        }
         if open.hasPart { return try detourPlan(open, from: port) }
         var targets: [EndpointKey]
         switch port {

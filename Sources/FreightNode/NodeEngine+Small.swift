@@ -92,6 +92,8 @@ extension NodeEngine {
     /// here: not exactly one receiver, a receiver or a hop that takes no SMALL, a gateway, a filter, a refusal (the message
     /// then goes as OPEN and DATA, which says why where it fails).
     private func smallTarget(_ message: inout SmallMessage, from port: Port) -> (EndpointKey, Port)? {
+        // A node that is stopping takes no new message: as OPEN, it is refused with the reason.
+        if draining { return nil }
         // A message this node filters goes through the filter port, as OPEN and DATA.
         guard filters(for: message.header).isEmpty else { return nil }
         let target: EndpointKey

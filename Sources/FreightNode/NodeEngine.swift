@@ -127,6 +127,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     var routeEndpoints: [RouteKey: UInt64] = [:]
     /// Set when `stop()` begins: links that close then are not redialed or resumed.
     var stopping = false
+    /// Told to stop: new messages are refused while those in flight finish (``drain(within:)``).
+    var draining = false
 
     // Shared memory (docs/shared-memory.md).
     var descriptorListener: DescriptorListener?
@@ -321,6 +323,43 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
                 if host.hasPrefix("127.") || host == "::1" { logger.notice(line) } else { logger.warning(line) }
             }
         }
+    }
+
+    /// Lets the messages in flight finish, for at most `timeout`, while refusing new ones with the reason ("node N
+    /// is shutting down"); then fails what is left, both ways, with the reason, so that no peer holds it for a
+    /// resume that will not come. Returns how many messages it failed. ``stop()`` comes after.
+    @discardableResult
+    public func drain(within timeout: Duration) async -> Int {
+        let inFlight =
+            (try? await eventLoop.submit { [self] in
+                draining = true
+                return flowTable.count
+            }.get()) ?? 0
+        guard inFlight > 0 else { return 0 }
+        logger.notice(
+            "stopping: \(inFlight) messages in flight get up to \(timeout.components.seconds) s to finish; new messages are refused"
+        )
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let left = (try? await eventLoop.submit { [self] in flowTable.count }.get()) ?? 0
+            if left == 0 { return 0 }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        let failed =
+            (try? await eventLoop.submit { [self] in
+                let error = FreightError(
+                    .nodeGone,
+                    "node \(name) stopped: the message did not finish within its \(timeout.components.seconds) s drain time"
+                )
+                let ids = flowTable.messageIDs
+                for id in ids { flowTable.abort(id, error, notifyUpstream: true, actions: &flowActions) }
+                performFlowActions()
+                return ids.count
+            }.get()) ?? 0
+        logger.notice("stopping: \(failed) messages did not finish within the drain time and failed")
+        // The ABORTs go out before the connections close.
+        try? await Task.sleep(for: .milliseconds(200))
+        return failed
     }
 
     /// Closes every listener and connection; flows in progress fail.

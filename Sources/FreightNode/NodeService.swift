@@ -17,8 +17,10 @@ public struct NodeService: Service {
     public func run() async throws {
         try await engine.start()
         onReady(engine)
-        // Until the service group shuts down gracefully (SIGTERM, SIGINT) or is cancelled: no polling.
+        // Until the service group shuts down gracefully (SIGTERM, SIGINT) or is cancelled: no polling. Then the
+        // messages in flight get the drain time to finish (none when cancelled).
         try? await gracefulShutdown()
+        if !Task.isCancelled { await engine.drain(within: .seconds(engine.configuration.drainSeconds)) }
         await engine.stop()
     }
 }

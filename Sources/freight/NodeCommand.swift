@@ -56,6 +56,12 @@ struct NodeCommand: AsyncParsableCommand {
         help: "Seconds a message whose link broke waits for the link to come back and resume.")
     var resumeHold = Limits.resumeHoldSeconds
     @Option(
+        name: .customLong("drain"),
+        help:
+            "Seconds a node told to stop (SIGTERM, SIGINT) lets messages in flight finish, refusing new ones, before it fails what is left and exits."
+    )
+    var drain = Limits.drainSecondsDefault
+    @Option(
         name: .customLong("link-timeout"),
         help: "Seconds a link's sent bytes may go unacknowledged before the link counts as broken.")
     var linkTimeout = Limits.linkTimeoutSeconds
@@ -204,6 +210,7 @@ struct NodeCommand: AsyncParsableCommand {
                 slowReceiverSeconds: slowReceiver
             )
             settings.gateway = try gateway.load(cluster: cluster, tls: tls)
+            settings.drainSeconds = drain
             let grants: FunctionModule.Capabilities = filterGrantLog ? [.log] : []
             settings.filterCapabilities = grants
             guard (1...Limits.functionFuelPerCall).contains(functionFuel) else {
