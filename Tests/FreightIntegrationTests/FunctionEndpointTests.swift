@@ -50,11 +50,12 @@ import Testing
         return withUnsafeBytes(of: crc.littleEndian) { $0.map { String(format: "%02x", $0) }.joined() }
     }
 
-    /// What the function hosts (n1, n2) logged about functions, for a failure's message.
+    /// What the nodes logged about functions, and every warning and notice, for a failure's message.
     static func hostLogs(_ cluster: ProcessCluster) -> String {
-        ["n1", "n2"].map { name in
+        ["n1", "n2", "n3"].map { name in
             let lines = cluster.node(name).process.stderr.split(separator: "\n").filter {
-                $0.contains("function") || $0.contains("module")
+                $0.contains("function") || $0.contains("module") || $0.contains(" warning ")
+                    || $0.contains(" notice ") || $0.contains(" error ")
             }
             return "\(name) logged:\n" + lines.suffix(20).joined(separator: "\n")
         }.joined(separator: "\n")
