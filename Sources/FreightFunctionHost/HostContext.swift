@@ -221,13 +221,16 @@ struct HostContext: Sendable {
         let task = Task {
             var messages = subscription.makeAsyncIterator()
             let nodeSlots = context.state.nodeSlots
+            // An instance slot of this function, then a message, then one of the node's: a function waiting for
+            // its next message holds none of the node's slots, which every function served here shares (held
+            // while idle, sixteen served functions once kept a seventeenth from ever running).
             while await slots.acquire() {
-                guard await nodeSlots.acquire() else {
+                guard let message = try? await messages.next() else {
                     slots.release()
                     break
                 }
-                guard let message = try? await messages.next() else {
-                    nodeSlots.release()
+                guard await nodeSlots.acquire() else {
+                    message.fail(FreightError(.nodeGone, "node \(context.engine.name) stopped serving functions"))
                     slots.release()
                     break
                 }

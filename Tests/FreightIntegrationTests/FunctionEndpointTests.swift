@@ -168,6 +168,28 @@ import Testing
     /// A node that starts after the deploy learns the function (from its peers' gossip, or from etcd) and fetches
     /// the module from a host that holds it; once the node that took the deploy is gone, the function still
     /// answers. A module idle for `--function-idle` is dropped and its next message starts it cold again.
+    /// More functions served at one node than it runs at once (`Limits.functionRunsPerNodeMax`): each answers,
+    /// since a function waiting for its next message holds none of the node's run slots.
+    @Test func moreFunctionsThanRunSlotsAllAnswer() async throws {
+        let cluster = try ProcessCluster()
+        defer { cluster.stop() }
+        let n1 = try await cluster.startNode(
+            name: "n1", host: "\(Self.host)5", join: [], extraArguments: ["--functions", "--function-idle", "300"])
+        let count = Limits.functionRunsPerNodeMax + 1
+        for index in 1...count {
+            let deploy = try await Self.fn(
+                ["deploy", Self.checksum, "--address", "tools/crc-\(index)", "--max-instances", "1"], at: n1)
+            try #require(deploy.status == 0, "\(deploy.stderr)")
+        }
+        try await Self.waitForServers(cluster, "tools/crc-\(count)", count: 1, at: "n1")
+        // The last deployed first: the function that would have waited for a run slot, with every other idle.
+        for index in (1...count).reversed() {
+            let call = try await Self.fn(
+                ["call", "tools/crc-\(index)", "--data", "123456789", "--timeout", "20"], at: n1)
+            #expect(call.stdout.first == "839206e3", "tools/crc-\(index): \(call.stderr)")
+        }
+    }
+
     @Test(arguments: Backend.allCases)
     func aLateHostLearnsTheFunctionAndOutlivesTheDeployer(_ backend: Backend) async throws {
         let (cluster, etcd) = try await Self.start(backend, idle: 2)
