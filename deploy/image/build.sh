@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds Freight's OCI image without a Docker engine (docs/deploy.md, "The image"):
-#   deploy/image/build.sh [--binary PATH] [--out DIR] [TAG]
+#   deploy/image/build.sh [--binary PATH | --static] [--out DIR] [TAG]
 #     -> DIR/freight-image.oci.tar (image freight:TAG; DIR defaults to .build-image, TAG to latest)
-# 1. a release freight with the Swift standard library linked in (--static-swift-stdlib), stripped; or, with
-#    --binary, a release freight built already (its Swift libraries then come from ldd, as every other library);
+# 1. the release freight (`swift build -c release --product freight`; its Swift runtime libraries come along
+#    through ldd, as every other library), or the one given with --binary, stripped; with --static, one with the
+#    Swift standard library linked in (--static-swift-stdlib: a release build of its own, not yet tried by the
+#    tests);
 # 2. a root file system with it, exactly the shared libraries ldd names (and the dynamic loader), CA certificates,
 #    a non-root user (freight, 65532), /tmp and /run/freight, in DIR/context/rootfs beside the Containerfile;
 # 3. buildah (Debian's; --isolation chroot, vfs storage) builds the Containerfile FROM scratch and writes an OCI
@@ -14,22 +16,27 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 binary=""
+static=0
 out=.build-image
 tag=latest
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary="$2"; shift 2 ;;
+    --static) static=1; shift ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) tag="$1"; shift ;;
   esac
 done
 command -v buildah >/dev/null || { echo "buildah is not installed (apt-get install buildah)" >&2; exit 1; }
 
-if [ -z "$binary" ]; then
+if [ -z "$binary" ] && [ "$static" = 1 ]; then
   swift build -c release --product freight --static-swift-stdlib
   binary="$(swift build -c release --product freight --static-swift-stdlib --show-bin-path)/freight"
+elif [ -z "$binary" ]; then
+  swift build -c release --product freight
+  binary="$(swift build -c release --product freight --show-bin-path)/freight"
 fi
 [ -x "$binary" ] || { echo "no freight binary at $binary" >&2; exit 1; }
 
