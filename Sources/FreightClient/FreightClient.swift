@@ -86,15 +86,15 @@ public final class FreightClient: Sendable {
             try await attachShared(core, address: address, hello: hello, sharedMemory: sharedMemory, logger: logger)
             return FreightClient(core: core, group: group, nodeName: hello.name)
         } catch {
+            let failure =
+                error as? FreightError ?? FreightError(.connectionFailed, "cannot reach node at \(address): \(error)")
             // A connect that failed never reached the core: its hello promise is let go of here, failed.
-            let reason = error as? FreightError ?? FreightError(.connectionFailed, "cannot reach node at \(address)")
             try? await loop.submit {
-                core.helloPromise?.fail(reason)
+                core.helloPromise?.fail(failure)
                 core.helloPromise = nil
             }.get()
             try? await group?.shutdownGracefully()
-            if error is FreightError { throw error }
-            throw FreightError(.connectionFailed, "cannot reach node at \(address): \(error)")
+            throw failure
         }
     }
 
