@@ -13,10 +13,24 @@ import Testing
     /// The nodes' addresses: 127.0.0.121 to .124, which no other suite uses (.100 to .115 are strangers' sources).
     static let host = "127.0.0.12"
 
+    /// Release nodes: WasmKit's interpreter in a debug build took 24 s for the checksum of 64 KiB on a loaded
+    /// machine (a test's request waits 30 s); the `freight` apps the tests run are the debug build.
+    static func cluster() throws -> ProcessCluster {
+        let binary = try #require(
+            ProcessCluster.releaseBinary, "build the release node first: swift build -c release --product freight")
+        return try ProcessCluster(executable: binary)
+    }
+
     /// n1 and n2 serve functions (compiled modules dropped after `idle` seconds); n3 does not.
     static func start(_ backend: Backend, idle: Int = 300) async throws -> (ProcessCluster, EtcdServer?) {
-        let etcd = backend == .etcd ? try await EtcdServer.start() : nil
-        let cluster = try ProcessCluster()
+        let cluster = try Self.cluster()
+        let etcd: EtcdServer?
+        do {
+            etcd = backend == .etcd ? try await EtcdServer.start() : nil
+        } catch {
+            cluster.stop()
+            throw error
+        }
         do {
             let directory = etcd.map { ["--directory", $0.url, "--lease-ttl", "3"] } ?? []
             let functions = ["--functions", "--function-idle", "\(idle)"]
@@ -171,7 +185,7 @@ import Testing
     /// More functions served at one node than it runs at once (`Limits.functionRunsPerNodeMax`): each answers,
     /// since a function waiting for its next message holds none of the node's run slots.
     @Test func moreFunctionsThanRunSlotsAllAnswer() async throws {
-        let cluster = try ProcessCluster()
+        let cluster = try Self.cluster()
         defer { cluster.stop() }
         let n1 = try await cluster.startNode(
             name: "n1", host: "\(Self.host)5", join: [], extraArguments: ["--functions", "--function-idle", "300"])
