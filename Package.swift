@@ -160,7 +160,7 @@ let package = Package(
         .target(
             name: "FreightClient",
             dependencies: [
-                "FreightCore", "FreightWire", "FreightTransport", "CFreightSystem",
+                "FreightCore", "FreightWire", "FreightTransport", "CFreightSystem", "FreightCUDA",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -269,6 +269,7 @@ let package = Package(
             name: "FreightNodeTests",
             dependencies: [
                 "FreightTesting", "FreightClient", "FreightNode", "FreightCore", "FreightWire", "FreightTransport",
+                "FreightCUDA",
                 "FreightGRPC", "FreightAdmin", "FreightFlow",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -26,6 +26,8 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
         typealias DeviceGetName = @convention(c) (UnsafeMutablePointer<CChar>, Int32, Int32) -> Result
         typealias DeviceGetAttribute = @convention(c) (UnsafeMutablePointer<Int32>, Int32, Int32) -> Result
         typealias DeviceTotalMem = @convention(c) (UnsafeMutablePointer<Int>, Int32) -> Result
+        /// `CUuuid` is 16 bytes: a pointer to them.
+        typealias DeviceGetUuid = @convention(c) (UnsafeMutablePointer<UInt8>, Int32) -> Result
         typealias GetErrorText = @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
         typealias PrimaryCtxRetain = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, Int32) -> Result
         typealias PrimaryCtxRelease = @convention(c) (Int32) -> Result
@@ -56,6 +58,7 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
         var cuDeviceGetName: DeviceGetName
         var cuDeviceGetAttribute: DeviceGetAttribute
         var cuDeviceTotalMem: DeviceTotalMem
+        var cuDeviceGetUuid: DeviceGetUuid
         var cuGetErrorName: GetErrorText
         var cuGetErrorString: GetErrorText
         var cuDevicePrimaryCtxRetain: PrimaryCtxRetain
@@ -91,6 +94,7 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
             cuDeviceGetName = try resolve("cuDeviceGetName", DeviceGetName.self)
             cuDeviceGetAttribute = try resolve("cuDeviceGetAttribute", DeviceGetAttribute.self)
             cuDeviceTotalMem = try resolve("cuDeviceTotalMem_v2", DeviceTotalMem.self)
+            cuDeviceGetUuid = try resolve("cuDeviceGetUuid_v2", DeviceGetUuid.self)
             cuGetErrorName = try resolve("cuGetErrorName", GetErrorText.self)
             cuGetErrorString = try resolve("cuGetErrorString", GetErrorText.self)
             cuDevicePrimaryCtxRetain = try resolve("cuDevicePrimaryCtxRetain", PrimaryCtxRetain.self)
@@ -126,7 +130,7 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
     /// Every function Freight resolves, under the names the driver exports them by (in the order they are resolved).
     public static let requiredSymbols = [
         "cuInit", "cuDriverGetVersion", "cuDeviceGetCount", "cuDeviceGet", "cuDeviceGetName", "cuDeviceGetAttribute",
-        "cuDeviceTotalMem_v2", "cuGetErrorName", "cuGetErrorString", "cuDevicePrimaryCtxRetain",
+        "cuDeviceTotalMem_v2", "cuDeviceGetUuid_v2", "cuGetErrorName", "cuGetErrorString", "cuDevicePrimaryCtxRetain",
         "cuDevicePrimaryCtxRelease_v2", "cuCtxSetCurrent", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemGetAddressRange_v2",
         "cuMemHostRegister_v2", "cuMemHostUnregister", "cuMemcpyDtoHAsync_v2", "cuMemcpyHtoDAsync_v2",
         "cuStreamCreate", "cuStreamDestroy_v2", "cuStreamSynchronize", "cuEventCreate", "cuEventRecord",
@@ -189,6 +193,14 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
         return "\(version / 1000).\(version % 1000 / 10)"
     }
 
+    /// A GPU's UUID as `nvidia-smi -L` writes it (`GPU-` and 32 hex digits in groups of 8-4-4-4-12): what names
+    /// a GPU across processes, whose ordinals `CUDA_VISIBLE_DEVICES` may renumber.
+    func uuid(of device: Int32) throws(FreightError) -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        try check(api.cuDeviceGetUuid(&bytes, device), "cuDeviceGetUuid")
+        return GPUName.text(bytes)
+    }
+
     /// What the driver says of each GPU it sees.
     public func devices() throws(FreightError) -> [CUDADevice] {
         var count: Int32 = 0
@@ -201,6 +213,7 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
             try check(api.cuDeviceGetName(&name, Int32(name.count), device), "cuDeviceGetName")
             var bytes = 0
             try check(api.cuDeviceTotalMem(&bytes, device), "cuDeviceTotalMem")
+            let uuid = try self.uuid(of: device)
             func attribute(_ id: CUDADevice.Attribute) throws(FreightError) -> Int {
                 var value: Int32 = 0
                 try check(api.cuDeviceGetAttribute(&value, id.rawValue, device), "cuDeviceGetAttribute(\(id))")
@@ -208,7 +221,7 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
             }
             found.append(
                 CUDADevice(
-                    index: Int(ordinal),
+                    index: Int(ordinal), uuid: uuid,
                     name: String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
                     memoryBytes: bytes, pciBus: try attribute(.pciBusID),
                     canMapHostMemory: try attribute(.canMapHostMemory) == 1,
@@ -239,6 +252,8 @@ public struct CUDADevice: Sendable, Hashable {
     }
 
     public var index: Int
+    /// `GPU-…`, as `nvidia-smi -L` writes it.
+    public var uuid: String
     public var name: String
     public var memoryBytes: Int
     public var pciBus: Int

@@ -7,16 +7,20 @@ import FreightCore
 public final class CUDAGPU: @unchecked Sendable {  // immutable: the driver, an ordinal and the context's address
     public let driver: CUDADriver
     public let index: Int
+    /// `GPU-…`, as `nvidia-smi -L` writes it: names this GPU to other processes.
+    public let uuid: String
     private let context: UInt
 
     /// Retains GPU `index`'s primary context (released when this value goes).
     public init(_ driver: CUDADriver, index: Int) throws(FreightError) {
         var device: Int32 = 0
         try driver.check(driver.api.cuDeviceGet(&device, Int32(index)), "cuDeviceGet(\(index))")
+        let uuid = try driver.uuid(of: device)
         var context: OpaquePointer?
         try driver.check(driver.api.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain")
         self.driver = driver
         self.index = index
+        self.uuid = uuid
         self.context = UInt(bitPattern: context)
     }
 

@@ -114,6 +114,9 @@ enum LentFile {
     case attaching
     /// Lent as pool `pool`; closing `link` takes the file back.
     case ready(pool: UInt32, link: Int32)
+    /// A device body: its allocation is lent as pool `pool` (kept lent by the client for later messages), and the
+    /// body starts `start` bytes into it (docs/gpu.md).
+    case device(pool: UInt32, start: UInt64)
     /// The message ended.
     case over
 }
@@ -152,6 +155,15 @@ extension ClientCore {
                     FreightError(.io, "cannot open \(path): \(String(cString: strerror(errno)))"))
             }
             if let shared, length > 0 { lendFile(transfer, shared: shared) }
+        }
+        if case .device(let buffer) = body {
+            guard let shared else {
+                return eventLoop.makeFailedFuture(
+                    FreightError(
+                        .invalidArgument,
+                        "a body in device memory is lent to the node over shared memory: connect over its Unix socket"))
+            }
+            lendDevice(transfer, buffer, shared: shared)
         }
         if let shared {
             switch body {
@@ -193,7 +205,10 @@ extension ClientCore {
         }
         var open = Freight_Wire_V1_Open()
         open.header = header
-        if case .shared = body { open.shared = true }
+        switch body {
+        case .shared, .device: open.shared = true
+        default: break
+        }
         if let error = connection?.send(.open(open)) {
             outgoing[id] = nil
             transfer.fail(error)
@@ -296,7 +311,7 @@ extension ClientCore {
         while !transfer.window.allSent {
             let needsBuffer: Bool
             switch transfer.body {
-            case .bytes, .repeating, .shared, .repeatingShared, .stream: needsBuffer = false
+            case .bytes, .repeating, .shared, .repeatingShared, .stream, .device: needsBuffer = false
             case .file, .pattern: needsBuffer = true
             }
             if needsBuffer && transfer.pool.isEmpty && transfer.inFlight.count >= transfer.buffersMax { return }
@@ -308,8 +323,8 @@ extension ClientCore {
                 bytes = buffer.getSlice(at: buffer.readerIndex + Int(next.offset), length: count)!
             case .repeating(let block, _):
                 bytes = block.getSlice(at: block.readerIndex, length: count)!
-            case .shared, .repeatingShared:
-                preconditionFailure("shared bodies are lent by pumpShared")
+            case .shared, .repeatingShared, .device:
+                preconditionFailure("shared and device bodies are lent by pumpShared")
             case .stream:
                 preconditionFailure("streamed bodies are sent by pumpStream")
             case .pattern, .file:
@@ -382,6 +397,8 @@ extension ClientCore {
             buffer.withUnsafeBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<raw.count])) }
         case .stream:
             preconditionFailure("streamed bodies are sent by pumpStream")
+        case .device:
+            preconditionFailure("device bodies are lent by pumpShared")
         }
         return 0
     }
@@ -403,6 +420,9 @@ extension ClientCore {
         case .attaching: return true
         case .ready(let pool, _):
             pumpLentFile(transfer, pool: pool)
+            return true
+        case .device(let pool, let start):
+            pumpDevice(transfer, pool: pool, start: start)
             return true
         case .none, .over: break
         }
@@ -435,6 +455,8 @@ extension ClientCore {
             return true
         case .stream:
             return false
+        case .device:
+            return true
         case .bytes, .file, .pattern:
             var filled = 0
             while !transfer.window.allSent {

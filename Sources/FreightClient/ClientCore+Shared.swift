@@ -1,4 +1,5 @@
 import CFreightSystem
+import FreightCUDA
 import FreightCore
 import FreightTransport
 import FreightWire
@@ -31,6 +32,14 @@ final class ClientShared: @unchecked Sendable {
     var foreign: [UInt32: SharedMapping] = [:]
     /// SHARED frames naming a pool whose descriptor has not arrived yet.
     var parked: [UInt32: [SharedChunk]] = [:]
+    /// GPUs this app opens CUDA IPC handles on (docs/gpu.md); read by the link's reader thread too (immutable).
+    let gpus: [CUDAGPU]
+    /// Other apps' device allocations, opened from their IPC handles, by pool id.
+    var devices: [UInt32: OpenedDevice] = [:]
+    /// Device pools this app could not open, with the reason (their regions are refused).
+    var unopened: [UInt32: String] = [:]
+    /// Device allocations this app lent its node for sending, by pool id (``ClientCore/lendDevice(_:_:)``).
+    var deviceLends: [UInt32: DeviceLendEntry] = [:]
     let link: Int32
     let reader: NIOThreadPool
     let state = SharedSessionState()
@@ -40,8 +49,9 @@ final class ClientShared: @unchecked Sendable {
 
     private init(
         send: SharedMapping, receive: SharedMapping, sendPoolID: UInt32, receivePoolID: UInt32, link: Int32,
-        reader: NIOThreadPool, socketPath: String, token: UInt64
+        reader: NIOThreadPool, socketPath: String, token: UInt64, gpus: [CUDAGPU]
     ) {
+        self.gpus = gpus
         self.socketPath = socketPath
         self.token = token
         self.send = send
@@ -55,9 +65,9 @@ final class ClientShared: @unchecked Sendable {
 
     /// Creates the two pools, opens the descriptor link at `socketPath.fd` and lends them to the node, which
     /// accepts them or says why not. Blocking calls run on the link's own thread.
-    static func attach(socketPath: String, token: UInt64, sendBytes: Int, receiveBytes: Int) async throws
-        -> ClientShared
-    {
+    static func attach(
+        socketPath: String, token: UInt64, sendBytes: Int, receiveBytes: Int, gpus: [CUDAGPU] = []
+    ) async throws -> ClientShared {
         for bytes in [sendBytes, receiveBytes] {
             guard bytes >= Limits.chunkBytesMin, bytes <= Limits.sharedPoolBytesMax else {
                 throw FreightError(
@@ -106,7 +116,7 @@ final class ClientShared: @unchecked Sendable {
             }
             return ClientShared(
                 send: send, receive: receive, sendPoolID: sendPoolID, receivePoolID: receivePoolID, link: link,
-                reader: reader, socketPath: socketPath, token: token)
+                reader: reader, socketPath: socketPath, token: token, gpus: gpus)
         } catch {
             try? await reader.shutdownGracefully()
             throw error
@@ -148,8 +158,22 @@ final class ClientShared: @unchecked Sendable {
 
     /// Reads pools pushed by the node until the link closes, handing each to the loop.
     func startReading(into core: ClientCore) {
-        reader.submit { [link] _ in
+        reader.submit { [link, gpus] _ in
             while let (bytes, fds) = DescriptorLink.receive(on: link) {
+                switch try? DescriptorLink.decodeMessage(bytes) {
+                case .devicePool(let id, let size, let gpu, let handle)? where fds.isEmpty:
+                    // Opened here, off the loop: opening a handle maps the allocation, which takes a while.
+                    let opened = Result { () throws(FreightError) in
+                        try OpenedDevice.open(gpu: gpu, handle: handle, size: size, among: gpus)
+                    }
+                    core.eventLoop.execute { core.devicePoolArrived(id, opened) }
+                    continue
+                case .withdrawn(let id)? where fds.isEmpty:
+                    core.eventLoop.execute { core.deviceWithdrawn(id) }
+                    continue
+                default:
+                    break
+                }
                 guard case .pool(let id, let size)? = try? DescriptorLink.decodeMessage(bytes), fds.count == 1,
                     let mapping = try? SharedMapping.adopt(fd: fds[0], size: size, writable: false)
                 else {
@@ -165,6 +189,11 @@ final class ClientShared: @unchecked Sendable {
     func close() {
         guard !state.closed.load(ordering: .acquiring) else { return }
         state.end()
+        // Device allocations go back (the node withdraws them), and this app's opened handles close.
+        for lend in deviceLends.values { Glibc.close(lend.link) }
+        deviceLends = [:]
+        for device in devices.values { try? device.gpu.close(opened: device.pointer) }
+        devices = [:]
         shutdown(link, Int32(SHUT_RDWR))
         reader.shutdownGracefully { [link] _ in Glibc.close(link) }
     }
@@ -228,6 +257,7 @@ extension ClientCore {
     func releaseReceived(_ regions: [SharedRegion]) {
         guard let shared else { return }
         for region in regions {
+            if deviceRegionReleased(region) { continue }
             guard var starts = shared.loans[region], !starts.isEmpty else { continue }
             let start = starts.removeFirst()
             shared.loans[region] = starts.isEmpty ? nil : starts
@@ -247,6 +277,9 @@ extension ClientCore {
     func sharedChunkReceived(_ chunk: SharedChunk) {
         guard let shared else { return connection?.close() ?? () }
         let region = chunk.region
+        if shared.devices[region.pool] != nil || shared.unopened[region.pool] != nil {
+            return deviceChunkReceived(chunk, shared: shared)
+        }
         let mapping: SharedMapping
         if region.pool == shared.receivePoolID {
             mapping = shared.receive

@@ -17,7 +17,7 @@ extension ClientCore {
         // A shared buffer is handed to the node as it is (the app gets it back when the receivers hold it): a
         // repeated block only lends its bytes, so it may be copied.
         case .bytes, .pattern, .repeating, .repeatingShared: return true
-        case .file, .stream, .shared: return false
+        case .file, .stream, .shared, .device: return false
         }
     }
 

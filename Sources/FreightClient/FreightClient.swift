@@ -1,3 +1,4 @@
+import FreightCUDA
 import FreightCore
 import FreightTransport
 import FreightWire
@@ -40,12 +41,15 @@ public final class FreightClient: Sendable {
     ///     docs/shared-memory.md).
     ///   - token: the secret of a token of the node's access list (docs/hardening.md): how an app over TCP says who
     ///     it is. Apps on the Unix socket are known by their process's credentials and need none.
+    ///   - gpus: GPUs this app opens CUDA IPC handles on (docs/gpu.md): bodies that other apps of the node send
+    ///     from device memory there are handed to it in place, as ``BodyChunk/device`` (needs shared memory).
     public static func connect(
         to address: NodeAddress,
         label: String = "app",
         token: String? = nil,
         windowBytes: Int = Limits.windowBytesDefault,
         sharedMemory: SharedMemory = .automatic,
+        gpus: [CUDAGPU] = [],
         tuning: SocketTuning = .default,
         eventLoop: (any EventLoop)? = nil,
         logger: Logger = Logger(label: "freight.client")
@@ -77,13 +81,16 @@ public final class FreightClient: Sendable {
                 var hello = Freight_Wire_V1_Hello()
                 hello.role = .app
                 hello.name = label
-                hello.capabilities = [WireV1.capabilityResume, WireV1.capabilitySmall]
+                hello.capabilities =
+                    [WireV1.capabilityResume, WireV1.capabilitySmall]
+                    + gpus.prefix(Limits.gpusPerAppMax).map { GPUName.capabilityPrefix + $0.uuid }
                 hello.eagerBytes = UInt64(Limits.eagerBytesApp)
                 if let token { hello.token = token }
                 connection.send(.hello(hello))
                 return answered
             }.get()
-            try await attachShared(core, address: address, hello: hello, sharedMemory: sharedMemory, logger: logger)
+            try await attachShared(
+                core, address: address, hello: hello, sharedMemory: sharedMemory, gpus: gpus, logger: logger)
             return FreightClient(core: core, group: group, nodeName: hello.name)
         } catch {
             let failure =
@@ -101,7 +108,7 @@ public final class FreightClient: Sendable {
     /// Lends this app's pools to its node, as `sharedMemory` asks; on failure, throws or logs the reason.
     private static func attachShared(
         _ core: ClientCore, address: NodeAddress, hello: Freight_Wire_V1_Hello, sharedMemory: SharedMemory,
-        logger: Logger
+        gpus: [CUDAGPU], logger: Logger
     ) async throws {
         guard let sizes = sharedMemory.sizes else { return }
         var required = false
@@ -114,7 +121,8 @@ public final class FreightClient: Sendable {
         }
         do {
             let shared = try await ClientShared.attach(
-                socketPath: path, token: hello.sessionToken, sendBytes: sizes.send, receiveBytes: sizes.receive)
+                socketPath: path, token: hello.sessionToken, sendBytes: sizes.send, receiveBytes: sizes.receive,
+                gpus: gpus)
             try await core.eventLoop.submit {
                 core.shared = shared
                 shared.startReading(into: core)
@@ -209,6 +217,7 @@ public final class FreightClient: Sendable {
             }
             length = UInt64(count)
         case .shared(let buffer): length = UInt64(buffer.count)
+        case .device(let buffer): length = UInt64(buffer.count)
         case .stream(_, let count):
             guard count >= 0 else { throw FreightError(.invalidArgument, "negative length") }
             length = UInt64(count)

@@ -15,6 +15,7 @@ public struct BodyChunk: Sendable {
     enum Storage: Sendable {
         case buffer(ByteBuffer)
         case shared(SharedBytes)
+        case device(DeviceBytes)
     }
 
     public var offset: UInt64
@@ -30,21 +31,33 @@ public struct BodyChunk: Sendable {
         self.storage = .shared(shared)
     }
 
+    init(offset: UInt64, device: DeviceBytes) {
+        self.offset = offset
+        self.storage = .device(device)
+    }
+
     public var count: Int {
         switch storage {
         case .buffer(let buffer): buffer.readableBytes
         case .shared(let shared): shared.count
+        case .device(let device): device.region.count
         }
     }
 
     /// True when the bytes are read in place from shared memory.
     public var isShared: Bool { if case .shared = storage { true } else { false } }
 
-    /// The bytes, where they lie: no copy. Throws when they were lent by a session that has closed.
+    /// Where the bytes lie in GPU memory, for a body another app of this node sent from device memory (docs/gpu.md):
+    /// handed over in place, with nothing copied. Nil for bytes in host memory.
+    public var device: DeviceRegion? { if case .device(let device) = storage { device.region } else { nil } }
+
+    /// The bytes, where they lie: no copy. Throws when they were lent by a session that has closed, or lie in GPU
+    /// memory (``device``).
     public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         switch storage {
         case .buffer(let buffer): try buffer.withUnsafeReadableBytes(body)
         case .shared(let shared): try shared.withUnsafeBytes(body)
+        case .device(let device): throw device.notInHostMemory(at: offset)
         }
     }
 
@@ -53,6 +66,7 @@ public struct BodyChunk: Sendable {
         switch storage {
         case .buffer(let buffer): buffer
         case .shared(let shared): try shared.withUnsafeBytes { ByteBuffer(bytes: $0) }
+        case .device(let device): throw device.notInHostMemory(at: offset)
         }
     }
 }

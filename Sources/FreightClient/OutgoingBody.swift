@@ -21,6 +21,10 @@ public enum OutgoingBody: Sendable {
     case repeatingShared(block: SharedBuffer, length: Int64)
     /// `length` bytes written while the message is sent (``BodyWriter``): for bodies that arrive from elsewhere.
     case stream(BodyWriter, length: Int64)
+    /// Bytes in GPU memory (docs/gpu.md): handed over in place to apps of this node that open CUDA IPC handles on
+    /// that GPU (``FreightClient/connect(to:label:token:windowBytes:sharedMemory:gpus:tuning:eventLoop:logger:)``);
+    /// refused, with the reason, for any other receiver until staging through host memory lands.
+    case device(DeviceBuffer)
 }
 
 /// What the sender is told when its message was delivered.

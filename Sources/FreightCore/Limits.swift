@@ -179,6 +179,11 @@ public enum Limits {
     public static let sharedHoldsMax = 65_536
     /// Files one app may lend its node for sending at once (`freight send --file`; docs/small-messages-and-files.md).
     public static let sharedFilesPerAppMax = 64
+    /// GPUs one app may say it opens CUDA IPC handles on (its HELLO's `cuda-ipc:GPU-…`; docs/gpu.md).
+    public static let gpusPerAppMax = 16
+    /// Device allocations a client keeps lent to its node at once (each a descriptor link, counted with its files
+    /// against ``sharedFilesPerAppMax``); the one used longest ago, with no region out, goes back for a new one.
+    public static let deviceLendsPerAppMax = 16
     /// Registrations and withdrawals a node may have waiting for its directory backend (etcd) at once.
     public static let directoryPendingMax = 65_536
     /// Seconds a registration waits for an unreachable directory backend (etcd at a node's start, or away) before

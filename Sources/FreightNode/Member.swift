@@ -77,6 +77,9 @@ final class AppSession: @unchecked Sendable {  // confined to the node's event l
     var holds: [SharedRegion: [(loan: Loan, since: UInt64)]] = [:]
     var holdCount = 0
 
+    /// GPUs the app opens CUDA IPC handles on (its HELLO's `cuda-ipc:GPU-…` capabilities, docs/gpu.md).
+    var gpus: Set<String> = []
+
     var takesShared: Bool { receivePool != nil && link >= 0 }
     /// Who the app is (its Unix-socket credentials, the token it presented), and whether the node's access list
     /// applies to it (not to the node's own sessions, nor on a node without one).

@@ -40,6 +40,13 @@ extension NodeEngine {
                     return
                 }
                 loop.execute { self.fileLinkClosed(link) }
+            },
+            onDevice: { [weak self] attach, link in
+                guard let self else {
+                    shutdown(link, Int32(SHUT_RDWR))
+                    return
+                }
+                loop.execute { self.deviceLent(attach, link: link) }
             })
     }
 
@@ -125,6 +132,49 @@ extension NodeEngine {
         fileLinks[link] = (session.id, pool.id)
     }
 
+    /// An app lent a device allocation for sending (docs/gpu.md): a pool of its own that the node never reads, whose
+    /// regions go only to apps on this node that open CUDA IPC handles on its GPU. Lent while its link is open, as a
+    /// file is; refused (the link shut) when the app has no session here or has lent its most.
+    func deviceLent(_ attach: DescriptorLink.DeviceAttach, link: Int32) {
+        func refuse(_ reason: String) {
+            logger.info("refused a lent device allocation: \(reason)")
+            _ = DescriptorLink.send(DescriptorLink.encode(.refused(reason)), on: link, wait: false)
+            shutdown(link, Int32(SHUT_RDWR))
+        }
+        guard let session = sessions.session(token: attach.token) else {
+            return refuse("no app session with that token on node \(name)")
+        }
+        guard session.files.count < Limits.sharedFilesPerAppMax else {
+            return refuse(
+                "app \(session.label) lent \(Limits.sharedFilesPerAppMax) files and device allocations already")
+        }
+        let pool = shared.lendDevice(
+            DeviceLend(gpu: attach.gpu, handle: attach.handle), size: Int(attach.bytes), owner: session.id)
+        guard
+            DescriptorLink.send(
+                DescriptorLink.encode(.accepted(sendPool: pool.id, receivePool: 0)), on: link, wait: false)
+        else {
+            shared.ownerGone(pool)
+            shutdown(link, Int32(SHUT_RDWR))
+            return
+        }
+        session.files[pool.id] = (pool, link)
+        fileLinks[link] = (session.id, pool.id)
+        logger.debug(
+            "app \(session.label) lent \(attach.bytes) bytes of device memory on \(GPUName.text(attach.gpu)) as pool \(pool.id)"
+        )
+    }
+
+    /// A device pool closed (its app took it back or is gone, and every loan of it came back): the apps it was
+    /// pushed to close their handles of it.
+    func deviceWithdrawn(_ pool: NodePool) {
+        for id in pool.pushedTo {
+            guard let session = sessions[id], session.link >= 0 else { continue }
+            _ = DescriptorLink.send(DescriptorLink.encode(.withdrawn(id: pool.id)), on: session.link, wait: false)
+        }
+        pool.pushedTo = []
+    }
+
     /// A lent file's link closed (the app's message ended, or the app is gone): the file closes once every loan
     /// of it is back.
     func fileLinkClosed(_ link: Int32) {
@@ -171,6 +221,15 @@ extension NodeEngine {
     func push(_ pool: NodePool, to session: AppSession) -> Bool {
         if pool.owner == session.id || pool.pushedTo.contains(session.id) { return true }
         guard session.link >= 0, session.holdCount < Limits.sharedHoldsMax else { return false }
+        if let device = pool.device {
+            // A device allocation goes as its IPC handle, to an app that said it opens handles on that GPU.
+            guard session.gpus.contains(device.gpuName) else { return false }
+            let message = DescriptorLink.encode(
+                .devicePool(id: pool.id, bytes: pool.mapping.size, gpu: device.gpu, handle: device.handle))
+            guard DescriptorLink.send(message, on: session.link, wait: false) else { return false }
+            pool.pushedTo.insert(session.id)
+            return true
+        }
         let message = DescriptorLink.encode(.pool(id: pool.id, bytes: pool.mapping.size))
         guard DescriptorLink.send(message, fds: [pool.mapping.fd], on: session.link, wait: false) else { return false }
         pool.pushedTo.insert(session.id)
@@ -199,6 +258,10 @@ extension NodeEngine {
         let pool: NodePool
         if let send = session.sendPool, send.contains(chunk.region) {
             pool = send
+        } else if let device = session.files[chunk.region.pool]?.pool, device.device != nil,
+            device.contains(chunk.region)
+        {
+            return deviceReceived(chunk, pool: device, from: session)
         } else if let file = session.files[chunk.region.pool]?.pool, file.contains(chunk.region) {
             // The app may have shrunk its file since: `sendfile` would then find nothing to send.
             guard file.mapping.stillHolds(offset: chunk.region.offset, length: chunk.region.length) else {
@@ -253,6 +316,45 @@ extension NodeEngine {
                     return
                 }
             }
+        }
+    }
+
+    /// A region of a device allocation an app lent: handed to each receiving app on this node that opens handles on
+    /// its GPU, and refused, with the reason, to every other branch (nothing here reads device memory; a body
+    /// crosses to other nodes once staged through host memory, docs/gpu.md).
+    private func deviceReceived(_ chunk: SharedChunk, pool: NodePool, from session: AppSession) {
+        guard let device = pool.device else { return }
+        let loan = Loan(pool: pool, region: chunk.region)
+        defer { shared.returnUse(loan) }
+        guard
+            let flow = admit(
+                messageID: chunk.messageID, offset: chunk.offset, count: chunk.count,
+                from: .session(session.id), countLimit: Int.max)
+        else { return }
+        let end = chunk.offset + UInt64(chunk.count)
+        // Checksums are for bytes that cross something; these stay in the GPU's memory.
+        let handed = SharedChunk(
+            messageID: chunk.messageID, offset: chunk.offset, crc32c: nil, isLast: chunk.isLast, region: chunk.region)
+        for branch in flow.branches where branch.isOpen && end > branch.ackedOffset {
+            let refusal: String
+            switch branch.port {
+            case .session(let id):
+                guard let receiver = sessions[id] else { continue }
+                if receiver.takesShared, receiver.gpus.contains(device.gpuName), push(pool, to: receiver) {
+                    lend(handed, loan: loan, to: receiver, addingUse: true)
+                    continue
+                }
+                refusal =
+                    receiver.gpus.contains(device.gpuName)
+                    ? "app \(receiver.label) cannot take shared regions now"
+                    : "the body lives on \(device.gpuName), and app \(receiver.label) does not open CUDA IPC handles there (it did not connect with that GPU, or has no shared memory)"
+            case .peer(let node):
+                refusal =
+                    "the body lives on \(device.gpuName) of node \(name): device memory is handed over only to apps on its node (staging to node \(node) through host memory is not built yet)"
+            case .local:
+                refusal = "the body lives on \(device.gpuName): this node's own endpoints read host memory only"
+            }
+            failBranch(flow.id, port: branch.port, FreightError(.invalidArgument, refusal))
         }
     }
 

@@ -197,6 +197,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
             nodeName: configuration.name, budgetBytes: configuration.sharedMemoryBudgetBytes)
         flowActions.reserveCapacity(Self.flowActionsReserved)
         shared.release = { [unowned self] owner, region in sessions[owner]?.connection.send(.release([region])) }
+        shared.withdrawn = { [unowned self] pool in deviceWithdrawn(pool) }
     }
 
     /// The membership's limits, from the node's configuration. Every stripe of a link that stands gets a heartbeat
@@ -644,6 +645,11 @@ extension NodeEngine: FrameConnectionDelegate {
             session.identity = identity
             session.checked = checked
             session.resends = hello.capabilities.contains(WireV1.capabilityResume)
+            session.gpus = Set(
+                hello.capabilities.compactMap { capability in
+                    capability.hasPrefix(GPUName.capabilityPrefix)
+                        ? String(capability.dropFirst(GPUName.capabilityPrefix.count)) : nil
+                }.prefix(Limits.gpusPerAppMax))
             session.eagerBytes = Self.eagerBytes(hello)
             guard case .hello(var reply) = helloFrame(role: .node) else { return }
             reply.sessionToken = session.token

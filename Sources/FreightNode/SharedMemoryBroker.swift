@@ -19,20 +19,31 @@ final class NodePool: @unchecked Sendable {  // confined to the node's event loo
     var loansOut = 0
     /// Sessions whose descriptor link has this pool.
     var pushedTo: Set<UInt64> = []
+    /// A device allocation the app lent (docs/gpu.md): its GPU and CUDA IPC handle. The node never reads it.
+    let device: DeviceLend?
 
-    init(id: UInt32, mapping: SharedMapping, owner: UInt64, allocatesHere: Bool) {
+    init(id: UInt32, mapping: SharedMapping, owner: UInt64, allocatesHere: Bool, device: DeviceLend? = nil) {
         self.id = id
         self.mapping = mapping
         self.owner = owner
         self.receive = allocatesHere ? RegionAllocator(range: 0..<mapping.size) : nil
+        self.device = device
     }
 
     /// A file the app lent for sending (not mapped here: read with `sendfile` and `pread` only).
-    var isFile: Bool { !mapping.isMapped }
+    var isFile: Bool { !mapping.isMapped && device == nil }
 
     func contains(_ region: SharedRegion) -> Bool {
         region.pool == id && region.length > 0 && mapping.contains(offset: region.offset, length: region.length)
     }
+}
+
+/// A device allocation lent as a pool: which GPU it lives on (16 bytes of UUID) and the IPC handle that opens it.
+struct DeviceLend: Hashable {
+    var gpu: [UInt8]
+    var handle: [UInt8]
+
+    var gpuName: String { GPUName.text(gpu) }
 }
 
 /// One SHARED frame's region, counted by its uses at this node (writes to peers in progress, apps' holds).
@@ -67,6 +78,8 @@ final class SharedMemoryBroker: @unchecked Sendable {  // confined to the node's
     private var branchLoans: [UInt64: [(port: FlowPort, end: UInt64, loan: Loan)]] = [:]
     /// Gives a region of an app's send pool back to the app (its owner session) when its last use ended.
     var release: (_ owner: UInt64, _ region: SharedRegion) -> Void = { _, _ in }
+    /// A device pool closed: the sessions it was pushed to close their handles.
+    var withdrawn: (NodePool) -> Void = { _ in }
 
     init(nodeName: String, budgetBytes: Int) {
         self.nodeName = nodeName
@@ -131,6 +144,16 @@ final class SharedMemoryBroker: @unchecked Sendable {  // confined to the node's
         return pool
     }
 
+    /// A device allocation an app lent for sending, as a pool of its own: counted against no budget (its bytes are
+    /// the GPU's, never mapped here).
+    func lendDevice(_ device: DeviceLend, size: Int, owner: UInt64) -> NodePool {
+        let pool = NodePool(
+            id: nextPoolID, mapping: .unmapped(size: size), owner: owner, allocatesHere: false, device: device)
+        nextPoolID &+= 1
+        pools[pool.id] = pool
+        return pool
+    }
+
     /// The app that lent `pool` is gone: the pool closes once every loan of it is back.
     func ownerGone(_ pool: NodePool) {
         pool.ownerAlive = false
@@ -145,7 +168,11 @@ final class SharedMemoryBroker: @unchecked Sendable {  // confined to the node's
     private func closeIfUnused(_ pool: NodePool) {
         guard !pool.ownerAlive, pool.loansOut == 0, pools[pool.id] === pool else { return }
         pools[pool.id] = nil
-        if !pool.isFile { poolBytes -= pool.mapping.size }
+        if pool.device != nil {
+            withdrawn(pool)
+        } else if !pool.isFile {
+            poolBytes -= pool.mapping.size
+        }
     }
 
     // MARK: Loans

@@ -17,10 +17,15 @@ import Synchronization
 /// - app → node, on a link of its own per file it sends (docs/small-messages-and-files.md): "FRGF", u16 version
 ///   1, u16 0, u64 session token, u64 file bytes; one descriptor (the file, open for reading). The file is lent
 ///   while the link is open: the app closes the link when its message ended.
+/// - app → node, on a link of its own per device allocation it sends from (docs/gpu.md): "FRGV", u16 version 1,
+///   u16 0, u64 session token, u64 allocation bytes, 16 bytes the GPU's UUID, 64 bytes the allocation's CUDA IPC
+///   handle; no descriptor. Lent while the link is open, as a file is.
 /// - node → app: u8 kind, 3 bytes 0, u32 pool, u64 bytes, u32 second pool, u32 text length, text.
-///   kind 1 accepted (pool = the app's send pool id, second = its receive pool id; for a file: pool = the file's
-///   id, second 0), 2 refused (text = reason), 3 another app's send pool (one descriptor), sent before the first
-///   SHARED frame that names it.
+///   kind 1 accepted (pool = the app's send pool id, second = its receive pool id; for a file or a device
+///   allocation: pool = its id, second 0), 2 refused (text = reason), 3 another app's send pool (one descriptor),
+///   sent before the first SHARED frame that names it, 4 another app's device allocation (text = 16 bytes GPU UUID
+///   and 64 bytes IPC handle; no descriptor), sent likewise, 5 a device allocation withdrawn (its app took it
+///   back or is gone: the receiver closes its handle).
 public enum DescriptorLink {
     public static let suffix = ".fd"
     static let magic: [UInt8] = Array("FRGD".utf8)
@@ -80,6 +85,63 @@ public enum DescriptorLink {
 
     static let fileAttachBytes = 24
 
+    /// A device allocation lent for sending (`FRGV`): the session, the allocation's size, its GPU and IPC handle.
+    public struct DeviceAttach: Sendable, Hashable {
+        public var token: UInt64
+        public var bytes: UInt64
+        /// The GPU's UUID, 16 bytes.
+        public var gpu: [UInt8]
+        /// The allocation's `CUipcMemHandle`, 64 bytes.
+        public var handle: [UInt8]
+
+        public init(token: UInt64, bytes: UInt64, gpu: [UInt8], handle: [UInt8]) {
+            self.token = token
+            self.bytes = bytes
+            self.gpu = gpu
+            self.handle = handle
+        }
+    }
+
+    static let deviceMagic: [UInt8] = Array("FRGV".utf8)
+    public static let gpuBytes = 16
+    public static let handleBytes = 64
+    static let deviceAttachBytes = 24 + gpuBytes + handleBytes
+
+    public static func encode(_ device: DeviceAttach) -> [UInt8] {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(deviceMagic)
+        buffer.writeInteger(UInt16(1))
+        buffer.writeInteger(UInt16(0))
+        buffer.writeInteger(device.token)
+        buffer.writeInteger(device.bytes)
+        buffer.writeBytes(
+            device.gpu.prefix(gpuBytes) + [UInt8](repeating: 0, count: max(0, gpuBytes - device.gpu.count)))
+        buffer.writeBytes(
+            device.handle.prefix(handleBytes) + [UInt8](repeating: 0, count: max(0, handleBytes - device.handle.count)))
+        return Array(buffer.readableBytesView)
+    }
+
+    public static func decodeDeviceAttach(_ bytes: [UInt8]) throws(FreightError) -> DeviceAttach {
+        var buffer = ByteBuffer(bytes: bytes)
+        guard bytes.count == deviceAttachBytes, buffer.readBytes(length: 4) == deviceMagic else {
+            throw FreightError(.protocolViolation, "not a Freight device attach")
+        }
+        guard buffer.readInteger(as: UInt16.self) == 1, buffer.readInteger(as: UInt16.self) == 0 else {
+            throw FreightError(.protocolViolation, "unsupported descriptor link version")
+        }
+        let token = buffer.readInteger(as: UInt64.self)!
+        let size = buffer.readInteger(as: UInt64.self)!
+        guard size > 0, size <= UInt64(Int64.max) else {
+            throw FreightError(.invalidArgument, "a lent device allocation must have 1 byte or more")
+        }
+        let gpu = buffer.readBytes(length: gpuBytes)!
+        let handle = buffer.readBytes(length: handleBytes)!
+        return DeviceAttach(token: token, bytes: size, gpu: gpu, handle: handle)
+    }
+
+    /// Whether `bytes` is a device attach (`FRGV`).
+    static func isDeviceAttach(_ bytes: [UInt8]) -> Bool { bytes.starts(with: deviceMagic) }
+
     /// Whether `bytes` is a file attach (`FRGF`) rather than a pool attach.
     static func isFileAttach(_ bytes: [UInt8]) -> Bool { bytes.starts(with: fileMagic) }
 
@@ -87,6 +149,9 @@ public enum DescriptorLink {
         case accepted(sendPool: UInt32, receivePool: UInt32)
         case refused(String)
         case pool(id: UInt32, bytes: Int)
+        /// Another app's device allocation: its GPU's UUID (16 bytes) and IPC handle (64 bytes).
+        case devicePool(id: UInt32, bytes: Int, gpu: [UInt8], handle: [UInt8])
+        case withdrawn(id: UInt32)
     }
 
     public static func encode(_ attach: Attach) -> [UInt8] {
@@ -141,6 +206,19 @@ public enum DescriptorLink {
             buffer.writeInteger(id)
             buffer.writeInteger(UInt64(bytes))
             buffer.writeInteger(UInt32(0))
+        case .devicePool(let id, let bytes, let gpu, let handle):
+            text = Array(gpu.prefix(gpuBytes)) + Array(handle.prefix(handleBytes))
+            buffer.writeInteger(UInt8(4))
+            buffer.writeBytes([0, 0, 0])
+            buffer.writeInteger(id)
+            buffer.writeInteger(UInt64(bytes))
+            buffer.writeInteger(UInt32(0))
+        case .withdrawn(let id):
+            buffer.writeInteger(UInt8(5))
+            buffer.writeBytes([0, 0, 0])
+            buffer.writeInteger(id)
+            buffer.writeInteger(UInt64(0))
+            buffer.writeInteger(UInt32(0))
         }
         buffer.writeInteger(UInt32(text.count))
         buffer.writeBytes(text)
@@ -167,6 +245,13 @@ public enum DescriptorLink {
                 throw FreightError(.protocolViolation, "pool of \(size) bytes")
             }
             return .pool(id: pool, bytes: Int(size))
+        case 4:
+            guard size > 0, size <= UInt64(Int64.max), textLength == gpuBytes + handleBytes else {
+                throw FreightError(.protocolViolation, "malformed device pool message")
+            }
+            let gpu = buffer.readBytes(length: gpuBytes)!
+            return .devicePool(id: pool, bytes: Int(size), gpu: gpu, handle: buffer.readBytes(length: handleBytes)!)
+        case 5: return .withdrawn(id: pool)
         default: throw FreightError(.protocolViolation, "unknown descriptor message kind \(kind)")
         }
     }
@@ -235,6 +320,9 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
     /// Called on the listener's thread with a file attach, the file's descriptor and the link's socket; the callee
     /// owns both, but for the link's closing, which ``FileClosedHandler`` reports: the callee closes the link then.
     public typealias FileHandler = @Sendable (DescriptorLink.FileAttach, _ file: Int32, _ link: Int32) -> Void
+    /// Called on the listener's thread with a device attach and the link's socket, watched as a file's link is
+    /// (``FileClosedHandler`` reports its end).
+    public typealias DeviceHandler = @Sendable (DescriptorLink.DeviceAttach, _ link: Int32) -> Void
     /// The app closed a file's link (or the listener stopped watching it): the callee closes `link`.
     public typealias FileClosedHandler = @Sendable (_ link: Int32) -> Void
 
@@ -244,7 +332,8 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
             close(file)
             close(link)
         },
-        onFileClosed: @escaping FileClosedHandler = { _ in }
+        onFileClosed: @escaping FileClosedHandler = { _ in },
+        onDevice: @escaping DeviceHandler = { _, link in close(link) }
     ) throws(FreightError) {
         self.path = path
         let fd = freight_unix_listen(path, 64, 1)
@@ -255,7 +344,8 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
         thread.start()
         thread.submit { [socket, stopped] _ in
             Self.serve(
-                socket, stopped: stopped, handlers: Handlers(attach: onAttach, file: onFile, closed: onFileClosed))
+                socket, stopped: stopped,
+                handlers: Handlers(attach: onAttach, file: onFile, closed: onFileClosed, device: onDevice))
         }
     }
 
@@ -269,6 +359,7 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
         let attach: AttachHandler
         let file: FileHandler
         let closed: FileClosedHandler
+        let device: DeviceHandler
     }
 
     private static func serve(_ socket: Int32, stopped: StopFlag, handlers: Handlers) {
@@ -338,6 +429,31 @@ public final class DescriptorListener: @unchecked Sendable {  // `socket` is set
         guard let (bytes, fds) = DescriptorLink.receive(on: link) else {
             close(link)
             return false
+        }
+        if DescriptorLink.isDeviceAttach(bytes) {
+            let refusal: String?
+            var device: DescriptorLink.DeviceAttach?
+            if !fds.isEmpty {
+                refusal = "a device attach carries no descriptor"
+            } else if filesLent >= filesMax {
+                refusal = "\(filesMax) files and device allocations are lent to this node already"
+            } else {
+                do throws(FreightError) {
+                    device = try DescriptorLink.decodeDeviceAttach(bytes)
+                    refusal = nil
+                } catch {
+                    refusal = error.message
+                }
+            }
+            guard let device, refusal == nil else {
+                _ = DescriptorLink.send(
+                    DescriptorLink.encode(.refused(refusal ?? "malformed device attach")), on: link, wait: false)
+                for fd in fds { close(fd) }
+                close(link)
+                return false
+            }
+            handlers.device(device, link)
+            return true
         }
         if DescriptorLink.isFileAttach(bytes) {
             let refusal: String?

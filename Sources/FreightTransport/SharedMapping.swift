@@ -29,6 +29,12 @@ public final class SharedMapping: @unchecked Sendable {  // immutable after init
         SharedMapping(unmapped: fd, size: size)
     }
 
+    /// Memory that is not this process's to map (a device allocation lent by an app, docs/gpu.md): its size only,
+    /// so that regions are checked against it; no descriptor, nothing to read.
+    public static func unmapped(size: Int) -> SharedMapping {
+        SharedMapping(unmapped: -1, size: size)
+    }
+
     /// Creates a new pool file of `size` bytes and maps it for reading and writing.
     public static func create(size: Int, name: String) throws(FreightError) -> SharedMapping {
         let fd = freight_memfd(name, off_t(size))
@@ -75,7 +81,7 @@ public final class SharedMapping: @unchecked Sendable {  // immutable after init
         if let mapped { munmap(mapped, size) }
         if let handle {
             try? handle.close()
-        } else {
+        } else if fd >= 0 {
             close(fd)
         }
     }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import FreightCUDA
+import FreightClient
 import FreightCore
+import FreightTesting
 import FreightWire
 
 /// `freight gpu`: what the CUDA driver sees on this machine (docs/gpu.md), or plainly why there is nothing.
@@ -18,6 +20,8 @@ struct GPUCommand: AsyncParsableCommand {
     var check = false
     @Option(name: .customLong("size"), help: "Bytes each --check copy moves.") var size = "256MiB"
     @Option(name: .customLong("ipc-read"), help: .hidden) var ipcRead: String?
+    @Option(name: .customLong("ipc-receive"), help: .hidden) var ipcReceive: String?
+    @Option(name: .customLong("messages"), help: "Device bodies --check hands over through a node.") var messages = 10
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
@@ -25,7 +29,7 @@ struct GPUCommand: AsyncParsableCommand {
         do {
             loaded = try CUDADriver.load(library: driver)
         } catch {
-            if check || ipcRead != nil { fail(error) }
+            if check || ipcRead != nil || ipcReceive != nil { fail(error) }
             if output.json {
                 printJSON(["driver": NSNull(), "reason": error.message, "gpus": [Any]()])
             } else {
@@ -41,9 +45,33 @@ struct GPUCommand: AsyncParsableCommand {
             }
             return
         }
+        if let ipcReceive {
+            do {
+                printJSON(
+                    try await GPUCheck.receive(
+                        at: ipcReceive, driver: loaded, count: Int(try ByteCount.parse(size)), messages: messages))
+            } catch {
+                fail(error)
+            }
+            return
+        }
         if check {
             do {
-                let report = try GPUCheck(driver: loaded, count: Int(try ByteCount.parse(size))).run()
+                let check = GPUCheck(driver: loaded, count: Int(try ByteCount.parse(size)))
+                var report = try check.run()
+                for (key, value) in try await check.handOver(messages: max(2, messages)) { report[key] = value }
+                report["ok"] =
+                    report["ok"] as? Bool == true && report["handover_matches"] as? Bool == true
+                    && report["handover_received_in_device_memory"] as? Bool == true
+                // Staging the same bytes instead: device → host → device, at the copy rates measured above.
+                if let toHost = report["device_to_host_gb_per_s"] as? Double,
+                    let toDevice = report["host_to_device_gb_per_s"] as? Double, toHost > 0, toDevice > 0,
+                    let best = report["handover_best_us"] as? Double, best > 0
+                {
+                    let staging = Double(check.count) / (toHost * 1e3) + Double(check.count) / (toDevice * 1e3)
+                    report["staging_through_host_us"] = (staging * 10).rounded() / 10
+                    report["handover_times_faster_than_staging"] = (staging / best * 10).rounded() / 10
+                }
                 if output.json {
                     printJSON(report)
                 } else {
@@ -65,7 +93,8 @@ struct GPUCommand: AsyncParsableCommand {
                     "driver": loaded.library, "cuda": version,
                     "gpus": devices.map {
                         [
-                            "index": $0.index, "name": $0.name, "memory_bytes": $0.memoryBytes, "pci_bus": $0.pciBus,
+                            "index": $0.index, "uuid": $0.uuid, "name": $0.name, "memory_bytes": $0.memoryBytes,
+                            "pci_bus": $0.pciBus,
                             "can_map_host_memory": $0.canMapHostMemory, "unified_addressing": $0.unifiedAddressing,
                             "async_engines": $0.asyncEngines,
                             "transports": $0.transports,
@@ -77,7 +106,7 @@ struct GPUCommand: AsyncParsableCommand {
                     "CUDA \(version) driver (\(loaded.library)): \(devices.count) GPU\(devices.count == 1 ? "" : "s")")
                 for device in devices {
                     printLine(
-                        "  GPU \(device.index): \(device.name), \(ByteCount.format(Int64(device.memoryBytes))), PCI bus \(device.pciBus), \(device.asyncEngines) copy engines\(device.canMapHostMemory ? ", pins host memory" : "")\(device.unifiedAddressing ? ", unified addressing" : ""); transports: \(device.transports.isEmpty ? "none" : device.transports.joined(separator: ", "))"
+                        "  GPU \(device.index) (\(device.uuid)): \(device.name), \(ByteCount.format(Int64(device.memoryBytes))), PCI bus \(device.pciBus), \(device.asyncEngines) copy engines\(device.canMapHostMemory ? ", pins host memory" : "")\(device.unifiedAddressing ? ", unified addressing" : ""); transports: \(device.transports.isEmpty ? "none" : device.transports.joined(separator: ", "))"
                     )
                 }
             }
@@ -143,6 +172,128 @@ struct GPUCheck {
             "copies_match": copiesMatch, "ipc_read_matches": ipcMatches,
             "ipc_open_us": reader["open_us"] ?? NSNull(), "ok": copiesMatch && ipcMatches,
         ]
+    }
+
+    /// A body of `count` bytes in device memory handed over through a node to another process (this binary again,
+    /// `--ipc-receive`, which connects naming GPU 0) `messages` times: the first message lends the allocation and
+    /// has the receiver open its handle; the rest reuse both (docs/gpu.md). Each is timed from the send to its
+    /// delivery report, which comes once the receiver dropped every region. Beside them, staging the same bytes
+    /// through host memory (device → host → device) at the copy rates `run` measured.
+    func handOver(messages: Int) async throws -> [String: Any] {
+        let gpu = try CUDAGPU(driver, index: 0)
+        let device = try gpu.allocate(count)
+        defer { try? gpu.free(device) }
+        let stream = try gpu.makeStream()
+        defer { try? gpu.destroy(stream) }
+        let source = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+        defer { source.deallocate() }
+        PatternFill.fill(source, seed: 29, offset: 0)
+        try gpu.copy(toDevice: device, from: source.baseAddress!, count: count, on: stream)
+        try gpu.synchronize(stream)
+        let crc = CRC32C.checksum(UnsafeRawBufferPointer(source))
+
+        let fabric = try await InProcessFabric.start(nodes: 1, cluster: "gpu-check")
+        do {
+            let socket = fabric.engines[0].configuration.socketPath!
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+            process.arguments = [
+                "gpu", "--driver", driver.library, "--ipc-receive", socket, "--size", "\(count)", "--messages",
+                "\(messages + 1)",
+            ]
+            let out = Pipe()
+            process.standardOutput = out
+            try process.run()
+            let printed = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }
+            var times: [Double] = []
+            do {
+                try await fabric.waitForEndpoints(try Address(Self.handOverAddress), count: 1)
+                let sender = try await FreightClient.connect(
+                    to: .unix(path: socket), label: "gpu-check", sharedMemory: .required())
+                let body = try DeviceBuffer(gpu: gpu, pointer: device, count: count)
+                // One more than timed: the receiver copies the last out of its mapping to check it, untimed.
+                for index in 0...messages {
+                    let started = ContinuousClock.now
+                    let report = try await sender.send(to: Self.handOverAddress, body: .device(body))
+                    let took = ContinuousClock.now - started
+                    guard report.failures.isEmpty, report.deliveries.count == 1 else {
+                        throw FreightError(
+                            .internalError, "a device body was not handed over: \(report.failures.map(\.error))")
+                    }
+                    if index < messages {
+                        times.append(
+                            Double(took.components.seconds) * 1e6 + Double(took.components.attoseconds) / 1e12)
+                    }
+                }
+                await sender.close()
+            } catch {
+                process.terminate()
+                throw error
+            }
+            let data = await printed.value
+            process.waitUntilExit()
+            await fabric.stop()
+            guard process.terminationStatus == 0,
+                let received = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            else {
+                throw FreightError(
+                    .internalError, "the process that received the device bodies exited \(process.terminationStatus)")
+            }
+            let warm = times.dropFirst().min() ?? times[0]
+            return [
+                "handover_messages": messages,
+                "handover_first_us": (times[0] * 10).rounded() / 10,
+                "handover_best_us": (warm * 10).rounded() / 10,
+                "handover_matches": (received["crc32c"] as? Int).map { UInt32(clamping: $0) } == crc,
+                "handover_received_in_device_memory": received["in_device_memory"] as? Bool ?? false,
+            ]
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+    }
+
+    static let handOverAddress = "gpu/check"
+
+    /// The receiving process of ``handOver(messages:)``: connects to the node at `socket` naming GPU 0, takes
+    /// `messages` device bodies of `count` bytes (within a minute), copies the last to host memory for its
+    /// CRC32C, and says whether every chunk came as device memory.
+    static func receive(at socket: String, driver: CUDADriver, count: Int, messages: Int) async throws -> [String: Any]
+    {
+        let gpu = try CUDAGPU(driver, index: 0)
+        let client = try await FreightClient.connect(
+            to: .unix(path: socket), label: "gpu-check-receiver", sharedMemory: .required(), gpus: [gpu])
+        let inbox = try await client.receive(handOverAddress)
+        let host = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+        defer { host.deallocate() }
+        let stream = try gpu.makeStream()
+        defer { try? gpu.destroy(stream) }
+        var inDevice = true
+        var crc: UInt32 = 0
+        let deadline = ContinuousClock.now + .seconds(60)
+        var iterator = inbox.makeAsyncIterator()
+        for index in 0..<messages {
+            guard ContinuousClock.now < deadline, let message = try await iterator.next() else {
+                throw FreightError(.timedOut, "received \(index) of \(messages) device bodies")
+            }
+            for try await chunk in message.body {
+                guard let region = chunk.device else {
+                    inDevice = false
+                    continue
+                }
+                if index == messages - 1 {
+                    try gpu.copy(
+                        toHost: host.baseAddress! + Int(chunk.offset), from: region.pointer, count: region.count,
+                        on: stream)
+                }
+            }
+            if index == messages - 1 {
+                try gpu.synchronize(stream)
+                crc = CRC32C.checksum(UnsafeRawBufferPointer(host))
+            }
+        }
+        await client.close()
+        return ["crc32c": Int(crc), "in_device_memory": inDevice]
     }
 
     /// Runs `freight gpu --ipc-read HANDLE` and returns what it printed.

@@ -91,6 +91,7 @@ struct SendCommand: AsyncParsableCommand {
         case .bytes(let buffer): UInt64(buffer.readableBytes)
         case .repeating(_, let length), .repeatingShared(_, let length), .stream(_, let length): UInt64(length)
         case .shared(let buffer): UInt64(buffer.count)
+        case .device(let buffer): UInt64(buffer.count)
         }
     }
 

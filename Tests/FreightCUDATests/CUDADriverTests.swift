@@ -139,8 +139,9 @@ import Testing
                 == true, "\(hidden.stdout)")
     }
 
-    /// `freight gpu --check` copies both ways through pinned memory (their rates measured) and has another process
-    /// open the allocation's IPC handle and read the same bytes.
+    /// `freight gpu --check` copies both ways through pinned memory (their rates measured), has another process
+    /// open the allocation's IPC handle and read the same bytes, and hands device bodies over to another process
+    /// through a node of its own.
     @Test func freightGPUCheckCopiesAndSharesAcrossProcesses() async throws {
         let run = try await FreightProcess.run(
             ["gpu", "--driver", try StandInCUDA.library(), "--check", "--size", "16MiB", "--json"])
@@ -151,5 +152,10 @@ import Testing
         #expect((report?["host_to_device_gb_per_s"] as? Double ?? 0) > 0)
         #expect((report?["device_to_host_gb_per_s"] as? Double ?? 0) > 0)
         #expect(report?["bytes"] as? Int == 16 << 20)
+        // Device bodies handed over through a node to another process: the same bytes, read as device memory.
+        #expect(report?["handover_matches"] as? Bool == true, "\(run.stdout)")
+        #expect(report?["handover_received_in_device_memory"] as? Bool == true)
+        #expect((report?["handover_best_us"] as? Double ?? 0) > 0)
+        #expect(report?["staging_through_host_us"] is Double)
     }
 }

@@ -1,0 +1,292 @@
+import CFreightSystem
+import FreightCUDA
+import FreightCore
+import FreightTransport
+import FreightWire
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A message body in GPU memory (docs/gpu.md): `count` bytes at `pointer` on `gpu`, sent with
+/// ``OutgoingBody/device(_:)``. To an app of the same node that opens CUDA IPC handles on that GPU the body is
+/// handed over in place: the allocation it lies in is lent to the node as a pool (its IPC handle, never its bytes),
+/// and the receiver reads the same device memory. Do not write into it while a message that carries it is in flight.
+public struct DeviceBuffer: Sendable {
+    public let gpu: CUDAGPU
+    public let pointer: UInt64
+    public let count: Int
+
+    public init(gpu: CUDAGPU, pointer: UInt64, count: Int) throws(FreightError) {
+        guard count > 0, pointer != 0, pointer.addingReportingOverflow(UInt64(count)).overflow == false else {
+            throw FreightError(.invalidArgument, "a device body needs a pointer and 1 byte or more")
+        }
+        self.gpu = gpu
+        self.pointer = pointer
+        self.count = count
+    }
+}
+
+/// Where a received chunk lies in GPU memory (``BodyChunk/device``): valid until the chunk is dropped.
+public struct DeviceRegion: Sendable, Hashable {
+    /// The GPU, as `nvidia-smi -L` names it (`GPU-…`).
+    public let gpu: String
+    public let pointer: UInt64
+    public let count: Int
+}
+
+/// A received chunk's device memory, lent to this app until the last reference goes (then released to its node,
+/// as a shared region is).
+final class DeviceBytes: Sendable {
+    let region: DeviceRegion
+    private let lent: SharedRegion
+    private let released: @Sendable (SharedRegion) -> Void
+
+    init(region: DeviceRegion, lent: SharedRegion, released: @escaping @Sendable (SharedRegion) -> Void) {
+        self.region = region
+        self.lent = lent
+        self.released = released
+    }
+
+    deinit { released(lent) }
+
+    func notInHostMemory(at offset: UInt64) -> FreightError {
+        FreightError(
+            .invalidArgument,
+            "the chunk at offset \(offset) lies in the memory of \(region.gpu), not the host's: use BodyChunk.device")
+    }
+}
+
+/// Another app's device allocation, opened in this process from its IPC handle.
+struct OpenedDevice: Sendable {
+    let gpu: CUDAGPU
+    let pointer: UInt64
+    let size: Int
+
+    /// Opens `handle` on the GPU named by `gpu` (16 bytes of UUID), one of `gpus`. Blocking (it maps memory).
+    static func open(gpu: [UInt8], handle: [UInt8], size: Int, among gpus: [CUDAGPU]) throws(FreightError)
+        -> OpenedDevice
+    {
+        let name = GPUName.text(gpu)
+        guard let found = gpus.first(where: { $0.uuid == name }) else {
+            throw FreightError(.invalidArgument, "this app does not open CUDA IPC handles on \(name)")
+        }
+        let pointer = try found.open(try CUDAIPCHandle(checking: handle))
+        return OpenedDevice(gpu: found, pointer: pointer, size: size)
+    }
+}
+
+/// A device allocation this app lent its node: kept lent (a descriptor link of its own) for later messages from
+/// the same allocation, since a receiver opens each handle once and opening costs far more than a message.
+struct DeviceLendEntry {
+    let pool: UInt32
+    let link: Int32
+    let base: UInt64
+    let size: Int
+    let handle: CUDAIPCHandle
+    /// Regions named in SHARED frames and not yet released by the node.
+    var loansOut = 0
+    var lastUsed = NIODeadline.now()
+}
+
+extension ClientShared {
+    /// Lends a device allocation (`size` bytes on GPU `gpu`, opened by `handle`) to the node over a descriptor link
+    /// of its own, which stays open while it is lent. Blocking: call on a thread of its own.
+    static func lendDevice(
+        socketPath: String, token: UInt64, gpu: [UInt8], handle: CUDAIPCHandle, size: Int
+    ) throws(FreightError) -> (pool: UInt32, link: Int32) {
+        let link = DescriptorLink.connect(socketPath: socketPath)
+        guard link >= 0 else {
+            throw FreightError(.connectionFailed, "cannot open a descriptor link to lend device memory")
+        }
+        freight_set_receive_timeout(link, 5000)
+        let attach = DescriptorLink.DeviceAttach(token: token, bytes: UInt64(size), gpu: gpu, handle: handle.bytes)
+        guard DescriptorLink.send(DescriptorLink.encode(attach), on: link, wait: true),
+            let answer = DescriptorLink.receive(on: link)
+        else {
+            Glibc.close(link)
+            throw FreightError(.connectionFailed, "the node did not answer the device attach")
+        }
+        for received in answer.fds { Glibc.close(received) }
+        switch try? DescriptorLink.decodeMessage(answer.bytes) {
+        case .accepted(let pool, _)?:
+            return (pool, link)
+        case .refused(let reason)?:
+            Glibc.close(link)
+            throw FreightError(.resourceExhausted, reason)
+        default:
+            Glibc.close(link)
+            throw FreightError(.protocolViolation, "unexpected answer to a device attach")
+        }
+    }
+}
+
+extension ClientCore {
+    // MARK: Sending from device memory
+
+    /// Lends the allocation `buffer` lies in to the node (or finds it lent already), then sends the message's
+    /// regions of it. The driver's calls and the link are blocking: they run on a thread.
+    func lendDevice(_ transfer: Outgoing, _ buffer: DeviceBuffer, shared: ClientShared) {
+        transfer.lent = .attaching
+        let loop = eventLoop
+        NIOThreadPool.singleton.runIfActive(eventLoop: loop) { () throws -> (UInt64, Int, CUDAIPCHandle) in
+            let (base, size) = try buffer.gpu.allocation(containing: buffer.pointer)
+            return (base, size, try buffer.gpu.ipcHandle(of: base))
+        }.flatMap { [self] (base, size, handle) -> EventLoopFuture<DeviceLendEntry> in
+            guard buffer.pointer + UInt64(buffer.count) <= base + UInt64(size) else {
+                return loop.makeFailedFuture(
+                    FreightError(
+                        .invalidArgument,
+                        "the device body's \(buffer.count) bytes run past the end of its allocation (\(size) bytes)"))
+            }
+            if let known = shared.deviceLends.values.first(where: {
+                $0.base == base && $0.size == size && $0.handle == handle
+            }) {
+                return loop.makeSucceededFuture(known)
+            }
+            do {
+                try makeRoomForDeviceLend(shared)
+            } catch {
+                return loop.makeFailedFuture(error)
+            }
+            let (path, token) = (shared.socketPath, shared.token)
+            let gpu = GPUName.bytes(buffer.gpu.uuid) ?? []
+            return NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
+                try ClientShared.lendDevice(socketPath: path, token: token, gpu: gpu, handle: handle, size: size)
+            }.map { (pool, link) in
+                let entry = DeviceLendEntry(pool: pool, link: link, base: base, size: size, handle: handle)
+                shared.deviceLends[pool] = entry
+                return entry
+            }
+        }.whenComplete { [self] result in
+            guard case .attaching = transfer.lent, outgoing[transfer.id] === transfer else { return }
+            switch result {
+            case .success(let entry):
+                transfer.lent = .device(pool: entry.pool, start: buffer.pointer - entry.base)
+                pump(transfer)
+            case .failure(let error):
+                let failure =
+                    error as? FreightError ?? FreightError(.io, "cannot lend the device body: \(error)")
+                outgoing[transfer.id] = nil
+                connection?.send(.abort(transfer.id, failure))
+                transfer.fail(failure)
+            }
+        }
+    }
+
+    /// Keeps at most ``Limits/deviceLendsPerAppMax`` allocations lent: the one used longest ago with no region
+    /// out and no message sending from it goes back to the app (its link closed: the node withdraws it from the
+    /// apps that opened it).
+    private func makeRoomForDeviceLend(_ shared: ClientShared) throws(FreightError) {
+        guard shared.deviceLends.count >= Limits.deviceLendsPerAppMax else { return }
+        // In use: a region out, or a message that sends from it.
+        let sending = Set(
+            outgoing.values.compactMap { transfer -> UInt32? in
+                if case .device(let pool, _) = transfer.lent { pool } else { nil }
+            })
+        guard
+            let idle = shared.deviceLends.values.filter({ $0.loansOut == 0 && !sending.contains($0.pool) })
+                .min(by: { $0.lastUsed < $1.lastUsed })
+        else {
+            throw FreightError(
+                .resourceExhausted,
+                "this app has \(Limits.deviceLendsPerAppMax) device allocations lent, each with regions out; send again when a message from one has ended"
+            )
+        }
+        shared.deviceLends[idle.pool] = nil
+        Glibc.close(idle.link)
+    }
+
+    /// Names the message's regions of its lent allocation as the credit allows: SHARED frames without checksums
+    /// (the bytes stay in the GPU's memory; nothing copies them).
+    func pumpDevice(_ transfer: Outgoing, pool: UInt32, start: UInt64) {
+        guard let shared, let connection else { return }
+        guard shared.deviceLends[pool] != nil else {
+            let error = FreightError(
+                .internalError, "the device allocation of message \(transfer.id) is no longer lent")
+            outgoing[transfer.id] = nil
+            connection.send(.abort(transfer.id, error))
+            return transfer.fail(error)
+        }
+        while let span = transfer.window.nextSpan() {
+            shared.deviceLends[pool]?.loansOut += 1
+            shared.deviceLends[pool]?.lastUsed = .now()
+            let region = SharedRegion(pool: pool, offset: start + span.offset, length: span.count)
+            connection.send(
+                .shared(
+                    SharedChunk(
+                        messageID: transfer.id, offset: span.offset, crc32c: nil, isLast: span.isLast, region: region)))
+        }
+    }
+
+    /// The node gave back a region of a lent allocation; false when `region` is not one.
+    func deviceRegionReleased(_ region: SharedRegion) -> Bool {
+        guard let shared, shared.deviceLends[region.pool] != nil else { return false }
+        shared.deviceLends[region.pool]?.loansOut -= 1
+        return true
+    }
+
+    // MARK: Receiving into device memory
+
+    /// The node pushed another app's device allocation, opened on the reader thread (or not, with the reason).
+    func devicePoolArrived(_ id: UInt32, _ opened: Result<OpenedDevice, FreightError>) {
+        guard let shared else {
+            if case .success(let device) = opened { try? device.gpu.close(opened: device.pointer) }
+            return
+        }
+        switch opened {
+        case .success(let device): shared.devices[id] = device
+        case .failure(let error): shared.unopened[id] = error.message
+        }
+        for chunk in shared.parked.removeValue(forKey: id) ?? [] { sharedChunkReceived(chunk) }
+    }
+
+    /// A device allocation was withdrawn (its app took it back, and no region of it is out): its handle closes.
+    func deviceWithdrawn(_ id: UInt32) {
+        guard let shared else { return }
+        shared.unopened[id] = nil
+        guard let device = shared.devices.removeValue(forKey: id) else { return }
+        try? device.gpu.close(opened: device.pointer)
+    }
+
+    /// A region of a device allocation lent to this app: a chunk of a message, in GPU memory.
+    func deviceChunkReceived(_ chunk: SharedChunk, shared: ClientShared) {
+        let region = chunk.region
+        guard let device = shared.devices[region.pool] else {
+            connection?.send(.release([region]))
+            return fail(
+                chunk.messageID,
+                FreightError(
+                    .invalidArgument,
+                    "cannot open the message's device memory: \(shared.unopened[region.pool] ?? "unknown pool")"))
+        }
+        let (end, overflow) = region.offset.addingReportingOverflow(region.length)
+        guard !overflow, end <= UInt64(device.size), region.length > 0 else {
+            connection?.send(.release([region]))
+            return fail(chunk.messageID, FreightError(.protocolViolation, "device region \(region) is out of bounds"))
+        }
+        let loop = eventLoop
+        let state = shared.state
+        let bytes = DeviceBytes(
+            region: DeviceRegion(
+                gpu: device.gpu.uuid, pointer: device.pointer + region.offset, count: Int(region.length)),
+            lent: region
+        ) { [self] region in
+            state.ifOpen { loop.execute { self.releaseLent(region) } }
+        }
+        guard var message = incoming[chunk.messageID] else { return }
+        do throws(FreightError) {
+            guard try message.window.accept(offset: chunk.offset, count: region.length) else { return }
+        } catch {
+            return fail(chunk.messageID, error)
+        }
+        message.receivedBytes += region.length
+        incoming[chunk.messageID] = message
+        message.continuation.yield(BodyChunk(offset: chunk.offset, device: bytes))
+        if message.receivedBytes == message.window.length {
+            message.continuation.finish()
+        }
+    }
+}

@@ -1,0 +1,208 @@
+import FreightCUDA
+import FreightClient
+import FreightCore
+import FreightNode
+import FreightTesting
+import FreightTransport
+import NIOCore
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Bodies in GPU memory handed over in place between two apps of one node (docs/gpu.md, "Same GPU, two processes:
+/// CUDA IPC"), against the stand-in driver (Tests/StandInCUDA: host memory behind the driver API, each allocation a
+/// shared-memory object another process or mapping opens from its IPC handle). Real nodes and apps over real Unix
+/// sockets and descriptor links; what it shows of a GPU is the protocol, not a GPU's figures.
+@Suite(.serialized) struct DeviceBodyTests {
+    static let mebibyte = 1 << 20
+
+    static func gpu() throws -> CUDAGPU {
+        try CUDAGPU(try CUDADriver.load(library: try StandInCUDA.library()), index: 0)
+    }
+
+    /// `count` bytes of device memory filled with the pattern of `seed` (through the driver's copy), and the bytes.
+    static func filled(_ gpu: CUDAGPU, count: Int, seed: UInt64) throws -> (pointer: UInt64, bytes: [UInt8]) {
+        var bytes = [UInt8](repeating: 0, count: count)
+        bytes.withUnsafeMutableBytes { PatternFill.fill($0, seed: seed, offset: 0) }
+        let pointer = try gpu.allocate(count)
+        let stream = try gpu.makeStream()
+        try bytes.withUnsafeBytes { try gpu.copy(toDevice: pointer, from: $0.baseAddress!, count: count, on: stream) }
+        try gpu.synchronize(stream)
+        try gpu.destroy(stream)
+        return (pointer, bytes)
+    }
+
+    /// The bytes of a device region, copied to the host through the driver.
+    static func read(_ gpu: CUDAGPU, _ region: DeviceRegion) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: region.count)
+        let stream = try gpu.makeStream()
+        try bytes.withUnsafeMutableBytes {
+            try gpu.copy(toHost: $0.baseAddress!, from: region.pointer, count: region.count, on: stream)
+        }
+        try gpu.synchronize(stream)
+        try gpu.destroy(stream)
+        return bytes
+    }
+
+    static func regionsLent(_ engine: NodeEngine) async throws -> UInt64 {
+        try await engine.statusSnapshot().sharedRegionsLent
+    }
+
+    /// A body in device memory reaches a receiver that opens handles on its GPU as regions of that GPU's memory,
+    /// opened from the allocation's IPC handle (another mapping of the same bytes, not the sender's pointer); a second message from the same allocation reuses the lend; the regions come back
+    /// once the receiver drops its chunks; a chunk read as host bytes says where it lies.
+    @Test func aDeviceBodyIsHandedOverInPlace() async throws {
+        let gpu = try Self.gpu()
+        try await InProcessFabric.with(nodes: 1, cluster: "gpu-ipc") { fabric in
+            let receiver = try await FreightClient.connect(
+                to: fabric.socket(0), label: "rx", sharedMemory: .required(), gpus: [gpu])
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx", sharedMemory: .required())
+            let inbox = try await receiver.receive("gpu/kv")
+            try await fabric.waitForEndpoints(try Address("gpu/kv"), count: 1)
+
+            let size = 48 * Self.mebibyte
+            let (allocation, bytes) = try Self.filled(gpu, count: size, seed: 23)
+            defer { try? gpu.free(allocation) }
+            // The body starts 1 MiB into its allocation: the lend names the whole allocation, the regions the body.
+            let start = Self.mebibyte
+            let body = try DeviceBuffer(gpu: gpu, pointer: allocation + UInt64(start), count: 32 * Self.mebibyte)
+            var messages = inbox.makeAsyncIterator()
+            for round in 0..<2 {
+                let sending = Task { try await sender.send(to: "gpu/kv", body: .device(body)) }
+                let message = try #require(try await messages.next())
+                var chunks: [BodyChunk] = []
+                for try await chunk in message.body { chunks.append(chunk) }
+                let report = try await sending.value
+                #expect(report.failures.isEmpty && report.bytes == UInt64(body.count), "round \(round): \(report)")
+                var received = [UInt8](repeating: 0, count: body.count)
+                for chunk in chunks {
+                    let region = try #require(chunk.device, "round \(round): a chunk in host memory")
+                    #expect(region.gpu == gpu.uuid)
+                    #expect(region.pointer < allocation || region.pointer >= allocation + UInt64(size))
+                    let copied = try Self.read(gpu, region)
+                    received.replaceSubrange(Int(chunk.offset)..<Int(chunk.offset) + chunk.count, with: copied)
+                }
+                #expect(received == Array(bytes[start..<start + body.count]), "round \(round)")
+                #expect(
+                    throws: FreightError.self, "read as host bytes, a chunk says it is in device memory",
+                    performing: { try chunks.first?.withUnsafeBytes { $0.count } })
+                chunks = []
+                let back = try await eventually { try await Self.regionsLent(fabric.engines[0]) == 0 }
+                #expect(back, "round \(round): every region lent came back")
+            }
+            await sender.close()
+            await receiver.close()
+        }
+    }
+
+    /// Receivers that cannot open the body's GPU memory are refused with the reason, and nothing else fails: an app
+    /// that did not connect with that GPU, and an app on another node (staging between nodes is not built yet).
+    @Test func receiversThatCannotOpenTheGPUAreRefusedWithTheReason() async throws {
+        let gpu = try Self.gpu()
+        try await InProcessFabric.with(nodes: 2, cluster: "gpu-refused") { fabric in
+            let near = try await FreightClient.connect(to: fabric.socket(0), label: "near", sharedMemory: .required())
+            let far = try await FreightClient.connect(
+                to: fabric.socket(1), label: "far", sharedMemory: .required(), gpus: [gpu])
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx", sharedMemory: .required())
+            let nearInbox = try await near.receive("gpu/near")
+            let farInbox = try await far.receive("gpu/far")
+            try await fabric.waitForEndpoints(try Address("gpu/far"), count: 1)
+            let (allocation, _) = try Self.filled(gpu, count: 4 * Self.mebibyte, seed: 5)
+            defer { try? gpu.free(allocation) }
+            let body = try DeviceBuffer(gpu: gpu, pointer: allocation, count: 4 * Self.mebibyte)
+            let draining = [nearInbox, farInbox].map { inbox in
+                Task {
+                    for try await message in inbox { _ = try? await message.drain() }
+                }
+            }
+            defer { for task in draining { task.cancel() } }
+
+            let toNear = await Self.refusal { try await sender.send(to: "gpu/near", body: .device(body)) }
+            #expect(toNear.contains("does not open CUDA IPC handles"), "\(toNear)")
+            let toFar = await Self.refusal { try await sender.send(to: "gpu/far", body: .device(body)) }
+            #expect(toFar.contains("only to apps on its node"), "\(toFar)")
+            let back = try await eventually { try await Self.regionsLent(fabric.engines[0]) == 0 }
+            #expect(back)
+            // The node goes on: a host body still reaches the same receiver.
+            let plain = try await sender.send(to: "gpu/near", body: .pattern(seed: 1, length: 1 << 20))
+            #expect(plain.failures.isEmpty && plain.deliveries.count == 1)
+            await sender.close()
+            await near.close()
+            await far.close()
+        }
+    }
+
+    /// A receiver that goes away holding device chunks has its holds dropped by the node, and a sender that goes
+    /// away has its allocation withdrawn once nothing of it is out: neither keeps a region lent.
+    @Test func departedAppsLeaveNoDeviceRegionLent() async throws {
+        let gpu = try Self.gpu()
+        try await InProcessFabric.with(nodes: 1, cluster: "gpu-gone") { fabric in
+            let receiver = try await FreightClient.connect(
+                to: fabric.socket(0), label: "rx", sharedMemory: .required(), gpus: [gpu])
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx", sharedMemory: .required())
+            let inbox = try await receiver.receive("gpu/gone")
+            try await fabric.waitForEndpoints(try Address("gpu/gone"), count: 1)
+            let (allocation, _) = try Self.filled(gpu, count: 8 * Self.mebibyte, seed: 9)
+            defer { try? gpu.free(allocation) }
+            let body = try DeviceBuffer(gpu: gpu, pointer: allocation, count: 8 * Self.mebibyte)
+            let sending = Task { try? await sender.send(to: "gpu/gone", body: .device(body)) }
+            var messages = inbox.makeAsyncIterator()
+            let message = try #require(try await messages.next())
+            var iterator = message.body.makeAsyncIterator()
+            let held = try #require(try await iterator.next())
+            #expect(held.device != nil)
+            #expect(try await Self.regionsLent(fabric.engines[0]) > 0)
+            await receiver.close()
+            _ = await sending.value
+            let back = try await eventually { try await Self.regionsLent(fabric.engines[0]) == 0 }
+            #expect(back, "the departed receiver's holds were dropped")
+            _ = held
+            await sender.close()
+        }
+    }
+
+    /// A device attach on the descriptor link from no app of the node is refused with the reason, and the node
+    /// goes on lending to its apps.
+    @Test func aDeviceAttachFromAStrangerIsRefused() async throws {
+        try await InProcessFabric.with(nodes: 1, cluster: "gpu-stranger") { fabric in
+            guard case .unix(let path) = fabric.socket(0) else { throw FreightError(.internalError, "no socket") }
+            let link = DescriptorLink.connect(socketPath: path)
+            #expect(link >= 0)
+            defer { close(link) }
+            let attach = DescriptorLink.DeviceAttach(
+                token: 12345, bytes: 1 << 20, gpu: Array("freight-stand-in".utf8),
+                handle: [UInt8](repeating: 1, count: 64))
+            #expect(DescriptorLink.send(DescriptorLink.encode(attach), on: link, wait: true))
+            let answer = try #require(DescriptorLink.receive(on: link))
+            let message = try DescriptorLink.decodeMessage(answer.bytes)
+            guard case .refused(let reason) = message else {
+                Issue.record("a stranger's device attach was answered \(message)")
+                return
+            }
+            #expect(reason.contains("no app session"), "\(reason)")
+            #expect(try await Self.regionsLent(fabric.engines[0]) == 0)
+        }
+    }
+
+    /// Why a send failed: its report's failure, or what it threw (a message no receiver took fails whole).
+    static func refusal(_ send: () async throws -> DeliveryReport) async -> String {
+        do {
+            let report = try await send()
+            guard report.deliveries.isEmpty else { return "delivered: \(report)" }
+            return report.failures.map(\.error.message).joined(separator: "; ")
+        } catch {
+            return (error as? FreightError)?.message ?? "\(error)"
+        }
+    }
+
+    func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return try await condition()
+    }
+}
