@@ -277,7 +277,9 @@ extension ClientCore {
     func sharedChunkReceived(_ chunk: SharedChunk) {
         guard let shared else { return connection?.close() ?? () }
         let region = chunk.region
-        if shared.devices[region.pool] != nil || shared.unopened[region.pool] != nil {
+        if shared.devices[region.pool] != nil || shared.unopened[region.pool] != nil
+            || shared.deviceLends[region.pool] != nil
+        {
             return deviceChunkReceived(chunk, shared: shared)
         }
         let mapping: SharedMapping

@@ -81,6 +81,7 @@ struct OpenedDevice: Sendable {
 /// A device allocation this app lent its node: kept lent (a descriptor link of its own) for later messages from
 /// the same allocation, since a receiver opens each handle once and opening costs far more than a message.
 struct DeviceLendEntry {
+    let gpu: CUDAGPU
     let pool: UInt32
     let link: Int32
     let base: UInt64
@@ -156,7 +157,8 @@ extension ClientCore {
             return NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
                 try ClientShared.lendDevice(socketPath: path, token: token, gpu: gpu, handle: handle, size: size)
             }.map { (pool, link) in
-                let entry = DeviceLendEntry(pool: pool, link: link, base: base, size: size, handle: handle)
+                let entry = DeviceLendEntry(
+                    gpu: buffer.gpu, pool: pool, link: link, base: base, size: size, handle: handle)
                 shared.deviceLends[pool] = entry
                 return entry
             }
@@ -254,7 +256,10 @@ extension ClientCore {
     /// A region of a device allocation lent to this app: a chunk of a message, in GPU memory.
     func deviceChunkReceived(_ chunk: SharedChunk, shared: ClientShared) {
         let region = chunk.region
-        guard let device = shared.devices[region.pool] else {
+        // Another app's allocation, opened here; or this app's own, sent to itself: its own pointer.
+        let opened = shared.devices[region.pool]
+        let own = shared.deviceLends[region.pool].map { OpenedDevice(gpu: $0.gpu, pointer: $0.base, size: $0.size) }
+        guard let device = opened ?? own else {
             connection?.send(.release([region]))
             return fail(
                 chunk.messageID,

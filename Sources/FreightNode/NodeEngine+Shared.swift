@@ -340,12 +340,14 @@ extension NodeEngine {
             switch branch.port {
             case .session(let id):
                 guard let receiver = sessions[id] else { continue }
-                if receiver.takesShared, receiver.gpus.contains(device.gpuName), push(pool, to: receiver) {
+                // The app that lent it reads its own memory; another must have named the GPU.
+                let opens = receiver.gpus.contains(device.gpuName) || pool.owner == id
+                if receiver.takesShared, opens, push(pool, to: receiver) {
                     lend(handed, loan: loan, to: receiver, addingUse: true)
                     continue
                 }
                 refusal =
-                    receiver.gpus.contains(device.gpuName)
+                    opens
                     ? "app \(receiver.label) cannot take shared regions now"
                     : "the body lives on \(device.gpuName), and app \(receiver.label) does not open CUDA IPC handles there (it did not connect with that GPU, or has no shared memory)"
             case .peer(let node):

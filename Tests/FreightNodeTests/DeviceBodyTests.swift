@@ -97,6 +97,31 @@ import Testing
         }
     }
 
+    /// An app that receives a device body it sent itself reads it where it lies, at its own pointer (a handle cannot
+    /// be opened in the process that made it).
+    @Test func anAppReceivesItsOwnDeviceBodyInPlace() async throws {
+        let gpu = try Self.gpu()
+        try await InProcessFabric.with(nodes: 1, cluster: "gpu-self") { fabric in
+            let app = try await FreightClient.connect(to: fabric.socket(0), label: "self", sharedMemory: .required())
+            let inbox = try await app.receive("gpu/self")
+            try await fabric.waitForEndpoints(try Address("gpu/self"), count: 1)
+            let (allocation, bytes) = try Self.filled(gpu, count: 4 * Self.mebibyte, seed: 7)
+            defer { try? gpu.free(allocation) }
+            let body = try DeviceBuffer(gpu: gpu, pointer: allocation + 4096, count: Self.mebibyte)
+            let sending = Task { try await app.send(to: "gpu/self", body: .device(body)) }
+            var messages = inbox.makeAsyncIterator()
+            let message = try #require(try await messages.next())
+            var regions: [DeviceRegion] = []
+            for try await chunk in message.body { regions.append(try #require(chunk.device)) }
+            let report = try await sending.value
+            #expect(report.failures.isEmpty && report.deliveries.count == 1, "\(report)")
+            #expect(regions.first?.pointer == allocation + 4096, "its own memory, where it lies")
+            let read = try regions.map { try Self.read(gpu, $0) }.joined()
+            #expect(Array(read) == Array(bytes[4096..<4096 + Self.mebibyte]))
+            await app.close()
+        }
+    }
+
     /// Receivers that cannot open the body's GPU memory are refused with the reason, and nothing else fails: an app
     /// that did not connect with that GPU, and an app on another node (staging between nodes is not built yet).
     @Test func receiversThatCannotOpenTheGPUAreRefusedWithTheReason() async throws {
