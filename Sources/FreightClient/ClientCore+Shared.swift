@@ -257,8 +257,10 @@ extension ClientCore {
     func releaseReceived(_ regions: [SharedRegion]) {
         guard let shared else { return }
         for region in regions {
-            if deviceRegionReleased(region) { continue }
-            guard var starts = shared.loans[region], !starts.isEmpty else { continue }
+            guard var starts = shared.loans[region], !starts.isEmpty else {
+                _ = deviceRegionReleased(region)
+                continue
+            }
             let start = starts.removeFirst()
             shared.loans[region] = starts.isEmpty ? nil : starts
             dropReference(start)
@@ -277,16 +279,16 @@ extension ClientCore {
     func sharedChunkReceived(_ chunk: SharedChunk) {
         guard let shared else { return connection?.close() ?? () }
         let region = chunk.region
-        if shared.devices[region.pool] != nil || shared.unopened[region.pool] != nil
-            || shared.deviceLends[region.pool] != nil
-        {
-            return deviceChunkReceived(chunk, shared: shared)
-        }
         let mapping: SharedMapping
         if region.pool == shared.receivePoolID {
             mapping = shared.receive
         } else if let known = shared.foreign[region.pool] {
             mapping = known
+        } else if shared.devices[region.pool] != nil || shared.unopened[region.pool] != nil
+            || shared.deviceLends[region.pool] != nil
+        {
+            // Device memory: looked for only once no host pool names the region, off the host pools' path.
+            return deviceChunkReceived(chunk, shared: shared)
         } else {
             // The node sent the pool down the descriptor link before this frame; it is on its way.
             if shared.parked[region.pool] == nil {

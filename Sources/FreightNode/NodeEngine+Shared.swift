@@ -119,17 +119,24 @@ extension NodeEngine {
         case 1: return refuse("a lent file must be open for reading (not O_PATH or O_DIRECT)")
         default: return refuse("a lent file must be on a local filesystem (tmpfs, ext4, xfs, btrfs, f2fs or zfs)")
         }
-        let pool = shared.lendFile(fd: file, size: Int(attach.bytes), owner: session.id)
+        keepLent(shared.lendFile(fd: file, size: Int(attach.bytes), owner: session.id), by: session, over: link)
+    }
+
+    /// Answers a file or device lend with its pool id and keeps the pool lent while its link is open (the pool goes
+    /// when the answer cannot be sent).
+    @discardableResult
+    private func keepLent(_ pool: NodePool, by session: AppSession, over link: Int32) -> Bool {
         guard
             DescriptorLink.send(
                 DescriptorLink.encode(.accepted(sendPool: pool.id, receivePool: 0)), on: link, wait: false)
         else {
             shared.ownerGone(pool)
             shutdown(link, Int32(SHUT_RDWR))
-            return
+            return false
         }
         session.files[pool.id] = (pool, link)
         fileLinks[link] = (session.id, pool.id)
+        return true
     }
 
     /// An app lent a device allocation for sending (docs/gpu.md): a pool of its own that the node never reads, whose
@@ -150,16 +157,7 @@ extension NodeEngine {
         }
         let pool = shared.lendDevice(
             DeviceLend(gpu: attach.gpu, handle: attach.handle), size: Int(attach.bytes), owner: session.id)
-        guard
-            DescriptorLink.send(
-                DescriptorLink.encode(.accepted(sendPool: pool.id, receivePool: 0)), on: link, wait: false)
-        else {
-            shared.ownerGone(pool)
-            shutdown(link, Int32(SHUT_RDWR))
-            return
-        }
-        session.files[pool.id] = (pool, link)
-        fileLinks[link] = (session.id, pool.id)
+        guard keepLent(pool, by: session, over: link) else { return }
         logger.debug(
             "app \(session.label) lent \(attach.bytes) bytes of device memory on \(GPUName.text(attach.gpu)) as pool \(pool.id)"
         )

@@ -222,12 +222,8 @@ import Testing
         }
     }
 
-    func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return try await condition()
+    /// Polls as the shared-memory tests do.
+    func eventually(_ condition: () async throws -> Bool) async rethrows -> Bool {
+        try await SharedMemoryTests().eventually(condition)
     }
 }
