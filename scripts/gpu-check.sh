@@ -6,7 +6,9 @@
 #   scripts/gpu-check.sh run OUT   on a machine with an NVIDIA GPU and its driver: records the machine's topology
 #                                  (scripts/record-topology.sh) and what `freight gpu` sees, and runs
 #                                  `freight gpu --check` (copies both ways through pinned memory with their rates, an
-#                                  IPC handle opened by another process); every record and figure lands under OUT.
+#                                  IPC handle opened by another process), then sends 1 GiB device bodies through a
+#                                  node of its own from the CLI (freight send --device to freight recv --gpu 0
+#                                  --check); every record and figure lands under OUT.
 # Nothing in CI needs a GPU: the tests run the same calls against a stand-in driver (Tests/StandInCUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,22 @@ run)
   status=0
   "$bin" gpu --check --size 1GiB --json > "$out/gpu-check.json" || status=$?
   cat "$out/gpu-check.json"
+  # The CLI's path: a node, a receiver that opens GPU 0, three 1 GiB bodies sent from GPU memory.
+  work="$(mktemp -d)"
+  "$bin" node --cluster gpu-check --name g1 --listen 127.0.0.1:0 --socket "$work/node.sock" --json \
+    > "$out/cli-node.log" 2>&1 &
+  node=$!
+  recv=""
+  trap 'kill $recv $node 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+  for _ in $(seq 100); do [ -S "$work/node.sock" ] && break; sleep 0.1; done
+  "$bin" recv gpu/cli --via "$work/node.sock" --gpu 0 --check --count 3 --json > "$out/cli-recv.json" &
+  recv=$!
+  for _ in $(seq 100); do "$bin" resolve gpu/cli --via "$work/node.sock" > /dev/null 2>&1 && break; sleep 0.1; done
+  "$bin" send gpu/cli --via "$work/node.sock" --size 1GiB --device --count 3 --json > "$out/cli-send.json" \
+    || status=$?
+  wait "$recv" || status=$?
+  recv=""
+  cat "$out/cli-send.json" "$out/cli-recv.json"
   exit "$status"
   ;;
 *)

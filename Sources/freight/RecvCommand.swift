@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import FreightCUDA
 import FreightClient
 import FreightCore
 import FreightTransport
@@ -36,6 +37,15 @@ struct RecvCommand: AsyncParsableCommand {
         name: .customLong("parallel"),
         help: "How many messages this app takes in at once (each read, checked or written as it arrives).")
     var parallel = 1
+    @Option(
+        name: .customLong("gpu"),
+        help: """
+            Open device bodies on this GPU (CUDA IPC): a body another app of this node sends from that GPU's memory \
+            (freight send --device) is read in place, never copied through host memory (docs/gpu.md).
+            """)
+    var gpu: Int?
+    @Option(name: .customLong("cuda-driver"), help: "The CUDA driver library --gpu opens.")
+    var cudaDriver = "libcuda.so.1"
     @OptionGroup var via: ViaOption
     @OptionGroup var output: OutputOptions
 
@@ -61,10 +71,11 @@ struct RecvCommand: AsyncParsableCommand {
             if let out {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             }
+            let opened = try gpu.map { try CUDAGPU(try CUDADriver.load(library: cudaDriver), index: $0) }
             let client = try await FreightClient.connect(
                 to: try via.address(), label: label, token: via.token,
                 windowBytes: Int(try window.map { try ByteCount.parse($0) } ?? Int64(Limits.windowBytesDefault)),
-                sharedMemory: try via.sharedMemory())
+                sharedMemory: try via.sharedMemory(), gpus: opened.map { [$0] } ?? [])
             let subscription = try await client.receive(pattern, group: group)
             if output.json {
                 printJSON([
@@ -93,7 +104,7 @@ struct RecvCommand: AsyncParsableCommand {
                     // A small body is whole when the message is: handled at once rather than in a task of its own
                     // (many small messages a second), unless it is paced or written to a file.
                     if message.length <= UInt64(Limits.smallBodyBytesMax), bytesPerSecond == nil, out == nil {
-                        note(await handled(message))
+                        note(await handled(message, gpu: opened))
                         received += 1
                         if let count, received >= count { break }
                         continue
@@ -101,7 +112,8 @@ struct RecvCommand: AsyncParsableCommand {
                     if running == parallel { settle(try await group.next()) }
                     running += 1
                     group.addTask {
-                        await handled(bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message)
+                        await handled(
+                            bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message, gpu: opened)
                     }
                     received += 1
                     if let count, received >= count { break }
@@ -118,12 +130,12 @@ struct RecvCommand: AsyncParsableCommand {
     }
 
     /// Receives one message (``handle(_:)``); its failure, reported, or nil.
-    private func handled(_ message: IncomingMessage) async -> FreightError? {
+    private func handled(_ message: IncomingMessage, gpu: CUDAGPU?) async -> FreightError? {
         do {
             // With OTEL_* set, handling the message is a span in the sender's trace (docs/observability.md).
             try await Telemetry.span(
                 "freight recv \(message.destination)", context: message.serviceContext, ofKind: .consumer
-            ) { try await handle(message) }
+            ) { try await handle(message, gpu: gpu) }
             return nil
         } catch {
             let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
@@ -133,10 +145,11 @@ struct RecvCommand: AsyncParsableCommand {
     }
 
     /// Receives one message: writes or checks or drains its body, and reports it. Throws when it failed.
-    private func handle(_ message: IncomingMessage) async throws {
+    private func handle(_ message: IncomingMessage, gpu: CUDAGPU?) async throws {
         let started = ContinuousClock.now
         var file: String?
         var checked: Bool?
+        var inDevice: Bool?
         // --check checks generated bodies only: a message that carries no seed cannot pass as checked.
         let seed = message.attributes["freight-seed"].flatMap(UInt64.init)
         if check && seed == nil {
@@ -152,6 +165,8 @@ struct RecvCommand: AsyncParsableCommand {
             _ = try await message.write(toFile: path)
             file = path
             if check, let seed { checked = try Self.checkFile(path, seed: seed, length: message.length) }
+        } else if let gpu {
+            (inDevice, checked) = try await Self.takeDeviceBody(message, gpu: gpu, seed: check ? seed : nil)
         } else if check, let seed {
             checked = try await message.checkPattern(seed: seed)
         } else {
@@ -159,7 +174,7 @@ struct RecvCommand: AsyncParsableCommand {
         }
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        report(message, seconds: seconds, file: file, checked: checked)
+        report(message, seconds: seconds, file: file, checked: checked, inDevice: inDevice)
         if checked == false {
             throw FreightError(
                 .checksumMismatch, "message \(String(message.id, radix: 16)) differs from its generated pattern")
@@ -196,7 +211,43 @@ struct RecvCommand: AsyncParsableCommand {
         return offset == length
     }
 
-    private func report(_ message: IncomingMessage, seconds: Double, file: String?, checked: Bool?) {
+    /// Reads a message as an app that opens device bodies on `gpu`: whether every chunk came in the GPU's memory,
+    /// and, with a seed, whether the bytes match the generated pattern (a device chunk is copied to host memory for
+    /// the check, which a real consumer would not do).
+    static func takeDeviceBody(_ message: IncomingMessage, gpu: CUDAGPU, seed: UInt64?) async throws -> (Bool, Bool?) {
+        var inDevice = true
+        var matches = true
+        var host: UnsafeMutableRawBufferPointer?
+        defer { host?.deallocate() }
+        let stream = try gpu.makeStream()
+        defer { try? gpu.destroy(stream) }
+        for try await chunk in message.body {
+            guard let region = chunk.device else {
+                inDevice = false
+                if let seed {
+                    let ok = try chunk.withUnsafeBytes {
+                        PatternFill.check($0, seed: seed, offset: Int64(chunk.offset))
+                    }
+                    if !ok { matches = false }
+                }
+                continue
+            }
+            guard let seed else { continue }
+            if host.map({ $0.count < region.count }) ?? true {
+                host?.deallocate()
+                host = .allocate(byteCount: region.count, alignment: 4096)
+            }
+            let target = UnsafeMutableRawBufferPointer(rebasing: host![0..<region.count])
+            try gpu.copy(toHost: target.baseAddress!, from: region.pointer, count: region.count, on: stream)
+            try gpu.synchronize(stream)
+            if !PatternFill.check(UnsafeRawBufferPointer(target), seed: seed, offset: Int64(chunk.offset)) {
+                matches = false
+            }
+        }
+        return (inDevice, seed == nil ? nil : matches)
+    }
+
+    private func report(_ message: IncomingMessage, seconds: Double, file: String?, checked: Bool?, inDevice: Bool?) {
         let rate = ByteCount.megabytesPerSecond(bytes: Int64(message.length), seconds: seconds)
         if output.json {
             var object: [String: Any] = [
@@ -206,6 +257,7 @@ struct RecvCommand: AsyncParsableCommand {
             ]
             if let file { object["file"] = file }
             if let checked { object["checked"] = checked }
+            if let inDevice { object["device_memory"] = inDevice }
             object["resumed_at"] = message.resumedAt
             if !message.filters.isEmpty { object["filters"] = message.filters }
             printJSON(object)
@@ -215,6 +267,7 @@ struct RecvCommand: AsyncParsableCommand {
             line +=
                 " via \(message.path.joined(separator: " → ")) in \(seconds.formatted(decimals: 3)) s (\(rate.formatted(decimals: 0)) MB/s)"
             if let file { line += " → \(file)" }
+            if let inDevice { line += inDevice ? ", in GPU memory" : ", in host memory" }
             if !message.filters.isEmpty { line += ", filtered by \(message.filters.joined(separator: ", "))" }
             if let checked { line += checked ? ", every byte checked" : ", BYTES DIFFER" }
             if !message.resumedAt.isEmpty {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import FreightCUDA
 import FreightClient
 import FreightCore
 import FreightTransport
@@ -34,6 +35,15 @@ struct SendCommand: AsyncParsableCommand {
         name: .customLong("gpu"),
         help: "The GPU this body belongs to: the node sends it on that GPU's rail-aligned NIC (docs/topology.md).")
     var gpu: Int?
+    @Flag(
+        name: .customLong("device"),
+        help: """
+            Put the generated body in the memory of the --gpu (0 when not given) and send it from there: apps of \
+            this node that open that GPU (freight recv --gpu) get it in place, over CUDA IPC (docs/gpu.md).
+            """)
+    var device = false
+    @Option(name: .customLong("cuda-driver"), help: "The CUDA driver library --device opens.")
+    var cudaDriver = "libcuda.so.1"
     @OptionGroup var via: ViaOption
     @OptionGroup var output: OutputOptions
 
@@ -48,12 +58,22 @@ struct SendCommand: AsyncParsableCommand {
 
     private func send() async throws {
         do {
-            let body: OutgoingBody
+            var body: OutgoingBody
             switch (file, size) {
             case (let path?, nil): body = .file(path: path)
             case (nil, let size?): body = .pattern(seed: seed, length: try ByteCount.parse(size))
             default: throw FreightError(.invalidArgument, "give exactly one of --file PATH or --size BYTES")
             }
+            var placed: PlacedBody?
+            if device {
+                guard case .pattern(let seed, let length) = body else {
+                    throw FreightError(.invalidArgument, "--device sends a generated body: give --size, not --file")
+                }
+                let gpu = try CUDAGPU(try CUDADriver.load(library: cudaDriver), index: gpu ?? 0)
+                placed = try PlacedBody(gpu: gpu, seed: seed, length: Int(length))
+                body = .device(placed!.buffer)
+            }
+            defer { placed?.free() }
             guard count >= 1 else { throw FreightError(.invalidArgument, "--count must be at least 1") }
             let parallel = min(count, self.parallel ?? Self.defaultParallel(Self.length(of: body)))
             guard (1...Limits.messagesPerConnectionMax).contains(parallel) else {
@@ -70,7 +90,8 @@ struct SendCommand: AsyncParsableCommand {
             }
             let client = try await FreightClient.connect(
                 to: try via.address(), label: label, token: via.token,
-                sharedMemory: try via.sharedMemory(sending: Int64(Self.length(of: body)) * Int64(min(count, parallel))))
+                sharedMemory: try via.sharedMemory(
+                    sending: device ? 0 : Int64(Self.length(of: body)) * Int64(min(count, parallel))))
             let options = SendOptions(attributes: attributes, chunkBytes: chunkBytes)
             // With OTEL_* set, every message joins this command's span (docs/observability.md).
             try await Telemetry.span("freight send \(address)", ofKind: .producer) {
@@ -211,4 +232,40 @@ struct SendCommand: AsyncParsableCommand {
             }
         }
     }
+}
+
+/// A generated body put in a GPU's memory for `freight send --device`: filled in host memory a slice at a time (at
+/// most 64 MiB of host memory whatever its length) and copied over.
+struct PlacedBody {
+    static let sliceBytes = 64 << 20
+    let gpu: CUDAGPU
+    let buffer: DeviceBuffer
+
+    init(gpu: CUDAGPU, seed: UInt64, length: Int) throws(FreightError) {
+        guard length > 0 else { throw FreightError(.invalidArgument, "--device needs a body of 1 byte or more") }
+        let pointer = try gpu.allocate(length)
+        do {
+            let stream = try gpu.makeStream()
+            defer { try? gpu.destroy(stream) }
+            let slice = UnsafeMutableRawBufferPointer.allocate(
+                byteCount: min(length, Self.sliceBytes), alignment: 4096)
+            defer { slice.deallocate() }
+            var offset = 0
+            while offset < length {
+                let count = min(slice.count, length - offset)
+                let part = UnsafeMutableRawBufferPointer(rebasing: slice[0..<count])
+                PatternFill.fill(part, seed: seed, offset: Int64(offset))
+                try gpu.copy(toDevice: pointer + UInt64(offset), from: part.baseAddress!, count: count, on: stream)
+                try gpu.synchronize(stream)
+                offset += count
+            }
+            self.gpu = gpu
+            self.buffer = try DeviceBuffer(gpu: gpu, pointer: pointer, count: length)
+        } catch {
+            try? gpu.free(pointer)
+            throw error
+        }
+    }
+
+    func free() { try? gpu.free(buffer.pointer) }
 }

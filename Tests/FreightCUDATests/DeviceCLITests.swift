@@ -1,0 +1,80 @@
+import Foundation
+import FreightCore
+import FreightTesting
+import Testing
+
+/// Device bodies through the CLI, as a user tries them (docs/gpu.md): `freight send --device` puts a generated body
+/// in GPU memory and sends it from there; `freight recv --gpu 0` reads it in place. Against the stand-in driver
+/// (host memory behind the driver API, not a GPU), with a node process on 127.0.0.151.
+@Suite(.serialized)
+struct DeviceCLITests {
+    static func node() async throws -> ProcessCluster {
+        let cluster = try ProcessCluster()
+        do {
+            try await cluster.startNode(name: "n1", host: "127.0.0.151", join: [])
+            return cluster
+        } catch {
+            cluster.stop()
+            throw error
+        }
+    }
+
+    static func objects(_ lines: [String]) -> [[String: Any]] {
+        lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    /// Two 24 MiB bodies from GPU memory reach a receiver that opens GPU 0 in its GPU's memory, byte for byte the
+    /// generated pattern; the sender's report names the receiver.
+    @Test func aDeviceBodySentFromTheCLIArrivesInGPUMemory() async throws {
+        let driver = try StandInCUDA.library()
+        let cluster = try await Self.node()
+        defer { cluster.stop() }
+        let recv = try await cluster.receiver(
+            "gpu/cli", at: "n1", ["--gpu", "0", "--cuda-driver", driver, "--check", "--count", "2"])
+        defer { recv.stop() }
+        let send = try await FreightProcess.run([
+            "send", "gpu/cli", "--size", "24MiB", "--device", "--cuda-driver", driver, "--count", "2", "--json",
+            "--via", cluster.node("n1").socket,
+        ])
+        #expect(send.status == 0, "\(send.stderr) \(send.stdout)")
+        let delivered = Self.objects(send.stdout).filter { $0["event"] as? String == "delivered" }
+        #expect(delivered.count == 2, "\(send.stdout)")
+        #expect(delivered.allSatisfy { ($0["failures"] as? [Any])?.isEmpty == true }, "\(send.stdout)")
+        #expect(try await recv.waitForExit(timeout: .seconds(60)) == 0, "\(recv.stderr)")
+        let received = Self.objects(recv.stdoutLines).filter { $0["event"] as? String == "received" }
+        #expect(received.count == 2, "\(recv.stdoutLines)")
+        for message in received {
+            #expect(message["device_memory"] as? Bool == true, "\(message)")
+            #expect(message["checked"] as? Bool == true, "\(message)")
+            #expect(message["bytes"] as? Int == 24 << 20)
+        }
+    }
+
+    /// A receiver that did not name the GPU cannot take a device body: the sender is told why, the receiver reports the message failed, and the node serves the next one.
+    @Test func aReceiverThatDoesNotOpenTheGPUIsRefusedWithTheReason() async throws {
+        let driver = try StandInCUDA.library()
+        let cluster = try await Self.node()
+        defer { cluster.stop() }
+        let recv = try await cluster.receiver("gpu/host", at: "n1", ["--count", "2"])
+        defer { recv.stop() }
+        let refused = try await FreightProcess.run([
+            "send", "gpu/host", "--size", "4MiB", "--device", "--cuda-driver", driver, "--via",
+            cluster.node("n1").socket,
+        ])
+        let said = refused.stdout.joined(separator: "\n") + refused.stderr
+        #expect(said.contains("does not open CUDA IPC handles"), "\(said)")
+        // The same receiver still takes a body from host memory.
+        let sent = try await FreightProcess.run([
+            "send", "gpu/host", "--size", "4MiB", "--via", cluster.node("n1").socket,
+        ])
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(30)) != 0, "one of its two messages failed")
+        #expect(recv.stdoutLines.contains { $0.contains("\"failed\"") }, "\(recv.stdoutLines)")
+        #expect(recv.stdoutLines.contains { $0.contains("\"received\"") }, "\(recv.stdoutLines)")
+        // Without a driver, --device says so before it connects.
+        let noDriver = try await FreightProcess.run([
+            "send", "gpu/none", "--size", "1", "--device", "--cuda-driver", "/nonexistent/libcuda.so.1",
+        ])
+        #expect(noDriver.status != 0 && noDriver.stderr.contains("libcuda"), "\(noDriver.stderr)")
+    }
+}
