@@ -22,10 +22,8 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     var outcomes = LinkOutcomes()
     /// What the peer says about itself: its rails and hardware.
     private(set) var record: NodeRecord
-    /// The frames read from the peer over its connections as last counted, and when that count last changed
-    /// (``NodeEngine/closeSilentLinks()``).
-    var heardEvents: UInt64 = 0
-    var heardNanos: UInt64 = 0
+    /// What was last heard from the peer, and when (``NodeEngine/closeSilentLinks()``).
+    var silence = LinkSilence()
 
     init(name: String, listen: NodeAddress, incarnation: UInt64, streams: Int) {
         self.name = name

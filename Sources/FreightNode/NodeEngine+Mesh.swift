@@ -47,29 +47,22 @@ extension NodeEngine {
         }
     }
 
-    /// A peer whose own stripes to this node stand sends a heartbeat on each of them every heartbeat interval. One
-    /// heard from on none of its connections for ``silenceLimitNanos`` is cut off: every connection of its link is
-    /// closed, and its messages are held and resumed as for any link that broke. TCP_USER_TIMEOUT alone misses a
-    /// path that went dark while this node's own sends fail locally (an interface taken down under queued data:
-    /// the kernel retries those sends without ever counting the timeout), and the link would stand for ever.
+    /// A peer heard from on none of its connections for ``silenceLimitNanos`` (heartbeats included; longer while
+    /// its own stripes are down and it redials) is cut off: every connection of its link is closed, and its messages
+    /// are held and resumed as for any link that broke (``LinkSilence``).
     func closeSilentLinks() {
         let now = nowNanos
+        let grace = UInt64(Limits.handshakeSeconds) * 1_000_000_000
         for member in members.values {
             let connections = member.link.allConnections
-            let heard = connections.reduce(0) { $0 &+ $1.eventsReceived }
-            // Nothing is owed while the peer's own stripes are down (it redials) or it sends no heartbeats.
-            if heard != member.heardEvents || member.link.ingress.isEmpty
-                || membership.peers[member.name]?.resumes != true
-            {
-                member.heardEvents = heard
-                member.heardNanos = now
-                continue
-            }
-            guard now &- member.heardNanos > silenceLimitNanos else { continue }
+            let silent = member.silence.observe(
+                heard: connections.reduce(0) { $0 &+ $1.eventsReceived }, peerStripesDown: member.link.ingress.isEmpty,
+                resumes: membership.peers[member.name]?.resumes == true, hasConnections: !connections.isEmpty,
+                nowNanos: now, limitNanos: silenceLimitNanos, redialGraceNanos: grace)
+            guard let silent else { continue }
             logger.warning(
-                "heard nothing from node \(member.name) for \((now &- member.heardNanos) / 1_000_000_000) s, heartbeats included: closing its link"
+                "heard nothing from node \(member.name) for \(silent / 1_000_000_000) s, heartbeats included\(member.link.ingress.isEmpty ? " (its own stripes here are down and it did not dial them again)" : ""): closing its link"
             )
-            member.heardNanos = now
             for connection in connections { connection.close() }
         }
     }

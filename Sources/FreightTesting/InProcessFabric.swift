@@ -211,6 +211,14 @@ public final class InProcessFabric: Sendable {
         if let name = inProcessName(index) { InProcessNetwork.shared.darken(name, afterBytes: bytes) }
     }
 
+    /// Node `listener` hears the links node `dialer` dialed to it break, and `dialer` hears nothing
+    /// (``InProcessNetwork/breakListenerEnds(listener:dialer:)``).
+    public func breakListenerEnds(listener: Int, dialer: Int) {
+        if let listener = inProcessName(listener), let dialer = inProcessName(dialer) {
+            InProcessNetwork.shared.breakListenerEnds(listener: listener, dialer: dialer)
+        }
+    }
+
     /// Takes node `index` off the in-process network, or puts it back (`links: .inProcess`): while it is down, its
     /// links are cut and dials to and from it are refused.
     public func setDown(_ index: Int, _ down: Bool) {

@@ -180,6 +180,17 @@ public final class InProcessNetwork: Sendable {
         }
     }
 
+    /// Resets, at `listener`'s end only, the links `dialer` dialed to it: `listener` hears an error, `dialer`
+    /// hears nothing (what a timeout counted at one end of a dark path looks like).
+    public func breakListenerEnds(listener: String, dialer: String) {
+        let ends: [InProcessChannel] = state.withLock { state in
+            state.pairs.values.filter { $0.listener == listener && $0.dialer == dialer }.map(\.server)
+        }
+        for end in ends {
+            end.eventLoop.execute { end.reset(IOError(errnoCode: ETIMEDOUT, reason: "in-process link timed out")) }
+        }
+    }
+
     /// Links to or from `name` that stand.
     public func linkCount(_ name: String) -> Int {
         state.withLock { state in state.pairs.values.filter { $0.listener == name || $0.dialer == name }.count }

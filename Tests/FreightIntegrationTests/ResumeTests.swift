@@ -224,8 +224,9 @@ struct LinkDownTests {
         }
     }
 
-    static func receiver(_ pair: Pair, _ address: String) async throws -> FreightProcess {
-        let recv = try FreightProcess(["recv", address, "--via", pair.socket("b"), "--check", "--count", "1", "--json"])
+    static func receiver(_ pair: Pair, _ address: String, _ options: [String] = []) async throws -> FreightProcess {
+        let recv = try FreightProcess(
+            ["recv", address, "--via", pair.socket("b"), "--check", "--count", "1", "--json"] + options)
         _ = try await recv.waitForLine { $0.contains("\"ready\"") }
         let deadline = ContinuousClock.now + .seconds(10)
         while try await FreightProcess.run(["resolve", address, "--via", pair.socket("a")]).status != 0 {
@@ -284,10 +285,21 @@ struct LinkDownTests {
     }
 
     @Test func aLinkDownPastTheHoldTimeFailsBothSidesNamingTheOffset() async throws {
+        try await Self.linkDownPastTheHoldTime(receiving: [])
+    }
+
+    /// The same while the receiver reads slowly: when the link goes down the sending node's stripe is waiting on
+    /// the receiver's window (its sends are probes of a closed window, not data), and the link still counts as
+    /// broken within the link timeout on both sides.
+    @Test func aLinkDownUnderASlowReceiverFailsBothSidesToo() async throws {
+        try await Self.linkDownPastTheHoldTime(receiving: ["--rate", "64MiB"])
+    }
+
+    static func linkDownPastTheHoldTime(receiving options: [String]) async throws {
         let pair = try await Self.pair(rateMbit: 800, extra: ["--resume-hold", "2"])
         defer { pair.stop() }
         let idle = try await pair.status("b")["rss_bytes"] as? Int ?? 0
-        let recv = try await Self.receiver(pair, "lab/lost")
+        let recv = try await Self.receiver(pair, "lab/lost", options)
         defer { recv.stop() }
         let send = try FreightProcess(["send", "lab/lost", "--size", "2GiB", "--via", pair.socket("a")])
         defer { send.stop() }

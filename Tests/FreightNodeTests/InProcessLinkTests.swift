@@ -151,6 +151,30 @@ import Testing
         }
     }
 
+    /// A dark path where only one end heard of it: node 0 hears the stripes node 1 dialed to it break, its own
+    /// stripes to node 1 go on in the dark, and node 1 never dials back. Node 0 gives node 1 the time to redial
+    /// and then counts its silence as for any link (``LinkSilence``): the link breaks and the message fails after
+    /// the hold time, naming the offset, where it once waited for ever.
+    @Test(.timeLimit(.minutes(1))) func aLinkWhoseOneHalfBrokeAndTheOtherWentDarkStillFails() async throws {
+        try await InProcessFabric.with(
+            nodes: 2, cluster: "inproc-half", resumeHoldSeconds: 2, links: .inProcess, linkTimeoutSeconds: 1
+        ) { fabric in
+            let address = try Address("inproc/half")
+            _ = try await fabric.engines[1].attachSink(try AddressPattern("inproc/half"))
+            try await fabric.waitForEndpoints(address, count: 1)
+            fabric.darken(1, afterBytes: 128 << 20)
+            let sending = Task { try await fabric.engines[0].sendFromNode(to: address, length: 1 << 30) }
+            while try await fabric.engines[0].statusSnapshot().bytesOut < 128 << 20 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            fabric.breakListenerEnds(listener: 0, dialer: 1)
+            let failure = await #expect(throws: FreightError.self) { try await sending.value }
+            #expect(failure?.message.contains("did not come back") == true, "\(String(describing: failure))")
+            #expect(failure?.message.contains("offset") == true, "\(String(describing: failure))")
+            fabric.setDown(1, false)
+        }
+    }
+
     /// The link alone: a reader that stops reading stops its writer (`isWritable`), writes complete only as the far
     /// end reads them, bytes arrive in order, and a cut closes both ends with an error.
     @Test func aReaderThatStopsHoldsItsWriter() async throws {
