@@ -44,6 +44,8 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     /// (sent again as OPEN when the outcome says RESEND).
     var smallCost: UInt64 = 0
     var smallHeader: Freight_Wire_V1_MessageHeader?
+    /// Why a device body could not be copied into host memory for staging (``ClientCore/fill(_:at:into:)``).
+    var stageError: FreightError?
 
     /// Where the bytes taken from a streamed body's writer end.
     var retainedEnd: UInt64 { retained.last.map { $0.offset + UInt64($0.bytes.readableBytes) } ?? window.ackedOffset }
@@ -109,9 +111,11 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
 
 /// Where a file body stands with the node: lent (the node reads it), being lent, or sent through the pool.
 enum LentFile {
-    /// Not lent: the app reads the file into its pool.
+    /// Not lent: the app reads the file into its pool (a device body: copies it there, staging it).
     case none
     case attaching
+    /// A device body waiting for its node to say whether it is handed over or staged (docs/gpu.md).
+    case planning
     /// Lent as pool `pool`; closing `link` takes the file back.
     case ready(pool: UInt32, link: Int32)
     /// A device body: its allocation is lent as pool `pool` (kept lent by the client for later messages), and the
@@ -156,14 +160,15 @@ extension ClientCore {
             }
             if let shared, length > 0 { lendFile(transfer, shared: shared) }
         }
-        if case .device(let buffer) = body {
-            guard let shared else {
+        if case .device = body {
+            guard shared != nil else {
                 return eventLoop.makeFailedFuture(
                     FreightError(
                         .invalidArgument,
                         "a body in device memory is lent to the node over shared memory: connect over its Unix socket"))
             }
-            lendDevice(transfer, buffer, shared: shared)
+            // Nothing moves before the node answers the OPEN: hand-over or staging (``ackReceived(_:)``).
+            transfer.lent = .planning
         }
         if let shared {
             switch body {
@@ -193,6 +198,7 @@ extension ClientCore {
         header.length = length
         header.contentType = options.contentType
         header.attributes = options.attributes
+        if case .device(let buffer) = body { header.attributes[Limits.deviceAttribute] = buffer.gpu.uuid }
         header.chunkBytes = UInt32(chunkBytes)
         if let replyTo = options.replyTo { header.replyTo = replyTo }
         if let traceparent = options.traceparent { header.traceparent = traceparent }
@@ -218,6 +224,15 @@ extension ClientCore {
 
     func ackReceived(_ ack: Freight_Wire_V1_Ack) {
         guard let transfer = outgoing[ack.messageID] else { return }
+        if ack.deviceTransfer != .unspecified, case .planning = transfer.lent, case .device(let buffer) = transfer.body,
+            let shared
+        {
+            if ack.deviceTransfer == .handOver {
+                lendDevice(transfer, buffer, shared: shared)
+            } else {
+                transfer.lent = .none
+            }
+        }
         let before = transfer.window.ackedOffset
         do throws(FreightError) {
             try transfer.window.ack(acked: ack.ackedOffset, credit: ack.creditOffset)
@@ -311,8 +326,8 @@ extension ClientCore {
         while !transfer.window.allSent {
             let needsBuffer: Bool
             switch transfer.body {
-            case .bytes, .repeating, .shared, .repeatingShared, .stream, .device: needsBuffer = false
-            case .file, .pattern: needsBuffer = true
+            case .bytes, .repeating, .shared, .repeatingShared, .stream: needsBuffer = false
+            case .file, .pattern, .device: needsBuffer = true
             }
             if needsBuffer && transfer.pool.isEmpty && transfer.inFlight.count >= transfer.buffersMax { return }
             guard let next = transfer.window.nextChunk() else { return }
@@ -323,11 +338,11 @@ extension ClientCore {
                 bytes = buffer.getSlice(at: buffer.readerIndex + Int(next.offset), length: count)!
             case .repeating(let block, _):
                 bytes = block.getSlice(at: block.readerIndex, length: count)!
-            case .shared, .repeatingShared, .device:
-                preconditionFailure("shared and device bodies are lent by pumpShared")
+            case .shared, .repeatingShared:
+                preconditionFailure("shared bodies are lent by pumpShared")
             case .stream:
                 preconditionFailure("streamed bodies are sent by pumpStream")
-            case .pattern, .file:
+            case .pattern, .file, .device:
                 bytes =
                     transfer.pool.popLast()
                     ?? connection.channel.allocator.buffer(capacity: Int(transfer.window.chunkBytes))
@@ -397,8 +412,13 @@ extension ClientCore {
             buffer.withUnsafeBytes { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<raw.count])) }
         case .stream:
             preconditionFailure("streamed bodies are sent by pumpStream")
-        case .device:
-            preconditionFailure("device bodies are lent by pumpShared")
+        case .device(let buffer):
+            do {
+                try stage(buffer, at: offset, into: raw)
+            } catch {
+                transfer.stageError = error
+                return EIO
+            }
         }
         return 0
     }
@@ -406,7 +426,9 @@ extension ClientCore {
     func failRead(_ transfer: Outgoing, at offset: UInt64, _ code: Int32) {
         let path: String
         if case .file(let name) = transfer.body { path = name } else { path = "the body" }
-        let error = FreightError(.io, "cannot read \(path) at \(offset): \(String(cString: strerror(code)))")
+        let error =
+            transfer.stageError
+            ?? FreightError(.io, "cannot read \(path) at \(offset): \(String(cString: strerror(code)))")
         outgoing[transfer.id] = nil
         connection?.send(.abort(transfer.id, error))
         transfer.fail(error)
@@ -417,7 +439,7 @@ extension ClientCore {
     func pumpShared(_ transfer: Outgoing) -> Bool {
         guard let shared else { return false }
         switch transfer.lent {
-        case .attaching: return true
+        case .attaching, .planning: return true
         case .ready(let pool, _):
             pumpLentFile(transfer, pool: pool)
             return true
@@ -455,9 +477,7 @@ extension ClientCore {
             return true
         case .stream:
             return false
-        case .device:
-            return true
-        case .bytes, .file, .pattern:
+        case .bytes, .file, .pattern, .device:
             var filled = 0
             while !transfer.window.allSent {
                 let size = Int(transfer.window.chunkBytes)

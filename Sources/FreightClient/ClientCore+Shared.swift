@@ -40,6 +40,8 @@ final class ClientShared: @unchecked Sendable {
     var unopened: [UInt32: String] = [:]
     /// Device allocations this app lent its node for sending, by pool id (``ClientCore/lendDevice(_:_:)``).
     var deviceLends: [UInt32: DeviceLendEntry] = [:]
+    /// What staging device bodies through the send pool uses, by GPU UUID (``ClientCore/stage(_:at:into:)``).
+    var staging: [String: DeviceStaging] = [:]
     let link: Int32
     let reader: NIOThreadPool
     let state = SharedSessionState()
@@ -194,6 +196,8 @@ final class ClientShared: @unchecked Sendable {
         deviceLends = [:]
         for device in devices.values { try? device.gpu.close(opened: device.pointer) }
         devices = [:]
+        for entry in staging.values { entry.end(send) }
+        staging = [:]
         shutdown(link, Int32(SHUT_RDWR))
         reader.shutdownGracefully { [link] _ in Glibc.close(link) }
     }

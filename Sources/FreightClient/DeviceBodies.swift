@@ -230,6 +230,28 @@ extension ClientCore {
         return true
     }
 
+    // MARK: Staging through host memory
+
+    /// Copies `raw.count` bytes of a device body from `offset` into `raw` (a region of the send pool, or a chunk
+    /// buffer), for a message its node stages (docs/gpu.md): device → host on a stream of the client's own for that
+    /// GPU, into the send pool registered with the driver once (`cuMemHostRegister`), so the copy engine writes it
+    /// directly. On the client's loop; the chunk's CRC32C is computed from the host copy after.
+    func stage(_ buffer: DeviceBuffer, at offset: UInt64, into raw: UnsafeMutableRawBufferPointer)
+        throws(FreightError)
+    {
+        guard let shared else { throw FreightError(.invalidArgument, "staging a device body needs shared memory") }
+        let staging: DeviceStaging
+        if let known = shared.staging[buffer.gpu.uuid] {
+            staging = known
+        } else {
+            staging = try DeviceStaging(gpu: buffer.gpu, pool: shared.send)
+            shared.staging[buffer.gpu.uuid] = staging
+        }
+        try buffer.gpu.copy(
+            toHost: raw.baseAddress!, from: buffer.pointer + offset, count: raw.count, on: staging.stream)
+        try buffer.gpu.synchronize(staging.stream)
+    }
+
     // MARK: Receiving into device memory
 
     /// The node pushed another app's device allocation, opened on the reader thread (or not, with the reason).
@@ -293,5 +315,25 @@ extension ClientCore {
         if message.receivedBytes == message.window.length {
             message.continuation.finish()
         }
+    }
+}
+
+/// A GPU this client stages device bodies from: a stream of its own, and whether the send pool is registered with
+/// the driver (pinned: the copy engine writes it directly; a pool that cannot be registered is copied into all the
+/// same, more slowly).
+struct DeviceStaging {
+    let gpu: CUDAGPU
+    let stream: CUDAStream
+    let pinned: Bool
+
+    init(gpu: CUDAGPU, pool: SharedMapping) throws(FreightError) {
+        self.gpu = gpu
+        self.stream = try gpu.makeStream()
+        self.pinned = (try? gpu.pin(pool.base, count: pool.size)) != nil
+    }
+
+    func end(_ pool: SharedMapping) {
+        try? gpu.destroy(stream)
+        if pinned { try? gpu.unpin(pool.base) }
     }
 }

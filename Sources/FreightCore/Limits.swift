@@ -207,6 +207,9 @@ public enum Limits {
     /// Message attribute naming the GPU the sender's buffer belongs to (`freight send --gpu N`): the node sends it
     /// on that GPU's rail-aligned NIC (docs/topology.md).
     public static let gpuAttribute = "freight.gpu"
+    /// Message attribute naming the GPU a device body lies on (its UUID, `GPU-…`): the sender's node answers how it
+    /// moves (hand-over or staging, docs/gpu.md). Set by the client, never by the app.
+    public static let deviceAttribute = "freight.device"
     /// Rails (local addresses, one per NIC) a node stripes over.
     public static let railsMax = 16
 }

@@ -75,6 +75,9 @@ extension NodeEngine {
             flowTable.open(stamped, from: port, actions: &flowActions) { header, load throws(FreightError) in
                 try plan(header, open: stamped, from: port, load: load)
             }
+            if let gpu = open.header.attributes[Limits.deviceAttribute], let flow = flowTable[open.header.id] {
+                answerDeviceBody(flow, gpu: gpu, to: session)
+            }
             return
         }
         flowTable.open(open, from: port, actions: &flowActions) { header, load throws(FreightError) in

@@ -358,6 +358,26 @@ extension NodeEngine {
         }
     }
 
+    /// Tells the app sending a body in device memory on `gpu` how it moves, before it sends any of it (docs/gpu.md):
+    /// handed over (its allocation lent, CUDA IPC) when every receiver the message has is an app of this node that
+    /// opens that GPU, or the sender itself; staged through host memory otherwise (another node, an app that did not
+    /// name the GPU, this node's own endpoints and filters, which read host memory).
+    func answerDeviceBody(_ flow: Flow, gpu: String, to sender: AppSession) {
+        let branches = flow.branches.filter(\.isOpen)
+        let handsOver =
+            !branches.isEmpty
+            && branches.allSatisfy { branch in
+                guard case .session(let id) = branch.port, let receiver = sessions[id], receiver.takesShared else {
+                    return false
+                }
+                return receiver.gpus.contains(gpu) || id == sender.id
+            }
+        var ack = Freight_Wire_V1_Ack()
+        ack.messageID = flow.id
+        ack.deviceTransfer = handsOver ? .handOver : .stage
+        sender.connection.send(.ack(ack))
+    }
+
     /// Ends a message an app is sending with `error`, both ways (its bytes could not be had).
     private func abortFromApp(_ id: UInt64, _ error: FreightError) {
         flowTable.abort(id, error, notifyUpstream: true, actions: &flowActions)

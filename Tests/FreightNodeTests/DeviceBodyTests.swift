@@ -122,39 +122,72 @@ import Testing
         }
     }
 
-    /// Receivers that cannot open the body's GPU memory are refused with the reason, and nothing else fails: an app
-    /// that did not connect with that GPU, and an app on another node (staging between nodes is not built yet).
-    @Test func receiversThatCannotOpenTheGPUAreRefusedWithTheReason() async throws {
+    /// Receivers that cannot open the body's GPU memory get it staged through host memory (docs/gpu.md): an app
+    /// of the node that did not connect with that GPU, an app on another node, and a fan-out that mixes an app
+    /// that could take a hand-over with one on another node. Each reads host chunks with the very bytes of the
+    /// device body (12 MiB from 1 MiB into its allocation), and every region of the sender's pool comes back.
+    @Test func receiversThatCannotOpenTheGPUGetTheBodyStaged() async throws {
         let gpu = try Self.gpu()
-        try await InProcessFabric.with(nodes: 2, cluster: "gpu-refused") { fabric in
+        try await InProcessFabric.with(nodes: 2, cluster: "gpu-staged") { fabric in
             let near = try await FreightClient.connect(to: fabric.socket(0), label: "near", sharedMemory: .required())
+            let nearGPU = try await FreightClient.connect(
+                to: fabric.socket(0), label: "near-gpu", sharedMemory: .required(), gpus: [gpu])
             let far = try await FreightClient.connect(
                 to: fabric.socket(1), label: "far", sharedMemory: .required(), gpus: [gpu])
             let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx", sharedMemory: .required())
-            let nearInbox = try await near.receive("gpu/near")
-            let farInbox = try await far.receive("gpu/far")
+            let inboxes = [
+                try await near.receive("gpu/near"), try await far.receive("gpu/far"),
+                try await nearGPU.receive("gpu/mix"), try await far.receive("gpu/mix"),
+            ]
             try await fabric.waitForEndpoints(try Address("gpu/far"), count: 1)
-            let (allocation, _) = try Self.filled(gpu, count: 4 * Self.mebibyte, seed: 5)
+            try await fabric.waitForEndpoints(try Address("gpu/mix"), count: 2)
+            let count = 12 * Self.mebibyte
+            let (allocation, bytes) = try Self.filled(gpu, count: count + 2 * Self.mebibyte, seed: 5)
             defer { try? gpu.free(allocation) }
-            let body = try DeviceBuffer(gpu: gpu, pointer: allocation, count: 4 * Self.mebibyte)
-            let draining = [nearInbox, farInbox].map { inbox in
-                Task {
-                    for try await message in inbox { _ = try? await message.drain() }
+            let expected = Array(bytes[Self.mebibyte..<(Self.mebibyte + count)])
+            let body = try DeviceBuffer(gpu: gpu, pointer: allocation + UInt64(Self.mebibyte), count: count)
+            // What each inbox's first message held: its bytes, and whether any chunk came as device memory.
+            let reading = inboxes.map { inbox in
+                Task { () throws -> (bytes: [UInt8], device: Bool) in
+                    var messages = inbox.makeAsyncIterator()
+                    guard let message = try await messages.next() else { return ([], false) }
+                    var read = [UInt8](repeating: 0, count: Int(message.length))
+                    var device = false
+                    for try await chunk in message.body {
+                        if chunk.device != nil {
+                            device = true
+                            continue
+                        }
+                        try chunk.withUnsafeBytes { raw in
+                            read.withUnsafeMutableBytes {
+                                UnsafeMutableRawBufferPointer(rebasing: $0[Int(chunk.offset)...]).copyMemory(from: raw)
+                            }
+                        }
+                    }
+                    return (read, device)
                 }
             }
-            defer { for task in draining { task.cancel() } }
-
-            let toNear = await Self.refusal { try await sender.send(to: "gpu/near", body: .device(body)) }
-            #expect(toNear.contains("does not open CUDA IPC handles"), "\(toNear)")
-            let toFar = await Self.refusal { try await sender.send(to: "gpu/far", body: .device(body)) }
-            #expect(toFar.contains("only to apps on its node"), "\(toFar)")
+            for address in ["gpu/near", "gpu/far", "gpu/mix"] {
+                let report = try await sender.send(to: address, body: .device(body))
+                #expect(report.failures.isEmpty, "\(address): \(report.failures.map(\.error.message))")
+                #expect(report.deliveries.count == (address == "gpu/mix" ? 2 : 1), "\(address)")
+            }
+            for (index, task) in reading.enumerated() {
+                let (read, device) = try await task.value
+                #expect(!device, "receiver \(index) got host chunks")
+                #expect(read == expected, "receiver \(index) read the device body's bytes")
+            }
             let back = try await eventually { try await Self.regionsLent(fabric.engines[0]) == 0 }
             #expect(back)
             // The node goes on: a host body still reaches the same receiver.
-            let plain = try await sender.send(to: "gpu/near", body: .pattern(seed: 1, length: 1 << 20))
+            let plainInbox = try await near.receive("gpu/plain")
+            let draining = Task { for try await message in plainInbox { _ = try? await message.drain() } }
+            defer { draining.cancel() }
+            let plain = try await sender.send(to: "gpu/plain", body: .pattern(seed: 1, length: 1 << 20))
             #expect(plain.failures.isEmpty && plain.deliveries.count == 1)
             await sender.close()
             await near.close()
+            await nearGPU.close()
             await far.close()
         }
     }
@@ -208,17 +241,6 @@ import Testing
             }
             #expect(reason.contains("no app session"), "\(reason)")
             #expect(try await Self.regionsLent(fabric.engines[0]) == 0)
-        }
-    }
-
-    /// Why a send failed: its report's failure, or what it threw (a message no receiver took fails whole).
-    static func refusal(_ send: () async throws -> DeliveryReport) async -> String {
-        do {
-            let report = try await send()
-            guard report.deliveries.isEmpty else { return "delivered: \(report)" }
-            return report.failures.map(\.error.message).joined(separator: "; ")
-        } catch {
-            return (error as? FreightError)?.message ?? "\(error)"
         }
     }
 

@@ -23,6 +23,49 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated enum Freight_Wire_V1_DeviceTransfer: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// Every receiver is an app of the sender's node that opens that GPU: lend the allocation (CUDA IPC).
+  case handOver // = 1
+
+  /// Some receiver cannot open it: copy the body chunk by chunk into host memory (the send half of the app's pool)
+  /// and send it as any host body.
+  case stage // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .handOver
+    case 2: self = .stage
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .handOver: return 1
+    case .stage: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Freight_Wire_V1_DeviceTransfer] = [
+    .unspecified,
+    .handOver,
+    .stage,
+  ]
+
+}
+
 /// First frame on every connection, from the side that opened it.
 public nonisolated struct Freight_Wire_V1_Hello: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -350,6 +393,10 @@ public nonisolated struct Freight_Wire_V1_Ack: Sendable {
   /// "Windows"): the node before it widens its own to match, within its budget and up to 256 MiB, and passes it on,
   /// so that the sender's node grants what the WAN needs. Apps ignore it. 0: none.
   public var windowHint: UInt64 = 0
+
+  /// For a body in device memory (its header's attribute freight.device names the GPU), set once by the sender's
+  /// node on an ACK that answers the OPEN, before any credit is used: how the sender moves it (docs/gpu.md).
+  public var deviceTransfer: Freight_Wire_V1_DeviceTransfer = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1533,6 +1580,10 @@ public nonisolated struct Freight_Wire_V1_PeerStatus: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "freight.wire.v1"
 
+nonisolated extension Freight_Wire_V1_DeviceTransfer: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DEVICE_TRANSFER_UNSPECIFIED\0\u{1}DEVICE_TRANSFER_HAND_OVER\0\u{1}DEVICE_TRANSFER_STAGE\0")
+}
+
 nonisolated extension Freight_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}name\0\u{1}cluster\0\u{1}listen\0\u{3}stream_index\0\u{3}stream_count\0\u{1}incarnation\0\u{3}session_token\0\u{1}capabilities\0\u{1}token\0\u{3}eager_bytes\0")
@@ -1990,7 +2041,7 @@ nonisolated extension Freight_Wire_V1_EndpointRef: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Ack"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{3}acked_offset\0\u{3}credit_offset\0\u{3}resend_from\0\u{3}resend_code\0\u{3}window_hint\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{3}acked_offset\0\u{3}credit_offset\0\u{3}resend_from\0\u{3}resend_code\0\u{3}window_hint\0\u{3}device_transfer\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2004,6 +2055,7 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self._resendFrom) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.resendCode) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.windowHint) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.deviceTransfer) }()
       default: break
       }
     }
@@ -2032,6 +2084,9 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
     if self.windowHint != 0 {
       try visitor.visitSingularUInt64Field(value: self.windowHint, fieldNumber: 6)
     }
+    if self.deviceTransfer != .unspecified {
+      try visitor.visitSingularEnumField(value: self.deviceTransfer, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2042,6 +2097,7 @@ nonisolated extension Freight_Wire_V1_Ack: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs._resendFrom != rhs._resendFrom {return false}
     if lhs.resendCode != rhs.resendCode {return false}
     if lhs.windowHint != rhs.windowHint {return false}
+    if lhs.deviceTransfer != rhs.deviceTransfer {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
