@@ -41,6 +41,7 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
         typealias MemHostUnregister = @convention(c) (UnsafeMutableRawPointer) -> Result
         typealias MemcpyDtoHAsync = @convention(c) (UnsafeMutableRawPointer, UInt64, Int, OpaquePointer?) -> Result
         typealias MemcpyHtoDAsync = @convention(c) (UInt64, UnsafeRawPointer, Int, OpaquePointer?) -> Result
+        typealias MemcpyDtoDAsync = @convention(c) (UInt64, UInt64, Int, OpaquePointer?) -> Result
         typealias StreamCreate = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
         typealias ObjectCall = @convention(c) (OpaquePointer?) -> Result
         typealias EventCreate = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
@@ -71,6 +72,7 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
         var cuMemHostUnregister: MemHostUnregister
         var cuMemcpyDtoHAsync: MemcpyDtoHAsync
         var cuMemcpyHtoDAsync: MemcpyHtoDAsync
+        var cuMemcpyDtoDAsync: MemcpyDtoDAsync
         var cuStreamCreate: StreamCreate
         var cuStreamDestroy: ObjectCall
         var cuStreamSynchronize: ObjectCall
@@ -107,6 +109,7 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
             cuMemHostUnregister = try resolve("cuMemHostUnregister", MemHostUnregister.self)
             cuMemcpyDtoHAsync = try resolve("cuMemcpyDtoHAsync_v2", MemcpyDtoHAsync.self)
             cuMemcpyHtoDAsync = try resolve("cuMemcpyHtoDAsync_v2", MemcpyHtoDAsync.self)
+            cuMemcpyDtoDAsync = try resolve("cuMemcpyDtoDAsync_v2", MemcpyDtoDAsync.self)
             cuStreamCreate = try resolve("cuStreamCreate", StreamCreate.self)
             cuStreamDestroy = try resolve("cuStreamDestroy_v2", ObjectCall.self)
             cuStreamSynchronize = try resolve("cuStreamSynchronize", ObjectCall.self)
@@ -133,7 +136,8 @@ public final class CUDADriver: @unchecked Sendable {  // immutable after load: C
         "cuDeviceTotalMem_v2", "cuDeviceGetUuid_v2", "cuGetErrorName", "cuGetErrorString", "cuDevicePrimaryCtxRetain",
         "cuDevicePrimaryCtxRelease_v2", "cuCtxSetCurrent", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemGetAddressRange_v2",
         "cuMemHostRegister_v2", "cuMemHostUnregister", "cuMemcpyDtoHAsync_v2", "cuMemcpyHtoDAsync_v2",
-        "cuStreamCreate", "cuStreamDestroy_v2", "cuStreamSynchronize", "cuEventCreate", "cuEventRecord",
+        "cuMemcpyDtoDAsync_v2", "cuStreamCreate", "cuStreamDestroy_v2", "cuStreamSynchronize", "cuEventCreate",
+        "cuEventRecord",
         "cuEventQuery", "cuEventSynchronize", "cuEventDestroy_v2", "cuIpcGetMemHandle", "cuIpcOpenMemHandle_v2",
         "cuIpcCloseMemHandle",
     ]

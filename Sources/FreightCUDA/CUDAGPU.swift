@@ -92,6 +92,16 @@ public final class CUDAGPU: @unchecked Sendable {  // immutable: the driver, an 
             api.cuMemcpyHtoDAsync(destination, source, count, stream.pointer), "cuMemcpyHtoDAsync(\(count))")
     }
 
+    /// Queues a copy of `count` bytes between two places in device memory (this GPU's, or another process's opened
+    /// from its IPC handle) on `stream`.
+    public func copy(deviceTo destination: UInt64, from source: UInt64, count: Int, on stream: CUDAStream)
+        throws(FreightError)
+    {
+        try current()
+        try driver.check(
+            api.cuMemcpyDtoDAsync(destination, source, count, stream.pointer), "cuMemcpyDtoDAsync(\(count))")
+    }
+
     /// A stream that does not wait for the legacy default stream (`CU_STREAM_NON_BLOCKING`).
     public func makeStream() throws(FreightError) -> CUDAStream {
         try current()

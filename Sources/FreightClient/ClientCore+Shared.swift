@@ -44,7 +44,7 @@ final class ClientShared: @unchecked Sendable {
     var staging: [String: DeviceStaging] = [:]
     let link: Int32
     let reader: NIOThreadPool
-    let state = SharedSessionState()
+    let state: SharedSessionState
     /// Where the descriptor link listens, and the session's token: files are lent over links of their own.
     let socketPath: String
     let token: UInt64
@@ -61,6 +61,7 @@ final class ClientShared: @unchecked Sendable {
         self.sendPoolID = sendPoolID
         self.receivePoolID = receivePoolID
         self.allocator = RegionAllocator(range: 0..<send.size)
+        self.state = SharedSessionState(receiveBase: receive.base, size: receive.size)
         self.link = link
         self.reader = reader
     }

@@ -337,3 +337,89 @@ struct DeviceStaging {
         if pinned { try? gpu.unpin(pool.base) }
     }
 }
+
+/// How a body reached device memory (``IncomingMessage/copy(toDevice:on:)``): bytes handed over from another
+/// app's allocation on the same node, and bytes staged through host memory (from another node, or from an app
+/// whose node staged them).
+public struct DeviceArrival: Sendable, Equatable {
+    public var handedOverBytes: UInt64
+    public var stagedBytes: UInt64
+
+    public init(handedOverBytes: UInt64 = 0, stagedBytes: UInt64 = 0) {
+        self.handedOverBytes = handedOverBytes
+        self.stagedBytes = stagedBytes
+    }
+}
+
+extension IncomingMessage {
+    /// Bytes of copies queued before the copies of the batch before them are waited for: two batches in flight,
+    /// so that the copy engine works while the next chunks arrive, and at most two batches of regions held.
+    static let deviceCopyBatchBytes = 8 << 20
+
+    /// Reads the whole body into device memory at `destination` on `gpu` (at least ``length`` bytes there),
+    /// chunk by chunk as they arrive (docs/gpu.md): a staged chunk (host memory: the receive pool, registered with
+    /// the driver once) is copied host → device, a handed-over one (another app's allocation, opened here) device →
+    /// device, on a stream of its own. Each chunk's region goes back once its copy completed, so the network, the
+    /// copy engine and the node overlap; its CRC32C was checked on the host side before it was delivered. Throws
+    /// on the body's failure or a driver error, which fails the message for its sender too.
+    public func copy(toDevice destination: UInt64, on gpu: CUDAGPU) async throws -> DeviceArrival {
+        var arrival = DeviceArrival()
+        do {
+            let stream = try gpu.makeStream()
+            defer { try? gpu.destroy(stream) }
+            // The batch whose copies are queued, and the one before it, whose copies may still run.
+            var current: [BodyChunk] = []
+            var currentBytes = 0
+            var previous: (chunks: [BodyChunk], event: CUDAEvent)?
+            defer { if let previous { try? gpu.destroy(previous.event) } }
+            var pinChecked = false
+            for try await chunk in body {
+                guard chunk.offset + UInt64(chunk.count) <= length else {
+                    throw FreightError(
+                        .protocolViolation, "a chunk at \(chunk.offset) runs past the body's \(length) bytes")
+                }
+                let target = destination + chunk.offset
+                switch chunk.storage {
+                case .device(let device):
+                    try gpu.copy(deviceTo: target, from: device.region.pointer, count: chunk.count, on: stream)
+                    arrival.handedOverBytes += UInt64(chunk.count)
+                case .shared(let shared):
+                    if !pinChecked {
+                        shared.session.pinReceivePool(shared.mapping, for: gpu)
+                        pinChecked = true
+                    }
+                    // The region stays lent (the chunk is kept below) until the copy that reads it completed.
+                    try shared.withUnsafeBytes { raw in
+                        try gpu.copy(toDevice: target, from: raw.baseAddress!, count: raw.count, on: stream)
+                    }
+                    arrival.stagedBytes += UInt64(chunk.count)
+                case .buffer(let buffer):
+                    // A chunk read from the socket: its storage lives while the chunk is kept below.
+                    try buffer.withUnsafeReadableBytes { raw in
+                        try gpu.copy(toDevice: target, from: raw.baseAddress!, count: raw.count, on: stream)
+                    }
+                    arrival.stagedBytes += UInt64(chunk.count)
+                }
+                current.append(chunk)
+                currentBytes += chunk.count
+                if currentBytes >= Self.deviceCopyBatchBytes {
+                    let event = try gpu.makeEvent()
+                    try gpu.record(event, on: stream)
+                    if let previous {
+                        try gpu.synchronize(previous.event)
+                        try gpu.destroy(previous.event)
+                    }
+                    previous = (current, event)
+                    current = []
+                    currentBytes = 0
+                }
+            }
+            try gpu.synchronize(stream)
+            _ = current
+        } catch let error as FreightError {
+            fail(error)
+            throw error
+        }
+        return arrival
+    }
+}

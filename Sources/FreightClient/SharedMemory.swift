@@ -1,3 +1,4 @@
+import FreightCUDA
 import FreightCore
 import FreightTransport
 import FreightWire
@@ -31,6 +32,25 @@ public enum SharedMemory: Sendable, Hashable {
 final class SharedSessionState: Sendable {
     let closed = Atomic<Bool>(false)
     private let lock = Mutex(false)
+    /// The receive pool's place in this process, and the GPUs it is registered with (``pinReceivePool(_:for:)``).
+    private let receivePool: (base: UInt, size: Int)
+    private let pinned = Mutex<[String: CUDAGPU]>([:])
+
+    init(receiveBase: UnsafeMutableRawPointer, size: Int) {
+        receivePool = (UInt(bitPattern: receiveBase), size)
+    }
+
+    /// Registers the receive pool with `gpu`'s driver (`cuMemHostRegister`), once, when `mapping` is that pool: the
+    /// copy engine then reads staged chunks straight from it (``IncomingMessage/copy(toDevice:on:)``). A pool that
+    /// cannot be registered is copied from all the same, more slowly.
+    func pinReceivePool(_ mapping: SharedMapping, for gpu: CUDAGPU) {
+        guard UInt(bitPattern: mapping.base) == receivePool.base, !closed.load(ordering: .acquiring) else { return }
+        pinned.withLock { pinned in
+            // Registered portable: once is enough for every GPU.
+            guard pinned.isEmpty else { return }
+            if (try? gpu.pin(mapping.base, count: receivePool.size)) != nil { pinned[gpu.uuid] = gpu }
+        }
+    }
 
     /// Runs `body` (which hands work to the client's loop) unless the session has ended.
     func ifOpen(_ body: () -> Void) {
@@ -41,6 +61,14 @@ final class SharedSessionState: Sendable {
     func end() {
         closed.store(true, ordering: .releasing)
         lock.withLock { $0 = true }
+        // Unregistered before the pool is unmapped: a registration outliving its mapping would pin pages that are
+        // no longer the pool's.
+        let base = UnsafeMutableRawPointer(bitPattern: receivePool.base)
+        for gpu in pinned.withLock({ pinned in
+            defer { pinned = [:] }; return Array(pinned.values)
+        }) {
+            if let base { try? gpu.unpin(base) }
+        }
     }
 }
 

@@ -40,8 +40,9 @@ struct RecvCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("gpu"),
         help: """
-            Open device bodies on this GPU (CUDA IPC): a body another app of this node sends from that GPU's memory \
-            (freight send --device) is read in place, never copied through host memory (docs/gpu.md).
+            Put every body into this GPU's memory (docs/gpu.md): one another app of this node sends from that \
+            GPU (freight send --device) is handed over over CUDA IPC, never through host memory; any other is \
+            copied in from host memory as it arrives.
             """)
     var gpu: Int?
     @Option(name: .customLong("cuda-driver"), help: "The CUDA driver library --gpu opens.")
@@ -149,7 +150,7 @@ struct RecvCommand: AsyncParsableCommand {
         let started = ContinuousClock.now
         var file: String?
         var checked: Bool?
-        var inDevice: Bool?
+        var arrived: String?
         // --check checks generated bodies only: a message that carries no seed cannot pass as checked.
         let seed = message.attributes["freight-seed"].flatMap(UInt64.init)
         if check && seed == nil {
@@ -166,7 +167,7 @@ struct RecvCommand: AsyncParsableCommand {
             file = path
             if check, let seed { checked = try Self.checkFile(path, seed: seed, length: message.length) }
         } else if let gpu {
-            (inDevice, checked) = try await Self.takeDeviceBody(message, gpu: gpu, seed: check ? seed : nil)
+            (arrived, checked) = try await Self.takeDeviceBody(message, gpu: gpu, seed: check ? seed : nil)
         } else if check, let seed {
             checked = try await message.checkPattern(seed: seed)
         } else {
@@ -174,7 +175,7 @@ struct RecvCommand: AsyncParsableCommand {
         }
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        report(message, seconds: seconds, file: file, checked: checked, inDevice: inDevice)
+        report(message, seconds: seconds, file: file, checked: checked, arrived: arrived)
         if checked == false {
             throw FreightError(
                 .checksumMismatch, "message \(String(message.id, radix: 16)) differs from its generated pattern")
@@ -211,43 +212,50 @@ struct RecvCommand: AsyncParsableCommand {
         return offset == length
     }
 
-    /// Reads a message as an app that opens device bodies on `gpu`: whether every chunk came in the GPU's memory,
-    /// and, with a seed, whether the bytes match the generated pattern (a device chunk is copied to host memory for
-    /// the check, which a real consumer would not do).
-    static func takeDeviceBody(_ message: IncomingMessage, gpu: CUDAGPU, seed: UInt64?) async throws -> (Bool, Bool?) {
-        var inDevice = true
-        var matches = true
-        var host: UnsafeMutableRawBufferPointer?
-        defer { host?.deallocate() }
+    /// Reads a message into `gpu`'s memory, as an app that opens device bodies there: handed over chunks are copied
+    /// device to device, staged ones host to device (``IncomingMessage/copy(toDevice:on:)``). Returns how it arrived
+    /// (`handed-over`, `staged` or `mixed`) and, with a seed, whether the bytes in GPU memory match the generated
+    /// pattern (copied back to host memory a slice at a time for the check, which a real consumer would not do).
+    static func takeDeviceBody(_ message: IncomingMessage, gpu: CUDAGPU, seed: UInt64?) async throws
+        -> (String, Bool?)
+    {
+        let length = Int(message.length)
+        guard length > 0 else {
+            _ = try await message.drain()
+            return ("empty", seed == nil ? nil : true)
+        }
+        let destination: UInt64
+        do {
+            destination = try gpu.allocate(length)
+        } catch {
+            message.fail(error)
+            throw error
+        }
+        defer { try? gpu.free(destination) }
+        let arrival = try await message.copy(toDevice: destination, on: gpu)
+        let how =
+            arrival.stagedBytes == 0 ? "handed-over" : arrival.handedOverBytes == 0 ? "staged" : "mixed"
+        guard let seed else { return (how, nil) }
         let stream = try gpu.makeStream()
         defer { try? gpu.destroy(stream) }
-        for try await chunk in message.body {
-            guard let region = chunk.device else {
-                inDevice = false
-                if let seed {
-                    let ok = try chunk.withUnsafeBytes {
-                        PatternFill.check($0, seed: seed, offset: Int64(chunk.offset))
-                    }
-                    if !ok { matches = false }
-                }
-                continue
-            }
-            guard let seed else { continue }
-            if host.map({ $0.count < region.count }) ?? true {
-                host?.deallocate()
-                host = .allocate(byteCount: region.count, alignment: 4096)
-            }
-            let target = UnsafeMutableRawBufferPointer(rebasing: host![0..<region.count])
-            try gpu.copy(toHost: target.baseAddress!, from: region.pointer, count: region.count, on: stream)
+        let slice = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: min(length, PlacedBody.sliceBytes), alignment: 4096)
+        defer { slice.deallocate() }
+        var offset = 0
+        while offset < length {
+            let count = min(slice.count, length - offset)
+            let part = UnsafeMutableRawBufferPointer(rebasing: slice[0..<count])
+            try gpu.copy(toHost: part.baseAddress!, from: destination + UInt64(offset), count: count, on: stream)
             try gpu.synchronize(stream)
-            if !PatternFill.check(UnsafeRawBufferPointer(target), seed: seed, offset: Int64(chunk.offset)) {
-                matches = false
+            guard PatternFill.check(UnsafeRawBufferPointer(part), seed: seed, offset: Int64(offset)) else {
+                return (how, false)
             }
+            offset += count
         }
-        return (inDevice, seed == nil ? nil : matches)
+        return (how, true)
     }
 
-    private func report(_ message: IncomingMessage, seconds: Double, file: String?, checked: Bool?, inDevice: Bool?) {
+    private func report(_ message: IncomingMessage, seconds: Double, file: String?, checked: Bool?, arrived: String?) {
         let rate = ByteCount.megabytesPerSecond(bytes: Int64(message.length), seconds: seconds)
         if output.json {
             var object: [String: Any] = [
@@ -257,7 +265,7 @@ struct RecvCommand: AsyncParsableCommand {
             ]
             if let file { object["file"] = file }
             if let checked { object["checked"] = checked }
-            if let inDevice { object["device_memory"] = inDevice }
+            if let arrived { object["gpu"] = arrived }
             object["resumed_at"] = message.resumedAt
             if !message.filters.isEmpty { object["filters"] = message.filters }
             printJSON(object)
@@ -267,7 +275,7 @@ struct RecvCommand: AsyncParsableCommand {
             line +=
                 " via \(message.path.joined(separator: " → ")) in \(seconds.formatted(decimals: 3)) s (\(rate.formatted(decimals: 0)) MB/s)"
             if let file { line += " → \(file)" }
-            if let inDevice { line += inDevice ? ", in GPU memory" : ", in host memory" }
+            if let arrived { line += ", into GPU memory (\(arrived))" }
             if !message.filters.isEmpty { line += ", filtered by \(message.filters.joined(separator: ", "))" }
             if let checked { line += checked ? ", every byte checked" : ", BYTES DIFFER" }
             if !message.resumedAt.isEmpty {

@@ -8,10 +8,14 @@ import Testing
 /// (host memory behind the driver API, not a GPU), with a node process on 127.0.0.151.
 @Suite(.serialized)
 struct DeviceCLITests {
-    static func node() async throws -> ProcessCluster {
+    static func node(andAnother: Bool = false) async throws -> ProcessCluster {
         let cluster = try ProcessCluster()
         do {
-            try await cluster.startNode(name: "n1", host: "127.0.0.151", join: [])
+            let n1 = try await cluster.startNode(name: "n1", host: "127.0.0.151", join: [])
+            if andAnother {
+                try await cluster.startNode(name: "n2", host: "127.0.0.152", join: [n1.listen])
+                try await cluster.waitForMesh()
+            }
             return cluster
         } catch {
             cluster.stop()
@@ -44,7 +48,7 @@ struct DeviceCLITests {
         let received = Self.objects(recv.stdoutLines).filter { $0["event"] as? String == "received" }
         #expect(received.count == 2, "\(recv.stdoutLines)")
         for message in received {
-            #expect(message["device_memory"] as? Bool == true, "\(message)")
+            #expect(message["gpu"] as? String == "handed-over", "\(message)")
             #expect(message["checked"] as? Bool == true, "\(message)")
             #expect(message["bytes"] as? Int == 24 << 20)
         }
@@ -67,6 +71,27 @@ struct DeviceCLITests {
         let received = Self.objects(recv.stdoutLines).first { $0["event"] as? String == "received" }
         #expect(received?["checked"] as? Bool == true, "\(recv.stdoutLines)")
         #expect(received?["bytes"] as? Int == 20 << 20)
+    }
+
+    /// Between two nodes a device body is staged: GPU → the sender's pool → the link → the receiver's pool → its
+    /// GPU, where `recv --gpu` reads it back byte for byte.
+    @Test func aDeviceBodyToAnotherNodeIsStagedIntoItsGPU() async throws {
+        let driver = try StandInCUDA.library()
+        let cluster = try await Self.node(andAnother: true)
+        defer { cluster.stop() }
+        let recv = try await cluster.receiver(
+            "gpu/far", at: "n2", ["--gpu", "0", "--cuda-driver", driver, "--check", "--count", "1"])
+        defer { recv.stop() }
+        let sent = try await FreightProcess.run([
+            "send", "gpu/far", "--size", "40MiB", "--device", "--cuda-driver", driver, "--via",
+            cluster.node("n1").socket,
+        ])
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(try await recv.waitForExit(timeout: .seconds(60)) == 0, "\(recv.stderr)")
+        let received = Self.objects(recv.stdoutLines).first { $0["event"] as? String == "received" }
+        #expect(received?["gpu"] as? String == "staged", "\(recv.stdoutLines)")
+        #expect(received?["checked"] as? Bool == true, "\(recv.stdoutLines)")
+        #expect(received?["path"] as? [String] == ["n1", "n2"], "\(recv.stdoutLines)")
         // Without a driver, --device says so before it connects.
         let noDriver = try await FreightProcess.run([
             "send", "gpu/none", "--size", "1", "--device", "--cuda-driver", "/nonexistent/libcuda.so.1",

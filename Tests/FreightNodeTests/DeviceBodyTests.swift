@@ -36,10 +36,14 @@ import Testing
 
     /// The bytes of a device region, copied to the host through the driver.
     static func read(_ gpu: CUDAGPU, _ region: DeviceRegion) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: region.count)
+        try read(gpu, pointer: region.pointer, count: region.count)
+    }
+
+    static func read(_ gpu: CUDAGPU, pointer: UInt64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
         let stream = try gpu.makeStream()
         try bytes.withUnsafeMutableBytes {
-            try gpu.copy(toHost: $0.baseAddress!, from: region.pointer, count: region.count, on: stream)
+            try gpu.copy(toHost: $0.baseAddress!, from: pointer, count: count, on: stream)
         }
         try gpu.synchronize(stream)
         try gpu.destroy(stream)
@@ -188,6 +192,50 @@ import Testing
             await sender.close()
             await near.close()
             await nearGPU.close()
+            await far.close()
+        }
+    }
+
+    /// `IncomingMessage.copy(toDevice:on:)` puts a body into the receiver's GPU memory whichever way it came: a
+    /// hand-over on the same node (device to device) and a staged body from another node (host to device, from the
+    /// receive pool), 20 MiB each, byte for byte; the arrival says which, and every region goes back.
+    @Test func aBodyIsCopiedIntoDeviceMemoryWhicheverWayItCame() async throws {
+        let gpu = try Self.gpu()
+        try await InProcessFabric.with(nodes: 2, cluster: "gpu-copy") { fabric in
+            let near = try await FreightClient.connect(
+                to: fabric.socket(0), label: "near", sharedMemory: .required(), gpus: [gpu])
+            let far = try await FreightClient.connect(
+                to: fabric.socket(1), label: "far", sharedMemory: .required(), gpus: [gpu])
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx", sharedMemory: .required())
+            let count = 20 * Self.mebibyte
+            let (allocation, bytes) = try Self.filled(gpu, count: count, seed: 13)
+            defer { try? gpu.free(allocation) }
+            let body = try DeviceBuffer(gpu: gpu, pointer: allocation, count: count)
+            for (client, address, node) in [(near, "gpu/copy-near", 0), (far, "gpu/copy-far", 1)] {
+                let inbox = try await client.receive(address)
+                try await fabric.waitForEndpoints(try Address(address), count: 1)
+                let destination = try gpu.allocate(count)
+                defer { try? gpu.free(destination) }
+                let receiving = Task { () throws -> DeviceArrival in
+                    var messages = inbox.makeAsyncIterator()
+                    let message = try #require(try await messages.next())
+                    return try await message.copy(toDevice: destination, on: gpu)
+                }
+                let report = try await sender.send(to: address, body: .device(body))
+                #expect(report.failures.isEmpty && report.deliveries.count == 1, "\(address)")
+                let arrival = try await receiving.value
+                let expected =
+                    node == 0
+                    ? DeviceArrival(handedOverBytes: UInt64(count), stagedBytes: 0)
+                    : DeviceArrival(handedOverBytes: 0, stagedBytes: UInt64(count))
+                #expect(arrival == expected, "\(address): \(arrival)")
+                let copied = try Self.read(gpu, pointer: destination, count: count)
+                #expect(copied == bytes, "\(address): the bytes in device memory")
+            }
+            let back = try await eventually { try await Self.regionsLent(fabric.engines[0]) == 0 }
+            #expect(back)
+            await sender.close()
+            await near.close()
             await far.close()
         }
     }

@@ -356,6 +356,14 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr device, const void *host, size_t size,
     return CUDA_SUCCESS;
 }
 
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr destination, CUdeviceptr source, size_t size, CUstream stream) {
+    REQUIRE_INIT();
+    (void)stream;
+    if (!inside((uintptr_t)destination, size) || !inside((uintptr_t)source, size)) return CUDA_ERROR_INVALID_VALUE;
+    memmove((void *)(uintptr_t)destination, (const void *)(uintptr_t)source, size);
+    return CUDA_SUCCESS;
+}
+
 CUresult cuStreamCreate(CUstream *stream, unsigned int flags) {
     REQUIRE_INIT();
     (void)flags;
