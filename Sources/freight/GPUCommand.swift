@@ -21,6 +21,7 @@ struct GPUCommand: AsyncParsableCommand {
     @Option(name: .customLong("size"), help: "Bytes each --check copy moves.") var size = "256MiB"
     @Option(name: .customLong("ipc-read"), help: .hidden) var ipcRead: String?
     @Option(name: .customLong("ipc-receive"), help: .hidden) var ipcReceive: String?
+    @Option(name: .customLong("staged-receive"), help: .hidden) var stagedReceive: String?
     @Option(name: .customLong("messages"), help: "Device bodies --check hands over through a node.") var messages = 10
     @OptionGroup var output: OutputOptions
 
@@ -29,7 +30,7 @@ struct GPUCommand: AsyncParsableCommand {
         do {
             loaded = try CUDADriver.load(library: driver)
         } catch {
-            if check || ipcRead != nil || ipcReceive != nil { fail(error) }
+            if check || ipcRead != nil || ipcReceive != nil || stagedReceive != nil { fail(error) }
             if output.json {
                 printJSON(["driver": NSNull(), "reason": error.message, "gpus": [Any]()])
             } else {
@@ -55,14 +56,27 @@ struct GPUCommand: AsyncParsableCommand {
             }
             return
         }
+        if let stagedReceive {
+            do {
+                printJSON(
+                    try await GPUCheck.receiveStaged(
+                        at: stagedReceive, driver: loaded, count: Int(try ByteCount.parse(size)), messages: messages))
+            } catch {
+                fail(error)
+            }
+            return
+        }
         if check {
             do {
                 let check = GPUCheck(driver: loaded, count: Int(try ByteCount.parse(size)))
                 var report = try check.run()
                 for (key, value) in try await check.handOver(messages: max(2, messages)) { report[key] = value }
+                // Between nodes: staged through host memory, beside host memory to host memory in the same run.
+                for (key, value) in try await check.staged(messages: max(2, messages / 2)) { report[key] = value }
                 report["ok"] =
                     report["ok"] as? Bool == true && report["handover_matches"] as? Bool == true
                     && report["handover_received_in_device_memory"] as? Bool == true
+                    && report["staged_matches"] as? Bool == true && report["staged_arrived"] as? String == "staged"
                 // Staging the same bytes instead: device → host → device, at the copy rates measured above.
                 if let toHost = report["device_to_host_gb_per_s"] as? Double,
                     let toDevice = report["host_to_device_gb_per_s"] as? Double, toHost > 0, toDevice > 0,

@@ -140,8 +140,8 @@ import Testing
     }
 
     /// `freight gpu --check` copies both ways through pinned memory (their rates measured), has another process
-    /// open the allocation's IPC handle and read the same bytes, and hands device bodies over to another process
-    /// through a node of its own.
+    /// open the allocation's IPC handle and read the same bytes, hands device bodies over to another process
+    /// through a node of its own, and stages them through two nodes into another process's GPU memory.
     @Test func freightGPUCheckCopiesAndSharesAcrossProcesses() async throws {
         let run = try await FreightProcess.run(
             ["gpu", "--driver", try StandInCUDA.library(), "--check", "--size", "16MiB", "--json"])
@@ -157,5 +157,12 @@ import Testing
         #expect(report?["handover_received_in_device_memory"] as? Bool == true)
         #expect((report?["handover_best_us"] as? Double ?? 0) > 0)
         #expect(report?["staging_through_host_us"] is Double)
+        // Between two nodes: staged through host memory into the receiving process's GPU memory, the same bytes,
+        // measured beside host memory to host memory in the same run.
+        #expect(report?["staged_matches"] as? Bool == true, "\(run.stdout)")
+        #expect(report?["staged_arrived"] as? String == "staged")
+        #expect((report?["staged_gb_per_s"] as? Double ?? 0) > 0)
+        #expect((report?["host_app_to_app_gb_per_s"] as? Double ?? 0) > 0)
+        #expect(report?["staged_percent_of_host"] is Double)
     }
 }
