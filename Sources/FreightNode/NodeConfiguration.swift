@@ -85,6 +85,9 @@ public struct NodeConfiguration: Sendable {
     /// Fuel each call into a filter or function at this node may burn (`--function-fuel`; at most
     /// `Limits.functionFuelPerCall`).
     public var functionFuelPerCall = Limits.functionFuelPerCall
+    /// The GPU transports the apps of this node can use (`--cuda-driver`: what the driver's GPUs allow): offered
+    /// to the route planner beside shared memory (docs/gpu.md).
+    public var gpuTransports: RoutePlanner.Capabilities = []
 
     public init(
         cluster: String = "default",

@@ -35,8 +35,10 @@ extension NodeEngine {
             gpu: gpu, to: peer, bytes: Int(clamping: header.length), railCount: member.link.railCount)
     }
 
+    /// Shared memory and the GPU transports, which both need apps on the node's socket with shared memory.
     var plannerCapabilities: RoutePlanner.Capabilities {
-        configuration.socketPath != nil && configuration.sharedMemoryBudgetBytes > 0 ? .thisBuild : []
+        configuration.socketPath != nil && configuration.sharedMemoryBudgetBytes > 0
+            ? RoutePlanner.Capabilities.thisBuild.union(configuration.gpuTransports) : []
     }
 
     func explain(_ resolve: Freight_Wire_V1_Resolve, endpoints: [EndpointRecord]) throws(FreightError)

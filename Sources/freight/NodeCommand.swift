@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import FreightAdmin
+import FreightCUDA
 import FreightCore
 import FreightDirectory
 import FreightEtcd
@@ -78,6 +79,13 @@ struct NodeCommand: AsyncParsableCommand {
         help: "NODE=VIA: send messages for NODE's endpoints through node VIA (a relay); repeatable.")
     var routes: [String] = []
     @OptionGroup var topologySource: TopologyOptions
+    @Option(
+        name: .customLong("cuda-driver"),
+        help: """
+            The CUDA driver library whose GPU transports (CUDA IPC, staging through pinned memory) this node's route \
+            planner offers (docs/gpu.md); off: none. Without a driver or GPU the node simply offers none.
+            """)
+    var cudaDriver = "libcuda.so.1"
     @Option(
         name: .customLong("party-share"),
         help: "Most of the memory budget one app or peer may reserve (default: half the budget).")
@@ -211,6 +219,7 @@ struct NodeCommand: AsyncParsableCommand {
             )
             settings.gateway = try gateway.load(cluster: cluster, tls: tls)
             settings.drainSeconds = drain
+            settings.gpuTransports = Self.gpuTransports(cudaDriver, logger: logger)
             let grants: FunctionModule.Capabilities = filterGrantLog ? [.log] : []
             settings.filterCapabilities = grants
             guard (1...Limits.functionFuelPerCall).contains(functionFuel) else {
@@ -329,6 +338,26 @@ struct NodeCommand: AsyncParsableCommand {
 
     /// A node process listens and joins over TCP only: `inproc://` names reach listeners inside one process
     /// (tests), and a socket path is where apps attach (`--socket`).
+    /// What the GPUs the driver at `library` sees allow (``CUDADevice/transports``), as the planner's capabilities;
+    /// none without a driver or GPU, which is said at debug level only: most machines have neither.
+    static func gpuTransports(_ library: String, logger: Logger) -> RoutePlanner.Capabilities {
+        guard library != "off" else { return [] }
+        do {
+            let devices = try CUDADriver.load(library: library).devices()
+            let transports = Set(devices.flatMap(\.transports))
+            var capabilities: RoutePlanner.Capabilities = []
+            if transports.contains("cuda-ipc") { capabilities.insert(.cudaIPC) }
+            if transports.contains("gpu-staged") { capabilities.insert(.gpuStaged) }
+            logger.info(
+                "GPU transports: \(transports.isEmpty ? "none" : transports.sorted().joined(separator: ", ")) (\(devices.count) GPU\(devices.count == 1 ? "" : "s"), \(library))"
+            )
+            return capabilities
+        } catch {
+            logger.debug("no GPU transport: \(error.message)")
+            return []
+        }
+    }
+
     static func hostAndPort(_ text: String, flag: String) throws(FreightError) -> NodeAddress {
         let address = try NodeAddress(text)
         guard case .tcp = address else {

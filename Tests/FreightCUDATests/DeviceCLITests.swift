@@ -8,10 +8,11 @@ import Testing
 /// (host memory behind the driver API, not a GPU), with a node process on 127.0.0.151.
 @Suite(.serialized)
 struct DeviceCLITests {
-    static func node(andAnother: Bool = false) async throws -> ProcessCluster {
+    static func node(andAnother: Bool = false, n1Arguments: [String] = []) async throws -> ProcessCluster {
         let cluster = try ProcessCluster()
         do {
-            let n1 = try await cluster.startNode(name: "n1", host: "127.0.0.151", join: [])
+            let n1 = try await cluster.startNode(
+                name: "n1", host: "127.0.0.151", join: [], extraArguments: n1Arguments)
             if andAnother {
                 try await cluster.startNode(name: "n2", host: "127.0.0.152", join: [n1.listen])
                 try await cluster.waitForMesh()
@@ -97,5 +98,35 @@ struct DeviceCLITests {
             "send", "gpu/none", "--size", "1", "--device", "--cuda-driver", "/nonexistent/libcuda.so.1",
         ])
         #expect(noDriver.status != 0 && noDriver.stderr.contains("libcuda"), "\(noDriver.stderr)")
+    }
+
+    /// A node whose driver sees a GPU offers its planner the GPU transports (`--cuda-driver`): two apps on GPU 0 of
+    /// that node are planned a CUDA IPC hand-over, a GPU body to another node is planned staged; a node without a
+    /// driver plans shared memory and says why there is no hand-over.
+    @Test func aNodeWithADriverPlansTheGPUTransports() async throws {
+        let driver = try StandInCUDA.library()
+        let cluster = try await Self.node(andAnother: true, n1Arguments: ["--cuda-driver", driver])
+        defer { cluster.stop() }
+        let here = try await cluster.receiver("gpu/plan-n1", at: "n1")
+        defer { here.stop() }
+        let there = try await cluster.receiver("gpu/plan-n2", at: "n2", seenAt: "n2")
+        defer { there.stop() }
+        func explain(_ address: String, via node: String) async throws -> (kinds: [String], notes: [String]) {
+            let result = try await FreightProcess.run([
+                "resolve", address, "--explain", "--size", "1GiB", "--from-gpu", "0", "--to-gpu", "0", "--json",
+                "--via", cluster.node(node).socket,
+            ])
+            #expect(result.status == 0, "\(result.stderr)")
+            let plan =
+                try JSONSerialization.jsonObject(with: Data((result.stdout.first ?? "{}").utf8)) as? [String: Any]
+            let kinds = ((plan?["paths"] as? [[String: Any]]) ?? []).compactMap { $0["kind"] as? String }
+            return (kinds, plan?["notes"] as? [String] ?? [])
+        }
+        #expect(try await explain("gpu/plan-n1", via: "n1").kinds == ["cuda-ipc"])
+        let staged = try await explain("gpu/plan-n2", via: "n1")
+        #expect(staged.notes.contains { $0.contains("staged GPU → pinned pool") }, "\(staged)")
+        let none = try await explain("gpu/plan-n2", via: "n2")
+        #expect(none.kinds == ["shared-memory"], "\(none)")
+        #expect(none.notes.contains { $0.contains("has no CUDA IPC") }, "\(none)")
     }
 }
