@@ -4,8 +4,8 @@
 #     -> DIR/freight-image.oci.tar (image freight:TAG; DIR defaults to .build-image, TAG to latest)
 # 1. the release freight (`swift build -c release --product freight`; its Swift runtime libraries come along
 #    through ldd, as every other library), or the one given with --binary, stripped; with --static, one with the
-#    Swift standard library linked in (--static-swift-stdlib: a release build of its own, not yet tried by the
-#    tests);
+#    Swift standard library linked in (--static-swift-stdlib: a release build of its own, tried by hand, not by the
+#    tests; no smaller an image: the runtime moves into the binary);
 # 2. a root file system with it, exactly the shared libraries ldd names (and the dynamic loader), CA certificates,
 #    a non-root user (freight, 65532), /tmp and /run/freight, in DIR/context/rootfs beside the Containerfile;
 # 3. buildah (Debian's; --isolation chroot, vfs storage) builds the Containerfile FROM scratch and writes an OCI
