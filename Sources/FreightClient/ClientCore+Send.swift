@@ -46,6 +46,10 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     var smallHeader: Freight_Wire_V1_MessageHeader?
     /// Why a device body could not be copied into host memory for staging (``ClientCore/fill(_:at:into:)``).
     var stageError: FreightError?
+    /// A staged device body's chunks whose device → host copies are queued and not yet lent, in order
+    /// (``ClientCore/queueStaged(_:_:start:next:)``), and whether a thread waits for the first of them.
+    var stagedCopies: [StagedCopy] = []
+    var watchingStaged = false
 
     /// Where the bytes taken from a streamed body's writer end.
     var retainedEnd: UInt64 { retained.last.map { $0.offset + UInt64($0.bytes.readableBytes) } ?? window.ackedOffset }
@@ -478,6 +482,8 @@ extension ClientCore {
         case .stream:
             return false
         case .bytes, .file, .pattern, .device:
+            // Whichever way this returns, the staged copies it queued are waited for and lent.
+            defer { if case .device(let buffer) = transfer.body { watchStaged(transfer, buffer.gpu) } }
             var filled = 0
             while !transfer.window.allSent {
                 let size = Int(transfer.window.chunkBytes)
@@ -499,6 +505,11 @@ extension ClientCore {
                 guard let next = transfer.window.nextChunk() else {
                     shared.allocator.free(start)
                     return true
+                }
+                if case .device(let buffer) = transfer.body {
+                    // Queued on the GPU's copy engine; lent once its copy completed, while the loop queues more.
+                    guard queueStaged(transfer, buffer, start: start, next: next) else { return true }
+                    continue
                 }
                 let raw = UnsafeMutableRawBufferPointer(start: shared.send.base + start, count: Int(next.count))
                 let code = fill(transfer, at: next.offset, into: raw)

@@ -240,16 +240,102 @@ extension ClientCore {
         throws(FreightError)
     {
         guard let shared else { throw FreightError(.invalidArgument, "staging a device body needs shared memory") }
-        let staging: DeviceStaging
-        if let known = shared.staging[buffer.gpu.uuid] {
-            staging = known
-        } else {
-            staging = try DeviceStaging(gpu: buffer.gpu, pool: shared.send)
-            shared.staging[buffer.gpu.uuid] = staging
-        }
+        let staging = try staging(for: buffer.gpu, shared)
         try buffer.gpu.copy(
             toHost: raw.baseAddress!, from: buffer.pointer + offset, count: raw.count, on: staging.stream)
         try buffer.gpu.synchronize(staging.stream)
+    }
+
+    /// The staging state for `gpu`: a stream of its own, the send pool registered with its driver (once).
+    func staging(for gpu: CUDAGPU, _ shared: ClientShared) throws(FreightError) -> DeviceStaging {
+        if let known = shared.staging[gpu.uuid] { return known }
+        let staging = try DeviceStaging(gpu: gpu, pool: shared.send)
+        shared.staging[gpu.uuid] = staging
+        return staging
+    }
+
+    /// Queues the device → host copy of the chunk `next` of a staged body into the send pool's region at `start`,
+    /// with an event that says when it is done (docs/gpu.md, "Everywhere else"): the region is held by the message
+    /// until then. False when the driver refused (the message failed, with the driver's reason).
+    func queueStaged(
+        _ transfer: Outgoing, _ buffer: DeviceBuffer, start: Int,
+        next: (offset: UInt64, count: UInt64, isLast: Bool)
+    ) -> Bool {
+        guard let shared else { return false }
+        shared.references[start] = 1
+        shared.owners[start] = transfer.id
+        transfer.regionsHeld += 1
+        do throws(FreightError) {
+            let staging = try staging(for: buffer.gpu, shared)
+            try buffer.gpu.copy(
+                toHost: shared.send.base + start, from: buffer.pointer + next.offset, count: Int(next.count),
+                on: staging.stream)
+            let event = try buffer.gpu.makeEvent()
+            transfer.stagedCopies.append(
+                StagedCopy(start: start, offset: next.offset, count: next.count, isLast: next.isLast, event: event))
+            do {
+                try buffer.gpu.record(event, on: staging.stream)
+            } catch {
+                transfer.stagedCopies.removeLast()
+                try? buffer.gpu.destroy(event)
+                throw error
+            }
+            return true
+        } catch {
+            dropReference(start)
+            outgoing[transfer.id] = nil
+            connection?.send(.abort(transfer.id, error))
+            transfer.fail(error)
+            return false
+        }
+    }
+
+    /// Has a thread wait for the first queued copy of `transfer` (one waiter at a time), then lends every copy that
+    /// is done and pumps the message again; a message that ended meanwhile has its regions freed instead.
+    func watchStaged(_ transfer: Outgoing, _ gpu: CUDAGPU) {
+        guard !transfer.watchingStaged, let first = transfer.stagedCopies.first else { return }
+        transfer.watchingStaged = true
+        NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) {
+            try gpu.synchronize(first.event)
+        }.whenComplete { [self] result in
+            transfer.watchingStaged = false
+            let failure: FreightError? =
+                switch result {
+                case .success: nil
+                case .failure(let error): error as? FreightError ?? FreightError(.internalError, "\(error)")
+                }
+            settleStaged(transfer, gpu, failure: failure)
+            if outgoing[transfer.id] === transfer {
+                pump(transfer)
+                watchStaged(transfer, gpu)
+            }
+        }
+    }
+
+    /// Lends, in order, the staged chunks whose copies are done, each with the CRC32C of its host copy; after a
+    /// driver failure, or once the message ended, their regions go back unlent.
+    private func settleStaged(_ transfer: Outgoing, _ gpu: CUDAGPU, failure: FreightError?) {
+        if let failure, outgoing[transfer.id] === transfer {
+            outgoing[transfer.id] = nil
+            connection?.send(.abort(transfer.id, failure))
+            transfer.fail(failure)
+        }
+        let live = outgoing[transfer.id] === transfer
+        while let copy = transfer.stagedCopies.first {
+            // A message that ended waits for nothing: its copies finish before its regions are written again,
+            // since every copy of the client's stream for this GPU runs in order.
+            if live, (try? gpu.isComplete(copy.event)) != true { break }
+            if !live { try? gpu.synchronize(copy.event) }
+            transfer.stagedCopies.removeFirst()
+            try? gpu.destroy(copy.event)
+            if live, let shared {
+                let raw = UnsafeRawBufferPointer(start: shared.send.base + copy.start, count: Int(copy.count))
+                lend(
+                    transfer, start: copy.start, offset: copy.start, length: copy.count, bodyOffset: copy.offset,
+                    crc: CRC32C.checksum(raw), isLast: copy.isLast)
+            }
+            dropReference(copy.start)
+        }
     }
 
     // MARK: Receiving into device memory
@@ -316,6 +402,16 @@ extension ClientCore {
             message.continuation.finish()
         }
     }
+}
+
+/// A staged chunk whose device → host copy into the send pool's region at `start` is queued, and the event that
+/// completes with it.
+struct StagedCopy {
+    let start: Int
+    let offset: UInt64
+    let count: UInt64
+    let isLast: Bool
+    let event: CUDAEvent
 }
 
 /// A GPU this client stages device bodies from: a stream of its own, and whether the send pool is registered with

@@ -196,6 +196,70 @@ import Testing
         }
     }
 
+    /// Staged bodies sent at once through a send pool far smaller than they are: their device → host copies are
+    /// queued as regions free up and lent as each completes, so all three arrive whole and byte for byte; one sent
+    /// to a receiver that fails it midway ends with the reason, and every region of the pool comes back for the
+    /// next.
+    @Test(.timeLimit(.minutes(1))) func stagedBodiesShareASmallPoolAndAFailedOneFreesItsRegions() async throws {
+        let gpu = try Self.gpu()
+        try await InProcessFabric.with(nodes: 2, cluster: "gpu-staged-pool") { fabric in
+            let far = try await FreightClient.connect(to: fabric.socket(1), label: "far", sharedMemory: .required())
+            let sender = try await FreightClient.connect(
+                to: fabric.socket(0), label: "tx", sharedMemory: .required(sendBytes: 4 * Self.mebibyte))
+            let inbox = try await far.receive("gpu/pool")
+            let failing = try await far.receive("gpu/pool-fail")
+            try await fabric.waitForEndpoints(try Address("gpu/pool"), count: 1)
+            try await fabric.waitForEndpoints(try Address("gpu/pool-fail"), count: 1)
+            let count = 24 * Self.mebibyte
+            let (allocation, bytes) = try Self.filled(gpu, count: count, seed: 17)
+            defer { try? gpu.free(allocation) }
+            let body = try DeviceBuffer(gpu: gpu, pointer: allocation, count: count)
+            let reading = Task { () throws -> [Bool] in
+                var matches: [Bool] = []
+                for try await message in inbox {
+                    var read = [UInt8](repeating: 0, count: Int(message.length))
+                    for try await chunk in message.body {
+                        try chunk.withUnsafeBytes { raw in
+                            read.withUnsafeMutableBytes {
+                                UnsafeMutableRawBufferPointer(rebasing: $0[Int(chunk.offset)...]).copyMemory(from: raw)
+                            }
+                        }
+                    }
+                    matches.append(read == bytes)
+                    if matches.count == 4 { break }
+                }
+                return matches
+            }
+            let refusing = Task {
+                for try await message in failing {
+                    var iterator = message.body.makeAsyncIterator()
+                    _ = try await iterator.next()
+                    message.fail(FreightError(.invalidArgument, "this receiver takes no more"))
+                }
+            }
+            defer { refusing.cancel() }
+            let reports = try await withThrowingTaskGroup(of: DeliveryReport.self) { group in
+                for _ in 0..<3 { group.addTask { try await sender.send(to: "gpu/pool", body: .device(body)) } }
+                var reports: [DeliveryReport] = []
+                for try await report in group { reports.append(report) }
+                return reports
+            }
+            #expect(reports.allSatisfy { $0.failures.isEmpty && $0.deliveries.count == 1 }, "\(reports)")
+            let failed = await #expect(throws: FreightError.self) {
+                try await sender.send(to: "gpu/pool-fail", body: .device(body))
+            }
+            #expect(failed?.message.contains("takes no more") == true, "\(String(describing: failed))")
+            // The pool is whole again: a body as large as it goes through at once.
+            let back = try await eventually { try await Self.regionsLent(fabric.engines[0]) == 0 }
+            #expect(back)
+            let again = try await sender.send(to: "gpu/pool", body: .device(body))
+            #expect(again.failures.isEmpty)
+            #expect(try await reading.value == [true, true, true, true])
+            await sender.close()
+            await far.close()
+        }
+    }
+
     /// `IncomingMessage.copy(toDevice:on:)` puts a body into the receiver's GPU memory whichever way it came: a
     /// hand-over on the same node (device to device) and a staged body from another node (host to device, from the
     /// receive pool), 20 MiB each, byte for byte; the arrival says which, and every region goes back.
