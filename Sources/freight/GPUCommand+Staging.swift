@@ -36,16 +36,10 @@ extension GPUCheck {
 
         let fabric = try await InProcessFabric.start(nodes: 2, cluster: "gpu-staged")
         do {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-            process.arguments = [
+            let child = try CheckChild([
                 "gpu", "--driver", driver.library, "--staged-receive", fabric.engines[1].configuration.socketPath!,
                 "--size", "\(count)", "--messages", "\(messages)",
-            ]
-            let out = Pipe()
-            process.standardOutput = out
-            try process.run()
-            let printed = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }
+            ])
             var stagedSeconds: [Double] = []
             var hostSeconds: [Double] = []
             do {
@@ -61,18 +55,11 @@ extension GPUCheck {
                 }
                 await sender.close()
             } catch {
-                process.terminate()
+                child.process.terminate()
                 throw error
             }
-            let data = await printed.value
-            process.waitUntilExit()
+            let received = try await child.report("received the staged bodies")
             await fabric.stop()
-            guard process.terminationStatus == 0,
-                let received = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-            else {
-                throw FreightError(
-                    .internalError, "the process that received the staged bodies exited \(process.terminationStatus)")
-            }
             let staged = Double(count) / stagedSeconds.min()! / 1e9
             let hostRate = Double(count) / hostSeconds.min()! / 1e9
             return [

@@ -69,7 +69,7 @@ struct GPUCommand: AsyncParsableCommand {
         if check {
             do {
                 let check = GPUCheck(driver: loaded, count: Int(try ByteCount.parse(size)))
-                var report = try check.run()
+                var report = try await check.run()
                 for (key, value) in try await check.handOver(messages: max(2, messages)) { report[key] = value }
                 // Between nodes: staged through host memory, beside host memory to host memory in the same run.
                 for (key, value) in try await check.staged(messages: max(2, messages / 2)) { report[key] = value }
@@ -138,7 +138,7 @@ struct GPUCheck {
     let count: Int
     static let rounds = 5
 
-    func run() throws -> [String: Any] {
+    func run() async throws -> [String: Any] {
         let gpu = try CUDAGPU(driver, index: 0)
         let name = try driver.devices().first?.name ?? ""
         let device = try gpu.allocate(count)
@@ -177,7 +177,7 @@ struct GPUCheck {
         let copiesMatch = memcmp(source.baseAddress!, target.baseAddress!, count) == 0
         let crc = CRC32C.checksum(UnsafeRawBufferPointer(source))
         let handle = try gpu.ipcHandle(of: device)
-        let reader = try Self.readInAnotherProcess(handle, driver: driver.library, count: count)
+        let reader = try await Self.readInAnotherProcess(handle, driver: driver.library, count: count)
         let ipcMatches = (reader["crc32c"] as? Int).map { UInt32(clamping: $0) } == crc
         return [
             "gpu": name, "driver": driver.library, "bytes": count,
@@ -209,16 +209,10 @@ struct GPUCheck {
         let fabric = try await InProcessFabric.start(nodes: 1, cluster: "gpu-check")
         do {
             let socket = fabric.engines[0].configuration.socketPath!
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-            process.arguments = [
+            let child = try CheckChild([
                 "gpu", "--driver", driver.library, "--ipc-receive", socket, "--size", "\(count)", "--messages",
                 "\(messages + 1)",
-            ]
-            let out = Pipe()
-            process.standardOutput = out
-            try process.run()
-            let printed = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }
+            ])
             var times: [Double] = []
             do {
                 try await fabric.waitForEndpoints(try Address(Self.handOverAddress), count: 1)
@@ -227,32 +221,16 @@ struct GPUCheck {
                 let body = try DeviceBuffer(gpu: gpu, pointer: device, count: count)
                 // One more than timed: the receiver copies the last out of its mapping to check it, untimed.
                 for index in 0...messages {
-                    let started = ContinuousClock.now
-                    let report = try await sender.send(to: Self.handOverAddress, body: .device(body))
-                    let took = ContinuousClock.now - started
-                    guard report.failures.isEmpty, report.deliveries.count == 1 else {
-                        throw FreightError(
-                            .internalError, "a device body was not handed over: \(report.failures.map(\.error))")
-                    }
-                    if index < messages {
-                        times.append(
-                            Double(took.components.seconds) * 1e6 + Double(took.components.attoseconds) / 1e12)
-                    }
+                    let seconds = try await Self.timed(sender, Self.handOverAddress, .device(body))
+                    if index < messages { times.append(seconds * 1e6) }
                 }
                 await sender.close()
             } catch {
-                process.terminate()
+                child.process.terminate()
                 throw error
             }
-            let data = await printed.value
-            process.waitUntilExit()
+            let received = try await child.report("received the device bodies")
             await fabric.stop()
-            guard process.terminationStatus == 0,
-                let received = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-            else {
-                throw FreightError(
-                    .internalError, "the process that received the device bodies exited \(process.terminationStatus)")
-            }
             let warm = times.dropFirst().min() ?? times[0]
             return [
                 "handover_messages": messages,
@@ -311,25 +289,14 @@ struct GPUCheck {
     }
 
     /// Runs `freight gpu --ipc-read HANDLE` and returns what it printed.
-    static func readInAnotherProcess(_ handle: CUDAIPCHandle, driver: String, count: Int) throws -> [String: Any] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = [
+    static func readInAnotherProcess(_ handle: CUDAIPCHandle, driver: String, count: Int) async throws
+        -> [String: Any]
+    {
+        let child = try CheckChild([
             "gpu", "--driver", driver, "--ipc-read", handle.bytes.map { String(format: "%02x", $0) }.joined(),
             "--size", "\(count)",
-        ]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0,
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else {
-            throw FreightError(
-                .internalError, "the process that opens the IPC handle exited \(process.terminationStatus)")
-        }
-        return object
+        ])
+        return try await child.report("opens the IPC handle")
     }
 
     /// The child's side: opens `hex` (an IPC handle) on GPU 0, copies `count` bytes to host memory and returns their
@@ -358,4 +325,34 @@ struct GPUCheck {
         let micros = Double(openTook.components.attoseconds) / 1e12 + Double(openTook.components.seconds) * 1e6
         return ["crc32c": Int(CRC32C.checksum(UnsafeRawBufferPointer(host))), "open_us": (micros * 10).rounded() / 10]
     }
+}
+
+/// This binary run again as the other side of a check (`--ipc-read`, `--ipc-receive`, `--staged-receive`): its
+/// standard output, one JSON object, read while it runs.
+struct CheckChild {
+    let process = Process()
+    private let printed: Task<Data, Never>
+
+    init(_ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let reading = out.fileHandleForReading
+        printed = Task.detached { reading.readDataToEndOfFile() }
+    }
+
+    /// Waits for it and returns what it printed; throws, saying what it did (`what`), when it failed.
+    func report(_ what: String) async throws -> [String: Any] {
+        let data = await printed.value
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else {
+            throw FreightError(.internalError, "the process that \(what) exited \(process.terminationStatus)")
+        }
+        return object
+    }
+
 }

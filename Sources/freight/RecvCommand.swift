@@ -236,23 +236,12 @@ struct RecvCommand: AsyncParsableCommand {
         let how =
             arrival.stagedBytes == 0 ? "handed-over" : arrival.handedOverBytes == 0 ? "staged" : "mixed"
         guard let seed else { return (how, nil) }
-        let stream = try gpu.makeStream()
-        defer { try? gpu.destroy(stream) }
-        let slice = UnsafeMutableRawBufferPointer.allocate(
-            byteCount: min(length, PlacedBody.sliceBytes), alignment: 4096)
-        defer { slice.deallocate() }
-        var offset = 0
-        while offset < length {
-            let count = min(slice.count, length - offset)
-            let part = UnsafeMutableRawBufferPointer(rebasing: slice[0..<count])
-            try gpu.copy(toHost: part.baseAddress!, from: destination + UInt64(offset), count: count, on: stream)
+        let matches = try PlacedBody.bySlices(length: length, on: gpu) { part, offset, stream in
+            try gpu.copy(toHost: part.baseAddress!, from: destination + UInt64(offset), count: part.count, on: stream)
             try gpu.synchronize(stream)
-            guard PatternFill.check(UnsafeRawBufferPointer(part), seed: seed, offset: Int64(offset)) else {
-                return (how, false)
-            }
-            offset += count
+            return PatternFill.check(UnsafeRawBufferPointer(part), seed: seed, offset: Int64(offset))
         }
-        return (how, true)
+        return (how, matches)
     }
 
     private func report(_ message: IncomingMessage, seconds: Double, file: String?, checked: Bool?, arrived: String?) {

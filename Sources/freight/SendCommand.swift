@@ -241,23 +241,15 @@ struct PlacedBody {
     let gpu: CUDAGPU
     let buffer: DeviceBuffer
 
-    init(gpu: CUDAGPU, seed: UInt64, length: Int) throws(FreightError) {
+    init(gpu: CUDAGPU, seed: UInt64, length: Int) throws {
         guard length > 0 else { throw FreightError(.invalidArgument, "--device needs a body of 1 byte or more") }
         let pointer = try gpu.allocate(length)
         do {
-            let stream = try gpu.makeStream()
-            defer { try? gpu.destroy(stream) }
-            let slice = UnsafeMutableRawBufferPointer.allocate(
-                byteCount: min(length, Self.sliceBytes), alignment: 4096)
-            defer { slice.deallocate() }
-            var offset = 0
-            while offset < length {
-                let count = min(slice.count, length - offset)
-                let part = UnsafeMutableRawBufferPointer(rebasing: slice[0..<count])
+            try Self.bySlices(length: length, on: gpu) { part, offset, stream in
                 PatternFill.fill(part, seed: seed, offset: Int64(offset))
-                try gpu.copy(toDevice: pointer + UInt64(offset), from: part.baseAddress!, count: count, on: stream)
+                try gpu.copy(toDevice: pointer + UInt64(offset), from: part.baseAddress!, count: part.count, on: stream)
                 try gpu.synchronize(stream)
-                offset += count
+                return true
             }
             self.gpu = gpu
             self.buffer = try DeviceBuffer(gpu: gpu, pointer: pointer, count: length)
@@ -265,6 +257,28 @@ struct PlacedBody {
             try? gpu.free(pointer)
             throw error
         }
+    }
+
+    /// Walks `length` bytes of device memory through one host slice of at most ``sliceBytes`` (and a stream for its
+    /// copies), handing `each` the slice cut to the part at `offset`; `each` returns false to stop. Returns whether
+    /// it went to the end.
+    @discardableResult
+    static func bySlices(
+        length: Int, on gpu: CUDAGPU, _ each: (UnsafeMutableRawBufferPointer, Int, CUDAStream) throws -> Bool
+    ) throws -> Bool {
+        let stream = try gpu.makeStream()
+        defer { try? gpu.destroy(stream) }
+        let slice = UnsafeMutableRawBufferPointer.allocate(byteCount: min(length, sliceBytes), alignment: 4096)
+        defer { slice.deallocate() }
+        var offset = 0
+        while offset < length {
+            let count = min(slice.count, length - offset)
+            guard try each(UnsafeMutableRawBufferPointer(rebasing: slice[0..<count]), offset, stream) else {
+                return false
+            }
+            offset += count
+        }
+        return true
     }
 
     func free() { try? gpu.free(buffer.pointer) }
