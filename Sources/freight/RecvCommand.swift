@@ -4,6 +4,7 @@ import FreightCUDA
 import FreightClient
 import FreightCore
 import FreightTransport
+import Synchronization
 
 struct RecvCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -73,6 +74,8 @@ struct RecvCommand: AsyncParsableCommand {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             }
             let opened = try gpu.map { try CUDAGPU(try CUDADriver.load(library: cudaDriver), index: $0) }
+            let targets = opened.map(DeviceTargets.init)
+            defer { targets?.release() }
             let client = try await FreightClient.connect(
                 to: try via.address(), label: label, token: via.token,
                 windowBytes: Int(try window.map { try ByteCount.parse($0) } ?? Int64(Limits.windowBytesDefault)),
@@ -105,7 +108,7 @@ struct RecvCommand: AsyncParsableCommand {
                     // A small body is whole when the message is: handled at once rather than in a task of its own
                     // (many small messages a second), unless it is paced or written to a file.
                     if message.length <= UInt64(Limits.smallBodyBytesMax), bytesPerSecond == nil, out == nil {
-                        note(await handled(message, gpu: opened))
+                        note(await handled(message, targets: targets))
                         received += 1
                         if let count, received >= count { break }
                         continue
@@ -114,7 +117,7 @@ struct RecvCommand: AsyncParsableCommand {
                     running += 1
                     group.addTask {
                         await handled(
-                            bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message, gpu: opened)
+                            bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message, targets: targets)
                     }
                     received += 1
                     if let count, received >= count { break }
@@ -131,12 +134,12 @@ struct RecvCommand: AsyncParsableCommand {
     }
 
     /// Receives one message (``handle(_:)``); its failure, reported, or nil.
-    private func handled(_ message: IncomingMessage, gpu: CUDAGPU?) async -> FreightError? {
+    private func handled(_ message: IncomingMessage, targets: DeviceTargets?) async -> FreightError? {
         do {
             // With OTEL_* set, handling the message is a span in the sender's trace (docs/observability.md).
             try await Telemetry.span(
                 "freight recv \(message.destination)", context: message.serviceContext, ofKind: .consumer
-            ) { try await handle(message, gpu: gpu) }
+            ) { try await handle(message, targets: targets) }
             return nil
         } catch {
             let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
@@ -146,7 +149,7 @@ struct RecvCommand: AsyncParsableCommand {
     }
 
     /// Receives one message: writes or checks or drains its body, and reports it. Throws when it failed.
-    private func handle(_ message: IncomingMessage, gpu: CUDAGPU?) async throws {
+    private func handle(_ message: IncomingMessage, targets: DeviceTargets?) async throws {
         let started = ContinuousClock.now
         var file: String?
         var checked: Bool?
@@ -166,8 +169,8 @@ struct RecvCommand: AsyncParsableCommand {
             _ = try await message.write(toFile: path)
             file = path
             if check, let seed { checked = try Self.checkFile(path, seed: seed, length: message.length) }
-        } else if let gpu {
-            (arrived, checked) = try await Self.takeDeviceBody(message, gpu: gpu, seed: check ? seed : nil)
+        } else if let targets {
+            (arrived, checked) = try await Self.takeDeviceBody(message, into: targets, seed: check ? seed : nil)
         } else if check, let seed {
             checked = try await message.checkPattern(seed: seed)
         } else {
@@ -216,22 +219,24 @@ struct RecvCommand: AsyncParsableCommand {
     /// device to device, staged ones host to device (``IncomingMessage/copy(toDevice:on:)``). Returns how it arrived
     /// (`handed-over`, `staged` or `mixed`) and, with a seed, whether the bytes in GPU memory match the generated
     /// pattern (copied back to host memory a slice at a time for the check, which a real consumer would not do).
-    static func takeDeviceBody(_ message: IncomingMessage, gpu: CUDAGPU, seed: UInt64?) async throws
+    static func takeDeviceBody(_ message: IncomingMessage, into targets: DeviceTargets, seed: UInt64?) async throws
         -> (String, Bool?)
     {
+        let gpu = targets.gpu
         let length = Int(message.length)
         guard length > 0 else {
             _ = try await message.drain()
             return ("empty", seed == nil ? nil : true)
         }
-        let destination: UInt64
+        let target: DeviceTargets.Target
         do {
-            destination = try gpu.allocate(length)
+            target = try targets.take(length)
         } catch {
             message.fail(error)
             throw error
         }
-        defer { try? gpu.free(destination) }
+        defer { targets.give(target) }
+        let destination = target.pointer
         let arrival = try await message.copy(toDevice: destination, on: gpu)
         let how =
             arrival.stagedBytes == 0 ? "handed-over" : arrival.handedOverBytes == 0 ? "staged" : "mixed"
@@ -272,6 +277,45 @@ struct RecvCommand: AsyncParsableCommand {
                     ", resumed after a broken link at offset \(message.resumedAt.map(String.init).joined(separator: ", "))"
             }
             printLine(line)
+        }
+    }
+}
+
+/// The GPU memory `recv --gpu` puts bodies into, kept for the next message as a consumer keeps its buffers (an
+/// allocation per message costs more than the message): at most one per message in hand at once (`--parallel`),
+/// replaced by a larger one when a larger body comes, all freed when the receiver ends.
+final class DeviceTargets: Sendable {
+    struct Target: Sendable {
+        let pointer: UInt64
+        let size: Int
+    }
+
+    let gpu: CUDAGPU
+    private let idle = Mutex<[Target]>([])
+
+    init(_ gpu: CUDAGPU) { self.gpu = gpu }
+
+    /// An idle allocation of `length` bytes or more, or a new one (an idle one too small is freed for it).
+    func take(_ length: Int) throws(FreightError) -> Target {
+        let found = idle.withLock { idle -> Target? in
+            guard !idle.isEmpty else { return nil }
+            return idle.remove(at: idle.firstIndex { $0.size >= length } ?? 0)
+        }
+        if let found {
+            if found.size >= length { return found }
+            try? gpu.free(found.pointer)
+        }
+        return Target(pointer: try gpu.allocate(length), size: length)
+    }
+
+    func give(_ target: Target) { idle.withLock { $0.append(target) } }
+
+    func release() {
+        for target in idle.withLock({ idle in
+            defer { idle = [] }
+            return idle
+        }) {
+            try? gpu.free(target.pointer)
         }
     }
 }
