@@ -126,7 +126,7 @@ public struct Membership: Sendable {
         case full
     }
 
-    public let configuration: Configuration
+    public private(set) var configuration: Configuration
     public private(set) var peers: [String: Peer] = [:]
     public private(set) var seeds: [NodeAddress: Seed] = [:]
     /// Nodes learned through gossip and not yet heard from, by address (at most ``Configuration/membersMax``).
@@ -137,6 +137,15 @@ public struct Membership: Sendable {
     public init(configuration: Configuration, seeds: [NodeAddress] = []) {
         self.configuration = configuration
         for seed in seeds { self.seeds[seed] = Seed() }
+    }
+
+    /// The node's listener is bound (its port known only now, where it asked for port 0): the address its own seeds
+    /// are told apart by, and the seeds to join. Peers that dialed in meanwhile stay known: the listener takes
+    /// connections from the moment it is bound, and a peer learned before this must be held, resumed and
+    /// forgotten like any other.
+    public mutating func bound(listen: NodeAddress, seeds: [NodeAddress]) {
+        configuration.listen = listen
+        for seed in seeds where self.seeds[seed] == nil { self.seeds[seed] = Seed() }
     }
 
     // MARK: Seeds

@@ -293,9 +293,8 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
             socketListener = socket
             self.railListeners = railListeners
             try startDescriptorListener()
-            membership = Membership(
-                configuration: Self.membershipConfiguration(configuration, listen: boundListen),
-                seeds: configuration.joins)
+            // Not a new membership: a peer may have dialed in and been learned since the listener was bound.
+            membership.bound(listen: boundListen, seeds: configuration.joins)
             maintain()
             maintenance = eventLoop.scheduleRepeatedTask(
                 initialDelay: Self.maintenanceInterval, delay: Self.maintenanceInterval

@@ -20,6 +20,30 @@ import Testing
     let up = Membership.LinkState(isUp: true, missingStripes: false)
     let down = Membership.LinkState(isUp: false, missingStripes: true)
 
+    /// A peer that dialed in between the listener's bind and the node's start is kept when the node learns its
+    /// bound address and seeds: its link breaking is held and then forgotten like any other (it once stayed a
+    /// member the membership no longer knew, so a message to it was held for ever: LinkDownTests in CI).
+    @Test func aPeerLearnedBeforeTheListenerIsBoundIsKept() throws {
+        var membership = Membership(
+            configuration: .init(
+                nodeName: "n1", listen: try NodeAddress("127.0.0.1:0"), resumeHoldNanos: 2 * Self.second,
+                forgetAfterHoldNanos: 2 * Self.second))
+        var actions: [Membership.Action] = []
+        #expect(membership.learn(name: "n2", listen: seed, incarnation: 7, actions: &actions) == .admitted)
+        membership.peerResumes("n2", true)
+        membership.bound(listen: try NodeAddress("127.0.0.1:7400"), seeds: [seed])
+        #expect(membership.peers["n2"] != nil)
+        #expect(membership.configuration.listen == (try NodeAddress("127.0.0.1:7400")))
+        #expect(membership.seeds[seed] != nil)
+        membership.connectionLost(
+            "n2", .init(egress: true, ingress: false, control: true, linkUp: false, ingressLeft: true),
+            reason: "dark", nowNanos: 10 * Self.second, actions: &actions)
+        #expect(actions.contains(.holdMessages("n2", reason: "dark")))
+        actions = []
+        membership.tick(nowNanos: 15 * Self.second, links: ["n2": down], actions: &actions)
+        #expect(actions.contains { if case .forget("n2", _) = $0 { true } else { false } })
+    }
+
     /// Nodes told of by gossip are candidates, not members: as many as the member table holds, each probed at
     /// most `dialAttemptsMax` times, and a member only once it answered; invented ones fill no member table.
     @Test func gossipedNodesAreCandidatesUntilTheyAnswer() throws {
