@@ -28,10 +28,15 @@ public final class FreightClient: Sendable {
     /// The address sent to last, parsed: apps send many messages to the same address.
     private let lastAddress = Mutex<(text: String, address: Address)?>(nil)
 
+    /// The client's own thread as a task executor: tasks that send, request or receive many small messages run
+    /// there without a hop between threads per message (``ClientExecutor``).
+    public let executor: ClientExecutor
+
     private init(core: ClientCore, group: MultiThreadedEventLoopGroup?, nodeName: String) {
         self.core = core
         self.group = group
         self.nodeName = nodeName
+        self.executor = ClientExecutor(eventLoop: core.eventLoop)
     }
 
     /// Attaches to a node over its Unix socket or TCP port.
@@ -173,7 +178,13 @@ public final class FreightClient: Sendable {
         }
         return Subscription(
             endpointID: id, pattern: parsed, stream: stream,
-            accepted: { messageID in core.eventLoop.execute { core.accepted(messageID) } },
+            accepted: { messageID in
+                if core.eventLoop.inEventLoop {
+                    core.accepted(messageID)
+                } else {
+                    core.eventLoop.execute { core.accepted(messageID) }
+                }
+            },
             cancelled: { core.eventLoop.execute { core.unsubscribe(endpointID: id) } })
     }
 
@@ -184,6 +195,10 @@ public final class FreightClient: Sendable {
         let (destination, length) = try prepared(address, body: body, options: options)
         let core = self.core
         let options = options.withCurrentTrace()
+        // On the client's thread already (a task that prefers ``executor``): no hop.
+        if core.eventLoop.inEventLoop {
+            return try await core.send(to: destination, body: body, length: length, options: options).get()
+        }
         return try await core.eventLoop.flatSubmit {
             core.send(to: destination, body: body, length: length, options: options)
         }.get()
@@ -279,7 +294,10 @@ public final class FreightClient: Sendable {
             return core.connection?.channel.close() ?? core.eventLoop.makeSucceededVoidFuture()
         }.get()
         try? await core.eventLoop.submit { core.shared?.close() }.get()
-        try? await group?.shutdownGracefully()
+        if let group {
+            executor.close()
+            try? await group.shutdownGracefully()
+        }
     }
 
     static func fileSize(_ path: String) throws -> UInt64 {

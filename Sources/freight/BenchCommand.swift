@@ -38,8 +38,16 @@ struct BenchCommand: AsyncParsableCommand {
     var window = "32MiB"
     @Option(
         name: .customLong("in-flight"),
-        help: "Messages in flight at once; default: as many as fit in 64 MiB, at most 64 (grpc: one at a time).")
+        help:
+            "Messages in flight at once; default: small messages (up to 16 KiB) as many as fit half a receiving app's eager budget, at most 1024; larger ones as many as fit in 64 MiB, at most 64 (grpc: one at a time)."
+    )
     var inFlight: Int?
+    @Option(
+        name: .customLong("app-executor"),
+        help:
+            "Where the apps' send and receive loops run: client (each client's own thread, as FreightClient.executor offers) or default (Swift's global executor: a hop between threads per message)."
+    )
+    var appExecutor = "client"
     @Option(
         name: .customLong("link-security"),
         help:
@@ -83,6 +91,9 @@ struct BenchCommand: AsyncParsableCommand {
             let pathList = paths.split(separator: ",").map(String.init)
             let chunkBytes = Int(try ByteCount.parse(chunkSize))
             let windowBytes = Int(try ByteCount.parse(window))
+            guard ["client", "default"].contains(appExecutor) else {
+                throw FreightError(.invalidArgument, "unknown --app-executor '\(appExecutor)': use client or default")
+            }
             for path in pathList
             where ![
                 "node", "app", "socket", "local", "shm", "grpc", "grpc-send", "gateway", "wan", "directory", "file",
@@ -154,7 +165,7 @@ struct BenchCommand: AsyncParsableCommand {
                         }
                         for size in sizeList {
                             let count = Int(max(1, totalBytes / size))
-                            let parallel = inFlight ?? Int(max(1, min(64, (64 << 20) / size)))
+                            let parallel = inFlight ?? Limits.inFlightDefault(bodyBytes: UInt64(size))
                             switch path {
                             case "node":
                                 report(
@@ -409,7 +420,7 @@ struct BenchCommand: AsyncParsableCommand {
         _ = try await sender.send(to: address, body: body(min(size, 64 << 20)), options: options)  // warm-up
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
-        try await inParallel(count: count, workers: parallel) {
+        try await inParallel(count: count, workers: parallel, on: preferred(sender)) {
             _ = try await sender.send(to: address, body: body(size), options: options)
         }
         let result = Result(
@@ -641,7 +652,8 @@ struct BenchCommand: AsyncParsableCommand {
     /// Subscribes `receiver` to `address` and reads up to `parallel` of its messages at once, as they arrive.
     func drain(_ receiver: FreightClient, _ address: String, parallel: Int) async throws -> Task<Void, any Error> {
         let subscription = try await receiver.receive(address)
-        return Task {
+        let executor = preferred(receiver)
+        return Task(executorPreference: executor) {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 var running = 0
                 for try await message in subscription {
@@ -655,20 +667,29 @@ struct BenchCommand: AsyncParsableCommand {
                         try await group.next()
                         running -= 1
                     }
-                    group.addTask { _ = try await message.drain() }
+                    group.addTask(executorPreference: executor) { _ = try await message.drain() }
                     running += 1
                 }
             }
         }
     }
 
+    /// The executor an app's send and receive loops run on: the client's own thread, as an app that moves many small
+    /// messages would (``FreightClient/executor``).
+    func preferred(_ client: FreightClient) -> (any TaskExecutor)? {
+        appExecutor == "default" ? nil : client.executor
+    }
+
     /// Runs `count` sends, at most `workers` at a time.
-    func inParallel(count: Int, workers: Int, _ send: @escaping @Sendable () async throws -> Void) async throws {
+    func inParallel(
+        count: Int, workers: Int, on executor: (any TaskExecutor)? = nil,
+        _ send: @escaping @Sendable () async throws -> Void
+    ) async throws {
         let workers = max(1, min(workers, count))
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in 0..<workers {
                 let share = count / workers + (worker < count % workers ? 1 : 0)
-                group.addTask {
+                group.addTask(executorPreference: executor) {
                     for _ in 0..<share { try await send() }
                 }
             }

@@ -93,36 +93,42 @@ struct RecvCommand: AsyncParsableCommand {
             var received = 0
             var lastFailure: FreightError?
             var failures = 0
-            try await withThrowingTaskGroup(of: FreightError?.self) { group in
-                var running = 0
-                func note(_ failure: FreightError?) {
-                    guard let failure else { return }
-                    lastFailure = failure
-                    failures += 1
-                }
-                func settle(_ outcome: FreightError??) {
-                    running -= 1
-                    if case .some(let failure) = outcome { note(failure) }
-                }
-                for try await message in subscription {
-                    // A small body is whole when the message is: handled at once rather than in a task of its own
-                    // (many small messages a second), unless it is paced or written to a file.
-                    if message.length <= UInt64(Limits.smallBodyBytesMax), bytesPerSecond == nil, out == nil {
-                        note(await handled(message, targets: targets))
+            // Messages read, checked or drained are handled on the client's thread (no hop between threads per
+            // message); files and GPU copies on the default executor, as they block.
+            let executor = out == nil && targets == nil ? client.executor : nil
+            try await withTaskExecutorPreference(executor) {
+                try await withThrowingTaskGroup(of: FreightError?.self) { group in
+                    var running = 0
+                    func note(_ failure: FreightError?) {
+                        guard let failure else { return }
+                        lastFailure = failure
+                        failures += 1
+                    }
+                    func settle(_ outcome: FreightError??) {
+                        running -= 1
+                        if case .some(let failure) = outcome { note(failure) }
+                    }
+                    for try await message in subscription {
+                        // A small body is whole when the message is: handled at once rather than in a task of its own
+                        // (many small messages a second), unless it is paced or written to a file.
+                        if message.length <= UInt64(Limits.smallBodyBytesMax), bytesPerSecond == nil, out == nil {
+                            note(await handled(message, targets: targets))
+                            received += 1
+                            if let count, received >= count { break }
+                            continue
+                        }
+                        if running == parallel { settle(try await group.next()) }
+                        running += 1
+                        group.addTask {
+                            await handled(
+                                bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message,
+                                targets: targets)
+                        }
                         received += 1
                         if let count, received >= count { break }
-                        continue
                     }
-                    if running == parallel { settle(try await group.next()) }
-                    running += 1
-                    group.addTask {
-                        await handled(
-                            bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message, targets: targets)
-                    }
-                    received += 1
-                    if let count, received >= count { break }
+                    while running > 0 { settle(try await group.next()) }
                 }
-                while running > 0 { settle(try await group.next()) }
             }
             await client.close()
             if let lastFailure {

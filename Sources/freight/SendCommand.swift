@@ -21,8 +21,9 @@ struct SendCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("parallel"),
         help: """
-            How many of the --count messages are in flight at once (no progress bar). Default: as many as 64 MiB \
-            holds, at most 64, for bodies up to 1 MiB; one for larger ones.
+            How many of the --count messages are in flight at once (no progress bar). Default: for small bodies \
+            (up to 16 KiB) as many as half a receiving app's eager budget takes, at most 1024; up to 1 MiB as \
+            many as 64 MiB holds, at most 64; one for larger ones.
             """)
     var parallel: Int?
     @Option(name: .customLong("chunk-size"), help: "Body chunk size (64KiB...64MiB).")
@@ -135,10 +136,11 @@ struct SendCommand: AsyncParsableCommand {
         printReport(report)
     }
 
-    /// Messages in flight at once when `--parallel` is not given: as the bench keeps them (64 MiB, at most 64) for
-    /// bodies up to 1 MiB, so that many small messages pipeline; one at a time for larger ones.
+    /// Messages in flight at once when `--parallel` is not given: as the bench keeps them
+    /// (``Limits/inFlightDefault(bodyBytes:)``) for bodies up to 1 MiB, so that many small messages pipeline; one at
+    /// a time for larger ones.
     static func defaultParallel(_ length: UInt64) -> Int {
-        length <= 1 << 20 ? Int(min(64, (64 << 20) / max(length, 1))) : 1
+        length <= 1 << 20 ? Limits.inFlightDefault(bodyBytes: length) : 1
     }
 
     /// Reports printed one per message up to this many messages (on a terminal; `--json` prints every one); past
@@ -156,10 +158,13 @@ struct SendCommand: AsyncParsableCommand {
         let started = ContinuousClock.now
         let cpu = ProcessStats.cpuSeconds()
         let (total, address) = (count, self.address)
+        // The senders run on the client's thread (no hop between threads per message) unless each report is
+        // printed, which may block on standard output.
+        let executor = printsEach ? nil : client.executor
         let failure = try await withThrowingTaskGroup(of: (any Error)?.self) { group in
             for worker in 0..<parallel {
                 let share = total / parallel + (worker < total % parallel ? 1 : 0)
-                group.addTask {
+                group.addTask(executorPreference: executor) {
                     for _ in 0..<share {
                         do {
                             let report = try await client.send(to: address, body: body, options: options)

@@ -150,7 +150,7 @@ import Testing
 }
 
 /// A flag set once, read from any task.
-private final class Flag: Sendable {
+final class Flag: Sendable {
     private let state = Mutex(false)
     var isSet: Bool { state.withLock { $0 } }
     func set() { state.withLock { $0 = true } }

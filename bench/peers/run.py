@@ -248,6 +248,13 @@ class Iperf:
 
 
 IN_FLIGHT_BYTES = 64 * MiB  # as `freight bench` keeps by default
+SMALL_BODY_MAX = 16 * KiB  # a body up to this goes whole in a SMALL frame
+EAGER_BYTES_APP = 4 * MiB  # what an app takes of small messages before their outcomes
+SMALL_HEADER_ALLOWANCE = 512
+
+
+def small_in_flight(size):
+    return min(1024, (EAGER_BYTES_APP // 2) // (size + SMALL_HEADER_ALLOWANCE))
 WARM_UP_BYTES = 64 * MiB  # the warm-up round's measurement that sizes the counted ones
 MAX_BYTES_PER_RUN = 16 * GiB
 SMALL_WARM_UP = 20_000  # small messages in the warm-up round
@@ -268,8 +275,9 @@ class Freight:
     def run(self, size, count):
         # The sending app keeps IN_FLIGHT_BYTES of messages outstanding (1 to 64 messages), as an app chooses its
         # pipeline depth (docs/performance.md: 8 MiB app to app, 8 in flight against 2, median 5,824 against 5,023
-        # MB/s in alternating rounds).
-        in_flight = max(1, min(64, IN_FLIGHT_BYTES // size))
+        # MB/s in alternating rounds); small messages (up to 16 KiB) as many as half the receiving app's eager
+        # budget takes, at most 1024 (`freight bench`'s own default, Limits.inFlightDefault).
+        in_flight = small_in_flight(size) if size <= SMALL_BODY_MAX else max(1, min(64, IN_FLIGHT_BYTES // size))
         out = subprocess.run([self.binary, "bench", "--paths", self.path, "--sizes", str(size), "--total",
                               str(size * count), "--in-flight", str(in_flight), "--json"],
                              capture_output=True, text=True, check=True)
@@ -402,7 +410,8 @@ def main():
              f"{psutil.virtual_memory().total / GiB:.0f} GiB, Linux {platform.release()}. "
              f"Command: `bench/peers/run.sh` ({args.rounds} rounds, alternating systems; "
              f"{amount}; Freight's sending app keeps "
-             f"{fmt_size(IN_FLIGHT_BYTES)} of messages in flight, 1 to 64; iperf3's ceiling writes 1 MiB at a time, its "
+             f"{fmt_size(IN_FLIGHT_BYTES)} of messages in flight, 1 to 64, and small ones (256 B, 4 KiB) "
+             f"{small_in_flight(256)} and {small_in_flight(4096)}; iperf3's ceiling writes 1 MiB at a time, its "
              f"largest write).", "",
              "| system | message | MB/s (median) | spread (min–max) | CPU s/GiB | peak memory |",
              "|---|---|---|---|---|---|"]
