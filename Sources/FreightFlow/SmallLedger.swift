@@ -24,13 +24,27 @@ public struct SmallLedger: Sendable {
         case duplicate
     }
 
+    /// What one port has in flight here: the bytes and messages taken from it whose outcomes have not gone back,
+    /// and the bytes passed to it whose outcomes have not come back. One entry per port, so that a message costs
+    /// one lookup per port it touches.
+    public struct PortCounts: Sendable, Equatable {
+        public var held: UInt64 = 0
+        public var heldCount = 0
+        public var outstanding: UInt64 = 0
+        var isEmpty: Bool { held == 0 && heldCount == 0 && outstanding == 0 }
+    }
+
     public private(set) var entries: [UInt64: Entry] = [:]
+    public private(set) var ports: [FlowPort: PortCounts] = [:]
     /// Bytes taken from each upstream port whose outcome has not gone back.
-    public private(set) var held: [FlowPort: UInt64] = [:]
+    public var held: [FlowPort: UInt64] { ports.compactMapValues { $0.held == 0 ? nil : $0.held } }
     /// Bytes passed to each downstream port whose outcome has not come back.
-    public private(set) var outstanding: [FlowPort: UInt64] = [:]
+    public var outstanding: [FlowPort: UInt64] { ports.compactMapValues { $0.outstanding == 0 ? nil : $0.outstanding } }
     /// Messages taken from each upstream port whose outcome has not gone back.
-    public private(set) var heldCount: [FlowPort: Int] = [:]
+    public var heldCount: [FlowPort: Int] { ports.compactMapValues { $0.heldCount == 0 ? nil : $0.heldCount } }
+
+    /// Messages taken from `port` whose outcome has not gone back.
+    public func heldCount(from port: FlowPort) -> Int { ports[port]?.heldCount ?? 0 }
 
     public init() {}
 
@@ -43,21 +57,20 @@ public struct SmallLedger: Sendable {
     /// Takes message `id` from `upstream`, within `budget` (what this node advertised to that port).
     public mutating func take(_ id: UInt64, length: UInt64, from upstream: FlowPort, budget: UInt64) throws(Refusal) {
         let cost = Self.cost(length: length)
-        let before = held[upstream, default: 0]
+        let before = ports[upstream]?.held ?? 0
         guard before + cost <= budget else { throw .overBudget(held: before + cost, budget: budget) }
         guard entries[id] == nil else { throw .duplicate }
         entries[id] = Entry(upstream: upstream, cost: cost)
-        held[upstream] = before + cost
-        heldCount[upstream, default: 0] += 1
+        ports[upstream, default: PortCounts()].take(cost)
     }
 
     /// Passes message `id` on to `downstream` when its budget (what that port advertised) has room; false when it
     /// has none (the node answers RESEND).
     public mutating func pass(_ id: UInt64, to downstream: FlowPort, budget: UInt64) -> Bool {
         guard var entry = entries[id], entry.downstream == nil else { return false }
-        let before = outstanding[downstream, default: 0]
+        let before = ports[downstream]?.outstanding ?? 0
         guard before + entry.cost <= budget else { return false }
-        outstanding[downstream] = before + entry.cost
+        ports[downstream, default: PortCounts()].outstanding = before + entry.cost
         entry.downstream = downstream
         entries[id] = entry
         return true
@@ -73,9 +86,10 @@ public struct SmallLedger: Sendable {
     /// outcome). Nil when it is not known here.
     public mutating func finish(_ id: UInt64) -> Entry? {
         guard let entry = entries.removeValue(forKey: id) else { return nil }
-        Self.release(&held, entry.upstream, entry.cost)
-        Self.release(&heldCount, entry.upstream, 1)
-        if let downstream = entry.downstream { Self.release(&outstanding, downstream, entry.cost) }
+        release(entry.upstream) { $0.give(entry.cost) }
+        if let downstream = entry.downstream {
+            release(downstream) { $0.outstanding -= min(entry.cost, $0.outstanding) }
+        }
         return entry
     }
 
@@ -93,16 +107,26 @@ public struct SmallLedger: Sendable {
             guard let entry = finish(id) else { continue }
             if entry.upstream != port { lost.append((id, entry)) }
         }
-        held[port] = nil
-        heldCount[port] = nil
-        outstanding[port] = nil
+        ports[port] = nil
         return lost
     }
 
-    private static func release<Count: FixedWidthInteger>(
-        _ table: inout [FlowPort: Count], _ port: FlowPort, _ amount: Count
-    ) {
-        let left = table[port, default: 0] - min(amount, table[port, default: 0])
-        table[port] = left == 0 ? nil : left
+    /// Changes `port`'s counts in place, and forgets them once nothing is in flight there.
+    private mutating func release(_ port: FlowPort, _ change: (inout PortCounts) -> Void) {
+        guard let index = ports.index(forKey: port) else { return }
+        change(&ports.values[index])
+        if ports.values[index].isEmpty { ports.remove(at: index) }
+    }
+}
+
+extension SmallLedger.PortCounts {
+    mutating func take(_ cost: UInt64) {
+        held += cost
+        heldCount += 1
+    }
+
+    mutating func give(_ cost: UInt64) {
+        held -= min(cost, held)
+        heldCount -= min(1, heldCount)
     }
 }

@@ -65,11 +65,16 @@ struct AppSessions {
 struct LocalEndpoints {
     let nodeName: String
     private var entries: [UInt64: (record: EndpointRecord, port: Port)] = [:]
+    /// Each endpoint's pattern as text, for delivery reports (made once: small messages need it each).
+    private var addresses: [UInt64: String] = [:]
     private var nextID: UInt64 = 1
 
     init(nodeName: String) { self.nodeName = nodeName }
 
     subscript(id: UInt64) -> (record: EndpointRecord, port: Port)? { entries[id] }
+
+    /// The pattern endpoint `id` registered, as text.
+    func address(of id: UInt64) -> String? { addresses[id] }
 
     var count: Int { entries.count }
     var records: [EndpointRecord] { entries.values.map(\.record) }
@@ -82,6 +87,7 @@ struct LocalEndpoints {
             key: EndpointKey(node: nodeName, id: nextID), pattern: pattern, group: group, app: app, route: route)
         nextID += 1
         entries[record.key.id] = (record, port)
+        addresses[record.key.id] = pattern.description
         return record
     }
 
@@ -89,8 +95,12 @@ struct LocalEndpoints {
     mutating func update(_ record: EndpointRecord, port: Port) {
         guard entries[record.key.id] != nil else { return }
         entries[record.key.id] = (record, port)
+        addresses[record.key.id] = record.pattern.description
     }
 
     @discardableResult
-    mutating func remove(_ id: UInt64) -> EndpointRecord? { entries.removeValue(forKey: id)?.record }
+    mutating func remove(_ id: UInt64) -> EndpointRecord? {
+        addresses[id] = nil
+        return entries.removeValue(forKey: id)?.record
+    }
 }

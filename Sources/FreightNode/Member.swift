@@ -84,9 +84,13 @@ final class AppSession: @unchecked Sendable {  // confined to the node's event l
     var identity = AppIdentity()
     var checked = false
 
-    init(id: UInt64, connection: FrameConnection, label: String) {
+    init(id: UInt64, connection: FrameConnection, label: String, node: String) {
         self.id = id
         self.connection = connection
         self.label = label.isEmpty ? "app-\(id)" : label
+        self.source = "\(node)/\(self.label)"
     }
+
+    /// What its messages' headers say they come from: NODE/LABEL (made once: small messages need it each).
+    let source: String
 }

@@ -38,7 +38,7 @@ extension NodeEngine {
                 )
             }
             if case .session = port,
-                small.heldCount[port, default: 0] + flowTable.messages(from: port) >= Limits.messagesPerConnectionMax
+                small.heldCount(from: port) + flowTable.messages(from: port) >= Limits.messagesPerConnectionMax
             {
                 queueOutcome(SmallOutcome(id, failed: flowTable.tooManyMessages(from: port)), to: port)
                 continue
@@ -102,7 +102,7 @@ extension NodeEngine {
             guard let session = sessions[id], let destination = try? parsedAddress(message.header.destination),
                 accessRefusal(session, .send, AddressPattern(destination)) == nil
             else { return nil }
-            message.header.source = "\(name)/\(session.label)"
+            message.header.source = session.source
             message.path = []
             let matches = smallMatches(message.header.destination, destination)
             if matches.count == 1, matches[0].route == nil {
@@ -117,7 +117,7 @@ extension NodeEngine {
             }
         case .peer:
             guard !message.targetNode.isEmpty, !message.path.contains(name),
-                message.path.count(where: { !$0.contains("/") }) < Limits.pathHopsMax
+                message.path.count(where: { !$0.utf8.contains(UInt8(ascii: "/")) }) < Limits.pathHopsMax
             else { return nil }
             let named = EndpointKey(node: message.targetNode, id: message.targetID)
             if named == EndpointKey(inboxOf: name) {
@@ -161,7 +161,7 @@ extension NodeEngine {
                 if outcome.kind == .delivered {
                     outcome.delivery.endpoint.node = name
                     outcome.delivery.endpoint.id = entry.endpoint
-                    outcome.delivery.address = localEndpoints[entry.endpoint]?.record.pattern.description ?? ""
+                    outcome.delivery.address = localEndpoints.address(of: entry.endpoint) ?? ""
                     outcome.delivery.app = sessions[id]?.label ?? ""
                     outcome.delivery.path = entry.path
                 }
@@ -198,18 +198,21 @@ extension NodeEngine {
     // MARK: Batches
 
     private func queueSmall(_ message: SmallMessage, to port: Port) {
-        pendingSmall[port, default: []].append(message)
-        let bytes = pendingSmallBytes[port, default: 0] + message.body.readableBytes + Self.smallEntryAllowanceBytes
-        pendingSmallBytes[port] = bytes
+        let bytes = pendingSmall[port, default: PendingSmall()].add(message)
         if bytes >= Limits.smallBatchBytesMax { flushSmall(to: port) }
         scheduleSmallFlush()
     }
 
     private func queueOutcome(_ outcome: SmallOutcome, to port: Port) {
-        pendingOutcomes[port, default: []].append(outcome)
-        let count = pendingOutcomes[port]!.count
+        let count = Self.appended(outcome, to: &pendingOutcomes[port, default: []])
         if count >= Self.outcomesPerFrameMax { flushOutcomes(to: port) }
         scheduleSmallFlush()
+    }
+
+    /// Appends in place (one lookup of the port); returns how many the list holds.
+    private static func appended(_ outcome: SmallOutcome, to list: inout [SmallOutcome]) -> Int {
+        list.append(outcome)
+        return list.count
     }
 
     /// Entry bytes beyond the body a batch counts before it is closed (header, path, framing).
@@ -229,8 +232,7 @@ extension NodeEngine {
 
     private func flushSmall(to port: Port) {
         guard let batch = pendingSmall.removeValue(forKey: port) else { return }
-        pendingSmallBytes[port] = nil
-        write(batch, to: port)
+        write(batch.messages, to: port)
     }
 
     /// Writes messages in SMALL frames (split where their headers make one too large); what a port that is gone, or
@@ -263,5 +265,18 @@ extension NodeEngine {
     static func sampled(_ traceparent: String) -> Bool {
         guard traceparent.utf8.count == 55, let flags = UInt8(traceparent.suffix(2), radix: 16) else { return false }
         return flags & 1 == 1
+    }
+}
+
+/// Small messages gathered for one port this turn, and the bytes they count towards closing the batch.
+struct PendingSmall {
+    var messages: [SmallMessage] = []
+    var bytes = 0
+
+    /// Adds a message; returns the batch's bytes.
+    mutating func add(_ message: SmallMessage) -> Int {
+        messages.append(message)
+        bytes += message.body.readableBytes + NodeEngine.smallEntryAllowanceBytes
+        return bytes
     }
 }

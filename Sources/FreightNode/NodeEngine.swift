@@ -82,8 +82,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
     /// Small messages passing this node, and the SMALL and OUTCOMES frames being gathered for each port this turn
     /// (NodeEngine+Small).
     var small = SmallLedger()
-    var pendingSmall: [Port: [SmallMessage]] = [:]
-    var pendingSmallBytes: [Port: Int] = [:]
+    var pendingSmall: [Port: PendingSmall] = [:]
     var pendingOutcomes: [Port: [SmallOutcome]] = [:]
     var smallFlushScheduled = false
     var smallMatchCache: [String: (version: UInt64, records: [EndpointRecord])] = [:]
@@ -640,7 +639,7 @@ extension NodeEngine: FrameConnectionDelegate {
             if label.isEmpty || sessions.all.contains(where: { $0.label == label }) {
                 label = label.isEmpty ? "" : "\(label)-\(connection.id)"
             }
-            let session = AppSession(id: connection.id, connection: connection, label: label)
+            let session = AppSession(id: connection.id, connection: connection, label: label, node: name)
             session.identity = identity
             session.checked = checked
             session.resends = hello.capabilities.contains(WireV1.capabilityResume)

@@ -92,6 +92,9 @@ public enum SmallFrames {
         var strings = StringTable()
         var extras: [[UInt8]] = []
         extras.reserveCapacity(messages.count)
+        // Each entry's string indices, in the order they are written.
+        var refs: [UInt16] = []
+        refs.reserveCapacity(messages.count * 4)
         var size = 0
         // Messages of one sender mostly carry the same attributes: their extra header is encoded once.
         var last: (header: Freight_Wire_V1_MessageHeader, bytes: [UInt8])?
@@ -99,10 +102,10 @@ public enum SmallFrames {
             guard message.path.count <= pathEntriesMax else {
                 throw FreightError(.resourceExhausted, "a small message names too many nodes")
             }
-            strings.add(message.header.source)
-            strings.add(message.header.destination)
-            strings.add(message.targetNode)
-            for node in message.path { strings.add(node) }
+            refs.append(strings.add(message.header.source))
+            refs.append(strings.add(message.header.destination))
+            refs.append(strings.add(message.targetNode))
+            for node in message.path { refs.append(strings.add(node)) }
             let extra: [UInt8]
             if let last, Self.sameExtras(last.header, message.header) {
                 extra = last.bytes
@@ -114,6 +117,7 @@ public enum SmallFrames {
             extras.append(extra)
         }
         let start = try open(.small, strings, entryBytes: size, into: &buffer)
+        var next = 0
         for (message, extra) in zip(messages, extras) {
             buffer.writeInteger(message.header.id)
             buffer.writeInteger(message.crc32c)
@@ -121,10 +125,10 @@ public enum SmallFrames {
             buffer.writeInteger(message.targetID)
             buffer.writeInteger(UInt16(extra.count))
             buffer.writeInteger(UInt8(message.path.count))
-            buffer.writeInteger(strings.index(message.header.source))
-            buffer.writeInteger(strings.index(message.header.destination))
-            buffer.writeInteger(strings.index(message.targetNode))
-            for node in message.path { buffer.writeInteger(strings.index(node)) }
+            for _ in 0..<(3 + message.path.count) {
+                buffer.writeInteger(refs[next])
+                next += 1
+            }
             buffer.writeBytes(extra)
             buffer.writeImmutableBuffer(message.body)
         }
@@ -134,29 +138,31 @@ public enum SmallFrames {
     public static func encode(_ outcomes: [SmallOutcome], into buffer: inout ByteBuffer) throws(FreightError) {
         var strings = StringTable()
         var size = 0
+        var refs: [UInt16] = []
+        refs.reserveCapacity(outcomes.count * 4)
         for outcome in outcomes {
             guard outcome.delivery.path.count <= pathEntriesMax else {
                 throw FreightError(.resourceExhausted, "an outcome names too many nodes")
             }
-            strings.add(outcome.reason)
-            strings.add(outcome.delivery.endpoint.node)
-            strings.add(outcome.delivery.address)
-            strings.add(outcome.delivery.app)
-            for node in outcome.delivery.path { strings.add(node) }
+            refs.append(strings.add(outcome.reason))
+            refs.append(strings.add(outcome.delivery.endpoint.node))
+            refs.append(strings.add(outcome.delivery.address))
+            refs.append(strings.add(outcome.delivery.app))
+            for node in outcome.delivery.path { refs.append(strings.add(node)) }
             size += 22 + 2 * (4 + outcome.delivery.path.count)
         }
         let start = try open(.outcomes, strings, entryBytes: size, into: &buffer)
+        var next = 0
         for outcome in outcomes {
             buffer.writeInteger(outcome.messageID)
             buffer.writeInteger(outcome.kind.rawValue)
             buffer.writeInteger(outcome.code)
             buffer.writeInteger(outcome.delivery.endpoint.id)
             buffer.writeInteger(UInt8(outcome.delivery.path.count))
-            buffer.writeInteger(strings.index(outcome.reason))
-            buffer.writeInteger(strings.index(outcome.delivery.endpoint.node))
-            buffer.writeInteger(strings.index(outcome.delivery.address))
-            buffer.writeInteger(strings.index(outcome.delivery.app))
-            for node in outcome.delivery.path { buffer.writeInteger(strings.index(node)) }
+            for _ in 0..<(4 + outcome.delivery.path.count) {
+                buffer.writeInteger(refs[next])
+                next += 1
+            }
         }
         try close(from: start, in: &buffer)
     }
@@ -249,19 +255,30 @@ public enum SmallFrames {
     // MARK: Pieces
 
     /// The strings of one frame, each once, in the order first seen.
+    /// A frame's strings, each once. A frame names few (its senders, addresses, nodes, reasons): up to
+    /// ``scannedMax`` are found by comparing, which costs less than hashing each; past that, by a dictionary.
     struct StringTable {
+        static let scannedMax = 16
         var strings: [String] = []
         var indices: [String: UInt16] = [:]
         var bytes = 2
 
-        mutating func add(_ text: String) {
-            guard indices[text] == nil else { return }
-            indices[text] = UInt16(truncatingIfNeeded: strings.count)
+        /// Adds `text` unless the table has it; returns its index.
+        mutating func add(_ text: String) -> UInt16 {
+            if strings.count <= Self.scannedMax {
+                for index in strings.indices.reversed() where strings[index] == text { return UInt16(index) }
+                if strings.count == Self.scannedMax {
+                    for (index, known) in strings.enumerated() { indices[known] = UInt16(index) }
+                }
+            } else if let index = indices[text] {
+                return index
+            }
+            let index = UInt16(truncatingIfNeeded: strings.count)
+            if strings.count >= Self.scannedMax { indices[text] = index }
             strings.append(text)
             bytes += 2 + text.utf8.count
+            return index
         }
-
-        func index(_ text: String) -> UInt16 { indices[text]! }
     }
 
     /// Whether two headers agree on every field the extra header carries.

@@ -285,6 +285,47 @@ import Testing
         #expect(received[2].error.code == .receiverGone && received[2].reason == "gone")
     }
 
+    /// A frame naming more strings than its table finds by comparing (many senders, addresses and nodes) names
+    /// each of them right, the first and the last alike.
+    @Test func aFrameOfManyDistinctStringsRoundTrips() throws {
+        let sent = (0..<40).map { index in
+            var header = Freight_Wire_V1_MessageHeader()
+            header.id = UInt64(index) + 1
+            header.source = "n\(index % 7)/tx-\(index % 5)"
+            header.destination = "kv/block/\(index)"
+            return SmallMessage(
+                header: header, targetNode: "n\(index % 11)", targetID: UInt64(index),
+                path: (0..<(index % 4)).map { "hop-\(index)-\($0)" }, body: ByteBuffer(), crc32c: 0)
+        }
+        var parser = FrameParser(expectPreface: false)
+        var frames: [Frame] = []
+        try parser.feed(try FrameEncoder.encode(.small(sent))) { frames.append($0) }
+        guard frames.count == 1, case .small(let received) = frames[0] else {
+            Issue.record("one SMALL frame, got \(frames.map(\.type))")
+            return
+        }
+        #expect(received.map(\.header.source) == sent.map(\.header.source))
+        #expect(received.map(\.header.destination) == sent.map(\.header.destination))
+        #expect(received.map(\.targetNode) == sent.map(\.targetNode))
+        #expect(received.map(\.path) == sent.map(\.path))
+
+        let outcomes = (0..<40).map { index in
+            var outcome = SmallOutcome(UInt64(index), failed: FreightError(.receiverGone, "gone \(index % 23)"))
+            outcome.delivery.app = "rx-\(index)"
+            outcome.delivery.path = ["n\(index % 3)"]
+            return outcome
+        }
+        frames = []
+        try parser.feed(try FrameEncoder.encode(.outcomes(outcomes))) { frames.append($0) }
+        guard frames.count == 1, case .outcomes(let back) = frames[0] else {
+            Issue.record("one OUTCOMES frame, got \(frames.map(\.type))")
+            return
+        }
+        #expect(back.map(\.reason) == outcomes.map(\.reason))
+        #expect(back.map(\.delivery.app) == outcomes.map(\.delivery.app))
+        #expect(back.map(\.delivery.path) == outcomes.map(\.delivery.path))
+    }
+
     /// A batch whose bodies would not fit one frame is refused with resourceExhausted (the sender splits it).
     @Test func aBatchOverAFrameIsRefused() throws {
         var header = Freight_Wire_V1_MessageHeader()
