@@ -197,7 +197,7 @@ extension ClientCore {
         outgoing[id] = transfer
         var header = Freight_Wire_V1_MessageHeader()
         header.id = id
-        header.source = "\(nodeHello?.name ?? "")/\(label)"
+        header.source = source
         header.destination = destination.description
         header.length = length
         header.contentType = options.contentType

@@ -13,7 +13,11 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     let label: String
     let windowBytes: Int
     var connection: FrameConnection?
-    var nodeHello: Freight_Wire_V1_Hello?
+    var nodeHello: Freight_Wire_V1_Hello? {
+        didSet { source = "\(nodeHello?.name ?? "")/\(label)" }
+    }
+    /// What this app's messages say they come from: NODE/LABEL (made once, not per message).
+    var source = ""
     var helloPromise: EventLoopPromise<Freight_Wire_V1_Hello>?
     var closedError: FreightError?
     /// Shared memory with the node, when it accepted this app's pools.
@@ -53,6 +57,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
         self.label = label
         self.windowBytes = windowBytes
         self.helloPromise = eventLoop.makePromise()
+        self.source = "/\(label)"
     }
 
     // MARK: Requests

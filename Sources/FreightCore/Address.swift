@@ -3,12 +3,17 @@
 /// At most ``Limits/addressSegmentsMax`` segments and ``Limits/addressBytesMax`` bytes; case-sensitive; no empty segment.
 public struct Address: Hashable, Sendable, CustomStringConvertible, Comparable {
     public let segments: [String]
+    /// The address as text: what it was parsed from, which is its segments joined by `/` (kept, as every message
+    /// that goes to it names it).
+    public let description: String
 
     public init(_ text: String) throws(FreightError) {
         self.segments = try AddressGrammar.parse(text, allowWildcards: false)
+        self.description = text
     }
 
-    public var description: String { segments.joined(separator: "/") }
+    public static func == (lhs: Address, rhs: Address) -> Bool { lhs.description == rhs.description }
+    public func hash(into hasher: inout Hasher) { hasher.combine(description) }
 
     public static func < (lhs: Address, rhs: Address) -> Bool { lhs.description < rhs.description }
 }
@@ -158,7 +163,8 @@ public enum AddressGrammar {
             )
         }
         for (index, part) in parts.enumerated() {
-            let position = "segment \(index + 1) '\(part)'"
+            // Only for the reason of a refusal: a valid address makes no text of its own.
+            var position: String { "segment \(index + 1) '\(part)'" }
             if part.isEmpty {
                 throw FreightError(.invalidAddress, "invalid \(kind) '\(text)': segment \(index + 1) is empty")
             }
