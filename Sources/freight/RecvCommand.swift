@@ -93,8 +93,9 @@ struct RecvCommand: AsyncParsableCommand {
             var received = 0
             var lastFailure: FreightError?
             var failures = 0
-            // Messages read, checked or drained are handled on the client's thread (no hop between threads per
-            // message); files and GPU copies on the default executor, as they block.
+            // Small messages read, checked or drained are handled on the client's thread (no hop between threads per
+            // message); larger ones in tasks on the default executor, so that checking one's bytes does not hold up
+            // the client, nor do files and GPU copies, which block.
             let executor = out == nil && targets == nil ? client.executor : nil
             try await withTaskExecutorPreference(executor) {
                 try await withThrowingTaskGroup(of: FreightError?.self) { group in
@@ -119,7 +120,7 @@ struct RecvCommand: AsyncParsableCommand {
                         }
                         if running == parallel { settle(try await group.next()) }
                         running += 1
-                        group.addTask {
+                        group.addTask(executorPreference: globalConcurrentExecutor) {
                             await handled(
                                 bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message,
                                 targets: targets)
