@@ -60,6 +60,23 @@ import Testing
         }
     }
 
+    /// An app may close its client from a task on the client's own thread: the close completes, and the task goes
+    /// on after it.
+    @Test(.timeLimit(.minutes(1))) func aClientClosesFromItsOwnThread() async throws {
+        try await InProcessFabric.with(nodes: 1, cluster: "exec") { fabric in
+            let client = try await FreightClient.connect(to: fabric.socket(0), label: "self-closing")
+            let inbox = try await client.receive("svc/self")  // kept: a subscription dropped unregisters
+            let (found, after) = try await withTaskExecutorPreference(client.executor) {
+                let found = try await client.resolve("svc/self").endpoints.count
+                await client.close()
+                return (found, client.core.eventLoop.inEventLoop)
+            }
+            #expect(found == 1)
+            #expect(after == false, "after the close the task runs on the default executor")
+            inbox.cancel()
+        }
+    }
+
     /// A task that still prefers the executor of a client that closed goes on, on the default executor: it is
     /// not left waiting for an event loop that is gone.
     @Test(.timeLimit(.minutes(1))) func aTaskOnAClosedClientsExecutorStillEnds() async throws {
