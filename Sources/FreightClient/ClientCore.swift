@@ -60,6 +60,12 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
         self.source = "/\(label)"
     }
 
+    /// Runs `body` on the client's event loop: at once when the caller is on it already (a task that prefers
+    /// ``FreightClient/executor``), queued otherwise.
+    func onLoop(_ body: @escaping @Sendable () -> Void) {
+        if eventLoop.inEventLoop { body() } else { eventLoop.execute(body) }
+    }
+
     // MARK: Requests
 
     func request(_ kind: Freight_Wire_V1_Request.OneOf_Kind) -> EventLoopFuture<Freight_Wire_V1_Reply> {

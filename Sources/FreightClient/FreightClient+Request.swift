@@ -27,12 +27,11 @@ extension FreightClient {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 guard requests.start(number, to: address, deadline: deadline, continuation) else { return }
-                let send = {
+                core.onLoop {
                     core.send(to: destination, body: body, length: length, options: sent).whenFailure { error in
                         requests.finish(number, .failure(error))
                     }
                 }
-                if core.eventLoop.inEventLoop { send() } else { core.eventLoop.execute(send) }
             }
         } onCancel: {
             requests.finish(number, .failure(CancellationError()))

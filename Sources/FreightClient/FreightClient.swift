@@ -178,13 +178,7 @@ public final class FreightClient: Sendable {
         }
         return Subscription(
             endpointID: id, pattern: parsed, stream: stream,
-            accepted: { messageID in
-                if core.eventLoop.inEventLoop {
-                    core.accepted(messageID)
-                } else {
-                    core.eventLoop.execute { core.accepted(messageID) }
-                }
-            },
+            accepted: { messageID in core.onLoop { core.accepted(messageID) } },
             cancelled: { core.eventLoop.execute { core.unsubscribe(endpointID: id) } })
     }
 

@@ -242,11 +242,17 @@ import Testing
         }
     }
 
-    @Test func smallMessagesRoundTrip() throws {
-        let sent = Self.messages()
+    /// What a fresh parser reads back from `frame` encoded.
+    static func decoded(_ frame: Frame) throws -> [Frame] {
         var parser = FrameParser(expectPreface: false)
         var frames: [Frame] = []
-        try parser.feed(try FrameEncoder.encode(.small(sent))) { frames.append($0) }
+        try parser.feed(try FrameEncoder.encode(frame)) { frames.append($0) }
+        return frames
+    }
+
+    @Test func smallMessagesRoundTrip() throws {
+        let sent = Self.messages()
+        let frames = try Self.decoded(.small(sent))
         guard frames.count == 1, case .small(let received) = frames[0] else {
             Issue.record("one SMALL frame, got \(frames.map(\.type))")
             return
@@ -272,9 +278,7 @@ import Testing
             delivered, delivered, SmallOutcome(2, failed: FreightError(.receiverGone, "gone")),
             SmallOutcome(3, .resend),
         ]
-        var parser = FrameParser(expectPreface: false)
-        var frames: [Frame] = []
-        try parser.feed(try FrameEncoder.encode(.outcomes(sent))) { frames.append($0) }
+        let frames = try Self.decoded(.outcomes(sent))
         guard frames.count == 1, case .outcomes(let received) = frames[0] else {
             Issue.record("one OUTCOMES frame, got \(frames.map(\.type))")
             return
@@ -297,9 +301,7 @@ import Testing
                 header: header, targetNode: "n\(index % 11)", targetID: UInt64(index),
                 path: (0..<(index % 4)).map { "hop-\(index)-\($0)" }, body: ByteBuffer(), crc32c: 0)
         }
-        var parser = FrameParser(expectPreface: false)
-        var frames: [Frame] = []
-        try parser.feed(try FrameEncoder.encode(.small(sent))) { frames.append($0) }
+        let frames = try Self.decoded(.small(sent))
         guard frames.count == 1, case .small(let received) = frames[0] else {
             Issue.record("one SMALL frame, got \(frames.map(\.type))")
             return
@@ -315,10 +317,9 @@ import Testing
             outcome.delivery.path = ["n\(index % 3)"]
             return outcome
         }
-        frames = []
-        try parser.feed(try FrameEncoder.encode(.outcomes(outcomes))) { frames.append($0) }
-        guard frames.count == 1, case .outcomes(let back) = frames[0] else {
-            Issue.record("one OUTCOMES frame, got \(frames.map(\.type))")
+        let more = try Self.decoded(.outcomes(outcomes))
+        guard more.count == 1, case .outcomes(let back) = more[0] else {
+            Issue.record("one OUTCOMES frame, got \(more.map(\.type))")
             return
         }
         #expect(back.map(\.reason) == outcomes.map(\.reason))
