@@ -39,7 +39,8 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     var regionsHeld = 0
     /// A streamed body's pieces sent and not yet acknowledged, in order (the writer cannot give them again): sent
     /// again from here when a link on the way broke. At most one window: nothing is sent past the credit.
-    var retained = CircularBuffer<(offset: UInt64, bytes: ByteBuffer)>()
+    /// Made on first use: a CircularBuffer allocates its storage at once, and most messages never retain a piece.
+    lazy var retained = CircularBuffer<(offset: UInt64, bytes: ByteBuffer)>()
     /// Sent as a small message: what it counts against the node's eager budget until its outcome, and its header
     /// (sent again as OPEN when the outcome says RESEND).
     var smallCost: UInt64 = 0

@@ -55,16 +55,17 @@ extension ClientCore {
     static let outcomesPerFrameMax = 256
 
     func outcomesReceived(_ outcomes: [SmallOutcome]) {
-        for outcome in outcomes {
-            let id = outcome.messageID
+        // By index: a copy of each outcome costs a retain and a release of each of its strings.
+        for index in outcomes.indices {
+            let id = outcomes[index].messageID
             guard let transfer = outgoing[id], transfer.smallCost > 0 else { continue }
             smallOutstanding -= min(smallOutstanding, transfer.smallCost)
             transfer.smallCost = 0
-            switch outcome.kind {
+            switch outcomes[index].kind {
             case .delivered:
                 outgoing[id] = nil
                 transfer.onProgress?(transfer.window.length)
-                let delivery = outcome.delivery
+                let delivery = outcomes[index].delivery
                 transfer.promise.succeed(
                     DeliveryReport(
                         messageID: id, destination: transfer.destination, bytes: transfer.window.length,
@@ -86,15 +87,18 @@ extension ClientCore {
                 }
             case .failed:
                 outgoing[id] = nil
-                transfer.fail(outcome.error)
+                transfer.fail(outcomes[index].error)
             }
         }
     }
 
     /// A SMALL frame from the node: each message is checked and handed to its subscription whole; its outcome
     /// goes back once the app took its body (or failed it).
-    func smallReceived(_ messages: [SmallMessage]) {
-        for small in messages {
+    func smallReceived(_ messages: consuming [SmallMessage]) {
+        // Each moved out of the frame's list, not copied.
+        var messages = messages
+        messages.reverse()
+        while let small = messages.popLast() {
             let header = small.header
             let id = header.id
             guard CRC32C.checksum(small.body) == small.crc32c else {

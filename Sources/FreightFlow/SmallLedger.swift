@@ -59,33 +59,45 @@ public struct SmallLedger: Sendable {
         let cost = Self.cost(length: length)
         let before = ports[upstream]?.held ?? 0
         guard before + cost <= budget else { throw .overBudget(held: before + cost, budget: budget) }
-        guard entries[id] == nil else { throw .duplicate }
-        entries[id] = Entry(upstream: upstream, cost: cost)
+        if let known = entries.updateValue(Entry(upstream: upstream, cost: cost), forKey: id) {
+            entries[id] = known
+            throw .duplicate
+        }
         ports[upstream, default: PortCounts()].take(cost)
     }
 
     /// Passes message `id` on to `downstream` when its budget (what that port advertised) has room; false when it
     /// has none (the node answers RESEND).
-    public mutating func pass(_ id: UInt64, to downstream: FlowPort, budget: UInt64) -> Bool {
-        guard var entry = entries[id], entry.downstream == nil else { return false }
-        let before = ports[downstream]?.outstanding ?? 0
-        guard before + entry.cost <= budget else { return false }
-        ports[downstream, default: PortCounts()].outstanding = before + entry.cost
-        entry.downstream = downstream
-        entries[id] = entry
+    /// A message passed to an app of this node also keeps what its delivery report needs: the `endpoint` and the
+    /// nodes it passed (`path`).
+    public mutating func pass(
+        _ id: UInt64, to downstream: FlowPort, budget: UInt64, endpoint: UInt64? = nil, path: [String] = []
+    ) -> Bool {
+        guard let index = entries.index(forKey: id), entries.values[index].downstream == nil else { return false }
+        let cost = entries.values[index].cost
+        if let port = ports.index(forKey: downstream) {
+            guard ports.values[port].pass(cost, within: budget) else { return false }
+        } else {
+            guard cost <= budget else { return false }
+            ports[downstream] = PortCounts(outstanding: cost)
+        }
+        entries.values[index].downstream = downstream
+        if let endpoint {
+            entries.values[index].endpoint = endpoint
+            entries.values[index].path = path
+        }
         return true
-    }
-
-    /// Notes what a delivery report needs for a message passed to an app of this node.
-    public mutating func note(_ id: UInt64, endpoint: UInt64, path: [String]) {
-        entries[id]?.endpoint = endpoint
-        entries[id]?.path = path
     }
 
     /// Forgets message `id`, giving its bytes back to both budgets; returns its entry (whose upstream gets the
     /// outcome). Nil when it is not known here.
     public mutating func finish(_ id: UInt64) -> Entry? {
         guard let entry = entries.removeValue(forKey: id) else { return nil }
+        return finish(entry)
+    }
+
+    /// Gives a removed entry's bytes back to both budgets.
+    private mutating func finish(_ entry: Entry) -> Entry {
         release(entry.upstream) { $0.give(entry.cost) }
         if let downstream = entry.downstream {
             release(downstream) { $0.outstanding -= min(entry.cost, $0.outstanding) }
@@ -95,8 +107,9 @@ public struct SmallLedger: Sendable {
 
     /// An outcome came from `port`: the entry, when the message went there (no port answers for another's message).
     public mutating func outcome(_ id: UInt64, from port: FlowPort) -> Entry? {
-        guard entries[id]?.downstream == port else { return nil }
-        return finish(id)
+        // One lookup, and no copy of the entry before it is known to be the one.
+        guard let index = entries.index(forKey: id), entries.values[index].downstream == port else { return nil }
+        return finish(entries.remove(at: index).value)
     }
 
     /// Every message that came from or went to `port`, which is gone: those it sent are forgotten (their outcomes
@@ -123,6 +136,13 @@ extension SmallLedger.PortCounts {
     mutating func take(_ cost: UInt64) {
         held += cost
         heldCount += 1
+    }
+
+    /// Counts `cost` more passed to this port when its budget has room.
+    mutating func pass(_ cost: UInt64, within budget: UInt64) -> Bool {
+        guard outstanding + cost <= budget else { return false }
+        outstanding += cost
+        return true
     }
 
     mutating func give(_ cost: UInt64) {

@@ -27,8 +27,12 @@ extension NodeEngine {
         }
     }
 
-    func smallReceived(_ messages: [SmallMessage], from port: Port, on connection: FrameConnection) {
-        for var message in messages {
+    func smallReceived(_ messages: consuming [SmallMessage], from port: Port, on connection: FrameConnection) {
+        // Each message moved out of the frame's list rather than copied from it: a copy costs a retain and a
+        // release of its header, path and body.
+        var messages = messages
+        messages.reverse()
+        while var message = messages.popLast() {
             let id = message.header.id
             let length = message.header.length
             guard length <= UInt64(Limits.smallBodyBytesMax) else {
@@ -79,11 +83,15 @@ extension NodeEngine {
             message.path.append(name)
             message.targetNode = target.node
             message.targetID = target.id
-            guard small.pass(id, to: next, budget: eagerBytesTaken(by: next)) else {
+            let local = target.node == name
+            guard
+                small.pass(
+                    id, to: next, budget: eagerBytesTaken(by: next), endpoint: local ? target.id : nil,
+                    path: local ? message.path : [])
+            else {
                 finishSmall(id, resendOutcome(id))
                 continue
             }
-            if target.node == name { small.note(id, endpoint: target.id, path: message.path) }
             queueSmall(message, to: next)
         }
     }
@@ -151,8 +159,10 @@ extension NodeEngine {
 
     /// An outcome came back from `port`: passed to the message's upstream (with the delivery filled in when the
     /// receiving app is on this node).
-    func outcomesReceived(_ outcomes: [SmallOutcome], from port: Port) {
-        for var outcome in outcomes {
+    func outcomesReceived(_ outcomes: consuming [SmallOutcome], from port: Port) {
+        var outcomes = outcomes
+        outcomes.reverse()
+        while var outcome = outcomes.popLast() {
             guard let entry = small.outcome(outcome.messageID, from: port) else { continue }
             outcome.reason = SmallOutcome.bounded(outcome.reason)
             if case .session(let id) = port {
@@ -197,20 +207,20 @@ extension NodeEngine {
 
     // MARK: Batches
 
-    private func queueSmall(_ message: SmallMessage, to port: Port) {
+    private func queueSmall(_ message: consuming SmallMessage, to port: Port) {
         let bytes = pendingSmall[port, default: PendingSmall()].add(message)
         if bytes >= Limits.smallBatchBytesMax { flushSmall(to: port) }
         scheduleSmallFlush()
     }
 
-    private func queueOutcome(_ outcome: SmallOutcome, to port: Port) {
+    private func queueOutcome(_ outcome: consuming SmallOutcome, to port: Port) {
         let count = Self.appended(outcome, to: &pendingOutcomes[port, default: []])
         if count >= Self.outcomesPerFrameMax { flushOutcomes(to: port) }
         scheduleSmallFlush()
     }
 
     /// Appends in place (one lookup of the port); returns how many the list holds.
-    private static func appended(_ outcome: SmallOutcome, to list: inout [SmallOutcome]) -> Int {
+    private static func appended(_ outcome: consuming SmallOutcome, to list: inout [SmallOutcome]) -> Int {
         list.append(outcome)
         return list.count
     }
@@ -274,9 +284,9 @@ struct PendingSmall {
     var bytes = 0
 
     /// Adds a message; returns the batch's bytes.
-    mutating func add(_ message: SmallMessage) -> Int {
-        messages.append(message)
+    mutating func add(_ message: consuming SmallMessage) -> Int {
         bytes += message.body.readableBytes + NodeEngine.smallEntryAllowanceBytes
+        messages.append(message)
         return bytes
     }
 }

@@ -98,39 +98,53 @@ public enum SmallFrames {
         var size = 0
         // Messages of one sender mostly carry the same attributes: their extra header is encoded once.
         var last: (header: Freight_Wire_V1_MessageHeader, bytes: [UInt8])?
-        for message in messages {
-            guard message.path.count <= pathEntriesMax else {
+        // By index, not `for message in`: a copy of each message (a retain and a release of its header's strings,
+        // its path and its body) cost more than its encoding (perf).
+        for index in messages.indices {
+            let pathCount = messages[index].path.count
+            guard pathCount <= pathEntriesMax else {
                 throw FreightError(.resourceExhausted, "a small message names too many nodes")
             }
-            refs.append(strings.add(message.header.source))
-            refs.append(strings.add(message.header.destination))
-            refs.append(strings.add(message.targetNode))
-            for node in message.path { refs.append(strings.add(node)) }
+            refs.append(strings.add(messages[index].header.source))
+            refs.append(strings.add(messages[index].header.destination))
+            refs.append(strings.add(messages[index].targetNode))
+            for node in messages[index].path { refs.append(strings.add(node)) }
             let extra: [UInt8]
-            if let last, Self.sameExtras(last.header, message.header) {
+            if !hasExtras(messages[index].header) {
+                extra = []
+            } else if let last, Self.sameExtras(last.header, messages[index].header) {
                 extra = last.bytes
             } else {
-                extra = try extraHeader(message.header)
-                last = (message.header, extra)
+                extra = try extraHeader(messages[index].header)
+                last = (messages[index].header, extra)
             }
-            size += 32 + 2 * (3 + message.path.count) + extra.count + message.body.readableBytes
+            size += 32 + 2 * (3 + pathCount) + extra.count + messages[index].body.readableBytes
             extras.append(extra)
         }
         let start = try open(.small, strings, entryBytes: size, into: &buffer)
         var next = 0
-        for (message, extra) in zip(messages, extras) {
-            buffer.writeInteger(message.header.id)
-            buffer.writeInteger(message.crc32c)
-            buffer.writeInteger(UInt32(message.body.readableBytes))
-            buffer.writeInteger(message.targetID)
-            buffer.writeInteger(UInt16(extra.count))
-            buffer.writeInteger(UInt8(message.path.count))
-            for _ in 0..<(3 + message.path.count) {
-                buffer.writeInteger(refs[next])
-                next += 1
+        for index in messages.indices {
+            // The fixed fields and string indices in one write: each ByteBuffer.writeInteger pays a capacity check
+            // and an exclusivity check, which together cost more than the bytes (perf).
+            let pathCount = messages[index].path.count
+            let fixed = smallEntryFixedBytes + 2 * (3 + pathCount)
+            let extraCount = extras[index].count
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: fixed) { raw in
+                var fields = FieldWriter(raw)
+                fields.put(messages[index].header.id)
+                fields.put(messages[index].crc32c)
+                fields.put(UInt32(messages[index].body.readableBytes))
+                fields.put(messages[index].targetID)
+                fields.put(UInt16(extraCount))
+                fields.put(UInt8(pathCount))
+                for _ in 0..<(3 + pathCount) {
+                    fields.put(refs[next])
+                    next += 1
+                }
+                return fixed
             }
-            buffer.writeBytes(extra)
-            buffer.writeImmutableBuffer(message.body)
+            if extraCount > 0 { buffer.writeBytes(extras[index]) }
+            buffer.writeImmutableBuffer(messages[index].body)
         }
         try close(from: start, in: &buffer)
     }
@@ -140,28 +154,35 @@ public enum SmallFrames {
         var size = 0
         var refs: [UInt16] = []
         refs.reserveCapacity(outcomes.count * 4)
-        for outcome in outcomes {
-            guard outcome.delivery.path.count <= pathEntriesMax else {
+        for index in outcomes.indices {
+            let pathCount = outcomes[index].delivery.path.count
+            guard pathCount <= pathEntriesMax else {
                 throw FreightError(.resourceExhausted, "an outcome names too many nodes")
             }
-            refs.append(strings.add(outcome.reason))
-            refs.append(strings.add(outcome.delivery.endpoint.node))
-            refs.append(strings.add(outcome.delivery.address))
-            refs.append(strings.add(outcome.delivery.app))
-            for node in outcome.delivery.path { refs.append(strings.add(node)) }
-            size += 22 + 2 * (4 + outcome.delivery.path.count)
+            refs.append(strings.add(outcomes[index].reason))
+            refs.append(strings.add(outcomes[index].delivery.endpoint.node))
+            refs.append(strings.add(outcomes[index].delivery.address))
+            refs.append(strings.add(outcomes[index].delivery.app))
+            for node in outcomes[index].delivery.path { refs.append(strings.add(node)) }
+            size += 22 + 2 * (4 + pathCount)
         }
         let start = try open(.outcomes, strings, entryBytes: size, into: &buffer)
         var next = 0
-        for outcome in outcomes {
-            buffer.writeInteger(outcome.messageID)
-            buffer.writeInteger(outcome.kind.rawValue)
-            buffer.writeInteger(outcome.code)
-            buffer.writeInteger(outcome.delivery.endpoint.id)
-            buffer.writeInteger(UInt8(outcome.delivery.path.count))
-            for _ in 0..<(4 + outcome.delivery.path.count) {
-                buffer.writeInteger(refs[next])
-                next += 1
+        for index in outcomes.indices {
+            let pathCount = outcomes[index].delivery.path.count
+            let fixed = outcomeEntryFixedBytes + 2 * (4 + pathCount)
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: fixed) { raw in
+                var fields = FieldWriter(raw)
+                fields.put(outcomes[index].messageID)
+                fields.put(outcomes[index].kind.rawValue)
+                fields.put(outcomes[index].code)
+                fields.put(outcomes[index].delivery.endpoint.id)
+                fields.put(UInt8(pathCount))
+                for _ in 0..<(4 + pathCount) {
+                    fields.put(refs[next])
+                    next += 1
+                }
+                return fixed
             }
         }
         try close(from: start, in: &buffer)
@@ -174,19 +195,16 @@ public enum SmallFrames {
         // The extra header decoded last, by its bytes: the next message's is most often the same.
         var last: (bytes: ByteBuffer, header: Freight_Wire_V1_MessageHeader)?
         while payload.readableBytes > 0 {
-            guard let id = payload.readInteger(as: UInt64.self), let crc = payload.readInteger(as: UInt32.self),
-                let length = payload.readInteger(as: UInt32.self),
-                let targetID = payload.readInteger(as: UInt64.self),
-                let extraLength = payload.readInteger(as: UInt16.self),
-                let pathCount = payload.readInteger(as: UInt8.self)
-            else { throw malformed(.small, "an entry is cut short") }
+            guard let entry = payload.withUnsafeReadableBytes({ raw in SmallEntry(raw) }) else {
+                throw malformed(.small, "an entry is cut short")
+            }
+            payload.moveReaderIndex(forwardBy: smallEntryFixedBytes)
+            let (id, crc, length, targetID) = (entry.id, entry.crc32c, entry.length, entry.targetID)
+            let (extraLength, pathCount) = (entry.extraLength, entry.pathCount)
             guard pathCount <= pathEntriesMax else { throw malformed(.small, "\(pathCount) nodes in a path") }
-            let source = try string(&payload, strings, .small)
-            let destination = try string(&payload, strings, .small)
-            let targetNode = try string(&payload, strings, .small)
-            var path: [String] = []
-            path.reserveCapacity(Int(pathCount) + 1)
-            for _ in 0..<pathCount { path.append(try string(&payload, strings, .small)) }
+            let named = try names(&payload, fixed: 3, pathCount: Int(pathCount), strings, .small)
+            let (source, destination, targetNode, _) = named.fields
+            let path = named.path
             var header = Freight_Wire_V1_MessageHeader()
             if extraLength > 0 {
                 guard let extra = payload.readSlice(length: Int(extraLength)) else {
@@ -224,28 +242,25 @@ public enum SmallFrames {
         let strings = try readTable(&payload, .outcomes)
         var outcomes: [SmallOutcome] = []
         while payload.readableBytes > 0 {
-            guard let id = payload.readInteger(as: UInt64.self), let kindByte = payload.readInteger(as: UInt8.self),
-                let code = payload.readInteger(as: UInt32.self),
-                let endpointID = payload.readInteger(as: UInt64.self),
-                let pathCount = payload.readInteger(as: UInt8.self)
-            else { throw malformed(.outcomes, "an entry is cut short") }
-            guard let kind = SmallOutcome.Kind(rawValue: kindByte) else {
-                throw malformed(.outcomes, "unknown outcome \(kindByte)")
+            guard let entry = payload.withUnsafeReadableBytes({ raw in OutcomeEntry(raw) }) else {
+                throw malformed(.outcomes, "an entry is cut short")
             }
-            guard pathCount <= pathEntriesMax else { throw malformed(.outcomes, "\(pathCount) nodes in a path") }
-            var outcome = SmallOutcome(id, kind)
-            outcome.code = code
-            outcome.reason = try string(&payload, strings, .outcomes)
-            outcome.delivery.endpoint.id = endpointID
-            outcome.delivery.endpoint.node = try string(&payload, strings, .outcomes)
-            outcome.delivery.address = try string(&payload, strings, .outcomes)
-            outcome.delivery.app = try string(&payload, strings, .outcomes)
-            if pathCount > 0 {
-                var path: [String] = []
-                path.reserveCapacity(Int(pathCount))
-                for _ in 0..<pathCount { path.append(try string(&payload, strings, .outcomes)) }
-                outcome.delivery.path = path
+            payload.moveReaderIndex(forwardBy: outcomeEntryFixedBytes)
+            guard let kind = SmallOutcome.Kind(rawValue: entry.kind) else {
+                throw malformed(.outcomes, "unknown outcome \(entry.kind)")
             }
+            guard entry.pathCount <= pathEntriesMax else {
+                throw malformed(.outcomes, "\(entry.pathCount) nodes in a path")
+            }
+            let named = try names(&payload, fixed: 4, pathCount: Int(entry.pathCount), strings, .outcomes)
+            var outcome = SmallOutcome(entry.id, kind)
+            outcome.code = entry.code
+            outcome.reason = named.fields.0
+            outcome.delivery.endpoint.id = entry.endpointID
+            outcome.delivery.endpoint.node = named.fields.1
+            outcome.delivery.address = named.fields.2
+            outcome.delivery.app = named.fields.3
+            if entry.pathCount > 0 { outcome.delivery.path = named.path }
             outcomes.append(outcome)
         }
         guard !outcomes.isEmpty else { throw malformed(.outcomes, "no outcome") }
@@ -285,15 +300,18 @@ public enum SmallFrames {
     private static func sameExtras(_ a: Freight_Wire_V1_MessageHeader, _ b: Freight_Wire_V1_MessageHeader) -> Bool {
         a.contentType == b.contentType && a.traceparent == b.traceparent && a.tracestate == b.tracestate
             && a.deadlineUnixNanos == b.deadlineUnixNanos && a.priority == b.priority && a.replyTo == b.replyTo
-            && a.attributes == b.attributes && a.unknownFields == b.unknownFields
+            && a.attributes == b.attributes && a.filters == b.filters && a.unknownFields == b.unknownFields
+    }
+
+    /// Whether a header sets any field beyond id, source, destination and length.
+    private static func hasExtras(_ header: Freight_Wire_V1_MessageHeader) -> Bool {
+        !(header.contentType.isEmpty && header.attributes.isEmpty && header.traceparent.isEmpty
+            && header.tracestate.isEmpty && header.deadlineUnixNanos == 0 && header.priority == 0
+            && header.replyTo.isEmpty && header.filters.isEmpty && header.unknownFields.data.isEmpty)
     }
 
     private static func extraHeader(_ header: Freight_Wire_V1_MessageHeader) throws(FreightError) -> [UInt8] {
-        guard
-            !(header.contentType.isEmpty && header.attributes.isEmpty && header.traceparent.isEmpty
-                && header.tracestate.isEmpty && header.deadlineUnixNanos == 0 && header.priority == 0
-                && header.replyTo.isEmpty && header.unknownFields.data.isEmpty)
-        else { return [] }
+        guard hasExtras(header) else { return [] }
         var extra = header
         extra.id = 0
         extra.source = ""
@@ -354,12 +372,96 @@ public enum SmallFrames {
         return strings
     }
 
-    private static func string(_ payload: inout ByteBuffer, _ strings: [String], _ type: WireV1.FrameType)
-        throws(FrameParser.ParseError) -> String
-    {
-        guard let index = payload.readInteger(as: UInt16.self) else { throw malformed(type, "an entry is cut short") }
-        guard Int(index) < strings.count else { throw malformed(type, "string \(index) of \(strings.count)") }
-        return strings[Int(index)]
+    /// The strings an entry names by index: `fixed` (at most 4) fields, then `pathCount` nodes.
+    private static func names(
+        _ payload: inout ByteBuffer, fixed: Int, pathCount: Int, _ strings: [String], _ type: WireV1.FrameType
+    ) throws(FrameParser.ParseError) -> (fields: (String, String, String, String), path: [String]) {
+        let count = fixed + pathCount
+        var fields = ("", "", "", "")
+        var path: [String] = []
+        if pathCount > 0 { path.reserveCapacity(pathCount) }
+        let outOfRange: Int? = payload.withUnsafeReadableBytes { raw in
+            guard raw.count >= 2 * count else { return nil }
+            var reader = FieldReader(raw)
+            for position in 0..<count {
+                let index = Int(reader.take(UInt16.self))
+                guard index < strings.count else { return index }
+                switch position {
+                case 0: fields.0 = strings[index]
+                case 1: fields.1 = strings[index]
+                case 2: fields.2 = strings[index]
+                case 3 where fixed == 4: fields.3 = strings[index]
+                default: path.append(strings[index])
+                }
+            }
+            return -1
+        }
+        guard let outOfRange else { throw malformed(type, "an entry is cut short") }
+        guard outOfRange < 0 else { throw malformed(type, "string \(outOfRange) of \(strings.count)") }
+        payload.moveReaderIndex(forwardBy: 2 * count)
+        return (fields, path)
+    }
+
+    /// Bytes of a SMALL entry before its string indices: id, CRC32C, body length, target id, extra header length,
+    /// path count.
+    static let smallEntryFixedBytes = 8 + 4 + 4 + 8 + 2 + 1
+    /// Bytes of an OUTCOMES entry before its string indices: id, kind, code, endpoint id, path count.
+    static let outcomeEntryFixedBytes = 8 + 1 + 4 + 8 + 1
+
+    private struct SmallEntry {
+        var id: UInt64, crc32c: UInt32, length: UInt32, targetID: UInt64, extraLength: UInt16, pathCount: UInt8
+
+        init?(_ raw: UnsafeRawBufferPointer) {
+            guard raw.count >= SmallFrames.smallEntryFixedBytes else { return nil }
+            var fields = FieldReader(raw)
+            id = fields.take(UInt64.self)
+            crc32c = fields.take(UInt32.self)
+            length = fields.take(UInt32.self)
+            targetID = fields.take(UInt64.self)
+            extraLength = fields.take(UInt16.self)
+            pathCount = fields.take(UInt8.self)
+        }
+    }
+
+    private struct OutcomeEntry {
+        var id: UInt64, kind: UInt8, code: UInt32, endpointID: UInt64, pathCount: UInt8
+
+        init?(_ raw: UnsafeRawBufferPointer) {
+            guard raw.count >= SmallFrames.outcomeEntryFixedBytes else { return nil }
+            var fields = FieldReader(raw)
+            id = fields.take(UInt64.self)
+            kind = fields.take(UInt8.self)
+            code = fields.take(UInt32.self)
+            endpointID = fields.take(UInt64.self)
+            pathCount = fields.take(UInt8.self)
+        }
+    }
+
+    /// Big-endian integers read in turn from bytes the caller has checked are enough.
+    private struct FieldReader {
+        let raw: UnsafeRawBufferPointer
+        var offset = 0
+
+        init(_ raw: UnsafeRawBufferPointer) { self.raw = raw }
+
+        mutating func take<T: FixedWidthInteger>(_: T.Type) -> T {
+            let value = T(bigEndian: raw.loadUnaligned(fromByteOffset: offset, as: T.self))
+            offset += MemoryLayout<T>.size
+            return value
+        }
+    }
+
+    /// Big-endian integers written in turn into room the caller has reserved.
+    private struct FieldWriter {
+        let raw: UnsafeMutableRawBufferPointer
+        var offset = 0
+
+        init(_ raw: UnsafeMutableRawBufferPointer) { self.raw = raw }
+
+        mutating func put<T: FixedWidthInteger>(_ value: T) {
+            raw.storeBytes(of: value.bigEndian, toByteOffset: offset, as: T.self)
+            offset += MemoryLayout<T>.size
+        }
     }
 
     /// Writes the payload's length into the frame header at `start`, or throws when it is over the control-frame

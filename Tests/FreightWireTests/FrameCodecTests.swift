@@ -231,6 +231,8 @@ import Testing
             header.id = UInt64(index) + 1
             header.source = "n1/tx"
             header.destination = "llm/tokens/\(index % 2)"
+            // A header whose only extra field is the filters it passed: they travel too.
+            if index == 2 { header.filters = ["scrub"] }
             if index == 3 {
                 header.attributes = ["k": "v"]
                 header.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
