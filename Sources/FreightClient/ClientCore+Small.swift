@@ -176,6 +176,7 @@ extension ClientCore {
     }
 
     func flushSmall() {
+        guard !pendingOutcomes.isEmpty || !pendingSmall.isEmpty else { return }
         if !pendingOutcomes.isEmpty {
             let outcomes = pendingOutcomes
             pendingOutcomes = []
@@ -187,6 +188,8 @@ extension ClientCore {
             pendingSmallBytes = 0
             write(batch)
         }
+        // At once: the batch is the turn's messages already, and the node starts on it while this app goes on.
+        connection?.flushNow()
     }
 
     /// SMALL frames, split where headers make one too large; a message no frame takes fails.

@@ -248,7 +248,12 @@ extension NodeEngine {
     /// Writes messages in SMALL frames (split where their headers make one too large); what a port that is gone, or
     /// a frame, cannot take is answered RESEND.
     private func write(_ messages: [SmallMessage], to port: Port) {
-        let unsent = controlConnection(port)?.sendSplitting(messages, as: Frame.small) ?? messages
+        let connection = controlConnection(port)
+        let unsent = connection?.sendSplitting(messages, as: Frame.small) ?? messages
+        // At once, not at the end of the turn: a batch is already many messages in one frame, and the next party
+        // starts on it while this node reads on (perf: a flush deferred behind further reads made the batches
+        // bigger and fewer, and the four parties took turns waiting for each other).
+        connection?.flushNow()
         let bodyBytes = { (list: [SmallMessage]) in list.reduce(0) { $0 + UInt64($1.body.readableBytes) } }
         counters.smallPassed += UInt64(messages.count - unsent.count)
         counters.bytesOut += bodyBytes(messages) - bodyBytes(unsent)
@@ -258,7 +263,9 @@ extension NodeEngine {
     /// Writes outcomes in OUTCOMES frames (reasons are bounded, so every one fits); a port that is gone takes none.
     private func flushOutcomes(to port: Port) {
         guard let outcomes = pendingOutcomes.removeValue(forKey: port) else { return }
-        _ = controlConnection(port)?.sendSplitting(outcomes, as: Frame.outcomes)
+        guard let connection = controlConnection(port) else { return }
+        _ = connection.sendSplitting(outcomes, as: Frame.outcomes)
+        connection.flushNow()
     }
 
     private func controlConnection(_ port: Port) -> FrameConnection? {
