@@ -48,6 +48,13 @@ struct RecvCommand: AsyncParsableCommand {
     var gpu: Int?
     @Option(name: .customLong("cuda-driver"), help: "The CUDA driver library --gpu opens.")
     var cudaDriver = "libcuda.so.1"
+    @Flag(
+        name: .customLong("summary"),
+        help: """
+            A line a second (messages and bytes received in it, failures) instead of a line per message, and the \
+            totals at the end: for many small messages a second.
+            """)
+    var summary = false
     @OptionGroup var via: ViaOption
     @OptionGroup var output: OutputOptions
 
@@ -93,6 +100,9 @@ struct RecvCommand: AsyncParsableCommand {
             var received = 0
             var lastFailure: FreightError?
             var failures = 0
+            let tally = summary ? Tally() : nil
+            let reporting = tally.map { tally in Task { await tally.reportEverySecond(json: output.json) } }
+            defer { reporting?.cancel() }
             // Small messages read, checked or drained are handled on the client's thread (no hop between threads per
             // message); larger ones in tasks on the default executor, so that checking one's bytes does not hold up
             // the client, nor do files and GPU copies, which block.
@@ -102,6 +112,7 @@ struct RecvCommand: AsyncParsableCommand {
                     var running = 0
                     func note(_ failure: FreightError?) {
                         guard let failure else { return }
+                        tally?.failed()
                         lastFailure = failure
                         failures += 1
                     }
@@ -113,7 +124,7 @@ struct RecvCommand: AsyncParsableCommand {
                         // A small body is whole when the message is: handled at once rather than in a task of its own
                         // (many small messages a second), unless it is paced or written to a file.
                         if message.length <= UInt64(Limits.smallBodyBytesMax), bytesPerSecond == nil, out == nil {
-                            note(await handled(message, targets: targets))
+                            note(await handled(message, targets: targets, tally: tally))
                             received += 1
                             if let count, received >= count { break }
                             continue
@@ -123,7 +134,7 @@ struct RecvCommand: AsyncParsableCommand {
                         group.addTask(executorPreference: globalConcurrentExecutor) {
                             await handled(
                                 bytesPerSecond.map { message.paced(bytesPerSecond: Int($0)) } ?? message,
-                                targets: targets)
+                                targets: targets, tally: tally)
                         }
                         received += 1
                         if let count, received >= count { break }
@@ -132,6 +143,8 @@ struct RecvCommand: AsyncParsableCommand {
                 }
             }
             await client.close()
+            reporting?.cancel()
+            tally?.report(json: output.json, final: true)
             if let lastFailure {
                 throw FreightError(
                     lastFailure.code, "\(failures) of \(received) messages failed; the last: \(lastFailure.message)")
@@ -141,22 +154,22 @@ struct RecvCommand: AsyncParsableCommand {
     }
 
     /// Receives one message (``handle(_:)``); its failure, reported, or nil.
-    private func handled(_ message: IncomingMessage, targets: DeviceTargets?) async -> FreightError? {
+    private func handled(_ message: IncomingMessage, targets: DeviceTargets?, tally: Tally?) async -> FreightError? {
         do {
             // With OTEL_* set, handling the message is a span in the sender's trace (docs/observability.md).
             try await Telemetry.span(
                 "freight recv \(message.destination)", context: message.serviceContext, ofKind: .consumer
-            ) { try await handle(message, targets: targets) }
+            ) { try await handle(message, targets: targets, tally: tally) }
             return nil
         } catch {
             let failure = error as? FreightError ?? FreightError(.internalError, "\(error)")
-            reportFailure(message, failure)
+            if tally == nil { reportFailure(message, failure) }
             return failure
         }
     }
 
     /// Receives one message: writes or checks or drains its body, and reports it. Throws when it failed.
-    private func handle(_ message: IncomingMessage, targets: DeviceTargets?) async throws {
+    private func handle(_ message: IncomingMessage, targets: DeviceTargets?, tally: Tally?) async throws {
         let started = ContinuousClock.now
         var file: String?
         var checked: Bool?
@@ -183,9 +196,13 @@ struct RecvCommand: AsyncParsableCommand {
         } else {
             _ = try await message.drain()
         }
-        let elapsed = ContinuousClock.now - started
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        report(message, seconds: seconds, file: file, checked: checked, arrived: arrived)
+        if let tally {
+            tally.received(bytes: message.length)
+        } else {
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            report(message, seconds: seconds, file: file, checked: checked, arrived: arrived)
+        }
         if checked == false {
             throw FreightError(
                 .checksumMismatch, "message \(String(message.id, radix: 16)) differs from its generated pattern")

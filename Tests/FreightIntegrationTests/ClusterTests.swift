@@ -92,6 +92,33 @@ import Testing
         }
     }
 
+    /// Many small messages through the CLI, as the README measures them: `send --count` says every one was
+    /// delivered, and `recv --summary` prints lines of counts instead of a line per message, with totals that count
+    /// each message once.
+    @Test func manySmallMessagesAreSummarised() async throws {
+        let cluster = try await ProcessCluster.start(nodes: 2)
+        defer { cluster.stop() }
+        let count = 20_000
+        let recv = try await cluster.receiver("small/many", at: "n2", ["--summary", "--check", "--count", "\(count)"])
+        defer { recv.stop() }
+        let send = try await FreightProcess.run([
+            "send", "small/many", "--size", "256", "--count", "\(count)", "--via", cluster.node("n1").socket,
+        ])
+        #expect(send.status == 0, "\(send.stderr)")
+        #expect(send.stdout.last?.contains("\(count) messages of 256 B") == true, "\(send.stdout)")
+        #expect(send.stdout.last?.contains("every one delivered") == true, "\(send.stdout)")
+        #expect(send.stdout.last?.contains("messages/s") == true, "\(send.stdout)")
+        #expect(try await recv.waitForExit(timeout: .seconds(30)) == 0, "\(recv.stderr)")
+        let events = recv.jsonLines.compactMap { $0["event"] as? String }
+        #expect(!events.contains("received"), "no line per message: \(Set(events))")
+        let total = recv.jsonLines.first { $0["event"] as? String == "total" }
+        #expect(total?["messages"] as? Int == count && total?["bytes"] as? Int == count * 256, "\(total ?? [:])")
+        #expect(total?["failed"] as? Int == 0)
+        let summed = recv.jsonLines.filter { $0["event"] as? String == "summary" }
+            .reduce(0) { $0 + ($1["messages"] as? Int ?? 0) }
+        #expect(summed <= count, "the per-second lines count each message at most once")
+    }
+
     /// Group members share messages; a pattern receiver gets every message its pattern matches.
     @Test func groupsAndPatterns() async throws {
         let cluster = try await ProcessCluster.start(nodes: 3)
