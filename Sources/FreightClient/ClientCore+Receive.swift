@@ -47,8 +47,7 @@ extension ClientCore {
         let endpoints = targets.map(\.id)
         let inbox = endpoints.lazy.compactMap { self.inboxes[$0] }.first
         let subscribed = endpoints.lazy.compactMap { id in self.subscriptions[id].map { (id, $0) } }.first
-        let subscription = subscribed?.1
-        guard incoming[header.id] == nil, inbox != nil || subscription != nil else {
+        guard incoming[header.id] == nil, inbox != nil || subscribed != nil else {
             connection?.send(
                 .abort(header.id, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint")))
             return
@@ -102,25 +101,14 @@ extension ClientCore {
             inbox(message)
             return accepted(id)
         }
-        let refusal: FreightError
-        switch subscription!.yield(message) {
-        case .enqueued:
-            return handedOver(id, to: subscribed!.0)
-        case .dropped:
-            refusal = FreightError(
-                .resourceExhausted, "app \(label) has \(Limits.messagesPerConnectionMax) messages waiting to be read")
-        case .terminated:
-            refusal = FreightError(.receiverGone, "app \(label) stopped receiving")
-        @unknown default:
-            refusal = FreightError(.receiverGone, "app \(label) stopped receiving")
-        }
+        guard let (_, refusal) = handOver([message], to: subscribed!.0).first else { return }
         incoming[id] = nil
         connection?.send(.abort(id, refusal))
     }
 
     /// The app took the message from its subscription: grant the first credit.
     func accepted(_ id: UInt64) {
-        untaken[id] = nil
+        if let endpointID = untaken.removeValue(forKey: id) { subscriptions[endpointID]?.waiting -= 1 }
         if let length = smallIncoming[id] {
             // An empty small message is handled once taken.
             if length == 0 { smallIncoming[id] = nil; queueOutcome(id, .delivered) }

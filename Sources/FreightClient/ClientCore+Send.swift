@@ -14,7 +14,7 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     let destination: String
     var window: SendWindow
     let body: OutgoingBody
-    let promise: EventLoopPromise<DeliveryReport>
+    let completion: SendCompletion
     let onProgress: (@Sendable (UInt64) -> Void)?
     let started = NIODeadline.now()
     /// Reused chunk buffers: fresh buffers per chunk cost a page fault per page.
@@ -86,14 +86,14 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
 
     init(
         id: UInt64, destination: String, window: SendWindow, body: OutgoingBody,
-        promise: EventLoopPromise<DeliveryReport>,
+        completion: SendCompletion,
         onProgress: (@Sendable (UInt64) -> Void)?, buffersMax: Int
     ) {
         self.id = id
         self.destination = destination
         self.window = window
         self.body = body
-        self.promise = promise
+        self.completion = completion
         self.onProgress = onProgress
         self.buffersMax = buffersMax
     }
@@ -101,7 +101,7 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     func fail(_ error: FreightError) {
         closeFile()
         if case .stream(let writer, _) = body { writer.fail(error) }
-        promise.fail(error)
+        completion.fail(error)
     }
 
     func closeFile() {
@@ -111,6 +111,27 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
         }
         if case .ready(_, let link) = lent { close(link) }
         lent = .over
+    }
+}
+
+/// Where a send's report goes: a promise (``ClientCore/send(to:body:length:options:)``), or the continuation of
+/// the task that awaits it on the client's own thread.
+enum SendCompletion {
+    case promise(EventLoopPromise<DeliveryReport>)
+    case continuation(UnsafeContinuation<DeliveryReport, any Error>)
+
+    func succeed(_ report: DeliveryReport) {
+        switch self {
+        case .promise(let promise): promise.succeed(report)
+        case .continuation(let continuation): continuation.resume(returning: report)
+        }
+    }
+
+    func fail(_ error: FreightError) {
+        switch self {
+        case .promise(let promise): promise.fail(error)
+        case .continuation(let continuation): continuation.resume(throwing: error)
+        }
     }
 }
 
@@ -142,32 +163,44 @@ extension ClientCore {
         length: UInt64,
         options: SendOptions
     ) -> EventLoopFuture<DeliveryReport> {
+        let promise = eventLoop.makePromise(of: DeliveryReport.self)
+        send(to: destination, body: body, length: length, options: options, completion: .promise(promise))
+        return promise.futureResult
+    }
+
+    /// Starts a send whose report (or failure) goes to `completion`: a promise, or the continuation of a task on
+    /// the client's own thread, which then needs no future and no callback per message.
+    func send(
+        to destination: Address,
+        body: OutgoingBody,
+        length: UInt64,
+        options: SendOptions,
+        completion: SendCompletion
+    ) {
         eventLoop.assertInEventLoop()
-        if let closedError { return eventLoop.makeFailedFuture(closedError) }
+        if let closedError { return completion.fail(closedError) }
         var id = messageIDs.next()
         while outgoing[id] != nil { id = messageIDs.next() }
-        let promise = eventLoop.makePromise(of: DeliveryReport.self)
         let chunkBytes = UInt64(options.chunkBytes)
         let transfer = Outgoing(
             id: id,
             destination: destination.description,
             window: SendWindow(length: length, chunkBytes: chunkBytes),
             body: body,
-            promise: promise,
+            completion: completion,
             onProgress: options.onProgress,
             buffersMax: max(2, windowBytes / options.chunkBytes + 1)
         )
         if case .file(let path) = body {
             transfer.fd = open(path, O_RDONLY)
             guard transfer.fd >= 0 else {
-                return eventLoop.makeFailedFuture(
-                    FreightError(.io, "cannot open \(path): \(String(cString: strerror(errno)))"))
+                return completion.fail(FreightError(.io, "cannot open \(path): \(String(cString: strerror(errno)))"))
             }
             if let shared, length > 0 { lendFile(transfer, shared: shared) }
         }
         if case .device = body {
             guard shared != nil else {
-                return eventLoop.makeFailedFuture(
+                return completion.fail(
                     FreightError(
                         .invalidArgument,
                         "a body in device memory is lent to the node over shared memory: connect over its Unix socket"))
@@ -179,8 +212,7 @@ extension ClientCore {
             switch body {
             case .shared(let buffer), .repeatingShared(let buffer, _):
                 guard buffer.mapping === shared.send else {
-                    return eventLoop.makeFailedFuture(
-                        FreightError(.invalidArgument, "the shared buffer belongs to another client"))
+                    return completion.fail(FreightError(.invalidArgument, "the shared buffer belongs to another client"))
                 }
             default:
                 break
@@ -189,7 +221,7 @@ extension ClientCore {
         } else {
             switch body {
             case .shared, .repeatingShared:
-                return eventLoop.makeFailedFuture(
+                return completion.fail(
                     FreightError(.invalidArgument, "this client has no shared memory for a shared buffer"))
             default:
                 break
@@ -211,8 +243,7 @@ extension ClientCore {
         if transfer.fd < 0, goesSmall(body, length: length),
             header.encodedSize <= Limits.smallHeaderAllowanceBytes
         {
-            sendSmall(transfer, header: header)
-            return promise.futureResult
+            return sendSmall(transfer, header: header)
         }
         var open = Freight_Wire_V1_Open()
         open.header = header
@@ -224,7 +255,6 @@ extension ClientCore {
             outgoing[id] = nil
             transfer.fail(error)
         }
-        return promise.futureResult
     }
 
     func ackReceived(_ ack: Freight_Wire_V1_Ack) {
@@ -641,7 +671,7 @@ extension ClientCore {
                 )
             }
         )
-        transfer.promise.succeed(report)
+        transfer.completion.succeed(report)
     }
 
     func abortReceived(_ abort: Freight_Wire_V1_Abort) {

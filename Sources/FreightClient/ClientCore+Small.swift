@@ -66,7 +66,7 @@ extension ClientCore {
                 outgoing[id] = nil
                 transfer.onProgress?(transfer.window.length)
                 let delivery = outcomes[index].delivery
-                transfer.promise.succeed(
+                transfer.completion.succeed(
                     DeliveryReport(
                         messageID: id, destination: transfer.destination, bytes: transfer.window.length,
                         seconds: Double((NIODeadline.now() - transfer.started).nanoseconds) / 1e9,
@@ -98,6 +98,15 @@ extension ClientCore {
         // Each moved out of the frame's list, not copied.
         var messages = messages
         messages.reverse()
+        // Each subscription's messages of this frame, handed over together at its end.
+        var batches: [(endpointID: UInt64, messages: [IncomingMessage])] = []
+        defer {
+            for batch in batches {
+                for (message, refusal) in handOver(batch.messages, to: batch.endpointID) {
+                    smallHandled(message.id, refusal)
+                }
+            }
+        }
         while let small = messages.popLast() {
             let header = small.header
             let id = header.id
@@ -108,8 +117,8 @@ extension ClientCore {
                 continue
             }
             let inbox = inboxes[small.targetID]
-            let subscription = subscriptions[small.targetID]
-            guard smallIncoming[id] == nil, incoming[id] == nil, inbox != nil || subscription != nil else {
+            guard smallIncoming[id] == nil, incoming[id] == nil, inbox != nil || subscriptions[small.targetID] != nil
+            else {
                 queueOutcome(
                     id, .failed, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint"))
                 continue
@@ -124,8 +133,11 @@ extension ClientCore {
                 contentType: header.contentType, attributes: header.attributes, path: small.path,
                 replyTo: header.replyTo, traceparent: header.traceparent, tracestate: header.tracestate,
                 filters: header.filters,
-                body: MessageBody(whole: chunk) { [self] _ in loop.execute { self.smallHandled(id, nil) } },
-                notes: MessageNotes(),
+                body: MessageBody(whole: chunk) { [self] _ in
+                    if loop.inEventLoop { smallHandled(id, nil) } else { loop.execute { self.smallHandled(id, nil) } }
+                },
+                // A small message is never resumed: nothing is ever noted.
+                notes: MessageNotes.none,
                 failing: { [self] error in loop.execute { self.smallHandled(id, error) } })
             smallIncoming[id] = header.length
             if let inbox {
@@ -133,19 +145,12 @@ extension ClientCore {
                 accepted(id)
                 continue
             }
-            switch subscription!.yield(message) {
-            case .enqueued:
-                handedOver(id, to: small.targetID)
-            case .dropped:
-                smallHandled(
-                    id,
-                    FreightError(
-                        .resourceExhausted,
-                        "app \(label) has \(Limits.messagesPerConnectionMax) messages waiting to be read"))
-            case .terminated:
-                smallHandled(id, FreightError(.receiverGone, "app \(label) stopped receiving"))
-            @unknown default:
-                smallHandled(id, FreightError(.receiverGone, "app \(label) stopped receiving"))
+            if let last = batches.indices.last, batches[last].endpointID == small.targetID {
+                batches[last].messages.append(message)
+            } else if let index = batches.firstIndex(where: { $0.endpointID == small.targetID }) {
+                batches[index].messages.append(message)
+            } else {
+                batches.append((small.targetID, [message]))
             }
         }
     }

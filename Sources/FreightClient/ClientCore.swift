@@ -25,7 +25,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
 
     var nextRequestID: UInt64 = 1
     var requests: [UInt64: EventLoopPromise<Freight_Wire_V1_Reply>] = [:]
-    var subscriptions: [UInt64: AsyncThrowingStream<IncomingMessage, any Error>.Continuation] = [:]
+    var subscriptions: [UInt64: Subscriber] = [:]
     var incoming: [UInt64: Incoming] = [:]
     var outgoing: [UInt64: Outgoing] = [:]
     /// Small messages (ClientCore+Small): bytes counted against the node's eager budget, and the SMALL and
@@ -141,7 +141,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
         helloPromise = nil
         for promise in requests.values { promise.fail(reason) }
         requests = [:]
-        for continuation in subscriptions.values { continuation.finish(throwing: reason) }
+        for subscriber in subscriptions.values { subscriber.continuation.finish(throwing: reason) }
         subscriptions = [:]
         for message in incoming.values { message.continuation.finish(throwing: reason) }
         incoming = [:]
@@ -153,13 +153,13 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
 
     // MARK: Subscriptions
 
-    func subscribe(endpointID: UInt64, continuation: AsyncThrowingStream<IncomingMessage, any Error>.Continuation) {
-        subscriptions[endpointID] = continuation
+    func subscribe(endpointID: UInt64, continuation: Subscriber.Continuation) {
+        subscriptions[endpointID] = Subscriber(continuation: continuation)
     }
 
     func unsubscribe(endpointID: UInt64) {
-        guard let continuation = subscriptions.removeValue(forKey: endpointID) else { return }
-        continuation.finish()
+        guard let subscriber = subscriptions.removeValue(forKey: endpointID) else { return }
+        subscriber.continuation.finish()
         _ = request(.unregister(.with { $0.endpointID = endpointID }))
         // What waits in the stream would wait for ever (no credit goes to its sender until it is taken): it fails
         // now, with the reason, for its sender.
@@ -176,7 +176,38 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     }
 
     /// `id` waits in the stream of the subscription of `endpointID` until the app takes it.
-    func handedOver(_ id: UInt64, to endpointID: UInt64) {
-        untaken[id] = endpointID
+    /// Hands messages to a subscription in one batch (a frame's worth: one wake-up of the app's task, not one per
+    /// message), within ``Limits/messagesPerConnectionMax`` waiting untaken; returns those it did not take, each
+    /// with the reason.
+    func handOver(_ messages: [IncomingMessage], to endpointID: UInt64) -> [(IncomingMessage, FreightError)] {
+        guard let index = subscriptions.index(forKey: endpointID) else {
+            return messages.map { ($0, FreightError(.receiverGone, "app \(label) stopped receiving")) }
+        }
+        let room = max(0, Limits.messagesPerConnectionMax - subscriptions.values[index].waiting)
+        var refused: [(IncomingMessage, FreightError)] = []
+        var batch = messages
+        if batch.count > room {
+            let full = FreightError(
+                .resourceExhausted, "app \(label) has \(Limits.messagesPerConnectionMax) messages waiting to be read")
+            refused = batch[room...].map { ($0, full) }
+            batch.removeSubrange(room...)
+        }
+        guard !batch.isEmpty else { return refused }
+        switch subscriptions.values[index].continuation.yield(batch) {
+        case .enqueued:
+            subscriptions.values[index].waiting += batch.count
+            for message in batch { untaken[message.id] = endpointID }
+            return refused
+        default:
+            return refused + batch.map { ($0, FreightError(.receiverGone, "app \(label) stopped receiving")) }
+        }
     }
+}
+
+/// A subscription as the client keeps it: the stream its messages go into, in batches, and how many of them wait
+/// there untaken.
+struct Subscriber {
+    typealias Continuation = AsyncThrowingStream<[IncomingMessage], any Error>.Continuation
+    let continuation: Continuation
+    var waiting = 0
 }

@@ -159,9 +159,8 @@ public final class FreightClient: Sendable {
     /// Receivers with the same `group` on the same pattern share messages: each goes to one of them.
     public func receive(_ pattern: String, group: String? = nil) async throws -> Subscription {
         let parsed = try AddressPattern(pattern)
-        let (stream, continuation) = AsyncThrowingStream<IncomingMessage, any Error>.makeStream(
-            bufferingPolicy: .bufferingOldest(Limits.messagesPerConnectionMax)
-        )
+        // Bounded by the client: at most `Limits.messagesPerConnectionMax` messages wait untaken (``ClientCore/handOver(_:to:)``).
+        let (stream, continuation) = AsyncThrowingStream<[IncomingMessage], any Error>.makeStream()
         let core = self.core
         let reply = try await core.eventLoop.flatSubmit {
             core.request(
@@ -178,7 +177,13 @@ public final class FreightClient: Sendable {
         }
         return Subscription(
             endpointID: id, pattern: parsed, stream: stream,
-            accepted: { messageID in core.onLoop { core.accepted(messageID) } },
+            accepted: { messageID in
+                if core.eventLoop.inEventLoop {
+                    core.accepted(messageID)
+                } else {
+                    core.eventLoop.execute { core.accepted(messageID) }
+                }
+            },
             cancelled: { core.eventLoop.execute { core.unsubscribe(endpointID: id) } })
     }
 
@@ -191,7 +196,12 @@ public final class FreightClient: Sendable {
         let options = options.withCurrentTrace()
         // On the client's thread already (a task that prefers ``executor``): no hop.
         if core.eventLoop.inEventLoop {
-            return try await core.send(to: destination, body: body, length: length, options: options).get()
+            // Resumed straight from the client's state when the report comes: no future, no callback.
+            return try await withUnsafeThrowingContinuation { continuation in
+                core.send(
+                    to: destination, body: body, length: length, options: options,
+                    completion: .continuation(continuation))
+            }
         }
         return try await core.eventLoop.flatSubmit {
             core.send(to: destination, body: body, length: length, options: options)

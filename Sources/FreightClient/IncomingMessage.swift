@@ -323,7 +323,8 @@ public struct Subscription: AsyncSequence, Sendable {
     public typealias Element = IncomingMessage
     public let endpointID: UInt64
     public let pattern: AddressPattern
-    let stream: AsyncThrowingStream<IncomingMessage, any Error>
+    /// Messages come in batches (those of one frame): the stream's per-element work is paid per batch.
+    let stream: AsyncThrowingStream<[IncomingMessage], any Error>
     let accepted: @Sendable (UInt64) -> Void
     let cancelled: @Sendable () -> Void
 
@@ -331,11 +332,17 @@ public struct Subscription: AsyncSequence, Sendable {
     public func cancel() { cancelled() }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
-        var base: AsyncThrowingStream<IncomingMessage, any Error>.AsyncIterator
+        var base: AsyncThrowingStream<[IncomingMessage], any Error>.AsyncIterator
         let accepted: @Sendable (UInt64) -> Void
+        /// The batch being taken, in reverse (the next message last), so that each is moved out, not kept.
+        var batch: [IncomingMessage] = []
 
         public mutating func next() async throws -> IncomingMessage? {
-            guard let message = try await base.next() else { return nil }
+            while batch.isEmpty {
+                guard let next = try await base.next() else { return nil }
+                batch = next.reversed()
+            }
+            let message = batch.removeLast()
             accepted(message.id)
             return message
         }
@@ -348,6 +355,9 @@ public struct Subscription: AsyncSequence, Sendable {
 
 /// What the node tells an app about a message while its body arrives (it resumed after a broken link).
 final class MessageNotes: Sendable {
+    /// The notes of a message that is never resumed (a small one): never written.
+    static let none = MessageNotes()
+
     private let state = Mutex<[UInt64]>([])
     /// A node's resume notice (at most `Limits.resumesRecordedMax` kept: notices come from the network).
     func resumed(at offset: UInt64) {

@@ -120,13 +120,18 @@ public final class PeakMemory: Sendable {
 public enum Strangers {
     /// Opens `count` TCP connections to `host:port`, from the addresses `sources` in turn, and writes `prefix` on
     /// each. Connections the node refused at once count as opened and closed. Returns the descriptors; the caller
-    /// closes them (``closeAll(_:)``).
+    /// closes them (``closeAll(_:)``). A connect that fails on this side (a source port the kernel cannot give, with
+    /// earlier tests' connections from the same addresses still in TIME_WAIT) is tried again from another
+    /// ephemeral port, at most 3 times.
     public static func open(
         count: Int, host: String, port: Int, sources: [String], prefix: [UInt8]
     ) -> [Int32] {
         var fds: [Int32] = []
         fds.reserveCapacity(count)
-        for index in 0..<count {
+        var failures = 0
+        var index = 0
+        while index < count {
+            defer { index += 1 }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { break }
             var timeout = timeval(tv_sec: 2, tv_usec: 0)
@@ -150,6 +155,8 @@ public enum Strangers {
             }
             guard connected else {
                 close(fd)
+                failures += 1
+                if failures <= 3 { index -= 1 }
                 continue
             }
             if !prefix.isEmpty {

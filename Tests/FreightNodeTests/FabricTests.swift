@@ -163,6 +163,54 @@ import Testing
         }
     }
 
+    /// A receiving app holds at most `Limits.messagesPerConnectionMax` messages waiting in a subscription it does not
+    /// read: messages past that fail for their senders with the reason, and the waiting ones are delivered once read.
+    /// Two senders, as one may have no more than that many in flight itself.
+    @Test(.timeLimit(.minutes(3))) func messagesWaitingInASubscriptionAreBounded() async throws {
+        try await InProcessFabric.with(nodes: 1, cluster: "waiting", idleSeconds: 150) { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "slow")
+            let inbox = try await receiver.receive("waiting/x")  // never read until the refusals are in
+            try await fabric.waitForEndpoints(try Address("waiting/x"), count: 1)
+            let senders = [
+                try await FreightClient.connect(to: fabric.socket(0), label: "a"),
+                try await FreightClient.connect(to: fabric.socket(0), label: "b"),
+            ]
+            let limit = Limits.messagesPerConnectionMax
+            let extra = 40
+            let (outcomes, sink) = AsyncStream<String?>.makeStream()
+            let sends = (0..<limit + extra).map { index in
+                Task {
+                    do {
+                        _ = try await senders[index % 2].send(to: "waiting/x", body: .pattern(seed: 1, length: 256))
+                        sink.yield(nil)
+                    } catch {
+                        sink.yield("\(error)")
+                    }
+                }
+            }
+            defer { for send in sends { send.cancel() } }
+            var refusals: [String] = []
+            var delivered = 0
+            var results = outcomes.makeAsyncIterator()
+            while refusals.count < extra, let outcome = await results.next() {
+                if let outcome { refusals.append(outcome) } else { delivered += 1 }
+            }
+            #expect(refusals.count == extra && delivered == 0)
+            #expect(refusals.allSatisfy { $0.contains("messages waiting to be read") }, "\(refusals.first ?? "")")
+            var reader = inbox.makeAsyncIterator()
+            for _ in 0..<limit {
+                guard let message = try await reader.next() else { break }
+                _ = try await message.drain()
+            }
+            while delivered < limit, let outcome = await results.next() {
+                if let outcome { refusals.append(outcome) } else { delivered += 1 }
+            }
+            #expect(delivered == limit && refusals.count == extra)
+            for sender in senders { await sender.close() }
+            await receiver.close()
+        }
+    }
+
     /// One app may have at most `Limits.messagesPerConnectionMax` messages in flight through its node; the next is
     /// refused with a reason while the others stay in flight. The idle time is long: with the whole test run beside
     /// it on two cores, a thousand sends may wait their turn for over the usual 30 s.
