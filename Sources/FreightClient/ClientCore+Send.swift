@@ -212,7 +212,8 @@ extension ClientCore {
             switch body {
             case .shared(let buffer), .repeatingShared(let buffer, _):
                 guard buffer.mapping === shared.send else {
-                    return completion.fail(FreightError(.invalidArgument, "the shared buffer belongs to another client"))
+                    return completion.fail(
+                        FreightError(.invalidArgument, "the shared buffer belongs to another client"))
                 }
             default:
                 break
