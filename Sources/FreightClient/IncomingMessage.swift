@@ -331,25 +331,43 @@ public struct Subscription: AsyncSequence, Sendable {
     /// Stops receiving: the endpoint is removed and the subscription ends.
     public func cancel() { cancelled() }
 
+    /// What is left of the batch being taken, kept by the subscription rather than by one iterator: a loop that
+    /// stops (`break`, `first(where:)`) and a later one go on from the same message, as with a stream of messages.
+    let rest = Rest()
+
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: AsyncThrowingStream<[IncomingMessage], any Error>.AsyncIterator
         let accepted: @Sendable (UInt64) -> Void
-        /// The batch being taken, in reverse (the next message last), so that each is moved out, not kept.
-        var batch: [IncomingMessage] = []
+        let rest: Rest
 
         public mutating func next() async throws -> IncomingMessage? {
-            while batch.isEmpty {
-                guard let next = try await base.next() else { return nil }
-                batch = next.reversed()
+            var message = rest.next()
+            while message == nil {
+                guard let batch = try await base.next() else { return nil }
+                message = rest.take(batch)
             }
-            let message = batch.removeLast()
-            accepted(message.id)
+            accepted(message!.id)
             return message
         }
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: stream.makeAsyncIterator(), accepted: accepted)
+        AsyncIterator(base: stream.makeAsyncIterator(), accepted: accepted, rest: rest)
+    }
+
+    /// The untaken messages of the last batch, in reverse (the next one last, so that each is moved out).
+    final class Rest: Sendable {
+        private let messages = Mutex<[IncomingMessage]>([])
+
+        func next() -> IncomingMessage? { messages.withLock { $0.popLast() } }
+
+        /// Keeps `batch` behind what is left and returns the next message.
+        func take(_ batch: [IncomingMessage]) -> IncomingMessage? {
+            messages.withLock { messages in
+                messages.insert(contentsOf: batch.reversed(), at: 0)
+                return messages.popLast()
+            }
+        }
     }
 }
 

@@ -163,6 +163,42 @@ import Testing
         }
     }
 
+    /// A loop over a subscription that stops after one message, and a later loop over the same subscription, take
+    /// every message once between them, though the messages came in one frame (one batch of the subscription).
+    @Test(.timeLimit(.minutes(1))) func aLaterLoopGoesOnWhereAnEarlierOneStopped() async throws {
+        try await InProcessFabric.with(nodes: 1, cluster: "loops") { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(0), label: "rx")
+            let subscription = try await receiver.receive("loops/x")
+            try await fabric.waitForEndpoints(try Address("loops/x"), count: 1)
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+            let count = 10
+            // Sent from the client's own thread in one turn: one SMALL frame, one batch at the receiver.
+            let sends = Task(executorPreference: sender.executor) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for index in 0..<count {
+                        group.addTask(executorPreference: sender.executor) {
+                            _ = try await sender.send(to: "loops/x", body: .bytes(ByteBuffer(string: "m\(index)")))
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            var bodies: [String] = []
+            for try await message in subscription {
+                bodies.append(String(buffer: try await message.collect(upTo: 64)))
+                break
+            }
+            for try await message in subscription {
+                bodies.append(String(buffer: try await message.collect(upTo: 64)))
+                if bodies.count == count { break }
+            }
+            try await sends.value
+            #expect(Set(bodies) == Set((0..<count).map { "m\($0)" }) && bodies.count == count, "\(bodies)")
+            await sender.close()
+            await receiver.close()
+        }
+    }
+
     /// A receiving app holds at most `Limits.messagesPerConnectionMax` messages waiting in a subscription it does not
     /// read: messages past that fail for their senders with the reason, and the waiting ones are delivered once read.
     /// Two senders, as one may have no more than that many in flight itself.
