@@ -100,13 +100,6 @@ extension ClientCore {
         messages.reverse()
         // Each subscription's messages of this frame, handed over together at its end.
         var batches: [(endpointID: UInt64, messages: [IncomingMessage])] = []
-        defer {
-            for batch in batches {
-                for (message, refusal) in handOver(batch.messages, to: batch.endpointID) {
-                    smallHandled(message.id, refusal)
-                }
-            }
-        }
         while let small = messages.popLast() {
             let header = small.header
             let id = header.id
@@ -145,12 +138,15 @@ extension ClientCore {
                 accepted(id)
                 continue
             }
-            if let last = batches.indices.last, batches[last].endpointID == small.targetID {
-                batches[last].messages.append(message)
-            } else if let index = batches.firstIndex(where: { $0.endpointID == small.targetID }) {
+            if let index = batches.firstIndex(where: { $0.endpointID == small.targetID }) {
                 batches[index].messages.append(message)
             } else {
                 batches.append((small.targetID, [message]))
+            }
+        }
+        for batch in batches {
+            for (message, refusal) in handOver(batch.messages, to: batch.endpointID) {
+                smallHandled(message.id, refusal)
             }
         }
     }

@@ -163,6 +163,47 @@ import Testing
         }
     }
 
+    /// Starts `sends` sends at once (`send(index)`), expects the first `refused` outcomes to be refusals naming
+    /// `reason` with nothing delivered yet (no message is delivered before its receiver takes it), reads the others
+    /// from `inbox`, and expects each of them delivered. Each send's outcome is nil when delivered, the error's text
+    /// when refused. Unstructured: a send that waits for a receiver that will never read (the test failed or timed
+    /// out) must not hold the test up; closing the apps ends them.
+    static func expectRefusalsThenDeliveries(
+        sends: Int, refused: Int, reason: String, inbox: Subscription,
+        send: @escaping @Sendable (Int) async throws -> Void
+    ) async throws {
+        let (outcomes, sink) = AsyncStream<String?>.makeStream()
+        let tasks = (0..<sends).map { index in
+            Task {
+                do {
+                    try await send(index)
+                    sink.yield(nil)
+                } catch {
+                    sink.yield("\(error)")
+                }
+            }
+        }
+        defer { for task in tasks { task.cancel() } }
+        var refusals: [String] = []
+        var delivered = 0
+        var results = outcomes.makeAsyncIterator()
+        while refusals.count < refused, let outcome = await results.next() {
+            if let outcome { refusals.append(outcome) } else { delivered += 1 }
+        }
+        #expect(refusals.count == refused && delivered == 0)
+        #expect(refusals.allSatisfy { $0.contains(reason) }, "\(refusals.first ?? "")")
+        // The accepted ones were waiting: all are delivered once read.
+        var reader = inbox.makeAsyncIterator()
+        for _ in 0..<(sends - refused) {
+            guard let message = try await reader.next() else { break }
+            _ = try await message.drain()
+        }
+        while delivered < sends - refused, let outcome = await results.next() {
+            if let outcome { refusals.append(outcome) } else { delivered += 1 }
+        }
+        #expect(delivered == sends - refused && refusals.count == refused)
+    }
+
     /// A loop over a subscription that stops after one message, and a later loop over the same subscription, take
     /// every message once between them, though the messages came in one frame (one batch of the subscription).
     @Test(.timeLimit(.minutes(1))) func aLaterLoopGoesOnWhereAnEarlierOneStopped() async throws {
@@ -211,37 +252,12 @@ import Testing
                 try await FreightClient.connect(to: fabric.socket(0), label: "a"),
                 try await FreightClient.connect(to: fabric.socket(0), label: "b"),
             ]
-            let limit = Limits.messagesPerConnectionMax
-            let extra = 40
-            let (outcomes, sink) = AsyncStream<String?>.makeStream()
-            let sends = (0..<limit + extra).map { index in
-                Task {
-                    do {
-                        _ = try await senders[index % 2].send(to: "waiting/x", body: .pattern(seed: 1, length: 256))
-                        sink.yield(nil)
-                    } catch {
-                        sink.yield("\(error)")
-                    }
-                }
+            try await Self.expectRefusalsThenDeliveries(
+                sends: Limits.messagesPerConnectionMax + 40, refused: 40, reason: "messages waiting to be read",
+                inbox: inbox
+            ) { index in
+                _ = try await senders[index % 2].send(to: "waiting/x", body: .pattern(seed: 1, length: 256))
             }
-            defer { for send in sends { send.cancel() } }
-            var refusals: [String] = []
-            var delivered = 0
-            var results = outcomes.makeAsyncIterator()
-            while refusals.count < extra, let outcome = await results.next() {
-                if let outcome { refusals.append(outcome) } else { delivered += 1 }
-            }
-            #expect(refusals.count == extra && delivered == 0)
-            #expect(refusals.allSatisfy { $0.contains("messages waiting to be read") }, "\(refusals.first ?? "")")
-            var reader = inbox.makeAsyncIterator()
-            for _ in 0..<limit {
-                guard let message = try await reader.next() else { break }
-                _ = try await message.drain()
-            }
-            while delivered < limit, let outcome = await results.next() {
-                if let outcome { refusals.append(outcome) } else { delivered += 1 }
-            }
-            #expect(delivered == limit && refusals.count == extra)
             for sender in senders { await sender.close() }
             await receiver.close()
         }
@@ -256,42 +272,11 @@ import Testing
             let inbox = try await receiver.receive("many/x")  // never read until the refusals are in
             try await fabric.waitForEndpoints(try Address("many/x"), count: 1)
             let sender = try await FreightClient.connect(to: fabric.socket(0), label: "eager")
-            let limit = Limits.messagesPerConnectionMax
-            // Each send's outcome: nil when delivered, the error's text when refused. Unstructured: a send that
-            // waits for a receiver that will never read (the test failed or timed out) must not hold the test up;
-            // closing the apps ends them.
-            let (outcomes, sink) = AsyncStream<String?>.makeStream()
-            let sends = (0..<limit + 8).map { _ in
-                Task {
-                    do {
-                        _ = try await sender.send(to: "many/x", body: .pattern(seed: 1, length: 1))
-                        sink.yield(nil)
-                    } catch {
-                        sink.yield("\(error)")
-                    }
-                }
+            try await Self.expectRefusalsThenDeliveries(
+                sends: Limits.messagesPerConnectionMax + 8, refused: 8, reason: "messages in flight", inbox: inbox
+            ) { _ in
+                _ = try await sender.send(to: "many/x", body: .pattern(seed: 1, length: 1))
             }
-            defer { for send in sends { send.cancel() } }
-            // No message is delivered before the receiver takes it from its inbox (its first credit), so the first
-            // outcomes are the refusals.
-            var refusals: [String] = []
-            var delivered = 0
-            var results = outcomes.makeAsyncIterator()
-            while refusals.count < 8, let outcome = await results.next() {
-                if let outcome { refusals.append(outcome) } else { delivered += 1 }
-            }
-            #expect(refusals.count == 8 && delivered == 0)
-            #expect(refusals.allSatisfy { $0.contains("messages in flight") }, "\(refusals.first ?? "")")
-            // The accepted ones were waiting in flight: all are delivered once read.
-            var reader = inbox.makeAsyncIterator()
-            for _ in 0..<limit {
-                guard let message = try await reader.next() else { break }
-                _ = try await message.drain()
-            }
-            while delivered < limit, let outcome = await results.next() {
-                if let outcome { refusals.append(outcome) } else { delivered += 1 }
-            }
-            #expect(delivered == limit && refusals.count == 8)
             await sender.close()
             await receiver.close()
         }
