@@ -119,11 +119,14 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
 enum SendCompletion {
     case promise(EventLoopPromise<DeliveryReport>)
     case continuation(UnsafeContinuation<DeliveryReport, any Error>)
+    /// One message of a batch (``FreightClient/send(_:)``), at this index.
+    case batch(SendBatch, Int)
 
     func succeed(_ report: DeliveryReport) {
         switch self {
         case .promise(let promise): promise.succeed(report)
         case .continuation(let continuation): continuation.resume(returning: report)
+        case .batch(let batch, let index): batch.finish(index, .success(report))
         }
     }
 
@@ -131,6 +134,7 @@ enum SendCompletion {
         switch self {
         case .promise(let promise): promise.fail(error)
         case .continuation(let continuation): continuation.resume(throwing: error)
+        case .batch(let batch, let index): batch.finish(index, .failure(error))
         }
     }
 }

@@ -97,7 +97,7 @@ extension ClientCore {
     func smallReceived(_ messages: consuming [SmallMessage]) {
         // Each moved out of the frame's list, not copied.
         var messages = messages
-        messages.reverse()
+        messages.reverseByMoving()
         // Each subscription's messages of this frame, handed over together at its end.
         var batches: [(endpointID: UInt64, messages: [IncomingMessage])] = []
         while let small = messages.popLast() {

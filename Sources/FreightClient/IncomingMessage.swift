@@ -75,25 +75,91 @@ public struct BodyChunk: Sendable {
 /// asks for the next), so an app that reads slowly slows its sender instead of filling memory, and the sender's
 /// delivery report means that the app handled every byte (docs/small-messages-and-files.md).
 public struct IncomingMessage: Sendable {
-    public let id: UInt64
-    public let source: String
-    public let destination: String
-    public let length: UInt64
-    public let contentType: String
-    public let attributes: [String: String]
+    /// Everything the message carries, in one object: an app's loop, a subscription's batch and the iterator hand
+    /// a message on several times, and a copy is then one retain instead of one per field (perf: copies of the
+    /// fields were 3.5% of a run of small messages).
+    final class Fields: Sendable {
+        let id: UInt64
+        let source: String
+        let destination: String
+        let length: UInt64
+        let contentType: String
+        let attributes: [String: String]
+        let path: [String]
+        let replyTo: String
+        let traceparent: String
+        let tracestate: String
+        let filters: [String]
+        let body: MessageBody
+        let notes: MessageNotes
+        let failing: @Sendable (FreightError) -> Void
+
+        init(
+            id: UInt64, source: String, destination: String, length: UInt64, contentType: String,
+            attributes: [String: String], path: [String], replyTo: String, traceparent: String, tracestate: String,
+            filters: [String], body: MessageBody, notes: MessageNotes,
+            failing: @escaping @Sendable (FreightError) -> Void
+        ) {
+            self.id = id
+            self.source = source
+            self.destination = destination
+            self.length = length
+            self.contentType = contentType
+            self.attributes = attributes
+            self.path = path
+            self.replyTo = replyTo
+            self.traceparent = traceparent
+            self.tracestate = tracestate
+            self.filters = filters
+            self.body = body
+            self.notes = notes
+            self.failing = failing
+        }
+
+        /// The same fields with another body.
+        func with(body: MessageBody) -> Fields {
+            Fields(
+                id: id, source: source, destination: destination, length: length, contentType: contentType,
+                attributes: attributes, path: path, replyTo: replyTo, traceparent: traceparent, tracestate: tracestate,
+                filters: filters, body: body, notes: notes, failing: failing)
+        }
+    }
+
+    private var fields: Fields
+
+    init(
+        id: UInt64, source: String, destination: String, length: UInt64, contentType: String,
+        attributes: [String: String], path: [String], replyTo: String, traceparent: String, tracestate: String,
+        filters: [String], body: MessageBody, notes: MessageNotes, failing: @escaping @Sendable (FreightError) -> Void
+    ) {
+        fields = Fields(
+            id: id, source: source, destination: destination, length: length, contentType: contentType,
+            attributes: attributes, path: path, replyTo: replyTo, traceparent: traceparent, tracestate: tracestate,
+            filters: filters, body: body, notes: notes, failing: failing)
+    }
+
+    public var id: UInt64 { fields.id }
+    public var source: String { fields.source }
+    public var destination: String { fields.destination }
+    public var length: UInt64 { fields.length }
+    public var contentType: String { fields.contentType }
+    public var attributes: [String: String] { fields.attributes }
     /// The nodes the message passed.
-    public let path: [String]
+    public var path: [String] { fields.path }
     /// Where the sender wants a reply (``FreightClient/reply(to:body:options:)``); empty when it wants none.
-    public let replyTo: String
+    public var replyTo: String { fields.replyTo }
     /// The W3C trace context the message carries: the span of the last node it passed (docs/observability.md).
-    public let traceparent: String
-    public let tracestate: String
+    public var traceparent: String { fields.traceparent }
+    public var tracestate: String { fields.tracestate }
     /// The filters that ran on the body on its way, in order (`NODE/MODULE@SHA256-PREFIX`, docs/functions.md): its
     /// encoding, when a filter changed it.
-    public let filters: [String]
-    public internal(set) var body: MessageBody
-    let notes: MessageNotes
-    let failing: @Sendable (FreightError) -> Void
+    public var filters: [String] { fields.filters }
+    public internal(set) var body: MessageBody {
+        get { fields.body }
+        set { fields = fields.with(body: newValue) }
+    }
+    var notes: MessageNotes { fields.notes }
+    var failing: @Sendable (FreightError) -> Void { fields.failing }
 
     /// Fails the message for its sender with `error` (its reason, and the bytes this app acknowledged) and ends its
     /// body here: for an app that cannot handle what it reads, such as a write to a full disk.

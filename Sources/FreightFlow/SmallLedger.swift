@@ -57,13 +57,19 @@ public struct SmallLedger: Sendable {
     /// Takes message `id` from `upstream`, within `budget` (what this node advertised to that port).
     public mutating func take(_ id: UInt64, length: UInt64, from upstream: FlowPort, budget: UInt64) throws(Refusal) {
         let cost = Self.cost(length: length)
-        let before = ports[upstream]?.held ?? 0
+        // One lookup of the port (hashing it hashes a peer's name) and of the id.
+        let port = ports.index(forKey: upstream)
+        let before = port.map { ports.values[$0].held } ?? 0
         guard before + cost <= budget else { throw .overBudget(held: before + cost, budget: budget) }
         if let known = entries.updateValue(Entry(upstream: upstream, cost: cost), forKey: id) {
             entries[id] = known
             throw .duplicate
         }
-        ports[upstream, default: PortCounts()].take(cost)
+        if let port {
+            ports.values[port].take(cost)
+        } else {
+            ports[upstream] = PortCounts(held: cost, heldCount: 1)
+        }
     }
 
     /// Passes message `id` on to `downstream` when its budget (what that port advertised) has room; false when it
@@ -73,8 +79,11 @@ public struct SmallLedger: Sendable {
     public mutating func pass(
         _ id: UInt64, to downstream: FlowPort, budget: UInt64, endpoint: UInt64? = nil, path: [String] = []
     ) -> Bool {
-        guard let index = entries.index(forKey: id), entries.values[index].downstream == nil else { return false }
-        let cost = entries.values[index].cost
+        guard let index = entries.index(forKey: id) else { return false }
+        // Read through a modify access: reading `entries.values[index]` copies the whole entry (a retain and a release
+        // of its ports' names and its path), which cost more than the rest of this (perf).
+        let (isNew, cost) = Self.modify(&entries.values[index]) { ($0.downstream == nil, $0.cost) }
+        guard isNew else { return false }
         if let port = ports.index(forKey: downstream) {
             guard ports.values[port].pass(cost, within: budget) else { return false }
         } else {
@@ -88,6 +97,8 @@ public struct SmallLedger: Sendable {
         }
         return true
     }
+
+    private static func modify<T>(_ entry: inout Entry, _ body: (inout Entry) -> T) -> T { body(&entry) }
 
     /// Forgets message `id`, giving its bytes back to both budgets; returns its entry (whose upstream gets the
     /// outcome). Nil when it is not known here.
@@ -107,9 +118,15 @@ public struct SmallLedger: Sendable {
 
     /// An outcome came from `port`: the entry, when the message went there (no port answers for another's message).
     public mutating func outcome(_ id: UInt64, from port: FlowPort) -> Entry? {
-        // One lookup, and no copy of the entry before it is known to be the one.
-        guard let index = entries.index(forKey: id), entries.values[index].downstream == port else { return nil }
-        return finish(entries.remove(at: index).value)
+        // One lookup, and the entry moved out rather than copied to be checked (it goes back in the rare case that
+        // it is not the port's).
+        guard let index = entries.index(forKey: id) else { return nil }
+        let entry = entries.remove(at: index).value
+        guard entry.downstream == port else {
+            entries[id] = entry
+            return nil
+        }
+        return finish(entry)
     }
 
     /// Every message that came from or went to `port`, which is gone: those it sent are forgotten (their outcomes

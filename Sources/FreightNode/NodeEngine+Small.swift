@@ -31,7 +31,9 @@ extension NodeEngine {
         // Each message moved out of the frame's list rather than copied from it: a copy costs a retain and a
         // release of its header, path and body.
         var messages = messages
-        messages.reverse()
+        messages.reverseByMoving()
+        // What this batch's messages resolved to, for the next ones that go to the same place.
+        var route = SmallRoute()
         while var message = messages.popLast() {
             let id = message.header.id
             let length = message.header.length
@@ -76,7 +78,7 @@ extension NodeEngine {
                 continue
             }
             counters.bytesIn += length
-            guard let (target, next) = smallTarget(&message, from: port) else {
+            guard let (target, next) = smallTarget(&message, from: port, &route) else {
                 finishSmall(id, resendOutcome(id))
                 continue
             }
@@ -86,7 +88,7 @@ extension NodeEngine {
             let local = target.node == name
             guard
                 small.pass(
-                    id, to: next, budget: eagerBytesTaken(by: next), endpoint: local ? target.id : nil,
+                    id, to: next, budget: route.budget(of: next, self), endpoint: local ? target.id : nil,
                     path: local ? message.path : [])
             else {
                 finishSmall(id, resendOutcome(id))
@@ -99,7 +101,9 @@ extension NodeEngine {
     /// The one endpoint a small message goes to and the port it leaves by, or nil when it cannot go small from
     /// here: not exactly one receiver, a receiver or a hop that takes no SMALL, a gateway, a filter, a refusal (the message
     /// then goes as OPEN and DATA, which says why where it fails).
-    private func smallTarget(_ message: inout SmallMessage, from port: Port) -> (EndpointKey, Port)? {
+    private func smallTarget(_ message: inout SmallMessage, from port: Port, _ route: inout SmallRoute)
+        -> (EndpointKey, Port)?
+    {
         // A node that is stopping takes no new message: as OPEN, it is refused with the reason.
         if draining { return nil }
         // A message this node filters goes through the filter port, as OPEN and DATA.
@@ -107,22 +111,34 @@ extension NodeEngine {
         let target: EndpointKey
         switch port {
         case .session(let id):
-            guard let session = sessions[id], let destination = try? parsedAddress(message.header.destination),
-                accessRefusal(session, .send, AddressPattern(destination)) == nil
+            guard let session = sessions[id] else { return nil }
+            if let known = route.resolved(message.header.destination) {
+                message.header.source = session.source
+                message.path = []
+                return known
+            }
+            guard let destination = try? parsedAddress(message.header.destination),
+                accessRefusal(session, .send, destination) == nil
             else { return nil }
             message.header.source = session.source
             message.path = []
             let matches = smallMatches(message.header.destination, destination)
+            var settled = true
             if matches.count == 1, matches[0].route == nil {
                 target = matches[0].key
             } else if matches.isEmpty, let node = inboxNode(of: destination) {
                 target = EndpointKey(inboxOf: node)
             } else {
+                // Spread over a group: chosen again for each message.
+                settled = false
                 tieBreak &+= 1
                 let planned = plannedTargets(matches, load: { flowTable.load($0) }, tieBreak: tieBreak)
                 guard planned.count == 1, planned[0].route == nil else { return nil }
                 target = planned[0].key
             }
+            let found = smallPort(of: target, for: message)
+            if settled, let found { route.keep(message.header.destination, found) }
+            return found
         case .peer:
             guard !message.targetNode.isEmpty, !message.path.contains(name),
                 message.path.count(where: { !$0.utf8.contains(UInt8(ascii: "/")) }) < Limits.pathHopsMax
@@ -137,6 +153,11 @@ extension NodeEngine {
         case .local:
             return nil
         }
+        return smallPort(of: target, for: message)
+    }
+
+    /// The port a small message for `target` leaves by, or nil when it cannot go small from here.
+    private func smallPort(of target: EndpointKey, for message: SmallMessage) -> (EndpointKey, Port)? {
         if target.node == name {
             guard let local = localEndpoints[target.id], local.record.route == nil, case .session = local.port
             else { return nil }
@@ -161,7 +182,7 @@ extension NodeEngine {
     /// receiving app is on this node).
     func outcomesReceived(_ outcomes: consuming [SmallOutcome], from port: Port) {
         var outcomes = outcomes
-        outcomes.reverse()
+        outcomes.reverseByMoving()
         while var outcome = outcomes.popLast() {
             guard let entry = small.outcome(outcome.messageID, from: port) else { continue }
             outcome.reason = SmallOutcome.bounded(outcome.reason)
@@ -285,14 +306,47 @@ extension NodeEngine {
     }
 }
 
+/// What the messages of one SMALL frame resolved to so far: where the last destination went (messages of one
+/// frame mostly go to the same address), and the last next hop's eager budget. Valid for that frame only: nothing
+/// else runs on the node's loop meanwhile, so the directory, sessions and links stay as they were.
+struct SmallRoute {
+    private var destination: String?
+    private var found: (EndpointKey, FlowPort)?
+    private var budgetPort: FlowPort?
+    private var budgetBytes: UInt64 = 0
+
+    /// Where `destination` went, when it was the last one resolved to one endpoint.
+    func resolved(_ destination: String) -> (EndpointKey, FlowPort)? {
+        self.destination == destination ? found : nil
+    }
+
+    mutating func keep(_ destination: String, _ found: (EndpointKey, FlowPort)) {
+        self.destination = destination
+        self.found = found
+    }
+
+    /// What `port` advertised (``NodeEngine/eagerBytesTaken(by:)``), looked up once per port and frame.
+    mutating func budget(of port: FlowPort, _ engine: NodeEngine) -> UInt64 {
+        if budgetPort != port {
+            budgetPort = port
+            budgetBytes = engine.eagerBytesTaken(by: port)
+        }
+        return budgetBytes
+    }
+}
+
 /// Small messages gathered for one port this turn, and the bytes they count towards closing the batch.
 struct PendingSmall {
+    /// Messages a batch makes room for when it starts.
+    static let reserved = 64
     var messages: [SmallMessage] = []
     var bytes = 0
 
     /// Adds a message; returns the batch's bytes.
     mutating func add(_ message: consuming SmallMessage) -> Int {
         bytes += message.body.readableBytes + NodeEngine.smallEntryAllowanceBytes
+        // Room for a batch at once: growing the list copies every message in it (perf).
+        if messages.isEmpty { messages.reserveCapacity(Self.reserved) }
         messages.append(message)
         return bytes
     }

@@ -465,6 +465,12 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         return access.refusal(session.identity, action, pattern)
     }
 
+    /// The same for one address, made a pattern only when there is an access list to check.
+    func accessRefusal(_ session: AppSession, _ action: AccessList.Action, _ address: Address) -> FreightError? {
+        guard session.checked, configuration.access != nil else { return nil }
+        return accessRefusal(session, action, AddressPattern(address))
+    }
+
     /// Closes a connection whose peer broke the protocol, with the reason logged.
     func reject(_ connection: FrameConnection, _ reason: String) {
         logger.warning("closing \(connection): \(reason)")

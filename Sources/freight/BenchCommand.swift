@@ -43,6 +43,12 @@ struct BenchCommand: AsyncParsableCommand {
     )
     var inFlight: Int?
     @Option(
+        name: .customLong("batch"),
+        help:
+            "Small messages (up to 16 KiB) the sending app sends per call, each confirmed on its own (FreightClient.send of a batch); 1: one call per message."
+    )
+    var batch = 64
+    @Option(
         name: .customLong("app-executor"),
         help:
             "Where the apps' send and receive loops run: client (each client's own thread, as FreightClient.executor offers) or default (Swift's global executor: a hop between threads per message)."
@@ -420,11 +426,25 @@ struct BenchCommand: AsyncParsableCommand {
         _ = try await sender.send(to: address, body: body(min(size, 64 << 20)), options: options)  // warm-up
         let cpu = ProcessStats.cpuSeconds()
         let started = ContinuousClock.now
-        try await inParallel(count: count, workers: parallel, on: preferred(sender)) {
-            _ = try await sender.send(to: address, body: body(size), options: options)
+        var sent = count
+        if size <= Int64(Limits.smallBodyBytesMax), batch > 1 {
+            // In batches, each message confirmed on its own: as many batches in flight as make `parallel` messages.
+            let perBatch = max(1, min(batch, parallel, FreightClient.batchMessagesMax))
+            let batches = (count + perBatch - 1) / perBatch
+            sent = batches * perBatch  // whole batches: at most one batch more than asked
+            let message = OutgoingMessage(to: address, body: body(size), options: options)
+            try await inParallel(count: batches, workers: max(1, parallel / perBatch), on: preferred(sender)) {
+                for outcome in try await sender.send(Array(repeating: message, count: perBatch)) {
+                    _ = try outcome.get()
+                }
+            }
+        } else {
+            try await inParallel(count: count, workers: parallel, on: preferred(sender)) {
+                _ = try await sender.send(to: address, body: body(size), options: options)
+            }
         }
         let result = Result(
-            path: sharedMemory == .off ? "app-socket" : "app", size: size, messages: count,
+            path: sharedMemory == .off ? "app-socket" : "app", size: size, messages: sent,
             seconds: seconds(since: started), cpuSeconds: ProcessStats.cpuSeconds() - cpu)
         draining.cancel()
         await sender.close()

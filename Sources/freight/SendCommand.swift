@@ -143,6 +143,9 @@ struct SendCommand: AsyncParsableCommand {
         length <= 1 << 20 ? Limits.inFlightDefault(bodyBytes: length) : 1
     }
 
+    /// Small messages sent per batch (each confirmed on its own) when many are sent.
+    static let batchMax = 64
+
     /// Reports printed one per message up to this many messages (on a terminal; `--json` prints every one); past
     /// it, only the last line.
     static let reportsPrintedMax = 1000
@@ -161,14 +164,30 @@ struct SendCommand: AsyncParsableCommand {
         // The senders run on the client's thread (no hop between threads per message) unless each report is
         // printed, which may block on standard output.
         let executor = printsEach ? nil : client.executor
+        // Small bodies go in batches (``FreightClient/send(_:)``), each message still confirmed on its own: the
+        // sending task then wakes once per batch, not once per message.
+        let perBatch = Self.length(of: body) <= UInt64(Limits.smallBodyBytesMax) ? min(Self.batchMax, parallel) : 1
+        let senders = max(1, parallel / perBatch)
         let failure = try await withThrowingTaskGroup(of: (any Error)?.self) { group in
-            for worker in 0..<parallel {
-                let share = total / parallel + (worker < total % parallel ? 1 : 0)
+            for worker in 0..<senders {
+                let share = total / senders + (worker < total % senders ? 1 : 0)
                 group.addTask(executorPreference: executor) {
-                    for _ in 0..<share {
+                    var left = share
+                    while left > 0 {
                         do {
-                            let report = try await client.send(to: address, body: body, options: options)
-                            if printsEach { printReport(report) }
+                            if perBatch == 1 {
+                                let report = try await client.send(to: address, body: body, options: options)
+                                if printsEach { printReport(report) }
+                                left -= 1
+                                continue
+                            }
+                            let batch = min(perBatch, left)
+                            let message = OutgoingMessage(to: address, body: body, options: options)
+                            for outcome in try await client.send(Array(repeating: message, count: batch)) {
+                                let report = try outcome.get()
+                                if printsEach { printReport(report) }
+                            }
+                            left -= batch
                         } catch {
                             return error
                         }

@@ -282,6 +282,93 @@ import Testing
         }
     }
 
+    /// A batch of sends (``FreightClient/send(_:)``) confirms each message on its own, in the batch's order: the
+    /// deliverable ones arrive whole and in order, one with no receiver fails with the node's reason and one with a
+    /// malformed address with the parser's, and neither stops the rest. Through two nodes, small and large bodies
+    /// mixed, from a task off the client's thread and from one on it.
+    @Test func aBatchOfSendsIsConfirmedMessageByMessage() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "batch") { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx")
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+            let inbox = try await receiver.receive("batch/in")
+            try await fabric.waitForEndpoints(try Address("batch/in"), count: 1)
+            // Every 10th to no receiver, every 25th malformed, every 40th large (not a SMALL message). Each body's
+            // pattern is seeded by its length, so the receiver can check it.
+            func length(_ index: Int, _ round: Int) -> Int { index % 40 == 39 ? 300_000 : 256 + index + round }
+            func address(_ index: Int) -> String {
+                index % 25 == 24 ? "batch//bad" : index % 10 == 9 ? "batch/nobody" : "batch/in"
+            }
+            let deliverable = (0..<200).count(where: { address($0) == "batch/in" })
+            func batch(_ round: Int) -> [OutgoingMessage] {
+                (0..<200).map { index in
+                    let length = length(index, round)
+                    return OutgoingMessage(
+                        to: address(index), body: .pattern(seed: UInt64(length), length: Int64(length)))
+                }
+            }
+            let reading = Task {
+                var arrived: [(length: UInt64, intact: Bool)] = []
+                for try await message in inbox {
+                    let body = try await message.collect(upTo: 1 << 20)
+                    let intact = body.withUnsafeReadableBytes {
+                        PatternFill.check($0, seed: UInt64(message.length), offset: 0)
+                    }
+                    arrived.append((message.length, intact))
+                    if arrived.count == 2 * deliverable { break }
+                }
+                return arrived
+            }
+            for round in 0..<2 {
+                let messages = batch(round)
+                let outcomes =
+                    round == 0
+                    ? try await sender.send(messages)
+                    : try await Task(executorPreference: sender.executor) { try await sender.send(messages) }.value
+                #expect(outcomes.count == messages.count)
+                var ids = Set<UInt64>()
+                for (index, outcome) in outcomes.enumerated() {
+                    switch (messages[index].address, outcome) {
+                    case ("batch/in", .success(let report)):
+                        ids.insert(report.messageID)
+                        #expect(report.deliveries.map(\.address) == ["batch/in"])
+                        #expect(report.bytes == UInt64(length(index, round)))
+                    case ("batch/nobody", .failure(let error)):
+                        #expect(error.code == .noRoute, "\(error)")
+                    case ("batch//bad", .failure(let error)):
+                        #expect(error.code == .invalidAddress, "\(error)")
+                    default:
+                        Issue.record("message \(index) to \(messages[index].address): \(outcome)")
+                    }
+                }
+                #expect(ids.count == deliverable, "each delivered message has its own id")
+            }
+            let arrived = try await reading.value
+            var expected: [UInt64] = []
+            for round in 0..<2 {
+                for index in 0..<200 where address(index) == "batch/in" {
+                    expected.append(UInt64(length(index, round)))
+                }
+            }
+            #expect(arrived.map(\.length).sorted() == expected.sorted())
+            #expect(arrived.filter { !$0.intact }.isEmpty, "every body arrived as sent")
+            await sender.close()
+            await receiver.close()
+        }
+    }
+
+    /// A batch past ``FreightClient/batchMessagesMax`` is refused whole, before anything is sent.
+    @Test func aBatchPastItsLimitIsRefused() async throws {
+        try await InProcessFabric.with(nodes: 1, cluster: "batch-max") { fabric in
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+            let messages = Array(
+                repeating: OutgoingMessage(to: "batch/in", body: .pattern(seed: 1, length: 1)),
+                count: FreightClient.batchMessagesMax + 1)
+            await #expect(throws: FreightError.self) { try await sender.send(messages) }
+            #expect(try await sender.send([]).isEmpty)
+            await sender.close()
+        }
+    }
+
     /// `resolve` lists at most `Limits.resolveResultsMax` endpoints and says when more matched.
     @Test func resolveSaysWhenItTruncates() async throws {
         try await InProcessFabric.with(nodes: 1, cluster: "resolve") { fabric in

@@ -293,6 +293,38 @@ import Testing
 
     /// A frame naming more strings than its table finds by comparing (many senders, addresses and nodes) names
     /// each of them right, the first and the last alike.
+    /// Entries that name the same path share one decoded list; one that names a prefix of the last path, a longer
+    /// one, the same nodes in another order or none still reads back as sent, in messages and in outcomes.
+    @Test func pathsThatRepeatAndChangeRoundTrip() throws {
+        let paths: [[String]] = [
+            ["a", "b"], ["a", "b"], ["a"], ["a", "b", "c"], [], ["a", "b"], ["b", "a"], ["b", "a"], ["a", "b", "c"],
+        ]
+        let sent = paths.enumerated().map { index, path in
+            var header = Freight_Wire_V1_MessageHeader()
+            header.id = UInt64(index) + 1
+            header.source = "n1/tx"
+            header.destination = "kv/block"
+            return SmallMessage(
+                header: header, targetNode: "n2", targetID: 1, path: path, body: ByteBuffer(), crc32c: 0)
+        }
+        let frames = try Self.decoded(.small(sent))
+        guard frames.count == 1, case .small(let received) = frames[0] else {
+            Issue.record("one SMALL frame, got \(frames.map(\.type))")
+            return
+        }
+        #expect(received.map(\.path) == paths)
+        let outcomes = paths.enumerated().map { index, path in
+            var outcome = SmallOutcome(UInt64(index) + 1, .delivered)
+            outcome.delivery.path = path
+            return outcome
+        }
+        guard case .outcomes(let back) = try Self.decoded(.outcomes(outcomes)).first else {
+            Issue.record("no OUTCOMES frame")
+            return
+        }
+        #expect(back.map(\.delivery.path) == paths)
+    }
+
     @Test func aFrameOfManyDistinctStringsRoundTrips() throws {
         let sent = (0..<40).map { index in
             var header = Freight_Wire_V1_MessageHeader()
