@@ -40,7 +40,12 @@ extension ClientCore {
             return length
         }
         guard readError == 0 else { return failRead(transfer, at: 0, readError) }
-        let small = SmallMessage(header: header, body: body, crc32c: CRC32C.checksum(body))
+        // A sender's messages mostly carry the same extra fields (content type, attributes): encoded once.
+        let extras = SmallExtras.reusing(lastSmallExtras, for: header)
+        if let extras { lastSmallExtras = extras }
+        let small = SmallMessage(
+            id: header.id, source: header.source, destination: header.destination, extras: extras, body: body,
+            crc32c: CRC32C.checksum(body))
         transfer.smallHeader = header
         transfer.smallCost = Limits.smallCost(length: header.length)
         smallOutstanding += transfer.smallCost
@@ -101,8 +106,7 @@ extension ClientCore {
         // Each subscription's messages of this frame, handed over together at its end.
         var batches: [(endpointID: UInt64, messages: [IncomingMessage])] = []
         while let small = messages.popLast() {
-            let header = small.header
-            let id = header.id
+            let id = small.id
             guard CRC32C.checksum(small.body) == small.crc32c else {
                 // Nothing was taken: the sender sends it again as OPEN and DATA, whose chunks are asked for again
                 // if they fail too.
@@ -118,21 +122,23 @@ extension ClientCore {
             }
             let loop = eventLoop
             let chunk =
-                header.length == 0
+                small.length == 0
                 // A copy of its own: a slice would keep the whole read buffer it arrived in.
                 ? nil : BodyChunk(offset: 0, bytes: ByteBuffer(buffer: small.body))
+            // The extra fields read one by one from the shared ones: no copy of a whole header.
+            let extras = small.extras
             let message = IncomingMessage(
-                id: id, source: header.source, destination: header.destination, length: header.length,
-                contentType: header.contentType, attributes: header.attributes, path: small.path,
-                replyTo: header.replyTo, traceparent: header.traceparent, tracestate: header.tracestate,
-                filters: header.filters,
+                id: id, source: small.source, destination: small.destination, length: small.length,
+                contentType: extras?.header.contentType ?? "", attributes: extras?.header.attributes ?? [:],
+                path: small.path, replyTo: extras?.header.replyTo ?? "", traceparent: extras?.header.traceparent ?? "",
+                tracestate: extras?.header.tracestate ?? "", filters: extras?.header.filters ?? [],
                 body: MessageBody(whole: chunk) { [self] _ in
                     if loop.inEventLoop { smallHandled(id, nil) } else { loop.execute { self.smallHandled(id, nil) } }
                 },
                 // A small message is never resumed: nothing is ever noted.
                 notes: MessageNotes.none,
                 failing: { [self] error in loop.execute { self.smallHandled(id, error) } })
-            smallIncoming[id] = header.length
+            smallIncoming[id] = small.length
             if let inbox {
                 inbox(message)
                 accepted(id)
@@ -198,7 +204,7 @@ extension ClientCore {
         guard let connection else { return }
         let error = FreightError(.resourceExhausted, "a small message does not fit a SMALL frame")
         for message in connection.sendSplitting(messages, as: Frame.small) {
-            guard let transfer = outgoing.removeValue(forKey: message.header.id) else { continue }
+            guard let transfer = outgoing.removeValue(forKey: message.id) else { continue }
             smallOutstanding -= min(smallOutstanding, transfer.smallCost)
             transfer.fail(error)
         }

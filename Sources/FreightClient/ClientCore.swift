@@ -34,6 +34,8 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     /// What the node takes of small messages from this app (its HELLO's eager_bytes; 0: it takes none).
     var nodeEagerBytes: UInt64 = 0
     var pendingSmall: [SmallMessage] = []
+    /// The extra header fields of the last small message sent, shared by the next ones that carry the same.
+    var lastSmallExtras: SmallExtras?
     var pendingSmallBytes = 0
     var pendingOutcomes: [SmallOutcome] = []
     var smallFlushScheduled = false

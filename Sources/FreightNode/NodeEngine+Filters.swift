@@ -10,8 +10,13 @@ extension NodeEngine {
     /// The filters a message runs through at this node, in the order they were attached: those whose pattern
     /// matches its destination, unless it ran through this node's filters already (its header records them).
     func filters(for header: Freight_Wire_V1_MessageHeader) -> [FilterAttachment] {
-        guard !attachedFilters.isEmpty, !header.filters.contains(where: { $0.hasPrefix("\(name)/") }),
-            let destination = try? parsedAddress(header.destination)
+        filters(for: header.destination, passed: header.filters)
+    }
+
+    /// The same for a message to `destination` that passed the filters `passed`.
+    func filters(for destination: String, passed: @autoclosure () -> [String]) -> [FilterAttachment] {
+        guard !attachedFilters.isEmpty, !passed().contains(where: { $0.hasPrefix("\(name)/") }),
+            let destination = try? parsedAddress(destination)
         else { return [] }
         return attachedFilters.filter { $0.pattern.matches(destination) }
     }

@@ -35,8 +35,8 @@ extension NodeEngine {
         // What this batch's messages resolved to, for the next ones that go to the same place.
         var route = SmallRoute()
         while var message = messages.popLast() {
-            let id = message.header.id
-            let length = message.header.length
+            let id = message.id
+            let length = message.length
             guard length <= UInt64(Limits.smallBodyBytesMax) else {
                 return reject(
                     connection,
@@ -51,8 +51,8 @@ extension NodeEngine {
             }
             // A header past what a small message's cost allows goes as OPEN, whose own limits then apply. So does a
             // message its app traces, at a node that traces: its span is the flow's (docs/observability.md).
-            guard message.header.encodedSize <= Limits.smallHeaderAllowanceBytes,
-                configuration.tracer == nil || !Self.sampled(message.header.traceparent)
+            guard message.headerBytes <= Limits.smallHeaderAllowanceBytes,
+                configuration.tracer == nil || !Self.sampled(message.traceparent)
             else {
                 counters.smallResent += 1
                 queueOutcome(SmallOutcome(id, .resend), to: port)
@@ -107,22 +107,24 @@ extension NodeEngine {
         // A node that is stopping takes no new message: as OPEN, it is refused with the reason.
         if draining { return nil }
         // A message this node filters goes through the filter port, as OPEN and DATA.
-        guard filters(for: message.header).isEmpty else { return nil }
+        guard filters(for: message.destination, passed: message.extras?.header.filters ?? []).isEmpty else {
+            return nil
+        }
         let target: EndpointKey
         switch port {
         case .session(let id):
             guard let session = sessions[id] else { return nil }
-            if let known = route.resolved(message.header.destination) {
-                message.header.source = session.source
+            if let known = route.resolved(message.destination) {
+                message.source = session.source
                 message.path = []
                 return known
             }
-            guard let destination = try? parsedAddress(message.header.destination),
+            guard let destination = try? parsedAddress(message.destination),
                 accessRefusal(session, .send, destination) == nil
             else { return nil }
-            message.header.source = session.source
+            message.source = session.source
             message.path = []
-            let matches = smallMatches(message.header.destination, destination)
+            let matches = smallMatches(message.destination, destination)
             var settled = true
             if matches.count == 1, matches[0].route == nil {
                 target = matches[0].key
@@ -137,7 +139,7 @@ extension NodeEngine {
                 target = planned[0].key
             }
             let found = smallPort(of: target, for: message)
-            if settled, let found { route.keep(message.header.destination, found) }
+            if settled, let found { route.keep(message.destination, found) }
             return found
         case .peer:
             guard !message.targetNode.isEmpty, !message.path.contains(name),
@@ -145,7 +147,7 @@ extension NodeEngine {
             else { return nil }
             let named = EndpointKey(node: message.targetNode, id: message.targetID)
             if named == EndpointKey(inboxOf: name) {
-                guard let local = localInboxTargets(message.header.destination).first else { return nil }
+                guard let local = localInboxTargets(message.destination).first else { return nil }
                 target = local
             } else {
                 target = named

@@ -3,20 +3,43 @@ import NIOCore
 
 /// A whole message in a SMALL frame (docs/wire-protocol.md, "SMALL and OUTCOMES"): its header, the endpoint its
 /// sender's node chose, the nodes it passed, and its body with the body's CRC32C.
+///
+/// The header is kept as the fields every message sets (id, source, destination; its length is the body's) and
+/// the rest encoded once in a ``SmallExtras`` that the messages carrying the same ones share: a message is then
+/// small to move and cheap to copy, and a node passes the rest on as the bytes it read (perf: copies and moves of
+/// whole headers were 5% of a run of small messages).
 public struct SmallMessage: Sendable {
-    /// `header.length` is the body's size; `chunk_bytes` is not carried.
-    public var header: Freight_Wire_V1_MessageHeader
+    public var id: UInt64
+    public var source: String
+    public var destination: String
+    /// The header's other fields (content type, attributes, trace context, reply address, filters); nil when it
+    /// sets none.
+    public var extras: SmallExtras?
     public var targetNode: String
     public var targetID: UInt64
     public var path: [String]
     public var body: ByteBuffer
     public var crc32c: UInt32
 
+    /// `header.length` is taken to be the body's size; `chunk_bytes` is not carried.
     public init(
         header: Freight_Wire_V1_MessageHeader, targetNode: String = "", targetID: UInt64 = 0, path: [String] = [],
         body: ByteBuffer, crc32c: UInt32
     ) {
-        self.header = header
+        self.init(
+            id: header.id, source: header.source, destination: header.destination,
+            extras: SmallExtras(header), targetNode: targetNode, targetID: targetID, path: path, body: body,
+            crc32c: crc32c)
+    }
+
+    public init(
+        id: UInt64, source: String, destination: String, extras: SmallExtras?, targetNode: String = "",
+        targetID: UInt64 = 0, path: [String] = [], body: ByteBuffer, crc32c: UInt32
+    ) {
+        self.id = id
+        self.source = source
+        self.destination = destination
+        self.extras = extras
         self.targetNode = targetNode
         self.targetID = targetID
         self.path = path
@@ -24,7 +47,79 @@ public struct SmallMessage: Sendable {
         self.crc32c = crc32c
     }
 
-    public var id: UInt64 { header.id }
+    /// The body's size.
+    public var length: UInt64 { UInt64(body.readableBytes) }
+
+    /// The whole header, made from its parts.
+    public var header: Freight_Wire_V1_MessageHeader {
+        var header = extras?.header ?? Freight_Wire_V1_MessageHeader()
+        header.id = id
+        header.source = source
+        header.destination = destination
+        header.length = length
+        return header
+    }
+
+    /// The trace context it carries, or "".
+    public var traceparent: String { extras?.header.traceparent ?? "" }
+
+    /// Bytes of the whole header encoded as protobuf (what an OPEN would carry of it): the extra fields' bytes and
+    /// the fields every message sets.
+    public var headerBytes: Int {
+        func field(_ count: Int) -> Int { count == 0 ? 0 : 1 + SmallExtras.varintBytes(UInt64(count)) + count }
+        return (extras?.bytes?.count ?? 0) + (id == 0 ? 0 : 9) + field(source.utf8.count)
+            + field(destination.utf8.count) + (length == 0 ? 0 : 1 + SmallExtras.varintBytes(length))
+    }
+}
+
+/// The header fields of a small message beyond id, source, destination and length, and their encoding: made once
+/// for the messages of a sender (or of a frame) that carry the same ones, and shared by them.
+public final class SmallExtras: Sendable {
+    /// A header with only these fields set.
+    public let header: Freight_Wire_V1_MessageHeader
+    /// Their protobuf encoding, as SMALL carries it; nil when they could not be encoded (the message then fails to
+    /// encode, with the reason).
+    public let bytes: [UInt8]?
+
+    /// The extra fields of `header`, or nil when it sets none.
+    public convenience init?(_ header: Freight_Wire_V1_MessageHeader) {
+        guard Self.hasExtras(header) else { return nil }
+        var extra = header
+        extra.id = 0
+        extra.source = ""
+        extra.destination = ""
+        extra.length = 0
+        extra.chunkBytes = 0
+        self.init(header: extra, bytes: try? extra.serializedBytes())
+    }
+
+    init(header: Freight_Wire_V1_MessageHeader, bytes: [UInt8]?) {
+        self.header = header
+        self.bytes = bytes
+    }
+
+    /// `last` when it holds the same extra fields as `header` (a sender's messages mostly do), else new ones.
+    public static func reusing(_ last: SmallExtras?, for header: Freight_Wire_V1_MessageHeader) -> SmallExtras? {
+        guard hasExtras(header) else { return nil }
+        if let last, same(last.header, header) { return last }
+        return SmallExtras(header)
+    }
+
+    /// Whether a header sets any field beyond id, source, destination, length and chunk size.
+    static func hasExtras(_ header: Freight_Wire_V1_MessageHeader) -> Bool {
+        !(header.contentType.isEmpty && header.attributes.isEmpty && header.traceparent.isEmpty
+            && header.tracestate.isEmpty && header.deadlineUnixNanos == 0 && header.priority == 0
+            && header.replyTo.isEmpty && header.filters.isEmpty && header.unknownFields.data.isEmpty)
+    }
+
+    /// Whether two headers agree on every extra field.
+    static func same(_ a: Freight_Wire_V1_MessageHeader, _ b: Freight_Wire_V1_MessageHeader) -> Bool {
+        a.contentType == b.contentType && a.traceparent == b.traceparent && a.tracestate == b.tracestate
+            && a.deadlineUnixNanos == b.deadlineUnixNanos && a.priority == b.priority && a.replyTo == b.replyTo
+            && a.attributes == b.attributes && a.filters == b.filters && a.unknownFields == b.unknownFields
+    }
+
+    static func varintBytes(_ value: UInt64) -> Int { max(1, (64 - value.leadingZeroBitCount + 6) / 7) }
 }
 
 /// What became of a small message, flowing back the way it came in an OUTCOMES frame.
@@ -101,34 +196,30 @@ public enum SmallFrames {
         throws(FreightError)
     {
         var strings = StringTable()
-        var extras: [[UInt8]] = []
-        extras.reserveCapacity(messages.count)
         // Each entry's string indices, in the order they are written.
         var refs: [UInt16] = []
         refs.reserveCapacity(messages.count * 4)
         var size = 0
-        // Messages of one sender mostly carry the same attributes: their extra header is encoded once.
-        var last: (index: Int, bytes: [UInt8])?
         for index in messages.indices {
             let pathCount = messages[index].path.count
             guard pathCount <= pathEntriesMax else {
                 throw FreightError(.resourceExhausted, "a small message names too many nodes")
             }
-            refs.append(strings.add(messages[index].header.source))
-            refs.append(strings.add(messages[index].header.destination))
+            refs.append(strings.add(messages[index].source))
+            refs.append(strings.add(messages[index].destination))
             refs.append(strings.add(messages[index].targetNode))
             for node in messages[index].path { refs.append(strings.add(node)) }
-            let extra: [UInt8]
-            if !hasExtras(messages[index].header) {
-                extra = []
-            } else if let last, Self.sameExtras(messages[last.index].header, messages[index].header) {
-                extra = last.bytes
-            } else {
-                extra = try extraHeader(messages[index].header)
-                last = (index, extra)
+            var extraCount = 0
+            if let extras = messages[index].extras {
+                guard let bytes = extras.bytes else {
+                    throw FreightError(.internalError, "cannot encode a small message's header")
+                }
+                guard bytes.count <= Int(UInt16.max) else {
+                    throw FreightError(.resourceExhausted, "a small message's header is too large for a SMALL frame")
+                }
+                extraCount = bytes.count
             }
-            size += 32 + 2 * (3 + pathCount) + extra.count + messages[index].body.readableBytes
-            extras.append(extra)
+            size += 32 + 2 * (3 + pathCount) + extraCount + messages[index].body.readableBytes
         }
         let start = try open(.small, strings, entryBytes: size, into: &buffer)
         var next = 0
@@ -137,10 +228,11 @@ public enum SmallFrames {
             // and an exclusivity check, which together cost more than the bytes (perf).
             let pathCount = messages[index].path.count
             let fixed = smallEntryFixedBytes + 2 * (3 + pathCount)
-            let extraCount = extras[index].count
+            let extra = messages[index].extras?.bytes ?? []
+            let extraCount = extra.count
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: fixed) { raw in
                 var fields = FieldWriter(raw)
-                fields.put(messages[index].header.id)
+                fields.put(messages[index].id)
                 fields.put(messages[index].crc32c)
                 fields.put(UInt32(messages[index].body.readableBytes))
                 fields.put(messages[index].targetID)
@@ -152,7 +244,7 @@ public enum SmallFrames {
                 }
                 return fixed
             }
-            if extraCount > 0 { buffer.writeBytes(extras[index]) }
+            if extraCount > 0 { buffer.writeBytes(extra) }
             buffer.writeImmutableBuffer(messages[index].body)
         }
         try close(from: start, in: &buffer)
@@ -211,8 +303,9 @@ public enum SmallFrames {
         let strings = try readTable(&payload, .small)
         var messages: [SmallMessage] = []
         var lastPath = PathMemo()
-        // The extra header decoded last, by its bytes: the next message's is most often the same.
-        var last: (bytes: ByteBuffer, header: Freight_Wire_V1_MessageHeader)?
+        // The extra fields decoded last, by their bytes: the next message's are most often the same, and then share
+        // them.
+        var last: (bytes: ByteBuffer, extras: SmallExtras)?
         while payload.readableBytes > 0 {
             guard let entry = payload.withUnsafeReadableBytes({ raw in SmallEntry(raw) }) else {
                 throw malformed(.small, "an entry is cut short")
@@ -223,34 +316,38 @@ public enum SmallFrames {
             guard pathCount <= pathEntriesMax else { throw malformed(.small, "\(pathCount) nodes in a path") }
             let named = try names(&payload, fixed: 3, pathCount: Int(pathCount), strings, &lastPath, .small)
             let (source, destination, targetNode, _) = named.fields
-            let path = named.path
-            var header = Freight_Wire_V1_MessageHeader()
+            var extras: SmallExtras?
             if extraLength > 0 {
                 guard let extra = payload.readSlice(length: Int(extraLength)) else {
                     throw malformed(.small, "a header is cut short")
                 }
                 if let last, last.bytes == extra {
-                    header = last.header
+                    extras = last.extras
                 } else {
+                    var header: Freight_Wire_V1_MessageHeader
                     do {
                         header = try Freight_Wire_V1_MessageHeader(serializedBytes: [UInt8](extra.readableBytesView))
                     } catch {
                         throw malformed(.small, "a header does not decode: \(error)")
                     }
-                    last = (extra, header)
+                    // Only the extra fields: the others are the entry's own.
+                    header.id = 0
+                    header.source = ""
+                    header.destination = ""
+                    header.length = 0
+                    header.chunkBytes = 0
+                    let decoded = SmallExtras(header: header, bytes: try? header.serializedBytes())
+                    extras = SmallExtras.hasExtras(header) ? decoded : nil
+                    last = (extra, decoded)
                 }
             }
             guard let body = payload.readSlice(length: Int(length)) else {
                 throw malformed(.small, "a body is cut short")
             }
-            header.id = id
-            header.source = source
-            header.destination = destination
-            header.length = UInt64(length)
-            header.chunkBytes = 0
             messages.append(
                 SmallMessage(
-                    header: header, targetNode: targetNode, targetID: targetID, path: path, body: body, crc32c: crc))
+                    id: id, source: source, destination: destination, extras: extras, targetNode: targetNode,
+                    targetID: targetID, path: named.path, body: body, crc32c: crc))
         }
         guard !messages.isEmpty else { throw malformed(.small, "no message") }
         return messages
@@ -314,43 +411,6 @@ public enum SmallFrames {
             bytes += 2 + text.utf8.count
             return index
         }
-    }
-
-    /// Whether two headers agree on every field the extra header carries. Inlined: a call copies both headers out
-    /// of the list they are read from (perf: 2.5% of a run of small messages).
-    @inline(__always)
-    private static func sameExtras(_ a: Freight_Wire_V1_MessageHeader, _ b: Freight_Wire_V1_MessageHeader) -> Bool {
-        a.contentType == b.contentType && a.traceparent == b.traceparent && a.tracestate == b.tracestate
-            && a.deadlineUnixNanos == b.deadlineUnixNanos && a.priority == b.priority && a.replyTo == b.replyTo
-            && a.attributes == b.attributes && a.filters == b.filters && a.unknownFields == b.unknownFields
-    }
-
-    /// Whether a header sets any field beyond id, source, destination and length.
-    @inline(__always)
-    private static func hasExtras(_ header: Freight_Wire_V1_MessageHeader) -> Bool {
-        !(header.contentType.isEmpty && header.attributes.isEmpty && header.traceparent.isEmpty
-            && header.tracestate.isEmpty && header.deadlineUnixNanos == 0 && header.priority == 0
-            && header.replyTo.isEmpty && header.filters.isEmpty && header.unknownFields.data.isEmpty)
-    }
-
-    private static func extraHeader(_ header: Freight_Wire_V1_MessageHeader) throws(FreightError) -> [UInt8] {
-        guard hasExtras(header) else { return [] }
-        var extra = header
-        extra.id = 0
-        extra.source = ""
-        extra.destination = ""
-        extra.length = 0
-        extra.chunkBytes = 0
-        let bytes: [UInt8]
-        do {
-            bytes = try extra.serializedBytes()
-        } catch {
-            throw FreightError(.internalError, "cannot encode a small message's header: \(error)")
-        }
-        guard bytes.count <= Int(UInt16.max) else {
-            throw FreightError(.resourceExhausted, "a small message's header is too large for a SMALL frame")
-        }
-        return bytes
     }
 
     /// Writes the frame header (its length set by ``close(from:in:)``) and the string table; returns where the
