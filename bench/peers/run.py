@@ -411,7 +411,8 @@ def main():
              f"Command: `bench/peers/run.sh` ({args.rounds} rounds, alternating systems; "
              f"{amount}; Freight's sending app keeps "
              f"{fmt_size(IN_FLIGHT_BYTES)} of messages in flight, 1 to 64, and small ones (256 B, 4 KiB) "
-             f"{small_in_flight(256)} and {small_in_flight(4096)}; iperf3's ceiling writes 1 MiB at a time, its "
+             f"{small_in_flight(256)} and {small_in_flight(4096)}, sent in batches of 64 (`freight bench`'s "
+             f"default: each message still confirmed on its own); iperf3's ceiling writes 1 MiB at a time, its "
              f"largest write).", "",
              "| system | message | MB/s (median) | spread (min–max) | CPU s/GiB | peak memory |",
              "|---|---|---|---|---|---|"]
