@@ -305,7 +305,7 @@ public enum SmallFrames {
         var lastPath = PathMemo()
         // The extra fields decoded last, by their bytes: the next message's are most often the same, and then share
         // them.
-        var last: (bytes: ByteBuffer, extras: SmallExtras)?
+        var last: (bytes: ByteBuffer, extras: SmallExtras?)?
         while payload.readableBytes > 0 {
             guard let entry = payload.withUnsafeReadableBytes({ raw in SmallEntry(raw) }) else {
                 throw malformed(.small, "an entry is cut short")
@@ -336,9 +336,11 @@ public enum SmallFrames {
                     header.destination = ""
                     header.length = 0
                     header.chunkBytes = 0
-                    let decoded = SmallExtras(header: header, bytes: try? header.serializedBytes())
-                    extras = SmallExtras.hasExtras(header) ? decoded : nil
-                    last = (extra, decoded)
+                    // Bytes that set no extra field leave the message none.
+                    extras =
+                        SmallExtras.hasExtras(header)
+                        ? SmallExtras(header: header, bytes: try? header.serializedBytes()) : nil
+                    last = (extra, extras)
                 }
             }
             guard let body = payload.readSlice(length: Int(length)) else {

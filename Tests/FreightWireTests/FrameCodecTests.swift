@@ -325,6 +325,38 @@ import Testing
         #expect(back.map(\.delivery.path) == paths)
     }
 
+    /// A sender may put any fields in a SMALL entry's extra header bytes: an id, a source or a destination there
+    /// do not override the entry's own, and what a node passes on carries only the extra fields it decoded.
+    @Test func anEntrysOwnFieldsWinOverItsExtraBytes() throws {
+        var smuggled = Freight_Wire_V1_MessageHeader()
+        smuggled.id = 666
+        smuggled.source = "n9/impostor"
+        smuggled.destination = "secret/place"
+        smuggled.contentType = "text/plain"
+        let forged = SmallExtras(header: smuggled, bytes: try smuggled.serializedBytes())
+        let sent = SmallMessage(
+            id: 7, source: "n1/tx", destination: "kv/block", extras: forged, targetNode: "n2", targetID: 1,
+            body: ByteBuffer(bytes: [1, 2, 3]), crc32c: 0)
+        // Extra bytes that set nothing but the entry's own fields, twice (the second shares the first's decoding).
+        smuggled.contentType = ""
+        let empty = SmallExtras(header: smuggled, bytes: try smuggled.serializedBytes())
+        var bare = sent
+        bare.extras = empty
+        guard case .small(let received) = try Self.decoded(.small([sent, bare, bare])).first, received.count == 3
+        else {
+            Issue.record("no SMALL frame")
+            return
+        }
+        #expect(received[1].extras == nil && received[2].extras == nil, "no extra field, no extras")
+        #expect(received[2].id == 7 && received[2].header.contentType.isEmpty)
+        #expect(received[0].id == 7 && received[0].source == "n1/tx" && received[0].destination == "kv/block")
+        #expect(received[0].header.contentType == "text/plain")
+        // Passed on: the extra bytes are what was decoded, without the smuggled fields.
+        let passed = try #require(received[0].extras?.bytes)
+        let again = try Freight_Wire_V1_MessageHeader(serializedBytes: passed)
+        #expect(again.id == 0 && again.source.isEmpty && again.destination.isEmpty && again.contentType == "text/plain")
+    }
+
     @Test func aFrameOfManyDistinctStringsRoundTrips() throws {
         let sent = (0..<40).map { index in
             var header = Freight_Wire_V1_MessageHeader()
