@@ -96,7 +96,7 @@ final class SendBatch: @unchecked Sendable {  // confined to the client's event 
     }
 
     private func resume() {
+        // The outcomes stay: a second report for a message that has one is ignored above, not out of range.
         continuation.resume(returning: outcomes.map { $0! })
-        outcomes = []
     }
 }
