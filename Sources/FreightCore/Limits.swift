@@ -109,6 +109,9 @@ public enum Limits {
     /// The largest chunk a gateway link carries: its DATA frames are read whole (through TLS), so this bounds what one
     /// frame makes a gateway hold beyond the credit it granted.
     public static let gatewayChunkBytesMax = 16 * 1024 * 1024
+    /// How long a gateway link may be silent before it is closed and its routes withdrawn (keepalives every third of
+    /// it): short, so a gateway gone dark is routed around in seconds.
+    public static let gatewayHoldDefault: Duration = .seconds(3)
     /// TCP connections one gateway link stripes over at most (docs/wan.md, "Stripes").
     public static let gatewayStripesMax = 16
     /// Routes a gateway keeps from one gateway link: a peer that announces more is cut off and its routes withdrawn.

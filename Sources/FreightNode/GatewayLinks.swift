@@ -19,16 +19,20 @@ public struct GatewayConfiguration: Sendable {
     public var serverNames: [String?]
     public var filters: RouteFilters
     public var security: GatewaySecurity
+    /// A gateway link heard nothing from for this long is closed and its routes withdrawn (BGP's hold time); a link
+    /// sent nothing for a third of it is sent a keepalive.
+    public var holdTime: Duration
 
     public init(
         listen: NodeAddress, peers: [NodeAddress], serverNames: [String?] = [], filters: RouteFilters,
-        security: GatewaySecurity
+        security: GatewaySecurity, holdTime: Duration = Limits.gatewayHoldDefault
     ) {
         self.listen = listen
         self.peers = peers
         self.serverNames = serverNames
         self.filters = filters
         self.security = security
+        self.holdTime = holdTime
     }
 
     /// A name that may go in SNI: DNS labels of letters, digits and hyphens, dot-separated, not an IP address.
@@ -210,7 +214,9 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         limits.chunkBytesMax = min(limits.chunkBytesMax, Limits.gatewayChunkBytesMax)
         self.limits = limits
         self.engine = engine
-        self.table = RouteTable(.init(cluster: cluster))
+        let (seconds, attoseconds) = configuration.holdTime.components
+        let holdNanos = UInt64(clamping: seconds) * 1_000_000_000 + UInt64(clamping: attoseconds / 1_000_000_000)
+        self.table = RouteTable(.init(cluster: cluster, keepaliveNanos: holdNanos / 3, holdNanos: holdNanos))
     }
 
     private var now: UInt64 { UInt64(max(0, (NIODeadline.now() - started).nanoseconds)) }

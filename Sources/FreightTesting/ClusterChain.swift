@@ -19,10 +19,10 @@ public final class ClusterChain: Sendable {
     }
 
     /// Starts `clusters` in a chain, each of `nodes` nodes (the last its gateway) that exports `exports[cluster]`
-    /// (default: nothing) and imports everything.
+    /// (default: nothing) and imports everything; its gateway links close after `gatewayHold` of silence.
     public static func start(
         clusters: [String], nodes: Int = 3, exports: [String: [String]] = [:], streams: Int = Limits.streamsDefault,
-        windowBytes: Int = Limits.windowBytesDefault
+        windowBytes: Int = Limits.windowBytesDefault, gatewayHold: Duration = Limits.gatewayHoldDefault
     ) async throws -> ClusterChain {
         let directory = NSTemporaryDirectory() + "freight-chain-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -45,7 +45,8 @@ public final class ClusterChain: Sendable {
                         imports: [try AddressPattern("**")]),
                     security: try GatewaySecurity(
                         cluster: cluster, certificate: "\(files)/node.pem", key: "\(files)/node-key.pem",
-                        peerAuthorities: neighbours.map { "\(directory)/\($0)-ca/authority.pem" }))
+                        peerAuthorities: neighbours.map { "\(directory)/\($0)-ca/authority.pem" }),
+                    holdTime: gatewayHold)
                 fabrics.append(
                     try await InProcessFabric.start(
                         nodes: nodes, cluster: cluster, streams: streams, windowBytes: windowBytes,
