@@ -61,7 +61,7 @@ extension ClientCore {
             notes: notes
         )
         let id = header.id
-        let loop = eventLoop
+        let loop = gate
         // An app that stops reading a message before its end (its task cancelled, the body dropped) fails it for
         // the sender at once, with what was acknowledged, instead of leaving it waiting.
         continuation.onTermination = { [self] termination in

@@ -586,8 +586,8 @@ extension ClientCore {
                     promise: nil)
                 continue
             }
-            let loop = eventLoop
-            switch writer.take(max: Int(room), wake: { [self] in loop.execute { self.pump(transfer) } }) {
+            let gate = self.gate
+            switch writer.take(max: Int(room), wake: { [self] in gate.execute { self.pump(transfer) } }) {
             case .empty:
                 return
             case .bytes(let piece):

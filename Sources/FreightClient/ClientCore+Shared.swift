@@ -169,10 +169,10 @@ final class ClientShared: @unchecked Sendable {
                     let opened = Result { () throws(FreightError) in
                         try OpenedDevice.open(gpu: gpu, handle: handle, size: size, among: gpus)
                     }
-                    core.eventLoop.execute { core.devicePoolArrived(id, opened) }
+                    core.gate.execute { core.devicePoolArrived(id, opened) }
                     continue
                 case .withdrawn(let id)? where fds.isEmpty:
-                    core.eventLoop.execute { core.deviceWithdrawn(id) }
+                    core.gate.execute { core.deviceWithdrawn(id) }
                     continue
                 default:
                     break
@@ -183,7 +183,7 @@ final class ClientShared: @unchecked Sendable {
                     if fds.count != 1 { for fd in fds { Glibc.close(fd) } }
                     continue
                 }
-                core.eventLoop.execute { core.poolArrived(id, mapping) }
+                core.gate.execute { core.poolArrived(id, mapping) }
             }
         }
     }

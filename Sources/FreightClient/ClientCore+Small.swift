@@ -120,7 +120,6 @@ extension ClientCore {
                     id, .failed, FreightError(.receiverGone, "app \(label) no longer receives on this endpoint"))
                 continue
             }
-            let loop = eventLoop
             let chunk =
                 small.length == 0
                 // A copy of its own: a slice would keep the whole read buffer it arrived in.
@@ -133,11 +132,15 @@ extension ClientCore {
                 path: small.path, replyTo: extras?.header.replyTo ?? "", traceparent: extras?.header.traceparent ?? "",
                 tracestate: extras?.header.tracestate ?? "", filters: extras?.header.filters ?? [],
                 body: MessageBody(whole: chunk) { [self] _ in
-                    if loop.inEventLoop { smallHandled(id, nil) } else { loop.execute { self.smallHandled(id, nil) } }
+                    if eventLoop.inEventLoop {
+                        smallHandled(id, nil)
+                    } else {
+                        gate.execute { self.smallHandled(id, nil) }
+                    }
                 },
                 // A small message is never resumed: nothing is ever noted.
                 notes: MessageNotes.none,
-                failing: { [self] error in loop.execute { self.smallHandled(id, error) } })
+                failing: { [self] error in gate.execute { self.smallHandled(id, error) } })
             smallIncoming[id] = small.length
             if let inbox {
                 inbox(message)

@@ -10,6 +10,8 @@ import NIOCore
 /// The client's state, confined to its event loop: requests waiting for replies, messages being sent and received.
 final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     let eventLoop: any EventLoop
+    /// The loop while the client may use it: what an app starts at any time goes through here (``LoopGate``).
+    let gate: LoopGate
     let label: String
     let windowBytes: Int
     var connection: FrameConnection?
@@ -56,6 +58,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
 
     init(eventLoop: any EventLoop, label: String, windowBytes: Int) {
         self.eventLoop = eventLoop
+        self.gate = LoopGate(eventLoop: eventLoop)
         self.label = label
         self.windowBytes = windowBytes
         self.helloPromise = eventLoop.makePromise()
@@ -65,7 +68,7 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     /// Runs `body` on the client's event loop: at once when the caller is on it already (a task that prefers
     /// ``FreightClient/executor``), queued otherwise.
     func onLoop(_ body: @escaping @Sendable () -> Void) {
-        if eventLoop.inEventLoop { body() } else { eventLoop.execute(body) }
+        if eventLoop.inEventLoop { body() } else { gate.execute(body) }
     }
 
     // MARK: Requests

@@ -1,3 +1,4 @@
+import FreightCore
 import NIOCore
 import Synchronization
 
@@ -11,22 +12,58 @@ import Synchronization
 /// Once the client is closed, jobs run on the default executor: a task that still prefers a closed client's
 /// executor goes on, and ends.
 public final class ClientExecutor: TaskExecutor {
+    let gate: LoopGate
+
+    init(gate: LoopGate) { self.gate = gate }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        if !gate.execute({ job.runSynchronously(on: self.asUnownedTaskExecutor()) }) {
+            globalConcurrentExecutor.enqueue(job)
+        }
+    }
+}
+
+/// The client's event loop while the client may still use it. Work an app starts at any time (a subscription or a
+/// message given up, a body writer woken, a shared buffer dropped, a task's next job) goes through here: once the
+/// client closed a loop of its own, that work is dropped (or, for a task, run elsewhere) instead of being handed
+/// to a loop that is shutting down, which NIO refuses.
+final class LoopGate: Sendable {
     let eventLoop: any EventLoop
-    /// Whether the client's event loop may still take jobs; checked and set under the lock, so that no job is
-    /// handed to a loop that is shutting down.
+    /// Checked and set under the lock, so that nothing is queued on the loop once its shutdown began.
     private let open = Mutex(true)
 
     init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
-    public func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        let taken = open.withLock { open in
-            if open { eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) } }
+    /// Queues `body` on the loop; false, and `body` dropped, once the client closed it.
+    @discardableResult
+    func execute(_ body: @escaping @Sendable () -> Void) -> Bool {
+        open.withLock { open in
+            if open { eventLoop.execute(body) }
             return open
         }
-        if !taken { globalConcurrentExecutor.enqueue(job) }
     }
 
-    /// The client is closing its event loop: jobs go to the default executor from now on.
+    /// The client is shutting its own event loop down: nothing is queued on it from now on.
     func close() { open.withLock { $0 = false } }
+
+    static let closedReason = "the client is closed"
+
+    /// Runs `body` on the loop and waits for the future it returns; fails with the client's reason once it closed
+    /// (a future of a loop that is gone would never complete).
+    func flatSubmit<T: Sendable>(_ body: @escaping @Sendable () -> EventLoopFuture<T>) async throws -> T {
+        try await withUnsafeThrowingContinuation { continuation in
+            if !execute({ body().whenComplete { continuation.resume(with: $0) } }) {
+                continuation.resume(throwing: FreightError(.cancelled, Self.closedReason))
+            }
+        }
+    }
+
+    /// Runs `body` on the loop and returns what it returns; fails with the client's reason once it closed.
+    func submit<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        let loop = eventLoop
+        return try await flatSubmit {
+            do { return loop.makeSucceededFuture(try body()) } catch { return loop.makeFailedFuture(error) }
+        }
+    }
 }

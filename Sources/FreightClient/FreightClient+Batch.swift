@@ -48,11 +48,11 @@ extension FreightClient {
             }
         }
         let core = self.core
-        let ready = outcomes
+        let (ready, planned) = (outcomes, sends)
         return await withUnsafeContinuation { continuation in
-            let start = {
+            let start: @Sendable () -> Void = {
                 let batch = SendBatch(outcomes: ready, continuation: continuation)
-                for (index, send) in sends.enumerated() {
+                for (index, send) in planned.enumerated() {
                     guard let send else { continue }
                     core.send(
                         to: send.destination, body: messages[index].body, length: send.length, options: send.options,
@@ -60,7 +60,12 @@ extension FreightClient {
                 }
                 batch.started()
             }
-            if core.eventLoop.inEventLoop { start() } else { core.eventLoop.execute(start) }
+            if core.eventLoop.inEventLoop {
+                start()
+            } else if !core.gate.execute(start) {
+                let closed = FreightError(.cancelled, LoopGate.closedReason)
+                continuation.resume(returning: ready.map { $0 ?? .failure(closed) })
+            }
         }
     }
 }

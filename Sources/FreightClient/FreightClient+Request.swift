@@ -86,16 +86,16 @@ final class Requests: Sendable {
     private func open(_ client: FreightClient) async throws -> String {
         let prefix = "\(Limits.inboxSegment)/\(client.nodeName)/\(String(UInt64.random(in: 1...UInt64.max), radix: 16))"
         let core = client.core
-        let reply = try await core.eventLoop.flatSubmit {
+        let reply = try await core.gate.flatSubmit {
             core.request(.register(.with { $0.pattern = "\(prefix)/*" }))
-        }.get()
-        try await core.eventLoop.submit {
+        }
+        try await core.gate.submit {
             core.inboxes[reply.endpointID] = { [weak self] message in self?.arrived(message) }
             core.eventLoop.scheduleRepeatedTask(initialDelay: Self.expiryInterval, delay: Self.expiryInterval) {
                 [weak self] task in
                 if self?.expire() != true { task.cancel() }
             }
-        }.get()
+        }
         return prefix
     }
 

@@ -36,7 +36,7 @@ public final class FreightClient: Sendable {
         self.core = core
         self.group = group
         self.nodeName = nodeName
-        self.executor = ClientExecutor(eventLoop: core.eventLoop)
+        self.executor = ClientExecutor(gate: core.gate)
     }
 
     /// Attaches to a node over its Unix socket or TCP port.
@@ -145,14 +145,14 @@ public final class FreightClient: Sendable {
 
     /// Whether bodies move through shared memory with the node.
     public var usesSharedMemory: Bool {
-        get async { (try? await core.eventLoop.submit { [core] in core.shared != nil }.get()) ?? false }
+        get async { (try? await core.gate.submit { [core] in core.shared != nil }) ?? false }
     }
 
     /// A buffer of `count` bytes in this app's shared send pool: fill it, then send it with
     /// `.shared(buffer)` (docs/shared-memory.md). Throws when the client has no shared memory or the pool is full.
     public func allocate(_ count: Int) async throws -> SharedBuffer {
         let core = self.core
-        return try await core.eventLoop.submit { () throws -> SharedBuffer in try core.allocateShared(count) }.get()
+        return try await core.gate.submit { () throws -> SharedBuffer in try core.allocateShared(count) }
     }
 
     /// Registers an endpoint on `pattern` (an address or a pattern) and returns its messages as they arrive.
@@ -162,18 +162,18 @@ public final class FreightClient: Sendable {
         // Bounded by the client: at most `Limits.messagesPerConnectionMax` messages wait untaken (``ClientCore/handOver(_:to:)``).
         let (stream, continuation) = AsyncThrowingStream<[IncomingMessage], any Error>.makeStream()
         let core = self.core
-        let reply = try await core.eventLoop.flatSubmit {
+        let reply = try await core.gate.flatSubmit {
             core.request(
                 .register(
                     .with {
                         $0.pattern = pattern
                         $0.group = group ?? ""
                     }))
-        }.get()
+        }
         let id = reply.endpointID
-        try await core.eventLoop.submit { core.subscribe(endpointID: id, continuation: continuation) }.get()
+        try await core.gate.submit { core.subscribe(endpointID: id, continuation: continuation) }
         continuation.onTermination = { @Sendable _ in
-            core.eventLoop.execute { core.unsubscribe(endpointID: id) }
+            core.gate.execute { core.unsubscribe(endpointID: id) }
         }
         return Subscription(
             endpointID: id, pattern: parsed, stream: stream,
@@ -181,10 +181,10 @@ public final class FreightClient: Sendable {
                 if core.eventLoop.inEventLoop {
                     core.accepted(messageID)
                 } else {
-                    core.eventLoop.execute { core.accepted(messageID) }
+                    core.gate.execute { core.accepted(messageID) }
                 }
             },
-            cancelled: { core.eventLoop.execute { core.unsubscribe(endpointID: id) } })
+            cancelled: { core.gate.execute { core.unsubscribe(endpointID: id) } })
     }
 
     /// Sends a message and waits until every chosen endpoint holds all of it, or until it fails.
@@ -203,9 +203,9 @@ public final class FreightClient: Sendable {
                     completion: .continuation(continuation))
             }
         }
-        return try await core.eventLoop.flatSubmit {
+        return try await core.gate.flatSubmit {
             core.send(to: destination, body: body, length: length, options: options)
-        }.get()
+        }
     }
 
     /// A send's destination, parsed, and its body's length, or why it cannot be sent.
@@ -255,7 +255,7 @@ public final class FreightClient: Sendable {
     public func resolve(_ pattern: String) async throws -> (endpoints: [EndpointInfo], truncated: Bool) {
         _ = try AddressPattern(pattern)
         let core = self.core
-        let reply = try await core.eventLoop.flatSubmit { core.request(.resolve(.with { $0.pattern = pattern })) }.get()
+        let reply = try await core.gate.flatSubmit { core.request(.resolve(.with { $0.pattern = pattern })) }
         let endpoints = reply.endpoints.map(EndpointInfo.init(wire:))
         return (endpoints, reply.truncated)
     }
@@ -274,7 +274,7 @@ public final class FreightClient: Sendable {
             if let toGPU { $0.toGpu = UInt32(clamping: toGPU) }
         }
         let core = self.core
-        let reply = try await core.eventLoop.flatSubmit { core.request(.resolve(request)) }.get()
+        let reply = try await core.gate.flatSubmit { core.request(.resolve(request)) }
         let endpoints = reply.endpoints.map(EndpointInfo.init(wire:))
         return (endpoints, reply.plans)
     }
@@ -282,10 +282,12 @@ public final class FreightClient: Sendable {
     /// The node's view of itself and its peers.
     public func status() async throws -> Freight_Wire_V1_NodeStatus {
         let core = self.core
-        return try await core.eventLoop.flatSubmit { core.request(.status(.init())) }.get().status
+        return try await core.gate.flatSubmit { core.request(.status(.init())) }.status
     }
 
-    /// Detaches from the node; messages in progress fail.
+    /// Detaches from the node; messages in progress fail. Afterwards every call fails with "the client is closed"
+    /// and what the app still holds (a subscription, a message, a body writer) may be dropped or given up: nothing
+    /// waits on, or is queued to, the client's thread that is gone.
     public func close() async {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         requests.close(FreightError(.cancelled, "the client closed"))
@@ -299,7 +301,7 @@ public final class FreightClient: Sendable {
         }.get()
         try? await core.eventLoop.submit { core.shared?.close() }.get()
         if let group {
-            executor.close()
+            core.gate.close()
             try? await group.shutdownGracefully()
         }
     }

@@ -95,4 +95,38 @@ import Testing
             #expect(try await task.value == false, "it ended on the default executor")
         }
     }
+
+    /// What an app does with a client after closing it gets a clear error or nothing, never a hang: calls fail with
+    /// the client's reason, and giving up a subscription or a message it still holds is a no-op.
+    @Test(.timeLimit(.minutes(1))) func aClosedClientRefusesCallsAndDropsWhatItHeld() async throws {
+        try await InProcessFabric.with(nodes: 1, cluster: "exec") { fabric in
+            let client = try await FreightClient.connect(to: fabric.socket(0), label: "closed")
+            let inbox = try await client.receive("svc/closed")
+            try await fabric.waitForEndpoints(try Address("svc/closed"), count: 1)
+            // Reported once the receiver is done with them: still waiting when the client closes.
+            let sending = Task {
+                try await client.send(
+                    ["read", "failed"].map { OutgoingMessage(to: "svc/closed", body: .bytes(ByteBuffer(string: $0))) })
+            }
+            var messages = inbox.makeAsyncIterator()
+            let read = try #require(try await messages.next())
+            let failed = try #require(try await messages.next())
+            await client.close()
+            _ = try? await read.collect(upTo: 64)
+            failed.fail(FreightError(.cancelled, "given up after the close"))
+            inbox.cancel()
+            let pending = try await sending.value
+            #expect(pending.count == 2)
+            for case .success(let report) in pending { Issue.record("reported delivered after the close: \(report)") }
+            await #expect(throws: FreightError.self) {
+                try await client.send(to: "svc/closed", body: .bytes(ByteBuffer(string: "after")))
+            }
+            let batch = try await client.send([OutgoingMessage(to: "svc/closed", body: .bytes(ByteBuffer()))])
+            #expect(batch.count == 1)
+            if case .success = batch[0] { Issue.record("a batch sent through a closed client succeeded") }
+            await #expect(throws: FreightError.self) { try await client.resolve("svc/closed") }
+            await #expect(throws: FreightError.self) { try await client.receive("svc/again") }
+            await #expect(throws: FreightError.self) { try await client.status() }
+        }
+    }
 }
