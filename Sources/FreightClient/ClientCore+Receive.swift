@@ -61,12 +61,12 @@ extension ClientCore {
             notes: notes
         )
         let id = header.id
-        let loop = gate
+        let gate = self.gate
         // An app that stops reading a message before its end (its task cancelled, the body dropped) fails it for
         // the sender at once, with what was acknowledged, instead of leaving it waiting.
         continuation.onTermination = { [self] termination in
             if case .cancelled = termination {
-                loop.execute {
+                gate.execute {
                     guard let message = self.incoming[id] else { return }
                     self.fail(
                         id,
@@ -78,7 +78,7 @@ extension ClientCore {
             }
         }
         let body = MessageBody(stream: stream) { [self] offset in
-            loop.execute { self.consumed(id, offset: offset) }
+            gate.execute { self.consumed(id, offset: offset) }
         }
         let message = IncomingMessage(
             id: id,
@@ -94,7 +94,7 @@ extension ClientCore {
             filters: header.filters,
             body: body,
             notes: notes,
-            failing: { [self] error in loop.execute { self.fail(id, error) } }
+            failing: { [self] error in gate.execute { self.fail(id, error) } }
         )
         if let inbox {
             // The client's own endpoint (its requests' inbox) takes the message here, on the loop.

@@ -112,6 +112,8 @@ public enum Limits {
     /// How long a gateway link may be silent before it is closed and its routes withdrawn (keepalives every third of
     /// it): short, so a gateway gone dark is routed around in seconds.
     public static let gatewayHoldDefault: Duration = .seconds(3)
+    /// The hold times a gateway takes: at least a second (keepalives a third of it apart), at most an hour.
+    public static let gatewayHoldRange: ClosedRange<Duration> = .seconds(1) ... .seconds(3600)
     /// TCP connections one gateway link stripes over at most (docs/wan.md, "Stripes").
     public static let gatewayStripesMax = 16
     /// Routes a gateway keeps from one gateway link: a peer that announces more is cut off and its routes withdrawn.

@@ -214,8 +214,7 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
         limits.chunkBytesMax = min(limits.chunkBytesMax, Limits.gatewayChunkBytesMax)
         self.limits = limits
         self.engine = engine
-        let (seconds, attoseconds) = configuration.holdTime.components
-        let holdNanos = UInt64(clamping: seconds) * 1_000_000_000 + UInt64(clamping: attoseconds / 1_000_000_000)
+        let holdNanos = UInt64(clamping: TimeAmount(configuration.holdTime).nanoseconds)
         self.table = RouteTable(.init(cluster: cluster, keepaliveNanos: holdNanos / 3, holdNanos: holdNanos))
     }
 
@@ -226,6 +225,12 @@ final class GatewayLinks: FrameConnectionDelegate, @unchecked Sendable {
     func start() -> EventLoopFuture<Void> {
         guard case .tcp(let host, let port) = configuration.listen else {
             return loop.makeFailedFuture(FreightError(.invalidArgument, "--gateway takes HOST:PORT"))
+        }
+        guard Limits.gatewayHoldRange.contains(configuration.holdTime) else {
+            return loop.makeFailedFuture(
+                FreightError(
+                    .invalidArgument,
+                    "a gateway hold time of \(configuration.holdTime) is out of range \(Limits.gatewayHoldRange)"))
         }
         return ServerBootstrap(group: loop)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)

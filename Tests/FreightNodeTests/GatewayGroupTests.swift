@@ -40,6 +40,18 @@ struct GatewayGroupTests {
         }
     }
 
+    /// A hold time outside `Limits.gatewayHoldRange` (a link that would close at once, or keepalives hours apart)
+    /// keeps the gateway from starting, with the reason.
+    @Test func aHoldTimeOutOfRangeIsRefused() async throws {
+        for hold in [Duration.zero, .seconds(7200)] {
+            let error = await #expect(throws: FreightError.self) {
+                let chain = try await ClusterChain.start(clusters: ["a"], nodes: 1, gatewayHold: hold)
+                await chain.stop()
+            }
+            #expect(error?.message.contains("hold time") == true, "\(String(describing: error))")
+        }
+    }
+
     @Test func aGroupIsServedOnTheSendersNodeThenItsClusterThenTheNearestCluster() async throws {
         // Routes change only when this test changes members: a process busy with other tests' work must not close a
         // gateway link for silence and take its routes away mid-check.
