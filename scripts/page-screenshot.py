@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Loads a page in headless Chromium, waits until it shows what is asked, saves a screenshot, prints what it shows.
 
-    page-screenshot.py URL OUT.png [--frames N] [--nodes N] [--messages N] [--timeout SECONDS]
+    page-screenshot.py URL OUT.png [--frames N] [--nodes N] [--messages N] [--moving N] [--timeout SECONDS]
 
 Drives Chromium over its DevTools protocol (PyPI's websocket-client): waits until the live page of a Freight
 node's admin port (docs/observability.md) has drawn at least --frames frames, --nodes nodes in its graph and
---messages messages in flight, then captures the page as PNG and prints one JSON line: the frames drawn, the graph's
+--messages messages in flight, with --moving links showing a rate above zero (a rate is sampled per interval, and
+a receiver held up on a loaded machine shows 0 B/s for one), then captures the page as PNG and prints one JSON line: the frames drawn, the graph's
 node and link labels, the message rows and the error rows. Exits 1 when the page does not get there in time.
 Chromium runs in a process group of its own, killed on exit, with a parent-death signal so that it never outlives
 this script.
@@ -65,6 +66,7 @@ def main():
     parser.add_argument("--frames", type=int, default=3)
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--messages", type=int, default=0)
+    parser.add_argument("--moving", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=60)
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     args = parser.parse_args()
@@ -94,13 +96,14 @@ def main():
             result = tools.call("Runtime.evaluate", expression=REPORT, returnByValue=True)
             value = result.get("result", {}).get("value")
             report = json.loads(value) if value else {}
+            moving = [link for link in report.get("links", []) if link.endswith("B/s") and not link.endswith(" 0 B/s")]
             if (report.get("frames", 0) >= args.frames and len(report.get("nodes", [])) >= args.nodes
-                    and len(report.get("messages", [])) >= args.messages):
+                    and len(report.get("messages", [])) >= args.messages and len(moving) >= args.moving):
                 break
             if time.monotonic() > deadline:
                 print(json.dumps(report))
-                sys.exit(f"the page did not show {args.frames} frames, {args.nodes} nodes and "
-                         f"{args.messages} messages within {args.timeout} s")
+                sys.exit(f"the page did not show {args.frames} frames, {args.nodes} nodes, {args.messages} messages "
+                         f"and {args.moving} links moving within {args.timeout} s")
             time.sleep(0.2)
         shot = tools.call("Page.captureScreenshot", format="png")
         with open(args.out, "wb") as out:

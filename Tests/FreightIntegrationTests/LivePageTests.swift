@@ -44,7 +44,7 @@ import Testing
         let browser = try FreightProcess(
             [
                 "\(root)/scripts/page-screenshot.py", "http://\(admin)/", screenshot, "--frames", "3", "--nodes", "3",
-                "--messages", "2", "--timeout", "90",
+                "--messages", "2", "--moving", "2", "--timeout", "90",
             ], executable: FreightProcess.pythonPath)
         defer { browser.stop() }
         let status = try await browser.waitForExit(timeout: .seconds(120))
