@@ -7,12 +7,11 @@ import NIOCore
 /// SMALL frame with its header, gathered with the others sent in the same turn, while the node's eager budget has
 /// room; its outcome comes back in an OUTCOMES frame. A RESEND outcome sends it again as OPEN and DATA.
 extension ClientCore {
-    /// Whether a message goes small: a body in memory (bytes, generated, a repeated block) of at most
-    /// `Limits.smallBodyBytesMax` bytes, to a node that takes SMALL and has budget left.
+    /// Whether a message goes small: a body in memory (bytes, generated, a repeated block) of at most the node's
+    /// largest small body (`Limits.smallBodyBytesMax`, 16 KiB for a node that predates it), to a node that takes
+    /// SMALL and has budget left.
     func goesSmall(_ body: OutgoingBody, length: UInt64) -> Bool {
-        guard length <= UInt64(Limits.smallBodyBytesMax), nodeEagerBytes > 0,
-            smallOutstanding + Limits.smallCost(length: length) <= nodeEagerBytes
-        else { return false }
+        guard nodeSmall.takes(length: length, outstanding: smallOutstanding) else { return false }
         switch body {
         // A shared buffer is handed to the node as it is (the app gets it back when the receivers hold it): a
         // repeated block only lends its bytes, so it may be copied.
@@ -51,7 +50,7 @@ extension ClientCore {
         smallOutstanding += transfer.smallCost
         pendingSmall.append(small)
         pendingSmallBytes += length + Self.smallEntryAllowanceBytes
-        if pendingSmallBytes >= Limits.smallBatchBytesMax { flushSmall() }
+        if pendingSmallBytes >= min(Limits.smallBatchBytesMax, nodeSmall.frameBytesMax * 3 / 4) { flushSmall() }
         scheduleSmallFlush()
     }
 

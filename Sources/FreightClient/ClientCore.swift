@@ -33,8 +33,8 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
     /// Small messages (ClientCore+Small): bytes counted against the node's eager budget, and the SMALL and
     /// OUTCOMES frames being gathered this turn.
     var smallOutstanding: UInt64 = 0
-    /// What the node takes of small messages from this app (its HELLO's eager_bytes; 0: it takes none).
-    var nodeEagerBytes: UInt64 = 0
+    /// What the node takes of small messages from this app (its HELLO's eager budget and sizes).
+    var nodeSmall = SmallTerms.none
     var pendingSmall: [SmallMessage] = []
     /// The extra header fields of the last small message sent, shared by the next ones that carry the same.
     var lastSmallExtras: SmallExtras?
@@ -102,7 +102,8 @@ final class ClientCore: FrameConnectionDelegate, @unchecked Sendable {
         switch frame {
         case .hello(let hello):
             nodeHello = hello
-            nodeEagerBytes = hello.capabilities.contains(WireV1.capabilitySmall) ? hello.eagerBytes : 0
+            nodeSmall = SmallTerms(hello)
+            connection.smallFrameBytesMax = nodeSmall.frameBytesMax
             helloPromise?.succeed(hello)
             helloPromise = nil
         case .reply(let reply):

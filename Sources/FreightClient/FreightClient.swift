@@ -87,7 +87,7 @@ public final class FreightClient: Sendable {
                 hello.role = .app
                 hello.name = label
                 hello.capabilities =
-                    [WireV1.capabilityResume, WireV1.capabilitySmall]
+                    [WireV1.capabilityResume, WireV1.capabilitySmall, WireV1.capabilitySmallLarge]
                     + gpus.prefix(Limits.gpusPerAppMax).map { GPUName.capabilityPrefix + $0.uuid }
                 hello.eagerBytes = UInt64(Limits.eagerBytesApp)
                 if let token { hello.token = token }

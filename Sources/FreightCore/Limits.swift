@@ -17,13 +17,16 @@ public enum Limits {
     public static let controlFrameBytesMax = 64 * 1024
     /// Largest body sent as a SMALL message (header and body in one frame, docs/small-messages-and-files.md);
     /// larger ones go as OPEN and DATA.
-    public static let smallBodyBytesMax = 16 * 1024
+    public static let smallBodyBytesMax = 64 * 1024
+    /// Largest SMALL frame payload: several whole messages of up to `smallBodyBytesMax`, above the control-frame
+    /// limit that every other frame but DATA keeps.
+    public static let smallFrameBytesMax = 1024 * 1024
     /// What a small message counts against an eager budget beyond its body: an allowance for its header.
     public static let smallHeaderAllowanceBytes = 512
     /// What a small message of `length` body bytes counts against an eager budget; both ends of a hop count alike.
     public static func smallCost(length: UInt64) -> UInt64 { length + UInt64(smallHeaderAllowanceBytes) }
-    /// A SMALL or OUTCOMES frame is closed once its payload reaches this, below the control-frame limit.
-    public static let smallBatchBytesMax = 48 * 1024
+    /// A SMALL frame is closed once its payload reaches this, below `smallFrameBytesMax`.
+    public static let smallBatchBytesMax = 256 * 1024
     /// The longest reason an outcome of a small message carries (longer ones are cut): an app's own reason can be
     /// any length, and a batch of outcomes must fit a frame.
     public static let outcomeReasonBytesMax = 1024

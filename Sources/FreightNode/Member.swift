@@ -16,8 +16,8 @@ final class Member: @unchecked Sendable {  // confined to the node's event loop
     let listen: NodeAddress
     let incarnation: UInt64
     let link: PeerLink
-    /// Small-message bytes the peer takes before their outcomes (its HELLO's eager_bytes; 0: it takes no SMALL).
-    var eagerBytes: UInt64 = 0
+    /// What the peer takes of small messages (its HELLO's eager budget and sizes).
+    var small = SmallTerms.none
     /// Messages that ended here having come from the peer or gone to it.
     var outcomes = LinkOutcomes()
     /// What the peer says about itself: its rails and hardware.
@@ -60,8 +60,8 @@ final class AppSession: @unchecked Sendable {  // confined to the node's event l
     var endpoints: Set<UInt64> = []
     /// The app sends a message's bytes again from an offset when asked (its HELLO says "resume").
     var resends = false
-    /// Small-message bytes the app takes before their outcomes (its HELLO's eager_bytes; 0: it takes no SMALL).
-    var eagerBytes: UInt64 = 0
+    /// What the app takes of small messages (its HELLO's eager budget and sizes).
+    var small = SmallTerms.none
     /// Names this session on the descriptor link.
     let token = UInt64.random(in: 1...UInt64.max)
     /// The pools the app lent, once its descriptor link attached them.

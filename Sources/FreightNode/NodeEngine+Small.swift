@@ -13,17 +13,12 @@ extension NodeEngine {
     /// What this node advertises to apps and peers: small-message bytes it takes from each before their outcomes.
     var eagerBytesGiven: UInt64 { UInt64(Limits.eagerBytesNode) }
 
-    /// What a party's HELLO says it takes of small messages: 0 without the capability.
-    static func eagerBytes(_ hello: Freight_Wire_V1_Hello) -> UInt64 {
-        hello.capabilities.contains(WireV1.capabilitySmall) ? hello.eagerBytes : 0
-    }
-
-    /// What `port` advertised: 0 when it takes no SMALL (or is not there).
-    func eagerBytesTaken(by port: Port) -> UInt64 {
+    /// What `port` advertised: none when it takes no SMALL (or is not there).
+    func smallTerms(of port: Port) -> SmallTerms {
         switch port {
-        case .session(let id): sessions[id]?.eagerBytes ?? 0
-        case .peer(let node): members[node].map { $0.link.isUp ? $0.eagerBytes : 0 } ?? 0
-        case .local: 0
+        case .session(let id): sessions[id]?.small ?? .none
+        case .peer(let node): members[node].map { $0.link.isUp ? $0.small : .none } ?? .none
+        case .local: .none
         }
     }
 
@@ -86,15 +81,16 @@ extension NodeEngine {
             message.targetNode = target.node
             message.targetID = target.id
             let local = target.node == name
-            guard
+            let terms = route.terms(of: next, self)
+            guard length <= terms.bodyBytesMax,
                 small.pass(
-                    id, to: next, budget: route.budget(of: next, self), endpoint: local ? target.id : nil,
+                    id, to: next, budget: terms.eagerBytes, endpoint: local ? target.id : nil,
                     path: local ? message.path : [])
             else {
                 finishSmall(id, resendOutcome(id))
                 continue
             }
-            queueSmall(message, to: next)
+            queueSmall(message, to: next, frameBytesMax: terms.frameBytesMax)
         }
     }
 
@@ -230,9 +226,9 @@ extension NodeEngine {
 
     // MARK: Batches
 
-    private func queueSmall(_ message: consuming SmallMessage, to port: Port) {
+    private func queueSmall(_ message: consuming SmallMessage, to port: Port, frameBytesMax: Int) {
         let bytes = pendingSmall[port, default: PendingSmall()].add(message)
-        if bytes >= Limits.smallBatchBytesMax { flushSmall(to: port) }
+        if bytes >= min(Limits.smallBatchBytesMax, frameBytesMax * 3 / 4) { flushSmall(to: port) }
         scheduleSmallFlush()
     }
 
@@ -314,8 +310,8 @@ extension NodeEngine {
 struct SmallRoute {
     private var destination: String?
     private var found: (EndpointKey, FlowPort)?
-    private var budgetPort: FlowPort?
-    private var budgetBytes: UInt64 = 0
+    private var termsPort: FlowPort?
+    private var portTerms = SmallTerms.none
 
     /// Where `destination` went, when it was the last one resolved to one endpoint.
     func resolved(_ destination: String) -> (EndpointKey, FlowPort)? {
@@ -327,13 +323,13 @@ struct SmallRoute {
         self.found = found
     }
 
-    /// What `port` advertised (``NodeEngine/eagerBytesTaken(by:)``), looked up once per port and frame.
-    mutating func budget(of port: FlowPort, _ engine: NodeEngine) -> UInt64 {
-        if budgetPort != port {
-            budgetPort = port
-            budgetBytes = engine.eagerBytesTaken(by: port)
+    /// What `port` advertised (``NodeEngine/smallTerms(of:)``), looked up once per port and frame.
+    mutating func terms(of port: FlowPort, _ engine: NodeEngine) -> SmallTerms {
+        if termsPort != port {
+            termsPort = port
+            portTerms = engine.smallTerms(of: port)
         }
-        return budgetBytes
+        return portTerms
     }
 }
 

@@ -413,7 +413,7 @@ public final class NodeEngine: DirectoryClient, @unchecked Sendable {
         hello.streamIndex = UInt32(stream)
         hello.streamCount = UInt32(configuration.streams)
         hello.incarnation = incarnation
-        hello.capabilities = [WireV1.capabilityResume, WireV1.capabilitySmall]
+        hello.capabilities = [WireV1.capabilityResume, WireV1.capabilitySmall, WireV1.capabilitySmallLarge]
         hello.eagerBytes = eagerBytesGiven
         return .hello(hello)
     }
@@ -654,7 +654,8 @@ extension NodeEngine: FrameConnectionDelegate {
                     capability.hasPrefix(GPUName.capabilityPrefix)
                         ? String(capability.dropFirst(GPUName.capabilityPrefix.count)) : nil
                 }.prefix(Limits.gpusPerAppMax))
-            session.eagerBytes = Self.eagerBytes(hello)
+            session.small = SmallTerms(hello)
+            connection.smallFrameBytesMax = session.small.frameBytesMax
             guard case .hello(var reply) = helloFrame(role: .node) else { return }
             reply.sessionToken = session.token
             connection.send(.hello(reply))
@@ -664,7 +665,9 @@ extension NodeEngine: FrameConnectionDelegate {
         case .node:
             defer {
                 membership.peerResumes(hello.name, hello.capabilities.contains(WireV1.capabilityResume))
-                members[hello.name]?.eagerBytes = Self.eagerBytes(hello)
+                // Each connection of the link says it: SMALL frames go on any of them.
+                connection.smallFrameBytesMax = SmallTerms(hello).frameBytesMax
+                members[hello.name]?.small = SmallTerms(hello)
             }
             if connection.isDialed {
                 // The reply on a connection this node opened: the peer's identity.

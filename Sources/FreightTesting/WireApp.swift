@@ -14,12 +14,19 @@ public final class WireApp: @unchecked Sendable {
     /// The node's HELLO.
     public private(set) var nodeHello = Freight_Wire_V1_Hello()
 
-    /// Attaches to the node at `socketPath` as an app labelled `label`.
-    public convenience init(socketPath: String, label: String = "wire-app", readTimeoutSeconds: Int = 10) throws {
+    /// Attaches to the node at `socketPath` as an app labelled `label`, saying it can do `capabilities` and takes
+    /// `eagerBytes` of small messages; its parser enforces `limits`.
+    public convenience init(
+        socketPath: String, label: String = "wire-app", capabilities: [String] = [], eagerBytes: UInt64 = 0,
+        limits: FrameLimits = FrameLimits(), readTimeoutSeconds: Int = 10
+    ) throws {
         var hello = Freight_Wire_V1_Hello()
         hello.role = .app
         hello.name = label
-        try self.init(fd: try Self.connectUnix(socketPath), hello: hello, readTimeoutSeconds: readTimeoutSeconds)
+        hello.capabilities = capabilities
+        hello.eagerBytes = eagerBytes
+        try self.init(
+            fd: try Self.connectUnix(socketPath), hello: hello, limits: limits, readTimeoutSeconds: readTimeoutSeconds)
     }
 
     /// Joins the node at `host:port` as node `name` of `cluster`, as stripe 0 of a one-stripe link, listening
@@ -61,8 +68,11 @@ public final class WireApp: @unchecked Sendable {
         return hello
     }
 
-    private init(fd: Int32, hello: Freight_Wire_V1_Hello, readTimeoutSeconds: Int) throws {
+    private init(
+        fd: Int32, hello: Freight_Wire_V1_Hello, limits: FrameLimits = FrameLimits(), readTimeoutSeconds: Int
+    ) throws {
         self.fd = fd
+        parser = FrameParser(limits: limits)
         var timeout = timeval(tv_sec: readTimeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         try write(FrameEncoder.prefaceBuffer(allocator: ByteBufferAllocator()))
@@ -117,6 +127,19 @@ public final class WireApp: @unchecked Sendable {
             guard count > 0 else { throw FreightError(.io, "write failed") }
             left.moveReaderIndex(forwardBy: count)
         }
+    }
+
+    /// Registers an endpoint for `pattern`; returns its id.
+    public func register(_ pattern: String) throws -> UInt64 {
+        var request = Freight_Wire_V1_Request()
+        request.requestID = UInt64.random(in: 1...UInt64.max)
+        request.register.pattern = pattern
+        try write(try FrameEncoder.encode(.request(request)))
+        let frame = try next { if case .reply(let reply) = $0 { reply.requestID == request.requestID } else { false } }
+        guard case .reply(let reply) = frame, reply.errorCode == 0 else {
+            throw FreightError(.internalError, "the node refused to register \(pattern)")
+        }
+        return reply.endpointID
     }
 
     /// Sends an OPEN of a message of `length` bytes to `destination` (as a node: to the endpoints `targets`), with

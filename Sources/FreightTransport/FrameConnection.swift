@@ -36,6 +36,8 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     public weak var delegate: (any FrameConnectionDelegate)?
     /// What the peer said in its Hello, once it did.
     public var hello: Freight_Wire_V1_Hello?
+    /// The largest SMALL frame the other side takes (``SmallTerms``); larger batches are split.
+    public var smallFrameBytesMax = Limits.smallFrameBytesMax
     public var closeError: (any Error)?
     /// True when this side opened the connection.
     public var isDialed = false
@@ -107,7 +109,7 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         }
         var buffer = allocator.buffer(capacity: 128)
         do {
-            try FrameEncoder.control(frame, into: &buffer)
+            try FrameEncoder.control(frame, into: &buffer, smallFrameBytesMax: smallFrameBytesMax)
         } catch {
             return error
         }

@@ -25,15 +25,18 @@ public enum FrameEncoder {
         buffer.writeInteger(chunk.crc32c)
     }
 
-    /// Encodes a control frame. Throws when its payload would exceed the control-frame limit.
-    public static func control(_ frame: Frame, into buffer: inout ByteBuffer) throws(FreightError) {
+    /// Encodes a control frame. Throws when its payload would exceed the control-frame limit (a SMALL frame's:
+    /// `smallFrameBytesMax`, what the receiver takes).
+    public static func control(
+        _ frame: Frame, into buffer: inout ByteBuffer, smallFrameBytesMax: Int = Limits.smallFrameBytesMax
+    ) throws(FreightError) {
         switch frame {
         case .shared(let chunk):
             return shared(chunk, into: &buffer)
         case .release(let regions):
             return try release(regions, into: &buffer)
         case .small(let messages):
-            return try SmallFrames.encode(messages, into: &buffer)
+            return try SmallFrames.encode(messages, into: &buffer, payloadBytesMax: smallFrameBytesMax)
         case .outcomes(let outcomes):
             return try SmallFrames.encode(outcomes, into: &buffer)
         default:

@@ -116,7 +116,12 @@ public struct FrameParser: Sendable {
                 let reserved = block.readInteger(as: UInt16.self)!
                 guard let type = WireV1.FrameType(rawValue: rawType) else { throw .unknownFrameType(rawType) }
                 guard reserved == 0 else { throw .reservedBitsSet }
-                let limit = type == .data ? limits.chunkBytesMax + WireV1.dataPrefixBytes : limits.controlFrameBytesMax
+                let limit =
+                    switch type {
+                    case .data: limits.chunkBytesMax + WireV1.dataPrefixBytes
+                    case .small: limits.smallFrameBytesMax
+                    default: limits.controlFrameBytesMax
+                    }
                 guard length <= limit else { throw .frameTooLarge(type: rawType, bytes: length, limit: limit) }
                 if type == .data {
                     guard length >= WireV1.dataPrefixBytes else { throw .dataFrameTooShort(length) }

@@ -183,18 +183,21 @@ public enum SmallFrames {
     /// Nodes named in one entry's path.
     public static let pathEntriesMax = 64
 
-    public static func encode(_ messages: [SmallMessage], into buffer: inout ByteBuffer) throws(FreightError) {
+    /// Encodes a SMALL frame whose payload is at most `payloadBytesMax` (what the receiver takes), or throws.
+    public static func encode(
+        _ messages: [SmallMessage], into buffer: inout ByteBuffer, payloadBytesMax: Int = Limits.smallFrameBytesMax
+    ) throws(FreightError) {
         // Through the list's storage: an element read from an Array is copied out (a retain and a release of its
         // header's strings, path and body), one read from its buffer is borrowed (perf: those copies cost more than
         // the encoding).
         try messages.withUnsafeBufferPointer { (messages) throws(FreightError) in
-            try encode(messages, into: &buffer)
+            try encode(messages, into: &buffer, payloadBytesMax: min(payloadBytesMax, Limits.smallFrameBytesMax))
         }
     }
 
-    private static func encode(_ messages: UnsafeBufferPointer<SmallMessage>, into buffer: inout ByteBuffer)
-        throws(FreightError)
-    {
+    private static func encode(
+        _ messages: UnsafeBufferPointer<SmallMessage>, into buffer: inout ByteBuffer, payloadBytesMax: Int
+    ) throws(FreightError) {
         var strings = StringTable()
         // Each entry's string indices, in the order they are written.
         var refs: [UInt16] = []
@@ -221,7 +224,7 @@ public enum SmallFrames {
             }
             size += 32 + 2 * (3 + pathCount) + extraCount + messages[index].body.readableBytes
         }
-        let start = try open(.small, strings, entryBytes: size, into: &buffer)
+        let start = try open(.small, strings, entryBytes: size, limit: payloadBytesMax, into: &buffer)
         var next = 0
         for index in messages.indices {
             // The fixed fields and string indices in one write: each ByteBuffer.writeInteger pays a capacity check
@@ -247,7 +250,7 @@ public enum SmallFrames {
             if extraCount > 0 { buffer.writeBytes(extra) }
             buffer.writeImmutableBuffer(messages[index].body)
         }
-        try close(from: start, in: &buffer)
+        try close(from: start, limit: payloadBytesMax, in: &buffer)
     }
 
     public static func encode(_ outcomes: [SmallOutcome], into buffer: inout ByteBuffer) throws(FreightError) {
@@ -276,7 +279,8 @@ public enum SmallFrames {
             for node in outcomes[index].delivery.path { refs.append(strings.add(node)) }
             size += 22 + 2 * (4 + pathCount)
         }
-        let start = try open(.outcomes, strings, entryBytes: size, into: &buffer)
+        let start = try open(
+            .outcomes, strings, entryBytes: size, limit: Limits.controlFrameBytesMax, into: &buffer)
         var next = 0
         for index in outcomes.indices {
             let pathCount = outcomes[index].delivery.path.count
@@ -295,7 +299,7 @@ public enum SmallFrames {
                 return fixed
             }
         }
-        try close(from: start, in: &buffer)
+        try close(from: start, limit: Limits.controlFrameBytesMax, in: &buffer)
     }
 
     public static func decodeSmall(_ payload: ByteBuffer) throws(FrameParser.ParseError) -> [SmallMessage] {
@@ -415,15 +419,14 @@ public enum SmallFrames {
         }
     }
 
-    /// Writes the frame header (its length set by ``close(from:in:)``) and the string table; returns where the
+    /// Writes the frame header (its length set by ``close(from:limit:in:)``) and the string table; returns where the
     /// frame starts.
     private static func open(
-        _ type: WireV1.FrameType, _ strings: StringTable, entryBytes: Int, into buffer: inout ByteBuffer
+        _ type: WireV1.FrameType, _ strings: StringTable, entryBytes: Int, limit: Int, into buffer: inout ByteBuffer
     ) throws(FreightError) -> Int {
         let payload = strings.bytes + entryBytes
-        guard payload <= Limits.controlFrameBytesMax, strings.strings.count <= Int(UInt16.max) else {
-            throw FreightError(
-                .resourceExhausted, "a frame of \(payload) bytes is over the \(Limits.controlFrameBytesMax)-byte limit")
+        guard payload <= limit, strings.strings.count <= Int(UInt16.max) else {
+            throw FreightError(.resourceExhausted, "a frame of \(payload) bytes is over the \(limit)-byte limit")
         }
         buffer.reserveCapacity(minimumWritableBytes: WireV1.frameHeaderBytes + payload)
         let start = buffer.writerIndex
@@ -579,12 +582,11 @@ public enum SmallFrames {
 
     /// Writes the payload's length into the frame header at `start`, or throws when it is over the control-frame
     /// limit (the caller splits the batch).
-    private static func close(from start: Int, in buffer: inout ByteBuffer) throws(FreightError) {
+    private static func close(from start: Int, limit: Int, in buffer: inout ByteBuffer) throws(FreightError) {
         let payload = buffer.writerIndex - start - WireV1.frameHeaderBytes
-        guard payload <= Limits.controlFrameBytesMax else {
+        guard payload <= limit else {
             buffer.moveWriterIndex(to: start)
-            throw FreightError(
-                .resourceExhausted, "a frame of \(payload) bytes is over the \(Limits.controlFrameBytesMax)-byte limit")
+            throw FreightError(.resourceExhausted, "a frame of \(payload) bytes is over the \(limit)-byte limit")
         }
         buffer.setInteger(UInt32(payload), at: start)
     }

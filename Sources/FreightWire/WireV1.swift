@@ -35,6 +35,10 @@ public enum WireV1 {
     /// HELLO capability: takes SMALL and answers with OUTCOMES, within the `eager_bytes` it advertises
     /// (docs/small-messages-and-files.md).
     public static let capabilitySmall = "small"
+    /// HELLO capability: takes SMALL bodies up to `Limits.smallBodyBytesMax` (64 KiB) in SMALL frames up to
+    /// `Limits.smallFrameBytesMax`; a party with "small" alone takes bodies up to 16 KiB in frames under the
+    /// control-frame limit, as SMALL was first published.
+    public static let capabilitySmallLarge = "small-64k"
     /// DATA flag: this chunk is the last of its message.
     public static let flagLastChunk: UInt8 = 0x1
     /// SHARED flag: the frame carries the region's CRC32C.
@@ -49,6 +53,8 @@ public enum WireV1 {
 public struct FrameLimits: Sendable, Hashable {
     public var chunkBytesMax: Int
     public var controlFrameBytesMax: Int
+    /// SMALL frames carry whole messages, so they may be larger than other control frames.
+    public var smallFrameBytesMax: Int
     /// Compute each chunk's CRC32C piece by piece as it is read, while the bytes are in cache, instead of once the
     /// whole chunk is there (measured: the later pass runs on bytes that left the cache and cost the receiving
     /// thread as much as the kernel's copy). Endpoints turn it on; relays that only forward leave it off.
@@ -60,12 +66,55 @@ public struct FrameLimits: Sendable, Hashable {
     public init(
         chunkBytesMax: Int = Limits.chunkBytesMax,
         controlFrameBytesMax: Int = Limits.controlFrameBytesMax,
+        smallFrameBytesMax: Int = Limits.smallFrameBytesMax,
         verifyChecksumsOnArrival: Bool = false,
         streamsChunks: Bool = false
     ) {
         self.chunkBytesMax = chunkBytesMax
         self.controlFrameBytesMax = controlFrameBytesMax
+        self.smallFrameBytesMax = smallFrameBytesMax
         self.verifyChecksumsOnArrival = verifyChecksumsOnArrival
         self.streamsChunks = streamsChunks
+    }
+}
+
+/// What a party's HELLO says it takes of SMALL messages (docs/small-messages-and-files.md): its eager budget, the
+/// largest body and the largest SMALL frame. A sender goes small to it only within these.
+public struct SmallTerms: Sendable, Hashable {
+    /// Bytes of small messages it takes before their outcomes; 0: it takes no SMALL.
+    public var eagerBytes: UInt64
+    public var bodyBytesMax: UInt64
+    public var frameBytesMax: Int
+
+    /// A party that takes no SMALL.
+    public static let none = SmallTerms(eagerBytes: 0, bodyBytesMax: 0, frameBytesMax: Limits.controlFrameBytesMax)
+    /// SMALL as first published: bodies up to 16 KiB, frames under the control-frame limit.
+    public static let firstBodyBytesMax: UInt64 = 16 * 1024
+
+    public init(eagerBytes: UInt64, bodyBytesMax: UInt64, frameBytesMax: Int) {
+        self.eagerBytes = eagerBytes
+        self.bodyBytesMax = bodyBytesMax
+        self.frameBytesMax = frameBytesMax
+    }
+
+    public init(_ hello: Freight_Wire_V1_Hello) {
+        guard hello.capabilities.contains(WireV1.capabilitySmall), hello.eagerBytes > 0 else {
+            self = .none
+            return
+        }
+        if hello.capabilities.contains(WireV1.capabilitySmallLarge) {
+            self.init(
+                eagerBytes: hello.eagerBytes, bodyBytesMax: UInt64(Limits.smallBodyBytesMax),
+                frameBytesMax: Limits.smallFrameBytesMax)
+        } else {
+            self.init(
+                eagerBytes: hello.eagerBytes, bodyBytesMax: Self.firstBodyBytesMax,
+                frameBytesMax: Limits.controlFrameBytesMax)
+        }
+    }
+
+    /// Whether a message of `length` body bytes may go small, with `outstanding` bytes already sent.
+    public func takes(length: UInt64, outstanding: UInt64) -> Bool {
+        length <= bodyBytesMax && outstanding + Limits.smallCost(length: length) <= eagerBytes
     }
 }

@@ -70,6 +70,56 @@ import Testing
         }
     }
 
+    /// A party that takes SMALL as first published (capability "small" without "small-64k") is sent bodies of up to
+    /// 16 KiB whole, in SMALL frames its parser takes (under the control-frame limit), and larger ones as OPEN and
+    /// DATA: a node and an app of this version work with one of the version before.
+    @Test func bodiesGoSmallOnlyAsLargeAsTheReceiverTakes() async throws {
+        try await InProcessFabric.with(nodes: 1, cluster: "legacy") { fabric in
+            let path = try #require(fabric.engines[0].configuration.socketPath)
+            let legacy = try WireApp(
+                socketPath: path, label: "legacy", capabilities: [WireV1.capabilitySmall], eagerBytes: 4 << 20,
+                limits: FrameLimits(smallFrameBytesMax: Limits.controlFrameBytesMax))
+            _ = try legacy.register("legacy/x")
+            try await fabric.waitForEndpoints(try Address("legacy/x"), count: 1)
+            let sender = try await FreightClient.connect(to: fabric.socket(0), label: "tx")
+            // Twelve 12 KiB bodies in one batch: more than one frame of the size the legacy party takes.
+            let bodyBytes = 12 << 10
+            let batch = (0..<12).map {
+                OutgoingMessage(to: "legacy/x", body: .pattern(seed: UInt64($0), length: Int64(bodyBytes)))
+            }
+            let sending = Task { try await sender.send(batch) }
+            var received = 0
+            var intact = 0
+            while received < batch.count {
+                // The legacy parser throws on a SMALL frame past 64 KiB.
+                guard
+                    case .small(let messages) = try legacy.next(where: { if case .small = $0 { true } else { false } })
+                else { break }
+                for message in messages {
+                    received += 1
+                    if message.body.readableBytes == bodyBytes, CRC32C.checksum(message.body) == message.crc32c {
+                        intact += 1
+                    }
+                }
+                try legacy.write(try FrameEncoder.encode(.outcomes(messages.map { SmallOutcome($0.id, .delivered) })))
+            }
+            #expect(intact == batch.count, "every 12 KiB body arrived whole as a small message")
+            let results = try await sending.value
+            #expect(results.allSatisfy { (try? $0.get()) != nil }, "\(results)")
+            // 32 KiB goes small to a party of this version, not to this one: it gets an OPEN.
+            let large = Task {
+                try await sender.send(to: "legacy/x", body: .pattern(seed: 1, length: 32 << 10))
+            }
+            let open = try legacy.next { if case .open = $0 { true } else { false } }
+            guard case .open(let opened) = open else { return }
+            #expect(opened.header.length == 32 << 10)
+            legacy.close()
+            await #expect(throws: FreightError.self) { try await large.value }
+            #expect(try await within(.seconds(10)) { try await fabric.engines[0].statusSnapshot().smallInFlight == 0 })
+            await sender.close()
+        }
+    }
+
     /// A message for several receivers (an address, and another app's pattern that matches it) cannot go small: the
     /// sender's node answers RESEND, and the client sends it as OPEN and DATA, which every receiver gets.
     @Test func aMessageForSeveralReceiversIsSentAgainAsOpenAndData() async throws {

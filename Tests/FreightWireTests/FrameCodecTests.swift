@@ -252,6 +252,78 @@ import Testing
         return frames
     }
 
+    /// SMALL frames carry whole messages of up to 64 KiB, so their limit is their own (1 MiB) while every other
+    /// control frame keeps 64 KiB; a sender encodes within what its receiver takes, and past it the encoder throws,
+    /// so that the batch is split.
+    @Test func smallFramesHaveALimitOfTheirOwn() throws {
+        let body = ByteBuffer(repeating: 3, count: Limits.smallBodyBytesMax)
+        let messages = (0..<4).map { index in
+            SmallMessage(
+                id: UInt64(index + 1), source: "a/s", destination: "b/d", extras: nil, body: body,
+                crc32c: CRC32C.checksum(body))
+        }
+        // 256 KiB of bodies in one frame, parsed back whole.
+        guard case .small(let decoded) = try #require(try Self.decoded(.small(messages)).first) else {
+            Issue.record("not a SMALL frame")
+            return
+        }
+        #expect(decoded.map(\.id) == [1, 2, 3, 4] && decoded.allSatisfy { $0.body == body })
+        // A receiver that takes SMALL as first published: the same batch is too large for it.
+        var buffer = ByteBuffer()
+        #expect(throws: FreightError.self) {
+            try FrameEncoder.control(
+                .small(messages), into: &buffer, smallFrameBytesMax: Limits.controlFrameBytesMax)
+        }
+        #expect(buffer.readableBytes == 0, "nothing of a refused frame is left in the buffer")
+        // The parser refuses a SMALL frame past its limit from the header alone, and other control frames past 64 KiB.
+        func header(_ length: Int, type: WireV1.FrameType) -> ByteBuffer {
+            var bytes = ByteBuffer()
+            bytes.writeInteger(UInt32(length))
+            bytes.writeInteger(type.rawValue)
+            bytes.writeInteger(UInt8(0))
+            bytes.writeInteger(UInt16(0))
+            return bytes
+        }
+        func refusal(_ bytes: ByteBuffer) -> FrameParser.ParseError? {
+            var parser = FrameParser(expectPreface: false)
+            do {
+                try parser.feed(bytes) { _ in }
+                return nil
+            } catch {
+                return error
+            }
+        }
+        let smallMax = Limits.smallFrameBytesMax
+        #expect(refusal(header(smallMax, type: .small)) == nil)
+        #expect(
+            refusal(header(smallMax + 1, type: .small))
+                == .frameTooLarge(type: WireV1.FrameType.small.rawValue, bytes: smallMax + 1, limit: smallMax))
+        let controlMax = Limits.controlFrameBytesMax
+        #expect(
+            refusal(header(controlMax + 1, type: .outcomes))
+                == .frameTooLarge(type: WireV1.FrameType.outcomes.rawValue, bytes: controlMax + 1, limit: controlMax))
+    }
+
+    /// What a HELLO says a party takes of small messages: none without "small", 16 KiB bodies in 64 KiB frames with
+    /// "small" alone (SMALL as first published), 64 KiB bodies in 1 MiB frames with "small-64k" too.
+    @Test func smallTermsFollowTheHello() {
+        var hello = Freight_Wire_V1_Hello()
+        hello.eagerBytes = 4 << 20
+        #expect(SmallTerms(hello) == .none)
+        hello.capabilities = [WireV1.capabilitySmall]
+        let first = SmallTerms(hello)
+        #expect(first.bodyBytesMax == 16 << 10 && first.frameBytesMax == Limits.controlFrameBytesMax)
+        #expect(first.takes(length: 16 << 10, outstanding: 0) && !first.takes(length: (16 << 10) + 1, outstanding: 0))
+        hello.capabilities.append(WireV1.capabilitySmallLarge)
+        let large = SmallTerms(hello)
+        #expect(
+            large.bodyBytesMax == UInt64(Limits.smallBodyBytesMax) && large.frameBytesMax == Limits.smallFrameBytesMax)
+        #expect(large.takes(length: 64 << 10, outstanding: 0))
+        #expect(!large.takes(length: 64 << 10, outstanding: (4 << 20) - Limits.smallCost(length: 64 << 10) + 1))
+        hello.eagerBytes = 0
+        #expect(SmallTerms(hello) == .none)
+    }
+
     @Test func smallMessagesRoundTrip() throws {
         let sent = Self.messages()
         let frames = try Self.decoded(.small(sent))
@@ -397,8 +469,10 @@ import Testing
     @Test func aBatchOverAFrameIsRefused() throws {
         var header = Freight_Wire_V1_MessageHeader()
         header.destination = "a"
-        let body = ByteBuffer(repeating: 1, count: 16 << 10)
-        let batch = (0..<5).map { _ in SmallMessage(header: header, body: body, crc32c: 0) }
+        let body = ByteBuffer(repeating: 1, count: Limits.smallBodyBytesMax)
+        let batch = (0...(Limits.smallFrameBytesMax / Limits.smallBodyBytesMax)).map { _ in
+            SmallMessage(header: header, body: body, crc32c: 0)
+        }
         #expect {
             _ = try FrameEncoder.encode(.small(batch))
         } throws: { ($0 as? FreightError)?.code == .resourceExhausted }
