@@ -329,6 +329,11 @@ public struct MessageBody: AsyncSequence, Sendable {
         self.consumed = consumed
     }
 
+    /// Whether the whole body is already here (a message that came small): reading it never waits for the sender,
+    /// so an app may read it at once instead of in a task of its own. A message of the same size may come as
+    /// chunks (from a shared buffer or a file, or past a full budget), and those wait for their sender.
+    public var isWhole: Bool { stream == nil }
+
     /// The same body read at most `bytesPerSecond` on average: each chunk is taken (and so acknowledged and
     /// credited) once the rate allows, so the sender slows to it (`freight recv --rate`).
     public func paced(bytesPerSecond: Int) -> MessageBody {

@@ -677,9 +677,9 @@ struct BenchCommand: AsyncParsableCommand {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 var running = 0
                 for try await message in subscription {
-                    // A small body is whole when the message is: read at once, as an app would, rather than in a
-                    // task of its own.
-                    if message.length <= UInt64(Limits.smallBodyBytesMax) {
+                    // A body that came whole (small) is read at once, as an app would, rather than in a task of its
+                    // own; one that comes in chunks waits for its sender, in a task, so others go on meanwhile.
+                    if message.body.isWhole {
                         _ = try await message.drain()
                         continue
                     }

@@ -121,9 +121,10 @@ struct RecvCommand: AsyncParsableCommand {
                         if case .some(let failure) = outcome { note(failure) }
                     }
                     for try await message in subscription {
-                        // A small body is whole when the message is: handled at once rather than in a task of its own
-                        // (many small messages a second), unless it is paced or written to a file.
-                        if message.length <= UInt64(Limits.smallBodyBytesMax), bytesPerSecond == nil, out == nil {
+                        // A body that came whole (small) is handled at once rather than in a task of its own (many
+                        // small messages a second), unless it is paced or written to a file; one that comes in chunks
+                        // waits for its sender, in a task, so others go on meanwhile.
+                        if message.body.isWhole, bytesPerSecond == nil, out == nil {
                             note(await handled(message, targets: targets, tally: tally))
                             received += 1
                             if let count, received >= count { break }

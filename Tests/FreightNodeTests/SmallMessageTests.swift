@@ -31,7 +31,9 @@ import Testing
                         total += chunk.count
                         ok = try ok && chunk.withUnsafeBytes { PatternFill.check($0, seed: seed, offset: 0) }
                     }
-                    if ok && UInt64(total) == message.length && message.path == ["n1", "n2"] { intact += 1 }
+                    if ok && UInt64(total) == message.length && message.path == ["n1", "n2"] && message.body.isWhole {
+                        intact += 1
+                    }
                 }
                 return intact
             }
@@ -56,7 +58,9 @@ import Testing
                     to: "small/x", body: .pattern(seed: 9, length: Int64(Limits.smallBodyBytesMax + 1)))
             }
             var reader = inbox.makeAsyncIterator()
-            _ = try await #require(try await reader.next()).drain()
+            let chunked = try #require(try await reader.next())
+            #expect(!chunked.body.isWhole, "a message that comes in chunks is not whole when it arrives")
+            _ = try await chunked.drain()
             let reference = try await large.value
             #expect(try await fabric.engines[0].statusSnapshot().messagesDelivered == after.messagesDelivered + 1)
             for report in reports {

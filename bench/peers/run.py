@@ -248,7 +248,7 @@ class Iperf:
 
 
 IN_FLIGHT_BYTES = 64 * MiB  # as `freight bench` keeps by default
-SMALL_BODY_MAX = 16 * KiB  # a body up to this goes whole in a SMALL frame
+SMALL_BODY_MAX = 64 * KiB  # a body up to this goes whole in a SMALL frame (Limits.smallBodyBytesMax)
 EAGER_BYTES_APP = 4 * MiB  # what an app takes of small messages before their outcomes
 SMALL_HEADER_ALLOWANCE = 512
 
@@ -410,8 +410,8 @@ def main():
              f"{psutil.virtual_memory().total / GiB:.0f} GiB, Linux {platform.release()}. "
              f"Command: `bench/peers/run.sh` ({args.rounds} rounds, alternating systems; "
              f"{amount}; Freight's sending app keeps "
-             f"{fmt_size(IN_FLIGHT_BYTES)} of messages in flight, 1 to 64, and small ones (256 B, 4 KiB) "
-             f"{small_in_flight(256)} and {small_in_flight(4096)}, sent in batches of 64 (`freight bench`'s "
+             f"{fmt_size(IN_FLIGHT_BYTES)} of messages in flight, 1 to 64, and small ones (256 B, 4 KiB, 64 KiB) "
+             f"{small_in_flight(256)}, {small_in_flight(4096)} and {small_in_flight(64 * KiB)}, sent in batches of 64 (`freight bench`'s "
              f"default: each message still confirmed on its own); iperf3's ceiling writes 1 MiB at a time, its "
              f"largest write).", "",
              "| system | message | MB/s (median) | spread (min–max) | CPU s/GiB | peak memory |",
