@@ -101,6 +101,23 @@ final class InProcessSink: LocalPort, @unchecked Sendable {  // confined to the 
         }
     }
 
+    /// Whole messages passed to this sink: each checked and counted, and answered at once (one that fails its
+    /// check is sent again as OPEN and DATA, as an app asks).
+    func deliverSmall(_ messages: [SmallMessage]) {
+        var outcomes: [SmallOutcome] = []
+        outcomes.reserveCapacity(messages.count)
+        for index in messages.indices {
+            if CRC32C.checksum(messages[index].body) == messages[index].crc32c {
+                bytesReceived += messages[index].length
+                outcomes.append(SmallOutcome(messages[index].id, .delivered))
+            } else {
+                checksumFailures += 1
+                outcomes.append(SmallOutcome(messages[index].id, .resend))
+            }
+        }
+        engine.outcomesReceived(outcomes, from: .local(portID))
+    }
+
     private func finish(_ id: UInt64) {
         guard windows.removeValue(forKey: id) != nil else { return }
         // DONE says every byte is held: no final ACK before it.
@@ -244,6 +261,67 @@ extension NodeEngine {
     }
 }
 
+/// The node's own messages of at most `Limits.smallBodyBytesMax`, sent whole as apps send theirs
+/// (``NodeEngine/sendSmallFromNode(_:from:)``), all from one pre-filled body as iperf3 repeats its buffer; one that
+/// cannot go small, or comes back RESEND, goes as OPEN and DATA (``InProcessSource``).
+final class InProcessSmallSource: LocalPort, @unchecked Sendable {  // confined to the node's event loop
+    unowned let engine: NodeEngine
+    let portID: UInt64
+    let address: Address
+    let chunkBytes: Int
+    let body: ByteBuffer
+    let crc: UInt32
+    private var waiting: [UInt64: EventLoopPromise<Freight_Wire_V1_Done>] = [:]
+
+    init(engine: NodeEngine, portID: UInt64, address: Address, length: Int, chunkBytes: Int) {
+        self.engine = engine
+        self.portID = portID
+        self.address = address
+        self.chunkBytes = chunkBytes
+        var body = ByteBufferAllocator().buffer(capacity: length)
+        let seed = engine.configuration.environment.random()
+        body.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
+            PatternFill.fill(UnsafeMutableRawBufferPointer(rebasing: raw[..<length]), seed: seed, offset: 0)
+            return length
+        }
+        self.body = body
+        self.crc = CRC32C.checksum(body)
+    }
+
+    /// Sends one message; completes when it was delivered, or with why not.
+    func send() -> EventLoopFuture<Freight_Wire_V1_Done> {
+        let id = engine.localPorts.messageIDs.next()
+        let message = SmallMessage(
+            id: id, source: "\(engine.name)/node", destination: address.description, extras: nil, body: body,
+            crc32c: crc)
+        guard engine.sendSmallFromNode(message, from: .local(portID)) else { return sendAsFlow() }
+        let promise = engine.eventLoop.makePromise(of: Freight_Wire_V1_Done.self)
+        waiting[id] = promise
+        return promise.futureResult
+    }
+
+    private func sendAsFlow() -> EventLoopFuture<Freight_Wire_V1_Done> {
+        engine.startSource(to: address, length: UInt64(body.readableBytes), chunkBytes: chunkBytes)
+    }
+
+    func deliver(_ frame: Frame) {
+        guard case .outcomes(let outcomes) = frame else { return }
+        for outcome in outcomes {
+            guard let promise = waiting.removeValue(forKey: outcome.messageID) else { continue }
+            switch outcome.kind {
+            case .delivered:
+                var done = Freight_Wire_V1_Done()
+                done.messageID = outcome.messageID
+                promise.succeed(done)
+            case .resend:
+                promise.completeWith(sendAsFlow())
+            case .failed:
+                promise.fail(outcome.error)
+            }
+        }
+    }
+}
+
 /// Keeps a number of in-process messages open, starting the next as one ends (``NodeEngine/sendFromNode(to:length:count:inFlight:chunkBytes:)``).
 final class SourceDriver: @unchecked Sendable {  // confined to the node's event loop
     unowned let engine: NodeEngine
@@ -256,6 +334,9 @@ final class SourceDriver: @unchecked Sendable {  // confined to the node's event
     private var finished = 0
     private var failed = false
 
+    /// Messages of at most `Limits.smallBodyBytesMax` go whole, as an app's do.
+    let small: InProcessSmallSource?
+
     init(engine: NodeEngine, address: Address, length: UInt64, count: Int, chunkBytes: Int) {
         self.engine = engine
         self.address = address
@@ -263,13 +344,24 @@ final class SourceDriver: @unchecked Sendable {  // confined to the node's event
         self.count = count
         self.chunkBytes = chunkBytes
         self.all = engine.eventLoop.makePromise()
+        if length <= UInt64(Limits.smallBodyBytesMax) {
+            let small = engine.localPorts.add {
+                InProcessSmallSource(
+                    engine: engine, portID: $0, address: address, length: Int(length), chunkBytes: chunkBytes)
+            }
+            self.small = small
+            all.futureResult.whenComplete { _ in engine.localPorts.remove(small.portID) }
+        } else {
+            self.small = nil
+        }
         if count <= 0 { all.succeed() }
     }
 
     func startNext() {
         guard !failed, started < count else { return }
         started += 1
-        engine.startSource(to: address, length: length, chunkBytes: chunkBytes).whenComplete { [self] result in
+        let sent = small?.send() ?? engine.startSource(to: address, length: length, chunkBytes: chunkBytes)
+        sent.whenComplete { [self] result in
             switch result {
             case .success:
                 finished += 1

@@ -18,8 +18,48 @@ extension NodeEngine {
         switch port {
         case .session(let id): sessions[id]?.small ?? .none
         case .peer(let node): members[node].map { $0.link.isUp ? $0.small : .none } ?? .none
-        case .local: .none
+        // An in-process sink takes whole messages as any app of this version does.
+        case .local(let id): localPorts[id] is InProcessSink ? Self.localSmallTerms : .none
         }
+    }
+
+    static let localSmallTerms = SmallTerms(
+        eagerBytes: UInt64(Limits.eagerBytesNode), bodyBytesMax: UInt64(Limits.smallBodyBytesMax),
+        frameBytesMax: Limits.smallFrameBytesMax)
+
+    /// A message the node sends itself (``InProcessSmallSource``): passed on whole when it can go small from here,
+    /// its outcome then coming back to `port`; false when it cannot (the source sends it as OPEN and DATA).
+    func sendSmallFromNode(_ message: consuming SmallMessage, from port: Port) -> Bool {
+        var message = message
+        let id = message.id
+        let length = message.length
+        guard length <= UInt64(Limits.smallBodyBytesMax), flowTable[id] == nil else { return false }
+        do throws(SmallLedger.Refusal) {
+            try small.take(id, length: length, from: port, budget: eagerBytesGiven)
+        } catch {
+            return false
+        }
+        var route = SmallRoute()
+        guard let (target, next) = smallTarget(&message, from: port, &route) else {
+            _ = small.finish(id)
+            return false
+        }
+        counters.bytesIn += length
+        message.path.append(name)
+        message.targetNode = target.node
+        message.targetID = target.id
+        let local = target.node == name
+        let terms = route.terms(of: next, self)
+        guard length <= terms.bodyBytesMax,
+            small.pass(
+                id, to: next, budget: terms.eagerBytes, endpoint: local ? target.id : nil,
+                path: local ? message.path : [])
+        else {
+            _ = small.finish(id)
+            return false
+        }
+        queueSmall(message, to: next, frameBytesMax: terms.frameBytesMax)
+        return true
     }
 
     func smallReceived(_ messages: consuming [SmallMessage], from port: Port, on connection: FrameConnection) {
@@ -108,17 +148,24 @@ extension NodeEngine {
         }
         let target: EndpointKey
         switch port {
-        case .session(let id):
-            guard let session = sessions[id] else { return nil }
+        case .session, .local:
+            // An app's messages carry the source its session says; the node's own (an in-process source) its own.
+            var source = message.source
+            var session: AppSession?
+            if case .session(let id) = port {
+                guard let known = sessions[id] else { return nil }
+                session = known
+                source = known.source
+            }
             if let known = route.resolved(message.destination) {
-                message.source = session.source
+                message.source = source
                 message.path = []
                 return known
             }
             guard let destination = try? parsedAddress(message.destination),
-                accessRefusal(session, .send, destination) == nil
+                session.map({ accessRefusal($0, .send, destination) == nil }) ?? true
             else { return nil }
-            message.source = session.source
+            message.source = source
             message.path = []
             let matches = smallMatches(message.destination, destination)
             var settled = true
@@ -148,8 +195,6 @@ extension NodeEngine {
             } else {
                 target = named
             }
-        case .local:
-            return nil
         }
         return smallPort(of: target, for: message)
     }
@@ -157,9 +202,12 @@ extension NodeEngine {
     /// The port a small message for `target` leaves by, or nil when it cannot go small from here.
     private func smallPort(of target: EndpointKey, for message: SmallMessage) -> (EndpointKey, Port)? {
         if target.node == name {
-            guard let local = localEndpoints[target.id], local.record.route == nil, case .session = local.port
-            else { return nil }
-            return (target, local.port)
+            guard let local = localEndpoints[target.id], local.record.route == nil else { return nil }
+            switch local.port {
+            case .session: return (target, local.port)
+            case .local(let id) where localPorts[id] is InProcessSink: return (target, local.port)
+            default: return nil
+            }
         }
         let hop = configuration.routes[target.node] ?? target.node
         guard !message.path.contains(hop), hop != name else { return nil }
@@ -184,14 +232,20 @@ extension NodeEngine {
         while var outcome = outcomes.popLast() {
             guard let entry = small.outcome(outcome.messageID, from: port) else { continue }
             outcome.reason = SmallOutcome.bounded(outcome.reason)
-            if case .session(let id) = port {
-                // An app speaks for its own endpoint only: the delivery is written here.
+            let app: String? =
+                switch port {
+                case .session(let id): sessions[id]?.label ?? ""
+                case .local: localEndpoints[entry.endpoint]?.record.app ?? ""
+                case .peer: nil
+                }
+            if let app {
+                // An app (or an in-process sink) speaks for its own endpoint only: the delivery is written here.
                 outcome.delivery = Freight_Wire_V1_Delivery()
                 if outcome.kind == .delivered {
                     outcome.delivery.endpoint.node = name
                     outcome.delivery.endpoint.id = entry.endpoint
                     outcome.delivery.address = localEndpoints.address(of: entry.endpoint) ?? ""
-                    outcome.delivery.app = sessions[id]?.label ?? ""
+                    outcome.delivery.app = app
                     outcome.delivery.path = entry.path
                 }
             }
@@ -267,6 +321,11 @@ extension NodeEngine {
     /// Writes messages in SMALL frames (split where their headers make one too large); what a port that is gone, or
     /// a frame, cannot take is answered RESEND.
     private func write(_ messages: [SmallMessage], to port: Port) {
+        if case .local(let id) = port, let sink = localPorts[id] as? InProcessSink {
+            counters.smallPassed += UInt64(messages.count)
+            counters.bytesOut += messages.reduce(0) { $0 + UInt64($1.body.readableBytes) }
+            return sink.deliverSmall(messages)
+        }
         let connection = controlConnection(port)
         let unsent = connection?.sendSplitting(messages, as: Frame.small) ?? messages
         // At once, not at the end of the turn: a batch is already many messages in one frame, and the next party
@@ -282,6 +341,7 @@ extension NodeEngine {
     /// Writes outcomes in OUTCOMES frames (reasons are bounded, so every one fits); a port that is gone takes none.
     private func flushOutcomes(to port: Port) {
         guard let outcomes = pendingOutcomes.removeValue(forKey: port) else { return }
+        if case .local(let id) = port { return localPorts[id]?.deliver(.outcomes(outcomes)) ?? () }
         guard let connection = controlConnection(port) else { return }
         _ = connection.sendSplitting(outcomes, as: Frame.outcomes)
         connection.flushNow()

@@ -74,6 +74,33 @@ import Testing
         }
     }
 
+    /// The node's own messages of up to 64 KiB (an in-process source, what `freight bench --paths node` sends) cross
+    /// to an in-process sink on another node whole, as an app's do: no flow on either node, each delivered; larger
+    /// ones as OPEN and DATA.
+    @Test func aNodesOwnSmallMessagesGoWhole() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "own") { fabric in
+            let address = try Address("own/sink")
+            _ = try await fabric.engines[1].attachSink(AddressPattern(address))
+            try await fabric.waitForEndpoints(address, count: 1)
+            let sending = try await fabric.engines[0].statusSnapshot()
+            let receiving = try await fabric.engines[1].statusSnapshot()
+            try await fabric.engines[0].sendFromNode(
+                to: address, length: UInt64(Limits.smallBodyBytesMax), count: 200, inFlight: 32)
+            let sent = try await fabric.engines[0].statusSnapshot()
+            let received = try await fabric.engines[1].statusSnapshot()
+            #expect(sent.smallPassed - sending.smallPassed == 200)
+            #expect(received.smallPassed - receiving.smallPassed == 200, "the sink took every one whole")
+            #expect(sent.messagesDelivered == sending.messagesDelivered, "no flow carried a small message")
+            try await fabric.engines[0].sendFromNode(
+                to: address, length: UInt64(Limits.smallBodyBytesMax + 1), count: 3, inFlight: 3)
+            let large = try await fabric.engines[0].statusSnapshot()
+            #expect(large.messagesDelivered == sent.messagesDelivered + 3)
+            #expect(large.smallPassed == sent.smallPassed)
+            #expect(large.smallInFlight == 0)
+            #expect(try await fabric.engines[1].statusSnapshot().smallInFlight == 0)
+        }
+    }
+
     /// A party that takes SMALL as first published (capability "small" without "small-64k") is sent bodies of up to
     /// 16 KiB whole, in SMALL frames its parser takes (under the control-frame limit), and larger ones as OPEN and
     /// DATA: a node and an app of this version work with one of the version before.
