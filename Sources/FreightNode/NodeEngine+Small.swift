@@ -30,7 +30,6 @@ extension NodeEngine {
     /// A message the node sends itself (``InProcessSmallSource``): passed on whole when it can go small from here,
     /// its outcome then coming back to `port`; false when it cannot (the source sends it as OPEN and DATA).
     func sendSmallFromNode(_ message: consuming SmallMessage, from port: Port) -> Bool {
-        var message = message
         let id = message.id
         let length = message.length
         guard length <= UInt64(Limits.smallBodyBytesMax), flowTable[id] == nil else { return false }
@@ -40,24 +39,29 @@ extension NodeEngine {
             return false
         }
         var route = SmallRoute()
-        guard let (target, next) = smallTarget(&message, from: port, &route) else {
+        guard passSmall(message, from: port, &route) else {
             _ = small.finish(id)
             return false
         }
         counters.bytesIn += length
+        return true
+    }
+
+    /// Passes a message this node took on to the one endpoint it goes to (queued for that port's next SMALL frame);
+    /// false when it cannot go small from here.
+    private func passSmall(_ message: consuming SmallMessage, from port: Port, _ route: inout SmallRoute) -> Bool {
+        var message = message
+        guard let (target, next) = smallTarget(&message, from: port, &route) else { return false }
         message.path.append(name)
         message.targetNode = target.node
         message.targetID = target.id
         let local = target.node == name
         let terms = route.terms(of: next, self)
-        guard length <= terms.bodyBytesMax,
+        guard message.length <= terms.bodyBytesMax,
             small.pass(
-                id, to: next, budget: terms.eagerBytes, endpoint: local ? target.id : nil,
+                message.id, to: next, budget: terms.eagerBytes, endpoint: local ? target.id : nil,
                 path: local ? message.path : [])
-        else {
-            _ = small.finish(id)
-            return false
-        }
+        else { return false }
         queueSmall(message, to: next, frameBytesMax: terms.frameBytesMax)
         return true
     }
@@ -113,24 +117,7 @@ extension NodeEngine {
                 continue
             }
             counters.bytesIn += length
-            guard let (target, next) = smallTarget(&message, from: port, &route) else {
-                finishSmall(id, resendOutcome(id))
-                continue
-            }
-            message.path.append(name)
-            message.targetNode = target.node
-            message.targetID = target.id
-            let local = target.node == name
-            let terms = route.terms(of: next, self)
-            guard length <= terms.bodyBytesMax,
-                small.pass(
-                    id, to: next, budget: terms.eagerBytes, endpoint: local ? target.id : nil,
-                    path: local ? message.path : [])
-            else {
-                finishSmall(id, resendOutcome(id))
-                continue
-            }
-            queueSmall(message, to: next, frameBytesMax: terms.frameBytesMax)
+            if !passSmall(message, from: port, &route) { finishSmall(id, resendOutcome(id)) }
         }
     }
 
