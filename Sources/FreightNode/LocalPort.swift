@@ -300,6 +300,13 @@ final class InProcessSmallSource: LocalPort, @unchecked Sendable {  // confined 
         return promise.futureResult
     }
 
+    /// Fails what still waits for an outcome: the measurement ended (one message failed), and this port is gone.
+    func abandon() {
+        let left = waiting
+        waiting = [:]
+        for promise in left.values { promise.fail(FreightError(.cancelled, "the node's sender stopped")) }
+    }
+
     private func sendAsFlow() -> EventLoopFuture<Freight_Wire_V1_Done> {
         engine.startSource(to: address, length: UInt64(body.readableBytes), chunkBytes: chunkBytes)
     }
@@ -350,7 +357,10 @@ final class SourceDriver: @unchecked Sendable {  // confined to the node's event
                     engine: engine, portID: $0, address: address, length: Int(length), chunkBytes: chunkBytes)
             }
             self.small = small
-            all.futureResult.whenComplete { _ in engine.localPorts.remove(small.portID) }
+            all.futureResult.whenComplete { _ in
+                engine.localPorts.remove(small.portID)
+                small.abandon()
+            }
         } else {
             self.small = nil
         }
