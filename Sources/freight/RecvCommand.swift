@@ -38,7 +38,7 @@ struct RecvCommand: AsyncParsableCommand {
         name: .customLong("parallel"),
         help: """
             How many messages this app takes in at once (each read, checked or written as it arrives); by default \
-            as many as 64 MiB of their bodies holds, at most 64 (one at a time with --gpu).
+            as many as 64 MiB of their bodies holds, at most 64 (one at a time with --gpu or --rate).
             """)
     var parallel: Int?
     @Option(
@@ -113,7 +113,8 @@ struct RecvCommand: AsyncParsableCommand {
             // Messages whose bodies come in chunks wait for their senders: several in hand at once, so that one
             // sender's round trips do not hold up the rest (128 KiB through two nodes: 3,400 messages/s one at a
             // time, 9,000 with 64), within as many bytes as a sender keeps in flight.
-            let runningMax = parallel ?? (targets == nil ? Self.inHandMessagesMax : 1)
+            // A paced receiver (--rate) stands for one slow consumer: one message at a time unless told otherwise.
+            let runningMax = parallel ?? (targets == nil && bytesPerSecond == nil ? Self.inHandMessagesMax : 1)
             let windowBytes = UInt64(try window.map { try ByteCount.parse($0) } ?? Int64(Limits.windowBytesDefault))
             try await withTaskExecutorPreference(executor) {
                 try await withThrowingTaskGroup(of: (FreightError?, UInt64).self) { group in
