@@ -50,7 +50,7 @@ extension ClientCore {
         smallOutstanding += transfer.smallCost
         pendingSmall.append(small)
         pendingSmallBytes += length + Self.smallEntryAllowanceBytes
-        if pendingSmallBytes >= min(Limits.smallBatchBytesMax, nodeSmall.frameBytesMax * 3 / 4) { flushSmall() }
+        if pendingSmallBytes >= nodeSmall.batchBytesMax { flushSmall() }
         scheduleSmallFlush()
     }
 

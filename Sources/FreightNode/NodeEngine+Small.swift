@@ -62,7 +62,7 @@ extension NodeEngine {
                 message.id, to: next, budget: terms.eagerBytes, endpoint: local ? target.id : nil,
                 path: local ? message.path : [])
         else { return false }
-        queueSmall(message, to: next, frameBytesMax: terms.frameBytesMax)
+        queueSmall(message, to: next, batchBytesMax: terms.batchBytesMax)
         return true
     }
 
@@ -267,9 +267,9 @@ extension NodeEngine {
 
     // MARK: Batches
 
-    private func queueSmall(_ message: consuming SmallMessage, to port: Port, frameBytesMax: Int) {
+    private func queueSmall(_ message: consuming SmallMessage, to port: Port, batchBytesMax: Int) {
         let bytes = pendingSmall[port, default: PendingSmall()].add(message)
-        if bytes >= min(Limits.smallBatchBytesMax, frameBytesMax * 3 / 4) { flushSmall(to: port) }
+        if bytes >= batchBytesMax { flushSmall(to: port) }
         scheduleSmallFlush()
     }
 

@@ -666,8 +666,9 @@ extension NodeEngine: FrameConnectionDelegate {
             defer {
                 membership.peerResumes(hello.name, hello.capabilities.contains(WireV1.capabilityResume))
                 // Each connection of the link says it: SMALL frames go on any of them.
-                connection.smallFrameBytesMax = SmallTerms(hello).frameBytesMax
-                members[hello.name]?.small = SmallTerms(hello)
+                let terms = SmallTerms(hello)
+                connection.smallFrameBytesMax = terms.frameBytesMax
+                members[hello.name]?.small = terms
             }
             if connection.isDialed {
                 // The reply on a connection this node opened: the peer's identity.

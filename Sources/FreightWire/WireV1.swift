@@ -113,6 +113,10 @@ public struct SmallTerms: Sendable, Hashable {
         }
     }
 
+    /// Where a sender closes a batch of small messages for this party: `Limits.smallBatchBytesMax`, or less when its
+    /// frames are smaller, so that a batch mostly fits one frame.
+    public var batchBytesMax: Int { min(Limits.smallBatchBytesMax, frameBytesMax * 3 / 4) }
+
     /// Whether a message of `length` body bytes may go small, with `outstanding` bytes already sent.
     public func takes(length: UInt64, outstanding: UInt64) -> Bool {
         length <= bodyBytesMax && outstanding + Limits.smallCost(length: length) <= eagerBytes

@@ -83,12 +83,13 @@ struct RecvCommand: AsyncParsableCommand {
             if let out {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             }
+            let windowBytes = UInt64(try window.map { try ByteCount.parse($0) } ?? Int64(Limits.windowBytesDefault))
             let opened = try gpu.map { try CUDAGPU(try CUDADriver.load(library: cudaDriver), index: $0) }
             let targets = opened.map(DeviceTargets.init)
             defer { targets?.release() }
             let client = try await FreightClient.connect(
                 to: try via.address(), label: label, token: via.token,
-                windowBytes: Int(try window.map { try ByteCount.parse($0) } ?? Int64(Limits.windowBytesDefault)),
+                windowBytes: Int(windowBytes),
                 sharedMemory: try via.sharedMemory(), gpus: opened.map { [$0] } ?? [])
             let subscription = try await client.receive(pattern, group: group)
             if output.json {
@@ -115,7 +116,6 @@ struct RecvCommand: AsyncParsableCommand {
             // time, 9,000 with 64), within as many bytes as a sender keeps in flight.
             // A paced receiver (--rate) stands for one slow consumer: one message at a time unless told otherwise.
             let runningMax = parallel ?? (targets == nil && bytesPerSecond == nil ? Self.inHandMessagesMax : 1)
-            let windowBytes = UInt64(try window.map { try ByteCount.parse($0) } ?? Int64(Limits.windowBytesDefault))
             try await withTaskExecutorPreference(executor) {
                 try await withThrowingTaskGroup(of: (FreightError?, UInt64).self) { group in
                     var running = 0

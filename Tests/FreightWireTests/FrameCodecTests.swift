@@ -314,11 +314,13 @@ import Testing
         let first = SmallTerms(hello)
         #expect(first.bodyBytesMax == 16 << 10 && first.frameBytesMax == Limits.controlFrameBytesMax)
         #expect(first.takes(length: 16 << 10, outstanding: 0) && !first.takes(length: (16 << 10) + 1, outstanding: 0))
+        #expect(first.batchBytesMax == 48 << 10, "a batch for it closes before its 64 KiB frames are full")
         hello.capabilities.append(WireV1.capabilitySmallLarge)
         let large = SmallTerms(hello)
         #expect(
             large.bodyBytesMax == UInt64(Limits.smallBodyBytesMax) && large.frameBytesMax == Limits.smallFrameBytesMax)
         #expect(large.takes(length: 64 << 10, outstanding: 0))
+        #expect(large.batchBytesMax == Limits.smallBatchBytesMax)
         #expect(!large.takes(length: 64 << 10, outstanding: (4 << 20) - Limits.smallCost(length: 64 << 10) + 1))
         hello.eagerBytes = 0
         #expect(SmallTerms(hello) == .none)
