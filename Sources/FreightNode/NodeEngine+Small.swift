@@ -62,7 +62,8 @@ extension NodeEngine {
                 message.id, to: next, budget: terms.eagerBytes, endpoint: local ? target.id : nil,
                 path: local ? message.path : [])
         else { return false }
-        queueSmall(message, to: next, batchBytesMax: terms.batchBytesMax)
+        let batchBytesMax = if case .peer = next { terms.linkBatchBytesMax } else { terms.batchBytesMax }
+        queueSmall(message, to: next, batchBytesMax: batchBytesMax)
         return true
     }
 

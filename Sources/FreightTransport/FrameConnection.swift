@@ -108,6 +108,19 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
             return nil
         }
         var buffer = allocator.buffer(capacity: 128)
+        if case .small(let messages) = frame {
+            // Larger bodies as buffers of their own in the same writev, not copied into the frame.
+            var outOfLine: [SmallFrames.OutOfLineBody]? = []
+            do {
+                try SmallFrames.encode(
+                    messages, into: &buffer, payloadBytesMax: smallFrameBytesMax, outOfLine: &outOfLine)
+            } catch {
+                return error
+            }
+            let pieces = outOfLine!.isEmpty ? [buffer] : SmallFrames.pieces(of: buffer, outOfLine!)
+            writeWhole(pieces.map { .byteBuffer($0) }, body: 0, promise: nil)
+            return nil
+        }
         do {
             try FrameEncoder.control(frame, into: &buffer, smallFrameBytesMax: smallFrameBytesMax)
         } catch {

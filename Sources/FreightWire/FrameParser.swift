@@ -173,6 +173,12 @@ public struct FrameParser: Sendable {
         }
         let take = min(count - pending.readableBytes, input.readableBytes)
         if take > 0 {
+            // A large frame split by a read (SMALL frames of many messages) is gathered into a buffer of its own
+            // length, not one grown and moved by realloc as its pieces come (perf: a tenth of a receiving node's
+            // copies at 64 KiB). Only once a first piece of some size is here: a stranger's header alone gets none.
+            if pending.readableBytes == 0 && take >= Self.gatherReserveAfterBytes {
+                pending.reserveCapacity(count)
+            }
             var slice = input.readSlice(length: take)!
             pending.writeBuffer(&slice)
         }
@@ -181,6 +187,9 @@ public struct FrameParser: Sendable {
         pending = ByteBuffer()
         return block
     }
+
+    /// Bytes of a split frame that must have come before its whole length is reserved.
+    static let gatherReserveAfterBytes = 64 * 1024
 
     /// Rejects a wrong preface as soon as its first bytes differ, before all eight have arrived.
     private func checkPrefacePrefix(_ input: ByteBuffer) throws(ParseError) {

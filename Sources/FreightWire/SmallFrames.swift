@@ -187,16 +187,56 @@ public enum SmallFrames {
     public static func encode(
         _ messages: [SmallMessage], into buffer: inout ByteBuffer, payloadBytesMax: Int = Limits.smallFrameBytesMax
     ) throws(FreightError) {
+        var outOfLine: [OutOfLineBody]? = nil
+        try encode(messages, into: &buffer, payloadBytesMax: payloadBytesMax, outOfLine: &outOfLine)
+    }
+
+    /// A body a SMALL frame carries but `buffer` does not hold: it goes between `buffer`'s bytes before `offset` and
+    /// those from `offset` on.
+    public struct OutOfLineBody: Sendable {
+        public var offset: Int
+        public var body: ByteBuffer
+    }
+
+    /// Bodies from this size on stay out of line when the caller takes them so (``encode(_:into:payloadBytesMax:outOfLine:)``):
+    /// a copy into the frame costs the writer more than a buffer of its own in the same writev (perf, 64 KiB node
+    /// to node: the copy was a tenth of the sending node's time); smaller ones are cheaper copied.
+    public static let outOfLineBodyBytesMin = 16 * 1024
+
+    /// Encodes a SMALL frame as above; when `outOfLine` is not nil, bodies of `outOfLineBodyBytesMin` or more are
+    /// not copied into `buffer` but listed there, in order, with where each goes.
+    public static func encode(
+        _ messages: [SmallMessage], into buffer: inout ByteBuffer, payloadBytesMax: Int,
+        outOfLine: inout [OutOfLineBody]?
+    ) throws(FreightError) {
         // Through the list's storage: an element read from an Array is copied out (a retain and a release of its
         // header's strings, path and body), one read from its buffer is borrowed (perf: those copies cost more than
         // the encoding).
         try messages.withUnsafeBufferPointer { (messages) throws(FreightError) in
-            try encode(messages, into: &buffer, payloadBytesMax: min(payloadBytesMax, Limits.smallFrameBytesMax))
+            try encode(
+                messages, into: &buffer, payloadBytesMax: min(payloadBytesMax, Limits.smallFrameBytesMax),
+                outOfLine: &outOfLine)
         }
     }
 
+    /// The bytes of a frame encoded with bodies out of line, in the order they go on the wire: slices of `head`
+    /// (no copy) with each body between them.
+    public static func pieces(of head: ByteBuffer, _ outOfLine: [OutOfLineBody]) -> [ByteBuffer] {
+        var pieces: [ByteBuffer] = []
+        pieces.reserveCapacity(outOfLine.count * 2 + 1)
+        var from = head.readerIndex
+        for entry in outOfLine {
+            if entry.offset > from { pieces.append(head.getSlice(at: from, length: entry.offset - from)!) }
+            pieces.append(entry.body)
+            from = entry.offset
+        }
+        if head.writerIndex > from { pieces.append(head.getSlice(at: from, length: head.writerIndex - from)!) }
+        return pieces
+    }
+
     private static func encode(
-        _ messages: UnsafeBufferPointer<SmallMessage>, into buffer: inout ByteBuffer, payloadBytesMax: Int
+        _ messages: UnsafeBufferPointer<SmallMessage>, into buffer: inout ByteBuffer, payloadBytesMax: Int,
+        outOfLine: inout [OutOfLineBody]?
     ) throws(FreightError) {
         var strings = StringTable()
         // Each entry's string indices, in the order they are written.
@@ -224,7 +264,16 @@ public enum SmallFrames {
             }
             size += 32 + 2 * (3 + pathCount) + extraCount + messages[index].body.readableBytes
         }
-        let start = try open(.small, strings, entryBytes: size, limit: payloadBytesMax, into: &buffer)
+        let splits = outOfLine != nil
+        var outOfLineBytes = 0
+        let outOfLineAhead = messages.reduce(0) { total, message in
+            let bytes = message.body.readableBytes
+            return total + (splits && bytes >= outOfLineBodyBytesMin ? bytes : 0)
+        }
+        let inLine = size - outOfLineAhead
+        let start = try open(
+            .small, strings, entryBytes: size, reserving: inLine, limit: payloadBytesMax, into: &buffer)
+        let listed = outOfLine?.count ?? 0
         var next = 0
         for index in messages.indices {
             // The fixed fields and string indices in one write: each ByteBuffer.writeInteger pays a capacity check
@@ -248,9 +297,20 @@ public enum SmallFrames {
                 return fixed
             }
             if extraCount > 0 { buffer.writeBytes(extra) }
-            buffer.writeImmutableBuffer(messages[index].body)
+            let body = messages[index].body
+            if splits && body.readableBytes >= outOfLineBodyBytesMin {
+                outOfLine!.append(OutOfLineBody(offset: buffer.writerIndex, body: body))
+                outOfLineBytes += body.readableBytes
+            } else {
+                buffer.writeImmutableBuffer(body)
+            }
         }
-        try close(from: start, limit: payloadBytesMax, in: &buffer)
+        do {
+            try close(from: start, outOfLineBytes: outOfLineBytes, limit: payloadBytesMax, in: &buffer)
+        } catch {
+            outOfLine?.removeSubrange(listed...)
+            throw error
+        }
     }
 
     public static func encode(_ outcomes: [SmallOutcome], into buffer: inout ByteBuffer) throws(FreightError) {
@@ -280,7 +340,7 @@ public enum SmallFrames {
             size += 22 + 2 * (4 + pathCount)
         }
         let start = try open(
-            .outcomes, strings, entryBytes: size, limit: Limits.controlFrameBytesMax, into: &buffer)
+            .outcomes, strings, entryBytes: size, reserving: size, limit: Limits.controlFrameBytesMax, into: &buffer)
         var next = 0
         for index in outcomes.indices {
             let pathCount = outcomes[index].delivery.path.count
@@ -419,16 +479,17 @@ public enum SmallFrames {
         }
     }
 
-    /// Writes the frame header (its length set by ``close(from:limit:in:)``) and the string table; returns where the
+    /// Writes the frame header (its length set by ``close(from:outOfLineBytes:limit:in:)``) and the string table; returns where the
     /// frame starts.
     private static func open(
-        _ type: WireV1.FrameType, _ strings: StringTable, entryBytes: Int, limit: Int, into buffer: inout ByteBuffer
+        _ type: WireV1.FrameType, _ strings: StringTable, entryBytes: Int, reserving inLineBytes: Int, limit: Int,
+        into buffer: inout ByteBuffer
     ) throws(FreightError) -> Int {
         let payload = strings.bytes + entryBytes
         guard payload <= limit, strings.strings.count <= Int(UInt16.max) else {
             throw FreightError(.resourceExhausted, "a frame of \(payload) bytes is over the \(limit)-byte limit")
         }
-        buffer.reserveCapacity(minimumWritableBytes: WireV1.frameHeaderBytes + payload)
+        buffer.reserveCapacity(minimumWritableBytes: WireV1.frameHeaderBytes + strings.bytes + inLineBytes)
         let start = buffer.writerIndex
         buffer.writeInteger(UInt32(0))
         buffer.writeInteger(type.rawValue)
@@ -582,8 +643,10 @@ public enum SmallFrames {
 
     /// Writes the payload's length into the frame header at `start`, or throws when it is over the control-frame
     /// limit (the caller splits the batch).
-    private static func close(from start: Int, limit: Int, in buffer: inout ByteBuffer) throws(FreightError) {
-        let payload = buffer.writerIndex - start - WireV1.frameHeaderBytes
+    private static func close(from start: Int, outOfLineBytes: Int = 0, limit: Int, in buffer: inout ByteBuffer)
+        throws(FreightError)
+    {
+        let payload = buffer.writerIndex - start - WireV1.frameHeaderBytes + outOfLineBytes
         guard payload <= limit else {
             buffer.moveWriterIndex(to: start)
             throw FreightError(.resourceExhausted, "a frame of \(payload) bytes is over the \(limit)-byte limit")

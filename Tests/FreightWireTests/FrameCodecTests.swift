@@ -321,9 +321,42 @@ import Testing
             large.bodyBytesMax == UInt64(Limits.smallBodyBytesMax) && large.frameBytesMax == Limits.smallFrameBytesMax)
         #expect(large.takes(length: 64 << 10, outstanding: 0))
         #expect(large.batchBytesMax == Limits.smallBatchBytesMax)
+        #expect(large.linkBatchBytesMax == 768 << 10, "a node closes a batch for a peer at most of a frame")
+        #expect(first.linkBatchBytesMax == 48 << 10)
         #expect(!large.takes(length: 64 << 10, outstanding: (4 << 20) - Limits.smallCost(length: 64 << 10) + 1))
         hello.eagerBytes = 0
         #expect(SmallTerms(hello) == .none)
+    }
+
+    /// A writer leaves larger bodies out of the frame's buffer and writes them as their own; the bytes on the wire
+    /// are the same as a frame with every body copied in.
+    @Test func largerBodiesGoOutOfLineAsTheSameBytes() throws {
+        let sizes = [256, SmallFrames.outOfLineBodyBytesMin - 1, SmallFrames.outOfLineBodyBytesMin, 64 << 10, 100]
+        let messages = sizes.enumerated().map { index, size in
+            let body = ByteBuffer(repeating: UInt8(index + 1), count: size)
+            return SmallMessage(
+                id: UInt64(index + 1), source: "a/s", destination: "b/d", extras: nil, body: body,
+                crc32c: CRC32C.checksum(body))
+        }
+        var whole = ByteBuffer()
+        try SmallFrames.encode(messages, into: &whole)
+        var head = ByteBuffer()
+        var outOfLine: [SmallFrames.OutOfLineBody]? = []
+        try SmallFrames.encode(
+            messages, into: &head, payloadBytesMax: Limits.smallFrameBytesMax, outOfLine: &outOfLine)
+        let listed = try #require(outOfLine)
+        #expect(listed.map(\.body.readableBytes) == [SmallFrames.outOfLineBodyBytesMin, 64 << 10])
+        #expect(head.readableBytes == whole.readableBytes - listed.reduce(0) { $0 + $1.body.readableBytes })
+        var joined = ByteBuffer()
+        for var piece in SmallFrames.pieces(of: head, listed) { joined.writeBuffer(&piece) }
+        #expect(joined == whole)
+        // A frame over the receiver's limit: nothing written, nothing listed.
+        var refused = ByteBuffer()
+        var none: [SmallFrames.OutOfLineBody]? = []
+        #expect(throws: FreightError.self) {
+            try SmallFrames.encode(messages, into: &refused, payloadBytesMax: 64 << 10, outOfLine: &none)
+        }
+        #expect(refused.readableBytes == 0 && none?.isEmpty == true)
     }
 
     @Test func smallMessagesRoundTrip() throws {
