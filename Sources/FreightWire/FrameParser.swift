@@ -45,6 +45,8 @@ public struct FrameParser: Sendable {
         case dataPrefix(length: Int, flags: UInt8)
         case dataBody(DataChunk, remaining: Int, crc: UInt32)
         case control(WireV1.FrameType, flags: UInt8, length: Int)
+        /// A SMALL frame split by reads, kept as the slices it came in (decoded from them, not copied together).
+        case smallPieces(length: Int, remaining: Int, pieces: [ByteBuffer])
     }
 
     private var state: State
@@ -70,6 +72,23 @@ public struct FrameParser: Sendable {
     public mutating func feedEvents(_ input: ByteBuffer, emit: (ParserEvent) -> Void) throws(ParseError) {
         var input = input
         while true {
+            if case .smallPieces(let length, let remaining, var pieces) = state {
+                guard input.readableBytes > 0 else { return }
+                let take = min(remaining, input.readableBytes)
+                pieces.append(input.readSlice(length: take)!)
+                if take == remaining {
+                    state = .header
+                    emit(.frame(.small(try SmallFrames.decodeSmall(pieces: pieces))))
+                } else if pieces.count >= Self.smallPiecesMax {
+                    // A frame that comes in many reads is gathered from here on, holding no more of their buffers.
+                    pending.reserveCapacity(length)
+                    for var piece in pieces { pending.writeBuffer(&piece) }
+                    state = .control(.small, flags: 0, length: length)
+                } else {
+                    state = .smallPieces(length: length, remaining: remaining - take, pieces: pieces)
+                }
+                continue
+            }
             if case .dataBody(var chunk, let remaining, var crc) = state {
                 guard input.readableBytes > 0 else { return }
                 let take = min(remaining, input.readableBytes)
@@ -98,9 +117,19 @@ public struct FrameParser: Sendable {
             case .header: needed = WireV1.frameHeaderBytes
             case .dataPrefix: needed = WireV1.dataPrefixBytes
             case .control(_, _, let length): needed = length
-            case .dataBody: preconditionFailure("handled above")
+            case .dataBody, .smallPieces: preconditionFailure("handled above")
             }
             if case .preface = state { try checkPrefacePrefix(input) }
+            // A SMALL frame of many messages that this read holds only the start of: its bodies are sliced from the
+            // reads they come in, not copied together with the rest (perf, 64 KiB node to node: the copy was a
+            // tenth of the receiving node's time).
+            if case .control(.small, _, let length) = state, pending.readableBytes == 0,
+                input.readableBytes < length, input.readableBytes >= Self.gatherReserveAfterBytes
+            {
+                let first = input.readSlice(length: input.readableBytes)!
+                state = .smallPieces(length: length, remaining: length - first.readableBytes, pieces: [first])
+                continue
+            }
             guard var block = gather(needed, from: &input) else { return }
             switch state {
             case .preface:
@@ -159,7 +188,7 @@ public struct FrameParser: Sendable {
             case .control(let type, let flags, _):
                 state = .header
                 emit(.frame(try Self.decodeControl(type: type, flags: flags, payload: block)))
-            case .dataBody:
+            case .dataBody, .smallPieces:
                 preconditionFailure("handled above")
             }
         }
@@ -188,8 +217,11 @@ public struct FrameParser: Sendable {
         return block
     }
 
-    /// Bytes of a split frame that must have come before its whole length is reserved.
+    /// Bytes of a split frame that must have come before its whole length is reserved, or a SMALL frame is kept as
+    /// its pieces.
     static let gatherReserveAfterBytes = 64 * 1024
+    /// Reads a SMALL frame is kept in at most before the rest is gathered: the read buffers it holds are bounded.
+    static let smallPiecesMax = 4
 
     /// Rejects a wrong preface as soon as its first bytes differ, before all eight have arrived.
     private func checkPrefacePrefix(_ input: ByteBuffer) throws(ParseError) {

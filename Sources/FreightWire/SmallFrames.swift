@@ -363,6 +363,17 @@ public enum SmallFrames {
     }
 
     public static func decodeSmall(_ payload: ByteBuffer) throws(FrameParser.ParseError) -> [SmallMessage] {
+        try decodeSmall(cursor: payload)
+    }
+
+    /// A SMALL frame's payload as the pieces it arrived in: bodies that lie in one piece are slices of it.
+    public static func decodeSmall(pieces: [ByteBuffer]) throws(FrameParser.ParseError) -> [SmallMessage] {
+        try decodeSmall(cursor: PieceCursor(pieces))
+    }
+
+    private static func decodeSmall<Payload: PayloadCursor>(cursor payload: Payload) throws(FrameParser.ParseError)
+        -> [SmallMessage]
+    {
         var payload = payload
         let strings = try readTable(&payload, .small)
         var messages: [SmallMessage] = []
@@ -371,10 +382,10 @@ public enum SmallFrames {
         // them.
         var last: (bytes: ByteBuffer, extras: SmallExtras?)?
         while payload.readableBytes > 0 {
-            guard let entry = payload.withUnsafeReadableBytes({ raw in SmallEntry(raw) }) else {
+            guard let entry = payload.peek(smallEntryFixedBytes, { raw in SmallEntry(raw) }) ?? nil else {
                 throw malformed(.small, "an entry is cut short")
             }
-            payload.moveReaderIndex(forwardBy: smallEntryFixedBytes)
+            payload.skip(smallEntryFixedBytes)
             let (id, crc, length, targetID) = (entry.id, entry.crc32c, entry.length, entry.targetID)
             let (extraLength, pathCount) = (entry.extraLength, entry.pathCount)
             guard pathCount <= pathEntriesMax else { throw malformed(.small, "\(pathCount) nodes in a path") }
@@ -382,7 +393,7 @@ public enum SmallFrames {
             let (source, destination, targetNode, _) = named.fields
             var extras: SmallExtras?
             if extraLength > 0 {
-                guard let extra = payload.readSlice(length: Int(extraLength)) else {
+                guard let extra = payload.nextSlice(length: Int(extraLength)) else {
                     throw malformed(.small, "a header is cut short")
                 }
                 if let last, last.bytes == extra {
@@ -407,7 +418,7 @@ public enum SmallFrames {
                     last = (extra, extras)
                 }
             }
-            guard let body = payload.readSlice(length: Int(length)) else {
+            guard let body = payload.nextSlice(length: Int(length)) else {
                 throw malformed(.small, "a body is cut short")
             }
             messages.append(
@@ -506,15 +517,15 @@ public enum SmallFrames {
         return start
     }
 
-    private static func readTable(_ payload: inout ByteBuffer, _ type: WireV1.FrameType) throws(FrameParser.ParseError)
-        -> [String]
+    private static func readTable<Payload: PayloadCursor>(_ payload: inout Payload, _ type: WireV1.FrameType)
+        throws(FrameParser.ParseError) -> [String]
     {
-        guard let count = payload.readInteger(as: UInt16.self) else { throw malformed(type, "no string table") }
+        guard let count = payload.nextInteger(as: UInt16.self) else { throw malformed(type, "no string table") }
         var strings: [String] = []
         strings.reserveCapacity(Int(count))
         for _ in 0..<count {
-            guard let length = payload.readInteger(as: UInt16.self),
-                let text = payload.readString(length: Int(length))
+            guard let length = payload.nextInteger(as: UInt16.self),
+                let text = payload.nextString(length: Int(length))
             else { throw malformed(type, "a string is cut short") }
             strings.append(text)
         }
@@ -529,15 +540,14 @@ public enum SmallFrames {
     }
 
     /// The strings an entry names by index: `fixed` (at most 4) fields, then `pathCount` nodes.
-    private static func names(
-        _ payload: inout ByteBuffer, fixed: Int, pathCount: Int, _ strings: [String], _ lastPath: inout PathMemo,
+    private static func names<Payload: PayloadCursor>(
+        _ payload: inout Payload, fixed: Int, pathCount: Int, _ strings: [String], _ lastPath: inout PathMemo,
         _ type: WireV1.FrameType
     ) throws(FrameParser.ParseError) -> (fields: (String, String, String, String), path: [String]) {
         let count = fixed + pathCount
         var fields = ("", "", "", "")
         var path: [String] = []
-        let outOfRange: Int? = payload.withUnsafeReadableBytes { raw in
-            guard raw.count >= 2 * count else { return nil }
+        let outOfRange: Int? = payload.peek(2 * count) { raw in
             var reader = FieldReader(raw)
             for position in 0..<fixed {
                 let index = Int(reader.take(UInt16.self))
@@ -575,7 +585,7 @@ public enum SmallFrames {
             lastPath = PathMemo()
             throw malformed(type, "string \(outOfRange) of \(strings.count)")
         }
-        payload.moveReaderIndex(forwardBy: 2 * count)
+        payload.skip(2 * count)
         return (fields, path)
     }
 

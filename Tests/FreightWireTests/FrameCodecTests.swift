@@ -359,6 +359,53 @@ import Testing
         #expect(refused.readableBytes == 0 && none?.isEmpty == true)
     }
 
+    /// A large SMALL frame split by reads is decoded from the pieces it came in, wherever the splits fall (in the
+    /// string table, an entry's fields, its extra header or its body), and gathered once it comes in many pieces.
+    @Test func smallFramesSplitByReadsDecodeFromTheirPieces() throws {
+        var sent = Self.messages()
+        for index in 0..<6 {
+            let body = ByteBuffer(repeating: UInt8(index), count: 20_000 + index * 7_001)
+            sent.append(
+                SmallMessage(
+                    header: sent[index % sent.count].header, targetNode: "n2", targetID: 9, path: ["n1", "n3"],
+                    body: body, crc32c: CRC32C.checksum(body)))
+        }
+        let bytes = try FrameEncoder.encode(.small(sent))
+        let total = bytes.readableBytes
+        let first = FrameParser.gatherReserveAfterBytes
+        let splits: [[Int]] = [
+            [first + 1], [first + 4, first + 10], [total / 2], [total - 1], [first, first + 17, first + 19, total - 3],
+            // More pieces than a frame is kept in: the rest is gathered.
+            [first + 1, first + 2, first + 3, first + 4, first + 5, first + 9],
+            Array(stride(from: first, to: total, by: 997)),
+        ]
+        for cuts in splits {
+            var parser = FrameParser(expectPreface: false)
+            var frames: [Frame] = []
+            var from = 0
+            for cut in cuts + [total] {
+                try parser.feed(bytes.getSlice(at: from, length: cut - from)!) { frames.append($0) }
+                from = cut
+            }
+            guard frames.count == 1, case .small(let received) = frames[0] else {
+                Issue.record("one SMALL frame for cuts \(cuts.prefix(6)), got \(frames.count)")
+                continue
+            }
+            #expect(received.map(\.id) == sent.map(\.id))
+            for (a, b) in zip(sent, received) {
+                #expect(b.body == a.body && b.crc32c == a.crc32c && b.path == a.path && b.header == a.header)
+            }
+        }
+        // Cut short inside its pieces: refused as malformed, not read past.
+        var parser = FrameParser(expectPreface: false)
+        var truncated = bytes.getSlice(at: 0, length: total)!
+        truncated.setInteger(UInt32(total - WireV1.frameHeaderBytes - 5), at: 0)
+        #expect(throws: FrameParser.ParseError.self) {
+            try parser.feed(truncated.getSlice(at: 0, length: first + 3)!) { _ in }
+            try parser.feed(truncated.getSlice(at: first + 3, length: total - first - 8)!) { _ in }
+        }
+    }
+
     @Test func smallMessagesRoundTrip() throws {
         let sent = Self.messages()
         let frames = try Self.decoded(.small(sent))
