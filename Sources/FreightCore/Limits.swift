@@ -36,12 +36,13 @@ public enum Limits {
     public static let eagerBytesApp = 4 * 1024 * 1024
 
     /// Messages a sender keeps in flight when it is not told how many (`freight send`, `freight bench`): small ones
-    /// (docs/small-messages-and-files.md) as many as half a receiving app's eager budget takes, at most a
-    /// connection's limit, so that many go per frame and per acknowledgement and none is sent back (RESEND) for a
-    /// full budget; larger ones 64 MiB of them, at most 64.
-    public static func inFlightDefault(bodyBytes: UInt64) -> Int {
+    /// (docs/small-messages-and-files.md) as many as half the receiver's eager budget takes (an app's, or a node's
+    /// for a node's own messages to another), at most a connection's limit, so that many go per frame and per
+    /// acknowledgement and none is sent back (RESEND) for a full budget; larger ones 64 MiB of them, at most 64.
+    public static func inFlightDefault(bodyBytes: UInt64, receiverEagerBytes: Int = eagerBytesApp) -> Int {
         if bodyBytes <= UInt64(smallBodyBytesMax) {
-            return Int(min(UInt64(messagesPerConnectionMax), UInt64(eagerBytesApp / 2) / smallCost(length: bodyBytes)))
+            let half = UInt64(receiverEagerBytes / 2)
+            return Int(max(1, min(UInt64(messagesPerConnectionMax), half / smallCost(length: bodyBytes))))
         }
         return Int(max(1, min(64, (64 << 20) / bodyBytes)))
     }

@@ -39,13 +39,13 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("in-flight"),
         help:
-            "Messages in flight at once; default: small messages (up to 16 KiB) as many as fit half a receiving app's eager budget, at most 1024; larger ones as many as fit in 64 MiB, at most 64 (grpc: one at a time)."
+            "Messages in flight at once; default: small messages (up to 64 KiB) as many as fit half the receiver's eager budget (a receiving app's; node to node a node's), at most 1024; larger ones as many as fit in 64 MiB, at most 64 (grpc: one at a time)."
     )
     var inFlight: Int?
     @Option(
         name: .customLong("batch"),
         help:
-            "Small messages (up to 16 KiB) the sending app sends per call, each confirmed on its own (FreightClient.send of a batch); 1: one call per message."
+            "Small messages (up to 64 KiB) the sending app sends per call, each confirmed on its own (FreightClient.send of a batch); 1: one call per message."
     )
     var batch = 64
     @Option(
@@ -171,7 +171,12 @@ struct BenchCommand: AsyncParsableCommand {
                         }
                         for size in sizeList {
                             let count = Int(max(1, totalBytes / size))
-                            let parallel = inFlight ?? Limits.inFlightDefault(bodyBytes: UInt64(size))
+                            // Node to node, the receiver is a node, with a node's eager budget.
+                            let parallel =
+                                inFlight
+                                ?? Limits.inFlightDefault(
+                                    bodyBytes: UInt64(size),
+                                    receiverEagerBytes: path == "node" ? Limits.eagerBytesNode : Limits.eagerBytesApp)
                             switch path {
                             case "node":
                                 report(

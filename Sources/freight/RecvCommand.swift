@@ -175,7 +175,7 @@ struct RecvCommand: AsyncParsableCommand {
     }
 
     /// Without --parallel: messages in hand at once, and their bodies' bytes (each up to its window), as a sender
-    /// keeps in flight (``Limits/inFlightDefault(bodyBytes:)``).
+    /// keeps in flight (``Limits/inFlightDefault(bodyBytes:receiverEagerBytes:)``).
     static let inHandMessagesMax = 64
     static let inHandBytesMax: UInt64 = 64 << 20
 

@@ -22,7 +22,7 @@ struct SendCommand: AsyncParsableCommand {
         name: .customLong("parallel"),
         help: """
             How many of the --count messages are in flight at once (no progress bar). Default: for small bodies \
-            (up to 16 KiB) as many as half a receiving app's eager budget takes, at most 1024; up to 1 MiB as \
+            (up to 64 KiB) as many as half a receiving app's eager budget takes, at most 1024; up to 1 MiB as \
             many as 64 MiB holds, at most 64; one for larger ones.
             """)
     var parallel: Int?
@@ -137,7 +137,7 @@ struct SendCommand: AsyncParsableCommand {
     }
 
     /// Messages in flight at once when `--parallel` is not given: as the bench keeps them
-    /// (``Limits/inFlightDefault(bodyBytes:)``) for bodies up to 1 MiB, so that many small messages pipeline; one at
+    /// (``Limits/inFlightDefault(bodyBytes:receiverEagerBytes:)``) for bodies up to 1 MiB, so that many small messages pipeline; one at
     /// a time for larger ones.
     static func defaultParallel(_ length: UInt64) -> Int {
         length <= 1 << 20 ? Limits.inFlightDefault(bodyBytes: length) : 1

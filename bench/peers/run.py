@@ -250,11 +250,12 @@ class Iperf:
 IN_FLIGHT_BYTES = 64 * MiB  # as `freight bench` keeps by default
 SMALL_BODY_MAX = 64 * KiB  # a body up to this goes whole in a SMALL frame (Limits.smallBodyBytesMax)
 EAGER_BYTES_APP = 4 * MiB  # what an app takes of small messages before their outcomes
+EAGER_BYTES_NODE = 16 * MiB  # what a node takes of small messages from a peer before their outcomes
 SMALL_HEADER_ALLOWANCE = 512
 
 
-def small_in_flight(size):
-    return min(1024, (EAGER_BYTES_APP // 2) // (size + SMALL_HEADER_ALLOWANCE))
+def small_in_flight(size, eager=EAGER_BYTES_APP):
+    return min(1024, (eager // 2) // (size + SMALL_HEADER_ALLOWANCE))
 WARM_UP_BYTES = 64 * MiB  # the warm-up round's measurement that sizes the counted ones
 MAX_BYTES_PER_RUN = 16 * GiB
 SMALL_WARM_UP = 20_000  # small messages in the warm-up round
@@ -275,9 +276,12 @@ class Freight:
     def run(self, size, count):
         # The sending app keeps IN_FLIGHT_BYTES of messages outstanding (1 to 64 messages), as an app chooses its
         # pipeline depth (docs/performance.md: 8 MiB app to app, 8 in flight against 2, median 5,824 against 5,023
-        # MB/s in alternating rounds); small messages (up to 16 KiB) as many as half the receiving app's eager
-        # budget takes, at most 1024 (`freight bench`'s own default, Limits.inFlightDefault).
-        in_flight = small_in_flight(size) if size <= SMALL_BODY_MAX else max(1, min(64, IN_FLIGHT_BYTES // size))
+        # MB/s in alternating rounds); small messages (up to 64 KiB) as many as half the receiver's eager budget
+        # takes, at most 1024 (`freight bench`'s own default, Limits.inFlightDefault): a receiving app's, and node to
+        # node a node's.
+        eager = EAGER_BYTES_NODE if self.path == "node" else EAGER_BYTES_APP
+        in_flight = (small_in_flight(size, eager) if size <= SMALL_BODY_MAX
+                     else max(1, min(64, IN_FLIGHT_BYTES // size)))
         out = subprocess.run([self.binary, "bench", "--paths", self.path, "--sizes", str(size), "--total",
                               str(size * count), "--in-flight", str(in_flight), "--json"],
                              capture_output=True, text=True, check=True)
@@ -411,7 +415,8 @@ def main():
              f"Command: `bench/peers/run.sh` ({args.rounds} rounds, alternating systems; "
              f"{amount}; Freight's sending app keeps "
              f"{fmt_size(IN_FLIGHT_BYTES)} of messages in flight, 1 to 64, and small ones (256 B, 4 KiB, 64 KiB) "
-             f"{small_in_flight(256)}, {small_in_flight(4096)} and {small_in_flight(64 * KiB)}, sent in batches of 64 (`freight bench`'s "
+             f"{small_in_flight(256)}, {small_in_flight(4096)} and {small_in_flight(64 * KiB)} (node to node, within a node's "
+             f"budget: {small_in_flight(64 * KiB, EAGER_BYTES_NODE)} at 64 KiB), sent in batches of 64 (`freight bench`'s "
              f"default: each message still confirmed on its own); iperf3's ceiling writes 1 MiB at a time, its "
              f"largest write).", "",
              "| system | message | MB/s (median) | spread (min–max) | CPU s/GiB | peak memory |",
