@@ -50,6 +50,9 @@ public struct FrameParser: Sendable {
     }
 
     private var state: State
+    /// Whether the connection's HELLO has been read (or the parser starts past it, without a preface). Before it a
+    /// SMALL frame is held to the control-frame limit: a stranger gets no more than one partial control frame held.
+    private var helloRead: Bool
     /// Bytes of a header or control frame that arrived split across reads.
     private var pending = ByteBuffer()
     public let limits: FrameLimits
@@ -57,6 +60,7 @@ public struct FrameParser: Sendable {
     public init(limits: FrameLimits = FrameLimits(), expectPreface: Bool = true) {
         self.limits = limits
         self.state = expectPreface ? .preface : .header
+        self.helloRead = !expectPreface
     }
 
     /// Consumes all of `input`, calling `emit` for every frame completed (chunks assembled from their pieces).
@@ -148,7 +152,9 @@ public struct FrameParser: Sendable {
                 let limit =
                     switch type {
                     case .data: limits.chunkBytesMax + WireV1.dataPrefixBytes
-                    case .small: limits.smallFrameBytesMax
+                    case .small:
+                        helloRead
+                            ? limits.smallFrameBytesMax : min(limits.smallFrameBytesMax, limits.controlFrameBytesMax)
                     default: limits.controlFrameBytesMax
                     }
                 guard length <= limit else { throw .frameTooLarge(type: rawType, bytes: length, limit: limit) }
@@ -161,6 +167,7 @@ public struct FrameParser: Sendable {
                     guard flags & ~allowed == 0 else { throw .reservedBitsSet }
                     if length == 0 {
                         state = .header
+                        if type == .hello { helloRead = true }
                         emit(.frame(try Self.decodeControl(type: type, flags: flags, payload: ByteBuffer())))
                     } else {
                         state = .control(type, flags: flags, length: length)
@@ -187,6 +194,7 @@ public struct FrameParser: Sendable {
                 }
             case .control(let type, let flags, _):
                 state = .header
+                if type == .hello { helloRead = true }
                 emit(.frame(try Self.decodeControl(type: type, flags: flags, payload: block)))
             case .dataBody, .smallPieces:
                 preconditionFailure("handled above")

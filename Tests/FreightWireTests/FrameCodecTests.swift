@@ -302,6 +302,24 @@ import Testing
         #expect(
             refusal(header(controlMax + 1, type: .outcomes))
                 == .frameTooLarge(type: WireV1.FrameType.outcomes.rawValue, bytes: controlMax + 1, limit: controlMax))
+        // On a connection from its first byte, a SMALL frame before HELLO is held to the control-frame limit: a
+        // stranger gets no more than one partial control frame held. After HELLO, SMALL's own limit.
+        func afterPreface(hello: Bool, _ frame: ByteBuffer) -> FrameParser.ParseError? {
+            var parser = FrameParser()
+            do {
+                try parser.feed(FrameEncoder.prefaceBuffer(allocator: ByteBufferAllocator())) { _ in }
+                if hello { try parser.feed(try FrameEncoder.encode(.hello(Freight_Wire_V1_Hello()))) { _ in } }
+                try parser.feed(frame) { _ in }
+                return nil
+            } catch {
+                return error as? FrameParser.ParseError
+            }
+        }
+        #expect(
+            afterPreface(hello: false, header(controlMax + 1, type: .small))
+                == .frameTooLarge(type: WireV1.FrameType.small.rawValue, bytes: controlMax + 1, limit: controlMax))
+        #expect(afterPreface(hello: false, header(controlMax, type: .small)) == nil)
+        #expect(afterPreface(hello: true, header(smallMax, type: .small)) == nil)
     }
 
     /// What a HELLO says a party takes of small messages: none without "small", 16 KiB bodies in 64 KiB frames with
