@@ -78,4 +78,29 @@ func fuzzControl(type: UInt8, _ bytes: [UInt8]) {
     buffer.writeBytes(payload)
     var parser = FrameParser(limits: limits)
     do { try parser.feed(buffer) { check($0) } } catch {}
+    if frameType == .small { checkSmallPieces(payload) }
+}
+
+/// A SMALL payload decodes the same from the pieces of the reads it came in as from one buffer (the parser keeps a
+/// large SMALL frame split by reads as its pieces): the same messages, or a refusal both ways.
+func checkSmallPieces(_ payload: [UInt8]) {
+    let whole = try? SmallFrames.decodeSmall(ByteBuffer(bytes: payload))
+    var pieces: [ByteBuffer] = []
+    var at = 0
+    var step = Int(payload.first ?? 0) % 13 + 1
+    while at < payload.count {
+        let take = min(step, payload.count - at)
+        pieces.append(ByteBuffer(bytes: payload[at..<(at + take)]))
+        at += take
+        step = step &* 5 % 61 + 1
+    }
+    let split = try? SmallFrames.decodeSmall(pieces: pieces)
+    precondition((whole == nil) == (split == nil), "SMALL decoded one way and refused the other")
+    guard let whole, let split else { return }
+    precondition(whole.count == split.count, "SMALL decoded to different messages from pieces")
+    for (a, b) in zip(whole, split) {
+        precondition(
+            a.id == b.id && a.body == b.body && a.crc32c == b.crc32c && a.path == b.path && a.header == b.header,
+            "SMALL decoded to different messages from pieces")
+    }
 }

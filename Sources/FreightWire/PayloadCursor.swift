@@ -70,6 +70,7 @@ struct PieceCursor: PayloadCursor {
 
     func peek<T>(_ count: Int, _ body: (UnsafeRawBufferPointer) -> T) -> T? {
         guard count <= readableBytes else { return nil }
+        guard count > 0 else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
         var at = index
         while pieces[at].readableBytes == 0 { at += 1 }
         if let direct = pieces[at].peek(count, body) { return direct }
