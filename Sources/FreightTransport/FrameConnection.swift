@@ -66,6 +66,13 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     /// time). Nil: no limit.
     public var flushBytesMax: Int?
     private var unflushedBytes = 0
+    /// Storage that bodies written out of line keep alive beyond their own bytes until the kernel takes them
+    /// (``SmallFrames/keptAliveBytes(of:)``: a body sliced from a read keeps the whole read buffer), counted per
+    /// body.
+    public private(set) var keptAliveBytes = 0
+    /// At most this much: past it, bodies are copied into their frames, so that a reader that stalls holds what the
+    /// budgets count (the bodies sent to it), not the read buffers they came in, up to 64 times their size.
+    public static let keptAliveBytesMax = 8 << 20
 
     public init(channel: Channel, id: UInt64) {
         self.channel = channel
@@ -109,16 +116,31 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
         }
         var buffer = allocator.buffer(capacity: 128)
         if case .small(let messages) = frame {
-            // Larger bodies as buffers of their own in the same writev, not copied into the frame.
+            // Larger bodies as buffers of their own in the same writev, not copied into the frame, while the read
+            // buffers they keep alive until the kernel takes them stay within their limit.
             var outOfLine: [SmallFrames.OutOfLineBody]? = []
             do {
                 try SmallFrames.encode(
-                    messages, into: &buffer, payloadBytesMax: smallFrameBytesMax, outOfLine: &outOfLine)
+                    messages, into: &buffer, payloadBytesMax: smallFrameBytesMax, outOfLine: &outOfLine,
+                    keptAliveBytesMax: Self.keptAliveBytesMax - keptAliveBytes)
             } catch {
                 return error
             }
-            let pieces = outOfLine!.isEmpty ? [buffer] : SmallFrames.pieces(of: buffer, outOfLine!)
-            writeWhole(pieces.map { .byteBuffer($0) }, body: 0, promise: nil)
+            let listed = outOfLine!
+            guard !listed.isEmpty else {
+                writeWhole([.byteBuffer(buffer)], body: 0, promise: nil)
+                return nil
+            }
+            let pieces = SmallFrames.pieces(of: buffer, listed).map { IOData.byteBuffer($0) }
+            let kept = listed.reduce(0) { $0 + SmallFrames.keptAliveBytes(of: $1.body) }
+            guard kept > 0 else {
+                writeWhole(pieces, body: 0, promise: nil)
+                return nil
+            }
+            keptAliveBytes += kept
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { [self] _ in keptAliveBytes -= kept }
+            writeWhole(pieces, body: 0, promise: written)
             return nil
         }
         do {

@@ -204,10 +204,12 @@ public enum SmallFrames {
     public static let outOfLineBodyBytesMin = 16 * 1024
 
     /// Encodes a SMALL frame as above; when `outOfLine` is not nil, bodies of `outOfLineBodyBytesMin` or more are
-    /// not copied into `buffer` but listed there, in order, with where each goes.
+    /// not copied into `buffer` but listed there, in order, with where each goes, as long as the storage they keep
+    /// alive beyond their own bytes (``keptAliveBytes(of:)``) stays within `keptAliveBytesMax` in all; the others
+    /// are copied.
     public static func encode(
         _ messages: [SmallMessage], into buffer: inout ByteBuffer, payloadBytesMax: Int,
-        outOfLine: inout [OutOfLineBody]?
+        outOfLine: inout [OutOfLineBody]?, keptAliveBytesMax: Int = .max
     ) throws(FreightError) {
         // Through the list's storage: an element read from an Array is copied out (a retain and a release of its
         // header's strings, path and body), one read from its buffer is borrowed (perf: those copies cost more than
@@ -215,8 +217,14 @@ public enum SmallFrames {
         try messages.withUnsafeBufferPointer { (messages) throws(FreightError) in
             try encode(
                 messages, into: &buffer, payloadBytesMax: min(payloadBytesMax, Limits.smallFrameBytesMax),
-                outOfLine: &outOfLine)
+                outOfLine: &outOfLine, keptAliveBytesMax: keptAliveBytesMax)
         }
+    }
+
+    /// The storage a body keeps alive beyond its own bytes while it is held: a body sliced from a read keeps that
+    /// whole read buffer (up to 1 MiB, `SocketTuning.receiveAllocator`); one in a buffer of its own, nothing.
+    public static func keptAliveBytes(of body: ByteBuffer) -> Int {
+        max(0, body.storageCapacity - body.readableBytes)
     }
 
     /// The bytes of a frame encoded with bodies out of line, in the order they go on the wire: slices of `head`
@@ -236,7 +244,7 @@ public enum SmallFrames {
 
     private static func encode(
         _ messages: UnsafeBufferPointer<SmallMessage>, into buffer: inout ByteBuffer, payloadBytesMax: Int,
-        outOfLine: inout [OutOfLineBody]?
+        outOfLine: inout [OutOfLineBody]?, keptAliveBytesMax: Int
     ) throws(FreightError) {
         var strings = StringTable()
         // Each entry's string indices, in the order they are written.
@@ -266,10 +274,20 @@ public enum SmallFrames {
         }
         let splits = outOfLine != nil
         var outOfLineBytes = 0
-        let outOfLineAhead = messages.reduce(0) { total, message in
-            let bytes = message.body.readableBytes
-            return total + (splits && bytes >= outOfLineBodyBytesMin ? bytes : 0)
+        // Which bodies go out of line: decided in order, the same way here and as the entries are written.
+        var allowance = keptAliveBytesMax
+        func goesOutOfLine(_ body: ByteBuffer, within allowance: inout Int) -> Bool {
+            guard splits && body.readableBytes >= outOfLineBodyBytesMin else { return false }
+            let kept = keptAliveBytes(of: body)
+            guard kept <= allowance else { return false }
+            allowance -= kept
+            return true
         }
+        var outOfLineAhead = 0
+        for index in messages.indices where goesOutOfLine(messages[index].body, within: &allowance) {
+            outOfLineAhead += messages[index].body.readableBytes
+        }
+        allowance = keptAliveBytesMax
         let inLine = size - outOfLineAhead
         let start = try open(
             .small, strings, entryBytes: size, reserving: inLine, limit: payloadBytesMax, into: &buffer)
@@ -298,7 +316,7 @@ public enum SmallFrames {
             }
             if extraCount > 0 { buffer.writeBytes(extra) }
             let body = messages[index].body
-            if splits && body.readableBytes >= outOfLineBodyBytesMin {
+            if goesOutOfLine(body, within: &allowance) {
                 outOfLine!.append(OutOfLineBody(offset: buffer.writerIndex, body: body))
                 outOfLineBytes += body.readableBytes
             } else {

@@ -175,25 +175,33 @@ import Testing
         }
     }
 
-    /// The link alone: a reader that stops reading stops its writer (`isWritable`), writes complete only as the far
-    /// end reads them, bytes arrive in order, and a cut closes both ends with an error.
-    @Test func aReaderThatStopsHoldsItsWriter() async throws {
+    /// An in-process link whose accepting end does not read until it is told to: the network, both ends, and what
+    /// the accepting end collects.
+    fileprivate static func linkToAReaderThatDoesNotRead(
+        named name: String
+    ) async throws -> (InProcessNetwork, Channel, Channel, Collected) {
         let group = MultiThreadedEventLoopGroup.singleton
         let network = InProcessNetwork()
         let received = Collected()
         let serverLoop = group.next()
-        let clientLoop = group.next()
         let accepted = serverLoop.makePromise(of: Channel.self)
-        _ = try await network.listen(name: "reader", eventLoop: serverLoop) { channel in
+        _ = try await network.listen(name: name, eventLoop: serverLoop) { channel in
             channel.setOption(ChannelOptions.autoRead, value: false).flatMapThrowing {
                 try channel.pipeline.syncOperations.addHandler(received)
                 accepted.succeed(channel)
             }
         }.get()
-        let client = try await network.connect(to: "reader", from: "writer", eventLoop: clientLoop) { channel in
+        let client = try await network.connect(to: name, from: "writer", eventLoop: group.next()) { channel in
             channel.eventLoop.makeSucceededVoidFuture()
         }.get()
-        let server = try await accepted.futureResult.get()
+        return (network, client, try await accepted.futureResult.get(), received)
+    }
+
+    /// The link alone: a reader that stops reading stops its writer (`isWritable`), writes complete only as the far
+    /// end reads them, bytes arrive in order, and a cut closes both ends with an error.
+    @Test func aReaderThatStopsHoldsItsWriter() async throws {
+        let (network, client, server, received) = try await Self.linkToAReaderThatDoesNotRead(named: "reader")
+        let clientLoop = client.eventLoop
         #expect(network.linkCount("reader") == 1)
 
         let piece = 1 << 20
@@ -226,6 +234,51 @@ import Testing
                 $0.eventLoop.makeSucceededVoidFuture()
             }.get()
         }
+    }
+
+    /// A SMALL body written out of line keeps the read buffer it was sliced from alive until the far end takes it: a
+    /// reader that stalls holds at most `FrameConnection.keptAliveBytesMax` of such buffers, later bodies are copied
+    /// into their frames, and every message arrives whole once it reads.
+    @Test func aStalledReaderKeepsBoundedReadBuffersAlive() async throws {
+        let (_, client, server, received) = try await Self.linkToAReaderThatDoesNotRead(named: "stalled")
+        let clientLoop = client.eventLoop
+        let connection = FrameConnection(channel: client, id: 1)
+
+        // Each body is 16 KiB of a 1 MiB buffer of its own, as a body sliced from a read: 40 of them would keep
+        // 40 MiB alive for 640 KiB of bodies.
+        let readBytes = 1 << 20
+        let bodyBytes = SmallFrames.outOfLineBodyBytesMin
+        let sent = (0..<40).map { index in
+            var read = ByteBufferAllocator().buffer(capacity: readBytes)
+            read.writeRepeatingByte(UInt8(index), count: readBytes)
+            let body = read.getSlice(at: 4096, length: bodyBytes)!
+            return SmallMessage(
+                id: UInt64(index + 1), source: "a/s", destination: "b/d", extras: nil, body: body,
+                crc32c: CRC32C.checksum(body))
+        }
+        #expect(SmallFrames.keptAliveBytes(of: sent[0].body) == readBytes - bodyBytes)
+        let kept = try await clientLoop.submit {
+            for message in sent { #expect(connection.send(.small([message])) == nil) }
+            connection.flushNow()
+        }.flatMap {
+            clientLoop.scheduleTask(in: .milliseconds(200)) { connection.keptAliveBytes }.futureResult
+        }.get()
+        #expect(received.bytes.withLock { $0.isEmpty })
+        #expect(kept > 0, "no body went out of line")
+        #expect(kept <= FrameConnection.keptAliveBytesMax, "a stalled reader keeps \(kept) bytes of read buffers alive")
+
+        try await server.setOption(ChannelOptions.autoRead, value: true).get()
+        let frameBytes = try sent.reduce(0) { $0 + (try FrameEncoder.encode(.small([$1])).readableBytes) }
+        #expect(try await waitUntil { received.bytes.withLock { $0.count } == frameBytes })
+        var parser = FrameParser(expectPreface: false)
+        var arrived: [SmallMessage] = []
+        try parser.feed(ByteBuffer(bytes: received.bytes.withLock { $0 })) { frame in
+            if case .small(let messages) = frame { arrived += messages }
+        }
+        #expect(arrived.map(\.id) == sent.map(\.id))
+        #expect(arrived.map(\.body) == sent.map(\.body))
+        #expect(try await waitUntil { try await clientLoop.submit { connection.keptAliveBytes }.get() == 0 })
+        client.close(promise: nil)
     }
 }
 

@@ -368,6 +368,26 @@ import Testing
         var joined = ByteBuffer()
         for var piece in SmallFrames.pieces(of: head, listed) { joined.writeBuffer(&piece) }
         #expect(joined == whole)
+        // Bodies sliced from larger buffers go out of line only while what they keep alive fits the allowance, in
+        // order; the others are copied, and the bytes are the same.
+        let sliced = (0..<3).map { index in
+            let body = ByteBuffer(repeating: UInt8(index), count: 4 * 32 << 10).getSlice(at: 0, length: 32 << 10)!
+            return SmallMessage(
+                id: UInt64(index + 1), source: "a/s", destination: "b/d", extras: nil, body: body,
+                crc32c: CRC32C.checksum(body))
+        }
+        #expect(SmallFrames.keptAliveBytes(of: sliced[0].body) == 3 * 32 << 10)
+        var wholeSliced = ByteBuffer()
+        try SmallFrames.encode(sliced, into: &wholeSliced)
+        var allowed: [SmallFrames.OutOfLineBody]? = []
+        var headSliced = ByteBuffer()
+        try SmallFrames.encode(
+            sliced, into: &headSliced, payloadBytesMax: Limits.smallFrameBytesMax, outOfLine: &allowed,
+            keptAliveBytesMax: 7 * 32 << 10)
+        #expect(allowed?.map(\.body) == [sliced[0].body, sliced[1].body])
+        var joinedSliced = ByteBuffer()
+        for var piece in SmallFrames.pieces(of: headSliced, allowed ?? []) { joinedSliced.writeBuffer(&piece) }
+        #expect(joinedSliced == wholeSliced)
         // A frame over the receiver's limit: nothing written, nothing listed.
         var refused = ByteBuffer()
         var none: [SmallFrames.OutOfLineBody]? = []
