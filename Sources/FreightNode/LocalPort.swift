@@ -271,6 +271,9 @@ final class InProcessSmallSource: LocalPort, @unchecked Sendable {  // confined 
     let chunkBytes: Int
     let body: ByteBuffer
     let crc: UInt32
+    /// Made once: every message names the same source and destination.
+    private let source: String
+    private let destination: String
     private var waiting: [UInt64: EventLoopPromise<Freight_Wire_V1_Done>] = [:]
 
     init(engine: NodeEngine, portID: UInt64, address: Address, length: Int, chunkBytes: Int) {
@@ -286,14 +289,15 @@ final class InProcessSmallSource: LocalPort, @unchecked Sendable {  // confined 
         }
         self.body = body
         self.crc = CRC32C.checksum(body)
+        self.source = "\(engine.name)/node"
+        self.destination = address.description
     }
 
     /// Sends one message; completes when it was delivered, or with why not.
     func send() -> EventLoopFuture<Freight_Wire_V1_Done> {
         let id = engine.localPorts.messageIDs.next()
         let message = SmallMessage(
-            id: id, source: "\(engine.name)/node", destination: address.description, extras: nil, body: body,
-            crc32c: crc)
+            id: id, source: source, destination: destination, extras: nil, body: body, crc32c: crc)
         guard engine.sendSmallFromNode(message, from: .local(portID)) else { return sendAsFlow() }
         let promise = engine.eventLoop.makePromise(of: Freight_Wire_V1_Done.self)
         waiting[id] = promise

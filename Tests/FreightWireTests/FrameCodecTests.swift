@@ -413,6 +413,8 @@ import Testing
         let first = FrameParser.gatherReserveAfterBytes
         let splits: [[Int]] = [
             [first + 1], [first + 4, first + 10], [total / 2], [total - 1], [first, first + 17, first + 19, total - 3],
+            // A first read of little more than the header, or of the header alone.
+            [WireV1.frameHeaderBytes + 1], [WireV1.frameHeaderBytes, 100], [5, 300, first * 2],
             // More pieces than a frame is kept in: the rest is gathered.
             [first + 1, first + 2, first + 3, first + 4, first + 5, first + 9],
             Array(stride(from: first, to: total, by: 997)),
