@@ -36,6 +36,9 @@ struct InboundStream {
     var readsIntoPool = false
     /// When its first piece arrived (the node's clock, nanoseconds).
     let startedNanos: UInt64
+    /// The chunk's pieces for the connections and ports it goes to, held until its last one has come (as slices of
+    /// the reads they came in, within what those keep alive: ``HeldPieces``).
+    var held = HeldPieces()
 }
 
 extension NodeEngine {
@@ -47,7 +50,9 @@ extension NodeEngine {
             guard var stream = inboundStreams[connection.id] else { return }
             stream.remaining -= piece.readableBytes
             if !stream.discard {
-                if !stream.localPorts.isEmpty || !stream.outputs.isEmpty { stream.header.pieces.append(piece) }
+                if !stream.localPorts.isEmpty || !stream.outputs.isEmpty {
+                    stream.held.append(piece, remaining: stream.remaining)
+                }
                 // A piece read straight into its one receive pool is checked in place; otherwise the first pool
                 // gets it copied and checksummed in one pass, any other a copy.
                 for index in stream.sharedOutputs.indices {
@@ -78,6 +83,7 @@ extension NodeEngine {
         case .dataEnd:
             guard var stream = inboundStreams.removeValue(forKey: connection.id) else { return }
             connection.readTarget?.clear()
+            stream.header.pieces = stream.held.pieces
             for output in stream.outputs { output.sendData(stream.header, promise: nil) }
             let verified = stream.verifies && stream.crc == stream.header.crc32c
             for output in stream.sharedOutputs {

@@ -55,6 +55,8 @@ public struct FrameParser: Sendable {
     private var helloRead: Bool
     /// Bytes of a header or control frame that arrived split across reads.
     private var pending = ByteBuffer()
+    /// The body of a DATA frame that comes whole (not streamed), as the pieces its reads brought.
+    private var held = HeldPieces()
     public let limits: FrameLimits
 
     public init(limits: FrameLimits = FrameLimits(), expectPreface: Bool = true) {
@@ -104,9 +106,13 @@ public struct FrameParser: Sendable {
                 if limits.streamsChunks {
                     emit(.dataPiece(piece))
                 } else {
-                    chunk.pieces.append(piece)
+                    held.append(piece, remaining: remaining - take)
                 }
                 if remaining == take {
+                    if !limits.streamsChunks {
+                        chunk.pieces = held.pieces
+                        held = HeldPieces()
+                    }
                     if limits.verifyChecksumsOnArrival { chunk.checksumVerified = crc == chunk.crc32c }
                     state = .header
                     emit(limits.streamsChunks ? .dataEnd : .frame(.data(chunk)))

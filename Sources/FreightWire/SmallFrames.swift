@@ -223,9 +223,7 @@ public enum SmallFrames {
 
     /// The storage a body keeps alive beyond its own bytes while it is held: a body sliced from a read keeps that
     /// whole read buffer (up to 1 MiB, `SocketTuning.receiveAllocator`); one in a buffer of its own, nothing.
-    public static func keptAliveBytes(of body: ByteBuffer) -> Int {
-        max(0, body.storageCapacity - body.readableBytes)
-    }
+    public static func keptAliveBytes(of body: ByteBuffer) -> Int { HeldPieces.keptAliveBytes(of: body) }
 
     /// The bytes of a frame encoded with bodies out of line, in the order they go on the wire: slices of `head`
     /// (no copy) with each body between them.
