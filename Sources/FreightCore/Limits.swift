@@ -15,6 +15,10 @@ public enum Limits {
     public static let chunkBytesDefault = 1024 * 1024
     /// Largest control frame (everything that is not a body chunk): the protobuf payload.
     public static let controlFrameBytesMax = 64 * 1024
+    /// Read buffers that slices of them, held for another party, may keep alive beyond the slices' own bytes: per
+    /// connection (SMALL bodies written out of line until the kernel takes them) and per chunk held until its last
+    /// piece. A slice keeps its whole read buffer (64 KiB to 1 MiB); past this, bytes are copied (docs/hardening.md).
+    public static let readBuffersKeptAliveBytesMax = 8 << 20
     /// Largest body sent as a SMALL message (header and body in one frame, docs/small-messages-and-files.md);
     /// larger ones go as OPEN and DATA.
     public static let smallBodyBytesMax = 64 * 1024

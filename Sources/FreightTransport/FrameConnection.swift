@@ -67,12 +67,10 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
     public var flushBytesMax: Int?
     private var unflushedBytes = 0
     /// Storage that bodies written out of line keep alive beyond their own bytes until the kernel takes them
-    /// (``SmallFrames/keptAliveBytes(of:)``: a body sliced from a read keeps the whole read buffer), counted per
-    /// body.
+    /// (``HeldPieces/keptAliveBytes(of:)``: a body sliced from a read keeps the whole read buffer), counted per
+    /// body. At most `Limits.readBuffersKeptAliveBytesMax`: past it, bodies are copied into their frames, so that a
+    /// reader that stalls holds what the budgets count (the bodies sent to it), not the read buffers they came in.
     public private(set) var keptAliveBytes = 0
-    /// At most this much: past it, bodies are copied into their frames, so that a reader that stalls holds what the
-    /// budgets count (the bodies sent to it), not the read buffers they came in, up to 64 times their size.
-    public static let keptAliveBytesMax = 8 << 20
 
     public init(channel: Channel, id: UInt64) {
         self.channel = channel
@@ -122,25 +120,21 @@ public final class FrameConnection: @unchecked Sendable, Hashable, CustomStringC
             do {
                 try SmallFrames.encode(
                     messages, into: &buffer, payloadBytesMax: smallFrameBytesMax, outOfLine: &outOfLine,
-                    keptAliveBytesMax: Self.keptAliveBytesMax - keptAliveBytes)
+                    keptAliveBytesMax: Limits.readBuffersKeptAliveBytesMax - keptAliveBytes)
             } catch {
                 return error
             }
             let listed = outOfLine!
-            guard !listed.isEmpty else {
-                writeWhole([.byteBuffer(buffer)], body: 0, promise: nil)
-                return nil
-            }
-            let pieces = SmallFrames.pieces(of: buffer, listed).map { IOData.byteBuffer($0) }
-            let kept = listed.reduce(0) { $0 + SmallFrames.keptAliveBytes(of: $1.body) }
+            let pieces = listed.isEmpty ? [buffer] : SmallFrames.pieces(of: buffer, listed)
+            let kept = listed.reduce(0) { $0 + HeldPieces.keptAliveBytes(of: $1.body) }
             guard kept > 0 else {
-                writeWhole(pieces, body: 0, promise: nil)
+                writeWhole(pieces.map { .byteBuffer($0) }, body: 0, promise: nil)
                 return nil
             }
             keptAliveBytes += kept
             let written = channel.eventLoop.makePromise(of: Void.self)
             written.futureResult.whenComplete { [self] _ in keptAliveBytes -= kept }
-            writeWhole(pieces, body: 0, promise: written)
+            writeWhole(pieces.map { .byteBuffer($0) }, body: 0, promise: written)
             return nil
         }
         do {

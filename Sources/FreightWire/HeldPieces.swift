@@ -1,8 +1,9 @@
+import FreightCore
 import NIOCore
 
 /// The pieces of a body kept until its last one has come, each at first the slice of the read it arrived in, which
 /// keeps that whole read buffer (64 KiB to 1 MiB) alive. While what they keep alive beyond their own bytes stays
-/// within ``keptAliveBytesMax``, slices; past that, each piece is copied onto a buffer of the list's own, so that a
+/// within `Limits.readBuffersKeptAliveBytesMax`, slices; past that, each piece is copied onto a buffer of the list's own, so that a
 /// party that trickles a body a few bytes a read makes its receiver hold the body's bytes, not a read buffer for
 /// each few (docs/hardening.md).
 public struct HeldPieces: Sendable {
@@ -11,9 +12,6 @@ public struct HeldPieces: Sendable {
     public private(set) var keptAliveBytes = 0
     /// Whether the last piece is a buffer of the list's own, which later pieces are copied onto.
     private var ownsLast = false
-
-    /// At most this much beyond the pieces' own bytes, per body.
-    public static let keptAliveBytesMax = 8 << 20
 
     public init() {}
 
@@ -28,7 +26,7 @@ public struct HeldPieces: Sendable {
     /// granted).
     public mutating func append(_ piece: ByteBuffer, remaining: Int) {
         let kept = Self.keptAliveBytes(of: piece)
-        if keptAliveBytes + kept <= Self.keptAliveBytesMax {
+        if keptAliveBytes + kept <= Limits.readBuffersKeptAliveBytesMax {
             keptAliveBytes += kept
             pieces.append(piece)
             ownsLast = false

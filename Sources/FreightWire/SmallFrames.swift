@@ -205,7 +205,7 @@ public enum SmallFrames {
 
     /// Encodes a SMALL frame as above; when `outOfLine` is not nil, bodies of `outOfLineBodyBytesMin` or more are
     /// not copied into `buffer` but listed there, in order, with where each goes, as long as the storage they keep
-    /// alive beyond their own bytes (``keptAliveBytes(of:)``) stays within `keptAliveBytesMax` in all; the others
+    /// alive beyond their own bytes (``HeldPieces/keptAliveBytes(of:)``) stays within `keptAliveBytesMax` in all; the others
     /// are copied.
     public static func encode(
         _ messages: [SmallMessage], into buffer: inout ByteBuffer, payloadBytesMax: Int,
@@ -220,10 +220,6 @@ public enum SmallFrames {
                 outOfLine: &outOfLine, keptAliveBytesMax: keptAliveBytesMax)
         }
     }
-
-    /// The storage a body keeps alive beyond its own bytes while it is held: a body sliced from a read keeps that
-    /// whole read buffer (up to 1 MiB, `SocketTuning.receiveAllocator`); one in a buffer of its own, nothing.
-    public static func keptAliveBytes(of body: ByteBuffer) -> Int { HeldPieces.keptAliveBytes(of: body) }
 
     /// The bytes of a frame encoded with bodies out of line, in the order they go on the wire: slices of `head`
     /// (no copy) with each body between them.
@@ -276,7 +272,7 @@ public enum SmallFrames {
         var allowance = keptAliveBytesMax
         func goesOutOfLine(_ body: ByteBuffer, within allowance: inout Int) -> Bool {
             guard splits && body.readableBytes >= outOfLineBodyBytesMin else { return false }
-            let kept = keptAliveBytes(of: body)
+            let kept = HeldPieces.keptAliveBytes(of: body)
             guard kept <= allowance else { return false }
             allowance -= kept
             return true

@@ -237,7 +237,7 @@ import Testing
     }
 
     /// A SMALL body written out of line keeps the read buffer it was sliced from alive until the far end takes it: a
-    /// reader that stalls holds at most `FrameConnection.keptAliveBytesMax` of such buffers, later bodies are copied
+    /// reader that stalls holds at most `Limits.readBuffersKeptAliveBytesMax` of such buffers, later bodies are copied
     /// into their frames, and every message arrives whole once it reads.
     @Test func aStalledReaderKeepsBoundedReadBuffersAlive() async throws {
         let (_, client, server, received) = try await Self.linkToAReaderThatDoesNotRead(named: "stalled")
@@ -256,7 +256,7 @@ import Testing
                 id: UInt64(index + 1), source: "a/s", destination: "b/d", extras: nil, body: body,
                 crc32c: CRC32C.checksum(body))
         }
-        #expect(SmallFrames.keptAliveBytes(of: sent[0].body) == readBytes - bodyBytes)
+        #expect(HeldPieces.keptAliveBytes(of: sent[0].body) == readBytes - bodyBytes)
         let kept = try await clientLoop.submit {
             for message in sent { #expect(connection.send(.small([message])) == nil) }
             connection.flushNow()
@@ -265,7 +265,8 @@ import Testing
         }.get()
         #expect(received.bytes.withLock { $0.isEmpty })
         #expect(kept > 0, "no body went out of line")
-        #expect(kept <= FrameConnection.keptAliveBytesMax, "a stalled reader keeps \(kept) bytes of read buffers alive")
+        #expect(
+            kept <= Limits.readBuffersKeptAliveBytesMax, "a stalled reader keeps \(kept) bytes of read buffers alive")
 
         try await server.setOption(ChannelOptions.autoRead, value: true).get()
         let frameBytes = try sent.reduce(0) { $0 + (try FrameEncoder.encode(.small([$1])).readableBytes) }

@@ -376,7 +376,7 @@ import Testing
                 id: UInt64(index + 1), source: "a/s", destination: "b/d", extras: nil, body: body,
                 crc32c: CRC32C.checksum(body))
         }
-        #expect(SmallFrames.keptAliveBytes(of: sliced[0].body) == 3 * 32 << 10)
+        #expect(HeldPieces.keptAliveBytes(of: sliced[0].body) == 3 * 32 << 10)
         var wholeSliced = ByteBuffer()
         try SmallFrames.encode(sliced, into: &wholeSliced)
         var allowed: [SmallFrames.OutOfLineBody]? = []

@@ -1,3 +1,4 @@
+import FreightCore
 import FreightWire
 import NIOCore
 import Testing
@@ -6,7 +7,7 @@ import Testing
 /// pieces as slices of the reads they came in, and each slice keeps its whole read buffer alive.
 struct HeldPiecesTests {
     /// A party that trickles a body a few bytes a read makes its receiver hold the body's bytes, not a read buffer
-    /// for each few: past `HeldPieces.keptAliveBytesMax`, pieces are copied onto a buffer of the list's own, and the
+    /// for each few: past `Limits.readBuffersKeptAliveBytesMax`, pieces are copied onto a buffer of the list's own, and the
     /// bytes are the same.
     @Test func aTrickledBodyKeepsBoundedReadBuffersAlive() {
         let bodyBytes = 256 << 10
@@ -23,10 +24,10 @@ struct HeldPiecesTests {
             held.append(read, remaining: bodyBytes - sent.count)
         }
         #expect(pieces > 2_000)
-        #expect(held.keptAliveBytes <= HeldPieces.keptAliveBytesMax)
+        #expect(held.keptAliveBytes <= Limits.readBuffersKeptAliveBytesMax)
         let storage = held.pieces.reduce(0) { $0 + $1.storageCapacity }
         #expect(
-            storage <= HeldPieces.keptAliveBytesMax + 2 * bodyBytes,
+            storage <= Limits.readBuffersKeptAliveBytesMax + 2 * bodyBytes,
             "\(pieces) pieces of a body of \(bodyBytes) bytes hold \(storage) bytes of buffers")
         #expect(held.pieces.count < 16)
         var joined: [UInt8] = []
@@ -65,7 +66,8 @@ struct HeldPiecesTests {
             return
         }
         let storage = arrived.pieces.reduce(0) { $0 + $1.storageCapacity }
-        #expect(storage <= HeldPieces.keptAliveBytesMax + 2 * body.readableBytes, "\(storage) bytes of buffers held")
+        #expect(
+            storage <= Limits.readBuffersKeptAliveBytesMax + 2 * body.readableBytes, "\(storage) bytes of buffers held")
         var joined = ByteBuffer()
         for var piece in arrived.pieces { joined.writeBuffer(&piece) }
         #expect(joined == body)
