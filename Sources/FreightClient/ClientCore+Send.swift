@@ -31,8 +31,11 @@ final class Outgoing: @unchecked Sendable {  // confined to the client's event l
     /// Chunks go through shared memory (decided when the message starts; a pool too small for one chunk turns it
     /// off for this message).
     var usesShared = false
-    /// A `.repeating` block copied once into the shared pool.
+    /// A `.repeating` block copied once into the shared pool, or a long generated body's block
+    /// (``PatternFill/blockBytes(chunkBytes:)``) filled there once: each chunk is lent as a window of it.
     var sharedBlock: SharedBuffer?
+    /// A long generated body's block in memory, for a message through the socket: each chunk is a slice of it.
+    var patternBlock: ByteBuffer?
     /// The pool had no room for the next chunk: pumped again when a region comes back.
     var waitingForRegion = false
     /// Chunk-sized regions of the send pool this message holds (lent to the node until the receivers have them).
@@ -223,6 +226,13 @@ extension ClientCore {
                 break
             }
             transfer.usesShared = true
+            // A long generated body is lent from one block filled now; a pool without room for it fills chunks.
+            if case .pattern(let seed, _) = body, let count = Self.patternBlockBytes(transfer),
+                let block = try? allocateShared(count)
+            {
+                block.withUnsafeMutableBytes { PatternFill.fill($0, seed: seed, offset: 0) }
+                transfer.sharedBlock = block
+            }
         } else {
             switch body {
             case .shared, .repeatingShared:
@@ -367,7 +377,13 @@ extension ClientCore {
             let needsBuffer: Bool
             switch transfer.body {
             case .bytes, .repeating, .shared, .repeatingShared, .stream: needsBuffer = false
-            case .file, .pattern, .device: needsBuffer = true
+            case .pattern(let seed, _):
+                if transfer.patternBlock == nil, let count = Self.patternBlockBytes(transfer) {
+                    transfer.patternBlock = Self.patternBlock(
+                        seed: seed, count: count, allocator: connection.channel.allocator)
+                }
+                needsBuffer = transfer.patternBlock == nil
+            case .file, .device: needsBuffer = true
             }
             if needsBuffer && transfer.pool.isEmpty && transfer.inFlight.count >= transfer.buffersMax { return }
             guard let next = transfer.window.nextChunk() else { return }
@@ -378,6 +394,8 @@ extension ClientCore {
                 bytes = buffer.getSlice(at: buffer.readerIndex + Int(next.offset), length: count)!
             case .repeating(let block, _):
                 bytes = block.getSlice(at: block.readerIndex, length: count)!
+            case .pattern where transfer.patternBlock != nil:
+                bytes = transfer.patternBlock!.getSlice(at: PatternFill.phase(of: Int64(next.offset)), length: count)!
             case .shared, .repeatingShared:
                 preconditionFailure("shared bodies are lent by pumpShared")
             case .stream:
@@ -515,6 +533,9 @@ extension ClientCore {
             }
             lendRepeated(transfer, block: transfer.sharedBlock!)
             return true
+        case .pattern where transfer.sharedBlock != nil:
+            lendPattern(transfer, block: transfer.sharedBlock!)
+            return true
         case .stream:
             return false
         case .bytes, .file, .pattern, .device:
@@ -634,6 +655,37 @@ extension ClientCore {
         guard outgoing.removeValue(forKey: transfer.id) != nil else { return }
         connection?.send(.abort(transfer.id, error))
         transfer.fail(error)
+    }
+
+    /// The length of a generated body's block (``PatternFill/blockBytes(chunkBytes:)``) when the message is long
+    /// enough that filling it once costs at most half of filling every chunk; nil for a shorter one, whose chunks
+    /// are filled one by one.
+    static func patternBlockBytes(_ transfer: Outgoing) -> Int? {
+        let count = PatternFill.blockBytes(chunkBytes: Int(transfer.window.chunkBytes))
+        return transfer.window.length >= 2 * UInt64(count) ? count : nil
+    }
+
+    static func patternBlock(seed: UInt64, count: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var block = allocator.buffer(capacity: count)
+        block.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+            PatternFill.fill(UnsafeMutableRawBufferPointer(rebasing: raw[..<count]), seed: seed, offset: 0)
+            return count
+        }
+        return block
+    }
+
+    /// Lends every chunk the credit allows of a generated body as the window of `block` at the chunk's phase:
+    /// nothing is made per chunk but its checksum, read from a block that stays in the cache.
+    private func lendPattern(_ transfer: Outgoing, block: SharedBuffer) {
+        while let next = transfer.window.nextChunk() {
+            let phase = PatternFill.phase(of: Int64(next.offset))
+            let crc = block.withUnsafeBytes {
+                CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[phase..<(phase + Int(next.count))]))
+            }
+            lend(
+                transfer, start: block.offset, offset: block.offset + phase, length: next.count,
+                bodyOffset: next.offset, crc: crc, isLast: next.isLast)
+        }
     }
 
     /// Lends the first bytes of `block` for every chunk the credit allows (the same region each time).

@@ -115,4 +115,30 @@ import Testing
         bytes[999] ^= 1
         #expect(!bytes.withUnsafeBytes { PatternFill.check($0, seed: 7, offset: 4096) })
     }
+
+    /// A generated body repeats after `PatternFill.periodBytes` and only then (a sender lends every chunk of a long
+    /// one from one block): bytes one period on are the same, a fill across the end of a period is the fills on
+    /// either side of it, and a chunk checked at the offset of any other chunk in the period fails.
+    @Test func patternFillRepeatsAfterItsPeriodOnly() {
+        let period = PatternFill.periodBytes
+        let chunk = 64 << 10
+        func filled(_ count: Int, at offset: Int) -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: count)
+            bytes.withUnsafeMutableBytes { PatternFill.fill($0, seed: 11, offset: Int64(offset)) }
+            return bytes
+        }
+        #expect(filled(chunk, at: period - 1000) == filled(1000, at: period - 1000) + filled(chunk - 1000, at: 0))
+        #expect(filled(chunk, at: 3 * period + 12345) == filled(chunk, at: 12345))
+        #expect(PatternFill.phase(of: Int64(5 * period + 77)) == 77)
+        let across = filled(chunk, at: 2 * period - 8)
+        #expect(across.withUnsafeBytes { PatternFill.check($0, seed: 11, offset: Int64(2 * period - 8)) })
+        #expect(!across.withUnsafeBytes { PatternFill.check($0, seed: 11, offset: Int64(2 * period)) })
+        let chunks = (0..<(period / chunk)).map { filled(chunk, at: $0 * chunk) }
+        for (index, bytes) in chunks.enumerated() {
+            for other in 0..<(period / chunk) {
+                let placed = bytes.withUnsafeBytes { PatternFill.check($0, seed: 11, offset: Int64(other * chunk)) }
+                #expect(placed == (other == index), "chunk \(index) checked at chunk \(other)'s offset")
+            }
+        }
+    }
 }

@@ -122,6 +122,43 @@ import Testing
         #expect(released, "read buffers still lent into pools after the fabric stopped")
     }
 
+    /// A generated body longer than two of its blocks goes as windows of one block filled once
+    /// (``PatternFill/blockBytes(chunkBytes:)``), lent from the pool or sliced for the socket: every chunk arrives
+    /// with the bytes of its own offset, across the ends of the pattern's period, the short last one too.
+    @Test func longGeneratedBodiesGoFromOneBlock() async throws {
+        try await InProcessFabric.with(nodes: 2, cluster: "shm-pattern") { fabric in
+            let receiver = try await FreightClient.connect(to: fabric.socket(1), label: "rx", sharedMemory: .required())
+            let lending = try await FreightClient.connect(
+                to: fabric.socket(0), label: "tx-shm", sharedMemory: .required())
+            let socket = try await FreightClient.connect(to: fabric.tcp(0), label: "tx-tcp")
+            let inbox = try await receiver.receive("shm/pattern")
+            try await fabric.waitForEndpoints(try Address("shm/pattern"), count: 1)
+            let chunkBytes = 256 << 10
+            let length = 2 * PatternFill.blockBytes(chunkBytes: chunkBytes) + 4099
+            var messages = inbox.makeAsyncIterator()
+            for (seed, sender) in [(UInt64(41), lending), (42, socket)] {
+                let sending = Task {
+                    try await sender.send(
+                        to: "shm/pattern", body: .pattern(seed: seed, length: Int64(length)),
+                        options: SendOptions(chunkBytes: chunkBytes))
+                }
+                let message = try #require(try await messages.next())
+                let (total, intact, _) = try await Self.read(message, seed: seed)
+                let report = try await sending.value
+                #expect(total == length && report.bytes == UInt64(length))
+                #expect(intact, "the body sent with seed \(seed) arrived changed")
+            }
+            let fromPools = try await fabric.engines[0].bodyBytesSentFromPools()
+            // All but the short last chunk, which is copied into the link's writes as chunks of at most 64 KiB are.
+            #expect(
+                fromPools >= UInt64(length - (64 << 10)) && fromPools < UInt64(length),
+                "the lending app's chunks left its pool: \(fromPools) of \(length) bytes")
+            await lending.close()
+            await socket.close()
+            await receiver.close()
+        }
+    }
+
     /// Same node: a shared buffer is handed over, not copied. The receiver sees the sender's very memory (a byte
     /// the sender writes afterwards shows through), and the region is not reused while the receiver holds it.
     @Test func sameNodeHandsOverWithoutCopyingAndNeverReusesAHeldRegion() async throws {
