@@ -226,13 +226,6 @@ extension ClientCore {
                 break
             }
             transfer.usesShared = true
-            // A long generated body is lent from one block filled now; a pool without room for it fills chunks.
-            if case .pattern(let seed, _) = body, let count = Self.patternBlockBytes(transfer),
-                let block = try? allocateShared(count)
-            {
-                block.withUnsafeMutableBytes { PatternFill.fill($0, seed: seed, offset: 0) }
-                transfer.sharedBlock = block
-            }
         } else {
             switch body {
             case .shared, .repeatingShared:
@@ -240,6 +233,16 @@ extension ClientCore {
                     FreightError(.invalidArgument, "this client has no shared memory for a shared buffer"))
             default:
                 break
+            }
+        }
+        // A long generated body goes from one block filled now: in the pool (one without room for it fills chunks
+        // one by one), or in memory for the socket.
+        if case .pattern(let seed, _) = body, let count = Self.patternBlockBytes(transfer) {
+            if !transfer.usesShared {
+                transfer.patternBlock = Self.patternBlock(seed: seed, count: count)
+            } else if let block = try? allocateShared(count) {
+                block.withUnsafeMutableBytes { PatternFill.fill($0, seed: seed, offset: 0) }
+                transfer.sharedBlock = block
             }
         }
         outgoing[id] = transfer
@@ -377,12 +380,7 @@ extension ClientCore {
             let needsBuffer: Bool
             switch transfer.body {
             case .bytes, .repeating, .shared, .repeatingShared, .stream: needsBuffer = false
-            case .pattern(let seed, _):
-                if transfer.patternBlock == nil, let count = Self.patternBlockBytes(transfer) {
-                    transfer.patternBlock = Self.patternBlock(
-                        seed: seed, count: count, allocator: connection.channel.allocator)
-                }
-                needsBuffer = transfer.patternBlock == nil
+            case .pattern: needsBuffer = transfer.patternBlock == nil
             case .file, .device: needsBuffer = true
             }
             if needsBuffer && transfer.pool.isEmpty && transfer.inFlight.count >= transfer.buffersMax { return }
@@ -665,8 +663,8 @@ extension ClientCore {
         return transfer.window.length >= 2 * UInt64(count) ? count : nil
     }
 
-    static func patternBlock(seed: UInt64, count: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var block = allocator.buffer(capacity: count)
+    static func patternBlock(seed: UInt64, count: Int) -> ByteBuffer {
+        var block = ByteBufferAllocator().buffer(capacity: count)
         block.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
             PatternFill.fill(UnsafeMutableRawBufferPointer(rebasing: raw[..<count]), seed: seed, offset: 0)
             return count

@@ -3,9 +3,9 @@ import NIOCore
 
 /// The pieces of a body kept until its last one has come, each at first the slice of the read it arrived in, which
 /// keeps that whole read buffer (64 KiB to 1 MiB) alive. While what they keep alive beyond their own bytes stays
-/// within `Limits.readBuffersKeptAliveBytesMax`, slices; past that, each piece is copied onto a buffer of the list's own, so that a
-/// party that trickles a body a few bytes a read makes its receiver hold the body's bytes, not a read buffer for
-/// each few (docs/hardening.md).
+/// within `Limits.readBuffersKeptAliveBytesMax`, slices; past that, each piece is copied onto a buffer of the list's
+/// own, so that a party that trickles a body a few bytes a read makes its receiver hold the body's bytes, not a read
+/// buffer for each few (docs/hardening.md).
 public struct HeldPieces: Sendable {
     public private(set) var pieces: [ByteBuffer] = []
     /// What the pieces keep alive beyond their own bytes.

@@ -205,8 +205,8 @@ public enum SmallFrames {
 
     /// Encodes a SMALL frame as above; when `outOfLine` is not nil, bodies of `outOfLineBodyBytesMin` or more are
     /// not copied into `buffer` but listed there, in order, with where each goes, as long as the storage they keep
-    /// alive beyond their own bytes (``HeldPieces/keptAliveBytes(of:)``) stays within `keptAliveBytesMax` in all; the others
-    /// are copied.
+    /// alive beyond their own bytes (``HeldPieces/keptAliveBytes(of:)``) stays within `keptAliveBytesMax` in all;
+    /// the others are copied.
     public static func encode(
         _ messages: [SmallMessage], into buffer: inout ByteBuffer, payloadBytesMax: Int,
         outOfLine: inout [OutOfLineBody]?, keptAliveBytesMax: Int = .max
