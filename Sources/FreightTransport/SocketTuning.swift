@@ -22,6 +22,12 @@ public struct SocketTuning: Sendable, Hashable {
     /// Unsent bytes the kernel keeps of the connection at most (TCP_NOTSENT_LOWAT); the rest waits in the channel,
     /// where a sender that stripes can still send it on another connection. Nil: the kernel's default (no limit).
     public var notSentLowWaterBytes: Int?
+    /// Send buffer of a Unix-socket link (an app and its node; the kernel doubles it, up to `net.core.wmem_max`
+    /// doubled), 0 for the kernel's default. That default (`net.core.wmem_default`, 208 KiB) holds less than one
+    /// 256 KiB batch of small messages, so a writer stopped inside each batch and the two parties woke each other
+    /// for each piece of it: app to app at 64 KiB through two nodes made two to three times the context switches
+    /// and moved a fifth less (docs/small-messages-and-files.md §3f).
+    public var unixSendBufferBytes: Int
 
     public init(
         congestionControl: String? = "reno",
@@ -30,9 +36,11 @@ public struct SocketTuning: Sendable, Hashable {
         writeLowWaterMark: Int = 2 * 1024 * 1024,
         writeHighWaterMark: Int = 4 * 1024 * 1024,
         userTimeoutMillis: Int? = Limits.linkTimeoutSeconds * 1000,
-        notSentLowWaterBytes: Int? = nil
+        notSentLowWaterBytes: Int? = nil,
+        unixSendBufferBytes: Int = 512 * 1024
     ) {
         self.notSentLowWaterBytes = notSentLowWaterBytes
+        self.unixSendBufferBytes = unixSendBufferBytes
         self.userTimeoutMillis = userTimeoutMillis
         self.congestionControl = congestionControl
         self.sendBufferBytes = sendBufferBytes
@@ -73,8 +81,9 @@ public struct SocketTuning: Sendable, Hashable {
         minimum: handshakeReadBytes, initial: handshakeReadBytes, maximum: handshakeReadBytes)
     public static let handshakeReadBytes = 2048
 
-    /// Options for a TCP channel (client or accepted child), applied before connect. An accepted link keeps the
-    /// read allocator ``Transport/configure(_:capabilities:accepted:make:)`` gave it (small until it is established).
+    /// Options for a TCP or Unix-socket channel (client or accepted child), applied before connect. An accepted link
+    /// keeps the read allocator ``Transport/configure(_:capabilities:accepted:make:)`` gave it (small until it is
+    /// established).
     public func apply(to channel: Channel, isTCP: Bool, accepted: Bool = false) -> EventLoopFuture<Void> {
         let allocator =
             accepted
@@ -88,7 +97,12 @@ public struct SocketTuning: Sendable, Hashable {
                     value: .init(low: writeLowWaterMark, high: writeHighWaterMark)
                 )
             }
-        guard isTCP else { return future }
+        guard isTCP else {
+            guard unixSendBufferBytes > 0 else { return future }
+            return future.flatMap {
+                channel.setOption(ChannelOptions.socketOption(.so_sndbuf), value: .init(unixSendBufferBytes))
+            }
+        }
         future = future.flatMap { channel.setOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1) }
         // 0: the kernel sizes the buffer (setting one turns its autotuning off).
         if sendBufferBytes > 0 {
