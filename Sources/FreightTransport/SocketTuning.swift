@@ -22,11 +22,12 @@ public struct SocketTuning: Sendable, Hashable {
     /// Unsent bytes the kernel keeps of the connection at most (TCP_NOTSENT_LOWAT); the rest waits in the channel,
     /// where a sender that stripes can still send it on another connection. Nil: the kernel's default (no limit).
     public var notSentLowWaterBytes: Int?
-    /// Send buffer of a Unix-socket link (an app and its node; the kernel doubles it, up to `net.core.wmem_max`
-    /// doubled), 0 for the kernel's default. That default (`net.core.wmem_default`, 208 KiB) holds less than one
-    /// 256 KiB batch of small messages, so a writer stopped inside each batch and the two parties woke each other
-    /// for each piece of it: app to app at 64 KiB through two nodes made two to three times the context switches
-    /// and moved a fifth less (docs/small-messages-and-files.md §3f).
+    /// Send buffer of a Unix-socket link (an app and its node), 0 for the kernel's default; by default two batches
+    /// of small messages (`Limits.smallBatchBytesMax`), four once the kernel doubles it (up to twice
+    /// `net.core.wmem_max`). The kernel's default (`net.core.wmem_default`, 208 KiB) holds less than one batch, so a
+    /// writer stopped inside each batch and the two parties woke each other for each piece of it: app to app at
+    /// 64 KiB through two nodes made two to three times the context switches and moved a fifth less
+    /// (docs/small-messages-and-files.md §3f).
     public var unixSendBufferBytes: Int
 
     public init(
@@ -37,7 +38,7 @@ public struct SocketTuning: Sendable, Hashable {
         writeHighWaterMark: Int = 4 * 1024 * 1024,
         userTimeoutMillis: Int? = Limits.linkTimeoutSeconds * 1000,
         notSentLowWaterBytes: Int? = nil,
-        unixSendBufferBytes: Int = 512 * 1024
+        unixSendBufferBytes: Int = 2 * Limits.smallBatchBytesMax
     ) {
         self.notSentLowWaterBytes = notSentLowWaterBytes
         self.unixSendBufferBytes = unixSendBufferBytes
